@@ -1,0 +1,251 @@
+"""A batch of atomic structures held as flat NumPy arrays.
+
+Generators produce thousands of structures at once; building one ``ase.Atoms`` per candidate
+would dominate the cost of generation and selection. ``StructureBatch`` keeps the whole batch in
+a handful of arrays (the same layout the ``physgen.structure_set`` node stores in its repository)
+and converts single items to ``ase.Atoms`` only on demand.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import ase
+import ase.data
+import ase.formula
+import ase.io
+import numpy as np
+
+__all__ = ["StructureBatch"]
+
+
+@dataclass
+class StructureBatch:
+    """``M`` structures of possibly different sizes.
+
+    :param numbers: atomic numbers of all atoms, concatenated, shape ``(total_atoms,)``.
+    :param positions: Cartesian positions in Å, concatenated, shape ``(total_atoms, 3)``.
+    :param n_atoms: atoms per structure, shape ``(M,)``.
+    :param cells: cell vectors (rows) in Å, shape ``(M, 3, 3)``; zeros for a molecule without box.
+    :param pbc: periodicity per structure and axis, shape ``(M, 3)``.
+    :param info: per-structure scalar arrays of shape ``(M,)`` (energies, labels, model index...).
+    """
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    n_atoms: np.ndarray
+    cells: np.ndarray
+    pbc: np.ndarray
+    info: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        self.positions = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)
+        self.n_atoms = np.asarray(self.n_atoms, dtype=np.int64).reshape(-1)
+        m = len(self.n_atoms)
+        self.cells = np.asarray(self.cells, dtype=np.float64).reshape(m, 3, 3)
+        self.pbc = np.asarray(self.pbc, dtype=bool).reshape(m, 3)
+        if self.numbers.shape[0] != self.positions.shape[0]:
+            raise ValueError(
+                f"numbers has {self.numbers.shape[0]} entries but positions has {self.positions.shape[0]} rows"
+            )
+        if int(self.n_atoms.sum()) != self.numbers.shape[0]:
+            raise ValueError(f"n_atoms sums to {int(self.n_atoms.sum())}, expected {self.numbers.shape[0]}")
+        if np.any(self.n_atoms < 1):
+            raise ValueError("n_atoms: every structure needs at least one atom")
+        self.info = {key: np.asarray(value) for key, value in self.info.items()}
+        for key, value in self.info.items():
+            if value.shape[:1] != (m,):
+                raise ValueError(f"info[{key!r}] has shape {value.shape}, expected ({m}, ...)")
+        self._offsets = np.concatenate([[0], np.cumsum(self.n_atoms)])
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_atoms(cls, structures: Iterable[ase.Atoms], info_keys: Sequence[str] = ()) -> "StructureBatch":
+        """Build from ``ase.Atoms``; numeric ``atoms.info`` entries named in ``info_keys`` are kept."""
+        structures = list(structures)
+        if not structures:
+            raise ValueError("structures: expected at least one structure, got an empty list")
+        info = {key: np.array([float(a.info.get(key, np.nan)) for a in structures]) for key in info_keys}
+        return cls(
+            numbers=np.concatenate([a.numbers for a in structures]),
+            positions=np.concatenate([a.positions for a in structures]),
+            n_atoms=np.array([len(a) for a in structures]),
+            cells=np.stack([a.cell.array for a in structures]),
+            pbc=np.stack([a.pbc for a in structures]),
+            info=info,
+        )
+
+    @classmethod
+    def from_uniform(
+        cls,
+        positions: np.ndarray,
+        numbers: Sequence[int],
+        cell: np.ndarray,
+        pbc: Sequence[bool],
+        info: dict[str, np.ndarray] | None = None,
+    ) -> "StructureBatch":
+        """Build from ``M`` structures sharing composition, atom order and cell: positions ``(M, N, 3)``."""
+        positions = np.asarray(positions, dtype=np.float64)
+        m, n = positions.shape[:2]
+        numbers = np.asarray(numbers, dtype=np.int64)
+        if numbers.shape != (n,):
+            raise ValueError(f"numbers has shape {numbers.shape}, expected ({n},)")
+        return cls(
+            numbers=np.tile(numbers, m),
+            positions=positions.reshape(-1, 3),
+            n_atoms=np.full(m, n),
+            cells=np.broadcast_to(np.asarray(cell, dtype=np.float64).reshape(1, 3, 3), (m, 3, 3)),
+            pbc=np.broadcast_to(np.asarray(pbc, dtype=bool).reshape(1, 3), (m, 3)),
+            info=info or {},
+        )
+
+    @classmethod
+    def read(cls, path: str | Path, index: str = ":", format: str | None = None) -> "StructureBatch":
+        """Read any file ASE reads (extxyz, CIF, POSCAR, ...); numeric per-structure info is kept."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"structure file {str(path)!r} does not exist")
+        structures = ase.io.read(path, index=index, format=format)
+        if isinstance(structures, ase.Atoms):
+            structures = [structures]
+        if not structures:
+            raise ValueError(f"structure file {str(path)!r} holds no structures")
+        keys = [
+            key
+            for key, value in structures[0].info.items()
+            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and all(isinstance(s.info.get(key), (int, float, np.integer, np.floating)) for s in structures)
+        ]
+        batch = cls.from_atoms(structures, info_keys=keys)
+        # extxyz stores a structure's ``energy`` as a calculator result, not in ``info``
+        if "energy" not in batch.info and all(s.calc is not None and "energy" in s.calc.results for s in structures):
+            batch.info["energy"] = np.array([float(s.calc.results["energy"]) for s in structures])
+        return batch
+
+    @classmethod
+    def concatenate(cls, batches: Sequence["StructureBatch"]) -> "StructureBatch":
+        if not batches:
+            raise ValueError("batches: expected at least one batch")
+        keys = set(batches[0].info)
+        for batch in batches[1:]:
+            keys &= set(batch.info)
+        return cls(
+            numbers=np.concatenate([b.numbers for b in batches]),
+            positions=np.concatenate([b.positions for b in batches]),
+            n_atoms=np.concatenate([b.n_atoms for b in batches]),
+            cells=np.concatenate([b.cells for b in batches]),
+            pbc=np.concatenate([b.pbc for b in batches]),
+            info={key: np.concatenate([b.info[key] for b in batches]) for key in sorted(keys)},
+        )
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.n_atoms)
+
+    def __iter__(self) -> Iterator[ase.Atoms]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, index: int) -> ase.Atoms:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"structure index {index} out of range for a batch of {len(self)}")
+        index %= len(self)
+        start, stop = self._offsets[index], self._offsets[index + 1]
+        atoms = ase.Atoms(
+            numbers=self.numbers[start:stop],
+            positions=self.positions[start:stop],
+            cell=self.cells[index],
+            pbc=self.pbc[index],
+        )
+        for key, value in self.info.items():
+            atoms.info[key] = value[index].item() if value.ndim == 1 else value[index]
+        return atoms
+
+    def subset(self, indices: Sequence[int]) -> "StructureBatch":
+        """A new batch with the structures at ``indices`` (in that order)."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"indices must lie in [0, {len(self)}), got {indices.min()}..{indices.max()}")
+        atom_idx = (
+            np.concatenate([np.arange(self._offsets[i], self._offsets[i + 1]) for i in indices])
+            if indices.size
+            else np.zeros(0, dtype=np.int64)
+        )
+        return StructureBatch(
+            numbers=self.numbers[atom_idx],
+            positions=self.positions[atom_idx],
+            n_atoms=self.n_atoms[indices],
+            cells=self.cells[indices],
+            pbc=self.pbc[indices],
+            info={key: value[indices] for key, value in self.info.items()},
+        )
+
+    def uniform_view(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(positions (M, N, 3), numbers (N,))`` when every structure has the same atoms in the same
+        order, else ``None``. Lets batched code skip per-structure loops."""
+        if len(set(self.n_atoms.tolist())) != 1:
+            return None
+        n = int(self.n_atoms[0])
+        numbers = self.numbers.reshape(len(self), n)
+        if not np.all(numbers == numbers[0]):
+            return None
+        return self.positions.reshape(len(self), n, 3), numbers[0]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._offsets
+
+    def formulas(self) -> list[str]:
+        """Hill formula of every structure (``ase`` ordering)."""
+        return [
+            ase.formula.Formula.from_list(
+                [ase.data.chemical_symbols[z] for z in self.numbers[self._offsets[i] : self._offsets[i + 1]]]
+            ).format("hill")
+            for i in range(len(self))
+        ]
+
+    def formula_counts(self) -> dict[str, int]:
+        return dict(Counter(self.formulas()))
+
+    def elements(self) -> list[str]:
+        return [ase.data.chemical_symbols[z] for z in sorted(set(self.numbers.tolist()))]
+
+    # ------------------------------------------------------------------ serialisation
+    def to_npz_bytes(self) -> bytes:
+        handle = io.BytesIO()
+        arrays = {
+            "numbers": self.numbers,
+            "positions": self.positions,
+            "n_atoms": self.n_atoms,
+            "cells": self.cells,
+            "pbc": self.pbc,
+        }
+        arrays.update({f"info__{key}": value for key, value in self.info.items()})
+        np.savez_compressed(handle, **arrays)
+        return handle.getvalue()
+
+    @classmethod
+    def from_npz(cls, handle) -> "StructureBatch":
+        with np.load(handle, allow_pickle=False) as data:
+            info = {key[len("info__") :]: data[key] for key in data.files if key.startswith("info__")}
+            return cls(
+                numbers=data["numbers"],
+                positions=data["positions"],
+                n_atoms=data["n_atoms"],
+                cells=data["cells"],
+                pbc=data["pbc"],
+                info=info,
+            )
+
+    def write(self, path: str | Path, format: str | None = None) -> None:
+        """Write every structure to ``path`` in any format ASE writes (extended XYZ by default)."""
+        path = Path(path)
+        if format is None and path.suffix in ("", ".xyz", ".extxyz"):
+            format = "extxyz"
+        ase.io.write(path, list(self), format=format)
+
