@@ -1,0 +1,177 @@
+"""Calcfunctions of the generation chain: ``physgen.train_logan`` → ``physgen.generate`` →
+``physgen.select_representatives``.
+
+Each one converts nodes to arrays, calls :mod:`aiida_physgen.ml` / :mod:`aiida_physgen.selection`,
+and converts the results back into nodes. Every random choice takes its seed from an input node.
+Bad input and diverged training end the process on a named exit code with no outputs stored.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from aiida import orm
+from aiida.engine import ExitCode, calcfunction
+
+from ..data.generator_model import GeneratorModel
+from ..data.structure_set import StructureSet
+from ..ml import logan
+from ..ml.descriptors import DescriptorSettings
+from ..ml.wgan import TrainingDivergedError
+from .. import selection as selection_module
+
+__all__ = [
+    "train_logan",
+    "generate",
+    "select_representatives",
+    "EXIT_CODES",
+    "SELECTION_DEFAULTS",
+]
+
+#: named exit codes shared by the calcfunctions and re-exposed by the workflows
+EXIT_CODES = {
+    "ERROR_INVALID_INPUT": ExitCode(300, "invalid input: {message}"),
+    "ERROR_TRAINING_DIVERGED": ExitCode(310, "training diverged: {message}"),
+}
+
+SELECTION_DEFAULTS = {
+    "n_components": 10,
+    "n_clusters": 20,
+    "r_cut": 5.0,
+    "n_max": 4,
+    "l_max": 4,
+    "max_neighbours": 20,
+    "radial": "gaussian",
+    "plot": True,
+}
+
+
+def _invalid(error: Exception) -> ExitCode:
+    return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
+
+
+@calcfunction
+def train_logan(
+    training: StructureSet,
+    composition: orm.Str,
+    cell: orm.List,
+    pbc: orm.List,
+    seeds: orm.List,
+    settings: orm.Dict | None = None,
+    grid: orm.Dict | None = None,
+):
+    """Train an ensemble of LoGAN generators (every seed × every ``grid`` combination).
+
+    Returns a ``models`` namespace with one ``physgen.generator_model`` per member
+    (``model_00``, ``model_01``, ...).
+    """
+    try:
+        seed_values = [int(s) for s in seeds.get_list()]
+        models = logan.train_logan(
+            training.get_batch() if len(training) else None,
+            composition.value,
+            np.asarray(cell.get_list(), dtype=float),
+            pbc.get_list(),
+            settings=settings.get_dict() if settings is not None else None,
+            seeds=seed_values,
+            grid=grid.get_dict() if grid is not None else None,
+        )
+    except ValueError as error:
+        return _invalid(error)
+    except TrainingDivergedError as error:
+        return EXIT_CODES["ERROR_TRAINING_DIVERGED"].format(message=str(error))
+    return {
+        "models": {
+            f"model_{i:02d}": GeneratorModel.from_module(model.module, model.config) for i, model in enumerate(models)
+        }
+    }
+
+
+@calcfunction
+def generate(count: orm.Int, seed: orm.Int, **models: GeneratorModel):
+    """``count`` candidates from each generator model, as one ``physgen.structure_set``.
+
+    The set's ``model_index`` info array says which model (in sorted input-name order) made each
+    candidate; the input names are kept in the ``model_labels`` attribute.
+    """
+    if not models:
+        return _invalid(ValueError("models: expected at least one generator model"))
+    if count.value <= 0:
+        return _invalid(ValueError(f"count: got {count.value}, expected a positive number of structures per model"))
+    labels = sorted(models)
+    try:
+        batch = logan.generate([models[label].load() for label in labels], count.value, seed.value)
+    except ValueError as error:
+        return _invalid(error)
+    candidates = StructureSet(batch)
+    candidates.base.attributes.set("model_labels", labels)
+    return candidates
+
+
+def _selection_settings(settings: orm.Dict | None) -> dict:
+    values = dict(SELECTION_DEFAULTS)
+    given = settings.get_dict() if settings is not None else {}
+    unknown = sorted(set(given) - set(values))
+    if unknown:
+        raise ValueError(f"settings: unknown key(s) {unknown}; expected some of {sorted(values)}")
+    values.update(given)
+    for key in ("n_components", "n_clusters"):
+        if not isinstance(values[key], int) or values[key] < 1:
+            raise ValueError(f"{key}: got {values[key]!r}, expected a positive integer")
+    return values
+
+
+@calcfunction
+def select_representatives(candidates: StructureSet, seed: orm.Int, settings: orm.Dict | None = None):
+    """Structure descriptors → PCA → k-means → the candidate nearest each centroid.
+
+    Outputs: ``representatives`` (``physgen.structure_set``), ``structures`` (one StructureData per
+    representative, ``rep_00``...), ``selection`` (ArrayData: indices, labels, PCA coordinates,
+    distances) and, unless ``plot`` is false, ``pca_plot`` (PNG).
+    """
+    try:
+        values = _selection_settings(settings)
+        batch = candidates.get_batch()
+        if values["n_clusters"] > len(batch):
+            raise ValueError(
+                f"n_clusters: got {values['n_clusters']}, larger than the {len(batch)} candidates in the batch"
+            )
+        descriptor = DescriptorSettings(
+            species=tuple(sorted(set(int(z) for z in batch.numbers))),
+            r_cut=float(values["r_cut"]),
+            n_max=int(values["n_max"]),
+            l_max=int(values["l_max"]),
+            max_neighbours=int(values["max_neighbours"]),
+            radial=values["radial"],
+        )
+    except ValueError as error:
+        return _invalid(error)
+    result = selection_module.select_representatives(
+        batch,
+        descriptor,
+        n_components=values["n_components"],
+        n_clusters=values["n_clusters"],
+        seed=seed.value,
+    )
+    chosen = batch.subset(result.indices)
+    chosen.info["candidate_index"] = np.asarray(result.indices)
+    outputs = {
+        "representatives": StructureSet(chosen),
+        "structures": {
+            f"rep_{i:02d}": orm.StructureData(ase=atoms) for i, atoms in enumerate(chosen)
+        },
+    }
+    arrays = orm.ArrayData()
+    for name, value in result.arrays().items():
+        arrays.set_array(name, np.asarray(value))
+    arrays.base.attributes.set("explained_variance_ratio", [float(v) for v in result.explained_variance_ratio])
+    outputs["selection"] = arrays
+    if values["plot"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "pca_clusters.png"
+            selection_module.plot_selection(result, path, title=f"{len(batch)} candidates → {len(chosen)} representatives")
+            outputs["pca_plot"] = orm.SinglefileData(path)
+    return outputs
+

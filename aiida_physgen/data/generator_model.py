@@ -1,0 +1,354 @@
+"""``physgen.generator_model``: a trained generator as an AiiDA node.
+
+The node keeps the model file written by :mod:`aiida_physgen.ml.model_io` (config and weights in
+one ``torch.save`` file, the same file the CLI writes) as ``model.pt`` in its repository. The facts
+one searches models by are copied from the config into attributes: the family, the composition and
+atom order, the cell and periodicity, the descriptor and training hyperparameters, the seed, the
+number of training steps, the final losses and the SHA-256 checksum of the file. Weights and any
+other config entries stay in the file only.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import typing as t
+from collections.abc import Mapping
+from pathlib import Path
+
+import ase.data
+import ase.formula
+import numpy as np
+import torch
+from aiida.common import exceptions
+from aiida.orm import Data
+from aiida.orm.pydantic import OrmMetadataField
+
+from aiida_physgen.ml import model_io
+
+__all__ = ["GeneratorModel"]
+
+#: config keys every model file must provide; they become the node's attributes
+REQUIRED_CONFIG_KEYS = ("family", "symbols", "cell", "pbc", "descriptor", "hyperparameters", "seed", "steps", "losses")
+
+#: largest JSON size (characters) of a dictionary copied into the attributes; anything array-like
+#: and bigger belongs in an extra config key, which is kept in the model file only
+MAX_ATTRIBUTE_JSON = 32_768
+
+
+class GeneratorModel(Data):
+    """A trained generator: the model file ``model.pt`` plus queryable facts about it.
+
+    Attributes usable in ``QueryBuilder`` filters: ``family``, ``composition`` (Hill formula),
+    ``symbols``, ``cell``, ``pbc``, ``descriptor``, ``hyperparameters``, ``seed``, ``steps``,
+    ``losses`` and ``checksum``, e.g. ``filters={'attributes.family': 'logan', 'attributes.seed': 3}``.
+    """
+
+    FILENAME = "model.pt"
+
+    class AttributesModel(Data.AttributesModel):
+        family: str = OrmMetadataField(description="Generator family, the key of the class in model_io.FAMILIES")
+        composition: str = OrmMetadataField(description="Hill formula of the generated structures")
+        symbols: list[str] = OrmMetadataField(description="Chemical symbols in the atom order of the generator")
+        cell: list[list[float]] = OrmMetadataField(description="Cell vectors (rows) in Å; zeros for a molecule")
+        pbc: list[bool] = OrmMetadataField(description="Periodicity along the three cell vectors")
+        descriptor: dict[str, t.Any] = OrmMetadataField(description="Settings of the structure descriptor")
+        hyperparameters: dict[str, t.Any] = OrmMetadataField(description="Training hyperparameters")
+        seed: int = OrmMetadataField(description="Random seed of the training")
+        steps: int = OrmMetadataField(description="Number of training steps")
+        losses: dict[str, float | None] = OrmMetadataField(
+            description="Final training losses (null where the loss was not finite)"
+        )
+        checksum: str = OrmMetadataField(description="SHA-256 checksum of the model file")
+
+    def __init__(self, model_bytes: bytes | None = None, config: dict | None = None, **kwargs: t.Any) -> None:
+        """Construct a new node from the content of a model file.
+
+        :param model_bytes: the model file as bytes, as written by :func:`aiida_physgen.ml.model_io.model_bytes`.
+            ``None`` creates an empty node that cannot be stored, which only AiiDA's own machinery needs.
+        :param config: optionally the config the file was written with; the config inside the file is
+            authoritative, this one is only checked against it.
+        :raises ValueError: if the bytes are not a model file, a required config key is missing or
+            invalid, or ``config`` differs from the config in the file.
+        """
+        super().__init__(**kwargs)
+        if model_bytes is None:
+            if config is not None:
+                raise ValueError("model_bytes: the model file content is required when a config is given")
+            return
+        self._set_model_bytes(model_bytes, config)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, config: dict[str, t.Any], **kwargs) -> GeneratorModel:
+        """Serialise ``module`` with ``config`` (see :func:`~aiida_physgen.ml.model_io.model_bytes`) into a new node."""
+        _attributes_from_config(config)  # fail on a bad config before serialising the weights
+        _check_file_types(config, "config")
+        return cls(model_io.model_bytes(module, config), **kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs) -> GeneratorModel:
+        """Build a node from a model file written by the CLI or :func:`~aiida_physgen.ml.model_io.save_model`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        return cls(path.read_bytes(), **kwargs)
+
+    def _set_model_bytes(self, data: bytes, config: dict | None) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"model_bytes: expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        file_config = _read_config(data)
+        if config is not None and _canonical_json(config) != _canonical_json(file_config):
+            raise ValueError("config: differs from the config stored in model_bytes")
+        attributes = _attributes_from_config(file_config)
+        attributes["checksum"] = model_io.sha256(data)
+        self.base.repository.put_object_from_bytes(data, self.FILENAME)
+        self.base.attributes.set_many(attributes)
+        self._config_cache = file_config
+
+    def _validate(self) -> bool:
+        super()._validate()
+        if self.FILENAME not in self.base.repository.list_object_names():
+            raise exceptions.ValidationError(f"the repository file {self.FILENAME!r} is missing")
+        missing = [key for key in (*REQUIRED_CONFIG_KEYS, "composition", "checksum") if key not in self.base.attributes]
+        if missing:
+            raise exceptions.ValidationError(f"attributes missing: {', '.join(missing)}")
+        if not self.verify_checksum():
+            raise exceptions.ValidationError(f"the checksum of {self.FILENAME!r} does not match the attribute")
+        return True
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def family(self) -> str:
+        return self.base.attributes.get("family", None)
+
+    @property
+    def composition(self) -> str:
+        """Hill formula of the generated structures."""
+        return self.base.attributes.get("composition", None)
+
+    @property
+    def symbols(self) -> list[str]:
+        """Chemical symbols in the atom order of the generator."""
+        return list(self.base.attributes.get("symbols", []))
+
+    @property
+    def cell(self) -> list[list[float]]:
+        return copy.deepcopy(self.base.attributes.get("cell", None))
+
+    @property
+    def pbc(self) -> list[bool]:
+        return copy.deepcopy(self.base.attributes.get("pbc", None))
+
+    @property
+    def descriptor(self) -> dict[str, t.Any]:
+        return copy.deepcopy(self.base.attributes.get("descriptor", None))
+
+    @property
+    def hyperparameters(self) -> dict[str, t.Any]:
+        return copy.deepcopy(self.base.attributes.get("hyperparameters", None))
+
+    @property
+    def seed(self) -> int:
+        return self.base.attributes.get("seed", None)
+
+    @property
+    def steps(self) -> int:
+        return self.base.attributes.get("steps", None)
+
+    @property
+    def losses(self) -> dict[str, float | None]:
+        """Final losses; a loss that was not finite is ``None`` here (the file keeps the original)."""
+        return copy.deepcopy(self.base.attributes.get("losses", None))
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 checksum (hex) of the model file."""
+        return self.base.attributes.get("checksum", None)
+
+    # ------------------------------------------------------------------ access
+    def get_model_bytes(self) -> bytes:
+        """The content of the model file."""
+        try:
+            return self.base.repository.get_object_content(self.FILENAME, mode="rb")
+        except FileNotFoundError:
+            raise ValueError(f"this GeneratorModel holds no model (no {self.FILENAME!r} in its repository)") from None
+
+    def get_config(self) -> dict[str, t.Any]:
+        """The full config stored in the model file, including keys not copied to the attributes."""
+        cached = getattr(self, "_config_cache", None)
+        if cached is None:
+            cached = self._config_cache = _read_config(self.get_model_bytes())
+        return copy.deepcopy(cached)
+
+    def verify_checksum(self) -> bool:
+        """Whether the model file still has the SHA-256 checksum recorded in the ``checksum`` attribute."""
+        return model_io.sha256(self.get_model_bytes()) == self.checksum
+
+    def load(self) -> torch.nn.Module:
+        """The generator as a torch module in eval mode, ready to generate.
+
+        :raises ValueError: if the model file does not match its checksum.
+        """
+        data = self.get_model_bytes()
+        if model_io.sha256(data) != self.checksum:
+            raise ValueError(f"checksum: the model file of node {self.pk} does not match its recorded checksum")
+        module, _ = model_io.model_from_bytes(data)
+        return module
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the model file to ``path`` (readable by :func:`~aiida_physgen.ml.model_io.load_model`)."""
+        path = Path(path)
+        path.write_bytes(self.get_model_bytes())
+        return path
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} {self.family} {self.composition} seed: {self.seed}"
+
+
+# ---------------------------------------------------------------------- helpers
+def _read_config(data: bytes) -> dict[str, t.Any]:
+    """The config of a model file without building the module (the family class need not be importable)."""
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exception:
+        raise ValueError(f"model_bytes: not a readable model file ({exception})") from None
+    if not isinstance(blob, dict) or blob.get("format") != model_io.FORMAT_VERSION:
+        raise ValueError(f"model_bytes: not an aiida-physgen model file (format {model_io.FORMAT_VERSION} expected)")
+    config = blob.get("config")
+    if not isinstance(config, dict):
+        raise ValueError("model_bytes: the model file holds no config dictionary")
+    return config
+
+
+def _attributes_from_config(config: t.Any) -> dict[str, t.Any]:
+    """Validate the required config keys and convert them to JSON-safe attribute values."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config: expected a dictionary, got {type(config).__name__}")
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise ValueError(f"config: missing required key{plural} {', '.join(map(repr, missing))}")
+
+    family = config["family"]
+    if not isinstance(family, str) or family not in model_io.FAMILIES:
+        raise ValueError(f"family: unknown generator family {family!r}; expected one of {sorted(model_io.FAMILIES)}")
+
+    symbols = _plain(config["symbols"], "symbols")
+    if (
+        not isinstance(symbols, list)
+        or not symbols
+        or not all(isinstance(s, str) and s in ase.data.atomic_numbers and s != "X" for s in symbols)
+    ):
+        raise ValueError(f"symbols: expected a non-empty list of chemical symbols, got {config['symbols']!r}")
+
+    try:
+        cell = np.asarray(config["cell"], dtype=np.float64)
+    except (TypeError, ValueError, RuntimeError):
+        cell = None
+    if cell is None or cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+        raise ValueError(f"cell: expected 3x3 finite numbers, got {config['cell']!r}")
+
+    pbc = _plain(config["pbc"], "pbc")
+    if not isinstance(pbc, list) or len(pbc) != 3 or not all(isinstance(p, bool) for p in pbc):
+        raise ValueError(f"pbc: expected three booleans, got {config['pbc']!r}")
+
+    integers = {}
+    for key in ("seed", "steps"):
+        value = _plain(config[key], key)
+        if isinstance(value, bool) or not isinstance(value, int) or (key == "steps" and value < 0):
+            kind = "a non-negative integer" if key == "steps" else "an integer"
+            raise ValueError(f"{key}: expected {kind}, got {config[key]!r}")
+        integers[key] = value
+
+    dictionaries = {key: _attribute_dict(key, config[key]) for key in ("descriptor", "hyperparameters", "losses")}
+    losses = {}
+    for name, value in dictionaries["losses"].items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"losses: expected numbers, got {name!r}: {value!r}")
+        losses[name] = None if value is None else float(value)
+
+    return {
+        "family": family,
+        "composition": ase.formula.Formula.from_list(symbols).format("hill"),
+        "symbols": symbols,
+        "cell": cell.tolist(),
+        "pbc": [bool(p) for p in pbc],
+        "descriptor": dictionaries["descriptor"],
+        "hyperparameters": dictionaries["hyperparameters"],
+        "seed": integers["seed"],
+        "steps": integers["steps"],
+        "losses": losses,
+    }
+
+
+def _attribute_dict(key: str, value: t.Any) -> dict[str, t.Any]:
+    """A config dictionary as a JSON-safe attribute value, refusing anything array-sized."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key}: expected a dictionary, got {type(value).__name__}")
+    plain = _plain(value, key)
+    size = len(json.dumps(plain))
+    if size > MAX_ATTRIBUTE_JSON:
+        raise ValueError(
+            f"{key}: {size} characters of JSON are too large for an attribute (limit {MAX_ATTRIBUTE_JSON}); "
+            "keep arrays in other config keys, which are stored in the model file only"
+        )
+    return plain
+
+
+def _plain(value: t.Any, where: str = "config") -> t.Any:
+    """Convert to plain JSON types: tuples and arrays become lists, NumPy/torch scalars Python numbers,
+    non-finite floats ``None``. Dictionary keys must be strings without ``.`` (an AiiDA attribute rule)."""
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or "." in key:
+                raise ValueError(f"{where}: dictionary keys must be strings without '.', got {key!r}")
+            result[key] = _plain(item, f"{where}.{key}")
+        return result
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, where) for item in value]
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
+        return _plain(value.tolist(), where)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(f"{where}: {type(value).__name__} values cannot be stored as attributes")
+
+
+def _check_file_types(value: t.Any, where: str) -> None:
+    """Refuse config values ``torch.load(weights_only=True)`` would not read back (NumPy scalars, objects)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise ValueError(f"{where}: dictionary key {key!r} of type {type(key).__name__} cannot be stored")
+            _check_file_types(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_file_types(item, f"{where}[{index}]")
+    elif not (value is None or isinstance(value, (bool, int, float, str, torch.Tensor))) or isinstance(
+        value, np.generic
+    ):
+        raise ValueError(
+            f"{where}: {type(value).__module__}.{type(value).__name__} cannot be stored in a model file; "
+            "use plain Python values (convert NumPy values with .item() or .tolist())"
+        )
+
+
+def _canonical_json(config: t.Any) -> str:
+    """A canonical text form of a config, for comparing configs that differ only in container types."""
+
+    def default(value):
+        if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    try:
+        return json.dumps(config, sort_keys=True, default=default)
+    except (TypeError, ValueError) as exception:
+        raise ValueError(f"config: cannot be compared with the config of the model file ({exception})") from None

@@ -1,0 +1,100 @@
+"""Layers that hold ``K`` independent models side by side, so an ensemble trains in one pass.
+
+Each member's weights are separate leaf tensors (so every member can sit in its own optimiser
+parameter group with its own learning rate, and can be cut out as a stand-alone model); the
+forward pass stacks them and runs one batched matrix product for all members. On a CPU this
+turns K small, overhead-bound models into one larger, efficient one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["EnsembleLinear", "EnsembleMLP", "member_seed"]
+
+
+def member_seed(seed: int, stream: int) -> int:
+    """A reproducible seed for one purpose (``stream``) of one member, independent of the ensemble."""
+    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, np.uint64)[0] % (2**62))
+
+
+class EnsembleLinear(nn.Module):
+    """``K`` linear maps ``(K, B, in) -> (K, B, out)``, initialised like ``nn.Linear`` per member."""
+
+    def __init__(self, in_features: int, out_features: int, generators: Sequence[torch.Generator]):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound, generator=g))
+            for g in generators
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(out_features).uniform_(-bound, bound, generator=g)) for g in generators
+        )
+
+    @property
+    def n_models(self) -> int:
+        return len(self.weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = torch.stack(list(self.weights))
+        bias = torch.stack(list(self.biases))
+        return torch.baddbmm(bias.unsqueeze(1), x, weight)
+
+
+class EnsembleMLP(nn.Module):
+    """``K`` multilayer perceptrons with leaky-ReLU hidden layers and a linear output layer."""
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        seeds: Sequence[int],
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"sizes: expected input and output sizes at least, got {list(sizes)}")
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.sizes = list(sizes)
+        self.negative_slope = negative_slope
+        self.layers = nn.ModuleList(
+            EnsembleLinear(n_in, n_out, generators) for n_in, n_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+
+    @property
+    def n_models(self) -> int:
+        return self.layers[0].n_models
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of shape ``(K, ..., in)``; the middle axes are flattened for the matmul."""
+        k, *middle, n_in = x.shape
+        h = x.reshape(k, -1, n_in)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = nn.functional.leaky_relu(h, self.negative_slope)
+                if self.dropout is not None:
+                    h = self.dropout(h)
+        return h.reshape(k, *middle, h.shape[-1])
+
+    def member_parameters(self) -> list[list[nn.Parameter]]:
+        return [
+            [p for layer in self.layers for p in (layer.weights[k], layer.biases[k])]
+            for k in range(self.n_models)
+        ]
+
+    def copy_member_into(self, k: int, other: "EnsembleMLP") -> None:
+        """Copy member ``k`` of this ensemble into the single-member ``other``."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.layers, other.layers):
+                theirs.weights[0].copy_(mine.weights[k])
+                theirs.biases[0].copy_(mine.biases[k])

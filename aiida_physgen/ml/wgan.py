@@ -1,0 +1,325 @@
+"""The one Wasserstein-GAN training loop (WGAN-GP) shared by every generator family.
+
+A family describes its problem by subclassing :class:`WGANProblem`: how to draw a batch of real
+samples (with an optional conditioning label), how to generate fake ones, and how the critic
+scores them. The loop owns everything else: critic steps per generator step, the gradient
+penalty, the optional consistency term (RUGAN), extra generator losses (the crystal GAN's
+distance and box losses), optimisers, seeding, checkpoints, progress and the NaN guard.
+
+Every tensor carries a leading *model* axis of size ``K``: an ensemble of ``K`` independent
+models (different seeds and hyper-parameters) is trained in one vectorised pass. Losses are
+computed per model and summed, so gradients never mix between members; optimiser state is
+element-wise, and each member gets its own parameter group so learning rates may differ.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+__all__ = ["WGANSettings", "WGANProblem", "WGANTrainer", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; training stops instead of saving a broken model."""
+
+    def __init__(self, message: str, step: int, members: list[int]):
+        super().__init__(message)
+        self.step = step
+        self.members = members
+
+
+@dataclass
+class WGANSettings:
+    """Hyper-parameters of the WGAN-GP loop.
+
+    ``lr_generator`` and ``lr_critic`` may be one number for all members or a list with one value
+    per ensemble member.
+    """
+
+    steps: int = 1000
+    n_critic: int = 5
+    batch_size: int = 15
+    gp_weight: float = 10.0
+    consistency_weight: float = 0.0
+    consistency_margin: float = 0.0
+    optimizer: str = "rmsprop"
+    lr_generator: float | list[float] = 1e-4
+    lr_critic: float | list[float] = 1e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    eps: float = 1e-8
+    alpha: float = 0.99
+    seed: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 0,
+            "n_critic": self.n_critic >= 1,
+            "batch_size": self.batch_size >= 1,
+            "gp_weight": self.gp_weight >= 0,
+            "consistency_weight": self.consistency_weight >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "log_every": self.log_every >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a non-negative value (≥ 1 for counts)")
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise ValueError(f"optimizer: got {self.optimizer!r}, expected 'rmsprop' or 'adam'")
+        for name in ("lr_generator", "lr_critic"):
+            values = getattr(self, name)
+            values = values if isinstance(values, (list, tuple)) else [values]
+            if not values or any(not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)) for v in values):
+                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected positive learning rate(s)")
+        self.betas = tuple(self.betas)
+
+    def member_values(self, name: str, n_models: int) -> list[float]:
+        values = getattr(self, name)
+        if isinstance(values, (list, tuple)):
+            if len(values) != n_models:
+                raise ValueError(f"{name}: {len(values)} values given for an ensemble of {n_models} models")
+            return [float(v) for v in values]
+        return [float(values)] * n_models
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+
+class WGANProblem(abc.ABC):
+    """What a generator family provides to :class:`WGANTrainer`.
+
+    Shapes: ``K`` ensemble members, ``B`` samples per member. Samples are tensors ``(K, B, ...)``;
+    the critic returns scores ``(K, B, *units)`` where ``units`` are the leading axes of one
+    sample that are scored separately (LoGAN scores every atomic environment, so ``units`` is
+    the atom axis; a whole-image critic returns ``(K, B)``). The gradient penalty is taken per
+    scored unit, with the norm over the remaining sample axes.
+    """
+
+    generator: torch.nn.Module
+    critic: torch.nn.Module
+    n_models: int = 1
+
+    @abc.abstractmethod
+    def real_batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Real samples ``(K, B, ...)`` and their conditioning label (or ``None``)."""
+
+    @abc.abstractmethod
+    def fake_batch(self, batch_size: int, rng: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
+        """Generated samples ``(K, B, ...)`` for the given labels, differentiable w.r.t. the generator."""
+
+    @abc.abstractmethod
+    def critic_scores(self, samples: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """Critic scores ``(K, B, *units)`` of ``samples`` (see the class docstring)."""
+
+    def extra_generator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor | None:
+        """Additional per-member generator loss ``(K,)`` (physics losses), or ``None``."""
+        return None
+
+    def member_parameters(self, module: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
+        """The parameters of ``module`` split per ensemble member (one optimiser group each)."""
+        return [list(module.parameters())]
+
+
+def _per_member(values: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis but the leading model axis."""
+    return values.reshape(values.shape[0], -1).mean(dim=1)
+
+
+@dataclass
+class TrainingHistory:
+    steps: list[int] = field(default_factory=list)
+    critic_loss: list[list[float]] = field(default_factory=list)
+    generator_loss: list[list[float]] = field(default_factory=list)
+    wasserstein: list[list[float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class WGANTrainer:
+    """Train a :class:`WGANProblem` with WGAN-GP.
+
+    :param problem: the family's problem (generator, critic, samplers).
+    :param settings: the loop's hyper-parameters.
+    """
+
+    def __init__(self, problem: WGANProblem, settings: WGANSettings):
+        self.problem = problem
+        self.settings = settings
+        self.step = 0
+        self.rng = torch.Generator().manual_seed(settings.seed)
+        self.history = TrainingHistory()
+        if settings.consistency_weight > 0 and not any(
+            isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in problem.critic.modules()
+        ):
+            raise ValueError("consistency_weight: the consistency term needs a critic with dropout layers")
+        k = problem.n_models
+        self.optimizer_generator = self._optimizer(problem.generator, settings.member_values("lr_generator", k))
+        self.optimizer_critic = self._optimizer(problem.critic, settings.member_values("lr_critic", k))
+
+    def _optimizer(self, module: torch.nn.Module, lrs: list[float]) -> torch.optim.Optimizer:
+        groups = self.problem.member_parameters(module)
+        if len(groups) != len(lrs):
+            raise ValueError(f"{len(lrs)} learning rates for {len(groups)} parameter groups")
+        param_groups = [{"params": params, "lr": lr} for params, lr in zip(groups, lrs)]
+        s = self.settings
+        if s.optimizer == "adam":
+            return torch.optim.Adam(param_groups, betas=s.betas, eps=s.eps)
+        return torch.optim.RMSprop(param_groups, alpha=s.alpha, eps=s.eps)
+
+    # ------------------------------------------------------------------ losses
+    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, condition) -> torch.Tensor:
+        k, b = real.shape[:2]
+        shape = (k, b) + (1,) * (real.dim() - 2)
+        mix = torch.rand(shape, generator=self.rng, dtype=real.dtype)
+        interpolates = (mix * real + (1 - mix) * fake).requires_grad_(True)
+        scores = self.problem.critic_scores(interpolates, condition)
+        (grad,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
+        norms = grad.flatten(start_dim=scores.dim()).norm(dim=-1)
+        return _per_member((norms - 1) ** 2)
+
+    def _consistency(self, real: torch.Tensor, condition) -> torch.Tensor:
+        first = self.problem.critic_scores(real, condition)
+        second = self.problem.critic_scores(real, condition)
+        gap = (first - second).abs() - self.settings.consistency_margin
+        return _per_member(torch.relu(gap))
+
+    def _check_finite(self, name: str, losses: torch.Tensor) -> None:
+        bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+        if bad:
+            raise TrainingDivergedError(
+                f"training diverged: the {name} loss became NaN/inf at step {self.step} for ensemble "
+                f"member(s) {bad}; lower the learning rate or check the training data",
+                self.step,
+                bad,
+            )
+
+    def critic_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        s, p = self.settings, self.problem
+        real, condition = p.real_batch(s.batch_size, self.rng)
+        with torch.no_grad():
+            fake = p.fake_batch(s.batch_size, self.rng, condition)
+        wasserstein = _per_member(p.critic_scores(real, condition)) - _per_member(p.critic_scores(fake, condition))
+        loss = -wasserstein
+        if s.gp_weight:
+            loss = loss + s.gp_weight * self._gradient_penalty(real, fake, condition)
+        if s.consistency_weight:
+            loss = loss + s.consistency_weight * self._consistency(real, condition)
+        self._check_finite("critic", loss)
+        self.optimizer_critic.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.optimizer_critic.step()
+        return loss.detach(), wasserstein.detach()
+
+    def generator_step(self) -> torch.Tensor:
+        s, p = self.settings, self.problem
+        real, condition = p.real_batch(s.batch_size, self.rng)
+        fake = p.fake_batch(s.batch_size, self.rng, condition)
+        loss = -_per_member(p.critic_scores(fake, condition))
+        extra = p.extra_generator_loss(fake, real)
+        if extra is not None:
+            loss = loss + extra
+        self._check_finite("generator", loss)
+        self.optimizer_generator.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.optimizer_generator.step()
+        return loss.detach()
+
+    # ------------------------------------------------------------------ loop
+    def train(
+        self,
+        steps: int | None = None,
+        callback: Callable[[int, dict[str, list[float]]], None] | None = None,
+        checkpoint_path: str | Path | None = None,
+    ) -> TrainingHistory:
+        """Run generator steps until ``steps`` (default ``settings.steps``) have been done in total.
+
+        ``callback(step, losses)`` is called after every generator step; a checkpoint with
+        everything needed to resume is written every ``checkpoint_every`` steps.
+        """
+        target = self.settings.steps if steps is None else steps
+        critic_params = list(self.problem.critic.parameters())
+        while self.step < target:
+            self.problem.generator.train()
+            self.problem.critic.train()
+            for param in critic_params:
+                param.requires_grad_(True)
+            for _ in range(self.settings.n_critic):
+                critic_loss, wasserstein = self.critic_step()
+            for param in critic_params:  # the generator step needs no critic gradients
+                param.requires_grad_(False)
+            generator_loss = self.generator_step()
+            for param in critic_params:
+                param.requires_grad_(True)
+            self.step += 1
+            losses = {
+                "critic": critic_loss.tolist(),
+                "generator": generator_loss.tolist(),
+                "wasserstein": wasserstein.tolist(),
+            }
+            if self.step % self.settings.log_every == 0 or self.step == target:
+                self.history.steps.append(self.step)
+                self.history.critic_loss.append(losses["critic"])
+                self.history.generator_loss.append(losses["generator"])
+                self.history.wasserstein.append(losses["wasserstein"])
+            if callback is not None:
+                callback(self.step, losses)
+            every = self.settings.checkpoint_every
+            if checkpoint_path is not None and every and (self.step % every == 0 or self.step == target):
+                self.save_checkpoint(checkpoint_path)
+        self.problem.generator.eval()
+        self.problem.critic.eval()
+        return self.history
+
+    def final_losses(self) -> list[dict[str, float]]:
+        """Last logged losses per member."""
+        if not self.history.steps:
+            return [{} for _ in range(self.problem.n_models)]
+        return [
+            {
+                "critic": self.history.critic_loss[-1][k],
+                "generator": self.history.generator_loss[-1][k],
+                "wasserstein": self.history.wasserstein[-1][k],
+            }
+            for k in range(self.problem.n_models)
+        ]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "rng": self.rng.get_state(),
+            "generator": self.problem.generator.state_dict(),
+            "critic": self.problem.critic.state_dict(),
+            "optimizer_generator": self.optimizer_generator.state_dict(),
+            "optimizer_critic": self.optimizer_critic.state_dict(),
+            "history": self.history.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.rng.set_state(state["rng"])
+        self.problem.generator.load_state_dict(state["generator"])
+        self.problem.critic.load_state_dict(state["critic"])
+        self.optimizer_generator.load_state_dict(state["optimizer_generator"])
+        self.optimizer_critic.load_state_dict(state["optimizer_critic"])
+        self.history = TrainingHistory(**state["history"])
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+

@@ -1,0 +1,26 @@
+"""Data shipped with the package, so the examples run on a machine with nothing else.
+
+``logan/``: training and target structures of the LoGAN study (Kovács, Heid, De Landsheere,
+Madsen, Mach. Learn.: Sci. Technol. 5 035079 (2024)), published with that paper under the MIT
+licence: 39 QM9 molecules (7 C4H10O + 32 C6H14O; no C5H12O) and, for six SiO2 polymorphs from
+the Materials Project, the target structure and the training set with that target left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["resource_path", "SIO2_TARGETS"]
+
+ROOT = Path(__file__).parent
+
+SIO2_TARGETS = ("mp-1188220", "mp-546546", "mp-546794", "mp-554151", "mp-555235", "mp-559550")
+
+
+def resource_path(name: str) -> Path:
+    """Path of a shipped file, e.g. ``resource_path('logan/C5H12O_training.extxyz')``."""
+    path = ROOT / name
+    if not path.is_file():
+        available = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.extxyz"))
+        raise FileNotFoundError(f"no shipped resource {name!r}; available: {available}")
+    return path

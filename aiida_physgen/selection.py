@@ -1,0 +1,380 @@
+"""Pick one representative structure per basin of a large generated batch.
+
+A generator produces thousands of candidates, most of them small variations of a few motifs.
+Relaxing all of them with DFT is wasteful; instead every candidate is described by a fixed-length
+descriptor vector, the vectors are projected onto their leading principal components and grouped
+with k-means, and the member nearest each cluster centre is kept as that cluster's representative.
+
+Everything here is plain NumPy / scikit-learn / matplotlib; no AiiDA import.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from aiida_physgen.ml.batch import StructureBatch
+    from aiida_physgen.ml.descriptors import DescriptorSettings
+
+__all__ = ["Selection", "select_from_features", "select_representatives", "plot_selection"]
+
+
+@dataclass
+class Selection:
+    """Result of clustering ``M`` members into ``n_clusters`` clusters.
+
+    :param indices: ``(n_clusters,)`` index (into the batch) of the member nearest each centroid,
+        in cluster order; all different.
+    :param labels: ``(M,)`` cluster of every member.
+    :param pca_coordinates: ``(M, n_components)`` coordinates of every member in PCA space.
+    :param distances: ``(M,)`` Euclidean distance (PCA space) of every member to its own centroid.
+    :param explained_variance_ratio: ``(n_components,)`` fraction of the (scaled) feature variance
+        carried by each component.
+    :param centroids: ``(n_clusters, n_components)`` cluster centres in PCA space.
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray
+    pca_coordinates: np.ndarray
+    distances: np.ndarray
+    explained_variance_ratio: np.ndarray
+    centroids: np.ndarray
+    n_features: int = 0
+    seed: int = 0
+    standardise: bool = True
+    inertia: float = 0.0
+    pca_solver: str = ""
+    n_init: int = 1
+
+    @property
+    def n_members(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def n_components(self) -> int:
+        return int(self.pca_coordinates.shape[1])
+
+    def cluster_sizes(self) -> np.ndarray:
+        """``(n_clusters,)`` number of members of every cluster."""
+        return np.bincount(self.labels, minlength=self.n_clusters)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Small JSON-able facts about the selection (no per-member arrays)."""
+        facts = {
+            "n_members": self.n_members,
+            "n_features": int(self.n_features),
+            "n_components": self.n_components,
+            "n_clusters": self.n_clusters,
+            "seed": int(self.seed),
+            "standardise": bool(self.standardise),
+            "pca_solver": self.pca_solver,
+            "n_init": int(self.n_init),
+            "indices": [int(i) for i in self.indices],
+            "cluster_sizes": [int(n) for n in self.cluster_sizes()],
+            "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio],
+            "explained_variance_total": float(np.sum(self.explained_variance_ratio)),
+            "inertia": float(self.inertia),
+            "mean_distance": float(self.distances.mean()) if self.distances.size else 0.0,
+            "max_distance": float(self.distances.max()) if self.distances.size else 0.0,
+        }
+        return facts
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the selection, by name (what a repository ``.npz`` would hold)."""
+        return {
+            "indices": self.indices,
+            "labels": self.labels,
+            "pca_coordinates": self.pca_coordinates,
+            "distances": self.distances,
+            "explained_variance_ratio": self.explained_variance_ratio,
+            "centroids": self.centroids,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], facts: dict[str, Any] | None = None) -> "Selection":
+        """Rebuild a selection from :meth:`arrays` (and optionally :meth:`to_dict`)."""
+        facts = facts or {}
+        return cls(
+            indices=np.asarray(arrays["indices"], dtype=np.int64),
+            labels=np.asarray(arrays["labels"], dtype=np.int64),
+            pca_coordinates=np.asarray(arrays["pca_coordinates"], dtype=np.float64),
+            distances=np.asarray(arrays["distances"], dtype=np.float64),
+            explained_variance_ratio=np.asarray(arrays["explained_variance_ratio"], dtype=np.float64),
+            centroids=np.asarray(arrays["centroids"], dtype=np.float64),
+            n_features=int(facts.get("n_features", 0)),
+            seed=int(facts.get("seed", 0)),
+            standardise=bool(facts.get("standardise", True)),
+            inertia=float(facts.get("inertia", 0.0)),
+            pca_solver=str(facts.get("pca_solver", "")),
+            n_init=int(facts.get("n_init", 1)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _check_n_clusters(n_clusters: Any, n_members: int) -> int:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral):
+        raise TypeError(f"n_clusters: expected an integer, got {n_clusters!r}")
+    n_clusters = int(n_clusters)
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters: must be at least 1, got {n_clusters}")
+    if n_clusters > n_members:
+        raise ValueError(
+            f"n_clusters={n_clusters} exceeds the batch size: only {n_members} structure(s) to choose from"
+        )
+    return n_clusters
+
+
+# ---------------------------------------------------------------------------------------------- PCA
+def _pca_solver(n_samples: int, n_features: int, n_components: int) -> str:
+    """The fastest exact-enough solver for this shape.
+
+    Tall-and-narrow matrices (the usual case: many structures, a few hundred descriptor features)
+    are fastest through the eigen-decomposition of the ``F x F`` covariance; small matrices through
+    a full SVD; large, wide ones through randomised SVD when only a few components are wanted.
+    """
+    smallest = min(n_samples, n_features)
+    if n_features <= 1500 and n_samples >= n_features:
+        return "covariance_eigh"
+    if smallest <= 500 or n_components >= 0.8 * smallest:
+        return "full"
+    return "randomized"
+
+
+def _pca(features: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(coordinates (M, k), explained_variance_ratio (k,), solver)``."""
+    from sklearn.decomposition import PCA
+
+    n_samples, n_features = features.shape
+    k = min(n_components, n_samples, n_features)
+    if n_samples < 2 or not np.any(np.ptp(features, axis=0) > 0):
+        # all members identical (or just one): there is no direction of variance to find
+        return np.zeros((n_samples, k)), np.zeros(k), "none"
+    solver = _pca_solver(n_samples, n_features, k)
+    kwargs: dict[str, Any] = {"n_components": k, "svd_solver": solver}
+    if solver == "randomized":
+        kwargs["random_state"] = seed
+    pca = PCA(**kwargs)
+    coordinates = pca.fit_transform(features)
+    ratio = np.nan_to_num(np.asarray(pca.explained_variance_ratio_, dtype=np.float64))
+    return np.ascontiguousarray(coordinates, dtype=np.float64), ratio, solver
+
+
+# ---------------------------------------------------------------------------------------------- k-means
+def _default_n_init(n_samples: int, n_clusters: int) -> int:
+    """More restarts when they are cheap; ~4 for tens of thousands of members and 20 clusters."""
+    work = n_samples * n_clusters
+    if work <= 100_000:
+        return 10
+    if work <= 2_000_000:
+        return 4
+    return 2
+
+
+def _kmeans(coordinates: np.ndarray, n_clusters: int, seed: int, n_init: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels (M,), centroids (n_clusters, d))``."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    n_samples = coordinates.shape[0]
+    if n_clusters == 1:
+        return np.zeros(n_samples, dtype=np.int64), coordinates.mean(axis=0, keepdims=True)
+    if n_clusters == n_samples:
+        return np.arange(n_samples, dtype=np.int64), coordinates.copy()
+    with warnings.catch_warnings():
+        # fewer distinct points than clusters: handled below by re-assigning empty clusters
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        kmeans = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed, algorithm="lloyd")
+        labels = kmeans.fit_predict(coordinates)
+    return labels.astype(np.int64), np.asarray(kmeans.cluster_centers_, dtype=np.float64)
+
+
+def _representatives(coordinates: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the member nearest each centroid among that cluster's members.
+
+    Clusters are disjoint, so no member is chosen twice. A cluster k-means left empty (possible
+    only when there are fewer distinct members than clusters) takes the nearest member not yet
+    chosen, and that member's label is moved to it so every cluster keeps its representative.
+    """
+    n_clusters = centroids.shape[0]
+    order = np.argsort(labels, kind="stable")
+    boundaries = np.searchsorted(labels[order], np.arange(n_clusters + 1))
+    indices = np.full(n_clusters, -1, dtype=np.int64)
+    for cluster in range(n_clusters):
+        members = order[boundaries[cluster] : boundaries[cluster + 1]]
+        if members.size:
+            d2 = np.sum((coordinates[members] - centroids[cluster]) ** 2, axis=1)
+            indices[cluster] = members[int(np.argmin(d2))]
+    empty = np.flatnonzero(indices < 0)
+    if empty.size:
+        taken = np.zeros(coordinates.shape[0], dtype=bool)
+        taken[indices[indices >= 0]] = True
+        for cluster in empty:
+            d2 = np.sum((coordinates - centroids[cluster]) ** 2, axis=1)
+            d2[taken] = np.inf
+            chosen = int(np.argmin(d2))
+            indices[cluster] = chosen
+            taken[chosen] = True
+            labels[chosen] = cluster
+    return indices
+
+
+# ---------------------------------------------------------------------------------------------- API
+def select_from_features(
+    features: np.ndarray,
+    n_components: int = 10,
+    n_clusters: int = 20,
+    seed: int = 0,
+    standardise: bool = True,
+    *,
+    n_init: int | None = None,
+) -> Selection:
+    """Cluster ``M`` feature vectors and keep the member nearest each cluster centre.
+
+    :param features: ``(M, F)`` finite feature matrix (one row per member).
+    :param n_components: principal components to keep; clipped to ``min(M, F)``.
+    :param n_clusters: number of clusters (= representatives), ``1 <= n_clusters <= M``.
+    :param seed: random state of k-means (and of randomised PCA when that solver is used).
+    :param standardise: scale every feature to zero mean and unit variance before the PCA, so
+        features of large magnitude do not dominate.
+    :param n_init: k-means restarts; by default chosen from the problem size (more when cheap).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2:
+        raise ValueError(f"features: expected a 2-D (members, features) array, got shape {features.shape}")
+    n_samples, n_features = features.shape
+    if n_samples < 1 or n_features < 1:
+        raise ValueError(f"features: expected at least one member and one feature, got shape {features.shape}")
+    n_clusters = _check_n_clusters(n_clusters, n_samples)
+    n_components = _check_int("n_components", n_components, 1)
+    seed = _check_int("seed", seed, 0)
+    if n_init is None:
+        n_init = _default_n_init(n_samples, n_clusters)
+    n_init = _check_int("n_init", n_init, 1)
+    finite = np.isfinite(features)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(
+            f"features: {bad.size} member(s) have non-finite (NaN/inf) features, first at rows {bad[:5].tolist()}"
+        )
+
+    if standardise and n_samples > 1:
+        from sklearn.preprocessing import StandardScaler
+
+        features = StandardScaler().fit_transform(features)
+
+    coordinates, ratio, solver = _pca(features, n_components, seed)
+    labels, centroids = _kmeans(coordinates, n_clusters, seed, n_init)
+    indices = _representatives(coordinates, labels, centroids)
+    distances = np.sqrt(np.sum((coordinates - centroids[labels]) ** 2, axis=1))
+    return Selection(
+        indices=indices,
+        labels=labels,
+        pca_coordinates=coordinates,
+        distances=distances,
+        explained_variance_ratio=ratio,
+        centroids=centroids,
+        n_features=n_features,
+        seed=seed,
+        standardise=bool(standardise),
+        inertia=float(np.sum(distances**2)),
+        pca_solver=solver,
+        n_init=n_init,
+    )
+
+
+def select_representatives(
+    batch: "StructureBatch",
+    settings: "DescriptorSettings",
+    n_components: int = 10,
+    n_clusters: int = 20,
+    seed: int = 0,
+    *,
+    standardise: bool = True,
+    n_init: int | None = None,
+    chunk_size: int = 4096,
+) -> Selection:
+    """Describe every structure of ``batch`` with ``settings`` and pick ``n_clusters`` representatives.
+
+    ``n_clusters`` is checked against the batch size before any descriptor is computed.
+    """
+    _check_n_clusters(n_clusters, len(batch))
+    _check_int("n_components", n_components, 1)
+    from aiida_physgen.ml import descriptors
+
+    features = descriptors.structure_descriptors(batch, settings, chunk_size=chunk_size)
+    features = np.asarray(features)
+    if features.shape[0] != len(batch):
+        raise RuntimeError(f"descriptors returned {features.shape[0]} rows for a batch of {len(batch)}")
+    return select_from_features(
+        features,
+        n_components=n_components,
+        n_clusters=n_clusters,
+        seed=seed,
+        standardise=standardise,
+        n_init=n_init,
+    )
+
+
+def plot_selection(selection: Selection, path: str | Path, title: str | None = None) -> Path:
+    """Scatter the members on the first two principal components, coloured by cluster, with the
+    representatives as black-edged stars; write a PNG to ``path`` and return it."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    coordinates = selection.pca_coordinates
+    n_members = coordinates.shape[0]
+    x = coordinates[:, 0] if coordinates.shape[1] > 0 else np.zeros(n_members)
+    y = coordinates[:, 1] if coordinates.shape[1] > 1 else np.zeros(n_members)
+    ratio = selection.explained_variance_ratio
+
+    n_clusters = max(selection.n_clusters, 1)
+    cmap = colormaps["tab20" if n_clusters <= 20 else "turbo"]
+    colours = cmap(np.arange(n_clusters) % cmap.N if n_clusters <= 20 else np.linspace(0, 1, n_clusters))
+
+    figure = Figure(figsize=(6.4, 5.2), dpi=120)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    size = float(np.clip(2000.0 / max(n_members, 1), 2.0, 30.0))
+    ax.scatter(
+        x, y, c=colours[selection.labels], s=size, alpha=0.6, linewidths=0, rasterized=n_members > 5000
+    )
+    reps = selection.indices
+    ax.scatter(
+        x[reps], y[reps], c=colours[np.arange(selection.n_clusters)], marker="*", s=180,
+        edgecolors="black", linewidths=1.0, zorder=3, label=f"representatives ({selection.n_clusters})",
+    )
+
+    def _label(axis: int) -> str:
+        if axis < ratio.shape[0]:
+            return f"PC{axis + 1} ({100.0 * ratio[axis]:.1f}% of variance)"
+        return f"PC{axis + 1} (not available)"
+
+    ax.set_xlabel(_label(0))
+    ax.set_ylabel(_label(1))
+    ax.set_title(title or f"{n_members} members, {selection.n_clusters} clusters")
+    ax.legend(loc="best", fontsize="small", framealpha=0.8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path

@@ -1,0 +1,263 @@
+"""``GpawBaseWorkChain``: run a :class:`~aiida_physgen.calculations.gpaw.GpawCalculation` and recover from failures.
+
+Handled failures (each bounded, after which the work chain stops with a named exit code):
+
+* SCF not converged (calculation exit code 310): restart with softer density mixing (``beta`` 0.05, then halved down
+  to 0.01; ``nmaxold`` 5, ``weight`` 50) and twice the SCF iterations, from the last converged geometry of a
+  relaxation if there is one. At most ``_max_scf_restarts`` (2) times, then 410 ``ERROR_SCF_NOT_CONVERGED``.
+* Relaxation not converged within ``max_steps`` (calculation exit code 320): restart from the last geometry.
+  At most ``_max_relax_restarts`` (3) times, then 420 ``ERROR_RELAX_NOT_CONVERGED``.
+
+Every restart also counts towards the generic ``max_iterations`` of :class:`~aiida.engine.BaseRestartWorkChain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, calcfunction, process_handler, while_
+
+from aiida_physgen.calculations import gpaw_driver as driver
+from aiida_physgen.calculations.gpaw import GpawCalculation, validate_parameters
+from aiida_physgen.workflows.protocols import get_available_protocols, get_default_protocol, load_protocol
+
+__all__ = ('GpawBaseWorkChain', 'center_molecule')
+
+PROTOCOL_FILE = 'gpaw'
+
+#: Top-level keys a GPAW protocol (or its overrides) may contain; ``vacuum`` is used by the builder only.
+_PROTOCOL_KEYS = ('gpaw', 'max_iterations', 'clean_workdir', 'vacuum', 'handler_overrides')
+_PROTOCOL_GPAW_KEYS = ('parameters', 'metadata')
+_SYSTEM_TYPES = ('molecule', 'crystal')
+
+
+def _centered_copy(structure: orm.StructureData, vacuum: float) -> orm.StructureData:
+    """Return a non-periodic copy of ``structure`` centred in a box with ``vacuum`` Å on every side (kinds kept)."""
+    atoms = structure.get_ase()
+    atoms.pbc = False
+    atoms.center(vacuum=vacuum)
+    centred = structure.clone()
+    centred.reset_cell(atoms.cell.array.tolist())
+    centred.reset_sites_positions(atoms.positions.tolist())
+    centred.pbc = (False, False, False)
+    return centred
+
+
+@calcfunction
+def center_molecule(structure: orm.StructureData, vacuum: orm.Float) -> orm.StructureData:
+    """Centre a molecule in a non-periodic box with ``vacuum`` Å on every side (keeps the provenance)."""
+    return _centered_copy(structure, vacuum.value)
+
+
+class GpawBaseWorkChain(BaseRestartWorkChain):
+    """Run a ``GpawCalculation``, restarting it on SCF or relaxation non-convergence."""
+
+    _process_class = GpawCalculation
+
+    _max_scf_restarts = 2
+    _max_relax_restarts = 3
+    _soft_mixer = {'beta': 0.05, 'nmaxold': 5, 'weight': 50.0}
+    _min_mixer_beta = 0.01
+    _maxiter_factor = 2
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.expose_inputs(
+            GpawCalculation, namespace='gpaw', namespace_options={'help': 'Inputs of the `GpawCalculation`.'}
+        )
+        spec.outline(
+            cls.setup,
+            while_(cls.should_run_process)(
+                cls.run_process,
+                cls.inspect_process,
+            ),
+            cls.results,
+        )
+        spec.expose_outputs(GpawCalculation)
+        spec.exit_code(
+            410,
+            'ERROR_SCF_NOT_CONVERGED',
+            message='The SCF did not converge even after the maximum number of restarts with softer mixing.',
+        )
+        spec.exit_code(
+            420,
+            'ERROR_RELAX_NOT_CONVERGED',
+            message='The relaxation did not converge even after the maximum number of restarts.',
+        )
+
+    def setup(self):
+        super().setup()
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(GpawCalculation, 'gpaw'))
+        self.ctx.scf_restarts = 0
+        self.ctx.relax_restarts = 0
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # helpers
+
+    def _parameters(self) -> dict:
+        parameters = self.ctx.inputs.parameters
+        return dict(parameters.get_dict() if isinstance(parameters, orm.Dict) else parameters)
+
+    def _restart_from_last_geometry(self, node) -> bool:
+        """Use the last geometry of ``node`` as the next input structure; return whether there was one."""
+        structure = node.outputs.get('output_structure') if 'output_structure' in node.outputs else None
+        if structure is None:
+            return False
+        self.ctx.inputs.structure = structure
+        return True
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # process handlers
+
+    @process_handler(priority=500, exit_codes=GpawCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED)
+    def handle_scf_not_converged(self, node):
+        """Soften the density mixing and allow more SCF iterations."""
+        if self.ctx.scf_restarts >= self._max_scf_restarts:
+            self.report(
+                f'SCF of {node.process_label}<{node.pk}> did not converge after {self.ctx.scf_restarts} restarts '
+                'with softer mixing: giving up'
+            )
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_SCF_NOT_CONVERGED)
+
+        parameters = self._parameters()
+        mixer = dict(parameters.get('mixer') or {})
+        beta = mixer.get('beta')
+        if beta is None or beta > self._soft_mixer['beta']:
+            beta = self._soft_mixer['beta']
+        else:
+            beta = max(beta / 2, self._min_mixer_beta)
+        mixer.update({'beta': beta, 'nmaxold': self._soft_mixer['nmaxold'], 'weight': self._soft_mixer['weight']})
+        maxiter = int(parameters.get('maxiter', driver.DEFAULTS['maxiter'])) * self._maxiter_factor
+        parameters.update({'mixer': mixer, 'maxiter': maxiter})
+        self.ctx.inputs.parameters = parameters
+        self.ctx.scf_restarts += 1
+
+        moved = parameters.get('calculation') == 'relax' and self._restart_from_last_geometry(node)
+        where = ' from the last converged geometry' if moved else ''
+        self.report(
+            f'SCF of {node.process_label}<{node.pk}> did not converge: restarting{where} with mixer {mixer} and '
+            f'maxiter={maxiter} (restart {self.ctx.scf_restarts}/{self._max_scf_restarts})'
+        )
+        return ProcessHandlerReport(True)
+
+    @process_handler(priority=400, exit_codes=GpawCalculation.exit_codes.ERROR_RELAX_NOT_CONVERGED)
+    def handle_relax_not_converged(self, node):
+        """Restart the relaxation from the last geometry reached."""
+        if self.ctx.relax_restarts >= self._max_relax_restarts:
+            self.report(
+                f'relaxation of {node.process_label}<{node.pk}> did not converge after {self.ctx.relax_restarts} '
+                'restarts: giving up'
+            )
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
+        if not self._restart_from_last_geometry(node):
+            self.report(f'{node.process_label}<{node.pk}> has no `output_structure` to restart from: giving up')
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
+        self.ctx.relax_restarts += 1
+        self.report(
+            f'relaxation of {node.process_label}<{node.pk}> reached the maximum number of steps: restarting from '
+            f'the last geometry (restart {self.ctx.relax_restarts}/{self._max_relax_restarts})'
+        )
+        return ProcessHandlerReport(True)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # protocols
+
+    @classmethod
+    def get_available_protocols(cls) -> dict[str, str]:
+        """Return the protocol names mapped to their descriptions."""
+        return get_available_protocols(PROTOCOL_FILE)
+
+    @classmethod
+    def get_default_protocol(cls) -> str:
+        return get_default_protocol(PROTOCOL_FILE)
+
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        code: orm.AbstractCode,
+        structure: orm.StructureData,
+        protocol: str | None = 'fast',
+        overrides: Mapping[str, Any] | None = None,
+        **kwargs,
+    ):
+        """Return a builder filled with the inputs of ``protocol`` for ``structure``.
+
+        The settings for molecules are used when the structure is periodic in no direction (the builder then centres
+        it in a non-periodic box with the protocol's ``vacuum``, through the ``center_molecule`` calcfunction when
+        the structure is stored), those for crystals otherwise (k-points along non-periodic directions are set to 1).
+
+        :param code: the ``Code`` of a Python interpreter that can import ASE and GPAW.
+        :param structure: the ``StructureData`` to compute.
+        :param protocol: ``'fast'``, ``'balanced'`` or ``'stringent'`` (see ``get_available_protocols``); ``None``
+            selects the default protocol.
+        :param overrides: nested dictionary merged recursively over the protocol inputs, e.g.
+            ``{'gpaw': {'parameters': {'ecut': 300.0}}, 'max_iterations': 3, 'vacuum': 4.0}``; a ``None`` value
+            deletes a key.
+        :param kwargs: ``options`` (dict merged into ``gpaw.metadata.options``) and ``system_type`` (``'molecule'``
+            or ``'crystal'``, to override the choice made from the periodicity).
+        :raises ValueError: unknown protocol, missing code, invalid overrides or parameters.
+        """
+        options = kwargs.pop('options', None)
+        system_type = kwargs.pop('system_type', None)
+        if kwargs:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+
+        if code is None:
+            raise ValueError('`code` is required: pass the Code of a Python interpreter that can import ASE and GPAW.')
+        if not isinstance(code, orm.AbstractCode):
+            raise TypeError(f'`code` must be an AiiDA Code, got {type(code).__name__}')
+        if not isinstance(structure, orm.StructureData):
+            raise TypeError(f'`structure` must be a StructureData, got {type(structure).__name__}')
+        if system_type is None:
+            system_type = 'crystal' if any(structure.pbc) else 'molecule'
+        elif system_type not in _SYSTEM_TYPES:
+            raise ValueError(f"unknown system_type '{system_type}'; expected one of: {', '.join(_SYSTEM_TYPES)}")
+
+        inputs = load_protocol(PROTOCOL_FILE, protocol, overrides, variant=system_type)
+
+        unknown = sorted(set(inputs) - set(_PROTOCOL_KEYS))
+        if unknown:
+            raise ValueError(f"unknown protocol input(s) {', '.join(unknown)}; accepted: {', '.join(_PROTOCOL_KEYS)}")
+        gpaw_inputs = inputs.get('gpaw') or {}
+        unknown = sorted(set(gpaw_inputs) - set(_PROTOCOL_GPAW_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown protocol input(s) gpaw.{', gpaw.'.join(unknown)}; accepted: {', '.join(_PROTOCOL_GPAW_KEYS)}"
+            )
+
+        parameters = dict(gpaw_inputs.get('parameters') or {})
+        metadata = dict(gpaw_inputs.get('metadata') or {})
+        if options:
+            metadata['options'] = {**(metadata.get('options') or {}), **options}
+
+        vacuum = inputs.get('vacuum')
+        if system_type == 'molecule':
+            if vacuum is None or not isinstance(vacuum, (int, float)) or vacuum <= 0:
+                raise ValueError(f'the protocol `vacuum` must be a positive number of Å for molecules, got {vacuum!r}')
+            if structure.is_stored:
+                structure = center_molecule(structure, orm.Float(vacuum))
+            else:
+                structure = _centered_copy(structure, float(vacuum))
+        elif isinstance(parameters.get('kpts'), list):
+            parameters['kpts'] = [n if periodic else 1 for n, periodic in zip(parameters['kpts'], structure.pbc)]
+
+        parameters_node = orm.Dict(parameters)
+        problem = validate_parameters(parameters_node)
+        if problem:
+            raise ValueError(f'protocol {protocol!r} with the given overrides gives invalid {problem}')
+
+        builder = cls.get_builder()
+        builder.gpaw.code = code
+        builder.gpaw.structure = structure
+        builder.gpaw.parameters = parameters_node
+        if metadata:
+            builder.gpaw.metadata = metadata
+        builder.max_iterations = orm.Int(inputs.get('max_iterations', 5))
+        builder.clean_workdir = orm.Bool(inputs.get('clean_workdir', False))
+        if inputs.get('handler_overrides'):
+            builder.handler_overrides = orm.Dict(inputs['handler_overrides'])
+        return builder

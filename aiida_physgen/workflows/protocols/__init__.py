@@ -1,0 +1,121 @@
+"""Protocols: named sets of default inputs for the DFT work chains, stored as YAML files in this package.
+
+A protocol file ``<name>.yaml`` has the layout::
+
+    default_protocol: fast            # used when no protocol is named
+    default_inputs:                   # shared by every protocol
+      ...
+      variants:                       # optional: inputs that depend on the kind of system
+        molecule: {...}
+        crystal: {...}
+    protocols:
+      fast:
+        description: one line saying what the protocol is for
+        ...                           # merged over ``default_inputs``
+        variants:
+          molecule: {...}             # merged over ``default_inputs.variants.molecule``
+
+:func:`load_protocol` merges, in this order (later wins): ``default_inputs``, ``default_inputs.variants[variant]``,
+the protocol, the protocol's ``variants[variant]`` and finally the caller's ``overrides``. Merging is recursive for
+dictionaries; any other value replaces the previous one, and ``None`` deletes the key (so an override can remove, for
+instance, ``kpts`` in favour of ``kpoint_density``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ('get_available_protocols', 'get_default_protocol', 'load_protocol', 'load_protocol_file', 'recursive_merge')
+
+_DIRECTORY = pathlib.Path(__file__).parent
+
+
+@functools.lru_cache(maxsize=None)
+def _read(name: str) -> dict:
+    import yaml
+
+    filepath = _DIRECTORY / f'{name}.yaml'
+    if not filepath.is_file():
+        available = sorted(path.stem for path in _DIRECTORY.glob('*.yaml'))
+        raise ValueError(f"no protocol file '{name}.yaml'; available protocol files: {', '.join(available)}")
+    with filepath.open(encoding='utf-8') as handle:
+        content = yaml.safe_load(handle)
+    if not isinstance(content, dict) or not isinstance(content.get('protocols'), dict) or not content['protocols']:
+        raise ValueError(f"protocol file '{filepath}' has no `protocols` mapping")
+    return content
+
+
+def load_protocol_file(name: str) -> dict:
+    """Return a copy of the whole content of the protocol file ``<name>.yaml``."""
+    return copy.deepcopy(_read(name))
+
+
+def get_available_protocols(name: str) -> dict[str, str]:
+    """Return the protocols of the file ``<name>.yaml`` mapped to their descriptions."""
+    return {key: value.get('description', '') for key, value in _read(name)['protocols'].items()}
+
+
+def get_default_protocol(name: str) -> str:
+    """Return the protocol used when none is named."""
+    content = _read(name)
+    return content.get('default_protocol') or next(iter(content['protocols']))
+
+
+def recursive_merge(base: Mapping, overrides: Mapping | None) -> dict:
+    """Return a new dictionary: ``base`` updated recursively with ``overrides``; a ``None`` override deletes a key."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = recursive_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_protocol(
+    name: str, protocol: str | None = None, overrides: Mapping | None = None, variant: str | None = None
+) -> dict[str, Any]:
+    """Return the inputs of ``protocol`` from the file ``<name>.yaml``, for ``variant``, with ``overrides`` merged in.
+
+    :param name: the protocol file, without ``.yaml`` (e.g. ``'gpaw'``).
+    :param protocol: the protocol; ``None`` selects the file's ``default_protocol``.
+    :param overrides: nested dictionary merged recursively over the result (``None`` values delete keys).
+    :param variant: the system variant (e.g. ``'molecule'`` or ``'crystal'``); ``None`` ignores all variants.
+    :raises ValueError: for an unknown protocol or variant, naming it and listing the available ones.
+    """
+    content = _read(name)
+    protocols = content['protocols']
+    protocol = protocol if protocol is not None else get_default_protocol(name)
+    if protocol not in protocols:
+        raise ValueError(
+            f"unknown protocol '{protocol}' for {name}; available protocols: {', '.join(protocols)}"
+        )
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(f'`overrides` must be a dictionary, got {type(overrides).__name__}')
+
+    defaults = copy.deepcopy(content.get('default_inputs') or {})
+    default_variants = defaults.pop('variants', None) or {}
+    selected = copy.deepcopy(protocols[protocol])
+    selected.pop('description', None)
+    protocol_variants = selected.pop('variants', None) or {}
+
+    if variant is not None:
+        available = sorted(set(default_variants) | set(protocol_variants))
+        if variant not in available:
+            raise ValueError(
+                f"unknown variant '{variant}' for {name}; available variants: {', '.join(available) or 'none'}"
+            )
+
+    inputs = defaults
+    if variant is not None:
+        inputs = recursive_merge(inputs, default_variants.get(variant))
+    inputs = recursive_merge(inputs, selected)
+    if variant is not None:
+        inputs = recursive_merge(inputs, protocol_variants.get(variant))
+    return recursive_merge(inputs, overrides)
