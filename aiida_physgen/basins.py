@@ -140,14 +140,15 @@ def molecule_graph(atoms: ase.Atoms, charge: int = 0, *, isomeric: bool = False)
         bond graph, not the handedness of a conformer, identifies a basin here, so mirror-image
         relaxations of one molecule share a key.
     """
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
+    from rdkit.rdBase import BlockLogs
 
     if len(atoms) == 0:
         raise ValueError("atoms: the structure has no atoms")
     numbers = np.asarray(atoms.numbers)
     positions = _whole_molecule_positions(atoms)
-    RDLogger.DisableLog("rdApp.*")
+    blocker = BlockLogs()  # silence RDKit's warnings about odd geometries; restored when deleted
     try:
         mol = Chem.MolFromXYZBlock(_xyz_block(numbers, positions))
         if mol is None:
@@ -172,7 +173,7 @@ def molecule_graph(atoms: ase.Atoms, charge: int = 0, *, isomeric: bool = False)
             return MolecularGraph(None, connected, False, n_fragments, f"{error}; connectivity SMILES: {exc}")
         return MolecularGraph(smiles, connected, False, n_fragments, error)
     finally:
-        RDLogger.EnableLog("rdApp.*")
+        del blocker
 
 
 def count_distinct_valid_molecules(

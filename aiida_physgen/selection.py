@@ -37,6 +37,12 @@ class Selection:
     :param explained_variance_ratio: ``(n_components,)`` fraction of the (scaled) feature variance
         carried by each component.
     :param centroids: ``(n_clusters, n_components)`` cluster centres in PCA space.
+    :param n_features: length of the feature vectors the selection was made from.
+    :param seed: random state used.
+    :param standardise: whether features were scaled to unit variance before the PCA.
+    :param inertia: sum of squared member-to-centroid distances.
+    :param pca_solver: scikit-learn PCA solver used (``"none"`` when there was no variance).
+    :param n_init: k-means restarts used.
     """
 
     indices: np.ndarray
@@ -143,7 +149,25 @@ def _check_n_clusters(n_clusters: Any, n_members: int) -> int:
     return n_clusters
 
 
+# ---------------------------------------------------------------------------------------------- scaling
+def _standardise_in_place(work: np.ndarray) -> None:
+    """Zero mean and unit (population) variance per column, in place: the transform of
+    ``sklearn.preprocessing.StandardScaler`` (constant columns are centred, not scaled), done in
+    three passes with double-precision accumulators instead of StandardScaler's incremental
+    algorithm, which is several times slower on a large single-precision matrix."""
+    mean = work.mean(axis=0, dtype=np.float64)
+    work -= mean.astype(work.dtype)
+    variance = np.einsum("ij,ij->j", work, work, dtype=np.float64) / work.shape[0]
+    scale = np.sqrt(variance)
+    scale[scale < 10.0 * np.finfo(np.float64).eps] = 1.0
+    work /= scale.astype(work.dtype)
+
+
 # ---------------------------------------------------------------------------------------------- PCA
+#: feature matrices with at least this many entries are scaled and projected in float32
+_SINGLE_PRECISION_SIZE = 1 << 21
+
+
 def _pca_solver(n_samples: int, n_features: int, n_components: int) -> str:
     """The fastest exact-enough solver for this shape.
 
@@ -160,7 +184,8 @@ def _pca_solver(n_samples: int, n_features: int, n_components: int) -> str:
 
 
 def _pca(features: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """``(coordinates (M, k), explained_variance_ratio (k,), solver)``."""
+    """``(coordinates (M, k), explained_variance_ratio (k,), solver)``; ``features`` is a private
+    working copy and may be overwritten."""
     from sklearn.decomposition import PCA
 
     n_samples, n_features = features.shape
@@ -169,7 +194,7 @@ def _pca(features: np.ndarray, n_components: int, seed: int) -> tuple[np.ndarray
         # all members identical (or just one): there is no direction of variance to find
         return np.zeros((n_samples, k)), np.zeros(k), "none"
     solver = _pca_solver(n_samples, n_features, k)
-    kwargs: dict[str, Any] = {"n_components": k, "svd_solver": solver}
+    kwargs: dict[str, Any] = {"n_components": k, "svd_solver": solver, "copy": False}
     if solver == "randomized":
         kwargs["random_state"] = seed
     pca = PCA(**kwargs)
@@ -246,6 +271,7 @@ def select_from_features(
     standardise: bool = True,
     *,
     n_init: int | None = None,
+    n_threads: int | None = 1,
 ) -> Selection:
     """Cluster ``M`` feature vectors and keep the member nearest each cluster centre.
 
@@ -253,11 +279,22 @@ def select_from_features(
     :param n_components: principal components to keep; clipped to ``min(M, F)``.
     :param n_clusters: number of clusters (= representatives), ``1 <= n_clusters <= M``.
     :param seed: random state of k-means (and of randomised PCA when that solver is used).
-    :param standardise: scale every feature to zero mean and unit variance before the PCA, so
-        features of large magnitude do not dominate.
+    :param standardise: scale every feature to zero mean and unit variance before the PCA (as
+        ``StandardScaler`` does), so features of large magnitude do not dominate.
     :param n_init: k-means restarts; by default chosen from the problem size (more when cheap).
+    :param n_threads: BLAS/OpenMP threads for scaling, PCA and k-means. One by default: on a
+        machine whose cores are shared (several AiiDA daemon workers, other jobs) multi-threaded
+        BLAS and OpenMP spin-wait and run many times slower, and a fixed thread count keeps the
+        floating-point reductions, hence the selection, identical from machine to machine.
+        ``None`` uses the libraries' defaults (all cores).
+
+    Large matrices (at least ``2**21`` entries) are scaled and projected in single precision, which
+    halves the memory traffic that dominates at this size; coordinates are returned in double
+    precision either way.
     """
-    features = np.asarray(features, dtype=np.float64)
+    features = np.asarray(features)
+    if not np.issubdtype(features.dtype, np.number) or np.issubdtype(features.dtype, np.complexfloating):
+        raise TypeError(f"features: expected a real numeric array, got dtype {features.dtype}")
     if features.ndim != 2:
         raise ValueError(f"features: expected a 2-D (members, features) array, got shape {features.shape}")
     n_samples, n_features = features.shape
@@ -269,6 +306,8 @@ def select_from_features(
     if n_init is None:
         n_init = _default_n_init(n_samples, n_clusters)
     n_init = _check_int("n_init", n_init, 1)
+    if n_threads is not None:
+        n_threads = _check_int("n_threads", n_threads, 1)
     finite = np.isfinite(features)
     if not finite.all():
         bad = np.flatnonzero(~finite.all(axis=1))
@@ -276,13 +315,16 @@ def select_from_features(
             f"features: {bad.size} member(s) have non-finite (NaN/inf) features, first at rows {bad[:5].tolist()}"
         )
 
-    if standardise and n_samples > 1:
-        from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
-        features = StandardScaler().fit_transform(features)
-
-    coordinates, ratio, solver = _pca(features, n_components, seed)
-    labels, centroids = _kmeans(coordinates, n_clusters, seed, n_init)
+    # a private working copy: scaling and centring then happen in place
+    work = np.array(features, dtype=np.float32 if features.size >= _SINGLE_PRECISION_SIZE else np.float64)
+    with threadpool_limits(limits=n_threads):
+        if standardise and n_samples > 1:
+            _standardise_in_place(work)
+        coordinates, ratio, solver = _pca(work, n_components, seed)
+        del work
+        labels, centroids = _kmeans(coordinates, n_clusters, seed, n_init)
     indices = _representatives(coordinates, labels, centroids)
     distances = np.sqrt(np.sum((coordinates - centroids[labels]) ** 2, axis=1))
     return Selection(
@@ -310,11 +352,14 @@ def select_representatives(
     *,
     standardise: bool = True,
     n_init: int | None = None,
+    n_threads: int | None = 1,
     chunk_size: int = 4096,
 ) -> Selection:
     """Describe every structure of ``batch`` with ``settings`` and pick ``n_clusters`` representatives.
 
-    ``n_clusters`` is checked against the batch size before any descriptor is computed.
+    ``n_clusters`` is checked against the batch size before any descriptor is computed; the
+    keyword arguments are those of :func:`select_from_features` (``chunk_size`` goes to
+    ``structure_descriptors``).
     """
     _check_n_clusters(n_clusters, len(batch))
     _check_int("n_components", n_components, 1)
@@ -331,6 +376,7 @@ def select_representatives(
         seed=seed,
         standardise=standardise,
         n_init=n_init,
+        n_threads=n_threads,
     )
 
 
@@ -355,14 +401,19 @@ def plot_selection(selection: Selection, path: str | Path, title: str | None = N
     figure = Figure(figsize=(6.4, 5.2), dpi=120)
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    size = float(np.clip(2000.0 / max(n_members, 1), 2.0, 30.0))
+    size = float(np.clip(4000.0 / max(n_members, 1), 3.0, 30.0))
     ax.scatter(
         x, y, c=colours[selection.labels], s=size, alpha=0.6, linewidths=0, rasterized=n_members > 5000
     )
     reps = selection.indices
     ax.scatter(
         x[reps], y[reps], c=colours[np.arange(selection.n_clusters)], marker="*", s=180,
-        edgecolors="black", linewidths=1.0, zorder=3, label=f"representatives ({selection.n_clusters})",
+        edgecolors="black", linewidths=1.0, zorder=3,
+    )
+    # legend entry with a neutral fill: the stars themselves take their cluster's colour
+    ax.scatter(
+        [], [], c="white", marker="*", s=180, edgecolors="black", linewidths=1.0,
+        label=f"representatives ({selection.n_clusters})",
     )
 
     def _label(axis: int) -> str:

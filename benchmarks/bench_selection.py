@@ -11,6 +11,7 @@ Run ``python benchmarks/bench_selection.py [n_structures]`` for a table; ``run()
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,12 +94,17 @@ def candidates(n_structures: int = 24000, seed: int = 0, rattle: float = 0.1) ->
 def run(
     n_structures: int = 24000, n_clusters: int = 20, n_components: int = 10, seed: int = 0
 ) -> list[dict]:
-    """Time descriptors and PCA + k-means for ``n_structures // 8`` and ``n_structures`` candidates."""
+    """Time descriptors and PCA + k-means for ``n_structures // 8`` and ``n_structures`` candidates.
+
+    Every row also records the 1-minute load average when its timing started: on a machine shared
+    with other jobs, wall times are only comparable at similar load.
+    """
     settings = DescriptorSettings(species=(1, 6, 8))
     rows = []
     sizes = sorted({max(n_clusters, n_structures // 8), n_structures})
     for size in sizes:
         batch = candidates(size, seed=seed)
+        load = os.getloadavg()[0]
         start = time.perf_counter()
         features = structure_descriptors(batch, settings)
         descriptor_s = time.perf_counter() - start
@@ -119,6 +125,7 @@ def run(
                 "total_s": descriptor_s + select_s,
                 "explained_variance": float(np.sum(selection.explained_variance_ratio)),
                 "distinct_templates": templates_hit,
+                "load_average": load,
             }
         )
     return rows
@@ -129,6 +136,7 @@ def _table(rows: list[dict]) -> str:
         ("n_structures", "{:d}"), ("n_atoms", "{:d}"), ("n_features", "{:d}"), ("n_clusters", "{:d}"),
         ("pca_solver", "{}"), ("n_init", "{:d}"), ("descriptor_s", "{:.2f}"), ("pca_kmeans_s", "{:.2f}"),
         ("total_s", "{:.2f}"), ("explained_variance", "{:.3f}"), ("distinct_templates", "{:d}"),
+        ("load_average", "{:.1f}"),
     ]
     cells = [[fmt.format(row[name]) for name, fmt in columns] for row in rows]
     widths = [max(len(name), *(len(c[i]) for c in cells)) for i, (name, _) in enumerate(columns)]

@@ -74,6 +74,32 @@ def test_representative_is_true_nearest_to_blob_centre():
         assert index == nearest
 
 
+@pytest.mark.parametrize("n_rows", [300, 2500])  # double precision, and single precision above 2**21 entries
+def test_standardised_pca_matches_sklearn_pipeline(n_rows):
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    n_features = 900
+    scales = np.logspace(-3, 3, n_features)  # wildly different magnitudes: standardising matters
+    signal = rng.normal(size=(n_rows, 6)) @ rng.normal(size=(6, n_features))
+    features = (signal + rng.normal(size=(n_rows, n_features))) * scales
+    features[:, 7] = 42.0  # a constant feature is centred, not scaled
+    selection = select_from_features(features, n_components=4, n_clusters=3)
+    scaled = StandardScaler().fit_transform(features)
+    expected = PCA(n_components=4).fit(scaled)
+    reference = expected.transform(scaled)
+    tolerance = 1e-8 if features.size < 2**21 else 2e-3
+    # components are defined up to sign
+    np.testing.assert_allclose(
+        np.abs(selection.pca_coordinates), np.abs(reference), atol=tolerance * np.abs(reference).max()
+    )
+    np.testing.assert_allclose(selection.explained_variance_ratio, expected.explained_variance_ratio_, rtol=1e-4)
+    unscaled = select_from_features(features, n_components=4, n_clusters=3, standardise=False)
+    # without scaling the largest-magnitude features dominate the first component
+    assert unscaled.explained_variance_ratio[0] > selection.explained_variance_ratio[0]
+
+
 def test_deterministic_for_a_seed():
     rng = np.random.default_rng(0)
     features = rng.normal(size=(400, 30))  # no cluster structure: k-means depends on its seed

@@ -222,17 +222,24 @@ class GpawCalculation(CalcJob):
         spec.default_output_node = 'output_parameters'
 
         spec.exit_code(
-            300, 'ERROR_OUTPUT_MISSING', message='The output file `{filename}` was not retrieved.', invalidates_cache=True
+            300,
+            'ERROR_OUTPUT_MISSING',
+            message='The output file `{filename}` was not retrieved.',
+            invalidates_cache=True,
         )
         spec.exit_code(
-            301, 'ERROR_OUTPUT_UNREADABLE', message='The output file `{filename}` could not be read: {error}',
+            301,
+            'ERROR_OUTPUT_UNREADABLE',
+            message='The output file `{filename}` could not be read: {error}',
             invalidates_cache=True,
         )
         spec.exit_code(302, 'ERROR_DRIVER_CRASHED', message='The GPAW driver crashed: {error}')
         spec.exit_code(303, 'ERROR_INVALID_SETTINGS', message='The GPAW driver rejected its settings: {error}')
         spec.exit_code(310, 'ERROR_SCF_NOT_CONVERGED', message='The SCF cycle did not converge: {error}')
         spec.exit_code(
-            320, 'ERROR_RELAX_NOT_CONVERGED', message='The relaxation did not converge within the maximum steps: {error}'
+            320,
+            'ERROR_RELAX_NOT_CONVERGED',
+            message='The relaxation did not converge within the maximum number of steps: {error}',
         )
 
     def prepare_for_submission(self, folder):

@@ -365,17 +365,49 @@ def _snapshot(atoms, include_stress):
     return copy
 
 
-def compute_dos(calc, settings):
-    """Return the Gaussian-broadened DOS relative to the Fermi level from the calculator's eigenvalues."""
+def _eigenvalues(calc):
+    """Return ``(eigenvalues[spin, k, band], normalised k-point weights)`` in eV."""
     import numpy as np
 
-    fermi = float(calc.get_fermi_level())
     nspins = calc.get_number_of_spins()
     weights = np.asarray(calc.get_k_point_weights(), dtype=float)
     weights = weights / weights.sum()
     eigenvalues = np.array(
         [[calc.get_eigenvalues(kpt=k, spin=s) for k in range(len(weights))] for s in range(nspins)], dtype=float
-    ) - fermi
+    )
+    return eigenvalues, weights
+
+
+def electronic_summary(calc, smearing):
+    """Return the Fermi level and, for gapped systems, HOMO, LUMO and gap (eV).
+
+    When GPAW's Fermi level lies inside a gap (nearest states more than ten smearing widths away on both sides) the
+    occupations do not depend on where exactly it sits, and GPAW keeps whatever value its solver started from (after
+    moving atoms, the value of an earlier geometry). The reported ``fermi_energy`` is then the middle of the gap,
+    the zero-temperature limit, so that it depends only on the final state; ``fermi_energy_gpaw`` keeps GPAW's value.
+    """
+    gpaw_fermi = float(calc.get_fermi_level())
+    eigenvalues, _ = _eigenvalues(calc)
+    below = eigenvalues[eigenvalues <= gpaw_fermi]
+    above = eigenvalues[eigenvalues > gpaw_fermi]
+    summary = {'fermi_energy': gpaw_fermi, 'fermi_energy_gpaw': gpaw_fermi, 'homo': None, 'lumo': None, 'band_gap': 0.0}
+    if below.size and above.size:
+        homo, lumo = float(below.max()), float(above.min())
+        margin = max(10.0 * float(smearing), 1e-6)
+        if gpaw_fermi - homo > margin and lumo - gpaw_fermi > margin:
+            summary.update(
+                {'fermi_energy': 0.5 * (homo + lumo), 'homo': homo, 'lumo': lumo, 'band_gap': lumo - homo}
+            )
+    return summary
+
+
+def compute_dos(calc, settings, fermi):
+    """Return the Gaussian-broadened DOS relative to ``fermi`` (eV) from the calculator's eigenvalues."""
+    import numpy as np
+
+    eigenvalues, weights = _eigenvalues(calc)
+    nspins = eigenvalues.shape[0]
+    eigenvalues = eigenvalues - fermi
     width = float(settings['dos_width'])
     emin = settings['dos_emin'] if settings['dos_emin'] is not None else float(eigenvalues.min()) - 5 * width
     emax = settings['dos_emax'] if settings['dos_emax'] is not None else float(eigenvalues.max()) + 5 * width
@@ -441,6 +473,10 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
         'free_energy': None,
         'energy_per_atom': None,
         'fermi_energy': None,
+        'fermi_energy_gpaw': None,
+        'homo': None,
+        'lumo': None,
+        'band_gap': None,
         'forces': None,
         'max_force': None,
         'stress': None,
@@ -457,9 +493,12 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
             _write_json(RESULTS_FILENAME, results)
         return EXIT_STATUS[status]
 
+    # Outputs of an earlier run in the same directory must not be mistaken for this run's.
     for stale in OUTPUT_FILENAMES:
-        if os.path.exists(stale):
+        try:
             os.remove(stale)
+        except FileNotFoundError:
+            pass
 
     try:
         with open(INPUT_FILENAME, encoding='utf-8') as handle:
@@ -566,10 +605,7 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
         results['max_force'] = float(max((sum(c * c for c in row) ** 0.5 for row in forces), default=0.0))
         if include_stress:
             results['stress'] = _to_list(final.get_stress(voigt=False))
-        try:
-            results['fermi_energy'] = float(calc.get_fermi_level())
-        except Exception as exception:  # noqa: BLE001 - e.g. no Fermi level defined
-            results['errors'].append(f'Fermi level unavailable: {exception!r}')
+        results.update(electronic_summary(calc, settings['smearing']))
         if settings['spinpol']:
             results['magnetic_moment'] = float(calc.get_magnetic_moment())
 
@@ -577,7 +613,7 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
             write(FINAL_STRUCTURE_FILENAME, final, format='extxyz')
 
         if settings['dos']:
-            dos = compute_dos(calc, settings)
+            dos = compute_dos(calc, settings, results['fermi_energy'])
             if is_master:
                 _write_json(DOS_FILENAME, dos)
 

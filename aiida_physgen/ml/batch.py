@@ -110,6 +110,8 @@ class StructureBatch:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"structure file {str(path)!r} does not exist")
+        if path.stat().st_size == 0:  # ASE cannot guess the format of an empty file and raises a non-ValueError
+            raise ValueError(f"structure file {str(path)!r} holds no structures (the file is empty)")
         structures = ase.io.read(path, index=index, format=format)
         if isinstance(structures, ase.Atoms):
             structures = [structures]

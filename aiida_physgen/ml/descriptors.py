@@ -176,51 +176,49 @@ class DescriptorSettings:
 # autograd and evaluated on large batched tensors (scipy's are neither), and no well-maintained
 # torch implementation is available in this environment. The evaluation uses recursions on the
 # Cartesian components only (no atan2/acos), so there is no singularity at the poles or at r = 0.
-def _harmonic_tables(l_max: int) -> dict[str, np.ndarray]:
-    """Index and normalisation tables for :func:`real_spherical_harmonics`.
-
-    Output column ``l^2 + l + m`` holds ``Y_lm``. It is ``norm * Q[:, q_index] * AB[:, ab_index]``
-    with ``Q[:, (l, |m|)]`` the Legendre polynomial part and ``AB`` holding ``Re (x + iy)^m`` for
-    ``m >= 0`` in columns ``0..l_max`` and ``Im (x + iy)^|m|`` in columns ``l_max + |m|``.
-    """
-    q_index, ab_index, norm = [], [], []
+def _harmonic_norms(l_max: int) -> dict[tuple[int, int], float]:
+    """``sqrt((2l+1)/(4 pi) (l-|m|)!/(l+|m|)!)``, times ``sqrt(2)`` for ``m != 0``, keyed by ``(l, |m|)``."""
+    norms = {}
     for l in range(l_max + 1):
-        for m in range(-l, l + 1):
-            am = abs(m)
-            q_index.append(l * (l + 1) // 2 + am)
-            ab_index.append(am if m >= 0 else l_max + am)
-            n = math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - am) / math.factorial(l + am))
-            norm.append(n if m == 0 else math.sqrt(2.0) * n)
-    return {
-        "q_index": np.array(q_index, dtype=np.int64),
-        "ab_index": np.array(ab_index, dtype=np.int64),
-        "norm": np.array(norm, dtype=np.float64),
-    }
+        for m in range(l + 1):
+            n = math.sqrt((2 * l + 1) / (4 * math.pi) * math.factorial(l - m) / math.factorial(l + m))
+            norms[(l, m)] = n if m == 0 else math.sqrt(2.0) * n
+    return norms
 
 
-def _spherical_harmonics(u: torch.Tensor, l_max: int, q_index, ab_index, norm) -> torch.Tensor:
-    x, y, z = u[..., 0], u[..., 1], u[..., 2]
+def _spherical_harmonics(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_max: int, norms) -> torch.Tensor:
+    """Solid harmonics ``|v|^l Y_lm(v / |v|)`` of ``v = (x, y, z)``, stacked on a new last axis."""
     r2 = x * x + y * y + z * z
-    # Re/Im of (x + iy)^m: rho^m cos(m phi), rho^m sin(m phi)
-    re, im = [torch.ones_like(x)], [torch.zeros_like(x)]
-    for _ in range(l_max):
-        re_prev, im_prev = re[-1], im[-1]
+    # Re/Im of (x + iy)^m, i.e. rho^m cos(m phi) and rho^m sin(m phi)
+    re, im = [None, x], [None, y]
+    for m in range(2, l_max + 1):
+        re_prev, im_prev = re[m - 1], im[m - 1]
         re.append(x * re_prev - y * im_prev)
         im.append(x * im_prev + y * re_prev)
-    ab = torch.stack(re + im[1:], dim=-1)
-    # Q_l^m(z), homogeneous of degree l - m, with P_l^m(cos t) = sin^m(t) Q_l^m(cos t) on the sphere:
-    # Q_m^m = (2m-1)!!, Q_{m+1}^m = (2m+1) z Q_m^m,
-    # (l-m) Q_l^m = (2l-1) z Q_{l-1}^m - (l+m-1) r^2 Q_{l-2}^m
-    q: dict[tuple[int, int], torch.Tensor] = {}
-    ones = torch.ones_like(z)
+    # Q_l^m(z), homogeneous of degree l - m, such that P_l^m(cos t) = sin^m(t) Q_l^m(cos t) on the
+    # unit sphere: Q_m^m = (2m-1)!!, Q_{m+1}^m = (2m+1) z Q_m^m,
+    # (l-m) Q_l^m = (2l-1) z Q_{l-1}^m - (l+m-1) r^2 Q_{l-2}^m.
+    # Here Q carries the normalisation N_lm of Y_lm (the recursion is linear, so it is folded into
+    # the coefficients), and Q_m^m is a constant, kept as a Python float.
+    out: list[torch.Tensor] = [None] * ((l_max + 1) ** 2)  # type: ignore[list-item]
     for m in range(l_max + 1):
-        q[(m, m)] = ones * float(np.prod(np.arange(2 * m - 1, 0, -2), dtype=np.float64))
+        q_mm = norms[(m, m)] * float(np.prod(np.arange(2 * m - 1, 0, -2), dtype=np.float64))
+        q = {m: q_mm}
         if m + 1 <= l_max:
-            q[(m + 1, m)] = z * ((2 * m + 1) * q[(m, m)])
+            q[m + 1] = z * ((2 * m + 1) * q_mm * norms[(m + 1, m)] / norms[(m, m)])
         for l in range(m + 2, l_max + 1):
-            q[(l, m)] = (z * ((2 * l - 1) * q[(l - 1, m)]) - r2 * ((l + m - 1) * q[(l - 2, m)])) / (l - m)
-    qs = torch.stack([q[(l, m)] for l in range(l_max + 1) for m in range(l + 1)], dim=-1)
-    return qs.index_select(-1, q_index) * ab.index_select(-1, ab_index) * norm
+            a = (2 * l - 1) / (l - m) * norms[(l, m)] / norms[(l - 1, m)]
+            b = (l + m - 1) / (l - m) * norms[(l, m)] / norms[(l - 2, m)]
+            prev2 = q[l - 2] * r2 if isinstance(q[l - 2], torch.Tensor) else r2 * q[l - 2]
+            q[l] = z * q[l - 1] * a - prev2 * b
+        for l in range(m, l_max + 1):
+            q_l = q[l]
+            if m == 0:
+                out[l * l + l] = q_l if isinstance(q_l, torch.Tensor) else torch.full_like(x, q_l)
+            else:
+                out[l * l + l + m] = re[m] * q_l
+                out[l * l + l - m] = im[m] * q_l
+    return torch.stack(out, dim=-1)
 
 
 def real_spherical_harmonics(vectors: torch.Tensor, l_max: int) -> torch.Tensor:
@@ -230,15 +228,9 @@ def real_spherical_harmonics(vectors: torch.Tensor, l_max: int) -> torch.Tensor:
     ``sin(|m| phi)``, without the Condon-Shortley phase. The result is the solid harmonic
     ``|v|^l Y_lm(v / |v|)``, so pass unit vectors to get ``Y_lm`` itself.
     """
-    tables = _harmonic_tables(l_max)
-    device, dtype = vectors.device, vectors.dtype
-    return _spherical_harmonics(
-        vectors,
-        l_max,
-        torch.as_tensor(tables["q_index"], device=device),
-        torch.as_tensor(tables["ab_index"], device=device),
-        torch.as_tensor(tables["norm"], dtype=dtype, device=device),
-    )
+    if vectors.shape[-1] != 3:
+        raise ValueError(f"vectors: expected a last axis of length 3, got shape {tuple(vectors.shape)}")
+    return _spherical_harmonics(vectors[..., 0], vectors[..., 1], vectors[..., 2], l_max, _harmonic_norms(l_max))
 
 
 # ---------------------------------------------------------------------------------------- module
@@ -258,10 +250,7 @@ class LocalDescriptor(torch.nn.Module):
         n_species, n_max, l_max = len(s.species), s.n_max, s.l_max
         k = n_species * n_max
 
-        tables = _harmonic_tables(l_max)
-        self.register_buffer("_q_index", torch.as_tensor(tables["q_index"]), persistent=False)
-        self.register_buffer("_ab_index", torch.as_tensor(tables["ab_index"]), persistent=False)
-        self.register_buffer("_ylm_norm", torch.as_tensor(tables["norm"]), persistent=False)
+        self._ylm_norms = _harmonic_norms(l_max)
 
         if s.radial == "gaussian":
             spacing = s.r_cut / (n_max - 1) if n_max > 1 else s.r_cut
@@ -481,8 +470,8 @@ class LocalDescriptor(torch.nn.Module):
             g = torch.exp(self._gauss_coeff * (r[..., None] - param) ** 2)
         else:
             g = torch.sin(r[..., None] * param) * (self._bessel_prefactor / r)[..., None]
-        u = d / r[..., None]
-        y = _spherical_harmonics(u, l_max, self._q_index, self._ab_index, self._ylm_norm.to(dtype))
+        inv_r = 1.0 / r
+        y = _spherical_harmonics(d[..., 0] * inv_r, d[..., 1] * inv_r, d[..., 2] * inv_r, l_max, self._ylm_norms)
 
         # ---- density coefficients c (B*N, S*n_max, (l_max+1)^2)
         one_hot = torch.nn.functional.one_hot(neighbour_species, n_species).to(dtype)  # (B, N, K, S)

@@ -176,9 +176,10 @@ def validate_training(
     present = set(training.elements())
     extra = sorted(present - wanted)
     if extra:
+        formula = "".join(f"{s}{symbols.count(s) if symbols.count(s) > 1 else ''}" for s in dict.fromkeys(symbols))
         raise ValueError(
             f"training: element(s) {extra} occur in the training structures but not in the requested "
-            f"composition {''.join(symbols)!r}; every training element must be part of the composition"
+            f"composition {formula!r}; every training element must be part of the composition"
         )
     missing = sorted(wanted - present)
     if missing:

@@ -45,7 +45,10 @@ def model_bytes(module: torch.nn.Module, config: dict[str, Any]) -> bytes:
 
 def model_from_bytes(data: bytes) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Inverse of :func:`model_bytes`: a module in eval mode, ready to generate, and its config."""
-    blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on junk
+        raise ValueError(f"not a readable model file ({type(exception).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
         raise ValueError(f"not an aiida-physgen model file (format {FORMAT_VERSION} expected)")
     config = blob["config"]

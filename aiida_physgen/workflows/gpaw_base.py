@@ -104,10 +104,9 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
 
     def _restart_from_last_geometry(self, node) -> bool:
         """Use the last geometry of ``node`` as the next input structure; return whether there was one."""
-        structure = node.outputs.get('output_structure') if 'output_structure' in node.outputs else None
-        if structure is None:
+        if 'output_structure' not in node.outputs:
             return False
-        self.ctx.inputs.structure = structure
+        self.ctx.inputs.structure = node.outputs.output_structure
         return True
 
     # ------------------------------------------------------------------------------------------------------------------

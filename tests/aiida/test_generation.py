@@ -1,0 +1,475 @@
+"""Tests of the generation chain: the calcfunctions ``train_logan`` → ``generate`` →
+``select_representatives`` and the ``GenerationWorkChain`` around them.
+
+Training is kept tiny (2 steps, small networks, a handful of molecules) so the whole module runs
+in seconds; the tests check plumbing, provenance and input validation, not model quality.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.common.links import LinkType
+from aiida.engine import run_get_node
+
+from aiida_physgen.calculations.functions import generate, select_representatives, train_logan
+from aiida_physgen.data.generator_model import GeneratorModel
+from aiida_physgen.data.structure_set import StructureSet
+from aiida_physgen.ml import logan
+from aiida_physgen.workflows.generation import GenerationWorkChain, validate_generation_inputs
+
+RESOURCES = Path(__file__).resolve().parents[2] / "aiida_physgen" / "resources" / "logan"
+MOLECULES_FILE = RESOURCES / "C5H12O_training.extxyz"
+SIO2_TARGET_FILE = RESOURCES / "sio2" / "mp-546794_target.extxyz"
+SIO2_TRAINING_FILE = RESOURCES / "sio2" / "mp-546794_training.extxyz"
+
+BOX = 9.5
+TINY = {
+    "steps": 2,
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "n_max": 2,
+    "l_max": 2,
+    "max_neighbours": 8,
+    "batch_size": 4,
+}
+TINY_SELECTION = {"n_components": 3, "n_max": 2, "l_max": 2, "max_neighbours": 8}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def molecules(n: int = 6) -> list[ase.Atoms]:
+    return ase.io.read(MOLECULES_FILE, index=f":{n}")
+
+
+def box_inputs(box: float = BOX) -> dict:
+    return {
+        "cell": orm.List([[box, 0.0, 0.0], [0.0, box, 0.0], [0.0, 0.0, box]]),
+        "pbc": orm.List([False, False, False]),
+    }
+
+
+def created(node: orm.ProcessNode) -> list:
+    return node.base.links.get_outgoing(link_type=LinkType.CREATE).all()
+
+
+def assert_failed_without_outputs(node: orm.ProcessNode, result, status: int, *words: str) -> None:
+    assert node.is_finished
+    assert node.exit_status == status, (node.exit_status, node.exit_message)
+    assert not node.is_finished_ok
+    for word in words:
+        assert word in node.exit_message, node.exit_message
+    assert not result
+    assert created(node) == []
+    assert list(node.outputs) == []
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def training_set() -> StructureSet:
+    return StructureSet.from_ase(molecules(6)).store()
+
+
+@pytest.fixture(scope="module")
+def trained(training_set):
+    """Two seeds × two generator learning rates → four models."""
+    outputs, node = train_logan.run_get_node(
+        training=training_set,
+        composition=orm.Str("C5H12O"),
+        seeds=orm.List([0, 1]),
+        settings=orm.Dict(TINY),
+        grid=orm.Dict({"lr_generator": [1e-4, 3e-4]}),
+        **box_inputs(),
+    )
+    assert node.is_finished_ok, node.exit_message
+    return outputs, node
+
+
+@pytest.fixture(scope="module")
+def models(trained) -> dict[str, GeneratorModel]:
+    return dict(trained[0]["models"])
+
+
+@pytest.fixture(scope="module")
+def candidates(models) -> StructureSet:
+    result, node = generate.run_get_node(count=orm.Int(10), seed=orm.Int(0), **models)
+    assert node.is_finished_ok, node.exit_message
+    return result
+
+
+# ------------------------------------------------------------------------------------------ train_logan
+def test_train_logan_one_model_per_seed_and_grid_point(models):
+    assert sorted(models) == ["model_00", "model_01", "model_02", "model_03"]
+    assert all(isinstance(model, GeneratorModel) and model.is_stored for model in models.values())
+    # seeds vary fastest, then the grid
+    assert [models[k].seed for k in sorted(models)] == [0, 1, 0, 1]
+    assert [models[k].hyperparameters["lr_generator"] for k in sorted(models)] == [1e-4, 1e-4, 3e-4, 3e-4]
+    for model in models.values():
+        assert model.family == "logan"
+        assert model.steps == 2
+        assert model.composition == "C5H12O"
+        assert model.pbc == [False, False, False]
+        np.testing.assert_allclose(model.cell, np.eye(3) * BOX)
+        assert model.hyperparameters["hidden"] == [32, 16]
+    assert len({model.checksum for model in models.values()}) == 4
+
+
+def test_train_logan_models_are_queryable(trained, models):
+    _, node = trained
+    qb = orm.QueryBuilder()
+    qb.append(orm.CalcFunctionNode, filters={"id": node.pk}, tag="calc")
+    qb.append(
+        GeneratorModel,
+        with_incoming="calc",
+        filters={"attributes.family": "logan", "attributes.seed": 1, "attributes.steps": 2},
+        project="uuid",
+    )
+    assert sorted(qb.all(flat=True)) == sorted([models["model_01"].uuid, models["model_03"].uuid])
+
+
+def test_train_logan_models_generate(models):
+    for model in models.values():
+        module = model.load()
+        batch = module.sample(3, seed=0)
+        assert len(batch) == 3
+        assert set(batch.formulas()) == {"C5H12O"}
+        assert np.all(np.isfinite(batch.positions))
+        # sigmoid outputs: every atom inside the box
+        assert batch.positions.min() >= 0.0 and batch.positions.max() <= BOX
+
+
+def test_train_logan_provenance(trained, training_set, models):
+    _, node = trained
+    assert node.process_label == "train_logan"
+    inputs = {link.link_label: link.node for link in node.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()}
+    assert inputs["training"].uuid == training_set.uuid
+    assert inputs["composition"].value == "C5H12O"
+    creates = {link.link_label: link.node.uuid for link in created(node)}
+    assert creates == {f"models__{label}": model.uuid for label, model in models.items()}
+    for model in models.values():
+        assert model.creator.uuid == node.uuid
+
+
+# ------------------------------------------------------------------------------------------ generate
+def test_generate_one_set_for_all_models(models, candidates):
+    assert isinstance(candidates, StructureSet) and candidates.is_stored
+    assert len(candidates) == 10 * 4
+    assert candidates.formula_counts == {"C5H12O": 40}
+    np.testing.assert_array_equal(candidates.get_array("model_index"), np.repeat(np.arange(4), 10))
+    assert candidates.base.attributes.get("model_labels") == sorted(models)
+    creator = candidates.creator
+    assert creator.process_label == "generate"
+    assert [link.node.uuid for link in created(creator)] == [candidates.uuid]
+    inputs = {link.link_label for link in creator.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()}
+    assert inputs == {"count", "seed", *models}
+    # the same structures as the ML layer gives for the loaded models in sorted label order
+    expected = logan.generate([models[label].load() for label in sorted(models)], 10, 0)
+    np.testing.assert_allclose(candidates.get_array("positions"), expected.positions)
+
+
+def test_generate_is_deterministic(models, candidates):
+    again, node = generate.run_get_node(count=orm.Int(10), seed=orm.Int(0), **models)
+    assert node.is_finished_ok
+    assert again.uuid != candidates.uuid
+    np.testing.assert_array_equal(again.get_array("positions"), candidates.get_array("positions"))
+    other, node = generate.run_get_node(count=orm.Int(10), seed=orm.Int(1), **models)
+    assert node.is_finished_ok
+    assert not np.allclose(other.get_array("positions"), candidates.get_array("positions"))
+
+
+def test_generate_models_differ(candidates):
+    positions = candidates.get_array("positions").reshape(4, 10, 18, 3)
+    for i in range(1, 4):
+        assert not np.allclose(positions[0], positions[i])
+
+
+# ------------------------------------------------------------------------------------------ select
+def test_select_representatives(candidates):
+    settings = {**TINY_SELECTION, "n_clusters": 5}
+    outputs, node = select_representatives.run_get_node(
+        candidates=candidates, seed=orm.Int(0), settings=orm.Dict(settings)
+    )
+    assert node.is_finished_ok, node.exit_message
+    reps = outputs["representatives"]
+    assert isinstance(reps, StructureSet) and len(reps) == 5
+    structures = outputs["structures"]
+    assert sorted(structures) == [f"rep_{i:02d}" for i in range(5)]
+    assert all(isinstance(s, orm.StructureData) for s in structures.values())
+    selection = outputs["selection"]
+    assert isinstance(selection, orm.ArrayData)
+    indices = selection.get_array("indices")
+    assert indices.shape == (5,) and len(set(indices.tolist())) == 5
+    assert selection.get_array("labels").shape == (40,)
+    assert selection.get_array("pca_coordinates").shape == (40, 3)
+    assert len(selection.base.attributes.get("explained_variance_ratio")) == 3
+    plot = outputs["pca_plot"]
+    assert isinstance(plot, orm.SinglefileData)
+    assert plot.get_content(mode="rb").startswith(PNG_MAGIC)
+
+    np.testing.assert_array_equal(reps.get_array("candidate_index"), indices)
+    all_candidates = candidates.get_batch()
+    for i, index in enumerate(indices):
+        np.testing.assert_allclose(reps.get_ase(i).positions, all_candidates[int(index)].positions)
+        np.testing.assert_allclose(structures[f"rep_{i:02d}"].get_ase().positions, all_candidates[int(index)].positions)
+    # the representatives come from different clusters
+    labels = selection.get_array("labels")
+    assert sorted(labels[indices].tolist()) == list(range(5))
+    assert {link.link_label.split("__")[0] for link in created(node)} == {
+        "representatives",
+        "structures",
+        "selection",
+        "pca_plot",
+    }
+
+
+def test_select_without_plot(candidates):
+    settings = {**TINY_SELECTION, "n_clusters": 2, "plot": False}
+    outputs, node = select_representatives.run_get_node(
+        candidates=candidates, seed=orm.Int(0), settings=orm.Dict(settings)
+    )
+    assert node.is_finished_ok, node.exit_message
+    assert "pca_plot" not in outputs
+    assert len(outputs["representatives"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+@pytest.mark.parametrize(
+    ("composition", "box", "words"),
+    [
+        ("C5H12", BOX, ("training", "'O'", "composition 'C5H12'")),  # O in training, not in composition
+        ("C5H12ON", BOX, ("composition", "'N'")),  # N in composition, not in training
+        ("C5H12O", 3.0, ("cell", "box")),  # box smaller than the molecules
+        ("C5H12Q", BOX, ("composition",)),  # not a formula
+    ],
+    ids=["training-element-absent", "composition-element-missing", "box-too-small", "bad-formula"],
+)
+def test_train_logan_invalid_input(training_set, composition, box, words):
+    result, node = train_logan.run_get_node(
+        training=training_set,
+        composition=orm.Str(composition),
+        seeds=orm.List([0]),
+        settings=orm.Dict(TINY),
+        **box_inputs(box),
+    )
+    assert_failed_without_outputs(node, result, 300, "invalid input", *words)
+
+
+@pytest.mark.parametrize(
+    ("settings", "grid", "words"),
+    [
+        ({**TINY, "steps": -1}, None, ("steps",)),
+        ({**TINY, "no_such_setting": 1}, None, ("settings", "no_such_setting")),
+        (TINY, {"no_such_setting": [1, 2]}, ("grid", "no_such_setting")),
+        ({**TINY, "lr_critic": 0}, None, ("lr_critic",)),
+    ],
+    ids=["negative-steps", "unknown-setting", "unknown-grid-key", "zero-lr"],
+)
+def test_train_logan_invalid_settings(training_set, settings, grid, words):
+    extra = {"grid": orm.Dict(grid)} if grid is not None else {}
+    result, node = train_logan.run_get_node(
+        training=training_set,
+        composition=orm.Str("C5H12O"),
+        seeds=orm.List([0]),
+        settings=orm.Dict(settings),
+        **box_inputs(),
+        **extra,
+    )
+    assert_failed_without_outputs(node, result, 300, *words)
+
+
+def test_train_logan_no_seeds(training_set):
+    result, node = train_logan.run_get_node(
+        training=training_set, composition=orm.Str("C5H12O"), seeds=orm.List([]), settings=orm.Dict(TINY),
+        **box_inputs(),
+    )
+    assert_failed_without_outputs(node, result, 300, "seeds")
+
+
+def test_train_logan_nan_is_310(training_set):
+    settings = {**TINY, "optimizer": "adam", "lr_generator": 1e30, "lr_critic": 1e30, "steps": 5}
+    result, node = train_logan.run_get_node(
+        training=training_set,
+        composition=orm.Str("C5H12O"),
+        seeds=orm.List([0, 1]),
+        settings=orm.Dict(settings),
+        **box_inputs(),
+    )
+    assert_failed_without_outputs(node, result, 310, "diverged", "NaN", "loss")
+
+
+@pytest.mark.parametrize("count", [0, -3])
+def test_generate_nonpositive_count(models, count):
+    result, node = generate.run_get_node(count=orm.Int(count), seed=orm.Int(0), **models)
+    assert_failed_without_outputs(node, result, 300, "count", str(count))
+
+
+def test_generate_without_models():
+    result, node = generate.run_get_node(count=orm.Int(3), seed=orm.Int(0))
+    assert_failed_without_outputs(node, result, 300, "models")
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({**TINY_SELECTION, "n_clusters": 41}, ("n_clusters", "41", "40")),
+        ({**TINY_SELECTION, "n_clusters": 0}, ("n_clusters",)),
+        ({**TINY_SELECTION, "n_clusters": 3, "bogus": 1}, ("settings", "bogus")),
+    ],
+    ids=["too-many-clusters", "zero-clusters", "unknown-key"],
+)
+def test_select_invalid_input(candidates, settings, words):
+    result, node = select_representatives.run_get_node(
+        candidates=candidates, seed=orm.Int(0), settings=orm.Dict(settings)
+    )
+    assert_failed_without_outputs(node, result, 300, *words)
+
+
+def test_empty_training_set_is_refused():
+    with pytest.raises(ValueError, match="structures"):
+        StructureSet.from_ase([])
+
+
+# ------------------------------------------------------------------------------------------ workchain
+def count_nodes() -> int:
+    return orm.QueryBuilder().append(orm.Node).count()
+
+
+def test_generation_workchain_end_to_end():
+    builder = GenerationWorkChain.get_builder()
+    builder.training = StructureSet.from_ase(molecules(5))
+    builder.composition = orm.Str("C5H12O")
+    builder.cell = box_inputs()["cell"]
+    builder.pbc = box_inputs()["pbc"]
+    builder.seeds = orm.List([0, 1])
+    builder.settings = orm.Dict(TINY)
+    builder.count = orm.Int(6)
+    builder.generation_seed = orm.Int(0)
+    builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 4})
+    builder.selection_seed = orm.Int(0)
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+
+    assert sorted(results) == sorted(
+        ["models", "candidates", "representatives", "structures", "selection", "pca_plot"]
+    )
+    assert sorted(results["models"]) == ["model_00", "model_01"]
+    assert len(results["candidates"]) == 12
+    assert len(results["representatives"]) == 4
+    assert len(results["structures"]) == 4
+    assert results["selection"].get_array("indices").shape == (4,)
+    assert results["pca_plot"].get_content(mode="rb").startswith(PNG_MAGIC)
+
+    called = sorted(node.called, key=lambda n: n.ctime)
+    assert [c.process_label for c in called] == ["train_logan", "generate", "select_representatives"]
+    assert all(isinstance(c, orm.CalcFunctionNode) and c.is_finished_ok for c in called)
+    train_node, generate_node, select_node = called
+    assert len(node.base.links.get_outgoing(link_type=LinkType.CALL_CALC).all()) == 3
+    # the workchain returns what its calcfunctions created
+    assert results["candidates"].creator.uuid == generate_node.uuid
+    assert results["representatives"].creator.uuid == select_node.uuid
+    assert {m.creator.uuid for m in results["models"].values()} == {train_node.uuid}
+    # the chain is wired node to node
+    train_inputs = train_node.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()
+    assert {link.node.uuid for link in train_inputs if link.link_label == "training"} == {node.inputs.training.uuid}
+    generate_inputs = {link.node.uuid for link in generate_node.base.links.get_incoming().all()}
+    assert {m.uuid for m in results["models"].values()} <= generate_inputs
+    select_inputs = {link.node.uuid for link in select_node.base.links.get_incoming().all()}
+    assert results["candidates"].uuid in select_inputs
+    returned = {link.link_label for link in node.base.links.get_outgoing(link_type=LinkType.RETURN).all()}
+    assert "candidates" in returned and "representatives" in returned
+
+
+def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
+    builder = GenerationWorkChain.get_builder()
+    builder.training = StructureSet.from_ase(molecules(3))
+    builder.composition = orm.Str("C5H12")  # parses, but the training molecules hold O
+    builder.cell = box_inputs()["cell"]
+    builder.pbc = box_inputs()["pbc"]
+    builder.seeds = orm.List([0])
+    builder.settings = orm.Dict(TINY)
+    builder.count = orm.Int(4)
+    builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 2})
+    results, node = run_get_node(builder)
+    assert node.exit_status == 300, (node.exit_status, node.exit_message)
+    assert "training" in node.exit_message and "'O'" in node.exit_message
+    assert not node.exit_message.startswith("invalid input: invalid input")
+    assert [c.process_label for c in node.called] == ["train_logan"]
+    assert node.called[0].exit_status == 300
+    assert "models" not in results and "candidates" not in results
+
+
+def test_generation_workchain_validator_rejects_before_storing():
+    builder = GenerationWorkChain.get_builder()
+    builder.training = StructureSet.from_ase(molecules(3))
+    builder.composition = orm.Str("C5H12O")
+    builder.cell = box_inputs()["cell"]
+    builder.pbc = box_inputs()["pbc"]
+    builder.seeds = orm.List([0])
+    builder.grid = orm.Dict({"lr_generator": [1e-4, 3e-4]})  # 1 seed × 2 = 2 members
+    builder.settings = orm.Dict(TINY)
+    builder.count = orm.Int(2)  # 4 candidates
+    builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 5})
+    before = count_nodes()
+    with pytest.raises(ValueError, match=r"selection_settings\.n_clusters: got 5, .* the 4 candidates"):
+        run_get_node(builder)
+    assert count_nodes() == before
+    assert not builder.training.is_stored
+
+
+def test_generation_inputs_validator_boundary():
+    inputs = {
+        "seeds": orm.List([0]),
+        "grid": orm.Dict({"lr_generator": [1e-4, 3e-4]}),
+        "count": orm.Int(2),
+    }
+    assert validate_generation_inputs({**inputs, "selection_settings": orm.Dict({"n_clusters": 4})}) is None
+    message = validate_generation_inputs({**inputs, "selection_settings": orm.Dict({"n_clusters": 5})})
+    assert message and "n_clusters" in message and "4" in message
+    # the default of 20 clusters needs 20 candidates
+    assert "n_clusters" in validate_generation_inputs(inputs)
+    assert "count" in validate_generation_inputs({**inputs, "count": orm.Int(0)})
+    assert "composition" in validate_generation_inputs({"composition": orm.Str("C5H12Q")})
+    assert "cell" in validate_generation_inputs({"cell": orm.List([[1, 0, 0], [0, 1, 0]])})
+
+
+# ------------------------------------------------------------------------------------------ SiO2
+def test_sio2_periodic_chain():
+    target = ase.io.read(SIO2_TARGET_FILE)
+    assert len(target) == 6 and all(target.pbc)
+    training = StructureSet.from_ase(ase.io.read(SIO2_TRAINING_FILE, index=":5"))
+    composition = "Si2O4"
+    assert Counter(target.get_chemical_symbols()) == {"Si": 2, "O": 4}
+    outputs, node = train_logan.run_get_node(
+        training=training,
+        composition=orm.Str(composition),
+        cell=orm.List(target.cell.array.tolist()),
+        pbc=orm.List([True, True, True]),
+        seeds=orm.List([0]),
+        settings=orm.Dict(TINY),
+    )
+    assert node.is_finished_ok, node.exit_message
+    model = outputs["models"]["model_00"]
+    assert model.composition == "O4Si2"
+    assert model.pbc == [True, True, True]
+
+    candidates, node = generate.run_get_node(count=orm.Int(6), seed=orm.Int(0), model_00=model)
+    assert node.is_finished_ok, node.exit_message
+    assert len(candidates) == 6 and candidates.pbc == [True, True, True]
+    for atoms in candidates:
+        np.testing.assert_allclose(atoms.cell.array, target.cell.array, atol=1e-6)
+        assert atoms.get_chemical_formula(mode="hill") == "O4Si2"
+        scaled = atoms.get_scaled_positions(wrap=False)
+        assert scaled.min() >= -1e-6 and scaled.max() <= 1 + 1e-6
+
+    outputs, node = select_representatives.run_get_node(
+        candidates=candidates, seed=orm.Int(0), settings=orm.Dict({**TINY_SELECTION, "n_clusters": 3})
+    )
+    assert node.is_finished_ok, node.exit_message
+    assert len(outputs["representatives"]) == 3
+    assert all(all(s.pbc) for s in outputs["structures"].values())

@@ -1,0 +1,516 @@
+"""GpawCalculation, GpawParser and GpawBaseWorkChain: parsing stored outputs, real GPAW runs, restarts, validation.
+
+The fixture files under ``fixtures/gpaw/<case>/`` were produced by real runs of the driver (GPAW 26.7, ASE 3.29):
+``input.json`` and ``structure.extxyz`` are the inputs of that run, the other files its outputs (the GPAW text log
+is left out to keep them small).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.common.links import LinkType
+from aiida.engine import run_get_node
+
+from aiida_physgen.calculations.gpaw import GpawCalculation
+from aiida_physgen.parsers.gpaw import GpawParser
+from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
+from aiida_physgen.workflows.protocols import load_protocol, recursive_merge
+
+FIXTURES = Path(__file__).parent / 'fixtures' / 'gpaw'
+RESOURCES = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def h2_structure(distance: float = 0.75, vacuum: float = 3.0) -> orm.StructureData:
+    from ase import Atoms
+
+    atoms = Atoms('H2', positions=[[0, 0, 0], [0, 0, distance]])
+    atoms.center(vacuum=vacuum)
+    return orm.StructureData(ase=atoms)
+
+
+def si2_structure() -> orm.StructureData:
+    from ase.build import bulk
+
+    return orm.StructureData(ase=bulk('Si', 'diamond', a=5.43))
+
+
+def bond_length(structure: orm.StructureData) -> float:
+    return float(structure.get_ase().get_distance(0, 1))
+
+
+def count_calcjobs() -> int:
+    return orm.QueryBuilder().append(orm.CalcJobNode).count()
+
+
+@pytest.fixture
+def gpaw_code(aiida_code_installed):
+    """A localhost code running this very Python interpreter, which has ASE and GPAW."""
+    pytest.importorskip('gpaw')
+    return aiida_code_installed(
+        label='gpaw-python',
+        default_calc_job_plugin='physgen.gpaw',
+        filepath_executable=sys.executable,
+        prepend_text='export OMP_NUM_THREADS=1',
+    )
+
+
+@pytest.fixture
+def parse_fixture(aiida_localhost):
+    """Return a function that parses a fixture directory as if it had been retrieved from a ``GpawCalculation``."""
+
+    def parse(case: str, remove: tuple[str, ...] = (), replace: dict[str, bytes] | None = None):
+        from ase.io import read
+
+        directory = FIXTURES / case
+        atoms = read(directory / 'structure.extxyz', format='extxyz')
+        settings = json.loads((directory / 'input.json').read_text())
+
+        node = orm.CalcJobNode(computer=aiida_localhost, process_type='aiida.calculations:physgen.gpaw')
+        node.set_option('resources', RESOURCES)
+        node.base.links.add_incoming(orm.StructureData(ase=atoms).store(), LinkType.INPUT_CALC, 'structure')
+        node.base.links.add_incoming(orm.Dict(settings).store(), LinkType.INPUT_CALC, 'parameters')
+        node.store()
+
+        retrieved = orm.FolderData()
+        for path in sorted(directory.iterdir()):
+            if path.name in ('input.json', 'structure.extxyz') or path.name in remove:
+                continue
+            retrieved.base.repository.put_object_from_bytes(path.read_bytes(), path.name)
+        for name, content in (replace or {}).items():
+            retrieved.base.repository.put_object_from_bytes(content, name)
+        retrieved.base.links.add_incoming(node, LinkType.CREATE, 'retrieved')
+        retrieved.store()
+
+        outputs, function = GpawParser.parse_from_node(node, store_provenance=False)
+        return outputs, function
+
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# parser on stored outputs
+
+
+def test_parser_relax_with_dos(parse_fixture):
+    outputs, function = parse_fixture('h2_relax_dos')
+    assert function.is_finished_ok, function.exit_message
+    assert set(outputs) == {'output_parameters', 'output_structure', 'forces', 'output_trajectory', 'dos'}
+
+    parameters = outputs['output_parameters'].get_dict()
+    assert parameters['scf_converged'] is True
+    assert parameters['relax_converged'] is True
+    assert parameters['relax_steps'] == 4
+    assert np.isfinite(parameters['energy'])
+    assert parameters['energy_per_atom'] == pytest.approx(parameters['energy'] / 2)
+    assert np.isfinite(parameters['fermi_energy'])
+    assert parameters['wall_time'] > 0
+    assert 'forces' not in parameters and 'settings' not in parameters
+
+    assert 0.75 < bond_length(outputs['output_structure']) < 0.80
+    assert outputs['forces'].get_array('forces').shape == (2, 3)
+    assert np.abs(outputs['forces'].get_array('forces')).max() < 0.05
+
+    trajectory = outputs['output_trajectory']
+    assert trajectory.numsteps == 5
+    assert trajectory.get_array('energy').shape == (5,)
+    assert trajectory.get_array('forces').shape == (5, 2, 3)
+    assert trajectory.get_array('energy')[-1] < trajectory.get_array('energy')[0]
+
+    dos = outputs['dos']
+    energy_name, energy, energy_unit = dos.get_x()
+    assert energy_name == 'energy' and energy_unit == 'eV'
+    assert energy.shape == (101,)
+    assert [name for name, _, _ in dos.get_y()] == ['dos']
+
+
+def test_parser_static_spin_polarised_dos(parse_fixture):
+    outputs, function = parse_fixture('si2_static_spin_dos')
+    assert function.is_finished_ok, function.exit_message
+    assert set(outputs) == {'output_parameters', 'forces', 'dos'}
+
+    parameters = outputs['output_parameters'].get_dict()
+    assert parameters['relax_converged'] is None
+    assert np.array(parameters['stress']).shape == (3, 3)
+    assert parameters['magnetic_moment'] == pytest.approx(0.0, abs=1e-3)
+
+    arrays = {name: values for name, values, _ in outputs['dos'].get_y()}
+    assert set(arrays) == {'dos', 'dos_up', 'dos_down'}
+    np.testing.assert_allclose(arrays['dos'], arrays['dos_up'] + arrays['dos_down'])
+
+
+def test_parser_missing_results(parse_fixture):
+    outputs, function = parse_fixture('h2_relax_dos', remove=('results.json',))
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_OUTPUT_MISSING.status == 300
+    assert 'results.json' in function.exit_message
+    assert outputs == {}
+
+
+def test_parser_missing_requested_dos(parse_fixture):
+    outputs, function = parse_fixture('h2_relax_dos', remove=('dos.json',))
+    assert function.exit_status == 300
+    assert 'dos.json' in function.exit_message
+    assert outputs == {}
+
+
+@pytest.mark.parametrize(
+    ('name', 'content'),
+    [
+        ('results.json', b'{"status": "ok", "energy": -6.4'),  # truncated JSON
+        ('results.json', b'{"energy": -6.4}'),  # no status
+        ('final.extxyz', b'2\nnot an extxyz header\nH 0 0\n'),  # corrupt structure
+    ],
+)
+def test_parser_unreadable_output(parse_fixture, name, content):
+    outputs, function = parse_fixture('h2_relax_dos', replace={name: content})
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_OUTPUT_UNREADABLE.status == 301
+    assert name in function.exit_message
+    assert outputs == {}  # nothing half-attached
+
+
+def test_parser_driver_crashed(parse_fixture):
+    outputs, function = parse_fixture('crashed')
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_DRIVER_CRASHED.status == 302
+    assert 'NOT-A-FUNCTIONAL' in function.exit_message
+    assert outputs == {}
+
+
+def test_parser_invalid_settings(parse_fixture):
+    outputs, function = parse_fixture('invalid_settings')
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_INVALID_SETTINGS.status == 303
+    assert 'cutoff' in function.exit_message
+    assert outputs == {}
+
+
+def test_parser_scf_not_converged(parse_fixture):
+    outputs, function = parse_fixture('h2_scf_not_converged')
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_SCF_NOT_CONVERGED.status == 310
+    assert set(outputs) == {'output_parameters'}
+    parameters = outputs['output_parameters'].get_dict()
+    assert parameters['scf_converged'] is False
+    assert parameters['energy'] is None
+
+
+def test_parser_relax_not_converged(parse_fixture):
+    outputs, function = parse_fixture('h2_relax_not_converged')
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_RELAX_NOT_CONVERGED.status == 320
+    assert set(outputs) == {'output_parameters', 'output_structure', 'forces', 'output_trajectory'}
+    assert outputs['output_parameters']['relax_converged'] is False
+    # The last geometry, from which a restart continues, differs from the 0.9 Å input.
+    assert bond_length(outputs['output_structure']) != pytest.approx(0.9, abs=1e-3)
+    assert outputs['output_trajectory'].numsteps == 2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# input validation (nothing may run)
+
+
+def test_close_atoms_rejected_before_anything_runs(gpaw_code):
+    before = count_calcjobs()
+    with pytest.raises(ValueError, match=r'`structure`: atoms 0 \(H\) and 1 \(H\) are 0\.300 Å apart'):
+        run_get_node(
+            GpawCalculation,
+            code=gpaw_code,
+            structure=h2_structure(0.3),
+            parameters=orm.Dict({'mode': 'lcao'}),
+        )
+    assert count_calcjobs() == before
+
+
+def test_close_atoms_across_periodic_boundary_rejected(gpaw_code):
+    from ase import Atoms
+
+    atoms = Atoms('Si2', positions=[[0.1, 2.0, 2.0], [4.9, 2.0, 2.0]], cell=[5.0, 5.0, 5.0], pbc=True)
+    with pytest.raises(ValueError, match=r'`structure`: atoms 0 \(Si\) and 1 \(Si\) are 0\.200 Å apart'):
+        run_get_node(GpawCalculation, code=gpaw_code, structure=orm.StructureData(ase=atoms), parameters=orm.Dict())
+
+    tiny = Atoms('H', positions=[[0, 0, 0]], cell=[0.4, 3.0, 3.0], pbc=True)
+    with pytest.raises(ValueError, match='from its own periodic image'):
+        run_get_node(GpawCalculation, code=gpaw_code, structure=orm.StructureData(ase=tiny), parameters=orm.Dict())
+
+
+@pytest.mark.parametrize(
+    ('parameters', 'pattern'),
+    [
+        ({'cutoff': 300}, r"`parameters`: unknown key 'cutoff'"),
+        ({'mode': 'paw'}, r"`parameters`: 'mode' must be one of 'pw', 'lcao', got 'paw'"),
+        ({'ecut': -100}, r"`parameters`: 'ecut' must be greater than 0, got -100"),
+        ({'mode': 'lcao', 'kpts': [2, 2, 2]}, r"'kpts' must be 1 along the non-periodic direction 0"),
+    ],
+)
+def test_bad_parameters_rejected(gpaw_code, parameters, pattern):
+    before = count_calcjobs()
+    with pytest.raises(ValueError, match=pattern):
+        run_get_node(GpawCalculation, code=gpaw_code, structure=h2_structure(), parameters=orm.Dict(parameters))
+    assert count_calcjobs() == before
+
+
+def test_kpoints_input_validation(gpaw_code):
+    kpoints = orm.KpointsData()
+    kpoints.set_kpoints_mesh([2, 2, 2])
+    with pytest.raises(ValueError, match='both define k-points'):
+        run_get_node(
+            GpawCalculation,
+            code=gpaw_code,
+            structure=si2_structure(),
+            parameters=orm.Dict({'kpts': [2, 2, 2]}),
+            kpoints=kpoints,
+        )
+    shifted = orm.KpointsData()
+    shifted.set_kpoints_mesh([2, 2, 2], offset=[0.25, 0.0, 0.0])
+    with pytest.raises(ValueError, match='`kpoints`: the mesh offset must be'):
+        run_get_node(GpawCalculation, code=gpaw_code, structure=si2_structure(), parameters=orm.Dict(), kpoints=shifted)
+
+
+def test_prepare_for_submission_writes_inputs(gpaw_code, tmp_path):
+    """A dry run writes input.json (with the mesh from `kpoints`), the structure and the driver script."""
+    from aiida_physgen.calculations import gpaw_driver
+
+    kpoints = orm.KpointsData()
+    kpoints.set_kpoints_mesh([3, 3, 3])
+    builder = GpawCalculation.get_builder()
+    builder.code = gpaw_code
+    builder.structure = si2_structure()
+    builder.parameters = orm.Dict({'mode': 'pw', 'ecut': 200.0})
+    builder.kpoints = kpoints
+    builder.metadata.dry_run = True
+    builder.metadata.store_provenance = False
+    _, node = run_get_node(builder)
+    folder = Path(node.dry_run_info['folder'])
+    settings = json.loads((folder / 'input.json').read_text())
+    assert settings == {'mode': 'pw', 'ecut': 200.0, 'kpts': [3, 3, 3], 'gamma': True}
+    assert (folder / 'gpaw_driver.py').read_text() == Path(gpaw_driver.__file__).read_text()
+    assert 'Si' in (folder / 'structure.extxyz').read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# protocols
+
+
+def test_unknown_protocol(gpaw_code):
+    with pytest.raises(ValueError, match=r"unknown protocol 'ultra'.*fast, balanced, stringent"):
+        GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, h2_structure(), protocol='ultra')
+
+
+def test_protocol_requires_code():
+    with pytest.raises(ValueError, match='`code` is required'):
+        GpawBaseWorkChain.get_builder_from_protocol(None, h2_structure())
+
+
+def test_protocol_bad_parameter_override(gpaw_code):
+    with pytest.raises(ValueError, match="unknown key 'cutoff'"):
+        GpawBaseWorkChain.get_builder_from_protocol(
+            gpaw_code, si2_structure(), overrides={'gpaw': {'parameters': {'cutoff': 500}}}
+        )
+    with pytest.raises(ValueError, match='unknown protocol input'):
+        GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, si2_structure(), overrides={'max_iteration': 3})
+
+
+def test_available_protocols():
+    protocols = GpawBaseWorkChain.get_available_protocols()
+    assert list(protocols) == ['fast', 'balanced', 'stringent']
+    assert all(protocols.values())
+
+
+def test_balanced_crystal_is_the_logan_setup(gpaw_code):
+    builder = GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, si2_structure(), protocol='balanced')
+    parameters = builder.gpaw.parameters.get_dict()
+    assert parameters['mode'] == 'pw'
+    assert parameters['ecut'] == 400.0
+    assert parameters['xc'] == 'LDA'
+    assert parameters['kpts'] == [2, 2, 2]
+    assert parameters['relax_cell'] is False
+    assert parameters['optimizer'] == 'FIRE'
+    assert parameters['fmax'] == 0.05
+    assert builder.gpaw.metadata.options.resources == RESOURCES
+
+
+def test_balanced_molecule_is_the_logan_setup(gpaw_code):
+    structure = h2_structure(0.75, vacuum=10.0)
+    structure.store()
+    builder = GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, structure, protocol='balanced')
+    parameters = builder.gpaw.parameters.get_dict()
+    assert parameters['mode'] == 'lcao'
+    assert parameters['basis'] == 'dzp'
+    assert parameters['xc'] == 'LDA'
+    assert parameters['optimizer'] == 'FIRE'
+    assert parameters['fmax'] == 0.05
+
+    centred = builder.gpaw.structure
+    assert centred.pbc == (False, False, False)
+    # 3 Å of vacuum on every side of the molecule.
+    np.testing.assert_allclose(np.diag(centred.cell), [6.0, 6.0, 6.75], atol=1e-8)
+    assert bond_length(centred) == pytest.approx(0.75)
+    # The centring of a stored structure is recorded by a calcfunction.
+    assert centred.creator is not None and centred.creator.process_label == 'center_molecule'
+
+
+def test_protocol_overrides_merge_recursively(gpaw_code):
+    builder = GpawBaseWorkChain.get_builder_from_protocol(
+        gpaw_code,
+        si2_structure(),
+        protocol='balanced',
+        overrides={'gpaw': {'parameters': {'ecut': 500.0, 'kpts': None, 'kpoint_density': 3.0}}, 'max_iterations': 3},
+        options={'max_wallclock_seconds': 120},
+    )
+    parameters = builder.gpaw.parameters.get_dict()
+    assert parameters['ecut'] == 500.0
+    assert parameters['kpoint_density'] == 3.0
+    assert 'kpts' not in parameters
+    assert parameters['xc'] == 'LDA'  # untouched keys survive
+    assert builder.max_iterations.value == 3
+    assert builder.gpaw.metadata.options.max_wallclock_seconds == 120
+    assert builder.gpaw.metadata.options.resources == RESOURCES
+
+
+def test_stringent_and_helper():
+    stringent = load_protocol('gpaw', 'stringent', variant='crystal')
+    assert stringent['gpaw']['parameters']['ecut'] > 400
+    assert 'kpts' not in stringent['gpaw']['parameters']
+    assert recursive_merge({'a': {'b': 1, 'c': 2}}, {'a': {'b': 3, 'c': None}}) == {'a': {'b': 3}}
+    with pytest.raises(ValueError, match="unknown variant 'slab'"):
+        load_protocol('gpaw', 'fast', variant='slab')
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# real GPAW through AiiDA
+
+
+@pytest.mark.slow
+def test_calculation_h2_relax_with_dos(gpaw_code):
+    parameters = {
+        'calculation': 'relax',
+        'mode': 'lcao',
+        'basis': 'dzp',
+        'smearing': 0.05,
+        'optimizer': 'BFGS',
+        'fmax': 0.05,
+        'max_steps': 30,
+        'dos': True,
+        'dos_npts': 201,
+    }
+    results, node = run_get_node(
+        GpawCalculation, code=gpaw_code, structure=h2_structure(0.9), parameters=orm.Dict(parameters)
+    )
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+
+    output = results['output_parameters'].get_dict()
+    assert np.isfinite(output['energy'])
+    assert output['relax_converged'] is True
+    assert output['scf_converged'] is True
+    assert 0.75 < bond_length(results['output_structure']) < 0.80  # LDA H2 bond
+
+    trajectory = results['output_trajectory']
+    assert trajectory.numsteps == output['relax_steps'] + 1
+    assert results['forces'].get_array('forces').shape == (2, 3)
+
+    x_name, energy, _ = results['dos'].get_x()
+    y_arrays = results['dos'].get_y()
+    assert x_name == 'energy'
+    assert energy.shape == (201,)
+    assert y_arrays[0][0] == 'dos' and y_arrays[0][1].shape == (201,)
+    assert np.all(y_arrays[0][1] >= 0)
+
+
+@pytest.mark.slow
+def test_calculation_si2_static(gpaw_code):
+    kpoints = orm.KpointsData()
+    kpoints.set_kpoints_mesh([2, 2, 2])
+    results, node = run_get_node(
+        GpawCalculation,
+        code=gpaw_code,
+        structure=si2_structure(),
+        parameters=orm.Dict({'calculation': 'static', 'mode': 'pw', 'ecut': 250.0, 'stress': True}),
+        kpoints=kpoints,
+    )
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    output = results['output_parameters'].get_dict()
+    assert np.isfinite(output['energy'])
+    assert output['energy_per_atom'] == pytest.approx(output['energy'] / 2)
+    assert output['kpts'] == [2, 2, 2] and output['gamma'] is True
+    assert np.array(output['stress']).shape == (3, 3)
+    assert output['band_gap'] >= 0
+    # Ideal diamond: forces vanish by symmetry.
+    assert np.abs(results['forces'].get_array('forces')).max() < 1e-3
+    assert 'output_structure' not in results and 'dos' not in results
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GpawBaseWorkChain restarts
+
+
+def base_inputs(code, structure, parameters, **extra):
+    return {
+        'gpaw': {'code': code, 'structure': structure, 'parameters': orm.Dict(parameters)},
+        **extra,
+    }
+
+
+@pytest.mark.slow
+def test_workchain_restarts_relaxation_from_last_geometry(gpaw_code):
+    parameters = {
+        'calculation': 'relax',
+        'mode': 'lcao',
+        'basis': 'dzp',
+        'smearing': 0.05,
+        'optimizer': 'BFGS',
+        'fmax': 0.05,
+        'max_steps': 3,
+    }
+    results, node = run_get_node(GpawBaseWorkChain, **base_inputs(gpaw_code, h2_structure(1.0), parameters))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+
+    calcs = sorted(node.called, key=lambda n: n.ctime)
+    assert len(calcs) == 2
+    assert calcs[0].exit_status == GpawCalculation.exit_codes.ERROR_RELAX_NOT_CONVERGED.status
+    assert calcs[1].is_finished_ok
+    # The second run started where the first stopped.
+    assert calcs[1].inputs.structure.uuid == calcs[0].outputs.output_structure.uuid
+
+    assert results['output_parameters']['relax_converged'] is True
+    assert 0.75 < bond_length(results['output_structure']) < 0.80
+
+
+@pytest.mark.slow
+def test_workchain_scf_softer_mixing_succeeds(gpaw_code):
+    parameters = {'calculation': 'static', 'mode': 'lcao', 'basis': 'dzp', 'smearing': 0.05, 'maxiter': 5}
+    results, node = run_get_node(GpawBaseWorkChain, **base_inputs(gpaw_code, h2_structure(0.75), parameters))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+
+    calcs = sorted(node.called, key=lambda n: n.ctime)
+    assert [calc.exit_status for calc in calcs] == [310, 0]
+    second = calcs[1].inputs.parameters.get_dict()
+    assert second['mixer'] == {'beta': 0.05, 'nmaxold': 5, 'weight': 50.0}
+    assert second['maxiter'] == 10
+    assert results['output_parameters']['scf_converged'] is True
+
+
+@pytest.mark.slow
+def test_workchain_scf_gives_up_after_bounded_restarts(gpaw_code):
+    parameters = {'calculation': 'static', 'mode': 'lcao', 'basis': 'dzp', 'smearing': 0.05, 'maxiter': 1}
+    _, node = run_get_node(GpawBaseWorkChain, **base_inputs(gpaw_code, h2_structure(0.75), parameters))
+    assert node.exit_status == GpawBaseWorkChain.exit_codes.ERROR_SCF_NOT_CONVERGED.status == 410
+
+    calcs = sorted(node.called, key=lambda n: n.ctime)
+    assert len(calcs) == 1 + GpawBaseWorkChain._max_scf_restarts
+    assert all(calc.exit_status == 310 for calc in calcs)
+    assert [calc.inputs.parameters['maxiter'] for calc in calcs] == [1, 2, 4]
+    assert [calc.inputs.parameters.get('mixer', {}).get('beta') for calc in calcs] == [None, 0.05, 0.025]
+
+
+@pytest.mark.slow
+def test_workchain_from_fast_protocol_runs(gpaw_code):
+    builder = GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, h2_structure(0.8), protocol='fast')
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert results['output_parameters']['relax_converged'] is True
+    assert results['output_structure'].pbc == (False, False, False)
