@@ -197,7 +197,7 @@ class WGANTrainer:
         bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
         if bad:
             raise TrainingDivergedError(
-                f"training diverged: the {name} loss became NaN/inf at step {self.step} for ensemble "
+                f"the {name} loss became NaN/inf at step {self.step} for ensemble "
                 f"member(s) {bad}; lower the learning rate or check the training data",
                 self.step,
                 bad,
