@@ -175,3 +175,55 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
             outputs["pca_plot"] = orm.SinglefileData(path)
     return outputs
 
+
+
+@calcfunction
+def deduplicate_minima(**inputs):
+    """Group relaxed structures into basins and keep the lowest-energy member of each.
+
+    Inputs come in pairs named ``structure_<label>`` (relaxed StructureData) and ``parameters_<label>``
+    (the relaxation's output parameters, with ``energy`` in eV). Molecules are compared by bond
+    graph (canonical SMILES), crystals with pymatgen's StructureMatcher. Outputs: ``minima``
+    (one StructureData per basin, ``min_00`` lowest in energy per atom) and ``report`` (a Dict with
+    one row per basin: key, formula, energies, how many relaxations fell into it, and whether a
+    molecule stayed in one piece).
+    """
+    from ..basins import deduplicate
+
+    labels = sorted(key[len("structure_"):] for key in inputs if key.startswith("structure_"))
+    missing = [label for label in labels if f"parameters_{label}" not in inputs]
+    if not labels or missing:
+        return _invalid(ValueError(f"inputs: expected structure_<label>/parameters_<label> pairs; missing {missing}"))
+    atoms = [inputs[f"structure_{label}"].get_ase() for label in labels]
+    energies = [float(inputs[f"parameters_{label}"]["energy"]) for label in labels]
+    basins = deduplicate(atoms, energies)
+    valid_energies = [b.energy_per_atom for b in basins if b.valid and b.connected]
+    reference = min(valid_energies) if valid_energies else min(b.energy_per_atom for b in basins)
+    rows = []
+    minima = {}
+    for i, basin in enumerate(basins):
+        name = f"min_{i:02d}"
+        structure = orm.StructureData(ase=atoms[basin.representative])
+        minima[name] = structure
+        rows.append({
+            "name": name,
+            "key": basin.key,
+            "kind": basin.kind,
+            "formula": basin.formula,
+            "energy": basin.energy,
+            "energy_per_atom": basin.energy_per_atom,
+            "relative_per_atom": basin.energy_per_atom - reference,
+            "count": basin.count,
+            "members": [labels[m] for m in basin.members],
+            "representative": labels[basin.representative],
+            "valid": basin.valid,
+            "connected": basin.connected,
+            "new_minimum": bool(basin.valid and basin.connected),
+        })
+    report = orm.Dict({
+        "n_relaxed": len(labels),
+        "n_basins": len(basins),
+        "n_unique_minima": sum(row["new_minimum"] for row in rows),
+        "rows": rows,
+    })
+    return {"minima": minima, "report": report}

@@ -186,8 +186,8 @@ def _harmonic_norms(l_max: int) -> dict[tuple[int, int], float]:
     return norms
 
 
-def _spherical_harmonics(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_max: int, norms) -> torch.Tensor:
-    """Solid harmonics ``|v|^l Y_lm(v / |v|)`` of ``v = (x, y, z)``, stacked on a new last axis."""
+def _spherical_harmonics(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_max: int, norms, dim: int = -1) -> torch.Tensor:
+    """Solid harmonics ``|v|^l Y_lm(v / |v|)`` of ``v = (x, y, z)``, stacked on a new axis ``dim``."""
     r2 = x * x + y * y + z * z
     # Re/Im of (x + iy)^m, i.e. rho^m cos(m phi) and rho^m sin(m phi)
     re, im = [None, x], [None, y]
@@ -218,7 +218,7 @@ def _spherical_harmonics(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_ma
             else:
                 out[l * l + l + m] = re[m] * q_l
                 out[l * l + l - m] = im[m] * q_l
-    return torch.stack(out, dim=-1)
+    return torch.stack(out, dim=dim)
 
 
 def real_spherical_harmonics(vectors: torch.Tensor, l_max: int) -> torch.Tensor:
@@ -436,14 +436,14 @@ class LocalDescriptor(torch.nn.Module):
         if n_batch == 0 or n_atoms == 0:
             return positions.new_zeros((n_batch, n_atoms, s.n_features))
 
-        # ---- neighbour vectors d (B, N, K, 3), neighbour species, validity
+        # ---- neighbour vectors (components dx, dy, dz, each (B, N, K)), neighbour species, validity
         if cell is None and n_atoms - 1 <= s.max_neighbours:
             # every other atom is a candidate neighbour: static neighbour table, no search needed
             if n_atoms == 1:
                 return positions.new_zeros((n_batch, 1, s.n_features))
             ar = torch.arange(n_atoms, device=device)
-            j = (ar[None, :] + torch.arange(1, n_atoms, device=device)[:, None]).T % n_atoms  # (N, N-1)
-            d = positions[:, j] - positions[:, :, None]
+            j = (ar[:, None] + torch.arange(1, n_atoms, device=device)[None, :]) % n_atoms  # (N, N-1)
+            dx, dy, dz = (positions[:, :, c][:, j] - positions[:, :, c, None] for c in range(3))
             neighbour_species = species[j].expand(n_batch, -1, -1)
             valid = None
         else:
@@ -455,12 +455,15 @@ class LocalDescriptor(torch.nn.Module):
             d = torch.gather(positions, 1, flat).reshape(n_batch, n_atoms, k, 3) - positions[:, :, None]
             if shift is not None:
                 d = d + (shift.reshape(n_batch, n_atoms * k, 3) @ cell).reshape(n_batch, n_atoms, k, 3)
+            dx, dy, dz = d.unbind(-1)
             neighbour_species = species[j]
-        k = d.shape[2]
+        k = dx.shape[2]
+        n_centres = n_batch * n_atoms
 
         # ---- radial and angular parts per neighbour
-        r2 = (d * d).sum(-1) + _EPS
-        r = torch.sqrt(r2)
+        r2 = dx * dx + dy * dy + dz * dz + _EPS
+        inv_r = torch.rsqrt(r2)
+        r = r2 * inv_r
         inside = r2 < s.r_cut**2
         if valid is not None:
             inside = inside & valid
@@ -469,23 +472,23 @@ class LocalDescriptor(torch.nn.Module):
         if s.radial == "gaussian":
             g = torch.exp(self._gauss_coeff * (r[..., None] - param) ** 2)
         else:
-            g = torch.sin(r[..., None] * param) * (self._bessel_prefactor / r)[..., None]
-        inv_r = 1.0 / r
-        y = _spherical_harmonics(d[..., 0] * inv_r, d[..., 1] * inv_r, d[..., 2] * inv_r, l_max, self._ylm_norms)
+            g = torch.sin(r[..., None] * param) * (self._bessel_prefactor * inv_r)[..., None]
+        # (B, N, (l_max+1)^2, K)
+        y = _spherical_harmonics(dx * inv_r, dy * inv_r, dz * inv_r, l_max, self._ylm_norms, dim=-2)
 
-        # ---- density coefficients c (B*N, S*n_max, (l_max+1)^2)
+        # ---- density coefficients, transposed: (B*N, (l_max+1)^2, S*n_max)
         one_hot = torch.nn.functional.one_hot(neighbour_species, n_species).to(dtype)  # (B, N, K, S)
         weights = (one_hot * f_cut[..., None])[..., :, None] * g[..., None, :]  # (B, N, K, S, n)
-        weights = weights.reshape(n_batch * n_atoms, k, k_ch)
-        coeff = weights.transpose(1, 2) @ y.reshape(n_batch * n_atoms, k, -1)
+        coeff_t = y.reshape(n_centres, -1, k) @ weights.reshape(n_centres, k, k_ch)
 
         # ---- power spectrum: contract m within each l, keep the upper triangle of channel pairs
         blocks = []
         for l in range(l_max + 1):
-            c_l = coeff[:, :, l * l : (l + 1) * (l + 1)]
-            blocks.append(c_l @ c_l.transpose(1, 2))
-        power = torch.stack(blocks, dim=1).reshape(n_batch * n_atoms, -1)
-        return power.index_select(1, self._feature_index).reshape(n_batch, n_atoms, s.n_features)
+            c_l = coeff_t[:, l * l : (l + 1) * (l + 1)]
+            blocks.append(c_l.transpose(1, 2) @ c_l)
+        power = torch.stack(blocks, dim=1).reshape(n_centres, -1)
+        features = torch.gather(power, 1, self._feature_index.expand(n_centres, -1))
+        return features.reshape(n_batch, n_atoms, s.n_features)
 
 
 # ---------------------------------------------------------------------------------- batch helpers

@@ -271,9 +271,11 @@ def test_kpoints_input_validation(gpaw_code):
         run_get_node(GpawCalculation, code=gpaw_code, structure=si2_structure(), parameters=orm.Dict(), kpoints=shifted)
 
 
-def test_prepare_for_submission_writes_inputs(gpaw_code, tmp_path):
+def test_prepare_for_submission_writes_inputs(gpaw_code, tmp_path, monkeypatch):
     """A dry run writes input.json (with the mesh from `kpoints`), the structure and the driver script."""
     from aiida_physgen.calculations import gpaw_driver
+
+    monkeypatch.chdir(tmp_path)  # a dry run writes its folder below the working directory
 
     kpoints = orm.KpointsData()
     kpoints.set_kpoints_mesh([3, 3, 3])
