@@ -45,6 +45,9 @@ SELECTION_DEFAULTS = {
     "max_neighbours": 20,
     "radial": "gaussian",
     "plot": True,
+    # candidates with two atoms closer than this (Å) are dropped before clustering: no DFT code
+    # takes them (physgen.gpaw rejects < 0.5 Å), so a representative there would be wasted
+    "min_distance": 0.5,
 }
 
 
@@ -134,9 +137,11 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
     try:
         values = _selection_settings(settings)
         batch = candidates.get_batch()
-        if values["n_clusters"] > len(batch):
+        kept = np.flatnonzero(batch.min_distances() >= float(values["min_distance"]))
+        if values["n_clusters"] > len(kept):
             raise ValueError(
-                f"n_clusters: got {values['n_clusters']}, larger than the {len(batch)} candidates in the batch"
+                f"n_clusters: got {values['n_clusters']}, but only {len(kept)} of the {len(batch)} candidates have "
+                f"all atoms at least min_distance={values['min_distance']} Å apart"
             )
         descriptor = DescriptorSettings(
             species=tuple(sorted(set(int(z) for z in batch.numbers))),
@@ -148,15 +153,17 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
         )
     except ValueError as error:
         return _invalid(error)
+    pool = batch.subset(kept) if len(kept) < len(batch) else batch
     result = selection_module.select_representatives(
-        batch,
+        pool,
         descriptor,
         n_components=values["n_components"],
         n_clusters=values["n_clusters"],
         seed=seed.value,
     )
-    chosen = batch.subset(result.indices)
-    chosen.info["candidate_index"] = np.asarray(result.indices)
+    result_indices = kept[np.asarray(result.indices)]
+    chosen = batch.subset(result_indices)
+    chosen.info["candidate_index"] = result_indices
     outputs = {
         "representatives": StructureSet(chosen),
         "structures": {
@@ -166,12 +173,17 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
     arrays = orm.ArrayData()
     for name, value in result.arrays().items():
         arrays.set_array(name, np.asarray(value))
+    arrays.set_array("candidate_index", kept)  # row i of the other arrays is candidate kept[i]
+    arrays.base.attributes.set("n_candidates", len(batch))
+    arrays.base.attributes.set("n_too_close", int(len(batch) - len(kept)))
     arrays.base.attributes.set("explained_variance_ratio", [float(v) for v in result.explained_variance_ratio])
     outputs["selection"] = arrays
     if values["plot"]:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pca_clusters.png"
-            selection_module.plot_selection(result, path, title=f"{len(batch)} candidates → {len(chosen)} representatives")
+            selection_module.plot_selection(
+                result, path, title=f"{len(kept)} candidates → {len(chosen)} representatives"
+            )
             outputs["pca_plot"] = orm.SinglefileData(path)
     return outputs
 

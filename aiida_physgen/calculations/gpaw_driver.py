@@ -482,13 +482,16 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
         'stress': None,
         'scf_iterations': None,
         'wall_time': None,
+        'start_time': start,  # seconds since the epoch, to place the run on a timeline
+        'end_time': None,
     }
     is_master = True
 
     def finish(status):
         results['status'] = status
         results['exit_status'] = EXIT_STATUS[status]
-        results['wall_time'] = time.time() - start
+        results['end_time'] = time.time()
+        results['wall_time'] = results['end_time'] - start
         if is_master:
             _write_json(RESULTS_FILENAME, results)
         return EXIT_STATUS[status]

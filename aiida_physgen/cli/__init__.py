@@ -173,7 +173,10 @@ def generate(models, count, seed, output):
 @click.option("--selection", "selection_file", type=click.Path(dir_okay=False), default="selection.npz",
               show_default=True, help="Where to save PCA coordinates, labels and distances.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Also draw the PCA scatter (PNG).")
-def select(candidates, clusters, components, seed, r_cut, n_max, max_neighbours, output, selection_file, plot_file):
+@click.option("--min-distance", type=float, default=0.5, show_default=True,
+              help="Drop candidates with two atoms closer than this (Å) before clustering.")
+def select(candidates, clusters, components, seed, r_cut, n_max, max_neighbours, output, selection_file, plot_file,
+           min_distance):
     """Select one representative per k-means cluster of CANDIDATES in descriptor-PCA space."""
     from ..ml.batch import StructureBatch
     from ..ml.descriptors import DescriptorSettings
@@ -181,21 +184,24 @@ def select(candidates, clusters, components, seed, r_cut, n_max, max_neighbours,
 
     try:
         batch = StructureBatch.read(candidates)
-        if clusters < 1 or clusters > len(batch):
+        kept = np.flatnonzero(batch.min_distances() >= min_distance)
+        if clusters < 1 or clusters > len(kept):
             raise click.BadParameter(
-                f"got {clusters}, expected between 1 and the {len(batch)} candidates in {candidates}",
+                f"got {clusters}, expected between 1 and the {len(kept)} candidates of {candidates} whose atoms "
+                f"are at least --min-distance {min_distance} Å apart ({len(batch)} in all)",
                 param_hint="--clusters",
             )
+        pool = batch.subset(kept)
         settings = DescriptorSettings(
             species=tuple(sorted(set(batch.numbers.tolist()))), r_cut=r_cut, n_max=n_max, max_neighbours=max_neighbours
         )
-        result = select_representatives(batch, settings, n_components=components, n_clusters=clusters, seed=seed)
+        result = select_representatives(pool, settings, n_components=components, n_clusters=clusters, seed=seed)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    chosen = batch.subset(result.indices)
-    chosen.info["candidate_index"] = np.asarray(result.indices)
+    chosen = batch.subset(kept[result.indices])
+    chosen.info["candidate_index"] = kept[result.indices]
     chosen.write(output)
-    np.savez(selection_file, **result.arrays())
+    np.savez(selection_file, candidate_index=kept, **result.arrays())
     click.echo(f"wrote {len(chosen)} representatives to {output} and the selection to {selection_file}")
     if plot_file:
         plot_selection(result, plot_file)
@@ -213,3 +219,24 @@ def plot(selection_file, output):
         result = Selection.from_arrays({key: data[key] for key in data.files})
     plot_selection(result, output)
     click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("pk", type=int)
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the figures (default report_<pk>).")
+@click.option("--profile", "-p", help="AiiDA profile (default: the default profile).")
+def report(pk, output, profile):
+    """Table of the unique minima of screening run PK, and its figures (PCA, energies, DOS)."""
+    from aiida import load_profile
+
+    from ..report import print_report
+
+    load_profile(profile)
+    try:
+        print_report(pk, output_dir=output or f"report_{pk}")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    except Exception as error:  # noqa: BLE001 - NotExistent / MultipleObjectsError from load_node
+        if type(error).__name__ in ("NotExistent", "MultipleObjectsError"):
+            raise click.ClickException(f"pk: {error}") from None
+        raise

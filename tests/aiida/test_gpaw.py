@@ -53,18 +53,6 @@ def count_calcjobs() -> int:
 
 
 @pytest.fixture
-def gpaw_code(aiida_code_installed):
-    """A localhost code running this very Python interpreter, which has ASE and GPAW."""
-    pytest.importorskip('gpaw')
-    return aiida_code_installed(
-        label='gpaw-python',
-        default_calc_job_plugin='physgen.gpaw',
-        filepath_executable=sys.executable,
-        prepend_text='export OMP_NUM_THREADS=1',
-    )
-
-
-@pytest.fixture
 def parse_fixture(aiida_localhost):
     """Return a function that parses a fixture directory as if it had been retrieved from a ``GpawCalculation``."""
 

@@ -1,0 +1,156 @@
+"""The report of a screening run: a table of the unique minima and figures written to files.
+
+Used by ``aiida-physgen report <pk>`` and by the example scripts. Reads only what the
+``physgen.screening`` workflow stored, so it works on any finished run in the database.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from aiida import orm
+
+__all__ = ["report_rows", "timing", "format_table", "write_figures", "print_report"]
+
+
+def _screening_node(node_or_pk) -> orm.WorkflowNode:
+    node = orm.load_node(node_or_pk) if not isinstance(node_or_pk, orm.Node) else node_or_pk
+    if not isinstance(node, orm.WorkflowNode) or "report" not in node.outputs:
+        raise ValueError(
+            f"pk: node {node.pk} is not a finished physgen.screening run (it has no 'report' output)"
+        )
+    return node
+
+
+def report_rows(node) -> list[dict[str, Any]]:
+    """One row per basin, lowest energy per atom first, with the pk of the minimum's structure."""
+    node = _screening_node(node)
+    rows = [dict(row) for row in node.outputs.report["rows"]]
+    for row in rows:
+        row["pk"] = node.outputs.minima[row["name"]].pk
+    return rows
+
+
+def _descendants(node, label: str):
+    return [n for n in node.called_descendants if n.process_label == label]
+
+
+def _union_seconds(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, -np.inf
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def timing(node) -> dict[str, float]:
+    """Wall time of the run split into training, GPAW (union of the driver runs) and the rest
+    (AiiDA and aiida-physgen overhead: generation, selection, provenance, scheduling)."""
+    node = _screening_node(node)
+    total = (node.mtime - node.ctime).total_seconds()
+    training = sum((n.mtime - n.ctime).total_seconds() for n in _descendants(node, "train_logan"))
+    intervals = []
+    for calc in _descendants(node, "GpawCalculation"):
+        params = calc.outputs.output_parameters.get_dict() if "output_parameters" in calc.outputs else {}
+        if params.get("start_time") and params.get("end_time"):
+            intervals.append((params["start_time"], params["end_time"]))
+    dft = _union_seconds(intervals)
+    other = max(total - training - dft, 0.0)
+    return {
+        "total_s": total,
+        "training_s": training,
+        "dft_s": dft,
+        "other_s": other,
+        "other_share": other / total if total else 0.0,
+        "n_dft_runs": len(intervals),
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    table = []
+    for row in rows:
+        note = "" if row["new_minimum"] else ("fell apart" if not row["connected"] else "bond orders unassigned")
+        table.append([
+            row["name"], row["formula"], row["key"], f"{row['energy_per_atom']:.4f}",
+            f"{row['relative_per_atom'] * 1000:.1f}", row["count"], row["pk"], note,
+        ])
+    headers = ["minimum", "formula", "SMILES / space group", "E/atom (eV)", "ΔE/atom (meV)", "relaxations", "pk",
+               "note"]
+    return tabulate(table, headers=headers)
+
+
+def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
+    """PCA clusters (from the selection), energy ranking and DOS of the minima, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    node = _screening_node(node)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    rows = report_rows(node)
+
+    if "generation" in node.outputs and "pca_plot" in node.outputs.generation:
+        path = out / "pca_clusters.png"
+        with node.outputs.generation.pca_plot.open(mode="rb") as source, path.open("wb") as target:
+            shutil.copyfileobj(source, target)
+        written["pca"] = path
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    rel = [row["relative_per_atom"] * 1000 for row in rows]
+    colours = ["tab:blue" if row["new_minimum"] else "tab:grey" for row in rows]
+    ax.bar(range(len(rows)), rel, color=colours)
+    ax.set_xticks(range(len(rows)), [f"{row['name']}\n×{row['count']}" for row in rows], fontsize=7)
+    ax.set_ylabel("ΔE per atom (meV)")
+    ax.set_title("Unique minima by energy (grey: fell apart / invalid)")
+    fig.tight_layout()
+    written["energies"] = out / "energy_ranking.png"
+    fig.savefig(written["energies"], dpi=120)
+    plt.close(fig)
+
+    if "dos" in node.outputs and len(node.outputs.dos):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for offset, row in enumerate(r for r in rows if r["name"] in node.outputs.dos):
+            xy = node.outputs.dos[row["name"]]
+            energy = xy.get_x()[1]
+            dos = xy.get_y()[0][1]
+            ax.plot(energy, dos + offset * (dos.max() * 1.1 if dos.max() > 0 else 1), label=f"{row['name']} {row['key']}")
+        ax.axvline(0.0, color="k", lw=0.5, ls="--")
+        ax.set_xlabel("E − E_F (eV)")
+        ax.set_ylabel("DOS (states/eV, offset)")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        written["dos"] = out / "dos.png"
+        fig.savefig(written["dos"], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def print_report(node, output_dir: str | Path | None = None, file: IO[str] | None = None) -> dict[str, Path]:
+    """Print the table, summary and timing; write the figures to ``output_dir`` when given."""
+    file = file or sys.stdout
+    node = _screening_node(node)
+    report = node.outputs.report
+    rows = report_rows(node)
+    print(f"Screening {node.process_label}<{node.pk}>: {report['n_relaxed']} relaxations → {report['n_basins']} "
+          f"basins, {report['n_unique_minima']} unique minima (connected, valid)", file=file)
+    print(format_table(rows), file=file)
+    t = timing(node)
+    print(f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, DFT {t['dft_s']:.0f} s "
+          f"({t['n_dft_runs']} GPAW runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)", file=file)
+    written = {}
+    if output_dir is not None:
+        written = write_figures(node, output_dir)
+        for name, path in written.items():
+            print(f"{name}: {path}", file=file)
+    return written

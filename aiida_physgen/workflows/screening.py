@@ -1,0 +1,144 @@
+"""``physgen.screening``: the whole pipeline, from known structures to DFT-verified unique minima.
+
+    training set ──GenerationWorkChain──▶ representatives ──relax (+DOS), concurrently──▶ relaxed
+    ──deduplicate_minima──▶ unique minima + report
+
+The relaxation engine (GPAW today) is chosen by name; the workflow only asks it for builders and
+reads results back (see :mod:`aiida_physgen.workflows.engines`). The context holds only nodes and
+plain data, so the daemon can be stopped and restarted mid-run.
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain, append_
+
+from ..calculations.functions import deduplicate_minima
+from .engines import ENGINES, get_engine
+from .generation import GenerationWorkChain
+
+__all__ = ["ScreeningWorkChain"]
+
+
+def validate_screening_inputs(inputs, _ctx=None):
+    if "engine" in inputs:
+        name = inputs["engine"].value
+        if name not in ENGINES:
+            return f"engine: unknown relaxation engine {name!r}; expected one of {sorted(ENGINES)}"
+        message = ENGINES[name].validate(inputs.get("code"), inputs["protocol"].value if "protocol" in inputs else "fast")
+        if message:
+            return message
+    return None
+
+
+class ScreeningWorkChain(WorkChain):
+    """Train → generate → select → relax (+ DOS) → de-duplicate basins → report."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.expose_inputs(GenerationWorkChain, namespace="generation",
+                           namespace_options={"help": "Inputs of the generation chain (training → selection)."})
+        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str("gpaw"), help="Relaxation engine.")
+        spec.input("code", valid_type=orm.AbstractCode, help="Code of the relaxation engine.")
+        spec.input("protocol", valid_type=orm.Str, default=lambda: orm.Str("fast"),
+                   help="Protocol of the relaxation engine: fast, balanced or stringent.")
+        spec.input("relax_overrides", valid_type=orm.Dict, required=False,
+                   help="Nested overrides merged into the engine's protocol inputs.")
+        spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation.")
+        spec.input("group_label", valid_type=orm.Str, required=False,
+                   help="Group that collects the unique minima and the report (default physgen/screening/<pk>).")
+        spec.inputs.validator = validate_screening_inputs
+        spec.outline(
+            cls.generate,
+            cls.inspect_generation,
+            cls.relax,
+            cls.inspect_relaxations,
+            cls.deduplicate,
+            cls.results,
+        )
+        spec.expose_outputs(GenerationWorkChain, namespace="generation", include=("representatives", "selection", "pca_plot", "candidates"))
+        spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
+        spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
+        spec.output("report", valid_type=orm.Dict, help="One row per basin: energies, key, count, flags.")
+        spec.exit_code(401, "ERROR_GENERATION_FAILED", message="the generation chain failed: {message}")
+        spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed")
+        spec.exit_code(403, "ERROR_DEDUPLICATION_FAILED", message="basin de-duplication failed: {message}")
+
+    def generate(self):
+        inputs = AttributeDict(self.exposed_inputs(GenerationWorkChain, namespace="generation"))
+        inputs.metadata = {"call_link_label": "generation"}
+        return ToContext(generation=self.submit(GenerationWorkChain, **inputs))
+
+    def inspect_generation(self):
+        node = self.ctx.generation
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_GENERATION_FAILED.format(
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            )
+        self.out_many(self.exposed_outputs(node, GenerationWorkChain, namespace="generation"))
+
+    def relax(self):
+        engine = get_engine(self.inputs.engine.value)
+        overrides = self.inputs.relax_overrides.get_dict() if "relax_overrides" in self.inputs else None
+        structures = self.ctx.generation.outputs.structures
+        self.ctx.labels = []
+        for label in sorted(structures):
+            try:
+                builder = engine.get_builder(self.inputs.code, structures[label], self.inputs.protocol.value,
+                                             overrides, self.inputs.dos.value)
+            except ValueError as error:  # e.g. atoms too close for the DFT code: skip, say why
+                self.report(f"{label} not relaxed: {error}")
+                continue
+            builder.metadata.call_link_label = f"relax_{label}"
+            self.ctx.labels.append(label)
+            self.to_context(relaxations=append_(self.submit(builder)))
+        if not self.ctx.labels:
+            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED
+        self.report(f"submitted {len(self.ctx.labels)} {engine.name} relaxations")
+
+    def inspect_relaxations(self):
+        finished = {}
+        for label, node in zip(self.ctx.labels, self.ctx.get("relaxations", [])):
+            if node.is_finished_ok:
+                finished[label] = node.pk
+            else:
+                self.report(f"{label}: {node.process_label}<{node.pk}> failed with exit status {node.exit_status}")
+        if not finished:
+            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED
+        self.ctx.finished = finished
+        self.report(f"{len(finished)} of {len(self.ctx.relaxations)} relaxations finished")
+
+    def deduplicate(self):
+        engine = get_engine(self.inputs.engine.value)
+        inputs = {}
+        for label, pk in self.ctx.finished.items():
+            result = engine.get_result(orm.load_node(pk))
+            inputs[f"structure_{label}"] = result.structure
+            inputs[f"parameters_{label}"] = result.parameters
+        outputs, node = deduplicate_minima.run_get_node(**inputs)
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_DEDUPLICATION_FAILED.format(message=node.exit_message or "")
+        self.ctx.minima = outputs["minima"]
+        self.ctx.report = outputs["report"]
+
+    def results(self):
+        engine = get_engine(self.inputs.engine.value)
+        report = self.ctx.report
+        self.out("report", report)
+        self.out("minima", dict(self.ctx.minima))
+        dos = {}
+        for row in report["rows"]:
+            result = engine.get_result(orm.load_node(self.ctx.finished[row["representative"]]))
+            if result.dos is not None:
+                dos[row["name"]] = result.dos
+        if dos:
+            self.out("dos", dos)
+        label = self.inputs.group_label.value if "group_label" in self.inputs else f"physgen/screening/{self.node.pk}"
+        group, _ = orm.Group.collection.get_or_create(label)
+        group.add_nodes([report, *self.ctx.minima.values()])
+        self.report(
+            f"{report['n_unique_minima']} unique minima among {report['n_basins']} basins from "
+            f"{report['n_relaxed']} relaxations; results in group {label!r}"
+        )

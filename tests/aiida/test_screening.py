@@ -1,0 +1,129 @@
+"""The screening workflow end to end with real training and real GPAW, in process and in the daemon."""
+
+import time
+
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node, submit
+
+from aiida_physgen.calculations.functions import deduplicate_minima
+from aiida_physgen.launch import screening_builder
+from aiida_physgen.report import format_table, print_report, report_rows, timing
+from aiida_physgen.resources import resource_path
+from aiida_physgen.workflows.screening import ScreeningWorkChain
+
+import ase.io
+
+TINY = {"steps": 3, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16], "n_max": 2, "l_max": 2,
+        "max_neighbours": 8, "batch_size": 4}
+# tiny LCAO settings: seconds per relaxation of a small molecule
+QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.5, "max_steps": 4, "dos_npts": 101}},
+         "vacuum": 2.0}
+
+
+def water_like_training():
+    """H2O and H2O2 molecules: a tiny training set whose target H2O relaxes in seconds."""
+    from ase.build import molecule
+
+    return [molecule("H2O"), molecule("H2O2"), molecule("H2O")]
+
+
+def tiny_builder(code, **extra):
+    return screening_builder(
+        water_like_training(), "H2O", box=5.0, code=code, seeds=[0], settings={**TINY, "r_cut": 3.0},
+        count=8, n_clusters=2, n_components=2, selection_settings={"r_cut": 3.0, "n_max": 2, "l_max": 2},
+        relax_overrides=QUICK, **extra,
+    )
+
+
+def summary(node):
+    return sorted((row["key"], row["count"], round(row["energy"], 4)) for row in node.outputs.report["rows"])
+
+
+@pytest.mark.slow
+def test_screening_runs_end_to_end(gpaw_code, tmp_path):
+    results, node = run_get_node(tiny_builder(gpaw_code, group_label="test/screening"))
+    assert node.is_finished_ok, node.exit_message
+    report = results["report"]
+    assert report["n_relaxed"] == 2
+    assert sum(row["count"] for row in report["rows"]) == 2
+    assert set(results["minima"]) == {row["name"] for row in report["rows"]}
+    assert set(results["dos"]) == set(results["minima"])
+    energies = [row["energy_per_atom"] for row in report["rows"]]
+    assert energies == sorted(energies) or not all(row["new_minimum"] for row in report["rows"])
+    assert results["generation"]["representatives"].count == 2
+    group = orm.load_group("test/screening")
+    assert report.uuid in {n.uuid for n in group.nodes}
+    # provenance: screening → generation workchain → calcfunctions; relaxations are GpawBaseWorkChains
+    labels = sorted(n.process_label for n in node.called)
+    assert labels.count("GpawBaseWorkChain") == 2 and "GenerationWorkChain" in labels
+    rows = report_rows(node)
+    assert all(orm.load_node(row["pk"]).pk == results["minima"][row["name"]].pk for row in rows)
+    assert "H2O" in format_table(rows) or "O" in format_table(rows)
+    t = timing(node)
+    assert t["n_dft_runs"] >= 2 and 0 < t["dft_s"] < t["total_s"]
+    written = print_report(node, output_dir=tmp_path / "figures")
+    for key in ("pca", "energies", "dos"):
+        assert written[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_screening_rejects_bad_engine_protocol_and_code(gpaw_code):
+    builder = tiny_builder(gpaw_code)
+    builder.engine = orm.Str("castep")
+    with pytest.raises(ValueError, match="engine: unknown relaxation engine 'castep'"):
+        run_get_node(builder)
+    builder = tiny_builder(gpaw_code)
+    builder.protocol = orm.Str("superfast")
+    with pytest.raises(ValueError, match="protocol: unknown protocol 'superfast'"):
+        run_get_node(builder)
+    builder = tiny_builder(gpaw_code)
+    del builder.code
+    with pytest.raises(ValueError, match="code"):
+        run_get_node(builder)
+
+
+def test_deduplicate_flags_a_molecule_that_fell_apart():
+    water = ase.io.read(resource_path("logan/C5H12O_training.extxyz"), index=0)
+    broken = water.copy()
+    broken.positions[-1] += [6.0, 0.0, 0.0]  # one hydrogen far away: two fragments
+    rotated = water.copy()
+    rotated.rotate(40, "z")
+    inputs = {}
+    for label, atoms, energy in (("a", water, -10.0), ("b", rotated, -10.2), ("c", broken, -12.0)):
+        inputs[f"structure_{label}"] = orm.StructureData(ase=atoms)
+        inputs[f"parameters_{label}"] = orm.Dict({"energy": energy})
+    outputs, node = deduplicate_minima.run_get_node(**inputs)
+    assert node.is_finished_ok
+    rows = outputs["report"]["rows"]
+    assert outputs["report"]["n_unique_minima"] == 1
+    intact = [r for r in rows if r["new_minimum"]]
+    fallen = [r for r in rows if not r["connected"]]
+    assert len(intact) == 1 and intact[0]["count"] == 2 and intact[0]["representative"] == "b"
+    assert len(fallen) == 1 and fallen[0]["members"] == ["c"] and not fallen[0]["new_minimum"]
+    # the relative energy is measured from the lowest *valid* minimum, not from the broken one
+    assert intact[0]["relative_per_atom"] == 0.0
+
+
+@pytest.mark.slow
+def test_daemon_stop_and_restart_mid_run_gives_the_same_result(gpaw_code, daemon_client):
+    reference_results, reference = run_get_node(tiny_builder(gpaw_code))
+    assert reference.is_finished_ok
+
+    daemon_client.start_daemon()
+    node = submit(tiny_builder(gpaw_code))
+    deadline = time.time() + 600
+    # wait until the relaxations are under way, then stop the daemon in the middle of them
+    while time.time() < deadline:
+        if any(n.process_label == "GpawCalculation" for n in node.called_descendants):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the relaxations never started")
+    daemon_client.stop_daemon(wait=True)
+    assert not node.is_terminated, "the run finished before the daemon could be stopped"
+    daemon_client.start_daemon()
+    while not node.is_terminated and time.time() < deadline:
+        time.sleep(1)
+    daemon_client.stop_daemon(wait=True)
+    assert node.is_finished_ok, node.exit_message
+    assert summary(node) == summary(reference)
