@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up aiida-physgen on a fresh Debian machine with Python 3.11 (run as root for the system
+# libraries). Safe to run again: every step is skipped or quick when already done.
+#   bash scripts/setup.sh            # libraries, Python packages, an AiiDA profile
+#   bash scripts/setup.sh --no-profile   # the same without creating a profile (tests make their own)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+# GPAW's system libraries (libxc, OpenBLAS); needs root
+if ! dpkg -s libxc-dev libopenblas-dev >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxc-dev libopenblas-dev >/dev/null
+fi
+
+# torch first, pinned to the CPU build on this disk: anything else pulls a CUDA build of several GB
+"$PYTHON" -m pip install -q torch==2.13.0
+# GPAW's C++ extension builds only with CC=g++ ("algorithm: No such file" otherwise)
+CC=g++ "$PYTHON" -m pip install -q -e ".[gpaw,tests]"
+
+if [ "${1:-}" != "--no-profile" ]; then
+    # a profile with SQLite storage and AiiDA's built-in broker: no external service needed
+    if ! verdi profile show >/dev/null 2>&1; then
+        verdi presto
+    fi
+fi
+echo "aiida-physgen is set up"
