@@ -84,7 +84,7 @@ _SEARCH_BUDGET = 1 << 23
 _DEFAULT_CHUNK = 4096
 #: batch helpers split chunks further so that one forward handles about this many neighbour pairs
 #: (measured: larger batches leave the CPU caches and run up to 3x slower per structure)
-_EDGE_BUDGET = 1 << 16
+_EDGE_BUDGET = 1 << 15
 
 
 # ---------------------------------------------------------------------------------------- settings
@@ -213,8 +213,11 @@ def _spherical_harmonics(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_ma
         for l in range(m + 2, l_max + 1):
             a = (2 * l - 1) / (l - m) * norms[(l, m)] / norms[(l - 1, m)]
             b = (l + m - 1) / (l - m) * norms[(l, m)] / norms[(l - 2, m)]
-            prev2 = q[l - 2] * r2 if isinstance(q[l - 2], torch.Tensor) else r2 * q[l - 2]
-            q[l] = z * q[l - 1] * a - prev2 * b
+            # a z Q_{l-1} - b r^2 Q_{l-2}, fused; the in-place ops only touch a fresh temporary
+            # whose value no backward function needs, so they are safe under autograd
+            prev = q[l - 2]
+            term = (r2 * prev).mul_(-b) if isinstance(prev, torch.Tensor) else r2 * (-b * prev)
+            q[l] = term.addcmul_(z, q[l - 1], value=a)
         for l in range(m, l_max + 1):
             q_l = q[l]
             if m == 0:
@@ -446,7 +449,7 @@ class LocalDescriptor(torch.nn.Module):
             ar = torch.arange(n_atoms, device=device)
             j = (ar[:, None] + torch.arange(1, n_atoms, device=device)[None, :]) % n_atoms  # (N, N-1)
             dx, dy, dz = (positions[:, :, c][:, j] - positions[:, :, c, None] for c in range(3))
-            neighbour_species = species[j].expand(n_batch, -1, -1)
+            neighbour_species = species[j]  # (N, N-1), broadcast over the batch
             valid = None
         else:
             j, shift, valid = self._search(positions, cell, pbc3)
@@ -479,8 +482,8 @@ class LocalDescriptor(torch.nn.Module):
         y = _spherical_harmonics(dx * inv_r, dy * inv_r, dz * inv_r, l_max, self._ylm_norms, dim=-2)
 
         # ---- density coefficients, transposed: (B*N, (l_max+1)^2, S*n_max)
-        one_hot = torch.nn.functional.one_hot(neighbour_species, n_species).to(dtype)  # (B, N, K, S)
-        weights = (one_hot * f_cut[..., None])[..., :, None] * g[..., None, :]  # (B, N, K, S, n)
+        one_hot = torch.nn.functional.one_hot(neighbour_species, n_species).to(dtype)  # ([B,] N, K, S)
+        weights = one_hot[..., :, None] * (f_cut[..., None] * g)[..., None, :]  # (B, N, K, S, n)
         coeff_t = y.reshape(n_centres, -1, k) @ weights.reshape(n_centres, k, k_ch)
 
         # ---- power spectrum: contract m within each l, keep the upper triangle of channel pairs
@@ -536,46 +539,74 @@ def _groups(batch: "StructureBatch") -> Iterator[tuple[np.ndarray, np.ndarray, n
         yield members, np.asarray(numbers, dtype=np.int64), batch.positions[atom_index].reshape(len(members), n, 3), pbc
 
 
-def _run_groups(batch, settings, dtype, chunk_size, reduce):
-    """Forward every group of ``batch`` in chunks of at most ``chunk_size`` structures under ``no_grad``;
-    ``reduce(descriptors (b, N, F), species (N,))`` turns each chunk's output into what is kept."""
+class _IntraOpThreads:
+    """Context manager setting torch's intra-op thread count, restoring the previous one on exit."""
+
+    def __init__(self, n_threads: int):
+        self.n_threads = n_threads
+
+    def __enter__(self):
+        self.previous = torch.get_num_threads()
+        if self.previous != self.n_threads:
+            torch.set_num_threads(self.n_threads)
+        return self
+
+    def __exit__(self, *exc_info):
+        if torch.get_num_threads() != self.previous:
+            torch.set_num_threads(self.previous)
+        return False
+
+
+def _run_groups(batch, settings, dtype, chunk_size, reduce, store) -> None:
+    """Forward every group of ``batch`` in chunks of at most ``chunk_size`` structures under
+    ``no_grad``, calling ``store(structure indices, reduce(descriptors (b, N, F), species (N,)))``.
+
+    Chunks are further split so that one forward handles about ``_EDGE_BUDGET`` neighbour pairs,
+    and the forwards run with one intra-op thread: with arrays that small, torch's thread pool
+    gains little on an idle machine (about 1.5x with 2 threads) and loses a lot on a busy one
+    (10-15x slower with 2 threads on a shared 2-core machine under load, measured).
+    """
     if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
     if len(batch) == 0:
         return
     module = LocalDescriptor(settings)
-    with torch.no_grad():
+    with torch.no_grad(), _IntraOpThreads(1):
         for members, numbers, positions, pbc in _groups(batch):
             species = torch.as_tensor(species_indices(numbers, settings))
             periodic = any(pbc)
-            # keep each forward's per-neighbour arrays small enough to stay in cache
             n_atoms = len(numbers)
-            step = max(1, min(int(chunk_size), _EDGE_BUDGET // (n_atoms * settings.max_neighbours)))
+            neighbours = settings.max_neighbours if periodic else max(1, min(settings.max_neighbours, n_atoms - 1))
+            step = max(1, min(int(chunk_size), _EDGE_BUDGET // (n_atoms * neighbours)))
             for start in range(0, len(members), step):
                 idx = members[start : start + step]
                 pos = torch.as_tensor(positions[start : start + step], dtype=dtype)
                 cell = torch.as_tensor(batch.cells[idx], dtype=dtype) if periodic else None
-                yield idx, reduce(module(pos, species, cell=cell, pbc=pbc), species)
+                store(idx, reduce(module(pos, species, cell=cell, pbc=pbc), species))
 
 
 def atomic_descriptors(batch: "StructureBatch", settings: DescriptorSettings, dtype=torch.float64) -> list[np.ndarray]:
     """Descriptors of every atom: one ``(n_atoms_i, n_features)`` array per structure of ``batch``.
 
-    Structures with the same atoms in the same order and the same periodicity are evaluated in one
-    batched forward pass (``dtype`` is the computation and output precision).
+    Structures with the same atoms in the same order and the same periodicity are evaluated
+    together in batched forward passes; ``dtype`` is the computation and output precision.
     """
     result: list[np.ndarray | None] = [None] * len(batch)
-    for idx, values in _run_groups(batch, settings, dtype, _DEFAULT_CHUNK, lambda desc, species: desc.numpy()):
+
+    def store(idx: np.ndarray, values: np.ndarray) -> None:
         for position, i in enumerate(idx.tolist()):
             result[i] = values[position]
+
+    _run_groups(batch, settings, dtype, _DEFAULT_CHUNK, lambda desc, species: desc.numpy(), store)
     return result  # type: ignore[return-value]
 
 
 def structure_descriptors(batch: "StructureBatch", settings: DescriptorSettings, chunk_size: int = 4096) -> np.ndarray:
-    """One vector per structure: ``(M, len(settings.species) * n_features)``.
+    """One vector per structure: ``(M, len(settings.species) * n_features)``, computed in float64.
 
-    Block ``a`` is the mean of the atomic descriptors of the atoms of element ``settings.species[a]``
-    (zeros when the structure has no such atom). Computed in float64.
+    Block ``a`` (columns ``a * n_features`` to ``(a + 1) * n_features``) is the mean of the atomic
+    descriptors of the atoms of element ``settings.species[a]``, zeros when the structure has no
+    such atom. ``chunk_size`` bounds the number of structures per forward pass.
     """
     n_species = len(settings.species)
     out = np.zeros((len(batch), n_species * settings.n_features), dtype=np.float64)
@@ -585,6 +616,8 @@ def structure_descriptors(batch: "StructureBatch", settings: DescriptorSettings,
         weights = one_hot / one_hot.sum(0).clamp_min(1.0)
         return (weights.T @ desc).reshape(desc.shape[0], -1).numpy()
 
-    for idx, values in _run_groups(batch, settings, torch.float64, chunk_size, element_means):
+    def store(idx: np.ndarray, values: np.ndarray) -> None:
         out[idx] = values
+
+    _run_groups(batch, settings, torch.float64, chunk_size, element_means, store)
     return out
