@@ -17,7 +17,7 @@ import ase.io
 TINY = {"steps": 3, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16], "n_max": 2, "l_max": 2,
         "max_neighbours": 8, "batch_size": 4}
 # tiny LCAO settings: seconds per relaxation of a small molecule
-QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.5, "max_steps": 4, "dos_npts": 101}},
+QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
          "vacuum": 2.0}
 
 
