@@ -129,7 +129,8 @@ class DescriptorSettings:
             raise ValueError(f"species: expected atomic numbers sorted ascending without duplicates, got {species}")
         object.__setattr__(self, "species", species)
 
-        if isinstance(self.r_cut, (bool, np.bool_)) or not isinstance(self.r_cut, (int, float, np.integer, np.floating)):
+        numeric = (int, float, np.integer, np.floating)
+        if isinstance(self.r_cut, (bool, np.bool_)) or not isinstance(self.r_cut, numeric):
             raise ValueError(f"r_cut: expected a positive number (Å), got {self.r_cut!r}")
         if not (math.isfinite(float(self.r_cut)) and float(self.r_cut) > 0):
             raise ValueError(f"r_cut: expected a positive finite number (Å), got {self.r_cut!r}")
@@ -193,7 +194,9 @@ def _harmonic_norms(l_max: int) -> dict[tuple[int, int], float]:
     return norms
 
 
-def _spherical_harmonics(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_max: int, norms, dim: int = -1) -> torch.Tensor:
+def _spherical_harmonics(
+    x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_max: int, norms: dict[tuple[int, int], float], dim: int = -1
+) -> torch.Tensor:
     """Solid harmonics ``|v|^l Y_lm(v / |v|)`` of ``v = (x, y, z)``, stacked on a new axis ``dim``."""
     r2 = x * x + y * y + z * z
     # Re/Im of (x + iy)^m, i.e. rho^m cos(m phi) and rho^m sin(m phi)
@@ -293,7 +296,8 @@ class LocalDescriptor(torch.nn.Module):
             raise ValueError(f"positions: expected a floating-point tensor, got {positions.dtype}")
         n_batch, n_atoms = positions.shape[:2]
         species = torch.as_tensor(species, device=positions.device)
-        if species.is_floating_point() or species.is_complex() or species.dtype == torch.bool or species.shape != (n_atoms,):
+        not_integer = species.is_floating_point() or species.is_complex() or species.dtype == torch.bool
+        if not_integer or species.shape != (n_atoms,):
             raise ValueError(
                 f"species: expected an integer tensor of shape ({n_atoms},), got {species.dtype} {tuple(species.shape)}"
             )
@@ -351,7 +355,9 @@ class LocalDescriptor(torch.nn.Module):
         lengths = c.norm(dim=-1).prod(dim=-1)
         if bool((volume <= 1e-10 * lengths.clamp_min(1e-300)).any()) or bool((lengths == 0).any()):
             raise ValueError("cell: the periodic lattice vectors are degenerate (zero, parallel or coplanar)")
-        cross_norms = torch.stack([torch.linalg.cross(c[:, (k + 1) % 3], c[:, (k + 2) % 3]).norm(dim=-1) for k in range(3)], -1)
+        cross_norms = torch.stack(
+            [torch.linalg.cross(c[:, (k + 1) % 3], c[:, (k + 2) % 3]).norm(dim=-1) for k in range(3)], dim=-1
+        )
         heights = volume[:, None] / cross_norms
         reps = [int(torch.floor(self.settings.r_cut / heights[:, k] + 0.5).max()) if pbc3[k] else 0 for k in range(3)]
         ranges = [torch.arange(-r, r + 1, device=cell.device) for r in reps]

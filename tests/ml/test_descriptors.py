@@ -182,8 +182,11 @@ def test_spherical_harmonics_match_scipy():
 
 # ---------------------------------------------------------------------- agreement with definition
 @pytest.mark.parametrize("radial", ["gaussian", "bessel"])
-def test_matches_reference_molecule(molecule, radial):
-    settings = DescriptorSettings(species=CHO, r_cut=4.0, n_max=3, l_max=3, max_neighbours=12, radial=radial)
+@pytest.mark.parametrize("max_neighbours", [12, 30], ids=["searched", "all-neighbours"])
+def test_matches_reference_molecule(molecule, radial, max_neighbours):
+    settings = DescriptorSettings(
+        species=CHO, r_cut=4.0, n_max=3, l_max=3, max_neighbours=max_neighbours, radial=radial
+    )
     atoms = rattled(molecule)
     np.testing.assert_allclose(describe(atoms, settings), reference_descriptors(atoms, settings), rtol=1e-9, atol=1e-12)
 
@@ -279,7 +282,9 @@ def _gradcheck_system(periodic: bool):
 @pytest.mark.parametrize("periodic", [False, True], ids=["molecule", "periodic"])
 @pytest.mark.parametrize("max_neighbours", [3, 20])
 def test_gradients_match_finite_differences(radial, periodic, max_neighbours):
-    settings = DescriptorSettings(species=OSI, r_cut=3.5, n_max=3, l_max=3, max_neighbours=max_neighbours, radial=radial)
+    settings = DescriptorSettings(
+        species=OSI, r_cut=3.5, n_max=3, l_max=3, max_neighbours=max_neighbours, radial=radial
+    )
     module = LocalDescriptor(settings)
     positions, species, cells = _gradcheck_system(periodic)
     # fast mode compares random projections of the analytic and the numerical Jacobian
@@ -335,20 +340,46 @@ def test_max_neighbours_truncates():
         assert not torch.allclose(many(moved_t, species)[0, 0], many(base, species)[0, 0])
 
 
+def test_neighbours_tied_with_the_last_one_are_all_kept():
+    """Three neighbours at exactly 2 Å compete for the last of two places: keeping all three
+    makes the result independent of atom order and orientation; keeping one would not."""
+    positions = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
+    species = torch.zeros(5, dtype=torch.long)
+    two = LocalDescriptor(DescriptorSettings(species=(6,), max_neighbours=2))
+    three = LocalDescriptor(DescriptorSettings(species=(6,), max_neighbours=4))
+    rotation = Rotation.random(random_state=5).as_matrix()
+    with torch.no_grad():
+        expected = three(torch.tensor(positions)[None], species)[0, 0]
+        for order in ([0, 1, 2, 3, 4], [0, 1, 4, 3, 2], [0, 3, 1, 2, 4]):
+            for matrix in (np.eye(3), rotation):
+                moved = torch.tensor(positions[order] @ matrix.T)[None]
+                torch.testing.assert_close(two(moved, species)[0, 0], expected, rtol=1e-9, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------- batched helpers
-def test_forward_keeps_dtype_and_batches_cells(sio2):
-    settings = DescriptorSettings(species=OSI)
+@pytest.mark.parametrize("max_neighbours", [12, 80])
+def test_forward_keeps_dtype_and_batches_cells(sio2, max_neighbours):
+    """One forward over structures with different (sheared, strained) cells equals one forward
+    per structure."""
+    settings = DescriptorSettings(species=OSI, max_neighbours=max_neighbours)
     module = LocalDescriptor(settings)
     species = torch.as_tensor(species_indices(sio2.numbers, settings))
     rng = np.random.default_rng(8)
-    positions = torch.tensor(sio2.positions[None] + rng.normal(scale=0.1, size=(3, len(sio2), 3)))
-    cells = torch.tensor(sio2.cell.array[None] * np.array([1.0, 1.1, 0.95])[:, None, None])
+    strains = [
+        np.eye(3),
+        [[1.15, 0.2, 0.0], [0.0, 0.9, 0.1], [0.0, 0.0, 1.0]],
+        [[0.9, 0.0, 0.0], [0.3, 1.0, 0.0], [0.0, -0.2, 1.2]],
+    ]
+    cells = torch.tensor(np.stack([sio2.cell.array @ np.array(strain) for strain in strains]))
+    fractional = sio2.get_scaled_positions()[None] + rng.normal(scale=0.02, size=(3, len(sio2), 3))
+    positions = torch.tensor(fractional) @ cells
     with torch.no_grad():
         batched = module(positions, species, cell=cells, pbc=True)
         for b in range(3):
             single = module(positions[b : b + 1], species, cell=cells[b], pbc=True)
             torch.testing.assert_close(batched[b], single[0], rtol=1e-12, atol=1e-12)
         as_float32 = module(positions.float(), species, cell=cells.float(), pbc=True)
+    assert not torch.allclose(batched[0], batched[1])
     assert batched.dtype == torch.float64 and as_float32.dtype == torch.float32
     torch.testing.assert_close(as_float32.double(), batched, rtol=1e-4, atol=1e-4)
 
@@ -407,7 +438,8 @@ def test_structure_descriptors_are_element_means(mixed_batch):
             else:  # Si in the molecules, H and C in the crystals
                 assert np.all(block == 0.0)
         # one structure alone gives the same row as inside the batch
-        np.testing.assert_allclose(structure_descriptors(mixed_batch.subset([i]), settings)[0], result[i], rtol=1e-5, atol=1e-6)
+        alone = structure_descriptors(mixed_batch.subset([i]), settings)[0]
+        np.testing.assert_allclose(alone, result[i], rtol=1e-5, atol=1e-6)
 
 
 def test_structure_descriptors_uniform_batch(molecule):
