@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-# GPAW's system libraries (libxc, OpenBLAS); needs root
-if ! dpkg -s libxc-dev libopenblas-dev >/dev/null 2>&1; then
+# GPAW's system libraries (libxc, OpenBLAS) and Graphviz for `verdi node graph generate`; needs root
+if ! dpkg -s libxc-dev libopenblas-dev graphviz >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxc-dev libopenblas-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxc-dev libopenblas-dev graphviz >/dev/null
 fi
 
 # torch first, pinned to the CPU build on this disk: anything else pulls a CUDA build of several GB

@@ -208,7 +208,10 @@ def deduplicate_minima(**inputs):
         return _invalid(ValueError(f"inputs: expected structure_<label>/parameters_<label> pairs; missing {missing}"))
     atoms = [inputs[f"structure_{label}"].get_ase() for label in labels]
     energies = [float(inputs[f"parameters_{label}"]["energy"]) for label in labels]
-    basins = deduplicate(atoms, energies)
+    try:
+        basins = deduplicate(atoms, energies)
+    except ValueError as error:  # e.g. a mix of molecules and crystals, or a non-finite energy
+        return _invalid(error)
     valid_energies = [b.energy_per_atom for b in basins if b.valid and b.connected]
     reference = min(valid_energies) if valid_energies else min(b.energy_per_atom for b in basins)
     rows = []

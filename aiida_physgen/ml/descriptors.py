@@ -600,7 +600,7 @@ def _run_groups(batch, settings, dtype, chunk_size, reduce, store) -> None:
             step = max(1, min(int(chunk_size), _EDGE_BUDGET // (n_atoms * neighbours)))
             for start in range(0, len(members), step):
                 idx = members[start : start + step]
-                pos = torch.as_tensor(positions[start : start + step], dtype=dtype)
+                pos = torch.tensor(positions[start : start + step], dtype=dtype)  # a copy: batch arrays may be read-only
                 cell = torch.as_tensor(batch.cells[idx], dtype=dtype) if periodic else None
                 store(idx, reduce(module(pos, species, cell=cell, pbc=pbc), species))
 
