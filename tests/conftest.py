@@ -16,7 +16,7 @@ def aiida_profile(aiida_config, aiida_profile_factory):
     """The temporary profile, with SQLite storage and the ZeroMQ broker."""
     with aiida_profile_factory(aiida_config, broker_backend="core.zeromq") as profile:
         # the daemon's controller answers slowly on a loaded 2-core machine; AiiDA's default is 2 s
-        aiida_config.set_option("daemon.timeout", 60, scope=profile.name)
+        aiida_config.set_option("daemon.timeout", 20, scope=profile.name)
         aiida_config.store()
         yield profile
 

@@ -6,23 +6,22 @@ candidates in the target's cell and composition and select representatives (as i
 
 import sys
 
-import ase.io
 from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.data.structure_set import StructureSet
-from aiida_physgen.resources import SIO2_TARGETS, resource_path
+from aiida_physgen.ml.logan import composition_string
+from aiida_physgen.resources import sio2_target
 from aiida_physgen.workflows.generation import GenerationWorkChain
 
 PAPER = "--paper" in sys.argv
 names = [a for a in sys.argv[1:] if a.startswith("mp-")]
 TARGET = names[0] if names else "mp-546794"
-if TARGET not in SIO2_TARGETS:
-    sys.exit(f"target: {TARGET!r} is not one of {SIO2_TARGETS}")
-
-target = ase.io.read(resource_path(f"logan/sio2/{TARGET}_target.extxyz"))
-symbols = target.get_chemical_symbols()
-composition = "".join(f"{s}{symbols.count(s)}" for s in dict.fromkeys(symbols))
+try:
+    target, training_file = sio2_target(TARGET)
+except ValueError as error:
+    sys.exit(str(error))
+composition = composition_string(target.get_chemical_symbols())
 
 settings = {"r_cut": 6.0, "n_max": 4, "max_neighbours": 20, "lr_generator": 10**-3.5, "lr_critic": 10**-3.5,
             "steps": 60000 if PAPER else 300}
@@ -30,7 +29,7 @@ if not PAPER:
     settings["rattle_copies"] = 1
 
 builder = GenerationWorkChain.get_builder()
-builder.training = StructureSet.from_file(resource_path(f"logan/sio2/{TARGET}_training.extxyz"))
+builder.training = StructureSet.from_file(training_file)
 builder.composition = orm.Str(composition)
 builder.cell = orm.List(target.cell.array.tolist())
 builder.pbc = orm.List([bool(p) for p in target.pbc])

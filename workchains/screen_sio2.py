@@ -9,28 +9,28 @@ with the target left out, generate in the target's cell and composition, relax w
 import sys
 import time
 
-import ase.io
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.report import print_report
-from aiida_physgen.resources import SIO2_TARGETS, resource_path
+from aiida_physgen.ml.logan import composition_string
+from aiida_physgen.resources import sio2_target
 
 PAPER = "--paper" in sys.argv
 names = [a for a in sys.argv[1:] if a.startswith("mp-")]
 TARGET = names[0] if names else "mp-546794"
-if TARGET not in SIO2_TARGETS:
-    sys.exit(f"target: {TARGET!r} is not one of {SIO2_TARGETS}")
-target = ase.io.read(resource_path(f"logan/sio2/{TARGET}_target.extxyz"))
-symbols = target.get_chemical_symbols()
-composition = "".join(f"{s}{symbols.count(s)}" for s in dict.fromkeys(symbols))
+try:
+    target, training_file = sio2_target(TARGET)
+except ValueError as error:
+    sys.exit(str(error))
+composition = composition_string(target.get_chemical_symbols())
 lr = 10**-3.5
 settings = {"r_cut": 6.0, "lr_generator": lr, "lr_critic": lr, "steps": 60000 if PAPER else 300,
             "rattle_copies": 5 if PAPER else 1}
 
 start = time.perf_counter()
 builder = screening_builder(
-    f"logan/sio2/{TARGET}_training.extxyz",
+    training_file,
     composition,
     cell=target.cell.array,
     pbc=[bool(p) for p in target.pbc],

@@ -44,10 +44,9 @@ def _cell_and_pbc(cell: tuple[float, ...] | None, box: float | None, like: str |
 
         target = ase.io.read(like)
         matrix, pbc = target.cell.array, [bool(p) for p in target.pbc]
-        symbols = target.get_chemical_symbols()
-        composition = "".join(
-            f"{s}{symbols.count(s) if symbols.count(s) > 1 else ''}" for s in dict.fromkeys(symbols)
-        )
+        from ..ml.logan import composition_string
+
+        composition = composition_string(target.get_chemical_symbols())
     elif box:
         if box <= 0:
             raise click.BadParameter(f"got {box}, expected a positive box length in Å", param_hint="--box")

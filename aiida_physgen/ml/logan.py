@@ -37,6 +37,7 @@ __all__ = [
     "LoganCritic",
     "LoganProblem",
     "parse_composition",
+    "composition_string",
     "validate_training",
     "train_logan",
     "generate",
@@ -159,6 +160,12 @@ def parse_composition(composition: str | Sequence[str]) -> list[str]:
     if not symbols:
         raise ValueError("composition: expected at least one atom")
     return symbols
+
+
+def composition_string(symbols: Sequence[str]) -> str:
+    """``['Si', 'Si', 'O', 'O', 'O', 'O']`` → ``'Si2O4'`` (elements in order of appearance)."""
+    symbols = list(symbols)
+    return "".join(f"{x}{symbols.count(x) if symbols.count(x) > 1 else ''}" for x in dict.fromkeys(symbols))
 
 
 def _heights(cell: np.ndarray) -> np.ndarray:
@@ -465,9 +472,7 @@ def train_logan(
             config = {
                 "family": "logan",
                 "symbols": symbols,
-                "composition": "".join(
-                    f"{x}{symbols.count(x) if symbols.count(x) > 1 else ''}" for x in dict.fromkeys(symbols)
-                ),
+                "composition": composition_string(symbols),
                 "cell": cell.tolist(),
                 "pbc": pbc,
                 "seed": members[i][0],

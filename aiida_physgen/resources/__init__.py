@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["resource_path", "SIO2_TARGETS"]
+__all__ = ["resource_path", "sio2_target", "SIO2_TARGETS"]
 
 ROOT = Path(__file__).parent
 
@@ -24,3 +24,15 @@ def resource_path(name: str) -> Path:
         available = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.extxyz"))
         raise FileNotFoundError(f"no shipped resource {name!r}; available: {available}")
     return path
+
+
+def sio2_target(mp_id: str):
+    """The SiO2 target ``mp_id`` as ``ase.Atoms`` (cell, pbc, composition and MP energy), and its
+    training file (the other polymorphs, with this one left out)."""
+    import ase.io
+
+    if mp_id not in SIO2_TARGETS:
+        raise ValueError(f"target: {mp_id!r} is not one of {SIO2_TARGETS}")
+    return ase.io.read(resource_path(f"logan/sio2/{mp_id}_target.extxyz")), resource_path(
+        f"logan/sio2/{mp_id}_training.extxyz"
+    )

@@ -40,7 +40,9 @@ TINY = {
     "max_neighbours": 8,
     "batch_size": 4,
 }
-TINY_SELECTION = {"n_components": 3, "n_max": 2, "l_max": 2, "max_neighbours": 8}
+# two-step models put every atom near the box centre: switch the min-distance filter off here
+# (test_select_drops_candidates_with_atoms_too_close covers it)
+TINY_SELECTION = {"n_components": 3, "n_max": 2, "l_max": 2, "max_neighbours": 8, "min_distance": 0.0}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -473,3 +475,33 @@ def test_sio2_periodic_chain():
     assert node.is_finished_ok, node.exit_message
     assert len(outputs["representatives"]) == 3
     assert all(all(s.pbc) for s in outputs["structures"].values())
+
+
+def test_select_drops_candidates_with_atoms_too_close():
+    """Candidates with two atoms closer than min_distance are never chosen (no DFT code takes them)."""
+    import ase.io
+
+    from aiida_physgen.resources import resource_path
+
+    molecules = ase.io.read(resource_path("logan/C5H12O_training.extxyz"), index=":12")
+    squashed = []
+    for atoms in molecules[:6]:
+        bad = atoms.copy()
+        bad.positions[1] = bad.positions[0] + [0.3, 0.0, 0.0]
+        squashed.append(bad)
+    candidates = StructureSet.from_ase(molecules + squashed)
+    settings = {"n_components": 3, "n_max": 2, "l_max": 2, "max_neighbours": 8, "n_clusters": 6}
+    outputs, node = select_representatives.run_get_node(
+        candidates=candidates, seed=orm.Int(0), settings=orm.Dict(settings)
+    )
+    assert node.is_finished_ok, node.exit_message
+    chosen = outputs["representatives"].get_batch().info["candidate_index"]
+    assert len(chosen) == 6 and chosen.max() < 12
+    assert outputs["selection"].base.attributes.get("n_too_close") == 6
+    assert list(outputs["selection"].get_array("candidate_index")) == list(range(12))
+
+    outputs, node = select_representatives.run_get_node(
+        candidates=candidates, seed=orm.Int(0), settings=orm.Dict({**settings, "n_clusters": 13})
+    )
+    assert node.exit_status == 300
+    assert "only 12 of the 18 candidates" in node.exit_message

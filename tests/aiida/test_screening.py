@@ -124,6 +124,5 @@ def test_daemon_stop_and_restart_mid_run_gives_the_same_result(gpaw_code, daemon
     daemon_client.start_daemon()
     while not node.is_terminated and time.time() < deadline:
         time.sleep(1)
-    daemon_client.stop_daemon(wait=True)
     assert node.is_finished_ok, node.exit_message
     assert summary(node) == summary(reference)
