@@ -1,0 +1,44 @@
+"""All performance figures of aiida-physgen in one table, measured side by side in one run.
+
+    python benchmarks/run_all.py            # about 2 minutes on 2 cores
+
+Wall times on a shared machine are noisy: compare the ratios within one run (our code against the
+peer, one model against the ensemble), not absolute numbers across runs. Reference figures for the
+LoGAN reference implementation were measured on this kind of 2-core machine and are quoted, not run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_descriptors  # noqa: E402
+import bench_selection  # noqa: E402
+import bench_training  # noqa: E402
+from tabulate import tabulate  # noqa: E402
+
+
+def main() -> None:
+    rows = []
+    for row in bench_descriptors.run(2000, repeats=3):
+        rows.append(["descriptors, 2,000 C5H12O (r_cut 5, n_max 4, l_max 4)", row["implementation"],
+                     f"{row['structures_per_s']:.0f}", "structures/s",
+                     "DScribe ≈7,000/s; LoGAN reference ≈800/s"])
+    for row in bench_selection.run(24000):
+        if row["n_structures"] == 24000:
+            rows.append(["selection 24,000 C5H12O → 20 (descriptors+PCA+k-means)", "aiida-physgen",
+                         f"{row['total_s']:.2f}", "s", "target < 10 s; LoGAN reference 32 s"])
+            rows.append(["  of which PCA + k-means", "aiida-physgen", f"{row['pca_kmeans_s']:.2f}", "s", ""])
+    reference = {"1 model": "target ≤ 0.1; LoGAN reference 0.32 s/epoch",
+                 "ensemble cost / one model": "target < 3"}
+    for row in bench_training.run():
+        rows.append([row["benchmark"], row["what"], f"{row['value']:.3g}", row["unit"],
+                     reference.get(row["what"], "LoGAN reference ≈2,000/s" if "generation" in row["benchmark"] else "")])
+    print(tabulate(rows, headers=["benchmark", "what", "value", "unit", "reference"]))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
