@@ -241,4 +241,5 @@ def deduplicate_minima(**inputs):
         "n_unique_minima": sum(row["new_minimum"] for row in rows),
         "rows": rows,
     })
-    return {"minima": minima, "report": report}
+    energies = orm.Dict({row["name"]: row["energy"] for row in rows})
+    return {"minima": minima, "energies": energies, "report": report}

@@ -61,6 +61,7 @@ class ScreeningWorkChain(WorkChain):
         spec.expose_outputs(GenerationWorkChain, namespace="generation", include=("representatives", "selection", "pca_plot", "candidates"))
         spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
+        spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")
         spec.output("report", valid_type=orm.Dict, help="One row per basin: energies, key, count, flags.")
         spec.exit_code(401, "ERROR_GENERATION_FAILED", message="the generation chain failed: {message}")
         spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed")
@@ -121,12 +122,14 @@ class ScreeningWorkChain(WorkChain):
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_DEDUPLICATION_FAILED.format(message=node.exit_message or "")
         self.ctx.minima = outputs["minima"]
+        self.ctx.energies = outputs["energies"]
         self.ctx.report = outputs["report"]
 
     def results(self):
         engine = get_engine(self.inputs.engine.value)
         report = self.ctx.report
         self.out("report", report)
+        self.out("energies", self.ctx.energies)
         self.out("minima", dict(self.ctx.minima))
         dos = {}
         for row in report["rows"]:

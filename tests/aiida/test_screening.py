@@ -49,6 +49,7 @@ def test_screening_runs_end_to_end(gpaw_code, tmp_path):
     assert sum(row["count"] for row in report["rows"]) == 2
     assert set(results["minima"]) == {row["name"] for row in report["rows"]}
     assert set(results["dos"]) == set(results["minima"])
+    assert results["energies"].get_dict() == {row["name"]: row["energy"] for row in report["rows"]}
     energies = [row["energy_per_atom"] for row in report["rows"]]
     assert energies == sorted(energies) or not all(row["new_minimum"] for row in report["rows"])
     assert results["generation"]["representatives"].count == 2
