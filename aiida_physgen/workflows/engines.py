@@ -12,6 +12,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
 from aiida import orm
 from aiida.engine import ProcessBuilder
 
@@ -44,6 +45,24 @@ class RelaxationEngine(abc.ABC):
     ) -> ProcessBuilder:
         """A builder that relaxes ``structure`` (positions) and, when ``dos``, computes its DOS."""
 
+    def get_builders(
+        self,
+        code: orm.AbstractCode,
+        structures: Mapping[str, orm.StructureData],
+        protocol: str,
+        overrides: Mapping[str, Any] | None,
+        dos: bool,
+    ) -> dict[str, ProcessBuilder | str]:
+        """Builders for a set of structures whose energies will be compared with each other; a structure
+        that cannot be computed gets the reason (a string) instead of a builder."""
+        builders: dict[str, ProcessBuilder | str] = {}
+        for label, structure in structures.items():
+            try:
+                builders[label] = self.get_builder(code, structure, protocol, overrides, dos)
+            except ValueError as error:
+                builders[label] = str(error)
+        return builders
+
     @abc.abstractmethod
     def get_result(self, node: orm.ProcessNode) -> RelaxationResult:
         """Read the relaxed structure, total energy (eV) and DOS of a finished, successful process."""
@@ -75,6 +94,20 @@ class GpawEngine(RelaxationEngine):
         return GpawBaseWorkChain.get_builder_from_protocol(
             code, structure, protocol=protocol, overrides=_merge(dict(overrides or {}), forced)
         )
+
+    def get_builders(self, code, structures, protocol, overrides, dos):
+        """Molecules share one cubic box (the largest extent plus the protocol's vacuum on both sides): in
+        real-space GPAW the total energy depends on the box and grid, so energies of molecules relaxed in
+        boxes of their own size would not be comparable."""
+        from .protocols import load_protocol
+
+        overrides = dict(overrides or {})
+        molecules = [s for s in structures.values() if not any(s.pbc)]
+        if molecules and len(molecules) == len(structures) and "box" not in overrides:
+            vacuum = load_protocol("gpaw", protocol, overrides, variant="molecule").get("vacuum") or 0.0
+            extent = max(float(np.ptp(s.get_ase().positions, axis=0).max()) for s in molecules)
+            overrides["box"] = round(extent + 2 * float(vacuum), 2)
+        return super().get_builders(code, structures, protocol, overrides, dos)
 
     def get_result(self, node):
         parameters = node.outputs.output_parameters

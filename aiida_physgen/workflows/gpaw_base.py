@@ -28,17 +28,28 @@ __all__ = ('GpawBaseWorkChain', 'center_molecule')
 
 PROTOCOL_FILE = 'gpaw'
 
-#: Top-level keys a GPAW protocol (or its overrides) may contain; ``vacuum`` is used by the builder only.
-_PROTOCOL_KEYS = ('gpaw', 'max_iterations', 'clean_workdir', 'vacuum', 'handler_overrides')
+#: Top-level keys a GPAW protocol (or its overrides) may contain; ``vacuum`` and ``box`` are used by the builder only.
+_PROTOCOL_KEYS = ('gpaw', 'max_iterations', 'clean_workdir', 'vacuum', 'box', 'handler_overrides')
 _PROTOCOL_GPAW_KEYS = ('parameters', 'metadata')
 _SYSTEM_TYPES = ('molecule', 'crystal')
 
 
-def _centered_copy(structure: orm.StructureData, vacuum: float) -> orm.StructureData:
-    """Return a non-periodic copy of ``structure`` centred in a box with ``vacuum`` Å on every side (kinds kept)."""
+def _centered_copy(structure: orm.StructureData, vacuum: float, box: float | None = None) -> orm.StructureData:
+    """Return a non-periodic copy of ``structure`` centred in a box with ``vacuum`` Å on every side (kinds kept),
+    or, when ``box`` is given, centred in a cube of that edge (which must leave ``vacuum`` on every side)."""
     atoms = structure.get_ase()
     atoms.pbc = False
-    atoms.center(vacuum=vacuum)
+    if box is None:
+        atoms.center(vacuum=vacuum)
+    else:
+        extent = float((atoms.positions.max(axis=0) - atoms.positions.min(axis=0)).max())
+        if box < extent + 2 * vacuum:
+            raise ValueError(
+                f'box: a {box:.2f} Å cube leaves less than the vacuum of {vacuum} Å around a molecule '
+                f'{extent:.2f} Å across; expected at least {extent + 2 * vacuum:.2f} Å'
+            )
+        atoms.cell = [box, box, box]
+        atoms.center()
     centred = structure.clone()
     centred.reset_cell(atoms.cell.array.tolist())
     centred.reset_sites_positions(atoms.positions.tolist())
@@ -47,9 +58,10 @@ def _centered_copy(structure: orm.StructureData, vacuum: float) -> orm.Structure
 
 
 @calcfunction
-def center_molecule(structure: orm.StructureData, vacuum: orm.Float) -> orm.StructureData:
-    """Centre a molecule in a non-periodic box with ``vacuum`` Å on every side (keeps the provenance)."""
-    return _centered_copy(structure, vacuum.value)
+def center_molecule(structure: orm.StructureData, vacuum: orm.Float, box: orm.Float | None = None) -> orm.StructureData:
+    """Centre a molecule in a non-periodic box with ``vacuum`` Å on every side, or in a cube of edge ``box``
+    (keeps the provenance)."""
+    return _centered_copy(structure, vacuum.value, box.value if box is not None else None)
 
 
 class GpawBaseWorkChain(BaseRestartWorkChain):
@@ -234,13 +246,18 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
             metadata['options'] = {**(metadata.get('options') or {}), **options}
 
         vacuum = inputs.get('vacuum')
+        box = inputs.get('box')
         if system_type == 'molecule':
             if vacuum is None or not isinstance(vacuum, (int, float)) or vacuum <= 0:
                 raise ValueError(f'the protocol `vacuum` must be a positive number of Å for molecules, got {vacuum!r}')
+            if box is not None and (not isinstance(box, (int, float)) or box <= 0):
+                raise ValueError(f'the protocol `box` must be a positive cube edge in Å, got {box!r}')
+            _centered_copy(structure, float(vacuum), box)  # validates the box before anything is stored
             if structure.is_stored:
-                structure = center_molecule(structure, orm.Float(vacuum))
+                extra = {'box': orm.Float(box)} if box is not None else {}
+                structure = center_molecule(structure, orm.Float(vacuum), **extra)
             else:
-                structure = _centered_copy(structure, float(vacuum))
+                structure = _centered_copy(structure, float(vacuum), box)
         elif isinstance(parameters.get('kpts'), list):
             parameters['kpts'] = [n if periodic else 1 for n, periodic in zip(parameters['kpts'], structure.pbc)]
 

@@ -85,12 +85,11 @@ class ScreeningWorkChain(WorkChain):
         overrides = self.inputs.relax_overrides.get_dict() if "relax_overrides" in self.inputs else None
         structures = self.ctx.generation.outputs.structures
         self.ctx.labels = []
-        for label in sorted(structures):
-            try:
-                builder = engine.get_builder(self.inputs.code, structures[label], self.inputs.protocol.value,
-                                             overrides, self.inputs.dos.value)
-            except ValueError as error:  # e.g. atoms too close for the DFT code: skip, say why
-                self.report(f"{label} not relaxed: {error}")
+        builders = engine.get_builders(self.inputs.code, {label: structures[label] for label in sorted(structures)},
+                                       self.inputs.protocol.value, overrides, self.inputs.dos.value)
+        for label, builder in builders.items():
+            if isinstance(builder, str):  # e.g. atoms too close for the DFT code: skip, say why
+                self.report(f"{label} not relaxed: {builder}")
                 continue
             builder.metadata.call_link_label = f"relax_{label}"
             self.ctx.labels.append(label)

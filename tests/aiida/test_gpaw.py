@@ -504,3 +504,14 @@ def test_workchain_from_fast_protocol_runs(gpaw_code):
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results['output_parameters']['relax_converged'] is True
     assert results['output_structure'].pbc == (False, False, False)
+
+
+def test_protocol_box_puts_a_molecule_in_a_common_cube(gpaw_code):
+    """`box` centres a molecule in a cube of that edge (the screening uses one cube for all molecules)."""
+    builder = GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, h2_structure(), overrides={'box': 8.0})
+    structure = builder.gpaw.structure
+    assert np.allclose(structure.cell, np.eye(3) * 8.0)
+    positions = np.array([site.position for site in structure.sites])
+    assert np.allclose(positions.mean(axis=0), [4.0, 4.0, 4.0])
+    with pytest.raises(ValueError, match='box: a 5.00 Å cube leaves less than the vacuum'):
+        GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, h2_structure(), overrides={'box': 5.0})

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node, submit
@@ -56,6 +57,9 @@ def test_screening_runs_end_to_end(gpaw_code, tmp_path):
     group = orm.load_group("test/screening")
     assert report.uuid in {n.uuid for n in group.nodes}
     # provenance: screening → generation workchain → calcfunctions; relaxations are GpawBaseWorkChains
+    cells = {tuple(np.round(c.inputs.structure.cell, 6).ravel()) for c in node.called_descendants
+             if c.process_label == "GpawCalculation"}
+    assert len(cells) == 1, "molecules of one screening must share one box (comparable energies)"
     labels = sorted(n.process_label for n in node.called)
     assert labels.count("GpawBaseWorkChain") == 2 and "GenerationWorkChain" in labels
     rows = report_rows(node)
