@@ -22,10 +22,18 @@ __all__ = ["gpaw_code", "localhost", "training_set", "generation_inputs", "scree
 
 
 def localhost(label: str = "localhost") -> orm.Computer:
-    """The computer ``label``; created (direct scheduler, local transport) when missing."""
+    """The computer ``label``; when it is missing and ``label`` is ``'localhost'``, it is created (direct
+    scheduler, local transport). Any other missing computer is an error: set it up with ``verdi computer setup``."""
+    from aiida.common.exceptions import NotExistent
+
     try:
         return orm.load_computer(label)
-    except Exception:  # noqa: BLE001 - aiida raises NotExistent, which we turn into creation
+    except NotExistent:
+        if label != "localhost":
+            raise ValueError(
+                f"computer: no computer {label!r} is configured; set it up with `verdi computer setup` and "
+                "`verdi computer configure` (only 'localhost' is created automatically)"
+            ) from None
         workdir = Path.home() / ".aiida_physgen" / "work"
         computer = orm.Computer(
             label=label, hostname="localhost", transport_type="core.local", scheduler_type="core.direct",
@@ -39,9 +47,11 @@ def localhost(label: str = "localhost") -> orm.Computer:
 
 def gpaw_code(label: str = "gpaw-python", computer: str = "localhost", executable: str | None = None) -> orm.InstalledCode:
     """A Code running the Python interpreter that has ASE and GPAW; created on ``computer`` when missing."""
+    from aiida.common.exceptions import NotExistent
+
     try:
         return orm.load_code(f"{label}@{computer}")
-    except Exception:  # noqa: BLE001 - NotExistent: create it
+    except NotExistent:
         executable = executable or sys.executable or shutil.which("python3")
         code = orm.InstalledCode(
             label=label, computer=localhost(computer), filepath_executable=executable, default_calc_job_plugin="physgen.gpaw",

@@ -167,15 +167,17 @@ def generate(models, count, seed, output):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--r-cut", type=float, default=5.0, show_default=True)
 @click.option("--n-max", type=int, default=4, show_default=True)
+@click.option("--l-max", type=int, default=4, show_default=True)
 @click.option("--max-neighbours", type=int, default=20, show_default=True)
+@click.option("--radial", type=click.Choice(["gaussian", "bessel"]), default="gaussian", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="representatives.extxyz", show_default=True)
 @click.option("--selection", "selection_file", type=click.Path(dir_okay=False), default="selection.npz",
               show_default=True, help="Where to save PCA coordinates, labels and distances.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Also draw the PCA scatter (PNG).")
 @click.option("--min-distance", type=float, default=0.5, show_default=True,
               help="Drop candidates with two atoms closer than this (Å) before clustering.")
-def select(candidates, clusters, components, seed, r_cut, n_max, max_neighbours, output, selection_file, plot_file,
-           min_distance):
+def select(candidates, clusters, components, seed, r_cut, n_max, l_max, max_neighbours, radial, output,
+           selection_file, plot_file, min_distance):
     """Select one representative per k-means cluster of CANDIDATES in descriptor-PCA space."""
     from ..ml.batch import StructureBatch
     from ..ml.descriptors import DescriptorSettings
@@ -192,7 +194,8 @@ def select(candidates, clusters, components, seed, r_cut, n_max, max_neighbours,
             )
         pool = batch.subset(kept)
         settings = DescriptorSettings(
-            species=tuple(sorted(set(batch.numbers.tolist()))), r_cut=r_cut, n_max=n_max, max_neighbours=max_neighbours
+            species=tuple(sorted(set(batch.numbers.tolist()))), r_cut=r_cut, n_max=n_max, l_max=l_max,
+            max_neighbours=max_neighbours, radial=radial,
         )
         result = select_representatives(pool, settings, n_components=components, n_clusters=clusters, seed=seed)
     except ValueError as error:

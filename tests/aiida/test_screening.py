@@ -131,3 +131,10 @@ def test_daemon_stop_and_restart_mid_run_gives_the_same_result(gpaw_code, daemon
         time.sleep(1)
     assert node.is_finished_ok, node.exit_message
     assert summary(node) == summary(reference)
+
+
+def test_gpaw_code_on_an_unknown_computer_is_an_error():
+    from aiida_physgen.launch import gpaw_code
+
+    with pytest.raises(ValueError, match="computer: no computer 'nowhere' is configured"):
+        gpaw_code(computer="nowhere")
