@@ -28,6 +28,7 @@ Outputs:
 The process exit status tells the outcome apart (``EXIT_STATUS`` below) and ``results.json`` repeats it as ``status``.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -354,10 +355,8 @@ def _snapshot(atoms, include_stress):
         'energy': calc.get_potential_energy(atoms),
         'forces': calc.get_forces(atoms),
     }
-    try:
+    with contextlib.suppress(Exception):  # the free energy is optional
         results['free_energy'] = calc.get_potential_energy(atoms, force_consistent=True)
-    except Exception:  # noqa: BLE001 - the free energy is optional
-        pass
     if include_stress:
         results['stress'] = calc.get_stress(atoms)
     copy = atoms.copy()
@@ -498,10 +497,8 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
 
     # Outputs of an earlier run in the same directory must not be mistaken for this run's.
     for stale in OUTPUT_FILENAMES:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(stale)
-        except FileNotFoundError:
-            pass
 
     try:
         with open(INPUT_FILENAME, encoding='utf-8') as handle:
