@@ -9,6 +9,7 @@ touching the workflow.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -106,7 +107,8 @@ class GpawEngine(RelaxationEngine):
         if molecules and len(molecules) == len(structures) and "box" not in overrides:
             vacuum = load_protocol("gpaw", protocol, overrides, variant="molecule").get("vacuum") or 0.0
             extent = max(float(np.ptp(s.get_ase().positions, axis=0).max()) for s in molecules)
-            overrides["box"] = round(extent + 2 * float(vacuum), 2)
+            # rounded up, so the cube never falls short of the vacuum around the largest molecule
+            overrides["box"] = math.ceil((extent + 2 * float(vacuum)) * 100 + 1e-6) / 100
         return super().get_builders(code, structures, protocol, overrides, dos)
 
     def get_result(self, node):

@@ -138,3 +138,20 @@ def test_gpaw_code_on_an_unknown_computer_is_an_error():
 
     with pytest.raises(ValueError, match="computer: no computer 'nowhere' is configured"):
         gpaw_code(computer="nowhere")
+
+
+def test_gpaw_engine_gives_every_molecule_one_box_that_fits_the_largest(gpaw_code):
+    from ase.build import molecule
+
+    from aiida_physgen.workflows.engines import get_engine
+
+    structures = {}
+    for name in ("H2O", "CH3CH2OH", "C6H6"):
+        atoms = molecule(name)
+        atoms.rotate(17, "x")  # extents that do not round nicely
+        atoms.rotate(29, "y")
+        structures[name] = orm.StructureData(ase=atoms).store()
+    builders = get_engine("gpaw").get_builders(gpaw_code, structures, "fast", None, dos=False)
+    assert all(not isinstance(b, str) for b in builders.values()), builders
+    cells = {tuple(np.round(b.gpaw.structure.cell, 6).ravel()) for b in builders.values()}
+    assert len(cells) == 1
