@@ -148,7 +148,7 @@ def test_gpaw_engine_gives_every_molecule_one_box_that_fits_the_largest(gpaw_cod
     structures = {}
     for name in ("H2O", "CH3CH2OH", "C6H6"):
         atoms = molecule(name)
-        atoms.rotate(17, "x")  # extents that do not round nicely
+        atoms.rotate(1, "x")  # the benzene's extent + 6 Å (10.96396...) rounds *down* to 2 decimals
         atoms.rotate(29, "y")
         structures[name] = orm.StructureData(ase=atoms).store()
     builders = get_engine("gpaw").get_builders(gpaw_code, structures, "fast", None, dos=False)
