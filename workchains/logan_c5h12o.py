@@ -18,9 +18,9 @@ from aiida_physgen.workflows.generation import GenerationWorkChain
 PAPER = "--paper" in sys.argv
 BOX = 9.5  # Å, cubic box for the generated molecule (no periodicity)
 
-settings = {"r_cut": 5.0, "n_max": 4, "max_neighbours": 20, "steps": 45000 if PAPER else 30}
+settings = {"r_cut": 5.0, "n_max": 4, "max_neighbours": 20, "steps": 45000 if PAPER else 800}
 if not PAPER:
-    settings.update({"lr_generator": 3e-4, "lr_critic": 3e-4, "rattle_copies": 3})
+    settings.update({"lr_generator": 1e-3, "lr_critic": 1e-3, "rattle_copies": 3})
 
 builder = GenerationWorkChain.get_builder()
 builder.training = StructureSet.from_file(resource_path("logan/C5H12O_training.extxyz"))
