@@ -164,6 +164,12 @@ def molecule_graph(atoms: ase.Atoms, charge: int = 0, *, isomeric: bool = False)
             rdDetermineBonds.DetermineBondOrders(ordered, charge=int(charge), embedChiral=isomeric)
             Chem.SanitizeMol(ordered)
             smiles = Chem.MolToSmiles(Chem.RemoveHs(ordered), isomericSmiles=isomeric)
+            # RDKit balances odd bonding with formal charges ([CH2-][OH+]...); more charged atoms than
+            # the total charge needs means no closed-shell valence structure: not a valid molecule
+            charged = sum(1 for atom in ordered.GetAtoms() if atom.GetFormalCharge() != 0)
+            if charged > abs(int(charge)):
+                return MolecularGraph(smiles, connected, False, n_fragments,
+                                      f"formal charges on {charged} atoms for a total charge of {int(charge)}")
             return MolecularGraph(smiles, connected, True, n_fragments, None)
         except Exception as exc:
             error = f"bond orders: {exc}"

@@ -77,7 +77,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     table = []
     for row in rows:
-        note = "" if row["new_minimum"] else ("fell apart" if not row["connected"] else "bond orders unassigned")
+        note = "" if row["new_minimum"] else ("fell apart" if not row["connected"] else "no valid bonding")
         table.append([
             row["name"], row["formula"], row["key"], f"{row['energy_per_atom']:.4f}",
             f"{row['relative_per_atom'] * 1000:.1f}", row["count"], row["pk"], note,

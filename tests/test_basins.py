@@ -219,3 +219,22 @@ def test_validation(c6):
     with pytest.raises(TypeError, match="ase.Atoms"):
         deduplicate(["not a structure"], [0.0])
     assert deduplicate([], []) == []
+
+
+def test_charge_separated_bonding_is_not_a_valid_molecule():
+    """A neutral structure that RDKit can only describe with formal charges ([CH2-][OH+]...) is not
+    counted as a new isomer."""
+    from ase import Atoms
+
+    # methanol with its O-H hydrogen moved onto the carbon side: RDKit needs charges to balance it
+    ylide = Atoms(
+        "COH4",
+        positions=[[0, 0, 0], [1.43, 0, 0], [1.75, 0.9, 0.0], [-0.36, 1.0, 0.1], [-0.36, -0.5, 0.9], [1.8, -0.9, 0.0]],
+    )
+    graph = molecule_graph(ylide)
+    assert graph.smiles == "[CH2-][OH2+]" and graph.connected
+    assert not graph.valid and "formal charges on 2 atoms" in graph.error
+    assert count_distinct_valid_molecules([ylide]) == (0, [])
+    neutral = molecule_graph(Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                                   [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]))
+    assert neutral.valid and neutral.smiles == "C"
