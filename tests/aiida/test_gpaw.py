@@ -8,7 +8,6 @@ is left out to keep them small).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -11,7 +11,6 @@ from aiida_physgen.calculations.functions import deduplicate_minima
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.report import format_table, print_report, report_rows, timing
 from aiida_physgen.resources import resource_path
-from aiida_physgen.workflows.screening import ScreeningWorkChain
 
 import ase.io
 

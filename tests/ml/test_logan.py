@@ -9,7 +9,7 @@ import torch
 
 from aiida_physgen.ml import logan
 from aiida_physgen.ml.batch import StructureBatch
-from aiida_physgen.ml.descriptors import LocalDescriptor, atomic_descriptors
+from aiida_physgen.ml.descriptors import atomic_descriptors
 from aiida_physgen.ml.model_io import load_model, save_model
 from aiida_physgen.resources import resource_path
 
