@@ -76,46 +76,60 @@ def training_set(source: str | Path | Sequence | StructureSet) -> StructureSet:
 
 def generation_inputs(
     training,
-    composition: str,
+    composition: str | None = None,
     *,
+    family: str = "logan",
+    target: dict[str, Any] | None = None,
     cell=None,
     box: float | None = None,
     pbc: Sequence[bool] | None = None,
-    seeds: Sequence[int] = (0, 1, 2, 3),
+    protocol: str | None = None,
+    seeds: Sequence[int] | None = None,
     settings: dict[str, Any] | None = None,
     grid: dict[str, list] | None = None,
-    count: int = 2000,
-    n_clusters: int = 20,
-    n_components: int = 10,
+    count: int | None = None,
+    n_clusters: int | None = None,
+    n_components: int | None = None,
     generation_seed: int = 0,
     selection_seed: int = 0,
     selection_settings: dict[str, Any] | None = None,
+    training_code: orm.AbstractCode | None = None,
 ) -> dict[str, Any]:
     """Inputs of :class:`~aiida_physgen.workflows.generation.GenerationWorkChain` from plain values.
 
-    Give either ``box`` (a cubic, non-periodic box for molecules) or ``cell`` (+ ``pbc``, periodic by default).
+    The family's generation ``protocol`` (default: its default protocol) fills everything not given.
+    For LoGAN give ``composition`` and either ``box`` (a cubic, non-periodic box for molecules) or
+    ``cell`` (+ ``pbc``, periodic by default); any other family takes its ``target`` dictionary.
     """
-    if (box is None) == (cell is None):
-        raise ValueError("cell, box: give exactly one of them (box for a molecule, cell for a crystal)")
-    matrix = np.eye(3) * float(box) if box is not None else np.asarray(cell, dtype=float)
-    periodic = [False] * 3 if box is not None else [bool(p) for p in (pbc if pbc is not None else [True] * 3)]
-    inputs = {
-        "training": training_set(training),
-        "composition": orm.Str(composition),
-        "cell": orm.List(matrix.tolist()),
-        "pbc": orm.List(periodic),
-        "seeds": orm.List([int(s) for s in seeds]),
-        "count": orm.Int(count),
-        "generation_seed": orm.Int(generation_seed),
-        "selection_seed": orm.Int(selection_seed),
-        "selection_settings": orm.Dict({"n_clusters": n_clusters, "n_components": n_components,
-                                        **(selection_settings or {})}),
-    }
+    from .workflows.generation import GenerationWorkChain
+
+    if target is None:
+        if composition is None or (box is None) == (cell is None):
+            raise ValueError("target: give target=..., or composition with exactly one of box (molecule) or cell (crystal)")
+        matrix = np.eye(3) * float(box) if box is not None else np.asarray(cell, dtype=float)
+        periodic = [False] * 3 if box is not None else [bool(p) for p in (pbc if pbc is not None else [True] * 3)]
+        target = {"composition": composition, "cell": matrix.tolist(), "pbc": periodic}
+    overrides: dict[str, Any] = {}
+    if seeds is not None:
+        overrides["seeds"] = [int(s) for s in seeds]
     if settings:
-        inputs["settings"] = orm.Dict(settings)
+        overrides["settings"] = settings
     if grid:
-        inputs["grid"] = orm.Dict(grid)
-    return inputs
+        overrides["grid"] = grid
+    if count is not None:
+        overrides["count"] = int(count)
+    selection = dict(selection_settings or {})
+    if n_clusters is not None:
+        selection["n_clusters"] = n_clusters
+    if n_components is not None:
+        selection["n_components"] = n_components
+    if selection:
+        overrides["selection"] = selection
+    builder = GenerationWorkChain.get_builder_from_protocol(
+        training_set(training), target, family=family, protocol=protocol, overrides=overrides,
+        training_code=training_code, generation_seed=generation_seed, selection_seed=selection_seed,
+    )
+    return {key: builder[key] for key in builder if key != "metadata"}
 
 
 def screening_builder(
@@ -125,17 +139,19 @@ def screening_builder(
     code: orm.AbstractCode | None = None,
     engine: str = "gpaw",
     protocol: str = "fast",
+    generation_protocol: str | None = None,
     relax_overrides: dict[str, Any] | None = None,
     dos: bool = True,
     group_label: str | None = None,
     **generation: Any,
 ):
     """A ready :class:`~aiida_physgen.workflows.screening.ScreeningWorkChain` builder from plain values;
-    ``generation`` takes the keywords of :func:`generation_inputs`."""
+    ``generation`` takes the keywords of :func:`generation_inputs`; ``protocol`` is the DFT protocol and
+    ``generation_protocol`` the family's generation protocol (its default when ``None``)."""
     from .workflows.screening import ScreeningWorkChain
 
     builder = ScreeningWorkChain.get_builder()
-    builder.generation = generation_inputs(training, composition, **generation)
+    builder.generation = generation_inputs(training, composition, protocol=generation_protocol, **generation)
     builder.engine = orm.Str(engine)
     builder.code = code if code is not None else gpaw_code()
     builder.protocol = orm.Str(protocol)

@@ -22,7 +22,60 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from aiida_physgen.ml.batch import StructureBatch
     from aiida_physgen.ml.descriptors import DescriptorSettings
 
-__all__ = ["Selection", "select_from_features", "select_representatives", "plot_selection"]
+__all__ = [
+    "Selection",
+    "SelectionSettings",
+    "select_from_features",
+    "select_representatives",
+    "select_candidates",
+    "plot_selection",
+]
+
+
+@dataclass
+class SelectionSettings:
+    """Settings of the PCA + k-means selection; each default is written here only.
+
+    ``descriptor`` (nested descriptor parameters) defaults to the descriptor of the models that
+    generated the candidates, else to :class:`~aiida_physgen.ml.descriptors.DescriptorParameters`.
+    Candidates with two atoms closer than ``min_distance`` Å are dropped before clustering: no DFT
+    code takes them (``physgen.gpaw`` rejects < 0.5 Å), so a representative there would be wasted.
+    """
+
+    n_components: int = 10
+    n_clusters: int = 20
+    min_distance: float = 0.5
+    plot: bool = True
+    descriptor: dict | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_components", "n_clusters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: got {value!r}, expected a positive integer")
+        if isinstance(self.min_distance, bool) or not isinstance(self.min_distance, (int, float)) or self.min_distance < 0:
+            raise ValueError(f"min_distance: got {self.min_distance!r}, expected a non-negative distance in Å")
+        if not isinstance(self.plot, bool):
+            raise ValueError(f"plot: got {self.plot!r}, expected true or false")
+        if self.descriptor is not None:
+            from aiida_physgen.ml import settings as settings_module
+            from aiida_physgen.ml.descriptors import DescriptorParameters
+
+            settings_module.from_dict(DescriptorParameters, self.descriptor, "descriptor")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "SelectionSettings":
+        from aiida_physgen.ml import settings as settings_module
+
+        return settings_module.from_dict(cls, values or {})
+
+    def descriptor_parameters(self, fallback: dict | None = None):
+        """The descriptor parameters to use: ours, else ``fallback`` (the models'), else the defaults."""
+        from aiida_physgen.ml import settings as settings_module
+        from aiida_physgen.ml.descriptors import DescriptorParameters
+
+        base = settings_module.from_dict(DescriptorParameters, fallback or {}, "descriptor")
+        return settings_module.from_dict(DescriptorParameters, self.descriptor or {}, "descriptor", base=base)
 
 
 @dataclass
@@ -429,3 +482,28 @@ def plot_selection(selection: Selection, path: str | Path, title: str | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+def select_candidates(
+    batch: "StructureBatch", settings: SelectionSettings, seed: int = 0, model_descriptor: dict | None = None
+) -> tuple[Selection, np.ndarray, Any]:
+    """The whole selection step on a generated batch: drop candidates with atoms closer than
+    ``settings.min_distance``, describe, PCA, k-means.
+
+    Returns the :class:`Selection` (over the kept candidates), the indices of the kept candidates in
+    ``batch``, and the descriptor parameters used. Raises ``ValueError`` naming the field before any
+    descriptor is computed when there are fewer kept candidates than clusters.
+    """
+    parameters = settings.descriptor_parameters(model_descriptor)
+    kept = np.flatnonzero(batch.min_distances() >= float(settings.min_distance))
+    if settings.n_clusters > len(kept):
+        raise ValueError(
+            f"n_clusters: got {settings.n_clusters}, but only {len(kept)} of the {len(batch)} candidates have all "
+            f"atoms at least min_distance={settings.min_distance} Å apart"
+        )
+    pool = batch.subset(kept) if len(kept) < len(batch) else batch
+    descriptor = parameters.for_species(batch.numbers)
+    result = select_representatives(
+        pool, descriptor, n_components=settings.n_components, n_clusters=settings.n_clusters, seed=seed
+    )
+    return result, kept, parameters

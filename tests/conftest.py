@@ -1,4 +1,9 @@
-"""Shared fixtures: AiiDA's own pytest fixtures give a temporary SQLite profile for the session.
+"""Shared fixtures. AiiDA's own pytest fixtures give a temporary SQLite profile, but only to the
+tests that ask for it (everything under ``tests/aiida/`` does, through its own conftest), so the
+pure ML, selection and CLI tests start without a profile and the fast lane stays fast:
+
+    pytest -m "not slow"        # the fast lane
+    pytest                      # everything (CI)
 
 The profile gets AiiDA's built-in ZeroMQ broker, so daemon tests (stop and restart mid-run) work
 with no external service, as with ``verdi presto``.
@@ -11,7 +16,7 @@ import pytest
 pytest_plugins = ["aiida.tools.pytest_fixtures"]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def aiida_profile(aiida_config, aiida_profile_factory):
     """The temporary profile, with SQLite storage and the ZeroMQ broker."""
     with aiida_profile_factory(aiida_config, broker_backend="core.zeromq") as profile:
@@ -22,7 +27,7 @@ def aiida_profile(aiida_config, aiida_profile_factory):
 
 
 @pytest.fixture
-def gpaw_code(aiida_code_installed):
+def gpaw_code(aiida_profile, aiida_code_installed):
     """A localhost code running this very Python interpreter, which has ASE and GPAW."""
     pytest.importorskip("gpaw")
     return aiida_code_installed(

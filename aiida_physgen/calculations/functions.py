@@ -1,9 +1,11 @@
-"""Calcfunctions of the generation chain: ``physgen.train_logan`` → ``physgen.generate`` →
-``physgen.select_representatives``.
+"""Calcfunctions of the generation chain: ``physgen.train`` → ``physgen.generate`` →
+``physgen.select_representatives``, and ``physgen.deduplicate_minima`` after the relaxations.
 
 Each one converts nodes to arrays, calls :mod:`aiida_physgen.ml` / :mod:`aiida_physgen.selection`,
-and converts the results back into nodes. Every random choice takes its seed from an input node.
-Bad input and diverged training end the process on a named exit code with no outputs stored.
+and converts the results back into nodes. No family is named here: ``physgen.train`` takes the
+family as an input and finds it through the ``aiida_physgen.families`` entry points. Every random
+choice takes its seed from an input node. Bad input and diverged training end the process on a
+named exit code with no outputs stored.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ from pathlib import Path
 
 import numpy as np
 from aiida import orm
-from aiida.engine import ExitCode, calcfunction
+from aiida.engine import ExitCode, Process, calcfunction
 
+from .. import selection as selection_module
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
-from ..ml import logan
-from ..ml.descriptors import DescriptorSettings
-from ..ml.wgan import TrainingDivergedError
-from .. import selection as selection_module
+from ..ml import settings as settings_module
+from ..ml.loop import TrainingDivergedError
+from ..ml.training import generate as generate_batch
+from ..ml.training import set_threads, train_ensemble
 
 __all__ = [
-    "train_logan",
+    "train",
     "generate",
     "select_representatives",
+    "deduplicate_minima",
     "EXIT_CODES",
-    "SELECTION_DEFAULTS",
+    "progress_reporter",
 ]
 
 #: named exit codes shared by the calcfunctions and re-exposed by the workflows
@@ -36,68 +40,73 @@ EXIT_CODES = {
     "ERROR_TRAINING_DIVERGED": ExitCode(310, "training diverged: {message}"),
 }
 
-SELECTION_DEFAULTS = {
-    "n_components": 10,
-    "n_clusters": 20,
-    "r_cut": 5.0,
-    "n_max": 4,
-    "l_max": 4,
-    "max_neighbours": 20,
-    "radial": "gaussian",
-    "plot": True,
-    # candidates with two atoms closer than this (Å) are dropped before clustering: no DFT code
-    # takes them (physgen.gpaw rejects < 0.5 Å), so a representative there would be wasted
-    "min_distance": 0.5,
-}
-
 
 def _invalid(error: Exception) -> ExitCode:
     return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
 
 
+def progress_reporter(report, reports: int = 20):
+    """A training callback that sends the mean losses to ``report`` about ``reports`` times per group."""
+
+    def callback(progress):
+        every = max(1, progress.steps // reports)
+        if progress.step % every == 0 or progress.step == progress.steps:
+            means = ", ".join(f"{name} {np.mean(values):.4g}" for name, values in progress.losses.items())
+            report(
+                f"group {progress.group + 1}/{progress.n_groups} ({len(progress.members)} model(s)): step "
+                f"{progress.step}/{progress.steps}; mean losses: {means}"
+            )
+
+    return callback
+
+
 @calcfunction
-def train_logan(
+def train(
     training: StructureSet,
-    composition: orm.Str,
-    cell: orm.List,
-    pbc: orm.List,
+    family: orm.Str,
+    target: orm.Dict,
     seeds: orm.List,
     settings: orm.Dict | None = None,
     grid: orm.Dict | None = None,
 ):
-    """Train an ensemble of LoGAN generators (every seed × every ``grid`` combination).
+    """Train an ensemble of models of any family (every seed × every ``grid`` combination).
 
     Returns a ``models`` namespace with one ``physgen.generator_model`` per member
-    (``model_00``, ``model_01``, ...).
+    (``model_00``, ``model_01``, ...). The losses go to the process report about 20 times per run.
     """
+    process = Process.current()
+    set_threads()
     try:
-        seed_values = [int(s) for s in seeds.get_list()]
-        models = logan.train_logan(
+        models = train_ensemble(
+            family.value,
             training.get_batch() if len(training) else None,
-            composition.value,
-            np.asarray(cell.get_list(), dtype=float),
-            pbc.get_list(),
+            target.get_dict(),
             settings=settings.get_dict() if settings is not None else None,
-            seeds=seed_values,
+            seeds=list(seeds.get_list()),
             grid=grid.get_dict() if grid is not None else None,
+            callback=progress_reporter(process.report) if process is not None else None,
         )
     except ValueError as error:
         return _invalid(error)
     except TrainingDivergedError as error:
         return EXIT_CODES["ERROR_TRAINING_DIVERGED"].format(message=str(error))
-    return {
-        "models": {
-            f"model_{i:02d}": GeneratorModel.from_module(model.module, model.config) for i, model in enumerate(models)
-        }
-    }
+    return {"models": {f"model_{i:02d}": GeneratorModel.from_model(model) for i, model in enumerate(models)}}
+
+
+def shared_descriptor(models) -> dict | None:
+    """The descriptor parameters shared by ``models`` (nodes), or ``None`` when they have none or differ."""
+    descriptors = [model.descriptor for model in models]
+    first = descriptors[0] if descriptors else None
+    return first if first is not None and all(d == first for d in descriptors) else None
 
 
 @calcfunction
-def generate(count: orm.Int, seed: orm.Int, **models: GeneratorModel):
-    """``count`` candidates from each generator model, as one ``physgen.structure_set``.
+def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, **models: GeneratorModel):
+    """``count`` candidates from each model, as one ``physgen.structure_set``.
 
     The set's ``model_index`` info array says which model (in sorted input-name order) made each
-    candidate; the input names are kept in the ``model_labels`` attribute.
+    candidate; the input names and model UUIDs are kept in the ``model_labels`` and ``model_uuids``
+    attributes, and the models' shared descriptor parameters in ``descriptor`` (the selection's default).
     """
     if not models:
         return _invalid(ValueError("models: expected at least one generator model"))
@@ -105,62 +114,36 @@ def generate(count: orm.Int, seed: orm.Int, **models: GeneratorModel):
         return _invalid(ValueError(f"count: got {count.value}, expected a positive number of structures per model"))
     labels = sorted(models)
     try:
-        batch = logan.generate([models[label].load() for label in labels], count.value, seed.value)
+        batch = generate_batch(
+            [models[label].load() for label in labels], count.value, seed.value,
+            condition.get_dict() if condition is not None else None,
+        )
     except ValueError as error:
         return _invalid(error)
     candidates = StructureSet(batch)
     candidates.base.attributes.set("model_labels", labels)
+    candidates.base.attributes.set("model_uuids", [models[label].uuid for label in labels])
+    candidates.base.attributes.set("descriptor", shared_descriptor([models[label] for label in labels]))
     return candidates
-
-
-def _selection_settings(settings: orm.Dict | None) -> dict:
-    values = dict(SELECTION_DEFAULTS)
-    given = settings.get_dict() if settings is not None else {}
-    unknown = sorted(set(given) - set(values))
-    if unknown:
-        raise ValueError(f"settings: unknown key(s) {unknown}; expected some of {sorted(values)}")
-    values.update(given)
-    for key in ("n_components", "n_clusters"):
-        if not isinstance(values[key], int) or values[key] < 1:
-            raise ValueError(f"{key}: got {values[key]!r}, expected a positive integer")
-    return values
 
 
 @calcfunction
 def select_representatives(candidates: StructureSet, seed: orm.Int, settings: orm.Dict | None = None):
     """Structure descriptors → PCA → k-means → the candidate nearest each centroid.
 
-    Outputs: ``representatives`` (``physgen.structure_set``), ``structures`` (one StructureData per
-    representative, ``rep_00``...), ``selection`` (ArrayData: indices, labels, PCA coordinates,
-    distances) and, unless ``plot`` is false, ``pca_plot`` (PNG).
+    The descriptor defaults to the one the models were trained with (the candidates' ``descriptor``
+    attribute). Outputs: ``representatives`` (``physgen.structure_set``), ``structures`` (one
+    StructureData per representative, ``rep_00``...), ``selection`` (ArrayData: indices, labels, PCA
+    coordinates, distances) and, unless ``plot`` is false, ``pca_plot`` (PNG).
     """
     try:
-        values = _selection_settings(settings)
+        values = selection_module.SelectionSettings.from_dict(settings.get_dict() if settings is not None else None)
         batch = candidates.get_batch()
-        kept = np.flatnonzero(batch.min_distances() >= float(values["min_distance"]))
-        if values["n_clusters"] > len(kept):
-            raise ValueError(
-                f"n_clusters: got {values['n_clusters']}, but only {len(kept)} of the {len(batch)} candidates have "
-                f"all atoms at least min_distance={values['min_distance']} Å apart"
-            )
-        descriptor = DescriptorSettings(
-            species=tuple(sorted(set(int(z) for z in batch.numbers))),
-            r_cut=float(values["r_cut"]),
-            n_max=int(values["n_max"]),
-            l_max=int(values["l_max"]),
-            max_neighbours=int(values["max_neighbours"]),
-            radial=values["radial"],
+        result, kept, parameters = selection_module.select_candidates(
+            batch, values, seed.value, candidates.base.attributes.get("descriptor", None)
         )
     except ValueError as error:
         return _invalid(error)
-    pool = batch.subset(kept) if len(kept) < len(batch) else batch
-    result = selection_module.select_representatives(
-        pool,
-        descriptor,
-        n_components=values["n_components"],
-        n_clusters=values["n_clusters"],
-        seed=seed.value,
-    )
     result_indices = kept[np.asarray(result.indices)]
     chosen = batch.subset(result_indices)
     chosen.info["candidate_index"] = result_indices
@@ -177,8 +160,9 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
     arrays.base.attributes.set("n_candidates", len(batch))
     arrays.base.attributes.set("n_too_close", int(len(batch) - len(kept)))
     arrays.base.attributes.set("explained_variance_ratio", [float(v) for v in result.explained_variance_ratio])
+    arrays.base.attributes.set("descriptor", settings_module.to_dict(parameters))
     outputs["selection"] = arrays
-    if values["plot"]:
+    if values.plot:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pca_clusters.png"
             selection_module.plot_selection(
@@ -186,7 +170,6 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
             )
             outputs["pca_plot"] = orm.SinglefileData(path)
     return outputs
-
 
 
 @calcfunction

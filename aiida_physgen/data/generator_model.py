@@ -1,11 +1,13 @@
-"""``physgen.generator_model``: a trained generator as an AiiDA node.
+"""``physgen.generator_model``: a trained model of any family as an AiiDA node.
 
 The node keeps the model file written by :mod:`aiida_physgen.ml.model_io` (config and weights in
-one ``torch.save`` file, the same file the CLI writes) as ``model.pt`` in its repository. The facts
-one searches models by are copied from the config into attributes: the family, the composition and
-atom order, the cell and periodicity, the descriptor and training hyperparameters, the seed, the
-number of training steps, the final losses and the SHA-256 checksum of the file. Weights and any
-other config entries stay in the file only.
+one ``torch.save`` file, the same file the CLI and the training CalcJob write) as ``model.pt`` in
+its repository. The facts one searches models by are copied from the config into attributes, and
+they are the same for every family: ``family``, ``role`` (generator or surrogate), ``seed``,
+``steps``, ``hyperparameters`` (the nested settings), ``losses`` (final), ``target`` (the family's
+queryable target facts, e.g. LoGAN's composition, formula, cell and periodicity), ``descriptor``
+(when the model has one) and the file's SHA-256 ``checksum``. Weights, loss curves and any other
+config entries stay in the file only.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import typing as t
 from collections.abc import Mapping
 from pathlib import Path
 
-import ase.data
-import ase.formula
 import numpy as np
 import torch
 from aiida.common import exceptions
@@ -28,11 +28,12 @@ from aiida.orm import Data
 from aiida.orm.pydantic import OrmMetadataField
 
 from aiida_physgen.ml import model_io
+from aiida_physgen.ml.family import ROLES, TrainedModel, get_family
 
 __all__ = ["GeneratorModel"]
 
 #: config keys every model file must provide; they become the node's attributes
-REQUIRED_CONFIG_KEYS = ("family", "symbols", "cell", "pbc", "descriptor", "hyperparameters", "seed", "steps", "losses")
+REQUIRED_CONFIG_KEYS = ("family", "role", "target", "hyperparameters", "seed", "steps", "losses")
 
 #: largest JSON size (characters) of a dictionary copied into the attributes; anything array-like
 #: and bigger belongs in an extra config key, which is kept in the model file only
@@ -40,23 +41,21 @@ MAX_ATTRIBUTE_JSON = 32_768
 
 
 class GeneratorModel(Data):
-    """A trained generator: the model file ``model.pt`` plus queryable facts about it.
+    """A trained model: the model file ``model.pt`` plus queryable facts about it.
 
-    Attributes usable in ``QueryBuilder`` filters: ``family``, ``composition`` (Hill formula),
-    ``symbols``, ``cell``, ``pbc``, ``descriptor``, ``hyperparameters``, ``seed``, ``steps``,
-    ``losses`` and ``checksum``, e.g. ``filters={'attributes.family': 'logan', 'attributes.seed': 3}``.
+    Attributes usable in ``QueryBuilder`` filters: ``family``, ``role``, ``seed``, ``steps``,
+    ``hyperparameters``, ``losses``, ``target``, ``descriptor`` and ``checksum``, e.g.
+    ``filters={'attributes.family': 'logan', 'attributes.seed': 3, 'attributes.target.formula': 'C5H12O'}``.
     """
 
     FILENAME = "model.pt"
 
     class AttributesModel(Data.AttributesModel):
-        family: str = OrmMetadataField(description="Generator family, the key of the class in model_io.FAMILIES")
-        composition: str = OrmMetadataField(description="Hill formula of the generated structures")
-        symbols: list[str] = OrmMetadataField(description="Chemical symbols in the atom order of the generator")
-        cell: list[list[float]] = OrmMetadataField(description="Cell vectors (rows) in Å; zeros for a molecule")
-        pbc: list[bool] = OrmMetadataField(description="Periodicity along the three cell vectors")
-        descriptor: dict[str, t.Any] = OrmMetadataField(description="Settings of the structure descriptor")
-        hyperparameters: dict[str, t.Any] = OrmMetadataField(description="Training hyperparameters")
+        family: str = OrmMetadataField(description="Family of the model (its entry point in aiida_physgen.families)")
+        role: str = OrmMetadataField(description="'generator' (makes structures) or 'surrogate' (predicts a property)")
+        target: dict[str, t.Any] = OrmMetadataField(description="The family's target facts (e.g. composition, cell)")
+        descriptor: dict[str, t.Any] | None = OrmMetadataField(None, description="Descriptor parameters, if any")
+        hyperparameters: dict[str, t.Any] = OrmMetadataField(description="Training settings (nested)")
         seed: int = OrmMetadataField(description="Random seed of the training")
         steps: int = OrmMetadataField(description="Number of training steps")
         losses: dict[str, float | None] = OrmMetadataField(
@@ -83,11 +82,11 @@ class GeneratorModel(Data):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_module(cls, module: torch.nn.Module, config: dict[str, t.Any], **kwargs) -> GeneratorModel:
-        """Serialise ``module`` with ``config`` (see :func:`~aiida_physgen.ml.model_io.model_bytes`) into a new node."""
-        _attributes_from_config(config)  # fail on a bad config before serialising the weights
-        _check_file_types(config, "config")
-        return cls(model_io.model_bytes(module, config), **kwargs)
+    def from_model(cls, model: TrainedModel, **kwargs) -> GeneratorModel:
+        """A new node holding a trained model (see :class:`~aiida_physgen.ml.family.TrainedModel`)."""
+        _attributes_from_config(model.config)  # fail on a bad config before serialising the weights
+        _check_file_types(model.config, "config")
+        return cls(model.to_bytes(), **kwargs)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs) -> GeneratorModel:
@@ -114,7 +113,7 @@ class GeneratorModel(Data):
         super()._validate()
         if self.FILENAME not in self.base.repository.list_object_names():
             raise exceptions.ValidationError(f"the repository file {self.FILENAME!r} is missing")
-        missing = [key for key in (*REQUIRED_CONFIG_KEYS, "composition", "checksum") if key not in self.base.attributes]
+        missing = [key for key in (*REQUIRED_CONFIG_KEYS, "checksum") if key not in self.base.attributes]
         if missing:
             raise exceptions.ValidationError(f"attributes missing: {', '.join(missing)}")
         if not self.verify_checksum():
@@ -127,25 +126,16 @@ class GeneratorModel(Data):
         return self.base.attributes.get("family", None)
 
     @property
-    def composition(self) -> str:
-        """Hill formula of the generated structures."""
-        return self.base.attributes.get("composition", None)
+    def role(self) -> str:
+        return self.base.attributes.get("role", None)
 
     @property
-    def symbols(self) -> list[str]:
-        """Chemical symbols in the atom order of the generator."""
-        return list(self.base.attributes.get("symbols", []))
+    def target(self) -> dict[str, t.Any]:
+        """The family's target facts (LoGAN: composition, formula, n_atoms, cell, pbc)."""
+        return copy.deepcopy(self.base.attributes.get("target", None))
 
     @property
-    def cell(self) -> list[list[float]]:
-        return copy.deepcopy(self.base.attributes.get("cell", None))
-
-    @property
-    def pbc(self) -> list[bool]:
-        return copy.deepcopy(self.base.attributes.get("pbc", None))
-
-    @property
-    def descriptor(self) -> dict[str, t.Any]:
+    def descriptor(self) -> dict[str, t.Any] | None:
         return copy.deepcopy(self.base.attributes.get("descriptor", None))
 
     @property
@@ -189,16 +179,19 @@ class GeneratorModel(Data):
         """Whether the model file still has the SHA-256 checksum recorded in the ``checksum`` attribute."""
         return model_io.sha256(self.get_model_bytes()) == self.checksum
 
-    def load(self) -> torch.nn.Module:
-        """The generator as a torch module in eval mode, ready to generate.
+    def load(self) -> TrainedModel:
+        """The model (module in eval mode + config), ready to generate with ``.sample(count, seed)``.
 
         :raises ValueError: if the model file does not match its checksum.
         """
         data = self.get_model_bytes()
         if model_io.sha256(data) != self.checksum:
             raise ValueError(f"checksum: the model file of node {self.pk} does not match its recorded checksum")
-        module, _ = model_io.model_from_bytes(data)
-        return module
+        return TrainedModel.from_bytes(data)
+
+    def get_loss_curves(self) -> dict[str, list[float]]:
+        """The training losses logged every ``log_every`` steps: ``{'steps': [...], '<loss>': [...]}``."""
+        return self.get_config().get("history") or {"steps": []}
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the model file to ``path`` (readable by :func:`~aiida_physgen.ml.model_io.load_model`)."""
@@ -207,21 +200,17 @@ class GeneratorModel(Data):
         return path
 
     def __str__(self) -> str:
-        return f"{super().__str__()} {self.family} {self.composition} seed: {self.seed}"
+        facts = self.target or {}
+        return f"{super().__str__()} {self.family} {facts.get('formula', '')} seed: {self.seed}".replace("  ", " ")
 
 
 # ---------------------------------------------------------------------- helpers
 def _read_config(data: bytes) -> dict[str, t.Any]:
     """The config of a model file without building the module (the family class need not be importable)."""
     try:
-        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exception:
-        raise ValueError(f"model_bytes: not a readable model file ({exception})") from None
-    if not isinstance(blob, dict) or blob.get("format") != model_io.FORMAT_VERSION:
-        raise ValueError(f"model_bytes: not an aiida-physgen model file (format {model_io.FORMAT_VERSION} expected)")
-    config = blob.get("config")
-    if not isinstance(config, dict):
-        raise ValueError("model_bytes: the model file holds no config dictionary")
+        config, _ = model_io.read_model_file(data)
+    except ValueError as error:
+        raise ValueError(f"model_bytes: {error}") from None
     return config
 
 
@@ -234,28 +223,11 @@ def _attributes_from_config(config: t.Any) -> dict[str, t.Any]:
         plural = "s" if len(missing) > 1 else ""
         raise ValueError(f"config: missing required key{plural} {', '.join(map(repr, missing))}")
 
-    family = config["family"]
-    if not isinstance(family, str) or family not in model_io.FAMILIES:
-        raise ValueError(f"family: unknown generator family {family!r}; expected one of {sorted(model_io.FAMILIES)}")
-
-    symbols = _plain(config["symbols"], "symbols")
-    if (
-        not isinstance(symbols, list)
-        or not symbols
-        or not all(isinstance(s, str) and s in ase.data.atomic_numbers and s != "X" for s in symbols)
-    ):
-        raise ValueError(f"symbols: expected a non-empty list of chemical symbols, got {config['symbols']!r}")
-
-    try:
-        cell = np.asarray(config["cell"], dtype=np.float64)
-    except (TypeError, ValueError, RuntimeError):
-        cell = None
-    if cell is None or cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
-        raise ValueError(f"cell: expected 3x3 finite numbers, got {config['cell']!r}")
-
-    pbc = _plain(config["pbc"], "pbc")
-    if not isinstance(pbc, list) or len(pbc) != 3 or not all(isinstance(p, bool) for p in pbc):
-        raise ValueError(f"pbc: expected three booleans, got {config['pbc']!r}")
+    family = get_family(config["family"]) if isinstance(config["family"], str) else None
+    if family is None:
+        raise ValueError(f"family: expected the name of an installed family, got {config['family']!r}")
+    if config["role"] not in ROLES or config["role"] != family.role:
+        raise ValueError(f"role: got {config['role']!r}; the {family.name} family's models are {family.role}s")
 
     integers = {}
     for key in ("seed", "steps"):
@@ -265,7 +237,14 @@ def _attributes_from_config(config: t.Any) -> dict[str, t.Any]:
             raise ValueError(f"{key}: expected {kind}, got {config[key]!r}")
         integers[key] = value
 
-    dictionaries = {key: _attribute_dict(key, config[key]) for key in ("descriptor", "hyperparameters", "losses")}
+    try:
+        target = family.check_target(config["target"])
+    except ValueError as error:
+        raise ValueError(str(error)) from None
+    dictionaries = {key: _attribute_dict(key, config[key]) for key in ("hyperparameters", "losses")}
+    dictionaries["target"] = _attribute_dict("target", family.target_facts(target))
+    descriptor = config.get("descriptor")
+    dictionaries["descriptor"] = None if descriptor is None else _attribute_dict("descriptor", descriptor)
     losses = {}
     for name, value in dictionaries["losses"].items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -273,11 +252,9 @@ def _attributes_from_config(config: t.Any) -> dict[str, t.Any]:
         losses[name] = None if value is None else float(value)
 
     return {
-        "family": family,
-        "composition": ase.formula.Formula.from_list(symbols).format("hill"),
-        "symbols": symbols,
-        "cell": cell.tolist(),
-        "pbc": [bool(p) for p in pbc],
+        "family": family.name,
+        "role": family.role,
+        "target": dictionaries["target"],
         "descriptor": dictionaries["descriptor"],
         "hyperparameters": dictionaries["hyperparameters"],
         "seed": integers["seed"],

@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # only for annotations; the batch module is pure NumPy/ASE as
     from aiida_physgen.ml.batch import StructureBatch
 
 __all__ = [
+    "DescriptorParameters",
     "DescriptorSettings",
     "LocalDescriptor",
     "real_spherical_harmonics",
@@ -91,6 +92,34 @@ _EDGE_BUDGET = 1 << 15
 
 
 # ---------------------------------------------------------------------------------------- settings
+@dataclass
+class DescriptorParameters:
+    """The user-facing descriptor settings (everything but ``species``, which the composition fixes).
+
+    These are the only place the descriptor defaults are written; families nest this dataclass in
+    their settings and the selection falls back to it.
+    """
+
+    r_cut: float = 5.0
+    n_max: int = 4
+    l_max: int = 4
+    max_neighbours: int = 20
+    radial: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        self.for_species((1,))  # validates every field, with DescriptorSettings' messages
+
+    def for_species(self, species) -> "DescriptorSettings":
+        """Full settings for the atomic numbers ``species`` (sorted and de-duplicated here)."""
+        return DescriptorSettings(
+            species=tuple(sorted(set(int(z) for z in species))), r_cut=self.r_cut, n_max=self.n_max,
+            l_max=self.l_max, max_neighbours=self.max_neighbours, radial=self.radial,
+        )
+
+
+_DEFAULT = DescriptorParameters.__dataclass_fields__
+
+
 @dataclass(frozen=True)
 class DescriptorSettings:
     """Hyper-parameters of :class:`LocalDescriptor`.
@@ -104,11 +133,11 @@ class DescriptorSettings:
     """
 
     species: tuple[int, ...]
-    r_cut: float = 5.0
-    n_max: int = 4
-    l_max: int = 4
-    max_neighbours: int = 20
-    radial: str = "gaussian"
+    r_cut: float = _DEFAULT["r_cut"].default
+    n_max: int = _DEFAULT["n_max"].default
+    l_max: int = _DEFAULT["l_max"].default
+    max_neighbours: int = _DEFAULT["max_neighbours"].default
+    radial: str = _DEFAULT["radial"].default
 
     def __post_init__(self) -> None:
         species = self.species
@@ -162,6 +191,10 @@ class DescriptorSettings:
         data = asdict(self)
         data["species"] = list(self.species)
         return data
+
+    def parameters(self) -> DescriptorParameters:
+        """These settings without ``species``."""
+        return DescriptorParameters(self.r_cut, self.n_max, self.l_max, self.max_neighbours, self.radial)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DescriptorSettings":

@@ -2,12 +2,14 @@
 
 Each member's weights are separate leaf tensors (so every member can sit in its own optimiser
 parameter group with its own learning rate, and can be cut out as a stand-alone model); the
-forward pass stacks them and runs one batched matrix product for all members. On a CPU this
-turns K small, overhead-bound models into one larger, efficient one.
+forward pass runs one matrix product per member (see :meth:`EnsembleLinear.forward` for why not
+one batched product) inside a single module, so the ensemble shares one optimiser step, one
+sampling pass and one set of critic batches.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from typing import Sequence
 
@@ -15,7 +17,19 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EnsembleLinear", "EnsembleMLP", "member_seed"]
+__all__ = ["EnsembleLinear", "EnsembleMLP", "Stream", "member_seed"]
+
+
+class Stream(enum.IntEnum):
+    """The random streams of one ensemble member. Each purpose draws from its own stream, seeded from
+    the member's seed alone, so a member trains the same whether it is alone or one of many, and
+    changing how one stream is used never shifts another."""
+
+    GENERATOR = 0  # initial generator weights
+    CRITIC = 1  # initial critic weights
+    DATA = 2  # data augmentation (LoGAN's rattled copies)
+    LOOP = 3  # the training loop: real-sample draws, latent draws, penalty interpolation
+    SAMPLE = 4  # latent draws when generating
 
 
 def member_seed(seed: int, stream: int) -> int:
@@ -44,9 +58,10 @@ class EnsembleLinear(nn.Module):
         return len(self.weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = torch.stack(list(self.weights))
-        bias = torch.stack(list(self.biases))
-        return torch.baddbmm(bias.unsqueeze(1), x, weight)
+        # one matrix product per member rather than one batched product: BLAS picks its kernel (and
+        # so its summation order) from the batch shape, e.g. gemv for a single member with one output,
+        # and a member must train bit for bit the same alone as inside an ensemble
+        return torch.stack([torch.addmm(b, h, w) for h, w, b in zip(x, self.weights, self.biases)])
 
 
 class EnsembleMLP(nn.Module):

@@ -16,156 +16,75 @@ Kovács, Heid, De Landsheere, Madsen, Mach. Learn.: Sci. Technol. 5 035079 (2024
 
 from __future__ import annotations
 
-import itertools
-import re
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Sequence
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import ase.data
+import ase.formula
 import numpy as np
 import torch
 from torch import nn
 
+from . import settings as settings_module
 from .batch import StructureBatch
-from .descriptors import DescriptorSettings, LocalDescriptor, atomic_descriptors
-from .ensemble import EnsembleMLP, member_seed
+from .composition import composition_string, parse_composition
+from .descriptors import DescriptorParameters, DescriptorSettings, LocalDescriptor, atomic_descriptors
+from .ensemble import EnsembleMLP, Stream, member_seed
+from .family import GeneratorFamily
+from .loop import stacked_randint, stacked_randn
 from .wgan import WGANProblem, WGANSettings, WGANTrainer
 
 __all__ = [
     "LoganSettings",
+    "LoganFamily",
     "LoganGenerator",
     "LoganCritic",
     "LoganProblem",
-    "parse_composition",
-    "composition_string",
     "validate_training",
-    "train_logan",
-    "generate",
-    "PRESETS",
+    "environment_pools",
 ]
-
-# seed streams: one per random purpose, so changing one never shifts another
-_STREAM_GENERATOR, _STREAM_CRITIC, _STREAM_RATTLE, _STREAM_LOOP, _STREAM_SAMPLE = range(5)
 
 
 @dataclass
 class LoganSettings:
-    """Every setting of a LoGAN training run; defaults follow the paper's C5H12O setting."""
+    """Every setting of a LoGAN training run; defaults follow the paper's C5H12O setting.
 
-    # descriptor
-    r_cut: float = 5.0
-    n_max: int = 4
-    l_max: int = 4
-    max_neighbours: int = 20
-    radial: str = "gaussian"
+    ``descriptor`` holds the local-descriptor parameters, ``loop`` the WGAN-GP loop's (RMSprop,
+    learning rate 1e-4, 5 critic updates per generator update, as in the paper); the rest is LoGAN's own.
+    """
+
+    descriptor: DescriptorParameters = field(default_factory=DescriptorParameters)
+    loop: WGANSettings = field(default_factory=lambda: WGANSettings(steps=2000))
     # architecture
     latent_dim: int = 20
     hidden: tuple[int, ...] = (512, 256, 128, 64, 32)
     critic_hidden: tuple[int, ...] = (256, 128, 64, 32)
     negative_slope: float = 0.2
-    # data augmentation
+    # data augmentation: rattled copies of every training structure
     rattle_copies: int = 5
     rattle_std: float = 0.05
-    # WGAN loop
-    steps: int = 2000
-    n_critic: int = 5
-    batch_size: int = 15
-    gp_weight: float = 10.0
-    optimizer: str = "rmsprop"
-    lr_generator: float = 1e-4
-    lr_critic: float = 1e-4
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
-        positive = ["latent_dim", "batch_size", "n_critic", "r_cut", "rattle_std", "lr_generator", "lr_critic"]
-        for name in positive:
+        for name in ("hidden", "critic_hidden"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value <= 0:
+            if not isinstance(value, (list, tuple)) or not value or any(
+                isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value
+            ):
+                raise ValueError(f"{name}: got {value!r}, expected a non-empty list of positive layer sizes")
+            setattr(self, name, tuple(int(h) for h in value))
+        for name in ("latent_dim", "rattle_std", "negative_slope"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name}: got {value!r}, expected a positive number")
-        for name in ("steps", "rattle_copies"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a non-negative integer")
-        if not self.hidden or min(self.hidden) < 1 or not self.critic_hidden or min(self.critic_hidden) < 1:
-            raise ValueError("hidden, critic_hidden: expected non-empty lists of positive layer sizes")
-        self.descriptor_settings(species=(1,))  # validates the descriptor fields
-        self.wgan_settings()  # validates the loop fields
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "LoganSettings":
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"settings: unknown key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["hidden"] = list(self.hidden)
-        data["critic_hidden"] = list(self.critic_hidden)
-        return data
-
-    def descriptor_settings(self, species: Sequence[int]) -> DescriptorSettings:
-        return DescriptorSettings(
-            species=tuple(sorted(set(int(z) for z in species))),
-            r_cut=float(self.r_cut),
-            n_max=int(self.n_max),
-            l_max=int(self.l_max),
-            max_neighbours=int(self.max_neighbours),
-            radial=self.radial,
-        )
-
-    def wgan_settings(self, seed: int = 0, lr_generator=None, lr_critic=None, steps=None) -> WGANSettings:
-        return WGANSettings(
-            steps=self.steps if steps is None else steps,
-            n_critic=self.n_critic,
-            batch_size=self.batch_size,
-            gp_weight=self.gp_weight,
-            optimizer=self.optimizer,
-            lr_generator=self.lr_generator if lr_generator is None else lr_generator,
-            lr_critic=self.lr_critic if lr_critic is None else lr_critic,
-            seed=seed,
-        )
-
-
-#: the paper's settings (Kovács et al. 2024); ``steps`` is the per-model epoch count they used
-PRESETS: dict[str, dict[str, Any]] = {
-    "molecule": {"r_cut": 5.0, "n_max": 4, "max_neighbours": 20, "lr_generator": 1e-4, "lr_critic": 1e-4,
-                 "steps": 45000},
-    "sio2": {"r_cut": 6.0, "n_max": 4, "max_neighbours": 20, "lr_generator": 10**-3.5, "lr_critic": 10**-3.5,
-             "steps": 60000},
-}
-
-
-def parse_composition(composition: str | Sequence[str]) -> list[str]:
-    """``"C5H12O"`` or a list of symbols → symbols grouped by element in order of appearance."""
-    if isinstance(composition, str):
-        tokens = re.findall(r"([A-Z][a-z]?)(\d*)", composition)
-        if not tokens or "".join(f"{s}{n}" for s, n in tokens) != composition.replace(" ", ""):
-            raise ValueError(f"composition: cannot parse {composition!r}; expected a formula such as 'C5H12O'")
-        counts: dict[str, int] = {}
-        for symbol, n in tokens:
-            counts[symbol] = counts.get(symbol, 0) + (int(n) if n else 1)
-    else:
-        counts = {}
-        for symbol in composition:
-            counts[symbol] = counts.get(symbol, 0) + 1
-    for symbol, n in counts.items():
-        if symbol not in ase.data.atomic_numbers or symbol == "X":
-            raise ValueError(f"composition: {symbol!r} is not a chemical element")
-        if n < 1:
-            raise ValueError(f"composition: element {symbol} needs a positive count")
-    symbols = [s for s, n in counts.items() for _ in range(n)]
-    if not symbols:
-        raise ValueError("composition: expected at least one atom")
-    return symbols
-
-
-def composition_string(symbols: Sequence[str]) -> str:
-    """``['Si', 'Si', 'O', 'O', 'O', 'O']`` → ``'Si2O4'`` (elements in order of appearance)."""
-    symbols = list(symbols)
-    return "".join(f"{x}{symbols.count(x) if symbols.count(x) > 1 else ''}" for x in dict.fromkeys(symbols))
+        if isinstance(self.latent_dim, float):
+            raise ValueError(f"latent_dim: got {self.latent_dim!r}, expected a positive integer")
+        if isinstance(self.rattle_copies, bool) or not isinstance(self.rattle_copies, int) or self.rattle_copies < 0:
+            raise ValueError(f"rattle_copies: got {self.rattle_copies!r}, expected a non-negative integer")
+        for name in ("lr_generator", "lr_critic"):
+            if isinstance(getattr(self.loop, name), (list, tuple)):
+                raise ValueError(f"loop.{name}: expected one learning rate per model; vary it with a grid instead")
 
 
 def _heights(cell: np.ndarray) -> np.ndarray:
@@ -237,7 +156,7 @@ class LoganGenerator(nn.Module):
         self.hidden = [int(h) for h in hidden]
         self.negative_slope = float(negative_slope)
         sizes = [self.latent_dim, *self.hidden, 3 * len(self.symbols)]
-        self.mlp = EnsembleMLP(sizes, [member_seed(s, _STREAM_GENERATOR) for s in self.seeds], negative_slope)
+        self.mlp = EnsembleMLP(sizes, [member_seed(s, Stream.GENERATOR) for s in self.seeds], negative_slope)
 
     @property
     def n_models(self) -> int:
@@ -249,23 +168,23 @@ class LoganGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         k, b, _ = z.shape
-        return torch.sigmoid(self.mlp(z)).reshape(k, b, self.n_atoms, 3)
+        # the sigmoid runs member by member: PyTorch's vectorised and scalar code paths round
+        # transcendental functions differently, and which elements take which path depends on the
+        # tensor's size, so a batched sigmoid would make a member's numbers depend on the ensemble
+        return torch.stack([torch.sigmoid(h) for h in self.mlp(z)]).reshape(k, b, self.n_atoms, 3)
 
     def positions(self, z: torch.Tensor) -> torch.Tensor:
         """Cartesian positions ``(K, B, N, 3)`` in Å."""
-        return self(z) @ self.cell
+        return torch.stack([frac @ self.cell for frac in self(z)])
 
     def architecture(self) -> dict[str, Any]:
         return {"latent_dim": self.latent_dim, "hidden": self.hidden, "negative_slope": self.negative_slope}
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "LoganGenerator":
-        arch = config["architecture"]
-        return cls(config["symbols"], config["cell"], config["pbc"], seeds=[config["seed"]], **arch)
-
     def member(self, k: int) -> "LoganGenerator":
-        """Member ``k`` as a stand-alone single-model generator."""
-        single = LoganGenerator(self.symbols, self.cell.numpy(), self.pbc, [self.seeds[k]], **self.architecture())
+        """Member ``k`` as a stand-alone single-model generator (on the CPU)."""
+        single = LoganGenerator(
+            self.symbols, self.cell.cpu().numpy(), self.pbc, [self.seeds[k]], **self.architecture()
+        )
         self.mlp.copy_member_into(k, single.mlp)
         return single.eval()
 
@@ -275,22 +194,23 @@ class LoganGenerator(nn.Module):
 
         The batch's ``info['model_index']`` says which member made each structure.
         """
-        if not isinstance(count, (int, np.integer)) or count <= 0:
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
             raise ValueError(f"count: got {count!r}, expected a positive number of structures")
-        rng = torch.Generator().manual_seed(member_seed(seed, _STREAM_SAMPLE))
+        rng = torch.Generator().manual_seed(member_seed(seed, Stream.SAMPLE))
+        device = self.cell.device
         chunks = []
         done = 0
         while done < count:
             b = min(chunk_size, count - done)
-            z = torch.randn(self.n_models, b, self.latent_dim, generator=rng)
-            chunks.append(self.positions(z).double())
+            z = torch.randn(self.n_models, b, self.latent_dim, generator=rng).to(device)
+            chunks.append(self.positions(z).double().cpu())
             done += b
         positions = torch.cat(chunks, dim=1).numpy()  # (K, count, N, 3)
         model_index = np.repeat(np.arange(self.n_models), count)
         return StructureBatch.from_uniform(
             positions.reshape(-1, self.n_atoms, 3),
             self.numbers,
-            self.cell.double().numpy(),
+            self.cell.double().cpu().numpy(),
             self.pbc,
             info={"model_index": model_index},
         )
@@ -303,7 +223,7 @@ class LoganCritic(nn.Module):
                  negative_slope: float = 0.2):
         super().__init__()
         self.mlp = EnsembleMLP(
-            [n_features + n_species, *hidden, 1], [member_seed(s, _STREAM_CRITIC) for s in seeds], negative_slope
+            [n_features + n_species, *hidden, 1], [member_seed(s, Stream.CRITIC) for s in seeds], negative_slope
         )
 
     def forward(self, environments: torch.Tensor) -> torch.Tensor:
@@ -321,7 +241,7 @@ def environment_pools(
     """Atomic descriptors of every atom of every training structure and of ``copies`` rattled copies
     of each (Gaussian displacements of ``rattle_std`` Å; every copy differs, all drawn from ``seed``),
     pooled by centre element: atomic number → ``(n_environments, F)``."""
-    rng = np.random.default_rng(member_seed(seed, _STREAM_RATTLE))
+    rng = np.random.default_rng(member_seed(seed, Stream.DATA))
     batches = [training]
     for _ in range(copies):
         rattled = StructureBatch(
@@ -339,27 +259,45 @@ def environment_pools(
 
 
 class LoganProblem(WGANProblem):
-    """The LoGAN training problem for :class:`~aiida_physgen.ml.wgan.WGANTrainer`."""
+    """The LoGAN training problem for :class:`~aiida_physgen.ml.wgan.WGANTrainer`.
+
+    ``pools[k]`` are member ``k``'s environment pools (its own rattled copies), and each member
+    standardises descriptors with the mean and spread of its own pools: nothing is shared between
+    members, so a member trains the same alone or inside an ensemble.
+    """
 
     def __init__(
         self,
         generator: LoganGenerator,
         critic: LoganCritic,
         descriptor: LocalDescriptor,
-        pools: dict[int, np.ndarray],
+        pools: Sequence[dict[int, np.ndarray]],
+        device: torch.device | str = "cpu",
     ):
         self.generator = generator
         self.critic = critic
         self.descriptor = descriptor
         self.n_models = generator.n_models
-        settings = descriptor.settings
-        species = list(settings.species)
+        self.device = torch.device(device)
+        if len(pools) != self.n_models:
+            raise ValueError(f"pools: {len(pools)} pools for an ensemble of {self.n_models} models")
+        species = list(descriptor.settings.species)
         self.species_index = torch.as_tensor([species.index(z) for z in generator.numbers], dtype=torch.long)
-        everything = np.concatenate([pools[z] for z in species])
-        self.mean = torch.as_tensor(everything.mean(axis=0), dtype=torch.float32)
-        self.std = torch.as_tensor(everything.std(axis=0) + 1e-6, dtype=torch.float32)
-        self.pools = [(torch.as_tensor(pools[z], dtype=torch.float32) - self.mean) / self.std for z in species]
-        self.one_hot = nn.functional.one_hot(self.species_index, len(species)).float()  # (N, S)
+        means, stds, self.pools = [], [], []
+        for member_pools in pools:
+            everything = np.concatenate([member_pools[z] for z in species])
+            mean = torch.as_tensor(everything.mean(axis=0), dtype=torch.float32)
+            std = torch.as_tensor(everything.std(axis=0) + 1e-6, dtype=torch.float32)
+            means.append(mean)
+            stds.append(std)
+            self.pools.append([
+                ((torch.as_tensor(member_pools[z], dtype=torch.float32) - mean) / std).to(self.device) for z in species
+            ])
+        self.mean = torch.stack(means).to(self.device)[:, None, None, :]  # (K, 1, 1, F)
+        self.std = torch.stack(stds).to(self.device)[:, None, None, :]
+        self.n_features = means[0].shape[0]
+        self.one_hot = nn.functional.one_hot(self.species_index, len(species)).float().to(self.device)  # (N, S)
+        self.species_index = self.species_index.to(self.device)
         # the atoms of the composition, grouped by element: real samples are drawn block by block
         self.blocks = [
             (i, torch.nonzero(self.species_index == i).flatten()) for i in range(len(species))
@@ -370,21 +308,26 @@ class LoganProblem(WGANProblem):
         k, b, n, _ = features.shape
         return torch.cat([features, self.one_hot.expand(k, b, n, -1)], dim=-1)
 
-    def real_batch(self, batch_size: int, rng: torch.Generator):
+    def real_batch(self, batch_size: int, rngs):
         k, n = self.n_models, self.generator.n_atoms
-        out = torch.empty(k, batch_size, n, self.mean.shape[0])
+        out = torch.empty(k, batch_size, n, self.n_features, device=self.device)
         for species_i, atoms in self.blocks:
-            pool = self.pools[species_i]
-            idx = torch.randint(len(pool), (k, batch_size, len(atoms)), generator=rng)
-            out[:, :, atoms] = pool[idx]
+            for member, rng in enumerate(rngs):
+                pool = self.pools[member][species_i]
+                idx = torch.randint(len(pool), (batch_size, len(atoms)), generator=rng).to(self.device)
+                out[member][:, atoms] = pool[idx]
         return self._with_element(out), None
 
-    def fake_batch(self, batch_size: int, rng: torch.Generator, condition=None):
+    def fake_batch(self, batch_size: int, rngs, condition=None):
         k, n = self.n_models, self.generator.n_atoms
-        z = torch.randn(k, batch_size, self.generator.latent_dim, generator=rng)
-        positions = self.generator.positions(z).reshape(k * batch_size, n, 3)
-        features = self.descriptor(positions, self.species_index, self.generator.cell, self.generator.pbc)
-        features = (features.reshape(k, batch_size, n, -1) - self.mean) / self.std
+        z = stacked_randn(rngs, batch_size, self.generator.latent_dim, device=self.device)
+        positions = self.generator.positions(z)
+        # one descriptor call per member, for the same reason as the generator's sigmoid: a member's
+        # environments must not depend on how many other members share the pass (bit for bit)
+        features = torch.stack([
+            self.descriptor(member, self.species_index, self.generator.cell, self.generator.pbc) for member in positions
+        ])
+        features = (features - self.mean) / self.std
         return self._with_element(features)
 
     def critic_scores(self, samples: torch.Tensor, condition=None) -> torch.Tensor:
@@ -394,109 +337,99 @@ class LoganProblem(WGANProblem):
         return module.mlp.member_parameters()
 
 
-@dataclass
-class TrainedModel:
-    """One trained ensemble member: a single-model generator and its full config."""
-
-    module: LoganGenerator
-    config: dict[str, Any] = field(default_factory=dict)
+def _symbols_cell_pbc(target: Mapping[str, Any]) -> tuple[list[str], np.ndarray, list[bool]]:
+    return parse_composition(target["composition"]), np.asarray(target["cell"], dtype=float), list(target["pbc"])
 
 
-def _members(seeds: Sequence[int], grid: dict[str, Sequence[Any]] | None) -> list[tuple[int, dict[str, Any]]]:
-    grid = dict(grid or {})
-    known = {f.name for f in fields(LoganSettings)}
-    for key, values in grid.items():
-        if key not in known:
-            raise ValueError(f"grid: unknown setting {key!r}; expected some of {sorted(known)}")
-        if not isinstance(values, (list, tuple)) or not values:
-            raise ValueError(f"grid: {key!r} needs a non-empty list of values")
-    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
-    return [(int(seed), combo) for combo in combos for seed in seeds]
+class LoganFamily(GeneratorFamily):
+    """LoGAN as a generator family.
 
-
-def train_logan(
-    training: StructureBatch,
-    composition: str | Sequence[str],
-    cell,
-    pbc: Sequence[bool] | bool,
-    settings: LoganSettings | dict[str, Any] | None = None,
-    seeds: Sequence[int] = (0,),
-    grid: dict[str, Sequence[Any]] | None = None,
-    callback: Callable[[int, dict[str, list[float]]], None] | None = None,
-) -> list[TrainedModel]:
-    """Train an ensemble of LoGAN models: every seed × every combination of the ``grid`` settings.
-
-    Members that share everything but seed and learning rates are trained together in one
-    vectorised pass; members whose descriptor or architecture differ form separate passes.
-    Returns one :class:`TrainedModel` per member, in the order seeds-within-grid.
+    Target: ``composition`` (a formula such as ``'C5H12O'``, or a list of symbols), ``cell`` (3×3
+    lattice vectors in Å; a box for a molecule) and ``pbc`` (three booleans, or one for all axes).
     """
-    base = settings if isinstance(settings, LoganSettings) else LoganSettings.from_dict(settings)
-    symbols = parse_composition(composition)
-    pbc = [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_)) else [bool(p) for p in pbc]
-    cell = np.asarray(cell, dtype=float)
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed")
-    members = _members(seeds, grid)
-    member_settings = [LoganSettings.from_dict({**base.to_dict(), **combo}) for _, combo in members]
-    for s in member_settings:
-        validate_training(training, symbols, cell, pbc, s.r_cut)
 
-    vectorised = ("lr_generator", "lr_critic")
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(member_settings):
-        key = repr({k: v for k, v in s.to_dict().items() if k not in vectorised})
-        groups.setdefault(key, []).append(i)
+    name = "logan"
+    role = "generator"
+    settings_class = LoganSettings
+    vectorised = ("loop.lr_generator", "loop.lr_critic")
+    protocol_file = Path(__file__).parent / "protocols" / "logan.yaml"
 
-    results: list[TrainedModel | None] = [None] * len(members)
-    for indices in groups.values():
-        s = member_settings[indices[0]]
-        group_seeds = [members[i][0] for i in indices]
-        descriptor_settings = s.descriptor_settings(ase.data.atomic_numbers[x] for x in symbols)
-        descriptor = LocalDescriptor(descriptor_settings)
-        pools = environment_pools(training, descriptor_settings, s.rattle_copies, s.rattle_std, group_seeds[0])
-        generator = LoganGenerator(symbols, cell, pbc, group_seeds, s.latent_dim, s.hidden, s.negative_slope)
+    def check_target(self, target):
+        if not isinstance(target, Mapping):
+            raise ValueError(f"target: expected a dictionary with composition, cell and pbc, got {target!r}")
+        unknown = sorted(set(target) - {"composition", "cell", "pbc"})
+        if unknown:
+            raise ValueError(f"target: unknown key(s) {unknown}; expected composition, cell and pbc")
+        for key in ("composition", "cell"):
+            if key not in target:
+                raise ValueError(f"target.{key}: required (LoGAN generates a given composition in a given cell)")
+        try:
+            symbols = parse_composition(target["composition"])
+        except ValueError as error:
+            raise ValueError(f"target.{error}") from None
+        try:
+            cell = np.asarray(target["cell"], dtype=float)
+        except (TypeError, ValueError):
+            cell = None
+        if cell is None or cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+            raise ValueError(f"target.cell: expected a 3x3 list of lattice vectors in Å, got {target['cell']!r}")
+        if abs(np.linalg.det(cell)) < 1e-6:
+            raise ValueError("target.cell: the cell has zero volume; expected three independent lattice vectors")
+        pbc = target.get("pbc", [True] * 3)
+        if isinstance(pbc, (bool, np.bool_)):
+            pbc = [bool(pbc)] * 3
+        if not isinstance(pbc, (list, tuple)) or len(pbc) != 3 or not all(isinstance(p, (bool, np.bool_)) for p in pbc):
+            raise ValueError(f"target.pbc: expected three booleans (or one for all axes), got {pbc!r}")
+        return {"composition": composition_string(symbols), "cell": cell.tolist(), "pbc": [bool(p) for p in pbc]}
+
+    def target_facts(self, target):
+        symbols = parse_composition(target["composition"])
+        return {
+            **target,
+            "formula": ase.formula.Formula.from_list(symbols).format("hill"),
+            "n_atoms": len(symbols),
+        }
+
+    def validate(self, training, target, settings):
+        symbols, cell, pbc = _symbols_cell_pbc(target)
+        validate_training(training, symbols, cell, pbc, settings.descriptor.r_cut)
+
+    def protocol_variant(self, target):
+        return "crystal" if any(target["pbc"]) else "molecule"
+
+    def descriptor(self, target, settings):
+        return settings_module.to_dict(settings.descriptor)
+
+    def architecture(self, settings):
+        return {"latent_dim": settings.latent_dim, "hidden": list(settings.hidden),
+                "negative_slope": settings.negative_slope}
+
+    def build_trainer(self, training, target, members, seeds, device):
+        s = members[0]
+        symbols, cell, pbc = _symbols_cell_pbc(target)
+        numbers = [ase.data.atomic_numbers[x] for x in symbols]
+        descriptor_settings = s.descriptor.for_species(numbers)
+        descriptor = LocalDescriptor(descriptor_settings).to(device)
+        if s.rattle_copies:
+            pools = [environment_pools(training, descriptor_settings, s.rattle_copies, s.rattle_std, seed)
+                     for seed in seeds]
+        else:  # no random copies: every member's pool is the same, computed once
+            pools = [environment_pools(training, descriptor_settings, 0, s.rattle_std, 0)] * len(seeds)
+        generator = LoganGenerator(symbols, cell, pbc, seeds, s.latent_dim, s.hidden, s.negative_slope).to(device)
         critic = LoganCritic(
-            descriptor_settings.n_features, len(descriptor_settings.species), group_seeds, s.critic_hidden,
-            s.negative_slope,
+            descriptor_settings.n_features, len(descriptor_settings.species), seeds, s.critic_hidden, s.negative_slope,
+        ).to(device)
+        problem = LoganProblem(generator, critic, descriptor, pools, device)
+        loop = dataclasses.replace(
+            s.loop,
+            lr_generator=[m.loop.lr_generator for m in members],
+            lr_critic=[m.loop.lr_critic for m in members],
         )
-        problem = LoganProblem(generator, critic, descriptor, pools)
-        loop_settings = s.wgan_settings(
-            seed=member_seed(group_seeds[0], _STREAM_LOOP),
-            lr_generator=[member_settings[i].lr_generator for i in indices],
-            lr_critic=[member_settings[i].lr_critic for i in indices],
-        )
-        trainer = WGANTrainer(problem, loop_settings)
-        trainer.train(callback=callback)
-        losses = trainer.final_losses()
-        for k, i in enumerate(indices):
-            config = {
-                "family": "logan",
-                "symbols": symbols,
-                "composition": composition_string(symbols),
-                "cell": cell.tolist(),
-                "pbc": pbc,
-                "seed": members[i][0],
-                "steps": trainer.step,
-                "losses": losses[k],
-                "descriptor": descriptor_settings.to_dict(),
-                "hyperparameters": member_settings[i].to_dict(),
-                "architecture": generator.architecture(),
-                "ensemble": {"size": len(members), "index": i, "grid": members[i][1]},
-                "training_set": {"count": len(training), "formula_counts": training.formula_counts()},
-            }
-            results[i] = TrainedModel(generator.member(k), config)
-    return results  # type: ignore[return-value]
+        return WGANTrainer(problem, loop, seeds)
 
+    def module_from_config(self, config):
+        symbols, cell, pbc = _symbols_cell_pbc(config["target"])
+        return LoganGenerator(symbols, cell, pbc, seeds=[config["seed"]], **config["architecture"])
 
-def generate(models: Sequence[LoganGenerator], count: int, seed: int) -> StructureBatch:
-    """``count`` structures from each model; ``info['model_index']`` says which model made each."""
-    if not models:
-        raise ValueError("models: expected at least one generator model")
-    if not isinstance(count, (int, np.integer)) or count <= 0:
-        raise ValueError(f"count: got {count!r}, expected a positive number of structures per model")
-    batches = []
-    for index, model in enumerate(models):
-        batch = model.sample(count, member_seed(seed, index))
-        batch.info["model_index"] = np.full(len(batch), index)
-        batches.append(batch)
-    return StructureBatch.concatenate(batches)
+    def sample(self, module, config, count, seed, condition=None):
+        return module.sample(count, seed)

@@ -4,34 +4,28 @@ A family describes its problem by subclassing :class:`WGANProblem`: how to draw 
 samples (with an optional conditioning label), how to generate fake ones, and how the critic
 scores them. The loop owns everything else: critic steps per generator step, the gradient
 penalty, the optional consistency term (RUGAN), extra generator losses (the crystal GAN's
-distance and box losses), optimisers, seeding, checkpoints, progress and the NaN guard.
+distance and box losses), optimisers, and (through :class:`~aiida_physgen.ml.loop.Trainer`)
+per-member random streams, checkpoints, progress, clean stops and the NaN guard.
 
 Every tensor carries a leading *model* axis of size ``K``: an ensemble of ``K`` independent
 models (different seeds and hyper-parameters) is trained in one vectorised pass. Losses are
 computed per model and summed, so gradients never mix between members; optimiser state is
-element-wise, and each member gets its own parameter group so learning rates may differ.
+element-wise, and each member gets its own parameter group so learning rates may differ. Every
+random draw of member ``k`` comes from ``rngs[k]``, so members never share a random stream.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
 
 import torch
 
+from .loop import Trainer, TrainingDivergedError, stacked_rand
+
 __all__ = ["WGANSettings", "WGANProblem", "WGANTrainer", "TrainingDivergedError"]
-
-
-class TrainingDivergedError(RuntimeError):
-    """A loss became NaN or infinite; training stops instead of saving a broken model."""
-
-    def __init__(self, message: str, step: int, members: list[int]):
-        super().__init__(message)
-        self.step = step
-        self.members = members
 
 
 @dataclass
@@ -54,8 +48,6 @@ class WGANSettings:
     betas: tuple[float, float] = (0.0, 0.9)
     eps: float = 1e-8
     alpha: float = 0.99
-    seed: int = 0
-    checkpoint_every: int = 0
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -65,10 +57,11 @@ class WGANSettings:
             "batch_size": self.batch_size >= 1,
             "gp_weight": self.gp_weight >= 0,
             "consistency_weight": self.consistency_weight >= 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
             "log_every": self.log_every >= 1,
         }
         for name, ok in checks.items():
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a number")
             if not ok:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a non-negative value (≥ 1 for counts)")
         if self.optimizer not in ("rmsprop", "adam"):
@@ -107,13 +100,19 @@ class WGANProblem(abc.ABC):
     generator: torch.nn.Module
     critic: torch.nn.Module
     n_models: int = 1
+    device: torch.device | str = "cpu"
 
     @abc.abstractmethod
-    def real_batch(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Real samples ``(K, B, ...)`` and their conditioning label (or ``None``)."""
+    def real_batch(
+        self, batch_size: int, rngs: Sequence[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Real samples ``(K, B, ...)`` and their conditioning label (or ``None``); member ``k`` draws
+        from ``rngs[k]`` only (see :func:`~aiida_physgen.ml.loop.stacked_randint`)."""
 
     @abc.abstractmethod
-    def fake_batch(self, batch_size: int, rng: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
+    def fake_batch(
+        self, batch_size: int, rngs: Sequence[torch.Generator], condition: torch.Tensor | None
+    ) -> torch.Tensor:
         """Generated samples ``(K, B, ...)`` for the given labels, differentiable w.r.t. the generator."""
 
     @abc.abstractmethod
@@ -128,36 +127,32 @@ class WGANProblem(abc.ABC):
         """The parameters of ``module`` split per ensemble member (one optimiser group each)."""
         return [list(module.parameters())]
 
+    def member_generator(self, k: int) -> torch.nn.Module:
+        """Member ``k``'s generator as a stand-alone module (the default asks ``generator.member(k)``)."""
+        return self.generator.member(k)
+
 
 def _per_member(values: torch.Tensor) -> torch.Tensor:
     """Mean over every axis but the leading model axis."""
-    return values.reshape(values.shape[0], -1).mean(dim=1)
+    # row by row: a batched reduction may sum in another order depending on K, and a member's
+    # losses must not depend on the size of its ensemble
+    return torch.stack([row.mean() for row in values])
 
 
-@dataclass
-class TrainingHistory:
-    steps: list[int] = field(default_factory=list)
-    critic_loss: list[list[float]] = field(default_factory=list)
-    generator_loss: list[list[float]] = field(default_factory=list)
-    wasserstein: list[list[float]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class WGANTrainer:
+class WGANTrainer(Trainer):
     """Train a :class:`WGANProblem` with WGAN-GP.
 
     :param problem: the family's problem (generator, critic, samplers).
     :param settings: the loop's hyper-parameters.
+    :param seeds: one seed per ensemble member (its loop stream); defaults to ``0 .. K-1``.
     """
 
-    def __init__(self, problem: WGANProblem, settings: WGANSettings):
+    def __init__(self, problem: WGANProblem, settings: WGANSettings, seeds: Sequence[int] | None = None):
+        super().__init__(list(range(problem.n_models)) if seeds is None else seeds, settings.log_every)
+        if len(self.seeds) != problem.n_models:
+            raise ValueError(f"seeds: {len(self.seeds)} seeds for an ensemble of {problem.n_models} models")
         self.problem = problem
         self.settings = settings
-        self.step = 0
-        self.rng = torch.Generator().manual_seed(settings.seed)
-        self.history = TrainingHistory()
         if settings.consistency_weight > 0 and not any(
             isinstance(m, torch.nn.modules.dropout._DropoutNd) for m in problem.critic.modules()
         ):
@@ -165,6 +160,7 @@ class WGANTrainer:
         k = problem.n_models
         self.optimizer_generator = self._optimizer(problem.generator, settings.member_values("lr_generator", k))
         self.optimizer_critic = self._optimizer(problem.critic, settings.member_values("lr_critic", k))
+        self._critic_params = list(problem.critic.parameters())
 
     def _optimizer(self, module: torch.nn.Module, lrs: list[float]) -> torch.optim.Optimizer:
         groups = self.problem.member_parameters(module)
@@ -172,15 +168,17 @@ class WGANTrainer:
             raise ValueError(f"{len(lrs)} learning rates for {len(groups)} parameter groups")
         param_groups = [{"params": params, "lr": lr} for params, lr in zip(groups, lrs)]
         s = self.settings
+        # foreach: one C++ loop over every tensor of a member instead of a Python loop (PyTorch enables
+        # it only on CUDA by default); element-wise, so each member's update is unchanged
         if s.optimizer == "adam":
-            return torch.optim.Adam(param_groups, betas=s.betas, eps=s.eps)
-        return torch.optim.RMSprop(param_groups, alpha=s.alpha, eps=s.eps)
+            return torch.optim.Adam(param_groups, betas=s.betas, eps=s.eps, foreach=True)
+        return torch.optim.RMSprop(param_groups, alpha=s.alpha, eps=s.eps, foreach=True)
 
     # ------------------------------------------------------------------ losses
     def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, condition) -> torch.Tensor:
         k, b = real.shape[:2]
-        shape = (k, b) + (1,) * (real.dim() - 2)
-        mix = torch.rand(shape, generator=self.rng, dtype=real.dtype)
+        mix = stacked_rand(self.rngs, b, device=real.device).to(real.dtype)
+        mix = mix.reshape((k, b) + (1,) * (real.dim() - 2))
         interpolates = (mix * real + (1 - mix) * fake).requires_grad_(True)
         scores = self.problem.critic_scores(interpolates, condition)
         (grad,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
@@ -193,28 +191,18 @@ class WGANTrainer:
         gap = (first - second).abs() - self.settings.consistency_margin
         return _per_member(torch.relu(gap))
 
-    def _check_finite(self, name: str, losses: torch.Tensor) -> None:
-        bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
-        if bad:
-            raise TrainingDivergedError(
-                f"the {name} loss became NaN/inf at step {self.step} for ensemble "
-                f"member(s) {bad}; lower the learning rate or check the training data",
-                self.step,
-                bad,
-            )
-
     def critic_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         s, p = self.settings, self.problem
-        real, condition = p.real_batch(s.batch_size, self.rng)
+        real, condition = p.real_batch(s.batch_size, self.rngs)
         with torch.no_grad():
-            fake = p.fake_batch(s.batch_size, self.rng, condition)
+            fake = p.fake_batch(s.batch_size, self.rngs, condition)
         wasserstein = _per_member(p.critic_scores(real, condition)) - _per_member(p.critic_scores(fake, condition))
         loss = -wasserstein
         if s.gp_weight:
             loss = loss + s.gp_weight * self._gradient_penalty(real, fake, condition)
         if s.consistency_weight:
             loss = loss + s.consistency_weight * self._consistency(real, condition)
-        self._check_finite("critic", loss)
+        self.check_finite("critic", loss)
         self.optimizer_critic.zero_grad(set_to_none=True)
         loss.sum().backward()
         self.optimizer_critic.step()
@@ -222,104 +210,56 @@ class WGANTrainer:
 
     def generator_step(self) -> torch.Tensor:
         s, p = self.settings, self.problem
-        real, condition = p.real_batch(s.batch_size, self.rng)
-        fake = p.fake_batch(s.batch_size, self.rng, condition)
+        real, condition = p.real_batch(s.batch_size, self.rngs)
+        fake = p.fake_batch(s.batch_size, self.rngs, condition)
         loss = -_per_member(p.critic_scores(fake, condition))
         extra = p.extra_generator_loss(fake, real)
         if extra is not None:
             loss = loss + extra
-        self._check_finite("generator", loss)
+        self.check_finite("generator", loss)
         self.optimizer_generator.zero_grad(set_to_none=True)
         loss.sum().backward()
         self.optimizer_generator.step()
         return loss.detach()
 
-    # ------------------------------------------------------------------ loop
-    def train(
-        self,
-        steps: int | None = None,
-        callback: Callable[[int, dict[str, list[float]]], None] | None = None,
-        checkpoint_path: str | Path | None = None,
-    ) -> TrainingHistory:
-        """Run generator steps until ``steps`` (default ``settings.steps``) have been done in total.
+    # ------------------------------------------------------------------ one step of the loop
+    def begin(self) -> None:
+        self.problem.generator.train()
+        self.problem.critic.train()
 
-        ``callback(step, losses)`` is called after every generator step; a checkpoint with
-        everything needed to resume is written every ``checkpoint_every`` steps.
-        """
-        target = self.settings.steps if steps is None else steps
-        critic_params = list(self.problem.critic.parameters())
-        while self.step < target:
-            self.problem.generator.train()
-            self.problem.critic.train()
-            for param in critic_params:
-                param.requires_grad_(True)
-            for _ in range(self.settings.n_critic):
-                critic_loss, wasserstein = self.critic_step()
-            for param in critic_params:  # the generator step needs no critic gradients
-                param.requires_grad_(False)
-            generator_loss = self.generator_step()
-            for param in critic_params:
-                param.requires_grad_(True)
-            self.step += 1
-            losses = {
-                "critic": critic_loss.tolist(),
-                "generator": generator_loss.tolist(),
-                "wasserstein": wasserstein.tolist(),
-            }
-            if self.step % self.settings.log_every == 0 or self.step == target:
-                self.history.steps.append(self.step)
-                self.history.critic_loss.append(losses["critic"])
-                self.history.generator_loss.append(losses["generator"])
-                self.history.wasserstein.append(losses["wasserstein"])
-            if callback is not None:
-                callback(self.step, losses)
-            every = self.settings.checkpoint_every
-            if checkpoint_path is not None and every and (self.step % every == 0 or self.step == target):
-                self.save_checkpoint(checkpoint_path)
+    def end(self) -> None:
         self.problem.generator.eval()
         self.problem.critic.eval()
-        return self.history
+        for param in self._critic_params:
+            param.requires_grad_(True)
 
-    def final_losses(self) -> list[dict[str, float]]:
-        """Last logged losses per member."""
-        if not self.history.steps:
-            return [{} for _ in range(self.problem.n_models)]
-        return [
-            {
-                "critic": self.history.critic_loss[-1][k],
-                "generator": self.history.generator_loss[-1][k],
-                "wasserstein": self.history.wasserstein[-1][k],
-            }
-            for k in range(self.problem.n_models)
-        ]
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """``n_critic`` critic updates, then one generator update (one "step" = one generator update)."""
+        for param in self._critic_params:
+            param.requires_grad_(True)
+        for _ in range(self.settings.n_critic):
+            critic_loss, wasserstein = self.critic_step()
+        for param in self._critic_params:  # the generator step needs no critic gradients
+            param.requires_grad_(False)
+        generator_loss = self.generator_step()
+        for param in self._critic_params:
+            param.requires_grad_(True)
+        return {"critic": critic_loss, "generator": generator_loss, "wasserstein": wasserstein}
+
+    def member_module(self, k: int) -> torch.nn.Module:
+        return self.problem.member_generator(k).cpu().eval()
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
+    def modules_state(self) -> dict[str, Any]:
         return {
-            "step": self.step,
-            "rng": self.rng.get_state(),
             "generator": self.problem.generator.state_dict(),
             "critic": self.problem.critic.state_dict(),
             "optimizer_generator": self.optimizer_generator.state_dict(),
             "optimizer_critic": self.optimizer_critic.state_dict(),
-            "history": self.history.to_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.rng.set_state(state["rng"])
+    def load_modules_state(self, state: dict[str, Any]) -> None:
         self.problem.generator.load_state_dict(state["generator"])
         self.problem.critic.load_state_dict(state["critic"])
         self.optimizer_generator.load_state_dict(state["optimizer_generator"])
         self.optimizer_critic.load_state_dict(state["optimizer_critic"])
-        self.history = TrainingHistory(**state["history"])
-
-    def save_checkpoint(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
-
-    def load_checkpoint(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-

@@ -1,108 +1,214 @@
-"""``physgen.generation``: train an ensemble → generate candidates → select representatives.
+"""``physgen.generation``: train an ensemble of any family → generate candidates → select representatives.
 
-A thin WorkChain over the three calcfunctions, so the chain is one process in the provenance
-graph that users can drop into their own pipelines (the screening workflow does).
+The work chain names no family: ``family`` is an input, resolved through the
+``aiida_physgen.families`` entry points, and the family checks its own ``target`` and ``settings``
+at launch. Training runs as the ``physgen.train`` calcfunction by default, or, when a
+``training_code`` is given, as the ``physgen.train.job`` CalcJob under a restarting work chain
+(``physgen.train.base``), so a long training runs on any computer and frees the daemon worker.
 """
 
 from __future__ import annotations
 
-from aiida import orm
-from aiida.engine import WorkChain
+from typing import Any, Mapping
 
-from ..calculations.functions import EXIT_CODES, generate, select_representatives, train_logan
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain
+from aiida.plugins import WorkflowFactory
+
+from ..calculations.functions import EXIT_CODES, generate, select_representatives, train
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
-from ..ml.logan import parse_composition
+from ..ml.family import get_family
+from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, plan_members
+from ..selection import SelectionSettings
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs"]
 
 
 def validate_generation_inputs(inputs, _ctx=None):
-    """Reject inconsistent inputs at launch, before anything is trained or stored."""
+    """Reject inconsistent inputs at launch, before anything is trained or stored: the family checks
+    its target and settings, and the selection may not ask for more clusters than candidates."""
     try:
-        if "composition" in inputs:
-            parse_composition(inputs["composition"].value)
-        if "cell" in inputs:
-            cell = inputs["cell"].get_list()
-            if len(cell) != 3 or any(len(row) != 3 for row in cell):
-                return "cell: expected a 3x3 list of lattice vectors"
-        if "pbc" in inputs and len(inputs["pbc"].get_list()) != 3:
-            return "pbc: expected three booleans"
+        family = get_family(inputs["family"].value if "family" in inputs else "logan")
+        if "target" in inputs:
+            family.check_target(inputs["target"].get_dict())
+        n_members = None
+        if "seeds" in inputs:
+            settings = inputs["settings"].get_dict() if "settings" in inputs else None
+            grid = inputs["grid"].get_dict() if "grid" in inputs else None
+            n_members = len(plan_members(family, settings, list(inputs["seeds"].get_list()), grid))
+        if "condition" in inputs:
+            family.check_condition(inputs["condition"].get_dict(), {})
+        selection = SelectionSettings.from_dict(
+            inputs["selection_settings"].get_dict() if "selection_settings" in inputs else None
+        )
     except (ValueError, TypeError) as error:
         return str(error)
-    if "seeds" in inputs and not inputs["seeds"].get_list():
-        return "seeds: expected at least one seed"
+    if family.role != "generator":
+        return f"family: {family.name} models are {family.role}s; the generation chain needs a generator family"
     if "count" in inputs and inputs["count"].value <= 0:
         return f"count: got {inputs['count'].value}, expected a positive number of candidates per model"
-    if "count" in inputs and "seeds" in inputs:
-        n_members = len(inputs["seeds"].get_list())
-        if "grid" in inputs:
-            for values in inputs["grid"].get_dict().values():
-                n_members *= len(values) if isinstance(values, list) else 1
+    if "count" in inputs and n_members is not None:
         n_candidates = n_members * inputs["count"].value
-        settings = inputs["selection_settings"].get_dict() if "selection_settings" in inputs else {}
-        n_clusters = settings.get("n_clusters", 20)
-        if not isinstance(n_clusters, int) or not 1 <= n_clusters <= n_candidates:
+        if selection.n_clusters > n_candidates:
             return (
-                f"selection_settings.n_clusters: got {n_clusters!r}, expected an integer between 1 and the "
-                f"{n_candidates} candidates that will be generated"
+                f"selection_settings.n_clusters: got {selection.n_clusters}, expected at most the {n_candidates} "
+                f"candidates that will be generated ({n_members} models × {inputs['count'].value})"
             )
     return None
 
 
 class GenerationWorkChain(WorkChain):
-    """Train LoGAN models on known structures, generate candidates, select one per PCA/k-means cluster."""
+    """Train models of a generator family on known structures, generate candidates, select one per cluster."""
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input("training", valid_type=StructureSet, help="Known structures to learn environments from.")
-        spec.input("composition", valid_type=orm.Str, help="Target composition, e.g. 'C5H12O'.")
-        spec.input("cell", valid_type=orm.List, help="Target cell (3x3 lattice vectors, Å); a box for molecules.")
-        spec.input("pbc", valid_type=orm.List, help="Periodicity of the target along the 3 cell vectors.")
-        spec.input("seeds", valid_type=orm.List, help="One ensemble member per seed (times the grid).")
-        spec.input("settings", valid_type=orm.Dict, required=False, help="LoGAN training settings.")
-        spec.input("grid", valid_type=orm.Dict, required=False, help="Settings to vary across the ensemble.")
-        spec.input("count", valid_type=orm.Int, default=lambda: orm.Int(2000), help="Candidates per model.")
-        spec.input("generation_seed", valid_type=orm.Int, default=lambda: orm.Int(0))
+        spec.input("family", valid_type=orm.Str, default=lambda: orm.Str("logan"),
+                   help="Generator family (an entry point of aiida_physgen.families), e.g. 'logan'.")
+        spec.input("training", valid_type=StructureSet, help="Known structures to learn from.")
+        spec.input("target", valid_type=orm.Dict,
+                   help="What to generate, as the family defines it (LoGAN: composition, cell, pbc).")
+        spec.input("seeds", valid_type=orm.List, default=lambda: orm.List(list(DEFAULT_SEEDS)),
+                   help="One ensemble member per seed (times the grid).")
+        spec.input("settings", valid_type=orm.Dict, required=False,
+                   help="Nested training settings of the family (e.g. descriptor, loop, ...); defaults otherwise.")
+        spec.input("grid", valid_type=orm.Dict, required=False,
+                   help="Nested settings with lists of values to vary across the ensemble.")
+        spec.input("count", valid_type=orm.Int, default=lambda: orm.Int(DEFAULT_COUNT), help="Candidates per model.")
+        spec.input("condition", valid_type=orm.Dict, required=False,
+                   help="Family-defined sampling condition (an energy label, a space group, a size multiple).")
+        spec.input("generation_seed", valid_type=orm.Int, default=lambda: orm.Int(0),
+                   help="Seed of the latent draws when generating.")
         spec.input("selection_settings", valid_type=orm.Dict, required=False,
-                   help="n_components, n_clusters and descriptor settings of the selection.")
-        spec.input("selection_seed", valid_type=orm.Int, default=lambda: orm.Int(0))
+                   help="n_components, n_clusters, min_distance, plot and descriptor of the PCA + k-means selection.")
+        spec.input("selection_seed", valid_type=orm.Int, default=lambda: orm.Int(0), help="Seed of the k-means.")
+        spec.input("training_code", valid_type=orm.AbstractCode, required=False,
+                   help="Train as a CalcJob with this Code (a Python with aiida-physgen) instead of a calcfunction.")
+        spec.input("training_options", valid_type=orm.Dict, required=False,
+                   help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).")
+        spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
+                   help="Where the training runs: 'cpu', 'cuda' or 'auto'.")
         spec.inputs.validator = validate_generation_inputs
-        spec.outline(cls.train, cls.generate, cls.select, cls.results)
-        spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True)
-        spec.output("candidates", valid_type=StructureSet)
-        spec.output("representatives", valid_type=StructureSet)
-        spec.output_namespace("structures", valid_type=orm.StructureData, dynamic=True)
-        spec.output("selection", valid_type=orm.ArrayData)
-        spec.output("pca_plot", valid_type=orm.SinglefileData, required=False)
+        spec.outline(cls.train, cls.inspect_training, cls.generate, cls.select, cls.results)
+        spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
+        spec.output("candidates", valid_type=StructureSet, help="Every generated candidate, one node.")
+        spec.output("representatives", valid_type=StructureSet, help="One candidate per k-means cluster.")
+        spec.output_namespace("structures", valid_type=orm.StructureData, dynamic=True,
+                              help="The representatives as StructureData (rep_00, ...), ready for DFT.")
+        spec.output("selection", valid_type=orm.ArrayData, help="PCA coordinates, cluster labels and distances.")
+        spec.output("pca_plot", valid_type=orm.SinglefileData, required=False, help="PCA scatter of the selection.")
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
 
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        training: StructureSet,
+        target: Mapping[str, Any],
+        family: str = "logan",
+        protocol: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        training_code: orm.AbstractCode | None = None,
+        **kwargs,
+    ):
+        """A builder filled from the family's generation protocol (``fast``, ``balanced``, ``paper``...).
+
+        :param overrides: nested overrides of the protocol: ``settings``, ``seeds``, ``count``,
+            ``selection``, ``grid`` (e.g. ``{'settings': {'loop': {'steps': 100}}, 'seeds': [0]}``).
+        :param kwargs: ``training_options``, ``device``, ``generation_seed``, ``selection_seed``, ``condition``.
+        """
+        from .protocols import generation_protocol
+
+        values = generation_protocol(family, protocol, target, overrides)
+        builder = cls.get_builder()
+        builder.family = orm.Str(family)
+        builder.training = training
+        builder.target = orm.Dict(dict(target))
+        if "seeds" in values:
+            builder.seeds = orm.List([int(s) for s in values["seeds"]])
+        if values.get("settings"):
+            builder.settings = orm.Dict(values["settings"])
+        if values.get("grid"):
+            builder.grid = orm.Dict(values["grid"])
+        if "count" in values:
+            builder.count = orm.Int(values["count"])
+        if values.get("selection"):
+            builder.selection_settings = orm.Dict(values["selection"])
+        if training_code is not None:
+            builder.training_code = training_code
+        for key, node_type in (("training_options", orm.Dict), ("device", orm.Str), ("generation_seed", orm.Int),
+                               ("selection_seed", orm.Int), ("condition", orm.Dict)):
+            if key in kwargs:
+                builder[key] = node_type(kwargs.pop(key))
+        if kwargs:
+            raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        return builder
+
+    @classmethod
+    def get_available_protocols(cls, family: str = "logan") -> dict[str, str]:
+        from .protocols import family_protocols
+
+        return family_protocols(family)
+
     def _failed(self, node, process: str):
-        """Map a failed calcfunction onto this workchain's exit code of the same meaning."""
+        """Map a failed step onto this workchain's exit code of the same meaning."""
         for label, code in EXIT_CODES.items():
             if node.exit_status == code.status:
-                return self.exit_codes[label].format(message=node.exit_message.split(": ", 1)[-1])
-        return self.exit_codes.ERROR_SUB_PROCESS_FAILED.format(process=process, message=node.exit_message or "")
+                return self.exit_codes[label].format(message=(node.exit_message or "").split(": ", 1)[-1])
+        return self.exit_codes.ERROR_SUB_PROCESS_FAILED.format(
+            process=process, message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: "
+            f"{node.exit_message or ''}"
+        )
 
-    def train(self):
-        inputs = {k: self.inputs[k] for k in ("training", "composition", "cell", "pbc", "seeds")}
+    def _training_inputs(self) -> dict:
+        inputs = {k: self.inputs[k] for k in ("training", "family", "target", "seeds")}
         for optional in ("settings", "grid"):
             if optional in self.inputs:
                 inputs[optional] = self.inputs[optional]
-        self.report(f"training {len(self.inputs.seeds.get_list())} seed(s) of LoGAN on {len(self.inputs.training)} structures")
-        outputs, node = train_logan.run_get_node(**inputs)
+        return inputs
+
+    def train(self):
+        n_seeds = len(self.inputs.seeds.get_list())
+        family = self.inputs.family.value
+        inputs = self._training_inputs()
+        if "training_code" not in self.inputs:
+            self.report(f"training {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures")
+            outputs, node = train.run_get_node(**inputs)
+            self.ctx.training = node
+            self.ctx.models = outputs.get("models", {})
+            return None
+        builder = WorkflowFactory("physgen.train.base").get_builder()
+        builder.train = AttributeDict(inputs)
+        builder.train.code = self.inputs.training_code
+        builder.train.device = self.inputs.device
+        options = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
+        if "training_options" in self.inputs:
+            options.update(self.inputs.training_options.get_dict())
+        builder.train.metadata = {"options": options}
+        builder.metadata = {"call_link_label": "training"}
+        node = self.submit(builder)
+        self.report(f"submitted {family} training of {n_seeds} seed(s) as {node.process_label}<{node.pk}> on "
+                    f"{self.inputs.training_code.computer.label}")
+        return ToContext(training=node)
+
+    def inspect_training(self):
+        node = self.ctx.training
         if not node.is_finished_ok:
             return self._failed(node, "training")
-        self.ctx.models = outputs["models"]
-        self.out("models", outputs["models"])
+        if "models" not in self.ctx:
+            self.ctx.models = {label: node.outputs.models[label] for label in node.outputs.models}
+        self.out("models", dict(self.ctx.models))
 
     def generate(self):
         models = dict(self.ctx.models)
         self.report(f"generating {self.inputs.count.value} candidates from each of {len(models)} models")
-        candidates, node = generate.run_get_node(count=self.inputs.count, seed=self.inputs.generation_seed, **models)
+        inputs = {"count": self.inputs.count, "seed": self.inputs.generation_seed, **models}
+        if "condition" in self.inputs:
+            inputs["condition"] = self.inputs.condition
+        candidates, node = generate.run_get_node(**inputs)
         if not node.is_finished_ok:
             return self._failed(node, "generation")
         self.ctx.candidates = candidates

@@ -29,16 +29,20 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ('get_available_protocols', 'get_default_protocol', 'load_protocol', 'load_protocol_file', 'recursive_merge')
+__all__ = (
+    'get_available_protocols', 'get_default_protocol', 'load_protocol', 'load_protocol_file', 'recursive_merge',
+    'generation_protocol', 'family_protocols',
+)
 
 _DIRECTORY = pathlib.Path(__file__).parent
 
 
 @functools.lru_cache(maxsize=None)
-def _read(name: str) -> dict:
+def _read(name: str | pathlib.Path) -> dict:
+    """The content of the protocol file ``<name>.yaml`` of this package, or of the file at a given path."""
     import yaml
 
-    filepath = _DIRECTORY / f'{name}.yaml'
+    filepath = name if isinstance(name, pathlib.Path) else _DIRECTORY / f'{name}.yaml'
     if not filepath.is_file():
         available = sorted(path.stem for path in _DIRECTORY.glob('*.yaml'))
         raise ValueError(f"no protocol file '{name}.yaml'; available protocol files: {', '.join(available)}")
@@ -119,3 +123,40 @@ def load_protocol(
     if variant is not None:
         inputs = recursive_merge(inputs, protocol_variants.get(variant))
     return recursive_merge(inputs, overrides)
+
+
+# ---------------------------------------------------------------------- generation protocols
+#: keys of a generation protocol: nested family settings, seeds, candidates per model, selection settings
+GENERATION_KEYS = ('settings', 'seeds', 'count', 'selection', 'grid')
+
+
+def _family_file(family) -> pathlib.Path:
+    from aiida_physgen.ml.family import get_family
+
+    family = get_family(family)
+    if family.protocol_file is None:
+        raise ValueError(f'protocol: the {family.name} family ships no protocols; give settings explicitly')
+    return pathlib.Path(family.protocol_file)
+
+
+def family_protocols(family) -> dict[str, str]:
+    """The generation protocols of ``family`` mapped to their descriptions."""
+    return get_available_protocols(_family_file(family))
+
+
+def generation_protocol(family, protocol: str | None, target: Mapping, overrides: Mapping | None = None) -> dict[str, Any]:
+    """The generation inputs (``settings``, ``seeds``, ``count``, ``selection``) of a family's ``protocol``
+    for ``target`` (whose kind picks the variant, e.g. molecule or crystal), with ``overrides`` merged in."""
+    from aiida_physgen.ml.family import get_family
+
+    family = get_family(family)
+    path = _family_file(family)
+    variant = family.protocol_variant(family.check_target(target))
+    content = _read(path)
+    has_variants = any('variants' in block for block in [content.get('default_inputs') or {}, *content['protocols'].values()])
+    inputs = load_protocol(path, protocol, overrides, variant=variant if has_variants else None)
+    unknown = sorted(set(inputs) - set(GENERATION_KEYS))
+    if unknown:
+        raise ValueError(f"protocol: unknown key(s) {unknown} in the {family.name} protocol {protocol!r} or the "
+                         f"overrides; expected some of {list(GENERATION_KEYS)}")
+    return inputs

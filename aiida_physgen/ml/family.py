@@ -1,0 +1,237 @@
+"""The generator-family contract, and the registry that finds families through entry points.
+
+A *family* is one method (LoGAN, RUGAN, EDNN, the crystal GAN, RePAP, or a user's own). It is
+one class implementing :class:`GeneratorFamily`, registered under the entry-point group
+``aiida_physgen.families``::
+
+    [project.entry-points."aiida_physgen.families"]
+    logan = "aiida_physgen.ml.logan:LoganFamily"
+
+Everything generic (the ensemble over seeds × grid, checkpoints and resume, devices, progress,
+the model file, the AiiDA processes) works through this contract and names no family.
+
+The contract, in the order a run uses it:
+
+* ``name``, ``role`` (``"generator"`` makes structures; ``"surrogate"`` predicts a property and
+  cannot sample), ``settings_class`` (a nested settings dataclass, see :mod:`.settings`) and
+  ``vectorised`` (dotted settings that may differ between members trained in one pass);
+* :meth:`~GeneratorFamily.check_target` normalises the family-defined *target* (LoGAN: composition,
+  cell, periodicity) and :meth:`~GeneratorFamily.validate` checks training data + target +
+  settings, both raising ``ValueError`` that names the field, before any heavy work;
+* :meth:`~GeneratorFamily.build_trainer` makes a :class:`~aiida_physgen.ml.loop.Trainer` for a
+  group of members; the generic code trains, checkpoints and resumes it;
+* :meth:`~GeneratorFamily.module_from_config` rebuilds a trained member from its config (the
+  model file), and :meth:`~GeneratorFamily.sample` draws ``count`` structures from it with a
+  ``seed`` and an optional family-defined ``condition``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib.metadata
+import io
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import settings as settings_module
+from .batch import StructureBatch
+from .loop import Trainer
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ROLES",
+    "GeneratorFamily",
+    "TrainedModel",
+    "get_family",
+    "available_families",
+]
+
+ENTRY_POINT_GROUP = "aiida_physgen.families"
+ROLES = ("generator", "surrogate")
+
+
+class GeneratorFamily(abc.ABC):
+    """One generative method; see the module docstring for the contract."""
+
+    #: the name the family is registered under (its entry-point name)
+    name: ClassVar[str]
+    #: ``"generator"`` or ``"surrogate"``
+    role: ClassVar[str] = "generator"
+    #: the nested settings dataclass; every default is written there, once
+    settings_class: ClassVar[type]
+    #: dotted settings that may differ between members trained together in one vectorised pass
+    vectorised: ClassVar[tuple[str, ...]] = ()
+    #: YAML file of generation protocols (``fast``, ``balanced``, the paper's), or ``None``
+    protocol_file: ClassVar[Path | None] = None
+
+    # ------------------------------------------------------------------ settings and target
+    def settings(self, values: Mapping[str, Any] | Any | None = None):
+        """The settings dataclass from a nested dictionary (unknown keys and bad values are errors)."""
+        if isinstance(values, self.settings_class):
+            return values
+        return settings_module.from_dict(self.settings_class, values)
+
+    def total_steps(self, settings) -> int:
+        """Training steps per member (for progress bars); families with no ``loop.steps`` override this."""
+        return int(settings.loop.steps)
+
+    @abc.abstractmethod
+    def check_target(self, target: Mapping[str, Any]) -> dict[str, Any]:
+        """The normalised target as a small JSON-able dictionary; ``ValueError`` naming ``target.<field>``."""
+
+    @abc.abstractmethod
+    def validate(self, training: StructureBatch | None, target: dict[str, Any], settings) -> None:
+        """Check training data, (normalised) target and settings together; ``ValueError`` naming the field."""
+
+    def check_condition(self, condition: Mapping[str, Any] | None, config: Mapping[str, Any]) -> dict | None:
+        """Normalise a sampling condition for a model with ``config``; the default accepts none."""
+        if condition:
+            raise ValueError(f"condition: the {self.name} family takes no condition, got {dict(condition)!r}")
+        return None
+
+    def target_facts(self, target: dict[str, Any]) -> dict[str, Any]:
+        """The queryable facts of a target (the ``target`` attribute of a model node); small values only."""
+        return dict(target)
+
+    def protocol_variant(self, target: dict[str, Any]) -> str | None:
+        """Which variant of the family's protocols fits ``target`` (e.g. ``'molecule'``), or ``None``."""
+        return None
+
+    def descriptor(self, target: dict[str, Any], settings) -> dict[str, Any] | None:
+        """The descriptor parameters the model was trained with, when it has one (the selection's default)."""
+        return None
+
+    # ------------------------------------------------------------------ training
+    @abc.abstractmethod
+    def build_trainer(
+        self,
+        training: StructureBatch | None,
+        target: dict[str, Any],
+        members: Sequence[Any],
+        seeds: Sequence[int],
+        device: torch.device,
+    ) -> Trainer:
+        """A trainer for members that share every setting outside :attr:`vectorised`.
+
+        ``members[k]`` is member ``k``'s settings and ``seeds[k]`` its seed; every random stream of a
+        member must come from its seed alone (:func:`~aiida_physgen.ml.ensemble.member_seed`).
+        """
+
+    def architecture(self, settings) -> dict[str, Any]:
+        """What :meth:`module_from_config` needs besides target and seed (by default the settings)."""
+        return settings_module.to_dict(settings)
+
+    # ------------------------------------------------------------------ trained models
+    @abc.abstractmethod
+    def module_from_config(self, config: Mapping[str, Any]) -> torch.nn.Module:
+        """An untrained single-member module shaped as ``config`` says (weights are loaded after)."""
+
+    def sample(
+        self, module: torch.nn.Module, config: Mapping[str, Any], count: int, seed: int, condition: dict | None = None
+    ) -> StructureBatch:
+        """``count`` structures from one trained member, reproducible from ``seed``."""
+        raise ValueError(f"role: {self.name} models are {self.role}s and cannot generate structures")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} ({self.role})>"
+
+
+# ---------------------------------------------------------------------- the registry
+_CACHE: dict[str, GeneratorFamily] = {}
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_families() -> list[str]:
+    """Names of every installed family."""
+    return sorted(_entry_points())
+
+
+def get_family(name: str | GeneratorFamily) -> GeneratorFamily:
+    """The family registered as ``name`` (an instance is returned as it is)."""
+    if isinstance(name, GeneratorFamily):
+        return name
+    if name in _CACHE:
+        return _CACHE[name]
+    points = _entry_points()
+    if not isinstance(name, str) or name not in points:
+        raise ValueError(f"family: unknown generator family {name!r}; installed: {sorted(points)}")
+    cls = points[name].load()
+    family = cls() if isinstance(cls, type) else cls
+    if not isinstance(family, GeneratorFamily):
+        raise TypeError(f"family: entry point {name!r} gives {cls!r}, not a GeneratorFamily")
+    if family.role not in ROLES:
+        raise TypeError(f"family: {name!r} has role {family.role!r}; expected one of {ROLES}")
+    _CACHE[name] = family
+    return family
+
+
+# ---------------------------------------------------------------------- one trained member
+FORMAT_VERSION = 2
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """One trained ensemble member: a single-member module and its JSON-able config.
+
+    The config always holds ``family``, ``role``, ``seed``, ``steps``, ``losses``, ``hyperparameters``
+    (the nested settings), ``target`` (normalised) and ``history`` (loss curves); the family adds
+    what it needs to rebuild the module (``architecture``, ``descriptor``...).
+    """
+
+    module: torch.nn.Module
+    config: dict[str, Any]
+
+    @property
+    def family(self) -> GeneratorFamily:
+        return get_family(self.config["family"])
+
+    def sample(self, count: int, seed: int, condition: Mapping[str, Any] | None = None) -> StructureBatch:
+        """``count`` structures from this model, reproducible from ``seed``."""
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
+            raise ValueError(f"count: got {count!r}, expected a positive number of structures")
+        family = self.family
+        return family.sample(self.module, self.config, int(count), int(seed),
+                             family.check_condition(condition, self.config))
+
+    # ------------------------------------------------------------------ the model file
+    def to_bytes(self) -> bytes:
+        """Config + weights in one ``torch.save`` file (what the CLI writes and a model node keeps)."""
+        for key in ("family", "role", "seed", "steps"):
+            if key not in self.config:
+                raise ValueError(f"config: the key {key!r} is required")
+        handle = io.BytesIO()
+        state = {key: value.detach().cpu().clone() for key, value in self.module.state_dict().items()}
+        torch.save({"format": FORMAT_VERSION, "config": self.config, "state_dict": state}, handle)
+        return handle.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "TrainedModel":
+        config, state = read_model_file(data)
+        module = get_family(config["family"]).module_from_config(config)
+        module.load_state_dict(state)
+        return cls(module.eval(), config)
+
+
+def read_model_file(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and state dict of a model file, without importing its family."""
+    try:
+        blob = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on junk
+        raise ValueError(f"not a readable model file ({type(exception).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
+        raise ValueError(f"not an aiida-physgen model file (format {FORMAT_VERSION} expected)")
+    if not isinstance(blob.get("config"), dict):
+        raise ValueError("the model file holds no config dictionary")
+    return blob["config"], blob.get("state_dict", {})
+
+
+def finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None

@@ -1,0 +1,215 @@
+"""What every training loop shares: per-member random streams, progress, history, checkpoints, stops.
+
+A family's trainer (the WGAN-GP loop in :mod:`~aiida_physgen.ml.wgan`, or a likelihood loop for an
+autoregressive model) subclasses :class:`Trainer` and implements one step. The base class runs the
+steps, logs the losses every ``log_every`` steps, calls the progress callback, writes atomic
+checkpoints, and stops cleanly (checkpoint first) when asked to, e.g. on SIGTERM or at a walltime.
+
+Every member ``k`` of an ensemble draws from its own generators ``rngs[k]``, seeded from its own
+seed only (:class:`~aiida_physgen.ml.ensemble.Stream`), so a member trained alone and the same
+member trained inside a larger ensemble see the same random numbers.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .ensemble import Stream, member_seed
+
+__all__ = [
+    "Trainer",
+    "TrainingHistory",
+    "TrainingDivergedError",
+    "TrainingInterrupted",
+    "stacked_randn",
+    "stacked_rand",
+    "stacked_randint",
+]
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; training stops instead of saving a broken model."""
+
+    def __init__(self, message: str, step: int, members: list[int]):
+        super().__init__(message)
+        self.step = step
+        self.members = members
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training was asked to stop (signal, walltime) and stopped after writing its checkpoint."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+@dataclass
+class TrainingHistory:
+    """Losses per member, every ``log_every`` steps: ``losses[name][i][k]`` at ``steps[i]`` for member ``k``."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def append(self, step: int, losses: dict[str, list[float]]) -> None:
+        self.steps.append(int(step))
+        for name, values in losses.items():
+            self.losses.setdefault(name, []).append([float(v) for v in values])
+
+    def member(self, k: int) -> dict[str, Any]:
+        """The curves of member ``k``: ``{'steps': [...], '<loss>': [...]}`` (plain lists, JSON-able)."""
+        return {"steps": list(self.steps), **{name: [row[k] for row in rows] for name, rows in self.losses.items()}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _draw(rngs: Sequence[torch.Generator], fn, device) -> torch.Tensor:
+    # drawn on the CPU from each member's generator, then moved: the same numbers on every device
+    return torch.stack([fn(g) for g in rngs]).to(device)
+
+
+def stacked_randn(rngs: Sequence[torch.Generator], *shape: int, device="cpu") -> torch.Tensor:
+    """Standard normal numbers ``(K, *shape)``, row ``k`` from ``rngs[k]``."""
+    return _draw(rngs, lambda g: torch.randn(*shape, generator=g), device)
+
+
+def stacked_rand(rngs: Sequence[torch.Generator], *shape: int, device="cpu") -> torch.Tensor:
+    """Uniform numbers in [0, 1) ``(K, *shape)``, row ``k`` from ``rngs[k]``."""
+    return _draw(rngs, lambda g: torch.rand(*shape, generator=g), device)
+
+
+def stacked_randint(rngs: Sequence[torch.Generator], high: int, *shape: int, device="cpu") -> torch.Tensor:
+    """Integers in [0, high) ``(K, *shape)``, row ``k`` from ``rngs[k]``."""
+    return _draw(rngs, lambda g: torch.randint(high, shape, generator=g), device)
+
+
+class Trainer(abc.ABC):
+    """A training loop over ``K`` ensemble members; subclasses implement :meth:`train_step`.
+
+    :param seeds: one seed per member; member ``k``'s loop stream is seeded from ``seeds[k]`` only.
+    :param log_every: record the losses in :attr:`history` every this many steps (and at the end).
+    """
+
+    def __init__(self, seeds: Sequence[int], log_every: int = 10):
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds:
+            raise ValueError("seeds: expected at least one seed")
+        self.log_every = int(log_every)
+        self.step = 0
+        self.rngs = [torch.Generator().manual_seed(member_seed(s, Stream.LOOP)) for s in self.seeds]
+        self.history = TrainingHistory()
+        self.last_losses: dict[str, list[float]] = {}
+
+    @property
+    def n_models(self) -> int:
+        return len(self.seeds)
+
+    # ------------------------------------------------------------------ what a family implements
+    @abc.abstractmethod
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One step for every member; returns losses by name, each of shape ``(K,)``."""
+
+    @abc.abstractmethod
+    def modules_state(self) -> dict[str, Any]:
+        """Everything but the loop's own state that a checkpoint must hold (weights, optimisers)."""
+
+    @abc.abstractmethod
+    def load_modules_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`modules_state`."""
+
+    @abc.abstractmethod
+    def member_module(self, k: int) -> torch.nn.Module:
+        """Member ``k``'s trained model as a stand-alone module (CPU, eval mode)."""
+
+    def begin(self) -> None:
+        """Called before the first step of :meth:`train` (put modules in training mode)."""
+
+    def end(self) -> None:
+        """Called when :meth:`train` returns (put modules in eval mode)."""
+
+    # ------------------------------------------------------------------ the loop
+    def check_finite(self, name: str, losses: torch.Tensor) -> None:
+        bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+        if bad:
+            raise TrainingDivergedError(
+                f"the {name} loss became NaN/inf at step {self.step} for ensemble member(s) "
+                f"{[self.seeds[k] for k in bad]} (by seed); lower the learning rate or check the training data",
+                self.step,
+                bad,
+            )
+
+    def train(
+        self,
+        steps: int,
+        callback: Callable[[int, dict[str, list[float]]], None] | None = None,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 0,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TrainingHistory:
+        """Run steps until ``steps`` have been done in total (a resumed trainer continues its count).
+
+        ``callback(step, losses)`` is called after every step with plain per-member lists. A
+        checkpoint is written every ``checkpoint_every`` steps and at the end. When ``should_stop()``
+        becomes true the checkpoint is written and :class:`TrainingInterrupted` raised.
+        """
+        self.begin()
+        try:
+            while self.step < steps:
+                if should_stop is not None and should_stop():
+                    if checkpoint_path is not None:
+                        self.save_checkpoint(checkpoint_path)
+                    raise TrainingInterrupted(f"training stopped at step {self.step} of {steps}", self.step)
+                losses = {name: value.detach().cpu().tolist() for name, value in self.train_step().items()}
+                self.step += 1
+                self.last_losses = losses
+                if self.step % self.log_every == 0 or self.step == steps:
+                    self.history.append(self.step, losses)
+                if callback is not None:
+                    callback(self.step, losses)
+                if checkpoint_path is not None and (
+                    self.step == steps or (checkpoint_every and self.step % checkpoint_every == 0)
+                ):
+                    self.save_checkpoint(checkpoint_path)
+        finally:
+            self.end()
+        return self.history
+
+    def final_losses(self) -> list[dict[str, float]]:
+        """Last logged losses per member."""
+        if not self.history.steps:
+            return [{} for _ in range(self.n_models)]
+        return [{name: rows[-1][k] for name, rows in self.history.losses.items()} for k in range(self.n_models)]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "seeds": self.seeds,
+            "rngs": [g.get_state() for g in self.rngs],
+            "history": self.history.to_dict(),
+            **self.modules_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["seeds"]) != self.seeds:
+            raise ValueError(f"checkpoint: it was written for seeds {state['seeds']}, not {self.seeds}")
+        self.step = int(state["step"])
+        for g, s in zip(self.rngs, state["rngs"]):
+            g.set_state(s)
+        self.history = TrainingHistory(**state["history"])
+        self.load_modules_state(state)
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
