@@ -158,18 +158,21 @@ def get_family(name: str | GeneratorFamily) -> GeneratorFamily:
     """The family registered as ``name`` (an instance is returned as it is)."""
     if isinstance(name, GeneratorFamily):
         return name
-    if name in _CACHE:
-        return _CACHE[name]
+    # the entry points are read every time (about 5 ms), so a family that is uninstalled, or was only
+    # on sys.path for a while, is not served from a stale cache; instances are cached per entry point
     points = _entry_points()
     if not isinstance(name, str) or name not in points:
         raise ValueError(f"family: unknown generator family {name!r}; installed: {sorted(points)}")
+    key = f"{name}={points[name].value}"
+    if key in _CACHE:
+        return _CACHE[key]
     cls = points[name].load()
     family = cls() if isinstance(cls, type) else cls
     if not isinstance(family, GeneratorFamily):
         raise TypeError(f"family: entry point {name!r} gives {cls!r}, not a GeneratorFamily")
     if family.role not in ROLES:
         raise TypeError(f"family: {name!r} has role {family.role!r}; expected one of {ROLES}")
-    _CACHE[name] = family
+    _CACHE[key] = family
     return family
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 import math
@@ -24,6 +23,8 @@ from aiida_physgen.data.generator_model import REQUIRED_CONFIG_KEYS, GeneratorMo
 from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.ml import model_io
 from aiida_physgen.ml.batch import StructureBatch
+from aiida_physgen.ml.family import TrainedModel
+from aiida_physgen.ml.training import train_ensemble
 
 RESOURCES = Path(__file__).resolve().parents[2] / "aiida_physgen" / "resources" / "logan"
 MOLECULES_FILE = RESOURCES / "C5H12O_training.extxyz"
@@ -274,81 +275,88 @@ def test_serialization_model():
 
 
 # ====================================================================== GeneratorModel
-@pytest.fixture
-def tiny_family(monkeypatch):
-    """Register the ``tiny`` test family and return its class."""
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
-    module = importlib.import_module("tiny_generator")
-    monkeypatch.setitem(model_io.FAMILIES, "tiny", "tiny_generator:TinyGenerator")
-    return module.TinyGenerator
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
 @pytest.fixture
-def config():
-    return {
-        "family": "tiny",
-        "symbols": ["Si", "O", "O", "Si", "O", "O"],
-        "cell": [[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.5]],
-        "pbc": [True, True, True],
-        "descriptor": {"name": "distance_histogram", "r_cut": 5.0, "bins": 32},
-        "hyperparameters": {"latent_dim": 4, "hidden": 8, "learning_rate": 1e-3, "betas": [0.5, 0.9]},
-        "seed": 7,
-        "steps": 120,
-        "losses": {"generator": 0.25, "critic": -0.125},
-        "history": {"generator": np.linspace(1.0, 0.25, 500).tolist()},  # not an attribute: file only
-    }
+def toy_family(monkeypatch):
+    """The third-party ``toy`` family of tests/plugins, registered through its entry point only."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    from aiida_physgen.ml.family import get_family
+
+    return get_family("toy")
 
 
-def make_module(tiny_family, config, seed=0):
-    torch.manual_seed(seed)
-    return tiny_family.from_config(config)
+def water(n: int = 6) -> StructureBatch:
+    rng = np.random.default_rng(0)
+    molecules = []
+    for _ in range(n):
+        atoms = ase.build.molecule("H2O")
+        atoms.positions += 3.0 + rng.normal(0.0, 0.05, atoms.positions.shape)
+        molecules.append(atoms)
+    return StructureBatch.from_atoms(molecules)
 
 
-def test_generator_model_round_trip(tiny_family, config):
-    module = make_module(tiny_family, config)
-    node = GeneratorModel.from_module(module, config).store()
+@pytest.fixture
+def trained(toy_family):
+    """A real (tiny) toy model, seed 7, plus an extra config key that must stay in the file only."""
+    (model,) = train_ensemble(toy_family, water(), {"composition": "H2O", "box": 6.0}, {"loop": {"steps": 3}}, [7])
+    model.config["extra"] = {"generator": np.linspace(1.0, 0.25, 500).tolist()}
+    return model
+
+
+def retrained(toy_family, seed: int):
+    (model,) = train_ensemble(toy_family, water(), {"composition": "H2O", "box": 6.0}, {"loop": {"steps": 3}}, [seed])
+    return model
+
+
+def with_config(model: TrainedModel, **changes) -> TrainedModel:
+    return TrainedModel(model.module, {**model.config, **changes})
+
+
+def test_generator_model_round_trip(trained):
+    node = GeneratorModel.from_model(trained).store()
     loaded = orm.load_node(node.pk)
     assert isinstance(loaded, GeneratorModel)
 
     restored = loaded.load()
-    assert isinstance(restored, tiny_family)
-    assert not restored.training
-    original_state = module.state_dict()
-    restored_state = restored.state_dict()
+    assert isinstance(restored, TrainedModel)
+    assert not restored.module.training
+    original_state = trained.module.state_dict()
+    restored_state = restored.module.state_dict()
     assert original_state.keys() == restored_state.keys()
     for key, value in original_state.items():
         assert torch.equal(restored_state[key], value), key
-    z = torch.randn(5, 4)
-    with torch.no_grad():
-        assert torch.equal(restored(z), module.eval()(z))
+    np.testing.assert_array_equal(restored.sample(4, 1).positions, trained.sample(4, 1).positions)
 
 
-def test_generator_model_attributes(tiny_family, config):
-    node = GeneratorModel.from_module(make_module(tiny_family, config), config).store()
+def test_generator_model_attributes(trained):
+    node = GeneratorModel.from_model(trained).store()
     loaded = orm.load_node(node.pk)
 
-    assert loaded.family == "tiny"
-    assert loaded.composition == "O4Si2"
-    assert loaded.symbols == config["symbols"]
-    assert loaded.cell == config["cell"]
-    assert loaded.pbc == [True, True, True]
-    assert loaded.descriptor == config["descriptor"]
-    assert loaded.hyperparameters == config["hyperparameters"]
+    assert loaded.family == "toy"
+    assert loaded.role == "generator"
+    assert loaded.target == {"composition": "H2O", "box": 6.0}
+    assert loaded.descriptor is None
+    assert loaded.hyperparameters == trained.config["hyperparameters"]
+    assert loaded.hyperparameters["loop"]["steps"] == 3
     assert loaded.seed == 7
-    assert loaded.steps == 120
-    assert loaded.losses == config["losses"]
-    assert "history" not in loaded.base.attributes.all
+    assert loaded.steps == 3
+    assert loaded.losses == pytest.approx(trained.config["losses"], rel=1e-12)  # AiiDA keeps 14 digits
+    assert set(loaded.losses) == {"critic", "generator", "wasserstein"}
+    assert "history" not in loaded.base.attributes.all and "extra" not in loaded.base.attributes.all
     assert len(json.dumps(loaded.base.attributes.all)) < 2048
     assert loaded.base.repository.list_object_names() == [GeneratorModel.FILENAME]
+    assert loaded.get_loss_curves()["steps"] == [3]
 
     full = loaded.get_config()
-    assert full["history"] == config["history"]
+    assert full["extra"] == trained.config["extra"]
     full["seed"] = 99  # a copy: the node's config is not changed
     assert loaded.get_config()["seed"] == 7
 
 
-def test_generator_model_checksum(tiny_family, config, tmp_path):
-    node = GeneratorModel.from_module(make_module(tiny_family, config), config).store()
+def test_generator_model_checksum(trained, tmp_path):
+    node = GeneratorModel.from_model(trained).store()
     loaded = orm.load_node(node.pk)
     exported = loaded.export(tmp_path / "model.pt")
 
@@ -357,9 +365,9 @@ def test_generator_model_checksum(tiny_family, config, tmp_path):
     assert loaded.verify_checksum()
 
 
-def test_generator_model_tampered_file(tiny_family, config):
-    node = GeneratorModel.from_module(make_module(tiny_family, config), config)
-    other = model_io.model_bytes(make_module(tiny_family, config, seed=1), config)
+def test_generator_model_tampered_file(trained, toy_family):
+    node = GeneratorModel.from_model(trained)
+    other = retrained(toy_family, 8).to_bytes()
     node.base.repository.put_object_from_bytes(other, GeneratorModel.FILENAME)
 
     assert not node.verify_checksum()
@@ -369,56 +377,48 @@ def test_generator_model_tampered_file(tiny_family, config):
         node.store()
 
 
-def test_generator_model_from_bytes_and_file(tiny_family, config, tmp_path):
-    module = make_module(tiny_family, config)
-    data = model_io.model_bytes(module, config)
+def test_generator_model_from_bytes_and_file(trained, tmp_path):
+    data = trained.to_bytes()
 
-    from_bytes = GeneratorModel(data, config)
+    from_bytes = GeneratorModel(data, trained.config)
     assert from_bytes.get_model_bytes() == data
     assert from_bytes.checksum == model_io.sha256(data)
     assert GeneratorModel(data).base.attributes.all == from_bytes.base.attributes.all
 
     path = tmp_path / "cli_model.pt"
-    checksum = model_io.save_model(path, module, config)
+    checksum = model_io.save_model(path, trained)
     from_file = GeneratorModel.from_file(path).store()
     assert from_file.checksum == checksum
 
     exported = orm.load_node(from_file.pk).export(tmp_path / "exported.pt")
     assert exported.read_bytes() == path.read_bytes()
-    restored, restored_config = model_io.load_model(exported)
-    assert restored_config == config
-    for key, value in module.state_dict().items():
-        assert torch.equal(restored.state_dict()[key], value)
+    restored = model_io.load_model(exported)
+    assert restored.config == trained.config
+    for key, value in trained.module.state_dict().items():
+        assert torch.equal(restored.module.state_dict()[key], value)
 
     with pytest.raises(FileNotFoundError):
         GeneratorModel.from_file(tmp_path / "absent.pt")
 
 
-def test_generator_model_config_mismatch(tiny_family, config):
-    data = model_io.model_bytes(make_module(tiny_family, config), config)
+def test_generator_model_config_mismatch(trained):
     with pytest.raises(ValueError, match="config"):
-        GeneratorModel(data, {**config, "seed": 8})
+        GeneratorModel(trained.to_bytes(), {**trained.config, "seed": 8})
 
 
-def test_generator_model_query(tiny_family, config):
-    first = GeneratorModel.from_module(make_module(tiny_family, config), config).store()
-    second_config = {**config, "seed": 8}
-    second = GeneratorModel.from_module(make_module(tiny_family, second_config, seed=8), second_config).store()
+def test_generator_model_query(trained, toy_family):
+    first = GeneratorModel.from_model(trained).store()
+    second = GeneratorModel.from_model(retrained(toy_family, 8)).store()
     ids = [first.pk, second.pk]
 
     query = orm.QueryBuilder().append(
-        GeneratorModel, filters={"id": {"in": ids}, "attributes.family": "tiny", "attributes.seed": 8}, project="id"
+        GeneratorModel, filters={"id": {"in": ids}, "attributes.family": "toy", "attributes.seed": 8}, project="id"
     )
     assert query.all(flat=True) == [second.pk]
 
     query = orm.QueryBuilder().append(
-        GeneratorModel, filters={"id": {"in": ids}, "attributes.family": "tiny"}, project="id"
-    )
-    assert sorted(query.all(flat=True)) == sorted(ids)
-
-    query = orm.QueryBuilder().append(
         GeneratorModel,
-        filters={"id": {"in": ids}, "attributes.composition": "O4Si2", "attributes.hyperparameters.latent_dim": 4},
+        filters={"id": {"in": ids}, "attributes.target.composition": "H2O", "attributes.hyperparameters.hidden": 16},
         project="attributes.seed",
     )
     assert sorted(query.all(flat=True)) == [7, 8]
@@ -427,45 +427,39 @@ def test_generator_model_query(tiny_family, config):
 
 
 @pytest.mark.parametrize("key", REQUIRED_CONFIG_KEYS)
-def test_generator_model_missing_key(tiny_family, config, key):
-    module = make_module(tiny_family, config)
-    incomplete = {name: value for name, value in config.items() if name != key}
+def test_generator_model_missing_key(trained, key):
+    incomplete = TrainedModel(trained.module, {name: value for name, value in trained.config.items() if name != key})
     with pytest.raises(ValueError, match=key):
-        GeneratorModel.from_module(module, incomplete)
-    if key != "family":  # a file without a family cannot even be written by model_io
-        with pytest.raises(ValueError, match=key):
-            GeneratorModel(model_io.model_bytes(module, incomplete))
+        GeneratorModel.from_model(incomplete)
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
+    ("key", "value", "words"),
     [
-        ("family", "unknown-family"),
-        ("symbols", ["Si", "Xx"]),
-        ("symbols", []),
-        ("cell", [[1.0, 0.0], [0.0, 1.0]]),
-        ("pbc", [True, True]),
-        ("seed", 1.5),
-        ("steps", -1),
-        ("descriptor", "soap"),
-        ("losses", {"generator": "low"}),
-        ("hyperparameters", {"weights": list(range(10_000))}),
+        ("family", "unknown-family", "family"),
+        ("role", "surrogate", "role"),
+        ("target", {"composition": "H2Q", "box": 6.0}, "target.composition"),
+        ("target", {"composition": "H2O", "box": -1}, "target.box"),
+        ("seed", 1.5, "seed"),
+        ("steps", -1, "steps"),
+        ("losses", {"generator": "low"}, "losses"),
+        ("hyperparameters", {"weights": list(range(10_000))}, "hyperparameters"),
     ],
 )
-def test_generator_model_invalid_config(tiny_family, config, key, value):
-    with pytest.raises(ValueError, match=key):
-        GeneratorModel.from_module(make_module(tiny_family, config), {**config, key: value})
+def test_generator_model_invalid_config(trained, key, value, words):
+    with pytest.raises(ValueError, match=words):
+        GeneratorModel.from_model(with_config(trained, **{key: value}))
 
 
-def test_generator_model_numpy_values_named(tiny_family, config):
-    config = {**config, "history": {"generator": list(np.linspace(1.0, 0.25, 3))}}
-    with pytest.raises(ValueError, match=r"config\.history\.generator\[0\]: numpy"):
-        GeneratorModel.from_module(make_module(tiny_family, config), config)
+def test_generator_model_numpy_values_named(trained):
+    model = with_config(trained, extra={"generator": list(np.linspace(1.0, 0.25, 3))})
+    with pytest.raises(ValueError, match=r"config\.extra\.generator\[0\]: numpy"):
+        GeneratorModel.from_model(model)
 
 
-def test_generator_model_non_finite_loss(tiny_family, config):
-    config = {**config, "losses": {"generator": float("nan"), "critic": -0.125}}
-    node = GeneratorModel.from_module(make_module(tiny_family, config), config).store()
+def test_generator_model_non_finite_loss(trained):
+    model = with_config(trained, losses={"generator": float("nan"), "critic": -0.125})
+    node = GeneratorModel.from_model(model).store()
     loaded = orm.load_node(node.pk)
     assert loaded.losses == {"generator": None, "critic": -0.125}
     assert math.isnan(loaded.get_config()["losses"]["generator"])

@@ -1,4 +1,4 @@
-"""Tests of the generation chain: the calcfunctions ``train_logan`` → ``generate`` →
+"""Tests of the generation chain: the calcfunctions ``train`` → ``generate`` →
 ``select_representatives`` and the ``GenerationWorkChain`` around them.
 
 Training is kept tiny (2 steps, small networks, a handful of molecules) so the whole module runs
@@ -18,10 +18,10 @@ from aiida import orm
 from aiida.common.links import LinkType
 from aiida.engine import run_get_node
 
-from aiida_physgen.calculations.functions import generate, select_representatives, train_logan
+from aiida_physgen.calculations.functions import generate, select_representatives, train
 from aiida_physgen.data.generator_model import GeneratorModel
 from aiida_physgen.data.structure_set import StructureSet
-from aiida_physgen.ml import logan
+from aiida_physgen.ml.training import generate as generate_batch
 from aiida_physgen.workflows.generation import GenerationWorkChain, validate_generation_inputs
 
 RESOURCES = Path(__file__).resolve().parents[2] / "aiida_physgen" / "resources" / "logan"
@@ -31,18 +31,15 @@ SIO2_TRAINING_FILE = RESOURCES / "sio2" / "mp-546794_training.extxyz"
 
 BOX = 9.5
 TINY = {
-    "steps": 2,
+    "loop": {"steps": 2, "batch_size": 4},
     "rattle_copies": 0,
     "hidden": [32, 16],
     "critic_hidden": [16],
-    "n_max": 2,
-    "l_max": 2,
-    "max_neighbours": 8,
-    "batch_size": 4,
+    "descriptor": {"n_max": 2, "l_max": 2, "max_neighbours": 8},
 }
 # two-step models put every atom near the box centre: switch the min-distance filter off here
 # (test_select_drops_candidates_with_atoms_too_close covers it)
-TINY_SELECTION = {"n_components": 3, "n_max": 2, "l_max": 2, "max_neighbours": 8, "min_distance": 0.0}
+TINY_SELECTION = {"n_components": 3, "descriptor": {"n_max": 2, "l_max": 2, "max_neighbours": 8}, "min_distance": 0.0}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -50,11 +47,12 @@ def molecules(n: int = 6) -> list[ase.Atoms]:
     return ase.io.read(MOLECULES_FILE, index=f":{n}")
 
 
-def box_inputs(box: float = BOX) -> dict:
-    return {
-        "cell": orm.List([[box, 0.0, 0.0], [0.0, box, 0.0], [0.0, 0.0, box]]),
-        "pbc": orm.List([False, False, False]),
-    }
+def target(composition: str = "C5H12O", box: float = BOX) -> orm.Dict:
+    return orm.Dict({"composition": composition, "cell": (np.eye(3) * box).tolist(), "pbc": [False, False, False]})
+
+
+def train_inputs(composition: str = "C5H12O", box: float = BOX, **kwargs) -> dict:
+    return {"family": orm.Str("logan"), "target": target(composition, box), **kwargs}
 
 
 def created(node: orm.ProcessNode) -> list:
@@ -81,13 +79,12 @@ def training_set() -> StructureSet:
 @pytest.fixture(scope="module")
 def trained(training_set):
     """Two seeds × two generator learning rates → four models."""
-    outputs, node = train_logan.run_get_node(
+    outputs, node = train.run_get_node(
         training=training_set,
-        composition=orm.Str("C5H12O"),
         seeds=orm.List([0, 1]),
         settings=orm.Dict(TINY),
-        grid=orm.Dict({"lr_generator": [1e-4, 3e-4]}),
-        **box_inputs(),
+        grid=orm.Dict({"loop": {"lr_generator": [1e-4, 3e-4]}}),
+        **train_inputs(),
     )
     assert node.is_finished_ok, node.exit_message
     return outputs, node
@@ -105,40 +102,44 @@ def candidates(models) -> StructureSet:
     return result
 
 
-# ------------------------------------------------------------------------------------------ train_logan
-def test_train_logan_one_model_per_seed_and_grid_point(models):
+# ------------------------------------------------------------------------------------------ train
+def test_train_one_model_per_seed_and_grid_point(models):
     assert sorted(models) == ["model_00", "model_01", "model_02", "model_03"]
     assert all(isinstance(model, GeneratorModel) and model.is_stored for model in models.values())
     # seeds vary fastest, then the grid
     assert [models[k].seed for k in sorted(models)] == [0, 1, 0, 1]
-    assert [models[k].hyperparameters["lr_generator"] for k in sorted(models)] == [1e-4, 1e-4, 3e-4, 3e-4]
+    assert [models[k].hyperparameters["loop"]["lr_generator"] for k in sorted(models)] == [1e-4, 1e-4, 3e-4, 3e-4]
     for model in models.values():
         assert model.family == "logan"
+        assert model.role == "generator"
         assert model.steps == 2
-        assert model.composition == "C5H12O"
-        assert model.pbc == [False, False, False]
-        np.testing.assert_allclose(model.cell, np.eye(3) * BOX)
+        assert model.target["formula"] == "C5H12O"
+        assert model.target["pbc"] == [False, False, False]
+        np.testing.assert_allclose(model.target["cell"], np.eye(3) * BOX)
         assert model.hyperparameters["hidden"] == [32, 16]
+        assert model.descriptor == {"r_cut": 5.0, "n_max": 2, "l_max": 2, "max_neighbours": 8, "radial": "gaussian"}
+        curves = model.get_loss_curves()
+        assert curves["steps"] == [2] and len(curves["wasserstein"]) == 1
     assert len({model.checksum for model in models.values()}) == 4
 
 
-def test_train_logan_models_are_queryable(trained, models):
+def test_train_models_are_queryable(trained, models):
     _, node = trained
     qb = orm.QueryBuilder()
     qb.append(orm.CalcFunctionNode, filters={"id": node.pk}, tag="calc")
     qb.append(
         GeneratorModel,
         with_incoming="calc",
-        filters={"attributes.family": "logan", "attributes.seed": 1, "attributes.steps": 2},
+        filters={"attributes.family": "logan", "attributes.seed": 1, "attributes.steps": 2,
+                 "attributes.target.formula": "C5H12O"},
         project="uuid",
     )
     assert sorted(qb.all(flat=True)) == sorted([models["model_01"].uuid, models["model_03"].uuid])
 
 
-def test_train_logan_models_generate(models):
+def test_train_models_generate(models):
     for model in models.values():
-        module = model.load()
-        batch = module.sample(3, seed=0)
+        batch = model.load().sample(3, seed=0)
         assert len(batch) == 3
         assert set(batch.formulas()) == {"C5H12O"}
         assert np.all(np.isfinite(batch.positions))
@@ -146,12 +147,13 @@ def test_train_logan_models_generate(models):
         assert batch.positions.min() >= 0.0 and batch.positions.max() <= BOX
 
 
-def test_train_logan_provenance(trained, training_set, models):
+def test_train_provenance(trained, training_set, models):
     _, node = trained
-    assert node.process_label == "train_logan"
+    assert node.process_label == "train"
     inputs = {link.link_label: link.node for link in node.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()}
     assert inputs["training"].uuid == training_set.uuid
-    assert inputs["composition"].value == "C5H12O"
+    assert inputs["family"].value == "logan"
+    assert inputs["target"]["composition"] == "C5H12O"
     creates = {link.link_label: link.node.uuid for link in created(node)}
     assert creates == {f"models__{label}": model.uuid for label, model in models.items()}
     for model in models.values():
@@ -171,7 +173,9 @@ def test_generate_one_set_for_all_models(models, candidates):
     inputs = {link.link_label for link in creator.base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()}
     assert inputs == {"count", "seed", *models}
     # the same structures as the ML layer gives for the loaded models in sorted label order
-    expected = logan.generate([models[label].load() for label in sorted(models)], 10, 0)
+    expected = generate_batch([models[label].load() for label in sorted(models)], 10, 0)
+    assert candidates.base.attributes.get("model_uuids") == [models[label].uuid for label in sorted(models)]
+    assert candidates.base.attributes.get("descriptor") == models["model_00"].descriptor
     np.testing.assert_allclose(candidates.get_array("positions"), expected.positions)
 
 
@@ -251,13 +255,9 @@ def test_select_without_plot(candidates):
     ],
     ids=["training-element-absent", "composition-element-missing", "box-too-small", "bad-formula"],
 )
-def test_train_logan_invalid_input(training_set, composition, box, words):
-    result, node = train_logan.run_get_node(
-        training=training_set,
-        composition=orm.Str(composition),
-        seeds=orm.List([0]),
-        settings=orm.Dict(TINY),
-        **box_inputs(box),
+def test_train_invalid_input(training_set, composition, box, words):
+    result, node = train.run_get_node(
+        training=training_set, seeds=orm.List([0]), settings=orm.Dict(TINY), **train_inputs(composition, box)
     )
     assert_failed_without_outputs(node, result, 300, "invalid input", *words)
 
@@ -265,42 +265,35 @@ def test_train_logan_invalid_input(training_set, composition, box, words):
 @pytest.mark.parametrize(
     ("settings", "grid", "words"),
     [
-        ({**TINY, "steps": -1}, None, ("steps",)),
+        ({**TINY, "loop": {"steps": -1}}, None, ("settings.loop.steps",)),
         ({**TINY, "no_such_setting": 1}, None, ("settings", "no_such_setting")),
+        ({**TINY, "loop": {"stepz": 1}}, None, ("settings.loop.stepz",)),
         (TINY, {"no_such_setting": [1, 2]}, ("grid", "no_such_setting")),
-        ({**TINY, "lr_critic": 0}, None, ("lr_critic",)),
+        (TINY, {"loop": {"lr_critic": 1e-3}}, ("grid.loop.lr_critic", "list")),
+        ({**TINY, "loop": {"lr_critic": 0}}, None, ("lr_critic",)),
     ],
-    ids=["negative-steps", "unknown-setting", "unknown-grid-key", "zero-lr"],
+    ids=["negative-steps", "unknown-setting", "unknown-nested-setting", "unknown-grid-key", "grid-not-a-list",
+         "zero-lr"],
 )
-def test_train_logan_invalid_settings(training_set, settings, grid, words):
+def test_train_invalid_settings(training_set, settings, grid, words):
     extra = {"grid": orm.Dict(grid)} if grid is not None else {}
-    result, node = train_logan.run_get_node(
-        training=training_set,
-        composition=orm.Str("C5H12O"),
-        seeds=orm.List([0]),
-        settings=orm.Dict(settings),
-        **box_inputs(),
-        **extra,
+    result, node = train.run_get_node(
+        training=training_set, seeds=orm.List([0]), settings=orm.Dict(settings), **train_inputs(), **extra
     )
     assert_failed_without_outputs(node, result, 300, *words)
 
 
-def test_train_logan_no_seeds(training_set):
-    result, node = train_logan.run_get_node(
-        training=training_set, composition=orm.Str("C5H12O"), seeds=orm.List([]), settings=orm.Dict(TINY),
-        **box_inputs(),
+def test_train_no_seeds(training_set):
+    result, node = train.run_get_node(
+        training=training_set, seeds=orm.List([]), settings=orm.Dict(TINY), **train_inputs()
     )
     assert_failed_without_outputs(node, result, 300, "seeds")
 
 
-def test_train_logan_nan_is_310(training_set):
-    settings = {**TINY, "optimizer": "adam", "lr_generator": 1e30, "lr_critic": 1e30, "steps": 5}
-    result, node = train_logan.run_get_node(
-        training=training_set,
-        composition=orm.Str("C5H12O"),
-        seeds=orm.List([0, 1]),
-        settings=orm.Dict(settings),
-        **box_inputs(),
+def test_train_nan_is_310(training_set):
+    settings = {**TINY, "loop": {"optimizer": "adam", "lr_generator": 1e30, "lr_critic": 1e30, "steps": 5}}
+    result, node = train.run_get_node(
+        training=training_set, seeds=orm.List([0, 1]), settings=orm.Dict(settings), **train_inputs()
     )
     assert_failed_without_outputs(node, result, 310, "diverged", "NaN", "loss")
 
@@ -345,9 +338,7 @@ def count_nodes() -> int:
 def test_generation_workchain_end_to_end():
     builder = GenerationWorkChain.get_builder()
     builder.training = StructureSet.from_ase(molecules(5))
-    builder.composition = orm.Str("C5H12O")
-    builder.cell = box_inputs()["cell"]
-    builder.pbc = box_inputs()["pbc"]
+    builder.target = target()
     builder.seeds = orm.List([0, 1])
     builder.settings = orm.Dict(TINY)
     builder.count = orm.Int(6)
@@ -368,7 +359,7 @@ def test_generation_workchain_end_to_end():
     assert results["pca_plot"].get_content(mode="rb").startswith(PNG_MAGIC)
 
     called = sorted(node.called, key=lambda n: n.ctime)
-    assert [c.process_label for c in called] == ["train_logan", "generate", "select_representatives"]
+    assert [c.process_label for c in called] == ["train", "generate", "select_representatives"]
     assert all(isinstance(c, orm.CalcFunctionNode) and c.is_finished_ok for c in called)
     train_node, generate_node, select_node = called
     assert len(node.base.links.get_outgoing(link_type=LinkType.CALL_CALC).all()) == 3
@@ -390,9 +381,7 @@ def test_generation_workchain_end_to_end():
 def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
     builder = GenerationWorkChain.get_builder()
     builder.training = StructureSet.from_ase(molecules(3))
-    builder.composition = orm.Str("C5H12")  # parses, but the training molecules hold O
-    builder.cell = box_inputs()["cell"]
-    builder.pbc = box_inputs()["pbc"]
+    builder.target = target("C5H12")  # parses, but the training molecules hold O
     builder.seeds = orm.List([0])
     builder.settings = orm.Dict(TINY)
     builder.count = orm.Int(4)
@@ -401,7 +390,7 @@ def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
     assert node.exit_status == 300, (node.exit_status, node.exit_message)
     assert "training" in node.exit_message and "'O'" in node.exit_message
     assert not node.exit_message.startswith("invalid input: invalid input")
-    assert [c.process_label for c in node.called] == ["train_logan"]
+    assert [c.process_label for c in node.called] == ["train"]
     assert node.called[0].exit_status == 300
     assert "models" not in results and "candidates" not in results
 
@@ -409,11 +398,9 @@ def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
 def test_generation_workchain_validator_rejects_before_storing():
     builder = GenerationWorkChain.get_builder()
     builder.training = StructureSet.from_ase(molecules(3))
-    builder.composition = orm.Str("C5H12O")
-    builder.cell = box_inputs()["cell"]
-    builder.pbc = box_inputs()["pbc"]
+    builder.target = target()
     builder.seeds = orm.List([0])
-    builder.grid = orm.Dict({"lr_generator": [1e-4, 3e-4]})  # 1 seed × 2 = 2 members
+    builder.grid = orm.Dict({"loop": {"lr_generator": [1e-4, 3e-4]}})  # 1 seed × 2 = 2 members
     builder.settings = orm.Dict(TINY)
     builder.count = orm.Int(2)  # 4 candidates
     builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 5})
@@ -427,7 +414,7 @@ def test_generation_workchain_validator_rejects_before_storing():
 def test_generation_inputs_validator_boundary():
     inputs = {
         "seeds": orm.List([0]),
-        "grid": orm.Dict({"lr_generator": [1e-4, 3e-4]}),
+        "grid": orm.Dict({"loop": {"lr_generator": [1e-4, 3e-4]}}),
         "count": orm.Int(2),
     }
     assert validate_generation_inputs({**inputs, "selection_settings": orm.Dict({"n_clusters": 4})}) is None
@@ -436,8 +423,11 @@ def test_generation_inputs_validator_boundary():
     # the default of 20 clusters needs 20 candidates
     assert "n_clusters" in validate_generation_inputs(inputs)
     assert "count" in validate_generation_inputs({**inputs, "count": orm.Int(0)})
-    assert "composition" in validate_generation_inputs({"composition": orm.Str("C5H12Q")})
-    assert "cell" in validate_generation_inputs({"cell": orm.List([[1, 0, 0], [0, 1, 0]])})
+    assert "target.composition" in validate_generation_inputs({"target": target("C5H12Q")})
+    bad_cell = orm.Dict({"composition": "C5H12O", "cell": [[1, 0, 0], [0, 1, 0]], "pbc": False})
+    assert "target.cell" in validate_generation_inputs({"target": bad_cell})
+    assert "family" in validate_generation_inputs({"family": orm.Str("no-such-family")})
+    assert "settings.loop.stepz" in validate_generation_inputs({**inputs, "settings": orm.Dict({"loop": {"stepz": 1}})})
 
 
 # ------------------------------------------------------------------------------------------ SiO2
@@ -447,18 +437,17 @@ def test_sio2_periodic_chain():
     training = StructureSet.from_ase(ase.io.read(SIO2_TRAINING_FILE, index=":5"))
     composition = "Si2O4"
     assert Counter(target.get_chemical_symbols()) == {"Si": 2, "O": 4}
-    outputs, node = train_logan.run_get_node(
+    outputs, node = train.run_get_node(
         training=training,
-        composition=orm.Str(composition),
-        cell=orm.List(target.cell.array.tolist()),
-        pbc=orm.List([True, True, True]),
+        family=orm.Str("logan"),
+        target=orm.Dict({"composition": composition, "cell": target.cell.array.tolist(), "pbc": True}),
         seeds=orm.List([0]),
         settings=orm.Dict(TINY),
     )
     assert node.is_finished_ok, node.exit_message
     model = outputs["models"]["model_00"]
-    assert model.composition == "O4Si2"
-    assert model.pbc == [True, True, True]
+    assert model.target["formula"] == "O4Si2"
+    assert model.target["pbc"] == [True, True, True]
 
     candidates, node = generate.run_get_node(count=orm.Int(6), seed=orm.Int(0), model_00=model)
     assert node.is_finished_ok, node.exit_message
@@ -490,7 +479,7 @@ def test_select_drops_candidates_with_atoms_too_close():
         bad.positions[1] = bad.positions[0] + [0.3, 0.0, 0.0]
         squashed.append(bad)
     candidates = StructureSet.from_ase(molecules + squashed)
-    settings = {"n_components": 3, "n_max": 2, "l_max": 2, "max_neighbours": 8, "n_clusters": 6}
+    settings = {"n_components": 3, "descriptor": {"n_max": 2, "l_max": 2, "max_neighbours": 8}, "n_clusters": 6}
     outputs, node = select_representatives.run_get_node(
         candidates=candidates, seed=orm.Int(0), settings=orm.Dict(settings)
     )
