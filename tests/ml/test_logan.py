@@ -8,14 +8,28 @@ import pytest
 import torch
 
 from aiida_physgen.ml import logan
+from aiida_physgen.ml import settings as settings_module
 from aiida_physgen.ml.batch import StructureBatch
+from aiida_physgen.ml.composition import composition_string, parse_composition
 from aiida_physgen.ml.descriptors import atomic_descriptors
+from aiida_physgen.ml.family import TrainedModel, get_family
 from aiida_physgen.ml.model_io import load_model, save_model
+from aiida_physgen.ml.training import generate, train_ensemble
 from aiida_physgen.resources import resource_path
 
 BOX = np.eye(3) * 9.5
-TINY = {"steps": 3, "rattle_copies": 1, "hidden": [32, 16], "critic_hidden": [16], "n_max": 2, "l_max": 2,
-        "max_neighbours": 8, "batch_size": 4}
+TARGET = {"composition": "C5H12O", "cell": BOX.tolist(), "pbc": False}
+TINY = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 1,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
+
+
+def train(training, settings=TINY, seeds=(0,), target=TARGET, **kwargs):
+    return train_ensemble("logan", training, target, settings, seeds=list(seeds), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -29,28 +43,51 @@ def few(molecules):
 
 
 def test_parse_composition():
-    assert logan.parse_composition("C5H12O") == ["C"] * 5 + ["H"] * 12 + ["O"]
-    assert logan.parse_composition(["Si", "O", "O", "Si"]) == ["Si", "Si", "O", "O"]
-    for bad in ("C5H12Xx", "c5", "", "C5 H12?"):
+    assert parse_composition("C5H12O") == ["C"] * 5 + ["H"] * 12 + ["O"]
+    assert parse_composition(["Si", "O", "O", "Si"]) == ["Si", "Si", "O", "O"]
+    assert composition_string(parse_composition("OSi2O3")) == "O4Si2"
+    for bad in ("C5H12Xx", "c5", "", "C5 H12?", "X2"):
         with pytest.raises(ValueError, match="composition"):
-            logan.parse_composition(bad)
+            parse_composition(bad)
 
 
 def test_settings_reject_unknown_and_bad_values():
-    with pytest.raises(ValueError, match="unknown key.*'epochs'"):
-        logan.LoganSettings.from_dict({"epochs": 5})
+    family = get_family("logan")
+    with pytest.raises(ValueError, match=r"unknown key.*'settings\.epochs'"):
+        family.settings({"epochs": 5})
+    with pytest.raises(ValueError, match=r"settings\.loop\.stepz"):
+        family.settings({"loop": {"stepz": 5}})
     with pytest.raises(ValueError, match="latent_dim"):
         logan.LoganSettings(latent_dim=0)
-    with pytest.raises(ValueError, match="radial"):
-        logan.LoganSettings(radial="fourier")
+    with pytest.raises(ValueError, match=r"descriptor\.radial"):
+        family.settings({"descriptor": {"radial": "fourier"}})
+    with pytest.raises(ValueError, match=r"loop\.lr_generator.*grid"):
+        family.settings({"loop": {"lr_generator": [1e-4, 1e-3]}})
+    # the family's own loop defaults, not the bare WGAN ones
+    assert family.settings({}).loop.steps == 2000
+    assert family.settings({"loop": {"batch_size": 4}}).loop.steps == 2000
+
+
+def test_target_is_checked_and_normalised():
+    family = get_family("logan")
+    normal = family.check_target({"composition": ["H", "O", "H"], "cell": BOX, "pbc": True})
+    assert normal == {"composition": "H2O", "cell": BOX.tolist(), "pbc": [True] * 3}
+    with pytest.raises(ValueError, match=r"target\.cell"):
+        family.check_target({"composition": "H2O", "cell": [1, 2, 3]})
+    with pytest.raises(ValueError, match=r"target\.composition"):
+        family.check_target({"cell": BOX})
+    with pytest.raises(ValueError, match=r"target\.pbc"):
+        family.check_target({"composition": "H2O", "cell": BOX, "pbc": [True, False]})
+    with pytest.raises(ValueError, match=r"target: unknown key"):
+        family.check_target({**TARGET, "temperature": 300})
 
 
 def test_validation_before_training(molecules):
-    symbols = logan.parse_composition("C5H12O")
+    symbols = parse_composition("C5H12O")
     with pytest.raises(ValueError, match=r"training: element\(s\) \['O'\]"):
-        logan.validate_training(molecules, logan.parse_composition("C5H12"), BOX, [False] * 3, 5.0)
+        logan.validate_training(molecules, parse_composition("C5H12"), BOX, [False] * 3, 5.0)
     with pytest.raises(ValueError, match=r"composition: element\(s\) \['N'\]"):
-        logan.validate_training(molecules, logan.parse_composition("C5H12NO"), BOX, [False] * 3, 5.0)
+        logan.validate_training(molecules, parse_composition("C5H12NO"), BOX, [False] * 3, 5.0)
     with pytest.raises(ValueError, match="cell: the non-periodic box"):
         logan.validate_training(molecules, symbols, np.eye(3) * 4.0, [False] * 3, 5.0)
     with pytest.raises(ValueError, match="training: the training set is empty"):
@@ -66,14 +103,17 @@ def test_training_errors_come_before_any_work(molecules, monkeypatch):
 
     monkeypatch.setattr(logan, "environment_pools", boom)
     with pytest.raises(ValueError, match="training: element"):
-        logan.train_logan(molecules, "C5H12", BOX, False, TINY)
+        train(molecules, target={**TARGET, "composition": "C5H12"})
     with pytest.raises(ValueError, match="grid: unknown setting"):
-        logan.train_logan(molecules, "C5H12O", BOX, False, TINY, grid={"nonsense": [1, 2]})
+        train(molecules, grid={"nonsense": [1, 2]})
+    # the second grid point is invalid: nothing is trained for the first one either
+    with pytest.raises(ValueError, match="cell: the non-periodic box"):
+        train(molecules, grid={"descriptor": {"r_cut": [5.0, 12.0]}})
 
 
 def test_generator_shapes_and_cell(few):
-    (model,) = logan.train_logan(few, "C5H12O", BOX, False, TINY, seeds=[0])
-    batch = model.module.sample(50, seed=1)
+    (model,) = train(few, seeds=[0])
+    batch = model.sample(50, seed=1)
     assert len(batch) == 50
     positions, numbers = batch.uniform_view()
     assert positions.shape == (50, 18, 3)
@@ -81,54 +121,84 @@ def test_generator_shapes_and_cell(few):
     assert positions.min() >= 0 and positions.max() <= 9.5  # sigmoid fractional coordinates × box
     assert batch[0].get_chemical_formula() == "C5H12O"
     assert not batch[0].pbc.any()
+    config = model.config
+    assert config["family"] == "logan" and config["role"] == "generator" and config["steps"] == 3
+    assert config["target"] == {"composition": "C5H12O", "cell": BOX.tolist(), "pbc": [False] * 3}
+    assert config["hyperparameters"]["loop"]["batch_size"] == 4
+    assert config["descriptor"]["n_max"] == 2
+    assert set(config["losses"]) == {"critic", "generator", "wasserstein"}
+    assert config["history"]["steps"] == [3]
 
 
 def test_determinism_and_ensemble_members_differ(few):
-    first = logan.train_logan(few, "C5H12O", BOX, False, TINY, seeds=[0, 1])
-    again = logan.train_logan(few, "C5H12O", BOX, False, TINY, seeds=[0, 1])
-    other = logan.train_logan(few, "C5H12O", BOX, False, TINY, seeds=[2, 3])
-    sample = lambda models: logan.generate([m.module for m in models], 20, seed=7).positions  # noqa: E731
+    first = train(few, seeds=[0, 1])
+    again = train(few, seeds=[0, 1])
+    other = train(few, seeds=[2, 3])
+    sample = lambda models: generate(models, 20, seed=7).positions  # noqa: E731
     assert np.array_equal(sample(first), sample(again))
     assert not np.allclose(sample(first), sample(other))
-    a = first[0].module.sample(20, 7).positions
-    b = first[1].module.sample(20, 7).positions
+    a = first[0].sample(20, 7).positions
+    b = first[1].sample(20, 7).positions
     assert not np.allclose(a, b), "ensemble members with different seeds must differ"
     assert [m.config["seed"] for m in first] == [0, 1]
     # a different generation seed gives different candidates from the same models
-    assert not np.allclose(logan.generate([first[0].module], 20, 7).positions,
-                           logan.generate([first[0].module], 20, 8).positions)
+    assert not np.allclose(generate(first[:1], 20, 7).positions, generate(first[:1], 20, 8).positions)
+    # generation labels every structure with its model, and adding a model changes no other's output
+    both = generate(first, 20, seed=7)
+    assert list(np.bincount(both.info["model_index"])) == [20, 20]
+    assert np.array_equal(both.subset(range(20)).positions, generate(first[:1], 20, seed=7).positions)
 
 
 def test_grid_makes_seeds_times_settings_members(few):
-    models = logan.train_logan(few, "C5H12O", BOX, False, TINY, seeds=[0, 1],
-                               grid={"lr_generator": [1e-4, 1e-3], "radial": ["gaussian", "bessel"]})
+    groups = set()
+    models = train(few, seeds=[0, 1], grid={"loop": {"lr_generator": [1e-4, 1e-3]},
+                                            "descriptor": {"radial": ["gaussian", "bessel"]}},
+                   callback=lambda progress: groups.add((progress.group, progress.n_groups, tuple(progress.members))))
     assert len(models) == 8
-    combos = {(m.config["seed"], m.config["hyperparameters"]["lr_generator"], m.config["descriptor"]["radial"])
+    combos = {(m.config["seed"], m.config["hyperparameters"]["loop"]["lr_generator"], m.config["descriptor"]["radial"])
               for m in models}
     assert len(combos) == 8
+    # learning rates are vectorised, the descriptor is not: two groups of four members
+    assert {(g, n, len(members)) for g, n, members in groups} == {(0, 2, 4), (1, 2, 4)}
+    assert [m.config["ensemble"]["index"] for m in models] == list(range(8))
 
 
 def test_ensemble_member_is_the_same_network_alone(few):
-    (model,) = logan.train_logan(few, "C5H12O", BOX, False, TINY, seeds=[5])
+    (model,) = train(few, seeds=[5])
     gen = model.module
     ensemble = logan.LoganGenerator(gen.symbols, BOX, gen.pbc, seeds=[4, 5, 6], **gen.architecture())
     member = ensemble.member(1)
     z = torch.randn(1, 6, gen.latent_dim)
     full = ensemble(z.expand(3, -1, -1))
-    assert torch.allclose(full[1], member(z)[0])
+    assert torch.equal(full[1], member(z)[0])
+    assert not torch.equal(full[0], full[1])
 
 
 def test_model_file_round_trip(few, tmp_path):
-    (model,) = logan.train_logan(few, "C5H12O", BOX, False, TINY, seeds=[3])
+    (model,) = train(few, seeds=[3])
     path = tmp_path / "m.pt"
-    checksum = save_model(path, model.module, model.config)
-    module, config = load_model(path)
-    assert len(checksum) == 64 and config["seed"] == 3 and config["family"] == "logan"
-    assert np.array_equal(module.sample(10, 0).positions, model.module.sample(10, 0).positions)
+    checksum = save_model(path, model)
+    loaded = load_model(path)
+    assert isinstance(loaded, TrainedModel)
+    assert len(checksum) == 64 and loaded.config["seed"] == 3 and loaded.config["family"] == "logan"
+    assert loaded.config == model.config
+    assert np.array_equal(loaded.sample(10, 0).positions, model.sample(10, 0).positions)
+    (path.parent / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="model file"):
+        load_model(path.parent / "junk.pt")
+
+
+def test_sampling_takes_no_condition_and_needs_a_count(few):
+    (model,) = train(few, seeds=[0])
+    with pytest.raises(ValueError, match="condition"):
+        model.sample(5, 0, condition={"temperature": 300})
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="count"):
+            model.sample(bad, 0)
 
 
 def test_rattled_copies_all_differ_and_are_seeded(few):
-    settings = logan.LoganSettings(**TINY).descriptor_settings([1, 6, 8])
+    settings = settings_module.from_dict(logan.LoganSettings, TINY).descriptor.for_species([1, 6, 8])
     pools = logan.environment_pools(few, settings, copies=3, rattle_std=0.05, seed=0)
     again = logan.environment_pools(few, settings, copies=3, rattle_std=0.05, seed=0)
     other = logan.environment_pools(few, settings, copies=3, rattle_std=0.05, seed=1)
@@ -144,8 +214,9 @@ def test_rattled_copies_all_differ_and_are_seeded(few):
 def test_periodic_sio2_generation():
     target = StructureBatch.read(resource_path("logan/sio2/mp-546794_target.extxyz"))[0]
     training = StructureBatch.read(resource_path("logan/sio2/mp-546794_training.extxyz")).subset(range(4))
-    (model,) = logan.train_logan(training, "Si2O4", target.cell.array, True, {**TINY, "r_cut": 4.0})
-    batch = model.module.sample(5, 0)
+    settings = settings_module.merge(TINY, {"descriptor": {"r_cut": 4.0}})
+    (model,) = train(training, settings, target={"composition": "Si2O4", "cell": target.cell.array, "pbc": True})
+    batch = model.sample(5, 0)
     assert batch.pbc.all() and np.allclose(batch.cells[0], target.cell.array)
     assert batch[0].get_chemical_formula() == target.get_chemical_formula()
 
@@ -165,14 +236,15 @@ def _environment_distance(batch, pools, settings):
     return float(np.concatenate(total).mean())
 
 
+@pytest.mark.slow
 def test_training_moves_generated_environments_towards_the_real_ones(molecules):
     """A real (short) training run: generated C5H12O environments get measurably closer to the
     C4H10O/C6H14O training environments, and interatomic distances become more physical."""
-    settings = {"steps": 150, "rattle_copies": 1, "lr_generator": 1e-3, "lr_critic": 1e-3, "n_max": 3,
-                "l_max": 3, "max_neighbours": 12, "batch_size": 15}
-    untrained = logan.train_logan(molecules, "C5H12O", BOX, False, {**settings, "steps": 0}, seeds=[0])[0].module
-    trained = logan.train_logan(molecules, "C5H12O", BOX, False, settings, seeds=[0])[0].module
-    desc = logan.LoganSettings.from_dict(settings).descriptor_settings([1, 6, 8])
+    settings = {"loop": {"steps": 150, "lr_generator": 1e-3, "lr_critic": 1e-3, "batch_size": 15},
+                "rattle_copies": 1, "descriptor": {"n_max": 3, "l_max": 3, "max_neighbours": 12}}
+    untrained = train(molecules, settings_module.merge(settings, {"loop": {"steps": 0}}))[0]
+    trained = train(molecules, settings)[0]
+    desc = settings_module.from_dict(logan.LoganSettings, settings).descriptor.for_species([1, 6, 8])
     pools = logan.environment_pools(molecules, desc, copies=0, rattle_std=0.05, seed=0)
     before = _environment_distance(untrained.sample(40, 0), pools, desc)
     after = _environment_distance(trained.sample(40, 0), pools, desc)
@@ -182,7 +254,10 @@ def test_training_moves_generated_environments_towards_the_real_ones(molecules):
 def test_ml_layer_imports_no_aiida():
     code = (
         "import sys; import aiida_physgen.ml.logan, aiida_physgen.ml.wgan, aiida_physgen.ml.descriptors, "
-        "aiida_physgen.ml.model_io, aiida_physgen.selection, aiida_physgen.basins; "
+        "aiida_physgen.ml.model_io, aiida_physgen.ml.training, aiida_physgen.ml.family, "
+        "aiida_physgen.ml.settings, aiida_physgen.ml.loop, aiida_physgen.ml.composition, "
+        "aiida_physgen.selection, aiida_physgen.basins; "
+        "from aiida_physgen.ml.family import get_family; get_family('logan'); "
         "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; "
         "assert not bad, bad"
     )
