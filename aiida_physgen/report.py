@@ -54,7 +54,11 @@ def timing(node) -> dict[str, float]:
     (AiiDA and aiida-physgen overhead: generation, selection, provenance, scheduling)."""
     node = _screening_node(node)
     total = (node.mtime - node.ctime).total_seconds()
-    training = sum((n.mtime - n.ctime).total_seconds() for n in _descendants(node, "train_logan"))
+    training = sum(
+        (n.mtime - n.ctime).total_seconds()
+        for label in ("train", "TrainingCalculation")
+        for n in _descendants(node, label)
+    )
     intervals = []
     for calc in _descendants(node, "GpawCalculation"):
         params = calc.outputs.output_parameters.get_dict() if "output_parameters" in calc.outputs else {}
@@ -87,8 +91,42 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return tabulate(table, headers=headers)
 
 
+def trained_models(node) -> dict[str, Any]:
+    """The generator models of a screening run (outputs of its generation chain), by label."""
+    if "generation" in node.outputs and "models" in node.outputs.generation:
+        return dict(node.outputs.generation.models)
+    return {}
+
+
+def plot_loss_curves(models: dict[str, Any], path: str | Path) -> Path:
+    """The Wasserstein estimate (or each model's first logged loss) against training step, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    name = None
+    for label, model in sorted(models.items()):
+        curves = model.get_loss_curves()
+        names = [key for key in curves if key != "steps"]
+        if not names or not curves["steps"]:
+            continue
+        name = "wasserstein" if "wasserstein" in names else names[0]
+        ax.plot(curves["steps"], curves[name], lw=1, label=f"{label} (seed {model.seed})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{name or 'loss'}")
+    ax.set_title("Training curves of the ensemble")
+    if len(models) <= 12:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
-    """PCA clusters (from the selection), energy ranking and DOS of the minima, as PNG files."""
+    """PCA clusters (from the selection), training curves, energy ranking and DOS of the minima, as PNG files."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,6 +143,10 @@ def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
         with node.outputs.generation.pca_plot.open(mode="rb") as source, path.open("wb") as target:
             shutil.copyfileobj(source, target)
         written["pca"] = path
+
+    models = trained_models(node)
+    if models:
+        written["training"] = plot_loss_curves(models, out / "training_losses.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     rel = [row["relative_per_atom"] * 1000 for row in rows]

@@ -1,13 +1,17 @@
 """LoGAN on QM9: train on C4H10O + C6H14O, generate C5H12O (never seen), select representatives.
 
-    verdi run workchains/logan_c5h12o.py            # quick demo: a few minutes on 2 cores
-    verdi run workchains/logan_c5h12o.py --paper    # the paper's settings: 12 models, 45,000 epochs each
+    verdi run workchains/logan_c5h12o.py                 # the `fast` protocol: a few minutes on 2 cores
+    verdi run workchains/logan_c5h12o.py --paper         # the paper's settings: 12 models, 45,000 epochs each
+    verdi run workchains/logan_c5h12o.py --protocol balanced
 
-Prints the pk of the workchain; then ``verdi process list -a``, ``verdi node graph generate <pk>``.
+Add ``--code LABEL`` to train as a CalcJob on that Code (a Python with aiida-physgen; any computer),
+which frees the daemon worker while the models train. Prints the pk of the workchain; then
+``verdi process list -a``, ``verdi node graph generate <pk>``.
 """
 
 import sys
 
+import numpy as np
 from aiida import orm
 from aiida.engine import run_get_node
 
@@ -15,27 +19,24 @@ from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.resources import resource_path
 from aiida_physgen.workflows.generation import GenerationWorkChain
 
-PAPER = "--paper" in sys.argv
+
+def option(name, default=None):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+PROTOCOL = "paper" if "--paper" in sys.argv else option("--protocol", "fast")
 BOX = 9.5  # Å, cubic box for the generated molecule (no periodicity)
+code = option("--code")
 
-settings = {"r_cut": 5.0, "n_max": 4, "max_neighbours": 20, "steps": 45000 if PAPER else 800}
-if not PAPER:
-    settings.update({"lr_generator": 1e-3, "lr_critic": 1e-3, "rattle_copies": 3})
-
-builder = GenerationWorkChain.get_builder()
-builder.training = StructureSet.from_file(resource_path("logan/C5H12O_training.extxyz"))
-builder.composition = orm.Str("C5H12O")
-builder.cell = orm.List([[BOX, 0, 0], [0, BOX, 0], [0, 0, BOX]])
-builder.pbc = orm.List([False, False, False])
-builder.seeds = orm.List(list(range(12 if PAPER else 4)))
-builder.settings = orm.Dict(settings)
-builder.count = orm.Int(2000 if PAPER else 500)
-builder.generation_seed = orm.Int(0)
-builder.selection_settings = orm.Dict({"n_clusters": 20, "n_components": 10})
-builder.selection_seed = orm.Int(0)
-
+builder = GenerationWorkChain.get_builder_from_protocol(
+    StructureSet.from_file(resource_path("logan/C5H12O_training.extxyz")),
+    {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False},
+    family="logan",
+    protocol=PROTOCOL,
+    training_code=orm.load_code(code) if code else None,
+)
 results, node = run_get_node(builder)
-print(f"GenerationWorkChain<{node.pk}> finished with exit status {node.exit_status}")
+print(f"GenerationWorkChain<{node.pk}> ({PROTOCOL}) finished with exit status {node.exit_status}")
 if node.is_finished_ok:
     from aiida_physgen.basins import count_distinct_valid_molecules
 

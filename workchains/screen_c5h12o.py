@@ -16,19 +16,14 @@ from aiida_physgen.launch import screening_builder
 from aiida_physgen.report import print_report
 
 PAPER = "--paper" in sys.argv
-settings = {"steps": 45000} if PAPER else {"steps": 1500, "lr_generator": 1e-3, "lr_critic": 1e-3, "rattle_copies": 3}
 
 start = time.perf_counter()
 builder = screening_builder(
     "logan/C5H12O_training.extxyz",
     "C5H12O",
     box=9.5,
-    seeds=list(range(12)),
-    settings=settings,
-    count=2000,
-    n_clusters=20,
-    n_components=10,
-    protocol="balanced" if PAPER else "fast",
+    generation_protocol="paper" if PAPER else "balanced",  # 12 models; 45,000 or 1,500 epochs; 2,000 candidates each
+    protocol="balanced" if PAPER else "fast",  # GPAW
 )
 results, node = run_get_node(builder)
 print(f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in {time.perf_counter() - start:.0f} s")

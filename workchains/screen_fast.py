@@ -19,12 +19,10 @@ builder = screening_builder(
     "logan/C5H12O_training.extxyz",
     "C5H12O",
     box=9.5,
-    seeds=[0, 1, 2, 3],
-    settings={"steps": 400, "lr_generator": 1e-3, "lr_critic": 1e-3, "rattle_copies": 2},
-    count=500,
+    generation_protocol="fast",  # 4 models, lr 1e-3, 500 candidates each (aiida_physgen/ml/protocols/logan.yaml)
+    settings={"loop": {"steps": 400}, "rattle_copies": 2},  # half the demo's epochs: the main job stays short
     n_clusters=6,
-    n_components=10,
-    protocol="fast",
+    protocol="fast",  # GPAW
 )
 results, node = run_get_node(builder)
 print(f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} "

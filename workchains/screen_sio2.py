@@ -13,7 +13,7 @@ from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.report import print_report
-from aiida_physgen.ml.logan import composition_string
+from aiida_physgen.ml.composition import composition_string
 from aiida_physgen.resources import sio2_target
 
 PAPER = "--paper" in sys.argv
@@ -24,9 +24,6 @@ try:
 except ValueError as error:
     sys.exit(str(error))
 composition = composition_string(target.get_chemical_symbols())
-lr = 10**-3.5
-settings = {"r_cut": 6.0, "lr_generator": lr, "lr_critic": lr, "steps": 60000 if PAPER else 300,
-            "rattle_copies": 5 if PAPER else 1}
 
 start = time.perf_counter()
 builder = screening_builder(
@@ -34,12 +31,9 @@ builder = screening_builder(
     composition,
     cell=target.cell.array,
     pbc=[bool(p) for p in target.pbc],
-    seeds=list(range(20 if PAPER else 2)),
-    settings=settings,
-    count=2000 if PAPER else 200,
-    n_clusters=20 if PAPER else 4,
-    selection_settings={"r_cut": 6.0},
-    protocol="balanced" if PAPER else "fast",
+    generation_protocol="paper" if PAPER else "fast",  # r_cut 6 Å, lr 10^-3.5; 20 × 60,000 or 2 × 300 epochs
+    **({} if PAPER else {"count": 200, "n_clusters": 4}),
+    protocol="balanced" if PAPER else "fast",  # GPAW
 )
 results, node = run_get_node(builder)
 print(f"ScreeningWorkChain<{node.pk}> for {TARGET} ({composition}) finished with exit status {node.exit_status} "

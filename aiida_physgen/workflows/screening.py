@@ -58,7 +58,7 @@ class ScreeningWorkChain(WorkChain):
             cls.deduplicate,
             cls.results,
         )
-        spec.expose_outputs(GenerationWorkChain, namespace="generation", include=("representatives", "selection", "pca_plot", "candidates"))
+        spec.expose_outputs(GenerationWorkChain, namespace="generation", include=("models", "representatives", "selection", "pca_plot", "candidates"))
         spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
         spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")

@@ -494,3 +494,62 @@ def test_select_drops_candidates_with_atoms_too_close():
     )
     assert node.exit_status == 300
     assert "only 12 of the 18 candidates" in node.exit_message
+
+
+# ------------------------------------------------------------------------------------------ protocols
+def test_generation_protocols_give_the_papers_settings():
+    assert {"fast", "balanced", "paper"} <= set(GenerationWorkChain.get_available_protocols("logan"))
+    training = StructureSet.from_ase(molecules(3))
+    before = count_nodes()
+    builder = GenerationWorkChain.get_builder_from_protocol(
+        training, {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}, protocol="paper"
+    )
+    assert count_nodes() == before  # building stores nothing
+    assert builder.family.value == "logan"
+    assert builder.seeds.get_list() == list(range(12))
+    assert builder.count.value == 2000
+    settings = builder.settings.get_dict()
+    assert settings["loop"]["steps"] == 45000
+    assert settings["descriptor"] == {"r_cut": 5.0, "n_max": 4, "max_neighbours": 20}
+    assert "lr_generator" not in settings["loop"]  # the family default, 1e-4, as in the paper
+    assert builder.selection_settings["n_clusters"] == 20
+
+    target = ase.io.read(SIO2_TARGET_FILE)
+    crystal = GenerationWorkChain.get_builder_from_protocol(
+        StructureSet.from_file(SIO2_TRAINING_FILE), {"composition": "Si2O4", "cell": target.cell.array.tolist(),
+                                                     "pbc": True}, protocol="paper",
+    )
+    assert crystal.seeds.get_list() == list(range(20))
+    settings = crystal.settings.get_dict()
+    assert settings["loop"]["steps"] == 60000
+    assert settings["descriptor"]["r_cut"] == 6.0
+    assert settings["loop"]["lr_generator"] == pytest.approx(10**-3.5, rel=1e-4)
+
+
+def test_generation_protocol_overrides_and_errors():
+    training = StructureSet.from_ase(molecules(3))
+    box = {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}
+    builder = GenerationWorkChain.get_builder_from_protocol(
+        training, box, protocol="fast", overrides={"settings": {"loop": {"steps": 7}}, "seeds": [3], "count": 9}
+    )
+    assert builder.settings["loop"]["steps"] == 7
+    assert builder.settings["loop"]["lr_generator"] == 1e-3  # the rest of the protocol is kept
+    assert builder.seeds.get_list() == [3] and builder.count.value == 9
+    with pytest.raises(ValueError, match="unknown protocol 'superfast'"):
+        GenerationWorkChain.get_builder_from_protocol(training, box, protocol="superfast")
+    with pytest.raises(ValueError, match="protocol: unknown key"):
+        GenerationWorkChain.get_builder_from_protocol(training, box, overrides={"stepz": 3})
+    with pytest.raises(ValueError, match="target.composition"):
+        GenerationWorkChain.get_builder_from_protocol(training, {**box, "composition": "C5H12Q"})
+
+
+def test_fast_protocol_runs():
+    """The default protocol with fewer steps and candidates runs end to end (the demo's shape)."""
+    builder = GenerationWorkChain.get_builder_from_protocol(
+        StructureSet.from_ase(molecules(4)),
+        {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False},
+        overrides={"settings": TINY, "seeds": [0, 1], "count": 5, "selection": {**TINY_SELECTION, "n_clusters": 3}},
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    assert len(results["candidates"]) == 10 and len(results["representatives"]) == 3

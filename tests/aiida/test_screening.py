@@ -14,8 +14,8 @@ from aiida_physgen.resources import resource_path
 
 import ase.io
 
-TINY = {"steps": 3, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16], "n_max": 2, "l_max": 2,
-        "max_neighbours": 8, "batch_size": 4}
+TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
+        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
 # tiny LCAO settings: seconds per relaxation of a small molecule
 QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
          "vacuum": 2.0}
@@ -30,8 +30,8 @@ def water_like_training():
 
 def tiny_builder(code, **extra):
     return screening_builder(
-        water_like_training(), "H2O", box=5.0, code=code, seeds=[0], settings={**TINY, "r_cut": 3.0},
-        count=8, n_clusters=2, n_components=2, selection_settings={"r_cut": 3.0, "n_max": 2, "l_max": 2},
+        water_like_training(), "H2O", box=5.0, code=code, seeds=[0], settings=TINY,
+        count=8, n_clusters=2, n_components=2,  # the selection takes the models' descriptor (r_cut 3 Å)
         relax_overrides=QUICK, **extra,
     )
 
@@ -67,8 +67,10 @@ def test_screening_runs_end_to_end(gpaw_code, tmp_path):
     t = timing(node)
     assert t["n_dft_runs"] >= 2 and 0 < t["dft_s"] < t["total_s"]
     written = print_report(node, output_dir=tmp_path / "figures")
-    for key in ("pca", "energies", "dos"):
+    for key in ("pca", "training", "energies", "dos"):
         assert written[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert t["training_s"] > 0
+    assert sorted(results["generation"]["models"]) == ["model_00"]
 
 
 def test_screening_rejects_bad_engine_protocol_and_code(gpaw_code):
