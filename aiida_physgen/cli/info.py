@@ -1,0 +1,76 @@
+"""``families``, ``protocols`` and ``report``."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import InputError
+
+__all__ = ["families", "protocols", "report"]
+
+
+@click.command()
+def families():
+    """List the installed generator families (entry points of ``aiida_physgen.families``) and their roles."""
+    from ..ml.family import available_families, get_family
+
+    names = available_families()
+    if not names:
+        click.echo("no generator family is installed")
+        return
+    width = max(len(name) for name in names)
+    for name in names:
+        try:
+            family = get_family(name)
+        except Exception as error:  # noqa: BLE001 - a broken third-party plugin must not hide the others
+            click.echo(f"{name:<{width}}  (cannot be loaded: {type(error).__name__}: {error})")
+            continue
+        cls = type(family)
+        shipped = "protocols" if family.protocol_file is not None else "no protocols"
+        click.echo(f"{name:<{width}}  {family.role:<9}  {shipped:<12}  {cls.__module__}:{cls.__qualname__}")
+
+
+@click.command()
+@click.option("--family", "-f", "family_name", help="Only this family (default: every installed family).")
+def protocols(family_name):
+    """List the generation protocols of the families (for `train --protocol` and the generation work chain)."""
+    from ..ml.family import available_families, get_family
+    from ..workflows.protocols import family_protocols, get_default_protocol
+
+    names = [family_name] if family_name else available_families()
+    for name in names:
+        try:
+            family = get_family(name)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        if family.protocol_file is None:
+            click.echo(f"{name}: no protocols")
+            continue
+        available = family_protocols(family)
+        default = get_default_protocol(family.protocol_file)
+        click.echo(f"{name}:")
+        width = max(len(p) for p in available)
+        for protocol, description in available.items():
+            mark = " (default)" if protocol == default else ""
+            click.echo(f"  {protocol:<{width}}  {description}{mark}")
+
+
+@click.command()
+@click.argument("pk", type=int)
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the figures (default report_<pk>).")
+@click.option("--profile", "-p", help="AiiDA profile (default: the default profile).")
+def report(pk, output, profile):
+    """Table of the unique minima of screening run PK, and its figures (PCA, energies, DOS)."""
+    from aiida import load_profile
+
+    from ..report import print_report
+
+    load_profile(profile)
+    try:
+        print_report(pk, output_dir=output or f"report_{pk}")
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    except Exception as error:  # noqa: BLE001 - NotExistent / MultipleObjectsError from load_node
+        if type(error).__name__ in ("NotExistent", "MultipleObjectsError"):
+            raise InputError(f"pk: {error}") from None
+        raise
