@@ -89,7 +89,7 @@ class GenerationWorkChain(WorkChain):
         spec.input("training_options", valid_type=orm.Dict, required=False,
                    help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).")
         spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
-                   help="Where the training runs: 'cpu', 'cuda' or 'auto'.")
+                   help="Device of the training CalcJob: 'cpu', 'cuda' or 'auto' (the calcfunction trains on the CPU).")
         spec.inputs.validator = validate_generation_inputs
         spec.outline(cls.train, cls.inspect_training, cls.generate, cls.select, cls.results)
         spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
