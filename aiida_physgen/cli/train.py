@@ -371,6 +371,7 @@ def _train(
             log.write(f"interrupted at step {done} ({stopper.reason}); checkpoint written")
             return {
                 "status": "interrupted", "code": EXIT_INTERRUPTED, "reason": stopper.reason, "step": error.step,
+                "done": last.done if last is not None else None, "total": last.total if last is not None else None,
                 "message": f"training interrupted at step {done} ({stopper.reason}); the checkpoint is in "
                            f"{checkpoints}: run the same command again to resume",
             }

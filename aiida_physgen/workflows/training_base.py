@@ -1,0 +1,150 @@
+"""``physgen.train.base``: run a :class:`~aiida_physgen.calculations.training.TrainingCalculation` until
+the training is done, resuming it from its checkpoints whenever a job stops early.
+
+Handled (each restart counts towards ``max_iterations``, 5 by default):
+
+* the job stopped at its walltime or on a signal, with a checkpoint (job exit code 350
+  ``ERROR_INTERRUPTED``): the next job gets ``parent_folder`` = this job's ``remote_folder`` and
+  resumes from its checkpoints. A job that made no progress at all ends the work chain with 410
+  ``ERROR_NO_PROGRESS`` (a walltime too short for even one checkpoint).
+* the job was killed hard and left no status (351 ``ERROR_NO_OUTPUT``, or the scheduler's
+  out-of-walltime / node-failure codes): when its remote folder holds checkpoints, the next job
+  resumes from them; when it holds none the job is started afresh once, then 411
+  ``ERROR_KILLED_WITHOUT_CHECKPOINT``.
+* invalid input (300) and divergence (310) are not retried: the work chain ends with the same
+  exit code, so callers (the generation work chain) see the same meaning.
+
+Every restart is reported (``verdi process report``) with the step the training stopped at and the
+last checkpoint; the training job's own ``progress.log`` (retrieved) tells the whole story.
+"""
+
+from __future__ import annotations
+
+from aiida.common import AttributeDict
+from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
+
+from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
+from ..cli.progress import read_progress_log
+
+__all__ = ["TrainingBaseWorkChain"]
+
+_KILLED = [
+    TrainingCalculation.exit_codes.ERROR_NO_OUTPUT,
+    TrainingCalculation.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME,
+    TrainingCalculation.exit_codes.ERROR_SCHEDULER_NODE_FAILURE,
+]
+
+
+def _progress(node) -> dict:
+    """The facts of the job's retrieved ``progress.log`` (empty facts when there is none)."""
+    try:
+        text = node.outputs.retrieved.base.repository.get_object_content(PROGRESS_FILENAME, mode="r")
+    except Exception:  # noqa: BLE001 - no retrieved folder, or no log in it
+        text = ""
+    return read_progress_log(text)
+
+
+def _where(facts: dict) -> str:
+    parts = []
+    if facts.get("total"):
+        parts.append(f"step {facts['done']}/{facts['total']}")
+    checkpoint = facts.get("checkpoint")
+    if checkpoint:
+        parts.append(f"last checkpoint at step {checkpoint['step']}/{checkpoint['steps']} of group {checkpoint['group']}")
+    return "; ".join(parts) or "no step logged"
+
+
+class TrainingBaseWorkChain(BaseRestartWorkChain):
+    """Train an ensemble as a ``TrainingCalculation``, resuming it from checkpoints after walltimes and kills."""
+
+    _process_class = TrainingCalculation
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.expose_inputs(
+            TrainingCalculation, namespace="train",
+            namespace_options={"help": "Inputs of the `TrainingCalculation` (physgen.train.job)."},
+        )
+        spec.outline(
+            cls.setup,
+            while_(cls.should_run_process)(
+                cls.run_process,
+                cls.inspect_process,
+            ),
+            cls.results,
+        )
+        spec.expose_outputs(TrainingCalculation)
+        spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
+        spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
+        spec.exit_code(410, "ERROR_NO_PROGRESS",
+                       message="the training job {job} stopped without any progress since the previous one "
+                               "(is the walltime shorter than the start-up and one checkpoint?)")
+        spec.exit_code(411, "ERROR_KILLED_WITHOUT_CHECKPOINT",
+                       message="the training job {job} was killed again before writing any checkpoint")
+
+    def setup(self):
+        super().setup()
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(TrainingCalculation, "train"))
+        self.ctx.last_done = -1
+        self.ctx.fresh_restarts = 0
+
+    def _resume_from(self, node, why: str, facts: dict) -> ProcessHandlerReport:
+        self.ctx.inputs.parent_folder = node.outputs.remote_folder
+        self.report(
+            f"{node.process_label}<{node.pk}> {why} ({_where(facts)}): restarting from its checkpoints in "
+            f"{node.outputs.remote_folder.get_remote_path()}"
+        )
+        return ProcessHandlerReport(True)
+
+    @process_handler(priority=600, exit_codes=TrainingCalculation.exit_codes.ERROR_INTERRUPTED)
+    def handle_interrupted(self, node):
+        """Stopped at the walltime or on a signal, after writing its checkpoint: resume."""
+        facts = _progress(node)
+        if facts["done"] <= self.ctx.last_done:
+            self.report(f"{node.process_label}<{node.pk}> stopped at the same step as the job before it: giving up")
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_NO_PROGRESS.format(job=f"<{node.pk}>"))
+        self.ctx.last_done = facts["done"]
+        return self._resume_from(node, "was stopped", facts)
+
+    @process_handler(priority=500, exit_codes=_KILLED)
+    def handle_killed(self, node):
+        """Killed without a status: resume from the checkpoints in its remote folder, if there are any."""
+        facts = _progress(node)
+        if self._has_checkpoints(node):
+            self.ctx.last_done = facts["done"]
+            return self._resume_from(node, "was killed", facts)
+        if self.ctx.fresh_restarts >= 1:
+            self.report(f"{node.process_label}<{node.pk}> was killed before any checkpoint, again: giving up")
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_KILLED_WITHOUT_CHECKPOINT.format(job=f"<{node.pk}>"))
+        self.ctx.fresh_restarts += 1
+        self.report(f"{node.process_label}<{node.pk}> was killed before any checkpoint ({_where(facts)}): "
+                    "starting it afresh once")
+        return ProcessHandlerReport(True)
+
+    @process_handler(priority=400, exit_codes=[TrainingCalculation.exit_codes.ERROR_INVALID_INPUT,
+                                               TrainingCalculation.exit_codes.ERROR_TRAINING_DIVERGED])
+    def handle_not_retried(self, node):
+        """Bad input and divergence come back the same on every try: stop with the same meaning."""
+        message = (node.exit_message or "").split(": ", 1)[-1]
+        label = "ERROR_INVALID_INPUT" if node.exit_status == 300 else "ERROR_TRAINING_DIVERGED"
+        self.report(f"{node.process_label}<{node.pk}> failed: {node.exit_message}")
+        return ProcessHandlerReport(True, self.exit_codes[label].format(message=message))
+
+    @staticmethod
+    def _has_checkpoints(node) -> bool:
+        try:
+            names = node.outputs.remote_folder.listdir(CHECKPOINT_FOLDER)
+        except Exception:  # noqa: BLE001 - no remote folder, unreachable computer, no checkpoint folder
+            return False
+        return any(name.startswith("group_") and name.endswith(".pt") for name in names)
+
+    def results(self):
+        node = self.ctx.children[self.ctx.iteration - 1]
+        facts = _progress(node)
+        resumed = facts["resumed"]
+        note = f", resumed {len(resumed)} time(s)" if resumed else ""
+        if "models" in node.outputs:
+            self.report(f"training done after {self.ctx.iteration} job(s){note}: {len(node.outputs.models)} model(s)")
+        return super().results()
+
