@@ -182,6 +182,7 @@ def test_walltime_stops_the_job_with_a_checkpoint(training_code, training_set):
 def one_worker_daemon(daemon_client):
     if not daemon_client.is_daemon_running:
         daemon_client.start_daemon(number_workers=1)
+    assert int(daemon_client.get_numprocesses()["numprocesses"]) == 1
     yield daemon_client
 
 
@@ -223,7 +224,7 @@ def training_processes(job) -> list[psutil.Process]:
 def test_daemon_resumes_a_killed_and_a_stopped_training_job(one_worker_daemon, training_code, training_set):
     """Job 1 is killed hard (SIGKILL: no status, only checkpoints), job 2 is stopped (SIGTERM: clean stop,
     checkpoint, 350); the work chain resumes each from its checkpoints and job 3 finishes the training."""
-    builder = base_builder(training_code, training_set, settings=tiny(300), checkpoint_every=20)
+    builder = base_builder(training_code, training_set, settings=tiny(200), checkpoint_every=20)
     node = submit(builder)
     for number, (sig, at_step) in enumerate(((signal.SIGKILL, 40), (signal.SIGTERM, 100))):
         job = wait_for(lambda: running_job(node, number), 60, f"training job {number + 1} to start")
@@ -242,7 +243,7 @@ def test_daemon_resumes_a_killed_and_a_stopped_training_job(one_worker_daemon, t
     history = retrieved_text(jobs[2], "progress.log")
     assert history.count("start:") == 3 and history.count("resumed group 1/1 at step") == 2
     assert "interrupted at step" in history and "(SIGTERM)" in history and "finished: 2 model(s)" in history
-    assert_models({"models": {k: node.outputs.models[k] for k in node.outputs.models}}, 2, 300)
+    assert_models({"models": {k: node.outputs.models[k] for k in node.outputs.models}}, 2, 200)
     log = " ".join(report.message for report in orm.Log.collection.get_logs_for(node))
     assert "was killed" in log and "was stopped" in log and "last checkpoint at step" in log
 
