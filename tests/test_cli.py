@@ -221,6 +221,11 @@ def test_train_target_json_job_file_and_grid(workdir):
     assert_ok(result)
     config = load_model(workdir / "target" / "model_00.pt").config
     assert config["seed"] == 1 and config["steps"] == 2
+    # a smaller ensemble into the same folder leaves no model of the larger one behind
+    result = invoke(["train", "training.extxyz", "--job", "job.json", *TINY_SET, "--checkpoint-dir", "grid-ck",
+                     "-o", "grid"], workdir)  # fmt: skip
+    assert_ok(result)
+    assert sorted(p.name for p in (workdir / "grid").glob("*.pt")) == ["model_00.pt"]
 
 
 def test_train_protocol_is_the_base_of_the_settings(workdir):

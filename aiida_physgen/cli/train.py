@@ -216,6 +216,10 @@ def _write_json(path: Path, value: dict) -> None:
 def train(status_file, **options):
     """Train an ensemble of models on TRAINING_FILE (any format ASE reads, or a StructureSet .npz).
 
+    Settings, later wins: the family's defaults, --protocol, --job, --settings, --set, --steps.
+    Seeds: --seeds, else the job file, else the protocol, else 0,1,2,3. Checkpoints found in
+    --checkpoint-dir are resumed: after a stop, run the same command again.
+
     \b
     Exit codes: 0 done; 2 bad input (the message names the field); 3 training diverged;
     75 stopped by SIGTERM/SIGINT or --max-seconds with a checkpoint (run it again to resume).
@@ -398,6 +402,10 @@ def _train(
         })
         losses = "  ".join(f"{k}={v:.4g}" for k, v in config["losses"].items())
         click.echo(f"{out / name}  seed={config['seed']}  steps={config['steps']}  {losses}")
+    written = {entry["file"] for entry in entries}
+    for stale in out.glob("model_*.pt"):  # models of an earlier, larger run into the same folder
+        if stale.name not in written:
+            stale.unlink()
     summary = {
         "family": family.name, "target": target, "seeds": list(seeds), "grid": grid, "n_models": len(models),
         "device": str(torch_device), "threads": n_threads, "seconds": round(time.monotonic() - started, 3),

@@ -253,7 +253,7 @@ def test_daemon_worker_stays_free_while_a_job_trains(one_worker_daemon, training
                                                      aiida_code_installed):
     from aiida.plugins import WorkflowFactory
 
-    training = submit(base_builder(training_code, training_set, settings=tiny(400)))
+    training = submit(base_builder(training_code, training_set, settings=tiny(300)))
     job = wait_for(lambda: running_job(training), 60, "the training job to start")
 
     add_code = aiida_code_installed(label="add-bash", default_calc_job_plugin="core.arithmetic.add",
