@@ -7,6 +7,7 @@ The code is this very Python interpreter, which has aiida-physgen; every job run
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
@@ -146,6 +147,91 @@ def test_device_is_checked_at_launch(training_code, training_set):
     inputs["device"] = orm.Str("gpu")
     with pytest.raises(ValueError, match="device: got 'gpu'"):
         run_get_node(TrainingCalculation, **inputs)
+
+
+# ------------------------------------------------------------------------------------------ the parser
+@pytest.fixture(scope="module")
+def cli_output(tmp_path_factory):
+    """What ``aiida-physgen train --status status.json`` leaves in a job's folder (a real, tiny run)."""
+    from click.testing import CliRunner
+
+    from aiida_physgen.cli import main
+
+    folder = tmp_path_factory.mktemp("job")
+    args = ["train", str(MOLECULES_FILE), "-c", "C5H12O", "--box", "9.5", "--seeds", "0,1", "--steps", "2",
+            "--settings", json.dumps(TINY), "--threads", "1", "--status", str(folder / "status.json"),
+            "--checkpoint-dir", str(folder / "checkpoints"), "-o", str(folder / "models")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture
+def parse(aiida_localhost, tmp_path):
+    """Parse files as if retrieved from a TrainingCalculation: ``{name: bytes}`` kept, models temporary."""
+    from aiida.common.links import LinkType
+
+    from aiida_physgen.parsers.training import TrainingParser
+
+    def run(files: dict[str, bytes], models: dict[str, bytes] | None = None):
+        node = orm.CalcJobNode(computer=aiida_localhost, process_type="aiida.calculations:physgen.train.job")
+        node.set_option("resources", ONE_CORE)
+        node.store()
+        retrieved = orm.FolderData()
+        for name, content in files.items():
+            retrieved.base.repository.put_object_from_bytes(content, name)
+        retrieved.base.links.add_incoming(node, LinkType.CREATE, "retrieved")
+        retrieved.store()
+        temporary = tmp_path / f"temporary-{node.pk}"
+        temporary.mkdir()
+        for name, content in (models or {}).items():
+            (temporary / name).write_bytes(content)
+        return TrainingParser.parse_from_node(node, store_provenance=False, retrieved_temporary_folder=str(temporary))
+
+    return run
+
+
+def status(state: str, **extra) -> bytes:
+    return json.dumps({"status": state, "message": f"{state} message", **extra}).encode()
+
+
+def test_parser_gives_every_model_or_none(parse, cli_output):
+    files = {"status.json": (cli_output / "status.json").read_bytes(),
+             "summary.json": (cli_output / "models" / "summary.json").read_bytes()}  # fmt: skip
+    models = {name: (cli_output / "models" / name).read_bytes() for name in ("model_00.pt", "model_01.pt")}
+    outputs, node = parse(files, models)
+    assert node.exit_status == 0, node.exit_message
+    assert sorted(outputs["models"]) == ["model_00", "model_01"]
+    assert outputs["models"]["model_01"].seed == 1 and outputs["models"]["model_00"].get_loss_curves()["steps"] == [2]
+
+    outputs, node = parse(files, {"model_00.pt": models["model_00.pt"]})  # one model lost
+    assert node.exit_status == 352 and "models/model_01.pt" in node.exit_message and not outputs
+    outputs, node = parse(files, {**models, "model_01.pt": models["model_01.pt"][:-100]})  # a truncated copy
+    assert node.exit_status == 353 and "checksum" in node.exit_message and not outputs
+    outputs, node = parse({"status.json": files["status.json"]}, models)
+    assert node.exit_status == 352 and "summary.json" in node.exit_message and not outputs
+
+
+@pytest.mark.parametrize(
+    ("files", "exit_status", "words"),
+    [
+        ({}, 351, ["without reporting", "none"]),
+        ({"progress.log": b"2025-01-01T00:00:00 step 30/400 (7.5%) group 1/1 step 30/400 critic 1\n"},
+         351, ["last logged step 30/400"]),
+        ({"status.json": status("interrupted", reason="SIGTERM", step=30, done=30, total=400)}, 350,
+         ["step 30/400", "SIGTERM", "restartable"]),
+        ({"status.json": status("invalid_input")}, 300, ["invalid input: invalid_input message"]),
+        ({"status.json": status("diverged")}, 310, ["diverged message"]),
+        ({"status.json": status("crashed")}, 354, ["crashed message"]),
+        ({"status.json": b"{not json"}, 353, ["status.json"]),
+    ],
+)
+def test_parser_exit_codes(parse, files, exit_status, words):
+    outputs, node = parse(files)
+    assert node.exit_status == exit_status, node.exit_message
+    for word in words:
+        assert word in node.exit_message
+    assert not outputs
 
 
 # ------------------------------------------------------------------------------------------ real jobs
