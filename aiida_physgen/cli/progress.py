@@ -30,6 +30,7 @@ _STEP = re.compile(r"^\S+ step (\d+)/(\d+) ")
 _CHECKPOINT = re.compile(r"^\S+ checkpoint group (\d+)/(\d+) step (\d+)/(\d+)")
 _RESUMED = re.compile(r"^\S+ resumed group (\d+)/(\d+) at step (\d+)/(\d+)")
 _END = re.compile(r"^\S+ (finished|interrupted|diverged|failed)\b(.*)$")
+_STOPPED = re.compile(r"^interrupted at step (\d+)/(\d+)")
 
 
 class ProgressLog:
@@ -47,7 +48,7 @@ class ProgressLog:
 
 
 def read_progress_log(text: str) -> dict[str, Any]:
-    """The facts of a progress log: ``done``/``total`` (last logged step over all groups),
+    """The facts of a progress log: ``done``/``total`` (last step logged over all groups; exact after a stop),
     ``checkpoint`` (last checkpoint logged: ``{'group', 'step', 'steps'}``), ``resumed`` (every
     ``{'group', 'step', 'steps'}`` a run resumed at) and ``end`` (the last ``finished`` /
     ``interrupted`` / ``diverged`` / ``failed`` line, or ``None`` while running or after a hard kill)."""
@@ -62,6 +63,8 @@ def read_progress_log(text: str) -> dict[str, Any]:
             facts["end"] = None
         elif match := _END.match(line):
             facts["end"] = (match[1] + match[2]).strip()
+            if stopped := _STOPPED.match(facts["end"]):
+                facts["done"], facts["total"] = int(stopped[1]), int(stopped[2])
         elif " start: " in line:
             facts["end"] = None
     return facts

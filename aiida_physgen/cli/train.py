@@ -371,7 +371,13 @@ def _train(
         except TrainingInterrupted as error:
             reporter.close()
             last = reporter.last
-            done = f"{last.done}/{last.total}" if last is not None else f"{error.step} (group step)"
+            if last is not None:
+                # the trainer wrote the checkpoint of the group it was training, at the step it stopped
+                done = f"{last.done}/{last.total}"
+                if last.step < last.steps:  # else it stopped on entering the next group
+                    log.write(f"checkpoint group {last.group + 1}/{last.n_groups} step {error.step}/{last.steps}")
+            else:
+                done = f"{error.step} of its group, before a step of this run"
             log.write(f"interrupted at step {done} ({stopper.reason}); checkpoint written")
             return {
                 "status": "interrupted", "code": EXIT_INTERRUPTED, "reason": stopper.reason, "step": error.step,

@@ -100,9 +100,10 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
     @process_handler(priority=600, exit_codes=TrainingCalculation.exit_codes.ERROR_INTERRUPTED)
     def handle_interrupted(self, node):
         """Stopped at the walltime or on a signal, after writing its checkpoint: resume."""
-        facts = _progress(node)
+        facts = _progress(node)  # exact after a stop: the command logs the step it stopped at
         if facts["done"] <= self.ctx.last_done:
-            self.report(f"{node.process_label}<{node.pk}> stopped at the same step as the job before it: giving up")
+            self.report(f"{node.process_label}<{node.pk}> stopped without a step more than the job before it "
+                        f"({_where(facts)}): giving up")
             return ProcessHandlerReport(True, self.exit_codes.ERROR_NO_PROGRESS.format(job=f"<{node.pk}>"))
         self.ctx.last_done = facts["done"]
         return self._resume_from(node, "was stopped", facts)

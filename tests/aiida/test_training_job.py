@@ -263,6 +263,19 @@ def test_walltime_stops_the_job_with_a_checkpoint(training_code, training_set):
     assert "interrupted at step" in retrieved_text(node, "progress.log")
 
 
+@pytest.mark.slow
+def test_work_chain_gives_up_when_jobs_make_no_progress(training_code, training_set):
+    """A walltime shorter than the start-up: job 1 stops before its first step and is resumed once; job 2
+    makes no step either, so the work chain stops (410) instead of spending its iterations."""
+    builder = base_builder(training_code, training_set, settings=tiny(100), max_wallclock_seconds=6)
+    _, node = run_get_node(builder)
+    assert node.exit_status == 410, (node.exit_status, node.exit_message)
+    jobs = sorted(node.called, key=lambda n: n.ctime)
+    assert [job.exit_status for job in jobs] == [350, 350]
+    assert jobs[1].inputs.parent_folder.uuid == jobs[0].outputs.remote_folder.uuid
+    assert "models" not in node.outputs
+
+
 # ------------------------------------------------------------------------------------------ the daemon
 @pytest.fixture
 def one_worker_daemon(daemon_client):
