@@ -28,8 +28,6 @@ import click
 import numpy as np
 
 from ._common import (
-    EXIT_DIVERGED,
-    EXIT_INPUT,
     EXIT_INTERRUPTED,
     DivergedError,
     InputError,
@@ -305,16 +303,22 @@ def _train(
         settings = values.get("settings") or {}
         grid = values.get("grid") or {}
         seeds = values.get("seeds")
-    for source, given in (("--job", job.get("settings")), ("--settings", settings_text and load_mapping(settings_text, "--settings")),
-                          ("--set", overrides and key_values(overrides, "--set"))):
+    layers = [
+        ("--job settings", job.get("settings")),
+        ("--settings", settings_text and load_mapping(settings_text, "--settings")),
+        ("--set", overrides and key_values(overrides, "--set")),
+    ]
+    for source, given in layers:
         if given:
             if not isinstance(given, dict):
-                raise InputError(f"{source}: settings must be a dictionary, got {given!r}")
+                raise InputError(f"{source}: expected a dictionary of settings, got {given!r}")
             settings = settings_module.merge(settings, given)
     if steps is not None:
         settings = settings_module.merge(settings, {"loop": {"steps": steps}})
-    for given in (job.get("grid"), grid_pairs and key_values(grid_pairs, "--grid")):
+    for source, given in (("--job grid", job.get("grid")), ("--grid", grid_pairs and key_values(grid_pairs, "--grid"))):
         if given:
+            if not isinstance(given, dict):
+                raise InputError(f"{source}: expected a dictionary of settings with lists of values, got {given!r}")
             grid = settings_module.merge(grid, given)
     if seeds_text:
         seeds = parse_seeds(seeds_text)
@@ -421,5 +425,3 @@ def _train(
     log.write(f"finished: {len(models)} model(s) in {out}")
     return {"status": "ok", "code": 0, "message": f"{len(models)} model(s) written to {out}", "n_models": len(models)}
 
-
-__all__ += ["EXIT_INPUT", "EXIT_DIVERGED", "EXIT_INTERRUPTED"]
