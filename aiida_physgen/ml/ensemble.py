@@ -57,10 +57,27 @@ class EnsembleLinear(nn.Module):
     def n_models(self) -> int:
         return len(self.weights)
 
+    def select(self, members: Sequence[int]) -> "EnsembleLinear":
+        """The ``members`` of this layer as a layer of their own that holds the *same* parameter
+        objects (no copy): training the selection trains this layer."""
+        view = EnsembleLinear.__new__(EnsembleLinear)
+        nn.Module.__init__(view)
+        view.in_features, view.out_features = self.in_features, self.out_features
+        view.weights = nn.ParameterList([self.weights[k] for k in members])
+        view.biases = nn.ParameterList([self.biases[k] for k in members])
+        view.train(self.training)
+        return view
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one matrix product per member rather than one batched product: BLAS picks its kernel (and
-        # so its summation order) from the batch shape, e.g. gemv for a single member with one output,
-        # and a member must train bit for bit the same alone as inside an ensemble
+        # so its summation order) from the batch shape, e.g. gemv for a single member with one output.
+        # Even so, a member's rows inside a stacked (K, B, in) tensor start at an offset, and MKL's small
+        # GEMM kernels round differently on operands that are not 16-byte aligned (measured: the
+        # gradient g @ W^T of a (3, 8) slice at an odd offset differs in the last bit); trainers that
+        # need a member to train bit for bit as it does alone therefore run it through a one-member
+        # view (:meth:`select`), where every tensor is an allocation of its own
+        if len(self.weights) == 1:
+            return torch.addmm(self.biases[0], x[0], self.weights[0]).unsqueeze(0)
         return torch.stack([torch.addmm(b, h, w) for h, w, b in zip(x, self.weights, self.biases)])
 
 
@@ -92,14 +109,35 @@ class EnsembleMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` of shape ``(K, ..., in)``; the middle axes are flattened for the matmul."""
         k, *middle, n_in = x.shape
+        last = len(self.layers) - 1
+        if k == 1 and self.n_models == 1:  # one member: plain 2-D products, no per-layer stacking
+            h = x.reshape(-1, n_in)
+            for i, layer in enumerate(self.layers):
+                h = torch.addmm(layer.biases[0], h, layer.weights[0])
+                if i < last:
+                    h = nn.functional.leaky_relu(h, self.negative_slope)
+                    if self.dropout is not None:
+                        h = self.dropout(h)
+            return h.reshape(k, *middle, h.shape[-1])
         h = x.reshape(k, -1, n_in)
         for i, layer in enumerate(self.layers):
             h = layer(h)
-            if i < len(self.layers) - 1:
+            if i < last:
                 h = nn.functional.leaky_relu(h, self.negative_slope)
                 if self.dropout is not None:
                     h = self.dropout(h)
         return h.reshape(k, *middle, h.shape[-1])
+
+    def select(self, members: Sequence[int]) -> "EnsembleMLP":
+        """The ``members`` as an ensemble of their own sharing this one's parameter objects (no copy)."""
+        view = EnsembleMLP.__new__(EnsembleMLP)
+        nn.Module.__init__(view)
+        view.sizes = list(self.sizes)
+        view.negative_slope = self.negative_slope
+        view.layers = nn.ModuleList(layer.select(members) for layer in self.layers)
+        view.dropout = nn.Dropout(self.dropout.p) if self.dropout is not None else None
+        view.train(self.training)
+        return view
 
     def member_parameters(self) -> list[list[nn.Parameter]]:
         return [

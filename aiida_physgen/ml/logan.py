@@ -168,14 +168,33 @@ class LoganGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         k, b, _ = z.shape
+        out = self.mlp(z)
+        if k == 1:
+            return torch.sigmoid(out).reshape(k, b, self.n_atoms, 3)
         # the sigmoid runs member by member: PyTorch's vectorised and scalar code paths round
         # transcendental functions differently, and which elements take which path depends on the
         # tensor's size, so a batched sigmoid would make a member's numbers depend on the ensemble
-        return torch.stack([torch.sigmoid(h) for h in self.mlp(z)]).reshape(k, b, self.n_atoms, 3)
+        return torch.stack([torch.sigmoid(h) for h in out]).reshape(k, b, self.n_atoms, 3)
 
     def positions(self, z: torch.Tensor) -> torch.Tensor:
         """Cartesian positions ``(K, B, N, 3)`` in Å."""
-        return torch.stack([frac @ self.cell for frac in self(z)])
+        frac = self(z)
+        if frac.shape[0] == 1:
+            return frac @ self.cell
+        return torch.stack([member @ self.cell for member in frac])
+
+    def member_view(self, k: int) -> "LoganGenerator":
+        """Member ``k`` as a one-member generator holding member ``k``'s own parameter objects (a view
+        for training it alone; :meth:`member` makes an independent copy)."""
+        view = LoganGenerator.__new__(LoganGenerator)
+        nn.Module.__init__(view)
+        for name in ("symbols", "numbers", "pbc", "latent_dim", "hidden", "negative_slope"):
+            setattr(view, name, getattr(self, name))
+        view.seeds = [self.seeds[k]]
+        view.register_buffer("cell", self.cell)
+        view.mlp = self.mlp.select([k])
+        view.train(self.training)
+        return view
 
     def architecture(self) -> dict[str, Any]:
         return {"latent_dim": self.latent_dim, "hidden": self.hidden, "negative_slope": self.negative_slope}
@@ -229,6 +248,14 @@ class LoganCritic(nn.Module):
     def forward(self, environments: torch.Tensor) -> torch.Tensor:
         """``(K, B, N, F + S)`` → scores ``(K, B, N)``."""
         return self.mlp(environments).squeeze(-1)
+
+    def member_view(self, k: int) -> "LoganCritic":
+        """Member ``k`` as a one-member critic holding member ``k``'s own parameter objects."""
+        view = LoganCritic.__new__(LoganCritic)
+        nn.Module.__init__(view)
+        view.mlp = self.mlp.select([k])
+        view.train(self.training)
+        return view
 
 
 def environment_pools(
@@ -284,15 +311,22 @@ class LoganProblem(WGANProblem):
         species = list(descriptor.settings.species)
         self.species_index = torch.as_tensor([species.index(z) for z in generator.numbers], dtype=torch.long)
         means, stds, self.pools = [], [], []
+        standardised: dict[int, tuple] = {}  # members sharing one pool (no rattled copies) share its tensors
         for member_pools in pools:
-            everything = np.concatenate([member_pools[z] for z in species])
-            mean = torch.as_tensor(everything.mean(axis=0), dtype=torch.float32)
-            std = torch.as_tensor(everything.std(axis=0) + 1e-6, dtype=torch.float32)
+            if id(member_pools) not in standardised:
+                everything = np.concatenate([member_pools[z] for z in species])
+                mean = torch.as_tensor(everything.mean(axis=0), dtype=torch.float32)
+                std = torch.as_tensor(everything.std(axis=0) + 1e-6, dtype=torch.float32)
+                standardised[id(member_pools)] = (mean, std, [
+                    ((torch.as_tensor(member_pools[z], dtype=torch.float32) - mean) / std).to(self.device)
+                    for z in species
+                ])
+            mean, std, member_standardised = standardised[id(member_pools)]
             means.append(mean)
             stds.append(std)
-            self.pools.append([
-                ((torch.as_tensor(member_pools[z], dtype=torch.float32) - mean) / std).to(self.device) for z in species
-            ])
+            self.pools.append(member_standardised)
+        self._member_mean = [m.to(self.device)[None, None, None, :] for m in means]  # (1, 1, 1, F) each
+        self._member_std = [s.to(self.device)[None, None, None, :] for s in stds]
         self.mean = torch.stack(means).to(self.device)[:, None, None, :]  # (K, 1, 1, F)
         self.std = torch.stack(stds).to(self.device)[:, None, None, :]
         self.n_features = means[0].shape[0]
@@ -324,14 +358,33 @@ class LoganProblem(WGANProblem):
         positions = self.generator.positions(z)
         # one descriptor call per member, for the same reason as the generator's sigmoid: a member's
         # environments must not depend on how many other members share the pass (bit for bit)
-        features = torch.stack([
-            self.descriptor(member, self.species_index, self.generator.cell, self.generator.pbc) for member in positions
-        ])
+        cell, pbc = self.generator.cell, self.generator.pbc
+        if k == 1:
+            features = self.descriptor(positions[0], self.species_index, cell, pbc).unsqueeze(0)
+        else:
+            features = torch.stack([self.descriptor(member, self.species_index, cell, pbc) for member in positions])
         features = (features - self.mean) / self.std
         return self._with_element(features)
 
     def critic_scores(self, samples: torch.Tensor, condition=None) -> torch.Tensor:
         return self.critic(samples)
+
+    def member_problem(self, k: int) -> "LoganProblem":
+        """Member ``k`` alone: its generator and critic (views on its parameters), its pools and its
+        standardisation; every member trains through this one-member path (see
+        :meth:`~aiida_physgen.ml.wgan.WGANProblem.member_problem`)."""
+        view = LoganProblem.__new__(LoganProblem)
+        view.generator = self.generator.member_view(k)
+        view.critic = self.critic.member_view(k)
+        view.descriptor = self.descriptor
+        view.n_models = 1
+        view.device = self.device
+        view.pools = [self.pools[k]]
+        view._member_mean, view._member_std = [self._member_mean[k]], [self._member_std[k]]
+        view.mean, view.std = self._member_mean[k], self._member_std[k]
+        for name in ("n_features", "one_hot", "species_index", "blocks"):
+            setattr(view, name, getattr(self, name))
+        return view
 
     def member_parameters(self, module: nn.Module):
         return module.mlp.member_parameters()

@@ -134,9 +134,13 @@ class Trainer(abc.ABC):
         """Called when :meth:`train` returns (put modules in eval mode)."""
 
     # ------------------------------------------------------------------ the loop
-    def check_finite(self, name: str, losses: torch.Tensor) -> None:
+    def check_finite(self, name: str, losses: torch.Tensor, members: Sequence[int] | None = None) -> None:
+        """Raise :class:`TrainingDivergedError` when a loss is NaN or infinite; ``members[i]`` is the
+        ensemble index of ``losses[i]`` (by default ``i``)."""
         bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
         if bad:
+            if members is not None:
+                bad = [members[i] for i in bad]
             raise TrainingDivergedError(
                 f"the {name} loss became NaN/inf at step {self.step} for ensemble member(s) "
                 f"{[self.seeds[k] for k in bad]} (by seed); lower the learning rate or check the training data",

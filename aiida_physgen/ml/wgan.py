@@ -131,6 +131,17 @@ class WGANProblem(abc.ABC):
         """Member ``k``'s generator as a stand-alone module (the default asks ``generator.member(k)``)."""
         return self.generator.member(k)
 
+    def member_problem(self, k: int) -> "WGANProblem | None":
+        """Member ``k`` as a one-member problem whose generator and critic hold member ``k``'s own
+        parameter objects (views, not copies), or ``None`` (the default) to train vectorised.
+
+        When every member has one, :class:`WGANTrainer` runs each member's step on its view, through
+        exactly the code a one-member ensemble runs, so a member trains bit for bit the same alone
+        and inside any ensemble. The vectorised pass cannot promise that: BLAS kernels round
+        differently on a member's rows depending on where they sit in the stacked tensor.
+        """
+        return None
+
 
 def _per_member(values: torch.Tensor) -> torch.Tensor:
     """Mean over every axis but the leading model axis."""
@@ -158,12 +169,26 @@ class WGANTrainer(Trainer):
         ):
             raise ValueError("consistency_weight: the consistency term needs a critic with dropout layers")
         k = problem.n_models
-        self.optimizer_generator = self._optimizer(problem.generator, settings.member_values("lr_generator", k))
-        self.optimizer_critic = self._optimizer(problem.critic, settings.member_values("lr_critic", k))
+        lrs_generator = settings.member_values("lr_generator", k)
+        lrs_critic = settings.member_values("lr_critic", k)
+        views = [problem.member_problem(i) for i in range(k)]
+        #: one-member views of the problem, one per member, or ``None`` when the problem trains vectorised
+        self.member_problems: list[WGANProblem] | None = views if all(v is not None for v in views) else None
+        if self.member_problems is None:
+            self.optimizer_generator = self._optimizer(problem, problem.generator, lrs_generator)
+            self.optimizer_critic = self._optimizer(problem, problem.critic, lrs_critic)
+            self.member_optimizers = None
+        else:
+            # one optimiser per member: a member's step touches its own parameters only
+            self.optimizer_generator = self.optimizer_critic = None
+            self.member_optimizers = [
+                (self._optimizer(v, v.generator, [lr_g]), self._optimizer(v, v.critic, [lr_c]))
+                for v, lr_g, lr_c in zip(self.member_problems, lrs_generator, lrs_critic)
+            ]
         self._critic_params = list(problem.critic.parameters())
 
-    def _optimizer(self, module: torch.nn.Module, lrs: list[float]) -> torch.optim.Optimizer:
-        groups = self.problem.member_parameters(module)
+    def _optimizer(self, problem: WGANProblem, module: torch.nn.Module, lrs: list[float]) -> torch.optim.Optimizer:
+        groups = problem.member_parameters(module)
         if len(groups) != len(lrs):
             raise ValueError(f"{len(lrs)} learning rates for {len(groups)} parameter groups")
         param_groups = [{"params": params, "lr": lr} for params, lr in zip(groups, lrs)]
@@ -175,91 +200,151 @@ class WGANTrainer(Trainer):
         return torch.optim.RMSprop(param_groups, alpha=s.alpha, eps=s.eps, foreach=True)
 
     # ------------------------------------------------------------------ losses
-    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, condition) -> torch.Tensor:
+    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, condition, problem=None, rngs=None):
+        problem = self.problem if problem is None else problem
+        rngs = self.rngs if rngs is None else rngs
         k, b = real.shape[:2]
-        mix = stacked_rand(self.rngs, b, device=real.device).to(real.dtype)
+        mix = stacked_rand(rngs, b, device=real.device).to(real.dtype)
         mix = mix.reshape((k, b) + (1,) * (real.dim() - 2))
         interpolates = (mix * real + (1 - mix) * fake).requires_grad_(True)
-        scores = self.problem.critic_scores(interpolates, condition)
+        scores = problem.critic_scores(interpolates, condition)
         (grad,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
         norms = grad.flatten(start_dim=scores.dim()).norm(dim=-1)
         return _per_member((norms - 1) ** 2)
 
-    def _consistency(self, real: torch.Tensor, condition) -> torch.Tensor:
-        first = self.problem.critic_scores(real, condition)
-        second = self.problem.critic_scores(real, condition)
+    def _consistency(self, real: torch.Tensor, condition, problem=None) -> torch.Tensor:
+        problem = self.problem if problem is None else problem
+        first = problem.critic_scores(real, condition)
+        second = problem.critic_scores(real, condition)
         gap = (first - second).abs() - self.settings.consistency_margin
         return _per_member(torch.relu(gap))
 
-    def critic_step(self) -> tuple[torch.Tensor, torch.Tensor]:
-        s, p = self.settings, self.problem
-        real, condition = p.real_batch(s.batch_size, self.rngs)
+    def _critic_step(self, p: WGANProblem, rngs, optimizer, members) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.settings
+        real, condition = p.real_batch(s.batch_size, rngs)
         with torch.no_grad():
-            fake = p.fake_batch(s.batch_size, self.rngs, condition)
-        wasserstein = _per_member(p.critic_scores(real, condition)) - _per_member(p.critic_scores(fake, condition))
+            fake = p.fake_batch(s.batch_size, rngs, condition)
+        # real and fake samples through the critic in one pass (every sample is scored on its own)
+        both = torch.cat([real, fake], dim=1)
+        both_condition = None if condition is None else torch.cat([condition, condition], dim=1)
+        scores = p.critic_scores(both, both_condition)
+        b = real.shape[1]
+        wasserstein = _per_member(scores[:, :b]) - _per_member(scores[:, b:])
         loss = -wasserstein
         if s.gp_weight:
-            loss = loss + s.gp_weight * self._gradient_penalty(real, fake, condition)
+            loss = loss + s.gp_weight * self._gradient_penalty(real, fake, condition, p, rngs)
         if s.consistency_weight:
-            loss = loss + s.consistency_weight * self._consistency(real, condition)
-        self.check_finite("critic", loss)
-        self.optimizer_critic.zero_grad(set_to_none=True)
+            loss = loss + s.consistency_weight * self._consistency(real, condition, p)
+        self.check_finite("critic", loss, members)
+        optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
-        self.optimizer_critic.step()
+        optimizer.step()
         return loss.detach(), wasserstein.detach()
 
-    def generator_step(self) -> torch.Tensor:
-        s, p = self.settings, self.problem
-        real, condition = p.real_batch(s.batch_size, self.rngs)
-        fake = p.fake_batch(s.batch_size, self.rngs, condition)
+    def _generator_step(self, p: WGANProblem, rngs, optimizer, members) -> torch.Tensor:
+        s = self.settings
+        real, condition = p.real_batch(s.batch_size, rngs)
+        fake = p.fake_batch(s.batch_size, rngs, condition)
         loss = -_per_member(p.critic_scores(fake, condition))
         extra = p.extra_generator_loss(fake, real)
         if extra is not None:
             loss = loss + extra
-        self.check_finite("generator", loss)
-        self.optimizer_generator.zero_grad(set_to_none=True)
+        self.check_finite("generator", loss, members)
+        optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
-        self.optimizer_generator.step()
+        optimizer.step()
         return loss.detach()
+
+    def critic_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One critic update of every member (vectorised problems only)."""
+        return self._critic_step(self.problem, self.rngs, self.optimizer_critic, None)
+
+    def generator_step(self) -> torch.Tensor:
+        """One generator update of every member (vectorised problems only)."""
+        return self._generator_step(self.problem, self.rngs, self.optimizer_generator, None)
 
     # ------------------------------------------------------------------ one step of the loop
     def begin(self) -> None:
-        self.problem.generator.train()
-        self.problem.critic.train()
+        for p in [self.problem, *(self.member_problems or [])]:
+            p.generator.train()
+            p.critic.train()
 
     def end(self) -> None:
-        self.problem.generator.eval()
-        self.problem.critic.eval()
+        for p in [self.problem, *(self.member_problems or [])]:
+            p.generator.eval()
+            p.critic.eval()
         for param in self._critic_params:
             param.requires_grad_(True)
 
-    def train_step(self) -> dict[str, torch.Tensor]:
-        """``n_critic`` critic updates, then one generator update (one "step" = one generator update)."""
-        for param in self._critic_params:
+    def _one_step(self, p: WGANProblem, rngs, optimizers, members) -> tuple[torch.Tensor, ...]:
+        """``n_critic`` critic updates, then one generator update, of the members of ``p``."""
+        optimizer_generator, optimizer_critic = optimizers
+        params = list(p.critic.parameters())
+        for param in params:
             param.requires_grad_(True)
         for _ in range(self.settings.n_critic):
-            critic_loss, wasserstein = self.critic_step()
-        for param in self._critic_params:  # the generator step needs no critic gradients
+            critic_loss, wasserstein = self._critic_step(p, rngs, optimizer_critic, members)
+        for param in params:  # the generator step needs no critic gradients
             param.requires_grad_(False)
-        generator_loss = self.generator_step()
-        for param in self._critic_params:
-            param.requires_grad_(True)
-        return {"critic": critic_loss, "generator": generator_loss, "wasserstein": wasserstein}
+        try:
+            generator_loss = self._generator_step(p, rngs, optimizer_generator, members)
+        finally:
+            for param in params:
+                param.requires_grad_(True)
+        return critic_loss, generator_loss, wasserstein
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """``n_critic`` critic updates, then one generator update (one "step" = one generator update).
+
+        With member views (:meth:`WGANProblem.member_problem`) the members take their step one after
+        the other, each through the one-member code path; a member whose loss diverges does not stop
+        the others' step, and the error names every diverged member.
+        """
+        if self.member_problems is None:
+            critic, generator, wasserstein = self._one_step(
+                self.problem, self.rngs, (self.optimizer_generator, self.optimizer_critic), None
+            )
+            return {"critic": critic, "generator": generator, "wasserstein": wasserstein}
+        results, diverged = [], []
+        for k, (p, optimizers) in enumerate(zip(self.member_problems, self.member_optimizers)):
+            try:
+                results.append(self._one_step(p, [self.rngs[k]], optimizers, [k]))
+            except TrainingDivergedError as error:
+                diverged.append(error)
+        if diverged:
+            members = sorted(k for error in diverged for k in error.members)
+            raise TrainingDivergedError(
+                f"{diverged[0].args[0].split(' for ensemble member')[0]} for ensemble member(s) "
+                f"{[self.seeds[k] for k in members]} (by seed); lower the learning rate or check the training data",
+                self.step,
+                members,
+            )
+        critic, generator, wasserstein = (torch.cat(column) for column in zip(*results))
+        return {"critic": critic, "generator": generator, "wasserstein": wasserstein}
 
     def member_module(self, k: int) -> torch.nn.Module:
         return self.problem.member_generator(k).cpu().eval()
 
     # ------------------------------------------------------------------ checkpoints
     def modules_state(self) -> dict[str, Any]:
-        return {
-            "generator": self.problem.generator.state_dict(),
-            "critic": self.problem.critic.state_dict(),
-            "optimizer_generator": self.optimizer_generator.state_dict(),
-            "optimizer_critic": self.optimizer_critic.state_dict(),
-        }
+        if self.member_optimizers is None:
+            optimizers = {"optimizer_generator": self.optimizer_generator.state_dict(),
+                          "optimizer_critic": self.optimizer_critic.state_dict()}
+        else:
+            optimizers = {"member_optimizers": [[o.state_dict() for o in pair] for pair in self.member_optimizers]}
+        return {"generator": self.problem.generator.state_dict(), "critic": self.problem.critic.state_dict(),
+                **optimizers}
 
     def load_modules_state(self, state: dict[str, Any]) -> None:
+        vectorised = self.member_optimizers is None
+        if vectorised != ("optimizer_generator" in state):
+            raise ValueError("checkpoint: it was written by another kind of trainer (vectorised or member by member)")
         self.problem.generator.load_state_dict(state["generator"])
         self.problem.critic.load_state_dict(state["critic"])
-        self.optimizer_generator.load_state_dict(state["optimizer_generator"])
-        self.optimizer_critic.load_state_dict(state["optimizer_critic"])
+        if vectorised:
+            self.optimizer_generator.load_state_dict(state["optimizer_generator"])
+            self.optimizer_critic.load_state_dict(state["optimizer_critic"])
+        else:
+            for pair, saved in zip(self.member_optimizers, state["member_optimizers"]):
+                for optimizer, optimizer_state in zip(pair, saved):
+                    optimizer.load_state_dict(optimizer_state)
