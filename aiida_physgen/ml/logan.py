@@ -369,6 +369,10 @@ class LoganProblem(WGANProblem):
     def critic_scores(self, samples: torch.Tensor, condition=None) -> torch.Tensor:
         return self.critic(samples)
 
+    def critic_gradient(self, samples: torch.Tensor, condition=None):
+        # the critic is a plain MLP: its exact input gradient without autograd's pass over the forward graph
+        return self.critic.mlp.input_gradient(samples), samples.dim() - 1
+
     def member_problem(self, k: int) -> "LoganProblem":
         """Member ``k`` alone: its generator and critic (views on its parameters), its pools and its
         standardisation; every member trains through this one-member path (see

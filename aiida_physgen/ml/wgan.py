@@ -131,6 +131,19 @@ class WGANProblem(abc.ABC):
         """Member ``k``'s generator as a stand-alone module (the default asks ``generator.member(k)``)."""
         return self.generator.member(k)
 
+    def critic_gradient(self, samples: torch.Tensor, condition: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """The gradient of the summed critic scores with respect to ``samples`` (differentiable with
+        respect to the critic's parameters), and the number of leading axes of the scores
+        (``K``, ``B``, then the scored units): the input of the gradient penalty.
+
+        The default differentiates :meth:`critic_scores` with autograd; a problem whose critic has a
+        cheaper exact form (:meth:`~aiida_physgen.ml.ensemble.EnsembleMLP.input_gradient`) overrides it.
+        """
+        samples = samples.detach().requires_grad_(True)
+        scores = self.critic_scores(samples, condition)
+        (grad,) = torch.autograd.grad(scores.sum(), samples, create_graph=True)
+        return grad, scores.dim()
+
     def member_problem(self, k: int) -> "WGANProblem | None":
         """Member ``k`` as a one-member problem whose generator and critic hold member ``k``'s own
         parameter objects (views, not copies), or ``None`` (the default) to train vectorised.
@@ -206,10 +219,9 @@ class WGANTrainer(Trainer):
         k, b = real.shape[:2]
         mix = stacked_rand(rngs, b, device=real.device).to(real.dtype)
         mix = mix.reshape((k, b) + (1,) * (real.dim() - 2))
-        interpolates = (mix * real + (1 - mix) * fake).requires_grad_(True)
-        scores = problem.critic_scores(interpolates, condition)
-        (grad,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
-        norms = grad.flatten(start_dim=scores.dim()).norm(dim=-1)
+        interpolates = mix * real + (1 - mix) * fake
+        grad, unit_dims = problem.critic_gradient(interpolates, condition)
+        norms = grad.flatten(start_dim=unit_dims).norm(dim=-1)
         return _per_member((norms - 1) ** 2)
 
     def _consistency(self, real: torch.Tensor, condition, problem=None) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """LoGAN: composition handling, validation, determinism, ensembles, learning on tiny data."""
 
+import os
 import subprocess
 import sys
 
@@ -261,4 +262,4 @@ def test_ml_layer_imports_no_aiida():
         "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; "
         "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
