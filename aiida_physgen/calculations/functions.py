@@ -68,11 +68,15 @@ def train(
     seeds: orm.List,
     settings: orm.Dict | None = None,
     grid: orm.Dict | None = None,
+    device: orm.Str | None = None,
 ):
     """Train an ensemble of models of any family (every seed × every ``grid`` combination).
 
     Returns a ``models`` namespace with one ``physgen.generator_model`` per member
     (``model_00``, ``model_01``, ...). The losses go to the process report about 20 times per run.
+    ``device`` is ``'cpu'`` (default), ``'cuda'`` or ``'auto'``; torch's threads follow
+    ``OMP_NUM_THREADS`` when it is set. Long trainings belong in the ``physgen.train.job`` CalcJob:
+    a calcfunction holds its daemon worker until it returns.
     """
     process = Process.current()
     set_threads()
@@ -85,6 +89,7 @@ def train(
             seeds=list(seeds.get_list()),
             grid=grid.get_dict() if grid is not None else None,
             callback=progress_reporter(process.report) if process is not None else None,
+            device=device.value if device is not None else "cpu",
         )
     except ValueError as error:
         return _invalid(error)

@@ -66,7 +66,8 @@ class GeneratorModel(Data):
     def __init__(self, model_bytes: bytes | None = None, config: dict | None = None, **kwargs: t.Any) -> None:
         """Construct a new node from the content of a model file.
 
-        :param model_bytes: the model file as bytes, as written by :func:`aiida_physgen.ml.model_io.model_bytes`.
+        :param model_bytes: the model file as bytes, as written by :meth:`aiida_physgen.ml.family.TrainedModel.to_bytes`
+            (or :func:`aiida_physgen.ml.model_io.save_model`).
             ``None`` creates an empty node that cannot be stored, which only AiiDA's own machinery needs.
         :param config: optionally the config the file was written with; the config inside the file is
             authoritative, this one is only checked against it.

@@ -78,7 +78,10 @@ def set_threads(n: int | None = None) -> int:
     """
     if n is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
-        n = int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
+        if env.isdigit() and int(env) > 0:
+            n = int(env)
+        else:  # sched_getaffinity honours cgroups/taskset; it does not exist on macOS or Windows
+            n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     n = max(1, int(n))
     torch.set_num_threads(n)
     return n

@@ -20,7 +20,7 @@ from ..calculations.functions import EXIT_CODES, generate, select_representative
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
-from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, plan_members
+from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, plan_members, resolve_device
 from ..selection import SelectionSettings
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs"]
@@ -38,8 +38,21 @@ def validate_generation_inputs(inputs, _ctx=None):
             settings = inputs["settings"].get_dict() if "settings" in inputs else None
             grid = inputs["grid"].get_dict() if "grid" in inputs else None
             n_members = len(plan_members(family, settings, list(inputs["seeds"].get_list()), grid))
+            if "training" in inputs and "target" in inputs:
+                # the training data against the target, once per distinct member setting (cheap), so a
+                # mismatch fails at launch, not after a job was queued
+                batch = inputs["training"].get_batch() if len(inputs["training"]) else None
+                target = family.check_target(inputs["target"].get_dict())
+                checked = set()
+                for member in plan_members(family, settings, list(inputs["seeds"].get_list()), grid):
+                    key = repr(member.grid_point)
+                    if key not in checked:
+                        checked.add(key)
+                        family.validate(batch, target, member.settings)
         if "condition" in inputs:
             family.check_condition(inputs["condition"].get_dict(), {})
+        if "device" in inputs:
+            resolve_device(inputs["device"].value)
         selection = SelectionSettings.from_dict(
             inputs["selection_settings"].get_dict() if "selection_settings" in inputs else None
         )
@@ -89,7 +102,7 @@ class GenerationWorkChain(WorkChain):
         spec.input("training_options", valid_type=orm.Dict, required=False,
                    help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).")
         spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
-                   help="Device of the training CalcJob: 'cpu', 'cuda' or 'auto' (the calcfunction trains on the CPU).")
+                   help="Where the training runs: 'cpu', 'cuda' or 'auto' (CUDA when the machine has it).")
         spec.inputs.validator = validate_generation_inputs
         spec.outline(cls.train, cls.inspect_training, cls.generate, cls.select, cls.results)
         spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
@@ -176,7 +189,7 @@ class GenerationWorkChain(WorkChain):
         inputs = self._training_inputs()
         if "training_code" not in self.inputs:
             self.report(f"training {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures")
-            outputs, node = train.run_get_node(**inputs)
+            outputs, node = train.run_get_node(**inputs, device=self.inputs.device)
             self.ctx.training = node
             self.ctx.models = outputs.get("models", {})
             return None
@@ -189,7 +202,10 @@ class GenerationWorkChain(WorkChain):
             options.update(self.inputs.training_options.get_dict())
         builder.train.metadata = {"options": options}
         builder.metadata = {"call_link_label": "training"}
-        node = self.submit(builder)
+        try:
+            node = self.submit(builder)
+        except ValueError as error:  # the job's own launch check; the validator above catches the same
+            return self.exit_codes.ERROR_INVALID_INPUT.format(message=str(error))
         self.report(f"submitted {family} training of {n_seeds} seed(s) as {node.process_label}<{node.pk}> on "
                     f"{self.inputs.training_code.computer.label}")
         return ToContext(training=node)

@@ -381,18 +381,37 @@ def test_generation_workchain_end_to_end():
 def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
     builder = GenerationWorkChain.get_builder()
     builder.training = StructureSet.from_ase(molecules(3))
+    builder.target = target()
+    builder.seeds = orm.List([0])
+    builder.settings = orm.Dict({**TINY, "loop": {"optimizer": "adam", "lr_generator": 1e30, "lr_critic": 1e30,
+                                                  "steps": 5}})
+    builder.count = orm.Int(4)
+    builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 2})
+    results, node = run_get_node(builder)
+    assert node.exit_status == 310, (node.exit_status, node.exit_message)
+    assert "NaN" in node.exit_message
+    assert not node.exit_message.startswith("training diverged: training diverged")
+    assert [c.process_label for c in node.called] == ["train"]
+    assert node.called[0].exit_status == 310
+    assert "models" not in results and "candidates" not in results
+
+
+def test_generation_workchain_checks_training_data_against_the_target_at_launch():
+    builder = GenerationWorkChain.get_builder()
+    builder.training = StructureSet.from_ase(molecules(3))
     builder.target = target("C5H12")  # parses, but the training molecules hold O
     builder.seeds = orm.List([0])
     builder.settings = orm.Dict(TINY)
     builder.count = orm.Int(4)
     builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 2})
-    results, node = run_get_node(builder)
-    assert node.exit_status == 300, (node.exit_status, node.exit_message)
-    assert "training" in node.exit_message and "'O'" in node.exit_message
-    assert not node.exit_message.startswith("invalid input: invalid input")
-    assert [c.process_label for c in node.called] == ["train"]
-    assert node.called[0].exit_status == 300
-    assert "models" not in results and "candidates" not in results
+    before = count_nodes()
+    with pytest.raises(ValueError, match=r"training: element\(s\) \['O'\]"):
+        run_get_node(builder)
+    assert count_nodes() == before
+    builder.target = target()
+    builder.device = orm.Str("tpu")
+    with pytest.raises(ValueError, match="device"):
+        run_get_node(builder)
 
 
 def test_generation_workchain_validator_rejects_before_storing():
