@@ -94,6 +94,8 @@ def generation_inputs(
     selection_seed: int = 0,
     selection_settings: dict[str, Any] | None = None,
     training_code: orm.AbstractCode | None = None,
+    training_options: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Inputs of :class:`~aiida_physgen.workflows.generation.GenerationWorkChain` from plain values.
 
@@ -128,6 +130,8 @@ def generation_inputs(
     builder = GenerationWorkChain.get_builder_from_protocol(
         training_set(training), target, family=family, protocol=protocol, overrides=overrides,
         training_code=training_code, generation_seed=generation_seed, selection_seed=selection_seed,
+        **({"training_options": training_options} if training_options else {}),
+        **({"device": device} if device else {}),
     )
     return {key: builder[key] for key in builder if key != "metadata"}
 
