@@ -3,8 +3,9 @@
 Each member's weights are separate leaf tensors (so every member can sit in its own optimiser
 parameter group with its own learning rate, and can be cut out as a stand-alone model); the
 forward pass runs one matrix product per member (see :meth:`EnsembleLinear.forward` for why not
-one batched product) inside a single module, so the ensemble shares one optimiser step, one
-sampling pass and one set of critic batches.
+one batched product) inside a single module. :meth:`EnsembleMLP.select` gives a view of some
+members that holds the same parameter objects: a trainer runs each member through a one-member view
+so that it computes exactly what it would alone.
 """
 
 from __future__ import annotations

@@ -8,10 +8,18 @@ distance and box losses), optimisers, and (through :class:`~aiida_physgen.ml.loo
 per-member random streams, checkpoints, progress, clean stops and the NaN guard.
 
 Every tensor carries a leading *model* axis of size ``K``: an ensemble of ``K`` independent
-models (different seeds and hyper-parameters) is trained in one vectorised pass. Losses are
-computed per model and summed, so gradients never mix between members; optimiser state is
-element-wise, and each member gets its own parameter group so learning rates may differ. Every
-random draw of member ``k`` comes from ``rngs[k]``, so members never share a random stream.
+models (different seeds and hyper-parameters) is trained in one pass. Losses are computed per model
+and summed, so gradients never mix between members; optimiser state is element-wise, and each
+member gets its own parameter group so learning rates may differ. Every random draw of member ``k``
+comes from ``rngs[k]``, so members never share a random stream.
+
+A problem that offers one-member views (:meth:`WGANProblem.member_problem`, as LoGAN does) is
+trained member by member: each member's step runs through exactly the code of a one-member
+ensemble, so it is bit for bit the same alone and inside any ensemble. Its cost is the sum of the
+members' (the models are compute-bound: the matrix products of the critic dominate, see
+``benchmarks/bench_training.py``), which is also what the vectorised pass cost. Without views the
+members are stacked and trained vectorised; that keeps them independent, but not bit for bit (BLAS
+rounds a member's rows differently depending on where they sit in the stacked tensor).
 """
 
 from __future__ import annotations
