@@ -55,18 +55,22 @@ class Progress:
     losses: dict[str, list[float]]  # this step's losses, per member of the group
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``'cpu'``, ``'cuda'``, ``'cuda:1'`` or ``'auto'`` (CUDA when available) as a torch device."""
+def resolve_device(device: str | torch.device | None, check_available: bool = True) -> torch.device:
+    """``'cpu'``, ``'cuda'``, ``'cuda:1'`` or ``'auto'`` (CUDA when available) as a torch device.
+
+    ``check_available=False`` checks the spelling only: a launch on one machine may ask for the
+    GPU of another (a training job on a cluster's GPU node).
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device: got {device!r}, expected 'cpu', 'cuda', 'cuda:<n>' or 'auto'") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no CUDA device is available here")
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device: got {device!r}, expected 'cpu', 'cuda', 'cuda:<n>' or 'auto'")
+    if check_available and resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no CUDA device is available here")
     return resolved
 
 

@@ -51,8 +51,8 @@ def validate_generation_inputs(inputs, _ctx=None):
                         family.validate(batch, target, member.settings)
         if "condition" in inputs:
             family.check_condition(inputs["condition"].get_dict(), {})
-        if "device" in inputs:
-            resolve_device(inputs["device"].value)
+        if "device" in inputs:  # availability is checked where the training runs (it may be a GPU node)
+            resolve_device(inputs["device"].value, check_available="training_code" not in inputs)
         selection = SelectionSettings.from_dict(
             inputs["selection_settings"].get_dict() if "selection_settings" in inputs else None
         )
