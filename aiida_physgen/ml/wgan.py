@@ -25,6 +25,7 @@ rounds a member's rows differently depending on where they sit in the stacked te
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -207,6 +208,8 @@ class WGANTrainer(Trainer):
                 for v, lr_g, lr_c in zip(self.member_problems, lrs_generator, lrs_critic)
             ]
         self._critic_params = list(problem.critic.parameters())
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_size = 0
 
     def _optimizer(self, problem: WGANProblem, module: torch.nn.Module, lrs: list[float]) -> torch.optim.Optimizer:
         groups = problem.member_parameters(module)
@@ -295,6 +298,7 @@ class WGANTrainer(Trainer):
             p.critic.eval()
         for param in self._critic_params:
             param.requires_grad_(True)
+        self._close_pool()
 
     def _one_step(self, p: WGANProblem, rngs, optimizers, members) -> tuple[torch.Tensor, ...]:
         """``n_critic`` critic updates, then one generator update, of the members of ``p``."""
@@ -325,12 +329,31 @@ class WGANTrainer(Trainer):
                 self.problem, self.rngs, (self.optimizer_generator, self.optimizer_critic), None
             )
             return {"critic": critic, "generator": generator, "wasserstein": wasserstein}
-        results, diverged = [], []
-        for k, (p, optimizers) in enumerate(zip(self.member_problems, self.member_optimizers)):
+        def member_step(k):
             try:
-                results.append(self._one_step(p, [self.rngs[k]], optimizers, [k]))
+                return self._one_step(self.member_problems[k], [self.rngs[k]], self.member_optimizers[k], [k]), None
             except TrainingDivergedError as error:
-                diverged.append(error)
+                return None, error
+
+        k_models = len(self.member_problems)
+        workers = self._member_workers()
+        if workers == 1:
+            outcomes = [member_step(k) for k in range(k_models)]
+        else:
+            # members side by side, one intra-op thread each: a member's step is too small to keep two
+            # threads busy (most of its operations stay under torch's parallel grain), two members are not
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                if self._pool is None or self._pool_size != workers:
+                    self._close_pool()
+                    self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="member")
+                    self._pool_size = workers
+                outcomes = list(self._pool.map(member_step, range(k_models)))
+            finally:
+                torch.set_num_threads(threads)
+        results = [result for result, error in outcomes if error is None]
+        diverged = [error for result, error in outcomes if error is not None]
         if diverged:
             members = sorted(k for error in diverged for k in error.members)
             raise TrainingDivergedError(
@@ -341,6 +364,19 @@ class WGANTrainer(Trainer):
             )
         critic, generator, wasserstein = (torch.cat(column) for column in zip(*results))
         return {"critic": critic, "generator": generator, "wasserstein": wasserstein}
+
+    def _member_workers(self) -> int:
+        """How many members step at once: one per intra-op thread torch would use, on the CPU."""
+        if self.member_problems is None or len(self.member_problems) < 2:
+            return 1
+        if torch.device(getattr(self.problem, "device", "cpu")).type != "cpu":
+            return 1
+        return max(1, min(torch.get_num_threads(), len(self.member_problems)))
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def member_module(self, k: int) -> torch.nn.Module:
         return self.problem.member_generator(k).cpu().eval()

@@ -191,3 +191,19 @@ def test_set_threads_honours_omp_num_threads(monkeypatch, restore_threads):
         assert set_threads() == cpus
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert set_threads() == cpus and set_threads(0) == 1
+
+
+def test_members_stepped_side_by_side_on_two_threads_equal_their_solo_run(few, restore_threads, monkeypatch):
+    # with two intra-op threads a lone member uses both; in an ensemble two members step at once on
+    # one thread each (WGANTrainer._member_workers): the results must not depend on it
+    from aiida_physgen.ml import wgan
+
+    torch.set_num_threads(2)
+    workers = []
+    original = wgan.WGANTrainer._member_workers
+    monkeypatch.setattr(wgan.WGANTrainer, "_member_workers", lambda self: workers.append(original(self)) or workers[-1])
+    (alone,) = train(few, seeds=[7])
+    together = train(few, seeds=[3, 7, 11, 1])
+    assert workers[0] == 1 and workers[-1] == 2
+    assert_same_model(alone, together[1])
+    assert torch.get_num_threads() == 2  # restored after every step
