@@ -13,7 +13,6 @@ config entries stay in the file only.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os

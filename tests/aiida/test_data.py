@@ -288,13 +288,9 @@ def toy_family(monkeypatch):
 
 
 def water(n: int = 6) -> StructureBatch:
-    rng = np.random.default_rng(0)
-    molecules = []
-    for _ in range(n):
-        atoms = ase.build.molecule("H2O")
-        atoms.positions += 3.0 + rng.normal(0.0, 0.05, atoms.positions.shape)
-        molecules.append(atoms)
-    return StructureBatch.from_atoms(molecules)
+    from physgen_toy_family import water_molecules  # on sys.path through the toy_family fixture
+
+    return StructureBatch.from_atoms(water_molecules(n))
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ase.build
-import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
@@ -27,13 +25,14 @@ def toy_installed(monkeypatch):
 
 
 def water(n: int = 6) -> StructureSet:
-    rng = np.random.default_rng(0)
-    molecules = []
-    for _ in range(n):
-        atoms = ase.build.molecule("H2O")
-        atoms.positions += 3.0 + rng.normal(0.0, 0.05, atoms.positions.shape)
-        molecules.append(atoms)
-    return StructureSet.from_ase(molecules)
+    import sys
+
+    sys.path.insert(0, str(PLUGINS))
+    try:
+        from physgen_toy_family import water_molecules
+    finally:
+        sys.path.remove(str(PLUGINS))
+    return StructureSet.from_ase(water_molecules(n))
 
 
 def test_toy_family_runs_through_the_generation_workchain(toy_installed):

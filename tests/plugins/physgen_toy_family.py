@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ase.build
 import ase.data
 import numpy as np
 import torch
@@ -74,6 +75,17 @@ class ToyProblem(WGANProblem):
 
     def member_parameters(self, module):
         return module.mlp.member_parameters() if hasattr(module, "mlp") else module.member_parameters()
+
+
+def water_molecules(n: int = 6, seed: int = 0) -> list:
+    """``n`` slightly rattled water molecules in a 6 Å box: the toy family's training data in the tests."""
+    rng = np.random.default_rng(seed)
+    molecules = []
+    for _ in range(n):
+        atoms = ase.build.molecule("H2O")
+        atoms.positions += 3.0 + rng.normal(0.0, 0.05, atoms.positions.shape)
+        molecules.append(atoms)
+    return molecules
 
 
 class ToyFamily(GeneratorFamily):
