@@ -503,6 +503,7 @@ print("AIIDA_MODULES", loaded)
 """
 
 
+@pytest.mark.slow
 def test_file_commands_need_no_profile(tmp_path):
     """train (with a protocol), generate, select, families and protocols run with an empty AiiDA config
     folder and never import AiiDA (one interpreter for all, to pay for the imports once)."""

@@ -33,7 +33,7 @@ from .composition import composition_string, parse_composition
 from .descriptors import DescriptorParameters, DescriptorSettings, LocalDescriptor, atomic_descriptors
 from .ensemble import EnsembleMLP, Stream, member_seed
 from .family import GeneratorFamily
-from .loop import stacked_randint, stacked_randn
+from .loop import stacked_randn
 from .wgan import WGANProblem, WGANSettings, WGANTrainer
 
 __all__ = [
@@ -353,7 +353,7 @@ class LoganProblem(WGANProblem):
         return self._with_element(out), None
 
     def fake_batch(self, batch_size: int, rngs, condition=None):
-        k, n = self.n_models, self.generator.n_atoms
+        k = self.n_models
         z = stacked_randn(rngs, batch_size, self.generator.latent_dim, device=self.device)
         positions = self.generator.positions(z)
         # one descriptor call per member, for the same reason as the generator's sigmoid: a member's

@@ -35,6 +35,7 @@ def water(n: int = 6) -> StructureSet:
     return StructureSet.from_ase(water_molecules(n))
 
 
+@pytest.mark.slow
 def test_toy_family_runs_through_the_generation_workchain(toy_installed):
     builder = GenerationWorkChain.get_builder()
     builder.family = orm.Str("toy")

@@ -450,6 +450,7 @@ def test_generation_inputs_validator_boundary():
 
 
 # ------------------------------------------------------------------------------------------ SiO2
+@pytest.mark.slow
 def test_sio2_periodic_chain():
     target = ase.io.read(SIO2_TARGET_FILE)
     assert len(target) == 6 and all(target.pbc)
@@ -562,6 +563,7 @@ def test_generation_protocol_overrides_and_errors():
         GenerationWorkChain.get_builder_from_protocol(training, {**box, "composition": "C5H12Q"})
 
 
+@pytest.mark.slow
 def test_fast_protocol_runs():
     """The default protocol with fewer steps and candidates runs end to end (the demo's shape)."""
     builder = GenerationWorkChain.get_builder_from_protocol(
