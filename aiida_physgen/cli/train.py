@@ -119,7 +119,7 @@ class _Stopper:
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
             except ValueError:  # not the main thread: no signal handling, --max-seconds still works
-                pass
+                continue
         return self
 
     def __exit__(self, *exc):
