@@ -176,7 +176,7 @@ def train_ensemble(
         family.validate(training, target, member.settings)
     device = resolve_device(device)
     groups = _groups(family, members)
-    total = sum(family.total_steps(g[0].settings) * 1 for g in groups)
+    total = sum(family.total_steps(g[0].settings) for g in groups)
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)

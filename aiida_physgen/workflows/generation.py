@@ -31,24 +31,19 @@ def validate_generation_inputs(inputs, _ctx=None):
     its target and settings, and the selection may not ask for more clusters than candidates."""
     try:
         family = get_family(inputs["family"].value if "family" in inputs else "logan")
-        if "target" in inputs:
-            family.check_target(inputs["target"].get_dict())
+        target = family.check_target(inputs["target"].get_dict()) if "target" in inputs else None
         n_members = None
         if "seeds" in inputs:
             settings = inputs["settings"].get_dict() if "settings" in inputs else None
             grid = inputs["grid"].get_dict() if "grid" in inputs else None
-            n_members = len(plan_members(family, settings, list(inputs["seeds"].get_list()), grid))
-            if "training" in inputs and "target" in inputs:
-                # the training data against the target, once per distinct member setting (cheap), so a
-                # mismatch fails at launch, not after a job was queued
+            members = plan_members(family, settings, list(inputs["seeds"].get_list()), grid)
+            n_members = len(members)
+            if "training" in inputs and target is not None:
+                # the training data against the target, once per grid point (members of one grid point
+                # share their settings), so a mismatch fails at launch, not after a job was queued
                 batch = inputs["training"].get_batch() if len(inputs["training"]) else None
-                target = family.check_target(inputs["target"].get_dict())
-                checked = set()
-                for member in plan_members(family, settings, list(inputs["seeds"].get_list()), grid):
-                    key = repr(member.grid_point)
-                    if key not in checked:
-                        checked.add(key)
-                        family.validate(batch, target, member.settings)
+                for member in {repr(m.grid_point): m for m in members}.values():
+                    family.validate(batch, target, member.settings)
         if "condition" in inputs:
             family.check_condition(inputs["condition"].get_dict(), {})
         if "device" in inputs:  # availability is checked where the training runs (it may be a GPU node)
