@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
@@ -19,6 +21,10 @@ __all__ = [
     "load_mapping",
     "key_values",
     "parse_seeds",
+    "check_output_file",
+    "check_output_dir",
+    "output_files",
+    "read_structures",
 ]
 
 #: exit codes of every command (``1`` is left to unexpected errors, with a Python traceback)
@@ -109,3 +115,76 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise click.BadParameter(f"got {text!r}, expected at least one seed", param_hint="--seeds")
     return seeds
+
+
+def check_output_file(path, option: str, needed_bytes: int = 0) -> Path:
+    """:func:`~aiida_physgen.ml.atomic_files.check_output_path` as a bad-input refusal (exit code 2) naming ``option``;
+    call it before any heavy work."""
+    from ..ml.atomic_files import check_output_path
+
+    try:
+        return check_output_path(path, option, needed_bytes=needed_bytes)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def check_output_dir(path, option: str) -> Path:
+    """A folder the command will create (with its parents) or write into: refused (exit code 2, naming
+    ``option``) when it, or its nearest existing ancestor, is a file or cannot be written."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link cannot become a folder
+            raise InputError(f"{option}: {str(existing)!r} is a broken symbolic link; expected a folder")
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f" (in {str(path)!r})"
+        raise InputError(f"{option}: {str(existing)!r} is a file{where}; expected a folder")
+    check_output_file(existing / ".physgen-probe", option)
+    return path
+
+
+@contextlib.contextmanager
+def output_files(*paths) -> Iterator[list[Path]]:
+    """Temporary names for a set of output files that appear all together or not at all.
+
+    Yields one temporary path per target (in the target's folder); when the block succeeds, each is
+    renamed over its target (:func:`~aiida_physgen.ml.atomic_files.atomic_path`); on any exception every
+    temporary file is removed and no target is touched.
+    """
+    from ..ml.atomic_files import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        temporary = [stack.enter_context(atomic_path(path)) for path in paths]
+        yield temporary
+
+
+def read_structures(path, option: str, index: str = ":"):
+    """A :class:`~aiida_physgen.ml.batch.StructureBatch` from a structure file; an unreadable, empty or
+    non-structure file is refused (exit code 2) naming ``option``, never a traceback."""
+    from ..ml.batch import StructureBatch
+
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with path.open("rb") as handle:
+                batch = StructureBatch.from_npz(handle)
+        else:
+            batch = StructureBatch.read(path, index=index)
+    except ValueError as error:
+        message = str(error)
+        raise InputError(f"{option}: {message}" if not message.startswith(option) else message) from None
+    except Exception as error:  # noqa: BLE001 - ASE and NumPy raise many types on unreadable files
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InputError(
+            f"{option}: cannot read {os.fspath(path)!r} as structures ({type(error).__name__}"
+            f"{': ' + detail[:200] if detail else ''}); expected a file ASE reads, e.g. extended XYZ"
+        ) from None
+    import numpy as np
+
+    for name, values in (("positions", batch.positions), ("cells", batch.cells)):
+        bad = ~np.isfinite(np.asarray(values, dtype=float)).reshape(len(values), -1).all(axis=1)
+        if bad.any():
+            raise InputError(f"{option}: {int(bad.sum())} atom(s) or cell(s) with NaN or infinite {name} in "
+                             f"{os.fspath(path)!r}; expected finite numbers")
+    return batch

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
 import numpy as np
 
-from ._common import InputError, load_mapping
+from ._common import (
+    InputError,
+    check_output_file,
+    load_mapping,
+    output_files,
+    read_structures,
+)
 
 __all__ = ["generate", "select", "plot"]
 
@@ -24,16 +31,58 @@ _SELECT_OPTIONS = {
 }
 
 
-def _load_models(paths):
+#: bytes of extended XYZ per atom and per structure (header line), to estimate an output file's size
+_XYZ_BYTES_PER_ATOM = 56
+_XYZ_BYTES_PER_STRUCTURE = 160
+
+
+def _load_models(paths, option: str = "MODELS"):
     from ..ml.model_io import load_model
 
     models = []
     for path in paths:
         try:
             models.append(load_model(path))
-        except (ValueError, KeyError, RuntimeError) as error:  # not a model file, or a config the family refuses
-            raise InputError(f"{path}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - junk, a config without architecture, weights of another shape
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            raise InputError(f"{option}: {path} is not a usable model file ({type(error).__name__}: {detail})") from None
     return models
+
+
+def _atoms_per_structure(model) -> int | None:
+    """Atoms in each structure a model generates, when its target says (a composition), else ``None``."""
+    from ..ml.composition import parse_composition
+
+    composition = (model.config.get("target") or {}).get("composition")
+    try:
+        return len(parse_composition(composition)) if composition else None
+    except ValueError:
+        return None
+
+
+def _structure_format(path, option: str) -> str:
+    """The ASE format of a structure file to write, from its name (extended XYZ for .xyz, .extxyz or none)."""
+    import ase.io.formats
+
+    path = Path(path)
+    if path.suffix in ("", ".xyz", ".extxyz"):
+        return "extxyz"
+    try:
+        fmt = ase.io.formats.filetype(str(path), read=False)
+        if not ase.io.formats.ioformats[fmt].can_write:
+            raise ValueError(f"ASE cannot write {fmt}")
+    except Exception as error:  # noqa: BLE001 - ASE raises UnknownFileTypeError, KeyError, ...
+        raise InputError(f"{option}: cannot tell a structure format ASE writes from the name {str(path)!r} "
+                         f"({error}); expected e.g. .extxyz") from None
+    return fmt
+
+
+def _write_batch(batch, path, fmt: str) -> None:
+    """Write a structure batch through a temporary name (the whole file appears at once, or nothing)."""
+    from ..ml.atomic_files import atomic_path
+
+    with atomic_path(path) as tmp:
+        batch.write(tmp, format=fmt)
 
 
 @click.command()
@@ -53,13 +102,25 @@ def generate(models, count, seed, condition_text, output):
     count = DEFAULT_COUNT if count is None else count
     if count <= 0:
         raise click.BadParameter(f"got {count}, expected a positive number of candidates", param_hint="--count")
+    check_output_file(output, "--output")
+    fmt = _structure_format(output, "--output")
     condition = load_mapping(condition_text, "--condition") if condition_text else None
     trained = _load_models(models)
+    atoms = [_atoms_per_structure(model) for model in trained]
+    if all(n is not None for n in atoms):  # the size of the file, refused at once when the disk cannot hold it
+        needed = count * sum(n * _XYZ_BYTES_PER_ATOM + _XYZ_BYTES_PER_STRUCTURE for n in atoms)
+        directory = Path(output).parent
+        free = shutil.disk_usage(directory).free
+        if needed > free:
+            raise InputError(f"--count: {count} candidates from each of {len(trained)} model(s) need a file of about "
+                             f"{needed / 1e9:.3g} GB but {str(directory)!r} has {free / 1e9:.3g} GB free; ask for fewer")
     try:
         batch = generate_batch(trained, count, seed, condition)
     except ValueError as error:
         raise InputError(str(error)) from None
-    batch.write(output)
+    except MemoryError:
+        raise InputError(f"--count: {count} candidates per model do not fit in memory; ask for fewer") from None
+    _write_batch(batch, output, fmt)
     click.echo(f"wrote {len(batch)} candidates from {len(trained)} model(s) to {output}")
 
 
@@ -72,7 +133,7 @@ def _models_descriptor(paths) -> dict | None:
         try:
             config, _ = read_model_file(Path(path).read_bytes())
         except ValueError as error:
-            raise InputError(f"{path}: {error}") from None
+            raise InputError(f"--models: {path}: {error}") from None
         descriptors.append(config.get("descriptor"))
     first = descriptors[0] if descriptors else None
     if any(d != first for d in descriptors):
@@ -105,8 +166,7 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
 
     Every default is that of the selection settings (the ``selection`` of a generation protocol).
     """
-    from ..ml.batch import StructureBatch
-    from ..selection import SelectionSettings, plot_selection, select_candidates
+    from ..selection import SelectionSettings, select_candidates
 
     values = {"n_clusters": clusters, "n_components": components, "min_distance": min_distance, "plot": False}
     values = {key: value for key, value in values.items() if value is not None}
@@ -114,26 +174,56 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
     descriptor = {key: value for key, value in descriptor.items() if value is not None}
     if descriptor:
         values["descriptor"] = descriptor
+    targets = [(output, "--output"), (selection_file, "--selection")] + ([(plot_file, "--plot")] if plot_file else [])
+    for path, option in targets:
+        check_output_file(path, option)
+    if len({Path(path).resolve() for path, _ in targets}) < len(targets):
+        raise InputError("--output, --selection, --plot: expected different files, got the same one twice")
+    fmt = _structure_format(output, "--output")
     model_descriptor = _models_descriptor(model_files) if model_files else None
-    try:
-        settings = SelectionSettings.from_dict(values)
-        batch = StructureBatch.read(candidates)
-        result, kept, _ = select_candidates(batch, settings, seed, model_descriptor)
-    except (ValueError, TypeError) as error:
+
+    def refuse(error):
         message = str(error)
         field = message.split(":", 1)[0].strip()
         field = field.split("=", 1)[0].removeprefix("settings.")
         option = _SELECT_OPTIONS.get(field)
-        raise InputError(f"{option} ({message})" if option else message) from None
+        return InputError(f"{option} ({message})" if option else message)
+
+    try:
+        settings = SelectionSettings.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise refuse(error) from None
+    batch = read_structures(candidates, "CANDIDATES")
+    try:
+        result, kept, _ = select_candidates(batch, settings, seed, model_descriptor)
+    except (ValueError, TypeError) as error:
+        raise refuse(error) from None
     chosen = batch.subset(kept[result.indices])
     chosen.info["candidate_index"] = kept[result.indices]
-    chosen.write(output)
-    np.savez(selection_file, candidate_index=kept, **result.arrays())
+    for key in ("model_index", "candidate_index"):  # indices, read back from extxyz as floats
+        if key in chosen.info:
+            values_ = np.asarray(chosen.info[key])
+            if np.all(np.isfinite(values_)) and np.all(values_ == np.round(values_)):
+                chosen.info[key] = values_.astype(np.int64)
+    # all files or none: each is written to a temporary name, renamed once every one is complete
+    paths = [Path(output), Path(selection_file)] + ([Path(plot_file)] if plot_file else [])
+    with output_files(*paths) as temporary:
+        chosen.write(temporary[0], format=fmt)
+        with temporary[1].open("wb") as handle:  # a handle: np.savez would append .npz to a name
+            np.savez(handle, candidate_index=kept, **result.arrays())
+        if plot_file:
+            _plot(result, temporary[2], title=f"{len(kept)} candidates → {len(chosen)} representatives")
     click.echo(f"wrote {len(chosen)} representatives of {len(kept)} candidates to {output} and the selection to "
                f"{selection_file}")
     if plot_file:
-        plot_selection(result, plot_file, title=f"{len(kept)} candidates → {len(chosen)} representatives")
         click.echo(f"wrote {plot_file}")
+
+
+def _plot(result, path: Path, title: str | None = None) -> None:
+    """:func:`~aiida_physgen.selection.plot_selection` to ``path`` (any suffix: the format is PNG)."""
+    from ..selection import plot_selection
+
+    plot_selection(result, path, title=title)
 
 
 @click.command()
@@ -141,12 +231,24 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="pca_clusters.png", show_default=True)
 def plot(selection_file, output):
     """Draw the PCA scatter of a saved selection (from ``select``), representatives marked."""
-    from ..selection import Selection, plot_selection
+    from ..ml.atomic_files import atomic_path
+    from ..selection import Selection
+
+    check_output_file(output, "--output")
+
+    def refuse(error):
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        return InputError(f"SELECTION_FILE: {selection_file} is not a selection file from `select` "
+                          f"({type(error).__name__}{': ' + detail if detail else ''})")
 
     try:
-        with np.load(selection_file) as data:
+        with np.load(selection_file, allow_pickle=False) as data:
             result = Selection.from_arrays({key: data[key] for key in data.files})
-    except (ValueError, KeyError, OSError) as error:
-        raise InputError(f"{selection_file}: not a selection file from `select` ({type(error).__name__}: {error})")
-    plot_selection(result, output)
+    except Exception as error:  # noqa: BLE001 - NumPy raises many types on junk (ValueError, OSError, BadZipFile, ...)
+        raise refuse(error) from None
+    try:
+        with atomic_path(output) as tmp:
+            _plot(result, tmp)
+    except (ValueError, KeyError, IndexError, TypeError) as error:  # arrays of inconsistent shapes
+        raise refuse(error) from None
     click.echo(f"wrote {output}")
