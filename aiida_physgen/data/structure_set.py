@@ -6,22 +6,36 @@ as a single compressed NumPy archive (``structures.npz``) in the node's file rep
 queryable facts about the set live in the attributes: the number of structures and atoms, the
 formulas with their multiplicities, the elements, the periodicity and the names of the
 per-structure info arrays. No array is ever written to the attributes.
+
+The archive's bytes depend on the structures only (see
+:meth:`~aiida_physgen.ml.batch.StructureBatch.to_npz_bytes`), so two sets built from the same
+structures have the same hash and AiiDA's caching recognises them.
+
+Files: ``node.export(path, fileformat=None, overwrite=False)`` (AiiDA's ``Data.export``; also
+``verdi data physgen export`` and ``aiida-physgen data export``) writes ``extxyz`` (all structures
+with their info values), ``cif`` (one file, one ``data_`` block per structure, as ``verdi data
+core.trajectory export --format cif`` does), ``json`` or ``npz`` (the stored archive). Converters:
+:meth:`StructureSet.get_structuredata_list`, :meth:`StructureSet.get_pymatgen`,
+:meth:`StructureSet.to_trajectory`.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import typing as t
-from pathlib import Path
 
 import ase
+import ase.data
 import ase.io
 import numpy as np
 from aiida.common import exceptions
-from aiida.orm import Data, StructureData
+from aiida.orm import Data, StructureData, TrajectoryData
 from aiida.orm.pydantic import OrmMetadataField
 
+from aiida_physgen.ml.atomic_files import atomic_path, check_output_path, write_bytes
 from aiida_physgen.ml.batch import StructureBatch
 
 __all__ = ["StructureSet"]
@@ -39,6 +53,9 @@ class StructureSet(Data):
     """
 
     FILENAME = "structures.npz"
+
+    #: file extensions that name an export format (others are taken as the format's name)
+    _export_format_replacements = {"xyz": "extxyz"}
 
     class AttributesModel(Data.AttributesModel):
         count: int = OrmMetadataField(description="Number of structures in the set")
@@ -224,11 +241,174 @@ class StructureSet(Data):
         """Structure ``index`` as a new, unstored ``StructureData``."""
         return StructureData(ase=self.get_ase(index))
 
+    def get_structuredata_list(self) -> list[StructureData]:
+        """Every structure as a new, unstored ``StructureData``, in order.
+
+        The structure's info values (energies, candidate indices, ...) are set as extras of the
+        same names (non-finite numbers become ``None``), so they are kept when the nodes are stored
+        and can be queried: ``filters={'extras.energy': {'<': -10}}``.
+        """
+        structures = []
+        for atoms in self.get_batch():
+            structure = StructureData(ase=atoms)
+            if atoms.info:
+                structure.base.extras.set_many({key: _json_number(value) for key, value in atoms.info.items()})
+            structures.append(structure)
+        return structures
+
+    def get_pymatgen(self) -> list[t.Any]:
+        """Every structure as a pymatgen object: a ``Structure`` when it is periodic along at least one
+        axis (pymatgen keeps the periodicity), a ``Molecule`` otherwise. Info values are in ``.properties``."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        converted = []
+        for atoms in self.get_batch():
+            if atoms.pbc.any():
+                converted.append(AseAtomsAdaptor.get_structure(atoms))
+            else:
+                converted.append(AseAtomsAdaptor.get_molecule(atoms))
+        return converted
+
+    def to_trajectory(self) -> TrajectoryData:
+        """The structures as the steps of a new, unstored ``TrajectoryData``.
+
+        Only possible when every structure has the same chemical symbols in the same order and the
+        same periodicity. Cells are kept per step (unless every cell is zero); each info array is
+        kept as the trajectory array ``info_<key>``.
+
+        :raises ValueError: naming the first structure whose atoms or periodicity differ from structure 0.
+        """
+        batch = self.get_batch()
+        first = batch.numbers[batch.offsets[0] : batch.offsets[1]]
+        for index in range(1, len(batch)):
+            numbers = batch.numbers[batch.offsets[index] : batch.offsets[index + 1]]
+            if numbers.shape != first.shape or not np.array_equal(numbers, first):
+                raise ValueError(
+                    f"structures: structure {index} ({batch.formulas()[index]}, {len(numbers)} atoms) does not have the "
+                    f"same chemical symbols in the same order as structure 0 ({batch.formulas()[0]}, {len(first)} "
+                    "atoms); a TrajectoryData needs the same atoms in every step"
+                )
+            if not np.array_equal(batch.pbc[index], batch.pbc[0]):
+                raise ValueError(
+                    f"structures: structure {index} has periodicity {batch.pbc[index].tolist()}, structure 0 "
+                    f"{batch.pbc[0].tolist()}; a TrajectoryData has one periodicity for every step"
+                )
+        n = len(first)
+        pbc = [bool(value) for value in batch.pbc[0]]
+        cells = None if not batch.cells.any() else np.array(batch.cells)
+        trajectory = TrajectoryData()
+        trajectory.set_trajectory(
+            symbols=[ase.data.chemical_symbols[z] for z in first],
+            positions=np.array(batch.positions).reshape(len(batch), n, 3),
+            cells=cells,
+            pbc=pbc if (cells is not None or not any(pbc)) else None,
+        )
+        for key in sorted(batch.info):
+            trajectory.set_array(f"info_{key}", np.array(batch.info[key]))
+        return trajectory
+
+    # ------------------------------------------------------------------ files
+    def export(
+        self, path: str | os.PathLike, fileformat: str | None = None, overwrite: bool = False, **kwargs: t.Any
+    ) -> list[str]:
+        """Write the set to ``path`` in ``fileformat`` (AiiDA's ``Data.export``), whole or not at all.
+
+        :param fileformat: one of :meth:`get_export_formats` (``cif``, ``extxyz``, ``json``, ``npz``);
+            guessed from the extension when ``None`` (``.xyz`` means ``extxyz``).
+        :param overwrite: replace an existing file; otherwise an existing file is refused.
+        :returns: the names of the files written (AiiDA's convention).
+        :raises OSError: if the file exists and ``overwrite`` is false (what ``verdi data ... export`` expects).
+        :raises ValueError: naming ``fileformat`` or ``path`` for an unknown format or a directory that
+            cannot be written.
+        """
+        return _export(self, path, fileformat, overwrite, **kwargs)
+
+    def _prepare_extxyz(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
+        """All structures, with their info values, as extended XYZ."""
+        handle = io.StringIO()
+        ase.io.write(handle, list(self.get_batch()), format="extxyz")
+        return handle.getvalue().encode("utf-8"), {}
+
+    def _prepare_cif(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
+        """One CIF file with one ``data_structure_<i>`` block per structure (in P1; molecules without a
+        cell are written with Cartesian coordinates)."""
+        blocks = []
+        for index, atoms in enumerate(self.get_batch()):
+            handle = io.BytesIO()
+            ase.io.write(handle, atoms, format="cif")
+            text = handle.getvalue().decode("utf-8")
+            blocks.append(text.replace("data_image0", f"data_structure_{index}", 1).rstrip("\n") + "\n")
+        return "\n".join(blocks).encode("utf-8"), {}
+
+    def _prepare_json(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
+        """A JSON list with one object per structure: ``symbols``, ``positions`` (Å), ``cell`` (Å),
+        ``pbc`` and ``info`` (non-finite numbers as ``null``)."""
+        structures = [
+            {
+                "symbols": atoms.get_chemical_symbols(),
+                "positions": atoms.positions.tolist(),
+                "cell": atoms.cell.array.tolist(),
+                "pbc": [bool(value) for value in atoms.pbc],
+                "info": {key: _json_number(value) for key, value in atoms.info.items()},
+            }
+            for atoms in self.get_batch()
+        ]
+        return (json.dumps(structures, indent=1, allow_nan=False) + "\n").encode("utf-8"), {}
+
+    def _prepare_npz(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
+        """The stored archive itself (read it with ``StructureBatch.from_npz`` or ``np.load``)."""
+        return self.base.repository.get_object_content(self.FILENAME, mode="rb"), {}
+
     def export_extxyz(self, target: str | os.PathLike | t.IO) -> None:
-        """Write all structures, with their info values, as extended XYZ to a path or an open text handle."""
+        """Write all structures, with their info values, as extended XYZ to a path (whole or not at all,
+        an existing file is replaced) or an open text handle."""
         if isinstance(target, (str, os.PathLike)):
-            target = Path(target)
+            write_bytes(check_output_path(target, "target"), self._prepare_extxyz()[0])
+            return
         ase.io.write(target, list(self.get_batch()), format="extxyz")
 
     def __str__(self) -> str:
         return f"{super().__str__()} count: {self.count}"
+
+
+# ---------------------------------------------------------------------- helpers
+def _json_number(value: t.Any) -> t.Any:
+    """An info value as a JSON-safe value: NumPy scalars and arrays become Python values, non-finite floats ``None``."""
+    if isinstance(value, np.ndarray):
+        return [_json_number(item) for item in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _export(node: Data, path, fileformat, overwrite, **kwargs) -> list[str]:
+    """``Data.export`` with every file written through :mod:`~aiida_physgen.ml.atomic_files`."""
+    if not path:
+        raise ValueError("path: expected a file name, got an empty path")
+    path = os.fspath(path)
+    formats = node.get_export_formats()
+    if fileformat is None:
+        extension = os.path.splitext(path)[1].lstrip(".")
+        if not extension:
+            raise ValueError(f"fileformat: cannot be guessed from {path!r} (no extension); expected one of {formats}")
+        fileformat = node._export_format_replacements.get(extension, extension)
+    if fileformat not in formats:
+        raise ValueError(f"fileformat: got {fileformat!r}, expected one of {formats} for a {type(node).__name__}")
+    if os.path.exists(path) and not overwrite:
+        raise OSError(f"A file was already found at {path}")  # the error verdi expects
+    check_output_path(path, "path")
+    content, extra_files = node._exportcontent(fileformat, main_file_name=path, **kwargs)
+    if not overwrite:
+        for name in extra_files:
+            if os.path.exists(name):
+                raise OSError(f"The file {name} already exists, stopping.")
+    written = []
+    for name, extra in extra_files.items():
+        write_bytes(name, extra)
+        written.append(name)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content)
+    written.append(path)
+    return written

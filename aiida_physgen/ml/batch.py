@@ -9,6 +9,7 @@ and converts single items to ``ase.Atoms`` only on demand.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,19 @@ import ase.formula
 import ase.io
 import numpy as np
 
-__all__ = ["StructureBatch"]
+__all__ = ["StructureBatch", "StructureFileError", "MissingStructureFileError"]
+
+#: fixed time stamp of the members of the ``.npz`` archive (the earliest a zip file can hold), so the
+#: same structures always give the same bytes and AiiDA's hash of a ``StructureSet`` is stable
+_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class StructureFileError(ValueError):
+    """A structure file that cannot be read; the message names the file and the format."""
+
+
+class MissingStructureFileError(StructureFileError, FileNotFoundError):
+    """The structure file does not exist (both a ``ValueError`` and a ``FileNotFoundError``)."""
 
 
 @dataclass
@@ -57,11 +70,29 @@ class StructureBatch:
             raise ValueError(f"n_atoms sums to {int(self.n_atoms.sum())}, expected {self.numbers.shape[0]}")
         if np.any(self.n_atoms < 1):
             raise ValueError("n_atoms: every structure needs at least one atom")
+        self._check_finite()
         self.info = {key: np.asarray(value) for key, value in self.info.items()}
         for key, value in self.info.items():
             if value.shape[:1] != (m,):
                 raise ValueError(f"info[{key!r}] has shape {value.shape}, expected ({m}, ...)")
         self._offsets = np.concatenate([[0], np.cumsum(self.n_atoms)])
+
+    def _check_finite(self) -> None:
+        """Refuse NaN or infinite positions and cells, naming the first structure that has them."""
+        bad_atoms = ~np.isfinite(self.positions).all(axis=1)
+        if bad_atoms.any():
+            atom = int(np.argmax(bad_atoms))
+            index = int(np.searchsorted(np.cumsum(self.n_atoms), atom, side="right"))
+            raise ValueError(
+                f"positions: structure {index} has non-finite (NaN or infinite) atomic positions; "
+                "expected finite Cartesian coordinates in Å"
+            )
+        bad_cells = ~np.isfinite(self.cells).reshape(len(self.cells), 9).all(axis=1)
+        if bad_cells.any():
+            raise ValueError(
+                f"cells: structure {int(np.argmax(bad_cells))} has a non-finite (NaN or infinite) cell; "
+                "expected finite cell vectors in Å (zeros for a molecule without box)"
+            )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -106,17 +137,30 @@ class StructureBatch:
 
     @classmethod
     def read(cls, path: str | Path, index: str = ":", format: str | None = None) -> "StructureBatch":
-        """Read any file ASE reads (extxyz, CIF, POSCAR, ...); numeric per-structure info is kept."""
+        """Read any file ASE reads (extxyz, CIF, POSCAR, ...); numeric per-structure info is kept.
+
+        :raises MissingStructureFileError: (a ``ValueError`` and a ``FileNotFoundError``) if ``path`` does not exist.
+        :raises StructureFileError: (a ``ValueError``) naming the file and format if the file is empty,
+            holds no structure or cannot be parsed (ASE's own ``XYZError``, ``StopIteration``, unknown
+            format, undecodable bytes, ... are turned into this error).
+        """
         path = Path(path)
+        what = f"structure file {str(path)!r} (format {format or 'guessed by ASE'})"
         if not path.is_file():
-            raise FileNotFoundError(f"structure file {str(path)!r} does not exist")
+            raise MissingStructureFileError(f"{what}: does not exist; expected an existing file")
         if path.stat().st_size == 0:  # ASE cannot guess the format of an empty file and raises a non-ValueError
-            raise ValueError(f"structure file {str(path)!r} holds no structures (the file is empty)")
-        structures = ase.io.read(path, index=index, format=format)
+            raise StructureFileError(f"{what}: holds no structures (the file is empty)")
+        try:
+            structures = ase.io.read(path, index=index, format=format)
+        except (KeyboardInterrupt, MemoryError):
+            raise
+        except BaseException as error:  # noqa: BLE001 - ASE's readers raise anything (XYZError, StopIteration, ...)
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else "no details"
+            raise StructureFileError(f"{what}: cannot be read ({type(error).__name__}: {detail})") from None
         if isinstance(structures, ase.Atoms):
             structures = [structures]
         if not structures:
-            raise ValueError(f"structure file {str(path)!r} holds no structures")
+            raise StructureFileError(f"{what}: holds no structures (index {index!r})")
         keys = [
             key
             for key, value in structures[0].info.items()
@@ -257,7 +301,12 @@ class StructureBatch:
 
     # ------------------------------------------------------------------ serialisation
     def to_npz_bytes(self) -> bytes:
-        handle = io.BytesIO()
+        """The batch as a compressed ``.npz`` archive (what :meth:`from_npz` and ``np.load`` read).
+
+        The bytes depend on the structures only: the members are written in a fixed order (core
+        arrays, then info arrays sorted by name) with a fixed time stamp, unlike ``np.savez_compressed``,
+        which stamps every member with the current time.
+        """
         arrays = {
             "numbers": self.numbers,
             "positions": self.positions,
@@ -265,13 +314,34 @@ class StructureBatch:
             "cells": self.cells,
             "pbc": self.pbc,
         }
-        arrays.update({f"info__{key}": value for key, value in self.info.items()})
-        np.savez_compressed(handle, **arrays)
+        arrays.update({f"info__{key}": self.info[key] for key in sorted(self.info)})
+        handle = io.BytesIO()
+        with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, value in arrays.items():
+                member = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE_TIME)
+                member.compress_type = zipfile.ZIP_DEFLATED
+                member.external_attr = 0o600 << 16
+                content = io.BytesIO()
+                np.lib.format.write_array(content, np.ascontiguousarray(value), allow_pickle=False)
+                archive.writestr(member, content.getvalue())
         return handle.getvalue()
 
     @classmethod
     def from_npz(cls, handle) -> "StructureBatch":
-        with np.load(handle, allow_pickle=False) as data:
+        """A batch from an archive written by :meth:`to_npz_bytes` (a path or a binary handle).
+
+        :raises ValueError: if it is not such an archive (not a zip file, an array missing).
+        """
+        try:
+            data = np.load(handle, allow_pickle=False)
+        except Exception as error:  # noqa: BLE001 - zipfile, pickle and format errors
+            raise ValueError(f"npz: not a structure archive ({type(error).__name__}: {error})") from None
+        if not hasattr(data, "files"):
+            raise ValueError("npz: expected a .npz archive of arrays, got a single array")
+        with data:
+            missing = [name for name in ("numbers", "positions", "n_atoms", "cells", "pbc") if name not in data.files]
+            if missing:
+                raise ValueError(f"npz: the archive lacks the array(s) {', '.join(missing)}; not a structure archive")
             info = {key[len("info__") :]: data[key] for key in data.files if key.startswith("info__")}
             return cls(
                 numbers=data["numbers"],
@@ -283,9 +353,15 @@ class StructureBatch:
             )
 
     def write(self, path: str | Path, format: str | None = None) -> None:
-        """Write every structure to ``path`` in any format ASE writes (extended XYZ by default)."""
-        path = Path(path)
-        if format is None and path.suffix in ("", ".xyz", ".extxyz"):
-            format = "extxyz"
-        ase.io.write(path, list(self), format=format)
+        """Write every structure to ``path`` in any format ASE writes (extended XYZ by default).
 
+        The file appears whole or not at all (written to a temporary name, then renamed)."""
+        from ase.io.formats import filetype
+
+        from .atomic_files import atomic_path
+
+        path = Path(path)
+        if format is None:
+            format = "extxyz" if path.suffix in ("", ".xyz", ".extxyz") else filetype(path, read=False)
+        with atomic_path(path) as tmp:
+            ase.io.write(tmp, list(self), format=format)
