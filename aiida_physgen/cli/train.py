@@ -31,9 +31,13 @@ from ._common import (
     EXIT_INTERRUPTED,
     DivergedError,
     InputError,
+    check_output_dir,
+    check_output_file,
     key_values,
     load_mapping,
+    output_files,
     parse_seeds,
+    read_structures,
 )
 from .progress import FILENAME as PROGRESS_FILENAME
 from .progress import ProgressLog
@@ -54,6 +58,12 @@ def read_training_file(path: str | Path):
         with path.open("rb") as handle:
             return StructureBatch.from_npz(handle)
     return StructureBatch.read(path)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    from ..ml.atomic_files import write_text
+
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def _logan_target(composition, cell, box, like, periodic) -> dict[str, Any]:
@@ -172,12 +182,6 @@ class _Reporter:
             self.bar.close()
 
 
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 @click.command()
 @click.argument("training_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--family", "-f", "family_name", help="Generator family (an installed entry point); default: logan.")
@@ -224,6 +228,7 @@ def train(status_file, **options):
     """
     status_path = Path(status_file) if status_file else None
     if status_path is not None:
+        check_output_file(status_path, "--status")  # refused before anything else: there would be no record
         status_path.unlink(missing_ok=True)
 
     def record(status: str, code: int, message: str, **extra) -> None:
@@ -260,7 +265,7 @@ def _train(
     from ..ml import settings as settings_module
     from ..ml.family import finite_or_none, get_family
     from ..ml.loop import TrainingDivergedError, TrainingInterrupted
-    from ..ml.model_io import save_model
+    from ..ml.model_io import sha256
     from ..ml.training import DEFAULT_SEEDS, plan_members, resolve_device, set_threads, train_ensemble
 
     # ---------------------------------------------------------------- what to train
@@ -331,12 +336,11 @@ def _train(
         members = plan_members(family, settings, seeds, grid)
     except ValueError as error:
         raise InputError(str(error)) from None
-    try:
-        training = read_training_file(training_file)
-    except ValueError as error:
-        raise InputError(f"training: {error}") from None
-    except Exception as error:  # noqa: BLE001 - ASE and NumPy raise many types on unreadable files
-        raise InputError(f"training: cannot read {training_file!r} ({type(error).__name__}: {error})") from None
+    out = Path(output)
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
+    check_output_dir(out, "--output")
+    check_output_dir(checkpoints, "--checkpoint-dir" if checkpoint_dir else "--output")
+    training = read_structures(training_file, "training")
     try:
         checked = set()
         for member in members:
@@ -350,8 +354,6 @@ def _train(
 
     # ---------------------------------------------------------------- train
     n_threads = set_threads(threads)
-    out = Path(output)
-    checkpoints = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
     checkpoints.mkdir(parents=True, exist_ok=True)
     log = ProgressLog(checkpoints / PROGRESS_FILENAME)
@@ -400,28 +402,37 @@ def _train(
     reporter.close()
 
     # ---------------------------------------------------------------- write the models
-    entries = []
+    # every model file and summary.json appear together or not at all: all are written to temporary
+    # names first and renamed once each one is complete (a full disk or a kill leaves no half set)
+    entries, blobs = [], []
     for index, model in enumerate(models):
         name = f"model_{index:02d}.pt"
-        checksum = save_model(out / name, model)
+        data = model.to_bytes()
+        blobs.append(data)
         config = model.config
         entries.append({
             "file": name, "index": index, "seed": config["seed"], "steps": config["steps"],
-            "grid": config.get("ensemble", {}).get("grid", {}), "sha256": checksum,
+            "grid": config.get("ensemble", {}).get("grid", {}), "sha256": sha256(data),
             "losses": {k: finite_or_none(float(v)) for k, v in config["losses"].items()},
         })
-        losses = "  ".join(f"{k}={v:.4g}" for k, v in config["losses"].items())
-        click.echo(f"{out / name}  seed={config['seed']}  steps={config['steps']}  {losses}")
-    written = {entry["file"] for entry in entries}
-    for stale in out.glob("model_*.pt"):  # models of an earlier, larger run into the same folder
-        if stale.name not in written:
-            stale.unlink()
     summary = {
         "family": family.name, "target": target, "seeds": list(seeds), "grid": grid, "n_models": len(models),
         "device": str(torch_device), "threads": n_threads, "seconds": round(time.monotonic() - started, 3),
         "models": entries,
     }
-    _write_json(out / "summary.json", summary)
+    needed = sum(len(data) for data in blobs)
+    check_output_file(out / "summary.json", "--output", needed_bytes=needed)
+    with output_files(*(out / entry["file"] for entry in entries), out / "summary.json") as temporary:
+        for tmp, data in zip(temporary, blobs):
+            tmp.write_bytes(data)
+        temporary[-1].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for entry, model in zip(entries, models):
+        losses = "  ".join(f"{k}={v:.4g}" for k, v in model.config["losses"].items())
+        click.echo(f"{out / entry['file']}  seed={entry['seed']}  steps={entry['steps']}  {losses}")
+    written = {entry["file"] for entry in entries}
+    for stale in out.glob("model_*.pt"):  # models of an earlier, larger run into the same folder
+        if stale.name not in written:
+            stale.unlink()
     log.write(f"finished: {len(models)} model(s) in {out}")
     return {"status": "ok", "code": 0, "message": f"{len(models)} model(s) written to {out}", "n_models": len(models)}
 
