@@ -45,18 +45,44 @@ def localhost(label: str = "localhost") -> orm.Computer:
         return computer
 
 
-def gpaw_code(label: str = "gpaw-python", computer: str = "localhost", executable: str | None = None) -> orm.InstalledCode:
-    """A Code running the Python interpreter that has ASE and GPAW; created on ``computer`` when missing."""
+DEFAULT_GPAW_CODE = "gpaw-python"
+
+
+def gpaw_code(
+    label: str = DEFAULT_GPAW_CODE, computer: str = "localhost", executable: str | None = None, create: bool | None = None
+) -> orm.InstalledCode:
+    """The Code ``label@computer`` running a Python interpreter that has ASE and GPAW.
+
+    A missing code is created (with ``executable``, default ``sys.executable``) only when ``label`` is the default
+    ``'gpaw-python'`` or ``create=True``: a misspelt label is an error listing the existing codes, never a new code.
+    ``create=False`` never creates. The executable is checked (a Python interpreter; on a local computer one that
+    exists) before anything is stored.
+    """
     from aiida.common.exceptions import NotExistent
+
+    from .calculations.codes import check_python_code
 
     try:
         return orm.load_code(f"{label}@{computer}")
     except NotExistent:
+        if create is False or (create is None and label != DEFAULT_GPAW_CODE):
+            existing = sorted({
+                code.full_label
+                for cls in (orm.InstalledCode, orm.PortableCode)
+                for code in orm.QueryBuilder().append(cls).all(flat=True)
+            })
+            raise ValueError(
+                f"code: no code '{label}@{computer}' exists; existing codes: {', '.join(existing) or 'none'}. "
+                f"Pass create=True to create it (only {DEFAULT_GPAW_CODE!r} is created automatically)"
+            ) from None
         executable = executable or sys.executable or shutil.which("python3")
         code = orm.InstalledCode(
             label=label, computer=localhost(computer), filepath_executable=executable, default_calc_job_plugin="physgen.gpaw",
             description="Python interpreter with ASE and GPAW for physgen.gpaw",
         )
+        problem = check_python_code(code)
+        if problem:
+            raise ValueError(problem)
         code.prepend_text = "export OMP_NUM_THREADS=1"
         return code.store()
 

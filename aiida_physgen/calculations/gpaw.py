@@ -45,6 +45,7 @@ from aiida.common import datastructures
 from aiida.engine import CalcJob
 
 from . import gpaw_driver as driver
+from .codes import check_python_code
 
 __all__ = ('GpawCalculation', 'MIN_INTERATOMIC_DISTANCE', 'closest_pair')
 
@@ -74,6 +75,9 @@ def validate_structure(value: orm.StructureData, _port=None) -> str | None:
     """Reject structures with two atoms closer than ``MIN_INTERATOMIC_DISTANCE``."""
     if value is None:
         return None
+    positions = np.array([site.position for site in value.sites], dtype=float)
+    if not np.isfinite(positions).all() or not np.isfinite(np.array(value.cell, dtype=float)).all():
+        return '`structure`: positions or cell contain non-finite numbers (NaN or inf); expected finite numbers in Å.'
     atoms = value.get_ase()
     if len(atoms) == 0:
         return '`structure`: the structure contains no atoms.'
@@ -137,7 +141,11 @@ def validate_kpoints(value: orm.KpointsData, _port=None) -> str | None:
 
 
 def validate_inputs(inputs, _port=None) -> str | None:
-    """Check the inputs against each other: k-points versus periodicity, magnetic moments versus atoms."""
+    """Check the inputs against each other: k-points versus periodicity, magnetic moments versus atoms; and the
+    ``code`` (a Python interpreter, see :func:`~aiida_physgen.calculations.codes.check_python_code`)."""
+    problem = check_python_code(inputs.get('code'))
+    if problem:
+        return problem
     structure = inputs.get('structure')
     parameters = inputs.get('parameters')
     kpoints = inputs.get('kpoints')
@@ -240,6 +248,13 @@ class GpawCalculation(CalcJob):
             320,
             'ERROR_RELAX_NOT_CONVERGED',
             message='The relaxation did not converge within the maximum number of steps: {error}',
+        )
+        spec.exit_code(
+            330,
+            'ERROR_INTERRUPTED',
+            message='The GPAW driver was interrupted (killed, out of memory or walltime) after {frames} recorded '
+            'step(s); `output_structure` is the last geometry it reached.',
+            invalidates_cache=True,
         )
 
     def prepare_for_submission(self, folder):

@@ -45,6 +45,7 @@ from aiida.common import datastructures
 from aiida.engine import CalcJob
 
 from ..data.generator_model import GeneratorModel
+from .codes import check_python_code
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members
@@ -82,7 +83,11 @@ def max_seconds_for(walltime: int | float) -> int:
 
 
 def validate_training_inputs(inputs, _ctx=None):
-    """The family checks target, settings, seeds, grid and training data at launch, before anything is stored."""
+    """The family checks target, settings, seeds, grid and training data at launch, before anything is stored;
+    the ``code`` must be a Python interpreter (:func:`~aiida_physgen.calculations.codes.check_python_code`)."""
+    problem = check_python_code(inputs.get("code"))
+    if problem:
+        return problem
     if "target" not in inputs or "training" not in inputs:
         return None
     try:

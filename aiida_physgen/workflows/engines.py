@@ -68,8 +68,21 @@ class RelaxationEngine(abc.ABC):
     def get_result(self, node: orm.ProcessNode) -> RelaxationResult:
         """Read the relaxed structure, total energy (eV) and DOS of a finished, successful process."""
 
-    def validate(self, code: orm.AbstractCode | None, protocol: str) -> str | None:
-        """A message when ``code`` or ``protocol`` cannot work with this engine, else ``None``."""
+    def validate(
+        self,
+        code: orm.AbstractCode | None,
+        protocol: str,
+        overrides: Mapping[str, Any] | None = None,
+        dos: bool = True,
+        periodic: bool | None = None,
+    ) -> str | None:
+        """A message when ``code``, ``protocol`` or ``overrides`` cannot work with this engine, else ``None``.
+
+        Meant for launch-time validators: fast, stores no node, opens no transport. ``periodic`` says which kind
+        of structure will be relaxed (``True`` crystals, ``False`` molecules, ``None`` either), so that the
+        overrides are checked against the inputs the engine will really build. The message starts with the
+        name of the argument at fault (``code``, ``protocol``, ``overrides``).
+        """
         return None
 
 
@@ -120,7 +133,11 @@ class GpawEngine(RelaxationEngine):
             dos=node.outputs.dos if "dos" in node.outputs else None,
         )
 
-    def validate(self, code, protocol):
+    def validate(self, code, protocol, overrides=None, dos=True, periodic=None):
+        """Check protocol and code, then build one complete ``GpawBaseWorkChain`` input from a small dummy
+        structure (a molecule, a crystal, or both when ``periodic`` is ``None``) with ``overrides`` merged and
+        run the port validation of the work chain and of ``GpawCalculation`` on it, without storing anything."""
+        from ..calculations.codes import check_python_code
         from .gpaw_base import GpawBaseWorkChain
 
         available = GpawBaseWorkChain.get_available_protocols()
@@ -128,7 +145,57 @@ class GpawEngine(RelaxationEngine):
             return f"protocol: unknown protocol {protocol!r}; expected one of {sorted(available)}"
         if code is None:
             return "code: a Code running a Python interpreter with ASE and GPAW is required"
+        if not isinstance(code, orm.AbstractCode):
+            return f"code: got {type(code).__name__}, expected an AiiDA Code"
+        problem = check_python_code(code)
+        if problem:
+            return problem
+        if overrides is not None and not isinstance(overrides, Mapping):
+            return f"overrides: got {type(overrides).__name__}, expected a dictionary of protocol inputs"
+        overrides = dict(overrides or {})
+        kinds = [False, True] if periodic is None else [bool(periodic)]
+        for crystal in kinds:
+            what = "crystal" if crystal else "molecule"
+            structure = _dummy_structure(crystal, _natoms_for(overrides))
+            try:
+                builder = self.get_builder(code, structure, protocol, overrides, dos)
+            except (ValueError, TypeError) as error:
+                return f"overrides: for a {what}: {error}"
+            problem = _validate_builder(builder)
+            if problem:
+                return f"overrides: for a {what}: {problem}"
         return None
+
+
+def _natoms_for(overrides: Mapping[str, Any]) -> int:
+    """Atoms in the dummy structure: as many as a per-atom ``magmoms`` list in the overrides has, else 2."""
+    gpaw = overrides.get("gpaw")
+    parameters = gpaw.get("parameters") if isinstance(gpaw, Mapping) else None
+    magmoms = parameters.get("magmoms") if isinstance(parameters, Mapping) else None
+    if isinstance(magmoms, (list, tuple)) and 0 < len(magmoms) <= 1000:
+        return len(magmoms)
+    return 2
+
+
+def _dummy_structure(crystal: bool, natoms: int) -> orm.StructureData:
+    """An unstored chain of ``natoms`` atoms: H in a box (molecule) or Si in a periodic cell (crystal)."""
+    from ase import Atoms
+
+    if crystal:
+        atoms = Atoms(f"Si{natoms}", positions=[[2.35 * i, 0.0, 0.0] for i in range(natoms)],
+                      cell=[2.35 * natoms, 4.0, 4.0], pbc=True)
+    else:
+        atoms = Atoms(f"H{natoms}", positions=[[0.9 * i, 0.0, 0.0] for i in range(natoms)], pbc=False)
+        atoms.center(vacuum=2.0)
+    return orm.StructureData(ase=atoms)
+
+
+def _validate_builder(builder: ProcessBuilder) -> str | None:
+    """Run the port validation of the builder's process on its inputs (defaults filled in), storing nothing."""
+    spec = builder._process_class.spec()
+    inputs = spec.inputs.pre_process(builder._inputs(prune=True))
+    error = spec.inputs.validate(inputs)
+    return None if error is None else error.message
 
 
 #: engine name → engine; the ``engine`` input of the screening workflow picks one

@@ -8,7 +8,23 @@ Handled failures (each bounded, after which the work chain stops with a named ex
 * Relaxation not converged within ``max_steps`` (calculation exit code 320): restart from the last geometry.
   At most ``_max_relax_restarts`` (3) times, then 420 ``ERROR_RELAX_NOT_CONVERGED``.
 
+* Driver interrupted (killed, out of memory, walltime; calculation exit code 330): restart from the last geometry
+  it recorded. At most ``_max_interrupted_restarts`` (2) times, then 430 ``ERROR_INTERRUPTED``; without a geometry to
+  restart from, 430 at once.
+* Settings rejected by the driver (calculation exit code 303): deterministic, so no restart: 403
+  ``ERROR_INVALID_SETTINGS`` at once.
+
+Any other failure is "unhandled". AiiDA's ``BaseRestartWorkChain`` aborts on the first unhandled failure unless its
+``on_unhandled_failure`` input says otherwise (its default is ``'abort'``; the often-quoted "restart once, stop on the
+second consecutive one" is the ``'restart_once'`` choice). This work chain sets the default to ``'restart_once'``, so a
+transient failure (a node that died, a full disk) gets one more try; pass ``on_unhandled_failure='abort'`` to stop at
+once.
+
 Every restart also counts towards the generic ``max_iterations`` of :class:`~aiida.engine.BaseRestartWorkChain`.
+
+Molecules are centred in their box by the first step of the outline (``center_structure``, which calls the
+``center_molecule`` calcfunction) when the ``center`` inputs are given: ``get_builder_from_protocol`` only records
+the ``vacuum`` (and ``box``) to use and stores nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, calcfunction, process_handler, while_
@@ -57,6 +74,41 @@ def _centered_copy(structure: orm.StructureData, vacuum: float, box: float | Non
     return centred
 
 
+def check_finite_structure(structure: orm.StructureData, field: str = 'structure') -> None:
+    """Raise a ``ValueError`` naming ``field`` when a position or the cell of ``structure`` is not a finite number."""
+    positions = np.array([site.position for site in structure.sites], dtype=float).reshape(-1, 3)
+    if not np.isfinite(positions).all():
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(positions))[:, 0]})
+        raise ValueError(f'{field}: atoms {bad} have non-finite positions (NaN or inf); expected finite numbers in Å')
+    if not np.isfinite(np.array(structure.cell, dtype=float)).all():
+        raise ValueError(f'{field}: the cell has non-finite entries (NaN or inf); expected finite numbers in Å')
+
+
+def validate_center(inputs, _ctx=None) -> str | None:
+    """The ``center`` inputs: a positive ``vacuum``, an optional positive ``box`` that leaves that vacuum around the
+    structure; checked at launch, before ``center_molecule`` runs."""
+    center = inputs.get('center') or {}
+    if not center:
+        return None
+    vacuum = center.get('vacuum')
+    box = center.get('box')
+    if vacuum is None:
+        return 'center.vacuum: missing; expected a positive number of Å of vacuum around the molecule'
+    if not np.isfinite(vacuum.value) or vacuum.value <= 0:
+        return f'center.vacuum: got {vacuum.value!r}, expected a positive number of Å'
+    if box is not None and (not np.isfinite(box.value) or box.value <= 0):
+        return f'center.box: got {box.value!r}, expected a positive cube edge in Å'
+    structure = (inputs.get('gpaw') or {}).get('structure')
+    if structure is None:
+        return None
+    try:
+        check_finite_structure(structure, 'gpaw.structure')
+        _centered_copy(structure, float(vacuum.value), float(box.value) if box is not None else None)
+    except ValueError as error:
+        return f'center.{error}' if str(error).startswith('box:') else str(error)
+    return None
+
+
 @calcfunction
 def center_molecule(structure: orm.StructureData, vacuum: orm.Float, box: orm.Float | None = None) -> orm.StructureData:
     """Centre a molecule in a non-periodic box with ``vacuum`` Å on every side, or in a cube of edge ``box``
@@ -71,6 +123,7 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
 
     _max_scf_restarts = 2
     _max_relax_restarts = 3
+    _max_interrupted_restarts = 2
     _soft_mixer = {'beta': 0.05, 'nmaxold': 5, 'weight': 50.0}
     _min_mixer_beta = 0.01
     _maxiter_factor = 2
@@ -81,8 +134,21 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
         spec.expose_inputs(
             GpawCalculation, namespace='gpaw', namespace_options={'help': 'Inputs of the `GpawCalculation`.'}
         )
+        spec.input_namespace(
+            'center',
+            required=False,
+            help='Centre the structure (a molecule) in a non-periodic box before the first calculation, through the '
+            '`center_molecule` calcfunction: `vacuum` Å on every side, or a cube of edge `box` Å.',
+        )
+        spec.input('center.vacuum', valid_type=orm.Float, required=False, help='Vacuum (Å) on every side.')
+        spec.input(
+            'center.box', valid_type=orm.Float, required=False, help='Edge (Å) of the cube; must leave `vacuum`.'
+        )
+        spec.inputs.validator = validate_center
+        spec.inputs['on_unhandled_failure'].default = lambda: orm.Str('restart_once')
         spec.outline(
             cls.setup,
+            cls.center_structure,
             while_(cls.should_run_process)(
                 cls.run_process,
                 cls.inspect_process,
@@ -100,12 +166,32 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
             'ERROR_RELAX_NOT_CONVERGED',
             message='The relaxation did not converge even after the maximum number of restarts.',
         )
+        spec.exit_code(
+            403,
+            'ERROR_INVALID_SETTINGS',
+            message='The GPAW driver rejected its settings; restarting would not help.',
+        )
+        spec.exit_code(
+            430,
+            'ERROR_INTERRUPTED',
+            message='The GPAW driver was interrupted (killed) and no restart from its last geometry was possible or '
+            'the maximum number of such restarts was reached.',
+        )
 
     def setup(self):
         super().setup()
         self.ctx.inputs = AttributeDict(self.exposed_inputs(GpawCalculation, 'gpaw'))
         self.ctx.scf_restarts = 0
         self.ctx.relax_restarts = 0
+        self.ctx.interrupted_restarts = 0
+
+    def center_structure(self):
+        """Centre the structure with the ``center_molecule`` calcfunction when the ``center`` inputs ask for it."""
+        center = self.inputs.get('center') or {}
+        if 'vacuum' not in center:
+            return
+        extra = {'box': center['box']} if 'box' in center else {}
+        self.ctx.inputs.structure = center_molecule(self.ctx.inputs.structure, center['vacuum'], **extra)
 
     # ------------------------------------------------------------------------------------------------------------------
     # helpers
@@ -174,6 +260,33 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
         )
         return ProcessHandlerReport(True)
 
+    @process_handler(priority=450, exit_codes=GpawCalculation.exit_codes.ERROR_INVALID_SETTINGS)
+    def handle_invalid_settings(self, node):
+        """The driver refused its settings: the same settings would be refused again."""
+        self.report(f'{node.process_label}<{node.pk}> rejected its settings: {node.exit_message}')
+        return ProcessHandlerReport(True, self.exit_codes.ERROR_INVALID_SETTINGS)
+
+    @process_handler(priority=300, exit_codes=GpawCalculation.exit_codes.ERROR_INTERRUPTED)
+    def handle_interrupted(self, node):
+        """The driver was killed mid-run: restart from the last geometry it recorded."""
+        if self.ctx.interrupted_restarts >= self._max_interrupted_restarts:
+            self.report(
+                f'{node.process_label}<{node.pk}> was interrupted again after {self.ctx.interrupted_restarts} '
+                'restarts: giving up'
+            )
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_INTERRUPTED)
+        moved = self._restart_from_last_geometry(node)
+        if not moved and self._parameters().get('calculation') == 'relax':
+            self.report(f'{node.process_label}<{node.pk}> was interrupted with no geometry to restart from: giving up')
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_INTERRUPTED)
+        self.ctx.interrupted_restarts += 1
+        where = 'from its last geometry' if moved else 'from the same input'
+        self.report(
+            f'{node.process_label}<{node.pk}> was interrupted: restarting {where} '
+            f'(restart {self.ctx.interrupted_restarts}/{self._max_interrupted_restarts})'
+        )
+        return ProcessHandlerReport(True)
+
     # ------------------------------------------------------------------------------------------------------------------
     # protocols
 
@@ -197,9 +310,10 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
     ):
         """Return a builder filled with the inputs of ``protocol`` for ``structure``.
 
-        The settings for molecules are used when the structure is periodic in no direction (the builder then centres
-        it in a non-periodic box with the protocol's ``vacuum``, through the ``center_molecule`` calcfunction when
-        the structure is stored), those for crystals otherwise (k-points along non-periodic directions are set to 1).
+        The settings for molecules are used when the structure is periodic in no direction (the builder then sets the
+        ``center`` inputs, so that the work chain's first step centres it in a non-periodic box with the protocol's
+        ``vacuum``, or in a cube of edge ``box``, through the ``center_molecule`` calcfunction), those for crystals
+        otherwise (k-points along non-periodic directions are set to 1). Building stores no node.
 
         :param code: the ``Code`` of a Python interpreter that can import ASE and GPAW.
         :param structure: the ``StructureData`` to compute.
@@ -210,7 +324,7 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
             deletes a key.
         :param kwargs: ``options`` (dict merged into ``gpaw.metadata.options``) and ``system_type`` (``'molecule'``
             or ``'crystal'``, to override the choice made from the periodicity).
-        :raises ValueError: unknown protocol, missing code, invalid overrides or parameters.
+        :raises ValueError: unknown protocol, missing code, invalid overrides or parameters, non-finite positions.
         """
         options = kwargs.pop('options', None)
         system_type = kwargs.pop('system_type', None)
@@ -223,6 +337,7 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
             raise TypeError(f'`code` must be an AiiDA Code, got {type(code).__name__}')
         if not isinstance(structure, orm.StructureData):
             raise TypeError(f'`structure` must be a StructureData, got {type(structure).__name__}')
+        check_finite_structure(structure)
         if system_type is None:
             system_type = 'crystal' if any(structure.pbc) else 'molecule'
         elif system_type not in _SYSTEM_TYPES:
@@ -247,17 +362,16 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
 
         vacuum = inputs.get('vacuum')
         box = inputs.get('box')
+        center = None
         if system_type == 'molecule':
             if vacuum is None or not isinstance(vacuum, (int, float)) or vacuum <= 0:
                 raise ValueError(f'the protocol `vacuum` must be a positive number of Å for molecules, got {vacuum!r}')
             if box is not None and (not isinstance(box, (int, float)) or box <= 0):
                 raise ValueError(f'the protocol `box` must be a positive cube edge in Å, got {box!r}')
-            _centered_copy(structure, float(vacuum), box)  # validates the box before anything is stored
-            if structure.is_stored:
-                extra = {'box': orm.Float(box)} if box is not None else {}
-                structure = center_molecule(structure, orm.Float(vacuum), **extra)
-            else:
-                structure = _centered_copy(structure, float(vacuum), box)
+            _centered_copy(structure, float(vacuum), box)  # checks the box; the work chain's first step centres
+            center = {'vacuum': orm.Float(float(vacuum))}
+            if box is not None:
+                center['box'] = orm.Float(float(box))
         elif isinstance(parameters.get('kpts'), list):
             parameters['kpts'] = [n if periodic else 1 for n, periodic in zip(parameters['kpts'], structure.pbc)]
 
@@ -270,6 +384,8 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
         builder.gpaw.code = code
         builder.gpaw.structure = structure
         builder.gpaw.parameters = parameters_node
+        if center is not None:
+            builder.center = center
         if metadata:
             builder.gpaw.metadata = metadata
         builder.max_iterations = orm.Int(inputs.get('max_iterations', 5))

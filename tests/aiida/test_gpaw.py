@@ -334,13 +334,9 @@ def test_balanced_molecule_is_the_logan_setup(gpaw_code):
     assert parameters['optimizer'] == 'FIRE'
     assert parameters['fmax'] == 0.05
 
-    centred = builder.gpaw.structure
-    assert centred.pbc == (False, False, False)
-    # 3 Å of vacuum on every side of the molecule.
-    np.testing.assert_allclose(np.diag(centred.cell), [6.0, 6.0, 6.75], atol=1e-8)
-    assert bond_length(centred) == pytest.approx(0.75)
-    # The centring of a stored structure is recorded by a calcfunction.
-    assert centred.creator is not None and centred.creator.process_label == 'center_molecule'
+    # Building stores nothing: the work chain's first step centres the molecule with 3 Å of vacuum.
+    assert builder.gpaw.structure.uuid == structure.uuid
+    assert builder.center.vacuum.value == 3.0 and 'box' not in builder.center
 
 
 def test_protocol_overrides_merge_recursively(gpaw_code):
@@ -503,12 +499,21 @@ def test_workchain_from_fast_protocol_runs(gpaw_code):
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results['output_parameters']['relax_converged'] is True
     assert results['output_structure'].pbc == (False, False, False)
+    # The first step centred the molecule through the `center_molecule` calcfunction.
+    calc = next(child for child in node.called if isinstance(child, orm.CalcJobNode))
+    centred = calc.inputs.structure
+    assert centred.creator is not None and centred.creator.process_label == 'center_molecule'
+    assert centred.creator.caller.uuid == node.uuid
+    np.testing.assert_allclose(np.diag(centred.cell), [6.0, 6.0, 6.8], atol=1e-8)
 
 
 def test_protocol_box_puts_a_molecule_in_a_common_cube(gpaw_code):
     """`box` centres a molecule in a cube of that edge (the screening uses one cube for all molecules)."""
+    from aiida_physgen.workflows.gpaw_base import _centered_copy
+
     builder = GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, h2_structure(), overrides={'box': 8.0})
-    structure = builder.gpaw.structure
+    assert builder.center.box.value == 8.0
+    structure = _centered_copy(builder.gpaw.structure, builder.center.vacuum.value, builder.center.box.value)
     assert np.allclose(structure.cell, np.eye(3) * 8.0)
     positions = np.array([site.position for site in structure.sites])
     assert np.allclose(positions.mean(axis=0), [4.0, 4.0, 4.0])

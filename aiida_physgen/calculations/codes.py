@@ -1,0 +1,77 @@
+"""Launch-time checks of the ``code`` of the plugin's calculation jobs.
+
+Both :class:`~aiida_physgen.calculations.gpaw.GpawCalculation` (``python gpaw_driver.py``) and the training job
+(``python -m aiida_physgen train``) run their work with a Python interpreter, so their code must be one. Checked
+without opening a transport:
+
+* the executable's name must look like a Python interpreter (``python``, ``python3``, ``python3.11``, ``pypy3``,
+  ``gpaw-python``); on a computer with local transport a symbolic link to one also counts;
+* on a computer with local transport (``core.local``) the executable must also exist and be executable.
+
+Remote computers are never contacted at launch: only the name is checked there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from aiida import orm
+
+__all__ = ('check_python_code', 'PYTHON_NAME')
+
+#: Executable names accepted as a Python interpreter.
+PYTHON_NAME = re.compile(r'^(python|pypy|gpaw-python)(\d+(\.\d+)*)?[mtd]?$')
+
+_LOCAL_TRANSPORTS = ('core.local', 'local')
+
+
+def _is_local(code: orm.AbstractCode) -> bool:
+    computer = getattr(code, 'computer', None)
+    return computer is not None and computer.transport_type in _LOCAL_TRANSPORTS
+
+
+def check_python_code(code: orm.AbstractCode | None, field: str = 'code') -> str | None:
+    """A message starting with ``field`` when ``code`` cannot be a Python interpreter, else ``None``.
+
+    Opens no transport: only a code on a computer with local transport is looked up on the file system.
+    """
+    if code is None:
+        return None
+    if isinstance(code, orm.PortableCode):
+        executable = str(code.filepath_executable)
+        local = False  # uploaded with the job: only its name can be checked here
+    elif isinstance(code, orm.ContainerizedCode):
+        executable = str(code.filepath_executable)
+        local = False  # runs inside the container image
+    elif isinstance(code, orm.InstalledCode):
+        executable = str(code.filepath_executable)
+        local = _is_local(code)
+    else:
+        try:
+            executable = str(code.get_executable())
+        except Exception:  # noqa: BLE001 - an unusual code class: nothing to check
+            return None
+        local = _is_local(code)
+
+    name = Path(executable).name
+    label = getattr(code, 'full_label', None) or code.label
+    if local:
+        path = executable if os.path.isabs(executable) else shutil.which(executable)
+        if path is None or not os.path.isfile(path):
+            return (
+                f'{field}: {label!r} runs {executable!r}, which does not exist on {code.computer.label!r}; expected '
+                'the path of a Python interpreter (e.g. sys.executable)'
+            )
+        if not os.access(path, os.X_OK):
+            return f'{field}: {label!r} runs {executable!r}, which is not executable; expected a Python interpreter'
+        if PYTHON_NAME.match(name) or PYTHON_NAME.match(Path(os.path.realpath(path)).name):
+            return None
+    elif PYTHON_NAME.match(name):
+        return None
+    return (
+        f'{field}: {label!r} runs {executable!r}, which is not a Python interpreter; expected an executable named '
+        'like python, python3 or python3.11 (the job runs a Python script with it)'
+    )
