@@ -31,6 +31,7 @@ import abc
 import dataclasses
 import importlib.metadata
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -97,6 +98,12 @@ class GeneratorFamily(abc.ABC):
     def target_facts(self, target: dict[str, Any]) -> dict[str, Any]:
         """The queryable facts of a target (the ``target`` attribute of a model node); small values only."""
         return dict(target)
+
+    def atoms_per_structure(self, target: dict[str, Any]) -> int | None:
+        """Atoms in every structure a model for the (normalised) ``target`` generates, or ``None`` when
+        the family cannot tell (then :func:`~aiida_physgen.ml.training.check_generation_size` bounds the
+        count only)."""
+        return None
 
     def protocol_variant(self, target: dict[str, Any]) -> str | None:
         """Which variant of the family's protocols fits ``target`` (e.g. ``'molecule'``), or ``None``."""
@@ -210,9 +217,16 @@ class TrainedModel:
         for key in ("family", "role", "seed", "steps"):
             if key not in self.config:
                 raise ValueError(f"config: the key {key!r} is required")
+        # identical models give identical bytes (so equal SHA-256 checksums, and AiiDA caching and
+        # de-duplication by content work): the config is written in a canonical form (JSON round trip with
+        # sorted keys, so neither key order nor which Python objects happen to be shared, which pickle's
+        # memo records, reaches the file), the weights as fresh contiguous CPU copies. torch.save itself
+        # is deterministic: its zip records carry a fixed 1980 timestamp, and the archive's
+        # ``.data/serialization_id`` is derived from the records' CRC-32 checksums, not drawn at random
+        # (``tests/ml/test_input_checks.py`` checks this across processes)
         handle = io.BytesIO()
-        state = {key: value.detach().cpu().clone() for key, value in self.module.state_dict().items()}
-        torch.save({"format": FORMAT_VERSION, "config": self.config, "state_dict": state}, handle)
+        state = {key: value.detach().cpu().clone().contiguous() for key, value in self.module.state_dict().items()}
+        torch.save({"format": FORMAT_VERSION, "config": canonical_config(self.config), "state_dict": state}, handle)
         return handle.getvalue()
 
     @classmethod
@@ -221,6 +235,24 @@ class TrainedModel:
         module = get_family(config["family"]).module_from_config(config)
         module.load_state_dict(state)
         return cls(module.eval(), config)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+
+def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as plain JSON types with sorted keys (NumPy scalars and arrays become numbers and lists);
+    ``ValueError`` naming the config when a value is not JSON-able."""
+    try:
+        text = json.dumps(config, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"config: every value must be JSON-able ({error})") from None
+    return json.loads(text)
 
 
 def read_model_file(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -17,6 +17,7 @@ Kovács, Heid, De Landsheere, Madsen, Mach. Learn.: Sci. Technol. 5 035079 (2024
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -43,6 +44,8 @@ __all__ = [
     "LoganCritic",
     "LoganProblem",
     "validate_training",
+    "check_training_structures",
+    "MIN_TRAINING_DISTANCE",
     "environment_pools",
 ]
 
@@ -74,12 +77,13 @@ class LoganSettings:
             ):
                 raise ValueError(f"{name}: got {value!r}, expected a non-empty list of positive layer sizes")
             setattr(self, name, tuple(int(h) for h in value))
-        for name in ("latent_dim", "rattle_std", "negative_slope"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name}: got {value!r}, expected a positive number")
-        if isinstance(self.latent_dim, float):
+        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
             raise ValueError(f"latent_dim: got {self.latent_dim!r}, expected a positive integer")
+        for name, expected in (("rattle_std", "a positive finite displacement in Å"),
+                               ("negative_slope", "a positive finite leaky-ReLU slope")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: got {value!r}, expected {expected}")
         if isinstance(self.rattle_copies, bool) or not isinstance(self.rattle_copies, int) or self.rattle_copies < 0:
             raise ValueError(f"rattle_copies: got {self.rattle_copies!r}, expected a non-negative integer")
         for name in ("lr_generator", "lr_critic"):
@@ -92,12 +96,49 @@ def _heights(cell: np.ndarray) -> np.ndarray:
     return np.array([volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)])
 
 
+#: training structures with two atoms closer than this (Å) are refused: no real structure has them
+#: (the shortest bond, H2, is 0.74 Å), and the selection and ``physgen.gpaw`` reject such candidates too
+MIN_TRAINING_DISTANCE = 0.5
+
+
+def check_training_structures(training: StructureBatch, min_distance: float = MIN_TRAINING_DISTANCE) -> None:
+    """Refuse training structures with non-finite positions or cells, or with two atoms (periodic
+    images included) closer than ``min_distance`` Å; ``ValueError`` naming the structure (and atoms)."""
+    # the batch checks this when it is built, but positions are a public array that may change after
+    bad_atoms = ~np.isfinite(training.positions).all(axis=1)
+    if bad_atoms.any():
+        index = int(np.searchsorted(training.offsets, int(np.argmax(bad_atoms)), side="right") - 1)
+        raise ValueError(f"training: structure {index} has non-finite positions; expected finite coordinates in Å")
+    bad_cells = ~np.isfinite(training.cells).reshape(len(training), 9).all(axis=1)
+    if bad_cells.any():
+        raise ValueError(f"training: structure {int(np.argmax(bad_cells))} has a non-finite cell")
+    close = np.flatnonzero(training.min_distances() < min_distance)
+    if close.size:
+        from ase.neighborlist import neighbor_list
+
+        index = int(close[0])
+        atoms = training[index]
+        i, j, d = neighbor_list("ijd", atoms, min_distance)
+        if d.size:
+            k = int(np.argmin(d))
+            pair = (f"atoms {int(i[k])} ({atoms.get_chemical_symbols()[i[k]]}) and {int(j[k])} "
+                    f"({atoms.get_chemical_symbols()[j[k]]}) are {d[k]:.3f} Å apart")
+        else:  # pragma: no cover - min_distances and the neighbour list agree
+            pair = f"two atoms are {training.min_distances()[index]:.3f} Å apart"
+        more = f" ({close.size} structures have such atoms, also {close[1:6].tolist()})" if close.size > 1 else ""
+        raise ValueError(
+            f"training: structure {index}: {pair}, closer than {min_distance} Å{more}; "
+            "expected physical structures (check the units and the file)"
+        )
+
+
 def validate_training(
     training: StructureBatch, symbols: Sequence[str], cell: np.ndarray, pbc: Sequence[bool], r_cut: float
 ) -> None:
     """Check the inputs of a LoGAN training before any heavy work; raise ``ValueError`` naming the field."""
     if training is None or len(training) == 0:
         raise ValueError("training: the training set is empty; expected at least one structure")
+    check_training_structures(training)
     wanted = set(symbols)
     present = set(training.elements())
     extra = sorted(present - wanted)
@@ -446,6 +487,9 @@ class LoganFamily(GeneratorFamily):
             "formula": ase.formula.Formula.from_list(symbols).format("hill"),
             "n_atoms": len(symbols),
         }
+
+    def atoms_per_structure(self, target):
+        return len(parse_composition(target["composition"]))
 
     def validate(self, training, target, settings):
         symbols, cell, pbc = _symbols_cell_pbc(target)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from .atomic_files import write_bytes
 from .family import FORMAT_VERSION, TrainedModel, read_model_file
 
 __all__ = ["FORMAT_VERSION", "save_model", "load_model", "read_model_file", "sha256"]
@@ -19,9 +20,7 @@ __all__ = ["FORMAT_VERSION", "save_model", "load_model", "read_model_file", "sha
 def save_model(path: str | Path, model: TrainedModel) -> str:
     """Write the model file; returns its SHA-256 checksum."""
     data = model.to_bytes()
-    tmp = Path(path).with_suffix(Path(path).suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: a killed job never leaves half a model file
+    write_bytes(path, data)  # atomic: a killed job never leaves half a model file
     return sha256(data)
 
 

@@ -28,7 +28,11 @@ from .loop import TrainingInterrupted
 DEFAULT_SEEDS = (0, 1, 2, 3)
 DEFAULT_COUNT = 2000
 
-__all__ = ["DEFAULT_SEEDS", "DEFAULT_COUNT", "Member", "Progress", "plan_members", "train_ensemble", "generate", "resolve_device", "set_threads"]
+__all__ = [
+    "DEFAULT_SEEDS", "DEFAULT_COUNT", "MAX_COUNT", "Member", "Progress", "plan_members", "train_ensemble", "generate",
+    "check_same_target", "check_generation_size", "generation_bytes", "available_memory", "resolve_device",
+    "set_threads",
+]
 
 
 @dataclass
@@ -100,8 +104,15 @@ def plan_members(
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seeds: expected integers, got {seed!r}")
-    if len(set(int(s) for s in seeds)) != len(seeds):
-        raise ValueError(f"seeds: every seed must differ (two members with one seed are the same model), got {list(seeds)}")
+    seen: set[int] = set()
+    for seed in seeds:
+        if int(seed) in seen:
+            n = [int(s) for s in seeds].count(int(seed))
+            raise ValueError(
+                f"seeds: seed {int(seed)} appears {'twice' if n == 2 else f'{n} times'}; every member needs "
+                f"its own seed (two members with one seed are the same model), got {[int(s) for s in seeds]}"
+            )
+        seen.add(int(seed))
     base = family.settings(settings)
     members = []
     for combo in settings_module.expand_grid(family.settings_class, grid):
@@ -221,6 +232,114 @@ def train_ensemble(
     return results  # type: ignore[return-value]
 
 
+def _describe_target(model: TrainedModel) -> str:
+    target = model.config.get("target")
+    what = target.get("composition", target) if isinstance(target, Mapping) else target
+    return f"{model.config.get('family')} {what!r}"
+
+
+def check_same_target(models: Sequence[TrainedModel]) -> None:
+    """Refuse models of different families or targets (composition, cell, periodicity) in one batch:
+    their candidates could not be selected or relaxed together. ``ValueError`` naming the models."""
+    def key(model):
+        return json.dumps([model.config.get("family"), model.config.get("target")], sort_keys=True, default=str)
+
+    groups: dict[str, list[int]] = {}
+    for index, model in enumerate(models):
+        groups.setdefault(key(model), []).append(index)
+    if len(groups) > 1:
+        parts = [f"model(s) {indices} are {_describe_target(models[indices[0]])}" for indices in groups.values()]
+        first = [models[indices[0]] for indices in groups.values()]
+        same_composition = len({_describe_target(m) for m in first}) == 1
+        raise ValueError(
+            f"models: one generation needs models of one family and target, but {'; '.join(parts)}"
+            + (" (same composition, different cell or periodicity)" if same_composition else "")
+            + "; generate each target separately"
+        )
+
+
+#: the most candidates one generation may ask for per model, whatever the memory: far beyond any
+#: selection (the paper samples 2,000 to 50,000) and a typo guard (1e9 passes every other layer)
+MAX_COUNT = 10_000_000
+
+#: peak memory per candidate of a generation and its selection, ``A · n + B · n (n - 1) / 2 + C`` bytes
+#: for ``n`` atoms per candidate: ``A`` per atom (positions as float32 and float64, copied when chunks and
+#: models are concatenated, numbers, atomic descriptors), ``B`` per atom pair (the vectorised minimum
+#: distance filter holds every pair's difference vector, its fractional form and squares), ``C`` the
+#: structure descriptor row and the PCA. Calibrated by measuring the peak RSS of ``generate`` followed
+#: by ``select_candidates`` (ru_maxrss minus the RSS before, 2 LoGAN models × 50,000 candidates): C5H12O
+#: (18 atoms) and an 18-atom SiO2 cell; the constants below round the measured bytes up by about 25 %.
+BYTES_PER_ATOM = 400
+BYTES_PER_PAIR = 100
+BYTES_PER_CANDIDATE = 2000
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation: ``MemAvailable`` of ``/proc/meminfo`` (Linux),
+    else psutil's ``available`` when psutil is installed, else ``None``."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def generation_bytes(n_atoms: int, n_models: int, count: int) -> int:
+    """Estimated peak bytes of generating ``count`` candidates of ``n_atoms`` atoms from each of
+    ``n_models`` models and selecting among them (see :data:`BYTES_PER_ATOM`)."""
+    per_candidate = BYTES_PER_ATOM * n_atoms + BYTES_PER_PAIR * n_atoms * (n_atoms - 1) // 2 + BYTES_PER_CANDIDATE
+    return int(n_models) * int(count) * per_candidate
+
+
+def _gigabytes(n: float) -> str:
+    return f"{n / 1e9:.0f} GB" if n >= 10e9 else f"{n / 1e9:.1f} GB"
+
+
+def check_generation_size(
+    family: str | GeneratorFamily, target: Mapping[str, Any], n_models: int, count: int, available_bytes: int | None = None
+) -> int | None:
+    """Refuse, before any sampling, a generation that cannot fit in memory.
+
+    :param family: the family (name or instance) of the models.
+    :param target: their target (normalised or not).
+    :param n_models: how many models generate.
+    :param count: candidates per model.
+    :param available_bytes: the memory to compare with; by default :func:`available_memory`.
+    :returns: the estimated bytes (``None`` when the family cannot tell the structures' size).
+    :raises ValueError: naming ``count``, when ``count`` exceeds :data:`MAX_COUNT` or the estimate
+        (:func:`generation_bytes`) exceeds the available memory.
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
+        raise ValueError(f"count: got {count!r}, expected a positive number of structures per model")
+    if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models <= 0:
+        raise ValueError(f"models: got {n_models!r} models, expected at least one")
+    if count > MAX_COUNT:
+        raise ValueError(
+            f"count: got {int(count)} candidates per model, expected at most {MAX_COUNT} (the selection keeps a few "
+            "dozen representatives; a few thousand candidates per model are plenty)"
+        )
+    family = get_family(family)
+    n_atoms = family.atoms_per_structure(family.check_target(target))
+    if n_atoms is None:
+        return None
+    needed = generation_bytes(n_atoms, n_models, count)
+    available = available_memory() if available_bytes is None else int(available_bytes)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"count: {int(count)} candidates per model × {int(n_models)} models need about {_gigabytes(needed)}; "
+            f"about {_gigabytes(available)} are available ({n_atoms} atoms per candidate); expected a count of at "
+            f"most about {max(1, available // max(1, needed // int(count)))} per model"
+        )
+    return needed
+
+
 def generate(
     models: Sequence[TrainedModel], count: int, seed: int, condition: Mapping[str, Any] | None = None
 ) -> StructureBatch:
@@ -236,6 +355,9 @@ def generate(
     for index, model in enumerate(models):
         if model.family.role != "generator":
             raise ValueError(f"models: model {index} is a {model.family.role} ({model.family.name}), not a generator")
+    check_same_target(models)
+    family = models[0].family
+    check_generation_size(family, models[0].config["target"], len(models), int(count))
     batches = []
     for index, model in enumerate(models):
         batch = model.sample(count, member_seed(seed, index), condition)

@@ -60,27 +60,42 @@ class WGANSettings:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 0,
-            "n_critic": self.n_critic >= 1,
-            "batch_size": self.batch_size >= 1,
-            "gp_weight": self.gp_weight >= 0,
-            "consistency_weight": self.consistency_weight >= 0,
-            "log_every": self.log_every >= 1,
+        # every numeric setting in its sane range, named by field (``from_dict`` prefixes the dotted
+        # path, e.g. ``settings.loop.steps``); an untrained model (steps = 0) is never produced
+        counts = {
+            "steps": "a positive number of training steps",
+            "n_critic": "a positive number of critic updates per generator update",
+            "batch_size": "a positive batch size",
+            "log_every": "a positive logging interval in steps",
         }
-        for name, ok in checks.items():
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a number")
-            if not ok:
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a non-negative value (≥ 1 for counts)")
+        for name, expected in counts.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: got {value!r}, expected {expected}")
+        for name in ("gp_weight", "consistency_weight", "consistency_margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: got {value!r}, expected a finite non-negative number")
         if self.optimizer not in ("rmsprop", "adam"):
             raise ValueError(f"optimizer: got {self.optimizer!r}, expected 'rmsprop' or 'adam'")
         for name in ("lr_generator", "lr_critic"):
             values = getattr(self, name)
             values = values if isinstance(values, (list, tuple)) else [values]
-            if not values or any(not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)) for v in values):
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected positive learning rate(s)")
-        self.betas = tuple(self.betas)
+            if not values or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 for v in values
+            ):
+                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected positive finite learning rate(s)")
+        betas = self.betas
+        if (
+            not isinstance(betas, (list, tuple)) or len(betas) != 2
+            or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1 for b in betas)
+        ):
+            raise ValueError(f"betas: got {betas!r}, expected two numbers in [0, 1) (Adam's moment decays)")
+        self.betas = tuple(float(b) for b in betas)
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (0 < self.eps < 1):
+            raise ValueError(f"eps: got {self.eps!r}, expected a small positive number (the optimiser's epsilon)")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (0 <= self.alpha < 1):
+            raise ValueError(f"alpha: got {self.alpha!r}, expected a number in [0, 1) (RMSprop's smoothing)")
 
     def member_values(self, name: str, n_models: int) -> list[float]:
         values = getattr(self, name)
@@ -179,6 +194,9 @@ class WGANTrainer(Trainer):
     :param settings: the loop's hyper-parameters.
     :param seeds: one seed per ensemble member (its loop stream); defaults to ``0 .. K-1``.
     """
+
+    #: the generator loss has a free constant (see :attr:`Trainer.bounded_losses`); these two do not
+    bounded_losses = ("critic", "wasserstein")
 
     def __init__(self, problem: WGANProblem, settings: WGANSettings, seeds: Sequence[int] | None = None):
         super().__init__(list(range(problem.n_models)) if seeds is None else seeds, settings.log_every)

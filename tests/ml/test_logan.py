@@ -243,8 +243,9 @@ def test_training_moves_generated_environments_towards_the_real_ones(molecules):
     C4H10O/C6H14O training environments, and interatomic distances become more physical."""
     settings = {"loop": {"steps": 150, "lr_generator": 1e-3, "lr_critic": 1e-3, "batch_size": 15},
                 "rattle_copies": 1, "descriptor": {"n_max": 3, "l_max": 3, "max_neighbours": 12}}
-    untrained = train(molecules, settings_module.merge(settings, {"loop": {"steps": 0}}))[0]
     trained = train(molecules, settings)[0]
+    # the same generator before training: its initial weights come from its seed alone (steps = 0 is refused)
+    untrained = TrainedModel(get_family("logan").module_from_config(trained.config).eval(), trained.config)
     desc = settings_module.from_dict(logan.LoganSettings, settings).descriptor.for_species([1, 6, 8])
     pools = logan.environment_pools(molecules, desc, copies=0, rattle_std=0.05, seed=0)
     before = _environment_distance(untrained.sample(40, 0), pools, desc)
