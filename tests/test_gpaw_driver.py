@@ -167,3 +167,48 @@ def test_failure_statuses(tmp_path, settings, expected_status, expected_exit):
     if expected_status == 'relax_not_converged':
         assert (tmp_path / gpaw_driver.FINAL_STRUCTURE_FILENAME).is_file()
         assert results['relax_steps'] == 1
+
+
+@pytest.mark.slow
+def test_killed_relaxation_leaves_its_progress(tmp_path):
+    """SIGKILL mid-relaxation: no results.json, but every completed step is in the trajectory and the last one in
+    final.extxyz (replaced atomically), so the parser can report an interrupted run with its last geometry."""
+    pytest.importorskip('gpaw')
+    import signal
+    import time
+
+    from ase.build import bulk
+    from ase.io import read, write
+
+    atoms = bulk('Si', 'diamond', a=5.43)
+    atoms.positions[1] += [0.25, -0.15, 0.1]
+    settings = {'calculation': 'relax', 'mode': 'pw', 'ecut': 250.0, 'kpts': [2, 2, 2], 'optimizer': 'FIRE',
+                'fmax': 0.001, 'max_steps': 200}
+    shutil.copy(DRIVER, tmp_path / 'gpaw_driver.py')
+    write(tmp_path / gpaw_driver.STRUCTURE_FILENAME, atoms, format='extxyz')
+    (tmp_path / gpaw_driver.INPUT_FILENAME).write_text(json.dumps(settings))
+    process = subprocess.Popen([sys.executable, 'gpaw_driver.py'], cwd=tmp_path,
+                               env={**os.environ, 'OMP_NUM_THREADS': '1'},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trajectory = tmp_path / gpaw_driver.TRAJECTORY_FILENAME
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if trajectory.exists() and trajectory.read_text().count('Lattice=') >= 3:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, 'the relaxation ended before it could be killed'
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / gpaw_driver.RESULTS_FILENAME).exists()
+    frames = read(trajectory, index=':')
+    assert len(frames) >= 3
+    assert all(np.isfinite(frame.get_potential_energy()) for frame in frames)
+    final = read(tmp_path / gpaw_driver.FINAL_STRUCTURE_FILENAME)
+    # final.extxyz is the last recorded step (or, killed between the two writes, the one before it)
+    assert any(np.allclose(final.positions, frame.positions) for frame in frames[-2:])
+    assert not np.allclose(final.positions, atoms.positions)

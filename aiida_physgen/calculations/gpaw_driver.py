@@ -19,13 +19,18 @@ Outputs:
 
 * ``results.json``: status, energies (eV), Fermi level (eV), convergence flags, step counts, wall time, forces (eV/Å),
   stress (eV/Å^3, when computed) and error messages;
-* ``final.extxyz``: the last geometry for which energy and forces are available;
-* ``trajectory.extxyz``: every geometry visited by the optimiser (``relax`` only), with energy and forces;
+* ``final.extxyz``: the last geometry for which energy and forces are available (during a relaxation it is replaced,
+  atomically, at every step);
+* ``trajectory.extxyz``: every geometry visited by the optimiser (``relax`` only), with energy and forces, appended
+  as each step completes;
 * ``dos.json``: Gaussian-broadened density of states on an energy grid relative to the Fermi level (``dos`` only);
 * ``gpaw.txt``: the GPAW text log;
 * ``error.txt``: the traceback, when the run crashed.
 
 The process exit status tells the outcome apart (``EXIT_STATUS`` below) and ``results.json`` repeats it as ``status``.
+A run killed mid-relaxation (SIGKILL, out of memory, walltime) writes no ``results.json`` but leaves the trajectory
+so far and the last geometry in ``final.extxyz``; the parser reports it as interrupted and the base work chain
+restarts from that geometry. ``results.json`` and ``dos.json`` are written through a temporary name and renamed.
 """
 
 import contextlib
@@ -435,23 +440,51 @@ def compute_dos(calc, settings, fermi):
     return data
 
 
-class _Recorder:
-    """Append every geometry visited by the optimiser to the trajectory file and remember the last one."""
+def _write_atomic_text(path, text):
+    """Write ``text`` to ``path`` through a temporary name in the same directory, then rename: a reader (or a run
+    killed mid-write) sees the old file or the new one, never half of one."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w', encoding='utf-8') as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
-    def __init__(self, atoms, path, include_stress, is_master):
+
+def _extxyz_text(atoms):
+    import io
+
+    from ase.io import write
+
+    buffer = io.StringIO()
+    write(buffer, atoms, format='extxyz')
+    return buffer.getvalue()
+
+
+class _Recorder:
+    """Record every geometry visited by the optimiser as it comes, so that a run killed mid-relaxation leaves its
+    progress behind: the frame is appended to the trajectory file in one write (flushed to disk) and the final
+    structure file is replaced atomically by the latest geometry."""
+
+    def __init__(self, atoms, path, include_stress, is_master, final_path=None):
         self.atoms = atoms
         self.path = path
+        self.final_path = final_path
         self.include_stress = include_stress
         self.is_master = is_master
         self.frames = 0
         self.last = None
 
     def __call__(self):
-        from ase.io import write
-
         self.last = _snapshot(self.atoms, self.include_stress)
         if self.is_master:
-            write(self.path, self.last, format='extxyz', append=self.frames > 0)
+            text = _extxyz_text(self.last)
+            with open(self.path, 'a' if self.frames > 0 else 'w', encoding='utf-8') as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if self.final_path is not None:
+                _write_atomic_text(self.final_path, text)
         self.frames += 1
 
 
@@ -510,7 +543,7 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
         settings = resolve_settings(raw_settings)
 
         import ase
-        from ase.io import read, write
+        from ase.io import read
 
         atoms = read(STRUCTURE_FILENAME, format='extxyz')
         problems = validate_settings_for_structure(settings, list(atoms.pbc), len(atoms))
@@ -561,7 +594,7 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
                 from ase.filters import FrechetCellFilter
                 from ase.optimize import BFGS, FIRE
 
-                recorder = _Recorder(atoms, TRAJECTORY_FILENAME, include_stress, is_master)
+                recorder = _Recorder(atoms, TRAJECTORY_FILENAME, include_stress, is_master, FINAL_STRUCTURE_FILENAME)
                 target = FrechetCellFilter(atoms) if settings['relax_cell'] else atoms
                 optimizer_class = {'FIRE': FIRE, 'BFGS': BFGS}[settings['optimizer']]
                 optimizer = optimizer_class(target, logfile='-' if is_master else None)
@@ -583,7 +616,7 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
             if relax:
                 results['relax_converged'] = False
             if final is not None and is_master:
-                write(FINAL_STRUCTURE_FILENAME, final, format='extxyz')
+                _write_atomic_text(FINAL_STRUCTURE_FILENAME, _extxyz_text(final))
                 results['final_structure_is_last_converged_step'] = True
             return finish(STATUS_SCF_NOT_CONVERGED)
 
@@ -610,7 +643,7 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
             results['magnetic_moment'] = float(calc.get_magnetic_moment())
 
         if is_master:
-            write(FINAL_STRUCTURE_FILENAME, final, format='extxyz')
+            _write_atomic_text(FINAL_STRUCTURE_FILENAME, _extxyz_text(final))
 
         if settings['dos']:
             dos = compute_dos(calc, settings, results['fermi_energy'])

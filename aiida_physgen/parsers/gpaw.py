@@ -16,12 +16,17 @@ driver status                 outputs attached / exit code
 ``crashed``                   nothing / 302 ``ERROR_DRIVER_CRASHED``
 ============================  ===========================================================================
 
-Missing ``results.json`` gives 300 ``ERROR_OUTPUT_MISSING``; unparsable or inconsistent files 301
+Missing ``results.json`` after a relaxation that recorded steps (the driver was killed: SIGKILL, out of memory,
+walltime) gives 330 ``ERROR_INTERRUPTED`` with ``output_structure`` (the last geometry, from ``final.extxyz``, which
+the driver replaces atomically at every step), ``output_trajectory`` (the complete frames recorded) and a short
+``output_parameters`` (``status: 'interrupted'``). Otherwise missing ``results.json`` gives 300
+``ERROR_OUTPUT_MISSING``; unparsable or inconsistent files 301
 ``ERROR_OUTPUT_UNREADABLE``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 
@@ -55,6 +60,9 @@ class GpawParser(Parser):
 
         if driver.RESULTS_FILENAME not in names:
             self._log_stderr(names)
+            interrupted = self._parse_interrupted(names)
+            if interrupted is not None:
+                return interrupted
             return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=driver.RESULTS_FILENAME)
 
         try:
@@ -98,6 +106,66 @@ class GpawParser(Parser):
         return None
 
     # ------------------------------------------------------------------------------------------------------------------
+
+    def _parse_interrupted(self, names):
+        """A relaxation killed before it wrote ``results.json`` but after recording steps: attach the last geometry
+        (``output_structure``), the steps so far (``output_trajectory``) and a short ``output_parameters``, and
+        return 330 ``ERROR_INTERRUPTED``; ``None`` when there is nothing to recover."""
+        if driver.FINAL_STRUCTURE_FILENAME not in names and driver.TRAJECTORY_FILENAME not in names:
+            return None
+        settings = self.node.inputs.parameters.get_dict()
+        if settings.get('calculation', driver.DEFAULTS['calculation']) != 'relax':
+            return None
+        frames = []
+        if driver.TRAJECTORY_FILENAME in names:
+            frames = self._read_complete_frames(driver.TRAJECTORY_FILENAME)
+        last = None
+        if driver.FINAL_STRUCTURE_FILENAME in names:
+            try:
+                last = self._read_frames(driver.FINAL_STRUCTURE_FILENAME)[-1]
+            except OutputReadError as exception:
+                self.logger.warning(f'ignoring {exception}')
+        if last is None and frames:
+            last = frames[-1]
+        if last is None:
+            return None
+
+        parameters = {
+            'status': 'interrupted',
+            'calculation': 'relax',
+            'relax_converged': False,
+            'trajectory_frames': len(frames),
+            'relax_steps': max(len(frames) - 1, 0),
+            'energy_units': 'eV',
+            'force_units': 'eV/Angstrom',
+        }
+        with contextlib.suppress(Exception):  # the last step's energy and forces, when the file carries them
+            parameters['energy'] = float(last.get_potential_energy())
+            parameters['max_force'] = float(np.linalg.norm(last.get_forces(), axis=1).max())
+        self.out('output_parameters', orm.Dict(parameters))
+        self.out('output_structure', self._structure_from(last))
+        if frames:
+            try:
+                self.out('output_trajectory', self._trajectory(frames))
+            except OutputReadError as exception:
+                self.logger.warning(f'no output_trajectory: {exception}')
+        return self.exit_codes.ERROR_INTERRUPTED.format(frames=len(frames))
+
+    def _read_complete_frames(self, filename: str) -> list:
+        """The frames of a file that a killed run may have left with a truncated last frame: every complete one."""
+        from ase.io import iread
+
+        natoms = len(self.node.inputs.structure.sites)
+        frames = []
+        try:
+            content = self.retrieved.base.repository.get_object_content(filename, 'r')
+            for frame in iread(io.StringIO(content), index=':', format='extxyz'):
+                if len(frame) != natoms:
+                    break
+                frames.append(frame)
+        except Exception as exception:  # noqa: BLE001 - a truncated last frame raises one of many errors
+            self.logger.warning(f'{filename}: kept the {len(frames)} complete frame(s) before {exception!r}')
+        return frames
 
     def _log_stderr(self, names):
         """Put the tail of the driver's stderr into the log, to help when it died before writing results."""

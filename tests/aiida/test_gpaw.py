@@ -136,10 +136,45 @@ def test_parser_static_spin_polarised_dos(parse_fixture):
 
 
 def test_parser_missing_results(parse_fixture):
-    outputs, function = parse_fixture('h2_relax_dos', remove=('results.json',))
+    outputs, function = parse_fixture('h2_relax_dos', remove=('results.json', 'final.extxyz', 'trajectory.extxyz'))
     assert function.exit_status == GpawCalculation.exit_codes.ERROR_OUTPUT_MISSING.status == 300
     assert 'results.json' in function.exit_message
     assert outputs == {}
+
+
+def test_parser_interrupted_relaxation(parse_fixture):
+    """A driver killed mid-relaxation: no results.json, but the steps so far and the last geometry."""
+    from ase.io import read
+
+    outputs, function = parse_fixture('h2_relax_dos', remove=('results.json', 'dos.json'))
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_INTERRUPTED.status == 330
+    assert set(outputs) == {'output_parameters', 'output_structure', 'output_trajectory'}
+    frames = read(FIXTURES / 'h2_relax_dos' / 'trajectory.extxyz', index=':')
+    assert outputs['output_trajectory'].numsteps == len(frames)
+    np.testing.assert_allclose(outputs['output_structure'].get_ase().positions, frames[-1].positions)
+    parameters = outputs['output_parameters'].get_dict()
+    assert parameters['status'] == 'interrupted' and parameters['trajectory_frames'] == len(frames)
+    assert parameters['energy'] == pytest.approx(frames[-1].get_potential_energy())
+
+
+def test_parser_interrupted_with_truncated_trajectory(parse_fixture):
+    """Killed while appending a frame, without final.extxyz yet: the complete frames are kept, the last is used."""
+    from ase.io import read
+
+    content = (FIXTURES / 'h2_relax_dos' / 'trajectory.extxyz').read_bytes()
+    frames = read(FIXTURES / 'h2_relax_dos' / 'trajectory.extxyz', index=':')
+    truncated = content[: len(content) - 40]  # the last frame loses its last atom line(s)
+    outputs, function = parse_fixture(
+        'h2_relax_dos', remove=('results.json', 'dos.json', 'final.extxyz'), replace={'trajectory.extxyz': truncated}
+    )
+    assert function.exit_status == 330
+    assert outputs['output_trajectory'].numsteps == len(frames) - 1
+    np.testing.assert_allclose(outputs['output_structure'].get_ase().positions, frames[-2].positions)
+
+
+def test_parser_interrupted_static_is_output_missing(parse_fixture):
+    outputs, function = parse_fixture('si2_static_spin_dos', remove=('results.json',))
+    assert function.exit_status == 300
 
 
 def test_parser_missing_requested_dos(parse_fixture):
