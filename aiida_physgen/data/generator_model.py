@@ -8,11 +8,20 @@ they are the same for every family: ``family``, ``role`` (generator or surrogate
 queryable target facts, e.g. LoGAN's composition, formula, cell and periodicity), ``descriptor``
 (when the model has one) and the file's SHA-256 ``checksum``. Weights, loss curves and any other
 config entries stay in the file only.
+
+A node is only made from a file its family can load: the constructor rebuilds the module once and
+refuses (``ValueError`` naming ``model_bytes``) a config without the architecture, weights that do
+not fit the module (missing keys, size mismatch) or an unknown family. The same bytes always give
+the same node hash. ``node.export(path, fileformat=None, overwrite=False)`` (AiiDA's ``Data.export``)
+writes ``pt`` (the model file), ``json`` (the config without weights, final losses included) or
+``csv`` (the loss curves).
 """
 
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import math
 import os
@@ -28,6 +37,8 @@ from aiida.orm.pydantic import OrmMetadataField
 
 from aiida_physgen.ml import model_io
 from aiida_physgen.ml.family import ROLES, TrainedModel, get_family
+
+from .structure_set import _export
 
 __all__ = ["GeneratorModel"]
 
@@ -48,6 +59,9 @@ class GeneratorModel(Data):
     """
 
     FILENAME = "model.pt"
+
+    #: file extensions that name an export format (others are taken as the format's name)
+    _export_format_replacements = {"pth": "pt"}
 
     class AttributesModel(Data.AttributesModel):
         family: str = OrmMetadataField(description="Family of the model (its entry point in aiida_physgen.families)")
@@ -104,6 +118,7 @@ class GeneratorModel(Data):
         if config is not None and _canonical_json(config) != _canonical_json(file_config):
             raise ValueError("config: differs from the config stored in model_bytes")
         attributes = _attributes_from_config(file_config)
+        _check_loadable(data, attributes["family"])
         attributes["checksum"] = model_io.sha256(data)
         self.base.repository.put_object_from_bytes(data, self.FILENAME)
         self.base.attributes.set_many(attributes)
@@ -193,11 +208,43 @@ class GeneratorModel(Data):
         """The training losses logged every ``log_every`` steps: ``{'steps': [...], '<loss>': [...]}``."""
         return self.get_config().get("history") or {"steps": []}
 
-    def export(self, path: str | os.PathLike) -> Path:
-        """Write the model file to ``path`` (readable by :func:`~aiida_physgen.ml.model_io.load_model`)."""
-        path = Path(path)
-        path.write_bytes(self.get_model_bytes())
-        return path
+    def export(
+        self, path: str | os.PathLike, fileformat: str | None = None, overwrite: bool = False, **kwargs: t.Any
+    ) -> list[str]:
+        """Write the model to ``path`` in ``fileformat`` (AiiDA's ``Data.export``), whole or not at all.
+
+        :param fileformat: ``pt`` (the model file, readable by :func:`~aiida_physgen.ml.model_io.load_model`),
+            ``json`` (the config without the weights) or ``csv`` (loss curves); guessed from the extension
+            when ``None``.
+        :param overwrite: replace an existing file; otherwise an existing file is refused.
+        :returns: the names of the files written (AiiDA's convention).
+        :raises OSError: if the file exists and ``overwrite`` is false.
+        :raises ValueError: naming ``fileformat`` or ``path``.
+        """
+        return _export(self, path, fileformat, overwrite, **kwargs)
+
+    def _prepare_pt(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
+        """The model file itself (config and weights)."""
+        return self.get_model_bytes(), {}
+
+    def _prepare_json(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
+        """The config of the model file without the weights (losses, loss curves and target included;
+        non-finite numbers as ``null``), plus the ``checksum`` of the model file."""
+        config = _json_safe(self.get_config())
+        config["checksum"] = self.checksum
+        return (json.dumps(config, indent=1, sort_keys=True, allow_nan=False) + "\n").encode("utf-8"), {}
+
+    def _prepare_csv(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
+        """The loss curves: a ``steps`` column, then one column per loss (empty where not finite)."""
+        curves = self.get_loss_curves()
+        names = ["steps", *sorted(key for key in curves if key != "steps")]
+        handle = io.StringIO()
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(names)
+        for row in zip(*(curves.get(name, []) for name in names)):
+            writer.writerow(["" if value is None or (isinstance(value, float) and not math.isfinite(value))
+                             else value for value in row])
+        return handle.getvalue().encode("utf-8"), {}
 
     def __str__(self) -> str:
         facts = self.target or {}
@@ -205,6 +252,39 @@ class GeneratorModel(Data):
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_loadable(data: bytes, family: str) -> None:
+    """Rebuild the module from the file once, so a file the family cannot load is never stored."""
+    try:
+        TrainedModel.from_bytes(data)
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, KeyError):
+            detail = f"the config lacks {error}, which the family needs to rebuild the module"
+        elif isinstance(error, RuntimeError) and "state_dict" in str(error):
+            detail = "the weights do not fit the module the config describes (" + " ".join(
+                line.strip() for line in str(error).splitlines()[1:3]
+            ) + ")"
+        raise ValueError(
+            f"model_bytes: the {family!r} family cannot load this model file ({type(error).__name__}: {detail}); "
+            "expected a file written by TrainedModel.to_bytes / save_model"
+        ) from None
+
+
+def _json_safe(value: t.Any) -> t.Any:
+    """Plain JSON values: tensors and arrays as lists, non-finite floats as ``None``, other objects as text."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (np.ndarray, np.generic, torch.Tensor)):
+        return _json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
 def _read_config(data: bytes) -> dict[str, t.Any]:
     """The config of a model file without building the module (the family class need not be importable)."""
     try:
