@@ -17,6 +17,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "InputError",
     "DivergedError",
+    "OutputError",
     "parse_value",
     "load_mapping",
     "key_values",
@@ -42,6 +43,13 @@ class InputError(click.ClickException):
     """Bad input; the message names the option or field."""
 
     exit_code = EXIT_INPUT
+
+
+class OutputError(click.ClickException):
+    """An output could not be written (e.g. the disk filled up) although it was checked; nothing was written.
+    Exit code 1, with a message instead of a traceback."""
+
+    exit_code = 1
 
 
 class DivergedError(click.ClickException):
@@ -145,18 +153,23 @@ def check_output_dir(path, option: str) -> Path:
 
 
 @contextlib.contextmanager
-def output_files(*paths) -> Iterator[list[Path]]:
+def output_files(*paths, option: str = "--output") -> Iterator[list[Path]]:
     """Temporary names for a set of output files that appear all together or not at all.
 
     Yields one temporary path per target (in the target's folder); when the block succeeds, each is
     renamed over its target (:func:`~aiida_physgen.ml.atomic_files.atomic_path`); on any exception every
-    temporary file is removed and no target is touched.
+    temporary file is removed and no target is touched. An ``OSError`` (a full disk, a folder removed
+    meanwhile) becomes an :class:`OutputError` naming ``option``, not a traceback.
     """
     from ..ml.atomic_files import atomic_path
 
-    with contextlib.ExitStack() as stack:
-        temporary = [stack.enter_context(atomic_path(path)) for path in paths]
-        yield temporary
+    try:
+        with contextlib.ExitStack() as stack:
+            temporary = [stack.enter_context(atomic_path(path)) for path in paths]
+            yield temporary
+    except OSError as error:
+        names = ", ".join(os.fspath(path) for path in paths)
+        raise OutputError(f"{option}: cannot write {names} ({error.strerror or error}); nothing was written") from None
 
 
 def read_structures(path, option: str, index: str = ":"):

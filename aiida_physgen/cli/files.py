@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import warnings
+import zipfile
 from pathlib import Path
 
 import click
@@ -79,9 +81,7 @@ def _structure_format(path, option: str) -> str:
 
 def _write_batch(batch, path, fmt: str) -> None:
     """Write a structure batch through a temporary name (the whole file appears at once, or nothing)."""
-    from ..ml.atomic_files import atomic_path
-
-    with atomic_path(path) as tmp:
+    with output_files(path) as (tmp,):
         batch.write(tmp, format=fmt)
 
 
@@ -194,10 +194,18 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
     except (ValueError, TypeError) as error:
         raise refuse(error) from None
     batch = read_structures(candidates, "CANDIDATES")
+    if settings.n_clusters > len(batch):
+        raise InputError(f"--clusters: got {settings.n_clusters}, but {candidates} holds only {len(batch)} candidates; "
+                         f"expected at most {len(batch)} clusters")
     try:
-        result, kept, _ = select_candidates(batch, settings, seed, model_descriptor)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result, kept, _ = select_candidates(batch, settings, seed, model_descriptor)
     except (ValueError, TypeError) as error:
         raise refuse(error) from None
+    for warning in caught:  # e.g. fewer clusters than asked: fewer candidates survived the distance filter
+        if issubclass(warning.category, UserWarning):
+            click.echo(f"Warning: {warning.message}", err=True)
     chosen = batch.subset(kept[result.indices])
     chosen.info["candidate_index"] = kept[result.indices]
     for key in ("model_index", "candidate_index"):  # indices, read back from extxyz as floats
@@ -207,7 +215,7 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
                 chosen.info[key] = values_.astype(np.int64)
     # all files or none: each is written to a temporary name, renamed once every one is complete
     paths = [Path(output), Path(selection_file)] + ([Path(plot_file)] if plot_file else [])
-    with output_files(*paths) as temporary:
+    with output_files(*paths, option="--output, --selection" + (", --plot" if plot_file else "")) as temporary:
         chosen.write(temporary[0], format=fmt)
         with temporary[1].open("wb") as handle:  # a handle: np.savez would append .npz to a name
             np.savez(handle, candidate_index=kept, **result.arrays())
@@ -231,7 +239,6 @@ def _plot(result, path: Path, title: str | None = None) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="pca_clusters.png", show_default=True)
 def plot(selection_file, output):
     """Draw the PCA scatter of a saved selection (from ``select``), representatives marked."""
-    from ..ml.atomic_files import atomic_path
     from ..selection import Selection
 
     check_output_file(output, "--output")
@@ -241,13 +248,15 @@ def plot(selection_file, output):
         return InputError(f"SELECTION_FILE: {selection_file} is not a selection file from `select` "
                           f"({type(error).__name__}{': ' + detail if detail else ''})")
 
+    if not zipfile.is_zipfile(selection_file):
+        raise InputError(f"SELECTION_FILE: {selection_file} is not a selection file from `select` (not an .npz archive)")
     try:
         with np.load(selection_file, allow_pickle=False) as data:
             result = Selection.from_arrays({key: data[key] for key in data.files})
     except Exception as error:  # noqa: BLE001 - NumPy raises many types on junk (ValueError, OSError, BadZipFile, ...)
         raise refuse(error) from None
     try:
-        with atomic_path(output) as tmp:
+        with output_files(output) as (tmp,):
             _plot(result, tmp)
     except (ValueError, KeyError, IndexError, TypeError) as error:  # arrays of inconsistent shapes
         raise refuse(error) from None
