@@ -362,6 +362,12 @@ def _crystal_basins(
     return basins
 
 
+def _structure_label(atoms: ase.Atoms, index: int) -> str:
+    """``3`` or ``3 ('rep_03')`` when the structure carries a label in its ``info``."""
+    label = atoms.info.get("label") if isinstance(atoms.info, dict) else None
+    return f"{index} ({label!r})" if label else str(index)
+
+
 def deduplicate(
     structures: Sequence[ase.Atoms],
     energies: Sequence[float],
@@ -395,13 +401,19 @@ def deduplicate(
     for index, atoms in enumerate(structures):
         if not isinstance(atoms, ase.Atoms):
             raise TypeError(f"structures[{index}]: expected ase.Atoms, got {type(atoms).__name__}")
-    try:
-        energy_array = np.asarray(energies_list, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"energies: expected numbers ({exc})") from None
-    bad = np.flatnonzero(~np.isfinite(energy_array))
-    if bad.size:
-        raise ValueError(f"energies: non-finite value(s) at {bad[:5].tolist()}")
+    values = []
+    for index, energy in enumerate(energies_list):
+        label = _structure_label(structures[index], index)
+        if energy is None:
+            raise ValueError(f"energies: structure {label} has no energy; expected a finite total energy in eV")
+        try:
+            value = float(energy)
+        except (TypeError, ValueError):
+            raise ValueError(f"energies: structure {label} has energy {energy!r}; expected a number in eV") from None
+        if not math.isfinite(value):
+            raise ValueError(f"energies: structure {label} has a non-finite energy ({value}); expected a finite number")
+        values.append(value)
+    energy_array = np.asarray(values, dtype=np.float64)
     if not structures:
         return []
     if kind is None:

@@ -110,6 +110,9 @@ class Selection:
     inertia: float = 0.0
     pca_solver: str = ""
     n_init: int = 1
+    #: the clusters asked for, when fewer were made (fewer candidates survived the distance filter);
+    #: ``0`` when as many as asked were made
+    requested_clusters: int = 0
 
     @property
     def n_members(self) -> int:
@@ -146,6 +149,8 @@ class Selection:
             "mean_distance": float(self.distances.mean()) if self.distances.size else 0.0,
             "max_distance": float(self.distances.max()) if self.distances.size else 0.0,
         }
+        if self.requested_clusters:
+            facts["requested_clusters"] = int(self.requested_clusters)
         return facts
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -176,6 +181,7 @@ class Selection:
             inertia=float(facts.get("inertia", 0.0)),
             pca_solver=str(facts.get("pca_solver", "")),
             n_init=int(facts.get("n_init", 1)),
+            requested_clusters=int(facts.get("requested_clusters", 0)),
         )
 
 
@@ -491,19 +497,45 @@ def select_candidates(
     ``settings.min_distance``, describe, PCA, k-means.
 
     Returns the :class:`Selection` (over the kept candidates), the indices of the kept candidates in
-    ``batch``, and the descriptor parameters used. Raises ``ValueError`` naming the field before any
-    descriptor is computed when there are fewer kept candidates than clusters.
+    ``batch``, and the descriptor parameters used. When fewer candidates survive the distance filter
+    than ``settings.n_clusters``, one cluster per survivor is made instead of failing: then
+    ``selection.n_clusters`` (the number used) is smaller than ``selection.requested_clusters`` (the
+    number asked for, ``0`` otherwise) and a :class:`UserWarning` says so.
+
+    :raises ValueError: naming the candidate, when a candidate has non-finite positions; naming
+        ``min_distance`` when no candidate survives the filter (both before any descriptor is computed).
     """
+    positions = np.asarray(batch.positions)
+    bad_atoms = ~np.isfinite(positions).all(axis=1)
+    if bad_atoms.any():
+        offsets = np.concatenate([[0], np.cumsum(batch.n_atoms)])
+        index = int(np.searchsorted(offsets, int(np.argmax(bad_atoms)), side="right") - 1)
+        count = int(np.unique(np.searchsorted(offsets, np.flatnonzero(bad_atoms), side="right") - 1).size)
+        raise ValueError(
+            f"candidates: candidate {index} has non-finite (NaN or infinite) positions"
+            + (f" ({count} candidates have such positions)" if count > 1 else "")
+            + "; expected finite coordinates in Å (was the generator's training diverged?)"
+        )
     parameters = settings.descriptor_parameters(model_descriptor)
     kept = np.flatnonzero(batch.min_distances() >= float(settings.min_distance))
-    if settings.n_clusters > len(kept):
+    if len(kept) == 0:
         raise ValueError(
-            f"n_clusters: got {settings.n_clusters}, but only {len(kept)} of the {len(batch)} candidates have all "
-            f"atoms at least min_distance={settings.min_distance} Å apart"
+            f"min_distance: none of the {len(batch)} candidates has all atoms at least min_distance="
+            f"{settings.min_distance} Å apart; nothing to select (train longer or generate more candidates)"
+        )
+    n_clusters = min(settings.n_clusters, len(kept))
+    if n_clusters < settings.n_clusters:
+        warnings.warn(
+            f"n_clusters: only {len(kept)} of the {len(batch)} candidates have all atoms at least min_distance="
+            f"{settings.min_distance} Å apart, so {n_clusters} clusters are made instead of {settings.n_clusters}",
+            UserWarning,
+            stacklevel=2,
         )
     pool = batch.subset(kept) if len(kept) < len(batch) else batch
     descriptor = parameters.for_species(batch.numbers)
     result = select_representatives(
-        pool, descriptor, n_components=settings.n_components, n_clusters=settings.n_clusters, seed=seed
+        pool, descriptor, n_components=settings.n_components, n_clusters=n_clusters, seed=seed
     )
+    if n_clusters < settings.n_clusters:
+        result.requested_clusters = int(settings.n_clusters)
     return result, kept, parameters

@@ -262,16 +262,22 @@ def check_same_target(models: Sequence[TrainedModel]) -> None:
 #: selection (the paper samples 2,000 to 50,000) and a typo guard (1e9 passes every other layer)
 MAX_COUNT = 10_000_000
 
-#: peak memory per candidate of a generation and its selection, ``A · n + B · n (n - 1) / 2 + C`` bytes
-#: for ``n`` atoms per candidate: ``A`` per atom (positions as float32 and float64, copied when chunks and
-#: models are concatenated, numbers, atomic descriptors), ``B`` per atom pair (the vectorised minimum
-#: distance filter holds every pair's difference vector, its fractional form and squares), ``C`` the
-#: structure descriptor row and the PCA. Calibrated by measuring the peak RSS of ``generate`` followed
-#: by ``select_candidates`` (ru_maxrss minus the RSS before, 2 LoGAN models × 50,000 candidates): C5H12O
-#: (18 atoms) and an 18-atom SiO2 cell; the constants below round the measured bytes up by about 25 %.
-BYTES_PER_ATOM = 400
-BYTES_PER_PAIR = 100
-BYTES_PER_CANDIDATE = 2000
+#: peak memory of a generation and its selection: ``FIXED + count · models · (A · n + B · n (n - 1) / 2 + C)``
+#: bytes for ``n`` atoms per candidate. ``B`` per atom pair dominates: the vectorised minimum-distance
+#: filter (:meth:`~aiida_physgen.ml.batch.StructureBatch.min_distances`) holds every pair's difference
+#: vector, its fractional form and squares, ~4 × 24 bytes; ``A`` per atom covers the positions (float32
+#: chunks, float64 copies when chunks and models are concatenated), numbers and atomic descriptors, ``C``
+#: the structure descriptor row and PCA coordinates, ``FIXED`` the chunked descriptor and k-means buffers.
+#: Calibrated by measuring the peak RSS (``ru_maxrss`` minus the RSS before) of ``generate`` followed by
+#: ``select_candidates`` for 2 LoGAN models with 18-atom candidates: C5H12O (molecule) 2 × 50,000 →
+#: 1.72 GB, 2 × 10,000 → 0.45 GB (so ~16 kB per candidate + ~0.13 GB fixed), an SiO2 cell (periodic)
+#: 2 × 50,000 → 1.92 GB (~19 kB per candidate); generation alone ~1.4 kB per candidate. The constants
+#: give 20.7 kB per 18-atom candidate, 10-25 % above the measurements. Only 18-atom runs were measured,
+#: so the split between ``A`` and ``B`` follows the array sizes above rather than a fit.
+BYTES_PER_ATOM = 100
+BYTES_PER_PAIR = 120
+BYTES_PER_CANDIDATE = 500
+FIXED_BYTES = 200_000_000
 
 
 def available_memory() -> int | None:
@@ -295,7 +301,7 @@ def generation_bytes(n_atoms: int, n_models: int, count: int) -> int:
     """Estimated peak bytes of generating ``count`` candidates of ``n_atoms`` atoms from each of
     ``n_models`` models and selecting among them (see :data:`BYTES_PER_ATOM`)."""
     per_candidate = BYTES_PER_ATOM * n_atoms + BYTES_PER_PAIR * n_atoms * (n_atoms - 1) // 2 + BYTES_PER_CANDIDATE
-    return int(n_models) * int(count) * per_candidate
+    return FIXED_BYTES + int(n_models) * int(count) * per_candidate
 
 
 def _gigabytes(n: float) -> str:
@@ -320,22 +326,21 @@ def check_generation_size(
         raise ValueError(f"count: got {count!r}, expected a positive number of structures per model")
     if isinstance(n_models, bool) or not isinstance(n_models, (int, np.integer)) or n_models <= 0:
         raise ValueError(f"models: got {n_models!r} models, expected at least one")
+    family = get_family(family)
+    n_atoms = family.atoms_per_structure(family.check_target(target))
+    needed = None if n_atoms is None else generation_bytes(n_atoms, n_models, count)
+    available = available_memory() if available_bytes is None else int(available_bytes)
+    if needed is not None and available is not None and needed > available:
+        fits = max(0, (available - FIXED_BYTES) // max(1, (needed - FIXED_BYTES) // int(count)))
+        raise ValueError(
+            f"count: {int(count)} candidates per model × {int(n_models)} models need about {_gigabytes(needed)}; "
+            f"about {_gigabytes(available)} are available ({n_atoms} atoms per candidate); expected at most about "
+            f"{min(fits, MAX_COUNT)} candidates per model"
+        )
     if count > MAX_COUNT:
         raise ValueError(
             f"count: got {int(count)} candidates per model, expected at most {MAX_COUNT} (the selection keeps a few "
             "dozen representatives; a few thousand candidates per model are plenty)"
-        )
-    family = get_family(family)
-    n_atoms = family.atoms_per_structure(family.check_target(target))
-    if n_atoms is None:
-        return None
-    needed = generation_bytes(n_atoms, n_models, count)
-    available = available_memory() if available_bytes is None else int(available_bytes)
-    if available is not None and needed > available:
-        raise ValueError(
-            f"count: {int(count)} candidates per model × {int(n_models)} models need about {_gigabytes(needed)}; "
-            f"about {_gigabytes(available)} are available ({n_atoms} atoms per candidate); expected a count of at "
-            f"most about {max(1, available // max(1, needed // int(count)))} per model"
         )
     return needed
 
