@@ -2,7 +2,9 @@
 ``physgen.select_representatives``, and ``physgen.deduplicate_minima`` after the relaxations.
 
 Each one converts nodes to arrays, calls :mod:`aiida_physgen.ml` / :mod:`aiida_physgen.selection`,
-and converts the results back into nodes. No family is named here: ``physgen.train`` takes the
+and converts the results back into nodes. ``physgen.normalise_training_inputs`` runs first in the
+generation chain: it writes target, seeds, settings and grid in one canonical form, so equivalent
+launches give equal inputs to ``physgen.train`` and hit the cache. No family is named here: ``physgen.train`` takes the
 family as an input and finds it through the ``aiida_physgen.families`` entry points. Every random
 choice takes its seed from an input node. Bad input and diverged training end the process on a
 named exit code with no outputs stored.
@@ -21,6 +23,8 @@ from .. import selection as selection_module
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
+from ..ml.canonical import canonical_training_inputs
+from ..ml.family import get_family
 from ..ml.loop import TrainingDivergedError
 from ..ml.training import generate as generate_batch
 from ..ml.training import set_threads, train_ensemble
@@ -30,6 +34,7 @@ __all__ = [
     "generate",
     "select_representatives",
     "deduplicate_minima",
+    "normalise_training_inputs",
     "EXIT_CODES",
     "progress_reporter",
 ]
@@ -39,6 +44,10 @@ EXIT_CODES = {
     "ERROR_INVALID_INPUT": ExitCode(300, "invalid input: {message}"),
     "ERROR_TRAINING_DIVERGED": ExitCode(310, "training diverged: {message}"),
 }
+
+
+#: per-structure provenance kept in the extras of every representative and minimum (see docs/querying.md)
+PROVENANCE_EXTRAS = ("candidate_index", "cluster", "model_uuid", "model_label", "seed", "family")
 
 
 def _invalid(error: Exception) -> ExitCode:
@@ -61,6 +70,38 @@ def progress_reporter(report, reports: int = 20):
 
 
 @calcfunction
+def normalise_training_inputs(
+    family: orm.Str, target: orm.Dict, seeds: orm.List, settings: orm.Dict | None = None, grid: orm.Dict | None = None
+):
+    """Target, seeds, settings and grid of a training in one canonical form.
+
+    The family normalises its target (LoGAN: composition string, cell as floats, pbc as three
+    booleans); every setting is filled in from the family's defaults, integers given for float
+    settings become floats, grid values take the types of the settings they vary. Equivalent
+    requests therefore give equal nodes, and ``physgen.train`` / ``physgen.train.job`` hit the cache
+    (with caching enabled) instead of training the same models again.
+
+    :param family: generator family (an entry point of ``aiida_physgen.families``), e.g. ``logan``.
+    :param target: what to generate, as the family defines it (LoGAN: composition, cell, pbc).
+    :param seeds: one ensemble member per seed (integers, all different).
+    :param settings: nested training settings of the family; missing keys take the defaults.
+    :param grid: nested settings with lists of values to vary across the ensemble.
+    """
+    try:
+        values = canonical_training_inputs(
+            get_family(family.value), target.get_dict(), list(seeds.get_list()),
+            settings.get_dict() if settings is not None else None, grid.get_dict() if grid is not None else None,
+        )
+    except (ValueError, TypeError) as error:
+        return _invalid(error)
+    outputs = {"target": orm.Dict(values["target"]), "seeds": orm.List(values["seeds"]),
+               "settings": orm.Dict(values["settings"])}
+    if "grid" in values:
+        outputs["grid"] = orm.Dict(values["grid"])
+    return outputs
+
+
+@calcfunction
 def train(
     training: StructureSet,
     family: orm.Str,
@@ -77,6 +118,14 @@ def train(
     ``device`` is ``'cpu'`` (default), ``'cuda'`` or ``'auto'``; torch's threads follow
     ``OMP_NUM_THREADS`` when it is set. Long trainings belong in the ``physgen.train.job`` CalcJob:
     a calcfunction holds its daemon worker until it returns.
+
+    :param training: the known structures to learn from.
+    :param family: generator family (an entry point of ``aiida_physgen.families``), e.g. ``logan``.
+    :param target: what to generate, as the family defines it (LoGAN: composition, cell, pbc).
+    :param seeds: one ensemble member per seed (integers, all different).
+    :param settings: nested training settings of the family; missing keys take the defaults.
+    :param grid: nested settings with lists of values to vary across the ensemble (members = seeds × grid).
+    :param device: ``cpu`` (default), ``cuda``, ``cuda:<n>`` or ``auto``.
     """
     process = Process.current()
     set_threads()
@@ -112,6 +161,11 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
     The set's ``model_index`` info array says which model (in sorted input-name order) made each
     candidate; the input names and model UUIDs are kept in the ``model_labels`` and ``model_uuids``
     attributes, and the models' shared descriptor parameters in ``descriptor`` (the selection's default).
+
+    :param count: candidates per model (positive; bounded by the memory the request needs).
+    :param seed: seed of the latent draws; model *i* samples with a seed derived from ``(seed, i)``.
+    :param condition: family-defined sampling condition (an energy label, a space group, a size multiple).
+    :param models: the generator models (any names; sorted by name, their order defines ``model_index``).
     """
     if not models:
         return _invalid(ValueError("models: expected at least one generator model"))
@@ -132,6 +186,24 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
     return candidates
 
 
+def _candidate_provenance(candidates: StructureSet, index: int) -> dict:
+    """Which model made candidate ``index`` of a generated set: its UUID, input label, seed and family
+    (only the candidate index for sets that did not come from ``physgen.generate``)."""
+    provenance: dict = {"candidate_index": index}
+    uuids = candidates.base.attributes.get("model_uuids", None)
+    if not uuids or "model_index" not in candidates.info_keys:
+        return provenance
+    model_index = int(candidates.get_array("model_index")[index])
+    model = orm.load_node(uuids[model_index])
+    provenance.update({
+        "model_uuid": model.uuid,
+        "model_label": candidates.base.attributes.get("model_labels")[model_index],
+        "seed": model.base.attributes.get("seed", None),
+        "family": model.base.attributes.get("family", None),
+    })
+    return provenance
+
+
 @calcfunction
 def select_representatives(candidates: StructureSet, seed: orm.Int, settings: orm.Dict | None = None):
     """Structure descriptors → PCA → k-means → the candidate nearest each centroid.
@@ -139,7 +211,13 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
     The descriptor defaults to the one the models were trained with (the candidates' ``descriptor``
     attribute). Outputs: ``representatives`` (``physgen.structure_set``), ``structures`` (one
     StructureData per representative, ``rep_00``...), ``selection`` (ArrayData: indices, labels, PCA
-    coordinates, distances) and, unless ``plot`` is false, ``pca_plot`` (PNG).
+    coordinates, distances) and, unless ``plot`` is false, ``pca_plot`` (PNG). Every representative
+    StructureData is labelled ``rep_XX`` and carries its provenance as extras: ``candidate_index``,
+    ``cluster``, and for generated candidates ``model_uuid``, ``model_label``, ``seed`` and ``family``.
+
+    :param candidates: the generated structures to choose from.
+    :param seed: seed of the k-means.
+    :param settings: n_components, n_clusters, min_distance, plot and descriptor of the selection.
     """
     try:
         values = selection_module.SelectionSettings.from_dict(settings.get_dict() if settings is not None else None)
@@ -152,18 +230,36 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
     result_indices = kept[np.asarray(result.indices)]
     chosen = batch.subset(result_indices)
     chosen.info["candidate_index"] = result_indices
-    outputs = {
-        "representatives": StructureSet(chosen),
-        "structures": {
-            f"rep_{i:02d}": orm.StructureData(ase=atoms) for i, atoms in enumerate(chosen)
-        },
-    }
+    structures = {}
+    for i, atoms in enumerate(chosen):
+        structure = orm.StructureData(ase=atoms)
+        structure.label = f"rep_{i:02d}"
+        provenance = _candidate_provenance(candidates, int(result_indices[i]))
+        provenance["cluster"] = i
+        structure.description = (
+            f"representative of k-means cluster {i}: candidate {provenance['candidate_index']} of "
+            f"{candidates.__class__.__name__}<{candidates.pk}>"
+            + (f", made by {provenance['family']} model {provenance['model_label']} (seed {provenance['seed']})"
+               if "model_uuid" in provenance else "")
+        )
+        structure.base.extras.set_many(provenance)
+        structures[structure.label] = structure
+    outputs = {"representatives": StructureSet(chosen), "structures": structures}
     arrays = orm.ArrayData()
     for name, value in result.arrays().items():
         arrays.set_array(name, np.asarray(value))
     arrays.set_array("candidate_index", kept)  # row i of the other arrays is candidate kept[i]
     arrays.base.attributes.set("n_candidates", len(batch))
     arrays.base.attributes.set("n_too_close", int(len(batch) - len(kept)))
+    arrays.base.attributes.set("n_clusters", len(chosen))
+    if result.requested_clusters:  # fewer candidates survived the distance filter than clusters were asked for
+        arrays.base.attributes.set("requested_clusters", int(result.requested_clusters))
+        process = Process.current()
+        if process is not None:
+            process.report(
+                f"only {len(kept)} of {len(batch)} candidates have all atoms at least {values.min_distance} Å apart: "
+                f"selected {len(chosen)} representatives instead of the {result.requested_clusters} asked for"
+            )
     arrays.base.attributes.set("explained_variance_ratio", [float(v) for v in result.explained_variance_ratio])
     arrays.base.attributes.set("descriptor", settings_module.to_dict(parameters))
     outputs["selection"] = arrays
@@ -186,7 +282,11 @@ def deduplicate_minima(**inputs):
     graph (canonical SMILES), crystals with pymatgen's StructureMatcher. Outputs: ``minima``
     (one StructureData per basin, ``min_00`` lowest in energy per atom) and ``report`` (a Dict with
     one row per basin: key, formula, energies, how many relaxations fell into it, and whether a
-    molecule stayed in one piece).
+    molecule stayed in one piece). Each minimum is labelled ``min_XX`` and carries ``energy``,
+    ``energy_per_atom``, ``relative_per_atom``, ``formula``, ``basin_count``, ``new_minimum`` and
+    ``relaxed_from`` as extras.
+
+    :param inputs: ``structure_<label>`` (relaxed StructureData) and ``parameters_<label>`` (Dict with ``energy``, eV).
     """
     from ..basins import deduplicate
 
@@ -207,6 +307,20 @@ def deduplicate_minima(**inputs):
     for i, basin in enumerate(basins):
         name = f"min_{i:02d}"
         structure = orm.StructureData(ase=atoms[basin.representative])
+        structure.label = name
+        structure.description = (
+            f"{basin.formula}, {basin.energy:.4f} eV: lowest of {basin.count} relaxation(s) in basin {basin.key!r} "
+            f"(relaxed from {labels[basin.representative]})"
+        )
+        structure.base.extras.set_many({
+            "energy": basin.energy,
+            "energy_per_atom": basin.energy_per_atom,
+            "relative_per_atom": basin.energy_per_atom - reference,
+            "formula": basin.formula,
+            "basin_count": basin.count,
+            "new_minimum": bool(basin.valid and basin.connected),
+            "relaxed_from": labels[basin.representative],
+        })
         minima[name] = structure
         rows.append({
             "name": name,
@@ -231,3 +345,17 @@ def deduplicate_minima(**inputs):
     })
     energies = orm.Dict({row["name"]: row["energy"] for row in rows})
     return {"minima": minima, "energies": energies, "report": report}
+
+
+def _declare_exit_codes(function, labels) -> None:
+    """List the named exit codes a calcfunction returns in its process spec, so ``verdi plugin list`` and
+    ``Function.process_class.exit_codes`` show them as they do for CalcJobs and WorkChains."""
+    spec = function.process_class.spec()
+    for label in labels:
+        spec.exit_code(EXIT_CODES[label].status, label, EXIT_CODES[label].message)
+
+
+_declare_exit_codes(normalise_training_inputs, ["ERROR_INVALID_INPUT"])
+_declare_exit_codes(train, ["ERROR_INVALID_INPUT", "ERROR_TRAINING_DIVERGED"])
+for _function in (generate, select_representatives, deduplicate_minima):
+    _declare_exit_codes(_function, ["ERROR_INVALID_INPUT"])

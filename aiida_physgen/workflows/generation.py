@@ -16,34 +16,40 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain
 from aiida.plugins import WorkflowFactory
 
-from ..calculations.functions import EXIT_CODES, generate, select_representatives, train
+from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives, train
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
-from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, plan_members, resolve_device
+from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
 from ..selection import SelectionSettings
+from .orphans import end_orphaned_calcfunctions
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs"]
 
 
 def validate_generation_inputs(inputs, _ctx=None):
     """Reject inconsistent inputs at launch, before anything is trained or stored: the family checks
-    its target and settings, and the selection may not ask for more clusters than candidates."""
+    its target and settings, the training data fits the target, the device exists, and the candidates
+    asked for fit in memory and are at least as many as the clusters asked for.
+
+    Ports left out (e.g. by an outer work chain that exposes this one without ``seeds`` or ``count``)
+    are checked with their defaults; the same function runs again as the first step of the outline,
+    on the inputs the chain really got, and ends it on ``ERROR_INVALID_INPUT`` (300).
+    """
     try:
         family = get_family(inputs["family"].value if "family" in inputs else "logan")
         target = family.check_target(inputs["target"].get_dict()) if "target" in inputs else None
-        n_members = None
-        if "seeds" in inputs:
-            settings = inputs["settings"].get_dict() if "settings" in inputs else None
-            grid = inputs["grid"].get_dict() if "grid" in inputs else None
-            members = plan_members(family, settings, list(inputs["seeds"].get_list()), grid)
-            n_members = len(members)
-            if "training" in inputs and target is not None:
-                # the training data against the target, once per grid point (members of one grid point
-                # share their settings), so a mismatch fails at launch, not after a job was queued
-                batch = inputs["training"].get_batch() if len(inputs["training"]) else None
-                for member in {repr(m.grid_point): m for m in members}.values():
-                    family.validate(batch, target, member.settings)
+        seeds = list(inputs["seeds"].get_list()) if "seeds" in inputs else list(DEFAULT_SEEDS)
+        count = inputs["count"].value if "count" in inputs else DEFAULT_COUNT
+        settings = inputs["settings"].get_dict() if "settings" in inputs else None
+        grid = inputs["grid"].get_dict() if "grid" in inputs else None
+        members = plan_members(family, settings, seeds, grid)
+        if "training" in inputs and target is not None:
+            # the training data against the target, once per grid point (members of one grid point
+            # share their settings), so a mismatch fails at launch, not after a job was queued
+            batch = inputs["training"].get_batch() if len(inputs["training"]) else None
+            for member in {repr(m.grid_point): m for m in members}.values():
+                family.validate(batch, target, member.settings)
         if "condition" in inputs:
             family.check_condition(inputs["condition"].get_dict(), {})
         if "device" in inputs:  # availability is checked where the training runs (it may be a GPU node)
@@ -51,19 +57,20 @@ def validate_generation_inputs(inputs, _ctx=None):
         selection = SelectionSettings.from_dict(
             inputs["selection_settings"].get_dict() if "selection_settings" in inputs else None
         )
+        if count <= 0:
+            raise ValueError(f"count: got {count}, expected a positive number of candidates per model")
+        if target is not None:
+            check_generation_size(family, target, len(members), count)
     except (ValueError, TypeError) as error:
         return str(error)
     if family.role != "generator":
         return f"family: {family.name} models are {family.role}s; the generation chain needs a generator family"
-    if "count" in inputs and inputs["count"].value <= 0:
-        return f"count: got {inputs['count'].value}, expected a positive number of candidates per model"
-    if "count" in inputs and n_members is not None:
-        n_candidates = n_members * inputs["count"].value
-        if selection.n_clusters > n_candidates:
-            return (
-                f"selection_settings.n_clusters: got {selection.n_clusters}, expected at most the {n_candidates} "
-                f"candidates that will be generated ({n_members} models × {inputs['count'].value})"
-            )
+    n_candidates = len(members) * count
+    if selection.n_clusters > n_candidates:
+        return (
+            f"selection_settings.n_clusters: got {selection.n_clusters}, expected at most the {n_candidates} "
+            f"candidates that will be generated ({len(members)} models × {count})"
+        )
     return None
 
 
@@ -99,7 +106,7 @@ class GenerationWorkChain(WorkChain):
         spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
                    help="Where the training runs: 'cpu', 'cuda' or 'auto' (CUDA when the machine has it).")
         spec.inputs.validator = validate_generation_inputs
-        spec.outline(cls.train, cls.inspect_training, cls.generate, cls.select, cls.results)
+        spec.outline(cls.check_inputs, cls.normalise, cls.train, cls.inspect_training, cls.generate, cls.select, cls.results)
         spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
         spec.output("candidates", valid_type=StructureSet, help="Every generated candidate, one node.")
         spec.output("representatives", valid_type=StructureSet, help="One candidate per k-means cluster.")
@@ -171,12 +178,43 @@ class GenerationWorkChain(WorkChain):
             f"{node.exit_message or ''}"
         )
 
-    def _training_inputs(self) -> dict:
-        inputs = {k: self.inputs[k] for k in ("training", "family", "target", "seeds")}
+    def _run(self, function, link: str, description: str, **inputs):
+        """Run a calcfunction as step ``link`` of this chain (after ending any copy a dead worker left running)."""
+        end_orphaned_calcfunctions(self)
+        metadata = {"call_link_label": link, "label": link, "description": description}
+        return function.run_get_node(**inputs, metadata=metadata)
+
+    def check_inputs(self):
+        """Run the launch checks again on the inputs this chain really got (an outer chain may have left ports
+        out of its own launch check), and give the node a label and description when it has none."""
+        message = validate_generation_inputs(self.inputs)
+        if message:
+            return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
+        n_models = len(self.inputs.seeds.get_list())
+        composition = self.inputs.target.get_dict().get("composition", "")
+        if not self.node.label:
+            self.node.label = f"{self.inputs.family.value} generation {composition}".strip()
+        if not self.node.description:
+            self.node.description = (
+                f"train {self.inputs.family.value} on {len(self.inputs.training)} structures ({n_models} seed(s)), "
+                f"generate {self.inputs.count.value} candidates per model, select one per k-means cluster"
+            )
+        return None
+
+    def normalise(self):
+        """Target, seeds, settings and grid in canonical form, so equivalent launches share cached trainings."""
+        inputs = {k: self.inputs[k] for k in ("family", "target", "seeds")}
         for optional in ("settings", "grid"):
             if optional in self.inputs:
                 inputs[optional] = self.inputs[optional]
-        return inputs
+        outputs, node = self._run(normalise_training_inputs, "normalise", "canonical training inputs", **inputs)
+        if not node.is_finished_ok:
+            return self._failed(node, "normalisation")
+        self.ctx.training_inputs = {"training": self.inputs.training, "family": self.inputs.family, **outputs}
+        return None
+
+    def _training_inputs(self) -> dict:
+        return dict(self.ctx.training_inputs)
 
     def train(self):
         n_seeds = len(self.inputs.seeds.get_list())
@@ -184,7 +222,10 @@ class GenerationWorkChain(WorkChain):
         inputs = self._training_inputs()
         if "training_code" not in self.inputs:
             self.report(f"training {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures")
-            outputs, node = train.run_get_node(**inputs, device=self.inputs.device)
+            outputs, node = self._run(
+                train, "train", f"train {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures",
+                **inputs, device=self.inputs.device,
+            )
             self.ctx.training = node
             self.ctx.models = outputs.get("models", {})
             return None
@@ -219,7 +260,9 @@ class GenerationWorkChain(WorkChain):
         inputs = {"count": self.inputs.count, "seed": self.inputs.generation_seed, **models}
         if "condition" in self.inputs:
             inputs["condition"] = self.inputs.condition
-        candidates, node = generate.run_get_node(**inputs)
+        candidates, node = self._run(
+            generate, "generate", f"{self.inputs.count.value} candidates from each of {len(models)} models", **inputs
+        )
         if not node.is_finished_ok:
             return self._failed(node, "generation")
         self.ctx.candidates = candidates
@@ -229,7 +272,9 @@ class GenerationWorkChain(WorkChain):
         inputs = {"candidates": self.ctx.candidates, "seed": self.inputs.selection_seed}
         if "selection_settings" in self.inputs:
             inputs["settings"] = self.inputs.selection_settings
-        outputs, node = select_representatives.run_get_node(**inputs)
+        outputs, node = self._run(
+            select_representatives, "select", "descriptors → PCA → k-means: one representative per cluster", **inputs
+        )
         if not node.is_finished_ok:
             return self._failed(node, "selection")
         self.ctx.selected = outputs

@@ -16,20 +16,37 @@ from aiida.engine import ToContext, WorkChain, append_
 
 from ..calculations.functions import deduplicate_minima
 from .engines import ENGINES, get_engine
-from .generation import GenerationWorkChain
+from ..calculations.functions import PROVENANCE_EXTRAS
+from .generation import GenerationWorkChain, validate_generation_inputs
+from .orphans import end_orphaned_calcfunctions
 
 __all__ = ["ScreeningWorkChain"]
 
 
+def _periodic(inputs) -> bool | None:
+    """Whether the generated structures will be periodic (None when the target does not say)."""
+    try:
+        target = inputs["generation"]["target"].get_dict()
+    except (KeyError, AttributeError):
+        return None
+    pbc = target.get("pbc")
+    if pbc is None:
+        return None
+    return bool(any(pbc)) if isinstance(pbc, (list, tuple)) else bool(pbc)
+
+
 def validate_screening_inputs(inputs, _ctx=None):
-    if "engine" in inputs:
-        name = inputs["engine"].value
-        if name not in ENGINES:
-            return f"engine: unknown relaxation engine {name!r}; expected one of {sorted(ENGINES)}"
-        message = ENGINES[name].validate(inputs.get("code"), inputs["protocol"].value if "protocol" in inputs else "fast")
-        if message:
-            return message
-    return None
+    """The relaxation engine builds one complete input from a dummy structure with the protocol and the
+    ``relax_overrides``, and its own validation speaks: a typo like ``ecutt`` fails here, at launch,
+    not after the training, generation and selection."""
+    name = inputs["engine"].value if "engine" in inputs else "gpaw"
+    if name not in ENGINES:
+        return f"engine: unknown relaxation engine {name!r}; expected one of {sorted(ENGINES)}"
+    overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
+    return ENGINES[name].validate(
+        inputs.get("code"), inputs["protocol"].value if "protocol" in inputs else "fast", overrides,
+        inputs["dos"].value if "dos" in inputs else True, _periodic(inputs),
+    )
 
 
 class ScreeningWorkChain(WorkChain):
@@ -51,6 +68,7 @@ class ScreeningWorkChain(WorkChain):
                    help="Group that collects the unique minima and the report (default physgen/screening/<pk>).")
         spec.inputs.validator = validate_screening_inputs
         spec.outline(
+            cls.check_inputs,
             cls.generate,
             cls.inspect_generation,
             cls.relax,
@@ -58,19 +76,45 @@ class ScreeningWorkChain(WorkChain):
             cls.deduplicate,
             cls.results,
         )
-        spec.expose_outputs(GenerationWorkChain, namespace="generation", include=("models", "representatives", "selection", "pca_plot", "candidates"))
+        spec.expose_outputs(GenerationWorkChain, namespace="generation",
+                            namespace_options={"help": "Outputs of the generation chain: models, candidates, selection."},
+                            include=("models", "representatives", "selection", "pca_plot", "candidates"))
         spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
         spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")
         spec.output("report", valid_type=orm.Dict, help="One row per basin: energies, key, count, flags.")
+        spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(401, "ERROR_GENERATION_FAILED", message="the generation chain failed: {message}")
         spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed")
         spec.exit_code(403, "ERROR_DEDUPLICATION_FAILED", message="basin de-duplication failed: {message}")
 
+    def check_inputs(self):
+        """The launch checks again, on the inputs this chain really got (an outer chain may have left ports
+        out of its launch check); a label and description for the node when it has none."""
+        message = validate_screening_inputs(self.inputs) or validate_generation_inputs(self.inputs.generation)
+        if message:
+            return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
+        generation = self.inputs.generation
+        composition = generation.target.get_dict().get("composition", "")
+        if not self.node.label:
+            self.node.label = f"screening {composition}".strip()
+        if not self.node.description:
+            self.node.description = (
+                f"{generation.family.value if 'family' in generation else 'logan'} generation on "
+                f"{len(generation.training)} structures, {self.inputs.engine.value} relaxations "
+                f"({self.inputs.protocol.value} protocol), unique minima"
+            )
+        return None
+
     def generate(self):
         inputs = AttributeDict(self.exposed_inputs(GenerationWorkChain, namespace="generation"))
-        inputs.metadata = {"call_link_label": "generation"}
-        return ToContext(generation=self.submit(GenerationWorkChain, **inputs))
+        inputs.metadata = {"call_link_label": "generation", "label": "generation",
+                           "description": "train → generate → select representatives"}
+        try:
+            node = self.submit(GenerationWorkChain, **inputs)
+        except ValueError as error:  # the chain's own launch check; check_inputs ran the same one
+            return self.exit_codes.ERROR_INVALID_INPUT.format(message=str(error))
+        return ToContext(generation=node)
 
     def inspect_generation(self):
         node = self.ctx.generation
@@ -92,6 +136,8 @@ class ScreeningWorkChain(WorkChain):
                 self.report(f"{label} not relaxed: {builder}")
                 continue
             builder.metadata.call_link_label = f"relax_{label}"
+            builder.metadata.label = f"relax {label}"
+            builder.metadata.description = f"{engine.name} relaxation of representative {label}"
             self.ctx.labels.append(label)
             self.to_context(relaxations=append_(self.submit(builder)))
         if not self.ctx.labels:
@@ -117,18 +163,34 @@ class ScreeningWorkChain(WorkChain):
             result = engine.get_result(orm.load_node(pk))
             inputs[f"structure_{label}"] = result.structure
             inputs[f"parameters_{label}"] = result.parameters
-        outputs, node = deduplicate_minima.run_get_node(**inputs)
+        end_orphaned_calcfunctions(self)
+        metadata = {"call_link_label": "deduplicate", "label": "deduplicate",
+                    "description": "group the relaxed structures into basins, keep the lowest of each"}
+        outputs, node = deduplicate_minima.run_get_node(**inputs, metadata=metadata)
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_DEDUPLICATION_FAILED.format(message=node.exit_message or "")
         self.ctx.minima = outputs["minima"]
         self.ctx.energies = outputs["energies"]
         self.ctx.report = outputs["report"]
 
+    def _add_provenance_extras(self, report) -> None:
+        """Each minimum gets the provenance extras of the representative it was relaxed from (model UUID,
+        seed, family, candidate index) and the PK of its relaxation, so one query answers "which model made it"."""
+        structures = self.ctx.generation.outputs.structures
+        for row in report["rows"]:
+            representative = structures[row["representative"]]
+            extras = {key: representative.base.extras.get(key) for key in PROVENANCE_EXTRAS
+                      if key in representative.base.extras.keys()}
+            extras["representative_uuid"] = representative.uuid
+            extras["relaxation_pk"] = self.ctx.finished[row["representative"]]
+            self.ctx.minima[row["name"]].base.extras.set_many(extras)
+
     def results(self):
         engine = get_engine(self.inputs.engine.value)
         report = self.ctx.report
         self.out("report", report)
         self.out("energies", self.ctx.energies)
+        self._add_provenance_extras(report)
         self.out("minima", dict(self.ctx.minima))
         dos = {}
         for row in report["rows"]:

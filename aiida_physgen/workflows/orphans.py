@@ -1,0 +1,36 @@
+"""End calcfunction nodes orphaned by a dead daemon worker.
+
+A calcfunction runs inside the step of the work chain that calls it. When the daemon worker dies
+in the middle (killed, out of memory, machine rebooted), another worker continues the work chain
+from its last checkpoint and runs the step again, but the first calcfunction node stays "Running"
+for ever: nothing executes it any more, so ``verdi process kill`` (which asks the process to stop)
+cannot end it either. A work chain step calls :func:`end_orphaned_calcfunctions` before it runs
+its calcfunctions: any calcfunction this work chain called that is not terminated can only be such
+an orphan, and is marked excepted with a message that says what happened.
+"""
+
+from __future__ import annotations
+
+from aiida.orm import CalcFunctionNode
+from plumpy.process_states import ProcessState
+
+__all__ = ["end_orphaned_calcfunctions"]
+
+ORPHAN_MESSAGE = (
+    "the daemon worker running this calcfunction died before it returned; {caller} ran the step again "
+    "in a new process"
+)
+
+
+def end_orphaned_calcfunctions(workchain) -> list[int]:
+    """Mark the non-terminated calcfunctions called by ``workchain`` as excepted; returns their PKs."""
+    ended = []
+    for node in workchain.node.called:
+        if isinstance(node, CalcFunctionNode) and not node.is_terminated:
+            node.set_process_state(ProcessState.EXCEPTED)
+            node.set_exception(ORPHAN_MESSAGE.format(caller=f"{workchain.node.process_label}<{workchain.node.pk}>"))
+            node.seal()
+            ended.append(node.pk)
+    if ended:
+        workchain.report(f"calcfunction(s) {ended} were left running by a dead daemon worker: marked excepted")
+    return ended

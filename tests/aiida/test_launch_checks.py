@@ -1,0 +1,110 @@
+"""Everything is checked at launch, also inside an outer work chain, and no failure loses work."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.common.links import LinkType
+from aiida.engine import WorkChain, run_get_node
+from ase.build import molecule
+from plumpy.process_states import ProcessState
+
+from aiida_physgen.data.structure_set import StructureSet
+from aiida_physgen.launch import screening_builder
+from aiida_physgen.workflows.generation import GenerationWorkChain
+from aiida_physgen.workflows.orphans import end_orphaned_calcfunctions
+
+TINY = {"loop": {"steps": 2, "batch_size": 4}, "rattle_copies": 0, "hidden": [16], "critic_hidden": [8],
+        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+
+
+def count_nodes() -> int:
+    return orm.QueryBuilder().append(orm.Node).count()
+
+
+class OuterWithoutSeeds(WorkChain):
+    """An outer chain that exposes the generation chain but leaves ``seeds`` and ``count`` out."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.expose_inputs(GenerationWorkChain, namespace="generation", exclude=("seeds", "count"))
+        spec.outline(cls.run_generation)
+
+    def run_generation(self):
+        inputs = self.exposed_inputs(GenerationWorkChain, namespace="generation")
+        self.submit(GenerationWorkChain, **inputs)
+
+
+def generation_inputs(**selection) -> dict:
+    return {
+        "training": StructureSet.from_ase([molecule("H2O"), molecule("H2O2")]),
+        "target": orm.Dict({"composition": "H2O", "cell": (np.eye(3) * 5).tolist(), "pbc": False}),
+        "settings": orm.Dict(TINY),
+        "selection_settings": orm.Dict({"n_components": 2, **selection}),
+    }
+
+
+def test_outer_chain_without_seeds_still_checks_n_clusters_at_launch():
+    # default seeds (4) × default count (2000) = 8000 candidates: 9000 clusters cannot be made
+    before = count_nodes()
+    with pytest.raises(ValueError, match=r"n_clusters: got 9000, .* the 8000 candidates"):
+        run_get_node(OuterWithoutSeeds, generation=generation_inputs(n_clusters=9000))
+    assert count_nodes() == before
+
+
+def test_absurd_count_is_refused_at_launch_with_the_estimate():
+    builder = GenerationWorkChain.get_builder()
+    for key, value in generation_inputs(n_clusters=2).items():
+        builder[key] = value
+    builder.seeds = orm.List([0])
+    builder.count = orm.Int(10**9)
+    before = count_nodes()
+    with pytest.raises(ValueError, match="count: "):
+        run_get_node(builder)
+    assert count_nodes() == before
+
+
+def test_relax_override_typo_fails_at_launch_naming_the_key(gpaw_code):
+    builder = screening_builder([molecule("H2O"), molecule("H2O2")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
+                                settings=TINY, count=4, n_clusters=2, n_components=2,
+                                relax_overrides={"gpaw": {"parameters": {"ecutt": 300}}})
+    before = count_nodes()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="ecutt"):
+        run_get_node(builder)
+    assert time.perf_counter() - start < 1.0
+    assert count_nodes() == before
+
+
+def test_orphaned_calcfunction_is_ended():
+    """A calcfunction left 'Running' by a dead worker is marked excepted when its caller runs the step again."""
+    caller = orm.WorkflowNode()
+    caller.set_process_state(ProcessState.RUNNING)
+    caller.store()
+    orphan = orm.CalcFunctionNode()
+    orphan.set_process_state(ProcessState.RUNNING)
+    orphan.base.links.add_incoming(caller, link_type=LinkType.CALL_CALC, link_label="train")
+    orphan.store()
+    finished = orm.CalcFunctionNode()
+    finished.set_process_state(ProcessState.FINISHED)
+    finished.set_exit_status(0)
+    finished.base.links.add_incoming(caller, link_type=LinkType.CALL_CALC, link_label="normalise")
+    finished.store()
+    finished.seal()
+
+    reports = []
+
+    class Chain:  # the two things end_orphaned_calcfunctions uses of a running work chain
+        node = caller
+        report = staticmethod(reports.append)
+
+    assert end_orphaned_calcfunctions(Chain) == [orphan.pk]
+    orphan = orm.load_node(orphan.pk)
+    assert orphan.is_excepted and orphan.is_sealed and "daemon worker" in orphan.exception
+    assert finished.is_finished_ok
+    assert reports and str(orphan.pk) in reports[0]
+    assert end_orphaned_calcfunctions(Chain) == []  # nothing left to end
