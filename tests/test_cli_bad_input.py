@@ -287,3 +287,90 @@ def test_the_table_covers_every_command():
     assert {"train", "generate", "select", "plot", "protocols"} <= commands
     assert len(ROWS) >= 25
     assert len({name for name, *_ in ROWS}) == len(ROWS)
+
+
+# ------------------------------------------------------------------------------------------ writing fails
+def _disk_full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def _assert_nothing_written(result, folder: Path, before: dict[str, int]):
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # a message, not a traceback
+    assert "Traceback" not in result.output
+    assert "No space left on device" in result.output and "nothing was written" in result.output
+    assert listing(folder) == before, "a partial or temporary file was left"
+
+
+def test_select_writes_all_three_files_or_none(assets, tmp_path, monkeypatch):
+    import aiida_physgen.selection
+
+    prepare(assets, tmp_path, ("c.extxyz",))
+    before = listing(tmp_path)
+
+    def half_a_png(selection, path, title=None):
+        Path(path).write_bytes(b"\x89PNG\r\n")  # the first bytes, then the disk is full
+        _disk_full()
+
+    monkeypatch.setattr(aiida_physgen.selection, "plot_selection", half_a_png)
+    result = run(["select", "c.extxyz", "-k", "2", *TINY_SELECT, "--plot", "p.png"], tmp_path)
+    _assert_nothing_written(result, tmp_path, before)  # no representatives without their selection file
+    monkeypatch.undo()
+    result = run(["select", "c.extxyz", "-k", "2", *TINY_SELECT, "--plot", "p.png"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert {"representatives.extxyz", "selection.npz", "p.png"} <= set(listing(tmp_path))
+    with np.load(tmp_path / "selection.npz") as data:
+        assert len(data["indices"]) == 2
+    representatives = ase.io.read(tmp_path / "representatives.extxyz", index=":")
+    assert all(isinstance(atoms.info["model_index"], (int, np.integer)) for atoms in representatives)
+    assert all(isinstance(atoms.info["candidate_index"], (int, np.integer)) for atoms in representatives)
+
+
+def test_generate_and_plot_leave_no_partial_file(assets, tmp_path, monkeypatch):
+    from aiida_physgen.ml.batch import StructureBatch
+    import aiida_physgen.selection
+
+    prepare(assets, tmp_path, ("model_00.pt", "selection.npz"))
+    before = listing(tmp_path)
+    write = StructureBatch.write
+
+    def half_written(self, path, format=None):
+        write(self.subset([0]), path, format=format)
+        _disk_full()
+
+    monkeypatch.setattr(StructureBatch, "write", half_written)
+    _assert_nothing_written(run(["generate", "model_00.pt", "-n", "3", "-o", "c.extxyz"], tmp_path), tmp_path, before)
+
+    def empty_png(selection, path, title=None):
+        Path(path).touch()
+        _disk_full()
+
+    monkeypatch.setattr(aiida_physgen.selection, "plot_selection", empty_png)
+    _assert_nothing_written(run(["plot", "selection.npz", "-o", "p.png"], tmp_path), tmp_path, before)
+
+
+def test_train_writes_every_model_and_the_summary_or_none_and_keeps_its_checkpoints(assets, tmp_path, monkeypatch):
+    prepare(assets, tmp_path, TRAINING)
+    original = Path.write_text
+
+    def summary_fails(self, *args, **kwargs):
+        if self.name.startswith(".summary.json."):
+            _disk_full()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", summary_fails)
+    args = train(*MOLECULE, "--seeds", "0,1")
+    result = run(args, tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "nothing was written" in result.output
+    names = {p.name for p in (tmp_path / "models").iterdir()}
+    assert names == {"checkpoints"}, names  # no model without the others and the summary
+    assert list((tmp_path / "models" / "checkpoints").glob("*.pt"))  # the training is not lost
+    monkeypatch.undo()
+    result = run(args, tmp_path)
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "models" / "checkpoints" / "progress.log").read_text()
+    second_run = log.split(" start: ")[-1]
+    assert " step " not in second_run and "finished: 2 model(s)" in second_run  # taken from the checkpoints
+    assert {p.name for p in (tmp_path / "models").glob("*")} == {"checkpoints", "model_00.pt", "model_01.pt",
+                                                                  "summary.json"}
