@@ -221,6 +221,19 @@ def test_validation(c6):
     assert deduplicate([], []) == []
 
 
+def test_missing_or_non_finite_energies_name_the_structure(c6):
+    labelled = c6[0].copy()
+    labelled.info["label"] = "rep_02"
+    with pytest.raises(ValueError, match=r"^energies: structure 1 has no energy"):
+        deduplicate([c6[0], c6[1]], [-1.0, None])
+    with pytest.raises(ValueError, match=r"^energies: structure 2 \('rep_02'\) has a non-finite energy \(nan\)"):
+        deduplicate([c6[0], c6[1], labelled], [-1.0, -2.0, float("nan")])
+    with pytest.raises(ValueError, match=r"^energies: structure 0 has a non-finite energy \(inf\)"):
+        deduplicate([c6[0]], [float("inf")])
+    with pytest.raises(ValueError, match=r"^energies: structure 0 has energy 'low'; expected a number"):
+        deduplicate([c6[0]], ["low"])
+
+
 def test_charge_separated_bonding_is_not_a_valid_molecule():
     """A neutral structure that RDKit can only describe with formal charges ([CH2-][OH+]...) is not
     counted as a new isomer."""

@@ -248,3 +248,52 @@ def test_select_representatives_with_real_descriptors(tmp_path):
     again = select_representatives(batch, settings, n_components=5, n_clusters=3, seed=0)
     np.testing.assert_array_equal(selection.indices, again.indices)
     assert plot_selection(selection, tmp_path / "molecules.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------- select_candidates
+def _squash(batch: StructureBatch, indices) -> StructureBatch:
+    """``batch`` with atoms 0 and 1 of the structures ``indices`` put 0.3 Å apart."""
+    positions = batch.positions.copy()
+    for i in indices:
+        start = batch.offsets[i]
+        positions[start + 1] = positions[start] + [0.3, 0.0, 0.0]
+    return StructureBatch(batch.numbers, positions, batch.n_atoms, batch.cells, batch.pbc, dict(batch.info))
+
+
+SMALL_DESCRIPTOR = {"n_max": 2, "l_max": 2, "max_neighbours": 8}
+
+
+@needs_descriptors
+def test_fewer_survivors_than_clusters_select_one_cluster_per_survivor():
+    from aiida_physgen.selection import SelectionSettings, select_candidates
+
+    batch = _squash(molecules(10), range(4, 10))  # 4 of 10 candidates survive the 0.5 Å filter
+    settings = SelectionSettings(n_clusters=6, n_components=3, plot=False, descriptor=SMALL_DESCRIPTOR)
+    with pytest.warns(UserWarning, match=r"only 4 of the 10 candidates .* so 4 clusters are made instead of 6"):
+        selection, kept, _ = select_candidates(batch, settings, seed=0)
+    assert list(kept) == [0, 1, 2, 3]
+    assert selection.n_clusters == 4 and selection.requested_clusters == 6
+    assert sorted(selection.indices) == [0, 1, 2, 3]
+    assert selection.to_dict()["requested_clusters"] == 6
+    assert Selection.from_arrays(selection.arrays(), selection.to_dict()).requested_clusters == 6
+    # enough survivors: as many clusters as asked, nothing requested beyond
+    enough, _, _ = select_candidates(batch, SelectionSettings(n_clusters=3, n_components=3, plot=False,
+                                                              descriptor=SMALL_DESCRIPTOR), seed=0)
+    assert enough.n_clusters == 3 and enough.requested_clusters == 0 and "requested_clusters" not in enough.to_dict()
+
+
+def test_no_survivor_and_non_finite_candidates_are_named(monkeypatch):
+    from aiida_physgen.ml import descriptors
+    from aiida_physgen.selection import SelectionSettings, select_candidates
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("descriptors computed before the candidates were checked")
+
+    monkeypatch.setattr(descriptors, "structure_descriptors", forbidden)
+    settings = SelectionSettings(n_clusters=2, plot=False)
+    with pytest.raises(ValueError, match=r"^min_distance: none of the 3 candidates"):
+        select_candidates(_squash(molecules(3), range(3)), settings)
+    batch = molecules(6)
+    batch.positions[batch.offsets[4] + 3, 2] = np.nan  # spoiled after the batch was built
+    with pytest.raises(ValueError, match=r"^candidates: candidate 4 has non-finite \(NaN or infinite\) positions"):
+        select_candidates(batch, settings)
