@@ -2,7 +2,8 @@
 
 ``train``, ``generate``, ``select``, ``plot``, ``families`` and ``protocols`` work on plain files and
 need no AiiDA profile: they never import AiiDA (the training CalcJob runs ``train`` on computers
-without a database). ``report`` reads the AiiDA database and imports AiiDA lazily.
+without a database). ``report`` and the ``data`` group (``data show``, ``data export``; also
+``verdi data physgen``) read the AiiDA database and import AiiDA lazily.
 
 Exit codes, the same for every command:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import click
 
 from ._common import EXIT_DIVERGED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from .data import data
 from .files import generate, plot, select
 from .info import families, protocols, report
 from .train import train
@@ -35,5 +37,5 @@ def main():
     """Train generative models of atomic structures, generate and select candidates (LoGAN and friends)."""
 
 
-for _command in (train, generate, select, plot, families, protocols, report):
+for _command in (train, generate, select, plot, families, protocols, report, data):
     main.add_command(_command)

@@ -397,13 +397,13 @@ def _export(node: Data, path, fileformat, overwrite, **kwargs) -> list[str]:
     if fileformat not in formats:
         raise ValueError(f"fileformat: got {fileformat!r}, expected one of {formats} for a {type(node).__name__}")
     if os.path.exists(path) and not overwrite:
-        raise OSError(f"A file was already found at {path}")  # the error verdi expects
+        raise FileExistsError(f"A file was already found at {path}")  # an OSError, what verdi expects
     check_output_path(path, "path")
     content, extra_files = node._exportcontent(fileformat, main_file_name=path, **kwargs)
     if not overwrite:
         for name in extra_files:
             if os.path.exists(name):
-                raise OSError(f"The file {name} already exists, stopping.")
+                raise FileExistsError(f"The file {name} already exists, stopping.")
     written = []
     for name, extra in extra_files.items():
         write_bytes(name, extra)
