@@ -6,6 +6,7 @@ Used by ``aiida-physgen report <pk>`` and by the example scripts. Reads only wha
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import IO, Any
 
 import numpy as np
 from aiida import orm
+
+from .ml.atomic_files import atomic_path, check_output_path
 
 __all__ = ["report_rows", "timing", "format_table", "write_figures", "print_report"]
 
@@ -120,7 +123,8 @@ def plot_loss_curves(models: dict[str, Any], path: str | Path) -> Path:
     if len(models) <= 12:
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return Path(path)
 
@@ -134,47 +138,54 @@ def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
 
     node = _screening_node(node)
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir: {str(out)!r} is a file; expected a folder")
     out.mkdir(parents=True, exist_ok=True)
+    check_output_path(out / "energy_ranking.png", "output_dir")
     written: dict[str, Path] = {}
     rows = report_rows(node)
+    # the figures appear together or not at all: each is drawn to a temporary name, all are renamed at the end
+    with contextlib.ExitStack() as stack:
 
-    if "generation" in node.outputs and "pca_plot" in node.outputs.generation:
-        path = out / "pca_clusters.png"
-        with node.outputs.generation.pca_plot.open(mode="rb") as source, path.open("wb") as target:
-            shutil.copyfileobj(source, target)
-        written["pca"] = path
+        def temporary(name: str, key: str) -> Path:
+            written[key] = out / name
+            return stack.enter_context(atomic_path(out / name))
 
-    models = trained_models(node)
-    if models:
-        written["training"] = plot_loss_curves(models, out / "training_losses.png")
+        if "generation" in node.outputs and "pca_plot" in node.outputs.generation:
+            with node.outputs.generation.pca_plot.open(mode="rb") as source, \
+                    temporary("pca_clusters.png", "pca").open("wb") as target:
+                shutil.copyfileobj(source, target)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    rel = [row["relative_per_atom"] * 1000 for row in rows]
-    colours = ["tab:blue" if row["new_minimum"] else "tab:grey" for row in rows]
-    ax.bar(range(len(rows)), rel, color=colours)
-    ax.set_xticks(range(len(rows)), [f"{row['name']}\n×{row['count']}" for row in rows], fontsize=7)
-    ax.set_ylabel("ΔE per atom (meV)")
-    ax.set_title("Unique minima by energy (grey: fell apart / invalid)")
-    fig.tight_layout()
-    written["energies"] = out / "energy_ranking.png"
-    fig.savefig(written["energies"], dpi=120)
-    plt.close(fig)
+        models = trained_models(node)
+        if models:
+            plot_loss_curves(models, temporary("training_losses.png", "training"))
 
-    if "dos" in node.outputs and len(node.outputs.dos):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for offset, row in enumerate(r for r in rows if r["name"] in node.outputs.dos):
-            xy = node.outputs.dos[row["name"]]
-            energy = xy.get_x()[1]
-            dos = xy.get_y()[0][1]
-            ax.plot(energy, dos + offset * (dos.max() * 1.1 if dos.max() > 0 else 1), label=f"{row['name']} {row['key']}")
-        ax.axvline(0.0, color="k", lw=0.5, ls="--")
-        ax.set_xlabel("E − E_F (eV)")
-        ax.set_ylabel("DOS (states/eV, offset)")
-        ax.legend(fontsize=6)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        rel = [row["relative_per_atom"] * 1000 for row in rows]
+        colours = ["tab:blue" if row["new_minimum"] else "tab:grey" for row in rows]
+        ax.bar(range(len(rows)), rel, color=colours)
+        ax.set_xticks(range(len(rows)), [f"{row['name']}\n×{row['count']}" for row in rows], fontsize=7)
+        ax.set_ylabel("ΔE per atom (meV)")
+        ax.set_title("Unique minima by energy (grey: fell apart / invalid)")
         fig.tight_layout()
-        written["dos"] = out / "dos.png"
-        fig.savefig(written["dos"], dpi=120)
+        fig.savefig(temporary("energy_ranking.png", "energies"), dpi=120, format="png")
         plt.close(fig)
+
+        if "dos" in node.outputs and len(node.outputs.dos):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for offset, row in enumerate(r for r in rows if r["name"] in node.outputs.dos):
+                xy = node.outputs.dos[row["name"]]
+                energy = xy.get_x()[1]
+                dos = xy.get_y()[0][1]
+                ax.plot(energy, dos + offset * (dos.max() * 1.1 if dos.max() > 0 else 1),
+                        label=f"{row['name']} {row['key']}")
+            ax.axvline(0.0, color="k", lw=0.5, ls="--")
+            ax.set_xlabel("E − E_F (eV)")
+            ax.set_ylabel("DOS (states/eV, offset)")
+            ax.legend(fontsize=6)
+            fig.tight_layout()
+            fig.savefig(temporary("dos.png", "dos"), dpi=120, format="png")
+            plt.close(fig)
     return written
 
 

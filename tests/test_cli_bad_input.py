@@ -374,3 +374,88 @@ def test_train_writes_every_model_and_the_summary_or_none_and_keeps_its_checkpoi
     assert " step " not in second_run and "finished: 2 model(s)" in second_run  # taken from the checkpoints
     assert {p.name for p in (tmp_path / "models").glob("*")} == {"checkpoints", "model_00.pt", "model_01.pt",
                                                                   "summary.json"}
+
+
+# ------------------------------------------------------------------------------------------ report (AiiDA)
+def _fake_screening(with_dos: bool = True):
+    """A stored workflow node with the outputs ``report`` reads: a report, one minimum, its DOS."""
+    from aiida import orm
+    from aiida.common.links import LinkType
+
+    workflow = orm.WorkflowNode()
+    workflow.set_process_label("ScreeningWorkChain")
+    workflow.store()
+    row = {"name": "min_00", "formula": "C5H12O", "key": "CCCCCO", "energy": -1.0, "energy_per_atom": -0.05,
+           "relative_per_atom": 0.0, "count": 2, "new_minimum": True, "connected": True}
+    outputs = {
+        "report": orm.Dict({"rows": [row], "n_relaxed": 2, "n_basins": 1, "n_unique_minima": 1}),
+        "minima__min_00": orm.StructureData(cell=np.eye(3) * 9.5, pbc=[False] * 3),
+    }
+    outputs["minima__min_00"].append_atom(position=(0, 0, 0), symbols="C")
+    if with_dos:
+        dos = orm.XyData()
+        dos.set_x(np.linspace(-5, 5, 11), "energy", "eV")
+        dos.set_y(np.linspace(0, 1, 11), "dos", "1/eV")
+        outputs["dos__min_00"] = dos
+    for label, node in outputs.items():
+        node.store()
+        node.base.links.add_incoming(workflow, link_type=LinkType.RETURN, link_label=label)
+    workflow.seal()
+    return workflow
+
+
+def report_rows_for(profile) -> list:
+    from aiida import orm
+
+    other = orm.Int(1).store()
+    name = profile.name
+    return [
+        ("report on a node that is not a screening", ["report", other.pk, "-p", name], (), ["pk", str(other.pk),
+                                                                                        "physgen.screening"]),
+        ("report on a missing node", ["report", "987654321", "-p", name], (), ["pk", "987654321"]),
+        ("report pk not a number", ["report", "abc", "-p", name], (), ["PK", "abc"]),
+        ("report unknown profile", ["report", other.pk, "-p", "no-such-profile"], (), ["--profile", "no-such-profile"]),
+        ("report output is a file", ["report", other.pk, "-p", name, "-o", "a_file"], ("a_file",), ["--output"]),
+        ("report output read-only", ["report", other.pk, "-p", name, "-o", f"{READ_ONLY}/r"], (), ["--output"]),
+    ]
+
+
+def test_report_refuses_bad_input_with_exit_code_2(aiida_profile, assets, tmp_path):
+    for name, argv, files, words in report_rows_for(aiida_profile):
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        prepare(assets, folder, files)
+        before = listing(folder)
+        result = run(argv, folder)
+        assert result.exit_code == EXIT_INPUT, (name, result.output, result.exception)
+        assert isinstance(result.exception, SystemExit), (name, repr(result.exception))
+        assert "Traceback" not in result.output
+        for word in words:
+            assert word in result.output, (name, result.output)
+        assert listing(folder) == before, name
+
+
+def test_report_writes_all_figures_or_none(aiida_profile, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    node = _fake_screening()
+    out = tmp_path / "figures"
+    save = Figure.savefig
+    calls = []
+
+    def second_fails(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            _disk_full()
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", second_fails)
+    result = run(["report", node.pk, "-p", aiida_profile.name, "-o", out], tmp_path)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    assert "Traceback" not in result.output and "nothing was written" in result.output
+    assert list(out.iterdir()) == []  # the energy ranking was drawn, but not left without the DOS
+    monkeypatch.undo()
+    result = run(["report", node.pk, "-p", aiida_profile.name, "-o", out], tmp_path)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert sorted(p.name for p in out.iterdir()) == ["dos.png", "energy_ranking.png"]
+    assert all((out / name).read_bytes().startswith(b"\x89PNG") for name in ("dos.png", "energy_ranking.png"))

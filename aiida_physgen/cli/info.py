@@ -64,12 +64,22 @@ def report(pk, output, profile):
     from aiida import load_profile
 
     from ..report import print_report
+    from ._common import OutputError, check_output_dir
 
-    load_profile(profile)
+    output = output or f"report_{pk}"
+    check_output_dir(output, "--output")
     try:
-        print_report(pk, output_dir=output or f"report_{pk}")
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+        load_profile(profile)
+    except Exception as error:  # noqa: BLE001 - ProfileConfigurationError, ConfigurationError, ...
+        raise InputError(f"--profile: cannot load the AiiDA profile {profile or '(default)'!r} ({error})") from None
+    try:
+        print_report(pk, output_dir=output)
+    except ValueError as error:  # not a finished screening, or an output folder that cannot be written
+        message = str(error).replace("output_dir:", "--output:", 1)
+        raise InputError(message) from None
+    except OSError as error:  # e.g. the disk filled up: the figures are written all together or not at all
+        raise OutputError(f"--output: cannot write the figures in {output!r} ({error.strerror or error}); "
+                          "nothing was written") from None
     except Exception as error:  # noqa: BLE001 - NotExistent / MultipleObjectsError from load_node
         if type(error).__name__ in ("NotExistent", "MultipleObjectsError"):
             raise InputError(f"pk: {error}") from None
