@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,22 @@ class ProgressLog:
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path is not None else None
+        self.failed: str | None = None
 
     def write(self, text: str) -> None:
-        if self.path is None:
+        """Append one line (a whole line at once: one ``write`` of an ``O_APPEND`` file). A log that cannot be
+        written (a full disk, a removed folder) never stops the training: the error is reported once on
+        stderr and the log is given up."""
+        if self.path is None or self.failed is not None:
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(f"{stamp} {text}\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(f"{stamp} {text}\n")
+        except OSError as error:
+            self.failed = f"{self.path}: {error.strerror or error}"
+            print(f"Warning: the progress log cannot be written ({self.failed}); training goes on without it",
+                  file=sys.stderr)
 
 
 def read_progress_log(text: str) -> dict[str, Any]:
