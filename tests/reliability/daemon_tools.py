@@ -1,0 +1,89 @@
+"""Helpers of the reliability suite: daemon workers, waiting with timeouts, readable failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+
+def worker_pids(client) -> list[int]:
+    """PIDs of the daemon's workers, from circus' statistics of the worker watcher."""
+    return sorted(int(pid) for pid in client.get_worker_info().get("info", {}))
+
+
+def daemon_log_tail(client, lines: int = 60) -> str:
+    try:
+        text = Path(client.daemon_log_file).read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        return f"(no daemon log: {error})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def describe(node) -> str:
+    """A node and every process below it with its state, for failure messages."""
+    rows = [f"{node.process_label}<{node.pk}> {node.process_state} exit {node.exit_status} {node.exit_message or ''}"]
+    if node.is_excepted:
+        rows.append(f"  exception: {(node.exception or '').strip().splitlines()[-1:]}")
+    for child in node.called_descendants:
+        rows.append(f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status}")
+    return "\n".join(rows)
+
+
+def wait_until(condition, timeout: float, what: str, client=None, interval: float = 0.5):
+    """Poll ``condition`` until it is true; on timeout fail naming ``what`` (and the daemon log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    log = f"\n--- daemon log (tail) ---\n{daemon_log_tail(client)}" if client is not None else ""
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{log}")
+
+
+def wait_terminated(nodes, timeout: float, client=None) -> None:
+    """Wait until every node is terminated (finished, excepted or killed)."""
+    nodes = list(nodes)
+
+    def pending():
+        return [n for n in nodes if not n.is_terminated]
+
+    def done():
+        return not pending()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not done():
+        time.sleep(0.5)
+    if not done():
+        left = pending()
+        states = "\n".join(describe(n) for n in left[:5])
+        pytest.fail(f"timed out after {timeout:.0f} s: {len(left)} of {len(nodes)} processes not terminated:\n"
+                    f"{states}\n--- daemon log (tail) ---\n{daemon_log_tail(client) if client else ''}")
+
+
+def set_workers(client, number: int, timeout: float = 60) -> list[int]:
+    """Start the daemon if needed and bring it to exactly ``number`` live workers; returns their PIDs."""
+    if not client.is_daemon_running:
+        client.start_daemon(number_workers=number)
+    current = len(worker_pids(client))
+    if current < number:
+        client.increase_workers(number - current)
+    elif current > number:
+        client.decrease_workers(current - number)
+    return wait_until(lambda: (lambda p: p if len(p) == number else None)(worker_pids(client)), timeout,
+                      f"{number} daemon workers", client)
+
+
+def kill_worker(client, pid: int, timeout: float = 60) -> list[int]:
+    """SIGKILL one worker and wait until circus has replaced it; returns the new worker PIDs."""
+    before = worker_pids(client)
+    assert pid in before, f"{pid} is not a daemon worker ({before})"
+    os.kill(pid, signal.SIGKILL)
+    return wait_until(
+        lambda: (lambda p: p if len(p) == len(before) and pid not in p else None)(worker_pids(client)),
+        timeout, f"circus to replace the killed worker {pid}", client,
+    )
