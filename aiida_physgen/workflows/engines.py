@@ -119,7 +119,9 @@ class GpawEngine(RelaxationEngine):
         molecules = [s for s in structures.values() if not any(s.pbc)]
         if molecules and len(molecules) == len(structures) and "box" not in overrides:
             vacuum = load_protocol("gpaw", protocol, overrides, variant="molecule").get("vacuum") or 0.0
-            extent = max(float(np.ptp(s.get_ase().positions, axis=0).max()) for s in molecules)
+            # a structure with non-finite positions is refused by get_builder (naming it), not here
+            extents = [float(np.ptp(s.get_ase().positions, axis=0).max()) for s in molecules]
+            extent = max((e for e in extents if math.isfinite(e)), default=0.0)
             # rounded up, so the cube never falls short of the vacuum around the largest molecule
             overrides["box"] = math.ceil((extent + 2 * float(vacuum)) * 100 + 1e-6) / 100
         return super().get_builders(code, structures, protocol, overrides, dos)

@@ -169,3 +169,14 @@ def test_gpaw_code_does_not_invent_codes(aiida_localhost):
     assert gpaw_code('gpaw-other', computer=aiida_localhost.label, create=True).label == 'gpaw-other'
     with pytest.raises(ValueError, match='code: .*not a Python interpreter'):
         gpaw_code('shell', computer=aiida_localhost.label, executable='/bin/bash', create=True)
+
+
+def test_engine_builders_name_a_nan_molecule_and_keep_the_others(gpaw_code):
+    good, bad = h2(), h2()
+    bad.reset_sites_positions([[0, 0, 0], [0, 0, np.nan]])
+    before = count_nodes()
+    builders = GpawEngine().get_builders(gpaw_code, {'good': good, 'bad': bad}, 'fast', None, dos=False)
+    assert builders['bad'].startswith('structure: atoms [1] have non-finite positions')
+    assert not isinstance(builders['good'], str)
+    assert builders['good'].center.box.value > 6.0
+    assert count_nodes() == before
