@@ -172,13 +172,16 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
     if count.value <= 0:
         return _invalid(ValueError(f"count: got {count.value}, expected a positive number of structures per model"))
     labels = sorted(models)
+    wrong = [f"{label} ({type(models[label]).__name__})" for label in labels if not isinstance(models[label], GeneratorModel)]
+    if wrong:
+        return _invalid(ValueError(f"models: expected physgen.generator_model nodes, got {', '.join(wrong)}"))
     try:
         batch = generate_batch(
             [models[label].load() for label in labels], count.value, seed.value,
             condition.get_dict() if condition is not None else None,
         )
-    except ValueError as error:
-        return _invalid(error)
+    except (ValueError, KeyError, RuntimeError) as error:  # a model file that does not load is bad input
+        return _invalid(error if isinstance(error, ValueError) else ValueError(f"models: cannot load a model: {error}"))
     candidates = StructureSet(batch)
     candidates.base.attributes.set("model_labels", labels)
     candidates.base.attributes.set("model_uuids", [models[label].uuid for label in labels])
@@ -294,8 +297,18 @@ def deduplicate_minima(**inputs):
     missing = [label for label in labels if f"parameters_{label}" not in inputs]
     if not labels or missing:
         return _invalid(ValueError(f"inputs: expected structure_<label>/parameters_<label> pairs; missing {missing}"))
+    wrong = [f"structure_{label}" for label in labels if not isinstance(inputs[f"structure_{label}"], orm.StructureData)]
+    wrong += [f"parameters_{label}" for label in labels if not isinstance(inputs[f"parameters_{label}"], orm.Dict)]
+    if wrong:
+        return _invalid(ValueError(f"inputs: expected StructureData / Dict pairs; wrong type for {wrong}"))
+    no_energy = [f"parameters_{label}" for label in labels if "energy" not in inputs[f"parameters_{label}"].keys()]
+    if no_energy:
+        return _invalid(ValueError(f"inputs: {no_energy} have no 'energy' (eV); expected the relaxations' output parameters"))
     atoms = [inputs[f"structure_{label}"].get_ase() for label in labels]
-    energies = [float(inputs[f"parameters_{label}"]["energy"]) for label in labels]
+    try:
+        energies = [float(inputs[f"parameters_{label}"]["energy"]) for label in labels]
+    except (TypeError, ValueError) as error:
+        return _invalid(ValueError(f"inputs: an 'energy' is not a number: {error}"))
     try:
         basins = deduplicate(atoms, energies)
     except ValueError as error:  # e.g. a mix of molecules and crystals, or a non-finite energy

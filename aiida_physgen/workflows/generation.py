@@ -237,7 +237,9 @@ class GenerationWorkChain(WorkChain):
         if "training_options" in self.inputs:
             options.update(self.inputs.training_options.get_dict())
         builder.train.metadata = {"options": options}
-        builder.metadata = {"call_link_label": "training"}
+        builder.metadata = {"call_link_label": "training", "label": "training",
+                            "description": f"train {n_seeds} seed(s) of {family} as a job on "
+                                           f"{self.inputs.training_code.computer.label}"}
         try:
             node = self.submit(builder)
         except ValueError as error:  # the job's own launch check; the validator above catches the same

@@ -43,10 +43,13 @@ def validate_screening_inputs(inputs, _ctx=None):
     if name not in ENGINES:
         return f"engine: unknown relaxation engine {name!r}; expected one of {sorted(ENGINES)}"
     overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
-    return ENGINES[name].validate(
+    message = ENGINES[name].validate(
         inputs.get("code"), inputs["protocol"].value if "protocol" in inputs else "fast", overrides,
         inputs["dos"].value if "dos" in inputs else True, _periodic(inputs),
     )
+    if message and message.startswith("overrides"):
+        message = f"relax_{message}"  # the port's name in this work chain
+    return message
 
 
 class ScreeningWorkChain(WorkChain):
@@ -78,7 +81,7 @@ class ScreeningWorkChain(WorkChain):
         )
         spec.expose_outputs(GenerationWorkChain, namespace="generation",
                             namespace_options={"help": "Outputs of the generation chain: models, candidates, selection."},
-                            include=("models", "representatives", "selection", "pca_plot", "candidates"))
+                            include=("models", "representatives", "structures", "selection", "pca_plot", "candidates"))
         spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
         spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")

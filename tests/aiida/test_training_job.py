@@ -122,7 +122,7 @@ def test_submit_script_sets_threads_walltime_and_command(training_code, training
         ({"target": {**TARGET, "composition": "C5H12ON"}}, ["composition", "'N'"]),
         ({"target": {**TARGET, "cell": (3 * np.eye(3)).tolist()}}, ["cell", "box"]),
         ({"settings": {"loop": {"stepz": 3}}}, ["settings.loop.stepz"]),
-        ({"seeds": [0, 0]}, ["seeds", "differ"]),
+        ({"seeds": [0, 0]}, ["seeds", "twice"]),
         ({"family": "nope"}, ["family", "'nope'"]),
     ],
 )
