@@ -116,8 +116,12 @@ def generate(models, count, seed, condition_text, output):
                              f"{needed / 1e9:.3g} GB but {str(directory)!r} has {free / 1e9:.3g} GB free; ask for fewer")
     try:
         batch = generate_batch(trained, count, seed, condition)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    except ValueError as error:  # the API's field names → the options that set them
+        message = str(error)
+        for field, option in (("count:", "--count:"), ("condition:", "--condition:"), ("models:", "MODELS:")):
+            if message.startswith(field):
+                message = option + message[len(field):]
+        raise InputError(message) from None
     except MemoryError:
         raise InputError(f"--count: {count} candidates per model do not fit in memory; ask for fewer") from None
     _write_batch(batch, output, fmt)
