@@ -460,3 +460,34 @@ def test_report_writes_all_figures_or_none(aiida_profile, tmp_path, monkeypatch)
     assert result.exit_code == 0, (result.output, result.exception)
     assert sorted(p.name for p in out.iterdir()) == ["dos.png", "energy_ranking.png"]
     assert all((out / name).read_bytes().startswith(b"\x89PNG") for name in ("dos.png", "energy_ranking.png"))
+
+
+def test_train_with_a_full_disk_at_a_checkpoint_keeps_the_last_one_and_resumes(assets, tmp_path, monkeypatch):
+    import json
+
+    from aiida_physgen.ml.loop import Trainer
+
+    prepare(assets, tmp_path, TRAINING)
+    save = Trainer.save_checkpoint
+    calls = []
+
+    def second_fails(self, path):
+        calls.append(path)
+        if len(calls) == 2:
+            _disk_full()
+        return save(self, path)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", second_fails)
+    args = train(*MOLECULE, "--steps", "3", "--checkpoint-every", "1", "--status", "status.json")
+    result = run(args, tmp_path)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert "--output" in result.output and "No space left on device" in result.output and "resume" in result.output
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "crashed"
+    assert not list((tmp_path / "models").glob("*.pt")) and not list(tmp_path.rglob("*.tmp"))
+    assert "failed: cannot write a checkpoint" in (tmp_path / "models" / "checkpoints" / "progress.log").read_text()
+    monkeypatch.undo()
+    result = run(args, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "resumed group 1/1 at step 1/3" in result.output
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "ok"

@@ -31,6 +31,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     DivergedError,
     InputError,
+    OutputError,
     check_output_dir,
     check_output_file,
     key_values,
@@ -241,6 +242,8 @@ def train(status_file, **options):
         raise
     except click.ClickException as error:
         status = "diverged" if isinstance(error, DivergedError) else "invalid_input"
+        if isinstance(error, OutputError):  # a file could not be written (a full disk): not the input's fault
+            status = "crashed"
         record(status, error.exit_code, error.format_message())
         raise
     except BaseException as error:
@@ -399,6 +402,14 @@ def _train(
             reporter.close()
             log.write(f"failed: {error}")
             raise InputError(str(error)) from None
+        except OSError as error:  # a checkpoint could not be written: the previous one is whole (written atomically)
+            reporter.close()
+            log.write(f"failed: cannot write a checkpoint ({error.strerror or error})")
+            raise OutputError(
+                f"{'--checkpoint-dir' if checkpoint_dir else '--output'}: cannot write a checkpoint in {str(checkpoints)!r} "
+                f"({error.strerror or error}); the last complete checkpoint is kept: make room and run the same "
+                "command again to resume"
+            ) from None
     reporter.close()
 
     # ---------------------------------------------------------------- write the models
