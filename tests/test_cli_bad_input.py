@@ -156,6 +156,8 @@ ROWS = [
     ("train box too small", train("-c", "C5H12O", "--box", "3"), TRAINING, EXIT_INPUT, ["cell"]),
     ("train no target", train(), TRAINING, EXIT_INPUT, ["--target", "--composition"]),
     ("train target not JSON", train("--target", "{not json"), TRAINING, EXIT_INPUT, ["--target"]),
+    ("train like a binary file", train("--like", "binary.extxyz"), (*TRAINING, "binary.extxyz"), EXIT_INPUT,
+     ["--like", "binary.extxyz"]),
     ("train job file with unknown key", train(*MOLECULE, "--job", "structures.json"),
      (*TRAINING, "structures.json"), EXIT_INPUT, ["--job", "atoms"]),
     # ------------------------------------------------------------------ train: files
