@@ -108,3 +108,17 @@ def test_orphaned_calcfunction_is_ended():
     assert finished.is_finished_ok
     assert reports and str(orphan.pk) in reports[0]
     assert end_orphaned_calcfunctions(Chain) == []  # nothing left to end
+
+
+def test_builders_store_nothing(gpaw_code):
+    """Building is not running: the protocol builders and the launch helpers store no node."""
+    from aiida_physgen.launch import training_set
+
+    before = count_nodes()
+    builder = screening_builder([molecule("H2O"), molecule("H2O2")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
+                                settings=TINY, count=4, n_clusters=2, n_components=2, generation_protocol="fast")
+    GenerationWorkChain.get_builder_from_protocol(
+        training_set("logan/C5H12O_training.extxyz"),
+        {"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False}, protocol="balanced")
+    assert count_nodes() == before
+    assert not builder.generation.training.is_stored
