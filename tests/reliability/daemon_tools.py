@@ -29,7 +29,9 @@ def describe(node) -> str:
     if node.is_excepted:
         rows.append(f"  exception: {(node.exception or '').strip().splitlines()[-1:]}")
     for child in node.called_descendants:
-        rows.append(f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status}")
+        caller = child.caller
+        rows.append(f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status} "
+                    f"(called by {caller.process_label}<{caller.pk}> at {child.ctime:%H:%M:%S.%f})")
     return "\n".join(rows)
 
 
@@ -87,3 +89,12 @@ def kill_worker(client, pid: int, timeout: float = 60) -> list[int]:
         lambda: (lambda p: p if len(p) == len(before) and pid not in p else None)(worker_pids(client)),
         timeout, f"circus to replace the killed worker {pid}", client,
     )
+
+
+def assert_nothing_left_running(node, client=None) -> None:
+    """No process below ``node`` may stay non-terminal once ``node`` has terminated."""
+    stuck = [c for c in node.called_descendants if not c.is_terminated]
+    if stuck:
+        log = f"\n--- daemon log (tail) ---\n{daemon_log_tail(client, 120)}" if client is not None else ""
+        pytest.fail(f"{len(stuck)} process(es) left non-terminal below {node.process_label}<{node.pk}>: "
+                    f"{[f'{c.process_label}<{c.pk}> {c.process_state}' for c in stuck]}\n{describe(node)}{log}")
