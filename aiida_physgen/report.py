@@ -54,25 +54,27 @@ def _union_seconds(intervals: list[tuple[float, float]]) -> float:
 
 def timing(node) -> dict[str, float]:
     """Wall time of the run split into training, GPAW (union of the driver runs) and the rest
-    (AiiDA and aiida-physgen overhead: generation, selection, provenance, scheduling)."""
+    (AiiDA and aiida-physgen overhead: generation, selection, provenance, scheduling); ``lost_s`` is the
+    time of trainings a dead daemon worker left unfinished (run again by the work chain)."""
     node = _screening_node(node)
     total = (node.mtime - node.ctime).total_seconds()
-    training = sum(
-        (n.mtime - n.ctime).total_seconds()
-        for label in ("train", "TrainingCalculation")
-        for n in _descendants(node, label)
-    )
+    trainings = [n for label in ("train", "TrainingCalculation") for n in _descendants(node, label)]
+    # a training calcfunction whose daemon worker died was ended as excepted when its step ran again
+    # (workflows/orphans.py): its time, up to that moment, was lost, not spent on training or overhead
+    lost = sum((n.mtime - n.ctime).total_seconds() for n in trainings if n.is_excepted)
+    training = sum((n.mtime - n.ctime).total_seconds() for n in trainings if not n.is_excepted)
     intervals = []
     for calc in _descendants(node, "GpawCalculation"):
         params = calc.outputs.output_parameters.get_dict() if "output_parameters" in calc.outputs else {}
         if params.get("start_time") and params.get("end_time"):
             intervals.append((params["start_time"], params["end_time"]))
     dft = _union_seconds(intervals)
-    other = max(total - training - dft, 0.0)
+    other = max(total - training - dft - lost, 0.0)
     return {
         "total_s": total,
         "training_s": training,
         "dft_s": dft,
+        "lost_s": lost,
         "other_s": other,
         "other_share": other / total if total else 0.0,
         "n_dft_runs": len(intervals),
@@ -200,7 +202,8 @@ def print_report(node, output_dir: str | Path | None = None, file: IO[str] | Non
     print(format_table(rows), file=file)
     t = timing(node)
     print(f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, DFT {t['dft_s']:.0f} s "
-          f"({t['n_dft_runs']} GPAW runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)", file=file)
+          f"({t['n_dft_runs']} GPAW runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
+          + (f", lost to a dead daemon worker {t['lost_s']:.0f} s" if t["lost_s"] else ""), file=file)
     written = {}
     if output_dir is not None:
         written = write_figures(node, output_dir)

@@ -9,10 +9,12 @@ Exit codes, the same for every command:
 
 ====  =====================================================================================
 0     done
-1     unexpected error (a Python traceback)
+1     an output could not be written although it was checked (e.g. a full disk): a message,
+      nothing was written; otherwise an unexpected error (a Python traceback)
 2     bad input: the message names the option or field (usage errors, refused settings,
       targets, files)
-3     ``train``: the training diverged (a loss became NaN or infinite); no model was written
+3     ``train``: the training diverged (a loss became NaN or infinite, or a critic loss grew beyond
+      1e8); no model was written
 75    ``train``: stopped by SIGTERM / SIGINT or ``--max-seconds`` after writing its checkpoint;
       run the same command again to resume
 ====  =====================================================================================
