@@ -67,12 +67,25 @@ def wait_terminated(nodes, timeout: float, client=None) -> None:
                     f"{states}\n--- daemon log (tail) ---\n{daemon_log_tail(client) if client else ''}")
 
 
+def stop_daemon(client, timeout: float = 60) -> None:
+    """Stop the daemon and wait until its PID file is gone (``is_daemon_running`` lags behind a stop)."""
+    if client.is_daemon_running:
+        client.stop_daemon(wait=True)
+    wait_until(lambda: not client.is_daemon_running, timeout, "the daemon to stop", client)
+
+
 def set_workers(client, number: int, timeout: float = 60) -> list[int]:
     """Start the daemon if needed and bring it to exactly ``number`` live workers; returns their PIDs."""
-    if not client.is_daemon_running:
+    from aiida.engine.daemon.client import DaemonException
+
+    try:
+        current = len(worker_pids(client)) if client.is_daemon_running else None
+    except DaemonException:  # a daemon that is stopping, or died: start afresh
+        current = None
+    if current is None:
+        stop_daemon(client, timeout)
         client.start_daemon(number_workers=number)
-    current = len(worker_pids(client))
-    if current < number:
+    elif current < number:
         client.increase_workers(number - current)
     elif current > number:
         client.decrease_workers(current - number)

@@ -8,7 +8,7 @@ import pytest
 from aiida import orm
 from aiida.engine import submit
 
-from daemon_tools import describe, set_workers, wait_terminated
+from daemon_tools import describe, set_workers, stop_daemon, wait_terminated
 from tiny_inputs import tiny_generation, water_set
 
 N_LAUNCHES = 8
@@ -21,15 +21,14 @@ def caching_daemon(aiida_profile, aiida_config, daemon_client):
     when they start); the option is removed and the workers restarted afterwards."""
     aiida_config.set_option("caching.enabled_for", PHYSGEN_CALCFUNCTIONS, scope=aiida_profile.name)
     aiida_config.store()
-    if daemon_client.is_daemon_running:
-        daemon_client.stop_daemon(wait=True)
+    stop_daemon(daemon_client)
     set_workers(daemon_client, 2)
     try:
         yield daemon_client
     finally:
         aiida_config.unset_option("caching.enabled_for", scope=aiida_profile.name)
         aiida_config.store()
-        daemon_client.stop_daemon(wait=True)
+        stop_daemon(daemon_client)
 
 
 def step(node, label: str):

@@ -39,27 +39,62 @@ def running_descendant(node, label: str):
     return next((c for c in node.called_descendants if c.process_label == label and not c.is_terminated), None)
 
 
+_REFERENCE: dict[str, list] = {}
+
+
+def reference_minima(code) -> list[tuple]:
+    """The minima of the uninterrupted tiny screening, run in this process once per module."""
+    if "minima" not in _REFERENCE:
+        _, reference = run_get_node(tiny_screening(code))
+        assert reference.is_finished_ok, describe(reference)
+        assert reference.outputs.report["n_relaxed"] == 3
+        _REFERENCE["minima"] = minima_summary(reference)
+    return _REFERENCE["minima"]
+
+
+def screening_killed_when(code, client, condition, what: str):
+    """Submit the tiny screening to a 1-worker daemon, SIGKILL the worker once ``condition(node)``
+    holds, and wait for the screening to terminate (circus starts a new worker)."""
+    set_workers(client, 1)
+    node = submit(tiny_screening(code))
+    wait_until(lambda: condition(node), 300, what, client, interval=0.05)
+    [worker] = worker_pids(client)
+    kill_worker(client, worker)
+    assert not node.is_terminated, "the screening finished before the worker was killed"
+    wait_terminated([node], 420, client)
+    return node
+
+
 @pytest.mark.slow
 def test_worker_killed_mid_screening_gives_the_same_minima(gpaw_code, daemon_client):
-    _, reference = run_get_node(tiny_screening(gpaw_code))
-    assert reference.is_finished_ok, describe(reference)
-
-    set_workers(daemon_client, 1)
-    node = submit(tiny_screening(gpaw_code))
-    # mid-screening: every relaxation submitted to the scheduler and running (a kill while the chains
-    # are still submitting their jobs is a different, racy case: see docs/reliability.md)
-    jobs = wait_until(lambda: relaxations_under_way(node, 3), 300,
-                      "the 3 GPAW relaxations of the screening to be running", daemon_client, interval=0.2)
-    [worker] = worker_pids(daemon_client)
-    kill_worker(daemon_client, worker)
-    assert not node.is_terminated, "the screening finished before the worker was killed"
-    assert not all(job.is_terminated for job in jobs), "the relaxations finished before the worker was killed"
-    wait_terminated([node], 420, daemon_client)
-
+    expected = reference_minima(gpaw_code)
+    # mid-screening: every relaxation submitted to the scheduler and running
+    node = screening_killed_when(gpaw_code, daemon_client, lambda n: relaxations_under_way(n, 3),
+                                 "the 3 GPAW relaxations of the screening to be running")
     assert node.is_finished_ok, describe(node)
-    assert minima_summary(node) == minima_summary(reference)
-    assert node.outputs.report["n_relaxed"] == reference.outputs.report["n_relaxed"] == 3
+    assert minima_summary(node) == expected
+    assert node.outputs.report["n_relaxed"] == 3
+    # each relaxation chain kept its job: the new worker picked up the running jobs, nothing ran twice
+    relaxations = [c for c in node.called if c.process_label == "GpawBaseWorkChain"]
+    assert len(relaxations) == 3
     assert_nothing_left_running(node, daemon_client)
+
+
+@pytest.mark.slow
+def test_worker_killed_while_relaxations_are_submitted_gives_the_same_minima(gpaw_code, daemon_client):
+    """The racy moment: the relaxation chains are submitting their first GPAW jobs. A chain killed
+    between storing its child and its next checkpoint re-runs the step and submits the job again:
+    the first job still runs (duplicate, unused) or, rarely, stays 'Created' for ever (aiida-core's
+    submit/checkpoint window, see docs/reliability.md). The minima must be right whatever the moment."""
+    expected = reference_minima(gpaw_code)
+    node = screening_killed_when(gpaw_code, daemon_client, lambda n: running_descendant(n, "GpawCalculation"),
+                                 "the first GPAW calculation of the screening")
+    assert node.is_finished_ok, describe(node)
+    assert minima_summary(node) == expected
+    assert node.outputs.report["n_relaxed"] == 3
+    # not asserted here: nothing left non-terminal. Depending on where the kill lands, a calcfunction
+    # of the interrupted step (center_molecule) stays 'Running', or a first GPAW job 'Created'
+    # (docs/reliability.md, "Known limits"); test_worker_killed_mid_screening_* asserts it.
 
 
 @pytest.fixture(scope="module")
