@@ -1,8 +1,9 @@
 """A daemon worker SIGKILLed in the middle of a run: the run ends as if nothing had happened.
 
 * mid-screening (GPAW relaxations under way) → the same minima as an uninterrupted run;
-* inside the training calcfunction of a generation chain → the chain still finishes OK, and no
-  process node below it is left "Running" for ever.
+* while the relaxation chains submit their jobs → the same minima;
+* inside a calcfunction of a generation chain (``train``, ``select_representatives``) → the chain
+  still finishes OK, and no process node below it is left "Running" for ever.
 
 The daemon runs ONE worker here, so the killed worker is certainly the one holding the process;
 circus starts a replacement, which picks the process up from its last checkpoint.
@@ -97,40 +98,49 @@ def test_worker_killed_while_relaxations_are_submitted_gives_the_same_minima(gpa
     # (docs/reliability.md, "Known limits"); test_worker_killed_mid_screening_* asserts it.
 
 
+# where the worker is killed: (the calcfunction, the inputs that make it last a few seconds)
+STEPS = {
+    "train": {"settings": {**TINY, "loop": {"steps": 300, "batch_size": 4}}},
+    "select_representatives": {"count": 600},
+}
+
+
 @pytest.fixture(scope="module")
-def killed_in_training(daemon_client):
-    """A generation chain whose only daemon worker was SIGKILLed while ``physgen.train`` ran."""
+def killed_in_step(request, daemon_client):
+    """A generation chain whose only daemon worker was SIGKILLed while the calcfunction
+    ``request.param`` ran; returns the chain and that first calcfunction node."""
+    label = request.param
     set_workers(daemon_client, 1)
-    # long enough training (~10 s) that the kill lands inside the calcfunction
-    settings = {**TINY, "loop": {"steps": 300, "batch_size": 4}}
-    node = submit(tiny_generation(water_set().store(), settings=settings))
-    training = wait_until(lambda: running_descendant(node, "train"), 300,
-                          "the training calcfunction to be running", daemon_client, interval=0.2)
+    node = submit(tiny_generation(water_set().store(), **STEPS[label]))
+    first = wait_until(lambda: running_descendant(node, label), 300,
+                       f"the {label} calcfunction to be running", daemon_client, interval=0.05)
     [worker] = worker_pids(daemon_client)
     kill_worker(daemon_client, worker)
     assert not node.is_terminated, "the chain finished before the worker was killed"
     wait_terminated([node], 420, daemon_client)
-    return node, training
+    return node, first
 
 
 @pytest.mark.slow
-def test_worker_killed_in_training_the_chain_still_finishes_ok(killed_in_training):
-    node, first_training = killed_in_training
+@pytest.mark.parametrize("killed_in_step", list(STEPS), indirect=True)
+def test_worker_killed_in_a_calcfunction_the_chain_still_finishes_ok(killed_in_step):
+    node, first = killed_in_step
     assert node.is_finished_ok, describe(node)
-    trainings = [c for c in node.called if c.process_label == "train"]
-    assert len(trainings) == 2, f"expected the killed training and its re-run: {describe(node)}"
+    runs = [c for c in node.called if c.process_label == first.process_label]
+    assert len(runs) == 2, f"expected the killed {first.process_label} and its re-run: {describe(node)}"
     assert node.outputs.representatives.count == 3
-    models = node.outputs.models
-    assert [models[k].steps for k in models] == [300]
+    expected_steps = STEPS[first.process_label].get("settings", {}).get("loop", {}).get("steps", 2)
+    assert [model.steps for model in node.outputs.models.values()] == [expected_steps]
 
 
 @pytest.mark.slow
-def test_worker_killed_in_training_leaves_no_process_running(killed_in_training):
-    """Fixed by aiida_physgen.workflows.orphans (the chain ends the calcfunction the dead worker left);
-    without it the first ``train`` node stays 'Running' for ever."""
-    node, first_training = killed_in_training
+@pytest.mark.parametrize("killed_in_step", list(STEPS), indirect=True)
+def test_worker_killed_in_a_calcfunction_leaves_no_process_running(killed_in_step):
+    """The chain ends the calcfunction node the dead worker left (aiida_physgen.workflows.orphans);
+    without that the node stays 'Running' for ever and ``verdi process kill`` cannot end it."""
+    node, first = killed_in_step
     assert_nothing_left_running(node)
-    first_training = orm.load_node(first_training.pk)
-    assert first_training.is_excepted and "daemon worker" in (first_training.exception or ""), describe(node)
-    # the models come from the re-run, not from the dead one
-    assert not first_training.base.links.get_outgoing().all()
+    first = orm.load_node(first.pk)
+    assert first.is_excepted and "daemon worker" in (first.exception or ""), describe(node)
+    # the results come from the re-run, not from the dead one
+    assert not first.base.links.get_outgoing().all()
