@@ -52,6 +52,9 @@ def validate_generation_inputs(inputs, _ctx=None):
                 family.validate(batch, target, member.settings)
         if "condition" in inputs:
             family.check_condition(inputs["condition"].get_dict(), {})
+        message = _check_training_job(inputs)
+        if message:
+            return message
         if "device" in inputs:  # availability is checked where the training runs (it may be a GPU node)
             resolve_device(inputs["device"].value, check_available="training_code" not in inputs)
         selection = SelectionSettings.from_dict(
@@ -71,6 +74,35 @@ def validate_generation_inputs(inputs, _ctx=None):
             f"selection_settings.n_clusters: got {selection.n_clusters}, expected at most the {n_candidates} "
             f"candidates that will be generated ({len(members)} models × {count})"
         )
+    return None
+
+
+#: metadata.options of the training job unless ``training_options`` says otherwise
+DEFAULT_TRAINING_OPTIONS = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
+
+
+def _check_training_job(inputs) -> str | None:
+    """The training code must be a Python interpreter, and the job options what the CalcJob and the
+    computer's scheduler accept: checked here, not when the job is submitted inside the chain."""
+    from ..calculations.codes import check_python_code
+    from ..calculations.training import TrainingCalculation
+
+    code = inputs.get("training_code")
+    message = check_python_code(code, "training_code")
+    if message:
+        return message
+    if "training_options" not in inputs:
+        return None
+    options = {**DEFAULT_TRAINING_OPTIONS, **inputs["training_options"].get_dict()}
+    error = TrainingCalculation.spec().inputs["metadata"]["options"].validate(options)
+    if error is not None:
+        return f"training_options: {error.message}"
+    computer = getattr(code, "computer", None)
+    if computer is not None:
+        try:
+            computer.get_scheduler().create_job_resource(**options["resources"])
+        except (TypeError, ValueError) as exception:
+            return f"training_options.resources: {exception} (scheduler {computer.scheduler_type})"
     return None
 
 
@@ -233,7 +265,7 @@ class GenerationWorkChain(WorkChain):
         builder.train = AttributeDict(inputs)
         builder.train.code = self.inputs.training_code
         builder.train.device = self.inputs.device
-        options = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
+        options = dict(DEFAULT_TRAINING_OPTIONS)
         if "training_options" in self.inputs:
             options.update(self.inputs.training_options.get_dict())
         builder.train.metadata = {"options": options}

@@ -77,13 +77,20 @@ def screening(code_factory=None, **kwargs):
     return screening_builder(waters(), "H2O", box=5.0, code=code, **options)
 
 
+def _code(label: str, executable: str) -> orm.InstalledCode:
+    computer = gpaw_code().computer
+    try:
+        return orm.load_code(f"{label}@{computer.label}")
+    except Exception:  # noqa: BLE001 - not made yet
+        return orm.InstalledCode(label=label, computer=computer, filepath_executable=executable).store()
+
+
 def bash_code():
-    return orm.InstalledCode(label="bash", computer=gpaw_code().computer, filepath_executable="/bin/bash").store()
+    return _code("bash", "/bin/bash")
 
 
 def missing_code():
-    return orm.InstalledCode(label="missing-python", computer=gpaw_code().computer,
-                             filepath_executable="/nonexistent/python3").store()
+    return _code("missing-python", "/nonexistent/python3")
 
 
 LAUNCHES = {
@@ -114,6 +121,12 @@ LAUNCHES = {
     "unknown selection key": (lambda: generation(selection={**SELECTION, "bogus": 1}), "bogus"),
     "unknown device": (lambda: generation(device=orm.Str("tpu")), "device"),
     "atoms 0.3 Å apart in training": (lambda: generation(structures=squashed()), "training"),
+    "bash as the training code": (lambda: generation(training_code=bash_code()), "training_code"),
+    "training option typo": (lambda: generation(training_code=gpaw_code(),
+                                                training_options=orm.Dict({"queue_nam": "x"})), "queue_nam"),
+    "resource the scheduler does not know": (
+        lambda: generation(training_code=gpaw_code(), training_options=orm.Dict({"resources": {"num_cores": 2}})),
+        "training_options.resources"),
     "relax override typo": (lambda: screening(relax_overrides={"gpaw": {"parameters": {"ecutt": 300}}}), "ecutt"),
     "unknown engine": (lambda: _with(screening(), engine=orm.Str("castep")), "engine"),
     "unknown GPAW protocol": (lambda: _with(screening(), protocol=orm.Str("precise")), "protocol"),
