@@ -185,6 +185,9 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
         self.ctx.scf_restarts = 0
         self.ctx.relax_restarts = 0
         self.ctx.interrupted_restarts = 0
+        if not self.node.label:  # launched alone; a screening labels its relaxations itself
+            calculation = self._parameters().get('calculation', 'scf')
+            self.node.label = f'GPAW {calculation} {self.ctx.inputs.structure.get_formula()}'
 
     def center_structure(self):
         """Centre the structure with the ``center_molecule`` calcfunction when the ``center`` inputs ask for it."""

@@ -540,6 +540,9 @@ def test_workchain_from_fast_protocol_runs(gpaw_code):
     assert centred.creator is not None and centred.creator.process_label == 'center_molecule'
     assert centred.creator.caller.uuid == node.uuid
     np.testing.assert_allclose(np.diag(centred.cell), [6.0, 6.0, 6.8], atol=1e-8)
+    assert node.label == 'GPAW relax H2'  # launched alone: labelled by the chain itself
+    assert [link.link_label for link in node.base.links.get_outgoing().all() if link.node.uuid == centred.creator.uuid] \
+        == ['center']
 
 
 def test_protocol_box_puts_a_molecule_in_a_common_cube(gpaw_code):
