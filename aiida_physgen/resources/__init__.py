@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["resource_path", "sio2_target", "SIO2_TARGETS"]
+__all__ = ["resource_path", "sio2_target", "SIO2_TARGETS", "reference_smiles"]
 
 ROOT = Path(__file__).parent
 
@@ -36,3 +36,14 @@ def sio2_target(mp_id: str):
     return ase.io.read(resource_path(f"logan/sio2/{mp_id}_target.extxyz")), resource_path(
         f"logan/sio2/{mp_id}_training.extxyz"
     )
+
+
+def reference_smiles(name: str = "C5H12O") -> list[str]:
+    """Canonical RDKit SMILES (hydrogens implicit, no stereochemistry) of a shipped reference list,
+    e.g. the 14 constitutional isomers of C5H12O (8 alcohols, 6 ethers) in ``logan/C5H12O_isomers.smi``,
+    whose lines are ``SMILES name``."""
+    available = sorted(p.name[: -len("_isomers.smi")] for p in (ROOT / "logan").glob("*_isomers.smi"))
+    if name not in available:
+        raise ValueError(f"name: no shipped reference list {name!r}; available: {available}")
+    lines = (ROOT / "logan" / f"{name}_isomers.smi").read_text().splitlines()
+    return [line.split()[0] for line in lines if line.strip() and not line.lstrip().startswith("#")]
