@@ -36,3 +36,32 @@ def gpaw_code(aiida_profile, aiida_code_installed):
         filepath_executable=sys.executable,
         prepend_text="export OMP_NUM_THREADS=1",
     )
+
+
+@pytest.fixture
+def cheap_batch():
+    """A factory of cheaply 'relaxed' C2H6O structures with given cheap energies: ethanol, ethanol rattled,
+    dimethyl ether, ethanol torn in two fragments, ethanol again (in that order)."""
+    import numpy as np
+    from ase.build import molecule
+
+    from aiida_physgen.ml.batch import StructureBatch
+
+    def make(energies, failed=None):
+        ethanol = molecule("CH3CH2OH")
+        ethanol_2 = ethanol.copy()
+        ethanol_2.rattle(0.01, seed=1)
+        ether = molecule("CH3OCH3")
+        apart = molecule("CH3CH2OH")
+        apart.positions[apart.get_chemical_symbols().index("O")] += [6.0, 0, 0]  # OH torn off: two fragments
+        structures = [ethanol, ethanol_2, ether, apart, ethanol.copy()]
+        for atoms in structures:
+            atoms.cell = [14.0, 14.0, 14.0]
+            atoms.center()
+            atoms.pbc = False
+        batch = StructureBatch.from_atoms(structures)
+        batch.info["cheap_energy"] = np.asarray(energies, dtype=float)
+        batch.info["cheap_failed"] = np.asarray(failed if failed is not None else [0] * len(structures))
+        return batch
+
+    return make

@@ -289,10 +289,13 @@ def deduplicate_minima(**inputs):
     ``energy_per_atom``, ``relative_per_atom``, ``formula``, ``basin_count``, ``new_minimum`` and
     ``relaxed_from`` as extras.
 
-    :param inputs: ``structure_<label>`` (relaxed StructureData) and ``parameters_<label>`` (Dict with ``energy``, eV).
+    :param inputs: ``structure_<label>`` (relaxed StructureData) and ``parameters_<label>`` (Dict with ``energy``, eV);
+        optionally ``funnel``, the ``funnel`` Dict of ``physgen.select_for_dft``: each row then says which cheap basin
+        its members came from (``cheap_keys``) and whether DFT changed it (``changed_in_dft``).
     """
     from ..basins import deduplicate
 
+    funnel = inputs.pop("funnel", None)
     labels = sorted(key[len("structure_"):] for key in inputs if key.startswith("structure_"))
     missing = [label for label in labels if f"parameters_{label}" not in inputs]
     if not labels or missing:
@@ -350,12 +353,22 @@ def deduplicate_minima(**inputs):
             "connected": basin.connected,
             "new_minimum": bool(basin.valid and basin.connected),
         })
-    report = orm.Dict({
+    report = {
         "n_relaxed": len(labels),
         "n_basins": len(basins),
         "n_unique_minima": sum(row["new_minimum"] for row in rows),
         "rows": rows,
-    })
+    }
+    if funnel is not None:  # where the cheap tier and DFT disagree: a basin that changes in DFT
+        cheap_keys = {label: funnel["keys"][index] for label, index in funnel["picked"].items()}
+        for row in rows:
+            row["cheap_keys"] = [cheap_keys.get(label) for label in row["members"]]
+            row["changed_in_dft"] = any(key != row["key"] for key in row["cheap_keys"])
+        report["funnel"] = {key: funnel[key] for key in
+                            ("n_relaxed", "n_failed", "n_sound", "n_basins", "n_sound_basins", "n_picked", "budget")}
+        report["n_changed_in_dft"] = sum(
+            key != row["key"] for row in rows for key in row["cheap_keys"] if key is not None)
+    report = orm.Dict(report)
     energies = orm.Dict({row["name"]: row["energy"] for row in rows})
     return {"minima": minima, "energies": energies, "report": report}
 

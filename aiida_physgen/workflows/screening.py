@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, append_
+from aiida.engine import ToContext, WorkChain, append_, if_
 
 from ..calculations.functions import deduplicate_minima
 from .engines import ENGINES, get_engine
 from ..calculations.functions import PROVENANCE_EXTRAS
+from ..data.structure_set import StructureSet
 from .generation import GenerationWorkChain, validate_generation_inputs
 from .orphans import end_orphaned_calcfunctions
 
@@ -67,6 +68,13 @@ class ScreeningWorkChain(WorkChain):
         spec.input("relax_overrides", valid_type=orm.Dict, required=False,
                    help="Nested overrides merged into the engine's protocol inputs.")
         spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation.")
+        spec.input("funnel", valid_type=orm.Bool, default=lambda: orm.Bool(False),
+                   help="Relax the representatives with the cheap tier (GFN2-xTB / CHGNet) first and send DFT one "
+                        "structure per distinct sound basin, up to dft_budget.")
+        spec.input("dft_budget", valid_type=orm.Int, default=lambda: orm.Int(5),
+                   help="With the funnel: the most DFT relaxations to spend.")
+        spec.input("cheap_settings", valid_type=orm.Dict, required=False,
+                   help="With the funnel: settings of the cheap relaxation (method, fmax, max_steps, ...).")
         spec.input("group_label", valid_type=orm.Str, required=False,
                    help="Group that collects the unique minima and the report (default physgen/screening/<pk>).")
         spec.inputs.validator = validate_screening_inputs
@@ -74,6 +82,10 @@ class ScreeningWorkChain(WorkChain):
             cls.check_inputs,
             cls.generate,
             cls.inspect_generation,
+            if_(cls.use_funnel)(
+                cls.relax_cheap,
+                cls.select_for_dft,
+            ),
             cls.relax,
             cls.inspect_relaxations,
             cls.deduplicate,
@@ -86,10 +98,16 @@ class ScreeningWorkChain(WorkChain):
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
         spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")
         spec.output("report", valid_type=orm.Dict, help="One row per basin: energies, key, count, flags.")
+        spec.output("cheap_relaxed", valid_type=StructureSet, required=False,
+                    help="With the funnel: the representatives after the cheap relaxation, with cheap energies.")
+        spec.output("funnel", valid_type=orm.Dict, required=False,
+                    help="With the funnel: the stage counts and the cheap basins.")
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(401, "ERROR_GENERATION_FAILED", message="the generation chain failed: {message}")
         spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed")
         spec.exit_code(403, "ERROR_DEDUPLICATION_FAILED", message="basin de-duplication failed: {message}")
+        spec.exit_code(404, "ERROR_CHEAP_TIER_FAILED", message="the cheap relaxation failed: {message}")
+        spec.exit_code(405, "ERROR_NO_SOUND_BASIN", message="the cheap tier found no sound basin: {message}")
 
     def check_inputs(self):
         """The launch checks again, on the inputs this chain really got (an outer chain may have left ports
@@ -127,10 +145,61 @@ class ScreeningWorkChain(WorkChain):
             )
         self.out_many(self.exposed_outputs(node, GenerationWorkChain, namespace="generation"))
 
+    def use_funnel(self):
+        return self.inputs.funnel.value
+
+    def _run(self, function, link: str, description: str, **inputs):
+        end_orphaned_calcfunctions(self)
+        return function.run_get_node(**inputs, metadata={"call_link_label": link, "label": link,
+                                                         "description": description})
+
+    def relax_cheap(self):
+        """Relax every representative with the cheap tier (one calcfunction for the whole set)."""
+        from ..calculations.cheap import relax_cheap
+
+        representatives = self.ctx.generation.outputs.representatives
+        inputs = {"structures": representatives}
+        if "cheap_settings" in self.inputs:
+            inputs["settings"] = self.inputs.cheap_settings
+        outputs, node = self._run(relax_cheap, "relax_cheap", f"cheap relaxation of {len(representatives)} "
+                                  "representatives", **inputs)
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+        self.ctx.cheap_relaxed = outputs["relaxed"]
+        self.out("cheap_relaxed", outputs["relaxed"])
+        return None
+
+    def select_for_dft(self):
+        """One structure per distinct sound cheap basin, lowest cheap energy first, up to the DFT budget."""
+        from ..calculations.funnel import select_for_dft
+
+        outputs, node = self._run(
+            select_for_dft, "select_for_dft", f"one structure per sound cheap basin, at most {self.inputs.dft_budget.value}",
+            relaxed=self.ctx.cheap_relaxed, budget=self.inputs.dft_budget,
+            candidates=self.ctx.generation.outputs.candidates,
+        )
+        if not node.is_finished_ok:
+            if node.exit_status == 340:
+                return self.exit_codes.ERROR_NO_SOUND_BASIN.format(message=(node.exit_message or "").split(": ", 1)[-1])
+            return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+        self.ctx.dft_structures = dict(outputs["structures"])
+        self.ctx.funnel = outputs["funnel"]
+        self.out("funnel", outputs["funnel"])
+        return None
+
+    def _dft_structures(self) -> dict:
+        """The structures DFT relaxes: the funnel's picks, or every representative."""
+        if "dft_structures" in self.ctx:
+            return dict(self.ctx.dft_structures)
+        structures = self.ctx.generation.outputs.structures
+        return {label: structures[label] for label in structures}
+
     def relax(self):
         engine = get_engine(self.inputs.engine.value)
         overrides = self.inputs.relax_overrides.get_dict() if "relax_overrides" in self.inputs else None
-        structures = self.ctx.generation.outputs.structures
+        structures = self._dft_structures()
         self.ctx.labels = []
         builders = engine.get_builders(self.inputs.code, {label: structures[label] for label in sorted(structures)},
                                        self.inputs.protocol.value, overrides, self.inputs.dos.value)
@@ -166,6 +235,8 @@ class ScreeningWorkChain(WorkChain):
             result = engine.get_result(orm.load_node(pk))
             inputs[f"structure_{label}"] = result.structure
             inputs[f"parameters_{label}"] = result.parameters
+        if "funnel" in self.ctx:
+            inputs["funnel"] = self.ctx.funnel
         end_orphaned_calcfunctions(self)
         metadata = {"call_link_label": "deduplicate", "label": "deduplicate",
                     "description": "group the relaxed structures into basins, keep the lowest of each"}
@@ -179,10 +250,10 @@ class ScreeningWorkChain(WorkChain):
     def _add_provenance_extras(self, report) -> None:
         """Each minimum gets the provenance extras of the representative it was relaxed from (model UUID,
         seed, family, candidate index) and the PK of its relaxation, so one query answers "which model made it"."""
-        structures = self.ctx.generation.outputs.structures
+        structures = self._dft_structures()
         for row in report["rows"]:
             representative = structures[row["representative"]]
-            extras = {key: representative.base.extras.get(key) for key in PROVENANCE_EXTRAS
+            extras = {key: representative.base.extras.get(key) for key in (*PROVENANCE_EXTRAS, "cheap_energy", "cheap_key")
                       if key in representative.base.extras.keys()}
             extras["representative_uuid"] = representative.uuid
             extras["relaxation_pk"] = self.ctx.finished[row["representative"]]
