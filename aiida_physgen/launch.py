@@ -173,11 +173,16 @@ def screening_builder(
     relax_overrides: dict[str, Any] | None = None,
     dos: bool = True,
     group_label: str | None = None,
+    funnel: bool = False,
+    dft_budget: int | None = None,
+    cheap_settings: dict[str, Any] | None = None,
     **generation: Any,
 ):
     """A ready :class:`~aiida_physgen.workflows.screening.ScreeningWorkChain` builder from plain values;
     ``generation`` takes the keywords of :func:`generation_inputs`; ``protocol`` is the DFT protocol and
-    ``generation_protocol`` the family's generation protocol (its default when ``None``)."""
+    ``generation_protocol`` the family's generation protocol (its default when ``None``). With ``funnel``
+    the representatives (``n_clusters`` of them: choose many more than ``dft_budget``, e.g. 10×) are
+    relaxed with the cheap tier first, and DFT gets one per distinct sound basin, at most ``dft_budget``."""
     from .workflows.screening import ScreeningWorkChain
 
     builder = ScreeningWorkChain.get_builder()
@@ -190,4 +195,9 @@ def screening_builder(
         builder.relax_overrides = orm.Dict(relax_overrides)
     if group_label:
         builder.group_label = orm.Str(group_label)
+    builder.funnel = orm.Bool(funnel)
+    if dft_budget is not None:
+        builder.dft_budget = orm.Int(dft_budget)
+    if cheap_settings:
+        builder.cheap_settings = orm.Dict(cheap_settings)
     return builder
