@@ -42,7 +42,7 @@ def test_entry_point_and_crystal_target_with_default_min_distance():
     result, node = run_get_node(generate_random, target=target, count=orm.Int(5), seed=orm.Int(1))
     assert node.is_finished_ok
     assert result.base.attributes.get("min_distance") == 0.5
-    assert result.formula_counts() == {target_atoms.get_chemical_formula("hill"): 5}
+    assert result.formula_counts == {target_atoms.get_chemical_formula("hill"): 5}
     for atoms in result:
         assert atoms.pbc.all() and np.allclose(atoms.cell.array, target_atoms.cell.array)
         assert neighbor_list("d", atoms, 0.5 - 1e-9).size == 0
