@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_cheap  # noqa: E402
 import bench_descriptors  # noqa: E402
 import bench_selection  # noqa: E402
 import bench_training  # noqa: E402
@@ -37,6 +38,9 @@ def main() -> None:
     for row in bench_training.run():
         rows.append([row["benchmark"], row["what"], f"{row['value']:.3g}", row["unit"],
                      reference.get(row["what"], "LoGAN reference ≈2,000/s" if "generation" in row["benchmark"] else "")])
+    for row in bench_cheap.run():
+        rows.append([row["benchmark"], row["what"], f"{row['relaxations_per_s']:.2f}", "relaxations/s",
+                     f"{row['converged_share']:.0%} converged to 0.05 eV/Å, {row['failed']} failed"])
     print(tabulate(rows, headers=["benchmark", "what", "value", "unit", "reference"]))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
