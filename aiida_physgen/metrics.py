@@ -113,6 +113,7 @@ def discovery_metrics(
     n_dft: int | None = None,
     *,
     kind: str | None = None,
+    failed: Sequence[bool] | None = None,
     charge: int = 0,
     ltol: float = 0.2,
     stol: float = 0.3,
@@ -130,13 +131,16 @@ def discovery_metrics(
         crystal is named by ``atoms.info['label']`` (or ``name``, ``mp_id``) when it has one).
     :param n_dft: DFT relaxations spent to get ``structures`` (non-negative), for ``dft_per_new_basin``.
     :param kind: ``"molecule"``, ``"crystal"`` or ``None`` to infer from ``pbc``.
+    :param failed: per structure, whether its relaxation failed: such structures count in
+        ``n_structures`` (and in ``invalid['failed']``) but in no basin, and their energies may be
+        ``None`` or NaN. Without it every energy must be finite.
     :param charge: total charge of the molecules (bond orders and charge separation).
     :param ltol, stol, angle_tol: ``StructureMatcher`` tolerances (crystals), as in
         :func:`~aiida_physgen.basins.deduplicate`.
     :returns: ``kind``, ``n_structures``, ``n_valid``, ``validity``, ``n_unique``, ``uniqueness``,
         ``n_novel``, ``novelty``, ``keys`` (valid unique basin keys, lowest energy per atom first),
-        ``novel_keys``, ``invalid`` (counts of ``fragments``, ``charge_separated``, ``no_bond_orders``
-        for molecules), ``basins`` (one dictionary per basin: :meth:`Basin.to_dict` plus ``sound``
+        ``novel_keys``, ``invalid`` (structure counts: ``failed``, and for molecules ``fragments``,
+        ``charge_separated``, ``no_bond_orders``), ``basins`` (one dictionary per basin: :meth:`Basin.to_dict` plus ``sound``
         and ``novel``), ``training_given``; with ``reference``: ``n_reference``, ``recovered``,
         ``missing`` (reference keys, in reference order) and ``recovery``; with ``n_dft``:
         ``n_dft`` and ``dft_per_new_basin`` (``None`` when nothing novel was found).
@@ -146,6 +150,23 @@ def discovery_metrics(
     structures = _check_structures(structures, "structures")
     if energies is None:
         energies = [0.0] * len(structures)
+    energies = list(energies)
+    if failed is None:
+        failed_mask = [False] * len(structures)
+    else:
+        failed_mask = [bool(flag) for flag in failed]
+        if len(failed_mask) != len(structures):
+            raise ValueError(f"failed: got {len(failed_mask)} flags for {len(structures)} structures; expected one each")
+    if len(energies) != len(structures):
+        raise ValueError(f"energies: got {len(energies)} energies for {len(structures)} structures; expected one each")
+    kept = [index for index, flag in enumerate(failed_mask) if not flag]
+    for index in kept:
+        value = energies[index]
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+            raise ValueError(
+                f"energies: structure {index} has energy {value!r}; expected a finite total energy in eV "
+                "(flag failed relaxations in `failed`)"
+            )
     if n_dft is not None and (isinstance(n_dft, bool) or not isinstance(n_dft, (int, np.integer)) or n_dft < 0):
         raise ValueError(f"n_dft: got {n_dft!r}, expected a non-negative number of DFT relaxations")
     if kind is None:
@@ -178,8 +199,16 @@ def discovery_metrics(
                 reference_keys = [_reference_label(atoms, index) for index, atoms in enumerate(reference_structures)]
         reference_keys = list(dict.fromkeys(reference_keys))  # a reference listed twice counts once
 
-    basins = deduplicate(structures, energies, kind, ltol, stol, angle_tol, charge=charge) if structures else []
+    basins = (
+        deduplicate([structures[i] for i in kept], [energies[i] for i in kept], kind, ltol, stol, angle_tol,
+                    charge=charge)
+        if kept else []
+    )
+    for basin in basins:  # back to indices into ``structures``
+        basin.members = [kept[i] for i in basin.members]
+        basin.representative = kept[basin.representative]
     invalid = {"fragments": 0, "charge_separated": 0, "no_bond_orders": 0} if kind == "molecule" else {}
+    invalid["failed"] = len(structures) - len(kept)
     rows = []
     for basin in basins:
         row = basin.to_dict()

@@ -45,7 +45,7 @@ def test_molecules_validity_uniqueness_novelty_recovery():
     assert metrics["n_structures"] == 5
     assert metrics["n_valid"] == 3  # two ethanols and the ether
     assert metrics["validity"] == pytest.approx(3 / 5)
-    assert metrics["invalid"] == {"fragments": 1, "charge_separated": 1, "no_bond_orders": 0}
+    assert metrics["invalid"] == {"fragments": 1, "charge_separated": 1, "no_bond_orders": 0, "failed": 0}
     assert metrics["n_unique"] == 2
     assert metrics["keys"] == ["CCO", "COC"]  # lowest energy per atom first
     assert metrics["uniqueness"] == pytest.approx(2 / 3)
@@ -128,8 +128,10 @@ def test_bad_input_names_the_field():
         discovery_metrics([ethanol()], [0.0], n_dft=-1)
     with pytest.raises(ValueError, match=r"^structures\[1\]: expected ase.Atoms"):
         discovery_metrics([ethanol(), "CCO"], [0.0, 0.0])
-    with pytest.raises(ValueError, match=r"^energies: structure 0 has a non-finite energy"):
+    with pytest.raises(ValueError, match=r"^energies: structure 0 has energy nan; expected a finite"):
         discovery_metrics([ethanol()], [np.nan])
+    with pytest.raises(ValueError, match=r"^failed: got 1 flags for 2 structures"):
+        discovery_metrics([ethanol(), ethanol()], [0.0, 0.0], failed=[True])
     with pytest.raises(ValueError, match=r"^structures: cannot tell molecules from crystals"):
         discovery_metrics([ethanol(), si_diamond()], [0.0, 0.0])
 
@@ -144,3 +146,13 @@ def test_format_metrics_table_side_by_side():
     assert any("per new basin" in line and "1.00" in line and "no new basin" in line for line in lines)
     with pytest.raises(ValueError, match=r"^rows: expected a non-empty mapping"):
         format_metrics_table({})
+
+
+def test_failed_relaxations_count_in_the_denominator_only():
+    structures = [zwitterion(), ethanol(), dimethyl_ether(), ethanol(1.0)]
+    metrics = discovery_metrics(structures, [None, -3.0, np.nan, -3.5], failed=[True, False, True, False])
+    assert metrics["n_structures"] == 4 and metrics["invalid"]["failed"] == 2
+    assert metrics["n_valid"] == 2 and metrics["validity"] == 0.5
+    assert metrics["keys"] == ["CCO"]
+    (basin,) = metrics["basins"]
+    assert basin["members"] == [3, 1] and basin["representative"] == 3  # indices into the full list
