@@ -20,18 +20,14 @@ from typing import Any
 import numpy as np
 
 from .basins import deduplicate
+from .metrics import charge_separated
 from .ml.batch import StructureBatch
 
-__all__ = ["FunnelChoice", "pick_for_dft", "charge_separated", "ENERGY_KEY", "FAILED_KEY"]
+__all__ = ["FunnelChoice", "pick_for_dft", "ENERGY_KEY", "FAILED_KEY"]
 
 #: info arrays written by the cheap relaxation (:mod:`aiida_physgen.cheap_relax`)
 ENERGY_KEY = "cheap_energy"
 FAILED_KEY = "cheap_failed"
-
-
-def charge_separated(key: str | None) -> bool:
-    """Whether a canonical SMILES carries formal charges (e.g. ``[CH2-]CCC(C)O.[H+]``)."""
-    return key is not None and ("+" in key or "-" in key)
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiida_physgen.funnel import charge_separated, pick_for_dft
+from aiida_physgen.funnel import pick_for_dft
+from aiida_physgen.metrics import charge_separated
 
 
 def test_one_per_sound_basin_lowest_energy_first(cheap_batch):
@@ -39,4 +40,5 @@ def test_missing_cheap_energies_are_named(cheap_batch):
 
 def test_charge_separation():
     assert charge_separated("[CH2-]CCC(C)[OH2+]") and charge_separated("C[O-].[H+]")
+    assert not charge_separated("C[O-]", charge=-1)  # one charge, as the total charge asks
     assert not charge_separated("CCCCCO") and not charge_separated(None)
