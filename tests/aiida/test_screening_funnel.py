@@ -1,0 +1,38 @@
+"""The screening with the cheap-tier funnel, end to end: generation → GFN2-xTB → one per sound basin → GPAW."""
+
+from __future__ import annotations
+
+import pytest
+from aiida.engine import run_get_node
+from ase.build import molecule
+
+from aiida_physgen.launch import screening_builder
+
+TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
+        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+         "vacuum": 2.0}
+
+
+@pytest.mark.slow
+def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
+    builder = screening_builder(
+        [molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
+        settings=TINY, count=12, n_clusters=6, n_components=2, relax_overrides=QUICK,
+        funnel=True, dft_budget=2,
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    funnel = results["funnel"]
+    assert funnel["n_relaxed"] == 6 and funnel["budget"] == 2
+    assert 1 <= funnel["n_picked"] <= 2 and funnel["n_picked"] <= funnel["n_sound_basins"]
+    assert len(results["cheap_relaxed"]) == 6
+    report = results["report"]
+    assert report["n_relaxed"] == funnel["n_picked"]  # DFT saw only the picks
+    assert report["funnel"]["n_picked"] == funnel["n_picked"]
+    for row in report["rows"]:
+        assert len(row["cheap_keys"]) == row["count"] and isinstance(row["changed_in_dft"], bool)
+    labels = {link.link_label for link in node.base.links.get_outgoing().all()}
+    assert {"relax_cheap", "select_for_dft"} <= labels
+    for minimum in results["minima"].values():
+        assert minimum.base.extras.get("cheap_key") and minimum.base.extras.get("seed") == 0
