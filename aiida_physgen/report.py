@@ -63,16 +63,18 @@ def timing(node) -> dict[str, float]:
     # (workflows/orphans.py): its time, up to that moment, was lost, not spent on training or overhead
     lost = sum((n.mtime - n.ctime).total_seconds() for n in trainings if n.is_excepted)
     training = sum((n.mtime - n.ctime).total_seconds() for n in trainings if not n.is_excepted)
+    cheap = sum((n.mtime - n.ctime).total_seconds() for n in _descendants(node, "relax_cheap") if not n.is_excepted)
     intervals = []
     for calc in _descendants(node, "GpawCalculation"):
         params = calc.outputs.output_parameters.get_dict() if "output_parameters" in calc.outputs else {}
         if params.get("start_time") and params.get("end_time"):
             intervals.append((params["start_time"], params["end_time"]))
     dft = _union_seconds(intervals)
-    other = max(total - training - dft - lost, 0.0)
+    other = max(total - training - dft - cheap - lost, 0.0)
     return {
         "total_s": total,
         "training_s": training,
+        "cheap_s": cheap,
         "dft_s": dft,
         "lost_s": lost,
         "other_s": other,
@@ -191,6 +193,50 @@ def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
     return written
 
 
+def funnel_line(node) -> str | None:
+    """Where the candidates went, stage by stage, when the screening used the cheap-tier funnel."""
+    node = _screening_node(node)
+    report = node.outputs.report
+    if "funnel" not in report.keys():
+        return None
+    funnel = report["funnel"]
+    generation = node.outputs.generation
+    n_candidates = len(generation.candidates) if "candidates" in generation else None
+    selection = generation.selection if "selection" in generation else None
+    n_kept = (selection.base.attributes.get("n_candidates") - selection.base.attributes.get("n_too_close")
+              if selection is not None else None)
+    n_representatives = len(generation.representatives) if "representatives" in generation else None
+    return (
+        f"funnel: {n_candidates} candidates → {n_kept} with atoms ≥ min_distance apart → {n_representatives} "
+        f"representatives → cheap tier: {funnel['n_failed']} failed, {funnel['n_sound']} sound in "
+        f"{funnel['n_sound_basins']} distinct sound basins (of {funnel['n_basins']}) → {funnel['n_picked']} DFT "
+        f"relaxations (budget {funnel['budget']}) → {report['n_basins']} DFT basins, "
+        f"{report.get('n_changed_in_dft', 0)} relaxation(s) changed basin in DFT"
+    )
+
+
+def discovery_line(node) -> str:
+    """One line: how many distinct valid structures were found with how many DFT relaxations (and, for a
+    composition with a shipped reference list, how many of the known isomers)."""
+    from .resources import reference_smiles
+
+    node = _screening_node(node)
+    report = node.outputs.report
+    rows = report["rows"]
+    formula = rows[0]["formula"] if rows else "?"
+    kind = rows[0].get("kind", "molecule") if rows else "molecule"
+    found = {row["key"] for row in rows if row["new_minimum"]}
+    noun = "isomers" if kind == "molecule" else "structures"
+    line = f"found {len(found)} distinct valid {formula} {noun} with {report['n_relaxed']} DFT relaxations"
+    if kind == "molecule":
+        try:
+            reference = set(reference_smiles(formula))
+        except ValueError:  # no shipped reference list for this composition
+            return line
+        line += f" ({len(found & reference)} of the {len(reference)} known {formula} isomers)"
+    return line
+
+
 def print_report(node, output_dir: str | Path | None = None, file: IO[str] | None = None) -> dict[str, Path]:
     """Print the table, summary and timing; write the figures to ``output_dir`` when given."""
     file = file or sys.stdout
@@ -200,8 +246,13 @@ def print_report(node, output_dir: str | Path | None = None, file: IO[str] | Non
     print(f"Screening {node.process_label}<{node.pk}>: {report['n_relaxed']} relaxations → {report['n_basins']} "
           f"basins, {report['n_unique_minima']} unique minima (connected, valid)", file=file)
     print(format_table(rows), file=file)
+    line = funnel_line(node)
+    if line:
+        print(line, file=file)
+    print(discovery_line(node), file=file)
     t = timing(node)
-    print(f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, DFT {t['dft_s']:.0f} s "
+    cheap = f"cheap tier {t['cheap_s']:.0f} s, " if t["cheap_s"] else ""
+    print(f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, {cheap}DFT {t['dft_s']:.0f} s "
           f"({t['n_dft_runs']} GPAW runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
           + (f", lost to a dead daemon worker {t['lost_s']:.0f} s" if t["lost_s"] else ""), file=file)
     written = {}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from aiida.engine import run_get_node
 from ase.build import molecule
 
 from aiida_physgen.launch import screening_builder
+from aiida_physgen.report import print_report, timing
 
 TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
         "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
@@ -36,3 +39,9 @@ def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
     assert {"relax_cheap", "select_for_dft"} <= labels
     for minimum in results["minima"].values():
         assert minimum.base.extras.get("cheap_key") and minimum.base.extras.get("seed") == 0
+    out = io.StringIO()
+    print_report(node, file=out)
+    text = out.getvalue()
+    assert f"→ 6 representatives → cheap tier: {funnel['n_failed']} failed" in text
+    assert f"found {report['n_unique_minima']} distinct valid H2O isomers with {report['n_relaxed']} DFT relaxations" in text
+    assert "cheap tier" in text.splitlines()[-1] and timing(node)["cheap_s"] > 0
