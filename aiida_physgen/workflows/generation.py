@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain
+from aiida.engine import ToContext, WorkChain, if_
 from aiida.plugins import WorkflowFactory
 
 from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives, train
@@ -137,8 +137,21 @@ class GenerationWorkChain(WorkChain):
                    help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).")
         spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
                    help="Where the training runs: 'cpu', 'cuda' or 'auto' (CUDA when the machine has it).")
+        spec.input("baseline", valid_type=orm.Bool, default=lambda: orm.Bool(False),
+                   help="The random baseline (the LoGAN paper's control): no training; count × len(seeds) structures "
+                        "with random coordinates in the target cell, atoms at least the selection's min_distance "
+                        "apart, then the same selection.")
         spec.inputs.validator = validate_generation_inputs
-        spec.outline(cls.check_inputs, cls.normalise, cls.train, cls.inspect_training, cls.generate, cls.select, cls.results)
+        spec.outline(
+            cls.check_inputs,
+            if_(cls.use_baseline)(
+                cls.generate_random,
+            ).else_(
+                cls.normalise, cls.train, cls.inspect_training, cls.generate,
+            ),
+            cls.select,
+            cls.results,
+        )
         spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
         spec.output("candidates", valid_type=StructureSet, help="Every generated candidate, one node.")
         spec.output("representatives", valid_type=StructureSet, help="One candidate per k-means cluster.")
@@ -287,6 +300,28 @@ class GenerationWorkChain(WorkChain):
         if "models" not in self.ctx:
             self.ctx.models = {label: node.outputs.models[label] for label in node.outputs.models}
         self.out("models", dict(self.ctx.models))
+
+    def use_baseline(self):
+        return self.inputs.baseline.value
+
+    def generate_random(self):
+        """As many random candidates as the models would have made, with the selection's min_distance."""
+        from ..calculations.baseline import generate_random
+
+        count = self.inputs.count.value * len(self.inputs.seeds.get_list())
+        selection = SelectionSettings.from_dict(
+            self.inputs.selection_settings.get_dict() if "selection_settings" in self.inputs else None)
+        self.report(f"random baseline: {count} random structures, atoms at least {selection.min_distance} Å apart")
+        candidates, node = self._run(
+            generate_random, "generate_random", f"{count} random structures (the random baseline)",
+            target=self.inputs.target, count=orm.Int(count), seed=self.inputs.generation_seed,
+            min_distance=orm.Float(selection.min_distance),
+        )
+        if not node.is_finished_ok:
+            return self._failed(node, "random generation")
+        self.ctx.candidates = candidates
+        self.out("candidates", candidates)
+        return None
 
     def generate(self):
         models = dict(self.ctx.models)
