@@ -237,6 +237,39 @@ def discovery_line(node) -> str:
     return line
 
 
+def screening_metrics(node) -> dict[str, dict[str, Any]]:
+    """Discovery metrics of a screening (:func:`aiida_physgen.metrics.discovery_metrics`), at the cheap
+    tier (every cheaply relaxed representative) when the funnel ran, and at the DFT level (the relaxed
+    structures of every DFT relaxation, with ``n_dft`` the number of relaxations). Novelty is measured
+    against the screening's training set; recovery against the shipped reference list of the
+    composition, when there is one. A screening that ended before DFT has only the cheap level."""
+    from .metrics import discovery_metrics
+    from .resources import reference_smiles
+
+    node = _screening_node(node)
+    generation = node.inputs.generation
+    training = list(generation.training)
+    composition = generation.target.get_dict().get("composition")
+    try:
+        reference = reference_smiles(composition)
+    except ValueError:
+        reference = None
+    levels: dict[str, dict[str, Any]] = {}
+    if "cheap_relaxed" in node.outputs:
+        relaxed = node.outputs.cheap_relaxed.get_batch()
+        failed = relaxed.info["cheap_failed"].astype(bool)
+        energies = [None if bad else float(e) for e, bad in zip(relaxed.info["cheap_energy"], failed)]
+        levels["cheap"] = discovery_metrics(list(relaxed), energies, training=training, reference=reference,
+                                            failed=failed.tolist())
+    if "report" in node.outputs:
+        relaxations = [n for n in node.called if n.process_label == "GpawBaseWorkChain" and n.is_finished_ok]
+        structures = [n.outputs.output_structure.get_ase() for n in relaxations]
+        energies = [float(n.outputs.output_parameters["energy"]) for n in relaxations]
+        levels["dft"] = discovery_metrics(structures, energies, training=training, reference=reference,
+                                          n_dft=node.outputs.report["n_relaxed"])
+    return levels
+
+
 def print_report(node, output_dir: str | Path | None = None, file: IO[str] | None = None) -> dict[str, Path]:
     """Print the table, summary and timing; write the figures to ``output_dir`` when given."""
     file = file or sys.stdout

@@ -9,7 +9,7 @@ from aiida.engine import run_get_node
 from ase.build import molecule
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.report import print_report, timing
+from aiida_physgen.report import print_report, screening_metrics, timing
 
 TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
         "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
@@ -45,3 +45,7 @@ def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
     assert f"→ 6 representatives → cheap tier: {funnel['n_failed']} failed" in text
     assert f"found {report['n_unique_minima']} distinct valid H2O isomers with {report['n_relaxed']} DFT relaxations" in text
     assert "cheap tier" in text.splitlines()[-1] and timing(node)["cheap_s"] > 0
+    levels = screening_metrics(node)
+    assert levels["cheap"]["n_structures"] == 6
+    assert levels["dft"]["n_dft"] == report["n_relaxed"]
+    assert levels["dft"]["n_unique"] == report["n_unique_minima"]
