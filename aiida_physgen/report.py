@@ -237,12 +237,13 @@ def discovery_line(node) -> str:
     return line
 
 
-def screening_metrics(node) -> dict[str, dict[str, Any]]:
+def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str, Any]]:
     """Discovery metrics of a screening (:func:`aiida_physgen.metrics.discovery_metrics`), at the cheap
     tier (every cheaply relaxed representative) when the funnel ran, and at the DFT level (the relaxed
     structures of every DFT relaxation, with ``n_dft`` the number of relaxations). Novelty is measured
-    against the screening's training set; recovery against the shipped reference list of the
-    composition, when there is one. A screening that ended before DFT has only the cheap level."""
+    against the screening's training set; recovery against ``reference`` (SMILES or structures, e.g. a
+    target polymorph), by default the shipped reference list of the composition when there is one. A
+    screening that ended before DFT has only the cheap level."""
     from .metrics import discovery_metrics
     from .resources import reference_smiles
 
@@ -250,10 +251,11 @@ def screening_metrics(node) -> dict[str, dict[str, Any]]:
     generation = node.inputs.generation
     training = list(generation.training)
     composition = generation.target.get_dict().get("composition")
-    try:
-        reference = reference_smiles(composition)
-    except ValueError:
-        reference = None
+    if reference is None:
+        try:
+            reference = reference_smiles(composition)
+        except ValueError:
+            reference = None
     levels: dict[str, dict[str, Any]] = {}
     if "cheap_relaxed" in node.outputs:
         relaxed = node.outputs.cheap_relaxed.get_batch()

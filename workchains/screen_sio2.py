@@ -4,19 +4,27 @@ with the target left out, generate in the target's cell and composition, relax w
     verdi run workchains/screen_sio2.py [mp-546794 | mp-1188220 | ...] [--paper]
 
 --paper: 20 models × 60,000 epochs, 20 relaxations, PW 400 eV, LDA, 2×2×2 k-points, fixed cell.
+--random: the random baseline (random coordinates in the target cell) through the same funnel.
+--no-funnel: the representatives straight to DFT, without the CHGNet tier.
+
+The last lines say whether the target polymorph was recovered (pymatgen StructureMatcher against the
+shipped target), after CHGNet and after DFT.
 """
 
 import sys
 import time
 
+from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.report import print_report
+from aiida_physgen.metrics import format_metrics_table
+from aiida_physgen.report import print_report, screening_metrics
 from aiida_physgen.ml.composition import composition_string
 from aiida_physgen.resources import sio2_target
 
 PAPER = "--paper" in sys.argv
+FUNNEL = "--no-funnel" not in sys.argv
 names = [a for a in sys.argv[1:] if a.startswith("mp-")]
 TARGET = names[0] if names else "mp-546794"
 try:
@@ -32,9 +40,12 @@ builder = screening_builder(
     cell=target.cell.array,
     pbc=[bool(p) for p in target.pbc],
     generation_protocol="paper" if PAPER else "fast",  # r_cut 6 Å, lr 10^-3.5; 20 × 60,000 or 2 × 300 epochs
-    **({} if PAPER else {"count": 200, "n_clusters": 4}),
+    **({} if PAPER else {"count": 200, "n_clusters": 40 if FUNNEL else 4}),
     protocol="balanced" if PAPER else "fast",  # GPAW
+    funnel=FUNNEL,
+    dft_budget=20 if PAPER else 4,
 )
+builder.generation.baseline = orm.Bool("--random" in sys.argv)
 results, node = run_get_node(builder)
 print(f"ScreeningWorkChain<{node.pk}> for {TARGET} ({composition}) finished with exit status {node.exit_status} "
       f"in {time.perf_counter() - start:.0f} s")
@@ -42,3 +53,8 @@ if node.is_finished_ok:
     print_report(node, output_dir=f"screening_{node.pk}")
     print(f"target energy (Materials Project, PBE): {target.get_potential_energy() / len(target):.4f} eV/atom "
           "(not comparable with LDA; compare structures, not energies)")
+levels = screening_metrics(node, reference=[target])
+if levels:
+    print(format_metrics_table({("CHGNet" if level == "cheap" else "DFT"): metrics for level, metrics in levels.items()}))
+    for level, metrics in levels.items():
+        print(f"{TARGET} recovered after {'CHGNet' if level == 'cheap' else 'DFT'}: {'yes' if metrics['recovered'] else 'no'}")
