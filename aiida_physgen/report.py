@@ -247,7 +247,9 @@ def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str
     from .metrics import discovery_metrics
     from .resources import reference_smiles
 
-    node = _screening_node(node)
+    node = orm.load_node(node) if not isinstance(node, orm.Node) else node  # a failed screening has metrics too
+    if not isinstance(node, orm.WorkflowNode) or "generation" not in node.inputs:
+        raise ValueError(f"pk: node {node.pk} is not a physgen.screening run")
     generation = node.inputs.generation
     training = list(generation.training)
     composition = generation.target.get_dict().get("composition")

@@ -7,7 +7,7 @@ selection and funnel), then prints the discovery metrics side by side, at the ch
 DFT.
 
     verdi run workchains/c5h12o_vs_random.py                    # both runs (about 8 minutes here)
-    verdi run workchains/c5h12o_vs_random.py --generator <pk>   # reuse a finished generator screening
+    verdi run workchains/c5h12o_vs_random.py --generator <pk> [--random <pk>]   # reuse finished screenings
 """
 
 import sys
@@ -34,7 +34,10 @@ if "--generator" in sys.argv:
     runs["generator"] = orm.load_node(int(sys.argv[sys.argv.index("--generator") + 1]))
 else:
     runs["generator"] = run_get_node(builder(False))[1]
-runs["random"] = run_get_node(builder(True))[1]
+if "--random" in sys.argv:
+    runs["random"] = orm.load_node(int(sys.argv[sys.argv.index("--random") + 1]))
+else:
+    runs["random"] = run_get_node(builder(True))[1]
 
 columns = {}
 for name, node in runs.items():
