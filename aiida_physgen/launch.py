@@ -173,7 +173,7 @@ def screening_builder(
     relax_overrides: dict[str, Any] | None = None,
     dos: bool = True,
     group_label: str | None = None,
-    funnel: bool = False,
+    funnel: bool = True,
     dft_budget: int | None = None,
     cheap_settings: dict[str, Any] | None = None,
     **generation: Any,
@@ -181,8 +181,9 @@ def screening_builder(
     """A ready :class:`~aiida_physgen.workflows.screening.ScreeningWorkChain` builder from plain values;
     ``generation`` takes the keywords of :func:`generation_inputs`; ``protocol`` is the DFT protocol and
     ``generation_protocol`` the family's generation protocol (its default when ``None``). With ``funnel``
-    the representatives (``n_clusters`` of them: choose many more than ``dft_budget``, e.g. 10×) are
-    relaxed with the cheap tier first, and DFT gets one per distinct sound basin, at most ``dft_budget``."""
+    (the default) the representatives (``n_clusters`` of them: choose many more than ``dft_budget``,
+    e.g. 10×) are relaxed with the cheap tier first, and DFT gets one per distinct sound basin, at most
+    ``dft_budget``; ``funnel=False`` sends every representative straight to DFT."""
     from .workflows.screening import ScreeningWorkChain
 
     builder = ScreeningWorkChain.get_builder()

@@ -50,7 +50,38 @@ def validate_screening_inputs(inputs, _ctx=None):
     )
     if message and message.startswith("overrides"):
         message = f"relax_{message}"  # the port's name in this work chain
-    return message
+    return message or _check_funnel(inputs)
+
+
+#: the package each cheap method needs (the ``cheap`` extra of aiida-physgen)
+CHEAP_PACKAGES = {False: ("tblite", "GFN2-xTB"), True: ("chgnet", "CHGNet")}
+
+
+def _check_funnel(inputs) -> str | None:
+    """With the funnel: its settings, the budget, and the package of the cheap method the target needs."""
+    import importlib.util
+
+    from ..cheap_relax import CheapSettings
+
+    if "funnel" in inputs and not inputs["funnel"].value:
+        return None
+    if "dft_budget" in inputs and inputs["dft_budget"].value < 1:
+        return f"dft_budget: got {inputs['dft_budget'].value}, expected a positive number of DFT relaxations"
+    try:
+        settings = CheapSettings.from_dict(inputs["cheap_settings"].get_dict() if "cheap_settings" in inputs else None)
+    except ValueError as error:
+        message = str(error).replace("'settings.", "'cheap_settings.")
+        return f"cheap_{message}" if message.startswith("settings") else f"cheap_settings: {message}"
+    periodic = _periodic(inputs)
+    needed = {periodic} if periodic is not None else {False, True}
+    if settings.method != "auto":
+        needed = {settings.method == "chgnet"}
+    for flag in sorted(needed):
+        package, method = CHEAP_PACKAGES[flag]
+        if importlib.util.find_spec(package) is None:
+            return (f"funnel: the cheap tier relaxes these structures with {method}, which needs the {package!r} "
+                    "package (pip install 'aiida-physgen[cheap]'); or set funnel=False")
+    return None
 
 
 class ScreeningWorkChain(WorkChain):
@@ -68,9 +99,10 @@ class ScreeningWorkChain(WorkChain):
         spec.input("relax_overrides", valid_type=orm.Dict, required=False,
                    help="Nested overrides merged into the engine's protocol inputs.")
         spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation.")
-        spec.input("funnel", valid_type=orm.Bool, default=lambda: orm.Bool(False),
+        spec.input("funnel", valid_type=orm.Bool, default=lambda: orm.Bool(True),
                    help="Relax the representatives with the cheap tier (GFN2-xTB / CHGNet) first and send DFT one "
-                        "structure per distinct sound basin, up to dft_budget.")
+                        "structure per distinct sound basin, up to dft_budget (on by default; False: every "
+                        "representative goes straight to DFT).")
         spec.input("dft_budget", valid_type=orm.Int, default=lambda: orm.Int(5),
                    help="With the funnel: the most DFT relaxations to spend.")
         spec.input("cheap_settings", valid_type=orm.Dict, required=False,

@@ -122,3 +122,18 @@ def test_builders_store_nothing(gpaw_code):
         {"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False}, protocol="balanced")
     assert count_nodes() == before
     assert not builder.generation.training.is_stored
+
+
+def test_funnel_without_the_cheap_package_fails_at_launch(gpaw_code, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tblite" else real(name, *a))
+    builder = screening_builder([molecule("H2O"), molecule("H2O2")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
+                                settings=TINY, count=4, n_clusters=2, n_components=2)
+    with pytest.raises(ValueError, match=r"funnel: .*GFN2-xTB.*'tblite'.*funnel=False"):
+        run_get_node(builder)
+    builder.funnel = orm.Bool(False)  # the old path needs no cheap tier
+    from aiida_physgen.workflows.screening import validate_screening_inputs
+
+    assert validate_screening_inputs(builder._inputs(prune=True)) is None
