@@ -5,6 +5,7 @@
     verdi run workchains/screen_c5h12o.py --paper      # the paper's training: 12 models × 45,000 epochs (days on a CPU)
     verdi run workchains/screen_c5h12o.py --no-funnel  # the old path: 20 representatives straight to DFT
     verdi run workchains/screen_c5h12o.py --random     # the random baseline through the same funnel and budgets
+    verdi run workchains/screen_c5h12o.py --models 6 --steps 1200   # a shorter training (about 15 minutes here)
 
 The paper found 12 of the 14 C5H12O isomers with 15 relaxations, all 14 with 38. The report's last
 lines say how many of the 14 were found with how many DFT relaxations, and the discovery metrics.
@@ -24,6 +25,13 @@ PAPER = "--paper" in sys.argv
 FUNNEL = "--no-funnel" not in sys.argv
 DFT_BUDGET = 20
 
+
+def option(name: str, default=None):
+    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
+MODELS, STEPS = option("--models"), option("--steps")  # e.g. --models 6 --steps 1200: a shorter training
+
 start = time.perf_counter()
 builder = screening_builder(
     "logan/C5H12O_training.extxyz",
@@ -32,6 +40,8 @@ builder = screening_builder(
     generation_protocol="paper" if PAPER else "balanced",  # 12 models; 45,000 or 1,500 epochs; 2,000 candidates each
     n_clusters=10 * DFT_BUDGET if FUNNEL else DFT_BUDGET,
     protocol="balanced" if PAPER else "fast",  # GPAW
+    **({"seeds": list(range(MODELS))} if MODELS else {}),
+    **({"settings": {"loop": {"steps": STEPS}}} if STEPS else {}),
     funnel=FUNNEL,
     dft_budget=DFT_BUDGET,
 )
