@@ -283,13 +283,11 @@ FIXED_BYTES = 200_000_000
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation: ``MemAvailable`` of ``/proc/meminfo`` (Linux),
     else psutil's ``available`` when psutil is installed, else ``None``."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():  # Linux
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     try:
         import psutil
     except ImportError:
