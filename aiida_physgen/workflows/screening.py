@@ -1,7 +1,10 @@
 """``physgen.screening``: the whole pipeline, from known structures to DFT-verified unique minima.
 
-    training set ──GenerationWorkChain──▶ representatives ──relax (+DOS), concurrently──▶ relaxed
-    ──deduplicate_minima──▶ unique minima + report
+    training set ──GenerationWorkChain──▶ representatives ──relax_cheap──▶ cheap basins ──select_for_dft──▶
+    one per sound basin (≤ dft_budget) ──relax (+DOS), concurrently──▶ relaxed ──deduplicate_minima──▶
+    unique minima + report
+
+With ``funnel=False`` the cheap tier is skipped and every representative goes to DFT.
 
 The relaxation engine (GPAW today) is chosen by name; the workflow only asks it for builders and
 reads results back (see :mod:`aiida_physgen.workflows.engines`). The context holds only nodes and
@@ -14,10 +17,9 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, append_, if_
 
-from ..calculations.functions import deduplicate_minima
-from .engines import ENGINES, get_engine
-from ..calculations.functions import PROVENANCE_EXTRAS
+from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.structure_set import StructureSet
+from .engines import ENGINES, get_engine
 from .generation import GenerationWorkChain, validate_generation_inputs
 from .orphans import end_orphaned_calcfunctions
 
