@@ -22,7 +22,7 @@ from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
 from ..selection import SelectionSettings
-from .orphans import end_orphaned_calcfunctions
+from .orphans import run_calcfunction_step
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs"]
 
@@ -223,12 +223,6 @@ class GenerationWorkChain(WorkChain):
             f"{node.exit_message or ''}"
         )
 
-    def _run(self, function, link: str, description: str, **inputs):
-        """Run a calcfunction as step ``link`` of this chain (after ending any copy a dead worker left running)."""
-        end_orphaned_calcfunctions(self)
-        metadata = {"call_link_label": link, "label": link, "description": description}
-        return function.run_get_node(**inputs, metadata=metadata)
-
     def check_inputs(self):
         """Run the launch checks again on the inputs this chain really got (an outer chain may have left ports
         out of its own launch check), and give the node a label and description when it has none."""
@@ -252,7 +246,7 @@ class GenerationWorkChain(WorkChain):
         for optional in ("settings", "grid"):
             if optional in self.inputs:
                 inputs[optional] = self.inputs[optional]
-        outputs, node = self._run(normalise_training_inputs, "normalise", "canonical training inputs", **inputs)
+        outputs, node = run_calcfunction_step(self, normalise_training_inputs, "normalise", "canonical training inputs", **inputs)
         if not node.is_finished_ok:
             return self._failed(node, "normalisation")
         self.ctx.training_inputs = {"training": self.inputs.training, "family": self.inputs.family, **outputs}
@@ -267,7 +261,7 @@ class GenerationWorkChain(WorkChain):
         inputs = self._training_inputs()
         if "training_code" not in self.inputs:
             self.report(f"training {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures")
-            outputs, node = self._run(
+            outputs, node = run_calcfunction_step(self, 
                 train, "train", f"train {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures",
                 **inputs, device=self.inputs.device,
             )
@@ -312,7 +306,7 @@ class GenerationWorkChain(WorkChain):
         selection = SelectionSettings.from_dict(
             self.inputs.selection_settings.get_dict() if "selection_settings" in self.inputs else None)
         self.report(f"random baseline: {count} random structures, atoms at least {selection.min_distance} Å apart")
-        candidates, node = self._run(
+        candidates, node = run_calcfunction_step(self, 
             generate_random, "generate_random", f"{count} random structures (the random baseline)",
             target=self.inputs.target, count=orm.Int(count), seed=self.inputs.generation_seed,
             min_distance=orm.Float(selection.min_distance),
@@ -329,7 +323,7 @@ class GenerationWorkChain(WorkChain):
         inputs = {"count": self.inputs.count, "seed": self.inputs.generation_seed, **models}
         if "condition" in self.inputs:
             inputs["condition"] = self.inputs.condition
-        candidates, node = self._run(
+        candidates, node = run_calcfunction_step(self, 
             generate, "generate", f"{self.inputs.count.value} candidates from each of {len(models)} models", **inputs
         )
         if not node.is_finished_ok:
@@ -341,7 +335,7 @@ class GenerationWorkChain(WorkChain):
         inputs = {"candidates": self.ctx.candidates, "seed": self.inputs.selection_seed}
         if "selection_settings" in self.inputs:
             inputs["settings"] = self.inputs.selection_settings
-        outputs, node = self._run(
+        outputs, node = run_calcfunction_step(self, 
             select_representatives, "select", "descriptors → PCA → k-means: one representative per cluster", **inputs
         )
         if not node.is_finished_ok:

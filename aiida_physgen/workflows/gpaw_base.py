@@ -39,7 +39,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, calcfunctio
 
 from aiida_physgen.calculations import gpaw_driver as driver
 from aiida_physgen.calculations.gpaw import GpawCalculation, validate_parameters
-from aiida_physgen.workflows.orphans import end_orphaned_calcfunctions
+from aiida_physgen.workflows.orphans import run_calcfunction_step
 from aiida_physgen.workflows.protocols import get_available_protocols, get_default_protocol, load_protocol
 
 __all__ = ('GpawBaseWorkChain', 'center_molecule')
@@ -195,10 +195,11 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
         if 'vacuum' not in center:
             return
         extra = {'box': center['box']} if 'box' in center else {}
-        end_orphaned_calcfunctions(self)  # a copy a dead daemon worker left running
-        metadata = {'call_link_label': 'center', 'label': 'center', 'description': 'centre the molecule in its box'}
-        self.ctx.inputs.structure = center_molecule(self.ctx.inputs.structure, center['vacuum'], **extra,
-                                                    metadata=metadata)
+        outputs, _ = run_calcfunction_step(
+            self, center_molecule, 'center', 'centre the molecule in its box',
+            structure=self.ctx.inputs.structure, vacuum=center['vacuum'], **extra,
+        )
+        self.ctx.inputs.structure = outputs
 
     # ------------------------------------------------------------------------------------------------------------------
     # helpers

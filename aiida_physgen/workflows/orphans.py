@@ -14,7 +14,7 @@ from __future__ import annotations
 from aiida.orm import CalcFunctionNode
 from plumpy.process_states import ProcessState
 
-__all__ = ["end_orphaned_calcfunctions"]
+__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step"]
 
 ORPHAN_MESSAGE = (
     "the daemon worker running this calcfunction died before it returned; {caller} ran the step again "
@@ -34,3 +34,11 @@ def end_orphaned_calcfunctions(workchain) -> list[int]:
     if ended:
         workchain.report(f"calcfunction(s) {ended} were left running by a dead daemon worker: marked excepted")
     return ended
+
+
+def run_calcfunction_step(workchain, function, link: str, description: str, **inputs):
+    """Run ``function`` as the step ``link`` of ``workchain`` (call link label, label and description
+    set), after ending any copy of an earlier attempt that a dead daemon worker left running.
+    Returns ``(outputs, node)`` as ``run_get_node`` does."""
+    end_orphaned_calcfunctions(workchain)
+    return function.run_get_node(**inputs, metadata={"call_link_label": link, "label": link, "description": description})

@@ -21,7 +21,7 @@ from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.structure_set import StructureSet
 from .engines import ENGINES, get_engine
 from .generation import GenerationWorkChain, validate_generation_inputs
-from .orphans import end_orphaned_calcfunctions
+from .orphans import run_calcfunction_step
 
 __all__ = ["ScreeningWorkChain"]
 
@@ -182,11 +182,6 @@ class ScreeningWorkChain(WorkChain):
     def use_funnel(self):
         return self.inputs.funnel.value
 
-    def _run(self, function, link: str, description: str, **inputs):
-        end_orphaned_calcfunctions(self)
-        return function.run_get_node(**inputs, metadata={"call_link_label": link, "label": link,
-                                                         "description": description})
-
     def relax_cheap(self):
         """Relax every representative with the cheap tier (one calcfunction for the whole set)."""
         from ..calculations.cheap import relax_cheap
@@ -195,7 +190,7 @@ class ScreeningWorkChain(WorkChain):
         inputs = {"structures": representatives}
         if "cheap_settings" in self.inputs:
             inputs["settings"] = self.inputs.cheap_settings
-        outputs, node = self._run(relax_cheap, "relax_cheap", f"cheap relaxation of {len(representatives)} "
+        outputs, node = run_calcfunction_step(self, relax_cheap, "relax_cheap", f"cheap relaxation of {len(representatives)} "
                                   "representatives", **inputs)
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
@@ -208,7 +203,7 @@ class ScreeningWorkChain(WorkChain):
         """One structure per distinct sound cheap basin, lowest cheap energy first, up to the DFT budget."""
         from ..calculations.funnel import select_for_dft
 
-        outputs, node = self._run(
+        outputs, node = run_calcfunction_step(self, 
             select_for_dft, "select_for_dft", f"one structure per sound cheap basin, at most {self.inputs.dft_budget.value}",
             relaxed=self.ctx.cheap_relaxed, budget=self.inputs.dft_budget,
             candidates=self.ctx.generation.outputs.candidates,
@@ -271,10 +266,10 @@ class ScreeningWorkChain(WorkChain):
             inputs[f"parameters_{label}"] = result.parameters
         if "funnel" in self.ctx:
             inputs["funnel"] = self.ctx.funnel
-        end_orphaned_calcfunctions(self)
-        metadata = {"call_link_label": "deduplicate", "label": "deduplicate",
-                    "description": "group the relaxed structures into basins, keep the lowest of each"}
-        outputs, node = deduplicate_minima.run_get_node(**inputs, metadata=metadata)
+        outputs, node = run_calcfunction_step(
+            self, deduplicate_minima, "deduplicate", "group the relaxed structures into basins, keep the lowest of each",
+            **inputs,
+        )
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_DEDUPLICATION_FAILED.format(message=node.exit_message or "")
         self.ctx.minima = outputs["minima"]
