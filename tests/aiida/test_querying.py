@@ -89,9 +89,10 @@ def test_all_minima_below_an_energy(screening):
     qb.append(orm.CalcFunctionNode, filters={"attributes.process_label": "deduplicate_minima"}, tag="basins")
     qb.append(orm.StructureData, with_incoming="basins", filters={"extras.energy_per_atom": {"<": threshold}},
               project=["uuid", "extras.formula", "extras.energy_per_atom", "extras.seed"])
-    rows = qb.all()
-    assert len(rows) == 1 and rows[0][2] == energies[0]
-    assert rows[0][0] in {m.uuid for m in screening.outputs.minima.values()}
+    rows = qb.all()  # across the whole database: other tests' screenings may add minima of their own
+    ours = {m.uuid for m in screening.outputs.minima.values()}
+    assert all(row[2] < threshold for row in rows)
+    assert [row[2] for row in rows if row[0] in ours] == [energies[0]]  # only our lowest is below
 
 
 def test_all_models_of_a_family_with_their_final_losses(screening):
