@@ -6,9 +6,10 @@
 
 With ``funnel=False`` the cheap tier is skipped and every representative goes to DFT.
 
-The relaxation engine (GPAW today) is chosen by name; the workflow only asks it for builders and
-reads results back (see :mod:`aiida_physgen.workflows.engines`). The context holds only nodes and
-plain data, so the daemon can be stopped and restarted mid-run.
+Both tiers are engines chosen by name (entry-point group ``aiida_physgen.engines``): ``cheap_engine``
+relaxes the whole set in one process, ``engine`` (GPAW today) one process per structure; the workflow
+only asks them for processes and reads results back (see :mod:`aiida_physgen.engines`). The context
+holds only nodes and plain data, so the daemon can be stopped and restarted mid-run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiida.engine import ToContext, WorkChain, append_, if_
 
 from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.structure_set import StructureSet
-from .engines import ENGINES, get_engine
+from ..engines import get_engine
 from .generation import GenerationWorkChain, validate_generation_inputs
 from .orphans import run_calcfunction_step
 
@@ -42,11 +43,12 @@ def validate_screening_inputs(inputs, _ctx=None):
     """The relaxation engine builds one complete input from a dummy structure with the protocol and the
     ``relax_overrides``, and its own validation speaks: a typo like ``ecutt`` fails here, at launch,
     not after the training, generation and selection."""
-    name = inputs["engine"].value if "engine" in inputs else "gpaw"
-    if name not in ENGINES:
-        return f"engine: unknown relaxation engine {name!r}; expected one of {sorted(ENGINES)}"
+    try:
+        engine = get_engine(inputs["engine"].value if "engine" in inputs else "gpaw", "structure")
+    except ValueError as error:
+        return str(error)
     overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
-    message = ENGINES[name].validate(
+    message = engine.validate(
         inputs.get("code"), inputs["protocol"].value if "protocol" in inputs else "fast", overrides,
         inputs["dos"].value if "dos" in inputs else True, _periodic(inputs),
     )
@@ -55,35 +57,25 @@ def validate_screening_inputs(inputs, _ctx=None):
     return message or _check_funnel(inputs)
 
 
-#: the package each cheap method needs (the ``cheap`` extra of aiida-physgen)
-CHEAP_PACKAGES = {False: ("tblite", "GFN2-xTB"), True: ("chgnet", "CHGNet")}
-
-
 def _check_funnel(inputs) -> str | None:
-    """With the funnel: its settings, the budget, and the package of the cheap method the target needs."""
-    import importlib.util
-
-    from ..cheap_relax import CheapSettings
-
+    """With the funnel: the budget, and the cheap engine's own check of its settings for the target's kind."""
     if "funnel" in inputs and not inputs["funnel"].value:
         return None
     if "dft_budget" in inputs and inputs["dft_budget"].value < 1:
         return f"dft_budget: got {inputs['dft_budget'].value}, expected a positive number of DFT relaxations"
     try:
-        settings = CheapSettings.from_dict(inputs["cheap_settings"].get_dict() if "cheap_settings" in inputs else None)
+        engine = get_engine(inputs["cheap_engine"].value if "cheap_engine" in inputs else "cheap", "batch",
+                            field="cheap_engine")
     except ValueError as error:
-        message = str(error).replace("'settings.", "'cheap_settings.")
-        return f"cheap_{message}" if message.startswith("settings") else f"cheap_settings: {message}"
-    periodic = _periodic(inputs)
-    needed = {periodic} if periodic is not None else {False, True}
-    if settings.method != "auto":
-        needed = {settings.method == "chgnet"}
-    for flag in sorted(needed):
-        package, method = CHEAP_PACKAGES[flag]
-        if importlib.util.find_spec(package) is None:
-            return (f"funnel: the cheap tier relaxes these structures with {method}, which needs the {package!r} "
-                    "package (pip install 'aiida-physgen[cheap]'); or set funnel=False")
-    return None
+        return str(error)
+    message = engine.validate(inputs["cheap_settings"].get_dict() if "cheap_settings" in inputs else None,
+                              _periodic(inputs))
+    if message is None:
+        return None
+    if "package" in message:  # the funnel itself cannot run here
+        return f"funnel: {message.split(': ', 1)[-1]}; or set funnel=False"
+    message = message.replace("'settings.", "'cheap_settings.")  # the port's name in this work chain
+    return f"cheap_{message}" if message.startswith("settings") else message
 
 
 class ScreeningWorkChain(WorkChain):
@@ -107,6 +99,8 @@ class ScreeningWorkChain(WorkChain):
                         "representative goes straight to DFT).")
         spec.input("dft_budget", valid_type=orm.Int, default=lambda: orm.Int(5),
                    help="With the funnel: the most DFT relaxations to spend.")
+        spec.input("cheap_engine", valid_type=orm.Str, default=lambda: orm.Str("cheap"),
+                   help="With the funnel: the batch relaxation engine of the cheap tier.")
         spec.input("cheap_settings", valid_type=orm.Dict, required=False,
                    help="With the funnel: settings of the cheap relaxation (method, fmax, max_steps, ...).")
         spec.input("group_label", valid_type=orm.Str, required=False,
@@ -183,28 +177,26 @@ class ScreeningWorkChain(WorkChain):
         return self.inputs.funnel.value
 
     def relax_cheap(self):
-        """Relax every representative with the cheap tier (one calcfunction for the whole set)."""
-        from ..calculations.cheap import relax_cheap
-
+        """Relax every representative with the cheap engine, in one process for the whole set."""
+        engine = get_engine(self.inputs.cheap_engine.value, "batch", field="cheap_engine")
         representatives = self.ctx.generation.outputs.representatives
-        inputs = {"structures": representatives}
-        if "cheap_settings" in self.inputs:
-            inputs["settings"] = self.inputs.cheap_settings
-        outputs, node = run_calcfunction_step(self, relax_cheap, "relax_cheap", f"cheap relaxation of {len(representatives)} "
-                                  "representatives", **inputs)
+        process, inputs = engine.get_process(representatives, self.inputs.get("cheap_settings"))
+        outputs, node = run_calcfunction_step(self, process, "relax_cheap",
+                                              f"{engine.name} relaxation of {len(representatives)} representatives",
+                                              **inputs)
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
                 message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
-        self.ctx.cheap_relaxed = outputs["relaxed"]
-        self.out("cheap_relaxed", outputs["relaxed"])
+        self.ctx.cheap_relaxed = engine.get_result(node)
+        self.out("cheap_relaxed", self.ctx.cheap_relaxed)
         return None
 
     def select_for_dft(self):
         """One structure per distinct sound cheap basin, lowest cheap energy first, up to the DFT budget."""
         from ..calculations.funnel import select_for_dft
 
-        outputs, node = run_calcfunction_step(self, 
-            select_for_dft, "select_for_dft", f"one structure per sound cheap basin, at most {self.inputs.dft_budget.value}",
+        outputs, node = run_calcfunction_step(
+            self, select_for_dft, "select_for_dft", f"one structure per sound cheap basin, at most {self.inputs.dft_budget.value}",
             relaxed=self.ctx.cheap_relaxed, budget=self.inputs.dft_budget,
             candidates=self.ctx.generation.outputs.candidates,
         )
@@ -226,7 +218,7 @@ class ScreeningWorkChain(WorkChain):
         return {label: structures[label] for label in structures}
 
     def relax(self):
-        engine = get_engine(self.inputs.engine.value)
+        engine = get_engine(self.inputs.engine.value, "structure")
         overrides = self.inputs.relax_overrides.get_dict() if "relax_overrides" in self.inputs else None
         structures = self._dft_structures()
         self.ctx.labels = []
@@ -258,7 +250,7 @@ class ScreeningWorkChain(WorkChain):
         self.report(f"{len(finished)} of {len(self.ctx.relaxations)} relaxations finished")
 
     def deduplicate(self):
-        engine = get_engine(self.inputs.engine.value)
+        engine = get_engine(self.inputs.engine.value, "structure")
         inputs = {}
         for label, pk in self.ctx.finished.items():
             result = engine.get_result(orm.load_node(pk))
@@ -289,7 +281,7 @@ class ScreeningWorkChain(WorkChain):
             self.ctx.minima[row["name"]].base.extras.set_many(extras)
 
     def results(self):
-        engine = get_engine(self.inputs.engine.value)
+        engine = get_engine(self.inputs.engine.value, "structure")
         report = self.ctx.report
         self.out("report", report)
         self.out("energies", self.ctx.energies)

@@ -15,7 +15,7 @@ from aiida.engine import run_get_node
 
 from aiida_physgen.calculations.codes import check_python_code
 from aiida_physgen.calculations.gpaw import GpawCalculation
-from aiida_physgen.workflows.engines import GpawEngine
+from aiida_physgen.engines.gpaw import GpawEngine
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
 
 

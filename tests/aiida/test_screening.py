@@ -144,7 +144,7 @@ def test_gpaw_code_on_an_unknown_computer_is_an_error():
 def test_gpaw_engine_gives_every_molecule_one_box_that_fits_the_largest(gpaw_code):
     from ase.build import molecule
 
-    from aiida_physgen.workflows.engines import get_engine
+    from aiida_physgen.engines import get_engine
 
     structures = {}
     for name in ("H2O", "CH3CH2OH", "C6H6"):

@@ -1,0 +1,161 @@
+"""The two kinds of relaxation engine the screening workflow knows, and the helpers they share.
+
+* A :class:`RelaxationEngine` relaxes one structure per process (a DFT code: GPAW, later VASP). The
+  screening asks it for builders for a whole set of structures at once (so it can give molecules one
+  common box), submits them concurrently, and reads each back into one :class:`RelaxationResult`.
+* A :class:`BatchRelaxationEngine` relaxes a whole ``physgen.structure_set`` in one process and
+  returns one set with an energy per structure as info arrays (the cheap tier: GFN2-xTB, CHGNet):
+  tens of thousands of candidates never become tens of thousands of nodes.
+
+Both check their inputs at launch with ``validate`` (fast, stores nothing, opens no transport), and
+both are found by name through the entry-point group ``aiida_physgen.engines``
+(:func:`aiida_physgen.engines.get_engine`): the screening knows no engine by name.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from aiida import orm
+from aiida.engine import ProcessBuilder
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..data.structure_set import StructureSet
+
+__all__ = [
+    "RelaxationEngine",
+    "BatchRelaxationEngine",
+    "RelaxationResult",
+    "merge_overrides",
+    "dummy_structure",
+    "validate_builder",
+]
+
+
+@dataclass
+class RelaxationResult:
+    """What the screening reads back from a finished relaxation."""
+
+    structure: orm.StructureData
+    parameters: orm.Dict
+    energy: float
+    dos: orm.XyData | None
+
+
+class RelaxationEngine(abc.ABC):
+    """One DFT code as seen by the screening workflow: one process per structure."""
+
+    name: str
+    granularity = "structure"
+
+    @abc.abstractmethod
+    def get_builder(
+        self,
+        code: orm.AbstractCode,
+        structure: orm.StructureData,
+        protocol: str,
+        overrides: Mapping[str, Any] | None,
+        dos: bool,
+    ) -> ProcessBuilder:
+        """A builder that relaxes ``structure`` (positions) and, when ``dos``, computes its DOS."""
+
+    def get_builders(
+        self,
+        code: orm.AbstractCode,
+        structures: Mapping[str, orm.StructureData],
+        protocol: str,
+        overrides: Mapping[str, Any] | None,
+        dos: bool,
+    ) -> dict[str, ProcessBuilder | str]:
+        """Builders for a set of structures whose energies will be compared with each other; a structure
+        that cannot be computed gets the reason (a string) instead of a builder."""
+        builders: dict[str, ProcessBuilder | str] = {}
+        for label, structure in structures.items():
+            try:
+                builders[label] = self.get_builder(code, structure, protocol, overrides, dos)
+            except ValueError as error:
+                builders[label] = str(error)
+        return builders
+
+    @abc.abstractmethod
+    def get_result(self, node: orm.ProcessNode) -> RelaxationResult:
+        """Read the relaxed structure, total energy (eV) and DOS of a finished, successful process."""
+
+    def validate(
+        self,
+        code: orm.AbstractCode | None,
+        protocol: str,
+        overrides: Mapping[str, Any] | None = None,
+        dos: bool = True,
+        periodic: bool | None = None,
+    ) -> str | None:
+        """A message when ``code``, ``protocol`` or ``overrides`` cannot work with this engine, else ``None``.
+
+        Meant for launch-time validators: fast, stores no node, opens no transport. ``periodic`` says which kind
+        of structure will be relaxed (``True`` crystals, ``False`` molecules, ``None`` either), so that the
+        overrides are checked against the inputs the engine will really build. The message starts with the
+        name of the argument at fault (``code``, ``protocol``, ``overrides``).
+        """
+        return None
+
+
+class BatchRelaxationEngine(abc.ABC):
+    """A relaxation method that relaxes a whole structure set in one process (the cheap tier).
+
+    :meth:`get_process` names the process function and its inputs; the screening runs it as one step and
+    hands the finished node to :meth:`get_result`, which returns the relaxed set: the structures in input
+    order with ``cheap_energy`` (eV, NaN when failed) and ``cheap_failed`` (1/0) info arrays at least.
+    """
+
+    name: str
+    granularity = "batch"
+
+    @abc.abstractmethod
+    def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
+        """A message naming ``settings.<field>`` (or the missing package) when ``settings`` cannot relax
+        structures of the kind ``periodic`` says (``None``: either), else ``None``. Fast, stores nothing."""
+
+    @abc.abstractmethod
+    def get_process(
+        self, structures: "StructureSet", settings: orm.Dict | None
+    ) -> tuple[Callable[..., Any], dict[str, Any]]:
+        """The process function that relaxes ``structures`` and the inputs to run it with."""
+
+    def get_result(self, node: orm.ProcessNode) -> "StructureSet":
+        """The relaxed structure set of a finished, successful process."""
+        return node.outputs.relaxed
+
+
+def merge_overrides(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict:
+    """``base`` with ``extra`` merged in, nested dictionaries key by key (``extra`` wins)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_overrides(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dummy_structure(crystal: bool, natoms: int = 2) -> orm.StructureData:
+    """An unstored chain of ``natoms`` atoms for launch checks: H in a box (molecule) or Si in a periodic
+    cell (crystal)."""
+    from ase import Atoms
+
+    if crystal:
+        atoms = Atoms(f"Si{natoms}", positions=[[2.35 * i, 0.0, 0.0] for i in range(natoms)],
+                      cell=[2.35 * natoms, 4.0, 4.0], pbc=True)
+    else:
+        atoms = Atoms(f"H{natoms}", positions=[[0.9 * i, 0.0, 0.0] for i in range(natoms)], pbc=False)
+        atoms.center(vacuum=2.0)
+    return orm.StructureData(ase=atoms)
+
+
+def validate_builder(builder: ProcessBuilder) -> str | None:
+    """Run the port validation of the builder's process on its inputs (defaults filled in), storing nothing."""
+    spec = builder._process_class.spec()
+    inputs = spec.inputs.pre_process(builder._inputs(prune=True))
+    error = spec.inputs.validate(inputs)
+    return None if error is None else error.message

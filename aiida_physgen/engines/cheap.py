@@ -1,0 +1,53 @@
+"""The cheap tier as a batch relaxation engine: GFN2-xTB (``tblite``) for molecules, CHGNet for crystals.
+
+One ``physgen.relax_cheap`` calcfunction relaxes the whole set (:mod:`aiida_physgen.cheap_relax` holds
+the method, its settings and why they are the defaults). Which method a structure gets follows
+``settings.method``: ``auto`` gives non-periodic structures to GFN2-xTB and periodic ones to CHGNet.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Mapping
+
+from aiida import orm
+
+from .base import BatchRelaxationEngine
+
+__all__ = ["CheapEngine", "CHEAP_PACKAGES"]
+
+#: periodic? → (the package the method needs, the method's name); both are the ``cheap`` extra
+CHEAP_PACKAGES = {False: ("tblite", "GFN2-xTB"), True: ("chgnet", "CHGNet")}
+
+
+class CheapEngine(BatchRelaxationEngine):
+    """GFN2-xTB / CHGNet through ``physgen.relax_cheap``, one process for the whole set."""
+
+    name = "cheap"
+
+    def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
+        from ..cheap_relax import CheapSettings
+
+        if settings is not None and not isinstance(settings, Mapping):
+            return f"settings: got {type(settings).__name__}, expected a dictionary of cheap-tier settings"
+        try:
+            values = CheapSettings.from_dict(dict(settings) if settings else None)
+        except ValueError as error:
+            return str(error)
+        needed = {periodic} if periodic is not None else {False, True}
+        if values.method != "auto":
+            needed = {values.method == "chgnet"}
+        for flag in sorted(needed):
+            package, method = CHEAP_PACKAGES[flag]
+            if importlib.util.find_spec(package) is None:
+                return (f"settings.method: the cheap tier relaxes these structures with {method}, which needs the "
+                        f"{package!r} package (pip install 'aiida-physgen[cheap]')")
+        return None
+
+    def get_process(self, structures, settings: orm.Dict | None):
+        from ..calculations.cheap import relax_cheap
+
+        inputs = {"structures": structures}
+        if settings is not None:
+            inputs["settings"] = settings
+        return relax_cheap, inputs

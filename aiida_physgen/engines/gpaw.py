@@ -1,0 +1,97 @@
+"""GPAW as a relaxation engine: one :class:`~aiida_physgen.workflows.gpaw_base.GpawBaseWorkChain` per
+structure, built from the GPAW protocols (``fast``, ``balanced``, ``stringent``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+from aiida import orm
+
+from .base import RelaxationEngine, RelaxationResult, dummy_structure, merge_overrides, validate_builder
+
+__all__ = ["GpawEngine"]
+
+
+class GpawEngine(RelaxationEngine):
+    """GPAW through :class:`~aiida_physgen.workflows.gpaw_base.GpawBaseWorkChain` and its protocols."""
+
+    name = "gpaw"
+
+    def get_builder(self, code, structure, protocol, overrides, dos):
+        from ..workflows.gpaw_base import GpawBaseWorkChain
+
+        forced = {"gpaw": {"parameters": {"calculation": "relax", "dos": bool(dos)}}}
+        return GpawBaseWorkChain.get_builder_from_protocol(
+            code, structure, protocol=protocol, overrides=merge_overrides(dict(overrides or {}), forced)
+        )
+
+    def get_builders(self, code, structures, protocol, overrides, dos):
+        """Molecules share one cubic box (the largest extent plus the protocol's vacuum on both sides): in
+        real-space GPAW the total energy depends on the box and grid, so energies of molecules relaxed in
+        boxes of their own size would not be comparable."""
+        from ..workflows.protocols import load_protocol
+
+        overrides = dict(overrides or {})
+        molecules = [s for s in structures.values() if not any(s.pbc)]
+        if molecules and len(molecules) == len(structures) and "box" not in overrides:
+            vacuum = load_protocol("gpaw", protocol, overrides, variant="molecule").get("vacuum") or 0.0
+            # a structure with non-finite positions is refused by get_builder (naming it), not here
+            extents = [float(np.ptp(s.get_ase().positions, axis=0).max()) for s in molecules]
+            extent = max((e for e in extents if math.isfinite(e)), default=0.0)
+            # rounded up, so the cube never falls short of the vacuum around the largest molecule
+            overrides["box"] = math.ceil((extent + 2 * float(vacuum)) * 100 + 1e-6) / 100
+        return super().get_builders(code, structures, protocol, overrides, dos)
+
+    def get_result(self, node):
+        parameters = node.outputs.output_parameters
+        return RelaxationResult(
+            structure=node.outputs.output_structure,
+            parameters=parameters,
+            energy=float(parameters["energy"]),
+            dos=node.outputs.dos if "dos" in node.outputs else None,
+        )
+
+    def validate(self, code, protocol, overrides=None, dos=True, periodic=None):
+        """Check protocol and code, then build one complete ``GpawBaseWorkChain`` input from a small dummy
+        structure (a molecule, a crystal, or both when ``periodic`` is ``None``) with ``overrides`` merged and
+        run the port validation of the work chain and of ``GpawCalculation`` on it, without storing anything."""
+        from ..calculations.codes import check_python_code
+        from ..workflows.gpaw_base import GpawBaseWorkChain
+
+        available = GpawBaseWorkChain.get_available_protocols()
+        if protocol not in available:
+            return f"protocol: unknown protocol {protocol!r}; expected one of {sorted(available)}"
+        if code is None:
+            return "code: a Code running a Python interpreter with ASE and GPAW is required"
+        if not isinstance(code, orm.AbstractCode):
+            return f"code: got {type(code).__name__}, expected an AiiDA Code"
+        problem = check_python_code(code)
+        if problem:
+            return problem
+        if overrides is not None and not isinstance(overrides, Mapping):
+            return f"overrides: got {type(overrides).__name__}, expected a dictionary of protocol inputs"
+        overrides = dict(overrides or {})
+        kinds = [False, True] if periodic is None else [bool(periodic)]
+        for crystal in kinds:
+            what = "crystal" if crystal else "molecule"
+            structure = dummy_structure(crystal, _natoms_for(overrides))
+            try:
+                builder = self.get_builder(code, structure, protocol, overrides, dos)
+            except (ValueError, TypeError) as error:
+                return f"overrides: for a {what}: {error}"
+            problem = validate_builder(builder)
+            if problem:
+                return f"overrides: for a {what}: {problem}"
+        return None
+
+
+def _natoms_for(overrides: Mapping[str, Any]) -> int:
+    """Atoms in the dummy structure: as many as a per-atom ``magmoms`` list in the overrides has, else 2."""
+    gpaw = overrides.get("gpaw")
+    parameters = gpaw.get("parameters") if isinstance(gpaw, Mapping) else None
+    magmoms = parameters.get("magmoms") if isinstance(parameters, Mapping) else None
+    if isinstance(magmoms, (list, tuple)) and 0 < len(magmoms) <= 1000:
+        return len(magmoms)
+    return 2
