@@ -10,7 +10,7 @@ import contextlib
 import shutil
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Mapping
 
 import numpy as np
 from aiida import orm
@@ -29,6 +29,14 @@ def _screening_node(node_or_pk) -> orm.WorkflowNode:
     return node
 
 
+def load_screening(node_or_pk) -> orm.WorkflowNode:
+    """A screening run, finished or not (a baseline stopped by the funnel before DFT still has metrics)."""
+    node = orm.load_node(node_or_pk) if not isinstance(node_or_pk, orm.Node) else node_or_pk
+    if not isinstance(node, orm.WorkflowNode) or "generation" not in node.inputs:
+        raise ValueError(f"pk: node {node.pk} is not a physgen.screening run")
+    return node
+
+
 def report_rows(node) -> list[dict[str, Any]]:
     """One row per basin, lowest energy per atom first, with the pk of the minimum's structure."""
     node = _screening_node(node)
@@ -40,6 +48,23 @@ def report_rows(node) -> list[dict[str, Any]]:
 
 def _descendants(node, label: str):
     return [n for n in node.called_descendants if n.process_label == label]
+
+
+def _called(node, link_label: str) -> list:
+    return [link.node for link in node.base.links.get_outgoing(link_label_filter=link_label).all()]
+
+
+def _engine_name(node) -> str:
+    """The screening's per-structure relaxation engine (its input's default when the node has none)."""
+    return node.inputs.engine.value if "engine" in node.inputs else "gpaw"
+
+
+def dft_relaxations(node, finished_only: bool = True) -> list:
+    """The per-structure relaxations a screening called (link labels ``relax_<label>``), of whatever engine."""
+    found = [link.node for link in node.base.links.get_outgoing().all()
+             if link.link_label.startswith("relax_") and link.link_label != "relax_cheap"
+             and isinstance(link.node, orm.ProcessNode)]
+    return [n for n in found if n.is_finished_ok] if finished_only else found
 
 
 def _union_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -63,12 +88,17 @@ def timing(node) -> dict[str, float]:
     # (workflows/orphans.py): its time, up to that moment, was lost, not spent on training or overhead
     lost = sum((n.mtime - n.ctime).total_seconds() for n in trainings if n.is_excepted)
     training = sum((n.mtime - n.ctime).total_seconds() for n in trainings if not n.is_excepted)
-    cheap = sum((n.mtime - n.ctime).total_seconds() for n in _descendants(node, "relax_cheap") if not n.is_excepted)
+    cheap = sum((n.mtime - n.ctime).total_seconds() for n in _called(node, "relax_cheap") if not n.is_excepted)
     intervals = []
-    for calc in _descendants(node, "GpawCalculation"):
-        params = calc.outputs.output_parameters.get_dict() if "output_parameters" in calc.outputs else {}
-        if params.get("start_time") and params.get("end_time"):
-            intervals.append((params["start_time"], params["end_time"]))
+    for relaxation in dft_relaxations(node, finished_only=False):
+        for calc in [relaxation, *relaxation.called_descendants]:
+            if not isinstance(calc, orm.CalcJobNode):
+                continue
+            params = calc.outputs.output_parameters.get_dict() if "output_parameters" in calc.outputs else {}
+            if params.get("start_time") and params.get("end_time"):  # the driver's own clock: no queueing
+                intervals.append((params["start_time"], params["end_time"]))
+            elif calc.is_terminated:
+                intervals.append((calc.ctime.timestamp(), calc.mtime.timestamp()))
     dft = _union_seconds(intervals)
     other = max(total - training - dft - cheap - lost, 0.0)
     return {
@@ -247,9 +277,7 @@ def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str
     from .metrics import discovery_metrics
     from .resources import reference_smiles
 
-    node = orm.load_node(node) if not isinstance(node, orm.Node) else node  # a failed screening has metrics too
-    if not isinstance(node, orm.WorkflowNode) or "generation" not in node.inputs:
-        raise ValueError(f"pk: node {node.pk} is not a physgen.screening run")
+    node = load_screening(node)  # a failed screening has metrics too
     generation = node.inputs.generation
     training = list(generation.training)
     composition = generation.target.get_dict().get("composition")
@@ -266,12 +294,53 @@ def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str
         levels["cheap"] = discovery_metrics(list(relaxed), energies, training=training, reference=reference,
                                             failed=failed.tolist())
     if "report" in node.outputs:
-        relaxations = [n for n in node.called if n.process_label == "GpawBaseWorkChain" and n.is_finished_ok]
-        structures = [n.outputs.output_structure.get_ase() for n in relaxations]
-        energies = [float(n.outputs.output_parameters["energy"]) for n in relaxations]
+        from .engines import get_engine
+
+        engine = get_engine(_engine_name(node), "structure")
+        results = [engine.get_result(n) for n in dft_relaxations(node)]
+        structures = [result.structure.get_ase() for result in results]
+        energies = [result.energy for result in results]
         levels["dft"] = discovery_metrics(structures, energies, training=training, reference=reference,
                                           n_dft=node.outputs.report["n_relaxed"])
     return levels
+
+
+def run_name(node) -> str:
+    """``random`` for a screening of the random baseline, else ``generator``."""
+    generation = node.inputs.generation
+    return "random" if "baseline" in generation and generation.baseline.value else "generator"
+
+
+def _cheap_level_name(node) -> str:
+    """What the cheap tier was: xTB or CHGNet for the shipped engine (by the structures' kind), else the engine."""
+    engine = node.inputs.cheap_engine.value if "cheap_engine" in node.inputs else "cheap"
+    if engine != "cheap":
+        return engine
+    pbc = node.inputs.generation.target.get_dict().get("pbc")
+    periodic = any(pbc) if isinstance(pbc, (list, tuple)) else bool(pbc)
+    return "CHGNet" if periodic else "xTB"
+
+
+def compare_screenings(runs, reference: list | None = None) -> str:
+    """The discovery metrics of several screenings side by side, at the cheap tier and after DFT: e.g. the
+    generator and the random baseline through the same funnel and budgets.
+
+    :param runs: screening nodes (or PKs), in a sequence (named ``generator``/``random`` by their
+        ``baseline`` input, numbered when names repeat) or a mapping name → node.
+    :param reference: as for :func:`screening_metrics`.
+    """
+    from .metrics import format_metrics_table
+
+    if not isinstance(runs, Mapping):
+        nodes = [load_screening(run) for run in runs]
+        names = [run_name(n) for n in nodes]
+        runs = {(f"{name} <{n.pk}>" if names.count(name) > 1 else name): n for name, n in zip(names, nodes)}
+    columns = {}
+    for name, node in runs.items():
+        node = load_screening(node)
+        for level, metrics in screening_metrics(node, reference).items():
+            columns[f"{name} ({_cheap_level_name(node) if level == 'cheap' else 'DFT'})"] = metrics
+    return format_metrics_table(columns)
 
 
 def print_report(node, output_dir: str | Path | None = None, file: IO[str] | None = None) -> dict[str, Path]:
@@ -290,7 +359,7 @@ def print_report(node, output_dir: str | Path | None = None, file: IO[str] | Non
     t = timing(node)
     cheap = f"cheap tier {t['cheap_s']:.0f} s, " if t["cheap_s"] else ""
     print(f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, {cheap}DFT {t['dft_s']:.0f} s "
-          f"({t['n_dft_runs']} GPAW runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
+          f"({t['n_dft_runs']} {_engine_name(node)} runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
           + (f", lost to a dead daemon worker {t['lost_s']:.0f} s" if t["lost_s"] else ""), file=file)
     written = {}
     if output_dir is not None:

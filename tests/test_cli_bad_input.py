@@ -420,6 +420,9 @@ def report_rows_for(profile) -> list:
         ("report unknown profile", ["report", other.pk, "-p", "no-such-profile"], (), ["--profile", "no-such-profile"]),
         ("report output is a file", ["report", other.pk, "-p", name, "-o", "a_file"], ("a_file",), ["--output"]),
         ("report output read-only", ["report", other.pk, "-p", name, "-o", f"{READ_ONLY}/r"], (), ["--output"]),
+        ("report --vs a node that is not a screening", ["report", other.pk, "-p", name, "--vs", other.pk], (),
+         ["--vs", str(other.pk), "physgen.screening"]),
+        ("report --vs a missing node", ["report", other.pk, "-p", name, "--vs", "987654321"], (), ["--vs", "987654321"]),
     ]
 
 

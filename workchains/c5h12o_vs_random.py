@@ -8,6 +8,7 @@ DFT.
 
     verdi run workchains/c5h12o_vs_random.py                    # both runs (about 8 minutes here)
     verdi run workchains/c5h12o_vs_random.py --generator <pk> [--random <pk>]   # reuse finished screenings
+    aiida-physgen report <generator pk> --vs <random pk>                       # the same table, with the report
 """
 
 import sys
@@ -16,8 +17,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.metrics import format_metrics_table
-from aiida_physgen.report import screening_metrics
+from aiida_physgen.report import compare_screenings
 
 
 def builder(baseline: bool):
@@ -39,9 +39,6 @@ if "--random" in sys.argv:
 else:
     runs["random"] = run_get_node(builder(True))[1]
 
-columns = {}
 for name, node in runs.items():
     print(f"{name}: ScreeningWorkChain<{node.pk}> exit status {node.exit_status} {node.exit_message or ''}")
-    for level, metrics in screening_metrics(node).items():
-        columns[f"{name} ({'xTB' if level == 'cheap' else 'DFT'})"] = metrics
-print(format_metrics_table(columns))
+print(compare_screenings(runs))

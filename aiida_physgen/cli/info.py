@@ -59,8 +59,12 @@ def protocols(family_name):
 @click.argument("pk", type=int)
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the figures (default report_<pk>).")
 @click.option("--profile", "-p", help="AiiDA profile (default: the default profile).")
-def report(pk, output, profile):
-    """Table of the unique minima of screening run PK, and its figures (PCA, energies, DOS)."""
+@click.option("--vs", "others", type=int, multiple=True, metavar="PK",
+              help="Another screening (e.g. the random baseline, same funnel and budgets): its discovery metrics "
+                   "are printed beside PK's. Repeatable.")
+def report(pk, output, profile, others):
+    """Table of the unique minima of screening run PK, and its figures (PCA, energies, DOS); with --vs, the
+    discovery metrics of PK and the other screenings side by side."""
     from aiida import load_profile
 
     from ..report import print_report
@@ -73,7 +77,19 @@ def report(pk, output, profile):
     except Exception as error:  # noqa: BLE001 - ProfileConfigurationError, ConfigurationError, ...
         raise InputError(f"--profile: cannot load the AiiDA profile {profile or '(default)'!r} ({error})") from None
     try:
+        from ..report import load_screening, compare_screenings
+
+        for other in others:  # checked before anything is printed or written
+            try:
+                load_screening(other)
+            except Exception as error:  # noqa: BLE001 - ValueError, NotExistent, MultipleObjectsError
+                if not isinstance(error, ValueError) and type(error).__name__ not in ("NotExistent",
+                                                                                     "MultipleObjectsError"):
+                    raise
+                raise InputError(f"--vs: {str(error).removeprefix('pk: ')}") from None
         print_report(pk, output_dir=output)
+        if others:
+            click.echo(compare_screenings([pk, *others]))
     except ValueError as error:  # not a finished screening, or an output folder that cannot be written
         message = str(error).replace("output_dir:", "--output:", 1)
         raise InputError(message) from None

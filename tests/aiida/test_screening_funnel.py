@@ -9,7 +9,9 @@ from aiida.engine import run_get_node
 from ase.build import molecule
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.report import print_report, screening_metrics, timing
+from aiida import orm
+
+from aiida_physgen.report import compare_screenings, print_report, screening_metrics, timing
 
 TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
         "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
@@ -49,3 +51,13 @@ def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
     assert levels["cheap"]["n_structures"] == 6
     assert levels["dft"]["n_dft"] == report["n_relaxed"]
     assert levels["dft"]["n_unique"] == report["n_unique_minima"]
+
+    # the random baseline through the same funnel and budgets, side by side with the generator
+    builder.generation.baseline = orm.Bool(True)
+    _, random_node = run_get_node(builder)
+    assert random_node.is_finished_ok or random_node.exit_status == 405, random_node.exit_message  # 405: none sound
+    table = compare_screenings([node, random_node])
+    header = table.splitlines()[0]
+    assert "generator (xTB)" in header and "generator (DFT)" in header and "random (xTB)" in header
+    assert ("random (DFT)" in header) == random_node.is_finished_ok
+    assert f"{report['n_unique_minima']}" in table
