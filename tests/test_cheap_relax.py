@@ -80,6 +80,22 @@ def test_chgnet_relaxes_a_rattled_silicon_cell():
     distances = atoms.get_all_distances(mic=True)
     nearest = np.sort(distances, axis=1)[:, 1:5]
     assert np.all(np.abs(nearest - 2.35) < 0.08)
+
+
+@pytest.mark.slow
+def test_chgnet_relaxes_the_cell_when_asked_and_predicts_stress_only_then():
+    from aiida_physgen.cheap_relax import _chgnet_calculator
+
+    si = bulk("Si", "diamond", a=5.75, cubic=True)  # strained by 6 %: the stress drives the cell back
+    relaxed = relax_batch(StructureBatch.from_atoms([si]), {"fix_cell": False, "fmax": 0.05})
+    assert relaxed.info["cheap_converged"][0] == 1
+    volume = abs(np.linalg.det(relaxed.cells[0]))
+    assert volume < 0.95 * si.get_volume()
+    calc = _chgnet_calculator()
+    si.calc = calc
+    si.get_forces()
+    assert "stress" not in calc.results  # a fixed-cell relaxation never pays for the stress
+    assert np.abs(si.get_stress()).max() > 0.01 and "stress" in calc.results
     start = si.copy()
     from aiida_physgen.cheap_relax import _chgnet_calculator
 
