@@ -189,7 +189,13 @@ def screening_builder(
     builder = ScreeningWorkChain.get_builder()
     builder.generation = generation_inputs(training, composition, protocol=generation_protocol, **generation)
     builder.engine = orm.Str(engine)
-    builder.code = code if code is not None else gpaw_code()
+    if code is None:
+        from .engines import get_engine
+
+        code = get_engine(engine, "structure").default_code()
+        if code is None:
+            raise ValueError(f"code: the {engine!r} engine has no default code; pass code=orm.load_code('<label>')")
+    builder.code = code
     builder.protocol = orm.Str(protocol)
     builder.dos = orm.Bool(dos)
     if relax_overrides:

@@ -90,14 +90,20 @@ class RelaxationEngine(abc.ABC):
         overrides: Mapping[str, Any] | None = None,
         dos: bool = True,
         periodic: bool | None = None,
+        elements: list[str] | None = None,
     ) -> str | None:
         """A message when ``code``, ``protocol`` or ``overrides`` cannot work with this engine, else ``None``.
 
         Meant for launch-time validators: fast, stores no node, opens no transport. ``periodic`` says which kind
-        of structure will be relaxed (``True`` crystals, ``False`` molecules, ``None`` either), so that the
-        overrides are checked against the inputs the engine will really build. The message starts with the
-        name of the argument at fault (``code``, ``protocol``, ``overrides``).
+        of structure will be relaxed (``True`` crystals, ``False`` molecules, ``None`` either) and ``elements``
+        which elements it holds (``None``: not known), so that the overrides are checked against the inputs the
+        engine will really build (VASP: a POTCAR for every element). The message starts with the name of the
+        argument at fault (``code``, ``protocol``, ``overrides``).
         """
+        return None
+
+    def default_code(self) -> orm.AbstractCode | None:
+        """The code used when the caller gives none (GPAW: a Python with GPAW on localhost); ``None``: required."""
         return None
 
 

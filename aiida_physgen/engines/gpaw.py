@@ -53,7 +53,12 @@ class GpawEngine(RelaxationEngine):
             dos=node.outputs.dos if "dos" in node.outputs else None,
         )
 
-    def validate(self, code, protocol, overrides=None, dos=True, periodic=None):
+    def default_code(self):
+        from ..launch import gpaw_code
+
+        return gpaw_code()
+
+    def validate(self, code, protocol, overrides=None, dos=True, periodic=None, elements=None):
         """Check protocol and code, then build one complete ``GpawBaseWorkChain`` input from a small dummy
         structure (a molecule, a crystal, or both when ``periodic`` is ``None``) with ``overrides`` merged and
         run the port validation of the work chain and of ``GpawCalculation`` on it, without storing anything."""

@@ -39,6 +39,17 @@ def _periodic(inputs) -> bool | None:
     return bool(any(pbc)) if isinstance(pbc, (list, tuple)) else bool(pbc)
 
 
+def _elements(inputs) -> list[str] | None:
+    """The elements of the generated structures (from the target's composition), when the target says."""
+    from ..ml.composition import parse_composition
+
+    try:
+        composition = inputs["generation"]["target"].get_dict().get("composition")
+        return sorted(set(parse_composition(composition))) if composition else None
+    except (KeyError, AttributeError, ValueError, TypeError):
+        return None
+
+
 def validate_screening_inputs(inputs, _ctx=None):
     """The relaxation engine builds one complete input from a dummy structure with the protocol and the
     ``relax_overrides``, and its own validation speaks: a typo like ``ecutt`` fails here, at launch,
@@ -50,7 +61,7 @@ def validate_screening_inputs(inputs, _ctx=None):
     overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
     message = engine.validate(
         inputs.get("code"), inputs["protocol"].value if "protocol" in inputs else "fast", overrides,
-        inputs["dos"].value if "dos" in inputs else True, _periodic(inputs),
+        inputs["dos"].value if "dos" in inputs else True, _periodic(inputs), _elements(inputs),
     )
     if message and message.startswith("overrides"):
         message = f"relax_{message}"  # the port's name in this work chain

@@ -46,7 +46,7 @@ def test_shipped_engines_are_registered_by_granularity():
 
 @pytest.mark.parametrize("name, granularity, field, expected", [
     ("nope", None, "engine", "engine: unknown engine 'nope'"),
-    ("cheap", "structure", "engine", "engine: unknown relaxation engine 'cheap'; expected one of ['gpaw']"),
+    ("cheap", "structure", "engine", "engine: unknown relaxation engine 'cheap'; expected one of ['gpaw', 'vasp']"),
     ("gpaw", "batch", "cheap_engine", "cheap_engine: unknown batch relaxation engine 'gpaw'"),
 ])
 def test_unknown_or_wrong_kind_of_engine_is_named(name, granularity, field, expected):
