@@ -79,9 +79,19 @@ class RelaxationEngine(abc.ABC):
                 builders[label] = str(error)
         return builders
 
-    @abc.abstractmethod
     def get_result(self, node: orm.ProcessNode) -> RelaxationResult:
-        """Read the relaxed structure, total energy (eV) and DOS of a finished, successful process."""
+        """Read the relaxed structure, total energy (eV) and DOS of a finished, successful process.
+
+        By default from the outputs every physgen relaxation chain gives (``output_structure``,
+        ``output_parameters`` with ``energy``, optional ``dos``); an engine whose processes return other
+        outputs overrides this."""
+        parameters = node.outputs.output_parameters
+        return RelaxationResult(
+            structure=node.outputs.output_structure,
+            parameters=parameters,
+            energy=float(parameters["energy"]),
+            dos=node.outputs.dos if "dos" in node.outputs else None,
+        )
 
     def validate(
         self,

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 from aiida import orm
 
-from .base import RelaxationEngine, RelaxationResult, dummy_structure, merge_overrides, validate_builder
+from .base import RelaxationEngine, dummy_structure, merge_overrides, validate_builder
 
 __all__ = ["GpawEngine"]
 
@@ -43,15 +43,6 @@ class GpawEngine(RelaxationEngine):
             # rounded up, so the cube never falls short of the vacuum around the largest molecule
             overrides["box"] = math.ceil((extent + 2 * float(vacuum)) * 100 + 1e-6) / 100
         return super().get_builders(code, structures, protocol, overrides, dos)
-
-    def get_result(self, node):
-        parameters = node.outputs.output_parameters
-        return RelaxationResult(
-            structure=node.outputs.output_structure,
-            parameters=parameters,
-            energy=float(parameters["energy"]),
-            dos=node.outputs.dos if "dos" in node.outputs else None,
-        )
 
     def default_code(self):
         from ..launch import gpaw_code

@@ -4,7 +4,7 @@
 
 The POTCAR family is an input like any other protocol value (``relax_overrides={'potential_family': 'PBE.54',
 'potential_mapping': {'Si': 'Si_pv'}}``); an element maps to the POTCAR of its own name unless the mapping says
-otherwise. A molecule is relaxed in a periodic cube with the protocol's vacuum at the Gamma point; its relaxed
+otherwise. A molecule is relaxed in a periodic box with the protocol's vacuum at the Gamma point; its relaxed
 structure comes back non-periodic, so the screening compares it as a molecule.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from aiida import orm
 
-from .base import RelaxationEngine, RelaxationResult, dummy_structure, validate_builder
+from .base import RelaxationEngine, dummy_structure, validate_builder
 
 __all__ = ["VaspEngine"]
 
@@ -29,15 +29,6 @@ class VaspEngine(RelaxationEngine):
         from ..workflows.vasp_relax import VaspRelaxWorkChain
 
         return VaspRelaxWorkChain.get_builder_from_protocol(code, structure, protocol, overrides, dos=dos)
-
-    def get_result(self, node):
-        parameters = node.outputs.output_parameters
-        return RelaxationResult(
-            structure=node.outputs.output_structure,
-            parameters=parameters,
-            energy=float(parameters["energy"]),
-            dos=node.outputs.dos if "dos" in node.outputs else None,
-        )
 
     def validate(self, code, protocol, overrides=None, dos=True, periodic=None, elements=None):
         """Package, protocol, code plugin, POTCAR family and (with ``elements``) every element's POTCAR, then one

@@ -3,7 +3,7 @@
 aiida-vasp's ``vasp.vasp`` (``VaspWorkChain``, with its own restart handlers for SCF and ionic non-convergence)
 does the work. This chain adds what the screening needs around it, and keeps it in the provenance graph:
 
-* a molecule (no periodic direction) is first put in a periodic cube by the ``box_for_vasp`` calcfunction,
+* a molecule (no periodic direction) is first put in a periodic box by the ``box_for_vasp`` calcfunction,
   since VASP needs a periodic cell, and computed at the Gamma point only;
 * the ``vasp_outputs`` calcfunction turns aiida-vasp's ``misc``, ``structure`` and ``dos`` into the outputs
   every physgen engine gives: ``output_structure`` (with the input's periodicity: a molecule stays a
@@ -42,19 +42,14 @@ def _vasp_workchain():
 
 @calcfunction
 def box_for_vasp(structure: orm.StructureData, vacuum: orm.Float) -> orm.StructureData:
-    """A molecule centred in a periodic cube with ``vacuum`` Å on every side (VASP needs a periodic cell).
+    """A molecule centred in a periodic box with ``vacuum`` Å on every side (VASP needs a periodic cell).
 
-    :param structure: the molecule (any periodicity; the output is periodic in all three directions).
-    :param vacuum: Å of vacuum between the molecule's extent and each face of the cube.
+    :param structure: the molecule (the output is the same molecule, periodic in all three directions).
+    :param vacuum: Å of vacuum between the molecule's extent and each face of the box.
     """
-    atoms = structure.get_ase()
-    extent = float(np.ptp(atoms.positions, axis=0).max()) if len(atoms) else 0.0
-    edge = extent + 2 * vacuum.value
-    atoms.cell = [edge, edge, edge]
-    atoms.center()
-    boxed = structure.clone()
-    boxed.reset_cell(atoms.cell.array.tolist())
-    boxed.reset_sites_positions(atoms.positions.tolist())
+    from .gpaw_base import _centered_copy
+
+    boxed = _centered_copy(structure, vacuum.value)
     boxed.pbc = (True, True, True)
     return boxed
 
@@ -188,7 +183,7 @@ class VaspRelaxWorkChain(WorkChain):
         super().define(spec)
         spec.input("structure", valid_type=orm.StructureData, help="The structure to relax (positions).")
         spec.input("vacuum", valid_type=orm.Float, required=False,
-                   help="For a molecule: put it in a periodic cube with this much vacuum (Å) on every side first.")
+                   help="For a molecule: put it in a periodic box with this much vacuum (Å) on every side first.")
         spec.expose_inputs(_vasp_workchain(), namespace="vasp", exclude=("structure",),
                            namespace_options={"help": "Inputs of aiida-vasp's VaspWorkChain (vasp.vasp)."})
         # aiida-vasp leaves some of its ports without help; say what they hold
