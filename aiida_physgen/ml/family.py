@@ -22,7 +22,10 @@ The contract, in the order a run uses it:
   group of members; the generic code trains, checkpoints and resumes it;
 * :meth:`~GeneratorFamily.module_from_config` rebuilds a trained member from its config (the
   model file), and :meth:`~GeneratorFamily.sample` draws ``count`` structures from it with a
-  ``seed`` and an optional family-defined ``condition``.
+  ``seed`` and an optional family-defined ``condition`` (generators), or
+  :meth:`~GeneratorFamily.predict` gives its property for a batch of structures (surrogates);
+  :meth:`~GeneratorFamily.member_config` adds what a member learnt from its data (label statistics)
+  to its config.
 """
 
 from __future__ import annotations
@@ -133,6 +136,11 @@ class GeneratorFamily(abc.ABC):
         """What :meth:`module_from_config` needs besides target and seed (by default the settings)."""
         return settings_module.to_dict(settings)
 
+    def member_config(self, trainer: Trainer, k: int) -> dict[str, Any]:
+        """What member ``k`` learnt from its data besides weights (label statistics, the training
+        lattice...), merged into its config after training; small JSON-able values only. Default: nothing."""
+        return {}
+
     # ------------------------------------------------------------------ trained models
     @abc.abstractmethod
     def module_from_config(self, config: Mapping[str, Any]) -> torch.nn.Module:
@@ -143,6 +151,10 @@ class GeneratorFamily(abc.ABC):
     ) -> StructureBatch:
         """``count`` structures from one trained member, reproducible from ``seed``."""
         raise ValueError(f"role: {self.name} models are {self.role}s and cannot generate structures")
+
+    def predict(self, module: torch.nn.Module, config: Mapping[str, Any], structures: StructureBatch) -> np.ndarray:
+        """The property a surrogate learnt, one value per structure (``role == 'surrogate'`` only)."""
+        raise ValueError(f"role: {self.name} models are {self.role}s and predict no property")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} ({self.role})>"
@@ -202,6 +214,10 @@ class TrainedModel:
     @property
     def family(self) -> GeneratorFamily:
         return get_family(self.config["family"])
+
+    def predict(self, structures: StructureBatch) -> np.ndarray:
+        """The learnt property of every structure (surrogate models only)."""
+        return self.family.predict(self.module, self.config, structures)
 
     def sample(self, count: int, seed: int, condition: Mapping[str, Any] | None = None) -> StructureBatch:
         """``count`` structures from this model, reproducible from ``seed``."""

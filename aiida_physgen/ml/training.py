@@ -225,6 +225,7 @@ def train_ensemble(
                 "ensemble": {"size": len(members), "index": member.index, "grid": member.grid_point},
                 "history": trainer.history.member(k),
             }
+            config.update(family.member_config(trainer, k))
             if training is not None:
                 config["training_set"] = {"count": len(training), "formula_counts": training.formula_counts()}
             results[member.index] = TrainedModel(trainer.member_module(k), config)
