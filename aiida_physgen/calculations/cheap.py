@@ -17,6 +17,7 @@ from .. import cheap_relax
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from .functions import EXIT_CODES as _SHARED_EXIT_CODES
+from .functions import declare_exit_codes
 
 __all__ = ["relax_cheap", "EXIT_CODES"]
 
@@ -97,11 +98,4 @@ def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
     return {"relaxed": output}
 
 
-def _declare_exit_codes(function, labels) -> None:
-    """List the named exit codes in the process spec, as :mod:`.functions` does for its calcfunctions."""
-    spec = function.process_class.spec()
-    for label in labels:
-        spec.exit_code(EXIT_CODES[label].status, label, EXIT_CODES[label].message)
-
-
-_declare_exit_codes(relax_cheap, ["ERROR_INVALID_INPUT", "ERROR_ALL_FAILED"])
+declare_exit_codes(relax_cheap, ["ERROR_INVALID_INPUT", "ERROR_ALL_FAILED"], EXIT_CODES)

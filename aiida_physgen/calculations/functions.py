@@ -373,12 +373,17 @@ def deduplicate_minima(**inputs):
     return {"minima": minima, "energies": energies, "report": report}
 
 
-def _declare_exit_codes(function, labels) -> None:
+def declare_exit_codes(function, labels, codes=None) -> None:
     """List the named exit codes a calcfunction returns in its process spec, so ``verdi plugin list`` and
-    ``Function.process_class.exit_codes`` show them as they do for CalcJobs and WorkChains."""
+    ``Function.process_class.exit_codes`` show them as they do for CalcJobs and WorkChains; ``codes`` is
+    the module's table of exit codes (default: this module's)."""
+    codes = EXIT_CODES if codes is None else codes
     spec = function.process_class.spec()
     for label in labels:
-        spec.exit_code(EXIT_CODES[label].status, label, EXIT_CODES[label].message)
+        spec.exit_code(codes[label].status, label, codes[label].message)
+
+
+_declare_exit_codes = declare_exit_codes
 
 
 _declare_exit_codes(normalise_training_inputs, ["ERROR_INVALID_INPUT"])

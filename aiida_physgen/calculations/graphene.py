@@ -24,6 +24,7 @@ from ..ml import graphene
 from ..ml import settings as settings_module
 from ..ml.training import set_threads
 from .functions import EXIT_CODES as _SHARED_EXIT_CODES
+from .functions import declare_exit_codes
 
 __all__ = ["porous_graphene", "label_reference", "predict", "check_labels", "EXIT_CODES", "ReferenceSettings"]
 
@@ -243,3 +244,10 @@ def pick_structure(structures: StructureSet, index: orm.Int):
     structure.label = f"sheet_{index.value}"
     structure.base.extras.set("candidate_index", index.value)
     return structure
+
+
+declare_exit_codes(porous_graphene, ["ERROR_INVALID_INPUT"], EXIT_CODES)
+declare_exit_codes(label_reference, ["ERROR_INVALID_INPUT", "ERROR_LABELLING_FAILED"], EXIT_CODES)
+declare_exit_codes(predict, ["ERROR_INVALID_INPUT"], EXIT_CODES)
+declare_exit_codes(check_labels, ["ERROR_INVALID_INPUT", "ERROR_LABELLING_FAILED"], EXIT_CODES)
+declare_exit_codes(pick_structure, ["ERROR_INVALID_INPUT"], EXIT_CODES)

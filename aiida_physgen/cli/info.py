@@ -64,7 +64,8 @@ def protocols(family_name):
                    "are printed beside PK's. Repeatable.")
 def report(pk, output, profile, others):
     """Table of the unique minima of screening run PK, and its figures (PCA, energies, DOS); with --vs, the
-    discovery metrics of PK and the other screenings side by side."""
+    discovery metrics of PK and the other screenings side by side. For a physgen.rugan run: the label check
+    (Kolmogorov–Smirnov table at every size), the EDNN's error and the figures."""
     from aiida import load_profile
 
     from ..report import print_report
@@ -87,6 +88,13 @@ def report(pk, output, profile, others):
                                                                                      "MultipleObjectsError"):
                     raise
                 raise InputError(f"--vs: {str(error).removeprefix('pk: ')}") from None
+        from ..rugan_report import is_rugan_run, print_rugan_report
+
+        if is_rugan_run(pk):
+            if others:
+                raise InputError("--vs: compares screenings; PK is a physgen.rugan run")
+            print_rugan_report(pk, output_dir=output)
+            return
         print_report(pk, output_dir=output)
         if others:
             click.echo(compare_screenings([pk, *others]))

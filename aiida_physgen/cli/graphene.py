@@ -1,0 +1,147 @@
+"""``sheets``, ``label``, ``predict`` and ``check-labels``: the porous-graphene chain on plain files, no AiiDA.
+
+    aiida-physgen sheets -n 4096 -o sheets.npz                     # random porous sheets
+    aiida-physgen label sheets.npz -o labelled.npz                 # Tersoff reference energies
+    aiida-physgen train labelled.npz -f ednn --target '{"property": "energy"}' -o ednn
+    aiida-physgen train labelled.npz -f rugan --target '{"property": "energy"}' -o rugan
+    aiida-physgen generate rugan/model_00.pt -n 10000 --condition '{"scale": 2}' -o big.npz
+    aiida-physgen check-labels big.npz --surrogate ednn/model_00.pt -o check/
+
+``.npz`` files are the structure sets' own format (fast for thousands of sheets); any file ASE
+reads or writes (extended XYZ...) works too, with energies as ``info`` entries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ._common import InputError, check_output_dir, check_output_file, load_mapping, read_structures
+
+__all__ = ["sheets", "label", "predict", "check_labels"]
+
+
+def _write(batch, path: str) -> None:
+    from .files import _structure_format, _write_batch
+
+    _write_batch(batch, path, _structure_format(path, "--output"))
+
+
+def _as_input_error(function, *args, **kwargs):
+    try:
+        return function(*args, **kwargs)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+@click.command()
+@click.option("--count", "-n", type=click.IntRange(min=1), default=4096, show_default=True, help="Number of sheets.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the holes.")
+@click.option("--settings", "settings_text", help="nx, ny, holes, radius, prune as JSON or a JSON/YAML file.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="sheets.npz", show_default=True)
+def sheets(count, seed, settings_text, output):
+    """Random porous graphene sheets (periodic; holes of random number and size) into one file."""
+    from ..ml import graphene
+    from ..ml import settings as settings_module
+
+    check_output_file(output, "--output")
+    values = _as_input_error(settings_module.from_dict, graphene.SheetSettings,
+                             load_mapping(settings_text, "--settings") if settings_text else None, "--settings")
+    batch = graphene.sheets_to_batch(values.make(count, seed), values.lattice)
+    _write(batch, output)
+    lx, ly = values.lattice.lengths
+    click.echo(f"wrote {count} sheets of {values.nx} × {values.ny} cells ({lx:.1f} Å × {ly:.1f} Å) to {output}")
+
+
+@click.command()
+@click.argument("structures", type=click.Path(exists=True, dir_okay=False))
+@click.option("--relax/--no-relax", default=False, show_default=True, help="Fixed-cell Tersoff relaxation first.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="labelled.npz", show_default=True)
+def label(structures, relax, output):
+    """Reference (LAMMPS Tersoff) energies of every sheet, written as the ``energy`` info array (eV)."""
+    from ..ml import graphene
+    from ..reference_energy import label_sheets
+
+    check_output_file(output, "--output")
+    batch = read_structures(structures, "STRUCTURES")
+    _as_input_error(graphene.batch_to_sheets, batch, "STRUCTURES")
+    from tqdm import tqdm
+
+    with tqdm(total=len(batch), unit="sheet", disable=None) as bar:
+        done = [0]
+
+        def progress(n):
+            bar.update(n - done[0])
+            done[0] = n
+
+        batch.info["energy"] = _as_input_error(label_sheets, batch, relax=relax, progress=progress)
+    _write(batch, output)
+    click.echo(f"wrote {len(batch)} labelled sheets to {output}")
+
+
+@click.command()
+@click.argument("model_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("structures", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the structures with the prediction "
+              "as an info array (default: print the values).")
+def predict(model_file, structures, output):
+    """What a surrogate model (EDNN) predicts for every structure of STRUCTURES."""
+    from ..ml.family import TrainedModel
+
+    if output:
+        check_output_file(output, "--output")
+    model = _as_input_error(lambda: TrainedModel.from_bytes(Path(model_file).read_bytes()))
+    batch = read_structures(structures, "STRUCTURES")
+    values = _as_input_error(model.predict, batch)
+    name = model.config["target"].get("property", "value")
+    if output:
+        batch.info[f"predicted_{name}"] = np.asarray(values)
+        _write(batch, output)
+        click.echo(f"wrote {len(batch)} structures with predicted_{name} to {output}")
+    else:
+        for value in values:
+            click.echo(f"{value:.6f}")
+
+
+@click.command("check-labels")
+@click.argument("generated", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--surrogate", type=click.Path(exists=True, dir_okay=False), required=True, help="EDNN model file.")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Also compute the obtained energies with the reference method (Tersoff).")
+@click.option("--output", "-o", type=click.Path(file_okay=False), default="label_check", show_default=True)
+def check_labels(generated, surrogate, reference, output):
+    """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan):
+    the Kolmogorov–Smirnov table (printed, and ``ks.json``) and the heat maps and histograms (PNG)."""
+    from .. import label_check
+    from ..ml.family import TrainedModel
+    from ..ml import graphene
+
+    out = check_output_dir(output, "--output")
+    model = _as_input_error(lambda: TrainedModel.from_bytes(Path(surrogate).read_bytes()))
+    if model.family.role != "surrogate":
+        raise InputError(f"--surrogate: expected a surrogate model (ednn), got a {model.family.role}")
+    base = model.config.get("lattice")
+    requested, obtained = {}, {"ednn": {}}
+    if reference:
+        from ..reference_energy import label_sheets
+
+        obtained["tersoff"] = {}
+    for path in generated:
+        batch = read_structures(path, "GENERATED")
+        if "label" not in batch.info:
+            raise InputError(f"GENERATED: {path} has no requested 'label' per sheet (generate it with a rugan model)")
+        _, lattice = _as_input_error(graphene.batch_to_sheets, batch, "GENERATED")
+        scale = int(round(lattice.nx / base["nx"])) if base else 1
+        area = lattice.area
+        requested[scale] = np.asarray(batch.info["label"], dtype=float)
+        obtained["ednn"][scale] = np.asarray(model.predict(batch)) / area
+        if reference:
+            obtained["tersoff"][scale] = np.asarray(label_sheets(batch)) / area
+    rows = label_check.ks_rows(requested, obtained)
+    click.echo(label_check.format_ks_table(rows))
+    (out / "ks.json").write_text(json.dumps(rows, indent=2) + "\n")
+    for name, path in label_check.plot_label_check(requested, obtained, out).items():
+        click.echo(f"{name}: {path}")
