@@ -73,7 +73,7 @@ def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
     every = max(1, count // 10)
     started = time.monotonic()
 
-    def progress(done: int) -> None:
+    def progress(done: int, total: int | None = None) -> None:
         if done % every == 0 or done == count:
             _report(f"labelled {done}/{count} sheets with {settings.method} "
                     f"({done / max(time.monotonic() - started, 1e-9):.1f} sheets/s)")

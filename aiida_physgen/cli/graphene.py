@@ -68,16 +68,7 @@ def label(structures, relax, output):
     check_output_file(output, "--output")
     batch = read_structures(structures, "STRUCTURES")
     _as_input_error(graphene.batch_to_sheets, batch, "STRUCTURES")
-    from tqdm import tqdm
-
-    with tqdm(total=len(batch), unit="sheet", disable=None) as bar:
-        done = [0]
-
-        def progress(n):
-            bar.update(n - done[0])
-            done[0] = n
-
-        batch.info["energy"] = _as_input_error(label_sheets, batch, relax=relax, progress=progress)
+    batch.info["energy"] = _as_input_error(label_sheets, batch, relax=relax, progress=True)
     _write(batch, output)
     click.echo(f"wrote {len(batch)} labelled sheets to {output}")
 

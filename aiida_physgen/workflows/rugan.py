@@ -74,7 +74,7 @@ def validate_rugan_inputs(inputs, _ctx=None):
         for name in ("ednn", "rugan"):
             family = get_family(name)
             target = family.check_target(TARGET)
-            members = plan_members(family, _dict(inputs, name, "settings"), _list(inputs, name, "seeds", default=[0]))
+            members = plan_members(family, _dict(inputs, name, "settings"), _list(inputs, name, "seeds", default=[0]), None)
             for member in members[:1]:
                 family.validate(batch, target, member.settings)
         scales = _list(inputs, "check", "scales", default=[1, 2])

