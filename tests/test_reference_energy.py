@@ -170,11 +170,22 @@ def test_ase_backend_agrees_with_lammps():
         (lambda: [ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[5, 0, 0], [10, 0, 0], [0, 0, 5]],
                             pbc=(True, True, False))], ValueError, "cells: sheet 0"),
         (lambda: ["not atoms"], TypeError, "sheets: item 0"),
+        (lambda: [sheet(), ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[5, 0, 0], [0, 5, 0], [1, 1, 0]],
+                                      pbc=True)], ValueError, "cells: sheet 1 is periodic in z"),
     ],
 )
 def test_bad_input(make, error, field):
     with pytest.raises(error, match=field):
         label_sheets(make())
+
+
+def test_a_sheet_that_cannot_be_evaluated():
+    overlap = ase.Atoms("C3", positions=[[1, 1, 5], [1, 1, 5], [2.4, 1, 5]], cell=[6, 6, 10], pbc=(1, 1, 0))
+    with pytest.raises(RuntimeError, match="sheet 1: the energy is not finite"):
+        label_sheets([sheet(), overlap, sheet()])
+    with pytest.warns(RuntimeWarning, match="1 of 3 sheets could not be labelled"):
+        energies = label_sheets([sheet(), overlap, sheet()], on_error="nan")
+    assert np.isnan(energies[1]) and energies[0] == pytest.approx(32 * PRISTINE_142) and energies[2] == energies[0]
 
 
 def test_bad_options():
@@ -186,6 +197,8 @@ def test_bad_options():
         label_sheets(sheet(), return_relaxed=True)
     with pytest.raises(ValueError, match="fmax"):
         label_sheets(sheet(), relax=True, fmax=-1)
+    with pytest.raises(ValueError, match="on_error"):
+        label_sheets(sheet(), on_error="skip")
 
 
 def test_loads_without_ld_library_path():
@@ -205,10 +218,22 @@ def test_compare_with_dft_small():
     from aiida_physgen.reference_energy import compare_with_dft
 
     sheets = [sheet(2, 1), sheet(2, 1, vacancies=[0])]
-    table = compare_with_dft(sheets, {"mode": "lcao", "basis": "sz", "kpts": (2, 2, 1)}, vacuum=10.0)
+    table = compare_with_dft(sheets, {"mode": "lcao", "basis": "sz(dzp)", "kpts": (2, 2, 1)}, vacuum=10.0)
     rows, summary = table["rows"], table["summary"]
     assert [row["n_vacancies"] for row in rows] == [0, 1]
     assert rows[0]["excess_dft"] == pytest.approx(0.0, abs=1e-9)
     assert rows[1]["excess_tersoff"] > 3.0 and rows[1]["excess_dft"] > 3.0
     assert summary["n_defective"] == 1
     assert summary["mae_excess"] == pytest.approx(abs(rows[1]["excess_tersoff"] - rows[1]["excess_dft"]))
+
+
+def test_falls_back_to_ase_when_lammps_cannot_start(monkeypatch):
+    def broken(self):
+        raise OSError("libmpi.so.12: cannot open shared object file")
+
+    monkeypatch.setattr(TersoffLabeller, "_start_lammps", broken)
+    with pytest.warns(RuntimeWarning, match="LAMMPS cannot be used"):
+        energy = label_sheets(sheet(2, 1))
+    assert energy[0] / 8 == pytest.approx(PRISTINE_142, abs=1e-9)
+    with pytest.raises(OSError, match="libmpi"):
+        label_sheets(sheet(2, 1), backend="lammps")

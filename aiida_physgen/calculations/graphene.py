@@ -78,8 +78,14 @@ def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
             _report(f"labelled {done}/{count} sheets with {settings.method} "
                     f"({done / max(time.monotonic() - started, 1e-9):.1f} sheets/s)")
 
-    return np.asarray(reference_energy.label_sheets(batch, method=settings.method, relax=settings.relax,
-                                                    progress=progress), dtype=float)
+    # a sheet LAMMPS cannot evaluate gets NaN (and a warning) instead of stopping the whole batch
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        energies = reference_energy.label_sheets(batch, method=settings.method, relax=settings.relax,
+                                                 progress=progress, on_error="nan")
+    for warning in caught:
+        _report(str(warning.message))
+    return np.asarray(energies, dtype=float)
 
 
 @calcfunction
