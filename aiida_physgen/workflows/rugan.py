@@ -159,6 +159,60 @@ class RuganWorkChain(WorkChain):
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
 
+    @classmethod
+    def get_builder_from_protocol(cls, protocol: str | None = None, overrides: dict | None = None,
+                                  training: StructureSet | None = None, dos_code: orm.AbstractCode | None = None):
+        """A builder from the chain's protocol (``fast`` or ``paper``; sizes in ``workflows/protocols/rugan.yaml``)
+        and the EDNN and RUGAN families' protocols of the same name (settings and seeds).
+
+        :param overrides: nested overrides, by namespace: ``sheets``, ``check``, ``reference``, ``ednn`` and
+            ``rugan`` (each ``{'settings': {...}, 'seeds': [...]}``), e.g. ``{'check': {'count': 500}}``.
+        :param training: labelled sheets to learn from instead of making and labelling new ones.
+        :param dos_code: a GPAW code: the chain ends with the DOS of one generated sheet.
+        """
+        from .protocols import generation_protocol, load_protocol
+
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - {"sheets", "check", "reference", "ednn", "rugan", "dos"})
+        if unknown:
+            raise ValueError(f"overrides: unknown key(s) {unknown}; expected sheets, check, reference, ednn, rugan, dos")
+        values = load_protocol("rugan", protocol, {k: overrides[k] for k in ("sheets", "check") if k in overrides})
+        builder = cls.get_builder()
+        if training is not None:
+            builder.training = training
+        else:
+            builder.sheets.count = orm.Int(values["sheets"]["count"])
+            if values["sheets"].get("settings"):
+                builder.sheets.settings = orm.Dict(values["sheets"]["settings"])
+        check = values["check"]
+        builder.check.count = orm.Int(check["count"])
+        builder.check.scales = orm.List([int(s) for s in check["scales"]])
+        for key in ("seed",):
+            if key in check:
+                builder.check.seed = orm.Int(check[key])
+        if "reference" in check:
+            builder.check.reference = orm.Bool(check["reference"])
+        if "reference" in overrides:
+            builder.reference = orm.Dict(overrides["reference"])
+        for name in ("ednn", "rugan"):
+            family = generation_protocol(name, protocol or "fast", TARGET, overrides.get(name))
+            if family.get("settings"):
+                builder[name].settings = orm.Dict(family["settings"])
+            if "seeds" in family:
+                builder[name].seeds = orm.List([int(s) for s in family["seeds"]])
+        if dos_code is not None:
+            builder.dos.code = dos_code
+            for key, node_type in (("protocol", orm.Str), ("overrides", orm.Dict), ("index", orm.Int)):
+                if key in overrides.get("dos", {}):
+                    builder.dos[key] = node_type(overrides["dos"][key])
+        return builder
+
+    @classmethod
+    def get_available_protocols(cls) -> dict[str, str]:
+        from .protocols import get_available_protocols
+
+        return get_available_protocols("rugan")
+
     # ------------------------------------------------------------------ helpers
     def _failed(self, node, process: str):
         for label, code in EXIT_CODES.items():
