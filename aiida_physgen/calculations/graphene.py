@@ -152,6 +152,9 @@ def predict(model: GeneratorModel, structures: StructureSet):
 
     Output ``values`` (ArrayData): the array named after the model's property (e.g. ``energy``), one
     value per structure in set order.
+
+    :param model: a surrogate model (role ``surrogate``, e.g. ednn).
+    :param structures: the structures to evaluate.
     """
     try:
         trained = model.load()
@@ -187,6 +190,8 @@ def check_labels(surrogate: GeneratorModel, reference: orm.Bool | None = None, s
     ``energies`` (ArrayData: ``requested_<a>x``, ``<method>_<a>x`` per area multiple *a*, eV/Å²) and
     ``figures`` (PNG heat maps and histograms).
 
+    :param surrogate: the EDNN model that gives the obtained energies (as in the paper).
+    :param reference: also compute them with the reference method (default true).
     :param settings: ``reference`` settings for the labeller (``method``, ``relax``).
     """
     if not generated:
@@ -243,7 +248,11 @@ def check_labels(surrogate: GeneratorModel, reference: orm.Bool | None = None, s
 
 @calcfunction
 def pick_structure(structures: StructureSet, index: orm.Int):
-    """Structure ``index`` of a set as a ``StructureData`` (for a DFT step), with its index as an extra."""
+    """Structure ``index`` of a set as a ``StructureData`` (for a DFT step), with its index as an extra.
+
+    :param structures: the set.
+    :param index: which structure (0-based).
+    """
     if not 0 <= index.value < len(structures):
         return _invalid(ValueError(f"index: got {index.value}, expected 0 <= index < {len(structures)}"))
     structure = structures.get_structuredata(index.value)
