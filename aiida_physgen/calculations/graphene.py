@@ -45,9 +45,17 @@ def _report(message: str) -> None:
 
 
 class ReferenceSettings:
-    """Settings of the reference labelling: ``method`` (``tersoff``) and ``relax`` (fixed-cell relaxation)."""
+    """Settings of the reference labelling (LAMMPS, Tersoff 1988 carbon).
 
-    KEYS = ("method", "relax")
+    ``relax`` (default true): a fixed-cell relaxation (LAMMPS conjugate gradients) to ``fmax`` eV/Å or
+    ``max_steps`` steps before the energy is taken. On the ideal lattice a single point is exactly a
+    count of two- and three-fold atoms (Tersoff is a nearest-neighbour potential); relaxing lets the
+    atoms round holes move (6 meV/atom on average, up to 0.6 Å), which is what a DFT label would see.
+    Measured on one core: 35 relaxed sheets/s at fmax 0.05 (32,768 in about 16 minutes), 1,700 single
+    points/s.
+    """
+
+    KEYS = ("method", "relax", "fmax", "max_steps")
 
     def __init__(self, values: dict | None = None):
         values = dict(values or {})
@@ -55,14 +63,20 @@ class ReferenceSettings:
         if unknown:
             raise ValueError(f"settings: unknown key(s) {unknown}; expected some of {list(self.KEYS)}")
         self.method = values.get("method", "tersoff")
-        self.relax = values.get("relax", False)
+        self.relax = values.get("relax", True)
+        self.fmax = values.get("fmax", 0.05)
+        self.max_steps = values.get("max_steps", 1000)
         if self.method not in ("tersoff",):
-            raise ValueError(f"settings.method: got {self.method!r}, expected 'tersoff' (LAMMPS, Tersoff 1989 carbon)")
+            raise ValueError(f"settings.method: got {self.method!r}, expected 'tersoff' (LAMMPS, Tersoff 1988 carbon)")
         if not isinstance(self.relax, bool):
             raise ValueError(f"settings.relax: got {self.relax!r}, expected true or false")
+        if isinstance(self.fmax, bool) or not isinstance(self.fmax, (int, float)) or not 0 < self.fmax < 10:
+            raise ValueError(f"settings.fmax: got {self.fmax!r}, expected a positive force in eV/Å, e.g. 0.05")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"settings.max_steps: got {self.max_steps!r}, expected a positive number of steps")
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "relax": self.relax}
+        return {"method": self.method, "relax": self.relax, "fmax": float(self.fmax), "max_steps": self.max_steps}
 
 
 def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
@@ -82,7 +96,8 @@ def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         energies = reference_energy.label_sheets(batch, method=settings.method, relax=settings.relax,
-                                                 progress=progress, on_error="nan")
+                                                 progress=progress, on_error="nan", fmax=float(settings.fmax),
+                                                 max_steps=settings.max_steps)
     for warning in caught:
         _report(str(warning.message))
     return np.asarray(energies, dtype=float)
@@ -113,12 +128,12 @@ def porous_graphene(count: orm.Int, seed: orm.Int, settings: orm.Dict | None = N
 def label_reference(structures: StructureSet, settings: orm.Dict | None = None):
     """Reference energies of every sheet of a set, in one process: the set again with ``info['energy']`` (eV).
 
-    The method is LAMMPS with the Tersoff (1989) carbon potential, a single point on the lattice geometry
-    unless ``relax`` is true (see :mod:`aiida_physgen.reference_energy`). A sheet the method cannot
+    The method is LAMMPS with the Tersoff (1988) carbon potential, after a fixed-cell relaxation unless
+    ``relax`` is false (see :class:`ReferenceSettings` and :mod:`aiida_physgen.reference_energy`). A sheet the method cannot
     evaluate gets NaN; when every sheet fails the process ends on ``ERROR_LABELLING_FAILED`` (340).
 
     :param structures: porous graphene sheets (all carbon, periodic in x and y).
-    :param settings: ``method`` (``tersoff``) and ``relax`` (false).
+    :param settings: ``method`` (``tersoff``), ``relax`` (true), ``fmax`` (0.05 eV/Å), ``max_steps`` (1000).
     """
     try:
         values = ReferenceSettings(settings.get_dict() if settings is not None else None)

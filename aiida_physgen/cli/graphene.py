@@ -58,9 +58,12 @@ def sheets(count, seed, settings_text, output):
 
 @click.command()
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False))
-@click.option("--relax/--no-relax", default=False, show_default=True, help="Fixed-cell Tersoff relaxation first.")
+@click.option("--relax/--no-relax", default=True, show_default=True,
+              help="Fixed-cell Tersoff relaxation first (to --fmax); --no-relax: single points on the lattice.")
+@click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="Relaxation convergence, eV/Å.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="labelled.npz", show_default=True)
-def label(structures, relax, output):
+def label(structures, relax, fmax, output):
     """Reference (LAMMPS Tersoff) energies of every sheet, written as the ``energy`` info array (eV)."""
     from ..ml import graphene
     from ..reference_energy import label_sheets
@@ -68,7 +71,7 @@ def label(structures, relax, output):
     check_output_file(output, "--output")
     batch = read_structures(structures, "STRUCTURES")
     _as_input_error(graphene.batch_to_sheets, batch, "STRUCTURES")
-    batch.info["energy"] = _as_input_error(label_sheets, batch, relax=relax, progress=True)
+    batch.info["energy"] = _as_input_error(label_sheets, batch, relax=relax, progress=True, fmax=fmax)
     _write(batch, output)
     click.echo(f"wrote {len(batch)} labelled sheets to {output}")
 
@@ -101,7 +104,7 @@ def predict(model_file, structures, output):
 @click.argument("generated", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--surrogate", type=click.Path(exists=True, dir_okay=False), required=True, help="EDNN model file.")
 @click.option("--reference/--no-reference", default=True, show_default=True,
-              help="Also compute the obtained energies with the reference method (Tersoff).")
+              help="Also compute the obtained energies with the reference method (relaxed Tersoff, fmax 0.05 eV/Å).")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default="label_check", show_default=True)
 def check_labels(generated, surrogate, reference, output):
     """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan):
@@ -130,7 +133,7 @@ def check_labels(generated, surrogate, reference, output):
         requested[scale] = np.asarray(batch.info["label"], dtype=float)
         obtained["ednn"][scale] = np.asarray(model.predict(batch)) / area
         if reference:
-            obtained["tersoff"][scale] = np.asarray(label_sheets(batch)) / area
+            obtained["tersoff"][scale] = np.asarray(label_sheets(batch, relax=True, fmax=0.05)) / area
     rows = label_check.ks_rows(requested, obtained)
     click.echo(label_check.format_ks_table(rows))
     (out / "ks.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -86,13 +86,13 @@ class EdnnLoopSettings:
     stream, and their error is logged every ``log_every`` steps.
     """
 
-    steps: int = 2500
+    steps: int = 15000
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-2
     lr_final: float = 0.02
     weight_decay: float = 0.0
     validation_fraction: float = 0.1
-    log_every: int = 100
+    log_every: int = 250
 
     def __post_init__(self) -> None:
         for name, expected in (("steps", "a positive number of optimiser steps"),
@@ -119,13 +119,20 @@ class EdnnSettings:
     """Every setting of an EDNN training run (the property to learn is part of the target).
 
     ``focus`` and ``context`` are (rows, columns) on the zig-zag grid. The focus must be a multiple of
-    one orthogonal cell, (3, 2), so the model is exactly translation invariant. The default context,
-    2 sites on each side, covers the reach of the Tersoff potential with a margin: a site energy
-    depends on its nearest neighbours (the bond order of i–j counts the other neighbours k of i;
-    the cutoff, 2.1 Å, excludes second neighbours at 2.46 Å), which are within 1 row and 1 column
-    of it on the grid; a wider context gains nothing on Tersoff labels (see the measurements in
-    the report of the change that added this module) and costs more.
-    ``hidden`` are the widths of the tile network's hidden layers.
+    one orthogonal cell, (3, 2), so the model is exactly translation invariant. ``hidden`` are the
+    widths of the tile network's hidden layers.
+
+    Why a context of 2 sites: the Tersoff energy is a sum of site energies, and a site's energy
+    depends on its nearest neighbours only (the bond order of i–j counts the other neighbours k of
+    i; the 2.1 Å cut-off excludes second neighbours at 2.46 Å), all within 1 row and 1 column on the
+    grid. On the ideal lattice (single points, the default labels) the energy is even a function of
+    the coordination histogram alone, so a context of 1 is exact there; relaxed sheets reach
+    further. Measured on 4,096 random sheets with relaxed Tersoff labels (5,000 steps, lr 1e-2,
+    one seed), held-out median absolute error in meV/Å²: context 1 → 0.19, 2 → 0.20, 3 → 0.29,
+    4 → 0.47, 6 → 0.94 (a wider tile has more inputs to fit from the same sheets); at 20,000
+    steps, context 1 → 0.14 and 2 → 0.12. Defaults (64, 64), lr 1e-2 and 15,000 steps (130 epochs):
+    0.12 meV/Å² in 86 s on one core; (128, 128) at 10,000 steps reached 0.19 in 150 s, three
+    hidden layers of 64 at 15,000 steps 0.13–0.20 in ~100 s.
     """
 
     focus: tuple[int, int] = (3, 2)

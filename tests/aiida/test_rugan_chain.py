@@ -146,6 +146,7 @@ def test_label_reference_refuses_what_is_not_a_sheet(aiida_profile):
     ("rugan.settings", {"encoding": "hexagonal"}, "encoding"),
     ("ednn.settings", {"focus": [2, 2]}, "focus"),
     ("reference", {"relax": "yes"}, "settings.relax"),
+    ("reference", {"fmax": -1}, "settings.fmax"),
 ])
 def test_bad_inputs_are_refused_at_launch(aiida_profile, port, value, message):
     builder = _builder()

@@ -342,3 +342,16 @@ def test_a_constant_label_trains_and_samples(training):
     (trained,) = train(flat, {**TINY, "loop": {**TINY["loop"], "steps": 1}}, encoding="zigzag")
     assert trained.config["label"]["std"] == 1.0  # standardised to 0, not NaN
     assert len(trained.sample(3, 0)) <= 3
+
+
+def test_rugan_imports_no_aiida():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import aiida_physgen.ml.rugan, aiida_physgen.ml.periodic_conv; "
+        "from aiida_physgen.ml.family import get_family; get_family('rugan'); "
+        "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
