@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -482,6 +483,7 @@ class EdnnFamily(GeneratorFamily):
     """
 
     name = "ednn"
+    protocol_file = Path(__file__).parent / "protocols" / "ednn.yaml"
     role = "surrogate"
     settings_class = EdnnSettings
     vectorised = ("loop.lr", "loop.weight_decay")
