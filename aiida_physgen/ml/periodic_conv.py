@@ -108,7 +108,9 @@ class PeriodicConv2d(nn.Conv2d):
             raise TypeError("PeriodicConv2d: the padding is always circular, kernel_size // 2 on every side")
         sizes = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         if any(k % 2 == 0 or k < 1 for k in sizes):
-            raise ValueError(f"kernel_size: got {kernel_size!r}, expected odd sizes (the output keeps the input's shape)")
+            raise ValueError(
+                f"kernel_size: got {kernel_size!r}, expected odd sizes (the output keeps the input's shape)"
+            )
         super().__init__(in_channels, out_channels, sizes, padding=0, bias=bias, **kwargs)
         self.wrap = (sizes[0] // 2, sizes[1] // 2)
 
@@ -149,6 +151,9 @@ class HexConv2d(nn.Module):
     ``conv2d`` with the even-column kernel at column stride 2, odd ones the same with the odd-column
     kernel from the next column on, and the two are interleaved. That is the arithmetic of a single
     3 × 3 convolution (the two zero corners included), with no select over a doubled output.
+    Measured (32 → 32 channels, 128 grids of 24 × 28, two layers, forward + gradient penalty, one
+    thread): 275 ms, against 396 ms for one convolution with both kernels (64 outputs) and a select
+    by column parity, 345 ms for even/odd column planes as channels, and 175 ms for a plain 3 × 3.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True):

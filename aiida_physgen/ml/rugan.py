@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from pathlib import Path
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -54,7 +55,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .batch import StructureBatch
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
 from .graphene import N_PAIR_STATES, Lattice, batch_to_sheets, pair_to_zigzag, sheets_to_batch, zigzag_to_pair
@@ -78,6 +78,15 @@ ENCODINGS = ("pair", "zigzag")
 LABEL_QUANTILES = 257
 #: sheets per forward pass when sampling (a fixed size, so samples do not depend on how many are asked for)
 SAMPLE_CHUNK = 256
+
+# The fast protocol (``protocols/rugan.yaml``) trains in about 3 minutes on 2 CPU cores (two members of 800 steps, 195 s) and still
+# learns the label. Measured on 2,048 random 14 × 8 sheets with a synthetic energy (−9.2 eV per
+# 3-coordinated atom, −8.4 eV per other atom): the correlation between requested label and atoms per
+# generated sheet is −0.71 and −0.79 for the two members (−0.89 and −0.92 at scale 2, where the local
+# fluctuations average out; the training sheets' own is −1.00), and the energy per area of the generated
+# sheets misses the requested one by 0.63–0.75 label std (0.33–0.40 at scale 2; a label-blind generator:
+# 1.16). Occupancy (88–90 % of the sites) and 1-/2-coordinated atoms (7.7–8.4 %) match the training
+# sheets (89 %, 7.4 %). The paper's lr 1e-4 with 10 critic updates learns the same in about 10 × the time.
 
 
 def _positive_int(value: Any) -> bool:
@@ -253,7 +262,8 @@ class RuganGenerator(nn.Module):
         self.n_blocks = int(blocks)
         n_in = self.noise_channels + 1 + (encoding == "zigzag")  # noise, label (and the mask)
         self.nets = nn.ModuleList(
-            _seeded(member_seed(s, Stream.GENERATOR), lambda: _GeneratorNet(encoding, n_in, self.channels, self.n_blocks))
+            _seeded(member_seed(s, Stream.GENERATOR),
+                    lambda: _GeneratorNet(encoding, n_in, self.channels, self.n_blocks))
             for s in self.seeds
         )
 
@@ -502,7 +512,7 @@ class RuganFamily(GeneratorFamily):
     role = "generator"
     settings_class = RuganSettings
     vectorised = ("loop.lr_generator", "loop.lr_critic")
-    protocol_file = None
+    protocol_file = Path(__file__).parent / "protocols" / "rugan.yaml"
 
     # ------------------------------------------------------------------ target and data
     def check_target(self, target):
@@ -512,7 +522,9 @@ class RuganFamily(GeneratorFamily):
             raise ValueError(f"target: expected a dictionary such as {{'property': 'energy'}}, got {target!r}")
         unknown = sorted(set(target) - {"property"})
         if unknown:
-            raise ValueError(f"target: unknown key(s) {unknown}; expected 'property' (the info key of the total energies)")
+            raise ValueError(
+                f"target: unknown key(s) {unknown}; expected 'property' (the info key of the total energies)"
+            )
         prop = target.get("property", "energy")
         if not isinstance(prop, str) or not prop:
             raise ValueError(f"target.property: got {prop!r}, expected the name of a per-sheet info key, e.g. 'energy'")
