@@ -126,6 +126,8 @@ def generate(models, count, seed, condition_text, output):
         for field, option in (("count:", "--count:"), ("condition:", "--condition:"), ("models:", "MODELS:")):
             if message.startswith(field):
                 message = option + message[len(field):]
+        if message.startswith("condition."):  # a field of the condition: keep its name after the option's
+            message = f"--condition: {message}"
         raise InputError(message) from None
     except MemoryError:
         raise InputError(f"--count: {count} candidates per model do not fit in memory; ask for fewer") from None

@@ -136,6 +136,7 @@ def check_labels(generated, surrogate, reference, output):
             obtained["tersoff"][scale] = np.asarray(label_sheets(batch, relax=True, fmax=0.05)) / area
     rows = label_check.ks_rows(requested, obtained)
     click.echo(label_check.format_ks_table(rows))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "ks.json").write_text(json.dumps(rows, indent=2) + "\n")
     for name, path in label_check.plot_label_check(requested, obtained, out).items():
         click.echo(f"{name}: {path}")

