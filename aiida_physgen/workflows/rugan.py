@@ -33,6 +33,12 @@ __all__ = ["RuganWorkChain", "validate_rugan_inputs"]
 
 TARGET = {"property": "energy"}
 
+#: GPAW parameters of the DOS step, over the protocol's: a single point in LCAO with the small sz(dzp)
+#: basis at the Γ point (a generated 14 × 8-cell sheet has about 400 atoms in a 34 Å cell); ``dos.overrides``
+#: changes them (e.g. ``{'gpaw': {'parameters': {'kpts': [2, 2, 1]}}}``)
+DOS_PARAMETERS = {"calculation": "static", "dos": True, "mode": "lcao", "basis": "sz(dzp)", "ecut": None,
+                  "h": 0.25, "kpts": [1, 1, 1]}
+
 
 def _dict(inputs, *path):
     node = inputs
@@ -336,7 +342,7 @@ class RuganWorkChain(WorkChain):
                                                 structures=first, index=self.inputs.dos.index)
         if not node.is_finished_ok:
             return self._failed(node, "sheet pick")
-        overrides = {"gpaw": {"parameters": {"calculation": "static", "dos": True}}}
+        overrides = {"gpaw": {"parameters": dict(DOS_PARAMETERS)}}
         if "overrides" in self.inputs.dos:
             overrides = settings_module.merge(overrides, self.inputs.dos.overrides.get_dict())
         builder = GpawBaseWorkChain.get_builder_from_protocol(
