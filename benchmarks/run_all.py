@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_cheap  # noqa: E402
 import bench_descriptors  # noqa: E402
+import bench_graphene  # noqa: E402
 import bench_selection  # noqa: E402
 import bench_training  # noqa: E402
 from tabulate import tabulate  # noqa: E402
@@ -41,6 +42,8 @@ def main() -> None:
     for row in bench_cheap.run():
         rows.append([row["benchmark"], row["what"], f"{row['relaxations_per_s']:.2f}", "relaxations/s",
                      f"{row['converged_share']:.0%} converged to 0.05 eV/Å, {row['failed']} failed"])
+    for row in bench_graphene.run():
+        rows.append([row["benchmark"], row["what"], f"{row['value']:.4g}", row["unit"], row.get("note", "")])
     print(tabulate(rows, headers=["benchmark", "what", "value", "unit", "reference"]))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
