@@ -1,7 +1,7 @@
 """Porous graphene with RUGAN and the EDNN surrogate, end to end in AiiDA (``physgen.rugan``).
 
     verdi run workchains/rugan_graphene.py             # fast protocol: 4,096 Tersoff-labelled sheets, short EDNN
-                                                       # and RUGAN trainings, 2,000 generated sheets at 1× and 4×
+                                                       # and RUGAN trainings, 1,000 generated sheets at 1× and 4×
     verdi run workchains/rugan_graphene.py --paper     # the papers' sizes: 32,768 sheets, 10,000 generated sheets
                                                        # per scale, RUGAN 1,000 epochs (days on a CPU)
     verdi run workchains/rugan_graphene.py --dos       # and a GPAW DOS of one generated sheet (localhost GPAW)
