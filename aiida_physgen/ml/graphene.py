@@ -299,16 +299,22 @@ def decode_zigzag(values: np.ndarray, threshold: float = 0.0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- atoms
+def _grid_lattice(shape, lattice: Lattice | None) -> Lattice:
+    """The lattice of a zig-zag grid of ``shape``: ``lattice`` when given (and of that size)."""
+    base = Lattice.from_zigzag_shape(shape)
+    if lattice is None:
+        return base
+    if (lattice.nx, lattice.ny) != (base.nx, base.ny):
+        raise ValueError(f"lattice: {lattice.nx} × {lattice.ny} cells, but the grid is {base.nx} × {base.ny}")
+    return lattice
+
+
 def occupancy_to_atoms(occupancy: np.ndarray, lattice: Lattice | None = None) -> ase.Atoms:
     """One sheet as ``ase.Atoms`` (carbon on the occupied sites, in grid order; pbc in x and y)."""
     occ = _as_occupancy(occupancy)
     if occ.ndim != 2:
         raise ValueError(f"occupancy: expected one sheet (rows, columns), got shape {occ.shape}")
-    base = Lattice.from_zigzag_shape(occ.shape)
-    if lattice is not None:
-        if (lattice.nx, lattice.ny) != (base.nx, base.ny):
-            raise ValueError(f"lattice: {lattice.nx} × {lattice.ny} cells, but the grid is {base.nx} × {base.ny}")
-        base = lattice
+    base = _grid_lattice(occ.shape, lattice)
     positions = base.grid_positions()[occ]
     return ase.Atoms(["C"] * len(positions), positions=positions, cell=base.cell, pbc=[True, True, False])
 
@@ -385,11 +391,7 @@ def sheets_to_batch(occupancies: np.ndarray, lattice: Lattice | None = None,
         occ = occ[None]
     if occ.ndim != 3 or len(occ) == 0:
         raise ValueError(f"occupancies: expected sheets (M, rows, columns), got shape {occ.shape}")
-    base = Lattice.from_zigzag_shape(occ.shape)
-    if lattice is not None:
-        if (lattice.nx, lattice.ny) != (base.nx, base.ny):
-            raise ValueError(f"lattice: {lattice.nx} × {lattice.ny} cells, but the grid is {base.nx} × {base.ny}")
-        base = lattice
+    base = _grid_lattice(occ.shape, lattice)
     n_atoms = occ.reshape(len(occ), -1).sum(1)
     if (n_atoms == 0).any():
         raise ValueError(f"occupancies: sheet {int(np.argmax(n_atoms == 0))} has no atoms")

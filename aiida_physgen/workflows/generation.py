@@ -22,7 +22,7 @@ from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
 from ..selection import SelectionSettings
-from .orphans import run_calcfunction_step
+from .orphans import failed_step_exit_code, run_calcfunction_step
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs"]
 
@@ -215,13 +215,7 @@ class GenerationWorkChain(WorkChain):
 
     def _failed(self, node, process: str):
         """Map a failed step onto this workchain's exit code of the same meaning."""
-        for label, code in EXIT_CODES.items():
-            if node.exit_status == code.status:
-                return self.exit_codes[label].format(message=(node.exit_message or "").split(": ", 1)[-1])
-        return self.exit_codes.ERROR_SUB_PROCESS_FAILED.format(
-            process=process, message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: "
-            f"{node.exit_message or ''}"
-        )
+        return failed_step_exit_code(self, node, process, EXIT_CODES)
 
     def check_inputs(self):
         """Run the launch checks again on the inputs this chain really got (an outer chain may have left ports

@@ -14,7 +14,7 @@ from __future__ import annotations
 from aiida.orm import CalcFunctionNode
 from plumpy.process_states import ProcessState
 
-__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step"]
+__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step", "failed_step_exit_code"]
 
 ORPHAN_MESSAGE = (
     "the daemon worker running this calcfunction died before it returned; {caller} ran the step again "
@@ -42,3 +42,16 @@ def run_calcfunction_step(workchain, function, link: str, description: str, **in
     Returns ``(outputs, node)`` as ``run_get_node`` does."""
     end_orphaned_calcfunctions(workchain)
     return function.run_get_node(**inputs, metadata={"call_link_label": link, "label": link, "description": description})
+
+
+def failed_step_exit_code(workchain, node, process: str, codes):
+    """The exit code of ``workchain`` for its failed step ``node``: the chain's own code of the same meaning
+    when the step ended on one of ``codes`` (the calcfunctions' shared table), else
+    ``ERROR_SUB_PROCESS_FAILED`` naming ``process`` and the step's exit status and message."""
+    for label, code in codes.items():
+        if node.exit_status == code.status and label in workchain.exit_codes:
+            return workchain.exit_codes[label].format(message=(node.exit_message or "").split(": ", 1)[-1])
+    return workchain.exit_codes.ERROR_SUB_PROCESS_FAILED.format(
+        process=process, message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: "
+        f"{node.exit_message or ''}"
+    )

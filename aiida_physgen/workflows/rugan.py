@@ -27,7 +27,7 @@ from ..ml import graphene
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import plan_members
-from .orphans import run_calcfunction_step
+from .orphans import failed_step_exit_code, run_calcfunction_step
 
 __all__ = ["RuganWorkChain", "validate_rugan_inputs"]
 
@@ -221,12 +221,8 @@ class RuganWorkChain(WorkChain):
 
     # ------------------------------------------------------------------ helpers
     def _failed(self, node, process: str):
-        for label, code in EXIT_CODES.items():
-            if node.exit_status == code.status:
-                return self.exit_codes[label].format(message=(node.exit_message or "").split(": ", 1)[-1])
-        return self.exit_codes.ERROR_SUB_PROCESS_FAILED.format(
-            process=process, message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: "
-            f"{node.exit_message or ''}")
+        """Map a failed step onto this workchain's exit code of the same meaning."""
+        return failed_step_exit_code(self, node, process, EXIT_CODES)
 
     # ------------------------------------------------------------------ steps
     def check_inputs(self):
