@@ -13,6 +13,7 @@ named exit code with no outputs stored.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,10 +177,17 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
     if wrong:
         return _invalid(ValueError(f"models: expected physgen.generator_model nodes, got {', '.join(wrong)}"))
     try:
-        batch = generate_batch(
-            [models[label].load() for label in labels], count.value, seed.value,
-            condition.get_dict() if condition is not None else None,
-        )
+        # a family's warnings (e.g. RUGAN: a label outside the training range, and by how much) go to the report
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batch = generate_batch(
+                [models[label].load() for label in labels], count.value, seed.value,
+                condition.get_dict() if condition is not None else None,
+            )
+        process = Process.current()
+        for warning in caught:
+            if process is not None and issubclass(warning.category, UserWarning):
+                process.report(f"warning: {warning.message}")
     except (ValueError, KeyError, RuntimeError) as error:  # a model file that does not load is bad input
         return _invalid(error if isinstance(error, ValueError) else ValueError(f"models: cannot load a model: {error}"))
     candidates = StructureSet(batch)

@@ -47,12 +47,13 @@ def _report(message: str) -> None:
 class ReferenceSettings:
     """Settings of the reference labelling (LAMMPS, Tersoff 1988 carbon).
 
-    ``relax`` (default true): a fixed-cell relaxation (LAMMPS conjugate gradients) to ``fmax`` eV/Å or
-    ``max_steps`` steps before the energy is taken. On the ideal lattice a single point is exactly a
-    count of two- and three-fold atoms (Tersoff is a nearest-neighbour potential); relaxing lets the
-    atoms round holes move (6 meV/atom on average, up to 0.6 Å), which is what a DFT label would see.
-    Measured on one core: 35 relaxed sheets/s at fmax 0.05 (32,768 in about 16 minutes), 1,700 single
-    points/s.
+    ``relax`` (default false): single points on the lattice geometry, 1,700 sheets/s on one core. On
+    the ideal lattice a Tersoff single point is a count of two- and three-fold atoms (Tersoff is a
+    nearest-neighbour potential). ``relax: true`` first relaxes each sheet at fixed cell (LAMMPS
+    conjugate gradients to ``fmax`` eV/Å, at most ``max_steps``): 6 meV/atom lower on average, the atoms
+    round holes move up to 0.6 Å. Measured: 35 random 1× sheets/s (32,768 in 16 minutes), but only
+    about 13 generated 1× and 0.7 generated 4× sheets/s (their ragged holes need many steps), too
+    slow for the label check of thousands of 4× sheets here.
     """
 
     KEYS = ("method", "relax", "fmax", "max_steps")
@@ -63,7 +64,7 @@ class ReferenceSettings:
         if unknown:
             raise ValueError(f"settings: unknown key(s) {unknown}; expected some of {list(self.KEYS)}")
         self.method = values.get("method", "tersoff")
-        self.relax = values.get("relax", True)
+        self.relax = values.get("relax", False)
         self.fmax = values.get("fmax", 0.05)
         self.max_steps = values.get("max_steps", 1000)
         if self.method not in ("tersoff",):
@@ -128,12 +129,12 @@ def porous_graphene(count: orm.Int, seed: orm.Int, settings: orm.Dict | None = N
 def label_reference(structures: StructureSet, settings: orm.Dict | None = None):
     """Reference energies of every sheet of a set, in one process: the set again with ``info['energy']`` (eV).
 
-    The method is LAMMPS with the Tersoff (1988) carbon potential, after a fixed-cell relaxation unless
-    ``relax`` is false (see :class:`ReferenceSettings` and :mod:`aiida_physgen.reference_energy`). A sheet the method cannot
+    The method is LAMMPS with the Tersoff (1988) carbon potential: single points on the lattice geometry,
+    or with ``relax`` after a fixed-cell relaxation (see :class:`ReferenceSettings`). A sheet the method cannot
     evaluate gets NaN; when every sheet fails the process ends on ``ERROR_LABELLING_FAILED`` (340).
 
     :param structures: porous graphene sheets (all carbon, periodic in x and y).
-    :param settings: ``method`` (``tersoff``), ``relax`` (true), ``fmax`` (0.05 eV/Å), ``max_steps`` (1000).
+    :param settings: ``method`` (``tersoff``), ``relax`` (false), ``fmax`` (0.05 eV/Å), ``max_steps`` (1000).
     """
     try:
         values = ReferenceSettings(settings.get_dict() if settings is not None else None)

@@ -58,8 +58,8 @@ def sheets(count, seed, settings_text, output):
 
 @click.command()
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False))
-@click.option("--relax/--no-relax", default=True, show_default=True,
-              help="Fixed-cell Tersoff relaxation first (to --fmax); --no-relax: single points on the lattice.")
+@click.option("--relax/--no-relax", default=False, show_default=True,
+              help="Fixed-cell Tersoff relaxation first (to --fmax); default: single points on the lattice.")
 @click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
               help="Relaxation convergence, eV/Å.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="labelled.npz", show_default=True)
@@ -104,9 +104,11 @@ def predict(model_file, structures, output):
 @click.argument("generated", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--surrogate", type=click.Path(exists=True, dir_okay=False), required=True, help="EDNN model file.")
 @click.option("--reference/--no-reference", default=True, show_default=True,
-              help="Also compute the obtained energies with the reference method (relaxed Tersoff, fmax 0.05 eV/Å).")
+              help="Also compute the obtained energies with the reference method (Tersoff).")
+@click.option("--relax/--no-relax", default=False, show_default=True,
+              help="Relax before the reference energy (as the training labels were made).")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default="label_check", show_default=True)
-def check_labels(generated, surrogate, reference, output):
+def check_labels(generated, surrogate, reference, relax, output):
     """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan):
     the Kolmogorov–Smirnov table (printed, and ``ks.json``) and the heat maps and histograms (PNG)."""
     from .. import label_check
@@ -133,7 +135,7 @@ def check_labels(generated, surrogate, reference, output):
         requested[scale] = np.asarray(batch.info["label"], dtype=float)
         obtained["ednn"][scale] = np.asarray(model.predict(batch)) / area
         if reference:
-            obtained["tersoff"][scale] = np.asarray(label_sheets(batch, relax=True, fmax=0.05)) / area
+            obtained["tersoff"][scale] = np.asarray(label_sheets(batch, relax=relax, fmax=0.05)) / area
     rows = label_check.ks_rows(requested, obtained)
     click.echo(label_check.format_ks_table(rows))
     out.mkdir(parents=True, exist_ok=True)

@@ -61,12 +61,12 @@ def test_chain_runs_with_full_provenance(rugan_run):
         assert 0 <= row["ks"] <= 1 and 0 <= row["p_value"] <= 1 and row["count"] == 30
     energies = results["energies"]
     assert set(energies.get_arraynames()) >= {"requested_1x", "ednn_4x", "tersoff_4x"}
-    # the (relaxed) Tersoff energy per area obtained at 4× is that of the sheets, computed again here
+    # the Tersoff energy per area obtained at 4× is that of the sheets, computed again here
     batch = four.get_batch()
     from aiida_physgen.reference_energy import label_sheets
 
     area = graphene.batch_to_sheets(batch)[1].area
-    assert np.allclose(energies.get_array("tersoff_4x"), label_sheets(batch, relax=True, fmax=0.05) / area)
+    assert np.allclose(energies.get_array("tersoff_4x"), label_sheets(batch) / area)
     assert set(results["figures"]) == {"heatmap_1x", "histogram_1x", "heatmap_4x", "histogram_4x"}
     assert results["figures"]["heatmap_4x"].get_content(mode="rb")[:4] == b"\x89PNG"
 
@@ -187,3 +187,21 @@ def test_gpaw_dos_of_a_generated_sheet(rugan_run, gpaw_code):
     assert sheet.get_extra("candidate_index") == 1
     energy, dos = out["dos"].get_x()[1], out["dos"].get_y()[0][1]
     assert len(energy) == len(dos) > 10 and (dos >= 0).all() and dos.max() > 0
+
+
+def test_a_label_outside_the_training_range_is_generated_with_a_warning_in_the_report(rugan_run):
+    from aiida.orm import Log
+
+    from aiida_physgen.calculations.functions import generate
+
+    results, _ = rugan_run
+    model = results["rugan"]["model_00"]
+    top = model.get_config()["label"]["max"]
+    sheets, node = generate.run_get_node(count=orm.Int(5), seed=orm.Int(0), model=model,
+                                         condition=orm.Dict({"label": top + 0.5}))
+    assert node.is_finished_ok and len(sheets) <= 5
+    messages = [log.message for log in Log.collection.get_logs_for(node)]
+    assert any("outside" in m or "above" in m for m in messages), messages
+    _, node = generate.run_get_node(count=orm.Int(5), seed=orm.Int(0), model=model,
+                                    condition=orm.Dict({"scale": 2.5}))
+    assert node.exit_status == 300 and "condition.scale" in node.exit_message
