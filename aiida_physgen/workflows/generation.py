@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from aiida import orm
-from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, if_
-from aiida.plugins import WorkflowFactory
 
 from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives, train
 from ..data.generator_model import GeneratorModel
@@ -23,6 +21,7 @@ from ..ml.family import get_family
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
 from ..selection import SelectionSettings
 from .orphans import failed_step_exit_code, run_calcfunction_step
+from .training_base import DEFAULT_TRAINING_OPTIONS, training_job_builder
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs"]
 
@@ -78,7 +77,6 @@ def validate_generation_inputs(inputs, _ctx=None):
 
 
 #: metadata.options of the training job unless ``training_options`` says otherwise
-DEFAULT_TRAINING_OPTIONS = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
 
 
 def _check_training_job(inputs) -> str | None:
@@ -262,17 +260,9 @@ class GenerationWorkChain(WorkChain):
             self.ctx.training = node
             self.ctx.models = outputs.get("models", {})
             return None
-        builder = WorkflowFactory("physgen.train.base").get_builder()
-        builder.train = AttributeDict(inputs)
-        builder.train.code = self.inputs.training_code
-        builder.train.device = self.inputs.device
-        options = dict(DEFAULT_TRAINING_OPTIONS)
-        if "training_options" in self.inputs:
-            options.update(self.inputs.training_options.get_dict())
-        builder.train.metadata = {"options": options}
-        builder.metadata = {"call_link_label": "training", "label": "training",
-                            "description": f"train {n_seeds} seed(s) of {family} as a job on "
-                                           f"{self.inputs.training_code.computer.label}"}
+        builder = training_job_builder(
+            inputs, self.inputs.training_code, self.inputs.device, self.inputs.get("training_options"),
+            description=f"train {n_seeds} seed(s) of {family} as a job on {self.inputs.training_code.computer.label}")
         try:
             node = self.submit(builder)
         except ValueError as error:  # the job's own launch check; the validator above catches the same

@@ -9,6 +9,9 @@
             method; Kolmogorov–Smirnov table and figures)
         ──▶ optionally a GPAW density of states of one generated sheet.
 
+With a ``training_code`` both trainings run as ``physgen.train.job`` CalcJobs (under
+``physgen.train.base``, so they restart from their checkpoints) on any computer.
+
 Every step is a process node with its inputs and outputs in the provenance graph; thousands of
 sheets stay one ``physgen.structure_set`` per step. Give ``training`` (labelled sheets) to skip the
 first two steps. Bad inputs are refused at launch (``ERROR_INVALID_INPUT``, 300).
@@ -28,6 +31,7 @@ from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import plan_members
 from .orphans import failed_step_exit_code, run_calcfunction_step
+from .training_base import training_job_builder
 
 __all__ = ["RuganWorkChain", "validate_rugan_inputs"]
 
@@ -91,6 +95,12 @@ def validate_rugan_inputs(inputs, _ctx=None):
         rugan = get_family("rugan")
         for scale in scales:
             rugan.check_condition({"labels": "training", "scale": scale}, {})
+        if "training_code" in inputs:
+            from .generation import _check_training_job
+
+            message = _check_training_job(inputs)
+            if message:
+                return message
         if "dos" in inputs and "code" in inputs["dos"]:
             from ..engines import get_engine
 
@@ -125,6 +135,11 @@ class RuganWorkChain(WorkChain):
             spec.input(f"{name}.seeds", valid_type=orm.List, default=lambda: orm.List([0]),
                        help="One model per seed.")
         spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"), help="cpu, cuda or auto.")
+        spec.input("training_code", valid_type=orm.AbstractCode, required=False,
+                   help="Train both models as physgen.train.job CalcJobs with this code (under physgen.train.base), "
+                        "on any computer, instead of the physgen.train calcfunction.")
+        spec.input("training_options", valid_type=orm.Dict, required=False,
+                   help="metadata.options of the training jobs (resources, max_wallclock_seconds, queue_name...).")
         spec.input_namespace("check", help="The label check: requested against obtained energies.")
         spec.input("check.count", valid_type=orm.Int, default=lambda: orm.Int(10000),
                    help="Sheets generated per RUGAN model and scale.")
@@ -144,7 +159,9 @@ class RuganWorkChain(WorkChain):
             cls.check_inputs,
             if_(cls.should_make_sheets)(cls.make_sheets, cls.label),
             cls.train_ednn,
+            cls.inspect_ednn,
             cls.train_rugan,
+            cls.inspect_rugan,
             cls.generate,
             cls.check,
             if_(cls.should_run_dos)(cls.run_dos, cls.inspect_dos),
@@ -264,6 +281,7 @@ class RuganWorkChain(WorkChain):
         return None
 
     def _train(self, name: str):
+        """Train the ``name`` models: a calcfunction here, or a job (returns ``ToContext``) with a ``training_code``."""
         namespace = self.inputs[name]
         inputs = {"family": orm.Str(name), "target": orm.Dict(TARGET), "seeds": namespace.seeds}
         if "settings" in namespace:
@@ -271,26 +289,45 @@ class RuganWorkChain(WorkChain):
         canonical, node = run_calcfunction_step(self, normalise_training_inputs, f"normalise_{name}",
                                                 f"canonical {name} training inputs", **inputs)
         if not node.is_finished_ok:
-            return None, self._failed(node, f"{name} normalisation")
+            return self._failed(node, f"{name} normalisation")
         n_seeds = len(namespace.seeds.get_list())
-        self.report(f"training {n_seeds} {name} model(s) on {len(self.ctx.training)} sheets")
-        outputs, node = run_calcfunction_step(
-            self, train, f"train_{name}", f"train {n_seeds} {name} model(s) on {len(self.ctx.training)} sheets",
-            training=self.ctx.training, family=inputs["family"], device=self.inputs.device, **canonical,
-        )
+        what = f"{n_seeds} {name} model(s) on {len(self.ctx.training)} sheets"
+        train_inputs = {"training": self.ctx.training, "family": inputs["family"], **canonical}
+        if "training_code" in self.inputs:
+            computer = self.inputs.training_code.computer.label
+            builder = training_job_builder(train_inputs, self.inputs.training_code, self.inputs.device,
+                                           self.inputs.get("training_options"), label=f"training_{name}",
+                                           description=f"train {what} as a job on {computer}")
+            node = self.submit(builder)
+            self.report(f"submitted the training of {what} as {node.process_label}<{node.pk}> on {computer}")
+            return ToContext(**{f"{name}_training": node})
+        self.report(f"training {what}")
+        outputs, node = run_calcfunction_step(self, train, f"train_{name}", f"train {what}", device=self.inputs.device,
+                                              **train_inputs)
+        self.ctx[f"{name}_training"] = node
+        return None
+
+    def _models(self, name: str):
+        node = self.ctx[f"{name}_training"]
         if not node.is_finished_ok:
             return None, self._failed(node, f"{name} training")
-        return dict(outputs["models"]), None
+        return {label: node.outputs.models[label] for label in node.outputs.models}, None
 
     def train_ednn(self):
-        models, failure = self._train("ednn")
+        return self._train("ednn")
+
+    def inspect_ednn(self):
+        models, failure = self._models("ednn")
         if failure is not None:
             return failure
         self.ctx.ednn = models[sorted(models)[0]]
         return None
 
     def train_rugan(self):
-        models, failure = self._train("rugan")
+        return self._train("rugan")
+
+    def inspect_rugan(self):
+        models, failure = self._models("rugan")
         if failure is not None:
             return failure
         self.ctx.rugan = models

@@ -26,7 +26,10 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
 from ..cli.progress import read_progress_log
 
-__all__ = ["TrainingBaseWorkChain"]
+__all__ = ["TrainingBaseWorkChain", "training_job_builder", "DEFAULT_TRAINING_OPTIONS"]
+
+#: job options a training job gets unless ``training_options`` says otherwise
+DEFAULT_TRAINING_OPTIONS = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
 
 _KILLED = [
     TrainingCalculation.exit_codes.ERROR_NO_OUTPUT,
@@ -152,3 +155,21 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
             self.report(f"training done after {self.ctx.iteration} job(s){note}: {len(node.outputs.models)} model(s)")
         return super().results()
 
+
+
+def training_job_builder(train_inputs: dict, code, device, options=None, label: str = "training",
+                         description: str = ""):
+    """A ``physgen.train.base`` builder that trains ``train_inputs`` (training, family, target, seeds,
+    settings, grid) as ``physgen.train.job`` CalcJobs with ``code`` on ``device``; ``options`` (a Dict or
+    None) update :data:`DEFAULT_TRAINING_OPTIONS` (top-level keys replace). Used by every work chain
+    that offers a ``training_code``."""
+    builder = TrainingBaseWorkChain.get_builder()
+    builder.train = AttributeDict(train_inputs)
+    builder.train.code = code
+    builder.train.device = device
+    merged = dict(DEFAULT_TRAINING_OPTIONS)
+    if options is not None:
+        merged.update(options.get_dict())
+    builder.train.metadata = {"options": merged}
+    builder.metadata = {"call_link_label": label, "label": label, "description": description}
+    return builder
