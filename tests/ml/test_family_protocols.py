@@ -1,0 +1,26 @@
+"""Every installed family's protocols load and give settings the family accepts (a YAML typo or a renamed
+setting fails here, not in a user's run)."""
+
+import pytest
+
+from aiida_physgen.ml.family import available_families, get_family
+from aiida_physgen.workflows.protocols import family_protocols, generation_protocol
+
+TARGETS = {
+    "logan": [{"composition": "C5H12O", "cell": [[9.5, 0, 0], [0, 9.5, 0], [0, 0, 9.5]], "pbc": False},
+              {"composition": "Si2O4", "cell": [[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]], "pbc": True}],
+    "rugan": [{"property": "energy"}],
+    "ednn": [{"property": "energy"}],
+}
+
+
+@pytest.mark.parametrize("name", sorted(set(available_families()) & set(TARGETS)))
+def test_every_protocol_of_every_family_gives_valid_settings(name):
+    family = get_family(name)
+    protocols = family_protocols(family)
+    assert protocols and all(description for description in protocols.values())
+    for protocol in protocols:
+        for target in TARGETS[name]:
+            values = generation_protocol(family, protocol, target)
+            family.settings(values.get("settings"))  # raises on an unknown or bad setting
+            assert all(isinstance(seed, int) for seed in values.get("seeds", [0]))
