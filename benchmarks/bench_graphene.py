@@ -41,15 +41,15 @@ def run(n_label: int = 512, n_relax: int = 64, n_train: int = 256, rugan_steps: 
     label_sheets(batch.subset(range(8)))  # LAMMPS start-up, once per process, not in the rate
     energies, seconds = _timed(label_sheets, batch)
     rows.append({"benchmark": "reference labelling (LAMMPS Tersoff)", "what": f"single points, {n_label} sheets",
-                 "value": n_label / seconds, "unit": "sheets/s", "note": "32,768 sheets: "
+                 "value": n_label / seconds, "unit": "sheets/s", "note": "the default; 32,768 sheets: "
                  f"{32768 / (n_label / seconds) / 60:.1f} min"})
     relaxed, seconds = _timed(label_sheets, batch.subset(range(n_relax)), relax=True, fmax=0.05)
     rows.append({"benchmark": "reference labelling (LAMMPS Tersoff)", "what": f"relaxed (fmax 0.05), {n_relax} sheets",
-                 "value": n_relax / seconds, "unit": "sheets/s", "note": "the default of physgen.label_reference; "
+                 "value": n_relax / seconds, "unit": "sheets/s", "note": "relax: true (random sheets); "
                  f"32,768 sheets: {32768 / (n_relax / seconds) / 60:.0f} min"})
     training = graphene.sheets_to_batch(sheets[:n_train], lattice, info={"energy": energies[:n_train]})
 
-    ednn_settings = generation_protocol("ednn", "fast", TARGET)["settings"]
+    ednn_settings = generation_protocol("ednn", "fast", TARGET).get("settings") or {}
     ednn_settings = {**ednn_settings, "loop": {**ednn_settings.get("loop", {}), "steps": 2}}
     (ednn,) = train_ensemble("ednn", training, TARGET, settings=ednn_settings, seeds=[0])
     base = None
@@ -64,7 +64,7 @@ def run(n_label: int = 512, n_relax: int = 64, n_train: int = 256, rugan_steps: 
                      "value": seconds / count * 1e3, "unit": "ms/sheet",
                      "note": f"{per_area * 1e3:.3f} ms per 1× area ({per_area / base:.2f} of 1×)"})
 
-    rugan_settings = generation_protocol("rugan", "fast", TARGET)["settings"]
+    rugan_settings = generation_protocol("rugan", "fast", TARGET).get("settings") or {}
     rugan_settings = {**rugan_settings, "loop": {**rugan_settings.get("loop", {}), "steps": rugan_steps}}
     (rugan,), seconds = _timed(train_ensemble, "rugan", training, TARGET, settings=rugan_settings, seeds=[0])
     loop = rugan.config["hyperparameters"]["loop"]
