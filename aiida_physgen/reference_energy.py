@@ -55,6 +55,7 @@ A relaxation keeps the cell fixed; a perfectly flat sheet stays flat (no force h
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import sys
@@ -95,15 +96,13 @@ _MPI_LOADED: list[str] = []
 # ---------------------------------------------------------------------------------------- loading
 def _mpi_library_candidates() -> list[Path]:
     """Where the ``mpich`` wheel's ``libmpi.so.12`` may be, most specific first."""
-    found: list[Path] = []
-    try:
-        from importlib import metadata
+    from importlib import metadata
 
-        for entry in metadata.files("mpich") or ():
-            if entry.name == "libmpi.so.12":
-                found.append(Path(entry.locate()).resolve())
-    except Exception:  # noqa: BLE001 - mpich not installed, or a distribution without a RECORD
-        pass
+    try:
+        files = metadata.files("mpich") or ()
+    except metadata.PackageNotFoundError:  # no mpich wheel: only the environment's lib/ folders below
+        files = ()
+    found = [Path(entry.locate()).resolve() for entry in files if entry.name == "libmpi.so.12"]
     for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix, sys.base_prefix)):
         found.append(Path(prefix) / "lib" / "libmpi.so.12")
     return [path for path in dict.fromkeys(found) if path.is_file()]
@@ -355,10 +354,9 @@ class TersoffLabeller:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
-        try:
+        # at interpreter exit LAMMPS may already be gone; a failing close must not raise from __del__
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: BLE001
-            pass
 
     # -------------------------------------------------------------- one sheet
     def _load(self, x: np.ndarray, box: np.ndarray) -> None:

@@ -307,31 +307,30 @@ class RuganWorkChain(WorkChain):
         self.ctx[f"{name}_training"] = node
         return None
 
-    def _models(self, name: str):
+    def _inspect(self, name: str):
+        """The models of the ``name`` training (calcfunction or job) into ``ctx.<name>_models``, or the exit code."""
         node = self.ctx[f"{name}_training"]
         if not node.is_finished_ok:
-            return None, self._failed(node, f"{name} training")
-        return {label: node.outputs.models[label] for label in node.outputs.models}, None
+            return self._failed(node, f"{name} training")
+        self.ctx[f"{name}_models"] = {label: node.outputs.models[label] for label in node.outputs.models}
+        return None
 
     def train_ednn(self):
         return self._train("ednn")
 
     def inspect_ednn(self):
-        models, failure = self._models("ednn")
-        if failure is not None:
-            return failure
-        self.ctx.ednn = models[sorted(models)[0]]
-        return None
+        return self._inspect("ednn")
 
     def train_rugan(self):
         return self._train("rugan")
 
     def inspect_rugan(self):
-        models, failure = self._models("rugan")
-        if failure is not None:
-            return failure
-        self.ctx.rugan = models
-        return None
+        return self._inspect("rugan")
+
+    def _ednn(self):
+        """The EDNN the check uses: the first seed's model."""
+        models = self.ctx.ednn_models
+        return models[sorted(models)[0]]
 
     def generate(self):
         self.ctx.generated = {}
@@ -341,7 +340,7 @@ class RuganWorkChain(WorkChain):
             sheets, node = run_calcfunction_step(
                 self, generate, f"generate_scale_{scale}", f"{count} sheets at scale {scale} ({scale * scale}× area)",
                 count=self.inputs.check.count, seed=self.inputs.check.seed,
-                condition=orm.Dict({"labels": "training", "scale": scale}), **self.ctx.rugan,
+                condition=orm.Dict({"labels": "training", "scale": scale}), **self.ctx.rugan_models,
             )
             if not node.is_finished_ok:
                 return self._failed(node, f"generation at scale {scale}")
@@ -349,7 +348,7 @@ class RuganWorkChain(WorkChain):
         return None
 
     def check(self):
-        inputs = {"surrogate": self.ctx.ednn, "reference": self.inputs.check.reference, **self.ctx.generated}
+        inputs = {"surrogate": self._ednn(), "reference": self.inputs.check.reference, **self.ctx.generated}
         if "reference" in self.inputs:
             inputs["settings"] = orm.Dict({"reference": self.inputs.reference.get_dict()})
         outputs, node = run_calcfunction_step(self, check_labels, "check",
@@ -398,8 +397,8 @@ class RuganWorkChain(WorkChain):
 
     def results(self):
         self.out("training", self.ctx.training)
-        self.out("ednn", self.ctx.ednn)
-        self.out("rugan", self.ctx.rugan)
+        self.out("ednn", self._ednn())
+        self.out("rugan", self.ctx.rugan_models)
         self.out("generated", self.ctx.generated)
         for key in ("table", "energies", "figures"):
             self.out(key, self.ctx.check[key])
