@@ -143,8 +143,11 @@ class WGANProblem(abc.ABC):
     def critic_scores(self, samples: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         """Critic scores ``(K, B, *units)`` of ``samples`` (see the class docstring)."""
 
-    def extra_generator_loss(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor | None:
-        """Additional per-member generator loss ``(K,)`` (physics losses), or ``None``."""
+    def extra_generator_loss(
+        self, fake: torch.Tensor, real: torch.Tensor, condition: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Additional per-member generator loss ``(K,)`` (physics losses), or ``None``; ``fake`` was
+        generated for the conditions of ``real`` (``condition``), so the two batches pair up."""
         return None
 
     def member_parameters(self, module: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
@@ -287,7 +290,7 @@ class WGANTrainer(Trainer):
         real, condition = p.real_batch(s.batch_size, rngs)
         fake = p.fake_batch(s.batch_size, rngs, condition)
         loss = -_per_member(p.critic_scores(fake, condition))
-        extra = p.extra_generator_loss(fake, real)
+        extra = p.extra_generator_loss(fake, real, condition)
         if extra is not None:
             loss = loss + extra
         self.check_finite("generator", loss, members)

@@ -1,0 +1,630 @@
+"""The physics-guided crystal GAN: ternary crystals conditioned on space group and elements.
+
+Zhao, Siriwardane, Hu et al., physics-guided crystal generative model (PGCGM), after CubicGAN
+(Zhao et al., Adv. Sci. 8, 2100566, 2021). Its public code has no training code; this is ours.
+
+* A sample is one ternary crystal with three base (Wyckoff) sites: the base sites' fractional
+  coordinates (3 × 3) and the lattice lengths a, b, c (normalised to the training range), 12 numbers.
+  The angles follow from the crystal system (:mod:`.space_groups`).
+* Condition: the space group, as its symmetry operations (the padded 192 × 3 × 4 affine matrices,
+  flattened, from pymatgen), and the three elements, as pymatgen property vectors
+  (:mod:`.elements`), in canonical site order. Generator and critic both see the condition.
+* Generator: noise ⊕ space-group embedding ⊕ element embedding → MLP → sigmoid coordinates and
+  lengths; the lengths are then made consistent with the crystal system (cubic a = b = c ...).
+  Critic: sin/cos of 2π·coordinates (periodic, so 0.99 and 0.01 are neighbours) ⊕ lengths ⊕ the same
+  embeddings → MLP → one score.
+* Self-augmentation: any symmetry-equivalent position may be the base site. Every epoch draws
+  ``augmentations`` (32, the paper's) samples per training crystal, each with a random orbit member per
+  site, from the member's data stream and the epoch number, and shuffles them.
+* Physics losses, on the generated batch (added to the generator loss, so they train at the
+  generator's learning rate, 5e-4): the distance loss λ·tanh(relu(r_a + r_b + offset − d)) over every
+  pair of atoms, between different elements (λ_inter 3.5) and the same element (λ_intra 5.0), with
+  pymatgen's atomic radii; pairs of the same element closer than ``merge_distance`` are one merged site,
+  not a clash, and are left out. The box loss: 1 − cosine similarity between the real and the generated
+  batch's volumes (λ 12.5) and, averaged, of their a, b and c (λ 5.0); real and generated samples of a
+  step share their conditions, so the batches pair up.
+* WGAN-GP (penalty 10) in the shared loop (:mod:`.wgan`); Adam, critic lr 2e-4, generator 5e-4.
+
+Every distance is taken from the three base sites to every image of every site (27 periodic images):
+each atom is an image of a base site, so these are all the distances of the crystal (nearest
+periodic image only: the loss acts on clashes, far below half a cell length).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import elements as element_table
+from .crystal_build import build_crystals
+from .crystal_data import TrainingCrystals, symbols_of, training_crystals
+from .ensemble import Stream, member_seed
+from .family import GeneratorFamily
+from .space_groups import MAX_OPERATIONS, constrain_lengths, lattice_matrices, operation_features, padded_operations, space_group
+from .wgan import WGANProblem, WGANSettings, WGANTrainer
+
+__all__ = ["CrystalGanSettings", "CrystalGenerator", "CrystalCritic", "CrystalProblem", "CrystalGanFamily",
+           "physics_losses"]
+
+SAMPLE_CHUNK = 512
+_OP_FEATURES = MAX_OPERATIONS * 12
+
+
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
+
+
+def _number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+            and math.isfinite(float(value)))
+
+
+@dataclass
+class CrystalGanSettings:
+    """Every setting of a crystal-GAN training run (defaults: the paper's weights and learning rates).
+
+    ``distance_offset`` (Å) shifts the clash threshold r_a + r_b: pymatgen's (Slater) radii are generous,
+    and on the shipped half-Heuslers the nearest pair of different elements sits 0.02–0.98 Å inside
+    r_a + r_b, so the default −1.0 leaves every training crystal unpenalised. ``merge_distance`` (Å)
+    is where same-element images become one site (the post-processing cut, and the intra loss's floor).
+    ``length_margin`` widens the training range of lattice lengths the generator can reach.
+    """
+
+    noise_dim: int = 64
+    embedding: int = 64
+    hidden: int = 256
+    layers: int = 3
+    critic_hidden: int = 256
+    critic_layers: int = 3
+    augmentations: int = 32
+    lambda_inter: float = 3.5
+    lambda_intra: float = 5.0
+    distance_offset: float = -1.0
+    lambda_volume: float = 12.5
+    lambda_abc: float = 5.0
+    merge_distance: float = 1.0
+    length_margin: float = 0.2
+    symprec: float = 0.1
+    loop: WGANSettings = field(default_factory=lambda: WGANSettings(
+        steps=2000, n_critic=5, batch_size=64, gp_weight=10.0, optimizer="adam",
+        lr_generator=5e-4, lr_critic=2e-4, betas=(0.5, 0.9),
+    ))
+
+    def __post_init__(self) -> None:
+        for name in ("noise_dim", "embedding", "hidden", "layers", "critic_hidden", "critic_layers", "augmentations"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a positive integer")
+        for name in ("lambda_inter", "lambda_intra", "lambda_volume", "lambda_abc", "length_margin"):
+            value = getattr(self, name)
+            if not _number(value) or value < 0:
+                raise ValueError(f"{name}: got {value!r}, expected a finite non-negative number")
+        if not _number(self.distance_offset):
+            raise ValueError(f"distance_offset: got {self.distance_offset!r}, expected a finite distance in Å")
+        for name in ("merge_distance", "symprec"):
+            value = getattr(self, name)
+            if not _number(value) or value <= 0:
+                raise ValueError(f"{name}: got {value!r}, expected a positive distance in Å")
+        for name in ("lr_generator", "lr_critic"):
+            if isinstance(getattr(self.loop, name), (list, tuple)):
+                raise ValueError(f"loop.{name}: expected one learning rate per model; vary it with a grid instead")
+
+
+# ---------------------------------------------------------------------- conditions
+_ELEMENT_TENSOR: dict[str, torch.Tensor] = {}
+
+
+def _element_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """Property vectors ``(95, F)`` and radii ``(95,)`` indexed by atomic number (zeros off the table)."""
+    if not _ELEMENT_TENSOR:
+        from ase.data import atomic_numbers
+
+        vectors = torch.zeros(95, element_table.feature_size())
+        radii = torch.zeros(95)
+        for symbol, (vector, radius, _) in element_table.table().items():
+            vectors[atomic_numbers[symbol]] = torch.as_tensor(vector, dtype=torch.float32)
+            radii[atomic_numbers[symbol]] = radius
+        _ELEMENT_TENSOR.update(vectors=vectors, radii=radii)
+    return _ELEMENT_TENSOR["vectors"], _ELEMENT_TENSOR["radii"]
+
+
+def _condition_inputs(condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Space-group features ``(B, 2304)`` and element features ``(B, 3F)`` of conditions ``(B, 4)``
+    (space-group number, then the three atomic numbers)."""
+    groups = condition[:, 0].tolist()
+    vectors, _ = _element_tables()
+    return (operation_features(groups).to(condition.device),
+            vectors.to(condition.device)[condition[:, 1:]].reshape(len(condition), -1))
+
+
+def _mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
+    parts: list[nn.Module] = []
+    for i in range(layers):
+        parts += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.LeakyReLU(0.2)]
+    parts.append(nn.Linear(hidden, n_out))
+    return nn.Sequential(*parts)
+
+
+def _seeded(seed: int, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build()
+
+
+class _GeneratorNet(nn.Module):
+    def __init__(self, noise_dim: int, embedding: int, hidden: int, layers: int):
+        super().__init__()
+        self.groups = nn.Linear(_OP_FEATURES, embedding)
+        self.elements = nn.Linear(3 * element_table.feature_size(), embedding)
+        self.body = _mlp(noise_dim + 2 * embedding, hidden, layers, 12)
+
+    def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        groups, elements = _condition_inputs(condition)
+        x = torch.cat([z, torch.relu(self.groups(groups)), torch.relu(self.elements(elements))], dim=1)
+        return torch.sigmoid(self.body(x))
+
+
+class _CriticNet(nn.Module):
+    def __init__(self, embedding: int, hidden: int, layers: int):
+        super().__init__()
+        self.groups = nn.Linear(_OP_FEATURES, embedding)
+        self.elements = nn.Linear(3 * element_table.feature_size(), embedding)
+        self.body = _mlp(18 + 3 + 2 * embedding, hidden, layers, 1)
+
+    def forward(self, samples: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        groups, elements = _condition_inputs(condition)
+        angles = 2 * math.pi * samples[:, :9]
+        x = torch.cat([torch.sin(angles), torch.cos(angles), samples[:, 9:],
+                       torch.relu(self.groups(groups)), torch.relu(self.elements(elements))], dim=1)
+        return self.body(x)[:, 0]
+
+
+class _Members(nn.Module):
+    """``K`` networks side by side, one per ensemble member, with views and copies of one member."""
+
+    def __init__(self, nets: Sequence[nn.Module], seeds: Sequence[int], settings: dict[str, Any]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        self.seeds = [int(s) for s in seeds]
+        self.settings = dict(settings)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.nets)
+
+    def _one(self, net: nn.Module, k: int) -> "_Members":
+        single = copy.copy(self)
+        single._modules = dict(self._modules)
+        single.nets = nn.ModuleList([net])
+        single.seeds = [self.seeds[k]]
+        return single
+
+    def member_view(self, k: int):
+        """Member ``k`` holding member ``k``'s own network (a view, for training)."""
+        return self._one(self.nets[k], k)
+
+    def member(self, k: int):
+        """Member ``k`` as an independent copy on the CPU, in eval mode."""
+        return self._one(copy.deepcopy(self.nets[k]).cpu(), k).eval()
+
+
+class CrystalGenerator(_Members):
+    """``K`` generators: noise ``(B, noise_dim)`` + conditions ``(B, 4)`` → samples ``(B, 12)`` (coordinates
+    in (0, 1), lengths normalised to ``[length_low, length_high]`` and consistent with the crystal system)."""
+
+    def __init__(self, seeds: Sequence[int] = (0,), noise_dim: int = 64, embedding: int = 64, hidden: int = 256,
+                 layers: int = 3, length_low: float = 2.0, length_high: float = 12.0):
+        settings = {"noise_dim": int(noise_dim), "embedding": int(embedding), "hidden": int(hidden),
+                    "layers": int(layers), "length_low": float(length_low), "length_high": float(length_high)}
+        nets = [_seeded(member_seed(s, Stream.GENERATOR), lambda: _GeneratorNet(noise_dim, embedding, hidden, layers))
+                for s in seeds]
+        super().__init__(nets, seeds, settings)
+
+    @property
+    def noise_dim(self) -> int:
+        return self.settings["noise_dim"]
+
+    def lengths(self, normalised: torch.Tensor) -> torch.Tensor:
+        low, high = self.settings["length_low"], self.settings["length_high"]
+        return low + (high - low) * normalised
+
+    def member_forward(self, k: int, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        out = self.nets[k](z, condition)
+        low, high = self.settings["length_low"], self.settings["length_high"]
+        lengths = constrain_lengths(self.lengths(out[:, 9:]), condition[:, 0].tolist())
+        return torch.cat([out[:, :9], (lengths - low) / (high - low)], dim=1)
+
+
+class CrystalCritic(_Members):
+    """``K`` critics: samples ``(B, 12)`` + conditions ``(B, 4)`` → scores ``(B,)``."""
+
+    def __init__(self, seeds: Sequence[int] = (0,), embedding: int = 64, hidden: int = 256, layers: int = 3):
+        nets = [_seeded(member_seed(s, Stream.CRITIC), lambda: _CriticNet(embedding, hidden, layers)) for s in seeds]
+        super().__init__(nets, seeds, {})
+
+    def member_forward(self, k: int, samples: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.nets[k](samples, condition)
+
+
+# ---------------------------------------------------------------------- physics losses
+#: after rounding to the nearest image in fractional coordinates, the in-plane neighbours: with a, b, c
+#: orthogonal the rounded image is already the nearest (the metric is diagonal), and with γ = 120° the
+#: nearest is one of these 9 (c stays orthogonal to the plane); 3 times cheaper than all 27
+_IMAGES = torch.tensor([[i, j, 0] for i in (-1, 0, 1) for j in (-1, 0, 1)], dtype=torch.float32)
+
+
+def pair_distances(coords: torch.Tensor, lengths: torch.Tensor, groups: Sequence[int]):
+    """Distances (Å) from each base site to every image of every site: ``(B, 3, 3, n)`` (site ``i``,
+    site ``j``, operation; ``n`` the most operations of a group in the batch), the operations' mask
+    ``(B, n)``, and the cells ``(B, 3, 3)``."""
+    ops, mask = padded_operations(groups)
+    used = int(mask.sum(dim=1).max())  # the padding beyond the largest group of the batch is all zero
+    ops, mask = ops[:, :used].to(coords.device), mask[:, :used].to(coords.device)
+    cells = lattice_matrices(lengths, groups)
+    images = torch.einsum("boij,bsj->bsoi", ops[..., :3], coords) + ops[:, None, :, :, 3]  # (B, 3, 192, 3)
+    diff = images[:, None, :, :, :] - coords[:, :, None, None, :]  # (B, i, j, o, 3)
+    diff = diff - torch.round(diff)
+    shifted = diff[..., None, :] + _IMAGES.to(coords.device)  # (B, i, j, o, 9, 3)
+    cartesian = torch.einsum("bijonx,bxy->bijony", shifted, cells)
+    # the nearest image; the epsilon keeps the square root's gradient finite at d = 0
+    distances = torch.sqrt((cartesian ** 2).sum(-1) + 1e-10).min(dim=-1).values
+    return distances, mask, cells
+
+
+def physics_losses(fake: torch.Tensor, real: torch.Tensor, condition: torch.Tensor, generator: CrystalGenerator,
+                   s: CrystalGanSettings) -> dict[str, torch.Tensor]:
+    """The distance and box losses of one member's batch (samples ``(B, 12)``, conditions ``(B, 4)``),
+    unweighted: ``inter``, ``intra`` (mean clash per atom image), ``volume``, ``abc`` (1 − cosine)."""
+    groups = condition[:, 0].tolist()
+    coords = fake[:, :9].reshape(-1, 3, 3)
+    lengths = generator.lengths(fake[:, 9:])
+    distances, mask, cells = pair_distances(coords, lengths, groups)
+    _, radius_table = _element_tables()
+    radii = radius_table.to(fake.device)[condition[:, 1:]]  # (B, 3)
+    threshold = radii[:, :, None] + radii[:, None, :] + s.distance_offset  # (B, i, j)
+    clash = torch.tanh(torch.relu(threshold[..., None] - distances))  # (B, i, j, o)
+    same = torch.eye(3, dtype=torch.bool, device=fake.device)[None, :, :, None]
+    valid = mask[:, None, None, :]
+    inter = (clash * (valid & ~same)).sum(dim=(1, 2, 3))
+    intra = (clash * (valid & same & (distances > s.merge_distance))).sum(dim=(1, 2, 3))
+    atoms = 3 * mask.sum(dim=1)
+    real_lengths = generator.lengths(real[:, 9:])
+    real_volumes = torch.det(lattice_matrices(real_lengths, groups)).abs()
+    volumes = torch.det(cells).abs()
+    cosine = nn.functional.cosine_similarity
+    return {
+        "inter": (inter / atoms).mean(),
+        "intra": (intra / atoms).mean(),
+        "volume": 1 - cosine(volumes, real_volumes, dim=0),
+        "abc": 1 - cosine(lengths, real_lengths, dim=0).mean(),
+    }
+
+
+# ---------------------------------------------------------------------- the training problem
+class _Epochs:
+    """One member's self-augmented epochs: ``augmentations`` samples per crystal, each with a random
+    orbit member per site, drawn from the member's data seed and the epoch number, then shuffled."""
+
+    def __init__(self, seed: int, crystals: TrainingCrystals, augmentations: int):
+        self.seed = member_seed(seed, Stream.DATA)
+        self.crystals = crystals
+        self.augmentations = augmentations
+        self.epoch = 0
+        self.cursor = 0
+        self._table: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        m = len(self.crystals)
+        crystal = rng.permutation(np.repeat(np.arange(m), self.augmentations))
+        sizes = np.array([[len(o) for o in orbits] for orbits in self.crystals.orbits])[crystal]  # (N, 3)
+        choice = np.floor(rng.random(sizes.shape) * sizes).astype(np.int64)
+        return crystal, choice
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        crystals, choices = [], []
+        while count > 0:
+            if self._table is None:
+                self._table = self._draw()
+            crystal, choice = self._table
+            stop = min(len(crystal), self.cursor + count)
+            crystals.append(crystal[self.cursor:stop])
+            choices.append(choice[self.cursor:stop])
+            count -= stop - self.cursor
+            self.cursor = stop
+            if self.cursor == len(crystal):
+                self.epoch, self.cursor, self._table = self.epoch + 1, 0, None
+        return np.concatenate(crystals), np.concatenate(choices)
+
+    def state(self) -> list[int]:
+        return [self.epoch, self.cursor]
+
+    def load(self, state: Sequence[int]) -> None:
+        self.epoch, self.cursor = int(state[0]), int(state[1])
+        self._table = None
+
+
+class CrystalProblem(WGANProblem):
+    """The crystal-GAN problem for the shared WGAN-GP loop; members train one after the other on views."""
+
+    def __init__(self, generator: CrystalGenerator, critic: CrystalCritic, crystals: TrainingCrystals,
+                 settings: CrystalGanSettings, device: torch.device | str = "cpu"):
+        self.generator = generator
+        self.critic = critic
+        self.n_models = generator.n_models
+        self.device = torch.device(device)
+        self.crystals = crystals
+        self.settings = settings
+        self.epochs = [_Epochs(s, crystals, settings.augmentations) for s in generator.seeds]
+        low, high = generator.settings["length_low"], generator.settings["length_high"]
+        self.normalised_lengths = (crystals.lengths - low) / (high - low)
+        self.conditions = np.concatenate([crystals.space_groups[:, None], crystals.numbers], axis=1)
+        self.last_physics: list[dict[str, float]] = [{} for _ in generator.seeds]
+        self._member = 0
+
+    def real_batch(self, batch_size, rngs):
+        samples, conditions = [], []
+        for epochs in self.epochs:
+            crystal, choice = epochs.take(batch_size)
+            coords = np.stack([
+                np.stack([self.crystals.orbits[c][site][choice[n, site]] for site in range(3)])
+                for n, c in enumerate(crystal)
+            ])
+            sample = np.concatenate([coords.reshape(len(crystal), 9), self.normalised_lengths[crystal]], axis=1)
+            samples.append(torch.as_tensor(sample, dtype=torch.float32, device=self.device))
+            conditions.append(torch.as_tensor(self.conditions[crystal], dtype=torch.long, device=self.device))
+        return torch.stack(samples), torch.stack(conditions)
+
+    def fake_batch(self, batch_size, rngs, condition):
+        out = []
+        for k, rng in enumerate(rngs):
+            z = torch.randn(batch_size, self.generator.noise_dim, generator=rng).to(self.device)
+            out.append(self.generator.member_forward(k, z, condition[k]))
+        return torch.stack(out)
+
+    def critic_scores(self, samples, condition):
+        return torch.stack([self.critic.member_forward(k, samples[k], condition[k]) for k in range(len(samples))])
+
+    def extra_generator_loss(self, fake, real, condition=None):
+        s = self.settings
+        totals = []
+        for k in range(len(fake)):
+            terms = physics_losses(fake[k], real[k], condition[k], self.generator, s)
+            self.last_physics[self._member + k] = {name: float(value.detach()) for name, value in terms.items()}
+            totals.append(s.lambda_inter * terms["inter"] + s.lambda_intra * terms["intra"]
+                          + s.lambda_volume * terms["volume"] + s.lambda_abc * terms["abc"])
+        return torch.stack(totals)
+
+    def member_parameters(self, module):
+        return [list(net.parameters()) for net in module.nets]
+
+    def member_problem(self, k: int) -> "CrystalProblem":
+        view = CrystalProblem.__new__(CrystalProblem)
+        view.__dict__.update(self.__dict__)
+        view.generator = self.generator.member_view(k)
+        view.critic = self.critic.member_view(k)
+        view.n_models = 1
+        view.epochs = [self.epochs[k]]
+        view._member = k
+        return view
+
+
+class CrystalTrainer(WGANTrainer):
+    """The shared WGAN-GP trainer, with each member's epoch position in its checkpoints (so a resumed
+    run draws the same augmented samples) and the physics terms in the loss history."""
+
+    def train_step(self):
+        losses = super().train_step()
+        physics = self.problem.last_physics
+        for name in ("inter", "intra", "volume", "abc"):
+            losses[name] = torch.tensor([p.get(name, math.nan) for p in physics])
+        return losses
+
+    def modules_state(self):
+        return {**super().modules_state(), "epochs": [e.state() for e in self.problem.epochs]}
+
+    def load_modules_state(self, state):
+        super().load_modules_state(state)
+        for epochs, saved in zip(self.problem.epochs, state["epochs"]):
+            epochs.load(saved)
+
+
+# ---------------------------------------------------------------------- the family
+class CrystalGanFamily(GeneratorFamily):
+    """The physics-guided crystal GAN as a generator family.
+
+    Target: ``{'space_groups': [...]}``, the groups to train on (numbers or symbols; all supported groups
+    of the data when absent). Training data: any batch of crystals; only ternaries with three base sites
+    in those groups are used, and what is dropped is said with a warning (:func:`training_crystals`).
+
+    Sampling condition (all keys optional):
+
+    ``space_group``
+        number or symbol (default: the model's most common training group); a group the model was not
+        trained on is allowed with a warning (the conditioning carries over through its operations);
+    ``elements``
+        three element symbols for every crystal, a list of such triples (cycled), or ``'training'``
+        (default): the training triples of that space group (of every group if it has none), drawn from
+        the seed.
+
+    Generated crystals are conventional cells with info ``space_group_requested``, ``space_group_found``,
+    ``symmetric`` (1 when spglib finds the requested group), ``images``, ``merged_atoms``.
+    """
+
+    name = "crystal_gan"
+    role = "generator"
+    settings_class = CrystalGanSettings
+    vectorised = ("loop.lr_generator", "loop.lr_critic")
+    protocol_file = Path(__file__).parent / "protocols" / "crystal_gan.yaml"
+
+    def __init__(self) -> None:
+        self._last: tuple[Any, ...] | None = None
+
+    def total_steps(self, settings) -> int:
+        return int(settings.loop.steps)
+
+    def check_target(self, target):
+        if target is None:
+            target = {}
+        if not isinstance(target, Mapping):
+            raise ValueError(f"target: expected a dictionary such as {{'space_groups': [216]}}, got {target!r}")
+        unknown = sorted(set(target) - {"space_groups"})
+        if unknown:
+            raise ValueError(f"target: unknown key(s) {unknown}; expected 'space_groups'")
+        groups = target.get("space_groups")
+        if groups is None:
+            return {"space_groups": None}
+        if isinstance(groups, (str, int)):
+            groups = [groups]
+        if not isinstance(groups, (list, tuple)) or not groups:
+            raise ValueError(f"target.space_groups: got {groups!r}, expected a non-empty list of space groups")
+        return {"space_groups": sorted({space_group(g, "target.space_groups").number for g in groups})}
+
+    def crystals(self, training, target, settings) -> TrainingCrystals:
+        """The usable training crystals (cached for the last batch, as validation and training both need them)."""
+        if training is None or len(training) == 0:
+            raise ValueError("training: the crystal GAN needs training crystals (ternaries with three base sites)")
+        key = (id(training), len(training), tuple(target["space_groups"] or ()), settings.symprec)
+        if self._last is not None and self._last[0] == key and self._last[1] is training:
+            return self._last[2]
+        crystals = training_crystals(training, target["space_groups"], settings.symprec)
+        if len(crystals) == 0:
+            reasons = "; ".join(f"{n} {r}" for r, n in crystals.dropped_summary().items())
+            raise ValueError(
+                f"training: nothing left after filtering the {len(training)} structure(s) ({reasons}); the crystal "
+                "GAN needs ternaries with three base sites in the requested space groups"
+            )
+        if crystals.dropped:
+            reasons = "; ".join(f"{n} {r}" for r, n in crystals.dropped_summary().items())
+            warnings.warn(f"training: {len(crystals.dropped)} of {len(training)} structure(s) dropped ({reasons})",
+                          UserWarning, stacklevel=3)
+        self._last = (key, training, crystals)
+        return crystals
+
+    def validate(self, training, target, settings):
+        self.crystals(training, target, settings)
+
+    def target_facts(self, target):
+        return {"space_groups": target["space_groups"] or "all"}
+
+    def architecture(self, settings):
+        return {"noise_dim": settings.noise_dim, "embedding": settings.embedding, "hidden": settings.hidden,
+                "layers": settings.layers}
+
+    def _length_range(self, crystals: TrainingCrystals, settings) -> tuple[float, float]:
+        low, high = float(crystals.lengths.min()), float(crystals.lengths.max())
+        spread = max(high - low, 0.1 * high)
+        return max(0.5, low - settings.length_margin * spread), high + settings.length_margin * spread
+
+    def build_trainer(self, training, target, members, seeds, device):
+        s = members[0]
+        crystals = self.crystals(training, target, s)
+        low, high = self._length_range(crystals, s)
+        generator = CrystalGenerator(seeds, s.noise_dim, s.embedding, s.hidden, s.layers, low, high).to(device)
+        critic = CrystalCritic(seeds, s.embedding, s.critic_hidden, s.critic_layers).to(device)
+        problem = CrystalProblem(generator, critic, crystals, s, device)
+        loop = dataclasses.replace(s.loop, lr_generator=[m.loop.lr_generator for m in members],
+                                   lr_critic=[m.loop.lr_critic for m in members])
+        return CrystalTrainer(problem, loop, seeds)
+
+    def member_config(self, trainer, k):
+        problem = trainer.problem
+        crystals = problem.crystals
+        triples = sorted({(int(g), *map(int, z)) for g, z in zip(crystals.space_groups, crystals.numbers)})
+        groups, counts = np.unique(crystals.space_groups, return_counts=True)
+        return {
+            "lengths": [problem.generator.settings["length_low"], problem.generator.settings["length_high"]],
+            "training_triples": [list(t) for t in triples],
+            "training_space_groups": {str(int(g)): int(c) for g, c in zip(groups, counts)},
+            "merge_distance": problem.settings.merge_distance,
+            "symprec": problem.settings.symprec,
+            "dropped": len(crystals.dropped),
+        }
+
+    def module_from_config(self, config):
+        low, high = config["lengths"]
+        return CrystalGenerator(seeds=[config["seed"]], length_low=low, length_high=high, **config["architecture"])
+
+    # ------------------------------------------------------------------ sampling
+    def check_condition(self, condition, config):
+        return self._condition(condition, config, warn=True)
+
+    def _condition(self, condition, config, warn: bool) -> dict[str, Any]:
+        if condition is None:
+            condition = {}
+        if not isinstance(condition, Mapping):
+            raise ValueError(f"condition: expected a dictionary with space_group and/or elements, got {condition!r}")
+        unknown = sorted(set(condition) - {"space_group", "elements"})
+        if unknown:
+            raise ValueError(f"condition: unknown key(s) {unknown}; expected some of space_group, elements")
+        trained = {int(g): int(c) for g, c in config["training_space_groups"].items()}
+        default = max(trained, key=lambda g: (trained[g], -g))
+        group = space_group(condition.get("space_group", default), "condition.space_group")
+        if warn and group.number not in trained:
+            warnings.warn(
+                f"condition.space_group: the model was trained on {sorted(trained)}, not on {group.symbol} "
+                f"({group.number}); the conditioning carries over through the group's symmetry operations only",
+                UserWarning, stacklevel=3)
+        elements = condition.get("elements", "training")
+        if isinstance(elements, str):
+            if elements != "training":
+                raise ValueError(f"condition.elements: got {elements!r}, expected three element symbols, a list of "
+                                 "triples, or 'training'")
+            triples: Any = "training"
+        else:
+            if (isinstance(elements, (list, tuple)) and len(elements) == 3
+                    and all(isinstance(e, str) for e in elements)):
+                elements = [elements]
+            if not isinstance(elements, (list, tuple)) or not elements:
+                raise ValueError(f"condition.elements: got {elements!r}, expected three element symbols or a list "
+                                 "of triples")
+            triples = []
+            for i, triple in enumerate(elements):
+                where = f"condition.elements[{i}]"
+                if not isinstance(triple, (list, tuple)) or len(triple) != 3 or len(set(triple)) != 3:
+                    raise ValueError(f"{where}: got {triple!r}, expected three different element symbols")
+                element_table.check_elements(triple, where)
+                triples.append(element_table.canonical_order(list(triple)))
+        return {"space_group": group.number, "elements": triples}
+
+    def _triples(self, condition, config, count: int, seed: int) -> list[list[str]]:
+        if condition["elements"] != "training":
+            return [condition["elements"][i % len(condition["elements"])] for i in range(count)]
+        triples = [t for t in config["training_triples"] if t[0] == condition["space_group"]] or \
+            config["training_triples"]
+        rng = np.random.default_rng(member_seed(seed, Stream.DATA))
+        picks = rng.integers(len(triples), size=count)
+        return [symbols_of(triples[p][1:]) for p in picks]
+
+    @torch.no_grad()
+    def sample(self, module, config, count, seed, condition=None):
+        from ase.data import atomic_numbers
+
+        condition = self._condition(condition, config, warn=False)
+        symbols = self._triples(condition, config, count, seed)
+        group = condition["space_group"]
+        conditions = torch.as_tensor([[group] + [atomic_numbers[s] for s in triple] for triple in symbols])
+        rng = torch.Generator().manual_seed(member_seed(seed, Stream.SAMPLE))
+        was_training = module.training
+        module.eval()
+        try:
+            outputs = []
+            for start in range(0, count, SAMPLE_CHUNK):
+                b = min(SAMPLE_CHUNK, count - start)
+                z = torch.randn(b, module.noise_dim, generator=rng)
+                outputs.append(module.member_forward(0, z, conditions[start:start + b]))
+            out = torch.cat(outputs).double()
+        finally:
+            module.train(was_training)
+        coords = out[:, :9].reshape(-1, 3, 3).numpy()
+        lengths = module.lengths(out[:, 9:]).numpy()
+        batch = build_crystals(coords, lengths, [group] * count, symbols, config["merge_distance"], config["symprec"])
+        return batch

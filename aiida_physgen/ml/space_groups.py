@@ -1,0 +1,178 @@
+"""Space groups for the crystal GAN: symmetry operations (from pymatgen), lattices and their constraints.
+
+The crystal GAN generates the fractional coordinates of the base sites and the three lattice lengths;
+the lattice angles follow from the crystal system. That holds for orthorhombic, tetragonal, trigonal
+(hexagonal axes), hexagonal and cubic groups, numbers 16–230, which hold the paper's 12 (225, 71, 221,
+139, 62, 216, 166, 194, 123, 164, 141, 227). Monoclinic and triclinic groups (1–15) have free angles and
+are refused with a named error.
+
+The operations are those of :class:`pymatgen.symmetry.groups.SpaceGroup` in its default setting
+(spglib's standard conventional cell: hexagonal axes for the rhombohedral groups), as 4 × 4 affine
+matrices on fractional coordinates, centring translations included (F-43m: 96, Fd-3m: 192). No AiiDA.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MAX_OPERATIONS",
+    "PAPER_SPACE_GROUPS",
+    "SpaceGroupInfo",
+    "space_group",
+    "padded_operations",
+    "operation_features",
+    "constrain_lengths",
+    "lattice_matrices",
+]
+
+#: the most operations of any space group in its conventional cell (Fm-3m, Fd-3m ...)
+MAX_OPERATIONS = 192
+#: the 12 space groups the physics-guided crystal GAN paper trains on
+PAPER_SPACE_GROUPS = (225, 71, 221, 139, 62, 216, 166, 194, 123, 164, 141, 227)
+#: crystal systems whose lattice angles are fixed, so three lengths define the lattice
+_SYSTEMS = ("orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+
+
+@dataclass(frozen=True)
+class SpaceGroupInfo:
+    """One supported space group: ``number``, Hermann–Mauguin ``symbol``, ``crystal_system`` and its
+    ``operations`` (``(n, 4, 4)`` affine matrices on fractional coordinates)."""
+
+    number: int
+    symbol: str
+    crystal_system: str
+    operations: np.ndarray
+
+    @property
+    def hexagonal_axes(self) -> bool:
+        """Whether the conventional cell has γ = 120° (trigonal and hexagonal groups)."""
+        return self.crystal_system in ("trigonal", "hexagonal")
+
+    def apply(self, fractional: np.ndarray) -> np.ndarray:
+        """Every operation applied to points ``(..., 3)``: ``(..., n, 3)`` wrapped into [0, 1)."""
+        rotations, translations = self.operations[:, :3, :3], self.operations[:, :3, 3]
+        images = np.einsum("nij,...j->...ni", rotations, np.asarray(fractional, dtype=np.float64)) + translations
+        return images - np.floor(images)
+
+    def orbit(self, point: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
+        """The distinct images of one fractional point (its Wyckoff orbit in the conventional cell)."""
+        images = self.apply(np.asarray(point, dtype=np.float64))
+        kept: list[np.ndarray] = []
+        for image in images:
+            if not any(np.abs((image - other + 0.5) % 1.0 - 0.5).max() < tolerance for other in kept):
+                kept.append(image)
+        return np.array(kept)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "symbol": self.symbol, "crystal_system": self.crystal_system}
+
+
+@functools.lru_cache(maxsize=None)
+def _info(number: int) -> SpaceGroupInfo:
+    from pymatgen.symmetry.groups import SpaceGroup
+
+    group = SpaceGroup.from_int_number(number)
+    operations = np.array([op.affine_matrix for op in group.symmetry_ops], dtype=np.float64)
+    return SpaceGroupInfo(number, group.symbol, group.crystal_system, operations)
+
+
+def space_group(value: Any, field: str = "space_group") -> SpaceGroupInfo:
+    """The supported space group given by number (``216``) or Hermann–Mauguin symbol (``'F-43m'``).
+
+    :raises ValueError: naming ``field`` for an unknown group, or one with free lattice angles.
+    """
+    if isinstance(value, (np.integer,)):
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{field}: got {value!r}, expected a space-group number (16–230) or symbol such as 'F-43m'")
+    if isinstance(value, str):
+        from pymatgen.symmetry.groups import SpaceGroup
+
+        try:
+            number = SpaceGroup(value.strip()).int_number
+        except Exception:  # pymatgen raises ValueError or KeyError on a bad symbol
+            raise ValueError(
+                f"{field}: {value!r} is not a space-group symbol pymatgen knows; expected e.g. 'F-43m' or 'Pnma', "
+                "or a number"
+            ) from None
+    else:
+        number = value
+    if not 1 <= number <= 230:
+        raise ValueError(f"{field}: got {number}, expected a space-group number from 1 to 230")
+    info = _info(int(number))
+    if info.crystal_system not in _SYSTEMS:
+        raise ValueError(
+            f"{field}: {info.symbol} ({number}) is {info.crystal_system}; the crystal GAN generates three lattice "
+            "lengths with the angles fixed by the crystal system, so it supports orthorhombic to cubic groups "
+            "(16–230)"
+        )
+    return info
+
+
+def padded_operations(numbers: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Operations of each group padded to :data:`MAX_OPERATIONS`: ``(B, 192, 3, 4)`` and the mask ``(B, 192)``."""
+    numbers = [int(n) for n in numbers]
+    table, mask = _padded_table(tuple(sorted(set(numbers))))
+    index = torch.as_tensor([_ROW[n] for n in numbers], dtype=torch.long)
+    return table[index], mask[index]
+
+
+_ROW: dict[int, int] = {}
+_TABLES: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _padded_table(numbers: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    # one cached table over every group seen so far, so a batch indexes it instead of rebuilding
+    missing = [n for n in numbers if n not in _ROW]
+    if missing or not _TABLES:
+        for n in missing:
+            _ROW[n] = len(_ROW)
+        ops = torch.zeros(len(_ROW), MAX_OPERATIONS, 3, 4)
+        mask = torch.zeros(len(_ROW), MAX_OPERATIONS, dtype=torch.bool)
+        for n, row in _ROW.items():
+            matrices = torch.as_tensor(space_group(n).operations[:, :3, :], dtype=torch.float32)
+            ops[row, : len(matrices)] = matrices
+            mask[row, : len(matrices)] = True
+        _TABLES.clear()
+        _TABLES[()] = (ops, mask)
+    return _TABLES[()]
+
+
+def operation_features(numbers: Iterable[int]) -> torch.Tensor:
+    """The conditioning vector of each group: its padded operations flattened, ``(B, 192 · 12)``."""
+    ops, _ = padded_operations(numbers)
+    return ops.reshape(ops.shape[0], -1)
+
+
+def constrain_lengths(lengths: torch.Tensor, numbers: Iterable[int]) -> torch.Tensor:
+    """Lengths ``(B, 3)`` made consistent with each group's crystal system (cubic a = b = c; tetragonal,
+    trigonal and hexagonal a = b), by averaging; differentiable."""
+    systems = [space_group(n).crystal_system for n in numbers]
+    cubic = torch.as_tensor([s == "cubic" for s in systems], device=lengths.device)[:, None]
+    square = torch.as_tensor([s in ("tetragonal", "trigonal", "hexagonal") for s in systems],
+                             device=lengths.device)[:, None]
+    mean_all = lengths.mean(dim=1, keepdim=True).expand(-1, 3)
+    mean_ab = lengths[:, :2].mean(dim=1, keepdim=True)
+    ab_c = torch.cat([mean_ab, mean_ab, lengths[:, 2:]], dim=1)
+    return torch.where(cubic, mean_all, torch.where(square, ab_c, lengths))
+
+
+def lattice_matrices(lengths: torch.Tensor, numbers: Iterable[int]) -> torch.Tensor:
+    """Cell vectors (rows) ``(B, 3, 3)`` from lengths ``(B, 3)``: orthogonal, or γ = 120° for hexagonal axes."""
+    hexagonal = torch.as_tensor([space_group(n).hexagonal_axes for n in numbers], device=lengths.device)
+    a, b, c = lengths.unbind(dim=1)
+    zero = torch.zeros_like(a)
+    cos_g = torch.where(hexagonal, torch.full_like(a, -0.5), zero)
+    sin_g = torch.where(hexagonal, torch.full_like(a, math.sqrt(3) / 2), torch.ones_like(a))
+    rows = [torch.stack([a, zero, zero], -1), torch.stack([b * cos_g, b * sin_g, zero], -1),
+            torch.stack([zero, zero, c], -1)]
+    return torch.stack(rows, dim=1)
