@@ -15,6 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_cheap  # noqa: E402
+import bench_crystal  # noqa: E402
 import bench_descriptors  # noqa: E402
 import bench_graphene  # noqa: E402
 import bench_selection  # noqa: E402
@@ -43,6 +44,8 @@ def main() -> None:
         rows.append([row["benchmark"], row["what"], f"{row['relaxations_per_s']:.2f}", "relaxations/s",
                      f"{row['converged_share']:.0%} converged to 0.05 eV/Å, {row['failed']} failed"])
     for row in bench_graphene.run():
+        rows.append([row["benchmark"], row["what"], f"{row['value']:.4g}", row["unit"], row.get("note", "")])
+    for row in bench_crystal.run():
         rows.append([row["benchmark"], row["what"], f"{row['value']:.4g}", row["unit"], row.get("note", "")])
     print(tabulate(rows, headers=["benchmark", "what", "value", "unit", "reference"]))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 from aiida import orm
@@ -127,7 +128,7 @@ def _validity(batch, settings):
     counts: dict[str, int] = {}
     for reason in reasons:
         if reason:
-            key = reason.split(" (")[0]
+            key = re.sub(r"\d+(\.\d+)?", "#", reason)  # one count per kind of failure, not per value
             counts[key] = counts.get(key, 0) + 1
     keep = np.flatnonzero(flags["valid"] == 1)
     symmetric = batch.info.get("symmetric", np.zeros(len(batch)))

@@ -75,7 +75,11 @@ class CrystalGanSettings:
     ``distance_offset`` (Å) shifts the clash threshold r_a + r_b: pymatgen's (Slater) radii are generous,
     and on the shipped half-Heuslers the nearest pair of different elements sits 0.02–0.98 Å inside
     r_a + r_b, so the default −1.0 leaves every training crystal unpenalised. ``merge_distance`` (Å)
-    is where same-element images become one site (the post-processing cut, and the intra loss's floor).
+    is where same-element images become one site (the post-processing cut, and the intra loss's floor):
+    1.5 Å lies below every same-element distance of the shipped set (2.5 Å and more) and, measured on a
+    model trained for 1,000 steps, gives 46 % valid crystals for F-43m where 1.0 Å gives 12 % (images of a
+    site generated near, not on, a special position stay apart and crowd the cell). Lower it for chemistries
+    with short same-element bonds (C–C, N–N, O–O dimers), at sampling too (``condition.merge_distance``).
     ``length_margin`` widens the training range of lattice lengths the generator can reach.
     """
 
@@ -91,7 +95,7 @@ class CrystalGanSettings:
     distance_offset: float = -1.0
     lambda_volume: float = 12.5
     lambda_abc: float = 5.0
-    merge_distance: float = 1.0
+    merge_distance: float = 1.5
     length_margin: float = 0.2
     symprec: float = 0.1
     loop: WGANSettings = field(default_factory=lambda: WGANSettings(
@@ -453,7 +457,9 @@ class CrystalGanFamily(GeneratorFamily):
     ``elements``
         three element symbols for every crystal, a list of such triples (cycled), or ``'training'``
         (default): the training triples of that space group (of every group if it has none), drawn from
-        the seed.
+        the seed;
+    ``merge_distance``
+        the post-processing's merge cut in Å (default: the training setting).
 
     Generated crystals are conventional cells with info ``space_group_requested``, ``space_group_found``,
     ``symmetric`` (1 when spglib finds the requested group), ``images``, ``merged_atoms``.
@@ -562,9 +568,13 @@ class CrystalGanFamily(GeneratorFamily):
             condition = {}
         if not isinstance(condition, Mapping):
             raise ValueError(f"condition: expected a dictionary with space_group and/or elements, got {condition!r}")
-        unknown = sorted(set(condition) - {"space_group", "elements"})
+        unknown = sorted(set(condition) - {"space_group", "elements", "merge_distance"})
         if unknown:
-            raise ValueError(f"condition: unknown key(s) {unknown}; expected some of space_group, elements")
+            raise ValueError(f"condition: unknown key(s) {unknown}; expected some of space_group, elements, "
+                             "merge_distance")
+        merge = condition.get("merge_distance", config.get("merge_distance", 1.5))
+        if not _number(merge) or merge <= 0:
+            raise ValueError(f"condition.merge_distance: got {merge!r}, expected a positive distance in Å")
         trained = {int(g): int(c) for g, c in config["training_space_groups"].items()}
         default = max(trained, key=lambda g: (trained[g], -g))
         group = space_group(condition.get("space_group", default), "condition.space_group")
@@ -593,7 +603,7 @@ class CrystalGanFamily(GeneratorFamily):
                     raise ValueError(f"{where}: got {triple!r}, expected three different element symbols")
                 element_table.check_elements(triple, where)
                 triples.append(element_table.canonical_order(list(triple)))
-        return {"space_group": group.number, "elements": triples}
+        return {"space_group": group.number, "elements": triples, "merge_distance": float(merge)}
 
     def _triples(self, condition, config, count: int, seed: int) -> list[list[str]]:
         if condition["elements"] != "training":
@@ -626,5 +636,5 @@ class CrystalGanFamily(GeneratorFamily):
             module.train(was_training)
         coords = out[:, :9].reshape(-1, 3, 3).numpy()
         lengths = module.lengths(out[:, 9:]).numpy()
-        batch = build_crystals(coords, lengths, [group] * count, symbols, config["merge_distance"], config["symprec"])
+        batch = build_crystals(coords, lengths, [group] * count, symbols, condition["merge_distance"], config["symprec"])
         return batch

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -121,30 +122,24 @@ def space_group(value: Any, field: str = "space_group") -> SpaceGroupInfo:
 def padded_operations(numbers: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Operations of each group padded to :data:`MAX_OPERATIONS`: ``(B, 192, 3, 4)`` and the mask ``(B, 192)``."""
     numbers = [int(n) for n in numbers]
-    table, mask = _padded_table(tuple(sorted(set(numbers))))
-    index = torch.as_tensor([_ROW[n] for n in numbers], dtype=torch.long)
-    return table[index], mask[index]
+    by_number = {n: _padded(n) for n in sorted(set(numbers))}  # each group validated before it is cached
+    return (torch.stack([by_number[n][0] for n in numbers]), torch.stack([by_number[n][1] for n in numbers]))
 
 
-_ROW: dict[int, int] = {}
-_TABLES: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+_PADDED: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+_LOCK = threading.Lock()  # ensemble members train in threads and may meet a new group at the same time
 
 
-def _padded_table(numbers: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    # one cached table over every group seen so far, so a batch indexes it instead of rebuilding
-    missing = [n for n in numbers if n not in _ROW]
-    if missing or not _TABLES:
-        for n in missing:
-            _ROW[n] = len(_ROW)
-        ops = torch.zeros(len(_ROW), MAX_OPERATIONS, 3, 4)
-        mask = torch.zeros(len(_ROW), MAX_OPERATIONS, dtype=torch.bool)
-        for n, row in _ROW.items():
-            matrices = torch.as_tensor(space_group(n).operations[:, :3, :], dtype=torch.float32)
-            ops[row, : len(matrices)] = matrices
-            mask[row, : len(matrices)] = True
-        _TABLES.clear()
-        _TABLES[()] = (ops, mask)
-    return _TABLES[()]
+def _padded(number: int) -> tuple[torch.Tensor, torch.Tensor]:
+    with _LOCK:
+        if number not in _PADDED:
+            matrices = torch.as_tensor(space_group(number).operations[:, :3, :], dtype=torch.float32)
+            ops = torch.zeros(MAX_OPERATIONS, 3, 4)
+            mask = torch.zeros(MAX_OPERATIONS, dtype=torch.bool)
+            ops[: len(matrices)] = matrices
+            mask[: len(matrices)] = True
+            _PADDED[number] = (ops, mask)
+        return _PADDED[number]
 
 
 def operation_features(numbers: Iterable[int]) -> torch.Tensor:

@@ -11,6 +11,7 @@ TARGETS = {
               {"composition": "Si2O4", "cell": [[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]], "pbc": True}],
     "rugan": [{"property": "energy"}],
     "ednn": [{"property": "energy"}],
+    "crystal_gan": [{"space_groups": [216]}, {}],
 }
 
 

@@ -1,0 +1,366 @@
+"""``crystals``: the crystal GAN's data and samples on plain files, no AiiDA profile.
+
+    aiida-physgen crystals filter cifs/ -o crystals.npz              # usable ternaries of a CIF folder
+    aiida-physgen crystals download-mp -o mp_ternaries.npz           # the paper's set (Materials Project key)
+    aiida-physgen train crystals.npz -f crystal_gan --target '{"space_groups": [216]}' -o models
+    aiida-physgen crystals generate models/model_00.pt --space-group F-43m --elements Li Zn As \\
+        -n 300 -o generated.npz --cif-dir cifs_generated/
+
+Training is the generic ``train`` (on the ``.npz`` that ``filter`` or ``download-mp`` writes) and
+``crystals generate`` is the generic ``generate`` with the crystal GAN's condition as options
+(``--space-group``, ``--elements``): the same sampling code, plus the symmetric share and one
+symmetrised CIF per crystal. Bad input exits with code 2 and a one-line message naming the option.
+
+More commands of the crystal chain are added to the :func:`crystals` group here (``@crystals.command()``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import click
+
+from ._common import InputError, check_output_dir, check_output_file, output_files, read_structures
+
+__all__ = ["crystals", "MP_API_KEY_VARIABLE", "MP_INSTALL_HINT"]
+
+#: the environment variable that mp-api itself reads the key from
+MP_API_KEY_VARIABLE = "MP_API_KEY"
+#: how to install the Materials Project client
+MP_INSTALL_HINT = "pip install 'aiida-physgen[mp]' (or: pip install mp-api)"
+#: the CIF symmetry tolerance (Å) when none is given: the crystal GAN's default
+_SYMPREC = 0.1
+
+
+@click.group()
+def crystals():
+    """The crystal GAN's crystals on files: filter a CIF folder, download the paper's set, generate."""
+
+
+# ---------------------------------------------------------------------- helpers
+def _groups(values, option: str) -> list[int] | None:
+    """Space-group numbers of ``--space-group`` values (numbers or symbols), ``None`` when none was given."""
+    from ..ml.space_groups import space_group
+
+    if not values:
+        return None
+    try:
+        return sorted({space_group(value, option).number for value in values})
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _group_name(number: int) -> str:
+    from ..ml.space_groups import space_group
+
+    return f"{space_group(int(number)).symbol} ({int(number)})"
+
+
+def _per_group(numbers) -> str:
+    import numpy as np
+
+    groups, counts = np.unique(np.asarray(numbers, dtype=int), return_counts=True)
+    return ", ".join(f"{_group_name(g)}: {c}" for g, c in zip(groups, counts))
+
+
+def _write(batch, path) -> None:
+    from .files import _structure_format, _write_batch
+
+    _write_batch(batch, path, _structure_format(path, "--output"))
+
+
+def _keep_usable(batch, groups, symprec: float, source: str, verbose: bool):
+    """The structures of ``batch`` that :func:`~aiida_physgen.ml.crystal_data.training_crystals` accepts,
+    as a subset of ``batch`` (``info['source_index']``: their index in it), and the filter's result.
+    Prints the dropped counts per reason (``verbose``: every dropped structure and why); nothing left is
+    refused naming ``source``."""
+    import numpy as np
+
+    from ..ml.crystal_data import training_crystals
+
+    usable = training_crystals(batch, groups, symprec)
+    labels = getattr(batch, "labels", None) or [f"structure {i}" for i in range(len(batch))]
+    if verbose:
+        for label, reason in usable.dropped:
+            click.echo(f"  dropped {label}: {reason}")
+    summary = usable.dropped_summary()
+    if len(usable) == 0:
+        reasons = "; ".join(f"{n} {reason}" for reason, n in summary.items())
+        raise InputError(f"{source}: nothing left after filtering the {len(batch)} structure(s) ({reasons}); the crystal "
+                         "GAN needs ternaries with three base sites, one per element, in the requested space groups")
+    index = {str(label): i for i, label in enumerate(labels)}
+    kept = np.array([index[label] for label in usable.labels], dtype=np.int64)
+    subset = batch.subset(kept)
+    subset.info["source_index"] = kept
+    subset.info["space_group"] = np.asarray(usable.space_groups, dtype=np.int64)
+    return subset, usable
+
+
+def _report_dropped(usable, total: int) -> None:
+    summary = usable.dropped_summary()
+    click.echo(f"dropped {len(usable.dropped)} of {total}" + (":" if summary else ""))
+    for reason, n in sorted(summary.items(), key=lambda item: (-item[1], item[0])):
+        click.echo(f"  {n:6d}  {reason}")
+
+
+# ---------------------------------------------------------------------- filter
+@crystals.command("filter")
+@click.argument("source", metavar="FOLDER_OR_FILE", type=click.Path(exists=True))
+@click.option("--space-group", "-s", "space_groups", multiple=True, metavar="N",
+              help="Keep only this space group (number or symbol, e.g. 216 or F-43m); repeat the option. "
+                   "Default: every supported group (16–230).")
+@click.option("--symprec", type=click.FloatRange(min=0, min_open=True), default=_SYMPREC, show_default=True,
+              help="spglib's symmetry tolerance in Å.")
+@click.option("--verbose", "-v", is_flag=True, help="Name every dropped structure and why.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="crystals.npz", show_default=True,
+              help="The kept structures (.npz, the structure sets' format; or any format ASE writes).")
+def filter_command(source, space_groups, symprec, verbose, output):
+    """The crystal-GAN-usable ternaries of a CIF folder (every *.cif) or of one structure file.
+
+    Kept: ternaries with exactly three symmetry-distinct sites, one per element, in a supported (or the
+    requested) space group. The output keeps the structures as read, with info arrays ``space_group``
+    and ``source_index`` (the index in the sorted CIF names, or in the file); train on it with
+    ``aiida-physgen train OUT.npz -f crystal_gan --target '{"space_groups": [...]}'``.
+    """
+    from ..ml.crystal_data import read_cif_folder
+
+    check_output_file(output, "--output")
+    groups = _groups(space_groups, "--space-group")
+    path = Path(source)
+    if path.is_dir():
+        try:
+            batch = read_cif_folder(path, "FOLDER_OR_FILE")
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    else:
+        batch = read_structures(path, "FOLDER_OR_FILE")
+    kept, usable = _keep_usable(batch, groups, symprec, "FOLDER_OR_FILE", verbose)
+    _write(kept, output)
+    click.echo(f"kept {len(kept)} of {len(batch)} structures ({_per_group(usable.space_groups)}) in {output}")
+    _report_dropped(usable, len(batch))
+
+
+# ---------------------------------------------------------------------- generate
+def _cif_name(index: int, width: int, atoms, number: int) -> str:
+    return f"{index:0{width}d}_{atoms.get_chemical_formula(mode='metal')}_{number}.cif"
+
+
+def _write_cifs(batch, folder: Path, symprec: float) -> int:
+    """One CIF per crystal, symmetrised by pymatgen's ``CifWriter`` (with spglib at ``symprec``; a crystal
+    spglib gives up on is written in P1). All files appear together or none. The number written."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.cif import CifWriter
+
+    width = max(4, len(str(len(batch) - 1)))
+    found = batch.info.get("space_group_found")
+    paths, writers = [], []
+    for i, atoms in enumerate(batch):
+        structure = AseAtomsAdaptor.get_structure(atoms)
+        number = int(found[i]) if found is not None else 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                writer = CifWriter(structure, symprec=symprec) if number else CifWriter(structure)
+            except Exception:  # noqa: BLE001 - spglib fails on degenerate cells: the unsymmetrised CIF
+                writer = CifWriter(structure)
+        paths.append(folder / _cif_name(i, width, atoms, number))
+        writers.append(writer)
+    folder.mkdir(parents=True, exist_ok=True)
+    with output_files(*paths, option="--cif-dir") as temporary:
+        for tmp, writer in zip(temporary, writers):
+            Path(tmp).write_text(str(writer), encoding="utf-8")
+    return len(paths)
+
+
+#: prefixes of the family's field names → the options of ``crystals generate``
+_CONDITION_OPTIONS = (("condition.space_group", "--space-group"), ("condition.elements", "--elements"),
+                      ("count", "--count"), ("models", "MODEL"), ("condition", "--space-group/--elements"))
+
+
+@crystals.command("generate")
+@click.argument("model_file", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@click.option("--space-group", "-s", "group", metavar="N",
+              help="Space group (number or symbol, e.g. F-43m); default: the model's most common training group.")
+@click.option("--elements", "-e", "element_triples", nargs=3, multiple=True, metavar="A B C",
+              help="Three different elements of every crystal; repeat the option for several triples (cycled). "
+                   "Default: the model's training triples of that space group, drawn from the seed.")
+@click.option("--count", "-n", type=int, default=300, show_default=True, help="Crystals to generate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws (and element draws).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="generated.npz", show_default=True,
+              help="All crystals (.npz, or any format ASE writes).")
+@click.option("--cif-dir", type=click.Path(file_okay=False),
+              help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif).")
+def generate_command(model_file, group, element_triples, count, seed, output, cif_dir):
+    """Sample COUNT crystals from a trained crystal_gan MODEL file for one space group.
+
+    The same sampling as ``aiida-physgen generate MODEL --condition '{"space_group": ..., "elements":
+    [...]}'`` (identical crystals for the same seed). Every crystal has info ``space_group_requested``,
+    ``space_group_found`` (spglib, 0 if undetermined), ``symmetric`` (1 when it is the requested group),
+    ``images`` and ``merged_atoms``; the share of symmetric crystals is printed.
+    """
+    import numpy as np
+
+    from ..ml import elements as element_table
+    from ..ml.space_groups import space_group
+    from ..ml.training import generate as generate_batch
+    from .files import _load_models
+
+    if count <= 0:
+        raise InputError(f"--count: got {count}, expected a positive number of crystals")
+    check_output_file(output, "--output")
+    folder = check_output_dir(cif_dir, "--cif-dir") if cif_dir else None
+    condition = {}
+    if group is not None:
+        try:
+            condition["space_group"] = space_group(group, "--space-group").number
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    if element_triples:
+        for triple in element_triples:
+            if len(set(triple)) != 3:
+                raise InputError(f"--elements: got {' '.join(triple)}, expected three different element symbols")
+            try:
+                element_table.check_elements(triple, "--elements")
+            except ValueError as error:
+                raise InputError(str(error)) from None
+        condition["elements"] = [list(triple) for triple in element_triples]
+    (model,) = _load_models([model_file], "MODEL")
+    if model.family.name != "crystal_gan":
+        raise InputError(f"MODEL: {model_file} is a {model.family.name} model; expected a crystal_gan model")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batch = generate_batch([model], count, seed, condition)
+    except ValueError as error:  # the family's field names → the options that set them
+        message = str(error)
+        for field, option in _CONDITION_OPTIONS:
+            if message.startswith(field):
+                message = option + message[len(field):].split(":", 1)[-1].join([":", ""]) if ":" in message else message
+                break
+        raise InputError(message) from None
+    for warning in caught:  # e.g. a space group the model was not trained on
+        if issubclass(warning.category, UserWarning):
+            message = str(warning.message).replace("condition.space_group:", "--space-group:")
+            click.echo(f"Warning: {message}", err=True)
+    _write(batch, output)
+    number = int(batch.info["space_group_requested"][0])
+    symmetric = int(np.sum(batch.info["symmetric"]))
+    click.echo(f"wrote {len(batch)} crystals of {_group_name(number)} to {output}; {symmetric} "
+               f"({100 * symmetric / len(batch):.1f}%) have the requested space group (spglib, symprec "
+               f"{model.config.get('symprec', _SYMPREC):g} Å)")
+    others = {int(g): int(c) for g, c in zip(*np.unique(batch.info["space_group_found"], return_counts=True))
+              if int(g) != number}
+    if others:
+        top = sorted(others.items(), key=lambda item: (-item[1], item[0]))[:5]
+        click.echo("  found instead: " + ", ".join(
+            f"{'undetermined' if g == 0 else _group_name(g)}: {c}" for g, c in top)
+            + (", ..." if len(others) > len(top) else ""))
+    if folder is not None:
+        written = _write_cifs(batch, folder, float(model.config.get("symprec", _SYMPREC)))
+        click.echo(f"wrote {written} CIF files to {folder}")
+
+
+# ---------------------------------------------------------------------- download-mp
+def _mp_number(material_id) -> int:
+    """``'mp-149'`` → 149; another kind of id → -1 (an integer info array keeps the ids in the .npz)."""
+    text = str(material_id)
+    return int(text[3:]) if text.startswith("mp-") and text[3:].isdigit() else -1
+
+
+def _structure_of(document):
+    from pymatgen.core import Structure
+
+    structure = document.get("structure") if isinstance(document, dict) else getattr(document, "structure", None)
+    if isinstance(structure, dict):
+        structure = Structure.from_dict(structure)
+    return structure
+
+
+def _material_id(document) -> str:
+    value = document.get("material_id") if isinstance(document, dict) else getattr(document, "material_id", None)
+    return str(value)
+
+
+@crystals.command("download-mp")
+@click.option("--space-group", "-s", "space_groups", multiple=True, metavar="N",
+              help="Query this space group (number or symbol); repeat the option. Default: the paper's 12 "
+                   "(225, 71, 221, 139, 62, 216, 166, 194, 123, 164, 141, 227).")
+@click.option("--api-key", envvar=MP_API_KEY_VARIABLE, show_envvar=True,
+              help="Materials Project API key (https://materialsproject.org/api, after logging in).")
+@click.option("--symprec", type=click.FloatRange(min=0, min_open=True), default=_SYMPREC, show_default=True,
+              help="spglib's symmetry tolerance in Å, for the filter.")
+@click.option("--verbose", "-v", is_flag=True, help="Name every dropped material and why.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="mp_ternaries.npz", show_default=True)
+def download_mp(space_groups, api_key, symprec, verbose, output):
+    """Materials Project ternaries in the paper's space groups that the crystal GAN can train on.
+
+    Queries the summaries of ternaries (num_elements=3) in each space group with the mp-api client,
+    keeps what the crystal GAN's filter accepts (three base sites, one per element) and writes them
+    with info arrays ``space_group``, ``mp_id`` (the number of ``mp-N``; -1 for other ids) and
+    ``source_index``. Needs ``pip install 'aiida-physgen[mp]'`` and a key (--api-key or MP_API_KEY).
+    """
+    import numpy as np
+
+    from ..ml.space_groups import PAPER_SPACE_GROUPS
+
+    check_output_file(output, "--output")
+    groups = _groups(space_groups, "--space-group") or sorted(PAPER_SPACE_GROUPS)
+    api_key = (api_key or "").strip()
+    if not api_key:
+        raise InputError(
+            f"--api-key: no Materials Project API key; give --api-key KEY or set {MP_API_KEY_VARIABLE} "
+            "(log in at https://materialsproject.org and copy the key from https://materialsproject.org/api)")
+    if len(api_key) != 32:  # what mp-api itself refuses, before it goes online
+        raise InputError(f"--api-key: got a key of {len(api_key)} characters; a Materials Project API key has 32 "
+                         "(copy it from https://materialsproject.org/api)")
+    try:
+        from mp_api.client import MPRester
+    except ImportError as error:
+        raise click.ClickException(f"download-mp needs the Materials Project client mp-api, which is not installed "
+                                   f"({error}): {MP_INSTALL_HINT}") from None
+
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms, labels, ids, asked = [], [], [], []
+    try:
+        with MPRester(api_key) as rester:
+            for number in groups:
+                documents = rester.materials.summary.search(
+                    num_elements=3, spacegroup_number=number, fields=["material_id", "structure"])
+                found = 0
+                for document in documents:
+                    structure = _structure_of(document)
+                    if structure is None:
+                        continue
+                    atoms.append(AseAtomsAdaptor.get_atoms(structure))
+                    labels.append(_material_id(document))
+                    ids.append(_mp_number(labels[-1]))
+                    found += 1
+                asked.append((number, found))
+                click.echo(f"{_group_name(number)}: {found} ternaries from the Materials Project")
+    except click.ClickException:
+        raise
+    except Exception as error:  # noqa: BLE001 - mp-api raises MPRestError, requests' errors, ...
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise click.ClickException(f"the Materials Project query failed ({type(error).__name__}"
+                                   f"{': ' + detail if detail else ''}); check the key and the connection") from None
+    if not atoms:
+        raise InputError(f"--space-group: the Materials Project has no ternaries in {', '.join(map(str, groups))}")
+    from ..ml.batch import StructureBatch
+
+    batch = StructureBatch.from_atoms(atoms)
+    batch.labels = labels  # type: ignore[attr-defined]
+    batch.info["mp_id"] = np.asarray(ids, dtype=np.int64)
+    kept, usable = _keep_usable(batch, groups, symprec, "--space-group", verbose)
+    _write(kept, output)
+    click.echo(f"kept {len(kept)} of {len(batch)} ternaries in {output}:")
+    counts = dict(zip(*np.unique(usable.space_groups, return_counts=True)))
+    for number, found in asked:
+        click.echo(f"  {_group_name(number):14s} {int(counts.get(number, 0)):6d} of {found}")
+    _report_dropped(usable, len(batch))
+
+
+# so that `python -m aiida_physgen crystals ...` and `aiida-physgen crystals ...` name the same commands
+os.environ.get  # noqa: B018 - (os is used above; keeps linters quiet about the import)
