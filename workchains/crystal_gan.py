@@ -1,6 +1,6 @@
 """The physics-guided crystal GAN end to end in AiiDA (``physgen.crystal_gan``).
 
-    verdi run workchains/crystal_gan.py              # short model on the shipped 99 half-Heuslers, 150 crystals
+    verdi run workchains/crystal_gan.py              # 1,000-step model on the shipped 99 half-Heuslers, 100 crystals
                                                      # each for F-43m and Fm-3m, CHGNet funnel, 2 to GPAW with DOS
     verdi run workchains/crystal_gan.py --count 300  # more crystals per space group
     verdi run workchains/crystal_gan.py --steps 2000 # a longer training (the family default)
@@ -43,9 +43,9 @@ if found is None:
 builder = CrystalGanWorkChain.get_builder()
 builder.training = found
 builder.space_groups = orm.List([216])
-builder.train.settings = orm.Dict({"loop": {"steps": option("--steps", 300)}})
+builder.train.settings = orm.Dict({"loop": {"steps": option("--steps", 1000)}})
 builder.generate.conditions = orm.Dict({"F-43m": {"space_group": 216}, "Fm-3m": {"space_group": 225}})
-builder.generate.count = orm.Int(option("--count", 150))
+builder.generate.count = orm.Int(option("--count", 100))
 builder.cheap_settings = orm.Dict({"max_steps": 150})
 if "--no-dft" not in sys.argv:
     from aiida_physgen.launch import gpaw_code

@@ -157,7 +157,10 @@ def _primitive(batch):
 @calcfunction
 def elemental_references(structures: StructureSet):
     """One reference crystal (or molecule in a box, for the gases) of every element of ``structures``,
-    from ASE's reference states, to be relaxed the same way as the candidates (``info['element']``: Z)."""
+    from ASE's reference states, to be relaxed the same way as the candidates (``info['element']``: Z).
+
+    :param structures: the candidates whose elements need references.
+    """
     try:
         return {"references": StructureSet(crystal_funnel.elemental_reference_structures(structures.elements))}
     except ValueError as error:
@@ -216,6 +219,9 @@ def pick_crystals(assessed: StructureSet, count: orm.Int):
     ``generated_index``), lowest formation energy first. Symmetric crystals (spglib found the requested
     group) come before the others at equal standing only through their energy: symmetry is reported,
     not required.
+
+    :param assessed: the assessed crystals (``physgen.assess_crystals``).
+    :param count: how many to pick (the DFT budget).
     """
     from pymatgen.io.ase import AseAtomsAdaptor
 
