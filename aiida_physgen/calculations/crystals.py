@@ -19,6 +19,7 @@ from aiida.engine import ExitCode, calcfunction
 
 from .. import crystal_funnel
 from ..data.structure_set import StructureSet
+from ..ml.crystal_build import primitive_cells
 from ..ml.crystal_data import training_crystals
 from .functions import EXIT_CODES as _SHARED
 from .functions import declare_exit_codes
@@ -137,21 +138,7 @@ def _validity(batch, settings):
     if keep.size == 0:
         return EXIT_CODES["ERROR_NOTHING_LEFT"].format(stage="validity", message=str(counts))
     arrays = {key: flags[key][keep] for key in ("min_pair_distance", "density", "charge_balanced")}
-    return StructureSet(_with_info(_primitive(batch.subset(keep)), **arrays)), summary
-
-
-def _primitive(batch):
-    """The same crystals as primitive cells (pymatgen): a relaxation costs in proportion to the atoms, and
-    the face-centred half-Heuslers have 3 atoms in the primitive cell against 12 in the conventional one."""
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    from ..ml.batch import StructureBatch
-
-    atoms = [AseAtomsAdaptor.get_atoms(AseAtomsAdaptor.get_structure(a).get_primitive_structure(tolerance=0.1))
-             for a in batch]
-    primitive = StructureBatch.from_atoms(atoms)
-    primitive.info = dict(batch.info)
-    return primitive
+    return StructureSet(_with_info(primitive_cells(batch.subset(keep)), **arrays)), summary
 
 
 @calcfunction

@@ -1,7 +1,7 @@
 """The ``aiida-physgen`` command (also ``python -m aiida_physgen``).
 
 ``train``, ``generate``, ``select``, ``plot``, ``sheets``, ``label``, ``predict``, ``check-labels``,
-``families`` and ``protocols`` work on plain files and
+``families``, ``protocols`` and the ``crystals`` group work on plain files and
 need no AiiDA profile: they never import AiiDA (the training CalcJob runs ``train`` on computers
 without a database). ``report`` and the ``data`` group (``data show``, ``data export``; also
 ``verdi data physgen``) read the AiiDA database and import AiiDA lazily.
@@ -26,6 +26,8 @@ from __future__ import annotations
 import click
 
 from ._common import EXIT_DIVERGED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from .crystals import crystals
+from . import crystal_funnel  # noqa: F401 - registers `crystals funnel`
 from .data import data
 from .files import generate, plot, select
 from .graphene import check_labels, label, predict, sheets
@@ -41,5 +43,6 @@ def main():
     """Train generative models of atomic structures, generate and select candidates (LoGAN and friends)."""
 
 
-for _command in (train, generate, select, plot, sheets, label, predict, check_labels, families, protocols, report, data):
+for _command in (train, generate, select, plot, sheets, label, predict, check_labels, families, protocols, report, data,
+                 crystals):
     main.add_command(_command)

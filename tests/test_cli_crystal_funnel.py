@@ -1,0 +1,49 @@
+"""``aiida-physgen crystals funnel`` on files: real validity checks, CHGNet relaxations and matching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aiida_physgen.cli import main
+from aiida_physgen.ml.batch import StructureBatch
+from aiida_physgen.ml.crystal_data import EXAMPLE_FOLDER, example_structures
+
+pytest.importorskip("chgnet")
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    path = tmp_path_factory.mktemp("funnel") / "three.extxyz"
+    example_structures().subset([0, 1, 2]).write(path)
+    return path
+
+
+def test_training_crystals_pass_validity_but_are_not_novel(three, tmp_path):
+    out = tmp_path / "assessed.npz"
+    result = CliRunner().invoke(main, ["crystals", "funnel", str(three), "--training", str(EXAMPLE_FOLDER),
+                                       "--max-steps", "5", "--top", "2", "--cif-dir", str(tmp_path / "cif"),
+                                       "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "valid: 3" in result.output and "unique: 3" in result.output and "unique_novel: 0" in result.output
+    batch = StructureBatch.from_npz(out)
+    assert len(batch) == 3 and (batch.n_atoms == 3).all()  # primitive cells of the 12-atom conventional ones
+    assert np.isfinite(batch.info["formation_energy"]).all() and (batch.info["novel"] == 0).all()
+    assert not (tmp_path / "cif").exists()  # nothing novel, so no CIF
+
+
+def test_without_training_every_unique_crystal_is_written(three, tmp_path):
+    result = CliRunner().invoke(main, ["crystals", "funnel", str(three), "--max-steps", "5", "--top", "2",
+                                       "--cif-dir", str(tmp_path / "cif"), "-o", str(tmp_path / "a.npz")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "cif").iterdir()) == ["crystal_000.cif", "crystal_001.cif"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--density", "5", "1"], "--density"),
+    (["--min-distance", "20"], "none of the 3 crystals is valid"),
+])
+def test_bad_input_is_refused_before_any_relaxation(three, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["crystals", "funnel", str(three), *args, "-o", str(tmp_path / "a.npz")])
+    assert result.exit_code == 2 and message in result.output
