@@ -16,7 +16,6 @@ More commands of the crystal chain are added to the :func:`crystals` group here 
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -36,7 +35,7 @@ _SYMPREC = 0.1
 
 @click.group()
 def crystals():
-    """The crystal GAN's crystals on files: filter a CIF folder, download the paper's set, generate."""
+    """The crystal GAN's crystals on files: filter a CIF folder, download the paper's set, generate, assess."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -53,9 +52,16 @@ def _groups(values, option: str) -> list[int] | None:
 
 
 def _group_name(number: int) -> str:
-    from ..ml.space_groups import space_group
+    """``'F-43m (216)'``, for any of the 230 groups (spglib may find a monoclinic one in a generated crystal)."""
+    from pymatgen.symmetry.groups import SpaceGroup
 
-    return f"{space_group(int(number)).symbol} ({int(number)})"
+    number = int(number)
+    if number == 0:
+        return "undetermined"
+    try:
+        return f"{SpaceGroup.from_int_number(number).symbol} ({number})"
+    except Exception:  # noqa: BLE001 - not a space-group number
+        return str(number)
 
 
 def _per_group(numbers) -> str:
@@ -63,6 +69,14 @@ def _per_group(numbers) -> str:
 
     groups, counts = np.unique(np.asarray(numbers, dtype=int), return_counts=True)
     return ", ".join(f"{_group_name(g)}: {c}" for g, c in zip(groups, counts))
+
+
+def _check_output(path) -> None:
+    """``--output`` refused (exit code 2) before any work when it cannot be written or names no format."""
+    from .files import _structure_format
+
+    check_output_file(path, "--output")
+    _structure_format(path, "--output")
 
 
 def _write(batch, path) -> None:
@@ -82,11 +96,10 @@ def _keep_usable(batch, groups, symprec: float, source: str, verbose: bool):
 
     usable = training_crystals(batch, groups, symprec)
     labels = getattr(batch, "labels", None) or [f"structure {i}" for i in range(len(batch))]
-    if verbose:
-        for label, reason in usable.dropped:
-            click.echo(f"  dropped {label}: {reason}")
     summary = usable.dropped_summary()
     if len(usable) == 0:
+        if verbose:
+            _report_dropped(usable, len(batch), verbose)
         reasons = "; ".join(f"{n} {reason}" for reason, n in summary.items())
         raise InputError(f"{source}: nothing left after filtering the {len(batch)} structure(s) ({reasons}); the crystal "
                          "GAN needs ternaries with three base sites, one per element, in the requested space groups")
@@ -98,11 +111,14 @@ def _keep_usable(batch, groups, symprec: float, source: str, verbose: bool):
     return subset, usable
 
 
-def _report_dropped(usable, total: int) -> None:
+def _report_dropped(usable, total: int, verbose: bool) -> None:
     summary = usable.dropped_summary()
     click.echo(f"dropped {len(usable.dropped)} of {total}" + (":" if summary else ""))
     for reason, n in sorted(summary.items(), key=lambda item: (-item[1], item[0])):
         click.echo(f"  {n:6d}  {reason}")
+    if verbose:
+        for label, reason in usable.dropped:
+            click.echo(f"  {label}: {reason}")
 
 
 # ---------------------------------------------------------------------- filter
@@ -126,7 +142,7 @@ def filter_command(source, space_groups, symprec, verbose, output):
     """
     from ..ml.crystal_data import read_cif_folder
 
-    check_output_file(output, "--output")
+    _check_output(output)
     groups = _groups(space_groups, "--space-group")
     path = Path(source)
     if path.is_dir():
@@ -139,7 +155,7 @@ def filter_command(source, space_groups, symprec, verbose, output):
     kept, usable = _keep_usable(batch, groups, symprec, "FOLDER_OR_FILE", verbose)
     _write(kept, output)
     click.echo(f"kept {len(kept)} of {len(batch)} structures ({_per_group(usable.space_groups)}) in {output}")
-    _report_dropped(usable, len(batch))
+    _report_dropped(usable, len(batch), verbose)
 
 
 # ---------------------------------------------------------------------- generate
@@ -147,35 +163,58 @@ def _cif_name(index: int, width: int, atoms, number: int) -> str:
     return f"{index:0{width}d}_{atoms.get_chemical_formula(mode='metal')}_{number}.cif"
 
 
-def _write_cifs(batch, folder: Path, symprec: float) -> int:
+def _readable(text: str) -> bool:
+    """Whether pymatgen reads the CIF back (it refuses one with atoms of different elements on one position)."""
+    from pymatgen.io.cif import CifParser
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return len(CifParser.from_str(text).parse_structures(primitive=False)) > 0
+    except Exception:  # noqa: BLE001 - pymatgen raises ValueError and others on such CIFs
+        return False
+
+
+def _write_cifs(batch, folder: Path, symprec: float) -> tuple[int, list[int]]:
     """One CIF per crystal, symmetrised by pymatgen's ``CifWriter`` (with spglib at ``symprec``; a crystal
-    spglib gives up on is written in P1). All files appear together or none. The number written."""
+    spglib gives up on is written in P1). A crystal whose CIF pymatgen would not read back (atoms of
+    different elements on one position) is left out. All files appear together or none.
+    Returns the number written and the indices left out."""
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.io.cif import CifWriter
 
     width = max(4, len(str(len(batch) - 1)))
     found = batch.info.get("space_group_found")
-    paths, writers = [], []
+    paths, texts, skipped = [], [], []
     for i, atoms in enumerate(batch):
         structure = AseAtomsAdaptor.get_structure(atoms)
         number = int(found[i]) if found is not None else 0
+        text = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                writer = CifWriter(structure, symprec=symprec) if number else CifWriter(structure)
-            except Exception:  # noqa: BLE001 - spglib fails on degenerate cells: the unsymmetrised CIF
-                writer = CifWriter(structure)
+            if number:
+                try:
+                    text = str(CifWriter(structure, symprec=symprec))
+                except Exception:  # noqa: BLE001 - spglib fails on degenerate cells: the unsymmetrised CIF
+                    text = None
+            if text is None or not _readable(text):
+                text = str(CifWriter(structure))
+        if not _readable(text):
+            skipped.append(i)
+            continue
         paths.append(folder / _cif_name(i, width, atoms, number))
-        writers.append(writer)
+        texts.append(text)
     folder.mkdir(parents=True, exist_ok=True)
-    with output_files(*paths, option="--cif-dir") as temporary:
-        for tmp, writer in zip(temporary, writers):
-            Path(tmp).write_text(str(writer), encoding="utf-8")
-    return len(paths)
+    if paths:
+        with output_files(*paths, option="--cif-dir") as temporary:
+            for tmp, text in zip(temporary, texts):
+                Path(tmp).write_text(text, encoding="utf-8")
+    return len(paths), skipped
 
 
 #: prefixes of the family's field names → the options of ``crystals generate``
 _CONDITION_OPTIONS = (("condition.space_group", "--space-group"), ("condition.elements", "--elements"),
+                      ("condition.merge_distance", "--merge-distance"),
                       ("count", "--count"), ("models", "MODEL"), ("condition", "--space-group/--elements"))
 
 
@@ -186,19 +225,22 @@ _CONDITION_OPTIONS = (("condition.space_group", "--space-group"), ("condition.el
 @click.option("--elements", "-e", "element_triples", nargs=3, multiple=True, metavar="A B C",
               help="Three different elements of every crystal; repeat the option for several triples (cycled). "
                    "Default: the model's training triples of that space group, drawn from the seed.")
+@click.option("--merge-distance", type=float, metavar="Å",
+              help="Post-processing: images of one element closer than this become one atom (default: the "
+                   "model's training setting).")
 @click.option("--count", "-n", type=int, default=300, show_default=True, help="Crystals to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws (and element draws).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="generated.npz", show_default=True,
               help="All crystals (.npz, or any format ASE writes).")
 @click.option("--cif-dir", type=click.Path(file_okay=False),
               help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif).")
-def generate_command(model_file, group, element_triples, count, seed, output, cif_dir):
+def generate_command(model_file, group, element_triples, merge_distance, count, seed, output, cif_dir):
     """Sample COUNT crystals from a trained crystal_gan MODEL file for one space group.
 
     The same sampling as ``aiida-physgen generate MODEL --condition '{"space_group": ..., "elements":
-    [...]}'`` (identical crystals for the same seed). Every crystal has info ``space_group_requested``,
-    ``space_group_found`` (spglib, 0 if undetermined), ``symmetric`` (1 when it is the requested group),
-    ``images`` and ``merged_atoms``; the share of symmetric crystals is printed.
+    [...], "merge_distance": ...}'`` (identical crystals for the same seed). Every crystal has info
+    ``space_group_requested``, ``space_group_found`` (spglib, 0 if undetermined), ``symmetric`` (1 when
+    it is the requested group), ``images`` and ``merged_atoms``; the share of symmetric crystals is printed.
     """
     import numpy as np
 
@@ -209,7 +251,7 @@ def generate_command(model_file, group, element_triples, count, seed, output, ci
 
     if count <= 0:
         raise InputError(f"--count: got {count}, expected a positive number of crystals")
-    check_output_file(output, "--output")
+    _check_output(output)
     folder = check_output_dir(cif_dir, "--cif-dir") if cif_dir else None
     condition = {}
     if group is not None:
@@ -226,6 +268,10 @@ def generate_command(model_file, group, element_triples, count, seed, output, ci
             except ValueError as error:
                 raise InputError(str(error)) from None
         condition["elements"] = [list(triple) for triple in element_triples]
+    if merge_distance is not None:
+        if not merge_distance > 0 or merge_distance == float("inf"):
+            raise InputError(f"--merge-distance: got {merge_distance}, expected a positive distance in Å")
+        condition["merge_distance"] = merge_distance
     (model,) = _load_models([model_file], "MODEL")
     if model.family.name != "crystal_gan":
         raise InputError(f"MODEL: {model_file} is a {model.family.name} model; expected a crystal_gan model")
@@ -233,11 +279,14 @@ def generate_command(model_file, group, element_triples, count, seed, output, ci
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             batch = generate_batch([model], count, seed, condition)
+    except MemoryError:
+        raise InputError(f"--count: {count} crystals do not fit in memory; ask for fewer") from None
     except ValueError as error:  # the family's field names → the options that set them
         message = str(error)
-        for field, option in _CONDITION_OPTIONS:
-            if message.startswith(field):
-                message = option + message[len(field):].split(":", 1)[-1].join([":", ""]) if ":" in message else message
+        field = message.split(":", 1)[0]
+        for prefix, option in _CONDITION_OPTIONS:
+            if field.startswith(prefix) and ":" in message:
+                message = f"{option}:{message.split(':', 1)[1]}"
                 break
         raise InputError(message) from None
     for warning in caught:  # e.g. a space group the model was not trained on
@@ -250,16 +299,18 @@ def generate_command(model_file, group, element_triples, count, seed, output, ci
     click.echo(f"wrote {len(batch)} crystals of {_group_name(number)} to {output}; {symmetric} "
                f"({100 * symmetric / len(batch):.1f}%) have the requested space group (spglib, symprec "
                f"{model.config.get('symprec', _SYMPREC):g} Å)")
-    others = {int(g): int(c) for g, c in zip(*np.unique(batch.info["space_group_found"], return_counts=True))
-              if int(g) != number}
+    groups, counts = np.unique(batch.info["space_group_found"], return_counts=True)
+    others = sorted(((int(c), int(g)) for g, c in zip(groups, counts) if int(g) != number), key=lambda x: (-x[0], x[1]))
     if others:
-        top = sorted(others.items(), key=lambda item: (-item[1], item[0]))[:5]
-        click.echo("  found instead: " + ", ".join(
-            f"{'undetermined' if g == 0 else _group_name(g)}: {c}" for g, c in top)
-            + (", ..." if len(others) > len(top) else ""))
+        shown = ", ".join(f"{_group_name(g)}: {c}" for c, g in others[:5])
+        click.echo(f"  found instead: {shown}" + (", ..." if len(others) > 5 else ""))
     if folder is not None:
-        written = _write_cifs(batch, folder, float(model.config.get("symprec", _SYMPREC)))
+        written, skipped = _write_cifs(batch, folder, float(model.config.get("symprec", _SYMPREC)))
         click.echo(f"wrote {written} CIF files to {folder}")
+        if skipped:
+            shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+            click.echo(f"  left out {len(skipped)} crystal(s) whose CIF pymatgen cannot read back (atoms of different "
+                       f"elements on one position; index {shown}; they are in {output})")
 
 
 # ---------------------------------------------------------------------- download-mp
@@ -305,7 +356,7 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
 
     from ..ml.space_groups import PAPER_SPACE_GROUPS
 
-    check_output_file(output, "--output")
+    _check_output(output)
     groups = _groups(space_groups, "--space-group") or sorted(PAPER_SPACE_GROUPS)
     api_key = (api_key or "").strip()
     if not api_key:
@@ -359,8 +410,5 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
     counts = dict(zip(*np.unique(usable.space_groups, return_counts=True)))
     for number, found in asked:
         click.echo(f"  {_group_name(number):14s} {int(counts.get(number, 0)):6d} of {found}")
-    _report_dropped(usable, len(batch))
+    _report_dropped(usable, len(batch), verbose)
 
-
-# so that `python -m aiida_physgen crystals ...` and `aiida-physgen crystals ...` name the same commands
-os.environ.get  # noqa: B018 - (os is used above; keeps linters quiet about the import)
