@@ -16,7 +16,7 @@ fi
 # torch first, pinned to the CPU build on this disk: anything else pulls a CUDA build of several GB
 "$PYTHON" -m pip install -q torch==2.13.0
 # GPAW's C++ extension builds only with CC=g++ ("algorithm: No such file" otherwise)
-CC=g++ "$PYTHON" -m pip install -q -e ".[gpaw,tests,bench,cheap,vasp,carbon]"
+CC=g++ "$PYTHON" -m pip install -q -e ".[gpaw,tests,bench,cheap,vasp,carbon,mp]"
 
 if [ "${1:-}" != "--no-profile" ]; then
     # a profile with SQLite storage and AiiDA's built-in broker: no external service needed
