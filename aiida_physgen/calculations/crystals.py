@@ -200,7 +200,8 @@ def assess_crystals(relaxed: StructureSet, references: StructureSet, training: S
 
 @calcfunction
 def pick_crystals(assessed: StructureSet, count: orm.Int):
-    """The ``count`` unique, novel crystals of lowest formation energy, as primitive cells for DFT.
+    """The ``count`` unique, novel crystals of lowest formation energy, as primitive cells for DFT (only
+    those with no pair closer than 0.5 Å after the relaxation).
 
     Outputs ``picked.crystal_<i>`` (``StructureData``; extras ``assessed_index``, ``formation_energy``,
     ``generated_index``), lowest formation energy first. Symmetric crystals (spglib found the requested
@@ -217,10 +218,15 @@ def pick_crystals(assessed: StructureSet, count: orm.Int):
     batch = assessed.get_batch()
     info = batch.info
     formation = np.asarray(info["formation_energy"], dtype=float)
-    eligible = np.flatnonzero((info["unique"] == 1) & (info["novel"] != 0) & np.isfinite(formation))
+    # a relaxation may also pull atoms together: DFT gets only crystals whose closest pair after it is still
+    # at least 0.5 Å (GPAW's input check refuses closer pairs)
+    closest = crystal_funnel.validity(batch, charge_balance=False)["min_pair_distance"]
+    eligible = np.flatnonzero((info["unique"] == 1) & (info["novel"] != 0) & np.isfinite(formation)
+                              & (closest >= 0.5))
     if eligible.size == 0:
-        return EXIT_CODES["ERROR_NOTHING_LEFT"].format(stage="uniqueness and novelty",
-                                                       message="no unique, novel crystal with a finite energy")
+        return EXIT_CODES["ERROR_NOTHING_LEFT"].format(
+            stage="uniqueness and novelty",
+            message="no unique, novel crystal with a finite energy and no pair closer than 0.5 Å after relaxation")
     order = eligible[np.argsort(formation[eligible], kind="stable")][: count.value]
     picked = {}
     for rank, index in enumerate(order):

@@ -305,15 +305,21 @@ class CrystalGanWorkChain(WorkChain):
             DFT_OVERRIDES, self.inputs.dft.overrides.get_dict() if "overrides" in self.inputs.dft else {})
         protocol = self.inputs.dft.protocol.value
         references = self.ctx.references.get_batch()
-        needed = sorted({site.kind_name for s in self.ctx.picked.values() for site in s.sites})
-        kinds = {kind.name: kind.symbol for s in self.ctx.picked.values() for kind in s.kinds}
-        symbols = sorted({kinds[name] for name in needed})
         jobs = {}
-        for label, structure in self.ctx.picked.items():
-            jobs[label] = (engine.get_builder(self.inputs.dft.code, structure, protocol, overrides, True),
-                           f"DFT relaxation and DOS of {label} ({structure.get_formula()})")
+        for label, structure in list(self.ctx.picked.items()):
+            try:
+                builder = engine.get_builder(self.inputs.dft.code, structure, protocol, overrides, True)
+            except ValueError as error:  # the engine refuses this structure: the others still run
+                self.report(f"{label} ({structure.get_formula()}) is left out of DFT: {error}")
+                del self.ctx.picked[label]
+                continue
+            jobs[label] = (builder, f"DFT relaxation and DOS of {label} ({structure.get_formula()})")
+        if not jobs:
+            return self.exit_codes.ERROR_SUB_PROCESS_FAILED.format(
+                process="DFT", message="the engine refused every picked crystal")
         from ase.data import chemical_symbols
 
+        symbols = sorted({kind.symbol for s in self.ctx.picked.values() for kind in s.kinds})
         for index in range(len(references)):
             symbol = chemical_symbols[int(references.info["element"][index])]
             if symbol in symbols:
