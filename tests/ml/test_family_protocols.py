@@ -12,6 +12,7 @@ TARGETS = {
     "rugan": [{"property": "energy"}],
     "ednn": [{"property": "energy"}],
     "crystal_gan": [{"space_groups": [216]}, {}],
+    "repap": [{}],
 }
 
 
