@@ -36,7 +36,7 @@ from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import plan_members
-from .orphans import failed_step_exit_code, run_calcfunction_step
+from .orphans import calcfunction_step
 
 __all__ = ["CrystalGanWorkChain", "validate_crystal_gan_inputs", "CHEAP_SETTINGS", "DFT_OVERRIDES"]
 
@@ -175,14 +175,8 @@ class CrystalGanWorkChain(WorkChain):
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
         spec.exit_code(340, "ERROR_NOTHING_LEFT", message="no candidate is left after a funnel stage: {message}")
 
-    def _failed(self, node, process: str):
-        return failed_step_exit_code(self, node, process, _CODES)
-
     def _step(self, function, link: str, description: str, process: str, **inputs):
-        outputs, node = run_calcfunction_step(self, function, link, description, **inputs)
-        if not node.is_finished_ok:
-            return None, self._failed(node, process)
-        return outputs, None
+        return calcfunction_step(self, function, link, description, process, _CODES, **inputs)
 
     # ------------------------------------------------------------------ steps
     def check_inputs(self):

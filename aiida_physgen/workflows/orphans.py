@@ -14,7 +14,7 @@ from __future__ import annotations
 from aiida.orm import CalcFunctionNode
 from plumpy.process_states import ProcessState
 
-__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step", "failed_step_exit_code"]
+__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step", "failed_step_exit_code", "calcfunction_step"]
 
 ORPHAN_MESSAGE = (
     "the daemon worker running this calcfunction died before it returned; {caller} ran the step again "
@@ -55,3 +55,12 @@ def failed_step_exit_code(workchain, node, process: str, codes):
         process=process, message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: "
         f"{node.exit_message or ''}"
     )
+
+
+def calcfunction_step(workchain, function, link: str, description: str, process: str, codes, **inputs):
+    """:func:`run_calcfunction_step`, then ``(outputs, None)`` when the step finished ok, else
+    ``(None, exit code)`` from :func:`failed_step_exit_code` (``process`` names the step in the message)."""
+    outputs, node = run_calcfunction_step(workchain, function, link, description, **inputs)
+    if not node.is_finished_ok:
+        return None, failed_step_exit_code(workchain, node, process, codes)
+    return outputs, None
