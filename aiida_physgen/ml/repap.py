@@ -410,8 +410,8 @@ class RepapTrainer(Trainer):
 
 
 # ---------------------------------------------------------------------- sampling
-def _draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+def _draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+    return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)[:, 0]
 
 
 def _place(bins_drawn: torch.Tensor, bins: int, jitter: bool, generator: torch.Generator) -> torch.Tensor:
@@ -430,7 +430,8 @@ def _put_state(state, rows: torch.Tensor, values) -> None:
 
 @torch.no_grad()
 def generate_sequences(module: RepapLSTM, config: Mapping[str, Any], count: int, generator: torch.Generator,
-                       min_distance: float, max_tries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       min_distance: float, max_tries: int, temperature: float = 1.0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass for ``count`` structures: fractional coordinates ``(count, N, 3)``, atom redraws per
     structure, and which structures failed (an atom still too close after ``max_tries`` redraws)."""
     bins, jitter = int(config["architecture"]["bins"]), bool(config["jitter"])
@@ -451,7 +452,7 @@ def generate_sequences(module: RepapLSTM, config: Mapping[str, Any], count: int,
             if axis == 0 and i == 0:
                 drawn = torch.multinomial(x0.expand(len(rows), -1), 1, generator=generator)[:, 0]
             else:
-                drawn = _draw(logits, generator)
+                drawn = _draw(logits, generator, temperature)
             xyz[:, axis] = _place(drawn, bins, jitter, generator)
             if axis < 2:
                 logits, state = module.step(drawn, 3 * i + axis, state)
@@ -488,7 +489,9 @@ class RepapFamily(GeneratorFamily):
     Target: none (``{}``): the trajectory fixes atoms, species and cell. Training: the frames of one
     constant-volume periodic trajectory (:func:`read_trajectory`). Condition: ``min_distance`` (Å,
     default 2.0; 0 switches the close-contact redraws off), ``max_tries`` (redraws of one atom, default
-    100) and ``max_restarts`` (fresh draws of a structure, default 20).
+    100), ``max_restarts`` (fresh draws of a structure, default 20) and ``temperature`` (default 1: the
+    learnt distribution; the logits are divided by it, so below 1 sampling is sharper). The x0 draw from
+    the training histogram is not tempered.
     """
 
     name = "repap"
@@ -497,7 +500,7 @@ class RepapFamily(GeneratorFamily):
     settings_class = RepapSettings
     vectorised = ("loop.lr",)
 
-    CONDITION_DEFAULTS = {"min_distance": 2.0, "max_tries": 100, "max_restarts": 20}
+    CONDITION_DEFAULTS = {"min_distance": 2.0, "max_tries": 100, "max_restarts": 20, "temperature": 1.0}
 
     def check_target(self, target):
         if target is None:
@@ -587,6 +590,11 @@ class RepapFamily(GeneratorFamily):
         if not _number(d) or d < 0:
             raise ValueError(f"condition.min_distance: got {d!r}, expected a distance in Å ≥ 0 (0: no redraws)")
         out["min_distance"] = float(d)
+        t = out["temperature"]
+        if not _number(t) or t <= 0:
+            raise ValueError(f"condition.temperature: got {t!r}, expected a positive sampling temperature (1: the "
+                             "model's distribution; below 1 sharper, above 1 flatter)")
+        out["temperature"] = float(t)
         for key in ("max_tries", "max_restarts"):
             if not _positive_int(out[key]):
                 raise ValueError(f"condition.{key}: got {out[key]!r}, expected a positive integer")
@@ -631,8 +639,8 @@ class RepapFamily(GeneratorFamily):
                                            info={"resampled_atoms": redraws, "restarts": restarts})
 
     def _sample_chunk(self, module, config, count, generator, condition):
-        coords, redraws, failed = generate_sequences(module, config, count, generator,
-                                                     condition["min_distance"], condition["max_tries"])
+        coords, redraws, failed = generate_sequences(module, config, count, generator, condition["min_distance"],
+                                                     condition["max_tries"], condition["temperature"])
         restarts = np.zeros(count, dtype=np.int64)
         for _ in range(condition["max_restarts"]):
             rows = np.flatnonzero(failed)
@@ -640,7 +648,7 @@ class RepapFamily(GeneratorFamily):
                 break
             restarts[rows] += 1
             c, r, f = generate_sequences(module, config, rows.size, generator, condition["min_distance"],
-                                         condition["max_tries"])
+                                         condition["max_tries"], condition["temperature"])
             coords[rows], failed[rows] = c, f
             redraws[rows] += r
         if failed.any():

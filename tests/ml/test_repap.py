@@ -194,6 +194,18 @@ def test_redraws_meet_the_minimum_distance_and_are_counted(model):
     assert nearest_neighbour_distances(fractions_of(raw), CELL).min() < 2.1
 
 
+def test_a_lower_temperature_samples_closer_to_the_learnt_structure(model, frames):
+    data = read_trajectory(frames)
+    mean = data.fractions.mean(axis=0).reshape(30, 3)  # the atoms barely move: one basin
+
+    def spread(temperature):
+        batch = model.sample(100, seed=2, condition={"min_distance": 0, "temperature": temperature})
+        delta = fractions_of(batch) - mean  # generated atoms come in the model's order
+        return float(np.abs(delta - np.round(delta)).mean())
+
+    assert spread(0.3) < 0.8 * spread(1.0)
+
+
 def test_an_impossible_minimum_distance_is_refused_before_sampling(model):
     with pytest.raises(MinimumDistanceError, match=r"condition.min_distance: 3.5 Å cannot be met by 30 atoms .* "
                                                    r"expected at most 2.92 Å"):
@@ -207,7 +219,7 @@ def test_a_minimum_distance_not_met_within_the_bounded_tries_is_a_named_error(mo
 
 @pytest.mark.parametrize("condition, message", [
     ({"min_distance": -1}, "condition.min_distance"), ({"max_tries": 0}, "condition.max_tries"),
-    ({"max_restarts": 1.5}, "condition.max_restarts"), ({"label": 1}, r"condition: unknown key\(s\) \['label'\]"),
+    ({"max_restarts": 1.5}, "condition.max_restarts"), ({"temperature": 0}, "condition.temperature"), ({"label": 1}, r"condition: unknown key\(s\) \['label'\]"),
     ([1, 2], "condition: expected a dictionary"),
 ])
 def test_bad_conditions_name_the_key(model, condition, message):
