@@ -21,6 +21,7 @@ from aiida import orm
 from aiida.engine import calcfunction
 
 from .. import amorphous, amorphous_quality
+from ..amorphous_report import quality_rows, quality_settings, quality_table
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
@@ -93,122 +94,40 @@ def split_trajectory(trajectory: StructureSet, held_out_fraction: orm.Float):
 
 
 # ---------------------------------------------------------------------- quality
-_QUALITY_DEFAULTS = {"r_max": 8.0, "bins": 160, "min_distance": 2.0, "cutoff": 2.85, "energy_structures": 500,
-                     "potential": None}
-
-
-def quality_settings(values: dict | None) -> dict:
-    """The quality report's settings over its defaults; ``ValueError`` naming the key."""
-    values = dict(values or {})
-    unknown = sorted(set(values) - set(_QUALITY_DEFAULTS))
-    if unknown:
-        raise ValueError(f"settings: unknown key(s) {unknown}; expected some of {sorted(_QUALITY_DEFAULTS)}")
-    out = {**_QUALITY_DEFAULTS, **values}
-    amorphous_quality.RdfSettings(r_max=out["r_max"], bins=out["bins"])
-    for key in ("min_distance", "cutoff"):
-        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or not out[key] > 0:
-            raise ValueError(f"settings.{key}: got {out[key]!r}, expected a positive distance in Å")
-    n = out["energy_structures"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"settings.energy_structures: got {n!r}, expected how many structures per set get an "
-                         "energy (0: none)")
-    if out["potential"] is not None and out["potential"] not in amorphous.POTENTIALS:
-        raise ValueError(f"settings.potential: got {out['potential']!r}, expected one of {list(amorphous.POTENTIALS)}")
-    return out
-
-
-
-def _energies(batch: StructureBatch, potential: str, limit: int) -> np.ndarray:
-    if limit == 0:
-        return np.zeros(0)
-    index = np.linspace(0, len(batch) - 1, min(limit, len(batch))).round().astype(int)
-    return amorphous.potential_energies(batch.subset(np.unique(index)), potential) / batch.n_atoms[0]
-
-
-def quality_table(rows: dict) -> str:
-    """The quality table as Markdown (one row per set: RDF error, close contacts, coordination, energy)."""
-    lines = ["| structures | count | RDF error | pair < d (share) | mean coordination | E/atom (eV) |",
-             "|---|---|---|---|---|---|"]
-    for name, row in rows.items():
-        energy = row.get("energy_per_atom")
-        energy_text = "" if not energy else f"{energy['mean']:.3f} ± {energy['std']:.3f}"
-        lines.append(f"| {name} | {row['count']} | {row['rdf_error']:.4f} | {row['close_contact_share']:.3f} | "
-                     f"{row['mean_coordination']:.2f} | {energy_text} |")
-    return "\n".join(lines)
-
-
-def _png(draw, *args) -> orm.SinglefileData:
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "figure.png"
-        draw(*args, path)
-        return orm.SinglefileData(io.BytesIO(path.read_bytes()), filename=path.name)
+def _png(path: Path) -> orm.SinglefileData:
+    return orm.SinglefileData(io.BytesIO(path.read_bytes()), filename=path.name)
 
 
 @calcfunction
 def amorphous_quality_report(held_out: StructureSet, settings: orm.Dict | None = None, **structures: StructureSet):
     """How close named sets of structures are to the held-out MD frames: RDF error, close contacts,
-    coordination, bond angles and the energy per atom with the trajectory's own potential.
+    coordination, bond angles and the energy per atom with the trajectory's own potential
+    (:func:`aiida_physgen.amorphous_report.quality_rows`, which the ``amorphous quality`` command runs too).
 
-    The MD floor (``md_hold_out``) is the first half of the hold-out against its second half: the RDF
-    error that finite sampling alone leaves. Outputs: ``quality`` (Dict: per set ``count``, ``rdf_error``
-    (mean over the bins of (g − g_MD)², the RePAP paper's measure), ``close_contact_share`` (share with
-    a pair closer than ``min_distance``), ``mean_coordination`` (within ``cutoff``), ``energy_per_atom``
-    (mean, std, count), the curves, and ``text``, the table), ``rdf_plot``, ``angle_plot`` and
-    ``energy_plot`` (PNG).
+    The MD floor (``md_hold_out``) is the second half of the hold-out against its first half: the RDF
+    error that finite sampling alone leaves; with ``grid_bins``, ``md_on_grid`` is the same half placed on
+    the generator's grid. Outputs: ``quality`` (Dict: per set ``count``, ``rdf_error`` (mean over the bins
+    of (g − g_MD)², the RePAP paper's measure), ``close_contact_share`` (share with a pair closer than
+    ``min_distance``), ``mean_coordination`` (within ``cutoff``), ``energy_per_atom`` (mean, std, count),
+    the curves, and ``text``, the table), ``rdf_plot``, ``angle_plot`` and ``energy_plot`` (PNG).
 
     :param held_out: the held-out frames (``physgen.split_trajectory``'s ``held_out``).
     :param settings: r_max (Å, 8), bins (160), min_distance (Å, 2.0), cutoff (Å, 2.85), energy_structures
-        (per set, 500), potential (default: the trajectory's).
+        (per set, 500), potential (default: the trajectory's), grid_bins (none).
     :param structures: the sets to measure, by name (e.g. ``repap``, ``repap_no_redraws``, ``random``).
     """
+    batches = {name: node.get_batch() for name, node in structures.items()}
     try:
-        values = quality_settings(settings.get_dict() if settings is not None else None)
-        if not structures:
-            raise ValueError("structures: expected at least one named set of structures to measure")
-        reference = held_out.get_batch()
-        if len(reference) < 4:
-            raise ValueError(f"held_out: {len(reference)} frames; expected at least 4 (two halves for the floor)")
-        potential = values["potential"] or held_out.base.attributes.get("potential", "sw_vink")
-        batches = {name: node.get_batch() for name, node in structures.items()}
-        for name, batch in batches.items():
-            amorphous_quality._check_batch(name, batch, periodic=True)
-    except ValueError as error:
+        report = quality_rows(held_out.get_batch(), batches, settings.get_dict() if settings is not None else None,
+                              held_out.base.attributes.get("potential", None))
+    except (ValueError, RuntimeError) as error:
         return _invalid(error)
-    half = len(reference) // 2
-    sets = {"md_hold_out": reference.subset(np.arange(half, len(reference))), **batches}
-    floor_reference = reference.subset(np.arange(half))
-    r, g_true = amorphous_quality.radial_distribution(reference, values["r_max"], values["bins"])
-    _, g_floor_ref = amorphous_quality.radial_distribution(floor_reference, values["r_max"], values["bins"])
-    rows, rdfs, angles, energies = {}, {"MD (held out)": (r, g_true)}, {}, {}
-    for name, batch in sets.items():
-        _, g = amorphous_quality.radial_distribution(batch, values["r_max"], values["bins"])
-        target = g_floor_ref if name == "md_hold_out" else g_true
-        a, density = amorphous_quality.bond_angles(batch, values["cutoff"])
-        e = _energies(batch, potential, values["energy_structures"])
-        rows[name] = {
-            "count": len(batch),
-            "rdf_error": float(amorphous_quality.rdf_error(g, target)),
-            "close_contact_share": float(amorphous_quality.close_contact_share(batch, values["min_distance"])),
-            "mean_coordination": float(np.mean(amorphous_quality.coordination(batch, values["cutoff"]))),
-            "energy_per_atom": ({"mean": float(e.mean()), "std": float(e.std()), "count": int(e.size)}
-                                if e.size else None),
-        }
-        if name != "md_hold_out":
-            rdfs[name] = (r, g)
-        angles["MD (held out)" if name == "md_hold_out" else name] = (a, density)
-        if e.size:
-            energies["MD (held out)" if name == "md_hold_out" else name] = e
-    text = quality_table(rows)
-    quality = orm.Dict({
-        "rows": rows, "text": text, "settings": {**values, "potential": potential},
-        "r": r.tolist(), "rdf": {name: g.tolist() for name, (_, g) in rdfs.items()},
-        "note": "md_hold_out: the second half of the hold-out against its first half (the floor of the RDF error); "
-                "every other set against the whole hold-out",
-    })
-    outputs = {"quality": quality, "rdf_plot": _png(amorphous_quality.plot_rdf, rdfs),
-               "angle_plot": _png(amorphous_quality.plot_bond_angles, angles)}
-    if energies:
-        outputs["energy_plot"] = _png(amorphous_quality.plot_energy_histogram, energies)
+    with tempfile.TemporaryDirectory() as directory:
+        paths = report.write(directory)
+        outputs = {"quality": orm.Dict(report.quality), "rdf_plot": _png(paths["rdf"]),
+                   "angle_plot": _png(paths["angles"])}
+        if "energies" in paths:
+            outputs["energy_plot"] = _png(paths["energies"])
     return outputs
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import click
 
 from ._common import EXIT_DIVERGED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from .amorphous import amorphous
 from .crystals import crystals
 from . import crystal_funnel  # noqa: F401 - registers `crystals funnel`
 from .data import data
@@ -44,5 +45,5 @@ def main():
 
 
 for _command in (train, generate, select, plot, sheets, label, predict, check_labels, families, protocols, report, data,
-                 crystals):
+                 crystals, amorphous):
     main.add_command(_command)

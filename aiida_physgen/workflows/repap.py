@@ -274,6 +274,7 @@ class RepapWorkChain(WorkChain):
                                         "normalisation", **inputs)
         if failure:
             return failure
+        self.ctx.bins = int(canonical["settings"]["bins"])
         what = f"{len(self.inputs.train.seeds.get_list())} RePAP model(s) on {len(self.ctx.training)} frames"
         train_inputs = {"training": self.ctx.training, "family": inputs["family"], **canonical}
         if "training_code" in self.inputs:
@@ -332,8 +333,8 @@ class RepapWorkChain(WorkChain):
     def quality(self):
         inputs = {"held_out": self.ctx.held_out, "repap": self.ctx.generated,
                   "repap_no_redraws": self.ctx.generated_raw, "random": self.ctx.random}
-        if "quality" in self.inputs:
-            inputs["settings"] = self.inputs.quality
+        settings = {"grid_bins": self.ctx.bins, **(self.inputs.quality.get_dict() if "quality" in self.inputs else {})}
+        inputs["settings"] = orm.Dict(settings)
         outputs, failure = self._step(amorphous_quality_report, "quality", "RDF error, close contacts, angles, "
                                       "energies", "quality report", **inputs)
         if failure:

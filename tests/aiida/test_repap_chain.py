@@ -63,7 +63,7 @@ def test_chain_runs_from_the_simulation_to_the_report(chain):
 def test_quality_report_has_every_measure_and_figure(chain):
     results, _ = chain
     quality = results["quality"].get_dict()
-    assert set(quality["rows"]) == {"md_hold_out", "repap", "repap_no_redraws", "random"}
+    assert set(quality["rows"]) == {"md_hold_out", "md_on_grid", "repap", "repap_no_redraws", "random"}
     for name, row in quality["rows"].items():
         assert row["rdf_error"] >= 0 and 0 <= row["close_contact_share"] <= 1, name
         assert row["energy_per_atom"]["count"] == min(20, row["count"]), name
