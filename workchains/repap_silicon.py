@@ -4,6 +4,7 @@
     verdi run workchains/repap_silicon.py --balanced      # the study's 40,000 frames and 2 x 256 network, 3,000 steps
     verdi run workchains/repap_silicon.py --steps 2000    # another training length
     verdi run workchains/repap_silicon.py --count 2000    # more structures
+    verdi run workchains/repap_silicon.py --temperature 0.25  # sample sharper than the learnt distribution
     verdi run workchains/repap_silicon.py --dft 2         # then 2 representatives relaxed with GPAW (PW, Γ point)
 
 The chain runs a melt-quench MD of 30 Si atoms (Stillinger-Weber as re-fitted for a-Si by Vink et al.,
@@ -34,7 +35,10 @@ overrides = {}
 if "--steps" in sys.argv:
     overrides["train"] = {"settings": {"loop": {"steps": option("--steps")}}}
 if "--count" in sys.argv:
-    overrides["generate"] = {"count": option("--count")}
+    overrides.setdefault("generate", {})["count"] = option("--count")
+if "--temperature" in sys.argv:
+    temperature = float(sys.argv[sys.argv.index("--temperature") + 1])
+    overrides.setdefault("generate", {})["condition"] = {"temperature": temperature}
 dft_code = None
 if "--dft" in sys.argv:
     from aiida_physgen.launch import gpaw_code
