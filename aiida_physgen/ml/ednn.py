@@ -45,6 +45,7 @@ from torch import nn
 from .batch import StructureBatch
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
+from .settings import require_positive_ints
 from .graphene import Lattice, batch_to_sheets, encode_zigzag
 from .loop import Trainer
 
@@ -96,12 +97,9 @@ class EdnnLoopSettings:
     log_every: int = 250
 
     def __post_init__(self) -> None:
-        for name, expected in (("steps", "a positive number of optimiser steps"),
-                               ("batch_size", "a positive number of sheets per step"),
-                               ("log_every", "a positive logging interval in steps")):
-            if not _positive_int(getattr(self, name)):
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected {expected}")
-            setattr(self, name, int(getattr(self, name)))
+        require_positive_ints(self, {"steps": "a positive number of optimiser steps",
+                                     "batch_size": "a positive number of sheets per step",
+                                     "log_every": "a positive logging interval in steps"})
         if not _number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
         if not _number(self.lr_final) or not 0 < self.lr_final <= 1:

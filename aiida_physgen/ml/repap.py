@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from .batch import StructureBatch
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
+from .settings import require_positive_ints
 from .loop import Trainer
 
 __all__ = [
@@ -101,12 +102,9 @@ class RepapLoopSettings:
     log_every: int = 100
 
     def __post_init__(self) -> None:
-        for name, expected in (("steps", "a positive number of optimiser steps"),
-                               ("batch_size", "a positive number of frames per step"),
-                               ("log_every", "a positive logging interval in steps")):
-            if not _positive_int(getattr(self, name)):
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected {expected}")
-            setattr(self, name, int(getattr(self, name)))
+        require_positive_ints(self, {"steps": "a positive number of optimiser steps",
+                                     "batch_size": "a positive number of frames per step",
+                                     "log_every": "a positive logging interval in steps"})
         if not _number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
         if not _number(self.clip_norm) or self.clip_norm <= 0:
@@ -140,10 +138,7 @@ class RepapSettings:
         self.bins = int(self.bins)
         if not _number(self.sigma) or self.sigma <= 0:
             raise ValueError(f"sigma: got {self.sigma!r}, expected a positive Gaussian width in bins")
-        for name in ("hidden", "layers"):
-            if not _positive_int(getattr(self, name)):
-                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a positive integer")
-            setattr(self, name, int(getattr(self, name)))
+        require_positive_ints(self, {"hidden": "a positive LSTM width", "layers": "a positive number of LSTM layers"})
         if not _number(self.dropout) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: got {self.dropout!r}, expected a probability in [0, 1)")
         if not isinstance(self.jitter, (bool, np.bool_)):

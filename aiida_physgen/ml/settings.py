@@ -16,7 +16,7 @@ import dataclasses
 import itertools
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["from_dict", "to_dict", "merge", "flatten", "unflatten", "expand_grid", "field_paths"]
+__all__ = ["from_dict", "to_dict", "merge", "flatten", "unflatten", "expand_grid", "field_paths", "require_positive_ints"]
 
 T = TypeVar("T")
 
@@ -156,3 +156,15 @@ def expand_grid(cls: type, grid: Mapping[str, Any] | None) -> list[dict[str, Any
             raise ValueError(f"grid.{path}: expected a non-empty list of values, got {values!r}")
     combos = [dict(zip(flat, values)) for values in itertools.product(*flat.values())]
     return [unflatten(combo) for combo in combos] or [{}]
+
+
+def require_positive_ints(settings: Any, expected: Mapping[str, str]) -> None:
+    """Check that each field ``name`` of the settings dataclass instance is a positive integer (NumPy integers
+    allowed, booleans not) and store it as ``int``; ``ValueError`` ``"<name>: got …, expected <expected[name]>"``."""
+    import numpy as np
+
+    for name, what in expected.items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: got {value!r}, expected {what}")
+        setattr(settings, name, int(value))

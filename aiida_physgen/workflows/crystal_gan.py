@@ -36,6 +36,7 @@ from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import plan_members
+from .launch_checks import dft_problem, get_input
 from .orphans import calcfunction_step
 
 __all__ = ["CrystalGanWorkChain", "validate_crystal_gan_inputs", "CHEAP_SETTINGS", "DFT_OVERRIDES"]
@@ -49,15 +50,6 @@ DEFAULT_CONDITIONS = {"F-43m": {"space_group": 216}}
 _CODES = {**EXIT_CODES, **CRYSTAL_EXIT_CODES}
 
 
-def _get(inputs, *path, default=None):
-    node = inputs
-    for key in path:
-        if key not in node:
-            return default
-        node = node[key]
-    return node
-
-
 def validate_crystal_gan_inputs(inputs, _ctx=None):
     """Refuse bad inputs at launch: the target's space groups, the family settings, every generation
     condition, the validity and CHGNet settings, and the DFT code and protocol."""
@@ -65,13 +57,13 @@ def validate_crystal_gan_inputs(inputs, _ctx=None):
 
     try:
         family = get_family("crystal_gan")
-        groups = _get(inputs, "space_groups")
+        groups = get_input(inputs, "space_groups")
         target = family.check_target({"space_groups": groups.get_list() if groups is not None else None})
-        settings = _get(inputs, "train", "settings")
-        seeds = _get(inputs, "train", "seeds")
+        settings = get_input(inputs, "train", "settings")
+        seeds = get_input(inputs, "train", "seeds")
         plan_members(family, settings.get_dict() if settings is not None else None,
                      seeds.get_list() if seeds is not None else [0], None)
-        conditions = _get(inputs, "generate", "conditions")
+        conditions = get_input(inputs, "generate", "conditions")
         conditions = conditions.get_dict() if conditions is not None else DEFAULT_CONDITIONS
         if not conditions:
             return "generate.conditions: expected at least one named condition, e.g. {'F-43m': {'space_group': 216}}"
@@ -84,30 +76,19 @@ def validate_crystal_gan_inputs(inputs, _ctx=None):
                 family._condition(condition, config, warn=False)
             except ValueError as error:
                 return f"generate.conditions.{name}: {error}"
-        count = _get(inputs, "generate", "count")
+        count = get_input(inputs, "generate", "count")
         if count is not None and count.value < 1:
             return f"generate.count: got {count.value}, expected a positive number of crystals per condition"
-        validity = _get(inputs, "validity")
+        validity = get_input(inputs, "validity")
         if validity is not None:
             unknown = sorted(set(validity.get_dict()) - {"min_distance", "density_range", "charge_balance"})
             if unknown:
                 return f"validity: unknown key(s) {unknown}; expected min_distance, density_range, charge_balance"
-        cheap = _get(inputs, "cheap_settings")
+        cheap = get_input(inputs, "cheap_settings")
         cheap_relax.CheapSettings.from_dict(settings_module.merge(CHEAP_SETTINGS, cheap.get_dict() if cheap else {}))
-        dft_count = _get(inputs, "dft", "count")
-        if dft_count is not None and dft_count.value < 1:
-            return f"dft.count: got {dft_count.value}, expected a positive number of crystals for DFT"
-        code = _get(inputs, "dft", "code")
-        if code is not None:
-            from ..engines import get_engine
-
-            protocol = _get(inputs, "dft", "protocol")
-            overrides = _get(inputs, "dft", "overrides")
-            merged = settings_module.merge(DFT_OVERRIDES, overrides.get_dict() if overrides is not None else {})
-            problem = get_engine("gpaw", "structure", "dft").validate(
-                code, protocol.value if protocol is not None else "fast", merged, True, True, None)
-            if problem:
-                return f"dft.{problem}"
+        problem = dft_problem(inputs, DFT_OVERRIDES, True, True, "crystals")
+        if problem:
+            return problem
     except ValueError as error:
         return str(error)
     return None

@@ -35,6 +35,7 @@ from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import plan_members
+from .launch_checks import dft_problem, get_input
 from .orphans import calcfunction_step, failed_step_exit_code, run_calcfunction_step
 from .training_base import training_job_builder
 
@@ -46,21 +47,12 @@ __all__ = ["RepapWorkChain", "validate_repap_inputs", "DFT_OVERRIDES"]
 DFT_OVERRIDES = {"gpaw": {"parameters": {"kpts": [1, 1, 1], "fmax": 0.1, "max_steps": 60}}}
 
 
-def _get(inputs, *path, default=None):
-    node = inputs
-    for key in path:
-        if key not in node:
-            return default
-        node = node[key]
-    return node
-
-
 def validate_repap_inputs(inputs, _ctx=None):
     """Refuse bad inputs at launch: MD settings, the split, family settings and seeds, the generation
     condition (against the density the MD will have), the quality settings and the DFT code/protocol."""
     try:
         family = get_family("repap")
-        md = _get(inputs, "md", "settings")
+        md = get_input(inputs, "md", "settings")
         if "trajectory" not in inputs:
             try:
                 values = amorphous.MeltQuenchSettings(**(md.get_dict() if md is not None else {}))
@@ -70,22 +62,22 @@ def validate_repap_inputs(inputs, _ctx=None):
             config = {"cell": [[length, 0, 0], [0, length, 0], [0, 0, length]], "numbers": [14] * values.atoms}
         else:
             config = None
-        fraction = _get(inputs, "held_out_fraction")
+        fraction = get_input(inputs, "held_out_fraction")
         if fraction is not None and not 0 < fraction.value < 1:
             return f"held_out_fraction: got {fraction.value}, expected a share in (0, 1)"
-        settings = _get(inputs, "train", "settings")
-        seeds = _get(inputs, "train", "seeds")
+        settings = get_input(inputs, "train", "settings")
+        seeds = get_input(inputs, "train", "seeds")
         plan_members(family, settings.get_dict() if settings is not None else None,
                      seeds.get_list() if seeds is not None else [0], None)
-        condition = _get(inputs, "generate", "condition")
+        condition = get_input(inputs, "generate", "condition")
         try:
             family.check_condition(condition.get_dict() if condition is not None else None, config)
         except ValueError as error:
             return f"generate.{error}"
-        count = _get(inputs, "generate", "count")
+        count = get_input(inputs, "generate", "count")
         if count is not None and count.value < 1:
             return f"generate.count: got {count.value}, expected a positive number of structures per model"
-        quality = _get(inputs, "quality")
+        quality = get_input(inputs, "quality")
         try:
             quality_settings(quality.get_dict() if quality is not None else None)
         except ValueError as error:
@@ -96,20 +88,9 @@ def validate_repap_inputs(inputs, _ctx=None):
             message = _check_training_job(inputs)
             if message:
                 return message
-        dft_count = _get(inputs, "dft", "count")
-        if dft_count is not None and dft_count.value < 1:
-            return f"dft.count: got {dft_count.value}, expected a positive number of structures for DFT"
-        code = _get(inputs, "dft", "code")
-        if code is not None:
-            from ..engines import get_engine
-
-            protocol = _get(inputs, "dft", "protocol")
-            overrides = _get(inputs, "dft", "overrides")
-            merged = settings_module.merge(DFT_OVERRIDES, overrides.get_dict() if overrides is not None else {})
-            problem = get_engine("gpaw", "structure", "dft").validate(
-                code, protocol.value if protocol is not None else "fast", merged, False, True, None)
-            if problem:
-                return f"dft.{problem}"
+        problem = dft_problem(inputs, DFT_OVERRIDES, False, True, "structures")
+        if problem:
+            return problem
     except ValueError as error:
         return str(error)
     return None
