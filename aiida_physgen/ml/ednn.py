@@ -31,7 +31,6 @@ tile is evaluated with its periodic images, as the reference method sees it.
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from pathlib import Path
@@ -47,7 +46,7 @@ from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
 from .settings import require_positive_ints
 from .graphene import Lattice, batch_to_sheets, encode_zigzag
-from .loop import Trainer
+from .loop import MemberModulesTrainer
 
 __all__ = [
     "EdnnLoopSettings",
@@ -303,7 +302,7 @@ def _check_fits(lattice: Lattice, focus: Sequence[int], where: str) -> None:
 
 
 # ---------------------------------------------------------------------- training
-class EdnnTrainer(Trainer):
+class EdnnTrainer(MemberModulesTrainer):
     """Supervised training of ``K`` independent EDNNs (own module, optimiser, split and data order each).
 
     Member ``k`` holds out ``validation_fraction`` of the sheets drawn from its data stream
@@ -337,8 +336,6 @@ class EdnnTrainer(Trainer):
         self.tiles = (rows // first.focus[0]) * (cols // first.focus[1])
         atoms = (self.grids > 0).reshape(count, -1).sum(1).cpu().numpy().astype(np.float64)
         n_val = held_out_count(count, first.loop.validation_fraction)
-        self.modules: list[EDNN] = []
-        self.optimizers: list[torch.optim.Optimizer] = []
         self.train_index: list[torch.Tensor] = []
         self.val_index: list[torch.Tensor] = []
         self.stats: list[dict[str, float]] = []
@@ -365,22 +362,11 @@ class EdnnTrainer(Trainer):
                                                     weight_decay=member.loop.weight_decay))
             self.train_index.append(torch.as_tensor(train, device=self.device))
             self.val_index.append(torch.as_tensor(val, device=self.device))
-        # the data order: an epoch-long permutation per member, and where in it the next batch starts
-        self.orders: list[torch.Tensor | None] = [None] * self.n_models
-        self.positions = [0] * self.n_models
-        self.loss_sums = [0.0] * self.n_models
-        self.loss_counts = [0] * self.n_models
         self.held_out = [self.evaluate(k) for k in range(self.n_models)]
 
     # ------------------------------------------------------------------ one step
     def _next_batch(self, k: int) -> torch.Tensor:
-        n_train = len(self.train_index[k])
-        size = min(self.batch_size, n_train)
-        if self.orders[k] is None or self.positions[k] + size > n_train:
-            self.orders[k] = torch.randperm(n_train, generator=self.rngs[k])
-            self.positions[k] = 0
-        batch = self.orders[k][self.positions[k]:self.positions[k] + size]
-        self.positions[k] += size
+        batch = self.next_batch(k, len(self.train_index[k]), self.batch_size)
         return self.train_index[k][batch.to(self.device)]
 
     def learning_rate(self, k: int) -> float:
@@ -404,14 +390,9 @@ class EdnnTrainer(Trainer):
             losses.append(float(loss.detach()))
         step = self.step + 1  # the base class counts this step after it returns
         logging = step % self.log_every == 0 or step == self.steps
-        out_loss = []
-        for k, value in enumerate(losses):
-            self.loss_sums[k] += value
-            self.loss_counts[k] += 1
-            out_loss.append(self.loss_sums[k] / self.loss_counts[k] if logging else value)
-            if logging:
-                self.loss_sums[k], self.loss_counts[k] = 0.0, 0
-                self.held_out[k] = self.evaluate(k)
+        out_loss = self.running_means(losses, logging)
+        if logging:
+            self.held_out = [self.evaluate(k) for k in range(self.n_models)]
         return {
             "loss": torch.tensor(out_loss, dtype=torch.float64),
             "heldout_mae": torch.tensor([h["mae"] for h in self.held_out], dtype=torch.float64),
@@ -432,39 +413,11 @@ class EdnnTrainer(Trainer):
         module.train(was_training)
         return {"mae": float(errors.mean()), "median_ae": float(np.median(errors)), "count": int(errors.size)}
 
-    def begin(self) -> None:
-        for module in self.modules:
-            module.train()
+    def extra_state(self) -> dict[str, Any]:
+        return {"held_out": [dict(h) for h in self.held_out]}
 
-    def end(self) -> None:
-        for module in self.modules:
-            module.eval()
-
-    # ------------------------------------------------------------------ checkpoints
-    def modules_state(self) -> dict[str, Any]:
-        return {
-            "modules": [m.state_dict() for m in self.modules],
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "orders": [o if o is None else o.clone() for o in self.orders],
-            "positions": list(self.positions),
-            "loss_sums": list(self.loss_sums),
-            "loss_counts": list(self.loss_counts),
-            "held_out": [dict(h) for h in self.held_out],
-        }
-
-    def load_modules_state(self, state: dict[str, Any]) -> None:
-        for module, values in zip(self.modules, state["modules"]):
-            module.load_state_dict(values)
-        for optimizer, values in zip(self.optimizers, state["optimizers"]):
-            optimizer.load_state_dict(values)
-        self.orders = [o if o is None else o.clone() for o in state["orders"]]
-        self.positions = [int(p) for p in state["positions"]]
-        self.loss_sums = [float(v) for v in state["loss_sums"]]
-        self.loss_counts = [int(v) for v in state["loss_counts"]]
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.held_out = [dict(h) for h in state["held_out"]]
-
-    def member_module(self, k: int) -> EDNN:
-        return copy.deepcopy(self.modules[k]).cpu().eval()
 
 
 # ---------------------------------------------------------------------- the family

@@ -24,6 +24,7 @@ from .ensemble import Stream, member_seed
 
 __all__ = [
     "Trainer",
+    "MemberModulesTrainer",
     "TrainingHistory",
     "TrainingDivergedError",
     "TrainingInterrupted",
@@ -248,3 +249,88 @@ class Trainer(abc.ABC):
 
     def load_checkpoint(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+class MemberModulesTrainer(Trainer):
+    """A trainer of ``K`` independent members, each with its own module and optimiser (supervised or
+    likelihood families: EDNN, RePAP), stepped one after the other.
+
+    Subclasses append to :attr:`modules` and :attr:`optimizers` in their constructor and implement
+    :meth:`train_step` with :meth:`next_batch` (epoch-long data orders per member, drawn from its loop
+    stream) and :meth:`running_means` (the mean loss since the last log). Checkpoints hold modules,
+    optimisers, data orders, running sums, and :meth:`extra_state`.
+    """
+
+    def __init__(self, seeds: Sequence[int], log_every: int = 10):
+        super().__init__(seeds, log_every)
+        self.modules: list[torch.nn.Module] = []
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.orders: list[torch.Tensor | None] = [None] * self.n_models
+        self.positions = [0] * self.n_models
+        self.loss_sums = [0.0] * self.n_models
+        self.loss_counts = [0] * self.n_models
+
+    def next_batch(self, k: int, count: int, size: int) -> torch.Tensor:
+        """Member ``k``'s next ``min(size, count)`` indices into ``range(count)``: consecutive slices of a
+        permutation drawn from its loop stream, a new permutation when the epoch is used up."""
+        size = min(size, count)
+        if self.orders[k] is None or self.positions[k] + size > count:
+            self.orders[k] = torch.randperm(count, generator=self.rngs[k])
+            self.positions[k] = 0
+        batch = self.orders[k][self.positions[k]:self.positions[k] + size]
+        self.positions[k] += size
+        return batch
+
+    def running_means(self, losses: Sequence[float], logging: bool) -> list[float]:
+        """Add this step's ``losses``; when ``logging``, return each member's mean since the last log (and
+        start again), else this step's values."""
+        out = []
+        for k, value in enumerate(losses):
+            self.loss_sums[k] += value
+            self.loss_counts[k] += 1
+            out.append(self.loss_sums[k] / self.loss_counts[k] if logging else value)
+            if logging:
+                self.loss_sums[k], self.loss_counts[k] = 0.0, 0
+        return out
+
+    def begin(self) -> None:
+        for module in self.modules:
+            module.train()
+
+    def end(self) -> None:
+        for module in self.modules:
+            module.eval()
+
+    def extra_state(self) -> dict[str, Any]:
+        """A subclass's own checkpointed values (default: none)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
+
+    def modules_state(self) -> dict[str, Any]:
+        return {
+            "modules": [m.state_dict() for m in self.modules],
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "orders": [o if o is None else o.clone() for o in self.orders],
+            "positions": list(self.positions),
+            "loss_sums": list(self.loss_sums),
+            "loss_counts": list(self.loss_counts),
+            **self.extra_state(),
+        }
+
+    def load_modules_state(self, state: dict[str, Any]) -> None:
+        for module, values in zip(self.modules, state["modules"]):
+            module.load_state_dict(values)
+        for optimizer, values in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(values)
+        self.orders = [o if o is None else o.clone() for o in state["orders"]]
+        self.positions = [int(p) for p in state["positions"]]
+        self.loss_sums = [float(v) for v in state["loss_sums"]]
+        self.loss_counts = [int(v) for v in state["loss_counts"]]
+        self.load_extra_state(state)
+
+    def member_module(self, k: int) -> torch.nn.Module:
+        import copy
+
+        return copy.deepcopy(self.modules[k]).cpu().eval()

@@ -28,7 +28,6 @@ No AiiDA import here.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import warnings
@@ -45,7 +44,7 @@ from .batch import StructureBatch
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
 from .settings import require_positive_ints
-from .loop import Trainer
+from .loop import MemberModulesTrainer
 
 __all__ = [
     "RepapLoopSettings",
@@ -278,7 +277,7 @@ class RepapLSTM(nn.Module):
 
 
 # ---------------------------------------------------------------------- training
-class RepapTrainer(Trainer):
+class RepapTrainer(MemberModulesTrainer):
     """``K`` independent RePAP models (own network, optimiser, batches and dropout masks each).
 
     History: ``loss`` (mean squared error since the last log, summed over the bins, averaged over the
@@ -301,17 +300,11 @@ class RepapTrainer(Trainer):
         self.bins_of = to_bins(fractions, first.bins).to(self.device)
         counts = np.bincount(self.bins_of[: self.n_train, 0].cpu().numpy(), minlength=first.bins)
         self.x0_histogram = counts.astype(np.int64)
-        self.modules: list[RepapLSTM] = []
-        self.optimizers: list[torch.optim.Optimizer] = []
         for member, seed in zip(members, self.seeds):
             module = RepapLSTM(member.bins, data.fractions.shape[1], member.hidden, member.layers,
                                member.dropout, seed).to(self.device)
             self.modules.append(module)
             self.optimizers.append(torch.optim.Adam(module.parameters(), lr=member.loop.lr))
-        self.orders: list[torch.Tensor | None] = [None] * self.n_models
-        self.positions = [0] * self.n_models
-        self.loss_sums = [0.0] * self.n_models
-        self.loss_counts = [0] * self.n_models
         self.validation = [self.evaluate(k) for k in range(self.n_models)]
 
     def loss(self, module: RepapLSTM, index: torch.Tensor) -> torch.Tensor:
@@ -319,19 +312,10 @@ class RepapTrainer(Trainer):
         target = gaussian_targets(self.fractions[index, 1:], module.bins, self.settings.sigma)
         return ((torch.softmax(logits, dim=-1) - target) ** 2).sum(-1).mean()
 
-    def _next_batch(self, k: int) -> torch.Tensor:
-        size = min(self.settings.loop.batch_size, self.n_train)
-        if self.orders[k] is None or self.positions[k] + size > self.n_train:
-            self.orders[k] = torch.randperm(self.n_train, generator=self.rngs[k])
-            self.positions[k] = 0
-        batch = self.orders[k][self.positions[k]:self.positions[k] + size]
-        self.positions[k] += size
-        return batch.to(self.device)
-
     def train_step(self) -> dict[str, torch.Tensor]:
         losses = []
         for k, (module, optimizer) in enumerate(zip(self.modules, self.optimizers)):
-            index = self._next_batch(k)
+            index = self.next_batch(k, self.n_train, self.settings.loop.batch_size).to(self.device)
             # dropout masks from the member's loop stream (checkpointed), not the global generator
             dropout_seed = int(torch.randint(2**62, (1,), generator=self.rngs[k]))
             with torch.random.fork_rng(devices=[]):
@@ -345,14 +329,9 @@ class RepapTrainer(Trainer):
             losses.append(float(loss.detach()))
         step = self.step + 1  # the base class counts this step after it returns
         logging = step % self.log_every == 0 or step == self.steps
-        out = []
-        for k, value in enumerate(losses):
-            self.loss_sums[k] += value
-            self.loss_counts[k] += 1
-            out.append(self.loss_sums[k] / self.loss_counts[k] if logging else value)
-            if logging:
-                self.loss_sums[k], self.loss_counts[k] = 0.0, 0
-                self.validation[k] = self.evaluate(k)
+        out = self.running_means(losses, logging)
+        if logging:
+            self.validation = [self.evaluate(k) for k in range(self.n_models)]
         return {"loss": torch.tensor(out, dtype=torch.float64),
                 "validation_loss": torch.tensor(self.validation, dtype=torch.float64)}
 
@@ -370,38 +349,11 @@ class RepapTrainer(Trainer):
         module.train(was_training)
         return total / len(index)
 
-    def begin(self) -> None:
-        for module in self.modules:
-            module.train()
+    def extra_state(self) -> dict[str, Any]:
+        return {"validation": list(self.validation)}
 
-    def end(self) -> None:
-        for module in self.modules:
-            module.eval()
-
-    def modules_state(self) -> dict[str, Any]:
-        return {
-            "modules": [m.state_dict() for m in self.modules],
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "orders": [o if o is None else o.clone() for o in self.orders],
-            "positions": list(self.positions),
-            "loss_sums": list(self.loss_sums),
-            "loss_counts": list(self.loss_counts),
-            "validation": list(self.validation),
-        }
-
-    def load_modules_state(self, state: dict[str, Any]) -> None:
-        for module, values in zip(self.modules, state["modules"]):
-            module.load_state_dict(values)
-        for optimizer, values in zip(self.optimizers, state["optimizers"]):
-            optimizer.load_state_dict(values)
-        self.orders = [o if o is None else o.clone() for o in state["orders"]]
-        self.positions = [int(p) for p in state["positions"]]
-        self.loss_sums = [float(v) for v in state["loss_sums"]]
-        self.loss_counts = [int(v) for v in state["loss_counts"]]
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.validation = [float(v) for v in state["validation"]]
-
-    def member_module(self, k: int) -> RepapLSTM:
-        return copy.deepcopy(self.modules[k]).cpu().eval()
 
 
 # ---------------------------------------------------------------------- sampling
