@@ -121,10 +121,15 @@ class RepapSettings:
     and ``layers`` the LSTM, ``dropout`` between its layers and before the output layer (the paper: 50,
     2 × 256, 0.5); ``jitter`` places a sampled coordinate uniformly inside its bin (else at the bin's
     centre).
+
+    Why ``sigma`` 0.5 (the paper gives no width): the network learns the target's spread, and sampling
+    reproduces it, so the width adds to every coordinate's scatter. Measured on amorphous Si (30 atoms,
+    4,000 training frames, LSTM 2 × 64, 2,000 steps at lr 3e-3, 500 structures at temperature 1): RDF error
+    0.28 with a pair < 2 Å in 99 % of the structures at sigma 1, 0.145 and 58 % at sigma 0.5.
     """
 
     bins: int = 50
-    sigma: float = 1.0
+    sigma: float = 0.5
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.5

@@ -132,7 +132,7 @@ def test_training_beats_the_uniform_guess_on_held_out_frames(model, frames):
     history = model.config["history"]
     assert history["validation_loss"][-1] < history["validation_loss"][0]
     # a uniform distribution over the bins against the Gaussian targets
-    g = gaussian_targets(torch.tensor([0.3], dtype=torch.float64), 50, 1.0)[0].numpy()
+    g = gaussian_targets(torch.tensor([0.3], dtype=torch.float64), 50, model.config["sigma"])[0].numpy()
     uniform = float(((1 / 50 - g) ** 2).sum())
     assert model.config["validation_loss"] < 0.8 * uniform
     assert model.config["training_frames"] == 108 and model.config["held_out_frames"] == 12
