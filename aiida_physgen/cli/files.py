@@ -120,7 +120,9 @@ def generate(models, count, seed, condition_text, output):
             raise InputError(f"--count: {count} candidates from each of {len(trained)} model(s) need a file of about "
                              f"{needed / 1e9:.3g} GB but {str(directory)!r} has {free / 1e9:.3g} GB free; ask for fewer")
     try:
-        batch = generate_batch(trained, count, seed, condition)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batch = generate_batch(trained, count, seed, condition)
     except ValueError as error:  # the API's field names → the options that set them
         message = str(error)
         for field, option in (("count:", "--count:"), ("condition:", "--condition:"), ("models:", "MODELS:")):
@@ -131,6 +133,9 @@ def generate(models, count, seed, condition_text, output):
         raise InputError(message) from None
     except MemoryError:
         raise InputError(f"--count: {count} candidates per model do not fit in memory; ask for fewer") from None
+    for warning in caught:  # a family's notes, e.g. RUGAN labels outside the training range, RePAP redraws
+        if issubclass(warning.category, UserWarning):
+            click.echo(f"Warning: {warning.message}", err=True)
     _write_batch(batch, output, fmt)
     click.echo(f"wrote {len(batch)} candidates from {len(trained)} model(s) to {output}")
 
