@@ -360,15 +360,16 @@ def test_rugan_imports_no_aiida():
 
 @pytest.mark.slow
 def test_the_fast_setting_learns_the_label():
-    # half the fast setting's steps on the paper's 14 × 8 sheets (about 80 s on one thread): the number
-    # of atoms in a generated sheet follows the requested energy per area (more atoms, lower energy)
+    # a quarter of the fast setting's steps on the paper's 14 × 8 sheets (about 40 s on one thread): the number
+    # of atoms in a generated sheet follows the requested energy per area (more atoms, lower energy); measured
+    # correlation -0.53 after 150 steps, -0.68 after 250 (400 steps took 80-100 s)
     lattice = graphene.Lattice()
     occupancy = graphene.random_sheets(1024, 0, lattice)
     training = graphene.sheets_to_batch(occupancy, lattice, info={"energy": energies(occupancy)})
     from aiida_physgen.workflows.protocols import generation_protocol
 
     fast = generation_protocol("rugan", "fast", {"property": "energy"})["settings"]
-    settings = {**fast, "loop": {**fast["loop"], "steps": 400}}
+    settings = {**fast, "loop": {**fast["loop"], "steps": 200}}
     (trained,) = train_ensemble("rugan", training, TARGET, settings)
     labels = training.info["energy"] / lattice.area
     requested = np.quantile(labels, np.random.default_rng(1).random(400))
