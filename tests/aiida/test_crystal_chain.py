@@ -156,7 +156,8 @@ def test_dft_stage_relaxes_the_best_and_their_references_with_gpaw(examples):
     builder.generate.conditions = orm.Dict({"F-43m": {"space_group": 216, "elements": ["Al", "Cu", "Li"]}})
     builder.dft.code = gpaw_code()
     builder.dft.count = orm.Int(1)
-    builder.cheap_settings = orm.Dict({"max_steps": 60})  # enough to push the tiny model's clashes apart
+    builder.validity = orm.Dict({**OPEN_VALIDITY, "min_distance": 0.7})  # no clashes for CHGNet to push apart
+    builder.cheap_settings = orm.Dict({"max_steps": 25})
     builder.dft.overrides = orm.Dict({"gpaw": {"parameters": {"ecut": 200.0, "kpts": [2, 2, 2], "fmax": 0.5,
                                                               "max_steps": 30}}})
     results, node = run_get_node(builder)
