@@ -528,7 +528,9 @@ def plot_bond_angles(curves: dict, path) -> None:
 def plot_energy_histogram(energies: dict, path, xlabel: str = "energy per atom (eV)") -> None:
     """Overlaid histograms of ``{label: energies}`` on shared bins, each normalised as a density (sets
     of different sizes compare), written as a PNG to ``path``. Non-finite energies are left out and
-    counted in the legend."""
+    counted in the legend. The range ends at the largest 95th percentile of the sets: a few structures
+    with a close contact have energies of 10⁴–10⁵ eV/atom, which would squeeze every other set into one
+    bin; those above the range are counted in the legend too."""
     if not isinstance(energies, dict) or not energies:
         raise ValueError(f"energies: expected a non-empty dict {{label: array}}, got {energies!r:.80}")
     sets = []
@@ -541,12 +543,19 @@ def plot_energy_histogram(energies: dict, path, xlabel: str = "energy per atom (
     finite = np.concatenate([values for _, values, _ in sets])
     if not finite.size:
         raise ValueError("energies: no finite value in any set; nothing to plot")
-    edges = np.histogram_bin_edges(finite, bins=min(60, max(10, int(np.sqrt(finite.size)))))
+    low = float(finite.min())
+    high = max(float(np.percentile(values, 95)) for _, values, _ in sets if values.size)
+    high = max(high, low + 1e-3)
+    edges = np.histogram_bin_edges(finite[finite <= high], bins=min(60, max(10, int(np.sqrt(finite.size)))),
+                                   range=(low, high))
     figure, ax = _figure()
     for label, values, missing in sets:
-        text = f"{label} ({values.size}" + (f", {missing} non-finite left out)" if missing else ")")
+        above = int((values > high).sum())
+        notes = [f"{missing} non-finite left out"] if missing else []
+        notes += [f"{above} above {high:.3g}"] if above else []
+        text = f"{label} ({values.size}" + (", " + ", ".join(notes) if notes else "") + ")"
         if values.size:
-            ax.hist(values, bins=edges, density=True, histtype="stepfilled", alpha=0.35, label=text)
+            ax.hist(values[values <= high], bins=edges, density=True, histtype="stepfilled", alpha=0.35, label=text)
         else:
             ax.plot([], [], label=text)
     ax.set_xlabel(xlabel)

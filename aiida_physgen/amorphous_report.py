@@ -11,7 +11,7 @@ against the held-out end of the melt-quench trajectory, with the measures of
 * ``close_contact_share``: share of the structures with a pair (periodic images included) closer than
   ``min_distance``;
 * ``mean_coordination``: mean over the structures of the mean number of neighbours within ``cutoff``;
-* ``energy_per_atom``: ``{mean, std, count}`` of the potential energy per atom (LAMMPS single points,
+* ``energy_per_atom``: ``{mean, std, median, count}`` of the potential energy per atom (LAMMPS single points,
   :func:`aiida_physgen.amorphous.potential_energies`) of up to ``energy_structures`` structures per set,
   evenly spaced through the set; ``None`` when ``energy_structures`` is 0.
 
@@ -114,11 +114,13 @@ def quality_settings(values: Mapping | None) -> dict:
 
 def quality_table(rows: Mapping) -> str:
     """The quality table as Markdown (one row per set: RDF error, close contacts, coordination, energy)."""
-    lines = ["| structures | count | RDF error | pair < d (share) | mean coordination | E/atom (eV) |",
+    lines = ["| structures | count | RDF error | pair < d (share) | mean coordination | E/atom (eV): median (mean ± std) |",
              "|---|---|---|---|---|---|"]
     for name, row in rows.items():
         energy = row.get("energy_per_atom")
-        energy_text = "" if not energy else f"{energy['mean']:.3f} ± {energy['std']:.3f}"
+        energy_text = "" if not energy else (
+            f"{energy['median']:.3f} ({energy['mean']:.4g} ± {energy['std']:.3g})" if "median" in energy
+            else f"{energy['mean']:.3f} ± {energy['std']:.3f}")
         lines.append(f"| {name} | {row['count']} | {row['rdf_error']:.4f} | {row['close_contact_share']:.3f} | "
                      f"{row['mean_coordination']:.2f} | {energy_text} |")
     return "\n".join(lines)
@@ -257,7 +259,8 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
             "rdf_error": float(amorphous_quality.rdf_error(g, target)),
             "close_contact_share": float(amorphous_quality.close_contact_share(batch, values["min_distance"])),
             "mean_coordination": float(np.mean(amorphous_quality.coordination(batch, values["cutoff"]))),
-            "energy_per_atom": ({"mean": float(e.mean()), "std": float(e.std()), "count": int(e.size)}
+            "energy_per_atom": ({"mean": float(e.mean()), "std": float(e.std()), "median": float(np.median(e)),
+                                 "count": int(e.size)}
                                 if e.size else None),
         }
         label = _MD_LABEL if name == FLOOR else name
