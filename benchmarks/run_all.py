@@ -1,6 +1,6 @@
 """All performance figures of aiida-physgen in one table, measured side by side in one run.
 
-    python benchmarks/run_all.py            # about 2 minutes on 2 cores
+    python benchmarks/run_all.py            # about 8 minutes on 2 cores
 
 Wall times on a shared machine are noisy: compare the ratios within one run (our code against the
 peer, one model against the ensemble), not absolute numbers across runs. Reference figures for the
@@ -18,6 +18,7 @@ import bench_cheap  # noqa: E402
 import bench_crystal  # noqa: E402
 import bench_descriptors  # noqa: E402
 import bench_graphene  # noqa: E402
+import bench_repap  # noqa: E402
 import bench_selection  # noqa: E402
 import bench_training  # noqa: E402
 from tabulate import tabulate  # noqa: E402
@@ -46,6 +47,8 @@ def main() -> None:
     for row in bench_graphene.run():
         rows.append([row["benchmark"], row["what"], f"{row['value']:.4g}", row["unit"], row.get("note", "")])
     for row in bench_crystal.run():
+        rows.append([row["benchmark"], row["what"], f"{row['value']:.4g}", row["unit"], row.get("note", "")])
+    for row in bench_repap.run():
         rows.append([row["benchmark"], row["what"], f"{row['value']:.4g}", row["unit"], row.get("note", "")])
     print(tabulate(rows, headers=["benchmark", "what", "value", "unit", "reference"]))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
