@@ -1,7 +1,7 @@
 """Amorphous silicon with RePAP end to end in AiiDA (``physgen.repap``), printing the quality table.
 
-    verdi run workchains/repap_silicon.py                 # fast: 5,000 MD frames, small LSTM, 1,000 structures
-    verdi run workchains/repap_silicon.py --balanced      # the study's 40,000 frames and 2 x 256 network, 3,000 steps
+    verdi run workchains/repap_silicon.py                 # fast: 5,000 MD frames, LSTM 2 x 64 (2,000 steps), 1,000 structures; ~4 min
+    verdi run workchains/repap_silicon.py --balanced      # the study's 40,000 frames and 2 x 256 network, 3,000 steps (~35 min)
     verdi run workchains/repap_silicon.py --steps 2000    # another training length
     verdi run workchains/repap_silicon.py --count 2000    # more structures
     verdi run workchains/repap_silicon.py --temperature 0.25  # sample sharper than the learnt distribution
