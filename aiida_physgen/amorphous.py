@@ -99,6 +99,8 @@ _DESCRIPTIONS = {
 }
 
 SILICON = 14
+#: the densities (g/cm³) the MD accepts
+DENSITY_RANGE = (1.0, 4.0)
 #: the mass LAMMPS gets and :func:`cell_length` uses (ASE's standard atomic weight), g/mol
 SILICON_MASS = float(ase.data.atomic_masses[SILICON])
 AVOGADRO = 6.02214076e23
@@ -181,6 +183,12 @@ class MeltQuenchSettings:
             if not _is_real(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name}: got {value!r}, expected {what}")
             setattr(self, name, float(value))
+        if not DENSITY_RANGE[0] <= self.density <= DENSITY_RANGE[1]:
+            # a box far from any silicon density makes the MD crawl (20 g/cm³ ran for minutes) or gives a gas
+            raise ValueError(
+                f"density: got {self.density!r}, expected a silicon density in g/cm³ within {DENSITY_RANGE} "
+                "(amorphous 2.28, crystal 2.33, liquid 2.57, high-pressure beta-Sn about 3.3)"
+            )
         _check_potential(self.potential)
         if self.damping < self.timestep:
             raise ValueError(

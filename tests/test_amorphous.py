@@ -166,7 +166,8 @@ def test_potential_description():
     ("field", "value"),
     [
         ("atoms", 1), ("atoms", 0), ("atoms", 30.0), ("atoms", True),
-        ("density", -1), ("density", 0), ("density", float("nan")), ("density", "2.28"),
+        ("density", -1), ("density", 0), ("density", float("nan")), ("density", "2.28"), ("density", 20.0),
+        ("density", 0.5),
         ("potential", "lj"), ("potential", None),
         ("timestep", 0), ("timestep", float("inf")),
         ("melt_temperature", -3000), ("temperature", 0),
