@@ -3,6 +3,7 @@
 # libraries). Safe to run again: every step is skipped or quick when already done.
 #   bash scripts/setup.sh            # libraries, Python packages, an AiiDA profile
 #   bash scripts/setup.sh --no-profile   # the same without creating a profile (tests make their own)
+#   bash scripts/setup.sh --postgres     # the same with a PostgreSQL profile (scripts/postgres_profile.sh) as default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -18,7 +19,10 @@ fi
 # GPAW's C++ extension builds only with CC=g++ ("algorithm: No such file" otherwise)
 CC=g++ "$PYTHON" -m pip install -q -e ".[gpaw,tests,bench,cheap,vasp,carbon,mp]"
 
-if [ "${1:-}" != "--no-profile" ]; then
+if [ "${1:-}" = "--postgres" ]; then
+    # production storage: queried while it runs, several daemon workers, anything large (docs/install.md)
+    bash scripts/postgres_profile.sh
+elif [ "${1:-}" != "--no-profile" ]; then
     # a profile with SQLite storage and AiiDA's built-in broker: no external service needed
     if ! verdi profile show >/dev/null 2>&1; then
         verdi presto
