@@ -29,15 +29,15 @@ from ..calculations.amorphous import (
     split_trajectory,
 )
 from ..calculations.baseline import generate_random
-from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives, train
+from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import plan_members
 from .launch_checks import dft_problem, get_input
-from .orphans import calcfunction_step, failed_step_exit_code, run_calcfunction_step
-from .training_base import training_job_builder
+from .orphans import calcfunction_step
+from .training_base import launch_training, trained_models
 
 __all__ = ["RepapWorkChain", "validate_repap_inputs", "DFT_OVERRIDES"]
 
@@ -258,25 +258,13 @@ class RepapWorkChain(WorkChain):
         self.ctx.bins = int(canonical["settings"]["bins"])
         what = f"{len(self.inputs.train.seeds.get_list())} RePAP model(s) on {len(self.ctx.training)} frames"
         train_inputs = {"training": self.ctx.training, "family": inputs["family"], **canonical}
-        if "training_code" in self.inputs:
-            computer = self.inputs.training_code.computer.label
-            builder = training_job_builder(train_inputs, self.inputs.training_code, self.inputs.device,
-                                           self.inputs.get("training_options"), label="training_repap",
-                                           description=f"train {what} as a job on {computer}")
-            node = self.submit(builder)
-            self.report(f"submitted the training of {what} as {node.process_label}<{node.pk}> on {computer}")
-            return ToContext(training_node=node)
-        self.report(f"training {what}")
-        _, node = run_calcfunction_step(self, train, "train", f"train {what}", device=self.inputs.device,
-                                        **train_inputs)
-        self.ctx.training_node = node
-        return None
+        return launch_training(self, train_inputs, what, "train", "training_repap", "training_node")
 
     def inspect_training(self):
-        node = self.ctx.training_node
-        if not node.is_finished_ok:
-            return failed_step_exit_code(self, node, "training", EXIT_CODES)
-        self.ctx.models = {label: node.outputs.models[label] for label in node.outputs.models}
+        models, failure = trained_models(self, "training_node", "training", EXIT_CODES)
+        if failure:
+            return failure
+        self.ctx.models = models
         return None
 
     def generate(self):

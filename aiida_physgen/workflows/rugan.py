@@ -22,7 +22,7 @@ from __future__ import annotations
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, if_
 
-from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, train
+from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs
 from ..calculations.graphene import ReferenceSettings, check_labels, label_reference, pick_structure, porous_graphene
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
@@ -31,7 +31,7 @@ from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import plan_members
 from .orphans import failed_step_exit_code, run_calcfunction_step
-from .training_base import training_job_builder
+from .training_base import launch_training, trained_models
 
 __all__ = ["RuganWorkChain", "validate_rugan_inputs"]
 
@@ -293,26 +293,14 @@ class RuganWorkChain(WorkChain):
         n_seeds = len(namespace.seeds.get_list())
         what = f"{n_seeds} {name} model(s) on {len(self.ctx.training)} sheets"
         train_inputs = {"training": self.ctx.training, "family": inputs["family"], **canonical}
-        if "training_code" in self.inputs:
-            computer = self.inputs.training_code.computer.label
-            builder = training_job_builder(train_inputs, self.inputs.training_code, self.inputs.device,
-                                           self.inputs.get("training_options"), label=f"training_{name}",
-                                           description=f"train {what} as a job on {computer}")
-            node = self.submit(builder)
-            self.report(f"submitted the training of {what} as {node.process_label}<{node.pk}> on {computer}")
-            return ToContext(**{f"{name}_training": node})
-        self.report(f"training {what}")
-        outputs, node = run_calcfunction_step(self, train, f"train_{name}", f"train {what}", device=self.inputs.device,
-                                              **train_inputs)
-        self.ctx[f"{name}_training"] = node
-        return None
+        return launch_training(self, train_inputs, what, f"train_{name}", f"training_{name}", f"{name}_training")
 
     def _inspect(self, name: str):
         """The models of the ``name`` training (calcfunction or job) into ``ctx.<name>_models``, or the exit code."""
-        node = self.ctx[f"{name}_training"]
-        if not node.is_finished_ok:
-            return self._failed(node, f"{name} training")
-        self.ctx[f"{name}_models"] = {label: node.outputs.models[label] for label in node.outputs.models}
+        models, failure = trained_models(self, f"{name}_training", f"{name} training", EXIT_CODES)
+        if failure:
+            return failure
+        self.ctx[f"{name}_models"] = models
         return None
 
     def train_ednn(self):

@@ -26,7 +26,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
 from ..cli.progress import read_progress_log
 
-__all__ = ["TrainingBaseWorkChain", "training_job_builder", "DEFAULT_TRAINING_OPTIONS"]
+__all__ = ["TrainingBaseWorkChain", "training_job_builder", "launch_training", "trained_models", "DEFAULT_TRAINING_OPTIONS"]
 
 #: job options a training job gets unless ``training_options`` says otherwise
 DEFAULT_TRAINING_OPTIONS = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
@@ -173,3 +173,40 @@ def training_job_builder(train_inputs: dict, code, device, options=None, label: 
     builder.train.metadata = {"options": merged}
     builder.metadata = {"call_link_label": label, "label": label, "description": description}
     return builder
+
+
+def launch_training(workchain, train_inputs: dict, what: str, link: str, job_label: str, context_key: str):
+    """Train ``train_inputs`` for a work chain that offers ``training_code``/``training_options``/``device``:
+    as ``physgen.train.job`` CalcJobs under ``physgen.train.base`` on the code's computer when a
+    ``training_code`` is given (returns the ``ToContext`` to wait for), else with the ``physgen.train``
+    calcfunction as the step ``link`` (returns ``None``). Either way the node ends in
+    ``workchain.ctx[context_key]``; :func:`trained_models` reads it back."""
+    from aiida.engine import ToContext
+
+    from ..calculations.functions import train
+    from .orphans import run_calcfunction_step
+
+    if "training_code" in workchain.inputs:
+        computer = workchain.inputs.training_code.computer.label
+        builder = training_job_builder(train_inputs, workchain.inputs.training_code, workchain.inputs.device,
+                                       workchain.inputs.get("training_options"), label=job_label,
+                                       description=f"train {what} as a job on {computer}")
+        node = workchain.submit(builder)
+        workchain.report(f"submitted the training of {what} as {node.process_label}<{node.pk}> on {computer}")
+        return ToContext(**{context_key: node})
+    workchain.report(f"training {what}")
+    _, node = run_calcfunction_step(workchain, train, link, f"train {what}", device=workchain.inputs.device,
+                                    **train_inputs)
+    workchain.ctx[context_key] = node
+    return None
+
+
+def trained_models(workchain, context_key: str, process: str, codes):
+    """``(models, None)`` from the training node in ``workchain.ctx[context_key]`` (calcfunction or job), or
+    ``(None, exit code)`` when it failed (:func:`~aiida_physgen.workflows.orphans.failed_step_exit_code`)."""
+    from .orphans import failed_step_exit_code
+
+    node = workchain.ctx[context_key]
+    if not node.is_finished_ok:
+        return None, failed_step_exit_code(workchain, node, process, codes)
+    return {label: node.outputs.models[label] for label in node.outputs.models}, None
