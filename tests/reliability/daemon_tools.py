@@ -23,6 +23,44 @@ def daemon_log_tail(client, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def broker_log_tail(lines: int = 30) -> str:
+    """The last lines of the ZeroMQ broker service's log (the test fixture runs it beside the daemon)."""
+    from aiida.brokers import ZeromqBroker
+    from aiida.manage import get_manager
+
+    broker = get_manager().get_broker()
+    if not isinstance(broker, ZeromqBroker):
+        return "(not a ZeroMQ broker)"
+    from aiida.manage.configuration import get_config
+
+    logs = [path for path in (Path(broker._service_dir) / "broker.log",
+                              Path(get_config().filepaths(get_manager().get_profile())["broker_service"]["log"]))
+            if path.exists()]
+    if not logs:
+        return f"(no broker log in {broker._service_dir})"
+    text = logs[-1].read_text(encoding="utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def nudge_broker() -> None:
+    """Make the ZeroMQ broker look for dead workers now: it does so on every client disconnect, so connect one
+    communicator and close it.
+
+    Why: aiida-core 2.9's broker requeues the tasks of a dead worker when its socket monitor reports a disconnect
+    and a PING to the worker then fails. The monitor event can arrive before the router has dropped the killed
+    worker's pipe; the PING then "succeeds", and the task stays assigned to the dead worker until the next
+    disconnect of any client (seen once in CI: a chain held by a SIGKILLed worker never resumed). A user's
+    recovery is ``verdi daemon restart`` (docs/reliability.md, "Known limits")."""
+    from aiida.brokers import ZeromqBroker
+    from aiida.manage import get_manager
+
+    broker = get_manager().get_broker()
+    if isinstance(broker, ZeromqBroker):
+        probe = ZeromqBroker(get_manager().get_profile())
+        probe.get_communicator()
+        probe.close()
+
+
 def describe(node) -> str:
     """A node and every process below it with its state, for failure messages."""
     rows = [f"{node.process_label}<{node.pk}> {node.process_state} exit {node.exit_status} {node.exit_message or ''}"]
@@ -47,9 +85,23 @@ def wait_until(condition, timeout: float, what: str, client=None, interval: floa
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}{log}")
 
 
-def wait_terminated(nodes, timeout: float, client=None) -> None:
-    """Wait until every node is terminated (finished, excepted or killed)."""
+def wait_terminated(nodes, timeout: float, client=None, nudge_after: float | None = None) -> None:
+    """Wait until every node is terminated (finished, excepted or killed).
+
+    ``nudge_after`` (s): after a worker was killed, if something is still running by then, make the broker look
+    for dead workers once (:func:`nudge_broker`, an aiida-core race) and say so in a warning."""
     nodes = list(nodes)
+    if nudge_after is not None:
+        start = time.monotonic()
+        while time.monotonic() - start < nudge_after and any(not n.is_terminated for n in nodes):
+            time.sleep(0.5)
+        if any(not n.is_terminated for n in nodes):
+            import warnings
+
+            warnings.warn(f"nothing resumed {nudge_after:.0f} s after a worker was killed: the broker missed the dead "
+                          f"worker (aiida-core race); nudged it. Broker log:\n{broker_log_tail(10)}", stacklevel=2)
+            nudge_broker()
+        timeout = max(timeout - nudge_after, 60)
 
     def pending():
         return [n for n in nodes if not n.is_terminated]
@@ -64,7 +116,8 @@ def wait_terminated(nodes, timeout: float, client=None) -> None:
         left = pending()
         states = "\n".join(describe(n) for n in left[:5])
         pytest.fail(f"timed out after {timeout:.0f} s: {len(left)} of {len(nodes)} processes not terminated:\n"
-                    f"{states}\n--- daemon log (tail) ---\n{daemon_log_tail(client) if client else ''}")
+                    f"{states}\n--- daemon log (tail) ---\n{daemon_log_tail(client) if client else ''}"
+                    f"\n--- broker log (tail) ---\n{broker_log_tail()}")
 
 
 def stop_daemon(client, timeout: float = 60) -> None:

@@ -62,7 +62,7 @@ def screening_killed_when(code, client, condition, what: str):
     [worker] = worker_pids(client)
     kill_worker(client, worker)
     assert not node.is_terminated, "the screening finished before the worker was killed"
-    wait_terminated([node], 420, client)
+    wait_terminated([node], 420, client, nudge_after=120)
     return node
 
 
@@ -117,7 +117,7 @@ def killed_in_step(request, daemon_client):
     [worker] = worker_pids(daemon_client)
     kill_worker(daemon_client, worker)
     assert not node.is_terminated, "the chain finished before the worker was killed"
-    wait_terminated([node], 420, daemon_client)
+    wait_terminated([node], 420, daemon_client, nudge_after=90)
     return node, first
 
 
