@@ -176,6 +176,8 @@ def screening_builder(
     funnel: bool = True,
     dft_budget: int | None = None,
     cheap_settings: dict[str, Any] | None = None,
+    max_concurrent_relaxations: int | None = None,
+    reuse_relaxations: bool = True,
     **generation: Any,
 ):
     """A ready :class:`~aiida_physgen.workflows.screening.ScreeningWorkChain` builder from plain values;
@@ -183,7 +185,10 @@ def screening_builder(
     ``generation_protocol`` the family's generation protocol (its default when ``None``). With ``funnel``
     (the default) the representatives (``n_clusters`` of them: choose many more than ``dft_budget``,
     e.g. 10×) are relaxed with the cheap tier first, and DFT gets one per distinct sound basin, at most
-    ``dft_budget``; ``funnel=False`` sends every representative straight to DFT."""
+    ``dft_budget``; ``funnel=False`` sends every representative straight to DFT. At most
+    ``max_concurrent_relaxations`` relaxations run at once (the work chain's default when ``None``), and
+    relaxations that finished before with the same structure and settings are reused unless
+    ``reuse_relaxations=False``."""
     from .workflows.screening import ScreeningWorkChain
 
     builder = ScreeningWorkChain.get_builder()
@@ -207,4 +212,7 @@ def screening_builder(
         builder.dft_budget = orm.Int(dft_budget)
     if cheap_settings:
         builder.cheap_settings = orm.Dict(cheap_settings)
+    if max_concurrent_relaxations is not None:
+        builder.max_concurrent_relaxations = orm.Int(max_concurrent_relaxations)
+    builder.reuse_relaxations = orm.Bool(reuse_relaxations)
     return builder

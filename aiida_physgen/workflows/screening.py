@@ -6,6 +6,13 @@
 
 With ``funnel=False`` the cheap tier is skipped and every representative goes to DFT.
 
+At most ``max_concurrent_relaxations`` relaxations are in flight at once (a screening of 500 structures
+does not put 500 jobs in a scheduler's queue): the chain submits up to the limit, waits for the oldest
+running one, tops up, and so on. With ``reuse_relaxations`` (the default) a relaxation that finished OK
+before, in any screening, with the same structure content, engine, code and settings is used again instead
+of submitted (:mod:`aiida_physgen.workflows.relaxation_reuse`), so a screening launched again does only
+what is left.
+
 Both tiers are engines chosen by name (entry-point group ``aiida_physgen.engines``): ``cheap_engine``
 relaxes the whole set in one process, ``engine`` (GPAW today) one process per structure; the workflow
 only asks them for processes and reads results back (see :mod:`aiida_physgen.engines`). The context
@@ -16,13 +23,14 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, append_, if_
+from aiida.engine import ToContext, WorkChain, if_, while_
 
 from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.structure_set import StructureSet
 from ..engines import get_engine
 from .generation import GenerationWorkChain, validate_generation_inputs
 from .orphans import run_calcfunction_step
+from .relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_key
 
 __all__ = ["ScreeningWorkChain"]
 
@@ -65,6 +73,9 @@ def validate_screening_inputs(inputs, _ctx=None):
     )
     if message and message.startswith("overrides"):
         message = f"relax_{message}"  # the port's name in this work chain
+    if not message and "max_concurrent_relaxations" in inputs and inputs["max_concurrent_relaxations"].value < 1:
+        message = (f"max_concurrent_relaxations: got {inputs['max_concurrent_relaxations'].value}, "
+                   "expected a positive number of relaxations in flight")
     return message or _check_funnel(inputs)
 
 
@@ -114,6 +125,11 @@ class ScreeningWorkChain(WorkChain):
                    help="With the funnel: the batch relaxation engine of the cheap tier.")
         spec.input("cheap_settings", valid_type=orm.Dict, required=False,
                    help="With the funnel: settings of the cheap relaxation (method, fmax, max_steps, ...).")
+        spec.input("max_concurrent_relaxations", valid_type=orm.Int, default=lambda: orm.Int(50),
+                   help="The most relaxations in flight at once; the rest wait and are submitted as others finish.")
+        spec.input("reuse_relaxations", valid_type=orm.Bool, default=lambda: orm.Bool(True),
+                   help="Use a relaxation that finished OK before (same structure content, engine, code and "
+                        "settings; the extra 'physgen_relaxation_key') instead of running it again.")
         spec.input("group_label", valid_type=orm.Str, required=False,
                    help="Group that collects the unique minima and the report (default physgen/screening/<pk>).")
         spec.inputs.validator = validate_screening_inputs
@@ -125,7 +141,10 @@ class ScreeningWorkChain(WorkChain):
                 cls.relax_cheap,
                 cls.select_for_dft,
             ),
-            cls.relax,
+            cls.prepare_relaxations,
+            while_(cls.relaxations_pending)(
+                cls.submit_relaxations,
+            ),
             cls.inspect_relaxations,
             cls.deduplicate,
             cls.results,
@@ -228,13 +247,49 @@ class ScreeningWorkChain(WorkChain):
         structures = self.ctx.generation.outputs.structures
         return {label: structures[label] for label in structures}
 
-    def relax(self):
+    def _relaxation_settings(self) -> tuple:
         engine = get_engine(self.inputs.engine.value, "structure")
         overrides = self.inputs.relax_overrides.get_dict() if "relax_overrides" in self.inputs else None
+        return engine, overrides
+
+    def prepare_relaxations(self):
+        """The structures to relax, in label order; those relaxed before (same key, finished OK) are reused."""
+        engine, overrides = self._relaxation_settings()
         structures = self._dft_structures()
-        self.ctx.labels = []
-        builders = engine.get_builders(self.inputs.code, {label: structures[label] for label in sorted(structures)},
+        self.ctx.relaxation_keys = {}
+        self.ctx.relaxation_pks = {}  # label -> pk of its relaxation process, submitted or reused
+        self.ctx.pending = []
+        self.ctx.submitted = []  # pks this chain submitted, in submission order
+        reused = []
+        for label in sorted(structures):
+            key = relaxation_key(structures[label], engine.name, self.inputs.code, self.inputs.protocol.value,
+                                 overrides, self.inputs.dos.value)
+            self.ctx.relaxation_keys[label] = key
+            done = finished_relaxation(key) if self.inputs.reuse_relaxations.value else None
+            if done is not None:
+                self.ctx.relaxation_pks[label] = done.pk
+                reused.append(f"{label} <{done.pk}>")
+            else:
+                self.ctx.pending.append(label)
+        if reused:
+            self.report(f"reusing {len(reused)} finished relaxation(s): {', '.join(reused)}")
+
+    def relaxations_pending(self):
+        return bool(self.ctx.pending)
+
+    def submit_relaxations(self):
+        """Top up to ``max_concurrent_relaxations`` in flight, then wait for the oldest running one (for all of
+        them once nothing is left to submit). A work chain step can only wait for given processes, not for
+        "any one"; the oldest is the likeliest to end first when the relaxations cost about the same."""
+        engine, overrides = self._relaxation_settings()
+        limit = self.inputs.max_concurrent_relaxations.value
+        running = [pk for pk in self.ctx.submitted if not orm.load_node(pk).is_terminated]
+        batch = self.ctx.pending[:max(limit - len(running), 0)]
+        self.ctx.pending = self.ctx.pending[len(batch):]
+        structures = self._dft_structures()
+        builders = engine.get_builders(self.inputs.code, {label: structures[label] for label in batch},
                                        self.inputs.protocol.value, overrides, self.inputs.dos.value)
+        submitted = []
         for label, builder in builders.items():
             if isinstance(builder, str):  # e.g. atoms too close for the DFT code: skip, say why
                 self.report(f"{label} not relaxed: {builder}")
@@ -242,15 +297,25 @@ class ScreeningWorkChain(WorkChain):
             builder.metadata.call_link_label = f"relax_{label}"
             builder.metadata.label = f"relax {label}"
             builder.metadata.description = f"{engine.name} relaxation of representative {label}"
-            self.ctx.labels.append(label)
-            self.to_context(relaxations=append_(self.submit(builder)))
-        if not self.ctx.labels:
-            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED
-        self.report(f"submitted {len(self.ctx.labels)} {engine.name} relaxations")
+            node = self.submit(builder)
+            node.base.extras.set(RELAXATION_KEY, self.ctx.relaxation_keys[label])
+            self.ctx.relaxation_pks[label] = node.pk
+            self.ctx.submitted.append(node.pk)
+            running.append(node.pk)
+            submitted.append(label)
+        if submitted:
+            self.report(f"submitted {len(submitted)} {engine.name} relaxation(s): {len(running)} in flight (at most "
+                        f"{limit}), {len(self.ctx.pending)} waiting")
+        if not running:
+            return None
+        if self.ctx.pending:
+            return ToContext(oldest_running=orm.load_node(running[0]))
+        return ToContext(**{f"running_{pk}": orm.load_node(pk) for pk in running})
 
     def inspect_relaxations(self):
         finished = {}
-        for label, node in zip(self.ctx.labels, self.ctx.get("relaxations", [])):
+        for label in sorted(self.ctx.relaxation_pks):
+            node = orm.load_node(self.ctx.relaxation_pks[label])
             if node.is_finished_ok:
                 finished[label] = node.pk
             else:
@@ -258,7 +323,9 @@ class ScreeningWorkChain(WorkChain):
         if not finished:
             return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED
         self.ctx.finished = finished
-        self.report(f"{len(finished)} of {len(self.ctx.relaxations)} relaxations finished")
+        n_reused = len(self.ctx.relaxation_pks) - len(self.ctx.submitted)
+        self.report(f"{len(finished)} of {len(self.ctx.relaxation_pks)} relaxations finished "
+                    f"({len(self.ctx.submitted)} run here, {n_reused} reused)")
 
     def deduplicate(self):
         engine = get_engine(self.inputs.engine.value, "structure")

@@ -35,6 +35,7 @@ def screening(aiida_profile):
     builder = screening_builder(
         [molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=code, seeds=[0, 1],
         settings=TINY, count=4, n_clusters=2, n_components=2, relax_overrides=QUICK, funnel=False,
+        reuse_relaxations=False,
     )
     builder.generation.training.store()
     _, node = run_get_node(builder)

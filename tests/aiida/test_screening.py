@@ -32,7 +32,7 @@ def tiny_builder(code, **extra):
     return screening_builder(
         water_like_training(), "H2O", box=5.0, code=code, seeds=[0], settings=TINY,
         count=8, n_clusters=2, n_components=2,  # the selection takes the models' descriptor (r_cut 3 Å)
-        relax_overrides=QUICK, **{"funnel": False, **extra},  # the path without the cheap tier
+        relax_overrides=QUICK, **{"funnel": False, "reuse_relaxations": False, **extra},  # the path without the cheap tier
     )
 
 

@@ -24,7 +24,7 @@ def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
     builder = screening_builder(
         [molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
         settings=TINY, count=12, n_clusters=6, n_components=2, relax_overrides=QUICK,
-        funnel=True, dft_budget=2,
+        funnel=True, dft_budget=2, reuse_relaxations=False,
     )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)

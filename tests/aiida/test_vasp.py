@@ -142,7 +142,7 @@ def test_a_vasp_failure_ends_on_a_named_exit_code(vasp_code, family):
 def water_screening(code, **kwargs):
     return screening_builder([molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=code,
                              engine="vasp", seeds=[0], settings=TINY, count=12, n_clusters=4, n_components=2,
-                             **kwargs)
+                             **{"reuse_relaxations": False, **kwargs})
 
 
 @pytest.mark.parametrize("case, expected", [

@@ -29,7 +29,8 @@ def test_vasp_screening_finishes_under_the_daemon(two_workers, aiida_localhost, 
     code = fake_vasp_code(aiida_localhost)
     builder = screening_builder([molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=code,
                                 engine="vasp", relax_overrides={"potential_family": family}, seeds=[0],
-                                settings=SETTINGS, count=12, n_clusters=4, n_components=2, dft_budget=2)
+                                settings=SETTINGS, count=12, n_clusters=4, n_components=2, dft_budget=2,
+                                reuse_relaxations=False)
     node = submit(builder)
     wait_terminated([node], 600, two_workers)
     assert node.is_finished_ok, describe(node)

@@ -42,4 +42,5 @@ def tiny_screening(code, training=None, settings: dict | None = None):
         training if training is not None else water_like(), "H2O", box=5.0, code=code, seeds=[0],
         settings=settings or {**TINY, "loop": {"steps": 3, "batch_size": 4}}, count=40, n_clusters=3,
         n_components=2, relax_overrides=QUICK, protocol="fast", funnel=False,
+        reuse_relaxations=False,  # every test here needs its relaxations to run, not to come from an earlier test
     )
