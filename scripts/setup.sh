@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-# GPAW's system libraries (libxc, OpenBLAS) and Graphviz for `verdi node graph generate`; needs root
-if ! dpkg -s libxc-dev libopenblas-dev graphviz >/dev/null 2>&1; then
+# GPAW's system libraries (libxc, OpenBLAS), Graphviz for `verdi node graph generate`, and SLURM, munge and
+# sshd for the one-node test cluster (scripts/localhost_cluster.sh, tests/cluster/); needs root
+if ! dpkg -s libxc-dev libopenblas-dev graphviz slurm-wlm munge openssh-server >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxc-dev libopenblas-dev graphviz >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libxc-dev libopenblas-dev graphviz slurm-wlm munge openssh-server >/dev/null
 fi
 
 # torch first, pinned to the CPU build on this disk: anything else pulls a CUDA build of several GB

@@ -154,14 +154,18 @@ def test_screening_relaxes_on_the_slurm_computer(slurm_gpaw_code, node_name):
 def fail_fast(aiida_config, aiida_profile):
     """Transport tasks tried once, 1 s apart (AiiDA: 5 attempts from 20 s on, 5 minutes before a pause)."""
     names = ("transport.task_maximum_attempts", "transport.task_retry_initial_interval")
+    before = {name: aiida_config.get_option(name, scope=aiida_profile.name, default=False) for name in names}
     for name in names:
         aiida_config.set_option(name, 1, scope=aiida_profile.name)
     yield
-    for name in names:
-        aiida_config.unset_option(name, scope=aiida_profile.name)
+    for name, value in before.items():
+        if value is None:
+            aiida_config.unset_option(name, scope=aiida_profile.name)
+        else:
+            aiida_config.set_option(name, value, scope=aiida_profile.name)
 
 
-def test_a_job_the_node_cannot_hold_pauses_with_sbatchs_reason(slurm_gpaw_code, fail_fast):
+def test_a_job_the_node_cannot_hold_pauses_with_sbatchs_reason(slurm_gpaw_code, node_name, fail_fast):
     """More CPUs than the node has: sbatch refuses the job. AiiDA ends no CalcJob on a refused submission
     (except an invalid account, 131): it retries, then pauses the process, and says why. Not a hang."""
     import asyncio
@@ -172,7 +176,8 @@ def test_a_job_the_node_cannot_hold_pauses_with_sbatchs_reason(slurm_gpaw_code, 
 
     from aiida_physgen.calculations.gpaw import GpawCalculation
 
-    cpus = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True).stdout.split()[0])
+    sinfo = subprocess.run(["sinfo", "-h", "-N", "-n", node_name, "-o", "%c"], capture_output=True, text=True)
+    cpus = int(sinfo.stdout.split()[0])
     builder = GpawCalculation.get_builder()
     builder.code = slurm_gpaw_code
     builder.structure = h2()
