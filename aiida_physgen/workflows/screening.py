@@ -283,7 +283,8 @@ class ScreeningWorkChain(WorkChain):
         "any one"; the oldest is the likeliest to end first when the relaxations cost about the same."""
         engine, overrides = self._relaxation_settings()
         limit = self.inputs.max_concurrent_relaxations.value
-        running = [pk for pk in self.ctx.submitted if not orm.load_node(pk).is_terminated]
+        # only the ones running at the last step can still be running: no reload of every submitted node
+        running = [pk for pk in self.ctx.get("running", []) if not orm.load_node(pk).is_terminated]
         batch = self.ctx.pending[:max(limit - len(running), 0)]
         self.ctx.pending = self.ctx.pending[len(batch):]
         structures = self._dft_structures()
@@ -306,6 +307,7 @@ class ScreeningWorkChain(WorkChain):
         if submitted:
             self.report(f"submitted {len(submitted)} {engine.name} relaxation(s): {len(running)} in flight (at most "
                         f"{limit}), {len(self.ctx.pending)} waiting")
+        self.ctx.running = running
         if not running:
             return None
         if self.ctx.pending:
