@@ -4,7 +4,8 @@
 ``families``, ``protocols`` and the ``crystals`` group work on plain files and
 need no AiiDA profile: they never import AiiDA (the training CalcJob runs ``train`` on computers
 without a database). ``report`` and the ``data`` group (``data show``, ``data export``; also
-``verdi data physgen``) read the AiiDA database and import AiiDA lazily.
+``verdi data physgen``) read the AiiDA database and import AiiDA lazily; ``probe-broker`` talks to a
+profile's broker.
 
 Exit codes, the same for every command:
 
@@ -27,6 +28,7 @@ import click
 
 from ._common import EXIT_DIVERGED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from .amorphous import amorphous
+from .broker import probe_broker
 from .crystals import crystals
 from . import crystal_funnel  # noqa: F401 - registers `crystals funnel`
 from .data import data
@@ -45,5 +47,5 @@ def main():
 
 
 for _command in (train, generate, select, plot, sheets, label, predict, check_labels, families, protocols, report, data,
-                 crystals, amorphous):
+                 crystals, amorphous, probe_broker):
     main.add_command(_command)

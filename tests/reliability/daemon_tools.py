@@ -43,22 +43,11 @@ def broker_log_tail(lines: int = 30) -> str:
 
 
 def nudge_broker() -> None:
-    """Make the ZeroMQ broker look for dead workers now: it does so on every client disconnect, so connect one
-    communicator and close it.
+    """Make the ZeroMQ broker look for dead workers now (:func:`aiida_physgen.broker.probe_dead_workers`: an
+    aiida-core 2.9 race can leave a SIGKILLed worker's tasks assigned to it until another client disconnects)."""
+    from aiida_physgen.broker import probe_dead_workers
 
-    Why: aiida-core 2.9's broker requeues the tasks of a dead worker when its socket monitor reports a disconnect
-    and a PING to the worker then fails. The monitor event can arrive before the router has dropped the killed
-    worker's pipe; the PING then "succeeds", and the task stays assigned to the dead worker until the next
-    disconnect of any client (seen once in CI: a chain held by a SIGKILLed worker never resumed). A user's
-    recovery is ``verdi daemon restart`` (docs/reliability.md, "Known limits")."""
-    from aiida.brokers import ZeromqBroker
-    from aiida.manage import get_manager
-
-    broker = get_manager().get_broker()
-    if isinstance(broker, ZeromqBroker):
-        probe = ZeromqBroker(get_manager().get_profile())
-        probe.get_communicator()
-        probe.close()
+    probe_dead_workers()
 
 
 def describe(node) -> str:
