@@ -130,8 +130,19 @@ def test_daemon_stop_and_restart_mid_run_gives_the_same_result(gpaw_code, daemon
     daemon_client.start_daemon()
     while not node.is_terminated and time.time() < deadline:
         time.sleep(1)
-    assert node.is_finished_ok, node.exit_message
+    assert node.is_finished_ok, f"{node.exit_message}\n{_tree(node)}"
     assert summary(node) == summary(reference)
+
+
+def _tree(node) -> str:
+    """Every process below ``node`` with its state and exit message, for the failure message."""
+    rows = []
+    for child in node.called_descendants:
+        rows.append(f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status} "
+                    f"{child.exit_message or ''}")
+        if child.is_excepted:
+            rows.append(f"    exception: {(child.exception or '').strip().splitlines()[-1:]}")
+    return "\n".join(rows)
 
 
 def test_gpaw_code_on_an_unknown_computer_is_an_error():
