@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-profile
-python3 -m pytest -q tests "$@"
+# one test worker per usable core (pytest-xdist), a file's tests on one worker so that its module fixtures
+# are built once, and one thread each: the workers share the cores (oversubscribed torch runs 10-15x slower)
+workers="${PHYSGEN_TEST_WORKERS:-$(nproc)}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+python3 -m pytest -q tests -n "$workers" --dist loadfile "$@"

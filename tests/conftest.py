@@ -3,7 +3,8 @@ tests that ask for it (everything under ``tests/aiida/`` does, through its own c
 pure ML, selection and CLI tests start without a profile and the fast lane stays fast:
 
     pytest -m "not slow"        # the fast lane
-    pytest                      # everything (CI)
+    pytest                      # everything
+    bash scripts/run_tests.sh   # everything, one worker per core (pytest-xdist), as CI runs it
 
 The profile gets AiiDA's built-in ZeroMQ broker, so daemon tests (stop and restart mid-run) work
 with no external service, as with ``verdi presto``.

@@ -138,7 +138,17 @@ def test_export_model(model_node, tmp_path):
     assert (tmp_path / "weights.bin").read_bytes() == model_node.get_model_bytes()
 
 
-def test_verdi_data_physgen(structure_set, tmp_path):
+@pytest.fixture
+def restore_logging():
+    """verdi, invoked in this process, reconfigures logging without the database handler, and process
+    reports (``Log`` nodes) of every later test in the session would be lost; put it back afterwards."""
+    yield
+    from aiida.common.log import configure_logging
+
+    configure_logging(with_orm=True)
+
+
+def test_verdi_data_physgen(structure_set, tmp_path, restore_logging):
     from aiida.cmdline.commands.cmd_verdi import verdi
 
     runner = CliRunner()
