@@ -70,7 +70,9 @@ class RelaxationEngine(abc.ABC):
         dos: bool,
     ) -> dict[str, ProcessBuilder | str]:
         """Builders for a set of structures whose energies will be compared with each other; a structure
-        that cannot be computed gets the reason (a string) instead of a builder."""
+        that cannot be computed gets the reason (a string) instead of a builder. The set's
+        :meth:`shared_overrides` apply to every one of them."""
+        overrides = self.shared_overrides(structures, protocol, overrides)
         builders: dict[str, ProcessBuilder | str] = {}
         for label, structure in structures.items():
             try:
@@ -78,6 +80,19 @@ class RelaxationEngine(abc.ABC):
             except ValueError as error:
                 builders[label] = str(error)
         return builders
+
+    def shared_overrides(
+        self,
+        structures: Mapping[str, orm.StructureData],
+        protocol: str,
+        overrides: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """``overrides`` plus the settings that every structure of one comparison must share and that depend on
+        the whole set (GPAW: one box for all molecules). By default there are none. A caller that builds the
+        set in batches (the throttled screening) computes them once, for the whole set, and passes them to
+        every batch's :meth:`get_builders`; they are part of the relaxation key, so a relaxation made with
+        other shared settings is not reused."""
+        return dict(overrides or {})
 
     def get_result(self, node: orm.ProcessNode) -> RelaxationResult:
         """Read the relaxed structure, total energy (eV) and DOS of a finished, successful process.

@@ -27,7 +27,7 @@ class GpawEngine(RelaxationEngine):
             code, structure, protocol=protocol, overrides=merge_overrides(dict(overrides or {}), forced)
         )
 
-    def get_builders(self, code, structures, protocol, overrides, dos):
+    def shared_overrides(self, structures, protocol, overrides):
         """Molecules share one cubic box (the largest extent plus the protocol's vacuum on both sides): in
         real-space GPAW the total energy depends on the box and grid, so energies of molecules relaxed in
         boxes of their own size would not be comparable."""
@@ -42,7 +42,7 @@ class GpawEngine(RelaxationEngine):
             extent = max((e for e in extents if math.isfinite(e)), default=0.0)
             # rounded up, so the cube never falls short of the vacuum around the largest molecule
             overrides["box"] = math.ceil((extent + 2 * float(vacuum)) * 100 + 1e-6) / 100
-        return super().get_builders(code, structures, protocol, overrides, dos)
+        return overrides
 
     def default_code(self):
         from ..launch import gpaw_code

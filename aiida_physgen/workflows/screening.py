@@ -7,8 +7,8 @@
 With ``funnel=False`` the cheap tier is skipped and every representative goes to DFT.
 
 At most ``max_concurrent_relaxations`` relaxations are in flight at once (a screening of 500 structures
-does not put 500 jobs in a scheduler's queue): the chain submits up to the limit, waits for the oldest
-running one, tops up, and so on. With ``reuse_relaxations`` (the default) a relaxation that finished OK
+does not put 500 jobs in a scheduler's queue): the chain submits up to the limit, waits until any one of
+them ends (:mod:`aiida_physgen.workflows.await_any`), tops up, and so on. With ``reuse_relaxations`` (the default) a relaxation that finished OK
 before, in any screening, with the same structure content, engine, code and settings is used again instead
 of submitted (:mod:`aiida_physgen.workflows.relaxation_reuse`), so a screening launched again does only
 what is left.
@@ -28,6 +28,7 @@ from aiida.engine import ToContext, WorkChain, if_, while_
 from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.structure_set import StructureSet
 from ..engines import get_engine
+from .await_any import ANY_PREFIX, AwaitAnyMixin, wait_for_any
 from .generation import GenerationWorkChain, validate_generation_inputs
 from .orphans import run_calcfunction_step
 from .relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_key
@@ -100,7 +101,7 @@ def _check_funnel(inputs) -> str | None:
     return f"cheap_{message}" if message.startswith("settings") else message
 
 
-class ScreeningWorkChain(WorkChain):
+class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
     """Train → generate → select → relax (+ DOS) → de-duplicate basins → report."""
 
     @classmethod
@@ -256,6 +257,10 @@ class ScreeningWorkChain(WorkChain):
         """The structures to relax, in label order; those relaxed before (same key, finished OK) are reused."""
         engine, overrides = self._relaxation_settings()
         structures = self._dft_structures()
+        # settings the whole set shares (GPAW: one box for every molecule), fixed now for every batch that the
+        # throttle submits: a batch alone would get a box of its own and energies that cannot be compared
+        overrides = engine.shared_overrides(structures, self.inputs.protocol.value, overrides)
+        self.ctx.shared_overrides = overrides
         self.ctx.relaxation_keys = {}
         self.ctx.relaxation_pks = {}  # label -> pk of its relaxation process, submitted or reused
         self.ctx.pending = []
@@ -278,13 +283,15 @@ class ScreeningWorkChain(WorkChain):
         return bool(self.ctx.pending)
 
     def submit_relaxations(self):
-        """Top up to ``max_concurrent_relaxations`` in flight, then wait for the oldest running one (for all of
-        them once nothing is left to submit). A work chain step can only wait for given processes, not for
-        "any one"; the oldest is the likeliest to end first when the relaxations cost about the same."""
+        """Top up to ``max_concurrent_relaxations`` in flight, then wait until any one of them has ended (for
+        all of them once nothing is left to submit)."""
         engine, overrides = self._relaxation_settings()
+        overrides = self.ctx.get("shared_overrides", overrides)  # (absent from a chain checkpointed by an earlier version)
         limit = self.inputs.max_concurrent_relaxations.value
         # only the ones running at the last step can still be running: no reload of every submitted node
         running = [pk for pk in self.ctx.get("running", []) if not orm.load_node(pk).is_terminated]
+        for key in [key for key in self.ctx if key.startswith(ANY_PREFIX)]:  # the last wait's group
+            del self.ctx[key]
         batch = self.ctx.pending[:max(limit - len(running), 0)]
         self.ctx.pending = self.ctx.pending[len(batch):]
         structures = self._dft_structures()
@@ -311,7 +318,7 @@ class ScreeningWorkChain(WorkChain):
         if not running:
             return None
         if self.ctx.pending:
-            return ToContext(oldest_running=orm.load_node(running[0]))
+            return ToContext(**wait_for_any(orm.load_node(pk) for pk in running))
         return ToContext(**{f"running_{pk}": orm.load_node(pk) for pk in running})
 
     def inspect_relaxations(self):

@@ -116,7 +116,9 @@ def test_daemon_stop_and_restart_mid_run_gives_the_same_result(gpaw_code, daemon
     assert reference.is_finished_ok
 
     daemon_client.start_daemon()
-    node = submit(tiny_builder(gpaw_code))
+    # one relaxation in flight: the daemon stops while the chain waits for "any one of" its relaxations
+    # (aiida_physgen.workflows.await_any), and the restarted worker must take that wait up again
+    node = submit(tiny_builder(gpaw_code, max_concurrent_relaxations=1))
     deadline = time.time() + 600
     # wait until the relaxations are under way, then stop the daemon in the middle of them
     while time.time() < deadline:

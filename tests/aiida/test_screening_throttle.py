@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
@@ -89,6 +90,10 @@ def test_one_in_flight_then_a_second_launch_reuses_every_relaxation(gpaw_code):
     assert len(relaxations) == 2
     # one in flight: the second relaxation was created only once the first had terminated
     assert relaxations[1].ctime >= relaxations[0].mtime
+    # submitted one at a time, the molecules still share the box made for the whole set (comparable energies)
+    cells = {tuple(np.round(c.inputs.structure.cell, 6).ravel()) for c in first.called_descendants
+             if c.process_label == "GpawCalculation"}
+    assert len(cells) == 1, cells
     assert all(r.base.extras.get(RELAXATION_KEY) for r in relaxations)
     logs = " ".join(log.message for log in orm.Log.collection.get_logs_for(first))
     assert "1 in flight (at most 1), 1 waiting" in logs
