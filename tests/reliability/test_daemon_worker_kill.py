@@ -101,7 +101,9 @@ def test_worker_killed_while_relaxations_are_submitted_gives_the_same_minima(gpa
 # where the worker is killed: (the calcfunction, the inputs that make it last a few seconds)
 STEPS = {
     "train": {"settings": {**TINY, "loop": {"steps": 300, "batch_size": 4}}},
-    "select_representatives": {"count": 600},
+    # a rich descriptor on 20,000 candidates: about 6 s (600 candidates with the model's descriptor took under
+    # a second once the worker had imported scikit-learn, and the kill missed it under a loaded machine)
+    "select_representatives": {"count": 20000, "selection": {"descriptor": {"r_cut": 4.0, "n_max": 10, "l_max": 8}}},
 }
 
 
