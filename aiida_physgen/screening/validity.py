@@ -1,0 +1,128 @@
+"""Validity checks: which generated structures are worth selecting, by the kind of structure.
+
+A check is one class (:class:`ValidityCheck`) registered under the entry-point group
+``aiida_physgen.validity``::
+
+    [project.entry-points."aiida_physgen.validity"]
+    crystal = "aiida_physgen.crystals.validity:CrystalValidity"
+
+It reads a whole :class:`~aiida_physgen.ml.batch.StructureBatch` and returns, for every structure,
+``None`` (keep) or the reason it is rejected (a short phrase, counted in the report). The checks that
+ship with the package are ``none``, ``molecule`` (:mod:`aiida_physgen.molecules.validity`), ``crystal``,
+``sheet`` and ``amorphous`` (in their domains' folders).
+
+Pure NumPy/ASE/pymatgen/RDKit: no AiiDA import (the calcfunction ``physgen.check_validity`` wraps it).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..ml import settings as settings_module
+from ..ml.batch import StructureBatch
+from .plugins import PluginRegistry
+
+__all__ = ["ValidityCheck", "NoCheck", "ValidityResult", "get_validity_check", "available_validity_checks",
+           "apply_validity", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "aiida_physgen.validity"
+
+
+@dataclasses.dataclass
+class NoSettings:
+    """A check without settings."""
+
+
+class ValidityCheck(abc.ABC):
+    """Keep or reject each structure of a batch, with a reason.
+
+    Subclasses set ``name``, ``kind`` (the kind of structure they are meant for: ``molecule``, ``crystal``,
+    ``sheet``, ``amorphous`` or ``any``), ``settings_class`` (a dataclass whose ``__post_init__`` checks its
+    fields) and implement :meth:`reasons`.
+    """
+
+    name: str = ""
+    kind: str = "any"
+    settings_class: type = NoSettings
+
+    def settings(self, values: Mapping[str, Any] | None, where: str = "validity_settings"):
+        """The settings dataclass from a dictionary; unknown keys or bad values raise ``ValueError`` naming
+        ``<where>.<field>``."""
+        return settings_module.from_dict(self.settings_class, values, where=where)
+
+    def check_kind(self, pbc: Sequence[bool] | None) -> str | None:
+        """A message when structures of this periodicity cannot be checked by this check, else ``None``
+        (``pbc=None``: not known at launch, so nothing to say)."""
+        return None
+
+    @abc.abstractmethod
+    def reasons(self, batch: StructureBatch, settings) -> list[str | None]:
+        """For every structure of ``batch``: ``None`` to keep it, or why it is rejected."""
+
+
+class NoCheck(ValidityCheck):
+    """Keep everything (the generated sets are only joined into one)."""
+
+    name = "none"
+
+    def reasons(self, batch: StructureBatch, settings) -> list[str | None]:
+        return [None] * len(batch)
+
+
+_REGISTRY: PluginRegistry[ValidityCheck] = PluginRegistry(ENTRY_POINT_GROUP, ValidityCheck, "validity check")
+
+
+def get_validity_check(name: str | ValidityCheck, field: str = "validity") -> ValidityCheck:
+    """The validity check called ``name`` (an entry point of ``aiida_physgen.validity``)."""
+    return _REGISTRY.get(name, field)
+
+
+def available_validity_checks() -> list[str]:
+    return _REGISTRY.available()
+
+
+@dataclasses.dataclass
+class ValidityResult:
+    """What :func:`apply_validity` kept.
+
+    :param valid: the kept structures of every set, joined in set order, with the sets' info arrays and
+        ``condition_index`` (which set) and ``set_index`` (index in its set).
+    :param counts: per set name: ``generated``, ``valid`` and ``reasons`` (reason → count).
+    """
+
+    valid: StructureBatch
+    counts: dict[str, dict[str, Any]]
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        reasons: Counter = Counter()
+        for row in self.counts.values():
+            reasons.update(row["reasons"])
+        return {"generated": sum(r["generated"] for r in self.counts.values()),
+                "valid": sum(r["valid"] for r in self.counts.values()), "reasons": dict(reasons)}
+
+
+def apply_validity(check: ValidityCheck, sets: Mapping[str, StructureBatch], settings) -> ValidityResult:
+    """Run ``check`` on every named set and join what it keeps.
+
+    :raises ValueError: when the check does not give one verdict per structure.
+    """
+    kept, counts = [], {}
+    for position, (name, batch) in enumerate(sets.items()):
+        reasons = check.reasons(batch, settings)
+        if len(reasons) != len(batch):
+            raise ValueError(f"validity check {check.name!r} gave {len(reasons)} verdicts for {len(batch)} structures")
+        keep = [i for i, reason in enumerate(reasons) if reason is None]
+        counts[name] = {"generated": len(batch), "valid": len(keep),
+                        "reasons": dict(Counter(r for r in reasons if r is not None))}
+        subset = batch.subset(keep)
+        subset.info["condition_index"] = np.full(len(keep), position, dtype=np.int64)
+        subset.info["set_index"] = np.asarray(keep, dtype=np.int64)
+        kept.append(subset)
+    # info arrays that only some sets carry (a condition's own labels) are not joined: each set keeps them
+    return ValidityResult(StructureBatch.concatenate(kept), counts)
