@@ -5,7 +5,7 @@
     with a seeded 0.1 Å Gaussian, no box;
 (b) CHGNet on the six shipped SiO2 targets (``resources/logan/sio2/*_target.extxyz``, 6–18 atoms),
     rattled the same way, fixed cell.
-Both with the defaults of :class:`aiida_physgen.cheap_relax.CheapSettings` (FIRE to 0.05 eV/Å, at
+Both with the defaults of :class:`aiida_physgen.screening.cheap_relax.CheapSettings` (FIRE to 0.05 eV/Å, at
 most 300 steps) and the threads of ``OMP_NUM_THREADS`` (run with ``OMP_NUM_THREADS=1`` to compare
 with the figures in the module docstring). CHGNet's one-off model load is timed on its own row.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from aiida_physgen.cheap_relax import CheapSettings, relax_batch
+from aiida_physgen.screening.cheap_relax import CheapSettings, relax_batch
 from aiida_physgen.ml.batch import StructureBatch
 
 RESOURCES = Path(__file__).resolve().parents[1] / "aiida_physgen" / "resources" / "logan"
@@ -68,7 +68,7 @@ def _row(name: str, batch: StructureBatch, method: str) -> dict:
 
 
 def run(seed: int = 0) -> list[dict]:
-    from aiida_physgen.cheap_relax import _CHGNET_MODEL, _chgnet_calculator
+    from aiida_physgen.screening.cheap_relax import _CHGNET_MODEL, _chgnet_calculator
 
     rows = [_row("cheap tier: 39 rattled C6H14O molecules", molecules(seed), "gfn2-xtb")]
     _CHGNET_MODEL.clear()

@@ -13,7 +13,7 @@
 (c) CHGNet relaxations per second with the batch job's call
     ``relax_batch(batch, {"method": "chgnet", "fix_cell": False, "max_steps": 100})``, on what the chain
     relaxes: the first 20 generated F-43m crystals that pass the validity stage
-    (:func:`aiida_physgen.crystal_funnel.validity` at its defaults: no pair closer than 0.5 Å, density
+    (:func:`aiida_physgen.crystals.properties.validity` at its defaults: no pair closer than 0.5 Å, density
     1–25 g/cm³), and for comparison 20 training crystals; each reduced to its primitive cell first, as the
     chain does (pymatgen's ``get_primitive_structure(tolerance=0.1)``; a half-Heusler's 12-atom
     conventional cell becomes 3 atoms). CHGNet's one-off model load is its own row.
@@ -69,7 +69,7 @@ def _primitive(batch, indices):
 
 
 def _relax_rows(name: str, batch, threads: int) -> list[dict]:
-    from aiida_physgen.cheap_relax import relax_batch
+    from aiida_physgen.screening.cheap_relax import relax_batch
 
     with _omp_threads(threads):
         relaxed, seconds = _timed(relax_batch, batch, {"method": "chgnet", "fix_cell": False, "max_steps": 100})
@@ -140,15 +140,15 @@ def run(steps: int = 100, count: int = 500, n_relax: int = 20, threads: int = 1,
     rows.append({"benchmark": "crystal GAN generation + post-processing", "what": "generator network alone",
                  "value": count / seconds, "unit": "crystals/s", "note": "the rest is the post-processing"})
 
-    from aiida_physgen.crystal_funnel import validity
+    from aiida_physgen.crystals.properties import validity
 
     valid = np.flatnonzero(validity(generated[216])["valid"])
     rows.append({"benchmark": "crystal GAN generation + post-processing", "what": f"valid share of the {count} F-43m",
-                 "value": len(valid) / count, "unit": "share", "note": "crystal_funnel.validity at its defaults "
+                 "value": len(valid) / count, "unit": "share", "note": "crystals.properties.validity at its defaults "
                  "(closest pair ≥ 0.5 Å, density 1–25 g/cm³)"})
 
     # (c) CHGNet: the model load once, then the relaxations
-    from aiida_physgen.cheap_relax import _CHGNET_MODEL, _chgnet_calculator
+    from aiida_physgen.screening.cheap_relax import _CHGNET_MODEL, _chgnet_calculator
 
     _CHGNET_MODEL.clear()
     _, seconds = _timed(_chgnet_calculator)

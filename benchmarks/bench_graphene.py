@@ -20,7 +20,7 @@ import numpy as np
 
 from aiida_physgen.ml import graphene
 from aiida_physgen.ml.training import set_threads, train_ensemble
-from aiida_physgen.reference_energy import label_sheets
+from aiida_physgen.graphene.reference_energy import label_sheets
 from aiida_physgen.workflows.protocols import generation_protocol
 
 TARGET = {"property": "energy"}

@@ -53,7 +53,7 @@ def _step_time(frames, settings: dict, steps: int) -> float:
 def run(frames: int = 10_000, steps: int = 20, fast_steps: int = 600, count: int = 1000, threads: int = 1) -> list[dict]:
     import torch
 
-    from aiida_physgen.amorphous import melt_quench
+    from aiida_physgen.amorphous.md import melt_quench
     from aiida_physgen.ml.training import train_ensemble
 
     torch.set_num_threads(threads)

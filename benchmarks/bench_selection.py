@@ -21,7 +21,7 @@ import numpy as np
 
 from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.ml.descriptors import DescriptorSettings, structure_descriptors
-from aiida_physgen.selection import select_from_features
+from aiida_physgen.screening.selection import select_from_features
 
 TRAINING = Path(__file__).resolve().parents[1] / "aiida_physgen" / "resources" / "logan" / "C5H12O_training.extxyz"
 BOX = 8.0

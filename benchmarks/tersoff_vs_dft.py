@@ -4,7 +4,7 @@
 
 Sheets: 4 × 2 orthogonal cells (32 sites), pristine, one vacancy, two adjacent, two separated, chains
 of 3 and 4; unrelaxed. Energies are compared as excess energies E − N·μ, μ from the pristine sheet
-of each method (see :func:`aiida_physgen.reference_energy.compare_with_dft`).
+of each method (see :func:`aiida_physgen.graphene.reference_energy.compare_with_dft`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from aiida_physgen.ml import graphene
-from aiida_physgen.reference_energy import compare_with_dft
+from aiida_physgen.graphene.reference_energy import compare_with_dft
 
 LATTICE = graphene.Lattice(4, 2)
 #: vacancies by (row, column) of the zig-zag grid: one, two adjacent, two far apart, chains of 3 and 4

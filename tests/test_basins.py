@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ase.build import make_supercell
 
-from aiida_physgen.basins import (
+from aiida_physgen.screening.basins import (
     Basin,
     MolecularGraph,
     count_distinct_valid_molecules,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 
-from aiida_physgen.cheap_relax import INFO_KEYS, CheapSettings, check_batch, methods_for, relax_batch, summary
+from aiida_physgen.screening.cheap_relax import INFO_KEYS, CheapSettings, check_batch, methods_for, relax_batch, summary
 from aiida_physgen.ml.batch import StructureBatch
 
 
@@ -84,7 +84,7 @@ def test_chgnet_relaxes_a_rattled_silicon_cell():
 
 @pytest.mark.slow
 def test_chgnet_relaxes_the_cell_when_asked_and_predicts_stress_only_then():
-    from aiida_physgen.cheap_relax import _chgnet_calculator
+    from aiida_physgen.screening.cheap_relax import _chgnet_calculator
 
     si = bulk("Si", "diamond", a=5.75, cubic=True)  # strained by 6 %: the stress drives the cell back
     relaxed = relax_batch(StructureBatch.from_atoms([si]), {"fix_cell": False, "fmax": 0.05})
@@ -97,7 +97,7 @@ def test_chgnet_relaxes_the_cell_when_asked_and_predicts_stress_only_then():
     assert "stress" not in calc.results  # a fixed-cell relaxation never pays for the stress
     assert np.abs(si.get_stress()).max() > 0.01 and "stress" in calc.results
     start = si.copy()
-    from aiida_physgen.cheap_relax import _chgnet_calculator
+    from aiida_physgen.screening.cheap_relax import _chgnet_calculator
 
     start.calc = _chgnet_calculator()
     assert relaxed.info["cheap_energy"][0] < start.get_potential_energy()

@@ -532,7 +532,7 @@ def test_file_commands_need_no_profile(tmp_path):
 def test_ml_layer_imports_no_aiida(tmp_path):
     code = (
         "import sys\n"
-        "import aiida_physgen.ml.logan, aiida_physgen.ml.model_io, aiida_physgen.selection, aiida_physgen.cli\n"
+        "import aiida_physgen.ml.logan, aiida_physgen.ml.model_io, aiida_physgen.screening.selection, aiida_physgen.cli\n"
         "loaded = sorted(m for m in sys.modules if m == 'aiida' or m.startswith('aiida.'))\n"
         "assert 'aiida_physgen.ml.logan' in sys.modules\n"
         "print('AIIDA_MODULES', loaded)\n"

@@ -57,7 +57,7 @@ def files(tmp_path_factory):
 
 # ---------------------------------------------------------------------- md
 def test_md_writes_the_trajectory_and_its_split_in_time_order(files):
-    from aiida_physgen.amorphous import cell_length, melt_quench
+    from aiida_physgen.amorphous.md import cell_length, melt_quench
 
     folder, output = files
     trajectory = _read(folder / "trajectory.npz")
@@ -90,14 +90,14 @@ def test_md_options_override_the_settings(tmp_path):
 def test_the_potential_choices_are_the_library_s():
     import importlib
 
-    from aiida_physgen import amorphous
+    from aiida_physgen.amorphous import md as amorphous
 
     assert sorted(importlib.import_module("aiida_physgen.cli.amorphous").POTENTIALS) == sorted(amorphous.POTENTIALS)
 
 
 # ---------------------------------------------------------------------- train and generate (generic commands)
 def test_repap_trains_and_generates_through_the_generic_commands(files):
-    from aiida_physgen.amorphous_quality import min_pair_distances
+    from aiida_physgen.amorphous.quality import min_pair_distances
 
     folder, _ = files
     summary = json.loads((folder / "models" / "summary.json").read_text())
@@ -111,7 +111,7 @@ def test_repap_trains_and_generates_through_the_generic_commands(files):
 
 # ---------------------------------------------------------------------- random
 def test_random_has_the_reference_atoms_and_cell(files, tmp_path):
-    from aiida_physgen.amorphous_quality import min_pair_distances
+    from aiida_physgen.amorphous.quality import min_pair_distances
 
     folder, _ = files
     random, held_out = _read(folder / "random.npz"), _read(folder / "trajectory_held_out.npz")
@@ -143,7 +143,7 @@ def test_random_draws_in_chunks(files, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------- quality
 def test_quality_table_figures_and_json(files, tmp_path):
-    from aiida_physgen.amorphous_report import quality_rows
+    from aiida_physgen.amorphous.report import quality_rows
 
     folder, _ = files
     out = tmp_path / "quality"

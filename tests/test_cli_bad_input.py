@@ -306,7 +306,7 @@ def _assert_nothing_written(result, folder: Path, before: dict[str, int]):
 
 
 def test_select_writes_all_three_files_or_none(assets, tmp_path, monkeypatch):
-    import aiida_physgen.selection
+    import aiida_physgen.screening.selection
 
     prepare(assets, tmp_path, ("c.extxyz",))
     before = listing(tmp_path)
@@ -315,7 +315,7 @@ def test_select_writes_all_three_files_or_none(assets, tmp_path, monkeypatch):
         Path(path).write_bytes(b"\x89PNG\r\n")  # the first bytes, then the disk is full
         _disk_full()
 
-    monkeypatch.setattr(aiida_physgen.selection, "plot_selection", half_a_png)
+    monkeypatch.setattr(aiida_physgen.screening.selection, "plot_selection", half_a_png)
     result = run(["select", "c.extxyz", "-k", "2", *TINY_SELECT, "--plot", "p.png"], tmp_path)
     _assert_nothing_written(result, tmp_path, before)  # no representatives without their selection file
     monkeypatch.undo()
@@ -331,7 +331,7 @@ def test_select_writes_all_three_files_or_none(assets, tmp_path, monkeypatch):
 
 def test_generate_and_plot_leave_no_partial_file(assets, tmp_path, monkeypatch):
     from aiida_physgen.ml.batch import StructureBatch
-    import aiida_physgen.selection
+    import aiida_physgen.screening.selection
 
     prepare(assets, tmp_path, ("model_00.pt", "selection.npz"))
     before = listing(tmp_path)
@@ -348,7 +348,7 @@ def test_generate_and_plot_leave_no_partial_file(assets, tmp_path, monkeypatch):
         Path(path).touch()
         _disk_full()
 
-    monkeypatch.setattr(aiida_physgen.selection, "plot_selection", empty_png)
+    monkeypatch.setattr(aiida_physgen.screening.selection, "plot_selection", empty_png)
     _assert_nothing_written(run(["plot", "selection.npz", "-o", "p.png"], tmp_path), tmp_path, before)
 
 

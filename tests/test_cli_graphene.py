@@ -46,7 +46,7 @@ def test_sheets_and_labels_are_files_of_the_structure_set_format(files):
     assert len(batch) == 40 and np.isfinite(batch.info["energy"]).all()
     occupancy, lattice = graphene.batch_to_sheets(batch)
     assert (lattice.nx, lattice.ny) == (4, 2)
-    from aiida_physgen.reference_energy import label_sheets
+    from aiida_physgen.graphene.reference_energy import label_sheets
 
     assert np.allclose(batch.info["energy"], label_sheets(batch))  # single points by default
     relaxed = files / "relaxed.npz"

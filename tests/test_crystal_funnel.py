@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase.build import bulk, make_supercell
 
-from aiida_physgen import crystal_funnel as cf
+from aiida_physgen.crystals import properties as cf
 from aiida_physgen.ml.batch import StructureBatch
 
 CIFS = Path("/work/shared/data/crystals/half_heusler_F-43m")
@@ -200,7 +200,7 @@ def test_formation_energies():
 def test_chgnet_formation_energy_of_rock_salt_is_about_minus_two():
     """A real CHGNet relaxation (cell free) of Na, Cl2 and NaCl through cheap_relax (≈4 s here)."""
     pytest.importorskip("chgnet")
-    from aiida_physgen.cheap_relax import relax_batch
+    from aiida_physgen.screening.cheap_relax import relax_batch
 
     refs = cf.elemental_reference_structures(["Cl", "Na"])
     nacl = StructureBatch.from_atoms([bulk("NaCl", "rocksalt", a=5.64)])

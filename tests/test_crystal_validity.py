@@ -1,4 +1,4 @@
-"""The crystal funnel's pure stages (aiida_physgen.crystal_funnel) on real crystals, without CHGNet."""
+"""The crystal funnel's pure stages (aiida_physgen.crystals.properties) on real crystals, without CHGNet."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from aiida_physgen import crystal_funnel
+from aiida_physgen.crystals import properties
 from aiida_physgen.ml.batch import StructureBatch
 
 
@@ -25,35 +25,35 @@ def test_validity_flags_each_failure_for_its_reason():
     crowded = bulk("Al", "fcc", a=4.05)
     crowded = crowded + Atoms("Al", positions=[[0.3, 0, 0]])
     airy = bulk("Al", "fcc", a=20.0)
-    flags = crystal_funnel.validity(_batch(salt, imbalance, metal, crowded, airy))
+    flags = properties.validity(_batch(salt, imbalance, metal, crowded, airy))
     assert list(flags["charge_balanced"]) == [1, 0, -1, -1, -1]
     assert list(flags["valid"]) == [1, 0, 1, 0, 0]
     assert flags["min_pair_distance"][3] == pytest.approx(0.3, abs=1e-6)
     assert flags["min_pair_distance"][2] == pytest.approx(4.05 / np.sqrt(2), abs=1e-6)  # one atom: its image
     assert flags["density"][2] == pytest.approx(2.70, abs=0.01)
-    reasons = crystal_funnel.validity_reasons(flags)
+    reasons = properties.validity_reasons(flags)
     assert reasons[0] == "" and "charge" in reasons[1] and "closer than 0.5" in reasons[3] and "density" in reasons[4]
 
 
 def test_validity_refuses_bad_limits_naming_them():
     batch = _batch(bulk("Al", "fcc", a=4.05))
     with pytest.raises(ValueError, match="min_distance"):
-        crystal_funnel.validity(batch, min_distance=-1)
+        properties.validity(batch, min_distance=-1)
     with pytest.raises(ValueError, match="density_range"):
-        crystal_funnel.validity(batch, density_range=(5, 1))
+        properties.validity(batch, density_range=(5, 1))
 
 
 def test_formation_energy_is_per_atom_against_the_references():
     salt = bulk("NaCl", "rocksalt", a=5.64)
     batch = _batch(salt, salt, cheap_energy=[-7.0, np.nan])
-    ef = crystal_funnel.formation_energies(batch, {"Na": -1.0, "Cl": -2.0})
+    ef = properties.formation_energies(batch, {"Na": -1.0, "Cl": -2.0})
     assert ef[0] == pytest.approx((-7.0 + 3.0) / 2) and np.isnan(ef[1])
     with pytest.raises(ValueError, match="Cl"):
-        crystal_funnel.formation_energies(batch, {"Na": -1.0})
-    references = crystal_funnel.elemental_reference_structures(["Cl", "Na", "Na"])
+        properties.formation_energies(batch, {"Na": -1.0})
+    references = properties.elemental_reference_structures(["Cl", "Na", "Na"])
     assert len(references) == 2 and list(references.info["element"]) == [11, 17]
     references.info["cheap_energy"] = np.array([-1.3 * references.n_atoms[0], -1.8 * references.n_atoms[1]])
-    assert crystal_funnel.reference_energies(references) == pytest.approx({"Na": -1.3, "Cl": -1.8})
+    assert properties.reference_energies(references) == pytest.approx({"Na": -1.3, "Cl": -1.8})
 
 
 def test_uniqueness_keeps_the_lowest_energy_copy_and_novelty_compares_with_training():
@@ -64,8 +64,8 @@ def test_uniqueness_keeps_the_lowest_energy_copy_and_novelty_compares_with_train
     bigger = salt * (2, 1, 1)  # the same crystal in a supercell
     other = bulk("Si", "diamond", a=5.43)
     batch = _batch(salt, shifted, bigger, other, formation_energy=[-1.0, -1.5, -1.2, 0.1])
-    marks = crystal_funnel.uniqueness_and_novelty(batch, _batch(bulk("Si", "diamond", a=5.43)))
+    marks = properties.uniqueness_and_novelty(batch, _batch(bulk("Si", "diamond", a=5.43)))
     assert list(marks["unique"]) == [0, 1, 0, 1]
     assert list(marks["group"]) == [1, 1, 1, 3]
     assert list(marks["novel"]) == [1, 1, 1, 0]
-    assert list(crystal_funnel.uniqueness_and_novelty(batch)["novel"]) == [-1] * 4
+    assert list(properties.uniqueness_and_novelty(batch)["novel"]) == [-1] * 4

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiida_physgen.funnel import pick_for_dft
-from aiida_physgen.metrics import charge_separated
+from aiida_physgen.screening.funnel import pick_for_dft
+from aiida_physgen.screening.metrics import charge_separated
 
 
 def test_one_per_sound_basin_lowest_energy_first(cheap_batch):

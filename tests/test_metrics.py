@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 
-from aiida_physgen.metrics import canonical_smiles, charge_separated, discovery_metrics, format_metrics_table
+from aiida_physgen.screening.metrics import canonical_smiles, charge_separated, discovery_metrics, format_metrics_table
 from aiida_physgen.resources import reference_smiles
 
 

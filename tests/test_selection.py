@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aiida_physgen.ml.batch import StructureBatch
-from aiida_physgen.selection import Selection, plot_selection, select_from_features, select_representatives
+from aiida_physgen.screening.selection import Selection, plot_selection, select_from_features, select_representatives
 
 TRAINING = Path(__file__).resolve().parents[1] / "aiida_physgen" / "resources" / "logan" / "C5H12O_training.extxyz"
 HAS_DESCRIPTORS = importlib.util.find_spec("aiida_physgen.ml.descriptors") is not None
@@ -265,7 +265,7 @@ SMALL_DESCRIPTOR = {"n_max": 2, "l_max": 2, "max_neighbours": 8}
 
 @needs_descriptors
 def test_fewer_survivors_than_clusters_select_one_cluster_per_survivor():
-    from aiida_physgen.selection import SelectionSettings, select_candidates
+    from aiida_physgen.screening.selection import SelectionSettings, select_candidates
 
     batch = _squash(molecules(10), range(4, 10))  # 4 of 10 candidates survive the 0.5 Å filter
     settings = SelectionSettings(n_clusters=6, n_components=3, plot=False, descriptor=SMALL_DESCRIPTOR)
@@ -284,7 +284,7 @@ def test_fewer_survivors_than_clusters_select_one_cluster_per_survivor():
 
 def test_no_survivor_and_non_finite_candidates_are_named(monkeypatch):
     from aiida_physgen.ml import descriptors
-    from aiida_physgen.selection import SelectionSettings, select_candidates
+    from aiida_physgen.screening.selection import SelectionSettings, select_candidates
 
     def forbidden(*args, **kwargs):
         raise AssertionError("descriptors computed before the candidates were checked")

@@ -17,7 +17,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.report import compare_screenings
+from aiida_physgen.screening.report import compare_screenings
 
 
 def builder(baseline: bool):

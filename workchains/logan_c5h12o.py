@@ -38,7 +38,7 @@ builder = GenerationWorkChain.get_builder_from_protocol(
 results, node = run_get_node(builder)
 print(f"GenerationWorkChain<{node.pk}> ({PROTOCOL}) finished with exit status {node.exit_status}")
 if node.is_finished_ok:
-    from aiida_physgen.basins import count_distinct_valid_molecules
+    from aiida_physgen.screening.basins import count_distinct_valid_molecules
 
     reps = results["representatives"]
     n_valid, smiles = count_distinct_valid_molecules(list(reps))

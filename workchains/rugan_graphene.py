@@ -23,7 +23,7 @@ from contextlib import ExitStack
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
 
-from aiida_physgen.rugan_report import print_rugan_report
+from aiida_physgen.graphene.report import print_rugan_report
 from aiida_physgen.workflows.rugan import RuganWorkChain
 
 

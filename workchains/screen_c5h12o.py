@@ -25,8 +25,8 @@ from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.metrics import format_metrics_table
-from aiida_physgen.report import print_report, screening_metrics
+from aiida_physgen.screening.metrics import format_metrics_table
+from aiida_physgen.screening.report import print_report, screening_metrics
 
 PAPER = "--paper" in sys.argv
 FUNNEL = "--no-funnel" not in sys.argv

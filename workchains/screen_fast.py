@@ -19,7 +19,7 @@ import time
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.report import print_report
+from aiida_physgen.screening.report import print_report
 
 start = time.perf_counter()
 builder = screening_builder(

@@ -18,8 +18,8 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.metrics import format_metrics_table
-from aiida_physgen.report import print_report, screening_metrics
+from aiida_physgen.screening.metrics import format_metrics_table
+from aiida_physgen.screening.report import print_report, screening_metrics
 from aiida_physgen.ml.composition import composition_string
 from aiida_physgen.resources import sio2_target
 

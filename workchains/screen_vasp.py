@@ -25,7 +25,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.report import print_report
+from aiida_physgen.screening.report import print_report
 
 
 def option(name: str, default=None):

@@ -26,7 +26,7 @@ from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.ml.composition import composition_string
-from aiida_physgen.report import screening_metrics
+from aiida_physgen.screening.report import screening_metrics
 from aiida_physgen.resources import SIO2_TARGETS, sio2_target
 
 

@@ -1,10 +1,10 @@
 """Calcfunctions of the RePAP chain: the melt-quench trajectory, its split, the quality report and the DFT check.
 
-``physgen.amorphous_md`` runs the molecular dynamics (:mod:`aiida_physgen.amorphous`, LAMMPS) with its
+``physgen.amorphous_md`` runs the molecular dynamics (:mod:`aiida_physgen.amorphous.md`, LAMMPS) with its
 settings as the input node, so the provenance of every generated structure starts at the simulation.
 ``physgen.split_trajectory`` keeps the end of the trajectory out of training (held out, in time order);
 ``physgen.amorphous_quality`` measures named sets of generated structures against that hold-out
-(:mod:`aiida_physgen.amorphous_quality`) and draws the figures; ``physgen.amorphous_dft_check`` says
+(:mod:`aiida_physgen.amorphous.quality`) and draws the figures; ``physgen.amorphous_dft_check`` says
 what DFT relaxation did to a few of them. Bad input ends on ``ERROR_INVALID_INPUT`` (300) before any
 work; nothing is stored for a failed step.
 """
@@ -20,8 +20,9 @@ import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 
-from .. import amorphous, amorphous_quality
-from ..amorphous_report import quality_rows, quality_settings, quality_table
+from ..amorphous import md
+from ..amorphous import quality as amorphous_quality
+from ..amorphous.report import quality_rows, quality_settings, quality_table
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
@@ -44,21 +45,21 @@ def amorphous_md(settings: orm.Dict | None = None):
     identities in every frame) with ``info`` ``energy`` (eV), ``temperature`` (K) and ``time`` (ps); its
     attributes hold the potential, its description, the cell edge and the full settings.
 
-    :param settings: fields of :class:`aiida_physgen.amorphous.MeltQuenchSettings` (atoms, density,
+    :param settings: fields of :class:`aiida_physgen.amorphous.md.MeltQuenchSettings` (atoms, density,
         potential, temperatures, steps, frames, stride, seed ...); the defaults otherwise.
     """
     try:
-        values = amorphous.MeltQuenchSettings(**(settings.get_dict() if settings is not None else {}))
+        values = md.MeltQuenchSettings(**(settings.get_dict() if settings is not None else {}))
     except TypeError as error:  # an unknown field
         return _invalid(ValueError(f"settings: {error}; expected fields of MeltQuenchSettings"))
     except ValueError as error:
         return _invalid(error)
-    frames = amorphous.melt_quench(values)
+    frames = md.melt_quench(values)
     node = StructureSet(frames)
     node.base.attributes.set_many({
         "potential": values.potential,
-        "potential_description": amorphous.potential_description(values.potential),
-        "cell_length": amorphous.cell_length(values.atoms, values.density),
+        "potential_description": md.potential_description(values.potential),
+        "cell_length": md.cell_length(values.atoms, values.density),
         "md_settings": settings_module.to_dict(values),
     })
     return {"trajectory": node}
@@ -102,7 +103,7 @@ def _png(path: Path) -> orm.SinglefileData:
 def amorphous_quality_report(held_out: StructureSet, settings: orm.Dict | None = None, **structures: StructureSet):
     """How close named sets of structures are to the held-out MD frames: RDF error, close contacts,
     coordination, bond angles and the energy per atom with the trajectory's own potential
-    (:func:`aiida_physgen.amorphous_report.quality_rows`, which the ``amorphous quality`` command runs too).
+    (:func:`aiida_physgen.amorphous.report.quality_rows`, which the ``amorphous quality`` command runs too).
 
     The MD floor (``md_hold_out``) is the second half of the hold-out against its first half: the RDF
     error that finite sampling alone leaves; with ``grid_bins``, ``md_on_grid`` is the same half placed on

@@ -1,6 +1,6 @@
 """``physgen.relax_cheap``: the cheap relaxation tier as one calcfunction over a whole structure set.
 
-GFN2-xTB (``tblite``) relaxes molecules and CHGNet relaxes crystals (see :mod:`aiida_physgen.cheap_relax`
+GFN2-xTB (``tblite``) relaxes molecules and CHGNet relaxes crystals (see :mod:`aiida_physgen.screening.cheap_relax`
 for the settings and why they are the defaults). One process relaxes many structures and returns
 one ``physgen.structure_set`` with the energies as info arrays, not one node per structure.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode, Process, calcfunction
 
-from .. import cheap_relax
+from ..screening import cheap_relax
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from .functions import EXIT_CODES as _SHARED_EXIT_CODES

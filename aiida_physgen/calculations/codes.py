@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from aiida import orm
 
-__all__ = ('check_python_code', 'PYTHON_NAME')
+__all__ = ('check_python_code', 'PYTHON_NAME', 'DEFAULT_GPAW_CODE', 'gpaw_code', 'localhost')
 
 #: Executable names accepted as a Python interpreter.
 PYTHON_NAME = re.compile(r'^(python|pypy|gpaw-python)(\d+(\.\d+)*)?[mtd]?$')
@@ -75,3 +76,67 @@ def check_python_code(code: orm.AbstractCode | None, field: str = 'code') -> str
         f'{field}: {label!r} runs {executable!r}, which is not a Python interpreter; expected an executable named '
         'like python, python3 or python3.11 (the job runs a Python script with it)'
     )
+
+
+def localhost(label: str = "localhost") -> orm.Computer:
+    """The computer ``label``; when it is missing and ``label`` is ``'localhost'``, it is created (direct
+    scheduler, local transport). Any other missing computer is an error: set it up with ``verdi computer setup``."""
+    from aiida.common.exceptions import NotExistent
+
+    try:
+        return orm.load_computer(label)
+    except NotExistent:
+        if label != "localhost":
+            raise ValueError(
+                f"computer: no computer {label!r} is configured; set it up with `verdi computer setup` and "
+                "`verdi computer configure` (only 'localhost' is created automatically)"
+            ) from None
+        workdir = Path.home() / ".aiida_physgen" / "work"
+        computer = orm.Computer(
+            label=label, hostname="localhost", transport_type="core.local", scheduler_type="core.direct",
+            workdir=str(workdir),
+        ).store()
+        computer.configure()
+        computer.set_minimum_job_poll_interval(0.5)
+        computer.set_default_mpiprocs_per_machine(1)
+        return computer
+
+
+DEFAULT_GPAW_CODE = "gpaw-python"
+
+
+def gpaw_code(
+    label: str = DEFAULT_GPAW_CODE, computer: str = "localhost", executable: str | None = None, create: bool | None = None
+) -> orm.InstalledCode:
+    """The Code ``label@computer`` running a Python interpreter that has ASE and GPAW.
+
+    A missing code is created (with ``executable``, default ``sys.executable``) only when ``label`` is the default
+    ``'gpaw-python'`` or ``create=True``: a misspelt label is an error listing the existing codes, never a new code.
+    ``create=False`` never creates. The executable is checked (a Python interpreter; on a local computer one that
+    exists) before anything is stored.
+    """
+    from aiida.common.exceptions import NotExistent
+
+    try:
+        return orm.load_code(f"{label}@{computer}")
+    except NotExistent:
+        if create is False or (create is None and label != DEFAULT_GPAW_CODE):
+            existing = sorted({
+                code.full_label
+                for cls in (orm.InstalledCode, orm.PortableCode)
+                for code in orm.QueryBuilder().append(cls).all(flat=True)
+            })
+            raise ValueError(
+                f"code: no code '{label}@{computer}' exists; existing codes: {', '.join(existing) or 'none'}. "
+                f"Pass create=True to create it (only {DEFAULT_GPAW_CODE!r} is created automatically)"
+            ) from None
+        executable = executable or sys.executable or shutil.which("python3")
+        code = orm.InstalledCode(
+            label=label, computer=localhost(computer), filepath_executable=executable, default_calc_job_plugin="physgen.gpaw",
+            description="Python interpreter with ASE and GPAW for physgen.gpaw",
+        )
+        problem = check_python_code(code)
+        if problem:
+            raise ValueError(problem)
+        code.prepend_text = "export OMP_NUM_THREADS=1"
+        return code.store()

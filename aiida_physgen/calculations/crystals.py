@@ -17,7 +17,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode, calcfunction
 
-from .. import crystal_funnel
+from ..crystals import properties as crystal_properties
 from ..data.structure_set import StructureSet
 from ..ml.crystal_build import primitive_cells
 from ..ml.crystal_data import training_crystals
@@ -122,10 +122,10 @@ def _validity(batch, settings):
         return _invalid(ValueError(f"settings: unknown key(s) {unknown}; expected min_distance, density_range, "
                                    "charge_balance"))
     try:
-        flags = crystal_funnel.validity(batch, **values)
+        flags = crystal_properties.validity(batch, **values)
     except ValueError as error:
         return _invalid(ValueError(f"settings.{error}"))
-    reasons = crystal_funnel.validity_reasons(flags)
+    reasons = crystal_properties.validity_reasons(flags)
     counts: dict[str, int] = {}
     for reason in reasons:
         if reason:
@@ -149,7 +149,7 @@ def elemental_references(structures: StructureSet):
     :param structures: the candidates whose elements need references.
     """
     try:
-        return {"references": StructureSet(crystal_funnel.elemental_reference_structures(structures.elements))}
+        return {"references": StructureSet(crystal_properties.elemental_reference_structures(structures.elements))}
     except ValueError as error:
         return _invalid(error)
 
@@ -175,10 +175,10 @@ def assess_crystals(relaxed: StructureSet, references: StructureSet, training: S
         return _invalid(ValueError(f"settings: unknown key(s) {unknown}; expected ltol, stol, angle_tol"))
     batch = relaxed.get_batch()
     try:
-        mu = crystal_funnel.reference_energies(references.get_batch())
-        formation = crystal_funnel.formation_energies(batch, mu)
+        mu = crystal_properties.reference_energies(references.get_batch())
+        formation = crystal_properties.formation_energies(batch, mu)
         batch.info["formation_energy"] = formation
-        flags = crystal_funnel.uniqueness_and_novelty(batch, training.get_batch() if training is not None else None,
+        flags = crystal_properties.uniqueness_and_novelty(batch, training.get_batch() if training is not None else None,
                                                       **values)
     except ValueError as error:
         return _invalid(error)
@@ -220,7 +220,7 @@ def pick_crystals(assessed: StructureSet, count: orm.Int):
     formation = np.asarray(info["formation_energy"], dtype=float)
     # a relaxation may also pull atoms together: DFT gets only crystals whose closest pair after it is still
     # at least 0.5 Å (GPAW's input check refuses closer pairs)
-    closest = crystal_funnel.validity(batch, charge_balance=False)["min_pair_distance"]
+    closest = crystal_properties.validity(batch, charge_balance=False)["min_pair_distance"]
     eligible = np.flatnonzero((info["unique"] == 1) & (info["novel"] != 0) & np.isfinite(formation)
                               & (closest >= 0.5))
     if eligible.size == 0:

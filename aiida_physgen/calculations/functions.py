@@ -1,7 +1,7 @@
 """Calcfunctions of the generation chain: ``physgen.train`` → ``physgen.generate`` →
 ``physgen.select_representatives``, and ``physgen.deduplicate_minima`` after the relaxations.
 
-Each one converts nodes to arrays, calls :mod:`aiida_physgen.ml` / :mod:`aiida_physgen.selection`,
+Each one converts nodes to arrays, calls :mod:`aiida_physgen.ml` / :mod:`aiida_physgen.screening.selection`,
 and converts the results back into nodes. ``physgen.normalise_training_inputs`` runs first in the
 generation chain: it writes target, seeds, settings and grid in one canonical form, so equivalent
 launches give equal inputs to ``physgen.train`` and hit the cache. No family is named here: ``physgen.train`` takes the
@@ -20,7 +20,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode, Process, calcfunction
 
-from .. import selection as selection_module
+from ..screening import selection as selection_module
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
@@ -301,7 +301,7 @@ def deduplicate_minima(**inputs):
         optionally ``funnel``, the ``funnel`` Dict of ``physgen.select_for_dft``: each row then says which cheap basin
         its members came from (``cheap_keys``) and whether DFT changed it (``changed_in_dft``).
     """
-    from ..basins import deduplicate
+    from ..screening.basins import deduplicate
 
     funnel = inputs.pop("funnel", None)
     labels = sorted(key[len("structure_"):] for key in inputs if key.startswith("structure_"))

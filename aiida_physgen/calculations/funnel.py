@@ -1,4 +1,4 @@
-"""``physgen.select_for_dft``: the last stage of the cheap-tier funnel (see :mod:`aiida_physgen.funnel`)."""
+"""``physgen.select_for_dft``: the last stage of the cheap-tier funnel (see :mod:`aiida_physgen.screening.funnel`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from aiida import orm
 from aiida.engine import ExitCode, Process, calcfunction
 
 from ..data.structure_set import StructureSet
-from ..funnel import pick_for_dft
+from ..screening.funnel import pick_for_dft
 from .functions import EXIT_CODES, _candidate_provenance, _declare_exit_codes
 
 __all__ = ["select_for_dft", "FUNNEL_EXIT_CODES"]

@@ -17,7 +17,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode, Process, calcfunction
 
-from .. import label_check as label_check_module
+from ..graphene import label_check as label_check_module
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml import graphene
@@ -82,7 +82,7 @@ class ReferenceSettings:
 
 def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
     """Total reference energies (eV) of every sheet of ``batch``; progress goes to the process report."""
-    from .. import reference_energy
+    from ..graphene import reference_energy
 
     count = len(batch)
     every = max(1, count // 10)

@@ -8,7 +8,7 @@
     aiida-physgen amorphous quality trajectory_held_out.npz repap.npz no_redraws.npz random.npz -o quality/
 
 Training and sampling are the generic ``train`` and ``generate``. ``quality`` computes the table of
-``physgen.amorphous_quality`` (:func:`aiida_physgen.amorphous_report.quality_rows`, the same
+``physgen.amorphous_quality`` (:func:`aiida_physgen.amorphous.report.quality_rows`, the same
 definitions). Bad input exits with code 2 and a one-line message naming the option, before any MD or
 measurement.
 """
@@ -25,7 +25,7 @@ from ._common import InputError, check_output_dir, check_output_file, load_mappi
 
 __all__ = ["amorphous", "POTENTIALS", "RANDOM_CHUNK"]
 
-#: the potentials of :mod:`aiida_physgen.amorphous` (its ``POTENTIALS``, not imported here: the help stays fast)
+#: the potentials of :mod:`aiida_physgen.amorphous.md` (its ``POTENTIALS``, not imported here: the help stays fast)
 POTENTIALS = ("sw_vink", "sw", "tersoff")
 #: random structures drawn per call of ``random_structures`` (one call for 4,000 peaks at 1.7 GB)
 RANDOM_CHUNK = 500
@@ -69,8 +69,8 @@ def _formula(batch, index: int = 0) -> str:
 
 
 def _md_settings(settings_text, frames, potential, seed):
-    """:class:`~aiida_physgen.amorphous.MeltQuenchSettings` from ``--settings`` and the options that override it."""
-    from ..amorphous import MeltQuenchSettings
+    """:class:`~aiida_physgen.amorphous.md.MeltQuenchSettings` from ``--settings`` and the options that override it."""
+    from ..amorphous.md import MeltQuenchSettings
     from ..ml import settings as settings_module
 
     values = load_mapping(settings_text, "--settings") if settings_text else {}
@@ -156,7 +156,7 @@ def md_command(settings_text, frames, potential, seed, held_out, output):
     settings = _md_settings(settings_text, frames, potential, seed)
     held = _held_out_count(held_out, settings.frames) if held_out is not None else 0
 
-    from ..amorphous import cell_length, melt_quench, potential_description
+    from ..amorphous.md import cell_length, melt_quench, potential_description
 
     started = time.monotonic()
     bar = _MdBar(settings)
@@ -198,7 +198,7 @@ def md_command(settings_text, frames, potential, seed, held_out, output):
 
 # ---------------------------------------------------------------------- quality
 def _set_names(sets, names) -> list[str]:
-    from ..amorphous_report import FLOOR
+    from ..amorphous.report import FLOOR
 
     if names and len(names) != len(sets):
         raise InputError(f"--name: got {len(names)} name(s) for {len(sets)} SET(s); give one --name per SET, in "
@@ -229,7 +229,7 @@ def _potential_of(batch) -> str | None:
 
 
 def _quality_error(message: str, held_out, paths: dict) -> InputError:
-    """A ValueError of :func:`~aiida_physgen.amorphous_report.quality_rows` → the argument or option it is about."""
+    """A ValueError of :func:`~aiida_physgen.amorphous.report.quality_rows` → the argument or option it is about."""
     field, _, rest = message.partition(":")
     if field == "held_out":
         return InputError(f"HELD_OUT {held_out}:{rest}")
@@ -273,7 +273,7 @@ def quality_command(held_out, sets, names, min_distance, cutoff, r_max, bins, en
     physgen.amorphous_quality.
     Prints the table (Markdown) and writes the figures and quality.json into --output.
     """
-    from ..amorphous_report import FIGURES, JSON_FILE, quality_rows, quality_settings
+    from ..amorphous.report import FIGURES, JSON_FILE, quality_rows, quality_settings
 
     folder = check_output_dir(output, "--output")
     chosen = _set_names(sets, names)

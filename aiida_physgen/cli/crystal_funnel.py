@@ -38,7 +38,8 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     """Validity → CHGNet → formation energy → uniqueness and novelty, on generated crystals in a file."""
     import numpy as np
 
-    from .. import cheap_relax, crystal_funnel
+    from ..crystals import properties as crystal_properties
+    from ..screening import cheap_relax
     from ..ml.crystal_build import primitive_cells
 
     output = check_output_file(output, "--output")
@@ -60,7 +61,7 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
                 raise InputError(str(error)) from None
         else:
             reference = read_structures(training, "--training")
-    flags = crystal_funnel.validity(batch, min_distance=min_distance, density_range=tuple(density))
+    flags = crystal_properties.validity(batch, min_distance=min_distance, density_range=tuple(density))
     keep = np.flatnonzero(flags["valid"] == 1)
     counts = {"generated": len(batch), "valid": int(keep.size)}
     if "symmetric" in batch.info:
@@ -73,10 +74,10 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     settings = {"method": "chgnet", "fix_cell": False, "max_steps": max_steps}
     click.echo(f"relaxing {len(valid)} valid crystal(s) with CHGNet (cell free, at most {max_steps} steps)", err=True)
     relaxed = cheap_relax.relax_batch(valid, settings)
-    references = cheap_relax.relax_batch(crystal_funnel.elemental_reference_structures(relaxed.elements()), settings)
-    mu = crystal_funnel.reference_energies(references)
-    relaxed.info["formation_energy"] = formation = crystal_funnel.formation_energies(relaxed, mu)
-    marks = crystal_funnel.uniqueness_and_novelty(relaxed, reference)
+    references = cheap_relax.relax_batch(crystal_properties.elemental_reference_structures(relaxed.elements()), settings)
+    mu = crystal_properties.reference_energies(references)
+    relaxed.info["formation_energy"] = formation = crystal_properties.formation_energies(relaxed, mu)
+    marks = crystal_properties.uniqueness_and_novelty(relaxed, reference)
     for key in ("group", "unique", "novel"):
         relaxed.info[key] = marks[key]
     unique = (marks["unique"] == 1) & np.isfinite(formation)

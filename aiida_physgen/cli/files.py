@@ -182,7 +182,7 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
 
     Every default is that of the selection settings (the ``selection`` of a generation protocol).
     """
-    from ..selection import SelectionSettings, select_candidates
+    from ..screening.selection import SelectionSettings, select_candidates
 
     values = {"n_clusters": clusters, "n_components": components, "min_distance": min_distance, "plot": False}
     values = {key: value for key, value in values.items() if value is not None}
@@ -244,8 +244,8 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
 
 
 def _plot(result, path: Path, title: str | None = None) -> None:
-    """:func:`~aiida_physgen.selection.plot_selection` to ``path`` (any suffix: the format is PNG)."""
-    from ..selection import plot_selection
+    """:func:`~aiida_physgen.screening.selection.plot_selection` to ``path`` (any suffix: the format is PNG)."""
+    from ..screening.selection import plot_selection
 
     plot_selection(result, path, title=title)
 
@@ -255,7 +255,7 @@ def _plot(result, path: Path, title: str | None = None) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="pca_clusters.png", show_default=True)
 def plot(selection_file, output):
     """Draw the PCA scatter of a saved selection (from ``select``), representatives marked."""
-    from ..selection import Selection
+    from ..screening.selection import Selection
 
     check_output_file(output, "--output")
 

@@ -66,7 +66,7 @@ def sheets(count, seed, settings_text, output):
 def label(structures, relax, fmax, output):
     """Reference (LAMMPS Tersoff) energies of every sheet, written as the ``energy`` info array (eV)."""
     from ..ml import graphene
-    from ..reference_energy import label_sheets
+    from ..graphene.reference_energy import label_sheets
 
     check_output_file(output, "--output")
     batch = read_structures(structures, "STRUCTURES")
@@ -111,7 +111,7 @@ def predict(model_file, structures, output):
 def check_labels(generated, surrogate, reference, relax, output):
     """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan):
     the Kolmogorov–Smirnov table (printed, and ``ks.json``) and the heat maps and histograms (PNG)."""
-    from .. import label_check
+    from ..graphene import label_check
     from ..ml.family import TrainedModel
     from ..ml import graphene
 
@@ -122,7 +122,7 @@ def check_labels(generated, surrogate, reference, relax, output):
     base = model.config.get("lattice")
     requested, obtained = {}, {"ednn": {}}
     if reference:
-        from ..reference_energy import label_sheets
+        from ..graphene.reference_energy import label_sheets
 
         obtained["tersoff"] = {}
     for path in generated:

@@ -68,7 +68,7 @@ def report(pk, output, profile, others):
     (Kolmogorov–Smirnov table at every size), the EDNN's error and the figures."""
     from aiida import load_profile
 
-    from ..report import print_report
+    from ..screening.report import print_report
     from ._common import OutputError, check_output_dir
 
     output = output or f"report_{pk}"
@@ -78,7 +78,7 @@ def report(pk, output, profile, others):
     except Exception as error:  # noqa: BLE001 - ProfileConfigurationError, ConfigurationError, ...
         raise InputError(f"--profile: cannot load the AiiDA profile {profile or '(default)'!r} ({error})") from None
     try:
-        from ..report import load_screening, compare_screenings
+        from ..screening.report import load_screening, compare_screenings
 
         for other in others:  # checked before anything is printed or written
             try:
@@ -88,7 +88,7 @@ def report(pk, output, profile, others):
                                                                                      "MultipleObjectsError"):
                     raise
                 raise InputError(f"--vs: {str(error).removeprefix('pk: ')}") from None
-        from ..rugan_report import is_rugan_run, print_rugan_report
+        from ..graphene.report import is_rugan_run, print_rugan_report
 
         if is_rugan_run(pk):
             if others:

@@ -40,8 +40,8 @@ from ._common import (
     parse_seeds,
     read_structures,
 )
-from .progress import FILENAME as PROGRESS_FILENAME
-from .progress import ProgressLog
+from ..ml.progress import FILENAME as PROGRESS_FILENAME
+from ..ml.progress import ProgressLog
 
 __all__ = ["train", "JOB_KEYS", "read_training_file"]
 

@@ -1,6 +1,6 @@
 """The cheap tier as a batch relaxation engine: GFN2-xTB (``tblite``) for molecules, CHGNet for crystals.
 
-One ``physgen.relax_cheap`` calcfunction relaxes the whole set (:mod:`aiida_physgen.cheap_relax` holds
+One ``physgen.relax_cheap`` calcfunction relaxes the whole set (:mod:`aiida_physgen.screening.cheap_relax` holds
 the method, its settings and why they are the defaults). Which method a structure gets follows
 ``settings.method``: ``auto`` gives non-periodic structures to GFN2-xTB and periodic ones to CHGNet.
 """
@@ -26,7 +26,7 @@ class CheapEngine(BatchRelaxationEngine):
     name = "cheap"
 
     def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
-        from ..cheap_relax import CheapSettings
+        from ..screening.cheap_relax import CheapSettings
 
         if settings is not None and not isinstance(settings, Mapping):
             return f"settings: got {type(settings).__name__}, expected a dictionary of cheap-tier settings"

@@ -45,7 +45,7 @@ class GpawEngine(RelaxationEngine):
         return overrides
 
     def default_code(self):
-        from ..launch import gpaw_code
+        from ..calculations.codes import gpaw_code
 
         return gpaw_code()
 

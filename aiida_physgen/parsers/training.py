@@ -20,7 +20,7 @@ from ..calculations.training import (
     STDERR_FILENAME,
     SUMMARY_FILENAME,
 )
-from ..cli.progress import read_progress_log
+from ..ml.progress import read_progress_log
 from ..data.generator_model import GeneratorModel
 from ..ml.model_io import sha256
 

@@ -53,7 +53,7 @@ _CODES = {**EXIT_CODES, **CRYSTAL_EXIT_CODES}
 def validate_crystal_gan_inputs(inputs, _ctx=None):
     """Refuse bad inputs at launch: the target's space groups, the family settings, every generation
     condition, the validity and CHGNet settings, and the DFT code and protocol."""
-    from .. import cheap_relax
+    from ..screening import cheap_relax
 
     try:
         family = get_family("crystal_gan")

@@ -19,7 +19,7 @@ from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
-from ..selection import SelectionSettings
+from ..screening.selection import SelectionSettings
 from .orphans import failed_step_exit_code, run_calcfunction_step
 from .training_base import DEFAULT_TRAINING_OPTIONS, training_job_builder
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, if_
 
-from .. import amorphous
+from ..amorphous import md as amorphous
 from ..calculations.amorphous import (
     amorphous_dft_check,
     amorphous_md,
@@ -107,7 +107,7 @@ class RepapWorkChain(WorkChain):
                    help="Frames of a fixed-cell trajectory to learn from, instead of running the melt-quench MD.")
         spec.input_namespace("md", help="The melt-quench molecular dynamics (skipped with a trajectory).")
         spec.input("md.settings", valid_type=orm.Dict, required=False,
-                   help="Fields of aiida_physgen.amorphous.MeltQuenchSettings (atoms, density, potential, steps, "
+                   help="Fields of aiida_physgen.amorphous.md.MeltQuenchSettings (atoms, density, potential, steps, "
                         "frames, stride, seed...).")
         spec.input("held_out_fraction", valid_type=orm.Float, default=lambda: orm.Float(0.2),
                    help="Share of the trajectory (its end) kept out of training, for the quality report.")

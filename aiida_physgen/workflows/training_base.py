@@ -24,7 +24,7 @@ from aiida.common import AttributeDict
 from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
 
 from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
-from ..cli.progress import read_progress_log
+from ..ml.progress import read_progress_log
 
 __all__ = ["TrainingBaseWorkChain", "training_job_builder", "launch_training", "trained_models", "DEFAULT_TRAINING_OPTIONS"]
 

@@ -63,7 +63,7 @@ def test_chain_runs_with_full_provenance(rugan_run):
     assert set(energies.get_arraynames()) >= {"requested_1x", "ednn_4x", "tersoff_4x"}
     # the Tersoff energy per area obtained at 4× is that of the sheets, computed again here
     batch = four.get_batch()
-    from aiida_physgen.reference_energy import label_sheets
+    from aiida_physgen.graphene.reference_energy import label_sheets
 
     area = graphene.batch_to_sheets(batch)[1].area
     assert np.allclose(energies.get_array("tersoff_4x"), label_sheets(batch) / area)
@@ -82,7 +82,7 @@ def test_querybuilder_finds_the_chain_from_a_generated_set(rugan_run):
 def test_report_prints_the_ks_table(rugan_run, tmp_path):
     import io
 
-    from aiida_physgen.rugan_report import print_rugan_report
+    from aiida_physgen.graphene.report import print_rugan_report
 
     results, node = rugan_run
     text = io.StringIO()

@@ -9,7 +9,7 @@ from aiida.engine import run_get_node, submit
 
 from aiida_physgen.calculations.functions import deduplicate_minima
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.report import format_table, print_report, report_rows, timing
+from aiida_physgen.screening.report import format_table, print_report, report_rows, timing
 from aiida_physgen.resources import resource_path
 
 import ase.io

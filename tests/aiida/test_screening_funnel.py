@@ -11,7 +11,7 @@ from ase.build import molecule
 from aiida_physgen.launch import screening_builder
 from aiida import orm
 
-from aiida_physgen.report import compare_screenings, print_report, screening_metrics, timing
+from aiida_physgen.screening.report import compare_screenings, print_report, screening_metrics, timing
 
 TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
         "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}

@@ -207,7 +207,7 @@ def test_engine_builds_relax_and_dos_from_the_protocols(vasp_code, family):
 def test_screening_runs_with_the_vasp_engine_and_reports_like_gpaw(vasp_code, family):
     import io
 
-    from aiida_physgen.report import print_report, screening_metrics
+    from aiida_physgen.screening.report import print_report, screening_metrics
 
     builder = water_screening(vasp_code, relax_overrides={"potential_family": family}, dft_budget=2)
     results, node = run_get_node(builder)

@@ -258,7 +258,7 @@ def test_ml_layer_imports_no_aiida():
         "import sys; import aiida_physgen.ml.logan, aiida_physgen.ml.wgan, aiida_physgen.ml.descriptors, "
         "aiida_physgen.ml.model_io, aiida_physgen.ml.training, aiida_physgen.ml.family, "
         "aiida_physgen.ml.settings, aiida_physgen.ml.loop, aiida_physgen.ml.composition, "
-        "aiida_physgen.selection, aiida_physgen.basins; "
+        "aiida_physgen.screening.selection, aiida_physgen.screening.basins; "
         "from aiida_physgen.ml.family import get_family; get_family('logan'); "
         "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; "
         "assert not bad, bad"

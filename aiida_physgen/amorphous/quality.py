@@ -54,8 +54,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .ml.atomic_files import atomic_path
-from .ml.batch import StructureBatch
+from ..ml.atomic_files import atomic_path
+from ..ml.batch import StructureBatch
 
 __all__ = [
     "RdfSettings",

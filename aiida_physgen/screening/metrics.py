@@ -1,6 +1,6 @@
 """Discovery metrics of a screening: validity, uniqueness, novelty, recovery, DFT cost per new basin.
 
-The relaxed structures are grouped into basins by :func:`aiida_physgen.basins.deduplicate`
+The relaxed structures are grouped into basins by :func:`aiida_physgen.screening.basins.deduplicate`
 (molecules by canonical SMILES from RDKit's bond perception, crystals by pymatgen's
 ``StructureMatcher``), then counted:
 
@@ -38,7 +38,7 @@ _LABEL_KEYS = ("label", "name", "mp_id", "material_id", "id")
 
 def canonical_smiles(smiles: str, field: str = "smiles") -> str:
     """RDKit canonical SMILES without stereochemistry and with implicit hydrogens: the form
-    :func:`aiida_physgen.basins.molecule_graph` keys basins by. ``ValueError`` naming ``field``."""
+    :func:`aiida_physgen.screening.basins.molecule_graph` keys basins by. ``ValueError`` naming ``field``."""
     from rdkit import Chem
     from rdkit.rdBase import BlockLogs
 
@@ -136,7 +136,7 @@ def discovery_metrics(
         ``None`` or NaN. Without it every energy must be finite.
     :param charge: total charge of the molecules (bond orders and charge separation).
     :param ltol, stol, angle_tol: ``StructureMatcher`` tolerances (crystals), as in
-        :func:`~aiida_physgen.basins.deduplicate`.
+        :func:`~aiida_physgen.screening.basins.deduplicate`.
     :returns: ``kind``, ``n_structures``, ``n_valid``, ``validity``, ``n_unique``, ``uniqueness``,
         ``n_novel``, ``novelty``, ``keys`` (valid unique basin keys, lowest energy per atom first),
         ``novel_keys``, ``invalid`` (structure counts: ``failed``, and for molecules ``fragments``,

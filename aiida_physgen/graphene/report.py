@@ -13,8 +13,8 @@ from typing import IO
 
 from aiida import orm
 
-from .ml.atomic_files import atomic_path
-from .report import plot_loss_curves
+from ..ml.atomic_files import atomic_path
+from ..screening.report import plot_loss_curves
 
 __all__ = ["is_rugan_run", "rugan_summary", "print_rugan_report"]
 

@@ -3,7 +3,7 @@
 What ``physgen.amorphous_quality`` (the calcfunction) and ``aiida-physgen amorphous quality`` (the
 command) both compute: named sets of structures (e.g. ``repap``, ``repap_no_redraws``, ``random``)
 against the held-out end of the melt-quench trajectory, with the measures of
-:mod:`aiida_physgen.amorphous_quality`:
+:mod:`aiida_physgen.amorphous.quality`:
 
 * ``count``: structures in the set;
 * ``rdf_error``: mean over the bins of ``(g − g_MD)²`` (the RePAP paper's ``Σ_k (RDF_k − RDF_k,true)² / k``
@@ -12,7 +12,7 @@ against the held-out end of the melt-quench trajectory, with the measures of
   ``min_distance``;
 * ``mean_coordination``: mean over the structures of the mean number of neighbours within ``cutoff``;
 * ``energy_per_atom``: ``{mean, std, median, count}`` of the potential energy per atom (LAMMPS single points,
-  :func:`aiida_physgen.amorphous.potential_energies`) of up to ``energy_structures`` structures per set,
+  :func:`aiida_physgen.amorphous.md.potential_energies`) of up to ``energy_structures`` structures per set,
   evenly spaced through the set; ``None`` when ``energy_structures`` is 0.
 
 The MD floor row ``md_hold_out`` is the second half of the hold-out against its first half: the RDF
@@ -37,9 +37,10 @@ from typing import Mapping
 
 import numpy as np
 
-from . import amorphous, amorphous_quality
-from .ml.atomic_files import atomic_path
-from .ml.batch import StructureBatch
+from ..ml.atomic_files import atomic_path
+from ..ml.batch import StructureBatch
+from . import md
+from . import quality as amorphous_quality
 
 __all__ = [
     "QUALITY_DEFAULTS",
@@ -107,8 +108,8 @@ def quality_settings(values: Mapping | None) -> dict:
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 2):
         raise ValueError(f"settings.grid_bins: got {grid!r}, expected the generator's bins per cell vector (an "
                          "integer ≥ 2), or null for no grid-floor row")
-    if out["potential"] is not None and out["potential"] not in amorphous.POTENTIALS:
-        raise ValueError(f"settings.potential: got {out['potential']!r}, expected one of {list(amorphous.POTENTIALS)}")
+    if out["potential"] is not None and out["potential"] not in md.POTENTIALS:
+        raise ValueError(f"settings.potential: got {out['potential']!r}, expected one of {list(md.POTENTIALS)}")
     return out
 
 
@@ -132,7 +133,7 @@ def set_energies(batch: StructureBatch, potential: str, limit: int) -> np.ndarra
     if limit == 0:
         return np.zeros(0)
     index = np.linspace(0, len(batch) - 1, min(limit, len(batch))).round().astype(int)
-    return amorphous.potential_energies(batch.subset(np.unique(index)), potential) / batch.n_atoms[0]
+    return md.potential_energies(batch.subset(np.unique(index)), potential) / batch.n_atoms[0]
 
 
 def _check_atoms(name: str, batch: StructureBatch, n: int, species: np.ndarray) -> None:
@@ -213,8 +214,8 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
     :raises RuntimeError: naming the set when LAMMPS fails on one of its structures.
     """
     values = quality_settings(settings)
-    if potential is not None and potential not in amorphous.POTENTIALS:
-        raise ValueError(f"potential: got {potential!r}, expected one of {list(amorphous.POTENTIALS)}")
+    if potential is not None and potential not in md.POTENTIALS:
+        raise ValueError(f"potential: got {potential!r}, expected one of {list(md.POTENTIALS)}")
     potential = values["potential"] or potential or "sw_vink"
     if not isinstance(sets, Mapping) or not sets:
         raise ValueError("structures: expected at least one named set of structures to measure")

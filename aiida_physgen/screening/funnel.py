@@ -2,7 +2,7 @@
 
 DFT is the scarce resource. The screening therefore relaxes many more k-means representatives than
 it can afford to treat with DFT using a cheap, real method (GFN2-xTB for molecules, CHGNet for
-crystals), groups the results into basins at that level (:func:`aiida_physgen.basins.deduplicate`:
+crystals), groups the results into basins at that level (:func:`aiida_physgen.screening.basins.deduplicate`:
 canonical SMILES for molecules, StructureMatcher for crystals), throws away what is not a sound
 structure, and hands DFT one structure per distinct sound basin, lowest cheap energy first, up to
 the budget. Every stage's count is kept, so the report can say where candidates were lost.
@@ -21,11 +21,11 @@ import numpy as np
 
 from .basins import deduplicate
 from .metrics import charge_separated
-from .ml.batch import StructureBatch
+from ..ml.batch import StructureBatch
 
 __all__ = ["FunnelChoice", "pick_for_dft", "ENERGY_KEY", "FAILED_KEY"]
 
-#: info arrays written by the cheap relaxation (:mod:`aiida_physgen.cheap_relax`)
+#: info arrays written by the cheap relaxation (:mod:`aiida_physgen.screening.cheap_relax`)
 ENERGY_KEY = "cheap_energy"
 FAILED_KEY = "cheap_failed"
 

@@ -15,7 +15,7 @@ from typing import IO, Any, Mapping
 import numpy as np
 from aiida import orm
 
-from .ml.atomic_files import atomic_path, check_output_path
+from ..ml.atomic_files import atomic_path, check_output_path
 
 __all__ = ["report_rows", "timing", "format_table", "write_figures", "print_report"]
 
@@ -248,7 +248,7 @@ def funnel_line(node) -> str | None:
 def discovery_line(node) -> str:
     """One line: how many distinct valid structures were found with how many DFT relaxations (and, for a
     composition with a shipped reference list, how many of the known isomers)."""
-    from .resources import reference_smiles
+    from ..resources import reference_smiles
 
     node = _screening_node(node)
     report = node.outputs.report
@@ -268,14 +268,14 @@ def discovery_line(node) -> str:
 
 
 def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str, Any]]:
-    """Discovery metrics of a screening (:func:`aiida_physgen.metrics.discovery_metrics`), at the cheap
+    """Discovery metrics of a screening (:func:`aiida_physgen.screening.metrics.discovery_metrics`), at the cheap
     tier (every cheaply relaxed representative) when the funnel ran, and at the DFT level (the relaxed
     structures of every DFT relaxation, with ``n_dft`` the number of relaxations). Novelty is measured
     against the screening's training set; recovery against ``reference`` (SMILES or structures, e.g. a
     target polymorph), by default the shipped reference list of the composition when there is one. A
     screening that ended before DFT has only the cheap level."""
     from .metrics import discovery_metrics
-    from .resources import reference_smiles
+    from ..resources import reference_smiles
 
     node = load_screening(node)  # a failed screening has metrics too
     generation = node.inputs.generation
@@ -294,7 +294,7 @@ def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str
         levels["cheap"] = discovery_metrics(list(relaxed), energies, training=training, reference=reference,
                                             failed=failed.tolist())
     if "report" in node.outputs:
-        from .engines import get_engine
+        from ..engines import get_engine
 
         engine = get_engine(_engine_name(node), "structure")
         results = [engine.get_result(n) for n in dft_relaxations(node)]

@@ -22,8 +22,8 @@ import ase.data
 import ase.units
 import numpy as np
 
-from .basins import _pymatgen_structure
-from .ml.batch import StructureBatch
+from ..screening.basins import _pymatgen_structure
+from ..ml.batch import StructureBatch
 
 __all__ = ["ANION_FORMERS", "validity", "validity_reasons", "elemental_reference_structures",
            "reference_energies", "formation_energies", "uniqueness_and_novelty"]
@@ -273,7 +273,7 @@ def formation_energies(batch: StructureBatch, references: dict[str, float], key:
 def uniqueness_and_novelty(batch: StructureBatch, training: StructureBatch | None = None, ltol: float = 0.2,
                            stol: float = 0.3, angle_tol: float = 5.0) -> dict[str, np.ndarray]:
     """Duplicates within ``batch`` and matches in ``training`` (pymatgen ``StructureMatcher``, primitive
-    cells, volumes scaled, the tolerances of :mod:`aiida_physgen.basins`).
+    cells, volumes scaled, the tolerances of :mod:`aiida_physgen.screening.basins`).
 
     Returns arrays of length ``len(batch)``:
 
