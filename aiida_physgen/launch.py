@@ -102,7 +102,7 @@ def screening_builder(
     *,
     code: orm.AbstractCode | None = None,
     engine: str = "gpaw",
-    protocol: str = "fast",
+    protocol: str | None = None,
     generation_protocol: str | None = None,
     relax_overrides: dict[str, Any] | None = None,
     dos: bool = True,
@@ -135,7 +135,8 @@ def screening_builder(
         if code is None:
             raise ValueError(f"code: the {engine!r} engine has no default code; pass code=orm.load_code('<label>')")
     builder.code = code
-    builder.protocol = orm.Str(protocol)
+    if protocol is not None:  # else the engine's default protocol (its YAML file's default_protocol)
+        builder.protocol = orm.Str(protocol)
     builder.dos = orm.Bool(dos)
     if relax_overrides:
         builder.relax_overrides = orm.Dict(relax_overrides)

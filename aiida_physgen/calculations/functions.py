@@ -24,6 +24,7 @@ from ..screening import selection as selection_module
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
+from ..ml.batch import StructureBatch
 from ..ml.canonical import canonical_training_inputs
 from ..ml.family import get_family
 from ..ml.loop import TrainingDivergedError
@@ -51,7 +52,7 @@ EXIT_CODES = {
 PROVENANCE_EXTRAS = ("candidate_index", "cluster", "model_uuid", "model_label", "seed", "family")
 
 
-def _invalid(error: Exception) -> ExitCode:
+def invalid_input(error: Exception) -> ExitCode:
     return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
 
 
@@ -94,7 +95,7 @@ def normalise_training_inputs(
             settings.get_dict() if settings is not None else None, grid.get_dict() if grid is not None else None,
         )
     except (ValueError, TypeError) as error:
-        return _invalid(error)
+        return invalid_input(error)
     outputs = {"target": orm.Dict(values["target"]), "seeds": orm.List(values["seeds"]),
                "settings": orm.Dict(values["settings"])}
     if "grid" in values:
@@ -142,7 +143,7 @@ def train(
             device=device.value if device is not None else "cpu",
         )
     except ValueError as error:
-        return _invalid(error)
+        return invalid_input(error)
     except TrainingDivergedError as error:
         return EXIT_CODES["ERROR_TRAINING_DIVERGED"].format(message=str(error))
     return {"models": {f"model_{i:02d}": GeneratorModel.from_model(model) for i, model in enumerate(models)}}
@@ -169,13 +170,13 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
     :param models: the generator models (any names; sorted by name, their order defines ``model_index``).
     """
     if not models:
-        return _invalid(ValueError("models: expected at least one generator model"))
+        return invalid_input(ValueError("models: expected at least one generator model"))
     if count.value <= 0:
-        return _invalid(ValueError(f"count: got {count.value}, expected a positive number of structures per model"))
+        return invalid_input(ValueError(f"count: got {count.value}, expected a positive number of structures per model"))
     labels = sorted(models)
     wrong = [f"{label} ({type(models[label]).__name__})" for label in labels if not isinstance(models[label], GeneratorModel)]
     if wrong:
-        return _invalid(ValueError(f"models: expected physgen.generator_model nodes, got {', '.join(wrong)}"))
+        return invalid_input(ValueError(f"models: expected physgen.generator_model nodes, got {', '.join(wrong)}"))
     try:
         # a family's warnings (e.g. RUGAN: a label outside the training range, and by how much) go to the report
         with warnings.catch_warnings(record=True) as caught:
@@ -189,7 +190,7 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
             if process is not None and issubclass(warning.category, UserWarning):
                 process.report(f"warning: {warning.message}")
     except (ValueError, KeyError, RuntimeError) as error:  # a model file that does not load is bad input
-        return _invalid(error if isinstance(error, ValueError) else ValueError(f"models: cannot load a model: {error}"))
+        return invalid_input(error if isinstance(error, ValueError) else ValueError(f"models: cannot load a model: {error}"))
     candidates = StructureSet(batch)
     candidates.base.attributes.set("model_labels", labels)
     candidates.base.attributes.set("model_uuids", [models[label].uuid for label in labels])
@@ -197,7 +198,7 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
     return candidates
 
 
-def _candidate_provenance(candidates: StructureSet, index: int) -> dict:
+def candidate_provenance(candidates: StructureSet, index: int) -> dict:
     """Which model made candidate ``index`` of a generated set: its UUID, input label, seed and family
     (only the candidate index for sets that did not come from ``physgen.generate``)."""
     provenance: dict = {"candidate_index": index}
@@ -237,7 +238,7 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
             batch, values, seed.value, candidates.base.attributes.get("descriptor", None)
         )
     except ValueError as error:
-        return _invalid(error)
+        return invalid_input(error)
     result_indices = kept[np.asarray(result.indices)]
     chosen = batch.subset(result_indices)
     chosen.info["candidate_index"] = result_indices
@@ -245,7 +246,7 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
     for i, atoms in enumerate(chosen):
         structure = orm.StructureData(ase=atoms)
         structure.label = f"rep_{i:02d}"
-        provenance = _candidate_provenance(candidates, int(result_indices[i]))
+        provenance = candidate_provenance(candidates, int(result_indices[i]))
         provenance["cluster"] = i
         structure.description = (
             f"representative of k-means cluster {i}: candidate {provenance['candidate_index']} of "
@@ -295,7 +296,8 @@ def deduplicate_minima(**inputs):
     one row per basin: key, formula, energies, how many relaxations fell into it, and whether a
     molecule stayed in one piece). Each minimum is labelled ``min_XX`` and carries ``energy``,
     ``energy_per_atom``, ``relative_per_atom``, ``formula``, ``basin_count``, ``new_minimum`` and
-    ``relaxed_from`` as extras.
+    ``relaxed_from`` as extras; ``relaxed`` (``physgen.structure_set``) holds every relaxed structure in label
+    order with the info arrays ``energy`` (eV) and ``basin`` (the row of ``report`` it fell into).
 
     :param inputs: ``structure_<label>`` (relaxed StructureData) and ``parameters_<label>`` (Dict with ``energy``, eV);
         optionally ``funnel``, the ``funnel`` Dict of ``physgen.select_for_dft``: each row then says which cheap basin
@@ -307,23 +309,23 @@ def deduplicate_minima(**inputs):
     labels = sorted(key[len("structure_"):] for key in inputs if key.startswith("structure_"))
     missing = [label for label in labels if f"parameters_{label}" not in inputs]
     if not labels or missing:
-        return _invalid(ValueError(f"inputs: expected structure_<label>/parameters_<label> pairs; missing {missing}"))
+        return invalid_input(ValueError(f"inputs: expected structure_<label>/parameters_<label> pairs; missing {missing}"))
     wrong = [f"structure_{label}" for label in labels if not isinstance(inputs[f"structure_{label}"], orm.StructureData)]
     wrong += [f"parameters_{label}" for label in labels if not isinstance(inputs[f"parameters_{label}"], orm.Dict)]
     if wrong:
-        return _invalid(ValueError(f"inputs: expected StructureData / Dict pairs; wrong type for {wrong}"))
+        return invalid_input(ValueError(f"inputs: expected StructureData / Dict pairs; wrong type for {wrong}"))
     no_energy = [f"parameters_{label}" for label in labels if "energy" not in inputs[f"parameters_{label}"].keys()]
     if no_energy:
-        return _invalid(ValueError(f"inputs: {no_energy} have no 'energy' (eV); expected the relaxations' output parameters"))
+        return invalid_input(ValueError(f"inputs: {no_energy} have no 'energy' (eV); expected the relaxations' output parameters"))
     atoms = [inputs[f"structure_{label}"].get_ase() for label in labels]
     try:
-        energies = [float(inputs[f"parameters_{label}"]["energy"]) for label in labels]
+        energies = relaxed_energies = [float(inputs[f"parameters_{label}"]["energy"]) for label in labels]
     except (TypeError, ValueError) as error:
-        return _invalid(ValueError(f"inputs: an 'energy' is not a number: {error}"))
+        return invalid_input(ValueError(f"inputs: an 'energy' is not a number: {error}"))
     try:
         basins = deduplicate(atoms, energies)
     except ValueError as error:  # e.g. a mix of molecules and crystals, or a non-finite energy
-        return _invalid(error)
+        return invalid_input(error)
     valid_energies = [b.energy_per_atom for b in basins if b.valid and b.connected]
     reference = min(valid_energies) if valid_energies else min(b.energy_per_atom for b in basins)
     rows = []
@@ -378,7 +380,15 @@ def deduplicate_minima(**inputs):
             key != row["key"] for row in rows for key in row["cheap_keys"] if key is not None)
     report = orm.Dict(report)
     energies = orm.Dict({row["name"]: row["energy"] for row in rows})
-    return {"minima": minima, "energies": energies, "report": report}
+    # every relaxed structure as one set (energy, basin index), for the assessors
+    basin_of = np.empty(len(labels), dtype=np.int64)
+    for i, basin in enumerate(basins):
+        basin_of[list(basin.members)] = i
+    relaxed = StructureBatch.from_atoms(atoms)
+    relaxed.info.update({"energy": np.asarray(relaxed_energies, dtype=float), "basin": basin_of})
+    relaxed_set = StructureSet(relaxed)
+    relaxed_set.base.attributes.set("labels", labels)
+    return {"minima": minima, "energies": energies, "report": report, "relaxed": relaxed_set}
 
 
 def declare_exit_codes(function, labels, codes=None) -> None:
@@ -391,10 +401,9 @@ def declare_exit_codes(function, labels, codes=None) -> None:
         spec.exit_code(codes[label].status, label, codes[label].message)
 
 
-_declare_exit_codes = declare_exit_codes
 
 
-_declare_exit_codes(normalise_training_inputs, ["ERROR_INVALID_INPUT"])
-_declare_exit_codes(train, ["ERROR_INVALID_INPUT", "ERROR_TRAINING_DIVERGED"])
+declare_exit_codes(normalise_training_inputs, ["ERROR_INVALID_INPUT"])
+declare_exit_codes(train, ["ERROR_INVALID_INPUT", "ERROR_TRAINING_DIVERGED"])
 for _function in (generate, select_representatives, deduplicate_minima):
-    _declare_exit_codes(_function, ["ERROR_INVALID_INPUT"])
+    declare_exit_codes(_function, ["ERROR_INVALID_INPUT"])

@@ -95,7 +95,8 @@ def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.
            training: StructureSet | None = None, valid: StructureSet | None = None,
            representatives: StructureSet | None = None, cheap: StructureSet | None = None,
            relaxed: StructureSet | None = None, basins: orm.Dict | None = None, funnel: orm.Dict | None = None,
-           cheap_model: GeneratorModel | None = None, **sets: StructureSet):
+           cheap_model: GeneratorModel | None = None, cheap_engine: orm.Str | None = None,
+           cheap_settings: orm.Dict | None = None, **sets: StructureSet):
     """Measure a screening with the assessor ``assessor`` (an entry point of ``aiida_physgen.assessors``).
 
     Outputs ``assessment`` (Dict: ``assessor``, ``title``, ``metrics``, ``rows``, ``text``) and ``figures``
@@ -126,6 +127,8 @@ def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.
             funnel=dict(funnel) if funnel is not None else None,
             references=references,
             cheap_model=cheap_model.load() if cheap_model is not None else None,
+            cheap_engine=cheap_engine.value if cheap_engine is not None else None,
+            cheap_settings=cheap_settings.get_dict() if cheap_settings is not None else None,
         )
     except ValueError as error:
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))

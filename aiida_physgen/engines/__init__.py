@@ -39,7 +39,15 @@ def available_engines(granularity: str | None = None) -> list[str]:
     names = sorted(_entry_points())
     if granularity is None:
         return names
-    return [name for name in names if _load(name).granularity == granularity]
+    return [name for name in names if _granularity(name) == granularity]
+
+
+def _granularity(name: str) -> str | None:
+    """The engine's granularity, or ``None`` when it does not load (a broken plug-in is not offered)."""
+    try:
+        return _load(name).granularity
+    except Exception:  # noqa: BLE001 - any import error of a third-party engine
+        return None
 
 
 def _load(name: str):

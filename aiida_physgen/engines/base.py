@@ -49,6 +49,8 @@ class RelaxationEngine(abc.ABC):
 
     name: str
     granularity = "structure"
+    #: the protocol file (``workflows/protocols/<name>.yaml``) whose ``default_protocol`` applies when none is named
+    protocol_file: str | None = None
 
     @abc.abstractmethod
     def get_builder(
@@ -127,6 +129,14 @@ class RelaxationEngine(abc.ABC):
         """
         return None
 
+    def default_protocol(self) -> str:
+        """The protocol used when the caller names none: the ``default_protocol`` of :attr:`protocol_file`."""
+        from ..workflows.protocols import get_default_protocol
+
+        if self.protocol_file is None:
+            raise ValueError(f"protocol: the {self.name} engine has no protocol file; name a protocol")
+        return get_default_protocol(self.protocol_file)
+
     def default_code(self) -> orm.AbstractCode | None:
         """The code used when the caller gives none (GPAW: a Python with GPAW on localhost); ``None``: required."""
         return None
@@ -142,6 +152,8 @@ class BatchRelaxationEngine(abc.ABC):
 
     name: str
     granularity = "batch"
+    #: whether the engine needs a trained model (``cheap_model``: a ``physgen.generator_model``, e.g. the EDNN)
+    needs_model = False
 
     @abc.abstractmethod
     def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
@@ -150,9 +162,10 @@ class BatchRelaxationEngine(abc.ABC):
 
     @abc.abstractmethod
     def get_process(
-        self, structures: "StructureSet", settings: orm.Dict | None
+        self, structures: "StructureSet", settings: orm.Dict | None, model: orm.Data | None = None
     ) -> tuple[Callable[..., Any], dict[str, Any]]:
-        """The process function that relaxes ``structures`` and the inputs to run it with."""
+        """The process function that relaxes (or scores) ``structures`` and the inputs to run it with; ``model``
+        is the ``cheap_model`` input of the screening (given only to engines with :attr:`needs_model`)."""
 
     def get_result(self, node: orm.ProcessNode) -> "StructureSet":
         """The relaxed structure set of a finished, successful process."""

@@ -44,7 +44,7 @@ class CheapEngine(BatchRelaxationEngine):
                         f"{package!r} package (pip install 'aiida-physgen[cheap]')")
         return None
 
-    def get_process(self, structures, settings: orm.Dict | None):
+    def get_process(self, structures, settings: orm.Dict | None, model=None):
         from ..calculations.cheap import relax_cheap
 
         inputs = {"structures": structures}

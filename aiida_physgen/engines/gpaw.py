@@ -18,14 +18,32 @@ class GpawEngine(RelaxationEngine):
     """GPAW through :class:`~aiida_physgen.workflows.gpaw_base.GpawBaseWorkChain` and its protocols."""
 
     name = "gpaw"
+    protocol_file = "gpaw"
 
     def get_builder(self, code, structure, protocol, overrides, dos):
+        """A relaxation, unless the overrides ask for ``calculation: static`` (a single point, e.g. the DOS of a
+        porous-graphene sheet whose atoms stay on the lattice): the structure then comes back unmoved."""
         from ..workflows.gpaw_base import GpawBaseWorkChain
 
-        forced = {"gpaw": {"parameters": {"calculation": "relax", "dos": bool(dos)}}}
+        calculation = "static" if _parameters(overrides).get("calculation") == "static" else "relax"
+        forced = {"gpaw": {"parameters": {"calculation": calculation, "dos": bool(dos)}}}
         return GpawBaseWorkChain.get_builder_from_protocol(
             code, structure, protocol=protocol, overrides=merge_overrides(dict(overrides or {}), forced)
         )
+
+    def get_result(self, node):
+        """As every relaxation; a static calculation has no ``output_structure``: its structure is the one its last
+        GPAW calculation computed (a molecule: centred in its box)."""
+        from .base import RelaxationResult
+
+        if "output_structure" in node.outputs:
+            return super().get_result(node)
+        parameters = node.outputs.output_parameters
+        jobs = sorted((child for child in node.called if isinstance(child, orm.CalcJobNode)), key=lambda c: c.ctime)
+        structure = jobs[-1].inputs.structure if jobs else node.inputs.gpaw.structure
+        return RelaxationResult(structure=structure, parameters=parameters,
+                                energy=float(parameters["energy"]),
+                                dos=node.outputs.dos if "dos" in node.outputs else None)
 
     def shared_overrides(self, structures, protocol, overrides):
         """Molecules share one cubic box (the largest extent plus the protocol's vacuum on both sides): in
@@ -83,11 +101,16 @@ class GpawEngine(RelaxationEngine):
         return None
 
 
+def _parameters(overrides: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The ``gpaw.parameters`` of the overrides (empty when there are none)."""
+    gpaw = overrides.get("gpaw") if isinstance(overrides, Mapping) else None
+    parameters = gpaw.get("parameters") if isinstance(gpaw, Mapping) else None
+    return parameters if isinstance(parameters, Mapping) else {}
+
+
 def _natoms_for(overrides: Mapping[str, Any]) -> int:
     """Atoms in the dummy structure: as many as a per-atom ``magmoms`` list in the overrides has, else 2."""
-    gpaw = overrides.get("gpaw")
-    parameters = gpaw.get("parameters") if isinstance(gpaw, Mapping) else None
-    magmoms = parameters.get("magmoms") if isinstance(parameters, Mapping) else None
+    magmoms = _parameters(overrides).get("magmoms")
     if isinstance(magmoms, (list, tuple)) and 0 < len(magmoms) <= 1000:
         return len(magmoms)
     return 2

@@ -24,6 +24,7 @@ class VaspEngine(RelaxationEngine):
     """VASP through aiida-vasp (``vasp.vasp``), wrapped by ``physgen.vasp.relax``."""
 
     name = "vasp"
+    protocol_file = "vasp"
 
     def get_builder(self, code, structure, protocol, overrides, dos):
         from ..workflows.vasp_relax import VaspRelaxWorkChain

@@ -52,6 +52,9 @@ class ScreeningData:
     :param references: named reference sets the caller gave (``known``, ``held_out``, ...).
     :param cheap_model: the cheap tier's model when it has one (the EDNN), as a
         :class:`~aiida_physgen.ml.family.TrainedModel`.
+    :param cheap_engine: the cheap tier's engine (``cheap``, ``ednn``, ...), or ``None`` without the cheap tier.
+    :param cheap_settings: the cheap tier's settings as given (``None``: the engine's defaults), so an assessor
+        can put its own structures (elemental references) at the same level.
     """
 
     generated: dict[str, StructureBatch]
@@ -65,6 +68,8 @@ class ScreeningData:
     funnel: dict[str, Any] | None = None
     references: dict[str, StructureBatch] = dataclasses.field(default_factory=dict)
     cheap_model: Any = None
+    cheap_engine: str | None = None
+    cheap_settings: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass

@@ -60,11 +60,31 @@ def _engine_name(node) -> str:
 
 
 def dft_relaxations(node, finished_only: bool = True) -> list:
-    """The per-structure relaxations a screening called (link labels ``relax_<label>``), of whatever engine."""
-    found = [link.node for link in node.base.links.get_outgoing().all()
-             if link.link_label.startswith("relax_") and link.link_label != "relax_cheap"
-             and isinstance(link.node, orm.ProcessNode)]
+    """The per-structure relaxations of a screening (link labels ``relax_<label>``, of whatever engine): those its
+    ``physgen.relax_set`` ran, and those it reused from earlier runs (they are the relaxations its basins came from)."""
+    found = {}
+    parents = [node, *[link.node for link in node.base.links.get_outgoing(link_label_filter="relax").all()]]
+    for parent in parents:  # the relax_set chain; a screening stored before it existed called them itself
+        for link in parent.base.links.get_outgoing().all():
+            if (link.link_label.startswith("relax_") and link.link_label != "relax_cheap"
+                    and isinstance(link.node, orm.ProcessNode)):
+                found[link.node.pk] = link.node
+        table = parent.base.extras.get("physgen_relaxations", {}).get("relaxations", {}) \
+            if isinstance(parent, orm.WorkflowNode) else {}
+        for row in table.values():
+            if row.get("reused") and row.get("pk"):
+                found[row["pk"]] = orm.load_node(row["pk"])
+    found = sorted(found.values(), key=lambda n: n.pk)
     return [n for n in found if n.is_finished_ok] if finished_only else found
+
+
+def _ran_here(node) -> list:
+    """The relaxations this screening ran itself (not the reused ones): what its DFT time is made of."""
+    reused = set()
+    for link in node.base.links.get_outgoing(link_label_filter="relax").all():
+        table = link.node.base.extras.get("physgen_relaxations", {}).get("relaxations", {})
+        reused |= {row["pk"] for row in table.values() if row.get("reused")}
+    return [n for n in dft_relaxations(node, finished_only=False) if n.pk not in reused]
 
 
 def _union_seconds(intervals: list[tuple[float, float]]) -> float:
@@ -90,7 +110,7 @@ def timing(node) -> dict[str, float]:
     training = sum((n.mtime - n.ctime).total_seconds() for n in trainings if not n.is_excepted)
     cheap = sum((n.mtime - n.ctime).total_seconds() for n in _called(node, "relax_cheap") if not n.is_excepted)
     intervals = []
-    for relaxation in dft_relaxations(node, finished_only=False):
+    for relaxation in _ran_here(node):
         for calc in [relaxation, *relaxation.called_descendants]:
             if not isinstance(calc, orm.CalcJobNode):
                 continue
@@ -185,9 +205,16 @@ def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
             written[key] = out / name
             return stack.enter_context(atomic_path(out / name))
 
-        if "generation" in node.outputs and "pca_plot" in node.outputs.generation:
+        if "generation" in node.outputs and "selection" in node.outputs.generation:
+            plot_marked_selection(node, rows, temporary("pca_clusters.png", "pca"))
+        elif "generation" in node.outputs and "pca_plot" in node.outputs.generation:
             with node.outputs.generation.pca_plot.open(mode="rb") as source, \
                     temporary("pca_clusters.png", "pca").open("wb") as target:
+                shutil.copyfileobj(source, target)
+
+        for name in sorted(node.outputs.figures) if "figures" in node.outputs else []:
+            with node.outputs.figures[name].open(mode="rb") as source, \
+                    temporary(f"{name}.png", name).open("wb") as target:
                 shutil.copyfileobj(source, target)
 
         models = trained_models(node)
@@ -221,6 +248,50 @@ def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
             fig.savefig(temporary("dos.png", "dos"), dpi=120, format="png")
             plt.close(fig)
     return written
+
+
+def _cluster_of(label: str, funnel) -> int | None:
+    """The k-means cluster (representative index) a DFT structure came from: ``rep_07`` → 7; a funnel pick
+    ``basin_02`` → the representative the funnel picked for it."""
+    if label.startswith("rep_"):
+        return int(label[4:])
+    if funnel is not None and label in funnel.get("picked", {}):
+        return int(funnel["picked"][label])
+    return None
+
+
+def plot_marked_selection(node, rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """The PCA map of the selection with what went on marked: the representatives relaxed with DFT, and those
+    whose basin is a unique minimum (readable with hundreds of representatives)."""
+    from .selection import Selection, plot_selection
+
+    arrays = node.outputs.generation.selection
+    selection = Selection.from_arrays({name: arrays.get_array(name) for name in arrays.get_arraynames()})
+    funnel = node.outputs.funnel.get_dict() if "funnel" in node.outputs else None
+    relaxed = [c for row in rows for c in (_cluster_of(m, funnel) for m in row["members"]) if c is not None]
+    minima = [_cluster_of(row["representative"], funnel) for row in rows if row["new_minimum"]]
+    marks = {"relaxed with DFT": sorted(set(relaxed)),
+             "unique minimum": sorted({c for c in minima if c is not None})}
+    n = arrays.base.attributes.get("n_candidates", len(selection.labels))
+    return plot_selection(selection, path, title=f"{n} candidates → {selection.n_clusters} representatives → "
+                          f"{len(marks['relaxed with DFT'])} DFT → {len(marks['unique minimum'])} unique minima",
+                          marks=marks)
+
+
+def assessment_sections(node) -> list[str]:
+    """Each assessor's section of the report: its title, its table, and its metrics not already in the table."""
+    sections = []
+    if "assessments" not in node.outputs:
+        return sections
+    for name in sorted(node.outputs.assessments):
+        assessment = node.outputs.assessments[name].get_dict()
+        title = assessment.get("title") or name
+        text = assessment.get("text") or ""
+        lines = [f"== {title} ==", text] if text else [f"== {title} =="]
+        if not text:
+            lines += [f"{key}: {value}" for key, value in sorted(assessment.get("metrics", {}).items())]
+        sections.append("\n".join(lines))
+    return sections
 
 
 def funnel_line(node) -> str | None:
@@ -355,12 +426,15 @@ def print_report(node, output_dir: str | Path | None = None, file: IO[str] | Non
     line = funnel_line(node)
     if line:
         print(line, file=file)
-    print(discovery_line(node), file=file)
+    if not ("assessments" in node.outputs and "discovery" in node.outputs.assessments):  # else its section says it
+        print(discovery_line(node), file=file)
     t = timing(node)
     cheap = f"cheap tier {t['cheap_s']:.0f} s, " if t["cheap_s"] else ""
     print(f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, {cheap}DFT {t['dft_s']:.0f} s "
           f"({t['n_dft_runs']} {_engine_name(node)} runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
           + (f", lost to a dead daemon worker {t['lost_s']:.0f} s" if t["lost_s"] else ""), file=file)
+    for section in assessment_sections(node):
+        print(section, file=file)
     written = {}
     if output_dir is not None:
         written = write_figures(node, output_dir)

@@ -439,9 +439,20 @@ def select_representatives(
     )
 
 
-def plot_selection(selection: Selection, path: str | Path, title: str | None = None) -> Path:
+#: how the marked groups of representatives are drawn (in this order: later ones on top)
+_MARK_STYLES = ({"marker": "D", "s": 60, "c": "tab:orange"}, {"marker": "*", "s": 220, "c": "tab:red"},
+                {"marker": "P", "s": 90, "c": "tab:purple"})
+
+
+def plot_selection(selection: Selection, path: str | Path, title: str | None = None,
+                   marks: dict[str, Any] | None = None) -> Path:
     """Scatter the members on the first two principal components, coloured by cluster, with the
-    representatives as black-edged stars; write a PNG to ``path`` and return it."""
+    representatives marked; write a PNG to ``path`` and return it.
+
+    :param marks: groups of clusters to mark over the representatives, by legend label, e.g.
+        ``{'relaxed with DFT': [3, 7], 'unique minimum': [3]}``; with marks (or many clusters) the other
+        representatives are drawn as small black-edged dots, so that what went on stays readable at the size
+        of a study (hundreds of representatives)."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -465,15 +476,21 @@ def plot_selection(selection: Selection, path: str | Path, title: str | None = N
         x, y, c=colours[selection.labels], s=size, alpha=0.6, linewidths=0, rasterized=n_members > 5000
     )
     reps = selection.indices
+    quiet = bool(marks) or selection.n_clusters > 40
+    marker, star = ("o", 16.0) if quiet else ("*", 180.0)
     ax.scatter(
-        x[reps], y[reps], c=colours[np.arange(selection.n_clusters)], marker="*", s=180,
-        edgecolors="black", linewidths=1.0, zorder=3,
+        x[reps], y[reps], c=colours[np.arange(selection.n_clusters)], marker=marker, s=star,
+        edgecolors="black", linewidths=0.6 if quiet else 1.0, zorder=3,
     )
-    # legend entry with a neutral fill: the stars themselves take their cluster's colour
+    # legend entry with a neutral fill: the representatives themselves take their cluster's colour
     ax.scatter(
-        [], [], c="white", marker="*", s=180, edgecolors="black", linewidths=1.0,
+        [], [], c="white", marker=marker, s=star, edgecolors="black", linewidths=1.0,
         label=f"representatives ({selection.n_clusters})",
     )
+    for (label, clusters), style in zip((marks or {}).items(), _MARK_STYLES):
+        clusters = np.asarray([c for c in clusters if 0 <= c < len(reps)], dtype=np.int64)
+        ax.scatter(x[reps[clusters]], y[reps[clusters]], edgecolors="black", linewidths=0.8, zorder=4,
+                   label=f"{label} ({len(clusters)})", **style)
 
     def _label(axis: int) -> str:
         if axis < ratio.shape[0]:

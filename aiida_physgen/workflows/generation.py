@@ -21,7 +21,7 @@ from ..ml.family import get_family
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
 from ..screening.selection import SelectionSettings
 from .orphans import failed_step_exit_code, run_calcfunction_step
-from .training_base import DEFAULT_TRAINING_OPTIONS, training_job_builder
+from .training_base import DEFAULT_TRAINING_OPTIONS, launch_training, trained_models
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs"]
 
@@ -49,8 +49,30 @@ def validate_generation_inputs(inputs, _ctx=None):
             batch = inputs["training"].get_batch() if len(inputs["training"]) else None
             for member in {repr(m.grid_point): m for m in members}.values():
                 family.validate(batch, target, member.settings)
-        if "condition" in inputs:
-            family.check_condition(inputs["condition"].get_dict(), {})
+        if "condition" in inputs and "conditions" in inputs:
+            raise ValueError("conditions: give either one condition or named conditions, not both")
+        for name, condition in named_conditions(inputs).items():
+            if condition is None:
+                continue
+            if not isinstance(condition, dict):
+                raise ValueError(f"conditions.{name}: expected a dictionary, got {type(condition).__name__}")
+            try:
+                family.check_condition(condition, {})
+            except ValueError as error:
+                raise ValueError(f"conditions.{name}: {error}") from None
+        if "conditions" in inputs and not inputs["conditions"].get_dict():
+            raise ValueError("conditions: expected at least one named condition, e.g. {'F-43m': {'space_group': 216}}")
+        if "validity" in inputs:
+            from ..screening.validity import get_validity_check
+
+            check = get_validity_check(inputs["validity"].value, "validity")
+            check.settings(inputs["validity_settings"].get_dict() if "validity_settings" in inputs else None)
+            if target is not None:
+                message = check.check_kind(target.get("pbc"))
+                if message:
+                    raise ValueError(f"validity: {message}")
+        elif "validity_settings" in inputs:
+            raise ValueError("validity_settings: given without a validity check; set validity too")
         message = _check_training_job(inputs)
         if message:
             return message
@@ -67,16 +89,30 @@ def validate_generation_inputs(inputs, _ctx=None):
         return str(error)
     if family.role != "generator":
         return f"family: {family.name} models are {family.role}s; the generation chain needs a generator family"
-    n_candidates = len(members) * count
+    n_candidates = len(members) * count * len(named_conditions(inputs))
     if selection.n_clusters > n_candidates:
         return (
             f"selection_settings.n_clusters: got {selection.n_clusters}, expected at most the {n_candidates} "
-            f"candidates that will be generated ({len(members)} models × {count})"
+            f"candidates that will be generated ({len(members)} models × {count} × "
+            f"{len(named_conditions(inputs))} condition(s))"
         )
     return None
 
 
-#: metadata.options of the training job unless ``training_options`` says otherwise
+def link_name(name: str) -> str:
+    """A condition's name as a link label (letters, digits and underscores): ``F-43m`` → ``F_43m``."""
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_") or "condition"
+
+
+def named_conditions(inputs) -> dict:
+    """The generation's conditions by name: ``conditions``, or the one ``condition`` (or none) as ``default``."""
+    if "conditions" in inputs:
+        return dict(inputs["conditions"].get_dict())
+    return {DEFAULT_CONDITION: inputs["condition"].get_dict() if "condition" in inputs else None}
+
+
+#: the name of the candidate set when no named conditions are given
+DEFAULT_CONDITION = "default"
 
 
 def _check_training_job(inputs) -> str | None:
@@ -124,6 +160,13 @@ class GenerationWorkChain(WorkChain):
         spec.input("count", valid_type=orm.Int, default=lambda: orm.Int(DEFAULT_COUNT), help="Candidates per model.")
         spec.input("condition", valid_type=orm.Dict, required=False,
                    help="Family-defined sampling condition (an energy label, a space group, a size multiple).")
+        spec.input("conditions", valid_type=orm.Dict, required=False,
+                   help="Named sampling conditions, one candidate set each, e.g. {'F-43m': {'space_group': 216}, "
+                        "'scale_2': {'labels': 'training', 'scale': 2}}.")
+        spec.input("validity", valid_type=orm.Str, required=False,
+                   help="Validity check by kind of structure (an entry point of aiida_physgen.validity: molecule, "
+                        "crystal, sheet, amorphous, none, or a plug-in's); the candidates it rejects are not selected.")
+        spec.input("validity_settings", valid_type=orm.Dict, required=False, help="Settings of the validity check.")
         spec.input("generation_seed", valid_type=orm.Int, default=lambda: orm.Int(0),
                    help="Seed of the latent draws when generating.")
         spec.input("selection_settings", valid_type=orm.Dict, required=False,
@@ -147,11 +190,18 @@ class GenerationWorkChain(WorkChain):
             ).else_(
                 cls.normalise, cls.train, cls.inspect_training, cls.generate,
             ),
+            if_(cls.use_validity)(
+                cls.validity,
+            ),
             cls.select,
             cls.results,
         )
         spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
-        spec.output("candidates", valid_type=StructureSet, help="Every generated candidate, one node.")
+        spec.output("candidates", valid_type=StructureSet,
+                    help="The candidates the selection chose from: every generated one, or the valid ones of every "
+                         "condition joined (info condition_index, set_index).")
+        spec.output_namespace("generated", valid_type=StructureSet, dynamic=True,
+                              help="With named conditions or a validity check: each condition's set as generated.")
         spec.output("representatives", valid_type=StructureSet, help="One candidate per k-means cluster.")
         spec.output_namespace("structures", valid_type=orm.StructureData, dynamic=True,
                               help="The representatives as StructureData (rep_00, ...), ready for DFT.")
@@ -160,6 +210,8 @@ class GenerationWorkChain(WorkChain):
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
+        spec.exit_code(341, "ERROR_NOTHING_VALID", message="no generated structure passed the validity check: "
+                       "{message}")
 
     @classmethod
     def get_builder_from_protocol(
@@ -176,7 +228,8 @@ class GenerationWorkChain(WorkChain):
 
         :param overrides: nested overrides of the protocol: ``settings``, ``seeds``, ``count``,
             ``selection``, ``grid`` (e.g. ``{'settings': {'loop': {'steps': 100}}, 'seeds': [0]}``).
-        :param kwargs: ``training_options``, ``device``, ``generation_seed``, ``selection_seed``, ``condition``.
+        :param kwargs: ``training_options``, ``device``, ``generation_seed``, ``selection_seed``, ``condition``,
+            ``conditions``, ``validity``, ``validity_settings``.
         """
         from .protocols import generation_protocol
 
@@ -198,7 +251,8 @@ class GenerationWorkChain(WorkChain):
         if training_code is not None:
             builder.training_code = training_code
         for key, node_type in (("training_options", orm.Dict), ("device", orm.Str), ("generation_seed", orm.Int),
-                               ("selection_seed", orm.Int), ("condition", orm.Dict)):
+                               ("selection_seed", orm.Int), ("condition", orm.Dict), ("conditions", orm.Dict),
+                                 ("validity", orm.Str), ("validity_settings", orm.Dict)):
             if key in kwargs:
                 builder[key] = node_type(kwargs.pop(key))
         if kwargs:
@@ -248,36 +302,18 @@ class GenerationWorkChain(WorkChain):
         return dict(self.ctx.training_inputs)
 
     def train(self):
+        """The ensemble, trained as the ``physgen.train`` calcfunction, or as jobs on ``training_code``'s computer."""
         n_seeds = len(self.inputs.seeds.get_list())
-        family = self.inputs.family.value
-        inputs = self._training_inputs()
-        if "training_code" not in self.inputs:
-            self.report(f"training {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures")
-            outputs, node = run_calcfunction_step(self, 
-                train, "train", f"train {n_seeds} seed(s) of {family} on {len(self.inputs.training)} structures",
-                **inputs, device=self.inputs.device,
-            )
-            self.ctx.training = node
-            self.ctx.models = outputs.get("models", {})
-            return None
-        builder = training_job_builder(
-            inputs, self.inputs.training_code, self.inputs.device, self.inputs.get("training_options"),
-            description=f"train {n_seeds} seed(s) of {family} as a job on {self.inputs.training_code.computer.label}")
-        try:
-            node = self.submit(builder)
-        except ValueError as error:  # the job's own launch check; the validator above catches the same
-            return self.exit_codes.ERROR_INVALID_INPUT.format(message=str(error))
-        self.report(f"submitted {family} training of {n_seeds} seed(s) as {node.process_label}<{node.pk}> on "
-                    f"{self.inputs.training_code.computer.label}")
-        return ToContext(training=node)
+        what = f"{n_seeds} seed(s) of {self.inputs.family.value} on {len(self.inputs.training)} structures"
+        return launch_training(self, self._training_inputs(), what, "train", "train", "training")
 
     def inspect_training(self):
-        node = self.ctx.training
-        if not node.is_finished_ok:
-            return self._failed(node, "training")
-        if "models" not in self.ctx:
-            self.ctx.models = {label: node.outputs.models[label] for label in node.outputs.models}
-        self.out("models", dict(self.ctx.models))
+        models, failure = trained_models(self, "training", "training", EXIT_CODES)
+        if failure:
+            return failure
+        self.ctx.models = models
+        self.out("models", dict(models))
+        return None
 
     def use_baseline(self):
         return self.inputs.baseline.value
@@ -297,23 +333,61 @@ class GenerationWorkChain(WorkChain):
         )
         if not node.is_finished_ok:
             return self._failed(node, "random generation")
-        self.ctx.candidates = candidates
-        self.out("candidates", candidates)
+        self.ctx.generated = {link_name(DEFAULT_CONDITION): candidates}
+        if self.use_validity():
+            self.out("generated", dict(self.ctx.generated))
+        else:
+            self.ctx.candidates = candidates
+            self.out("candidates", candidates)
         return None
 
     def generate(self):
+        """One candidate set per named condition (one ``physgen.generate`` each)."""
         models = dict(self.ctx.models)
-        self.report(f"generating {self.inputs.count.value} candidates from each of {len(models)} models")
-        inputs = {"count": self.inputs.count, "seed": self.inputs.generation_seed, **models}
-        if "condition" in self.inputs:
-            inputs["condition"] = self.inputs.condition
-        candidates, node = run_calcfunction_step(self, 
-            generate, "generate", f"{self.inputs.count.value} candidates from each of {len(models)} models", **inputs
-        )
+        conditions = named_conditions(self.inputs)
+        self.ctx.generated = {}
+        for name, condition in conditions.items():
+            link = "generate" if name == DEFAULT_CONDITION else f"generate_{link_name(name)}"
+            self.report(f"generating {self.inputs.count.value} candidates from each of {len(models)} models"
+                        + ("" if name == DEFAULT_CONDITION else f" for {name}"))
+            inputs = {"count": self.inputs.count, "seed": self.inputs.generation_seed, **models}
+            if condition is not None:
+                inputs["condition"] = orm.Dict(condition)
+            candidates, node = run_calcfunction_step(
+                self, generate, link, f"{self.inputs.count.value} candidates from each of {len(models)} models"
+                + ("" if name == DEFAULT_CONDITION else f" for {name}"), **inputs)
+            if not node.is_finished_ok:
+                return self._failed(node, f"generation for {name}")
+            self.ctx.generated[link_name(name)] = candidates
+        if not self.use_validity():
+            self.ctx.candidates = self.ctx.generated[link_name(DEFAULT_CONDITION)]
+            self.out("candidates", self.ctx.candidates)
+        else:
+            self.out("generated", dict(self.ctx.generated))
+        return None
+
+    def use_validity(self):
+        """A validity step runs with a check, and joins the sets when there are several named conditions."""
+        return "validity" in self.inputs or "conditions" in self.inputs
+
+    def validity(self):
+        from ..calculations.screening import check_validity
+
+        inputs = dict(self.ctx.generated)
+        inputs["check"] = self.inputs.validity if "validity" in self.inputs else orm.Str("none")
+        if "validity_settings" in self.inputs:
+            inputs["settings"] = self.inputs.validity_settings
+        outputs, node = run_calcfunction_step(self, check_validity, "validity",
+                                              f"validity ({inputs['check'].value}) of {len(self.ctx.generated)} set(s)",
+                                              **inputs)
         if not node.is_finished_ok:
-            return self._failed(node, "generation")
-        self.ctx.candidates = candidates
-        self.out("candidates", candidates)
+            return self._failed(node, "validity")
+        self.ctx.candidates = outputs["valid"]
+        self.out("candidates", self.ctx.candidates)
+        totals = self.ctx.candidates.base.attributes.get("validity")["totals"]
+        self.report(f"validity: {totals['valid']} of {totals['generated']} candidates kept; "
+                    f"rejected: {totals['reasons'] or 'none'}")
+        return None
 
     def select(self):
         inputs = {"candidates": self.ctx.candidates, "seed": self.inputs.selection_seed}

@@ -1,86 +1,103 @@
-"""``physgen.screening``: the whole pipeline, from known structures to DFT-verified unique minima.
+"""``physgen.screening``: the one pipeline every family's candidates go through.
 
-    training set ──GenerationWorkChain──▶ representatives ──relax_cheap──▶ cheap basins ──select_for_dft──▶
-    one per sound basin (≤ dft_budget) ──relax (+DOS), concurrently──▶ relaxed ──deduplicate_minima──▶
-    unique minima + report
+    training set ──train (any family; calcfunction or job)──▶ models ──generate (named conditions)──▶ sets
+        ──validity (by kind of structure)──▶ valid candidates ──select (descriptors → PCA → k-means)──▶
+        representatives ──cheap tier (a batch engine: xTB/CHGNet, EDNN, LAMMPS, yours)──▶ cheap basins
+        ──funnel: one per distinct sound basin, up to dft_budget──▶ relax a set (physgen.relax_set: GPAW |
+        VASP | yours; throttled, reused) ──▶ basins ──assessors──▶ one report
 
 With ``funnel=False`` the cheap tier is skipped and every representative goes to DFT.
 
-At most ``max_concurrent_relaxations`` relaxations are in flight at once (a screening of 500 structures
-does not put 500 jobs in a scheduler's queue): the chain submits up to the limit, waits until any one of
-them ends (:mod:`aiida_physgen.workflows.await_any`), tops up, and so on. With ``reuse_relaxations`` (the default) a relaxation that finished OK
-before, in any screening, with the same structure content, engine, code and settings is used again instead
-of submitted (:mod:`aiida_physgen.workflows.relaxation_reuse`), so a screening launched again does only
-what is left.
-
-Both tiers are engines chosen by name (entry-point group ``aiida_physgen.engines``): ``cheap_engine``
-relaxes the whole set in one process, ``engine`` (GPAW today) one process per structure; the workflow
-only asks them for processes and reads results back (see :mod:`aiida_physgen.engines`). The context
-holds only nodes and plain data, so the daemon can be stopped and restarted mid-run.
+What is specific to a domain enters as a plug-in found by entry point: the family
+(``aiida_physgen.families``), the validity check (``aiida_physgen.validity``), the engines of both tiers
+(``aiida_physgen.engines``) and the assessors (``aiida_physgen.assessors``). A study is a protocol
+(``workflows/protocols/screening/<domain>.yaml``, :meth:`ScreeningWorkChain.get_builder_from_protocol`)
+plus a script; a domain that needs a step before generation (the EDNN labeller, a melt-quench MD) wraps
+this chain with ``expose_inputs``. The context holds only nodes and plain data, so the daemon can be
+stopped and restarted mid-run.
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, if_, while_
+from aiida.engine import ToContext, WorkChain, if_
 
 from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
+from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..engines import get_engine
-from .await_any import ANY_PREFIX, AwaitAnyMixin, wait_for_any
-from .generation import GenerationWorkChain, validate_generation_inputs
+from .generation import GenerationWorkChain, named_conditions, validate_generation_inputs
 from .orphans import run_calcfunction_step
-from .relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_key
+from .protocols import ProtocolMixin
+from .relax_set import RelaxSetWorkChain, resolve_protocol, validate_relax_set_inputs
 
-__all__ = ["ScreeningWorkChain"]
-
-
-def _periodic(inputs) -> bool | None:
-    """Whether the generated structures will be periodic (None when the target does not say)."""
-    try:
-        target = inputs["generation"]["target"].get_dict()
-    except (KeyError, AttributeError):
-        return None
-    pbc = target.get("pbc")
-    if pbc is None:
-        return None
-    return bool(any(pbc)) if isinstance(pbc, (list, tuple)) else bool(pbc)
+__all__ = ["ScreeningWorkChain", "validate_screening_inputs"]
 
 
-def _elements(inputs) -> list[str] | None:
-    """The elements of the generated structures (from the target's composition), when the target says."""
+def _kind(inputs) -> tuple[bool | None, list[str] | None, list[str]]:
+    """``(periodic, elements, notes)`` of the structures the screening will relax, as far as the launch can
+    know them: from the target (its ``pbc`` and ``composition``), else from the training set and the
+    conditions' ``elements``; ``notes`` say what could not be known (a check that cannot apply says so)."""
     from ..ml.composition import parse_composition
 
+    generation = inputs.get("generation", {})
+    target = generation["target"].get_dict() if "target" in generation else {}
+    training = generation.get("training")
+    notes = []
+    pbc = target.get("pbc")
+    if pbc is not None:
+        periodic = bool(any(pbc)) if isinstance(pbc, (list, tuple)) else bool(pbc)
+    elif training is not None and training.pbc is not None:
+        periodic = bool(any(training.pbc))
+    else:
+        periodic = None
+        notes.append("the periodicity of the structures is not known at launch: the engine's settings are checked "
+                      "for molecules and crystals both")
+    elements = None
     try:
-        composition = inputs["generation"]["target"].get_dict().get("composition")
-        return sorted(set(parse_composition(composition))) if composition else None
-    except (KeyError, AttributeError, ValueError, TypeError):
-        return None
+        if target.get("composition"):
+            elements = sorted(set(parse_composition(target["composition"])))
+        elif training is not None:
+            extra = set()
+            for condition in named_conditions(generation).values():
+                if isinstance(condition, Mapping) and isinstance(condition.get("elements"), (list, tuple)):
+                    extra |= {str(e) for e in condition["elements"] if isinstance(e, str)}
+            elements = sorted(set(training.elements) | extra)
+    except (ValueError, TypeError):
+        elements = None
+    if elements is None:
+        notes.append("the elements of the structures are not known at launch: per-element settings (POTCARs) are "
+                     "checked when the relaxations are built")
+    return periodic, elements, notes
 
 
 def validate_screening_inputs(inputs, _ctx=None):
-    """The relaxation engine builds one complete input from a dummy structure with the protocol and the
-    ``relax_overrides``, and its own validation speaks: a typo like ``ecutt`` fails here, at launch,
-    not after the training, generation and selection."""
+    """The relaxation engine builds one complete input from a dummy structure of the kind the screening will
+    relax, with the protocol and ``relax_overrides``, and its own validation speaks: a typo like ``ecutt``
+    fails here, at launch, not after the training, generation and selection. Then the cheap tier, the
+    assessors and their reference sets."""
     try:
         engine = get_engine(inputs["engine"].value if "engine" in inputs else "gpaw", "structure")
+        protocol = resolve_protocol(engine, inputs)
     except ValueError as error:
         return str(error)
+    periodic, elements, _ = _kind(inputs)
     overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
-    message = engine.validate(
-        inputs.get("code"), inputs["protocol"].value if "protocol" in inputs else "fast", overrides,
-        inputs["dos"].value if "dos" in inputs else True, _periodic(inputs), _elements(inputs),
-    )
+    code = inputs.get("code") or engine.default_code()
+    message = engine.validate(code, protocol, overrides, inputs["dos"].value if "dos" in inputs else True,
+                              periodic, elements)
     if message and message.startswith("overrides"):
         message = f"relax_{message}"  # the port's name in this work chain
     if not message and "max_concurrent_relaxations" in inputs and inputs["max_concurrent_relaxations"].value < 1:
         message = (f"max_concurrent_relaxations: got {inputs['max_concurrent_relaxations'].value}, "
                    "expected a positive number of relaxations in flight")
-    return message or _check_funnel(inputs)
+    return message or _check_funnel(inputs, periodic) or _check_assessors(inputs)
 
 
-def _check_funnel(inputs) -> str | None:
+def _check_funnel(inputs, periodic) -> str | None:
     """With the funnel: the budget, and the cheap engine's own check of its settings for the target's kind."""
     if "funnel" in inputs and not inputs["funnel"].value:
         return None
@@ -91,8 +108,9 @@ def _check_funnel(inputs) -> str | None:
                             field="cheap_engine")
     except ValueError as error:
         return str(error)
-    message = engine.validate(inputs["cheap_settings"].get_dict() if "cheap_settings" in inputs else None,
-                              _periodic(inputs))
+    if engine.needs_model and "cheap_model" not in inputs:
+        return f"cheap_model: the {engine.name} cheap engine needs a trained model (a physgen.generator_model)"
+    message = engine.validate(inputs["cheap_settings"].get_dict() if "cheap_settings" in inputs else None, periodic)
     if message is None:
         return None
     if "package" in message:  # the funnel itself cannot run here
@@ -101,36 +119,69 @@ def _check_funnel(inputs) -> str | None:
     return f"cheap_{message}" if message.startswith("settings") else message
 
 
-class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
-    """Train → generate → select → relax (+ DOS) → de-duplicate basins → report."""
+def _check_assessors(inputs) -> str | None:
+    """Every assessor exists, its settings are right, and the reference sets it reads are given."""
+    from ..screening.assessors import get_assessor
+
+    if "assessors" not in inputs:
+        return None
+    references = set(inputs.get("references", {}))
+    for name, settings in inputs["assessors"].get_dict().items():
+        try:
+            assessor = get_assessor(name, f"assessors.{name}")
+            assessor.settings(settings or None)
+        except ValueError as error:
+            return str(error)
+        message = assessor.check_references(references)
+        if message:
+            return message
+    return None
+
+
+class ScreeningWorkChain(ProtocolMixin, WorkChain):
+    """Train → generate (named conditions) → validity → select → cheap tier → funnel → relax a set (+ DOS) →
+    basins → assessors → report."""
+
+    _protocol_directory = "screening"
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
         spec.expose_inputs(GenerationWorkChain, namespace="generation",
                            namespace_options={"help": "Inputs of the generation chain (training → selection)."})
-        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str("gpaw"), help="Relaxation engine.")
-        spec.input("code", valid_type=orm.AbstractCode, help="Code of the relaxation engine.")
-        spec.input("protocol", valid_type=orm.Str, default=lambda: orm.Str("fast"),
-                   help="Protocol of the relaxation engine: fast, balanced or stringent.")
+        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str("gpaw"),
+                   help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.")
+        spec.input("code", valid_type=orm.AbstractCode, required=False,
+                   help="Code of the relaxation engine; the engine's default code when absent (GPAW: localhost).")
+        spec.input("protocol", valid_type=orm.Str, required=False,
+                   help="Protocol of the relaxation engine; its protocol file's default_protocol when absent.")
         spec.input("relax_overrides", valid_type=orm.Dict, required=False,
                    help="Nested overrides merged into the engine's protocol inputs.")
         spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation.")
         spec.input("funnel", valid_type=orm.Bool, default=lambda: orm.Bool(True),
-                   help="Relax the representatives with the cheap tier (GFN2-xTB / CHGNet) first and send DFT one "
-                        "structure per distinct sound basin, up to dft_budget (on by default; False: every "
-                        "representative goes straight to DFT).")
+                   help="Relax the representatives with the cheap tier first and send DFT one structure per "
+                        "distinct sound basin, up to dft_budget (False: every representative goes to DFT).")
         spec.input("dft_budget", valid_type=orm.Int, default=lambda: orm.Int(5),
                    help="With the funnel: the most DFT relaxations to spend.")
         spec.input("cheap_engine", valid_type=orm.Str, default=lambda: orm.Str("cheap"),
-                   help="With the funnel: the batch relaxation engine of the cheap tier.")
+                   help="With the funnel: the batch engine of the cheap tier (cheap = GFN2-xTB/CHGNet, ednn, "
+                        "lammps, or a plug-in's).")
         spec.input("cheap_settings", valid_type=orm.Dict, required=False,
-                   help="With the funnel: settings of the cheap relaxation (method, fmax, max_steps, ...).")
-        spec.input("max_concurrent_relaxations", valid_type=orm.Int, default=lambda: orm.Int(50),
-                   help="The most relaxations in flight at once; the rest wait and are submitted as others finish.")
+                   help="With the funnel: settings of the cheap engine (method, fmax, max_steps, ...).")
+        spec.input("cheap_model", valid_type=GeneratorModel, required=False,
+                   help="With the funnel: the trained model a cheap engine needs (the EDNN surrogate).")
+        spec.input("max_concurrent_relaxations", valid_type=orm.Int, required=False,
+                   help="The most relaxations in flight at once (default: the computer's cores on localhost, 50 "
+                        "with a queueing scheduler); the rest wait and are submitted as others finish.")
         spec.input("reuse_relaxations", valid_type=orm.Bool, default=lambda: orm.Bool(True),
                    help="Use a relaxation that finished OK before (same structure content, engine, code and "
                         "settings; the extra 'physgen_relaxation_key') instead of running it again.")
+        spec.input("assessors", valid_type=orm.Dict, required=False,
+                   help="Assessors to run on the result, by name, with their settings, e.g. "
+                        "{'formation': {}, 'label_consistency': {'reference': True}} (entry points of "
+                        "aiida_physgen.assessors).")
+        spec.input_namespace("references", valid_type=StructureSet, dynamic=True, required=False,
+                             help="Reference sets the assessors read, by name (known, held_out, ...).")
         spec.input("group_label", valid_type=orm.Str, required=False,
                    help="Group that collects the unique minima and the report (default physgen/screening/<pk>).")
         spec.inputs.validator = validate_screening_inputs
@@ -142,54 +193,140 @@ class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
                 cls.relax_cheap,
                 cls.select_for_dft,
             ),
-            cls.prepare_relaxations,
-            while_(cls.relaxations_pending)(
-                cls.submit_relaxations,
-            ),
+            cls.relax,
             cls.inspect_relaxations,
             cls.deduplicate,
+            if_(cls.use_assessors)(
+                cls.assess,
+            ),
             cls.results,
         )
         spec.expose_outputs(GenerationWorkChain, namespace="generation",
                             namespace_options={"help": "Outputs of the generation chain: models, candidates, selection."},
-                            include=("models", "representatives", "structures", "selection", "pca_plot", "candidates"))
+                            include=("models", "representatives", "structures", "selection", "pca_plot", "candidates",
+                                     "generated"))
         spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
         spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")
         spec.output("report", valid_type=orm.Dict, help="One row per basin: energies, key, count, flags.")
+        spec.output("relaxed", valid_type=StructureSet, required=False,
+                    help="Every DFT-relaxed structure as one set (info energy, basin).")
         spec.output("cheap_relaxed", valid_type=StructureSet, required=False,
-                    help="With the funnel: the representatives after the cheap relaxation, with cheap energies.")
+                    help="With the funnel: the representatives after the cheap tier, with cheap energies.")
         spec.output("funnel", valid_type=orm.Dict, required=False,
                     help="With the funnel: the stage counts and the cheap basins.")
+        spec.output_namespace("assessments", valid_type=orm.Dict, dynamic=True, required=False,
+                              help="One Dict per assessor: metrics, rows and the table's text.")
+        spec.output_namespace("figures", valid_type=orm.SinglefileData, dynamic=True, required=False,
+                              help="The assessors' figures (PNG), <assessor>_<figure>.")
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(401, "ERROR_GENERATION_FAILED", message="the generation chain failed: {message}")
-        spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed")
+        spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed: {message}")
         spec.exit_code(403, "ERROR_DEDUPLICATION_FAILED", message="basin de-duplication failed: {message}")
         spec.exit_code(404, "ERROR_CHEAP_TIER_FAILED", message="the cheap relaxation failed: {message}")
         spec.exit_code(405, "ERROR_NO_SOUND_BASIN", message="the cheap tier found no sound basin: {message}")
+        spec.exit_code(406, "ERROR_ASSESSMENT_FAILED", message="an assessor failed: {message}")
 
+    # ------------------------------------------------------------------ protocols
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        domain: str,
+        training: StructureSet,
+        protocol: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        target: Mapping[str, Any] | None = None,
+        code: orm.AbstractCode | None = None,
+        references: Mapping[str, StructureSet] | None = None,
+        cheap_model: GeneratorModel | None = None,
+        training_code: orm.AbstractCode | None = None,
+    ):
+        """A builder of the whole pipeline for one domain's study, from its protocol.
+
+        The protocol file ``workflows/protocols/screening/<domain>.yaml`` holds the pipeline's inputs (the
+        family, target, conditions, validity, selection, cheap tier, budget, DFT engine and overrides,
+        assessors); the family's settings and seeds come from the family's generation protocol of the same
+        name. ``overrides`` is merged over the protocol (nested; ``None`` deletes a key).
+
+        :param domain: ``molecules``, ``crystals``, ``graphene``, ``amorphous``, or a plug-in's protocol file.
+        :param training: the structures the family learns from.
+        :param target: the family's target; the protocol's ``generation.target`` when absent.
+        :param code: the DFT engine's code; the engine's default code when absent.
+        :param references: reference sets for the assessors (``known``, ``held_out``, ...).
+        :param cheap_model: the cheap engine's model (the EDNN).
+        :param training_code: train as jobs with this code instead of a calcfunction.
+        """
+        from .protocols import generation_protocol
+
+        values = cls.get_protocol_inputs(protocol, overrides, domain=domain)
+        generation = dict(values.pop("generation", {}))
+        family = generation.pop("family")
+        target = dict(target if target is not None else generation.pop("target", {}))
+        generation.pop("target", None)
+        family_values = generation_protocol(family, generation.pop("family_protocol", protocol or
+                                                                  cls.get_default_protocol(domain)),
+                                            target, generation.pop("family_overrides", None))
+        builder = cls.get_builder()
+        gen = GenerationWorkChain.get_builder_from_protocol(
+            training, target, family=family, protocol=None, overrides=None, training_code=training_code)
+        for key, value in family_values.items():  # the family's protocol values first, the study's over them
+            generation.setdefault({"selection": "selection_settings"}.get(key, key), value)
+        nodes = {"seeds": orm.List, "settings": orm.Dict, "grid": orm.Dict, "count": orm.Int,
+                 "selection_settings": orm.Dict, "conditions": orm.Dict, "condition": orm.Dict,
+                 "validity": orm.Str, "validity_settings": orm.Dict, "generation_seed": orm.Int,
+                 "selection_seed": orm.Int, "device": orm.Str, "training_options": orm.Dict, "baseline": orm.Bool}
+        for key, value in generation.items():
+            if key == "selection" and isinstance(value, Mapping):
+                key = "selection_settings"
+            if key not in nodes:
+                raise ValueError(f"protocol: unknown generation key {key!r} in the {domain} protocol or the "
+                                 f"overrides; expected some of {sorted(nodes)}")
+            gen[key] = nodes[key](value)
+        builder.generation = gen
+        top = {"engine": orm.Str, "protocol": orm.Str, "relax_overrides": orm.Dict, "dos": orm.Bool,
+               "funnel": orm.Bool, "dft_budget": orm.Int, "cheap_engine": orm.Str, "cheap_settings": orm.Dict,
+               "max_concurrent_relaxations": orm.Int, "reuse_relaxations": orm.Bool, "assessors": orm.Dict,
+               "group_label": orm.Str}
+        for key, value in values.items():
+            if key not in top:
+                raise ValueError(f"protocol: unknown key {key!r} in the {domain} protocol or the overrides; "
+                                 f"expected some of {sorted(['generation', *top])}")
+            if value is not None:
+                builder[key] = top[key](value)
+        if code is not None:
+            builder.code = code
+        if references:
+            builder.references = dict(references)
+        if cheap_model is not None:
+            builder.cheap_model = cheap_model
+        return builder
+
+    # ------------------------------------------------------------------ steps
     def check_inputs(self):
         """The launch checks again, on the inputs this chain really got (an outer chain may have left ports
-        out of its launch check); a label and description for the node when it has none."""
+        out of its launch check); what the checks could not know is said in the report; a label and
+        description for the node when it has none."""
         message = validate_screening_inputs(self.inputs) or validate_generation_inputs(self.inputs.generation)
         if message:
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
+        for note in _kind(self.inputs)[2]:
+            self.report(f"launch check: {note}")
         generation = self.inputs.generation
-        composition = generation.target.get_dict().get("composition", "")
+        family = generation.family.value if "family" in generation else "logan"
+        what = generation.target.get_dict().get("composition") or family
         if not self.node.label:
-            self.node.label = f"screening {composition}".strip()
+            self.node.label = f"screening {what}".strip()
         if not self.node.description:
-            self.node.description = (
-                f"{generation.family.value if 'family' in generation else 'logan'} generation on "
-                f"{len(generation.training)} structures, {self.inputs.engine.value} relaxations "
-                f"({self.inputs.protocol.value} protocol), unique minima"
-            )
+            engine = self.inputs.engine.value
+            self.node.description = (f"{family} generation on {len(generation.training)} structures, "
+                                     f"{engine} relaxations, unique minima")
         return None
 
     def generate(self):
         inputs = AttributeDict(self.exposed_inputs(GenerationWorkChain, namespace="generation"))
         inputs.metadata = {"call_link_label": "generation", "label": "generation",
-                           "description": "train → generate → select representatives"}
+                           "description": "train → generate → validity → select representatives"}
         try:
             node = self.submit(GenerationWorkChain, **inputs)
         except ValueError as error:  # the chain's own launch check; check_inputs ran the same one
@@ -203,15 +340,17 @@ class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
                 message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
             )
         self.out_many(self.exposed_outputs(node, GenerationWorkChain, namespace="generation"))
+        return None
 
     def use_funnel(self):
         return self.inputs.funnel.value
 
     def relax_cheap(self):
-        """Relax every representative with the cheap engine, in one process for the whole set."""
+        """Relax (or score) every representative with the cheap engine, in one process for the whole set."""
         engine = get_engine(self.inputs.cheap_engine.value, "batch", field="cheap_engine")
         representatives = self.ctx.generation.outputs.representatives
-        process, inputs = engine.get_process(representatives, self.inputs.get("cheap_settings"))
+        process, inputs = engine.get_process(representatives, self.inputs.get("cheap_settings"),
+                                             self.inputs.get("cheap_model"))
         outputs, node = run_calcfunction_step(self, process, "relax_cheap",
                                               f"{engine.name} relaxation of {len(representatives)} representatives",
                                               **inputs)
@@ -227,7 +366,8 @@ class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
         from ..calculations.funnel import select_for_dft
 
         outputs, node = run_calcfunction_step(
-            self, select_for_dft, "select_for_dft", f"one structure per sound cheap basin, at most {self.inputs.dft_budget.value}",
+            self, select_for_dft, "select_for_dft",
+            f"one structure per sound cheap basin, at most {self.inputs.dft_budget.value}",
             relaxed=self.ctx.cheap_relaxed, budget=self.inputs.dft_budget,
             candidates=self.ctx.generation.outputs.candidates,
         )
@@ -248,101 +388,38 @@ class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
         structures = self.ctx.generation.outputs.structures
         return {label: structures[label] for label in structures}
 
-    def _relaxation_settings(self) -> tuple:
-        engine = get_engine(self.inputs.engine.value, "structure")
-        overrides = self.inputs.relax_overrides.get_dict() if "relax_overrides" in self.inputs else None
-        return engine, overrides
-
-    def prepare_relaxations(self):
-        """The structures to relax, in label order; those relaxed before (same key, finished OK) are reused."""
-        engine, overrides = self._relaxation_settings()
-        structures = self._dft_structures()
-        # settings the whole set shares (GPAW: one box for every molecule), fixed now for every batch that the
-        # throttle submits: a batch alone would get a box of its own and energies that cannot be compared
-        overrides = engine.shared_overrides(structures, self.inputs.protocol.value, overrides)
-        self.ctx.shared_overrides = overrides
-        self.ctx.relaxation_keys = {}
-        self.ctx.relaxation_pks = {}  # label -> pk of its relaxation process, submitted or reused
-        self.ctx.pending = []
-        self.ctx.submitted = []  # pks this chain submitted, in submission order
-        reused = []
-        for label in sorted(structures):
-            key = relaxation_key(structures[label], engine.name, self.inputs.code, self.inputs.protocol.value,
-                                 overrides, self.inputs.dos.value)
-            self.ctx.relaxation_keys[label] = key
-            done = finished_relaxation(key) if self.inputs.reuse_relaxations.value else None
-            if done is not None:
-                self.ctx.relaxation_pks[label] = done.pk
-                reused.append(f"{label} <{done.pk}>")
-            else:
-                self.ctx.pending.append(label)
-        if reused:
-            self.report(f"reusing {len(reused)} finished relaxation(s): {', '.join(reused)}")
-
-    def relaxations_pending(self):
-        return bool(self.ctx.pending)
-
-    def submit_relaxations(self):
-        """Top up to ``max_concurrent_relaxations`` in flight, then wait until any one of them has ended (for
-        all of them once nothing is left to submit)."""
-        engine, overrides = self._relaxation_settings()
-        overrides = self.ctx.get("shared_overrides", overrides)  # (absent from a chain checkpointed by an earlier version)
-        limit = self.inputs.max_concurrent_relaxations.value
-        # only the ones running at the last step can still be running: no reload of every submitted node
-        running = [pk for pk in self.ctx.get("running", []) if not orm.load_node(pk).is_terminated]
-        for key in [key for key in self.ctx if key.startswith(ANY_PREFIX)]:  # the last wait's group
-            del self.ctx[key]
-        batch = self.ctx.pending[:max(limit - len(running), 0)]
-        self.ctx.pending = self.ctx.pending[len(batch):]
-        structures = self._dft_structures()
-        builders = engine.get_builders(self.inputs.code, {label: structures[label] for label in batch},
-                                       self.inputs.protocol.value, overrides, self.inputs.dos.value)
-        submitted = []
-        for label, builder in builders.items():
-            if isinstance(builder, str):  # e.g. atoms too close for the DFT code: skip, say why
-                self.report(f"{label} not relaxed: {builder}")
-                continue
-            builder.metadata.call_link_label = f"relax_{label}"
-            builder.metadata.label = f"relax {label}"
-            builder.metadata.description = f"{engine.name} relaxation of representative {label}"
-            node = self.submit(builder)
-            node.base.extras.set(RELAXATION_KEY, self.ctx.relaxation_keys[label])
-            self.ctx.relaxation_pks[label] = node.pk
-            self.ctx.submitted.append(node.pk)
-            running.append(node.pk)
-            submitted.append(label)
-        if submitted:
-            self.report(f"submitted {len(submitted)} {engine.name} relaxation(s): {len(running)} in flight (at most "
-                        f"{limit}), {len(self.ctx.pending)} waiting")
-        self.ctx.running = running
-        if not running:
-            return None
-        if self.ctx.pending:
-            return ToContext(**wait_for_any(orm.load_node(pk) for pk in running))
-        return ToContext(**{f"running_{pk}": orm.load_node(pk) for pk in running})
+    def relax(self):
+        """Relax the picked structures as one set (``physgen.relax_set``): throttled, reused, one comparison."""
+        inputs = {"structures": self._dft_structures(), "engine": self.inputs.engine, "dos": self.inputs.dos,
+                  "reuse": self.inputs.reuse_relaxations}
+        for port, target in (("code", "code"), ("protocol", "protocol"), ("relax_overrides", "relax_overrides"),
+                             ("max_concurrent_relaxations", "max_concurrent")):
+            if port in self.inputs:
+                inputs[target] = self.inputs[port]
+        message = validate_relax_set_inputs(inputs)
+        if message:
+            return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
+        inputs["metadata"] = {"call_link_label": "relax", "label": "relax",
+                              "description": f"{self.inputs.engine.value} relaxations of {len(inputs['structures'])} "
+                                             "structures"}
+        node = self.submit(RelaxSetWorkChain, **inputs)
+        return ToContext(relax_set=node)
 
     def inspect_relaxations(self):
-        finished = {}
-        for label in sorted(self.ctx.relaxation_pks):
-            node = orm.load_node(self.ctx.relaxation_pks[label])
-            if node.is_finished_ok:
-                finished[label] = node.pk
-            else:
-                self.report(f"{label}: {node.process_label}<{node.pk}> failed with exit status {node.exit_status}")
-        if not finished:
-            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED
-        self.ctx.finished = finished
-        n_reused = len(self.ctx.relaxation_pks) - len(self.ctx.submitted)
-        self.report(f"{len(finished)} of {len(self.ctx.relaxation_pks)} relaxations finished "
-                    f"({len(self.ctx.submitted)} run here, {n_reused} reused)")
+        node = self.ctx.relax_set
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED.format(
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+        table = node.base.extras.get("physgen_relaxations", {}).get("relaxations", {})
+        self.ctx.finished = {label: row["pk"] for label, row in table.items() if row["state"] == "finished"}
+        return None
 
     def deduplicate(self):
-        engine = get_engine(self.inputs.engine.value, "structure")
+        relaxed = self.ctx.relax_set.outputs
         inputs = {}
-        for label, pk in self.ctx.finished.items():
-            result = engine.get_result(orm.load_node(pk))
-            inputs[f"structure_{label}"] = result.structure
-            inputs[f"parameters_{label}"] = result.parameters
+        for label in relaxed.relaxed:
+            inputs[f"structure_{label}"] = relaxed.relaxed[label]
+            inputs[f"parameters_{label}"] = relaxed.parameters[label]
         if "funnel" in self.ctx:
             inputs["funnel"] = self.ctx.funnel
         outputs, node = run_calcfunction_step(
@@ -354,6 +431,50 @@ class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
         self.ctx.minima = outputs["minima"]
         self.ctx.energies = outputs["energies"]
         self.ctx.report = outputs["report"]
+        self.ctx.relaxed = outputs["relaxed"]
+        return None
+
+    def use_assessors(self):
+        return "assessors" in self.inputs and bool(self.inputs.assessors.get_dict())
+
+    def assess(self):
+        """Each assessor in one ``physgen.assess`` step, reading the screening's sets."""
+        from ..calculations.screening import GENERATED_PREFIX, REFERENCE_PREFIX, assess
+
+        generation = self.ctx.generation.outputs
+        sets = {}
+        if "generated" in generation:
+            sets.update({f"{GENERATED_PREFIX}{name}": generation.generated[name] for name in generation.generated})
+        else:
+            sets[f"{GENERATED_PREFIX}default"] = generation.candidates
+        for name, reference in self.inputs.get("references", {}).items():
+            sets[f"{REFERENCE_PREFIX}{name}"] = reference
+        common = {"conditions": orm.Dict(named_conditions(self.inputs.generation) if "conditions" in
+                                         self.inputs.generation else {}),
+                  "training": self.inputs.generation.training, "valid": generation.candidates,
+                  "representatives": generation.representatives, "relaxed": self.ctx.relaxed,
+                  "basins": self.ctx.report, **sets}
+        if "cheap_relaxed" in self.ctx:
+            common["cheap"] = self.ctx.cheap_relaxed
+        if "funnel" in self.ctx:
+            common["funnel"] = self.ctx.funnel
+            common["cheap_engine"] = self.inputs.cheap_engine
+            if "cheap_settings" in self.inputs:
+                common["cheap_settings"] = self.inputs.cheap_settings
+        if "cheap_model" in self.inputs:
+            common["cheap_model"] = self.inputs.cheap_model
+        self.ctx.assessments, self.ctx.figures = {}, {}
+        for name, settings in self.inputs.assessors.get_dict().items():
+            outputs, node = run_calcfunction_step(self, assess, f"assess_{name}", f"assessment: {name}",
+                                                  assessor=orm.Str(name), settings=orm.Dict(settings or {}), **common)
+            if not node.is_finished_ok:
+                return self.exit_codes.ERROR_ASSESSMENT_FAILED.format(
+                    message=f"{name}: {node.process_label}<{node.pk}> exit status {node.exit_status}: "
+                            f"{node.exit_message}")
+            self.ctx.assessments[name] = outputs["assessment"]
+            for figure, png in outputs.get("figures", {}).items():
+                self.ctx.figures[f"{name}_{figure}"] = png
+        return None
 
     def _add_provenance_extras(self, report) -> None:
         """Each minimum gets the provenance extras of the representative it was relaxed from (model UUID,
@@ -368,19 +489,21 @@ class ScreeningWorkChain(AwaitAnyMixin, WorkChain):
             self.ctx.minima[row["name"]].base.extras.set_many(extras)
 
     def results(self):
-        engine = get_engine(self.inputs.engine.value, "structure")
         report = self.ctx.report
         self.out("report", report)
         self.out("energies", self.ctx.energies)
+        self.out("relaxed", self.ctx.relaxed)
         self._add_provenance_extras(report)
         self.out("minima", dict(self.ctx.minima))
-        dos = {}
-        for row in report["rows"]:
-            result = engine.get_result(orm.load_node(self.ctx.finished[row["representative"]]))
-            if result.dos is not None:
-                dos[row["name"]] = result.dos
+        relaxed = self.ctx.relax_set.outputs
+        dos = {row["name"]: relaxed.dos[row["representative"]] for row in report["rows"]
+               if "dos" in relaxed and row["representative"] in relaxed.dos}
         if dos:
             self.out("dos", dos)
+        if self.ctx.get("assessments"):
+            self.out("assessments", dict(self.ctx.assessments))
+        if self.ctx.get("figures"):
+            self.out("figures", dict(self.ctx.figures))
         label = self.inputs.group_label.value if "group_label" in self.inputs else f"physgen/screening/{self.node.pk}"
         group, _ = orm.Group.collection.get_or_create(label)
         group.add_nodes([report, *self.ctx.minima.values()])

@@ -378,6 +378,52 @@ def test_generation_workchain_end_to_end():
     assert "candidates" in returned and "representatives" in returned
 
 
+def test_generation_workchain_named_conditions_and_validity():
+    """Named conditions give one candidate set each; the validity step keeps what its check accepts, joins the
+    sets (condition_index, set_index) and the selection chooses from the joined valid set."""
+    builder = GenerationWorkChain.get_builder()
+    builder.training = StructureSet.from_ase(molecules(5))
+    builder.target = target()
+    builder.seeds = orm.List([0])
+    builder.settings = orm.Dict(TINY)
+    builder.count = orm.Int(5)
+    builder.conditions = orm.Dict({"first": {}, "second-set": {}})
+    builder.validity = orm.Str("none")
+    builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 3})
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert sorted(results["generated"]) == ["first", "second_set"]
+    candidates = results["candidates"]
+    assert len(candidates) == 10
+    batch = candidates.get_batch()
+    assert sorted(Counter(batch.info["condition_index"].tolist()).items()) == [(0, 5), (1, 5)]
+    assert batch.info["set_index"].tolist() == [0, 1, 2, 3, 4] * 2
+    validity = candidates.base.attributes.get("validity")
+    assert validity["check"] == "none" and validity["conditions"] == ["first", "second_set"]
+    assert validity["counts"]["first"] == {"generated": 5, "valid": 5, "reasons": {}}
+    assert candidates.creator.process_label == "check_validity"
+    # the provenance of each candidate still resolves to its model through the joined set
+    assert candidates.base.attributes.get("model_uuids") == [results["models"]["model_00"].uuid]
+    called = [c.process_label for c in sorted(node.called, key=lambda n: n.ctime)]
+    assert called == ["normalise_training_inputs", "train", "generate", "generate", "check_validity",
+                      "select_representatives"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"validity": "no-such-check"}, "validity: unknown validity check 'no-such-check'"),
+    ({"validity_settings": {"a": 1}}, "validity_settings: given without a validity check"),
+    ({"validity": "none", "validity_settings": {"a": 1}}, "validity_settings: unknown key"),
+    ({"conditions": {}}, "conditions: expected at least one named condition"),
+    ({"conditions": {"x": {"space_group": 216}}}, "conditions.x: condition: the logan family takes no"),
+    ({"conditions": {"x": {}}, "condition": {}}, "conditions: give either one condition"),
+])
+def test_generation_validity_and_conditions_are_checked_at_launch(extra, words):
+    nodes = {key: orm.Str(value) if isinstance(value, str) else orm.Dict(value) for key, value in extra.items()}
+    inputs = {"target": target(), "seeds": orm.List([0]), "count": orm.Int(20), **nodes}
+    message = validate_generation_inputs(inputs)
+    assert message and words in message, message
+
+
 def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
     builder = GenerationWorkChain.get_builder()
     builder.training = StructureSet.from_ase(molecules(3))

@@ -124,5 +124,5 @@ def test_processes_have_labels_descriptions_and_call_link_labels(screening):
     assert {"normalise", "train", "generate", "select"} <= links
     for node in generation.called:
         assert node.label and node.description, node
-    relaxations = [n for n in screening.called if n.process_label == "GpawBaseWorkChain"]
+    relaxations = [n for n in screening.called_descendants if n.process_label == "GpawBaseWorkChain"]
     assert relaxations and all(n.label.startswith("relax rep_") for n in relaxations)

@@ -60,7 +60,12 @@ def test_screening_runs_end_to_end(gpaw_code, tmp_path):
              if c.process_label == "GpawCalculation"}
     assert len(cells) == 1, "molecules of one screening must share one box (comparable energies)"
     labels = sorted(n.process_label for n in node.called)
-    assert labels.count("GpawBaseWorkChain") == 2 and "GenerationWorkChain" in labels
+    assert "GenerationWorkChain" in labels and "RelaxSetWorkChain" in labels
+    # the relaxations hang under the one relax-a-set chain, throttled by the computer's cores by default
+    (relax_set,) = [n for n in node.called if n.process_label == "RelaxSetWorkChain"]
+    assert [n.process_label for n in relax_set.called] == ["GpawBaseWorkChain"] * 2
+    assert relax_set.base.extras.get("physgen_relaxations")["limit"] >= 1
+    assert "relaxed" in results and len(results["relaxed"]) == 2  # every DFT-relaxed structure as one set
     rows = report_rows(node)
     assert all(orm.load_node(row["pk"]).pk == results["minima"][row["name"]].pk for row in rows)
     assert "H2O" in format_table(rows) or "O" in format_table(rows)
@@ -83,9 +88,20 @@ def test_screening_rejects_bad_engine_protocol_and_code(gpaw_code):
     with pytest.raises(ValueError, match="protocol: unknown protocol 'superfast'"):
         run_get_node(builder)
     builder = tiny_builder(gpaw_code)
-    del builder.code
+    builder.code = orm.InstalledCode(computer=gpaw_code.computer, filepath_executable="/bin/bash", label="bash")
     with pytest.raises(ValueError, match="code"):
         run_get_node(builder)
+
+
+def test_screening_without_code_takes_the_engine_default(gpaw_code):
+    """No code: the engine's default code (GPAW: a Python on localhost) is checked and used, no error."""
+    from aiida_physgen.workflows.screening import validate_screening_inputs
+
+    builder = tiny_builder(gpaw_code)
+    del builder.code
+    assert validate_screening_inputs(builder._inputs(prune=True)) is None
+    builder.protocol = orm.Str("superfast")
+    assert "protocol: unknown protocol 'superfast'" in validate_screening_inputs(builder._inputs(prune=True))
 
 
 def test_deduplicate_flags_a_molecule_that_fell_apart():

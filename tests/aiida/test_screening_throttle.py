@@ -67,14 +67,35 @@ def test_a_limit_below_one_is_refused_at_launch(gpaw_code):
         run_get_node(builder)
 
 
-def test_the_default_limit_is_declared():
+def test_the_default_limit_follows_the_computer(gpaw_code, aiida_computer):
+    """No limit given: as many relaxations as the computer has cores on localhost (each relaxation takes one),
+    50 on a computer whose scheduler queues the jobs."""
+    import os
+
+    from aiida_physgen.workflows.relax_set import SCHEDULED_CONCURRENCY, default_concurrency
+
     spec = WorkflowFactory("physgen.screening").spec()
-    assert spec.inputs["max_concurrent_relaxations"].default().value == 50
+    assert not spec.inputs["max_concurrent_relaxations"].required
     assert spec.inputs["reuse_relaxations"].default().value is True
+    assert default_concurrency(gpaw_code) == len(os.sched_getaffinity(0))  # localhost: its cores
+    workstation = aiida_computer(label="workstation", hostname="ws", transport_type="core.ssh",
+                                 default_mpiprocs_per_machine=16)
+    assert default_concurrency(orm.InstalledCode(computer=workstation, filepath_executable="/usr/bin/python3",
+                                                 label="py")) == 16
+    cluster = aiida_computer(label="cluster-with-slurm", hostname="cluster", scheduler_type="core.slurm",
+                             transport_type="core.ssh")
+    code = orm.InstalledCode(computer=cluster, filepath_executable="/usr/bin/python3", label="py")
+    assert default_concurrency(code) == SCHEDULED_CONCURRENCY == 50
 
 
 def _relaxations(node) -> list:
-    return sorted((c for c in node.called if c.process_label == "GpawBaseWorkChain"), key=lambda c: c.ctime)
+    return sorted((c for c in node.called_descendants if c.process_label == "GpawBaseWorkChain"),
+                  key=lambda c: c.ctime)
+
+
+def _relax_set_logs(node) -> str:
+    (relax_set,) = [c for c in node.called if c.process_label == "RelaxSetWorkChain"]
+    return " ".join(log.message for log in orm.Log.collection.get_logs_for(relax_set))
 
 
 @pytest.mark.slow
@@ -95,8 +116,7 @@ def test_one_in_flight_then_a_second_launch_reuses_every_relaxation(gpaw_code):
              if c.process_label == "GpawCalculation"}
     assert len(cells) == 1, cells
     assert all(r.base.extras.get(RELAXATION_KEY) for r in relaxations)
-    logs = " ".join(log.message for log in orm.Log.collection.get_logs_for(first))
-    assert "1 in flight (at most 1), 1 waiting" in logs
+    assert "1 gpaw relaxation(s) in flight (at most 1), 1 waiting" in _relax_set_logs(first)
 
     # the same screening again (a re-run generation makes new nodes with the same content): nothing to relax
     _, second = run_get_node(builder())
@@ -105,5 +125,5 @@ def test_one_in_flight_then_a_second_launch_reuses_every_relaxation(gpaw_code):
     assert summary(second) == summary(first)
     reused = {second.outputs.minima[name].base.extras.get("relaxation_pk") for name in second.outputs.minima}
     assert reused <= {r.pk for r in relaxations}
-    logs = " ".join(log.message for log in orm.Log.collection.get_logs_for(second))
+    logs = _relax_set_logs(second)
     assert "reusing 2 finished relaxation(s)" in logs and "0 run here, 2 reused" in logs

@@ -34,7 +34,7 @@ def test_vasp_screening_finishes_under_the_daemon(two_workers, aiida_localhost, 
     node = submit(builder)
     wait_terminated([node], 600, two_workers)
     assert node.is_finished_ok, describe(node)
-    relaxations = [n for n in node.called if n.process_label == "VaspRelaxWorkChain"]
+    relaxations = [n for n in node.called_descendants if n.process_label == "VaspRelaxWorkChain"]
     assert relaxations and all(n.is_finished_ok for n in relaxations)
     assert {c.process_label for n in relaxations for c in n.called_descendants} >= {"VaspWorkChain", "VaspCalculation"}
     assert node.outputs.report["n_relaxed"] == len(relaxations)

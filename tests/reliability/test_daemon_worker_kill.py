@@ -76,7 +76,7 @@ def test_worker_killed_mid_screening_gives_the_same_minima(gpaw_code, daemon_cli
     assert minima_summary(node) == expected
     assert node.outputs.report["n_relaxed"] == 3
     # each relaxation chain kept its job: the new worker picked up the running jobs, nothing ran twice
-    relaxations = [c for c in node.called if c.process_label == "GpawBaseWorkChain"]
+    relaxations = [c for c in node.called_descendants if c.process_label == "GpawBaseWorkChain"]
     assert len(relaxations) == 3
     assert_nothing_left_running(node, daemon_client)
 

@@ -44,4 +44,5 @@ def tiny_screening(code, training=None, settings: dict | None = None):
         settings=settings or {**TINY, "loop": {"steps": 3, "batch_size": 4}}, count=40, n_clusters=3,
         n_components=2, relax_overrides=QUICK, protocol="fast", funnel=False,
         reuse_relaxations=False,  # every test here needs its relaxations to run, not to come from an earlier test
+        max_concurrent_relaxations=3,  # all three in flight at once (the default is the machine's cores)
     )

@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = (
-    'get_available_protocols', 'get_default_protocol', 'load_protocol', 'load_protocol_file', 'recursive_merge',
-    'generation_protocol', 'family_protocols',
+    'get_available_protocols', 'get_default_protocol', 'load_protocol', 'recursive_merge',
+    'generation_protocol', 'family_protocols', 'ProtocolMixin', 'available_domains',
 )
 
 _DIRECTORY = pathlib.Path(__file__).parent
@@ -51,11 +51,6 @@ def _read(name: str | pathlib.Path) -> dict:
     if not isinstance(content, dict) or not isinstance(content.get('protocols'), dict) or not content['protocols']:
         raise ValueError(f"protocol file '{filepath}' has no `protocols` mapping")
     return content
-
-
-def load_protocol_file(name: str) -> dict:
-    """Return a copy of the whole content of the protocol file ``<name>.yaml``."""
-    return copy.deepcopy(_read(name))
 
 
 def get_available_protocols(name: str) -> dict[str, str]:
@@ -160,3 +155,50 @@ def generation_protocol(family, protocol: str | None, target: Mapping, overrides
         raise ValueError(f"protocol: unknown key(s) {unknown} in the {family.name} protocol {protocol!r} or the "
                          f"overrides; expected some of {list(GENERATION_KEYS)}")
     return inputs
+
+
+# ---------------------------------------------------------------------- the protocol mixin
+class ProtocolMixin:
+    """Protocols for a work chain, in the aiida-quantumespresso style: ``get_available_protocols``,
+    ``get_default_protocol``, ``get_protocol_inputs``; the work chain's ``get_builder_from_protocol`` turns the
+    inputs into a builder.
+
+    A work chain sets ``_protocol_file`` (one file ``<name>.yaml`` in this package) or ``_protocol_directory``
+    (one file per domain, ``<directory>/<domain>.yaml``, the ``domain`` argument of every method). Every
+    default of a study is written once, in its YAML file.
+    """
+
+    _protocol_file: str | None = None
+    _protocol_directory: str | None = None
+
+    @classmethod
+    def _protocol_path(cls, domain: str | None = None) -> pathlib.Path:
+        if cls._protocol_directory is not None:
+            directory = _DIRECTORY / cls._protocol_directory
+            available = sorted(path.stem for path in directory.glob('*.yaml'))
+            if domain not in available:
+                raise ValueError(f"domain: unknown domain {domain!r} for {cls.__name__}; expected one of {available}")
+            return directory / f'{domain}.yaml'
+        if cls._protocol_file is None:
+            raise ValueError(f'{cls.__name__} has no protocol file')
+        return _DIRECTORY / f'{cls._protocol_file}.yaml'
+
+    @classmethod
+    def get_available_protocols(cls, domain: str | None = None) -> dict[str, str]:
+        """The protocols (of ``domain``, for a chain with one file per domain) mapped to their descriptions."""
+        return get_available_protocols(cls._protocol_path(domain))
+
+    @classmethod
+    def get_default_protocol(cls, domain: str | None = None) -> str:
+        return get_default_protocol(cls._protocol_path(domain))
+
+    @classmethod
+    def get_protocol_inputs(cls, protocol: str | None = None, overrides: Mapping | None = None,
+                            domain: str | None = None, variant: str | None = None) -> dict[str, Any]:
+        """The inputs of ``protocol`` (the file's ``default_protocol`` when ``None``) with ``overrides`` merged in."""
+        return load_protocol(cls._protocol_path(domain), protocol, overrides, variant=variant)
+
+
+def available_domains() -> list[str]:
+    """The domains with a screening protocol file (``protocols/screening/<domain>.yaml``)."""
+    return sorted(path.stem for path in (_DIRECTORY / 'screening').glob('*.yaml'))
