@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from . import elements as element_table
-from .crystal_build import build_crystals
+from .crystal_build import build_crystals, primitive_cells
 from .crystal_data import TrainingCrystals, symbols_of, training_crystals
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
@@ -56,6 +56,8 @@ __all__ = ["CrystalGanSettings", "CrystalGenerator", "CrystalCritic", "CrystalPr
            "physics_losses"]
 
 SAMPLE_CHUNK = 512
+#: the cells a generated crystal can be given in (the condition's ``cell``), the default first
+CELLS = ("conventional", "primitive")
 _OP_FEATURES = MAX_OPERATIONS * 12
 
 
@@ -459,9 +461,13 @@ class CrystalGanFamily(GeneratorFamily):
         (default): the training triples of that space group (of every group if it has none), drawn from
         the seed;
     ``merge_distance``
-        the post-processing's merge cut in Å (default: the training setting).
+        the post-processing's merge cut in Å (default: the training setting);
+    ``cell``
+        ``'conventional'`` (default) or ``'primitive'``: the primitive cell of each crystal (pymatgen, at the
+        model's ``symprec``), what a relaxation should get (a face-centred half-Heusler has 3 atoms in it
+        against 12 in the conventional cell); the info arrays are those of the conventional cell.
 
-    Generated crystals are conventional cells with info ``space_group_requested``, ``space_group_found``,
+    Generated crystals (conventional cells unless ``cell`` says otherwise) have info ``space_group_requested``, ``space_group_found``,
     ``symmetric`` (1 when spglib finds the requested group), ``images``, ``merged_atoms``.
     """
 
@@ -568,21 +574,34 @@ class CrystalGanFamily(GeneratorFamily):
             condition = {}
         if not isinstance(condition, Mapping):
             raise ValueError(f"condition: expected a dictionary with space_group and/or elements, got {condition!r}")
-        unknown = sorted(set(condition) - {"space_group", "elements", "merge_distance"})
+        unknown = sorted(set(condition) - {"space_group", "elements", "merge_distance", "cell"})
         if unknown:
             raise ValueError(f"condition: unknown key(s) {unknown}; expected some of space_group, elements, "
-                             "merge_distance")
+                             "merge_distance, cell")
+        cell = condition.get("cell", "conventional")
+        if cell not in CELLS:
+            raise ValueError(f"condition.cell: got {cell!r}, expected one of {list(CELLS)}")
         merge = condition.get("merge_distance", config.get("merge_distance", 1.5))
         if not _number(merge) or merge <= 0:
             raise ValueError(f"condition.merge_distance: got {merge!r}, expected a positive distance in Å")
-        trained = {int(g): int(c) for g, c in config["training_space_groups"].items()}
-        default = max(trained, key=lambda g: (trained[g], -g))
+        # without a model (a launch check) there are no training groups: only a given group is checked
+        trained = {int(g): int(c) for g, c in config.get("training_space_groups", {}).items()}
+        if "space_group" not in condition and not trained:
+            return {"space_group": None, "elements": self._elements(condition), "merge_distance": float(merge),
+                    "cell": cell}
+        default = max(trained, key=lambda g: (trained[g], -g)) if trained else None
         group = space_group(condition.get("space_group", default), "condition.space_group")
-        if warn and group.number not in trained:
+        if warn and trained and group.number not in trained:
             warnings.warn(
                 f"condition.space_group: the model was trained on {sorted(trained)}, not on {group.symbol} "
                 f"({group.number}); the conditioning carries over through the group's symmetry operations only",
                 UserWarning, stacklevel=3)
+        return {"space_group": group.number, "elements": self._elements(condition), "merge_distance": float(merge),
+                "cell": cell}
+
+    @staticmethod
+    def _elements(condition) -> Any:
+        """The condition's ``elements``: ``'training'`` or a list of triples in canonical order."""
         elements = condition.get("elements", "training")
         if isinstance(elements, str):
             if elements != "training":
@@ -603,7 +622,7 @@ class CrystalGanFamily(GeneratorFamily):
                     raise ValueError(f"{where}: got {triple!r}, expected three different element symbols")
                 element_table.check_elements(triple, where)
                 triples.append(element_table.canonical_order(list(triple)))
-        return {"space_group": group.number, "elements": triples, "merge_distance": float(merge)}
+        return triples
 
     def _triples(self, condition, config, count: int, seed: int) -> list[list[str]]:
         if condition["elements"] != "training":
@@ -637,4 +656,6 @@ class CrystalGanFamily(GeneratorFamily):
         coords = out[:, :9].reshape(-1, 3, 3).numpy()
         lengths = module.lengths(out[:, 9:]).numpy()
         batch = build_crystals(coords, lengths, [group] * count, symbols, condition["merge_distance"], config["symprec"])
+        if condition["cell"] == "primitive":
+            batch = primitive_cells(batch, tolerance=config["symprec"])
         return batch
