@@ -11,6 +11,7 @@ with no external service, as with ``verdi presto``.
 """
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,38 @@ def cheap_batch():
         return batch
 
     return make
+
+
+#: the third-party package of the tests: one plug-in of every kind (docs/extending.md)
+TOY_PROJECT = Path(__file__).resolve().parent / "plugins" / "physgen_toy"
+
+
+def register_distribution(project: Path, site: Path) -> Path:
+    """Make ``project`` (a folder with a ``pyproject.toml`` and its package) importable and its entry points
+    visible to ``importlib.metadata``, as ``pip install -e`` would, with no install: the ``.dist-info`` of its
+    ``[project]`` table (``METADATA`` and ``entry_points.txt``) is written into ``site``. Put ``site`` and
+    ``project`` on ``sys.path`` to register it; take them off to unregister it. Returns the dist-info folder."""
+    import tomllib
+
+    meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
+                                   f"Summary: {meta.get('description', '')}\n", encoding="utf-8")
+    lines = []
+    for group, points in meta.get("entry-points", {}).items():
+        lines += [f"[{group}]", *(f"{name} = {value}" for name, value in points.items()), ""]
+    (info / "entry_points.txt").write_text("\n".join(lines), encoding="utf-8")
+    return info
+
+
+@pytest.fixture
+def toy_plugins(tmp_path_factory, monkeypatch):
+    """The third-party package ``tests/plugins/physgen_toy`` registered for one test through the entry points of
+    its own ``pyproject.toml`` only (family ``toy``, validity ``toy_compact``, engine ``toy_emt``, assessor
+    ``toy_energy``); unregistered after it. Gives the project folder."""
+    site = tmp_path_factory.mktemp("site-packages")
+    register_distribution(TOY_PROJECT, site)
+    monkeypatch.syspath_prepend(str(TOY_PROJECT))
+    monkeypatch.syspath_prepend(str(site))
+    return TOY_PROJECT

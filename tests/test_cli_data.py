@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import ase.build
 import ase.io
@@ -14,8 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from aiida_physgen.cli import main
-
-PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 def run(*args: str):
@@ -35,9 +32,8 @@ def structure_set(aiida_profile):
 
 
 @pytest.fixture
-def model_node(aiida_profile, monkeypatch):
-    monkeypatch.syspath_prepend(str(PLUGINS))
-    from physgen_toy_family import water_molecules
+def model_node(aiida_profile, toy_plugins):
+    from physgen_toy.family import water_molecules
 
     from aiida_physgen.data.generator_model import GeneratorModel
     from aiida_physgen.ml.batch import StructureBatch

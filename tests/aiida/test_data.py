@@ -275,20 +275,16 @@ def test_serialization_model():
 
 
 # ====================================================================== GeneratorModel
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
-
-
 @pytest.fixture
-def toy_family(monkeypatch):
-    """The third-party ``toy`` family of tests/plugins, registered through its entry point only."""
-    monkeypatch.syspath_prepend(str(PLUGINS))
+def toy_family(toy_plugins):
+    """The third-party ``toy`` family of tests/plugins/physgen_toy, registered through its entry point only."""
     from aiida_physgen.ml.family import get_family
 
     return get_family("toy")
 
 
 def water(n: int = 6) -> StructureBatch:
-    from physgen_toy_family import water_molecules  # on sys.path through the toy_family fixture
+    from physgen_toy.family import water_molecules  # on sys.path through the toy_family fixture
 
     return StructureBatch.from_atoms(water_molecules(n))
 

@@ -8,7 +8,6 @@ import io
 import json
 import time
 import zipfile
-from pathlib import Path
 
 import ase
 import ase.build
@@ -24,8 +23,6 @@ from aiida_physgen.ml import model_io
 from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.ml.family import TrainedModel
 from aiida_physgen.ml.training import train_ensemble
-
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 
 
 def molecules() -> list[ase.Atoms]:
@@ -218,8 +215,7 @@ def test_same_structures_same_hash(monkeypatch):
 
 # ====================================================================== GeneratorModel
 @pytest.fixture
-def toy_family(monkeypatch):
-    monkeypatch.syspath_prepend(str(PLUGINS))
+def toy_family(toy_plugins):
     from aiida_physgen.ml.family import get_family
 
     return get_family("toy")
@@ -227,7 +223,7 @@ def toy_family(monkeypatch):
 
 @pytest.fixture
 def trained(toy_family):
-    from physgen_toy_family import water_molecules
+    from physgen_toy.family import water_molecules
 
     batch = StructureBatch.from_atoms(water_molecules(6))
     (model,) = train_ensemble(toy_family, batch, {"composition": "H2O", "box": 6.0}, {"loop": {"steps": 3}}, [7])

@@ -1,6 +1,6 @@
-"""A third-party family plugs in through its entry point alone: the ``toy`` family of tests/plugins
-(a package outside aiida_physgen, with its own dist-info) trains, generates and is selected by the
-generic GenerationWorkChain, with no change to aiida_physgen."""
+"""A third-party family plugs in through its entry point alone: the ``toy`` family of tests/plugins/physgen_toy
+(a package outside aiida_physgen, registered by its own pyproject.toml) trains, generates and is selected by
+the generic GenerationWorkChain, with no change to aiida_physgen."""
 
 from __future__ import annotations
 
@@ -14,24 +14,22 @@ from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.ml.family import available_families
 from aiida_physgen.workflows.generation import GenerationWorkChain
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+TOY_PROJECT = Path(__file__).resolve().parents[1] / "plugins" / "physgen_toy"
 
 
 @pytest.fixture
-def toy_installed(monkeypatch):
-    assert "toy" not in available_families()
-    monkeypatch.syspath_prepend(str(PLUGINS))
+def toy_installed(toy_plugins):
     assert "toy" in available_families()
 
 
 def water(n: int = 6) -> StructureSet:
     import sys
 
-    sys.path.insert(0, str(PLUGINS))
+    sys.path.insert(0, str(TOY_PROJECT))  # importable, but not registered: no entry point is visible
     try:
-        from physgen_toy_family import water_molecules
+        from physgen_toy.family import water_molecules
     finally:
-        sys.path.remove(str(PLUGINS))
+        sys.path.remove(str(TOY_PROJECT))
     return StructureSet.from_ase(water_molecules(n))
 
 

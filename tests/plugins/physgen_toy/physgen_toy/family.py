@@ -1,9 +1,18 @@
-"""A toy generator family, as a third party would write one: it lives outside aiida_physgen and is
-found only through its ``aiida_physgen.families`` entry point (the dist-info folder next to it).
+"""A generator family: a tiny WGAN in the package's one training loop that draws H2O-like molecules.
 
-The model is a small WGAN in the shared loop: the generator maps Gaussian noise to fractional
-coordinates of the target's atoms in a cubic box; the critic sees the sorted interatomic distances,
-so it compares shapes, not positions. Target: ``{"composition": "H2O", "box": 6.0}``.
+The contract (:class:`aiida_physgen.ml.family.GeneratorFamily`): a settings dataclass (each default written
+once, checked in ``__post_init__``), ``check_target`` and ``validate`` (bad input fails at launch, naming the
+field), ``build_trainer`` (a :class:`~aiida_physgen.ml.wgan.WGANTrainer` over a
+:class:`~aiida_physgen.ml.wgan.WGANProblem`: the shared adversarial loop trains every seed of the ensemble at
+once), ``architecture`` and ``module_from_config`` (a trained member is saved and rebuilt from its config),
+and ``sample`` (a :class:`~aiida_physgen.ml.batch.StructureBatch` of ``count`` structures).
+
+The model: the generator maps Gaussian noise to the Cartesian coordinates of the target's atoms in a cubic
+box; the critic sees the sorted interatomic distances, so it compares shapes, not positions. Target:
+``{"composition": "H2O", "box": 6.0}``. Registered in ``pyproject.toml``::
+
+    [project.entry-points."aiida_physgen.families"]
+    toy = "physgen_toy.family:ToyFamily"
 """
 
 from __future__ import annotations
