@@ -316,8 +316,11 @@ def test_train_needs_a_target(workdir):
     assert_refused(invoke(train_args("-o", "bad"), workdir), "--target", "--composition")
     both = train_args("--target", '{"composition": "C5H12O"}', "--box", "9.5", "-o", "bad")
     assert_refused(invoke(both, workdir), "--target", "--box")
-    bad = train_args("--target", '{"composition": "C5H12O", "cell": [1, 2]}', "-o", "bad")
+    bad = train_args("--target", '{"composition": "C5H12O", "cell": [1, 2]}', "--family", "logan", "-o", "bad")
     assert_refused(invoke(bad, workdir), "target.cell")
+    # a target of any family says which family it is for: no family is assumed
+    no_family = train_args("--target", '{"composition": "C5H12O", "cell": [1, 2]}', "-o", "bad")
+    assert_refused(invoke(no_family, workdir), "family: give --family")
     assert_refused(invoke(train_args("--target", "{not json", "-o", "bad"), workdir), "--target")
     assert not (workdir / "bad").exists()
 

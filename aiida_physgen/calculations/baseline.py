@@ -14,26 +14,33 @@ from aiida.engine import calcfunction
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.random_structures import random_structures
-from .functions import _declare_exit_codes, _invalid
+from .functions import declare_exit_codes, invalid_input
 
 __all__ = ["generate_random"]
 
 
 @calcfunction
-def generate_random(target: orm.Dict, count: orm.Int, seed: orm.Int, min_distance: orm.Float | None = None):
+def generate_random(family: orm.Str, target: orm.Dict, count: orm.Int, seed: orm.Int,
+                    min_distance: orm.Float | None = None):
     """``count`` structures with random coordinates in the target cell, every pair of atoms (periodic
     images included) at least ``min_distance`` apart: the random baseline of the LoGAN paper.
 
     The set has the info array ``model_index`` (0 for all, as a one-model generation) and the
     attributes ``generator`` (``'random'``), ``target`` (normalised) and ``min_distance``.
 
-    :param target: composition, cell and pbc as for a LoGAN model (normalised by the LoGAN family).
+    :param family: the family whose target this is; it normalises the target, which must say a composition,
+        a cell and pbc (a LoGAN target does; a target of space groups or energies cannot be drawn at random).
+    :param target: the target of the models this baseline stands in for.
     :param count: number of structures (positive).
     :param seed: seed of the random coordinates; the same seed gives the same structures.
     :param min_distance: shortest allowed interatomic distance in Å (default 0.5, the selection's filter).
     """
     try:
-        normalised = get_family("logan").check_target(target.get_dict())
+        normalised = get_family(family.value).check_target(target.get_dict())
+        missing = [key for key in ("composition", "cell", "pbc") if normalised.get(key) is None]
+        if missing:
+            raise ValueError(f"target: the random baseline draws atoms of a composition in a cell; the {family.value} "
+                             f"target has no {missing}")
         if isinstance(count.value, bool) or count.value <= 0:
             raise ValueError(f"count: got {count.value}, expected a positive number of structures")
         distance = 0.5 if min_distance is None else float(min_distance.value)
@@ -42,7 +49,7 @@ def generate_random(target: orm.Dict, count: orm.Int, seed: orm.Int, min_distanc
             min_distance=distance,
         )
     except ValueError as error:
-        return _invalid(error)
+        return invalid_input(error)
     structures = StructureSet(batch)
     structures.base.attributes.set("generator", "random")
     structures.base.attributes.set("target", normalised)
@@ -50,4 +57,4 @@ def generate_random(target: orm.Dict, count: orm.Int, seed: orm.Int, min_distanc
     return structures
 
 
-_declare_exit_codes(generate_random, ["ERROR_INVALID_INPUT"])
+declare_exit_codes(generate_random, ["ERROR_INVALID_INPUT"])

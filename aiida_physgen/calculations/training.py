@@ -91,7 +91,9 @@ def validate_training_inputs(inputs, _ctx=None):
     if "target" not in inputs or "training" not in inputs:
         return None
     try:
-        family = get_family(inputs["family"].value if "family" in inputs else "logan")
+        if "family" not in inputs:  # the required port says so
+            return None
+        family = get_family(inputs["family"].value)
         target = family.check_target(inputs["target"].get_dict())
         settings = inputs["settings"].get_dict() if "settings" in inputs else None
         grid = inputs["grid"].get_dict() if "grid" in inputs else None
@@ -133,7 +135,7 @@ class TrainingCalculation(CalcJob):
                    help="Write a training checkpoint every this many steps.")
 
         spec.input("training", valid_type=StructureSet, help="Known structures to learn from.")
-        spec.input("family", valid_type=orm.Str, default=lambda: orm.Str("logan"),
+        spec.input("family", valid_type=orm.Str,
                    help="Generator family (an entry point of aiida_physgen.families).")
         spec.input("target", valid_type=orm.Dict, help="What to generate, as the family defines it.")
         spec.input("seeds", valid_type=orm.List, default=lambda: orm.List(list(DEFAULT_SEEDS)),

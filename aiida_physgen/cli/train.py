@@ -43,28 +43,20 @@ from ._common import (
 from ..ml.progress import FILENAME as PROGRESS_FILENAME
 from ..ml.progress import ProgressLog
 
-__all__ = ["train", "JOB_KEYS", "read_training_file"]
+__all__ = ["train", "JOB_KEYS"]
 
 #: the keys a ``--job`` file may hold (what the training CalcJob writes)
 JOB_KEYS = ("family", "target", "settings", "seeds", "grid")
-
-
-def read_training_file(path: str | Path):
-    """A :class:`~aiida_physgen.ml.batch.StructureBatch` from an ``.npz`` written by
-    ``StructureBatch.to_npz_bytes()`` (what a ``StructureSet`` keeps) or from any file ASE reads."""
-    from ..ml.batch import StructureBatch
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        with path.open("rb") as handle:
-            return StructureBatch.from_npz(handle)
-    return StructureBatch.read(path)
 
 
 def _write_json(path: Path, value: dict) -> None:
     from ..ml.atomic_files import write_text
 
     write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+#: the family the LoGAN target options (--composition with --box, --cell or --like) describe a target of
+LOGAN_FAMILY = "logan"
 
 
 def _logan_target(composition, cell, box, like, periodic) -> dict[str, Any]:
@@ -185,7 +177,8 @@ class _Reporter:
 
 @click.command()
 @click.argument("training_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--family", "-f", "family_name", help="Generator family (an installed entry point); default: logan.")
+@click.option("--family", "-f", "family_name",
+              help="Generator family (an installed entry point); the LoGAN target options (--composition) imply logan.")
 @click.option("--job", "job_file", type=click.Path(exists=True, dir_okay=False),
               help=f"JSON file with any of {', '.join(JOB_KEYS)} (what the training CalcJob writes); "
                    "command-line options override it.")
@@ -266,7 +259,7 @@ def _train(
 ) -> dict:
     started = time.monotonic()
     from ..ml import settings as settings_module
-    from ..ml.family import finite_or_none, get_family
+    from ..ml.family import available_families, finite_or_none, get_family
     from ..ml.loop import TrainingDivergedError, TrainingInterrupted
     from ..ml.model_io import sha256
     from ..ml.training import DEFAULT_SEEDS, plan_members, resolve_device, set_threads, train_ensemble
@@ -293,7 +286,11 @@ def _train(
             "give the target: --target JSON (any family) or, for LoGAN, --composition with one of --box, --cell or --like"
         )
     try:
-        family = get_family(family_name or job.get("family") or "logan")
+        name = family_name or job.get("family") or (LOGAN_FAMILY if logan_given else None)
+        if name is None:
+            raise ValueError("family: give --family (or 'family' in the job file), e.g. one of "
+                             f"{available_families()}")
+        family = get_family(name)
         target = family.check_target(target)
     except ValueError as error:
         raise InputError(str(error)) from None

@@ -36,7 +36,9 @@ def validate_generation_inputs(inputs, _ctx=None):
     on the inputs the chain really got, and ends it on ``ERROR_INVALID_INPUT`` (300).
     """
     try:
-        family = get_family(inputs["family"].value if "family" in inputs else "logan")
+        if "family" not in inputs:  # the required port says so; nothing here can be checked without it
+            return None
+        family = get_family(inputs["family"].value)
         target = family.check_target(inputs["target"].get_dict()) if "target" in inputs else None
         seeds = list(inputs["seeds"].get_list()) if "seeds" in inputs else list(DEFAULT_SEEDS)
         count = inputs["count"].value if "count" in inputs else DEFAULT_COUNT
@@ -146,8 +148,9 @@ class GenerationWorkChain(WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input("family", valid_type=orm.Str, default=lambda: orm.Str("logan"),
-                   help="Generator family (an entry point of aiida_physgen.families), e.g. 'logan'.")
+        spec.input("family", valid_type=orm.Str,
+                   help="Generator family (an entry point of aiida_physgen.families): logan, rugan, crystal_gan, "
+                        "repap, or a plug-in's.")
         spec.input("training", valid_type=StructureSet, help="Known structures to learn from.")
         spec.input("target", valid_type=orm.Dict,
                    help="What to generate, as the family defines it (LoGAN: composition, cell, pbc).")
@@ -218,7 +221,7 @@ class GenerationWorkChain(WorkChain):
         cls,
         training: StructureSet,
         target: Mapping[str, Any],
-        family: str = "logan",
+        family: str,
         protocol: str | None = None,
         overrides: Mapping[str, Any] | None = None,
         training_code: orm.AbstractCode | None = None,
@@ -260,7 +263,7 @@ class GenerationWorkChain(WorkChain):
         return builder
 
     @classmethod
-    def get_available_protocols(cls, family: str = "logan") -> dict[str, str]:
+    def get_available_protocols(cls, family: str) -> dict[str, str]:
         from .protocols import family_protocols
 
         return family_protocols(family)
@@ -328,8 +331,8 @@ class GenerationWorkChain(WorkChain):
         self.report(f"random baseline: {count} random structures, atoms at least {selection.min_distance} Å apart")
         candidates, node = run_calcfunction_step(self, 
             generate_random, "generate_random", f"{count} random structures (the random baseline)",
-            target=self.inputs.target, count=orm.Int(count), seed=self.inputs.generation_seed,
-            min_distance=orm.Float(selection.min_distance),
+            family=self.inputs.family, target=self.inputs.target, count=orm.Int(count),
+            seed=self.inputs.generation_seed, min_distance=orm.Float(selection.min_distance),
         )
         if not node.is_finished_ok:
             return self._failed(node, "random generation")

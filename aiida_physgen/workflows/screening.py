@@ -313,7 +313,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         for note in _kind(self.inputs)[2]:
             self.report(f"launch check: {note}")
         generation = self.inputs.generation
-        family = generation.family.value if "family" in generation else "logan"
+        family = generation.family.value
         what = generation.target.get_dict().get("composition") or family
         if not self.node.label:
             self.node.label = f"screening {what}".strip()

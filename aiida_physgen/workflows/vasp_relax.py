@@ -47,9 +47,9 @@ def box_for_vasp(structure: orm.StructureData, vacuum: orm.Float) -> orm.Structu
     :param structure: the molecule (the output is the same molecule, periodic in all three directions).
     :param vacuum: Å of vacuum between the molecule's extent and each face of the box.
     """
-    from .gpaw_base import _centered_copy
+    from .gpaw_base import centered_copy
 
-    boxed = _centered_copy(structure, vacuum.value)
+    boxed = centered_copy(structure, vacuum.value)
     boxed.pbc = (True, True, True)
     return boxed
 
@@ -248,7 +248,7 @@ class VaspRelaxWorkChain(WorkChain):
 
     @classmethod
     def get_builder_from_protocol(cls, code: orm.AbstractCode, structure: orm.StructureData,
-                                  protocol: str | None = "fast", overrides: Mapping[str, Any] | None = None,
+                                  protocol: str | None = None, overrides: Mapping[str, Any] | None = None,
                                   dos: bool = True):
         """A builder with the inputs of ``protocol`` (``fast``, ``balanced``, ``stringent``) for ``structure``.
 

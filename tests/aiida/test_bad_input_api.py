@@ -56,6 +56,7 @@ def squashed() -> list[Atoms]:
 # ------------------------------------------------------------------------------------------ launches
 def generation(**changes):
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = StructureSet.from_ase(changes.pop("structures", waters()))
     builder.target = orm.Dict(changes.pop("target", {"composition": "H2O", "cell": BOX, "pbc": False}))
     builder.seeds = orm.List(changes.pop("seeds", [0]))

@@ -13,6 +13,7 @@ from aiida_physgen.workflows.generation import GenerationWorkChain
 
 def test_baseline_draws_random_candidates_and_selects():
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = StructureSet.from_ase([molecule("H2O"), molecule("H2O2")])
     builder.target = orm.Dict({"composition": "H2O", "cell": (np.eye(3) * 7).tolist(), "pbc": False})
     builder.seeds = orm.List([0, 1])

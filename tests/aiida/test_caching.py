@@ -25,6 +25,7 @@ def training() -> StructureSet:
 
 def builder(cell, settings):
     b = GenerationWorkChain.get_builder()
+    b.family = orm.Str("logan")
     b.training = training()  # a new node each time: equal content must give equal hashes
     b.target = orm.Dict({"composition": "H2O", "cell": cell, "pbc": False})
     b.seeds = orm.List([0])

@@ -336,6 +336,7 @@ def count_nodes() -> int:
 
 def test_generation_workchain_end_to_end():
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = StructureSet.from_ase(molecules(5))
     builder.target = target()
     builder.seeds = orm.List([0, 1])
@@ -382,6 +383,7 @@ def test_generation_workchain_named_conditions_and_validity():
     """Named conditions give one candidate set each; the validity step keeps what its check accepts, joins the
     sets (condition_index, set_index) and the selection chooses from the joined valid set."""
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = StructureSet.from_ase(molecules(5))
     builder.target = target()
     builder.seeds = orm.List([0])
@@ -419,13 +421,14 @@ def test_generation_workchain_named_conditions_and_validity():
 ])
 def test_generation_validity_and_conditions_are_checked_at_launch(extra, words):
     nodes = {key: orm.Str(value) if isinstance(value, str) else orm.Dict(value) for key, value in extra.items()}
-    inputs = {"target": target(), "seeds": orm.List([0]), "count": orm.Int(20), **nodes}
+    inputs = {"family": orm.Str("logan"), "target": target(), "seeds": orm.List([0]), "count": orm.Int(20), **nodes}
     message = validate_generation_inputs(inputs)
     assert message and words in message, message
 
 
 def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = StructureSet.from_ase(molecules(3))
     builder.target = target()
     builder.seeds = orm.List([0])
@@ -445,6 +448,7 @@ def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
 
 def test_generation_workchain_checks_training_data_against_the_target_at_launch():
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = StructureSet.from_ase(molecules(3))
     builder.target = target("C5H12")  # parses, but the training molecules hold O
     builder.seeds = orm.List([0])
@@ -463,6 +467,7 @@ def test_generation_workchain_checks_training_data_against_the_target_at_launch(
 
 def test_generation_workchain_validator_rejects_before_storing():
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = StructureSet.from_ase(molecules(3))
     builder.target = target()
     builder.seeds = orm.List([0])
@@ -478,7 +483,9 @@ def test_generation_workchain_validator_rejects_before_storing():
 
 
 def test_generation_inputs_validator_boundary():
+    logan = {"family": orm.Str("logan")}
     inputs = {
+        **logan,
         "seeds": orm.List([0]),
         "grid": orm.Dict({"loop": {"lr_generator": [1e-4, 3e-4]}}),
         "count": orm.Int(2),
@@ -489,11 +496,14 @@ def test_generation_inputs_validator_boundary():
     # the default of 20 clusters needs 20 candidates
     assert "n_clusters" in validate_generation_inputs(inputs)
     assert "count" in validate_generation_inputs({**inputs, "count": orm.Int(0)})
-    assert "target.composition" in validate_generation_inputs({"target": target("C5H12Q")})
+    assert "target.composition" in validate_generation_inputs({**logan, "target": target("C5H12Q")})
     bad_cell = orm.Dict({"composition": "C5H12O", "cell": [[1, 0, 0], [0, 1, 0]], "pbc": False})
-    assert "target.cell" in validate_generation_inputs({"target": bad_cell})
+    assert "target.cell" in validate_generation_inputs({**logan, "target": bad_cell})
     assert "family" in validate_generation_inputs({"family": orm.Str("no-such-family")})
     assert "settings.loop.stepz" in validate_generation_inputs({**inputs, "settings": orm.Dict({"loop": {"stepz": 1}})})
+    # no family: the required port speaks (the validator has nothing to check the rest against)
+    assert validate_generation_inputs({"target": target("C5H12Q")}) is None
+    assert not GenerationWorkChain.spec().inputs["family"].has_default() and GenerationWorkChain.spec().inputs["family"].required
 
 
 # ------------------------------------------------------------------------------------------ SiO2
@@ -572,8 +582,8 @@ def test_generation_protocols_give_the_papers_settings():
     training = StructureSet.from_ase(molecules(3))
     before = count_nodes()
     builder = GenerationWorkChain.get_builder_from_protocol(
-        training, {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}, protocol="paper"
-    )
+        training, {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}, "logan",
+        protocol="paper")
     assert count_nodes() == before  # building stores nothing
     assert builder.family.value == "logan"
     assert builder.seeds.get_list() == list(range(12))
@@ -587,7 +597,7 @@ def test_generation_protocols_give_the_papers_settings():
     target = ase.io.read(SIO2_TARGET_FILE)
     crystal = GenerationWorkChain.get_builder_from_protocol(
         StructureSet.from_file(SIO2_TRAINING_FILE), {"composition": "Si2O4", "cell": target.cell.array.tolist(),
-                                                     "pbc": True}, protocol="paper",
+                                                     "pbc": True}, "logan", protocol="paper",
     )
     assert crystal.seeds.get_list() == list(range(20))
     settings = crystal.settings.get_dict()
@@ -600,17 +610,18 @@ def test_generation_protocol_overrides_and_errors():
     training = StructureSet.from_ase(molecules(3))
     box = {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}
     builder = GenerationWorkChain.get_builder_from_protocol(
-        training, box, protocol="fast", overrides={"settings": {"loop": {"steps": 7}}, "seeds": [3], "count": 9}
+        training, box, "logan", protocol="fast", overrides={"settings": {"loop": {"steps": 7}}, "seeds": [3],
+                                                             "count": 9}
     )
     assert builder.settings["loop"]["steps"] == 7
     assert builder.settings["loop"]["lr_generator"] == 1e-3  # the rest of the protocol is kept
     assert builder.seeds.get_list() == [3] and builder.count.value == 9
     with pytest.raises(ValueError, match="unknown protocol 'superfast'"):
-        GenerationWorkChain.get_builder_from_protocol(training, box, protocol="superfast")
+        GenerationWorkChain.get_builder_from_protocol(training, box, "logan", protocol="superfast")
     with pytest.raises(ValueError, match="protocol: unknown key"):
-        GenerationWorkChain.get_builder_from_protocol(training, box, overrides={"stepz": 3})
+        GenerationWorkChain.get_builder_from_protocol(training, box, "logan", overrides={"stepz": 3})
     with pytest.raises(ValueError, match="target.composition"):
-        GenerationWorkChain.get_builder_from_protocol(training, {**box, "composition": "C5H12Q"})
+        GenerationWorkChain.get_builder_from_protocol(training, {**box, "composition": "C5H12Q"}, "logan")
 
 
 @pytest.mark.slow
@@ -618,7 +629,7 @@ def test_fast_protocol_runs():
     """The default protocol with fewer steps and candidates runs end to end (the demo's shape)."""
     builder = GenerationWorkChain.get_builder_from_protocol(
         StructureSet.from_ase(molecules(4)),
-        {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False},
+        {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}, "logan",
         overrides={"settings": TINY, "seeds": [0, 1], "count": 5, "selection": {**TINY_SELECTION, "n_clusters": 3}},
     )
     results, node = run_get_node(builder)

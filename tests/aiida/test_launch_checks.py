@@ -41,6 +41,7 @@ class OuterWithoutSeeds(WorkChain):
 
 def generation_inputs(**selection) -> dict:
     return {
+        "family": orm.Str("logan"),
         "training": StructureSet.from_ase([molecule("H2O"), molecule("H2O2")]),
         "target": orm.Dict({"composition": "H2O", "cell": (np.eye(3) * 5).tolist(), "pbc": False}),
         "settings": orm.Dict(TINY),
@@ -58,6 +59,7 @@ def test_outer_chain_without_seeds_still_checks_n_clusters_at_launch():
 
 def test_absurd_count_is_refused_at_launch_with_the_estimate():
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     for key, value in generation_inputs(n_clusters=2).items():
         builder[key] = value
     builder.seeds = orm.List([0])
@@ -119,7 +121,7 @@ def test_builders_store_nothing(gpaw_code):
                                 settings=TINY, count=4, n_clusters=2, n_components=2, generation_protocol="fast")
     GenerationWorkChain.get_builder_from_protocol(
         training_set("logan/C5H12O_training.extxyz"),
-        {"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False}, protocol="balanced")
+        {"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False}, "logan", protocol="balanced")
     assert count_nodes() == before
     assert not builder.generation.training.is_stored
 

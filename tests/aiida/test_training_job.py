@@ -387,6 +387,7 @@ def test_daemon_generation_with_a_training_code(one_worker_daemon, training_code
     from aiida_physgen.workflows.generation import GenerationWorkChain
 
     builder = GenerationWorkChain.get_builder()
+    builder.family = orm.Str("logan")
     builder.training = training_set
     builder.target = orm.Dict(TARGET)
     builder.seeds = orm.List([0, 1])
