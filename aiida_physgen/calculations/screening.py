@@ -102,9 +102,21 @@ def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.
     Outputs ``assessment`` (Dict: ``assessor``, ``title``, ``metrics``, ``rows``, ``text``) and ``figures``
     (one PNG ``SinglefileData`` per figure the assessor made).
 
+    :param assessor: the assessor (an entry point of ``aiida_physgen.assessors``).
+    :param settings: the assessor's settings.
+    :param conditions: the generation's named conditions.
+    :param training: the structures the models learnt from.
+    :param valid: the candidates that passed the validity check (or every candidate without one).
+    :param representatives: the representatives the selection chose.
+    :param cheap: the representatives after the cheap tier (info cheap_energy, cheap_failed).
+    :param relaxed: every DFT-relaxed structure (info energy, basin).
+    :param basins: the ``report`` Dict of ``physgen.deduplicate_minima`` (one row per DFT basin).
+    :param funnel: the cheap-tier funnel's counts (``physgen.select_for_dft``).
+    :param cheap_model: the cheap engine's model (the EDNN), when it has one.
+    :param cheap_engine: the cheap engine's name.
+    :param cheap_settings: the cheap engine's settings as given.
     :param sets: ``generated_<condition>`` (the generated sets as generated) and ``reference_<name>`` (the
         reference sets the assessor reads: a known list, a held-out MD, ...).
-    :param basins: the ``report`` Dict of ``physgen.deduplicate_minima`` (one row per DFT basin).
     """
     try:
         plugin = get_assessor(assessor.value, "assessors")

@@ -40,7 +40,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, calcfunctio
 from aiida_physgen.calculations import gpaw_driver as driver
 from aiida_physgen.calculations.gpaw import GpawCalculation, validate_parameters
 from aiida_physgen.workflows.orphans import run_calcfunction_step
-from aiida_physgen.workflows.protocols import get_available_protocols, get_default_protocol, load_protocol
+from aiida_physgen.workflows.protocols import ProtocolMixin, load_protocol
 
 __all__ = ('GpawBaseWorkChain', 'center_molecule')
 
@@ -52,7 +52,7 @@ _PROTOCOL_GPAW_KEYS = ('parameters', 'metadata')
 _SYSTEM_TYPES = ('molecule', 'crystal')
 
 
-def _centered_copy(structure: orm.StructureData, vacuum: float, box: float | None = None) -> orm.StructureData:
+def centered_copy(structure: orm.StructureData, vacuum: float, box: float | None = None) -> orm.StructureData:
     """Return a non-periodic copy of ``structure`` centred in a box with ``vacuum`` Å on every side (kinds kept),
     or, when ``box`` is given, centred in a cube of that edge (which must leave ``vacuum`` on every side)."""
     atoms = structure.get_ase()
@@ -104,7 +104,7 @@ def validate_center(inputs, _ctx=None) -> str | None:
         return None
     try:
         check_finite_structure(structure, 'gpaw.structure')
-        _centered_copy(structure, float(vacuum.value), float(box.value) if box is not None else None)
+        centered_copy(structure, float(vacuum.value), float(box.value) if box is not None else None)
     except ValueError as error:
         return f'center.{error}' if str(error).startswith('box:') else str(error)
     return None
@@ -114,11 +114,13 @@ def validate_center(inputs, _ctx=None) -> str | None:
 def center_molecule(structure: orm.StructureData, vacuum: orm.Float, box: orm.Float | None = None) -> orm.StructureData:
     """Centre a molecule in a non-periodic box with ``vacuum`` Å on every side, or in a cube of edge ``box``
     (keeps the provenance)."""
-    return _centered_copy(structure, vacuum.value, box.value if box is not None else None)
+    return centered_copy(structure, vacuum.value, box.value if box is not None else None)
 
 
-class GpawBaseWorkChain(BaseRestartWorkChain):
+class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     """Run a ``GpawCalculation``, restarting it on SCF or relaxation non-convergence."""
+
+    _protocol_file = PROTOCOL_FILE
 
     _process_class = GpawCalculation
 
@@ -299,15 +301,6 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
     # protocols
 
     @classmethod
-    def get_available_protocols(cls) -> dict[str, str]:
-        """Return the protocol names mapped to their descriptions."""
-        return get_available_protocols(PROTOCOL_FILE)
-
-    @classmethod
-    def get_default_protocol(cls) -> str:
-        return get_default_protocol(PROTOCOL_FILE)
-
-    @classmethod
     def get_builder_from_protocol(
         cls,
         code: orm.AbstractCode,
@@ -376,7 +369,7 @@ class GpawBaseWorkChain(BaseRestartWorkChain):
                 raise ValueError(f'the protocol `vacuum` must be a positive number of Å for molecules, got {vacuum!r}')
             if box is not None and (not isinstance(box, (int, float)) or box <= 0):
                 raise ValueError(f'the protocol `box` must be a positive cube edge in Å, got {box!r}')
-            _centered_copy(structure, float(vacuum), box)  # checks the box; the work chain's first step centres
+            centered_copy(structure, float(vacuum), box)  # checks the box; the work chain's first step centres
             center = {'vacuum': orm.Float(float(vacuum))}
             if box is not None:
                 center['box'] = orm.Float(float(box))

@@ -24,7 +24,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, calcfunction, if_
 
-from .protocols import get_available_protocols, load_protocol
+from .protocols import ProtocolMixin, load_protocol
 
 __all__ = ["VaspRelaxWorkChain", "box_for_vasp", "vasp_outputs", "check_potentials", "VASP_PLUGIN"]
 
@@ -175,8 +175,10 @@ _VASP_PORT_HELP = {
 }
 
 
-class VaspRelaxWorkChain(WorkChain):
+class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
     """Box a molecule → ``vasp.vasp`` relaxation + DOS (aiida-vasp's handlers restart it) → physgen-shaped outputs."""
+
+    _protocol_file = PROTOCOL_FILE
 
     @classmethod
     def define(cls, spec):
@@ -241,10 +243,6 @@ class VaspRelaxWorkChain(WorkChain):
             return self.exit_codes.ERROR_OUTPUT_CONVERSION.format(message=str(error))
         self.out_many(outputs)
         return None
-
-    @classmethod
-    def get_available_protocols(cls) -> dict[str, str]:
-        return get_available_protocols(PROTOCOL_FILE)
 
     @classmethod
     def get_builder_from_protocol(cls, code: orm.AbstractCode, structure: orm.StructureData,
