@@ -70,7 +70,8 @@ def test_generate_at_4x_predict_and_check(files):
     assert "4×" in result.output and "tersoff" in result.output
     rows = json.loads((files / "check" / "ks.json").read_text())
     assert {row["method"] for row in rows} == {"ednn", "tersoff"} and all(0 <= r["ks"] <= 1 for r in rows)
-    assert (files / "check" / "label_heatmap_4x.png").is_file()
+    assert {(row["condition"], row["area_multiple"]) for row in rows} == {("big", 4)}  # the set named by its file
+    assert (files / "check" / "label_heatmap_big.png").is_file()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -182,6 +182,7 @@ def test_assessor_ks_table_by_the_ednn_with_baselines_and_figures(models):
     assert abs(rows[("label-blind", "labels")]["pearson_r"]) < 0.5 < rows[("training", "ednn")]["pearson_r"]
     assert result.metrics["ednn_held_out_median_ae"] == ednn.config["held_out"]["median_ae"]
     assert "baselines (training sheets)" in result.text and "scale_2" in result.text and "4×" in result.text
+    assert "EDNN held-out error" in result.text
     assert set(result.figures) == {"heatmap_scale_1", "histogram_scale_1", "heatmap_scale_2", "histogram_scale_2"}
     assert all(png[:4] == b"\x89PNG" for png in result.figures.values())
     quiet = assessor.assess(data, assessor.settings({"baseline": False, "figures": False}))

@@ -1,30 +1,32 @@
-"""Porous graphene with RUGAN and the EDNN surrogate, end to end in AiiDA (``physgen.rugan``).
+"""Porous graphene with RUGAN through the one screening, the EDNN surrogate as its cheap tier (``physgen.graphene``).
 
-    verdi run workchains/rugan_graphene.py             # fast protocol: 4,096 Tersoff-labelled sheets, short EDNN
-                                                       # and RUGAN trainings, 1,000 generated sheets at 1× and 4×
-    verdi run workchains/rugan_graphene.py --paper     # the papers' sizes: 32,768 sheets, 10,000 generated sheets
-                                                       # per scale, RUGAN 1,000 epochs (days on a CPU)
-    verdi run workchains/rugan_graphene.py --dos       # and a GPAW DOS of one generated sheet (localhost GPAW)
-    verdi run workchains/rugan_graphene.py --check 500 # fewer generated sheets per scale
+    verdi run workchains/rugan_graphene.py               # fast protocol: 4,096 Tersoff-labelled sheets, the EDNN,
+                                                         # RUGAN, 1,000 generated sheets at 1× and 4×, the EDNN
+                                                         # cheap tier, one static GPAW LCAO DOS, the KS check
+    verdi run workchains/rugan_graphene.py --paper       # the papers' sizes: 32,768 sheets, 10,000 generated sheets
+                                                         # per scale, RUGAN 1,000 epochs (days on a CPU)
+    verdi run workchains/rugan_graphene.py --check 500   # fewer generated sheets per scale
+    verdi run workchains/rugan_graphene.py --dft-budget 3  # DFT (GPAW DOS) of the 3 best distinct sheets
 
-Sheets, labels and trainings run with AiiDA's caching on: launched again with another ``--check`` count
-(or ``--dos``), the script reuses the labelled sheets and trained models of an equivalent earlier run.
+The study is the protocol ``aiida_physgen/workflows/protocols/screening/graphene.yaml``. Sheets, labels and
+trainings run with AiiDA's caching on, and finished GPAW runs are reused: launched again with another
+``--check`` count, the script reuses the labelled sheets, the trained models and the DFT of an equivalent run.
 
-The last lines are the Kolmogorov–Smirnov table: the energy per area requested from RUGAN against the
-energy the generated sheets have, by the EDNN (as in the paper) and by the Tersoff reference itself,
-at 1× and 4× the training area; the figures go to ``report_<pk>/``.
+The last lines are the Kolmogorov–Smirnov table of the ``label_consistency`` assessor: the energy per area
+requested from RUGAN against the energy the generated sheets have, by the EDNN (as in the paper) and by the
+Tersoff reference itself, at 1× and 4× the training area, with the baseline rows; the figures go to
+``report_<pk>/``.
 """
 
 import sys
 import time
-
 from contextlib import ExitStack
 
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
 
-from aiida_physgen.graphene.report import print_rugan_report
-from aiida_physgen.workflows.rugan import RuganWorkChain
+from aiida_physgen.screening.report import print_report
+from aiida_physgen.workflows.graphene import GrapheneScreeningWorkChain
 
 
 def option(name: str, default=None):
@@ -33,23 +35,21 @@ def option(name: str, default=None):
 
 overrides = {}
 if option("--check"):
-    overrides["check"] = {"count": option("--check")}
-dos_code = None
-if "--dos" in sys.argv:
-    from aiida_physgen.launch import gpaw_code
-
-    dos_code = gpaw_code()
+    overrides["generation"] = {"count": option("--check")}
+if option("--dft-budget"):
+    overrides["dft_budget"] = option("--dft-budget")
 
 start = time.perf_counter()
-builder = RuganWorkChain.get_builder_from_protocol("paper" if "--paper" in sys.argv else "fast", overrides,
-                                                   dos_code=dos_code)
+builder = GrapheneScreeningWorkChain.get_builder_from_protocol("paper" if "--paper" in sys.argv else "fast", overrides)
 with ExitStack() as stack:
     for name in ("porous_graphene", "label_reference", "normalise_training_inputs", "train"):
         stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))
     results, node = run_get_node(builder)
-print(f"RuganWorkChain<{node.pk}> finished with exit status {node.exit_status} in {time.perf_counter() - start:.0f} s")
-if node.is_finished_ok:
-    print_rugan_report(node, output_dir=f"report_{node.pk}")
-else:
+print(f"GrapheneScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in "
+      f"{time.perf_counter() - start:.0f} s")
+if not node.is_finished_ok:
     print(node.exit_message)
     sys.exit(1)
+screening = next(child for child in node.called if child.process_label == "ScreeningWorkChain")
+print(f"{len(results['training'])} training sheets; the screening: {screening.process_label}<{screening.pk}>")
+print_report(screening, output_dir=f"report_{node.pk}")

@@ -1,37 +1,41 @@
-"""Calcfunctions of the porous-graphene chain (RUGAN + EDNN): sheets → reference labels → the label check.
+"""Calcfunctions of porous graphene (RUGAN + EDNN): sheets → reference labels, and the EDNN on a whole set.
 
 Every one is batch-grained: a set of thousands of sheets is one ``physgen.structure_set`` node, and a
-labelling of the whole set is one process (not one node per sheet). Generic ``physgen.predict`` runs
-any surrogate model (EDNN) on a set. Bad input ends on ``ERROR_INVALID_INPUT`` (300) before any
-heavy work, with nothing stored.
+labelling of the whole set is one process (not one node per sheet). ``physgen.predict`` runs any surrogate
+model (EDNN) on a set; ``physgen.score_ednn`` is the EDNN as the screening's cheap tier (the ``ednn`` batch
+engine, :mod:`aiida_physgen.engines.ednn`). Bad input ends on ``ERROR_INVALID_INPUT`` (300) before any heavy
+work, with nothing stored.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode, Process, calcfunction
 
-from ..graphene import label_check as label_check_module
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
+from ..graphene.reference_energy import ReferenceSettings
+from ..graphene.surrogate import EdnnScoreSettings, check_surrogate, score_sheets
 from ..ml import graphene
 from ..ml import settings as settings_module
 from ..ml.training import set_threads
 from .functions import EXIT_CODES as _SHARED_EXIT_CODES
 from .functions import declare_exit_codes
 
-__all__ = ["porous_graphene", "label_reference", "predict", "check_labels", "EXIT_CODES", "ReferenceSettings"]
+__all__ = ["porous_graphene", "label_reference", "predict", "score_ednn", "EXIT_CODES"]
 
 EXIT_CODES = {
     "ERROR_INVALID_INPUT": _SHARED_EXIT_CODES["ERROR_INVALID_INPUT"],
+    "ERROR_ALL_FAILED": ExitCode(330, "the surrogate scored no structure: {message}"),
     "ERROR_LABELLING_FAILED": ExitCode(340, "the reference method failed: {message}"),
 }
+
+#: attributes of the input set copied to the scored set, so per-structure provenance (``model_index``) still resolves
+_KEPT_ATTRIBUTES = ("model_uuids", "model_labels", "descriptor")
 
 
 def _invalid(error: Exception) -> ExitCode:
@@ -44,46 +48,8 @@ def _report(message: str) -> None:
         process.report(message)
 
 
-class ReferenceSettings:
-    """Settings of the reference labelling (LAMMPS, Tersoff 1988 carbon).
-
-    ``relax`` (default false): single points on the lattice geometry, 1,700 sheets/s on one core. On
-    the ideal lattice a Tersoff single point is a count of two- and three-fold atoms (Tersoff is a
-    nearest-neighbour potential). ``relax: true`` first relaxes each sheet at fixed cell (LAMMPS
-    conjugate gradients to ``fmax`` eV/Å, at most ``max_steps``): 6 meV/atom lower on average, the atoms
-    round holes move up to 0.6 Å. Measured: 35 random 1× sheets/s (32,768 in 16 minutes), but only
-    about 13 generated 1× and 0.7 generated 4× sheets/s (their ragged holes need many steps), too
-    slow for the label check of thousands of 4× sheets here.
-    """
-
-    KEYS = ("method", "relax", "fmax", "max_steps")
-
-    def __init__(self, values: dict | None = None):
-        values = dict(values or {})
-        unknown = sorted(set(values) - set(self.KEYS))
-        if unknown:
-            raise ValueError(f"settings: unknown key(s) {unknown}; expected some of {list(self.KEYS)}")
-        self.method = values.get("method", "tersoff")
-        self.relax = values.get("relax", False)
-        self.fmax = values.get("fmax", 0.05)
-        self.max_steps = values.get("max_steps", 1000)
-        if self.method not in ("tersoff",):
-            raise ValueError(f"settings.method: got {self.method!r}, expected 'tersoff' (LAMMPS, Tersoff 1988 carbon)")
-        if not isinstance(self.relax, bool):
-            raise ValueError(f"settings.relax: got {self.relax!r}, expected true or false")
-        if isinstance(self.fmax, bool) or not isinstance(self.fmax, (int, float)) or not 0 < self.fmax < 10:
-            raise ValueError(f"settings.fmax: got {self.fmax!r}, expected a positive force in eV/Å, e.g. 0.05")
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ValueError(f"settings.max_steps: got {self.max_steps!r}, expected a positive number of steps")
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "relax": self.relax, "fmax": float(self.fmax), "max_steps": self.max_steps}
-
-
 def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
     """Total reference energies (eV) of every sheet of ``batch``; progress goes to the process report."""
-    from ..graphene import reference_energy
-
     count = len(batch)
     every = max(1, count // 10)
     started = time.monotonic()
@@ -96,12 +62,10 @@ def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
     # a sheet LAMMPS cannot evaluate gets NaN (and a warning) instead of stopping the whole batch
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        energies = reference_energy.label_sheets(batch, method=settings.method, relax=settings.relax,
-                                                 progress=progress, on_error="nan", fmax=float(settings.fmax),
-                                                 max_steps=settings.max_steps)
+        energies = settings.label(batch, progress=progress)
     for warning in caught:
         _report(str(warning.message))
-    return np.asarray(energies, dtype=float)
+    return energies
 
 
 @calcfunction
@@ -137,7 +101,7 @@ def label_reference(structures: StructureSet, settings: orm.Dict | None = None):
     :param settings: ``method`` (``tersoff``), ``relax`` (false), ``fmax`` (0.05 eV/Å), ``max_steps`` (1000).
     """
     try:
-        values = ReferenceSettings(settings.get_dict() if settings is not None else None)
+        values = ReferenceSettings.from_dict(settings.get_dict() if settings is not None else None)
         batch = structures.get_batch()
         graphene.batch_to_sheets(batch, where="structures")  # every sheet on the lattice, before any work
     except ValueError as error:
@@ -174,9 +138,7 @@ def predict(model: GeneratorModel, structures: StructureSet):
     """
     try:
         trained = model.load()
-        if trained.family.role != "surrogate":
-            raise ValueError(f"model: a {trained.family.role} ({trained.family.name}) predicts nothing; expected a "
-                             "surrogate model such as ednn")
+        check_surrogate(trained)
         set_threads()
         values = trained.predict(structures.get_batch())
     except ValueError as error:
@@ -188,97 +150,50 @@ def predict(model: GeneratorModel, structures: StructureSet):
     return {"values": result}
 
 
-def _scale_of(key: str, batch, base_area: float | None) -> int:
-    if base_area:
-        return int(round(np.sqrt(abs(np.linalg.det(batch.cells[0][:2, :2])) / base_area)))
-    return int(key.rsplit("_", 1)[-1])
-
-
 @calcfunction
-def check_labels(surrogate: GeneratorModel, reference: orm.Bool | None = None, settings: orm.Dict | None = None,
-                 **generated: StructureSet):
-    """RUGAN's check: requested against obtained energy per area, by the surrogate and the reference method.
+def score_ednn(model: GeneratorModel, structures: StructureSet, settings: orm.Dict | None = None):
+    """The EDNN as a cheap tier: the total energy of every sheet of a set, without moving an atom.
 
-    Every generated set (``scale_1``, ``scale_2``...: sheets from ``physgen.generate`` with
-    ``info['label']``, the requested eV/Å²) is evaluated by the surrogate (EDNN) and, when ``reference``
-    is true (default), by the reference method itself (what the paper could not do). Outputs: ``table``
-    (Dict: one row per area and method with KS statistic, p-value, MAE, bias, r; and the text table),
-    ``energies`` (ArrayData: ``requested_<a>x``, ``<method>_<a>x`` per area multiple *a*, eV/Å²) and
-    ``figures`` (PNG heat maps and histograms).
+    Output ``relaxed`` (``physgen.structure_set``, the name every cheap tier gives its result): the structures
+    in input order, unchanged, with the input's info arrays and ``cheap_energy`` (eV, the EDNN total energy;
+    NaN when the sheet cannot be scored) and ``cheap_failed`` (1/0). A sheet the model cannot score (off the
+    lattice, a grid that is not a whole number of its focus tiles) never stops the others; when none can be
+    scored the process ends on ``ERROR_ALL_FAILED`` (330) with no outputs. The input set's ``model_uuids``,
+    ``model_labels`` and ``descriptor`` attributes are copied; ``cheap_model`` (the EDNN's UUID) and
+    ``n_failed`` are set.
 
-    :param surrogate: the EDNN model that gives the obtained energies (as in the paper).
-    :param reference: also compute them with the reference method (default true).
-    :param settings: ``reference`` settings for the labeller (``method``, ``relax``).
+    :param model: a surrogate model (the EDNN).
+    :param structures: porous-graphene sheets (any scale the model's focus tiles).
+    :param settings: settings of the ``ednn`` engine (:class:`~aiida_physgen.graphene.surrogate.EdnnScoreSettings`).
     """
-    if not generated:
-        return _invalid(ValueError("generated: expected at least one set of generated sheets (scale_1, ...)"))
     try:
-        trained = surrogate.load()
-        if trained.family.role != "surrogate":
-            raise ValueError(f"surrogate: expected a surrogate model (ednn), got a {trained.family.role}")
-        values = ReferenceSettings((settings.get_dict() if settings is not None else {}).get("reference"))
-        lattice = trained.config.get("lattice")
-        base_area = graphene.Lattice(lattice["nx"], lattice["ny"]).area if lattice else None
-        batches = {}
-        for key in sorted(generated):
-            batch = generated[key].get_batch()
-            if "label" not in batch.info:
-                raise ValueError(f"generated.{key}: the sheets have no requested 'label' (generate them with rugan)")
-            graphene.batch_to_sheets(batch, where=f"generated.{key}")
-            batches[_scale_of(key, batch, base_area)] = batch
+        settings_module.from_dict(EdnnScoreSettings, settings.get_dict() if settings is not None else None)
+        trained = model.load()
+        check_surrogate(trained)
+        batch = structures.get_batch()
     except ValueError as error:
         return _invalid(error)
-    use_reference = True if reference is None else reference.value
     set_threads()
-    requested, obtained = {}, {"ednn": {}}
-    if use_reference:
-        obtained[values.method] = {}
-    arrays = orm.ArrayData()
-    for scale, batch in sorted(batches.items()):
-        area = abs(np.linalg.det(batch.cells[:, :2, :2]))
-        area_multiple = scale * scale
-        requested[scale] = np.asarray(batch.info["label"], dtype=float)
-        arrays.set_array(f"requested_{area_multiple}x", requested[scale])
-        started = time.monotonic()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obtained["ednn"][scale] = np.asarray(trained.predict(batch), dtype=float) / area
-        _report(f"{area_multiple}× area: EDNN energies of {len(batch)} sheets in {time.monotonic() - started:.1f} s")
-        arrays.set_array(f"ednn_{area_multiple}x", obtained["ednn"][scale])
-        if use_reference:
-            try:
-                energies = reference_energies(batch, values)
-            except (RuntimeError, OSError, ImportError) as error:
-                return EXIT_CODES["ERROR_LABELLING_FAILED"].format(message=f"{type(error).__name__}: {error}")
-            obtained[values.method][scale] = energies / area
-            arrays.set_array(f"{values.method}_{area_multiple}x", obtained[values.method][scale])
-    rows = label_check_module.ks_rows(requested, obtained)
-    text = label_check_module.format_ks_table(rows)
-    _report("label check (requested vs obtained energy per area):\n" + text)
-    figures = {}
-    with tempfile.TemporaryDirectory() as folder:
-        for name, path in label_check_module.plot_label_check(requested, obtained, folder).items():
-            figures[name] = orm.SinglefileData(str(path))
-    return {"table": orm.Dict({"rows": rows, "text": text}), "energies": arrays, "figures": figures}
-
-
-@calcfunction
-def pick_structure(structures: StructureSet, index: orm.Int):
-    """Structure ``index`` of a set as a ``StructureData`` (for a DFT step), with its index as an extra.
-
-    :param structures: the set.
-    :param index: which structure (0-based).
-    """
-    if not 0 <= index.value < len(structures):
-        return _invalid(ValueError(f"index: got {index.value}, expected 0 <= index < {len(structures)}"))
-    structure = structures.get_structuredata(index.value)
-    structure.label = f"sheet_{index.value}"
-    structure.base.extras.set("candidate_index", index.value)
-    return structure
+    started = time.monotonic()
+    energies, failed, errors = score_sheets(trained, batch)
+    _report(f"EDNN energies of {len(batch)} sheets in {time.monotonic() - started:.2f} s, {int(failed.sum())} failed")
+    for index, error in list(errors.items())[:10]:
+        _report(f"structure {index} not scored: {error}")
+    if len(batch) and failed.all():
+        return EXIT_CODES["ERROR_ALL_FAILED"].format(
+            message=f"all {len(batch)} structure(s) failed; the first error: {next(iter(errors.values()))}")
+    batch.info["cheap_energy"] = energies
+    batch.info["cheap_failed"] = failed
+    output = StructureSet(batch)
+    for key in _KEPT_ATTRIBUTES:
+        value = structures.base.attributes.get(key, None)
+        if value is not None:
+            output.base.attributes.set(key, value)
+    output.base.attributes.set_many({"cheap_model": model.uuid, "n_failed": int(failed.sum())})
+    return {"relaxed": output}
 
 
 declare_exit_codes(porous_graphene, ["ERROR_INVALID_INPUT"], EXIT_CODES)
 declare_exit_codes(label_reference, ["ERROR_INVALID_INPUT", "ERROR_LABELLING_FAILED"], EXIT_CODES)
 declare_exit_codes(predict, ["ERROR_INVALID_INPUT"], EXIT_CODES)
-declare_exit_codes(check_labels, ["ERROR_INVALID_INPUT", "ERROR_LABELLING_FAILED"], EXIT_CODES)
-declare_exit_codes(pick_structure, ["ERROR_INVALID_INPUT"], EXIT_CODES)
+declare_exit_codes(score_ednn, ["ERROR_INVALID_INPUT", "ERROR_ALL_FAILED"], EXIT_CODES)

@@ -109,36 +109,36 @@ def predict(model_file, structures, output):
               help="Relax before the reference energy (as the training labels were made).")
 @click.option("--output", "-o", type=click.Path(file_okay=False), default="label_check", show_default=True)
 def check_labels(generated, surrogate, reference, relax, output):
-    """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan):
-    the Kolmogorov–Smirnov table (printed, and ``ks.json``) and the heat maps and histograms (PNG)."""
+    """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan; each
+    file is one set, named by its file name): the Kolmogorov–Smirnov table (printed, and ``ks.json``) and the
+    heat maps and histograms (PNG), as the screening's ``label_consistency`` assessor makes them."""
     from ..graphene import label_check
-    from ..ml.family import TrainedModel
+    from ..graphene.reference_energy import ReferenceSettings
+    from ..graphene.surrogate import check_surrogate
     from ..ml import graphene
+    from ..ml.family import TrainedModel
 
     out = check_output_dir(output, "--output")
     model = _as_input_error(lambda: TrainedModel.from_bytes(Path(surrogate).read_bytes()))
-    if model.family.role != "surrogate":
-        raise InputError(f"--surrogate: expected a surrogate model (ednn), got a {model.family.role}")
-    base = model.config.get("lattice")
-    requested, obtained = {}, {"ednn": {}}
-    if reference:
-        from ..graphene.reference_energy import label_sheets
-
-        obtained["tersoff"] = {}
+    _as_input_error(check_surrogate, model, "--surrogate")
+    sets = {}
     for path in generated:
         batch = read_structures(path, "GENERATED")
         if "label" not in batch.info:
             raise InputError(f"GENERATED: {path} has no requested 'label' per sheet (generate it with a rugan model)")
-        _, lattice = _as_input_error(graphene.batch_to_sheets, batch, "GENERATED")
-        scale = int(round(lattice.nx / base["nx"])) if base else 1
-        area = lattice.area
-        requested[scale] = np.asarray(batch.info["label"], dtype=float)
-        obtained["ednn"][scale] = np.asarray(model.predict(batch)) / area
-        if reference:
-            obtained["tersoff"][scale] = np.asarray(label_sheets(batch, relax=relax, fmax=0.05)) / area
-    rows = label_check.ks_rows(requested, obtained)
+        _as_input_error(graphene.batch_to_sheets, batch, "GENERATED")
+        sets[Path(path).stem] = batch
+    if len(sets) != len(generated):
+        raise InputError("GENERATED: two files have the same name; each names its set in the table")
+    lattice = model.config.get("lattice")
+    base_area = graphene.Lattice.from_dict(lattice).area if lattice else \
+        min(graphene.batch_to_sheets(batch)[1].area for batch in sets.values())
+    scales = _as_input_error(label_check.sheet_scales, sets, base_area)
+    labeller = ReferenceSettings(relax=relax) if reference else None
+    requested, obtained = _as_input_error(label_check.obtained_labels, sets, model, labeller)
+    rows = label_check.ks_rows(requested, obtained, scales)
     click.echo(label_check.format_ks_table(rows))
     out.mkdir(parents=True, exist_ok=True)
     (out / "ks.json").write_text(json.dumps(rows, indent=2) + "\n")
-    for name, path in label_check.plot_label_check(requested, obtained, out).items():
+    for name, path in label_check.plot_label_check(requested, obtained, out, scales).items():
         click.echo(f"{name}: {path}")

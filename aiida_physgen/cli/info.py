@@ -55,6 +55,18 @@ def protocols(family_name):
             click.echo(f"  {protocol:<{width}}  {description}{mark}")
 
 
+def _screening_of(pk: int) -> int:
+    """PK itself, or the screening that PK (a domain's pre-step chain, e.g. physgen.graphene) ran."""
+    from aiida import orm
+
+    node = orm.load_node(pk)
+    if isinstance(node, orm.WorkflowNode) and "generation" not in node.inputs:
+        called = [child for child in node.called if child.process_type == "aiida.workflows:physgen.screening"]
+        if len(called) == 1:
+            return called[0].pk
+    return pk
+
+
 @click.command()
 @click.argument("pk", type=int)
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the figures (default report_<pk>).")
@@ -64,8 +76,9 @@ def protocols(family_name):
                    "are printed beside PK's. Repeatable.")
 def report(pk, output, profile, others):
     """Table of the unique minima of screening run PK, and its figures (PCA, energies, DOS); with --vs, the
-    discovery metrics of PK and the other screenings side by side. For a physgen.rugan run: the label check
-    (Kolmogorov–Smirnov table at every size), the EDNN's error and the figures."""
+    discovery metrics of PK and the other screenings side by side. PK may be a domain's pre-step chain that ran
+    a screening (physgen.graphene): the report is its screening's, with the assessors' sections (the label
+    check's Kolmogorov–Smirnov table...)."""
     from aiida import load_profile
 
     from ..screening.report import print_report
@@ -88,13 +101,7 @@ def report(pk, output, profile, others):
                                                                                      "MultipleObjectsError"):
                     raise
                 raise InputError(f"--vs: {str(error).removeprefix('pk: ')}") from None
-        from ..graphene.report import is_rugan_run, print_rugan_report
-
-        if is_rugan_run(pk):
-            if others:
-                raise InputError("--vs: compares screenings; PK is a physgen.rugan run")
-            print_rugan_report(pk, output_dir=output)
-            return
+        pk = _screening_of(pk)
         print_report(pk, output_dir=output)
         if others:
             click.echo(compare_screenings([pk, *others]))

@@ -118,6 +118,9 @@ class LabelConsistency(Assessor):
             surrogate = score_sheets(model, data.training)[0] / base_area if model is not None else None
             rows += label_check.baseline_rows(training[0], surrogate)
         text = label_check.format_ks_table(rows)
+        held_out = (model.config.get("held_out") if model is not None else None) or {}
+        if {"count", "median_ae", "mae", "baseline_median_ae"} <= set(held_out):
+            text += "\n" + label_check.held_out_line(held_out)
         metrics = self._metrics(rows, model, requested)
         figures = {}
         if settings.figures:

