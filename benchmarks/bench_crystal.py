@@ -148,10 +148,10 @@ def run(steps: int = 100, count: int = 500, n_relax: int = 20, threads: int = 1,
                  "(closest pair ≥ 0.5 Å, density 1–25 g/cm³)"})
 
     # (c) CHGNet: the model load once, then the relaxations
-    from aiida_physgen.screening.cheap_relax import _CHGNET_MODEL, _chgnet_calculator
+    from aiida_physgen.screening.cheap_relax import CHGNET_MODEL, chgnet_calculator
 
-    _CHGNET_MODEL.clear()
-    _, seconds = _timed(_chgnet_calculator)
+    CHGNET_MODEL.clear()
+    _, seconds = _timed(chgnet_calculator)
     rows.append({"benchmark": "CHGNet relaxation (fix_cell false, ≤ 100 FIRE steps)", "what": "model load",
                  "value": seconds, "unit": "s", "note": "once per process"})
     if len(valid):

@@ -84,22 +84,22 @@ def test_chgnet_relaxes_a_rattled_silicon_cell():
 
 @pytest.mark.slow
 def test_chgnet_relaxes_the_cell_when_asked_and_predicts_stress_only_then():
-    from aiida_physgen.screening.cheap_relax import _chgnet_calculator
+    from aiida_physgen.screening.cheap_relax import chgnet_calculator
 
     si = bulk("Si", "diamond", a=5.75, cubic=True)  # strained by 6 %: the stress drives the cell back
     relaxed = relax_batch(StructureBatch.from_atoms([si]), {"fix_cell": False, "fmax": 0.05})
     assert relaxed.info["cheap_converged"][0] == 1
     volume = abs(np.linalg.det(relaxed.cells[0]))
     assert volume < 0.95 * si.get_volume()
-    calc = _chgnet_calculator()
+    calc = chgnet_calculator()
     si.calc = calc
     si.get_forces()
     assert "stress" not in calc.results  # a fixed-cell relaxation never pays for the stress
     assert np.abs(si.get_stress()).max() > 0.01 and "stress" in calc.results
     start = si.copy()
-    from aiida_physgen.screening.cheap_relax import _chgnet_calculator
+    from aiida_physgen.screening.cheap_relax import chgnet_calculator
 
-    start.calc = _chgnet_calculator()
+    start.calc = chgnet_calculator()
     assert relaxed.info["cheap_energy"][0] < start.get_potential_energy()
 
 

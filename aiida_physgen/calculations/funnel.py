@@ -7,7 +7,7 @@ from aiida.engine import ExitCode, Process, calcfunction
 
 from ..data.structure_set import StructureSet
 from ..screening.funnel import pick_for_dft
-from .functions import EXIT_CODES, _candidate_provenance, _declare_exit_codes
+from .functions import EXIT_CODES, candidate_provenance, declare_exit_codes
 
 __all__ = ["select_for_dft", "FUNNEL_EXIT_CODES"]
 
@@ -45,7 +45,7 @@ def select_for_dft(relaxed: StructureSet, budget: orm.Int, candidates: Structure
         structure.label = label
         extras = {"cheap_energy": float(batch.info["cheap_energy"][index]), "cheap_key": choice.keys[index]}
         if candidates is not None and "candidate_index" in batch.info:
-            extras.update(_candidate_provenance(candidates, int(batch.info["candidate_index"][index])))
+            extras.update(candidate_provenance(candidates, int(batch.info["candidate_index"][index])))
         structure.description = (
             f"cheap basin {choice.keys[index]!r} ({extras['cheap_energy']:.4f} eV), lowest of its members"
             + (f"; made by {extras['family']} seed {extras['seed']}" if "seed" in extras else "")
@@ -63,5 +63,5 @@ def select_for_dft(relaxed: StructureSet, budget: orm.Int, candidates: Structure
     return {"structures": structures, "funnel": funnel}
 
 
-_declare_exit_codes(select_for_dft, ["ERROR_INVALID_INPUT"])
+declare_exit_codes(select_for_dft, ["ERROR_INVALID_INPUT"])
 select_for_dft.process_class.spec().exit_code(340, "ERROR_NO_SOUND_BASIN", FUNNEL_EXIT_CODES["ERROR_NO_SOUND_BASIN"].message)

@@ -44,10 +44,10 @@ def amorphous():
 # ---------------------------------------------------------------------- helpers
 def _check_output(path, option: str = "--output") -> str:
     """The ASE format of an output file, refused (exit code 2) before any work when it cannot be written."""
-    from .files import _structure_format
+    from .files import structure_format
 
     check_output_file(path, option)
-    return _structure_format(path, option)
+    return structure_format(path, option)
 
 
 def _split_paths(output) -> tuple[Path, Path]:

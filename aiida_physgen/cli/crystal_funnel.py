@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from ._common import InputError, check_output_dir, check_output_file, read_structures
-from .crystals import _write, crystals
+from .crystals import crystals
+from .files import write_structures
 
 __all__ = ["funnel"]
 
@@ -84,7 +85,7 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     novel = unique & (marks["novel"] != 0)
     counts.update(relaxed=int(np.isfinite(formation).sum()), unique=int(unique.sum()),
                   unique_novel=int(novel.sum()), negative_formation_energy=int((novel & (formation < 0)).sum()))
-    _write(relaxed, output)
+    write_structures(relaxed, output)
     for stage, value in counts.items():
         click.echo(f"{stage:>26}: {value}")
     best = np.flatnonzero(novel)[np.argsort(formation[novel], kind="stable")][:top]

@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from ._common import InputError, check_output_dir, check_output_file, output_files, read_structures
+from .files import write_structures
 
 __all__ = ["crystals", "MP_API_KEY_VARIABLE", "MP_INSTALL_HINT"]
 
@@ -73,16 +74,10 @@ def _per_group(numbers) -> str:
 
 def _check_output(path) -> None:
     """``--output`` refused (exit code 2) before any work when it cannot be written or names no format."""
-    from .files import _structure_format
+    from .files import structure_format
 
     check_output_file(path, "--output")
-    _structure_format(path, "--output")
-
-
-def _write(batch, path) -> None:
-    from .files import _structure_format, _write_batch
-
-    _write_batch(batch, path, _structure_format(path, "--output"))
+    structure_format(path, "--output")
 
 
 def _keep_usable(batch, groups, symprec: float, source: str, verbose: bool):
@@ -153,7 +148,7 @@ def filter_command(source, space_groups, symprec, verbose, output):
     else:
         batch = read_structures(path, "FOLDER_OR_FILE")
     kept, usable = _keep_usable(batch, groups, symprec, "FOLDER_OR_FILE", verbose)
-    _write(kept, output)
+    write_structures(kept, output)
     click.echo(f"kept {len(kept)} of {len(batch)} structures ({_per_group(usable.space_groups)}) in {output}")
     _report_dropped(usable, len(batch), verbose)
 
@@ -247,7 +242,7 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
     from ..ml import elements as element_table
     from ..ml.space_groups import space_group
     from ..ml.training import generate as generate_batch
-    from .files import _load_models
+    from .files import load_models
 
     if count <= 0:
         raise InputError(f"--count: got {count}, expected a positive number of crystals")
@@ -272,7 +267,7 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
         if not merge_distance > 0 or merge_distance == float("inf"):
             raise InputError(f"--merge-distance: got {merge_distance}, expected a positive distance in Å")
         condition["merge_distance"] = merge_distance
-    (model,) = _load_models([model_file], "MODEL")
+    (model,) = load_models([model_file], "MODEL")
     if model.family.name != "crystal_gan":
         raise InputError(f"MODEL: {model_file} is a {model.family.name} model; expected a crystal_gan model")
     try:
@@ -293,7 +288,7 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
         if issubclass(warning.category, UserWarning):
             message = str(warning.message).replace("condition.space_group:", "--space-group:")
             click.echo(f"Warning: {message}", err=True)
-    _write(batch, output)
+    write_structures(batch, output)
     number = int(batch.info["space_group_requested"][0])
     symmetric = int(np.sum(batch.info["symmetric"]))
     click.echo(f"wrote {len(batch)} crystals of {_group_name(number)} to {output}; {symmetric} "
@@ -405,7 +400,7 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
     batch.labels = labels  # type: ignore[attr-defined]
     batch.info["mp_id"] = np.asarray(ids, dtype=np.int64)
     kept, usable = _keep_usable(batch, groups, symprec, "--space-group", verbose)
-    _write(kept, output)
+    write_structures(kept, output)
     click.echo(f"kept {len(kept)} of {len(batch)} ternaries in {output}:")
     counts = dict(zip(*np.unique(usable.space_groups, return_counts=True)))
     for number, found in asked:

@@ -38,7 +38,7 @@ _XYZ_BYTES_PER_ATOM = 56
 _XYZ_BYTES_PER_STRUCTURE = 160
 
 
-def _load_models(paths, option: str = "MODELS"):
+def load_models(paths, option: str = "MODELS"):
     from ..ml.model_io import load_model
 
     models = []
@@ -62,7 +62,7 @@ def _atoms_per_structure(model) -> int | None:
         return None
 
 
-def _structure_format(path, option: str) -> str:
+def structure_format(path, option: str) -> str:
     """The ASE format of a structure file to write, from its name (extended XYZ for .xyz, .extxyz or none)."""
     import ase.io.formats
 
@@ -81,13 +81,18 @@ def _structure_format(path, option: str) -> str:
     return fmt
 
 
-def _write_batch(batch, path, fmt: str) -> None:
+def write_batch(batch, path, fmt: str) -> None:
     """Write a structure batch through a temporary name (the whole file appears at once, or nothing)."""
     with output_files(path) as (tmp,):
         if fmt == "npz":
             Path(tmp).write_bytes(batch.to_npz_bytes())
         else:
             batch.write(tmp, format=fmt)
+
+
+def write_structures(batch, path, option: str = "--output") -> None:
+    """Write a structure batch to ``path`` in the format its name says (:func:`structure_format`), atomically."""
+    write_batch(batch, path, structure_format(path, option))
 
 
 @click.command()
@@ -108,9 +113,9 @@ def generate(models, count, seed, condition_text, output):
     if count <= 0:
         raise click.BadParameter(f"got {count}, expected a positive number of candidates", param_hint="--count")
     check_output_file(output, "--output")
-    fmt = _structure_format(output, "--output")
+    fmt = structure_format(output, "--output")
     condition = load_mapping(condition_text, "--condition") if condition_text else None
-    trained = _load_models(models)
+    trained = load_models(models)
     atoms = [_atoms_per_structure(model) for model in trained]
     if all(n is not None for n in atoms):  # the size of the file, refused at once when the disk cannot hold it
         needed = count * sum(n * _XYZ_BYTES_PER_ATOM + _XYZ_BYTES_PER_STRUCTURE for n in atoms)
@@ -136,7 +141,7 @@ def generate(models, count, seed, condition_text, output):
     for warning in caught:  # a family's notes, e.g. RUGAN labels outside the training range, RePAP redraws
         if issubclass(warning.category, UserWarning):
             click.echo(f"Warning: {warning.message}", err=True)
-    _write_batch(batch, output, fmt)
+    write_batch(batch, output, fmt)
     click.echo(f"wrote {len(batch)} candidates from {len(trained)} model(s) to {output}")
 
 
@@ -195,7 +200,7 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
         check_output_file(path, option)
     if len({Path(path).resolve() for path, _ in targets}) < len(targets):
         raise InputError("--output, --selection, --plot: expected different files, got the same one twice")
-    fmt = _structure_format(output, "--output")
+    fmt = structure_format(output, "--output")
     model_descriptor = _models_descriptor(model_files) if model_files else None
 
     def refuse(error):

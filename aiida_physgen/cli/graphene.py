@@ -20,14 +20,9 @@ import click
 import numpy as np
 
 from ._common import InputError, check_output_dir, check_output_file, load_mapping, read_structures
+from .files import write_structures
 
 __all__ = ["sheets", "label", "predict", "check_labels"]
-
-
-def _write(batch, path: str) -> None:
-    from .files import _structure_format, _write_batch
-
-    _write_batch(batch, path, _structure_format(path, "--output"))
 
 
 def _as_input_error(function, *args, **kwargs):
@@ -51,7 +46,7 @@ def sheets(count, seed, settings_text, output):
     values = _as_input_error(settings_module.from_dict, graphene.SheetSettings,
                              load_mapping(settings_text, "--settings") if settings_text else None, "--settings")
     batch = graphene.sheets_to_batch(values.make(count, seed), values.lattice)
-    _write(batch, output)
+    write_structures(batch, output)
     lx, ly = values.lattice.lengths
     click.echo(f"wrote {count} sheets of {values.nx} × {values.ny} cells ({lx:.1f} Å × {ly:.1f} Å) to {output}")
 
@@ -72,7 +67,7 @@ def label(structures, relax, fmax, output):
     batch = read_structures(structures, "STRUCTURES")
     _as_input_error(graphene.batch_to_sheets, batch, "STRUCTURES")
     batch.info["energy"] = _as_input_error(label_sheets, batch, relax=relax, progress=True, fmax=fmax)
-    _write(batch, output)
+    write_structures(batch, output)
     click.echo(f"wrote {len(batch)} labelled sheets to {output}")
 
 
@@ -93,7 +88,7 @@ def predict(model_file, structures, output):
     name = model.config["target"].get("property", "value")
     if output:
         batch.info[f"predicted_{name}"] = np.asarray(values)
-        _write(batch, output)
+        write_structures(batch, output)
         click.echo(f"wrote {len(batch)} structures with predicted_{name} to {output}")
     else:
         for value in values:

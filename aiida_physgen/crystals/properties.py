@@ -22,7 +22,7 @@ import ase.data
 import ase.units
 import numpy as np
 
-from ..screening.basins import _pymatgen_structure
+from ..screening.basins import pymatgen_structure
 from ..ml.batch import StructureBatch
 
 __all__ = ["ANION_FORMERS", "validity", "validity_reasons", "elemental_reference_structures",
@@ -310,7 +310,7 @@ def uniqueness_and_novelty(batch: StructureBatch, training: StructureBatch | Non
         for index, composition in enumerate(_compositions(structures)):
             formula = Composition(composition).reduced_formula
             if keep is None or formula in keep:
-                structure = _pymatgen_structure(structures[index]).get_reduced_structure("niggli")
+                structure = pymatgen_structure(structures[index]).get_reduced_structure("niggli")
                 reduced[index] = structure.get_primitive_structure()
                 reduced[index].properties["funnel_index"] = index
                 out.setdefault(formula, []).append(index)

@@ -38,7 +38,7 @@ from aiida.orm.pydantic import OrmMetadataField
 from aiida_physgen.ml import model_io
 from aiida_physgen.ml.family import ROLES, TrainedModel, get_family
 
-from .structure_set import _export
+from .structure_set import export_node
 
 __all__ = ["GeneratorModel"]
 
@@ -221,7 +221,7 @@ class GeneratorModel(Data):
         :raises OSError: if the file exists and ``overwrite`` is false.
         :raises ValueError: naming ``fileformat`` or ``path``.
         """
-        return _export(self, path, fileformat, overwrite, **kwargs)
+        return export_node(self, path, fileformat, overwrite, **kwargs)
 
     def _prepare_pt(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
         """The model file itself (config and weights)."""

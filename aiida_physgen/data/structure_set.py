@@ -321,7 +321,7 @@ class StructureSet(Data):
         :raises ValueError: naming ``fileformat`` or ``path`` for an unknown format or a directory that
             cannot be written.
         """
-        return _export(self, path, fileformat, overwrite, **kwargs)
+        return export_node(self, path, fileformat, overwrite, **kwargs)
 
     def _prepare_extxyz(self, main_file_name: str = "", **kwargs) -> tuple[bytes, dict]:
         """All structures, with their info values, as extended XYZ."""
@@ -383,7 +383,7 @@ def _json_number(value: t.Any) -> t.Any:
     return value
 
 
-def _export(node: Data, path, fileformat, overwrite, **kwargs) -> list[str]:
+def export_node(node: Data, path, fileformat, overwrite, **kwargs) -> list[str]:
     """``Data.export`` with every file written through :mod:`~aiida_physgen.ml.atomic_files`."""
     if not path:
         raise ValueError("path: expected a file name, got an empty path")

@@ -201,7 +201,7 @@ def count_distinct_valid_molecules(
 
 
 # ---------------------------------------------------------------------------------------------- crystals
-def _pymatgen_structure(atoms: ase.Atoms):
+def pymatgen_structure(atoms: ase.Atoms):
     """pymatgen ``Structure`` of the bare geometry: magnetic moments, charges and other per-atom
     arrays are dropped so numerical noise in them cannot break symmetry or matching."""
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -218,7 +218,7 @@ def spacegroup(atoms: ase.Atoms, symprec: float = 0.1) -> str:
 
     if not symprec > 0:
         raise ValueError(f"symprec: must be positive, got {symprec}")
-    return SpacegroupAnalyzer(_pymatgen_structure(atoms), symprec=symprec).get_space_group_symbol()
+    return SpacegroupAnalyzer(pymatgen_structure(atoms), symprec=symprec).get_space_group_symbol()
 
 
 def crystal_key(atoms: ase.Atoms, symprec: float = 0.1) -> str:
@@ -226,7 +226,7 @@ def crystal_key(atoms: ase.Atoms, symprec: float = 0.1) -> str:
     symmetry search fails at ``symprec``; ``"unknown"`` if it never succeeds."""
     from pymatgen.symmetry.analyzer import SymmetryUndeterminedError
 
-    _pymatgen_structure(atoms)  # a cell-less structure is an error, not an unknown symmetry
+    pymatgen_structure(atoms)  # a cell-less structure is an error, not an unknown symmetry
     for tolerance in (symprec, symprec / 10.0, symprec / 100.0):
         try:
             return spacegroup(atoms, symprec=tolerance)
@@ -350,7 +350,7 @@ def _crystal_basins(
 
     pmg = []
     for index, atoms in enumerate(structures):
-        structure = _pymatgen_structure(atoms)
+        structure = pymatgen_structure(atoms)
         structure.properties["basin_index"] = index
         pmg.append(structure)
     matcher = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True, scale=True)

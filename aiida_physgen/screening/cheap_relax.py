@@ -205,10 +205,11 @@ def thread_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-_CHGNET_MODEL: dict[str, Any] = {}
+#: the loaded CHGNet model, shared by every calculator of this process (the benchmarks clear it to time a load)
+CHGNET_MODEL: dict[str, Any] = {}
 
 
-def _chgnet_calculator():
+def chgnet_calculator():
     """CHGNet's ASE calculator around the pretrained model shipped in its wheel, loaded once per process.
 
     CHGNet's own calculator predicts energy, forces, stress and magnetic moments on every call, and the
@@ -216,11 +217,11 @@ def _chgnet_calculator():
     asked for (a relaxation of the cell): 1.8× faster per step with the cell fixed (0.058 s against
     0.106 s per call for a 6-atom SiO2 cell on one thread, `chgnet` 0.3, measured side by side here).
     """
-    if "model" not in _CHGNET_MODEL:
+    if "model" not in CHGNET_MODEL:
         from chgnet.model import CHGNet
 
         with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints its version and device
-            _CHGNET_MODEL["model"] = CHGNet.load(use_device="cpu", verbose=False)
+            CHGNET_MODEL["model"] = CHGNet.load(use_device="cpu", verbose=False)
     from chgnet.model.dynamics import CHGNetCalculator
 
     class StressOnDemand(CHGNetCalculator):
@@ -230,7 +231,7 @@ def _chgnet_calculator():
             super().calculate(atoms, properties, system_changes, task=task)
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return StressOnDemand(model=_CHGNET_MODEL["model"], use_device="cpu", on_isolated_atoms="ignore")
+        return StressOnDemand(model=CHGNET_MODEL["model"], use_device="cpu", on_isolated_atoms="ignore")
 
 
 def _xtb_calculator(settings: CheapSettings):
@@ -320,7 +321,7 @@ def relax_batch(
         from aiida_physgen.ml.training import set_threads
 
         set_threads(threads)
-        chgnet_calc = _chgnet_calculator()
+        chgnet_calc = chgnet_calculator()
     else:
         import tblite.ase  # noqa: F401 - load its OpenMP runtime before limiting it
 

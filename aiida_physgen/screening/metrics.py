@@ -233,10 +233,10 @@ def discovery_metrics(
     if kind == "crystal":
         from pymatgen.analysis.structure_matcher import StructureMatcher
 
-        from .basins import _pymatgen_structure
+        from .basins import pymatgen_structure
 
         matcher = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True, scale=True)
-        sound_pmg = [_pymatgen_structure(structures[basin.representative]) for basin, _ in sound]
+        sound_pmg = [pymatgen_structure(structures[basin.representative]) for basin, _ in sound]
 
     # novelty
     if training_list is None:
@@ -251,7 +251,7 @@ def discovery_metrics(
         for _, row in sound:
             row["novel"] = row["key"] not in known
     else:
-        training_pmg = [_pymatgen_structure(atoms) for atoms in training_list]
+        training_pmg = [pymatgen_structure(atoms) for atoms in training_list]
         for (_, row), structure in zip(sound, sound_pmg):
             row["novel"] = not any(matcher.fit(structure, known) for known in training_pmg)
     for row in rows:
@@ -285,7 +285,7 @@ def discovery_metrics(
         else:
             recovered = []
             for key, atoms in zip(reference_keys, reference_structures):
-                target = _pymatgen_structure(atoms)
+                target = pymatgen_structure(atoms)
                 if any(matcher.fit(target, structure) for structure in sound_pmg):
                     recovered.append(key)
         result.update({

@@ -547,11 +547,11 @@ def test_workchain_from_fast_protocol_runs(gpaw_code):
 
 def test_protocol_box_puts_a_molecule_in_a_common_cube(gpaw_code):
     """`box` centres a molecule in a cube of that edge (the screening uses one cube for all molecules)."""
-    from aiida_physgen.workflows.gpaw_base import _centered_copy
+    from aiida_physgen.workflows.gpaw_base import centered_copy
 
     builder = GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, h2_structure(), overrides={'box': 8.0})
     assert builder.center.box.value == 8.0
-    structure = _centered_copy(builder.gpaw.structure, builder.center.vacuum.value, builder.center.box.value)
+    structure = centered_copy(builder.gpaw.structure, builder.center.vacuum.value, builder.center.box.value)
     assert np.allclose(structure.cell, np.eye(3) * 8.0)
     positions = np.array([site.position for site in structure.sites])
     assert np.allclose(positions.mean(axis=0), [4.0, 4.0, 4.0])
