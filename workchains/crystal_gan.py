@@ -1,16 +1,24 @@
-"""The physics-guided crystal GAN end to end in AiiDA (``physgen.crystal_gan``).
+"""The physics-guided crystal GAN's study through the one screening pipeline (``physgen.screening``).
 
-    verdi run workchains/crystal_gan.py              # 1,000-step model on the shipped 99 half-Heuslers, 100 crystals
-                                                     # each for F-43m and Fm-3m, CHGNet funnel, 2 to GPAW with DOS
-    verdi run workchains/crystal_gan.py --count 300  # more crystals per space group
-    verdi run workchains/crystal_gan.py --steps 2000 # a longer training (the family default)
-    verdi run workchains/crystal_gan.py --no-dft     # stop after the ML stages
-    verdi run workchains/crystal_gan.py --dft 3      # the best 3 to DFT
+    verdi run workchains/crystal_gan.py                        # the fast protocol: 1,000-step model on the shipped
+                                                               # 99 half-Heuslers, 100 crystals each for F-43m and
+                                                               # Fm-3m, CHGNet funnel, the best 3 to GPAW with DOS
+    verdi run workchains/crystal_gan.py --engine vasp --code vasp-6.4@my-cluster --potcar-family PBE.54
+    verdi run workchains/crystal_gan.py --engine vasp --fake   # the test suite's fake VASP, no VASP needed
+    verdi run workchains/crystal_gan.py --protocol paper --training mp_ternaries.npz --code gpaw@my-cluster
 
-The model learns only F-43m (the shipped set has no other group); Fm-3m is generated through the same
-conditioning on the group's symmetry operations. Training runs with AiiDA's caching on, so a second launch
-with another ``--count`` reuses the trained model. The last lines are the funnel's table; the formation-
-energy histogram goes to ``report_<pk>/``.
+The known crystals are filtered first (``physgen.crystal_training_set``: the ternaries the crystal GAN can
+learn from, and why the others were dropped); the pipeline then trains, generates one set per space group,
+keeps the valid crystals (closest pair, density, charge balance), selects representatives, relaxes them with
+CHGNet (cell free), sends one per distinct basin to DFT (cell relaxed) and assesses the result: formation
+energy, uniqueness and novelty at the CHGNet level, with the training set's own formation energies beside
+them. Everything else is the protocol ``workflows/protocols/screening/crystals.yaml``.
+
+Options: ``--protocol fast|paper``, ``--engine gpaw|vasp``, ``--code LABEL`` (the DFT code; GPAW's default is a
+Python on localhost), ``--potcar-family NAME`` (VASP), ``--fake`` (VASP: register and use the fake of
+tests/vasp), ``--training FILE`` (known crystals: a structure file or a CIF folder; default the shipped
+half-Heuslers). Training runs with AiiDA's caching on, so a second launch reuses the trained model. The report
+(the crystal funnel's counts, the DFT minima, the figures) is printed and written to ``screening_<pk>/``.
 """
 
 import sys
@@ -22,50 +30,111 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
 
+from aiida_physgen.calculations.crystals import crystal_training_set
 from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.ml.crystal_data import EXAMPLE_FOLDER, example_structures
-from aiida_physgen.workflows.crystal_gan import CrystalGanWorkChain
+from aiida_physgen.screening.report import print_report
+from aiida_physgen.workflows.screening import ScreeningWorkChain
+
+ENGINES = ("gpaw", "vasp")
 
 
 def option(name: str, default=None):
-    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+    if name not in sys.argv:
+        return default
+    index = sys.argv.index(name) + 1
+    if index >= len(sys.argv) or sys.argv[index].startswith("--"):
+        sys.exit(f"{name}: expected a value")
+    return sys.argv[index]
 
 
-# the shipped example set, stored once (found again by its label)
-label = f"crystal GAN examples: {EXAMPLE_FOLDER.name}"
-found = orm.QueryBuilder().append(StructureSet, filters={"label": label}).first(flat=True)
-if found is None:
-    found = StructureSet(example_structures())
-    found.label = label
-    found.description = "99 half-Heusler ternaries (F-43m) shipped with aiida-physgen; see its README for the licence"
-    found.store()
+def known_crystals(path: str | None) -> StructureSet:
+    """The training crystals as one stored node, found again by its label when it was stored before."""
+    if path is None:
+        label, description = (f"crystal GAN examples: {EXAMPLE_FOLDER.name}",
+                              "99 half-Heusler ternaries (F-43m) shipped with aiida-physgen; see its README for the licence")
+    else:
+        source = Path(path).resolve()
+        if not source.exists():
+            sys.exit(f"--training: {path} does not exist; expected a structure file or a folder of CIFs")
+        label, description = f"crystal GAN training: {source}", f"known crystals read from {source}"
+    found = orm.QueryBuilder().append(StructureSet, filters={"label": label}).first(flat=True)
+    if found is not None:
+        return found
+    if path is None:
+        batch = example_structures()
+    elif source.is_dir():
+        from aiida_physgen.ml.crystal_data import read_cif_folder
 
-builder = CrystalGanWorkChain.get_builder()
-builder.training = found
-builder.space_groups = orm.List([216])
-builder.train.settings = orm.Dict({"loop": {"steps": option("--steps", 1000)}})
-builder.generate.conditions = orm.Dict({"F-43m": {"space_group": 216}, "Fm-3m": {"space_group": 225}})
-builder.generate.count = orm.Int(option("--count", 100))
-builder.cheap_settings = orm.Dict({"max_steps": 150})
-if "--no-dft" not in sys.argv:
-    from aiida_physgen.launch import gpaw_code
+        batch = read_cif_folder(source, "--training")
+    elif source.suffix == ".npz":  # what `aiida-physgen crystals filter` and `download-mp` write
+        from aiida_physgen.ml.batch import StructureBatch
 
-    builder.dft.code = gpaw_code()
-    builder.dft.count = orm.Int(option("--dft", 2))
-    builder.dft.overrides = orm.Dict({"gpaw": {"parameters": {"ecut": 300.0, "kpts": [4, 4, 4], "fmax": 0.1}}})
+        batch = StructureBatch.from_npz(source)
+    else:
+        batch = StructureSet.from_file(source).get_batch()
+    node = StructureSet(batch)
+    node.label, node.description = label, description
+    return node.store()
+
+
+def vasp_settings() -> tuple[orm.AbstractCode, dict]:
+    """The VASP code and the relaxation overrides: the POTCAR family and a cell relaxation (ISIF 3)."""
+    if "--fake" in sys.argv:
+        import aiida_physgen
+
+        # the checkout's tests/vasp (the set-up installs this package from the checkout, in editable mode)
+        sys.path.insert(0, str(Path(aiida_physgen.__file__).resolve().parents[1] / "tests" / "vasp"))
+        from fixtures import fake_potcar_family, fake_vasp_code
+
+        code = fake_vasp_code(orm.load_computer("localhost"))
+        family = fake_potcar_family(Path.home() / ".aiida-physgen" / "fake_potcars")
+    else:
+        if option("--code") is None or option("--potcar-family") is None:
+            sys.exit("--engine vasp: give --code LABEL and --potcar-family NAME, or --fake")
+        code, family = orm.load_code(option("--code")), option("--potcar-family")
+    return code, {"potential_family": family, "incar": {"isif": 3}}
+
+
+engine = option("--engine", "gpaw")
+if engine not in ENGINES:
+    sys.exit(f"--engine: got {engine!r}, expected one of {list(ENGINES)}")
+protocol = option("--protocol", ScreeningWorkChain.get_default_protocol("crystals"))
+available = ScreeningWorkChain.get_available_protocols("crystals")
+if protocol not in available:
+    sys.exit(f"--protocol: got {protocol!r}, expected one of {sorted(available)}")
+groups = ScreeningWorkChain.get_protocol_inputs(protocol, domain="crystals")["generation"]["target"].get("space_groups")
 
 start = time.perf_counter()
 with ExitStack() as stack:
     for name in ("crystal_training_set", "normalise_training_inputs", "train"):
         stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))
+    # the pre-step: the ternaries the crystal GAN can learn from, with what was dropped and why (provenance kept)
+    inputs = {"structures": known_crystals(option("--training"))}
+    if groups:
+        inputs["space_groups"] = orm.List(list(groups))
+    outputs, filtered = crystal_training_set.run_get_node(**inputs)
+    if not filtered.is_finished_ok:
+        sys.exit(f"crystal_training_set<{filtered.pk}> failed: {filtered.exit_message}")
+    training = outputs["training"]
+    dropped = training.base.attributes.get("dropped_counts")
+    print(f"training set: {len(training)} of {len(inputs['structures'])} crystals kept"
+          + (f"; dropped: {dropped}" if dropped else ""))
+
+    code, overrides = None, {"engine": engine}
+    if engine == "vasp":
+        code, vasp_overrides = vasp_settings()
+        overrides["relax_overrides"] = None  # the protocol's overrides are GPAW's; VASP's are set below
+    elif option("--code"):
+        code = orm.load_code(option("--code"))
+    builder = ScreeningWorkChain.get_builder_from_protocol("crystals", training, protocol, overrides, code=code)
+    if engine == "vasp":
+        builder.relax_overrides = orm.Dict(vasp_overrides)
     results, node = run_get_node(builder)
-print(f"CrystalGanWorkChain<{node.pk}> finished with exit status {node.exit_status} in "
-      f"{time.perf_counter() - start:.0f} s")
+
+print(f"ScreeningWorkChain<{node.pk}> ({protocol} protocol, {engine}) finished with exit status {node.exit_status} "
+      f"in {time.perf_counter() - start:.0f} s")
 if not node.is_finished_ok:
     print(node.exit_message)
     sys.exit(1)
-print(node.outputs.report["text"])
-folder = Path(f"report_{node.pk}")
-folder.mkdir(exist_ok=True)
-(folder / "formation_energy.png").write_bytes(node.outputs.histogram.get_content(mode="rb"))
-print(f"histogram: {folder / 'formation_energy.png'}")
+print_report(node, output_dir=f"screening_{node.pk}")

@@ -371,7 +371,7 @@ class FormationNovelty(Assessor):
                                   "ΔV (%)", "kept", "novel"]).replace("stage", "basin", 1)]
         groups = {name: formation[ok & unique & (condition_of_cheap == i)] for i, name in enumerate(names)}
         figure = _histogram(groups, baseline, dft_pairs, settings.bins, baseline_label)
-        return Assessment(metrics=metrics, rows=rows, text="\n".join(text), figures={"formation_energy": figure})
+        return Assessment(metrics=metrics, rows=rows, text="\n".join(text), figures={"histogram": figure})
 
     def _dft_minima(self, data, dft_relaxed, labels, picked, marks, mu, relax_settings, settings):
         """One row per DFT basin: its condition, formula, space group, DFT energy, the cheap E_f of the geometry

@@ -137,8 +137,13 @@ def validity(batch: StructureBatch, min_distance: float = 0.5, density_range=(1.
     }
 
 
-def validity_reasons(result: dict[str, np.ndarray]) -> list[str]:
-    """Why each structure of a :func:`validity` result is invalid (``"; "``-joined), ``""`` when valid."""
+def validity_reasons(result: dict[str, np.ndarray], values: bool = True) -> list[str]:
+    """Why each structure of a :func:`validity` result is invalid (``"; "``-joined), ``""`` when valid.
+
+    :param values: name each structure's measured value (``"pair closer than 0.5 Å (0.27 Å)"``); ``False``
+        gives only the kind of failure and the limit, the same text for every structure that fails alike (to
+        count them).
+    """
     keys = ("min_pair_distance", "density", "charge_balanced", "min_distance", "density_range")
     if not isinstance(result, dict) or any(key not in result for key in keys):
         raise ValueError(f"result: expected the dictionary returned by validity(), with keys {list(keys)}")
@@ -146,9 +151,10 @@ def validity_reasons(result: dict[str, np.ndarray]) -> list[str]:
     for d, rho, balanced, limit, (low, high) in zip(*(result[key] for key in keys)):
         why = []
         if d < limit:
-            why.append(f"pair closer than {limit:g} Å ({d:.2f} Å)")
+            why.append(f"pair closer than {limit:g} Å" + (f" ({d:.2f} Å)" if values else ""))
         if not low <= rho <= high:
-            why.append(f"density {rho:.3g} g/cm³ outside [{low:g}, {high:g}]")
+            why.append(f"density {rho:.3g} g/cm³ outside [{low:g}, {high:g}]" if values
+                       else f"density outside [{low:g}, {high:g}] g/cm³")
         if balanced == 0:
             why.append("no charge-balanced oxidation states")
         reasons.append("; ".join(why))

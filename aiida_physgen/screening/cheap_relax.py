@@ -51,6 +51,7 @@ __all__ = [
     "methods_for",
     "thread_count",
     "relax_batch",
+    "single_points",
     "summary",
 ]
 
@@ -354,6 +355,50 @@ def relax_batch(
         pbc=batch.pbc.copy(),
         info=info,
     )
+
+
+def single_points(batch: "StructureBatch", settings: CheapSettings | dict | None = None) -> "StructureBatch":
+    """The cheap method's energy and largest force of every structure of ``batch`` as it is, without relaxing it.
+
+    Returns a copy of ``batch`` with the info arrays of :func:`relax_batch` (``cheap_steps`` 0,
+    ``cheap_converged`` 1 when the largest force is below ``fmax``): e.g. the cheap level's energy of a
+    structure that another method (DFT) relaxed. Raises ``ValueError`` (see :func:`check_batch`) before any work.
+    """
+    from threadpoolctl import threadpool_limits
+
+    if not isinstance(settings, CheapSettings):
+        settings = CheapSettings.from_dict(settings)
+    methods = check_batch(batch, settings)
+    chgnet_calc = None
+    if "chgnet" in methods:
+        from aiida_physgen.ml.training import set_threads
+
+        set_threads(thread_count())
+        chgnet_calc = chgnet_calculator()
+    energies, forces = np.full(len(batch), np.nan), np.full(len(batch), np.nan)
+    failed = np.zeros(len(batch), dtype=np.int64)
+    with threadpool_limits(limits=thread_count()):
+        for index, method in enumerate(methods):
+            atoms = batch[index]
+            atoms.info = {}
+            try:
+                atoms.calc = chgnet_calc if method == "chgnet" else _xtb_calculator(settings)
+                with warnings_quiet():
+                    energy = float(atoms.get_potential_energy())
+                    force = np.asarray(atoms.get_forces())
+                fmax = float(np.sqrt((force**2).sum(axis=1).max())) if force.size else 0.0
+                if not (math.isfinite(energy) and math.isfinite(fmax)):
+                    raise FloatingPointError(f"non-finite energy {energy} or largest force {fmax}")
+                energies[index], forces[index] = energy, fmax
+            except Exception:  # noqa: BLE001 - one bad structure must never stop the batch
+                failed[index] = 1
+            finally:
+                atoms.calc = None
+    out = batch.subset(np.arange(len(batch)))
+    out.info = dict(batch.info)
+    out.info.update(cheap_energy=energies, cheap_fmax=forces, cheap_steps=np.zeros(len(batch), dtype=np.int64),
+                    cheap_converged=((forces <= settings.fmax) & (failed == 0)).astype(np.int64), cheap_failed=failed)
+    return out
 
 
 def summary(batch: "StructureBatch", seconds: float | None = None) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write a header-only FAKE POTCAR family (``DIR/<symbol>/POTCAR``) for H, C, O, Si.
+"""Write a header-only FAKE POTCAR family (``DIR/<symbol>/POTCAR``) for H, C, O, Si, Li, Mg, Al.
 
 The files contain NO pseudopotential data - only the header lines that
 aiida-vasp 5.1.0 / parsevasp 3.4.0 read when a POTCAR is uploaded:
@@ -36,6 +36,10 @@ ELEMENTS = {
     'C': (4.0, 400.0, 12.011, 'C: s2p2'),
     'O': (6.0, 400.0, 16.000, 'O: s2p4'),
     'Si': (4.0, 245.0, 28.085, 'Si: s2p2'),
+    # light metals of the crystal tests (tests/aiida/test_crystal_screening.py)
+    'Li': (1.0, 140.0, 7.010, 'Li: s1'),
+    'Mg': (2.0, 200.0, 24.305, 'Mg: s2'),
+    'Al': (3.0, 240.0, 26.982, 'Al: s2p1'),
 }
 
 TEMPLATE = """  PAW_PBE {symbol} FAKE
@@ -90,7 +94,7 @@ def upload(root: pathlib.Path, family: str, profile: str) -> None:
     from aiida_vasp.data.potcar import PotcarData
 
     result = PotcarData.upload_potcar_family(
-        str(root), family, 'FAKE header-only POTCARs (H, C, O, Si) for testing', stop_if_existing=False
+        str(root), family, 'FAKE header-only POTCARs (H, C, O, Si, Li, Mg, Al) for testing', stop_if_existing=False
     )
     print(f'(files found, added to family, newly uploaded) = {result}')
 

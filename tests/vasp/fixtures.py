@@ -1,5 +1,5 @@
 """A fake VASP for the tests: the executable ``fake_vasp.py`` (ASE EMT/LJ, writes the files aiida-vasp parses)
-registered as a ``vasp.vasp`` code, and the header-only POTCAR family ``FAKE_PBE`` (H, C, O, Si). No real
+registered as a ``vasp.vasp`` code, and the header-only POTCAR family ``FAKE_PBE`` (H, C, O, Si, Li, Mg, Al). No real
 POTCAR is shipped or needed."""
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ def fake_potcar_family(root: Path, family: str = FAMILY) -> str:
     """Upload the fake family once per profile (writing its files under ``root``); return its name."""
     from aiida_vasp.data.potcar import PotcarData
 
-    if PotcarData.get_potcar_group(family) is None:
-        sys.path.insert(0, str(HERE))
-        try:
-            import fake_potcars
-        finally:
-            sys.path.remove(str(HERE))
+    sys.path.insert(0, str(HERE))
+    try:
+        import fake_potcars
+    finally:
+        sys.path.remove(str(HERE))
+    group = PotcarData.get_potcar_group(family)
+    # a family uploaded before elements were added to the fake set gets the new ones (uploading adds what is missing)
+    if group is None or set(fake_potcars.ELEMENTS) - {node.element for node in group.nodes}:
         folder = Path(root) / family
         fake_potcars.write_family(folder)
         PotcarData.upload_potcar_family(str(folder), family, "header-only fake POTCARs for tests", stop_if_existing=False)
