@@ -1,7 +1,7 @@
 """The quality report of generated amorphous structures against held-out MD frames, without AiiDA.
 
-What ``physgen.amorphous_quality`` (the calcfunction) and ``aiida-physgen amorphous quality`` (the
-command) both compute: named sets of structures (e.g. ``repap``, ``repap_no_redraws``, ``random``)
+What the screening's ``amorphous`` assessor (:mod:`aiida_physgen.amorphous.assessors`) and
+``aiida-physgen amorphous quality`` (the command) both compute: named sets of structures (e.g. ``repap``, ``repap_no_redraws``, ``random``)
 against the held-out end of the melt-quench trajectory, with the measures of
 :mod:`aiida_physgen.amorphous.quality`:
 

@@ -1,4 +1,4 @@
-"""``amorphous``: the RePAP chain (amorphous silicon) on plain files, no AiiDA profile.
+"""``amorphous``: the RePAP study (amorphous silicon) on plain files, no AiiDA profile.
 
     aiida-physgen amorphous md -o trajectory.npz --held-out 0.2    # melt-quench MD (LAMMPS), split in time
     aiida-physgen train trajectory_training.npz -f repap --target '{}' -o models
@@ -7,8 +7,8 @@
     aiida-physgen amorphous random trajectory_held_out.npz -n 4000 -o random.npz
     aiida-physgen amorphous quality trajectory_held_out.npz repap.npz no_redraws.npz random.npz -o quality/
 
-Training and sampling are the generic ``train`` and ``generate``. ``quality`` computes the table of
-``physgen.amorphous_quality`` (:func:`aiida_physgen.amorphous.report.quality_rows`, the same
+Training and sampling are the generic ``train`` and ``generate``. ``quality`` computes the table of the
+screening's ``amorphous`` assessor (:func:`aiida_physgen.amorphous.report.quality_rows`, the same
 definitions). Bad input exits with code 2 and a one-line message naming the option, before any MD or
 measurement.
 """
@@ -270,7 +270,7 @@ def quality_command(held_out, sets, names, min_distance, cutoff, r_max, bins, en
     with a pair closer than --min-distance, the mean coordination within --cutoff and the energy per
     atom (mean ± std, LAMMPS) of up to --energies structures; and the MD floor row md_hold_out (the
     hold-out's second half against its first half; with --grid-bins also md_on_grid). The same table as
-    physgen.amorphous_quality.
+    the screening's amorphous assessor.
     Prints the table (Markdown) and writes the figures and quality.json into --output.
     """
     from ..amorphous.report import FIGURES, JSON_FILE, quality_rows, quality_settings
