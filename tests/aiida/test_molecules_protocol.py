@@ -116,3 +116,54 @@ def test_an_unknown_key_in_the_overrides_is_named():
                                                      overrides={"dft_budgets": 3})
     with pytest.raises(ValueError, match="domain: unknown domain 'molecule'"):
         ScreeningWorkChain.get_builder_from_protocol("molecule", training_set(TRAINING))
+
+
+TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
+        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+# tiny LCAO settings: seconds per relaxation of a small molecule
+QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+         "vacuum": 2.0}
+
+
+@pytest.mark.slow
+def test_the_molecules_protocol_runs_logan_through_the_pipeline(gpaw_code):
+    """The study's protocol at tiny settings on water: LoGAN → molecule validity → xTB → GPAW → discovery."""
+    import io
+
+    from ase.build import molecule
+
+    from aiida.engine import run_get_node
+
+    from aiida_physgen.screening.report import print_report
+
+    water = {"composition": "H2O", "cell": [[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]], "pbc": [False] * 3}
+    builder = ScreeningWorkChain.get_builder_from_protocol(
+        "molecules", training_set([molecule("H2O"), molecule("H2O2"), molecule("H2O")]), target=water,
+        code=gpaw_code, overrides={
+            "generation": {"family_overrides": {"seeds": [0], "settings": TINY, "count": 24,
+                                                "selection": {"n_clusters": 4, "n_components": 2}},
+                           # three barely trained steps scatter the atoms over the box: bonds up to 3 × the radii
+                           "validity_settings": {"bond_factor": 3.0}},
+            "relax_overrides": QUICK, "dft_budget": 2, "reuse_relaxations": False,
+            "assessors": {"discovery": {"smiles": ["O", "OO"]}}})
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    validity = results["generation"]["candidates"].base.attributes.get("validity")
+    assert validity["check"] == "molecule" and validity["settings"]["bond_factor"] == 3.0
+    assert validity["totals"]["generated"] == 24
+    assert validity["totals"]["valid"] + sum(validity["totals"]["reasons"].values()) == 24
+    report = results["report"]
+    metrics = results["assessments"]["discovery"]["metrics"]
+    assert metrics["formula"] == "H2O" and metrics["n_known"] == 2 and metrics["known_source"] == "settings"
+    assert metrics["cheap"]["n_structures"] == 4  # every representative went through xTB
+    dft = metrics["dft"]
+    assert dft["n_dft"] == report["n_relaxed"] == results["funnel"]["n_picked"]
+    assert dft["n_isomers"] == report["n_unique_minima"]
+    assert sorted(dft["known_found"] + dft["known_missing"]) == ["O", "OO"]
+    with results["figures"]["discovery_isomers"].open(mode="rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    out = io.StringIO()
+    print_report(node, file=out)
+    text = out.getvalue()
+    assert "== Discovery: isomers found against the known list ==" in text
+    assert f"DFT relaxations: found {dft['n_isomers']} distinct valid H2O isomers with {dft['n_dft']}" in text
