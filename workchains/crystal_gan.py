@@ -51,8 +51,10 @@ def option(name: str, default=None):
 def known_crystals(path: str | None) -> StructureSet:
     """The training crystals as one stored node, found again by its label when it was stored before."""
     if path is None:
-        label, description = (f"crystal GAN examples: {EXAMPLE_FOLDER.name}",
-                              "99 half-Heusler ternaries (F-43m) shipped with aiida-physgen; see its README for the licence")
+        label, description = (
+            f"crystal GAN examples: {EXAMPLE_FOLDER.name}",
+            "99 half-Heusler ternaries (F-43m) shipped with aiida-physgen; see its README for the licence",
+        )
     else:
         source = Path(path).resolve()
         if not source.exists():
@@ -118,8 +120,10 @@ with ExitStack() as stack:
         sys.exit(f"crystal_training_set<{filtered.pk}> failed: {filtered.exit_message}")
     training = outputs["training"]
     dropped = training.base.attributes.get("dropped_counts")
-    print(f"training set: {len(training)} of {len(inputs['structures'])} crystals kept"
-          + (f"; dropped: {dropped}" if dropped else ""))
+    print(
+        f"training set: {len(training)} of {len(inputs['structures'])} crystals kept"
+        + (f"; dropped: {dropped}" if dropped else "")
+    )
 
     code, overrides = None, {"engine": engine}
     if engine == "vasp":
@@ -132,8 +136,10 @@ with ExitStack() as stack:
         builder.relax_overrides = orm.Dict(vasp_overrides)
     results, node = run_get_node(builder)
 
-print(f"ScreeningWorkChain<{node.pk}> ({protocol} protocol, {engine}) finished with exit status {node.exit_status} "
-      f"in {time.perf_counter() - start:.0f} s")
+print(
+    f"ScreeningWorkChain<{node.pk}> ({protocol} protocol, {engine}) finished with exit status {node.exit_status} "
+    f"in {time.perf_counter() - start:.0f} s"
+)
 if not node.is_finished_ok:
     print(node.exit_message)
     sys.exit(1)

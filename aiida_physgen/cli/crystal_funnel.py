@@ -1,10 +1,12 @@
-"""``aiida-physgen crystals funnel``: the crystal funnel on files, the same stages as ``physgen.crystal_gan``.
+"""``aiida-physgen crystals funnel``: a crystal study's checks on a file of generated crystals, without AiiDA.
 
     aiida-physgen crystals funnel generated.npz --training crystals/ -o assessed.npz --top 5 --cif-dir best/
 
 validity (closest pair, density, charge balance) → primitive cells → CHGNet relaxation with the cell free
 → elemental references relaxed the same way → formation energy per atom → uniqueness within the batch
-and novelty against ``--training`` → the counts of every stage, and the best ``--top`` as CIFs. No AiiDA.
+and novelty against ``--training`` → the counts of every stage, and the best ``--top`` as CIFs. The
+measurements are those of the screening's ``crystal`` validity check and ``formation`` assessor
+(:mod:`aiida_physgen.crystals`), on every valid crystal rather than on the screening's representatives.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     """Validity → CHGNet → formation energy → uniqueness and novelty, on generated crystals in a file."""
     import numpy as np
 
+    from ..crystals import assessors as formation_assessor
     from ..crystals import properties as crystal_properties
-    from ..screening import cheap_relax
     from ..ml.crystal_build import primitive_cells
+    from ..screening import cheap_relax
 
     output = check_output_file(output, "--output")
     if cif_dir:
@@ -75,13 +78,12 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     settings = {"method": "chgnet", "fix_cell": False, "max_steps": max_steps}
     click.echo(f"relaxing {len(valid)} valid crystal(s) with CHGNet (cell free, at most {max_steps} steps)", err=True)
     relaxed = cheap_relax.relax_batch(valid, settings)
-    references = cheap_relax.relax_batch(crystal_properties.elemental_reference_structures(relaxed.elements()), settings)
-    mu = crystal_properties.reference_energies(references)
-    relaxed.info["formation_energy"] = formation = crystal_properties.formation_energies(relaxed, mu)
-    marks = crystal_properties.uniqueness_and_novelty(relaxed, reference)
-    for key in ("group", "unique", "novel"):
+    mu, _ = formation_assessor.elemental_references(relaxed.elements(), formation_assessor.reference_settings(settings))
+    marks = formation_assessor.mark_crystals(relaxed, mu, reference)
+    for key in ("formation_energy", "group", "unique", "novel"):
         relaxed.info[key] = marks[key]
-    unique = (marks["unique"] == 1) & np.isfinite(formation)
+    formation = marks["formation_energy"]
+    unique = marks["unique"] == 1
     novel = unique & (marks["novel"] != 0)
     counts.update(relaxed=int(np.isfinite(formation).sum()), unique=int(unique.sum()),
                   unique_novel=int(novel.sum()), negative_formation_energy=int((novel & (formation < 0)).sum()))

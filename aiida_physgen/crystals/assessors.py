@@ -29,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -38,14 +39,25 @@ from ..screening import cheap_relax
 from ..screening.assessors import Assessment, Assessor, ScreeningData
 from . import properties
 
-__all__ = ["FormationNovelty", "FormationSettings", "BASELINES", "reference_settings", "elemental_references",
-           "mark_crystals", "funnel_text"]
+__all__ = [
+    "FormationNovelty",
+    "FormationSettings",
+    "BASELINES",
+    "reference_settings",
+    "elemental_references",
+    "mark_crystals",
+    "funnel_text",
+]
 
 #: how the training set's baseline is put at the cheap level: relaxed (cell free), as it is, or not at all
 BASELINES = ("relax", "single_point", "none")
 #: the metric (``n_<name>``) of each funnel stage whose name is not one already
-STAGE_METRICS = {"cheap-relaxed": "cheap_relaxed", "E_f < 0": "negative_formation_energy",
-                 "DFT relaxed": "dft_relaxed", "DFT basins": "dft_basins"}
+STAGE_METRICS = {
+    "cheap-relaxed": "cheap_relaxed",
+    "E_f < 0": "negative_formation_energy",
+    "DFT relaxed": "dft_relaxed",
+    "DFT basins": "dft_basins",
+}
 #: the cheap engine whose settings the references are relaxed with (cheap_relax.relax_batch)
 CHEAP_ENGINE = "cheap"
 
@@ -81,8 +93,12 @@ class FormationSettings:
     symprec: float = 0.1
 
     def __post_init__(self) -> None:
-        for name, what in (("ltol", "tolerance"), ("stol", "tolerance"), ("angle_tol", "angle in degrees"),
-                           ("symprec", "tolerance in Å")):
+        for name, what in (
+            ("ltol", "tolerance"),
+            ("stol", "tolerance"),
+            ("angle_tol", "angle in degrees"),
+            ("symprec", "tolerance in Å"),
+        ):
             setattr(self, name, _positive(name, getattr(self, name), what))
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline: got {self.baseline!r}, expected one of {list(BASELINES)}")
@@ -104,8 +120,10 @@ def reference_settings(cheap_settings: Mapping[str, Any] | None) -> cheap_relax.
     values["fix_cell"] = False
     settings = cheap_relax.CheapSettings.from_dict(values)
     if settings.method == "gfn2-xtb":
-        raise ValueError("cheap_settings.method: 'gfn2-xtb' relaxes molecules; formation energies of crystals need "
-                         "a crystal method ('chgnet' or 'auto')")
+        raise ValueError(
+            "cheap_settings.method: 'gfn2-xtb' relaxes molecules; formation energies of crystals need "
+            "a crystal method ('chgnet' or 'auto')"
+        )
     return settings
 
 
@@ -116,8 +134,12 @@ def elemental_references(elements, settings: cheap_relax.CheapSettings) -> tuple
     return properties.reference_energies(relaxed), relaxed
 
 
-def mark_crystals(relaxed: StructureBatch, mu: Mapping[str, float], training: StructureBatch | None,
-                  matcher: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+def mark_crystals(
+    relaxed: StructureBatch,
+    mu: Mapping[str, float],
+    training: StructureBatch | None,
+    matcher: Mapping[str, float] | None = None,
+) -> dict[str, np.ndarray]:
     """Formation energy, uniqueness and novelty of every cheaply relaxed crystal of ``relaxed``.
 
     Returns arrays of ``len(relaxed)``: ``formation_energy`` (eV/atom, NaN where the relaxation failed),
@@ -141,8 +163,7 @@ def mark_crystals(relaxed: StructureBatch, mu: Mapping[str, float], training: St
         group[which] = which[marks["group"]]
         unique[which] = marks["unique"]
         novel[which] = marks["novel"]
-    return {"formation_energy": formation, "ok": ok.astype(np.int64), "group": group, "unique": unique,
-            "novel": novel}
+    return {"formation_energy": formation, "ok": ok.astype(np.int64), "group": group, "unique": unique, "novel": novel}
 
 
 def funnel_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -150,8 +171,10 @@ def funnel_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
     header = ["stage", *columns]
     cells = [[str(row.get(c, "")) for c in header] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    line = lambda values: "  ".join(v.ljust(w) if i == 0 else v.rjust(w)  # noqa: E731
-                                    for i, (v, w) in enumerate(zip(values, widths)))
+
+    def line(values):
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
@@ -171,26 +194,42 @@ def _space_group(atoms, symprec: float) -> str:
         return "undetermined"
 
 
-def _histogram(groups: dict[str, np.ndarray], baseline: np.ndarray, dft: list[tuple[float, float]],
-               bins: int, baseline_label: str) -> bytes:
+def _histogram(
+    groups: dict[str, np.ndarray], baseline: np.ndarray, dft: list[tuple[float, float]], bins: int, baseline_label: str
+) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     values = [v[np.isfinite(v)] for v in groups.values()]
-    everything = np.concatenate([*values, baseline[np.isfinite(baseline)],
-                                 [x for pair in dft for x in pair if math.isfinite(x)]] or [np.zeros(0)])
+    everything = np.concatenate(
+        [*values, baseline[np.isfinite(baseline)], [x for pair in dft for x in pair if math.isfinite(x)]]
+        or [np.zeros(0)]
+    )
     edges = np.histogram_bin_edges(everything if everything.size else np.zeros(1), bins=bins)
     figure, axis = plt.subplots(figsize=(6, 3.8), dpi=120)
     total = sum(v.size for v in values)
     if total:
-        axis.hist(values, bins=edges, stacked=True, weights=[np.full(v.size, 1 / total) for v in values],
-                  label=[f"unique candidates, {name} ({v.size})" for name, v in zip(groups, values)], alpha=0.8)
+        axis.hist(
+            values,
+            bins=edges,
+            stacked=True,
+            weights=[np.full(v.size, 1 / total) for v in values],
+            label=[f"unique candidates, {name} ({v.size})" for name, v in zip(groups, values)],
+            alpha=0.8,
+        )
     finite = baseline[np.isfinite(baseline)]
     if finite.size:
-        axis.hist(finite, bins=edges, weights=np.full(finite.size, 1 / finite.size), histtype="step", color="k",
-                  lw=1.5, label=f"{baseline_label} ({finite.size})")
+        axis.hist(
+            finite,
+            bins=edges,
+            weights=np.full(finite.size, 1 / finite.size),
+            histtype="step",
+            color="k",
+            lw=1.5,
+            label=f"{baseline_label} ({finite.size})",
+        )
     for i, (cheap, at_dft) in enumerate(dft):
         if math.isfinite(cheap):
             axis.axvline(cheap, color="C3", lw=1, label="DFT pick, cheap geometry" if i == 0 else None)
@@ -224,14 +263,20 @@ class FormationNovelty(Assessor):
 
     def _check(self, data: ScreeningData) -> cheap_relax.CheapSettings:
         if data.cheap is None:
-            raise ValueError("the formation assessor reads the cheap tier's relaxed crystals; run the screening with "
-                             "the funnel (funnel=True) and a crystal cheap method (cheap_settings.method 'chgnet')")
+            raise ValueError(
+                "the formation assessor reads the cheap tier's relaxed crystals; run the screening with "
+                "the funnel (funnel=True) and a crystal cheap method (cheap_settings.method 'chgnet')"
+            )
         if data.cheap_engine not in (None, CHEAP_ENGINE):
-            raise ValueError(f"cheap_engine: the formation assessor relaxes its elemental references with the "
-                             f"{CHEAP_ENGINE!r} engine's method; the screening's cheap tier was {data.cheap_engine!r}")
+            raise ValueError(
+                f"cheap_engine: the formation assessor relaxes its elemental references with the "
+                f"{CHEAP_ENGINE!r} engine's method; the screening's cheap tier was {data.cheap_engine!r}"
+            )
         if not data.cheap.pbc.all():
-            raise ValueError("the formation assessor measures crystals (periodic along every axis); the cheap tier's "
-                             "structures are not")
+            raise ValueError(
+                "the formation assessor measures crystals (periodic along every axis); the cheap tier's "
+                "structures are not"
+            )
         return reference_settings(data.cheap_settings)
 
     def assess(self, data: ScreeningData, settings: FormationSettings) -> Assessment:
@@ -294,14 +339,17 @@ class FormationNovelty(Assessor):
 
         rows = [{"stage": "generated", **per_condition(lambda i: len(data.generated[names[i]]))}]
         if all("symmetric" in batch.info for batch in data.generated.values()):
-            rows.append({"stage": "symmetric", **per_condition(
-                lambda i: int(np.sum(data.generated[names[i]].info["symmetric"])))})
+            rows.append(
+                {
+                    "stage": "symmetric",
+                    **per_condition(lambda i: int(np.sum(data.generated[names[i]].info["symmetric"]))),
+                }
+            )
         if data.valid is not None:
             valid_conditions = np.asarray(data.valid.info.get("condition_index", np.zeros(len(data.valid))))
             rows.append({"stage": "valid", **per_condition(count(np.ones(len(data.valid), bool), valid_conditions))})
         if data.representatives is not None:
-            selected = np.asarray(data.representatives.info.get("condition_index",
-                                                                np.zeros(len(data.representatives))))
+            selected = np.asarray(data.representatives.info.get("condition_index", np.zeros(len(data.representatives))))
             rows.append({"stage": "selected", **per_condition(count(np.ones(len(selected), bool), selected))})
         rows += [
             {"stage": "cheap-relaxed", **per_condition(count(ok, condition_of_cheap))},
@@ -309,8 +357,9 @@ class FormationNovelty(Assessor):
             {"stage": "novel", **per_condition(count(ok & unique & novel, condition_of_cheap))},
             {"stage": "E_f < 0", **per_condition(count(ok & unique & novel & negative, condition_of_cheap))},
         ]
-        dft_conditions = np.array([condition_of_cheap[picked[label]] if label in picked else -1 for label in labels],
-                                  dtype=np.int64)
+        dft_conditions = np.array(
+            [condition_of_cheap[picked[label]] if label in picked else -1 for label in labels], dtype=np.int64
+        )
         rows.append({"stage": "DFT relaxed", **per_condition(count(np.ones(len(labels), bool), dft_conditions))})
         basin_conditions = np.array([row["condition_index"] for row in dft_rows], dtype=np.int64)
         rows.append({"stage": "DFT basins", **per_condition(count(np.ones(len(dft_rows), bool), basin_conditions))})
@@ -332,8 +381,7 @@ class FormationNovelty(Assessor):
             "baseline_median": float(np.nanmedian(baseline)) if np.isfinite(baseline).any() else None,
         }
         if metrics["baseline_median"] is not None and good.any():
-            metrics["share_at_or_below_baseline_median"] = float(
-                np.mean(formation[good] <= metrics["baseline_median"]))
+            metrics["share_at_or_below_baseline_median"] = float(np.mean(formation[good] <= metrics["baseline_median"]))
         if dft_rows:
             changes = [row["volume_change"] for row in dft_rows if row["volume_change"] is not None]
             metrics.update(
@@ -344,31 +392,61 @@ class FormationNovelty(Assessor):
             )
 
         text = [funnel_text(rows, columns), ""]
-        text.append(f"E_f: formation energy per atom at the cheap level ({metrics['cheap_method']}, references relaxed "
-                    f"the same way with the cell free: " + ", ".join(f"{s} {v:.3f}" for s, v in mu.items()) + " eV/atom)")
+        text.append(
+            f"E_f: formation energy per atom at the cheap level ({metrics['cheap_method']}, references relaxed "
+            f"the same way with the cell free: " + ", ".join(f"{s} {v:.3f}" for s, v in mu.items()) + " eV/atom)"
+        )
         if metrics["formation_energy_median"] is not None:
-            text.append(f"unique novel candidates: median E_f {metrics['formation_energy_median']:+.3f}, lowest "
-                        f"{metrics['formation_energy_min']:+.3f} eV/atom")
+            text.append(
+                f"unique novel candidates: median E_f {metrics['formation_energy_median']:+.3f}, lowest "
+                f"{metrics['formation_energy_min']:+.3f} eV/atom"
+            )
         if metrics["baseline_median"] is not None:
             share = metrics.get("share_at_or_below_baseline_median")
-            text.append(f"baseline, {baseline_label}: median E_f {metrics['baseline_median']:+.3f} eV/atom over "
-                        f"{metrics['baseline_count']} crystals" + (f"; {share:.0%} of the unique novel candidates lie "
-                                                                   "at or below it" if share is not None else ""))
+            text.append(
+                f"baseline, {baseline_label}: median E_f {metrics['baseline_median']:+.3f} eV/atom over "
+                f"{metrics['baseline_count']} crystals"
+                + (f"; {share:.0%} of the unique novel candidates lie at or below it" if share is not None else "")
+            )
         if metrics["cheap_fix_cell"]:
-            text.append("note: the cheap tier kept the cells fixed, so the candidates' formation energies are at the "
-                        "generated volumes (relax the cell: cheap_settings.fix_cell false)")
+            text.append(
+                "note: the cheap tier kept the cells fixed, so the candidates' formation energies are at the "
+                "generated volumes (relax the cell: cheap_settings.fix_cell false)"
+            )
         if dft_rows:
-            text += ["", "DFT minima (E_f at the cheap level: of the cheap geometry sent to DFT, and a single point "
-                         "at the DFT geometry; ΔV: DFT volume against the cheap one):",
-                     funnel_text([{"stage": row["name"], "condition": row["condition"], "formula": row["formula"],
-                                   "space group": row["space_group"], "E DFT (eV/atom)": _fmt(row["energy_per_atom"]),
-                                   "E_f cheap": _fmt(row["formation_energy_cheap"]),
-                                   "E_f @ DFT": _fmt(row["formation_energy_at_dft"]),
-                                   "ΔV (%)": _fmt(row["volume_change"], 1),
-                                   "kept": "yes" if row["kept"] else "no",
-                                   "novel": {1: "yes", 0: "no"}.get(row["novel"], "-")} for row in dft_rows],
-                                 ["condition", "formula", "space group", "E DFT (eV/atom)", "E_f cheap", "E_f @ DFT",
-                                  "ΔV (%)", "kept", "novel"]).replace("stage", "basin", 1)]
+            text += [
+                "",
+                "DFT minima (E_f at the cheap level: of the cheap geometry sent to DFT, and a single point "
+                "at the DFT geometry; ΔV: DFT volume against the cheap one):",
+                funnel_text(
+                    [
+                        {
+                            "stage": row["name"],
+                            "condition": row["condition"],
+                            "formula": row["formula"],
+                            "space group": row["space_group"],
+                            "E DFT (eV/atom)": _fmt(row["energy_per_atom"]),
+                            "E_f cheap": _fmt(row["formation_energy_cheap"]),
+                            "E_f @ DFT": _fmt(row["formation_energy_at_dft"]),
+                            "ΔV (%)": _fmt(row["volume_change"], 1),
+                            "kept": "yes" if row["kept"] else "no",
+                            "novel": {1: "yes", 0: "no"}.get(row["novel"], "-"),
+                        }
+                        for row in dft_rows
+                    ],
+                    [
+                        "condition",
+                        "formula",
+                        "space group",
+                        "E DFT (eV/atom)",
+                        "E_f cheap",
+                        "E_f @ DFT",
+                        "ΔV (%)",
+                        "kept",
+                        "novel",
+                    ],
+                ).replace("stage", "basin", 1),
+            ]
         groups = {name: formation[ok & unique & (condition_of_cheap == i)] for i, name in enumerate(names)}
         figure = _histogram(groups, baseline, dft_pairs, settings.bins, baseline_label)
         return Assessment(metrics=metrics, rows=rows, text="\n".join(text), figures={"histogram": figure})
@@ -400,21 +478,34 @@ class FormationNovelty(Assessor):
             index = labels.index(label)
             atoms = dft_relaxed[index]
             cheap_index = picked.get(label)
-            row = {"name": basin["name"], "formula": basin.get("formula", atoms.get_chemical_formula("metal")),
-                   "space_group": _space_group(atoms, settings.symprec), "energy_per_atom": basin.get("energy_per_atom"),
-                   "formation_energy_at_dft": float(ef_at_dft[index]) if math.isfinite(ef_at_dft[index]) else None,
-                   "novel": int(novelty[index]), "condition_index": -1, "condition": "-",
-                   "formation_energy_cheap": None, "volume_change": None, "kept": False}
+            row = {
+                "name": basin["name"],
+                "formula": basin.get("formula", atoms.get_chemical_formula("metal")),
+                "space_group": _space_group(atoms, settings.symprec),
+                "energy_per_atom": basin.get("energy_per_atom"),
+                "formation_energy_at_dft": float(ef_at_dft[index]) if math.isfinite(ef_at_dft[index]) else None,
+                "novel": int(novelty[index]),
+                "condition_index": -1,
+                "condition": "-",
+                "formation_energy_cheap": None,
+                "volume_change": None,
+                "kept": False,
+            }
             if cheap_index is not None:
                 before = cheap[int(cheap_index)]
                 row["condition_index"] = int(condition_of_cheap[cheap_index])
                 row["condition"] = names[row["condition_index"]] if 0 <= row["condition_index"] < len(names) else "-"
                 value = marks["formation_energy"][cheap_index]
                 row["formation_energy_cheap"] = float(value) if math.isfinite(value) else None
-                row["volume_change"] = 100.0 * (atoms.get_volume() / len(atoms) / (before.get_volume() / len(before))
-                                                - 1.0)
+                row["volume_change"] = 100.0 * (
+                    atoms.get_volume() / len(atoms) / (before.get_volume() / len(before)) - 1.0
+                )
                 row["kept"] = bool(matcher.fit(_structure(before), _structure(atoms)))
             rows.append(row)
-            pairs.append((row["formation_energy_cheap"] if row["formation_energy_cheap"] is not None else math.nan,
-                          row["formation_energy_at_dft"] if row["formation_energy_at_dft"] is not None else math.nan))
+            pairs.append(
+                (
+                    row["formation_energy_cheap"] if row["formation_energy_cheap"] is not None else math.nan,
+                    row["formation_energy_at_dft"] if row["formation_energy_at_dft"] is not None else math.nan,
+                )
+            )
         return rows, pairs

@@ -22,8 +22,8 @@ import ase.data
 import ase.units
 import numpy as np
 
-from ..screening.basins import pymatgen_structure
 from ..ml.batch import StructureBatch
+from ..screening.basins import pymatgen_structure
 
 __all__ = ["ANION_FORMERS", "validity", "validity_reasons", "elemental_reference_structures",
            "reference_energies", "formation_energies", "uniqueness_and_novelty"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -81,8 +81,10 @@ class CrystalValidity(ValidityCheck):
             return None
         flags = [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_, int)) else [bool(p) for p in pbc]
         if not all(flags):
-            return (f"the crystal check judges crystals (periodic along every axis); the target has pbc {flags}: "
-                    "choose the validity check of its kind (molecule, sheet, ...) or 'none'")
+            return (
+                f"the crystal check judges crystals (periodic along every axis); the target has pbc {flags}: "
+                "choose the validity check of its kind (molecule, sheet, ...) or 'none'"
+            )
         return None
 
     def reasons(self, batch: StructureBatch, settings: CrystalValiditySettings) -> list[str | None]:
@@ -91,9 +93,12 @@ class CrystalValidity(ValidityCheck):
         which = np.flatnonzero(crystal)
         if which.size == 0:
             return reasons
-        flags = properties.validity(batch.subset(which), min_distance=settings.min_distance,
-                                    density_range=tuple(settings.density_range),
-                                    charge_balance=settings.charge_balance)
+        flags = properties.validity(
+            batch.subset(which),
+            min_distance=settings.min_distance,
+            density_range=tuple(settings.density_range),
+            charge_balance=settings.charge_balance,
+        )
         for index, why in zip(which, properties.validity_reasons(flags, values=False)):
             reasons[int(index)] = why or None
         return reasons

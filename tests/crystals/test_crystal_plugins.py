@@ -31,19 +31,30 @@ def _salt(a=5.64):
 def test_the_crystal_check_is_registered_and_counts_each_kind_of_failure_once():
     check = get_validity_check("crystal")
     assert isinstance(check, CrystalValidity) and check.kind == "crystal"
-    imbalance = Atoms("Na2Cl", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]], cell=[5, 5, 5],
-                      pbc=True)
+    imbalance = Atoms(
+        "Na2Cl", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]], cell=[5, 5, 5], pbc=True
+    )
     crowded = bulk("Al", "fcc", a=4.05) + Atoms("Al", positions=[[0.3, 0, 0]])
     crowded_too = bulk("Al", "fcc", a=4.05) + Atoms("Al", positions=[[0.2, 0, 0]])
     airy = bulk("Al", "fcc", a=20.0)
     molecule = Atoms("N2", positions=[[0, 0, 0], [0, 0, 1.1]], cell=[8, 8, 8], pbc=False)
-    sets = {"a": _batch(_salt(), imbalance, crowded), "b": _batch(crowded_too, airy, molecule, bulk("Al", "fcc", a=4.05))}
+    sets = {
+        "a": _batch(_salt(), imbalance, crowded),
+        "b": _batch(crowded_too, airy, molecule, bulk("Al", "fcc", a=4.05)),
+    }
     result = apply_validity(check, sets, check.settings(None))
-    assert result.counts["a"] == {"generated": 3, "valid": 1,
-                                  "reasons": {"no charge-balanced oxidation states": 1, "pair closer than 0.5 Å": 1}}
+    assert result.counts["a"] == {
+        "generated": 3,
+        "valid": 1,
+        "reasons": {"no charge-balanced oxidation states": 1, "pair closer than 0.5 Å": 1},
+    }
     # the two crowded crystals have different closest pairs but one reason; the molecule is not judged as a crystal
-    assert result.totals["reasons"] == {"no charge-balanced oxidation states": 1, "pair closer than 0.5 Å": 2,
-                                        "density outside [1, 25] g/cm³": 1, NOT_A_CRYSTAL: 1}
+    assert result.totals["reasons"] == {
+        "no charge-balanced oxidation states": 1,
+        "pair closer than 0.5 Å": 2,
+        "density outside [1, 25] g/cm³": 1,
+        NOT_A_CRYSTAL: 1,
+    }
     assert result.valid.info["condition_index"].tolist() == [0, 1] and result.valid.info["set_index"].tolist() == [0, 3]
 
 
@@ -54,16 +65,24 @@ def test_the_crystal_check_takes_its_settings_and_refuses_bad_ones_naming_them()
     assert check.reasons(batch, loose) == [None, None]
     strict = check.settings({"min_distance": 2.9})
     assert check.reasons(batch, strict) == ["pair closer than 2.9 Å", "pair closer than 2.9 Å"]
-    for values, field in (({"min_distance": 0}, "min_distance"), ({"density_range": [3, 1]}, "density_range"),
-                          ({"density_range": 5}, "density_range"), ({"charge_balance": "yes"}, "charge_balance"),
-                          ({"min_distanse": 1.0}, "min_distanse")):
+    for values, field in (
+        ({"min_distance": 0}, "min_distance"),
+        ({"density_range": [3, 1]}, "density_range"),
+        ({"density_range": 5}, "density_range"),
+        ({"charge_balance": "yes"}, "charge_balance"),
+        ({"min_distanse": 1.0}, "min_distanse"),
+    ):
         with pytest.raises(ValueError, match=f"validity_settings.*{field}"):
             check.settings(values)
 
 
 def test_the_crystal_check_says_when_the_target_is_not_periodic():
     check = get_validity_check("crystal")
-    assert check.check_kind(None) is None and check.check_kind([True, True, True]) is None and check.check_kind(True) is None
+    assert (
+        check.check_kind(None) is None
+        and check.check_kind([True, True, True]) is None
+        and check.check_kind(True) is None
+    )
     assert "pbc [True, True, False]" in check.check_kind([True, True, False])
     assert "pbc [False, False, False]" in check.check_kind(False)
 
@@ -73,8 +92,7 @@ def test_mark_crystals_gives_formation_energy_uniqueness_and_novelty():
     salt, shifted, other = _salt(), _salt(), bulk("KCl", "rocksalt", a=6.29)
     shifted.translate([0.7, 0.1, 0.2])
     shifted.wrap()
-    relaxed = _batch(salt, shifted, other, _salt(), cheap_energy=[-7.0, -7.2, -6.0, np.nan],
-                     cheap_failed=[0, 0, 0, 1])
+    relaxed = _batch(salt, shifted, other, _salt(), cheap_energy=[-7.0, -7.2, -6.0, np.nan], cheap_failed=[0, 0, 0, 1])
     mu = {"Na": -1.0, "Cl": -2.0, "K": -1.0}
     marks = formation.mark_crystals(relaxed, mu, _batch(_salt()))
     assert marks["formation_energy"][:3] == pytest.approx([(-7.0 + 3) / 2, (-7.2 + 3) / 2, (-6.0 + 3) / 2])
@@ -85,8 +103,11 @@ def test_mark_crystals_gives_formation_energy_uniqueness_and_novelty():
 
 
 def _data(**fields):
-    values = {"generated": {"a": _batch(_salt())}, "conditions": {}, "cheap": _batch(_salt(), cheap_energy=[-7.0],
-                                                                                      cheap_failed=[0])}
+    values = {
+        "generated": {"a": _batch(_salt())},
+        "conditions": {},
+        "cheap": _batch(_salt(), cheap_energy=[-7.0], cheap_failed=[0]),
+    }
     values.update(fields)
     return ScreeningData(**values)
 
@@ -100,8 +121,13 @@ def test_the_formation_assessor_refuses_what_it_cannot_measure():
         assessor.assess(_data(cheap_engine="lammps"), settings)
     with pytest.raises(ValueError, match="cheap_settings.method"):
         assessor.assess(_data(cheap_engine="cheap", cheap_settings={"method": "gfn2-xtb"}), settings)
-    for values, field in (({"baseline": "maybe"}, "baseline"), ({"ltol": -1}, "ltol"), ({"bins": 0}, "bins"),
-                          ({"max_baseline": 1.5}, "max_baseline"), ({"ltoll": 0.1}, "ltoll")):
+    for values, field in (
+        ({"baseline": "maybe"}, "baseline"),
+        ({"ltol": -1}, "ltol"),
+        ({"bins": 0}, "bins"),
+        ({"max_baseline": 1.5}, "max_baseline"),
+        ({"ltoll": 0.1}, "ltoll"),
+    ):
         with pytest.raises(ValueError, match=f"assessors.formation.*{field}"):
             assessor.settings(values)
 
@@ -133,11 +159,25 @@ def test_the_formation_assessor_on_a_small_screening():
     dft.info = {"energy": np.array([-6.5]), "basin": np.array([0])}
     data = ScreeningData(
         generated={"NaCl": _batch(salt, shifted, symmetric=[1, 0]), "KCl": _batch(potassium, symmetric=[1])},
-        conditions={"NaCl": {}, "KCl": {}}, training=_batch(_salt()), valid=candidates, representatives=candidates,
-        cheap=cheap, relaxed=dft,
-        basins=[{"name": "min_00", "representative": "basin_00", "members": ["basin_00"], "formula": "ClK",
-                 "energy_per_atom": -3.25}],
-        funnel={"picked": {"basin_00": 2}, "n_picked": 1}, cheap_engine="cheap", cheap_settings=settings)
+        conditions={"NaCl": {}, "KCl": {}},
+        training=_batch(_salt()),
+        valid=candidates,
+        representatives=candidates,
+        cheap=cheap,
+        relaxed=dft,
+        basins=[
+            {
+                "name": "min_00",
+                "representative": "basin_00",
+                "members": ["basin_00"],
+                "formula": "ClK",
+                "energy_per_atom": -3.25,
+            }
+        ],
+        funnel={"picked": {"basin_00": 2}, "n_picked": 1},
+        cheap_engine="cheap",
+        cheap_settings=settings,
+    )
     assessor = get_assessor("formation")
     result = assessor.assess(data, assessor.settings({"baseline": "relax"}))
     rows = {row["stage"]: row for row in result.rows}
@@ -174,8 +214,14 @@ def test_primitive_cells_are_the_same_crystals_with_fewer_atoms():
     from aiida_physgen.ml.crystal_data import example_structures
     from aiida_physgen.ml.training import generate, train_ensemble
 
-    settings = {"hidden": 16, "critic_hidden": 16, "embedding": 8, "noise_dim": 4, "augmentations": 2,
-                "loop": {"steps": 3, "batch_size": 8, "n_critic": 1}}
+    settings = {
+        "hidden": 16,
+        "critic_hidden": 16,
+        "embedding": 8,
+        "noise_dim": 4,
+        "augmentations": 2,
+        "loop": {"steps": 3, "batch_size": 8, "n_critic": 1},
+    }
     models = train_ensemble("crystal_gan", example_structures().subset(range(8)), {"space_groups": [216]}, settings)
     condition = {"space_group": 216, "elements": ["Li", "Mg", "Al"], "merge_distance": 2.5}
     conventional = generate(models, 4, 0, condition)
