@@ -87,10 +87,9 @@ def vasp_settings() -> tuple[orm.AbstractCode, dict]:
 
         # the checkout's tests/vasp (the set-up installs this package from the checkout, in editable mode)
         sys.path.insert(0, str(Path(aiida_physgen.__file__).resolve().parents[1] / "tests" / "vasp"))
-        from fixtures import fake_potcar_family, fake_vasp_code
+        from fixtures import fake_vasp_on_localhost
 
-        code = fake_vasp_code(orm.load_computer("localhost"))
-        family = fake_potcar_family(Path.home() / ".aiida-physgen" / "fake_potcars")
+        code, family = fake_vasp_on_localhost()
     else:
         if option("--code") is None or option("--potcar-family") is None:
             sys.exit("--engine vasp: give --code LABEL and --potcar-family NAME, or --fake")

@@ -72,9 +72,10 @@ def _positive(name: str, value, what: str) -> float:
 class FormationSettings:
     """Settings of the ``formation`` assessor; each default is written here only.
 
-    :param ltol: StructureMatcher's fractional length tolerance (pymatgen's default, 0.2).
-    :param stol: StructureMatcher's site tolerance (pymatgen's default, 0.3).
-    :param angle_tol: StructureMatcher's angle tolerance in degrees (pymatgen's default, 5).
+    :param ltol: StructureMatcher's fractional length tolerance; ``None``: the default of
+        :func:`~aiida_physgen.crystals.properties.uniqueness_and_novelty` (pymatgen's).
+    :param stol: StructureMatcher's site tolerance; ``None``: the same function's default.
+    :param angle_tol: StructureMatcher's angle tolerance in degrees; ``None``: the same function's default.
     :param baseline: how the training crystals are put at the cheap level for the baseline: ``relax``
         (relaxed with the cheap method, cell free, as the candidates were), ``single_point`` (their energy
         as given: quicker, slightly above the cheap minimum) or ``none``.
@@ -84,9 +85,9 @@ class FormationSettings:
     :param symprec: spglib tolerance (Å) of the DFT minima's space groups.
     """
 
-    ltol: float = 0.2
-    stol: float = 0.3
-    angle_tol: float = 5.0
+    ltol: float | None = None
+    stol: float | None = None
+    angle_tol: float | None = None
     baseline: str = "relax"
     max_baseline: int = 200
     bins: int = 30
@@ -99,7 +100,8 @@ class FormationSettings:
             ("angle_tol", "angle in degrees"),
             ("symprec", "tolerance in Å"),
         ):
-            setattr(self, name, _positive(name, getattr(self, name), what))
+            if getattr(self, name) is not None or name == "symprec":
+                setattr(self, name, _positive(name, getattr(self, name), what))
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline: got {self.baseline!r}, expected one of {list(BASELINES)}")
         for name in ("max_baseline", "bins"):
@@ -109,7 +111,9 @@ class FormationSettings:
 
     @property
     def matcher(self) -> dict[str, float]:
-        return {"ltol": self.ltol, "stol": self.stol, "angle_tol": self.angle_tol}
+        """The StructureMatcher tolerances that were given (the others keep their defaults)."""
+        values = {"ltol": self.ltol, "stol": self.stol, "angle_tol": self.angle_tol}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 # ---------------------------------------------------------------------- the pure stages, shared with the CLI

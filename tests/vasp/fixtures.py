@@ -25,7 +25,9 @@ def fake_potcar_family(root: Path, family: str = FAMILY) -> str:
     if group is None or set(fake_potcars.ELEMENTS) - {node.element for node in group.nodes}:
         folder = Path(root) / family
         fake_potcars.write_family(folder)
-        PotcarData.upload_potcar_family(str(folder), family, "header-only fake POTCARs for tests", stop_if_existing=False)
+        PotcarData.upload_potcar_family(
+            str(folder), family, "header-only fake POTCARs for tests", stop_if_existing=False
+        )
     return family
 
 
@@ -38,8 +40,21 @@ def fake_vasp_code(computer, label: str = "fake-vasp"):
         return orm.load_code(f"{label}@{computer.label}")
     except NotExistent:
         return orm.InstalledCode(
-            label=label, computer=computer, filepath_executable=str(HERE / "fake_vasp.py"),
-            default_calc_job_plugin="vasp.vasp", description="fake VASP (ASE EMT / Lennard-Jones) for tests",
+            label=label,
+            computer=computer,
+            filepath_executable=str(HERE / "fake_vasp.py"),
+            default_calc_job_plugin="vasp.vasp",
+            description="fake VASP (ASE EMT / Lennard-Jones) for tests",
             # the fake's `#!/usr/bin/env python3` must find the Python that has ASE
             prepend_text=f"export PATH={Path(sys.executable).parent}:$PATH",
         ).store()
+
+
+def fake_vasp_on_localhost() -> tuple:
+    """What the example scripts' ``--fake`` uses: the fake executable as the code ``fake-vasp@localhost`` and the
+    fake POTCAR family (files under ``~/.aiida-physgen/fake_potcars``), as ``(code, family name)``."""
+    from aiida import orm
+
+    return fake_vasp_code(orm.load_computer("localhost")), fake_potcar_family(
+        Path.home() / ".aiida-physgen" / "fake_potcars"
+    )
