@@ -31,7 +31,7 @@ def source(target: str) -> str:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
             lines = text.splitlines(keepends=True)
             start = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
-            return "".join(lines[start:node.end_lineno])
+            return "".join(lines[start : node.end_lineno])
     raise ValueError(f"{target}: no top-level function or class {name!r} in {path}")
 
 
@@ -44,10 +44,14 @@ def test_every_marked_block_is_the_file_the_tests_run():
     blocks = list(BLOCK.finditer(page))
     targets = [m["target"] for m in blocks]
     # one example of each contract, and the package's pyproject that registers them
-    for expected in ("tests/plugins/physgen_toy/pyproject.toml", "tests/plugins/physgen_toy/physgen_toy/family.py",
-                     "tests/plugins/physgen_toy/physgen_toy/validity.py",
-                     "tests/plugins/physgen_toy/physgen_toy/engine.py", "aiida_physgen/engines/vasp.py",
-                     "tests/plugins/physgen_toy/physgen_toy/assessor.py"):
+    for expected in (
+        "tests/plugins/physgen_toy/pyproject.toml",
+        "tests/plugins/physgen_toy/physgen_toy/family.py",
+        "tests/plugins/physgen_toy/physgen_toy/validity.py",
+        "tests/plugins/physgen_toy/physgen_toy/engine.py",
+        "aiida_physgen/engines/vasp.py",
+        "tests/plugins/physgen_toy/physgen_toy/assessor.py",
+    ):
         assert expected in targets, expected
     assert page.count("<!-- include:") == len(blocks), "a marker without a fenced block right after it"
     stale = [m["target"] for m in blocks if m["body"] != source(m["target"])]

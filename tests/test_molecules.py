@@ -8,8 +8,13 @@ from ase.build import molecule
 
 from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.molecules.assessors import Discovery
-from aiida_physgen.molecules.validity import (NO_BOND_ORDERS, NOT_A_MOLECULE, MoleculeValidity, close_reason,
-                                              fragments_reason)
+from aiida_physgen.molecules.validity import (
+    NO_BOND_ORDERS,
+    NOT_A_MOLECULE,
+    MoleculeValidity,
+    close_reason,
+    fragments_reason,
+)
 from aiida_physgen.resources import reference_smiles, resource_path
 from aiida_physgen.screening.assessors import ScreeningData, get_assessor
 from aiida_physgen.screening.validity import apply_validity, get_validity_check
@@ -53,7 +58,11 @@ def test_molecule_check_is_found_by_entry_point_and_judges_each_structure():
     # with RDKit's bond orders: [CH4]C[O] has none
     strict = check.settings({"bond_orders": True})
     assert check.reasons(StructureBatch.from_atoms(structures[:4]), strict) == [
-        None, fragments_reason(1.3), close_reason(0.5), NO_BOND_ORDERS]
+        None,
+        fragments_reason(1.3),
+        close_reason(0.5),
+        NO_BOND_ORDERS,
+    ]
     # thresholds are settings: a looser bond factor joins the torn-off OH, no close-pair rule keeps the clash
     loose = check.settings({"bond_factor": 4.0, "min_fraction": 0.0})
     assert check.reasons(StructureBatch.from_atoms(structures[:3]), loose) == [None, None, None]
@@ -65,14 +74,17 @@ def test_the_shipped_training_molecules_all_pass():
     assert check.reasons(training, check.settings({"bond_orders": True})) == [None] * len(training)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"min_fraction": -0.1}, "validity_settings.min_fraction: got -0.1"),
-    ({"min_fraction": 1.5}, "below bond_factor=1.3"),
-    ({"bond_factor": 0}, "validity_settings.bond_factor: got 0"),
-    ({"bond_orders": "yes"}, "validity_settings.bond_orders: got 'yes', expected true or false"),
-    ({"charge": 0.5}, "validity_settings.charge"),
-    ({"bonds": 1.2}, r"unknown key\(s\) \['validity_settings.bonds'\]"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"min_fraction": -0.1}, "validity_settings.min_fraction: got -0.1"),
+        ({"min_fraction": 1.5}, "below bond_factor=1.3"),
+        ({"bond_factor": 0}, "validity_settings.bond_factor: got 0"),
+        ({"bond_orders": "yes"}, "validity_settings.bond_orders: got 'yes', expected true or false"),
+        ({"charge": 0.5}, "validity_settings.charge"),
+        ({"bonds": 1.2}, r"unknown key\(s\) \['validity_settings.bonds'\]"),
+    ],
+)
 def test_bad_molecule_settings_are_named(values, message):
     with pytest.raises(ValueError, match=message):
         get_validity_check("molecule").settings(values)
@@ -87,10 +99,16 @@ def test_molecule_check_refuses_a_periodic_target():
 def test_apply_validity_counts_reasons_per_set():
     structures = ethanol_family()[:3]
     check = get_validity_check("molecule")
-    result = apply_validity(check, {"a": StructureBatch.from_atoms(structures),
-                                    "b": StructureBatch.from_atoms(structures[:1])}, check.settings(None))
-    assert result.counts["a"] == {"generated": 3, "valid": 1,
-                                  "reasons": {fragments_reason(1.3): 1, close_reason(0.5): 1}}
+    result = apply_validity(
+        check,
+        {"a": StructureBatch.from_atoms(structures), "b": StructureBatch.from_atoms(structures[:1])},
+        check.settings(None),
+    )
+    assert result.counts["a"] == {
+        "generated": 3,
+        "valid": 1,
+        "reasons": {fragments_reason(1.3): 1, close_reason(0.5): 1},
+    }
     assert result.totals["valid"] == 2 and result.valid.info["condition_index"].tolist() == [0, 1]
 
 
@@ -113,8 +131,14 @@ def screening_data(**extra) -> ScreeningData:
     relaxed = StructureBatch.from_atoms(structures[:3])  # DFT got one of the ethanols and the ether
     relaxed.info["energy"] = np.array([-100.0, -100.02, -99.0])
     relaxed.info["basin"] = np.array([0, 0, 1])
-    values = {"generated": {"default": cheap}, "conditions": {}, "training": StructureBatch.from_atoms(structures[:1]),
-              "cheap": cheap, "relaxed": relaxed, **extra}
+    values = {
+        "generated": {"default": cheap},
+        "conditions": {},
+        "training": StructureBatch.from_atoms(structures[:1]),
+        "cheap": cheap,
+        "relaxed": relaxed,
+        **extra,
+    }
     return ScreeningData(**values)
 
 
@@ -135,8 +159,9 @@ def test_discovery_counts_isomers_at_both_levels_against_a_smiles_list():
     assert list(rows) == ["CCO", "COC", "CC(C)O"]  # the known list in its order
     assert rows["CCO"]["dft"] == 2 and rows["CCO"]["cheap"] == 2 and rows["CC(C)O"]["dft"] == 0
     assert rows["CCO"]["dft_relative_mev_per_atom"] == 0.0 and rows["COC"]["dft_relative_mev_per_atom"] > 0
-    assert "DFT relaxations: found 2 distinct valid C2H6O isomers with 3 (2 of the 3 known, from settings)" \
-        in result.text
+    assert (
+        "DFT relaxations: found 2 distinct valid C2H6O isomers with 3 (2 of the 3 known, from settings)" in result.text
+    )
     assert "reference recovered" in result.text and "CC(C)O" in result.text
     assert result.figures["isomers"][:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -180,8 +205,10 @@ def test_discovery_uses_the_shipped_list_of_the_composition():
     assert len(metrics["dft"]["known_missing"]) == 12 and metrics["dft"]["novel"] == metrics["dft"]["isomers"]
     assert "cheap" not in metrics  # no cheap tier ran
     assert [row["smiles"] for row in result.rows] == reference_smiles("C5H12O")
-    assert result.text.splitlines()[0] == ("DFT relaxations: found 2 distinct valid C5H12O isomers with 3 "
-                                           "(2 of the 14 known, from the shipped C5H12O list)")
+    assert result.text.splitlines()[0] == (
+        "DFT relaxations: found 2 distinct valid C5H12O isomers with 3 "
+        "(2 of the 14 known, from the shipped C5H12O list)"
+    )
     # the shipped list is not used when told not to
     assert assessor.assess(data, assessor.settings({"shipped_list": False})).metrics["n_known"] is None
 

@@ -69,8 +69,10 @@ class DiscoverySettings:
 def _molecules(batch, what: str) -> list:
     structures = list(batch)
     if any(atoms.pbc.any() for atoms in structures):
-        raise ValueError(f"{what}: the discovery assessor measures molecules; these structures are periodic "
-                         "(use the formation assessor for crystals)")
+        raise ValueError(
+            f"{what}: the discovery assessor measures molecules; these structures are periodic "
+            "(use the formation assessor for crystals)"
+        )
     return structures
 
 
@@ -90,8 +92,10 @@ class Discovery(Assessor):
             for index, atoms in enumerate(_molecules(data.references[KNOWN], f"references.{KNOWN}")):
                 graph = molecule_graph(atoms, charge=settings.charge)
                 if not (graph.valid and graph.connected and graph.smiles):
-                    raise ValueError(f"references.{KNOWN}[{index}]: not a valid connected molecule "
-                                     f"({graph.error or 'several fragments'})")
+                    raise ValueError(
+                        f"references.{KNOWN}[{index}]: not a valid connected molecule "
+                        f"({graph.error or 'several fragments'})"
+                    )
                 keys.append(graph.smiles)
             sources.append(f"reference set {KNOWN!r}")
         if not keys and settings.shipped_list:
@@ -123,38 +127,72 @@ class Discovery(Assessor):
         if data.cheap is not None and len(data.cheap):
             failed = np.asarray(data.cheap.info["cheap_failed"]).astype(bool)
             energies = [None if bad else float(e) for e, bad in zip(data.cheap.info["cheap_energy"], failed)]
-            levels["cheap"] = discovery_metrics(_molecules(data.cheap, "cheap"), energies, training=training,
-                                                reference=known, kind="molecule", failed=failed.tolist(),
-                                                charge=settings.charge)
+            levels["cheap"] = discovery_metrics(
+                _molecules(data.cheap, "cheap"),
+                energies,
+                training=training,
+                reference=known,
+                kind="molecule",
+                failed=failed.tolist(),
+                charge=settings.charge,
+            )
         if data.relaxed is not None and len(data.relaxed):
-            levels["dft"] = discovery_metrics(_molecules(data.relaxed, "relaxed"),
-                                              [float(e) for e in data.relaxed.info["energy"]], training=training,
-                                              reference=known, n_dft=len(data.relaxed), kind="molecule",
-                                              charge=settings.charge)
+            levels["dft"] = discovery_metrics(
+                _molecules(data.relaxed, "relaxed"),
+                [float(e) for e in data.relaxed.info["energy"]],
+                training=training,
+                reference=known,
+                n_dft=len(data.relaxed),
+                kind="molecule",
+                charge=settings.charge,
+            )
         if not levels:
             raise ValueError("relaxed: the screening has neither DFT-relaxed nor cheaply relaxed structures to assess")
         formula = self._formula(data) or "?"
-        metrics: dict[str, Any] = {"formula": formula, "known_source": source or None,
-                                   "n_known": len(known) if known is not None else None}
+        metrics: dict[str, Any] = {
+            "formula": formula,
+            "known_source": source or None,
+            "n_known": len(known) if known is not None else None,
+        }
         for level, values in levels.items():
             found = list(values["keys"])
             metrics[level] = {
-                "n_structures": values["n_structures"], "n_valid": values["n_valid"], "validity": values["validity"],
-                "n_isomers": values["n_unique"], "isomers": found,
-                "n_novel": values["n_novel"], "novel": values["novel_keys"], "invalid": values["invalid"],
+                "n_structures": values["n_structures"],
+                "n_valid": values["n_valid"],
+                "validity": values["validity"],
+                "n_isomers": values["n_unique"],
+                "isomers": found,
+                "n_novel": values["n_novel"],
+                "novel": values["novel_keys"],
+                "invalid": values["invalid"],
             }
             if known is not None:
-                metrics[level].update({"n_known_found": len(values["recovered"]), "known_found": values["recovered"],
-                                       "known_missing": values["missing"], "recovery": values["recovery"],
-                                       "not_in_known": [key for key in found if key not in known]})
+                metrics[level].update(
+                    {
+                        "n_known_found": len(values["recovered"]),
+                        "known_found": values["recovered"],
+                        "known_missing": values["missing"],
+                        "recovery": values["recovery"],
+                        "not_in_known": [key for key in found if key not in known],
+                    }
+                )
             if level == "dft":
-                metrics[level].update({"n_dft": values["n_dft"], "dft_per_new_basin": values["dft_per_new_basin"],
-                                       "isomers_per_dft": values["n_unique"] / values["n_dft"]})
+                metrics[level].update(
+                    {
+                        "n_dft": values["n_dft"],
+                        "dft_per_new_basin": values["dft_per_new_basin"],
+                        "isomers_per_dft": values["n_unique"] / values["n_dft"],
+                    }
+                )
         rows = self._rows(levels, known)
         names = {"cheap": "cheap tier", "dft": "DFT"}
-        text = "\n\n".join([self.summary(metrics),
-                            format_metrics_table({names[level]: values for level, values in levels.items()}),
-                            _isomer_table(rows)])
+        text = "\n\n".join(
+            [
+                self.summary(metrics),
+                format_metrics_table({names[level]: values for level, values in levels.items()}),
+                _isomer_table(rows),
+            ]
+        )
         figures = {"isomers": _figure(rows, formula)} if settings.figure and rows else {}
         return Assessment(metrics=metrics, rows=rows, text=text, figures=figures)
 
@@ -169,7 +207,8 @@ class Discovery(Assessor):
             spent = values.get("n_dft", values["n_structures"])
             line = f"{what}: found {values['n_isomers']} distinct valid {metrics['formula']} isomers with {spent}"
             if metrics["n_known"] is not None:
-                line += f" ({values['n_known_found']} of the {metrics['n_known']} known, from {metrics['known_source']})"
+                known = f"{values['n_known_found']} of the {metrics['n_known']} known"
+                line += f" ({known}, from {metrics['known_source']})"
             lines.append(line)
         return "\n".join(lines)
 
@@ -177,8 +216,10 @@ class Discovery(Assessor):
     def _rows(levels: dict[str, dict[str, Any]], known: list[str] | None) -> list[dict[str, Any]]:
         """One row per isomer: the known ones in list order, then the others found, with the relaxations that
         fell into it at each level and the DFT energy relative to the lowest valid DFT basin."""
-        counts = {level: {row["key"]: row["count"] for row in values["basins"] if row["sound"]}
-                  for level, values in levels.items()}
+        counts = {
+            level: {row["key"]: row["count"] for row in values["basins"] if row["sound"]}
+            for level, values in levels.items()
+        }
         novel = {row["key"]: row["novel"] for values in levels.values() for row in values["basins"] if row["sound"]}
         energies = {}
         if "dft" in levels:
@@ -190,10 +231,16 @@ class Discovery(Assessor):
             keys += [key for key in counts.get(level, {}) if key not in keys]
         rows = []
         for key in keys:
-            rows.append({"smiles": key, "known": key in (known or []) if known is not None else None,
-                         "novel": novel.get(key), "cheap": counts.get("cheap", {}).get(key, 0) if "cheap" in levels
-                         else None, "dft": counts.get("dft", {}).get(key, 0) if "dft" in levels else None,
-                         "dft_relative_mev_per_atom": energies.get(key)})
+            rows.append(
+                {
+                    "smiles": key,
+                    "known": key in (known or []) if known is not None else None,
+                    "novel": novel.get(key),
+                    "cheap": counts.get("cheap", {}).get(key, 0) if "cheap" in levels else None,
+                    "dft": counts.get("dft", {}).get(key, 0) if "dft" in levels else None,
+                    "dft_relative_mev_per_atom": energies.get(key),
+                }
+            )
         return rows
 
 
@@ -206,11 +253,22 @@ def _isomer_table(rows: list[dict[str, Any]]) -> str:
     def count(value):
         return "–" if value is None else str(value)
 
-    table = [[row["smiles"], mark(row["known"]), mark(row["novel"]), count(row["cheap"]), count(row["dft"]),
-              "–" if row["dft_relative_mev_per_atom"] is None else f"{row['dft_relative_mev_per_atom']:.1f}"]
-             for row in rows]
-    return tabulate(table, headers=["isomer (SMILES)", "known", "novel", "cheap relaxations", "DFT relaxations",
-                                    "ΔE/atom DFT (meV)"], disable_numparse=True)
+    table = [
+        [
+            row["smiles"],
+            mark(row["known"]),
+            mark(row["novel"]),
+            count(row["cheap"]),
+            count(row["dft"]),
+            "–" if row["dft_relative_mev_per_atom"] is None else f"{row['dft_relative_mev_per_atom']:.1f}",
+        ]
+        for row in rows
+    ]
+    return tabulate(
+        table,
+        headers=["isomer (SMILES)", "known", "novel", "cheap relaxations", "DFT relaxations", "ΔE/atom DFT (meV)"],
+        disable_numparse=True,
+    )
 
 
 def _figure(rows: list[dict[str, Any]], formula: str) -> bytes:
@@ -227,8 +285,9 @@ def _figure(rows: list[dict[str, Any]], formula: str) -> bytes:
         values = [row[level] or 0 for row in shown]
         if any(row[level] is not None for row in shown):
             ax.barh(y + offset, values, height=0.38, color=colour, label=label)
-    ax.set_yticks(y, [row["smiles"] + ("" if row["known"] in (None, True) else "  (not in list)") for row in shown],
-                  fontsize=7)
+    ax.set_yticks(
+        y, [row["smiles"] + ("" if row["known"] in (None, True) else "  (not in list)") for row in shown], fontsize=7
+    )
     ax.invert_yaxis()
     ax.set_xlabel("relaxations ending in the isomer")
     ax.set_title(f"{formula}: isomers found (empty row: known, not found)", fontsize=9)

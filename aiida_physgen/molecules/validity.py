@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from ase.data import covalent_radii
@@ -30,8 +30,15 @@ from ase.data import covalent_radii
 from ..ml.batch import StructureBatch
 from ..screening.validity import ValidityCheck
 
-__all__ = ["MoleculeValidity", "MoleculeValiditySettings", "NOT_A_MOLECULE", "close_reason", "fragments_reason",
-           "NO_BOND_ORDERS", "bond_ratios"]
+__all__ = [
+    "MoleculeValidity",
+    "MoleculeValiditySettings",
+    "NOT_A_MOLECULE",
+    "close_reason",
+    "fragments_reason",
+    "NO_BOND_ORDERS",
+    "bond_ratios",
+]
 
 #: the reason given to a structure that is periodic along some axis
 NOT_A_MOLECULE = "not a molecule (periodic along an axis)"
@@ -75,12 +82,16 @@ class MoleculeValiditySettings:
 
     def __post_init__(self) -> None:
         if not _number(self.bond_factor) or not 0 < self.bond_factor < math.inf:
-            raise ValueError(f"bond_factor: got {self.bond_factor!r}, expected a positive factor of the "
-                             "covalent-radius sum (e.g. 1.3)")
+            raise ValueError(
+                f"bond_factor: got {self.bond_factor!r}, expected a positive factor of the "
+                "covalent-radius sum (e.g. 1.3)"
+            )
         self.bond_factor = float(self.bond_factor)
         if not _number(self.min_fraction) or not 0 <= self.min_fraction < self.bond_factor:
-            raise ValueError(f"min_fraction: got {self.min_fraction!r}, expected a fraction of the covalent-radius "
-                             f"sum ≥ 0 and below bond_factor={self.bond_factor:g} (0: no close-pair rule)")
+            raise ValueError(
+                f"min_fraction: got {self.min_fraction!r}, expected a fraction of the covalent-radius "
+                f"sum ≥ 0 and below bond_factor={self.bond_factor:g} (0: no close-pair rule)"
+            )
         self.min_fraction = float(self.min_fraction)
         if not isinstance(self.bond_orders, (bool, np.bool_)):
             raise ValueError(f"bond_orders: got {self.bond_orders!r}, expected true or false")
@@ -141,8 +152,10 @@ class MoleculeValidity(ValidityCheck):
             return None
         flags = [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_, int)) else [bool(p) for p in pbc]
         if any(flags):
-            return (f"the molecule check judges molecules (periodic along no axis); the target has pbc {flags}: "
-                    "choose the validity check of its kind (crystal, sheet, amorphous) or 'none'")
+            return (
+                f"the molecule check judges molecules (periodic along no axis); the target has pbc {flags}: "
+                "choose the validity check of its kind (crystal, sheet, amorphous) or 'none'"
+            )
         return None
 
     def reasons(self, batch: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:

@@ -1,6 +1,6 @@
 """The engine registry (entry-point group ``aiida_physgen.engines``): both tiers are found by name, checked at
-launch, and a third-party batch engine (tests/plugins/physgen_toy/physgen_toy/engine.py) drives the screening's cheap tier
-with no change to aiida_physgen."""
+launch, and a third-party batch engine (tests/plugins/physgen_toy/physgen_toy/engine.py) drives the screening's
+cheap tier with no change to aiida_physgen."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def test_screening_refuses_an_unknown_cheap_engine_at_launch(gpaw_code):
     builder = water_screening(gpaw_code)
     builder.cheap_engine = orm.Str("gfn2")
     message = validate_screening_inputs(builder._inputs(prune=True))
-    assert message == f"cheap_engine: unknown batch relaxation engine 'gfn2'; expected one of {available_engines('batch')}"
+    expected = available_engines("batch")
+    assert message == f"cheap_engine: unknown batch relaxation engine 'gfn2'; expected one of {expected}"
     assert "cheap" in available_engines("batch")
     builder.funnel = orm.Bool(False)  # no funnel, no cheap engine needed
     assert validate_screening_inputs(builder._inputs(prune=True)) is None

@@ -55,9 +55,10 @@ def compare(protocol_builder, script_builder):
     """The ports of the two builders that differ, as ``{port: (protocol, script)}``."""
     spec = ScreeningWorkChain.spec().inputs
     differ = {}
-    for where, a, b, ports in (("generation.", protocol_builder.generation, script_builder.generation,
-                                GenerationWorkChain.spec().inputs),
-                               ("", protocol_builder, script_builder, spec)):
+    for where, a, b, ports in (
+        ("generation.", protocol_builder.generation, script_builder.generation, GenerationWorkChain.spec().inputs),
+        ("", protocol_builder, script_builder, spec),
+    ):
         left, right = resolved(a, ports), resolved(b, ports)
         for name in sorted(set(left) | set(right)):
             if name == "generation" and not where:
@@ -68,9 +69,18 @@ def compare(protocol_builder, script_builder):
 
 
 def test_fast_protocol_is_the_main_job():
-    script = screening_builder(TRAINING, "C5H12O", box=9.5, generation_protocol="fast", seeds=[0, 1],
-                               settings={"loop": {"steps": 1200}}, n_clusters=60, protocol="fast", funnel=True,
-                               dft_budget=6)  # workchains/screen_fast.py
+    script = screening_builder(
+        TRAINING,
+        "C5H12O",
+        box=9.5,
+        generation_protocol="fast",
+        seeds=[0, 1],
+        settings={"loop": {"steps": 1200}},
+        n_clusters=60,
+        protocol="fast",
+        funnel=True,
+        dft_budget=6,
+    )  # workchains/screen_fast.py
     builder = ScreeningWorkChain.get_builder_from_protocol("molecules", training_set(TRAINING), "fast")
     differ = compare(builder, script)
     # the code: the script names GPAW's default code, the protocol leaves it to the engine (the same code)
@@ -89,8 +99,11 @@ def test_fast_is_the_default_and_a_target_or_overrides_replace_the_protocol_valu
     assert set(ScreeningWorkChain.get_available_protocols("molecules")) == {"fast", "balanced", "paper"}
     c4 = {**BOX, "composition": "C4H10O"}
     builder = ScreeningWorkChain.get_builder_from_protocol(
-        "molecules", training_set(TRAINING), target=c4,
-        overrides={"dft_budget": 3, "generation": {"family_overrides": {"seeds": [5]}}})
+        "molecules",
+        training_set(TRAINING),
+        target=c4,
+        overrides={"dft_budget": 3, "generation": {"family_overrides": {"seeds": [5]}}},
+    )
     assert builder.generation.target.get_dict() == c4
     assert builder.generation.seeds.get_list() == [5] and builder.dft_budget.value == 3
     assert builder.generation.settings.get_dict()["loop"]["steps"] == 1200  # the rest of fast stays
@@ -98,11 +111,19 @@ def test_fast_is_the_default_and_a_target_or_overrides_replace_the_protocol_valu
 
 @pytest.mark.parametrize("paper", [False, True])
 def test_balanced_and_paper_protocols_are_the_c5h12o_study(paper):
-    script = screening_builder(TRAINING, "C5H12O", box=9.5, generation_protocol="paper" if paper else "balanced",
-                               n_clusters=600, protocol="balanced" if paper else "fast", funnel=True,
-                               dft_budget=20)  # workchains/screen_c5h12o.py [--paper]
-    builder = ScreeningWorkChain.get_builder_from_protocol("molecules", training_set(TRAINING),
-                                                           "paper" if paper else "balanced")
+    script = screening_builder(
+        TRAINING,
+        "C5H12O",
+        box=9.5,
+        generation_protocol="paper" if paper else "balanced",
+        n_clusters=600,
+        protocol="balanced" if paper else "fast",
+        funnel=True,
+        dft_budget=20,
+    )  # workchains/screen_c5h12o.py [--paper]
+    builder = ScreeningWorkChain.get_builder_from_protocol(
+        "molecules", training_set(TRAINING), "paper" if paper else "balanced"
+    )
     differ = compare(builder, script)
     differ.pop("code")
     assert set(differ) == {f"generation.{port}" for port in ADDED["generation"]} | ADDED["screening"]
@@ -112,17 +133,23 @@ def test_balanced_and_paper_protocols_are_the_c5h12o_study(paper):
 
 def test_an_unknown_key_in_the_overrides_is_named():
     with pytest.raises(ValueError, match="protocol: unknown key 'dft_budgets' in the molecules protocol"):
-        ScreeningWorkChain.get_builder_from_protocol("molecules", training_set(TRAINING),
-                                                     overrides={"dft_budgets": 3})
+        ScreeningWorkChain.get_builder_from_protocol("molecules", training_set(TRAINING), overrides={"dft_budgets": 3})
     with pytest.raises(ValueError, match="domain: unknown domain 'molecule'"):
         ScreeningWorkChain.get_builder_from_protocol("molecule", training_set(TRAINING))
 
 
-TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+TINY = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 # tiny LCAO settings: seconds per relaxation of a small molecule
-QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-         "vacuum": 2.0}
+QUICK = {
+    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+    "vacuum": 2.0,
+}
 
 
 @pytest.mark.slow
@@ -130,22 +157,34 @@ def test_the_molecules_protocol_runs_logan_through_the_pipeline(gpaw_code):
     """The study's protocol at tiny settings on water: LoGAN → molecule validity → xTB → GPAW → discovery."""
     import io
 
-    from ase.build import molecule
-
     from aiida.engine import run_get_node
+    from ase.build import molecule
 
     from aiida_physgen.screening.report import print_report
 
     water = {"composition": "H2O", "cell": [[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]], "pbc": [False] * 3}
     builder = ScreeningWorkChain.get_builder_from_protocol(
-        "molecules", training_set([molecule("H2O"), molecule("H2O2"), molecule("H2O")]), target=water,
-        code=gpaw_code, overrides={
-            "generation": {"family_overrides": {"seeds": [0], "settings": TINY, "count": 24,
-                                                "selection": {"n_clusters": 4, "n_components": 2}},
-                           # three barely trained steps scatter the atoms over the box: bonds up to 3 × the radii
-                           "validity_settings": {"bond_factor": 3.0}},
-            "relax_overrides": QUICK, "dft_budget": 2, "reuse_relaxations": False,
-            "assessors": {"discovery": {"smiles": ["O", "OO"]}}})
+        "molecules",
+        training_set([molecule("H2O"), molecule("H2O2"), molecule("H2O")]),
+        target=water,
+        code=gpaw_code,
+        overrides={
+            "generation": {
+                "family_overrides": {
+                    "seeds": [0],
+                    "settings": TINY,
+                    "count": 24,
+                    "selection": {"n_clusters": 4, "n_components": 2},
+                },
+                # three barely trained steps scatter the atoms over the box: bonds up to 3 × the radii
+                "validity_settings": {"bond_factor": 3.0},
+            },
+            "relax_overrides": QUICK,
+            "dft_budget": 2,
+            "reuse_relaxations": False,
+            "assessors": {"discovery": {"smiles": ["O", "OO"]}},
+        },
+    )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     validity = results["generation"]["candidates"].base.attributes.get("validity")

@@ -26,16 +26,26 @@ from aiida_physgen.screening.validity import available_validity_checks, get_vali
 from aiida_physgen.workflows.screening import ScreeningWorkChain
 
 #: the plug-ins of the toy package, by entry-point group
-TOY = {"aiida_physgen.families": "toy", "aiida_physgen.validity": "toy_compact",
-       "aiida_physgen.engines": "toy_emt", "aiida_physgen.assessors": "toy_energy"}
+TOY = {
+    "aiida_physgen.families": "toy",
+    "aiida_physgen.validity": "toy_compact",
+    "aiida_physgen.engines": "toy_emt",
+    "aiida_physgen.assessors": "toy_energy",
+}
 # tiny LCAO settings: seconds per relaxation of a water molecule
-QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-         "vacuum": 2.0}
+QUICK = {
+    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+    "vacuum": 2.0,
+}
 
 
 def _plugins():
-    return {"aiida_physgen.families": available_families(), "aiida_physgen.validity": available_validity_checks(),
-            "aiida_physgen.engines": available_engines("batch"), "aiida_physgen.assessors": available_assessors()}
+    return {
+        "aiida_physgen.families": available_families(),
+        "aiida_physgen.validity": available_validity_checks(),
+        "aiida_physgen.engines": available_engines("batch"),
+        "aiida_physgen.assessors": available_assessors(),
+    }
 
 
 def toy_screening(code, **generation):
@@ -52,8 +62,9 @@ def toy_screening(code, **generation):
     gen.count = orm.Int(60)
     gen.validity = orm.Str("toy_compact")
     gen.validity_settings = orm.Dict({"min_distance": 0.7, "max_extent": 3.0})
-    gen.selection_settings = orm.Dict({"n_clusters": 3, "n_components": 2, "min_distance": 0.0,
-                                       "descriptor": {"n_max": 2, "l_max": 2}})
+    gen.selection_settings = orm.Dict(
+        {"n_clusters": 3, "n_components": 2, "min_distance": 0.0, "descriptor": {"n_max": 2, "l_max": 2}}
+    )
     for key, value in generation.items():
         gen[key] = value
     builder.code = code
@@ -72,13 +83,22 @@ def test_the_toy_package_registers_one_plugin_of_each_kind_by_its_own_entry_poin
     declared = tomllib.loads((toy_plugins / "pyproject.toml").read_text())["project"]["entry-points"]
     points = importlib.metadata.distribution("physgen-toy").entry_points
     assert {(ep.group, ep.name, ep.value) for ep in points} == {
-        (group, name, value) for group, names in declared.items() for name, value in names.items()}
+        (group, name, value) for group, names in declared.items() for name, value in names.items()
+    }
     for group, name in TOY.items():
         assert name in _plugins()[group], group
-    loaded = [get_family("toy"), get_validity_check("toy_compact"), get_engine("toy_emt", "batch"),
-              get_assessor("toy_energy")]
+    loaded = [
+        get_family("toy"),
+        get_validity_check("toy_compact"),
+        get_engine("toy_emt", "batch"),
+        get_assessor("toy_energy"),
+    ]
     assert [type(plugin).__module__ for plugin in loaded] == [
-        "physgen_toy.family", "physgen_toy.validity", "physgen_toy.engine", "physgen_toy.assessor"]
+        "physgen_toy.family",
+        "physgen_toy.validity",
+        "physgen_toy.engine",
+        "physgen_toy.assessor",
+    ]
 
 
 def test_without_the_package_none_of_its_plugins_is_known():
@@ -90,12 +110,15 @@ def test_without_the_package_none_of_its_plugins_is_known():
         get_assessor("toy_energy")
 
 
-@pytest.mark.parametrize("port, value, message", [
-    ("validity_settings", {"max_extent": 0.5}, "max_extent: got 0.5, expected a distance in Å above min_distance"),
-    ("cheap_settings", {"fmax": -1}, "cheap_settings.fmax: got -1, expected a positive force in eV/Å"),
-    ("assessors", {"toy_energy": {"bins": 0}}, "assessors.toy_energy.bins: got 0, expected a positive number"),
-    ("assessors", {"toy_energy": {}, "toy_missing": {}}, "assessors.toy_missing: unknown assessor 'toy_missing'"),
-])
+@pytest.mark.parametrize(
+    "port, value, message",
+    [
+        ("validity_settings", {"max_extent": 0.5}, "max_extent: got 0.5, expected a distance in Å above min_distance"),
+        ("cheap_settings", {"fmax": -1}, "cheap_settings.fmax: got -1, expected a positive force in eV/Å"),
+        ("assessors", {"toy_energy": {"bins": 0}}, "assessors.toy_energy.bins: got 0, expected a positive number"),
+        ("assessors", {"toy_energy": {}, "toy_missing": {}}, "assessors.toy_missing: unknown assessor 'toy_missing'"),
+    ],
+)
 def test_the_plugins_check_their_settings_at_launch(toy_plugins, gpaw_code, port, value, message):
     builder = toy_screening(gpaw_code)
     if port == "validity_settings":

@@ -46,21 +46,38 @@ class EnergyAssessor(Assessor):
         if data.relaxed is None or not len(data.relaxed):
             raise ValueError("relaxed: no DFT-relaxed structure to assess")
         generated = sum(len(batch) for batch in data.generated.values())
-        metrics = {"n_generated": generated, "n_valid": len(data.valid) if data.valid is not None else generated,
-                   "n_representatives": len(data.representatives), "n_dft": len(data.relaxed),
-                   "lowest_dft_energy": float(np.min(data.relaxed.info["energy"])),
-                   "n_dft_basins": len(data.basins)}
-        rows = [{"structure": i, "formula": atoms.get_chemical_formula(), "energy": float(atoms.info["energy"]),
-                 "basin": data.basins[int(atoms.info["basin"])]["key"]} for i, atoms in enumerate(data.relaxed)]
+        metrics = {
+            "n_generated": generated,
+            "n_valid": len(data.valid) if data.valid is not None else generated,
+            "n_representatives": len(data.representatives),
+            "n_dft": len(data.relaxed),
+            "lowest_dft_energy": float(np.min(data.relaxed.info["energy"])),
+            "n_dft_basins": len(data.basins),
+        }
+        rows = [
+            {
+                "structure": i,
+                "formula": atoms.get_chemical_formula(),
+                "energy": float(atoms.info["energy"]),
+                "basin": data.basins[int(atoms.info["basin"])]["key"],
+            }
+            for i, atoms in enumerate(data.relaxed)
+        ]
         figures = {}
         if data.cheap is not None:
             cheap = np.asarray(data.cheap.info["cheap_energy"], dtype=float)
             finite = cheap[np.isfinite(cheap)]
-            metrics.update({"n_cheap": len(cheap), "n_cheap_failed": int(np.sum(data.cheap.info["cheap_failed"])),
-                            "lowest_cheap_energy": float(finite.min()) if finite.size else None})
+            metrics.update(
+                {
+                    "n_cheap": len(cheap),
+                    "n_cheap_failed": int(np.sum(data.cheap.info["cheap_failed"])),
+                    "lowest_cheap_energy": float(finite.min()) if finite.size else None,
+                }
+            )
             figures["cheap_energies"] = self.histogram(finite, settings.bins)
-        text = "\n".join(f"{row['structure']:>3}  {row['formula']:<8} {row['energy']:>12.4f} eV  {row['basin']}"
-                         for row in rows)
+        text = "\n".join(
+            f"{row['structure']:>3}  {row['formula']:<8} {row['energy']:>12.4f} eV  {row['basin']}" for row in rows
+        )
         return Assessment(metrics=metrics, rows=rows, text=text, figures=figures)
 
     @staticmethod

@@ -129,8 +129,13 @@ class ToyFamily(GeneratorFamily):
         generator = ToyGenerator(n, target["box"], seeds, s.latent_dim, s.hidden)
         generator.n_models = len(seeds)
         critic = EnsembleMLP([real.shape[-1], s.hidden, 1], [member_seed(x, Stream.CRITIC) for x in seeds])
-        loop = WGANSettings(**{**s.loop.__dict__, "lr_generator": [m.loop.lr_generator for m in members],
-                               "lr_critic": [m.loop.lr_critic for m in members]})
+        loop = WGANSettings(
+            **{
+                **s.loop.__dict__,
+                "lr_generator": [m.loop.lr_generator for m in members],
+                "lr_critic": [m.loop.lr_critic for m in members],
+            }
+        )
         return WGANTrainer(ToyProblem(generator, critic, real), loop, seeds)
 
     def architecture(self, settings):
