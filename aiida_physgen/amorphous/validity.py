@@ -103,13 +103,11 @@ class AmorphousValidity(ValidityCheck):
     settings_class = AmorphousValiditySettings
 
     def check_kind(self, pbc: Sequence[bool] | bool | None) -> str | None:
-        if pbc is None:
+        flags = None if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).tolist()
+        if flags is None or all(flags):
             return None
-        flags = [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_, int)) else [bool(p) for p in pbc]
-        if not all(flags):
-            return (f"the amorphous check judges bulk cells (periodic along every axis); the target has pbc {flags}: "
-                    "choose the validity check of its kind (molecule, sheet, ...) or 'none'")
-        return None
+        return (f"the amorphous check judges bulk cells (periodic along every axis); the target has pbc {flags}: "
+                "choose the validity check of its kind (molecule, sheet, ...) or 'none'")
 
     def reasons(self, batch: StructureBatch, settings: AmorphousValiditySettings) -> list[str | None]:
         bulk = _is_bulk(batch)

@@ -24,21 +24,15 @@ from pathlib import Path
 
 import numpy as np
 from aiida import orm
-from aiida.engine import ExitCode, Process, calcfunction
+from aiida.engine import Process, calcfunction
 
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
-from .functions import EXIT_CODES as _SHARED_EXIT_CODES
+from .cheap import EXIT_CODES  # the cheap tier's exit codes: the same failures mean the same here
 from .functions import declare_exit_codes
 
 __all__ = ["relax_lammps", "LammpsSettings", "EXIT_CODES", "potentials", "potential_commands", "element_of"]
-
-#: named exit codes of ``physgen.relax_lammps``
-EXIT_CODES = {
-    "ERROR_INVALID_INPUT": _SHARED_EXIT_CODES["ERROR_INVALID_INPUT"],
-    "ERROR_ALL_FAILED": ExitCode(330, "every LAMMPS relaxation failed: {message}"),
-}
 #: attributes of the input set copied to the relaxed set, so per-structure provenance (``model_index``) still resolves
 _KEPT_ATTRIBUTES = ("model_uuids", "model_labels", "descriptor")
 
