@@ -30,7 +30,6 @@ def tiny_generation(training, generation_seed: int = 0, settings: dict | None = 
     """A ``physgen.generation`` builder: 1 seed, 2 steps, 40 candidates (``count``), 3 representatives (two-step models
     put every atom near the box centre: the min-distance filter is off, as in tests/aiida/test_generation.py)."""
     builder = GenerationWorkChain.get_builder()
-    builder.family = orm.Str("logan")
     builder._update(generation_inputs(
         training, "H2O", box=5.0, seeds=[0], settings=settings or TINY, count=count, n_clusters=3, n_components=2,
         generation_seed=generation_seed, selection_settings={"min_distance": 0.0, **(selection or {})}, **extra,
