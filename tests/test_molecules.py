@@ -50,7 +50,7 @@ def test_molecule_check_is_found_by_entry_point_and_judges_each_structure():
     structures = ethanol_family()
     settings = check.settings(None)
     reasons = check.reasons(StructureBatch.from_atoms(structures), settings)
-    assert reasons == [None, fragments_reason(1.3), close_reason(0.5), None, NOT_A_MOLECULE]
+    assert reasons == [None, fragments_reason(1.6), close_reason(0.5), None, NOT_A_MOLECULE]
     # in a batch of several compositions (ASE's neighbour lists, not the vectorised pass): the same verdicts
     mixed = StructureBatch.from_atoms([boxed(molecule("H2O")), *structures])
     assert mixed.uniform_view() is None
@@ -59,7 +59,7 @@ def test_molecule_check_is_found_by_entry_point_and_judges_each_structure():
     strict = check.settings({"bond_orders": True})
     assert check.reasons(StructureBatch.from_atoms(structures[:4]), strict) == [
         None,
-        fragments_reason(1.3),
+        fragments_reason(1.6),
         close_reason(0.5),
         NO_BOND_ORDERS,
     ]
@@ -78,7 +78,7 @@ def test_the_shipped_training_molecules_all_pass():
     "values, message",
     [
         ({"min_fraction": -0.1}, "validity_settings.min_fraction: got -0.1"),
-        ({"min_fraction": 1.5}, "below bond_factor=1.3"),
+        ({"min_fraction": 1.7}, "below bond_factor=1.6"),
         ({"bond_factor": 0}, "validity_settings.bond_factor: got 0"),
         ({"bond_orders": "yes"}, "validity_settings.bond_orders: got 'yes', expected true or false"),
         ({"charge": 0.5}, "validity_settings.charge"),
@@ -107,7 +107,7 @@ def test_apply_validity_counts_reasons_per_set():
     assert result.counts["a"] == {
         "generated": 3,
         "valid": 1,
-        "reasons": {fragments_reason(1.3): 1, close_reason(0.5): 1},
+        "reasons": {fragments_reason(1.6): 1, close_reason(0.5): 1},
     }
     assert result.totals["valid"] == 2 and result.valid.info["condition_index"].tolist() == [0, 1]
 
