@@ -16,6 +16,7 @@ from aiida import orm
 # gpaw_code and localhost live with the other code checks; re-exported here, where users import them from
 from .calculations.codes import DEFAULT_GPAW_CODE, gpaw_code, localhost  # noqa: F401
 from .data.structure_set import StructureSet
+from .engines import DEFAULT_ENGINE
 from .resources import ROOT as RESOURCES
 
 __all__ = ["gpaw_code", "localhost", "training_set", "generation_inputs", "screening_builder"]
@@ -101,7 +102,7 @@ def screening_builder(
     composition: str,
     *,
     code: orm.AbstractCode | None = None,
-    engine: str = "gpaw",
+    engine: str = DEFAULT_ENGINE,
     protocol: str | None = None,
     generation_protocol: str | None = None,
     relax_overrides: dict[str, Any] | None = None,

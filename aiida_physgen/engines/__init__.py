@@ -22,11 +22,17 @@ __all__ = [
     "BatchRelaxationEngine",
     "RelaxationResult",
     "ENTRY_POINT_GROUP",
+    "DEFAULT_ENGINE",
+    "DEFAULT_CHEAP_ENGINE",
     "available_engines",
     "get_engine",
 ]
 
 ENTRY_POINT_GROUP = "aiida_physgen.engines"
+#: the engines a screening uses when it names none: GPAW for DFT (a Python on localhost is enough), and
+#: GFN2-xTB / CHGNet for the cheap tier (the ``cheap`` extra); written here once
+DEFAULT_ENGINE = "gpaw"
+DEFAULT_CHEAP_ENGINE = "cheap"
 _INSTANCES: dict[str, RelaxationEngine | BatchRelaxationEngine] = {}
 
 

@@ -26,7 +26,7 @@ import os
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, while_
 
-from ..engines import get_engine
+from ..engines import DEFAULT_ENGINE, get_engine
 from .await_any import ANY_PREFIX, AwaitAnyMixin, wait_for_any
 from .relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_key
 
@@ -64,7 +64,7 @@ def validate_relax_set_inputs(inputs, _ctx=None):
     """Engine, code, protocol and overrides checked by the engine itself (a typo in an override fails here, at
     launch, naming the key), the throttle's limit, and the structures' periodicity against the engine."""
     try:
-        engine = get_engine(inputs["engine"].value if "engine" in inputs else "gpaw", "structure")
+        engine = get_engine(inputs["engine"].value if "engine" in inputs else DEFAULT_ENGINE, "structure")
     except ValueError as error:
         return str(error)
     structures = dict(inputs.get("structures", {}))
@@ -91,7 +91,7 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
         super().define(spec)
         spec.input_namespace("structures", valid_type=orm.StructureData, dynamic=True,
                              help="The structures to relax, by label.")
-        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str("gpaw"),
+        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str(DEFAULT_ENGINE),
                    help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.")
         spec.input("code", valid_type=orm.AbstractCode, required=False,
                    help="Code of the engine; the engine's default code (GPAW: a Python on localhost) when absent.")

@@ -28,7 +28,7 @@ from aiida.engine import ToContext, WorkChain, if_
 from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
-from ..engines import get_engine
+from ..engines import DEFAULT_CHEAP_ENGINE, DEFAULT_ENGINE, get_engine
 from .generation import GenerationWorkChain, named_conditions, validate_generation_inputs
 from .orphans import run_calcfunction_step
 from .protocols import ProtocolMixin
@@ -61,11 +61,15 @@ def _kind(inputs) -> tuple[bool | None, list[str] | None, list[str]]:
         if target.get("composition"):
             elements = sorted(set(parse_composition(target["composition"])))
         elif training is not None:
-            extra = set()
+            extra, all_named = set(), True
             for condition in named_conditions(generation).values():
-                if isinstance(condition, Mapping) and isinstance(condition.get("elements"), (list, tuple)):
-                    extra |= {str(e) for e in condition["elements"] if isinstance(e, str)}
-            elements = sorted(set(training.elements) | extra)
+                named = condition.get("elements") if isinstance(condition, Mapping) else None
+                if isinstance(named, (list, tuple)):  # a list of symbols, or of lists of symbols (crystal triples)
+                    extra |= {str(e) for item in named for e in ([item] if isinstance(item, str) else item)}
+                else:
+                    all_named = False
+            # when every condition names its elements, the training set's other elements are never generated
+            elements = sorted(extra if all_named and extra else set(training.elements) | extra)
     except (ValueError, TypeError):
         elements = None
     if elements is None:
@@ -80,7 +84,7 @@ def validate_screening_inputs(inputs, _ctx=None):
     fails here, at launch, not after the training, generation and selection. Then the cheap tier, the
     assessors and their reference sets."""
     try:
-        engine = get_engine(inputs["engine"].value if "engine" in inputs else "gpaw", "structure")
+        engine = get_engine(inputs["engine"].value if "engine" in inputs else DEFAULT_ENGINE, "structure")
         protocol = resolve_protocol(engine, inputs)
     except ValueError as error:
         return str(error)
@@ -104,7 +108,7 @@ def _check_funnel(inputs, periodic) -> str | None:
     if "dft_budget" in inputs and inputs["dft_budget"].value < 1:
         return f"dft_budget: got {inputs['dft_budget'].value}, expected a positive number of DFT relaxations"
     try:
-        engine = get_engine(inputs["cheap_engine"].value if "cheap_engine" in inputs else "cheap", "batch",
+        engine = get_engine(inputs["cheap_engine"].value if "cheap_engine" in inputs else DEFAULT_CHEAP_ENGINE, "batch",
                             field="cheap_engine")
     except ValueError as error:
         return str(error)
@@ -149,7 +153,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         super().define(spec)
         spec.expose_inputs(GenerationWorkChain, namespace="generation",
                            namespace_options={"help": "Inputs of the generation chain (training → selection)."})
-        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str("gpaw"),
+        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str(DEFAULT_ENGINE),
                    help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.")
         spec.input("code", valid_type=orm.AbstractCode, required=False,
                    help="Code of the relaxation engine; the engine's default code when absent (GPAW: localhost).")
@@ -163,7 +167,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
                         "distinct sound basin, up to dft_budget (False: every representative goes to DFT).")
         spec.input("dft_budget", valid_type=orm.Int, default=lambda: orm.Int(5),
                    help="With the funnel: the most DFT relaxations to spend.")
-        spec.input("cheap_engine", valid_type=orm.Str, default=lambda: orm.Str("cheap"),
+        spec.input("cheap_engine", valid_type=orm.Str, default=lambda: orm.Str(DEFAULT_CHEAP_ENGINE),
                    help="With the funnel: the batch engine of the cheap tier (cheap = GFN2-xTB/CHGNet, ednn, "
                         "lammps, or a plug-in's).")
         spec.input("cheap_settings", valid_type=orm.Dict, required=False,
