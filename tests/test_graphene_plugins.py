@@ -14,7 +14,8 @@ from scipy import stats
 from aiida_physgen.graphene import label_check
 from aiida_physgen.graphene.assessors import LabelConsistency
 from aiida_physgen.graphene.surrogate import score_sheets
-from aiida_physgen.graphene.validity import ISOLATED, NOT_CARBON, NOT_PERIODIC, OFF_LATTICE, dangling_reason
+from aiida_physgen.graphene.validity import (ISOLATED, NOT_CARBON, NOT_PERIODIC, OFF_LATTICE, dangling_reason,
+                                             too_few_vacancies_reason)
 from aiida_physgen.ml import graphene
 from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.ml.training import train_ensemble
@@ -86,8 +87,8 @@ def neighbours_of(site: int) -> list[int]:
 
 def test_pruned_random_sheets_are_kept_and_unpruned_ones_are_judged_per_rule(check):
     settings = check.settings(None)
-    assert settings.min_neighbours == 2 and settings.max_atoms is None
-    assert check.reasons(sheets(30), settings) == [None] * 30
+    assert settings.min_neighbours == 2 and settings.min_vacancies == 1 and settings.max_atoms is None
+    assert check.reasons(sheets(30, settings=graphene.SheetSettings(holes=(1, 6))), settings) == [None] * 30
     rough = sheets(60, seed=3, settings=graphene.SheetSettings(holes=(4, 8), radius=(1.5, 3.0)), prune=False)
     reasons = check.reasons(rough, settings)
     occupancy, _ = graphene.batch_to_sheets(rough)
@@ -101,15 +102,23 @@ def test_isolated_and_dangling_atoms_and_the_min_neighbours_setting(check):
     site = 5
     lone = occupancy_with(remove=neighbours_of(site))  # site 5 has no neighbour left
     chain_end = occupancy_with(remove=neighbours_of(site)[:2])  # site 5 keeps one neighbour
-    batch = graphene.sheets_to_batch(np.stack([lone, chain_end, occupancy_with()]), SMALL.lattice)
+    monovacancy = occupancy_with(remove=[20])
+    batch = graphene.sheets_to_batch(np.stack([lone, chain_end, monovacancy]), SMALL.lattice)
     assert check.reasons(batch, check.settings(None)) == [ISOLATED, dangling_reason(2), None]
     assert check.reasons(batch, check.settings({"min_neighbours": 1})) == [ISOLATED, None, None]
     assert check.reasons(batch, check.settings({"min_neighbours": 0})) == [None, None, None]
-    assert check.reasons(batch, check.settings({"min_neighbours": 3})) == [ISOLATED, dangling_reason(3), None]
+    assert check.reasons(batch, check.settings({"min_neighbours": 3})) == [ISOLATED] + [dangling_reason(3)] * 2
+
+
+def test_a_pristine_sheet_is_not_porous(check):
+    pristine = graphene.sheets_to_batch(np.stack([occupancy_with(), occupancy_with(remove=[3])]), SMALL.lattice)
+    assert check.reasons(pristine, check.settings(None)) == [too_few_vacancies_reason(1), None]
+    assert check.reasons(pristine, check.settings({"min_vacancies": 0})) == [None, None]
+    assert check.reasons(pristine, check.settings({"min_vacancies": 2})) == ["fewer than 2 vacancies"] * 2
 
 
 def test_a_sheet_off_the_lattice_is_named_and_the_others_still_judged(check):
-    good = sheets(4)
+    good = sheets(4, settings=graphene.SheetSettings(nx=4, ny=2, holes=(1, 2), radius=(1.5, 2.5)))
     atoms = [good[i] for i in range(4)]
     atoms[1].positions[0, 0] += 0.5  # one atom half-way between sites
     atoms[2].numbers[3] = 7  # a nitrogen
@@ -120,7 +129,8 @@ def test_a_sheet_off_the_lattice_is_named_and_the_others_still_judged(check):
 
 def test_max_atoms_keeps_only_the_sheets_the_dft_affords(check, models):
     *_, generated = models
-    result = apply_validity(check, generated, check.settings({"min_neighbours": 0, "max_atoms": 32}))
+    result = apply_validity(check, generated, check.settings({"min_neighbours": 0, "min_vacancies": 0,
+                                                             "max_atoms": 32}))
     assert result.counts["scale_2"]["valid"] == 0 and result.counts["scale_1"]["valid"] == 20
     assert result.counts["scale_2"]["reasons"] == {"more than 32 atoms (too large for the DFT)": 20}
     assert set(result.valid.info["condition_index"]) == {0}
@@ -128,7 +138,8 @@ def test_max_atoms_keeps_only_the_sheets_the_dft_affords(check, models):
 
 @pytest.mark.parametrize("values, field", [({"min_neighbours": 4}, "min_neighbours"),
                                            ({"min_neighbours": True}, "min_neighbours"),
-                                           ({"max_atoms": 0}, "max_atoms"), ({"minimum": 2}, "minimum")])
+                                           ({"max_atoms": 0}, "max_atoms"), ({"min_vacancies": -1}, "min_vacancies"),
+                                           ({"minimum": 2}, "minimum")])
 def test_bad_settings_name_the_field(check, values, field):
     with pytest.raises(ValueError, match=f"validity_settings.*{field}"):
         check.settings(values)

@@ -10,6 +10,9 @@ are those the training sheets are made with (:mod:`aiida_physgen.ml.graphene`):
   pruned of such atoms (:func:`~aiida_physgen.ml.graphene.prune_dangling`), so a generated sheet that has
   them is not a sheet of the kind the models learnt. An atom with no neighbour at all is *isolated*, one
   with fewer than ``min_neighbours`` *dangling*;
+* at least ``min_vacancies`` empty carbon sites: a sheet without a hole is pristine graphene, not a porous
+  sheet (every training sheet has at least one hole), and as the lowest energy per atom it would take the
+  DFT budget of every screening;
 * optionally, no more than ``max_atoms`` atoms: a sheet too large for the screening's DFT (a generated 4×
   sheet of 1,600 atoms) is not selected, though it is still generated and assessed.
 
@@ -29,7 +32,7 @@ from ..ml.batch import StructureBatch
 from ..screening.validity import ValidityCheck
 
 __all__ = ["SheetValidity", "SheetValiditySettings", "NOT_CARBON", "NOT_PERIODIC", "OFF_LATTICE", "ISOLATED",
-           "dangling_reason", "too_large_reason"]
+           "dangling_reason", "too_large_reason", "too_few_vacancies_reason"]
 
 NOT_CARBON = "not all carbon"
 NOT_PERIODIC = "not periodic in x and y"
@@ -40,6 +43,11 @@ ISOLATED = "isolated carbon (no neighbour)"
 def dangling_reason(min_neighbours: int) -> str:
     """The reason given to a sheet with an atom of 1 to ``min_neighbours - 1`` carbon neighbours."""
     return f"dangling carbon (fewer than {min_neighbours} neighbours)"
+
+
+def too_few_vacancies_reason(min_vacancies: int) -> str:
+    """The reason given to a sheet with fewer than ``min_vacancies`` empty carbon sites."""
+    return "no vacancy (pristine, not porous)" if min_vacancies == 1 else f"fewer than {min_vacancies} vacancies"
 
 
 def too_large_reason(max_atoms: int) -> str:
@@ -54,6 +62,8 @@ class SheetValiditySettings:
     :param min_neighbours: the fewest carbon neighbours an atom may have (0–3). The default 2 is the rule the
         training sheets are pruned with (no dangling chains, no lone atoms); 1 allows chain ends, 0 turns the
         neighbour rule off (only the lattice rule remains).
+    :param min_vacancies: the fewest empty carbon sites a kept sheet has (default 1: no pristine sheet; 0 keeps
+        it).
     :param max_atoms: the most atoms a kept sheet may have; ``None`` (default): no limit. A screening whose DFT
         cannot afford the upscaled sheets (LCAO at the Γ point: about 2 GB and half a minute per SCF step for a
         400-atom 1× sheet on one core; a 4× sheet is four times the atoms) sets it, so that only the sheets DFT
@@ -61,6 +71,7 @@ class SheetValiditySettings:
     """
 
     min_neighbours: int = 2
+    min_vacancies: int = 1
     max_atoms: int | None = None
 
     def __post_init__(self) -> None:
@@ -69,6 +80,10 @@ class SheetValiditySettings:
             raise ValueError(f"min_neighbours: got {value!r}, expected an integer from 0 to 3 (carbon neighbours on "
                              "the honeycomb lattice)")
         self.min_neighbours = int(value)
+        value = self.min_vacancies
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"min_vacancies: got {value!r}, expected a non-negative number of empty carbon sites")
+        self.min_vacancies = int(value)
         limit = self.max_atoms
         if limit is not None and (isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer))
                                   or limit < 1):
@@ -112,7 +127,8 @@ def _occupancies(batch: StructureBatch) -> tuple[list[np.ndarray | None], list[s
 
 class SheetValidity(ValidityCheck):
     """Keep the sheets whose atoms are all carbon on the honeycomb sites of their cell, each with at least
-    ``min_neighbours`` carbon neighbours (and, with ``max_atoms``, no larger than that)."""
+    ``min_neighbours`` carbon neighbours, with at least ``min_vacancies`` empty sites (and, with ``max_atoms``,
+    no larger than that)."""
 
     name = "sheet"
     kind = "sheet"
@@ -146,8 +162,12 @@ class SheetValidity(ValidityCheck):
         fewest = _fewest_neighbours(occupancies) if settings.min_neighbours else {}
         for position, index in enumerate(keep):
             index = int(index)
+            occupancy = occupancies[position]
             if lattice_reasons[position] is not None:
                 reasons[index] = lattice_reasons[position]
+            elif int(graphene.Lattice.from_zigzag_shape(occupancy.shape).mask().sum() - occupancy.sum()) \
+                    < settings.min_vacancies:
+                reasons[index] = too_few_vacancies_reason(settings.min_vacancies)
             elif position in fewest and fewest[position] == 0:
                 reasons[index] = ISOLATED
             elif position in fewest and fewest[position] < settings.min_neighbours:

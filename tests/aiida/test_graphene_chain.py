@@ -33,7 +33,7 @@ TINY_STUDY = {
     "sheets": {"count": 40, "settings": SMALL},
     "ednn": {"settings": EDNN_TINY},
     "generation": {"count": 12, "settings": RUGAN_TINY,
-                   "validity_settings": {"min_neighbours": 0, "max_atoms": 32},
+                   "validity_settings": {"min_neighbours": 0, "min_vacancies": 0, "max_atoms": 32},
                    "selection": {"n_clusters": 3, "n_components": 2}},
     "relax_overrides": {"gpaw": {"parameters": {"kpts": [2, 2, 1]}}},
 }

@@ -420,7 +420,8 @@ def test_daemon_graphene_chain_trains_both_models_as_jobs(one_worker_daemon, tra
         "generation": {"count": 6, "conditions": {"scale_1": {"labels": "training", "scale": 1}},
                        "settings": {"channels": 4, "noise_channels": 3, "critic_channels": 4, "critic_layers": 1,
                                     "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1}},
-                       "validity_settings": {"min_neighbours": 0}, "selection": {"n_clusters": 2, "n_components": 2}},
+                       "validity_settings": {"min_neighbours": 0, "min_vacancies": 0},
+                       "selection": {"n_clusters": 2, "n_components": 2}},
         "assessors": {"label_consistency": {"figures": False}},
     }, training_code=training_code, code=gpaw_code)
     node = submit(builder)
