@@ -149,8 +149,8 @@ def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.
     except ValueError as error:
         return SCREENING_EXIT_CODES["ERROR_ASSESSMENT_FAILED"].format(message=f"{plugin.name}: {error}")
     metrics = _plain(result.metrics)
-    if result.text:
-        _report(f"{plugin.title or plugin.name}:\n{result.text}")
+    # the table itself is printed once, by the report (aiida-physgen report); the log says where it is
+    _report(f"{plugin.title or plugin.name}: {len(result.rows)} row(s), {len(result.figures)} figure(s)")
     figures = {}
     for name, png in result.figures.items():
         figures[name] = orm.SinglefileData(io.BytesIO(png), filename=f"{plugin.name}_{name}.png")

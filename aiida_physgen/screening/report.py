@@ -326,7 +326,10 @@ def discovery_line(node) -> str:
     rows = report["rows"]
     formula = rows[0]["formula"] if rows else "?"
     kind = rows[0].get("kind", "molecule") if rows else "molecule"
-    found = {row["key"] for row in rows if row["new_minimum"]}
+    # a molecule's key (canonical SMILES) names its isomer; a crystal's or an amorphous cell's key (space group
+    # and formula) does not tell two basins apart, so for them every unique minimum counts
+    found = {row["key"] for row in rows if row["new_minimum"]} if kind == "molecule" else \
+        [row["name"] for row in rows if row["new_minimum"]]
     noun = "isomers" if kind == "molecule" else "structures"
     line = f"found {len(found)} distinct valid {formula} {noun} with {report['n_relaxed']} DFT relaxations"
     if kind == "molecule":
