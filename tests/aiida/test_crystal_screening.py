@@ -1,0 +1,325 @@
+"""The crystal GAN's candidates through the one pipeline (``physgen.screening`` with the ``crystals`` protocol):
+GPAW, the same candidates with VASP (the fake of tests/vasp), the throttle's limit held and a finished
+relaxation reused on a second launch.
+
+Tiny but real: an 80-step crystal GAN on 24 half-Heuslers, 12 primitive crystals per condition (two element
+triples in F-43m, one in Fm-3m that the tiny model cannot yet make valid), CHGNet with the cell free, two DFT
+relaxations of 9-atom cells with the cell relaxed, and the formation assessor at the CHGNet level. The generation
+and the cheap tier are cached (AiiDA's caching), so the VASP run and the second launch get the same candidates
+without training again. This checks plumbing, provenance and bookkeeping, not model quality.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.common.exceptions import NotExistent
+from aiida.engine import run_get_node
+from aiida.manage.caching import enable_caching
+
+from aiida_physgen.calculations.crystals import crystal_training_set
+from aiida_physgen.data.structure_set import StructureSet
+from aiida_physgen.ml.crystal_data import example_structures
+from aiida_physgen.workflows.relax_set import RELAXATIONS_EXTRA
+from aiida_physgen.workflows.relaxation_reuse import RELAXATION_KEY
+from aiida_physgen.workflows.screening import ScreeningWorkChain
+
+pytest.importorskip("chgnet")
+
+TINY = {
+    "hidden": 32,
+    "critic_hidden": 32,
+    "embedding": 16,
+    "noise_dim": 8,
+    "augmentations": 4,
+    "loop": {"steps": 80, "batch_size": 16, "n_critic": 2, "log_every": 5},
+}
+#: light elements (cheap DFT); merging same-element images within 2.5 Å gives an 80-step model 9-atom cells
+#: that pass the validity check; two triples give two distinct CHGNet basins, so two DFT relaxations
+CONDITIONS = {
+    "LiMgAl": {"space_group": 216, "elements": ["Li", "Mg", "Al"], "cell": "primitive", "merge_distance": 2.5},
+    "LiMgSi": {"space_group": 216, "elements": ["Li", "Mg", "Si"], "cell": "primitive", "merge_distance": 2.5},
+    "Fm-3m": {"space_group": 225, "elements": ["Li", "Mg", "Al"], "cell": "primitive", "merge_distance": 2.5},
+}
+OVERRIDES = {
+    "generation": {
+        "family_overrides": {"settings": TINY},
+        "count": 12,
+        "conditions": {"F-43m": None, **CONDITIONS},  # None: the protocol's own F-43m condition is dropped
+        "selection": {"n_clusters": 4, "n_components": 2},
+    },
+    "cheap_settings": {"max_steps": 25},
+    "dft_budget": 2,
+    "max_concurrent_relaxations": 1,
+    "relax_overrides": {"gpaw": {"parameters": {"ecut": 200.0, "kpts": [2, 2, 2], "fmax": 0.5, "max_steps": 10}}},
+    "assessors": {"formation": {"baseline": "single_point", "max_baseline": 1}},
+}
+#: everything before DFT is cached, so every launch of this module gets the same candidates
+CACHED = (
+    "crystal_training_set",
+    "normalise_training_inputs",
+    "train",
+    "generate",
+    "check_validity",
+    "select_representatives",
+    "relax_cheap",
+    "select_for_dft",
+)
+
+
+def _caching() -> ExitStack:
+    stack = ExitStack()
+    for name in CACHED:
+        stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))
+    return stack
+
+
+def _computer(workdir: Path) -> orm.Computer:
+    try:
+        return orm.load_computer("localhost-crystals")
+    except NotExistent:
+        computer = orm.Computer(
+            label="localhost-crystals",
+            hostname="localhost",
+            transport_type="core.local",
+            scheduler_type="core.direct",
+            workdir=str(workdir),
+        ).store()
+        computer.configure()
+        computer.set_default_mpiprocs_per_machine(1)
+        return computer
+
+
+def _gpaw_code(computer: orm.Computer) -> orm.InstalledCode:
+    try:
+        return orm.load_code(f"gpaw-crystals@{computer.label}")
+    except NotExistent:
+        return orm.InstalledCode(
+            label="gpaw-crystals",
+            computer=computer,
+            filepath_executable=sys.executable,
+            default_calc_job_plugin="physgen.gpaw",
+            prepend_text="export OMP_NUM_THREADS=1",
+        ).store()
+
+
+@pytest.fixture(scope="module")
+def computer(aiida_profile, tmp_path_factory):
+    return _computer(tmp_path_factory.mktemp("crystals_workdir"))
+
+
+@pytest.fixture(scope="module")
+def training(aiida_profile):
+    with _caching():
+        outputs, node = crystal_training_set.run_get_node(
+            structures=StructureSet(example_structures().subset(range(24))), space_groups=orm.List([216])
+        )
+    assert node.is_finished_ok, node.exit_message
+    return outputs["training"]
+
+
+def _run(training, code, overrides=None):
+    builder = ScreeningWorkChain.get_builder_from_protocol(
+        "crystals", training, "fast", {**OVERRIDES, **(overrides or {})}, code=code
+    )
+    with _caching():
+        results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    return results, node
+
+
+def _relax_set(node) -> orm.WorkflowNode:
+    return node.base.links.get_outgoing(link_label_filter="relax").one().node
+
+
+def _relaxations(relax_set) -> list:
+    return sorted(
+        (link.node for link in relax_set.base.links.get_outgoing().all() if link.link_label.startswith("relax_")),
+        key=lambda n: n.ctime,
+    )
+
+
+def _sent_to_dft(node) -> list:
+    """The structures DFT got, by label, as (formula, rounded positions and cell): what 'the same candidates' means."""
+    inputs = _relax_set(node).base.links.get_incoming().all()
+    return sorted(
+        (
+            link.link_label,
+            link.node.get_formula(),
+            np.round(link.node.get_ase().positions, 4).tolist(),
+            np.round(link.node.cell, 4).tolist(),
+        )
+        for link in inputs
+        if link.link_label.startswith("structures__")
+    )
+
+
+@pytest.fixture(scope="module")
+def gpaw_screening(computer, training):
+    pytest.importorskip("gpaw")
+    return _run(training, _gpaw_code(computer))
+
+
+@pytest.mark.slow
+def test_crystal_gan_through_the_one_pipeline_with_gpaw(gpaw_screening, training):
+    results, node = gpaw_screening
+    generation = results["generation"]
+    # the training filter's output is what the family learnt from
+    assert node.inputs.generation.training.uuid == training.uuid
+    assert node.inputs.generation.family.value == "crystal_gan"
+    assert set(generation["generated"]) == {"LiMgAl", "LiMgSi", "Fm_3m"}
+    assert all(len(generation["generated"][name]) == 12 for name in generation["generated"])
+    # primitive cells: the conventional F-43m cell would hold four times the atoms
+    assert set(generation["generated"]["LiMgAl"].get_batch().n_atoms.tolist()) <= set(range(1, 13))
+    validity = generation["candidates"].base.attributes.get("validity")
+    assert validity["check"] == "crystal" and validity["settings"]["min_distance"] == 0.5
+    assert validity["totals"]["generated"] == 36 and validity["totals"]["valid"] == len(generation["candidates"])
+    # the cheap tier: CHGNet with the cell free, one process for the representatives
+    cheap = results["cheap_relaxed"]
+    assert cheap.creator.inputs.settings.get_dict() == {"method": "chgnet", "fix_cell": False, "max_steps": 25}
+    # DFT: two distinct cheap basins, each relaxed by GPAW with the cell free, with DOS
+    relax_set = _relax_set(node)
+    assert relax_set.process_label == "RelaxSetWorkChain"
+    relaxations = _relaxations(relax_set)
+    assert [r.process_label for r in relaxations] == ["GpawBaseWorkChain"] * 2
+    assert all(r.inputs.gpaw.parameters["relax_cell"] is True for r in relaxations)
+    assert results["report"]["n_relaxed"] == 2 and set(results["dos"]) == set(results["minima"])
+    formulas = {row["formula"] for row in results["report"]["rows"]}
+    assert len(formulas) == 2  # the two element triples
+    # every minimum points back at the model that generated it
+    model_uuids = {model.uuid for model in generation["models"].values()}
+    assert {results["minima"][name].base.extras.get("model_uuid") for name in results["minima"]} <= model_uuids
+
+    # the formation assessor: the funnel per condition, the DFT minima, the histogram
+    assessment = results["assessments"]["formation"].get_dict()
+    metrics, rows = assessment["metrics"], {row["stage"]: row for row in assessment["rows"]}
+    assert rows["generated"] == {"stage": "generated", "LiMgAl": 12, "LiMgSi": 12, "Fm_3m": 12, "total": 36}
+    assert rows["valid"]["total"] == validity["totals"]["valid"]
+    assert rows["selected"]["total"] == len(generation["representatives"])
+    order = ["generated", "valid", "selected", "cheap-relaxed", "unique", "novel", "E_f < 0"]
+    assert all(rows[a]["total"] >= rows[b]["total"] for a, b in zip(order, order[1:]))
+    assert rows["DFT relaxed"]["total"] == 2 and rows["DFT basins"]["total"] == len(results["minima"])
+    assert rows["DFT relaxed"]["LiMgAl"] == 1 and rows["DFT relaxed"]["LiMgSi"] == 1
+    assert metrics["cheap_method"] == "chgnet" and metrics["cheap_fix_cell"] is False
+    assert set(metrics["reference_energies"]) >= {"Li", "Mg", "Al", "Si"}
+    assert metrics["baseline"] == "single_point" and metrics["baseline_count"] == 1
+    assert metrics["dft_kept_structure"] + 0 <= 2 and metrics["n_dft_basins"] == len(results["minima"])
+    assert "DFT minima" in assessment["text"] and "LiMgAl" in assessment["text"]
+    (figure,) = results["figures"].values()
+    assert figure.get_content(mode="rb")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_the_same_candidates_with_vasp(gpaw_screening, training, computer, tmp_path_factory):
+    pytest.importorskip("aiida_vasp")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vasp"))
+    try:
+        from fixtures import fake_potcar_family, fake_vasp_code
+    finally:
+        sys.path.pop(0)
+    family = fake_potcar_family(tmp_path_factory.mktemp("potcars"))
+    builder = ScreeningWorkChain.get_builder_from_protocol(
+        "crystals",
+        training,
+        "fast",
+        {**OVERRIDES, "engine": "vasp", "relax_overrides": None},
+        code=fake_vasp_code(computer),
+    )
+    builder.relax_overrides = orm.Dict({"potential_family": family, "incar": {"isif": 3}})
+    with _caching():
+        results, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    relaxations = _relaxations(_relax_set(node))
+    assert [r.process_label for r in relaxations] == ["VaspRelaxWorkChain"] * 2
+    for relaxation in relaxations:
+        vasp = relaxation.base.links.get_outgoing(link_label_filter="vasp").one().node
+        assert vasp.inputs.parameters["incar"]["isif"] == 3  # the cell relaxes too
+        assert relaxation.outputs.output_structure.pbc == (True, True, True)
+    assert results["report"]["n_relaxed"] == 2
+    assert results["assessments"]["formation"]["metrics"]["n_dft_relaxed"] == 2
+    # the same candidates went to DFT as in the GPAW run (the generation and the cheap tier are the same content)
+    assert _sent_to_dft(node) == _sent_to_dft(gpaw_screening[1])
+
+
+@pytest.mark.slow
+def test_throttle_holds_one_in_flight_and_a_second_launch_reuses_the_relaxations(gpaw_screening, training, computer):
+    _, first = gpaw_screening
+    relax_set = _relax_set(first)
+    table = relax_set.base.extras.get(RELAXATIONS_EXTRA)
+    assert table["limit"] == 1 and table["n_run"] == 2 and table["n_reused"] == 0
+    relaxations = _relaxations(relax_set)
+    assert len(relaxations) == 2
+    # never more than one in flight: the second was created only once the first had terminated
+    assert relaxations[1].ctime >= relaxations[0].mtime
+    assert all(r.base.extras.get(RELAXATION_KEY) for r in relaxations)
+
+    _, second = _run(training, _gpaw_code(computer))
+    again = _relax_set(second)
+    table = again.base.extras.get(RELAXATIONS_EXTRA)
+    assert table["n_reused"] == 2 and table["n_run"] == 0
+    assert _relaxations(again) == []  # no new relaxation process
+    assert {row["pk"] for row in table["relaxations"].values()} == {r.pk for r in relaxations}
+    assert sorted(row["energy"] for row in second.outputs.report["rows"]) == sorted(
+        row["energy"] for row in first.outputs.report["rows"]
+    )
+
+
+def test_training_filter_says_what_it_dropped():
+    from ase.build import bulk
+
+    from aiida_physgen.ml.batch import StructureBatch
+
+    examples = example_structures()
+    salt = bulk("NaCl", "rocksalt", a=5.64)
+    mixed = StructureBatch.concatenate([examples.subset([0, 1]), StructureBatch.from_atoms([salt])])
+    outputs, node = crystal_training_set.run_get_node(structures=StructureSet(mixed))
+    assert node.is_finished_ok
+    kept = outputs["training"]
+    assert len(kept) == 2 and list(kept.get_batch().info["space_group"]) == [216, 216]
+    assert kept.base.attributes.get("dropped") == [[2, "not a ternary: 2 element(s) ['Cl', 'Na']"]]
+    _, node = crystal_training_set.run_get_node(structures=StructureSet(StructureBatch.from_atoms([salt])))
+    assert node.exit_status == 340 and "training filter" in node.exit_message
+    _, node = crystal_training_set.run_get_node(structures=StructureSet(mixed), space_groups=orm.List(["P1"]))
+    assert node.exit_status == 300 and not node.base.links.get_outgoing().all()
+
+
+@pytest.mark.parametrize("protocol", ["fast", "paper"])
+def test_the_protocols_build_the_whole_study(training, protocol):
+    builder = ScreeningWorkChain.get_builder_from_protocol("crystals", training, protocol)
+    generation = builder.generation
+    assert generation.family.value == "crystal_gan" and generation.validity.value == "crystal"
+    conditions = generation.conditions.get_dict()
+    assert all(c["cell"] == "primitive" for c in conditions.values())
+    assert builder.cheap_settings["method"] == "chgnet" and builder.cheap_settings["fix_cell"] is False
+    assert builder.relax_overrides["gpaw"]["parameters"]["relax_cell"] is True
+    assert builder.assessors.get_dict() == {"formation": {}}
+    # the family's settings come from its own generation protocol of the same name (fast: 300 steps, here 1,000)
+    steps = generation.settings["loop"]["steps"]
+    if protocol == "fast":
+        assert set(conditions) == {"F-43m", "Fm-3m"} and generation.count.value == 100
+        assert builder.dft_budget.value == 3 and steps == 1000
+        assert generation.target.get_dict() == {"space_groups": [216]}
+    else:
+        assert len(conditions) == 12 and steps == 20000 and builder.protocol.value == "balanced"
+        assert generation.target.get_dict() == {}  # every space group of the training data
+    with pytest.raises(ValueError, match="generation key 'counts'"):
+        ScreeningWorkChain.get_builder_from_protocol("crystals", training, protocol, {"generation": {"counts": 5}})
+
+
+def test_a_bad_validity_or_assessor_setting_is_refused_at_launch(training):
+    # refused when the builder is filled (the generation namespace's validator) or at the latest when launched
+    with pytest.raises(ValueError, match=r"validity_settings\.density_range"):
+        builder = ScreeningWorkChain.get_builder_from_protocol(
+            "crystals", training, "fast", {"generation": {"validity_settings": {"density_range": [5, 1]}}}
+        )
+        run_get_node(builder)
+    with pytest.raises(ValueError, match=r"assessors\.formation.*baseline"):
+        builder = ScreeningWorkChain.get_builder_from_protocol(
+            "crystals", training, "fast", {"assessors": {"formation": {"baseline": "maybe"}}}
+        )
+        run_get_node(builder)
