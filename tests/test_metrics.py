@@ -126,7 +126,7 @@ def test_crystals_structure_matcher_training_and_reference():
 def test_bad_input_names_the_field():
     with pytest.raises(ValueError, match=r"^n_dft: got -1"):
         discovery_metrics([ethanol()], [0.0], n_dft=-1)
-    with pytest.raises(ValueError, match=r"^structures\[1\]: expected ase.Atoms"):
+    with pytest.raises(ValueError, match=r"^structures\[1\]: got str, expected ase.Atoms"):
         discovery_metrics([ethanol(), "CCO"], [0.0, 0.0])
     with pytest.raises(ValueError, match=r"^energies: structure 0 has energy nan; expected a finite"):
         discovery_metrics([ethanol()], [np.nan])

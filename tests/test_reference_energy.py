@@ -169,7 +169,7 @@ def test_ase_backend_agrees_with_lammps():
         (lambda: [ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]])], ValueError, "pbc"),
         (lambda: [ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[5, 0, 0], [10, 0, 0], [0, 0, 5]],
                             pbc=(True, True, False))], ValueError, "cells: sheet 0"),
-        (lambda: ["not atoms"], TypeError, "sheets: item 0"),
+        (lambda: ["not atoms"], TypeError, r"sheets\[0\]: got str"),
         (lambda: [sheet(), ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[5, 0, 0], [0, 5, 0], [1, 1, 0]],
                                       pbc=True)], ValueError, "cells: sheet 1 is periodic in z"),
     ],

@@ -69,14 +69,14 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import ase
 import ase.data
 import numpy as np
 
 from ..lammps import new_lammps, potentials_dir, run_structures
-from ..ml.batch import StructureBatch
+from ..ml.batch import StructureBatch, as_batch
 
 __all__ = [
     "POTENTIALS",
@@ -482,24 +482,7 @@ def melt_quench(
 
 # ---------------------------------------------------------------------------------- single points
 def _as_silicon_batch(structures) -> StructureBatch:
-    if isinstance(structures, ase.Atoms):
-        structures = [structures]
-    if not isinstance(structures, StructureBatch):
-        if isinstance(structures, (str, bytes)) or not isinstance(structures, Iterable):
-            raise TypeError(
-                f"structures: got {type(structures).__name__}, expected a StructureBatch or a list of ase.Atoms"
-            )
-        structures = list(structures)
-        for index, atoms in enumerate(structures):
-            if not isinstance(atoms, ase.Atoms):
-                raise TypeError(f"structures[{index}]: got {type(atoms).__name__}, expected ase.Atoms")
-            if len(atoms) == 0:
-                raise ValueError(f"structures[{index}]: has no atoms")
-        if not structures:
-            raise ValueError("structures: expected at least one structure, got an empty list")
-        structures = StructureBatch.from_atoms(structures)
-    if len(structures) == 0:
-        raise ValueError("structures: expected at least one structure, got an empty batch")
+    structures = as_batch(structures)
     not_silicon = np.flatnonzero(structures.numbers != SILICON)
     if not_silicon.size:
         atom = int(not_silicon[0])

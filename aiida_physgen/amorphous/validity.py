@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
 
 import numpy as np
 from ase.data import atomic_masses
 
 from ..ml.batch import StructureBatch
-from ..screening.validity import ValidityCheck
+from ..ml.settings import is_number
+from ..screening.validity import ValidityCheck, density_range_setting, is_bulk, judge_of_kind
 from . import quality
 from .md import AVOGADRO, DENSITY_RANGE
 from .report import QUALITY_DEFAULTS
@@ -51,10 +51,6 @@ def contact_reason(min_distance: float) -> str:
     return f"close contact (a pair closer than {min_distance:g} Å)"
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
 @dataclasses.dataclass
 class AmorphousValiditySettings:
     """Settings of the ``amorphous`` check; each default is written once, where it is defined.
@@ -69,17 +65,11 @@ class AmorphousValiditySettings:
     density_range: list = dataclasses.field(default_factory=lambda: list(DENSITY_RANGE))
 
     def __post_init__(self) -> None:
-        if not _number(self.min_distance) or not 0 <= self.min_distance < math.inf:
+        if not is_number(self.min_distance) or not 0 <= self.min_distance < math.inf:
             raise ValueError(f"min_distance: got {self.min_distance!r}, expected a distance in Å ≥ 0 "
                              "(0: no close-contact rule)")
         self.min_distance = float(self.min_distance)
-        pair = self.density_range
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(_number(v) for v in pair):
-            raise ValueError(f"density_range: got {pair!r}, expected [low, high] in g/cm³")
-        low, high = (float(v) for v in pair)
-        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
-            raise ValueError(f"density_range: got {pair!r}, expected finite 0 <= low < high in g/cm³")
-        self.density_range = [low, high]
+        self.density_range = density_range_setting(self.density_range)
 
 
 def densities(batch: StructureBatch) -> np.ndarray:
@@ -90,42 +80,25 @@ def densities(batch: StructureBatch) -> np.ndarray:
         return masses / (AVOGADRO * volumes * 1e-24)
 
 
-def _is_bulk(batch: StructureBatch) -> np.ndarray:
-    volumes = np.abs(np.linalg.det(batch.cells)) if len(batch) else np.zeros(0)
-    return batch.pbc.all(axis=1) & (volumes > 1e-8)
-
-
 class AmorphousValidity(ValidityCheck):
     """Keep the bulk cells with a density inside ``density_range`` and no pair closer than ``min_distance``."""
 
     name = "amorphous"
     kind = "amorphous"
     settings_class = AmorphousValiditySettings
-
-    def check_kind(self, pbc: Sequence[bool] | bool | None) -> str | None:
-        flags = None if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).tolist()
-        if flags is None or all(flags):
-            return None
-        return (f"the amorphous check judges bulk cells (periodic along every axis); the target has pbc {flags}: "
-                "choose the validity check of its kind (molecule, sheet, ...) or 'none'")
+    periodic = True
+    reads = "bulk cells"
 
     def reasons(self, batch: StructureBatch, settings: AmorphousValiditySettings) -> list[str | None]:
-        bulk = _is_bulk(batch)
-        reasons: list[str | None] = [None if ok else NOT_BULK for ok in bulk]
-        which = np.flatnonzero(bulk)
-        if which.size == 0:
-            return reasons
-        subset = batch.subset(which)
-        low, high = settings.density_range
-        density = densities(subset)
-        outside = ~((density >= low) & (density <= high))
-        close = np.zeros(len(subset), dtype=bool)
-        if settings.min_distance > 0:
-            close = quality.min_pair_distances(subset) < settings.min_distance
-        too_dense, too_close = density_reason(settings.density_range), contact_reason(settings.min_distance)
-        for index, wrong_density, contact in zip(which, outside, close):
-            if wrong_density:
-                reasons[int(index)] = too_dense
-            elif contact:
-                reasons[int(index)] = too_close
-        return reasons
+        def judge(cells: StructureBatch) -> list[str | None]:
+            low, high = settings.density_range
+            density = densities(cells)
+            outside = ~((density >= low) & (density <= high))
+            close = np.zeros(len(cells), dtype=bool)
+            if settings.min_distance > 0:
+                close = quality.min_pair_distances(cells) < settings.min_distance
+            too_dense, too_close = density_reason(settings.density_range), contact_reason(settings.min_distance)
+            return [too_dense if wrong_density else too_close if contact else None
+                    for wrong_density, contact in zip(outside, close)]
+
+        return judge_of_kind(batch, is_bulk(batch), NOT_BULK, judge)

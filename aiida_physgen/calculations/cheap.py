@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 from aiida import orm
-from aiida.engine import ExitCode, Process, calcfunction
+from aiida.engine import ExitCode, calcfunction
 
 from ..screening import cheap_relax
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from .functions import EXIT_CODES as _SHARED_EXIT_CODES
-from .functions import declare_exit_codes
+from .functions import declare_exit_codes, keep_provenance_attributes, report_to_process
 
 __all__ = ["relax_cheap", "EXIT_CODES"]
 
@@ -26,16 +26,6 @@ EXIT_CODES = {
     "ERROR_INVALID_INPUT": _SHARED_EXIT_CODES["ERROR_INVALID_INPUT"],
     "ERROR_ALL_FAILED": ExitCode(330, "every cheap relaxation failed: {message}"),
 }
-
-#: attributes of the input set copied to the relaxed set, so per-structure provenance (``model_index``) still resolves
-_KEPT_ATTRIBUTES = ("model_uuids", "model_labels", "descriptor")
-
-
-def _report(message: str) -> None:
-    process = Process.current()
-    if process is not None:
-        process.report(message)
-
 
 @calcfunction
 def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
@@ -60,7 +50,7 @@ def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
 
     counts = {method: methods.count(method) for method in sorted(set(methods))}
-    _report(
+    report_to_process(
         f"relaxing {len(batch)} structure(s) with " + ", ".join(f"{m} ({n})" for m, n in counts.items())
         + f": {values.optimizer} to {values.fmax} eV/Å, at most {values.max_steps} steps"
     )
@@ -71,14 +61,14 @@ def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
         if result.failed:
             errors[done - 1] = result.error
         if done % every == 0 or done == total:
-            _report(f"{done}/{total} relaxed, {len(errors)} failed so far")
+            report_to_process(f"{done}/{total} relaxed, {len(errors)} failed so far")
 
     start = time.perf_counter()
     relaxed = cheap_relax.relax_batch(batch, values, progress=progress)
     seconds = time.perf_counter() - start
-    _report(cheap_relax.summary(relaxed, seconds))
+    report_to_process(cheap_relax.summary(relaxed, seconds))
     for index, error in list(errors.items())[:10]:
-        _report(f"structure {index} failed: {error}")
+        report_to_process(f"structure {index} failed: {error}")
     n_failed = int(np.sum(relaxed.info["cheap_failed"]))
     if n_failed == len(relaxed):
         first = next(iter(errors.values()), "")
@@ -86,10 +76,7 @@ def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
             message=f"all {len(relaxed)} structure(s) failed; the first error: {first}"
         )
     output = StructureSet(relaxed)
-    for key in _KEPT_ATTRIBUTES:
-        value = structures.base.attributes.get(key, None)
-        if value is not None:
-            output.base.attributes.set(key, value)
+    keep_provenance_attributes(output, structures)
     output.base.attributes.set_many({
         "cheap_settings": settings_module.to_dict(values),
         "n_converged": int(np.sum(relaxed.info["cheap_converged"])),

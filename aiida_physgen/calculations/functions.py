@@ -51,6 +51,24 @@ EXIT_CODES = {
 #: per-structure provenance kept in the extras of every representative and minimum (see docs/querying.md)
 PROVENANCE_EXTRAS = ("candidate_index", "cluster", "model_uuid", "model_label", "seed", "family")
 
+#: attributes of a structure set that a set made from it keeps, so per-structure provenance (``model_index``) resolves
+PROVENANCE_ATTRIBUTES = ("model_uuids", "model_labels", "descriptor")
+
+
+def report_to_process(message: str) -> None:
+    """Send ``message`` to the report (log) of the process running now, if there is one."""
+    process = Process.current()
+    if process is not None:
+        process.report(message)
+
+
+def keep_provenance_attributes(output: StructureSet, source: StructureSet) -> None:
+    """Copy to ``output`` the :data:`PROVENANCE_ATTRIBUTES` that ``source`` has."""
+    for key in PROVENANCE_ATTRIBUTES:
+        value = source.base.attributes.get(key, None)
+        if value is not None:
+            output.base.attributes.set(key, value)
+
 
 def invalid_input(error: Exception) -> ExitCode:
     return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))

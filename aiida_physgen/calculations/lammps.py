@@ -24,19 +24,15 @@ from pathlib import Path
 
 import numpy as np
 from aiida import orm
-from aiida.engine import Process, calcfunction
+from aiida.engine import calcfunction
 
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
 from .cheap import EXIT_CODES  # the cheap tier's exit codes: the same failures mean the same here
-from .functions import declare_exit_codes
+from .functions import declare_exit_codes, keep_provenance_attributes, report_to_process
 
 __all__ = ["relax_lammps", "LammpsSettings", "EXIT_CODES", "potentials", "potential_commands", "element_of"]
-#: attributes of the input set copied to the relaxed set, so per-structure provenance (``model_index``) still resolves
-_KEPT_ATTRIBUTES = ("model_uuids", "model_labels", "descriptor")
-
-
 def potentials() -> dict[str, dict[str, str]]:
     """The potentials by element: ``{element: {name: description}}``."""
     from ..amorphous import md
@@ -97,11 +93,7 @@ class LammpsSettings:
     @classmethod
     def from_dict(cls, values: dict | None) -> "LammpsSettings":
         """Settings from a plain dictionary; a bad value raises ``ValueError`` starting ``settings.<field>``."""
-        try:
-            return settings_module.from_dict(cls, values or {}, "settings")
-        except ValueError as error:
-            message = str(error)
-            raise ValueError(message if message.startswith("settings") else f"settings.{message}") from None
+        return settings_module.from_dict_named(cls, values)
 
 
 def element_of(batch: StructureBatch, potential: str) -> str:
@@ -122,12 +114,6 @@ def element_of(batch: StructureBatch, potential: str) -> str:
         raise ValueError(f"settings.potential: {potential!r} is a potential for {having}, the structures are "
                          f"{element}; expected one of {sorted(table.get(element, {}))}")
     return element
-
-
-def _report(message: str) -> None:
-    process = Process.current()
-    if process is not None:
-        process.report(message)
 
 
 @calcfunction
@@ -159,13 +145,13 @@ def relax_lammps(structures: StructureSet, settings: orm.Dict | None = None):
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
     what = "relaxing" if values.relax else "scoring"
     description = potentials()[element][values.potential]
-    _report(f"{what} {len(batch)} structure(s) with {values.potential} ({element})"
+    report_to_process(f"{what} {len(batch)} structure(s) with {values.potential} ({element})"
             + (f": conjugate gradients to {values.fmax} eV/Å, at most {values.max_steps} steps" if values.relax else ""))
     every = max(1, len(batch) // 10)
 
     def progress(done: int, total: int) -> None:
         if done % every == 0 or done == total:
-            _report(f"{done}/{total} done")
+            report_to_process(f"{done}/{total} done")
 
     start = time.perf_counter()
     try:
@@ -178,10 +164,10 @@ def relax_lammps(structures: StructureSet, settings: orm.Dict | None = None):
     seconds = time.perf_counter() - start
     converged = ~results.failed & (results.fmax <= values.fmax * (1 + 1e-6) if values.relax else True)
     n_failed, n_converged = int(results.failed.sum()), int(np.sum(converged))
-    _report(f"{len(batch)} structure(s): {n_converged} converged, {len(batch) - n_converged - n_failed} not "
+    report_to_process(f"{len(batch)} structure(s): {n_converged} converged, {len(batch) - n_converged - n_failed} not "
             f"converged, {n_failed} failed in {seconds:.1f} s")
     for index, error in list(results.errors.items())[:10]:
-        _report(f"structure {index} failed: {error}")
+        report_to_process(f"structure {index} failed: {error}")
     if n_failed == len(batch):
         return EXIT_CODES["ERROR_ALL_FAILED"].format(
             message=f"all {len(batch)} structure(s) failed; the first error: {next(iter(results.errors.values()))}")
@@ -191,10 +177,7 @@ def relax_lammps(structures: StructureSet, settings: orm.Dict | None = None):
     relaxed = StructureBatch(numbers=batch.numbers.copy(), positions=results.positions, n_atoms=batch.n_atoms.copy(),
                              cells=batch.cells.copy(), pbc=batch.pbc.copy(), info=info)
     output = StructureSet(relaxed)
-    for key in _KEPT_ATTRIBUTES:
-        value = structures.base.attributes.get(key, None)
-        if value is not None:
-            output.base.attributes.set(key, value)
+    keep_provenance_attributes(output, structures)
     output.base.attributes.set_many({"cheap_settings": settings_module.to_dict(values), "potential": description,
                                      "n_converged": n_converged, "n_failed": n_failed})
     return {"relaxed": output}

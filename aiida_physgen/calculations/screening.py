@@ -12,14 +12,14 @@ import io
 
 import numpy as np
 from aiida import orm
-from aiida.engine import ExitCode, Process, calcfunction
+from aiida.engine import ExitCode, calcfunction
 
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.batch import StructureBatch
 from ..screening.assessors import ScreeningData, get_assessor
 from ..screening.validity import apply_validity, get_validity_check
-from .functions import EXIT_CODES, declare_exit_codes
+from .functions import EXIT_CODES, PROVENANCE_ATTRIBUTES, declare_exit_codes, report_to_process
 
 __all__ = ["check_validity", "assess", "SCREENING_EXIT_CODES", "GENERATED_PREFIX", "REFERENCE_PREFIX"]
 
@@ -31,14 +31,6 @@ SCREENING_EXIT_CODES = {
 #: input names of ``physgen.assess``: ``generated_<condition>`` and ``reference_<name>``
 GENERATED_PREFIX = "generated_"
 REFERENCE_PREFIX = "reference_"
-#: attributes of a generated set that the joined valid set keeps (per-structure provenance resolves through them)
-_KEPT_ATTRIBUTES = ("model_uuids", "model_labels", "descriptor")
-
-
-def _report(message: str) -> None:
-    process = Process.current()
-    if process is not None:
-        process.report(message)
 
 
 @calcfunction
@@ -68,14 +60,14 @@ def check_validity(check: orm.Str, settings: orm.Dict | None = None, **sets: Str
     except ValueError as error:
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
     totals = result.totals
-    _report(f"validity ({plugin.name}): {totals['valid']} of {totals['generated']} kept; rejected: "
+    report_to_process(f"validity ({plugin.name}): {totals['valid']} of {totals['generated']} kept; rejected: "
             f"{totals['reasons'] or 'none'}")
     if totals["valid"] == 0:
         return SCREENING_EXIT_CODES["ERROR_NOTHING_VALID"].format(
             message=f"{totals['generated']} generated, rejected: {totals['reasons']}")
     valid = StructureSet(result.valid)
     first = sets[names[0]]
-    for key in _KEPT_ATTRIBUTES:
+    for key in PROVENANCE_ATTRIBUTES:
         values_of_sets = [sets[name].base.attributes.get(key, None) for name in names]
         if values_of_sets[0] is not None and all(v == values_of_sets[0] for v in values_of_sets):
             valid.base.attributes.set(key, first.base.attributes.get(key))
@@ -150,7 +142,7 @@ def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.
         return SCREENING_EXIT_CODES["ERROR_ASSESSMENT_FAILED"].format(message=f"{plugin.name}: {error}")
     metrics = _plain(result.metrics)
     # the table itself is printed once, by the report (aiida-physgen report); the log says where it is
-    _report(f"{plugin.title or plugin.name}: {len(result.rows)} row(s), {len(result.figures)} figure(s)")
+    report_to_process(f"{plugin.title or plugin.name}: {len(result.rows)} row(s), {len(result.figures)} figure(s)")
     figures = {}
     for name, png in result.figures.items():
         figures[name] = orm.SinglefileData(io.BytesIO(png), filename=f"{plugin.name}_{name}.png")

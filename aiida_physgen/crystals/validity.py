@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
 from ..ml.batch import StructureBatch
-from ..screening.validity import ValidityCheck
+from ..ml.settings import is_number
+from ..screening.validity import ValidityCheck, density_range_setting, is_bulk, judge_of_kind
 from . import properties
 
 __all__ = ["CrystalValidity", "CrystalValiditySettings", "NOT_A_CRYSTAL"]
 
 #: the reason given to a structure that is not periodic along every axis with a cell of positive volume
 NOT_A_CRYSTAL = "not a crystal (needs pbc on all axes and a cell volume > 0)"
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclasses.dataclass
@@ -48,24 +44,13 @@ class CrystalValiditySettings:
     charge_balance: bool = True
 
     def __post_init__(self) -> None:
-        if not _number(self.min_distance) or not 0 < self.min_distance < math.inf:
+        if not is_number(self.min_distance) or not 0 < self.min_distance < math.inf:
             raise ValueError(f"min_distance: got {self.min_distance!r}, expected a positive distance in Å")
         self.min_distance = float(self.min_distance)
-        pair = self.density_range
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(_number(v) for v in pair):
-            raise ValueError(f"density_range: got {pair!r}, expected [low, high] in g/cm³")
-        low, high = (float(v) for v in pair)
-        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
-            raise ValueError(f"density_range: got {pair!r}, expected finite 0 <= low < high in g/cm³")
-        self.density_range = [low, high]
+        self.density_range = density_range_setting(self.density_range)
         if not isinstance(self.charge_balance, (bool, np.bool_)):
             raise ValueError(f"charge_balance: got {self.charge_balance!r}, expected true or false")
         self.charge_balance = bool(self.charge_balance)
-
-
-def _is_crystal(batch: StructureBatch) -> np.ndarray:
-    volumes = np.abs(np.linalg.det(batch.cells)) if len(batch) else np.zeros(0)
-    return batch.pbc.all(axis=1) & (volumes > 1e-8)
 
 
 class CrystalValidity(ValidityCheck):
@@ -75,30 +60,14 @@ class CrystalValidity(ValidityCheck):
     name = "crystal"
     kind = "crystal"
     settings_class = CrystalValiditySettings
-
-    def check_kind(self, pbc: Sequence[bool] | bool | None) -> str | None:
-        if pbc is None:
-            return None
-        flags = [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_, int)) else [bool(p) for p in pbc]
-        if not all(flags):
-            return (
-                f"the crystal check judges crystals (periodic along every axis); the target has pbc {flags}: "
-                "choose the validity check of its kind (molecule, sheet, ...) or 'none'"
-            )
-        return None
+    periodic = True
+    reads = "crystals"
 
     def reasons(self, batch: StructureBatch, settings: CrystalValiditySettings) -> list[str | None]:
-        crystal = _is_crystal(batch)
-        reasons: list[str | None] = [None if ok else NOT_A_CRYSTAL for ok in crystal]
-        which = np.flatnonzero(crystal)
-        if which.size == 0:
-            return reasons
-        flags = properties.validity(
-            batch.subset(which),
-            min_distance=settings.min_distance,
-            density_range=tuple(settings.density_range),
-            charge_balance=settings.charge_balance,
-        )
-        for index, why in zip(which, properties.validity_reasons(flags, values=False)):
-            reasons[int(index)] = why or None
-        return reasons
+        def judge(crystals: StructureBatch) -> list[str | None]:
+            flags = properties.validity(crystals, min_distance=settings.min_distance,
+                                        density_range=tuple(settings.density_range),
+                                        charge_balance=settings.charge_balance)
+            return [why or None for why in properties.validity_reasons(flags, values=False)]
+
+        return judge_of_kind(batch, is_bulk(batch), NOT_A_CRYSTAL, judge)

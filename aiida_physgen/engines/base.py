@@ -31,6 +31,10 @@ __all__ = [
     "merge_overrides",
     "dummy_structure",
     "validate_builder",
+    "builders_problem",
+    "protocol_problem",
+    "batch_settings",
+    "process_inputs",
 ]
 
 
@@ -203,3 +207,55 @@ def validate_builder(builder: ProcessBuilder) -> str | None:
     inputs = spec.inputs.pre_process(builder._inputs(prune=True))
     error = spec.inputs.validate(inputs)
     return None if error is None else error.message
+
+
+def builders_problem(
+    engine: "RelaxationEngine", code, protocol: str, overrides: Mapping[str, Any], dos: bool, periodic: bool | None,
+    structure_for: Callable[[bool], orm.StructureData], refused: Callable[[Exception], bool] = lambda error: False,
+) -> str | None:
+    """Build the engine's input for a dummy molecule and a dummy crystal (one of them when ``periodic`` is given)
+    and run its port validation: a message naming ``overrides`` and the kind of structure, else ``None``.
+
+    :param structure_for: the dummy structure of a kind (``True``: a crystal).
+    :param refused: which other errors of ``get_builder`` are a refusal of the inputs (e.g. a plugin's own
+        ``InputValidationError``); any other error propagates.
+    """
+    for crystal in [False, True] if periodic is None else [bool(periodic)]:
+        what = "crystal" if crystal else "molecule"
+        try:
+            builder = engine.get_builder(code, structure_for(crystal), protocol, overrides, dos)
+        except (ValueError, TypeError) as error:
+            return f"overrides: for a {what}: {error}"
+        except Exception as error:
+            if not refused(error):
+                raise
+            return f"overrides: for a {what}: {error}"
+        problem = validate_builder(builder)
+        if problem:
+            return f"overrides: for a {what}: {problem}"
+    return None
+
+
+def protocol_problem(protocol: str, available: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> str | None:
+    """A message when ``protocol`` is not one of ``available`` or ``overrides`` is not a dictionary, else ``None``."""
+    if protocol not in available:
+        return f"protocol: unknown protocol {protocol!r}; expected one of {sorted(available)}"
+    if overrides is not None and not isinstance(overrides, Mapping):
+        return f"overrides: got {type(overrides).__name__}, expected a dictionary of protocol inputs"
+    return None
+
+
+def batch_settings(settings: Mapping[str, Any] | None, parse: Callable[[dict | None], Any], expected: str) -> Any:
+    """A batch engine's ``settings`` (a dictionary or ``None``) read by ``parse`` (e.g. a settings class's
+    ``from_dict``); ``ValueError`` naming ``settings`` when it is not a dictionary (``expected``: what it holds)."""
+    if settings is not None and not isinstance(settings, Mapping):
+        raise ValueError(f"settings: got {type(settings).__name__}, expected {expected}")
+    return parse(dict(settings) if settings else None)
+
+
+def process_inputs(structures: "StructureSet", settings: orm.Dict | None, **extra: Any) -> dict[str, Any]:
+    """The inputs of a batch engine's process function: ``extra``, ``structures`` and ``settings`` when given."""
+    inputs = {**extra, "structures": structures}
+    if settings is not None:
+        inputs["settings"] = settings
+    return inputs

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from aiida import orm
 
-from .base import BatchRelaxationEngine
+from .base import BatchRelaxationEngine, batch_settings, process_inputs
 
 __all__ = ["CheapEngine", "CHEAP_PACKAGES"]
 
@@ -28,10 +28,8 @@ class CheapEngine(BatchRelaxationEngine):
     def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
         from ..screening.cheap_relax import CheapSettings
 
-        if settings is not None and not isinstance(settings, Mapping):
-            return f"settings: got {type(settings).__name__}, expected a dictionary of cheap-tier settings"
         try:
-            values = CheapSettings.from_dict(dict(settings) if settings else None)
+            values = batch_settings(settings, CheapSettings.from_dict, "a dictionary of cheap-tier settings")
         except ValueError as error:
             return str(error)
         needed = {periodic} if periodic is not None else {False, True}
@@ -47,7 +45,4 @@ class CheapEngine(BatchRelaxationEngine):
     def get_process(self, structures, settings: orm.Dict | None, model=None):
         from ..calculations.cheap import relax_cheap
 
-        inputs = {"structures": structures}
-        if settings is not None:
-            inputs["settings"] = settings
-        return relax_cheap, inputs
+        return relax_cheap, process_inputs(structures, settings)

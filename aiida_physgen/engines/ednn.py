@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from aiida import orm
 
-from .base import BatchRelaxationEngine
+from .base import BatchRelaxationEngine, process_inputs
 
 __all__ = ["EdnnEngine"]
 
@@ -45,7 +45,4 @@ class EdnnEngine(BatchRelaxationEngine):
 
         if model is None:
             raise ValueError("cheap_model: the ednn cheap engine needs the trained EDNN (a physgen.generator_model)")
-        inputs = {"model": model, "structures": structures}
-        if settings is not None:
-            inputs["settings"] = settings
-        return score_ednn, inputs
+        return score_ednn, process_inputs(structures, settings, model=model)

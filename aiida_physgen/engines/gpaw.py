@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 from aiida import orm
 
-from .base import RelaxationEngine, dummy_structure, merge_overrides, validate_builder
+from .base import RelaxationEngine, builders_problem, dummy_structure, merge_overrides, protocol_problem
 
 __all__ = ["GpawEngine"]
 
@@ -74,9 +74,9 @@ class GpawEngine(RelaxationEngine):
         from ..calculations.codes import check_python_code
         from ..workflows.gpaw_base import GpawBaseWorkChain
 
-        available = GpawBaseWorkChain.get_available_protocols()
-        if protocol not in available:
-            return f"protocol: unknown protocol {protocol!r}; expected one of {sorted(available)}"
+        problem = protocol_problem(protocol, GpawBaseWorkChain.get_available_protocols(), overrides)
+        if problem:
+            return problem
         if code is None:
             return "code: a Code running a Python interpreter with ASE and GPAW is required"
         if not isinstance(code, orm.AbstractCode):
@@ -84,21 +84,9 @@ class GpawEngine(RelaxationEngine):
         problem = check_python_code(code)
         if problem:
             return problem
-        if overrides is not None and not isinstance(overrides, Mapping):
-            return f"overrides: got {type(overrides).__name__}, expected a dictionary of protocol inputs"
         overrides = dict(overrides or {})
-        kinds = [False, True] if periodic is None else [bool(periodic)]
-        for crystal in kinds:
-            what = "crystal" if crystal else "molecule"
-            structure = dummy_structure(crystal, _natoms_for(overrides))
-            try:
-                builder = self.get_builder(code, structure, protocol, overrides, dos)
-            except (ValueError, TypeError) as error:
-                return f"overrides: for a {what}: {error}"
-            problem = validate_builder(builder)
-            if problem:
-                return f"overrides: for a {what}: {problem}"
-        return None
+        return builders_problem(self, code, protocol, overrides, dos, periodic,
+                                lambda crystal: dummy_structure(crystal, _natoms_for(overrides)))
 
 
 def _parameters(overrides: Mapping[str, Any] | None) -> Mapping[str, Any]:

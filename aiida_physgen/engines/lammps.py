@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from aiida import orm
 
-from .base import BatchRelaxationEngine
+from .base import BatchRelaxationEngine, batch_settings, process_inputs
 
 __all__ = ["LammpsEngine"]
 
@@ -30,10 +30,8 @@ class LammpsEngine(BatchRelaxationEngine):
         from ..calculations.lammps import LammpsSettings
         from ..lammps import load_lammps
 
-        if settings is not None and not isinstance(settings, Mapping):
-            return f"settings: got {type(settings).__name__}, expected a dictionary of LAMMPS settings"
         try:
-            LammpsSettings.from_dict(dict(settings) if settings else None)
+            batch_settings(settings, LammpsSettings.from_dict, "a dictionary of LAMMPS settings")
         except ValueError as error:
             return str(error)
         if periodic is False:
@@ -49,7 +47,4 @@ class LammpsEngine(BatchRelaxationEngine):
     def get_process(self, structures, settings: orm.Dict | None, model=None):
         from ..calculations.lammps import relax_lammps
 
-        inputs = {"structures": structures}
-        if settings is not None:
-            inputs["settings"] = settings
-        return relax_lammps, inputs
+        return relax_lammps, process_inputs(structures, settings)

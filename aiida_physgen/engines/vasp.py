@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from aiida import orm
 
-from .base import RelaxationEngine, dummy_structure, validate_builder
+from .base import RelaxationEngine, builders_problem, dummy_structure, protocol_problem
 
 __all__ = ["VaspEngine"]
 
@@ -39,33 +39,21 @@ class VaspEngine(RelaxationEngine):
             return "engine: 'vasp' needs the aiida-vasp package (pip install 'aiida-physgen[vasp]')"
         from ..workflows.vasp_relax import VaspRelaxWorkChain, check_code, check_potentials
 
-        available = VaspRelaxWorkChain.get_available_protocols()
-        if protocol not in available:
-            return f"protocol: unknown protocol {protocol!r}; expected one of {sorted(available)}"
+        message = protocol_problem(protocol, VaspRelaxWorkChain.get_available_protocols(), overrides)
+        if message:
+            return message
         message = check_code(code)
         if message:
             return message
-        if overrides is not None and not isinstance(overrides, Mapping):
-            return f"overrides: got {type(overrides).__name__}, expected a dictionary of protocol inputs"
         overrides = dict(overrides or {})
         message = check_potentials(overrides.get("potential_family"), overrides.get("potential_mapping"),
                                    sorted(set(elements)) if elements else None)
         if message:
             return f"overrides: {message}"
-        for crystal in ([False, True] if periodic is None else [bool(periodic)]):
-            what = "crystal" if crystal else "molecule"
-            try:
-                builder = self.get_builder(code, _dummy(crystal, overrides), protocol, overrides, dos)
-            except (ValueError, TypeError) as error:
-                return f"overrides: for a {what}: {error}"
-            except Exception as error:  # noqa: BLE001 - aiida-vasp's InputValidationError for INCAR tags
-                if type(error).__name__ != "InputValidationError":
-                    raise
-                return f"overrides: for a {what}: {error}"
-            problem = validate_builder(builder)
-            if problem:
-                return f"overrides: for a {what}: {problem}"
-        return None
+        # aiida-vasp refuses a bad INCAR tag with its own InputValidationError
+        return builders_problem(self, code, protocol, overrides, dos, periodic,
+                                lambda crystal: _dummy(crystal, overrides),
+                                refused=lambda error: type(error).__name__ == "InputValidationError")
 
 
 def _dummy(crystal: bool, overrides: Mapping[str, Any]) -> orm.StructureData:

@@ -56,7 +56,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import ase
 import ase.data
@@ -119,11 +119,7 @@ class ReferenceSettings:
         """The settings from a dictionary; unknown keys or bad values raise ``ValueError`` naming ``<where>.<key>``."""
         from ..ml import settings as settings_module
 
-        try:
-            return settings_module.from_dict(cls, values, where=where)
-        except ValueError as error:
-            message = str(error)
-            raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None
+        return settings_module.from_dict_named(cls, values, where)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,24 +145,9 @@ def potential_file(method: str = "tersoff") -> Path:
 # -------------------------------------------------------------------------------- input handling
 def _as_batch(sheets):
     """A ``StructureBatch`` from a batch, one ``ase.Atoms`` or an iterable of them; checked."""
-    from ..ml.batch import StructureBatch
+    from ..ml.batch import as_batch
 
-    if isinstance(sheets, ase.Atoms):
-        sheets = [sheets]
-    if not isinstance(sheets, StructureBatch):
-        if isinstance(sheets, (str, bytes)) or not isinstance(sheets, Iterable):
-            raise TypeError(f"sheets: got {type(sheets).__name__}, expected a StructureBatch or a list of ase.Atoms")
-        sheets = list(sheets)
-        if not sheets:
-            raise ValueError("sheets: expected at least one sheet, got an empty list")
-        for index, atoms in enumerate(sheets):
-            if not isinstance(atoms, ase.Atoms):
-                raise TypeError(f"sheets: item {index} is a {type(atoms).__name__}, expected ase.Atoms")
-            if len(atoms) == 0:
-                raise ValueError(f"n_atoms: sheet {index} has no atoms")
-        sheets = StructureBatch.from_atoms(sheets)
-    if len(sheets) == 0:
-        raise ValueError("sheets: expected at least one sheet, got an empty batch")
+    sheets = as_batch(sheets, "sheets")
     not_carbon = np.flatnonzero(sheets.numbers != CARBON)
     if not_carbon.size:
         atom = int(not_carbon[0])

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..ml import graphene
 from ..ml.batch import StructureBatch
-from ..screening.validity import ValidityCheck
+from ..screening.validity import ValidityCheck, pbc_flags
 
 __all__ = ["SheetValidity", "SheetValiditySettings", "NOT_CARBON", "NOT_PERIODIC", "OFF_LATTICE", "ISOLATED",
            "dangling_reason", "too_large_reason", "too_few_vacancies_reason"]
@@ -137,7 +137,7 @@ class SheetValidity(ValidityCheck):
     def check_kind(self, pbc: Sequence[bool] | bool | None) -> str | None:
         if pbc is None:
             return None
-        flags = [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_)) else [bool(p) for p in pbc]
+        flags = pbc_flags(pbc)
         if len(flags) != 3 or not (flags[0] and flags[1]):
             return (f"the sheet check reads sheets periodic in x and y, but the target's pbc is {pbc!r}; choose "
                     "another validity check")

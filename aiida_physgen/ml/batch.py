@@ -21,7 +21,7 @@ import ase.formula
 import ase.io
 import numpy as np
 
-__all__ = ["StructureBatch", "StructureFileError", "MissingStructureFileError"]
+__all__ = ["StructureBatch", "StructureFileError", "MissingStructureFileError", "as_batch", "atoms_list", "checked_cell_and_pbc"]
 
 #: fixed time stamp of the members of the ``.npz`` archive (the earliest a zip file can hold), so the
 #: same structures always give the same bytes and AiiDA's hash of a ``StructureSet`` is stable
@@ -365,3 +365,59 @@ class StructureBatch:
             format = "extxyz" if path.suffix in ("", ".xyz", ".extxyz") else filetype(path, read=False)
         with atomic_path(path) as tmp:
             ase.io.write(tmp, list(self), format=format)
+
+
+def atoms_list(structures, name: str = "structures", error: type[Exception] = TypeError) -> list[ase.Atoms]:
+    """``structures`` (an iterable of ``ase.Atoms``, none without atoms) as a list.
+
+    :raises error: naming ``name`` (not a list) or ``name[i]`` (an item that is not ``ase.Atoms``).
+    :raises ValueError: naming ``name[i]`` for a structure without atoms.
+    """
+    if isinstance(structures, (str, bytes, ase.Atoms)) or not isinstance(structures, Iterable):
+        raise error(f"{name}: got {type(structures).__name__}, expected a list of ase.Atoms")
+    structures = list(structures)
+    for index, atoms in enumerate(structures):
+        if not isinstance(atoms, ase.Atoms):
+            raise error(f"{name}[{index}]: got {type(atoms).__name__}, expected ase.Atoms")
+        if len(atoms) == 0:
+            raise ValueError(f"{name}[{index}]: has no atoms")
+    return structures
+
+def as_batch(structures, name: str = "structures") -> StructureBatch:
+    """A non-empty :class:`StructureBatch` from a batch, one ``ase.Atoms`` or an iterable of them (none empty).
+
+    :raises TypeError: naming ``name`` (not a batch or a list) or ``name[i]`` (an item that is not ``ase.Atoms``).
+    :raises ValueError: naming ``name`` (nothing given) or ``name[i]`` (a structure without atoms).
+    """
+    if isinstance(structures, ase.Atoms):
+        structures = [structures]
+    if not isinstance(structures, StructureBatch):
+        if isinstance(structures, (str, bytes)) or not isinstance(structures, Iterable):
+            raise TypeError(f"{name}: got {type(structures).__name__}, expected a StructureBatch or a list of ase.Atoms")
+        structures = atoms_list(structures, name)
+        if not structures:
+            raise ValueError(f"{name}: expected at least one structure, got an empty list")
+        structures = StructureBatch.from_atoms(structures)
+    if len(structures) == 0:
+        raise ValueError(f"{name}: expected at least one structure, got an empty batch")
+    return structures
+
+
+def checked_cell_and_pbc(cell, pbc, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """``(cell (3, 3), pbc (3,))`` checked: finite lattice vectors in Å spanning a volume, and three periodicity
+    flags (one boolean stands for every axis); ``ValueError`` naming ``<prefix>cell`` or ``<prefix>pbc``."""
+    try:
+        cell_array = np.asarray(cell, dtype=np.float64)
+    except (TypeError, ValueError):
+        cell_array = None
+    if cell_array is None or cell_array.shape != (3, 3) or not np.all(np.isfinite(cell_array)):
+        raise ValueError(f"{prefix}cell: expected a 3x3 list of lattice vectors in Å, got {cell!r}")
+    if abs(np.linalg.det(cell_array)) < 1e-6:
+        raise ValueError(f"{prefix}cell: the cell has zero volume; expected three independent lattice vectors")
+    if isinstance(pbc, (bool, np.bool_)):
+        pbc = [bool(pbc)] * 3
+    if not isinstance(pbc, (list, tuple, np.ndarray)) or len(pbc) != 3 or not all(
+        isinstance(p, (bool, np.bool_)) for p in pbc
+    ):
+        raise ValueError(f"{prefix}pbc: expected three booleans (or one for all axes), got {pbc!r}")
+    return cell_array, np.array([bool(p) for p in pbc])

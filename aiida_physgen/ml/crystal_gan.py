@@ -33,12 +33,11 @@ periodic image only: the loss acts on clashes, far below half a cell length).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -48,9 +47,9 @@ from . import elements as element_table
 from .crystal_build import build_crystals, primitive_cells
 from .crystal_data import TrainingCrystals, symbols_of, training_crystals
 from .ensemble import Stream, member_seed
-from .family import GeneratorFamily
+from .family import GeneratorFamily, keys_checked
 from .space_groups import MAX_OPERATIONS, constrain_lengths, lattice_matrices, operation_features, padded_operations, space_group
-from .wgan import WGANProblem, WGANSettings, WGANTrainer
+from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = ["CrystalGanSettings", "CrystalGenerator", "CrystalCritic", "CrystalProblem", "CrystalGanFamily",
            "physics_losses"]
@@ -484,13 +483,7 @@ class CrystalGanFamily(GeneratorFamily):
         return int(settings.loop.steps)
 
     def check_target(self, target):
-        if target is None:
-            target = {}
-        if not isinstance(target, Mapping):
-            raise ValueError(f"target: expected a dictionary such as {{'space_groups': [216]}}, got {target!r}")
-        unknown = sorted(set(target) - {"space_groups"})
-        if unknown:
-            raise ValueError(f"target: unknown key(s) {unknown}; expected 'space_groups'")
+        target = keys_checked(target, "target", ("space_groups",), "a dictionary such as {'space_groups': [216]}")
         groups = target.get("space_groups")
         if groups is None:
             return {"space_groups": None}
@@ -543,9 +536,7 @@ class CrystalGanFamily(GeneratorFamily):
         generator = CrystalGenerator(seeds, s.noise_dim, s.embedding, s.hidden, s.layers, low, high).to(device)
         critic = CrystalCritic(seeds, s.embedding, s.critic_hidden, s.critic_layers).to(device)
         problem = CrystalProblem(generator, critic, crystals, s, device)
-        loop = dataclasses.replace(s.loop, lr_generator=[m.loop.lr_generator for m in members],
-                                   lr_critic=[m.loop.lr_critic for m in members])
-        return CrystalTrainer(problem, loop, seeds)
+        return CrystalTrainer(problem, member_loop(members), seeds)
 
     def member_config(self, trainer, k):
         problem = trainer.problem
@@ -570,14 +561,8 @@ class CrystalGanFamily(GeneratorFamily):
         return self._condition(condition, config, warn=True)
 
     def _condition(self, condition, config, warn: bool) -> dict[str, Any]:
-        if condition is None:
-            condition = {}
-        if not isinstance(condition, Mapping):
-            raise ValueError(f"condition: expected a dictionary with space_group and/or elements, got {condition!r}")
-        unknown = sorted(set(condition) - {"space_group", "elements", "merge_distance", "cell"})
-        if unknown:
-            raise ValueError(f"condition: unknown key(s) {unknown}; expected some of space_group, elements, "
-                             "merge_distance, cell")
+        condition = keys_checked(condition, "condition", ("space_group", "elements", "merge_distance", "cell"),
+                                 "a dictionary with space_group and/or elements")
         cell = condition.get("cell", "conventional")
         if cell not in CELLS:
             raise ValueError(f"condition.cell: got {cell!r}, expected one of {list(CELLS)}")

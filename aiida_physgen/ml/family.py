@@ -286,3 +286,18 @@ def read_model_file(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor
 
 def finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
+
+
+def keys_checked(value: Mapping[str, Any] | None, where: str, allowed: Sequence[str], expected: str) -> dict[str, Any]:
+    """``value`` (``None``: empty) as a dictionary with no key outside ``allowed``.
+
+    :raises ValueError: naming ``where``: ``expected`` says what the dictionary should hold, for the message.
+    """
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected {expected}, got {value!r}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {', '.join(allowed)}")
+    return dict(value)

@@ -16,7 +16,6 @@ Kovács, Heid, De Landsheere, Madsen, Mach. Learn.: Sci. Technol. 5 035079 (2024
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,13 @@ import torch
 from torch import nn
 
 from . import settings as settings_module
-from .batch import StructureBatch
+from .batch import StructureBatch, checked_cell_and_pbc
 from .composition import composition_string, parse_composition
 from .descriptors import DescriptorParameters, DescriptorSettings, LocalDescriptor, atomic_descriptors
 from .ensemble import EnsembleMLP, Stream, member_seed
 from .family import GeneratorFamily
 from .loop import stacked_randn
-from .wgan import WGANProblem, WGANSettings, WGANTrainer
+from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
     "LoganSettings",
@@ -465,20 +464,8 @@ class LoganFamily(GeneratorFamily):
             symbols = parse_composition(target["composition"])
         except ValueError as error:
             raise ValueError(f"target.{error}") from None
-        try:
-            cell = np.asarray(target["cell"], dtype=float)
-        except (TypeError, ValueError):
-            cell = None
-        if cell is None or cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
-            raise ValueError(f"target.cell: expected a 3x3 list of lattice vectors in Å, got {target['cell']!r}")
-        if abs(np.linalg.det(cell)) < 1e-6:
-            raise ValueError("target.cell: the cell has zero volume; expected three independent lattice vectors")
-        pbc = target.get("pbc", [True] * 3)
-        if isinstance(pbc, (bool, np.bool_)):
-            pbc = [bool(pbc)] * 3
-        if not isinstance(pbc, (list, tuple)) or len(pbc) != 3 or not all(isinstance(p, (bool, np.bool_)) for p in pbc):
-            raise ValueError(f"target.pbc: expected three booleans (or one for all axes), got {pbc!r}")
-        return {"composition": composition_string(symbols), "cell": cell.tolist(), "pbc": [bool(p) for p in pbc]}
+        cell, pbc = checked_cell_and_pbc(target["cell"], target.get("pbc", [True] * 3), "target.")
+        return {"composition": composition_string(symbols), "cell": cell.tolist(), "pbc": pbc.tolist()}
 
     def target_facts(self, target):
         symbols = parse_composition(target["composition"])
@@ -521,12 +508,7 @@ class LoganFamily(GeneratorFamily):
             descriptor_settings.n_features, len(descriptor_settings.species), seeds, s.critic_hidden, s.negative_slope,
         ).to(device)
         problem = LoganProblem(generator, critic, descriptor, pools, device)
-        loop = dataclasses.replace(
-            s.loop,
-            lr_generator=[m.loop.lr_generator for m in members],
-            lr_critic=[m.loop.lr_critic for m in members],
-        )
-        return WGANTrainer(problem, loop, seeds)
+        return WGANTrainer(problem, member_loop(members), seeds)
 
     def module_from_config(self, config):
         symbols, cell, pbc = _symbols_cell_pbc(config["target"])

@@ -26,7 +26,7 @@ from typing import Sequence
 import ase.data
 import numpy as np
 
-from .batch import StructureBatch
+from .batch import StructureBatch, checked_cell_and_pbc
 from .composition import parse_composition
 
 __all__ = ["random_structures"]
@@ -36,24 +36,6 @@ _KEPLER = math.pi / math.sqrt(18.0)
 
 #: trial positions drawn at once per structure and step (the attempts are counted one by one)
 _BLOCK = 16
-
-
-def _check_cell(cell, pbc) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        cell_array = np.asarray(cell, dtype=np.float64)
-    except (TypeError, ValueError):
-        cell_array = None
-    if cell_array is None or cell_array.shape != (3, 3) or not np.all(np.isfinite(cell_array)):
-        raise ValueError(f"cell: expected a 3x3 list of lattice vectors in Å, got {cell!r}")
-    if abs(np.linalg.det(cell_array)) < 1e-6:
-        raise ValueError("cell: the cell has zero volume; expected three independent lattice vectors")
-    if isinstance(pbc, (bool, np.bool_)):
-        pbc = [bool(pbc)] * 3
-    if not isinstance(pbc, (list, tuple, np.ndarray)) or len(pbc) != 3 or not all(
-        isinstance(p, (bool, np.bool_)) for p in pbc
-    ):
-        raise ValueError(f"pbc: expected three booleans (or one for all axes), got {pbc!r}")
-    return cell_array, np.array([bool(p) for p in pbc])
 
 
 def _image_shifts(pbc: np.ndarray) -> np.ndarray:
@@ -90,7 +72,7 @@ def random_structures(
         ``max_attempts`` trials.
     """
     symbols = parse_composition(composition)
-    cell_array, pbc_array = _check_cell(cell, pbc)
+    cell_array, pbc_array = checked_cell_and_pbc(cell, pbc)
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
         raise ValueError(f"count: got {count!r}, expected a positive number of structures")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from .batch import StructureBatch
 from .ensemble import Stream, member_seed
-from .family import GeneratorFamily
+from .family import GeneratorFamily, keys_checked
 from .settings import require_positive_ints
 from .loop import MemberModulesTrainer
 
@@ -528,16 +528,9 @@ class RepapFamily(GeneratorFamily):
 
     # ------------------------------------------------------------------ sampling
     def check_condition(self, condition, config):
-        if condition is None:
-            condition = {}
-        if not isinstance(condition, Mapping):
-            raise ValueError(f"condition: expected a dictionary with min_distance, max_tries and/or max_restarts, "
-                             f"got {condition!r}")
-        unknown = sorted(set(condition) - set(self.CONDITION_DEFAULTS))
-        if unknown:
-            raise ValueError(f"condition: unknown key(s) {unknown}; expected some of "
-                             f"{sorted(self.CONDITION_DEFAULTS)}")
-        out = {**self.CONDITION_DEFAULTS, **dict(condition)}
+        condition = keys_checked(condition, "condition", sorted(self.CONDITION_DEFAULTS),
+                                 "a dictionary with min_distance, max_tries and/or max_restarts")
+        out = {**self.CONDITION_DEFAULTS, **condition}
         d = out["min_distance"]
         if not _number(d) or d < 0:
             raise ValueError(f"condition.min_distance: got {d!r}, expected a distance in Å ≥ 0 (0: no redraws)")

@@ -43,12 +43,11 @@ Generated sheets are discrete: the argmax of the 4 pair states, or sigmoid > 0.5
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from pathlib import Path
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -56,10 +55,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .ensemble import Stream, member_seed
-from .family import GeneratorFamily
+from .family import GeneratorFamily, keys_checked
 from .graphene import N_PAIR_STATES, Lattice, batch_to_sheets, pair_to_zigzag, sheets_to_batch, zigzag_to_pair
 from .periodic_conv import HexConv2d, PeriodicConv2d
-from .wgan import WGANProblem, WGANSettings, WGANTrainer
+from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
     "ENCODINGS",
@@ -516,15 +515,7 @@ class RuganFamily(GeneratorFamily):
 
     # ------------------------------------------------------------------ target and data
     def check_target(self, target):
-        if target is None:
-            target = {}
-        if not isinstance(target, Mapping):
-            raise ValueError(f"target: expected a dictionary such as {{'property': 'energy'}}, got {target!r}")
-        unknown = sorted(set(target) - {"property"})
-        if unknown:
-            raise ValueError(
-                f"target: unknown key(s) {unknown}; expected 'property' (the info key of the total energies)"
-            )
+        target = keys_checked(target, "target", ("property",), "a dictionary such as {'property': 'energy'}")
         prop = target.get("property", "energy")
         if not isinstance(prop, str) or not prop:
             raise ValueError(f"target.property: got {prop!r}, expected the name of a per-sheet info key, e.g. 'energy'")
@@ -577,12 +568,7 @@ class RuganFamily(GeneratorFamily):
                              s.negative_slope).to(device)
         problem = RuganProblem(generator, critic, encode_sheets(occupancy, s.encoding), labels, lattice, device)
         problem.batch_size = s.loop.batch_size
-        loop = dataclasses.replace(
-            s.loop,
-            lr_generator=[m.loop.lr_generator for m in members],
-            lr_critic=[m.loop.lr_critic for m in members],
-        )
-        return WGANTrainer(problem, loop, seeds)
+        return WGANTrainer(problem, member_loop(members), seeds)
 
     def member_config(self, trainer, k):
         problem = trainer.problem
@@ -596,13 +582,8 @@ class RuganFamily(GeneratorFamily):
         return self._condition(condition, config, warn=True)
 
     def _condition(self, condition, config, warn: bool) -> dict[str, Any]:
-        if condition is None:
-            condition = {}
-        if not isinstance(condition, Mapping):
-            raise ValueError(f"condition: expected a dictionary with label, labels and/or scale, got {condition!r}")
-        unknown = sorted(set(condition) - {"label", "labels", "scale"})
-        if unknown:
-            raise ValueError(f"condition: unknown key(s) {unknown}; expected some of label, labels, scale")
+        condition = keys_checked(condition, "condition", ("label", "labels", "scale"),
+                                 "a dictionary with label, labels and/or scale")
         if "label" in condition and "labels" in condition:
             raise ValueError("condition: give either label (one for every sheet) or labels (a list), not both")
         scale = condition.get("scale", 1)

@@ -16,6 +16,8 @@ import dataclasses
 import itertools
 from typing import Any, Mapping, TypeVar
 
+import numpy as np
+
 __all__ = ["from_dict", "to_dict", "merge", "flatten", "unflatten", "expand_grid", "field_paths", "require_positive_ints"]
 
 T = TypeVar("T")
@@ -168,3 +170,18 @@ def require_positive_ints(settings: Any, expected: Mapping[str, str]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}: got {value!r}, expected {what}")
         setattr(settings, name, int(value))
+
+
+def is_number(value: Any) -> bool:
+    """A real number (int, float or their NumPy kinds) that is not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def from_dict_named(cls: type[T], values: Mapping[str, Any] | None, where: str = "settings") -> T:
+    """:func:`from_dict` whose every error message starts with ``where`` (the dataclass's own checks name only
+    the field: ``fmax: ...`` becomes ``settings.fmax: ...``)."""
+    try:
+        return from_dict(cls, values, where=where)
+    except ValueError as error:
+        message = str(error)
+        raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None

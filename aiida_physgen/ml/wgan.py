@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -34,7 +35,7 @@ import torch
 
 from .loop import Trainer, TrainingDivergedError, stacked_rand
 
-__all__ = ["WGANSettings", "WGANProblem", "WGANTrainer", "TrainingDivergedError"]
+__all__ = ["WGANSettings", "WGANProblem", "WGANTrainer", "TrainingDivergedError", "member_loop"]
 
 
 @dataclass
@@ -425,3 +426,10 @@ class WGANTrainer(Trainer):
             for pair, saved in zip(self.member_optimizers, state["member_optimizers"]):
                 for optimizer, optimizer_state in zip(pair, saved):
                     optimizer.load_state_dict(optimizer_state)
+
+
+def member_loop(members: Sequence[Any]) -> WGANSettings:
+    """The loop settings of an ensemble's first member with every member's own learning rates (the vectorised
+    ``loop.lr_generator`` and ``loop.lr_critic``: one value per member)."""
+    return dataclasses.replace(members[0].loop, lr_generator=[m.loop.lr_generator for m in members],
+                               lr_critic=[m.loop.lr_critic for m in members])

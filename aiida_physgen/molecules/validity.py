@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 
 import numpy as np
 from ase.data import covalent_radii
 
 from ..ml.batch import StructureBatch
+from ..ml.settings import is_number
 from ..screening.validity import ValidityCheck
 
 __all__ = [
@@ -55,10 +55,6 @@ def close_reason(min_fraction: float) -> str:
 def fragments_reason(bond_factor: float) -> str:
     """The reason given to a structure that is not one bonded fragment."""
     return f"several fragments (bonded up to {bond_factor:g} × the sum of covalent radii)"
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclasses.dataclass
@@ -88,13 +84,13 @@ class MoleculeValiditySettings:
     charge: int = 0
 
     def __post_init__(self) -> None:
-        if not _number(self.bond_factor) or not 0 < self.bond_factor < math.inf:
+        if not is_number(self.bond_factor) or not 0 < self.bond_factor < math.inf:
             raise ValueError(
                 f"bond_factor: got {self.bond_factor!r}, expected a positive factor of the "
                 "covalent-radius sum (e.g. 1.6)"
             )
         self.bond_factor = float(self.bond_factor)
-        if not _number(self.min_fraction) or not 0 <= self.min_fraction < self.bond_factor:
+        if not is_number(self.min_fraction) or not 0 <= self.min_fraction < self.bond_factor:
             raise ValueError(
                 f"min_fraction: got {self.min_fraction!r}, expected a fraction of the covalent-radius "
                 f"sum ≥ 0 and below bond_factor={self.bond_factor:g} (0: no close-pair rule)"
@@ -153,17 +149,8 @@ class MoleculeValidity(ValidityCheck):
     name = "molecule"
     kind = "molecule"
     settings_class = MoleculeValiditySettings
-
-    def check_kind(self, pbc: Sequence[bool] | bool | None) -> str | None:
-        if pbc is None:
-            return None
-        flags = [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_, int)) else [bool(p) for p in pbc]
-        if any(flags):
-            return (
-                f"the molecule check judges molecules (periodic along no axis); the target has pbc {flags}: "
-                "choose the validity check of its kind (crystal, sheet, amorphous) or 'none'"
-            )
-        return None
+    periodic = False
+    reads = "molecules"
 
     def reasons(self, batch: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:
         from scipy.sparse import coo_matrix

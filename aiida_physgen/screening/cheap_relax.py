@@ -127,11 +127,7 @@ class CheapSettings:
         """Settings from a plain dictionary; a bad value raises ``ValueError`` starting ``settings.<field>``."""
         from aiida_physgen.ml import settings as settings_module
 
-        try:
-            return settings_module.from_dict(cls, values or {}, "settings")
-        except ValueError as error:
-            message = str(error)
-            raise ValueError(message if message.startswith("settings") else f"settings.{message}") from None
+        return settings_module.from_dict_named(cls, values)
 
 
 @dataclass

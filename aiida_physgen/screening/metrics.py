@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 import ase
 import numpy as np
 
+from ..ml.batch import atoms_list
 from .basins import crystal_key, deduplicate, molecule_graph
 
 __all__ = ["discovery_metrics", "format_metrics_table", "canonical_smiles", "charge_separated"]
@@ -73,17 +74,7 @@ def _share(numerator: int, denominator: int) -> float | None:
 
 
 def _check_structures(structures, field: str) -> list[ase.Atoms]:
-    if isinstance(structures, ase.Atoms) or not isinstance(structures, (Sequence, np.ndarray)) and not hasattr(
-        structures, "__iter__"
-    ):
-        raise ValueError(f"{field}: expected a list of ase.Atoms, got {type(structures).__name__}")
-    structures = list(structures)
-    for index, atoms in enumerate(structures):
-        if not isinstance(atoms, ase.Atoms):
-            raise ValueError(f"{field}[{index}]: expected ase.Atoms, got {type(atoms).__name__}")
-        if len(atoms) == 0:
-            raise ValueError(f"{field}[{index}]: the structure has no atoms")
-    return structures
+    return atoms_list(structures, field, error=ValueError)
 
 
 def _infer_kind(structures: Sequence[ase.Atoms]) -> str:

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..ml import settings as settings_module
+from ..ml.settings import is_number
 from ..ml.batch import StructureBatch
 from .plugins import PluginRegistry
 
 __all__ = ["ValidityCheck", "NoCheck", "ValidityResult", "get_validity_check", "available_validity_checks",
-           "apply_validity", "ENTRY_POINT_GROUP"]
+           "apply_validity", "ENTRY_POINT_GROUP", "pbc_flags", "is_bulk", "judge_of_kind", "density_range_setting"]
 
 ENTRY_POINT_GROUP = "aiida_physgen.validity"
 
@@ -38,17 +40,55 @@ class NoSettings:
     """A check without settings."""
 
 
+def pbc_flags(pbc: Sequence[bool] | bool) -> list[bool]:
+    """The periodicity of a target as three flags, from one flag for every axis or one flag per axis."""
+    return [bool(pbc)] * 3 if isinstance(pbc, (bool, np.bool_, int)) else [bool(p) for p in pbc]
+
+
+def is_bulk(batch: StructureBatch) -> np.ndarray:
+    """Per structure: periodic along every axis with a cell of positive volume (a crystal or a bulk cell)."""
+    volumes = np.abs(np.linalg.det(batch.cells)) if len(batch) else np.zeros(0)
+    return batch.pbc.all(axis=1) & (volumes > 1e-8)
+
+
+def judge_of_kind(batch: StructureBatch, of_kind: np.ndarray, wrong_kind: str,
+                  judge: Callable[[StructureBatch], Sequence[str | None]]) -> list[str | None]:
+    """One reason per structure: ``wrong_kind`` where ``of_kind`` is false, else what ``judge`` says of it
+    (``judge`` gets the structures of the kind as one batch and returns a reason or ``None`` for each)."""
+    reasons: list[str | None] = [None if ok else wrong_kind for ok in of_kind]
+    which = np.flatnonzero(of_kind)
+    if which.size:
+        for index, why in zip(which, judge(batch.subset(which))):
+            reasons[int(index)] = why
+    return reasons
+
+
+def density_range_setting(pair) -> list[float]:
+    """A ``density_range`` setting checked: ``[low, high]`` in g/cm³ with finite 0 <= low < high."""
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(is_number(v) for v in pair):
+        raise ValueError(f"density_range: got {pair!r}, expected [low, high] in g/cm³")
+    low, high = (float(v) for v in pair)
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+        raise ValueError(f"density_range: got {pair!r}, expected finite 0 <= low < high in g/cm³")
+    return [low, high]
+
+
 class ValidityCheck(abc.ABC):
     """Keep or reject each structure of a batch, with a reason.
 
     Subclasses set ``name``, ``kind`` (the kind of structure they are meant for: ``molecule``, ``crystal``,
     ``sheet``, ``amorphous`` or ``any``), ``settings_class`` (a dataclass whose ``__post_init__`` checks its
-    fields) and implement :meth:`reasons`.
+    fields) and implement :meth:`reasons`. A check for structures periodic along every axis, or along none,
+    sets ``periodic`` and ``reads`` and gets :meth:`check_kind` from here.
     """
 
     name: str = ""
     kind: str = "any"
     settings_class: type = NoSettings
+    #: the periodicity of what the check reads: ``True`` (every axis), ``False`` (no axis), ``None`` (any)
+    periodic: bool | None = None
+    #: what the check reads, for :meth:`check_kind`'s message (``"crystals"``)
+    reads: str = "structures"
 
     def settings(self, values: Mapping[str, Any] | None, where: str = "validity_settings"):
         """The settings dataclass from a dictionary; unknown keys or bad values raise ``ValueError`` naming
@@ -58,7 +98,14 @@ class ValidityCheck(abc.ABC):
     def check_kind(self, pbc: Sequence[bool] | None) -> str | None:
         """A message when structures of this periodicity cannot be checked by this check, else ``None``
         (``pbc=None``: not known at launch, so nothing to say)."""
-        return None
+        if pbc is None or self.periodic is None:
+            return None
+        flags = pbc_flags(pbc)
+        if all(flags) if self.periodic else not any(flags):
+            return None
+        others = ", ".join(name for name in available_validity_checks() if name not in (self.name, "none"))
+        return (f"the {self.name} check judges {self.reads} (periodic along {'every' if self.periodic else 'no'} "
+                f"axis); the target has pbc {flags}: choose the validity check of its kind ({others}) or 'none'")
 
     @abc.abstractmethod
     def reasons(self, batch: StructureBatch, settings) -> list[str | None]:
