@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -181,12 +181,26 @@ class LammpsResults:
 def _setup_commands(elements: Sequence[str], pair_commands: Sequence[str]) -> list[str]:
     import ase.data
 
-    commands = ["units metal", "atom_style atomic", "atom_modify map array", "boundary p p p",
-                "region cell prism 0 10 0 10 0 10 0 0 0 units box", f"create_box {len(elements)} cell"]
+    commands = [
+        "units metal",
+        "atom_style atomic",
+        "atom_modify map array",
+        "boundary p p p",
+        "region cell prism 0 10 0 10 0 10 0 0 0 units box",
+        f"create_box {len(elements)} cell",
+    ]
     for type_index, symbol in enumerate(elements, start=1):
         commands.append(f"mass {type_index} {float(ase.data.atomic_masses[ase.data.atomic_numbers[symbol]])!r}")
-    return [*commands, *pair_commands, "neighbor 1.0 bin", "neigh_modify every 1 delay 0 check yes",
-            "thermo_style custom step pe", "thermo_modify norm no", "min_style cg", "min_modify norm max"]
+    return [
+        *commands,
+        *pair_commands,
+        "neighbor 1.0 bin",
+        "neigh_modify every 1 delay 0 check yes",
+        "thermo_style custom step pe",
+        "thermo_modify norm no",
+        "min_style cg",
+        "min_modify norm max",
+    ]
 
 
 def _start(setup: Sequence[str]):
@@ -240,16 +254,25 @@ def run_structures(
     offsets = batch.offsets
     for i in range(len(batch)):
         if not (batch.pbc[i][0] and batch.pbc[i][1]):
-            raise ValueError(f"structures[{i}]: pbc {tuple(bool(p) for p in batch.pbc[i])}; expected a structure "
-                             "periodic along its first two cell vectors (a bulk cell or a sheet)")
-        other = sorted(set(numbers[offsets[i]:offsets[i + 1]].tolist()) - set(known))
+            raise ValueError(
+                f"structures[{i}]: pbc {tuple(bool(p) for p in batch.pbc[i])}; expected a structure "
+                "periodic along its first two cell vectors (a bulk cell or a sheet)"
+            )
+        other = sorted(set(numbers[offsets[i] : offsets[i + 1]].tolist()) - set(known))
         if other:
-            raise ValueError(f"structures[{i}]: has {ase.data.chemical_symbols[other[0]]} atoms; the potential "
-                             f"takes {', '.join(elements)} only")
+            raise ValueError(
+                f"structures[{i}]: has {ase.data.chemical_symbols[other[0]]} atoms; the potential "
+                f"takes {', '.join(elements)} only"
+            )
     types = np.array([known.get(int(z), 0) for z in numbers], dtype=int)
     m = len(batch)
-    results = LammpsResults(energies=np.full(m, np.nan), positions=np.array(batch.positions, dtype=np.float64),
-                            fmax=np.full(m, np.nan), steps=np.zeros(m, dtype=np.int64), failed=np.zeros(m, dtype=bool))
+    results = LammpsResults(
+        energies=np.full(m, np.nan),
+        positions=np.array(batch.positions, dtype=np.float64),
+        fmax=np.full(m, np.nan),
+        steps=np.zeros(m, dtype=np.int64),
+        failed=np.zeros(m, dtype=bool),
+    )
     setup = _setup_commands(elements, pair_commands)
     lmp = _start(setup)
     try:
@@ -278,8 +301,11 @@ def run_structures(
                 lmp.close()  # an instance that failed mid-command is not trusted with the next structure
                 lmp = _start(setup)
             else:
-                if not np.isfinite(energy) or not np.isfinite(forces).all() or (
-                        moved is not None and not np.isfinite(moved).all()):
+                if (
+                    not np.isfinite(energy)
+                    or not np.isfinite(forces).all()
+                    or (moved is not None and not np.isfinite(moved).all())
+                ):
                     results.failed[i] = True
                     results.errors[i] = f"the energy is not finite ({energy}); atoms on top of each other?"
                 else:

@@ -1,14 +1,15 @@
 """One-line launchers for the common cases (in the spirit of aiida-shell).
 
-    from aiida_physgen.launch import gpaw_code, screening_builder
-    builder = screening_builder("logan/C5H12O_training.extxyz", "C5H12O", box=9.5, code=gpaw_code())
-    run(builder)
+from aiida_physgen.launch import gpaw_code, screening_builder
+builder = screening_builder("logan/C5H12O_training.extxyz", "C5H12O", box=9.5, code=gpaw_code())
+run(builder)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from aiida import orm
@@ -68,7 +69,9 @@ def generation_inputs(
 
     if target is None:
         if composition is None or (box is None) == (cell is None):
-            raise ValueError("target: give target=..., or composition with exactly one of box (molecule) or cell (crystal)")
+            raise ValueError(
+                "target: give target=..., or composition with exactly one of box (molecule) or cell (crystal)"
+            )
         matrix = np.eye(3) * float(box) if box is not None else np.asarray(cell, dtype=float)
         periodic = [False] * 3 if box is not None else [bool(p) for p in (pbc if pbc is not None else [True] * 3)]
         target = {"composition": composition, "cell": matrix.tolist(), "pbc": periodic}
@@ -89,8 +92,14 @@ def generation_inputs(
     if selection:
         overrides["selection"] = selection
     builder = GenerationWorkChain.get_builder_from_protocol(
-        training_set(training), target, family=family, protocol=protocol, overrides=overrides,
-        training_code=training_code, generation_seed=generation_seed, selection_seed=selection_seed,
+        training_set(training),
+        target,
+        family=family,
+        protocol=protocol,
+        overrides=overrides,
+        training_code=training_code,
+        generation_seed=generation_seed,
+        selection_seed=selection_seed,
         **({"training_options": training_options} if training_options else {}),
         **({"device": device} if device else {}),
     )

@@ -21,8 +21,8 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from aiida_physgen.screening.cheap_relax import CheapSettings, relax_batch
 from aiida_physgen.ml.batch import StructureBatch
+from aiida_physgen.screening.cheap_relax import CheapSettings, relax_batch
 
 RESOURCES = Path(__file__).resolve().parents[1] / "aiida_physgen" / "resources" / "logan"
 RATTLE = 0.1  # Å
@@ -84,11 +84,23 @@ def main() -> None:
     from tabulate import tabulate
 
     rows = run(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
-    print(tabulate(
-        [[r["benchmark"], r["what"], f"{r['relaxations_per_s']:.2f}", f"{r['converged_share']:.0%}", r["failed"],
-          f"{r['mean_steps']:.0f}", f"{r['seconds']:.1f}"] for r in rows],
-        headers=["benchmark", "method", "relaxations/s", "converged", "failed", "mean steps", "total s"],
-    ))
+    print(
+        tabulate(
+            [
+                [
+                    r["benchmark"],
+                    r["what"],
+                    f"{r['relaxations_per_s']:.2f}",
+                    f"{r['converged_share']:.0%}",
+                    r["failed"],
+                    f"{r['mean_steps']:.0f}",
+                    f"{r['seconds']:.1f}",
+                ]
+                for r in rows
+            ],
+            headers=["benchmark", "method", "relaxations/s", "converged", "failed", "mean steps", "total s"],
+        )
+    )
     print(f"CHGNet model load (once per process): {rows[-1]['model_load_s']:.1f} s")
 
 

@@ -91,9 +91,7 @@ def candidates(n_structures: int = 24000, seed: int = 0, rattle: float = 0.1) ->
     )
 
 
-def run(
-    n_structures: int = 24000, n_clusters: int = 20, n_components: int = 10, seed: int = 0
-) -> list[dict]:
+def run(n_structures: int = 24000, n_clusters: int = 20, n_components: int = 10, seed: int = 0) -> list[dict]:
     """Time descriptors and PCA + k-means for ``n_structures // 8`` and ``n_structures`` candidates.
 
     Every row also records the 1-minute load average when its timing started: on a machine shared
@@ -133,9 +131,17 @@ def run(
 
 def _table(rows: list[dict]) -> str:
     columns = [
-        ("n_structures", "{:d}"), ("n_atoms", "{:d}"), ("n_features", "{:d}"), ("n_clusters", "{:d}"),
-        ("pca_solver", "{}"), ("n_init", "{:d}"), ("descriptor_s", "{:.2f}"), ("pca_kmeans_s", "{:.2f}"),
-        ("total_s", "{:.2f}"), ("explained_variance", "{:.3f}"), ("distinct_templates", "{:d}"),
+        ("n_structures", "{:d}"),
+        ("n_atoms", "{:d}"),
+        ("n_features", "{:d}"),
+        ("n_clusters", "{:d}"),
+        ("pca_solver", "{}"),
+        ("n_init", "{:d}"),
+        ("descriptor_s", "{:.2f}"),
+        ("pca_kmeans_s", "{:.2f}"),
+        ("total_s", "{:.2f}"),
+        ("explained_variance", "{:.3f}"),
+        ("distinct_templates", "{:d}"),
         ("load_average", "{:.1f}"),
     ]
     cells = [[fmt.format(row[name]) for name, fmt in columns] for row in rows]

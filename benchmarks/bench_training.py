@@ -119,24 +119,38 @@ def run(steps: int = 30) -> list[dict]:
         {"benchmark": what, "what": "MLP arithmetic per model-epoch", "value": flops / 1e9, "unit": "GFLOP"},
         {"benchmark": what, "what": "matmul peak (2048² float32 mm)", "value": peak / 1e9, "unit": "GFLOP/s"},
         {"benchmark": what, "what": "1 model: achieved / peak", "value": flops / one / peak, "unit": "share"},
-        {"benchmark": what, "what": "12 models: achieved per model / peak", "value": flops / (twelve / 12) / peak,
-         "unit": "share"},
+        {
+            "benchmark": what,
+            "what": "12 models: achieved per model / peak",
+            "value": flops / (twelve / 12) / peak,
+            "unit": "share",
+        },
     ]
     (model,) = train_ensemble("logan", training, TARGET, {**SETTINGS, "loop": {"steps": 1}}, seeds=[0])
     model.sample(1000, 0)
     start = time.perf_counter()
     batch = model.sample(24000, 1)
     elapsed = time.perf_counter() - start
-    rows.append({"benchmark": "generation C5H12O", "what": f"{len(batch)} structures, 1 model",
-                 "value": len(batch) / elapsed, "unit": "structures/s"})
+    rows.append(
+        {
+            "benchmark": "generation C5H12O",
+            "what": f"{len(batch)} structures, 1 model",
+            "value": len(batch) / elapsed,
+            "unit": "structures/s",
+        }
+    )
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
     from tabulate import tabulate
 
-    print(tabulate([[r["benchmark"], r["what"], f"{r['value']:.4g}", r["unit"]] for r in rows],
-                   headers=["benchmark", "what", "value", "unit"]))
+    print(
+        tabulate(
+            [[r["benchmark"], r["what"], f"{r['value']:.4g}", r["unit"]] for r in rows],
+            headers=["benchmark", "what", "value", "unit"],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {"sqlite": "physgen-load-sqlite", "postgres": "physgen-load-pg"}
 TERMINAL = ("finished", "excepted", "killed")
 # LoGAN on water-like molecules: short enough to train in seconds, long enough that the candidates are molecules
-SETTINGS = {"loop": {"steps": 150, "batch_size": 8}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-            "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+SETTINGS = {
+    "loop": {"steps": 150, "batch_size": 8},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 
 
 def ensure_profile(backend: str) -> str:
@@ -57,8 +62,9 @@ def ensure_profile(backend: str) -> str:
     if backend == "sqlite":
         subprocess.run(["verdi", "presto", "--profile-name", name], check=True, stdout=subprocess.DEVNULL)
     else:
-        subprocess.run(["bash", str(ROOT / "scripts" / "postgres_profile.sh"), name], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "postgres_profile.sh"), name], check=True, stdout=subprocess.DEVNULL
+        )
     if previous:
         subprocess.run(["verdi", "profile", "set-default", previous], check=True, stdout=subprocess.DEVNULL)
     return name
@@ -118,9 +124,16 @@ def _relaxations(node) -> list[tuple]:
     """(pk, process_state, ctime, mtime) of the relaxation processes the screening called."""
     from aiida import orm
 
-    query = orm.QueryBuilder().append(orm.WorkChainNode, filters={"id": node.pk}, tag="screening").append(
-        orm.ProcessNode, with_incoming="screening", edge_filters={"label": {"like": "relax_%"}},
-        project=["id", "attributes.process_state", "ctime", "mtime"])
+    query = (
+        orm.QueryBuilder()
+        .append(orm.WorkChainNode, filters={"id": node.pk}, tag="screening")
+        .append(
+            orm.ProcessNode,
+            with_incoming="screening",
+            edge_filters={"label": {"like": "relax_%"}},
+            project=["id", "attributes.process_state", "ctime", "mtime"],
+        )
+    )
     return query.all()
 
 
@@ -143,8 +156,13 @@ def run_backend(backend: str, args) -> dict:
     try:
         computer = orm.load_computer("localhost")
     except Exception:  # a PostgreSQL profile starts with no computer
-        computer = orm.Computer(label="localhost", hostname="localhost", transport_type="core.local",
-                                scheduler_type="core.direct", workdir=str(Path.home() / ".aiida-physgen" / "work"))
+        computer = orm.Computer(
+            label="localhost",
+            hostname="localhost",
+            transport_type="core.local",
+            scheduler_type="core.direct",
+            workdir=str(Path.home() / ".aiida-physgen" / "work"),
+        )
         computer.store()
         computer.configure()
     computer.set_minimum_job_poll_interval(0.5)
@@ -152,10 +170,21 @@ def run_backend(backend: str, args) -> dict:
     family = fake_potcar_family(Path.home() / ".aiida-physgen" / "fake_potcars")
 
     builder = screening_builder(
-        [molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, engine="vasp", code=code,
-        relax_overrides={"potential_family": family}, seeds=[0], settings=SETTINGS, count=args.candidates,
-        n_clusters=args.relaxations, n_components=4, funnel=False, dos=False,
-        max_concurrent_relaxations=args.max_in_flight, reuse_relaxations=False,
+        [molecule("H2O"), molecule("H2O2"), molecule("H2O")],
+        "H2O",
+        box=5.0,
+        engine="vasp",
+        code=code,
+        relax_overrides={"potential_family": family},
+        seeds=[0],
+        settings=SETTINGS,
+        count=args.candidates,
+        n_clusters=args.relaxations,
+        n_components=4,
+        funnel=False,
+        dos=False,
+        max_concurrent_relaxations=args.max_in_flight,
+        reuse_relaxations=False,
         selection_settings={"min_distance": 0.7},
     )
     client = get_daemon_client(profile)
@@ -189,15 +218,19 @@ def run_backend(backend: str, args) -> dict:
             # aiida-core 2.9's ZeroMQ broker can keep a dead worker's tasks (aiida_physgen.broker): count and probe
             probe_dead_workers()
             probes.append(round(now - start, 1))
-            print(f"[{backend}] nothing moved for {args.stall:.0f} s after the kill: probed the broker for "
-                  f"dead workers", flush=True)
+            print(
+                f"[{backend}] nothing moved for {args.stall:.0f} s after the kill: probed the broker for dead workers",
+                flush=True,
+            )
             last_progress = now
         if args.kill and killed is None and done >= args.relaxations // 3:
             pid = sorted(int(p) for p in client.get_worker_info().get("info", {}))[0]
             os.kill(pid, signal.SIGKILL)
             killed = {"pid": pid, "after_s": round(time.perf_counter() - start, 1), "relaxations_done": done}
-            print(f"[{backend}] SIGKILLed daemon worker {pid} with {done} relaxations done, {in_flight} in flight",
-                  flush=True)
+            print(
+                f"[{backend}] SIGKILLed daemon worker {pid} with {done} relaxations done, {in_flight} in flight",
+                flush=True,
+            )
         time.sleep(0.5)
     meter.sample()
     wall = time.perf_counter() - start
@@ -212,10 +245,16 @@ def run_backend(backend: str, args) -> dict:
     elapsed = []
     for relax in relax_nodes:
         for calc in relax.called_descendants:
-            misc = calc.outputs.misc.get_dict() if calc.process_label == "VaspCalculation" and "misc" in calc.outputs else {}
+            misc = (
+                calc.outputs.misc.get_dict()
+                if calc.process_label == "VaspCalculation" and "misc" in calc.outputs
+                else {}
+            )
             if "run_stats" in misc and "elapsed_time" in misc["run_stats"]:
                 elapsed.append(misc["run_stats"]["elapsed_time"])
-    relax_wall = (max(r.mtime for r in relax_nodes) - min(r.ctime for r in relax_nodes)).total_seconds() if relax_nodes else 0
+    relax_wall = (
+        (max(r.mtime for r in relax_nodes) - min(r.ctime for r in relax_nodes)).total_seconds() if relax_nodes else 0
+    )
     n = len(relax_nodes)
     return {
         "backend": backend,
@@ -231,7 +270,9 @@ def run_backend(backend: str, args) -> dict:
         "relaxations_per_s": round(n / relax_wall, 3) if relax_wall else None,
         "nodes_stored": orm.QueryBuilder().append(orm.Node).count() - nodes_before,
         "engine_cpu_s_per_relaxation": round(meter.used() / n, 3) if n else None,
-        "mean_relaxation_wall_s": round(sum((r.mtime - r.ctime).total_seconds() for r in relax_nodes) / n, 2) if n else None,
+        "mean_relaxation_wall_s": round(sum((r.mtime - r.ctime).total_seconds() for r in relax_nodes) / n, 2)
+        if n
+        else None,
         "mean_executable_s": round(sum(elapsed) / len(elapsed), 2) if elapsed else None,
         "max_in_flight": max_in_flight,
         "limit": args.max_in_flight,
@@ -280,9 +321,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=3600)
-    parser.add_argument("--stall", type=float, default=60,
-                        help="after the kill, probe the broker for dead workers when nothing moved for this "
-                             "many seconds (an aiida-core 2.9 race; counted in the table)")
+    parser.add_argument(
+        "--stall",
+        type=float,
+        default=60,
+        help="after the kill, probe the broker for dead workers when nothing moved for this "
+        "many seconds (an aiida-core 2.9 race; counted in the table)",
+    )
     parser.add_argument("--no-kill", dest="kill", action="store_false", help="do not SIGKILL a worker mid-run")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one backend in this process
@@ -308,12 +353,15 @@ def main(argv=None) -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             print(f"{backend}: the load test did not complete (exit {proc.returncode})", file=sys.stderr)
             return 1
-        results.append(json.loads(lines[-1][len("RESULT "):]))
+        results.append(json.loads(lines[-1][len("RESULT ") :]))
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    bad = [r["backend"] for r in results
-           if r["lost"] or r["excepted"] or r["failed"] or r["max_in_flight"] > r["limit"] or r["exit_status"] != 0]
+    bad = [
+        r["backend"]
+        for r in results
+        if r["lost"] or r["excepted"] or r["failed"] or r["max_in_flight"] > r["limit"] or r["exit_status"] != 0
+    ]
     if bad:
         print(f"FAILED on {', '.join(bad)}: processes lost, excepted or failed, or the limit exceeded", file=sys.stderr)
         return 1

@@ -27,23 +27,52 @@ from tabulate import tabulate  # noqa: E402
 def main() -> None:
     rows = []
     for row in bench_descriptors.run(2000, repeats=3):
-        rows.append(["descriptors, 2,000 C5H12O (r_cut 5, n_max 4, l_max 4)", row["implementation"],
-                     f"{row['structures_per_s']:.0f}", "structures/s",
-                     "DScribe ≈7,000/s; LoGAN reference ≈800/s"])
+        rows.append(
+            [
+                "descriptors, 2,000 C5H12O (r_cut 5, n_max 4, l_max 4)",
+                row["implementation"],
+                f"{row['structures_per_s']:.0f}",
+                "structures/s",
+                "DScribe ≈7,000/s; LoGAN reference ≈800/s",
+            ]
+        )
     for row in bench_selection.run(24000):
         if row["n_structures"] == 24000:
-            rows.append(["selection 24,000 C5H12O → 20 (descriptors+PCA+k-means)", "aiida-physgen",
-                         f"{row['total_s']:.2f}", "s", "target < 10 s; LoGAN reference 32 s"])
+            rows.append(
+                [
+                    "selection 24,000 C5H12O → 20 (descriptors+PCA+k-means)",
+                    "aiida-physgen",
+                    f"{row['total_s']:.2f}",
+                    "s",
+                    "target < 10 s; LoGAN reference 32 s",
+                ]
+            )
             rows.append(["  of which PCA + k-means", "aiida-physgen", f"{row['pca_kmeans_s']:.2f}", "s", ""])
-    reference = {"1 model": "target ≤ 0.1; LoGAN reference 0.32 s/epoch",
-                 "ensemble cost / one model": "target < 3 (12 single runs: 12)",
-                 "MLP arithmetic per model-epoch": "analytic count, see bench_training.epoch_flops"}
+    reference = {
+        "1 model": "target ≤ 0.1; LoGAN reference 0.32 s/epoch",
+        "ensemble cost / one model": "target < 3 (12 single runs: 12)",
+        "MLP arithmetic per model-epoch": "analytic count, see bench_training.epoch_flops",
+    }
     for row in bench_training.run():
-        rows.append([row["benchmark"], row["what"], f"{row['value']:.3g}", row["unit"],
-                     reference.get(row["what"], "LoGAN reference ≈2,000/s" if "generation" in row["benchmark"] else "")])
+        rows.append(
+            [
+                row["benchmark"],
+                row["what"],
+                f"{row['value']:.3g}",
+                row["unit"],
+                reference.get(row["what"], "LoGAN reference ≈2,000/s" if "generation" in row["benchmark"] else ""),
+            ]
+        )
     for row in bench_cheap.run():
-        rows.append([row["benchmark"], row["what"], f"{row['relaxations_per_s']:.2f}", "relaxations/s",
-                     f"{row['converged_share']:.0%} converged to 0.05 eV/Å, {row['failed']} failed"])
+        rows.append(
+            [
+                row["benchmark"],
+                row["what"],
+                f"{row['relaxations_per_s']:.2f}",
+                "relaxations/s",
+                f"{row['converged_share']:.0%} converged to 0.05 eV/Å, {row['failed']} failed",
+            ]
+        )
     for row in bench_graphene.run():
         rows.append([row["benchmark"], row["what"], f"{row['value']:.4g}", row["unit"], row.get("note", "")])
     for row in bench_crystal.run():

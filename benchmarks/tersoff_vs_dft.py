@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from aiida_physgen.ml import graphene
 from aiida_physgen.graphene.reference_energy import compare_with_dft
+from aiida_physgen.ml import graphene
 
 LATTICE = graphene.Lattice(4, 2)
 #: vacancies by (row, column) of the zig-zag grid: one, two adjacent, two far apart, chains of 3 and 4
@@ -41,15 +41,21 @@ def sheets() -> dict:
 def main() -> None:
     made = sheets()
     table = compare_with_dft(list(made.values()), {"mode": "lcao", "basis": "dzp", "kpts": (3, 3, 1), "xc": "PBE"})
-    print(f"{'sheet':<16} {'atoms':>5} {'DFT (eV)':>9} {'Tersoff (eV)':>12} {'DFT/vac':>8} {'Tersoff/vac':>11} {'GPAW s':>7}")
+    print(
+        f"{'sheet':<16} {'atoms':>5} {'DFT (eV)':>9} {'Tersoff (eV)':>12} {'DFT/vac':>8} {'Tersoff/vac':>11} {'GPAW s':>7}"
+    )
     for name, row in zip(made, table["rows"]):
-        print(f"{name:<16} {row['n_atoms']:>5d} {row['excess_dft']:>9.3f} {row['excess_tersoff']:>12.3f} "
-              f"{row['formation_dft'] if row['n_vacancies'] else np.nan:>8.2f} "
-              f"{row['formation_tersoff'] if row['n_vacancies'] else np.nan:>11.2f} {row['seconds_dft']:>7.0f}")
+        print(
+            f"{name:<16} {row['n_atoms']:>5d} {row['excess_dft']:>9.3f} {row['excess_tersoff']:>12.3f} "
+            f"{row['formation_dft'] if row['n_vacancies'] else np.nan:>8.2f} "
+            f"{row['formation_tersoff'] if row['n_vacancies'] else np.nan:>11.2f} {row['seconds_dft']:>7.0f}"
+        )
     summary = table["summary"]
-    print(f"mean absolute error of the excess energies {summary['mae_excess']:.2f} eV "
-          f"({summary['mae_per_area']:.1f} meV/Å²), per vacancy {summary['mae_formation']:.2f} eV; "
-          f"slope DFT/Tersoff {summary.get('slope_dft_vs_tersoff', float('nan')):.2f}, r {summary.get('pearson_excess', float('nan')):.3f}")
+    print(
+        f"mean absolute error of the excess energies {summary['mae_excess']:.2f} eV "
+        f"({summary['mae_per_area']:.1f} meV/Å²), per vacancy {summary['mae_formation']:.2f} eV; "
+        f"slope DFT/Tersoff {summary.get('slope_dft_vs_tersoff', float('nan')):.2f}, r {summary.get('pearson_excess', float('nan')):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,11 @@ def register_distribution(project: Path, site: Path) -> Path:
     meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     info = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
     info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
-                                   f"Summary: {meta.get('description', '')}\n", encoding="utf-8")
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n"
+        f"Summary: {meta.get('description', '')}\n",
+        encoding="utf-8",
+    )
     lines = []
     for group, points in meta.get("entry-points", {}).items():
         lines += [f"[{group}]", *(f"{name} = {value}" for name, value in points.items()), ""]

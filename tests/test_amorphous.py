@@ -143,8 +143,11 @@ def test_potential_energies_accepts_one_atoms_and_batches():
 
 def test_sw_vink_parameters():
     entry = amorphous._sw_vink_text().split("\n", 3)[3].split()
-    original = [line for line in (amorphous.potentials_dir() / "Si.sw").read_text().splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
+    original = [
+        line
+        for line in (amorphous.potentials_dir() / "Si.sw").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     original = " ".join(original).split()
     assert entry[:3] == ["Si", "Si", "Si"]
     assert float(entry[3]) == 1.64833 and float(entry[6]) == 31.0
@@ -165,16 +168,37 @@ def test_potential_description():
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("atoms", 1), ("atoms", 0), ("atoms", 30.0), ("atoms", True),
-        ("density", -1), ("density", 0), ("density", float("nan")), ("density", "2.28"), ("density", 20.0),
+        ("atoms", 1),
+        ("atoms", 0),
+        ("atoms", 30.0),
+        ("atoms", True),
+        ("density", -1),
+        ("density", 0),
+        ("density", float("nan")),
+        ("density", "2.28"),
+        ("density", 20.0),
         ("density", 0.5),
-        ("potential", "lj"), ("potential", None),
-        ("timestep", 0), ("timestep", float("inf")),
-        ("melt_temperature", -3000), ("temperature", 0),
-        ("melt_steps", -1), ("melt_steps", 1.5), ("quench_steps", -5), ("equilibration_steps", None),
-        ("frames", 0), ("frames", 2.0), ("stride", 0), ("stride", False),
-        ("damping", 0), ("damping", 0.5), ("damping", -100),
-        ("seed", 0), ("seed", -1), ("seed", 2**31), ("seed", 1.0),
+        ("potential", "lj"),
+        ("potential", None),
+        ("timestep", 0),
+        ("timestep", float("inf")),
+        ("melt_temperature", -3000),
+        ("temperature", 0),
+        ("melt_steps", -1),
+        ("melt_steps", 1.5),
+        ("quench_steps", -5),
+        ("equilibration_steps", None),
+        ("frames", 0),
+        ("frames", 2.0),
+        ("stride", 0),
+        ("stride", False),
+        ("damping", 0),
+        ("damping", 0.5),
+        ("damping", -100),
+        ("seed", 0),
+        ("seed", -1),
+        ("seed", 2**31),
+        ("seed", 1.0),
     ],
 )
 def test_bad_settings(field, value):
@@ -208,15 +232,26 @@ def _silicon(n=8):
 @pytest.mark.parametrize(
     ("structures", "match"),
     [
-        ([_silicon(), ase.Atoms("SiC", positions=[[0, 0, 0], [1.9, 0, 0]], cell=[8, 8, 8], pbc=True)],
-         r"structures\[1\]: has a non-silicon atom \(C"),
-        ([_silicon(), _silicon(), ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[8, 8, 8],
-                                            pbc=(True, True, False))],
-         r"structures\[2\]: pbc"),
+        (
+            [_silicon(), ase.Atoms("SiC", positions=[[0, 0, 0], [1.9, 0, 0]], cell=[8, 8, 8], pbc=True)],
+            r"structures\[1\]: has a non-silicon atom \(C",
+        ),
+        (
+            [
+                _silicon(),
+                _silicon(),
+                ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[8, 8, 8], pbc=(True, True, False)),
+            ],
+            r"structures\[2\]: pbc",
+        ),
         ([ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]])], r"structures\[0\]: pbc"),
-        ([_silicon(), ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[[5, 0, 0], [0, 5, 0], [5, 5, 0]],
-                                pbc=True)],
-         r"structures\[1\]: degenerate cell"),
+        (
+            [
+                _silicon(),
+                ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[[5, 0, 0], [0, 5, 0], [5, 5, 0]], pbc=True),
+            ],
+            r"structures\[1\]: degenerate cell",
+        ),
         ([], r"^structures: expected at least one"),
         ([_silicon(), ase.Atoms(cell=[5, 5, 5], pbc=True)], r"structures\[1\]: has no atoms"),
     ],

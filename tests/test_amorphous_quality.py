@@ -40,8 +40,9 @@ def diamond(repeat=1) -> Atoms:
 def uniform_gas(count: int, n_atoms: int, seed: int = 0, edge: float = EDGE) -> StructureBatch:
     """Independent uniform atoms, no minimum distance: the ideal gas."""
     rng = np.random.default_rng(seed)
-    return StructureBatch.from_uniform(rng.random((count, n_atoms, 3)) * edge, [14] * n_atoms,
-                                       np.eye(3) * edge, [True] * 3)
+    return StructureBatch.from_uniform(
+        rng.random((count, n_atoms, 3)) * edge, [14] * n_atoms, np.eye(3) * edge, [True] * 3
+    )
 
 
 #: a strongly skewed triclinic cell: rounding the fractional coordinates (naive minimum image) misses
@@ -210,8 +211,12 @@ def test_min_pair_distances_self_image_and_other_periodicities():
     rng = np.random.default_rng(11)
     molecule = Atoms("Si5", positions=rng.random((5, 3)) * 4.0)
     lone = Atoms("Si", positions=[[0.0, 0.0, 0.0]])
-    slab = Atoms("Si2", positions=[[0.0, 0.0, 0.0], [0.2, 0.1, 2.9]], cell=[[3.0, 0, 0], [0, 3.2, 0], [0, 0, 0]],
-                 pbc=[True, True, False])
+    slab = Atoms(
+        "Si2",
+        positions=[[0.0, 0.0, 0.0], [0.2, 0.1, 2.9]],
+        cell=[[3.0, 0, 0], [0, 3.2, 0], [0, 0, 0]],
+        pbc=[True, True, False],
+    )
     result = min_pair_distances(StructureBatch.from_atoms([single, molecule, lone, slab]))
     molecule_distances = molecule.get_all_distances()
     np.fill_diagonal(molecule_distances, np.inf)
@@ -255,8 +260,9 @@ def test_coordination_and_bond_angles_of_diamond():
 
 
 def test_coordination_and_bond_angles_match_ase_on_random_cells():
-    batch = StructureBatch.from_atoms([*random_structures("Si30", np.eye(3) * EDGE, True, 3, seed=4, min_distance=1.8),
-                                       skewed_structure(6)])
+    batch = StructureBatch.from_atoms(
+        [*random_structures("Si30", np.eye(3) * EDGE, True, 3, seed=4, min_distance=1.8), skewed_structure(6)]
+    )
     cutoff, bins = 2.85, 36
     counts = np.zeros(bins)
     expected_coordination = []
@@ -291,8 +297,10 @@ def test_quality_summary():
     closest = min_pair_distances(generated)
     assert summary["rdf_error"] > 0.0
     assert summary["close_contact_share"] == pytest.approx(np.mean(closest < 2.0))
-    assert summary["min_pair_distance"] == {"min": pytest.approx(closest.min()),
-                                            "median": pytest.approx(np.median(closest))}
+    assert summary["min_pair_distance"] == {
+        "min": pytest.approx(closest.min()),
+        "median": pytest.approx(np.median(closest)),
+    }
     assert summary["mean_coordination"] == pytest.approx(np.mean(coordination(generated, 2.5)))
 
 
@@ -304,8 +312,14 @@ def test_plots_write_png(tmp_path):
     plot_rdf(rdf_curves, tmp_path / "rdf.png", title="test")
     plot_bond_angles({"diamond": bond_angles(diamond_batch), "random": bond_angles(gas)}, tmp_path / "angles.png")
     rng = np.random.default_rng(0)
-    plot_energy_histogram({"generated": rng.normal(-4.5, 0.1, 200), "md": rng.normal(-4.6, 0.05, 50),
-                           "random": np.array([-3.0, np.nan, -2.5])}, tmp_path / "energies.png")
+    plot_energy_histogram(
+        {
+            "generated": rng.normal(-4.5, 0.1, 200),
+            "md": rng.normal(-4.6, 0.05, 50),
+            "random": np.array([-3.0, np.nan, -2.5]),
+        },
+        tmp_path / "energies.png",
+    )
     for name in ("rdf.png", "angles.png", "energies.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000

@@ -57,25 +57,33 @@ def test_validity_rejects_close_contacts_through_periodic_images_and_bad_densiti
     dense = _cells(1, 0.5, 1, edge=md.cell_length(8, 2.28) * 0.6)  # 8 atoms in 0.22 of the volume: ~10.6 g/cm³
     sheet = ase.Atoms("Si2", positions=[[0, 0, 0], [2.4, 0, 0]], cell=[5, 5, 5], pbc=(True, True, False))
     good = _cells(1, 2.0, 2)
-    batch = StructureBatch.concatenate([StructureBatch.from_atoms([across]), dense,
-                                        StructureBatch.from_atoms([sheet]), good])
+    batch = StructureBatch.concatenate(
+        [StructureBatch.from_atoms([across]), dense, StructureBatch.from_atoms([sheet]), good]
+    )
     reasons = check.reasons(batch, settings)
     assert reasons == [contact_reason(2.0), density_reason([1.0, 4.0]), NOT_BULK, None]
     assert quality.min_pair_distances(batch.subset([0]))[0] == pytest.approx(0.6)
     # the same structures against other settings: no contact rule, a density window that excludes the MD's
-    assert check.reasons(batch, check.settings({"min_distance": 0, "density_range": [10, 11]}))[0] == \
-        density_reason([10.0, 11.0])
+    assert check.reasons(batch, check.settings({"min_distance": 0, "density_range": [10, 11]}))[0] == density_reason(
+        [10.0, 11.0]
+    )
     result = apply_validity(check, {"a": batch, "b": good}, settings)
-    assert result.totals == {"generated": 5, "valid": 2,
-                             "reasons": {contact_reason(2.0): 1, density_reason([1.0, 4.0]): 1, NOT_BULK: 1}}
+    assert result.totals == {
+        "generated": 5,
+        "valid": 2,
+        "reasons": {contact_reason(2.0): 1, density_reason([1.0, 4.0]): 1, NOT_BULK: 1},
+    }
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"min_distance": -1}, "validity_settings.min_distance: got -1"),
-    ({"density_range": [3, 2]}, "validity_settings.density_range: got [3, 2]"),
-    ({"density_range": 2.3}, "validity_settings.density_range"),
-    ({"min_distanse": 2}, "validity_settings.min_distanse"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"min_distance": -1}, "validity_settings.min_distance: got -1"),
+        ({"density_range": [3, 2]}, "validity_settings.density_range: got [3, 2]"),
+        ({"density_range": 2.3}, "validity_settings.density_range"),
+        ({"min_distanse": 2}, "validity_settings.min_distanse"),
+    ],
+)
 def test_validity_settings_name_the_bad_field(values, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         get_validity_check("amorphous").settings(values)
@@ -101,16 +109,18 @@ def test_run_structures_relaxes_many_cells_in_one_instance(trajectory):
     assert (relaxed.energies < scored.energies).all() and (relaxed.fmax <= 0.01).all()
     assert (relaxed.steps > 1).all() and not relaxed.failed.any()
     # the relaxed positions are in the input's frame: their energies, scored again, are the relaxed ones
-    again = md.potential_energies(StructureBatch(frames.numbers, relaxed.positions, frames.n_atoms, frames.cells,
-                                                 frames.pbc), "sw_vink")
+    again = md.potential_energies(
+        StructureBatch(frames.numbers, relaxed.positions, frames.n_atoms, frames.cells, frames.pbc), "sw_vink"
+    )
     np.testing.assert_allclose(again, relaxed.energies, atol=1e-6)
 
 
 def test_run_structures_refuses_foreign_atoms_before_starting():
     from aiida_physgen.lammps import run_structures
 
-    batch = StructureBatch.from_atoms([ase.build.bulk("Si", "diamond", a=5.431, cubic=True),
-                                       ase.build.bulk("C", "diamond", a=3.57, cubic=True)])
+    batch = StructureBatch.from_atoms(
+        [ase.build.bulk("Si", "diamond", a=5.431, cubic=True), ase.build.bulk("C", "diamond", a=3.57, cubic=True)]
+    )
     with pytest.raises(ValueError, match=r"structures\[1\]: has C atoms; the potential takes Si only"):
         run_structures(batch, ["Si"], ["pair_style sw"])
 
@@ -118,9 +128,13 @@ def test_run_structures_refuses_foreign_atoms_before_starting():
 # ------------------------------------------------------------------------------------------------ assessor
 def _data(trajectory, generated, **extra):
     training, held_out = trajectory.subset(np.arange(40)), trajectory.subset(np.arange(40, 60))
-    return ScreeningData(generated=generated, conditions={"redraws": {"min_distance": 1.8},
-                                                          "no_redraws": {"min_distance": 0.0}},
-                         training=training, references={"held_out": held_out}, **extra)
+    return ScreeningData(
+        generated=generated,
+        conditions={"redraws": {"min_distance": 1.8}, "no_redraws": {"min_distance": 0.0}},
+        training=training,
+        references={"held_out": held_out},
+        **extra,
+    )
 
 
 def test_assessor_measures_every_condition_with_floor_training_and_baseline(trajectory):
@@ -129,8 +143,13 @@ def test_assessor_measures_every_condition_with_floor_training_and_baseline(traj
     assert assessor.check_references(set()).startswith("references: the amorphous assessor needs")
     # 'redraws': other frames of the MD, rattled a little; 'no_redraws': random cells with close contacts
     near_md = trajectory.subset(np.arange(0, 40, 2))
-    near_md = StructureBatch(near_md.numbers, near_md.positions + np.random.default_rng(0).normal(
-        0, 0.02, near_md.positions.shape), near_md.n_atoms, near_md.cells, near_md.pbc)
+    near_md = StructureBatch(
+        near_md.numbers,
+        near_md.positions + np.random.default_rng(0).normal(0, 0.02, near_md.positions.shape),
+        near_md.n_atoms,
+        near_md.cells,
+        near_md.pbc,
+    )
     wild = _cells(24, 0.3, 5)
     settings = assessor.settings({"energy_structures": 5, "grid_bins": 20})
     result = assessor.assess(_data(trajectory, {"redraws": near_md, "no_redraws": wild}), settings)
@@ -161,14 +180,25 @@ def test_assessor_reports_what_dft_did_to_the_relaxed_structures(trajectory):
 
     with tempfile.TemporaryDirectory() as directory:
         result = run_structures(start, ["Si"], md.pair_commands("sw_vink", Path(directory)), relax=True)
-    relaxed = StructureBatch(start.numbers, result.positions, start.n_atoms, start.cells, start.pbc,
-                             info={"energy": result.energies, "basin": np.array([0, 1])})
+    relaxed = StructureBatch(
+        start.numbers,
+        result.positions,
+        start.n_atoms,
+        start.cells,
+        start.pbc,
+        info={"energy": result.energies, "basin": np.array([0, 1])},
+    )
     cheap = trajectory.subset([0, 3, 6, 9])
     basins = [{"name": "min_00", "members": ["basin_01"]}, {"name": "min_01", "members": ["basin_00"]}]
-    data = _data(trajectory, {"redraws": trajectory.subset(np.arange(10))}, cheap=cheap, relaxed=relaxed,
-                 basins=basins, funnel={"picked": {"basin_00": 1, "basin_01": 3}})
-    outcome = assessor.assess(data, assessor.settings({"energy_structures": 0, "baseline": False,
-                                                       "training": False}))
+    data = _data(
+        trajectory,
+        {"redraws": trajectory.subset(np.arange(10))},
+        cheap=cheap,
+        relaxed=relaxed,
+        basins=basins,
+        funnel={"picked": {"basin_00": 1, "basin_01": 3}},
+    )
+    outcome = assessor.assess(data, assessor.settings({"energy_structures": 0, "baseline": False, "training": False}))
     assert [row["structures"] for row in outcome.rows] == ["md_hold_out", "redraws"]
     assert "| basin_00 |" in outcome.text and "| basin_01 |" in outcome.text
     assert outcome.metrics["dft_relaxed"] == 2 and 0 < outcome.metrics["dft_mean_displacement"] < 0.5
@@ -176,12 +206,15 @@ def test_assessor_reports_what_dft_did_to_the_relaxed_structures(trajectory):
     assert "energies" not in outcome.figures
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"bins": 0}, "assessors.amorphous.bins: got 0"),
-    ({"potential": "lj"}, "assessors.amorphous.potential: got 'lj'"),
-    ({"baseline_min_distance": -1}, "assessors.amorphous.baseline_min_distance: got -1"),
-    ({"grid": 50}, r"assessors.amorphous: unknown key\(s\) \['assessors.amorphous.grid'\]"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"bins": 0}, "assessors.amorphous.bins: got 0"),
+        ({"potential": "lj"}, "assessors.amorphous.potential: got 'lj'"),
+        ({"baseline_min_distance": -1}, "assessors.amorphous.baseline_min_distance: got -1"),
+        ({"grid": 50}, r"assessors.amorphous: unknown key\(s\) \['assessors.amorphous.grid'\]"),
+    ],
+)
 def test_assessor_settings_name_the_bad_field(values, message):
     with pytest.raises(ValueError, match=message):
         get_assessor("amorphous").settings(values)
@@ -194,6 +227,8 @@ def test_a_condition_named_like_a_row_is_refused(trajectory):
 
 
 def test_the_domain_plugins_need_no_aiida():
-    code = ("import sys, aiida_physgen.amorphous.validity, aiida_physgen.amorphous.assessors, aiida_physgen.lammps; "
-            "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; assert not bad, bad")
+    code = (
+        "import sys, aiida_physgen.amorphous.validity, aiida_physgen.amorphous.assessors, aiida_physgen.lammps; "
+        "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

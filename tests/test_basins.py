@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ase.build import make_supercell
 
+from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.screening.basins import (
     Basin,
     MolecularGraph,
@@ -19,7 +20,6 @@ from aiida_physgen.screening.basins import (
     molecule_graph,
     spacegroup,
 )
-from aiida_physgen.ml.batch import StructureBatch
 
 RESOURCES = Path(__file__).resolve().parents[1] / "aiida_physgen" / "resources" / "logan"
 TRAINING = RESOURCES / "C5H12O_training.extxyz"
@@ -248,6 +248,10 @@ def test_charge_separated_bonding_is_not_a_valid_molecule():
     assert graph.smiles == "[CH2-][OH2+]" and graph.connected
     assert not graph.valid and "formal charges on 2 atoms" in graph.error
     assert count_distinct_valid_molecules([ylide]) == (0, [])
-    neutral = molecule_graph(Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
-                                                   [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]))
+    neutral = molecule_graph(
+        Atoms(
+            "CH4",
+            positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
+        )
+    )
     assert neutral.valid and neutral.smiles == "C"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 
-from aiida_physgen.screening.cheap_relax import INFO_KEYS, CheapSettings, check_batch, methods_for, relax_batch, summary
 from aiida_physgen.ml.batch import StructureBatch
+from aiida_physgen.screening.cheap_relax import INFO_KEYS, CheapSettings, check_batch, methods_for, relax_batch, summary
 
 
 def _rattled(name, seed, box=None):
@@ -35,7 +35,9 @@ def test_xtb_relaxes_molecules_and_flags_a_failure():
     batch = StructureBatch.from_atoms(structures)
     batch.info["tag"] = np.array([10, 11, 12, 13])
     seen = []
-    relaxed = relax_batch(batch, CheapSettings(), progress=lambda done, total, result: seen.append((done, total, result)))
+    relaxed = relax_batch(
+        batch, CheapSettings(), progress=lambda done, total, result: seen.append((done, total, result))
+    )
 
     assert [s[:2] for s in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert set(INFO_KEYS) <= set(relaxed.info)
@@ -131,7 +133,11 @@ def test_settings_defaults_and_normalisation():
     assert (values.method, values.optimizer, values.fmax) == ("chgnet", "BFGS", 1.0)
     defaults = CheapSettings()
     assert (defaults.method, defaults.fmax, defaults.max_steps, defaults.optimizer, defaults.fix_cell) == (
-        "auto", 0.05, 300, "FIRE", True,
+        "auto",
+        0.05,
+        300,
+        "FIRE",
+        True,
     )
 
 

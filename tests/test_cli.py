@@ -114,7 +114,10 @@ def test_train_writes_one_model_per_seed(trained):
         assert isinstance(model.module, torch.nn.Module)
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["family"] == "logan" and summary["n_models"] == 2 and summary["seeds"] == [0, 1]
-    assert [(m["file"], m["seed"], m["steps"]) for m in summary["models"]] == [("model_00.pt", 0, 2), ("model_01.pt", 1, 2)]
+    assert [(m["file"], m["seed"], m["steps"]) for m in summary["models"]] == [
+        ("model_00.pt", 0, 2),
+        ("model_01.pt", 1, 2),
+    ]
     assert set(summary["models"][0]["losses"]) == {"critic", "generator", "wasserstein"}
     log = (trained / "checkpoints" / "progress.log").read_text()
     assert "start: 2 model(s) of logan" in log and "step 2/2 (100.0%)" in log and "finished: 2 model(s)" in log
@@ -269,14 +272,18 @@ def test_train_refuses_composition_element_missing_from_training(workdir):
 
 def test_train_refuses_empty_training_file(workdir):
     (workdir / "empty.extxyz").write_text("")
-    result = invoke(train_args("--composition", "C5H12O", "--box", "9.5", "-o", "bad", training="empty.extxyz"), workdir)
+    result = invoke(
+        train_args("--composition", "C5H12O", "--box", "9.5", "-o", "bad", training="empty.extxyz"), workdir
+    )
     assert_refused(result, "training", "empty.extxyz", "no structures")
     assert not (workdir / "bad").exists()
 
 
 def test_train_refuses_blank_training_file(workdir):
     (workdir / "blank.extxyz").write_text("\n\n")
-    result = invoke(train_args("--composition", "C5H12O", "--box", "9.5", "-o", "bad", training="blank.extxyz"), workdir)
+    result = invoke(
+        train_args("--composition", "C5H12O", "--box", "9.5", "-o", "bad", training="blank.extxyz"), workdir
+    )
     assert_refused(result, "blank.extxyz", "no structures")
 
 
@@ -349,7 +356,9 @@ def test_train_refuses_bad_seeds_settings_grid_family_protocol_device(workdir):
 
 
 def test_train_refuses_checkpoints_of_another_training(workdir, tmp_path):
-    first = train_args("--composition", "C5H12O", "--box", "9.5", "--checkpoint-dir", tmp_path / "ck", "-o", tmp_path / "a")
+    first = train_args(
+        "--composition", "C5H12O", "--box", "9.5", "--checkpoint-dir", tmp_path / "ck", "-o", tmp_path / "a"
+    )
     assert_ok(invoke(first, workdir))
     other = train_args("--composition", "C5H12O", "--box", "9.5", "--checkpoint-dir", tmp_path / "ck",
                        "--set", "hidden=[16]", "-o", tmp_path / "b")  # fmt: skip
@@ -448,7 +457,9 @@ def test_sigterm_stops_mid_run_and_rerunning_resumes_bit_for_bit(tmp_path):
     assert_ok(invoke([*args, "-o", "reference"], tmp_path))  # in this process: the same code, one thread
 
     command = cli(*args, "-o", "stopped")
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     log = tmp_path / "stopped" / "checkpoints" / "progress.log"
     deadline = time.monotonic() + 60
     while not (log.is_file() and "checkpoint group 1/1 step 50/" in log.read_text()):

@@ -45,10 +45,30 @@ def _write(batch, path):
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("amorphous_cli")
     md = _ok("amorphous", "md", "--settings", json.dumps(MD), "--held-out", 0.2, "-o", folder / "trajectory.npz")
-    _ok("train", folder / "trajectory_training.npz", "-f", "repap", "--target", "{}", "--settings", json.dumps(TRAIN),
-        "--seeds", 0, "-o", folder / "models")
-    generated = _ok("generate", folder / "models" / "model_00.pt", "-n", 40, "--condition", '{"min_distance": 2.0}',
-                    "-o", folder / "repap.npz")
+    _ok(
+        "train",
+        folder / "trajectory_training.npz",
+        "-f",
+        "repap",
+        "--target",
+        "{}",
+        "--settings",
+        json.dumps(TRAIN),
+        "--seeds",
+        0,
+        "-o",
+        folder / "models",
+    )
+    generated = _ok(
+        "generate",
+        folder / "models" / "model_00.pt",
+        "-n",
+        40,
+        "--condition",
+        '{"min_distance": 2.0}',
+        "-o",
+        folder / "repap.npz",
+    )
     # a 20-step model places atoms too close: the redraws are said as a warning line, not a Python traceback-ish one
     assert "Warning: sample:" in generated.output and "_contextlib" not in generated.output
     _ok("amorphous", "random", folder / "trajectory_held_out.npz", "-n", 40, "--seed", 1, "-o", folder / "random.npz")
@@ -65,22 +85,32 @@ def test_md_writes_the_trajectory_and_its_split_in_time_order(files):
     assert (len(trajectory), len(training), len(held_out)) == (120, 96, 24)
     assert np.array_equal(training.info["frame"], np.arange(96))
     assert np.array_equal(held_out.info["frame"], np.arange(96, 120))
-    assert np.array_equal(held_out.positions, trajectory.positions[96 * 30:])
+    assert np.array_equal(held_out.positions, trajectory.positions[96 * 30 :])
     assert set(trajectory.info) == {"energy", "temperature", "time", "potential"}
     assert set(trajectory.info["potential"].tolist()) == {"sw_vink"}
     assert np.array_equal(trajectory.positions, melt_quench(MD).positions)  # the library's run, bit for bit
     length = cell_length(30, 2.28)
     assert np.allclose(trajectory.cells, np.diag([length] * 3))
     energy = trajectory.info["energy"].mean() / 30
-    for text in ("wrote 120 frames of Si30", f"edge {length:.4f} Å", "potential: sw_vink", f"{energy:.4f} ±",
-                 "eV/atom", " K (mean ± std", "frames 0–95", "frames 96–119", "took "):
+    for text in (
+        "wrote 120 frames of Si30",
+        f"edge {length:.4f} Å",
+        "potential: sw_vink",
+        f"{energy:.4f} ±",
+        "eV/atom",
+        " K (mean ± std",
+        "frames 0–95",
+        "frames 96–119",
+        "took ",
+    ):
         assert text in output, output
 
 
 def test_md_options_override_the_settings(tmp_path):
     out = tmp_path / "sw.extxyz"
-    result = _ok("amorphous", "md", "--settings", json.dumps(MD), "--frames", 10, "--potential", "sw", "--seed", 2,
-                 "-o", out)
+    result = _ok(
+        "amorphous", "md", "--settings", json.dumps(MD), "--frames", 10, "--potential", "sw", "--seed", 2, "-o", out
+    )
     assert "wrote 10 frames" in result.output and "potential: sw:" in result.output
     batch = StructureBatch.read(out)
     assert len(batch) == 10 and (batch.n_atoms == 30).all()
@@ -147,8 +177,21 @@ def test_quality_table_figures_and_json(files, tmp_path):
 
     folder, _ = files
     out = tmp_path / "quality"
-    result = _ok("amorphous", "quality", folder / "trajectory_held_out.npz", folder / "repap.npz",
-                 folder / "random.npz", "--name", "RePAP", "--name", "random", "--energies", 5, "-o", out)
+    result = _ok(
+        "amorphous",
+        "quality",
+        folder / "trajectory_held_out.npz",
+        folder / "repap.npz",
+        folder / "random.npz",
+        "--name",
+        "RePAP",
+        "--name",
+        "random",
+        "--energies",
+        5,
+        "-o",
+        out,
+    )
     lines = result.output.splitlines()
     assert lines[0].startswith("| structures | count | RDF error | pair < d (share) | mean coordination | E/atom")
     assert lines[2].startswith("| md_hold_out | 12 | ") and lines[3].startswith("| RePAP | 40 | ")
@@ -159,8 +202,15 @@ def test_quality_table_figures_and_json(files, tmp_path):
     quality = json.loads((out / "quality.json").read_text())
     assert set(quality) == {"rows", "text", "settings", "r", "rdf", "angle", "angles", "note"}
     assert list(quality["rows"]) == ["md_hold_out", "RePAP", "random"]
-    assert quality["settings"] == {"r_max": 8.0, "bins": 160, "min_distance": 2.0, "cutoff": 2.85,
-                                   "energy_structures": 5, "potential": "sw_vink", "grid_bins": None}
+    assert quality["settings"] == {
+        "r_max": 8.0,
+        "bins": 160,
+        "min_distance": 2.0,
+        "cutoff": 2.85,
+        "energy_structures": 5,
+        "potential": "sw_vink",
+        "grid_bins": None,
+    }
     assert len(quality["r"]) == 160 and set(quality["rdf"]) == {"MD (held out)", "RePAP", "random"}
     rows = quality["rows"]
     for row in rows.values():
@@ -170,17 +220,35 @@ def test_quality_table_figures_and_json(files, tmp_path):
     assert rows["md_hold_out"]["energy_per_atom"]["mean"] < rows["random"]["energy_per_atom"]["mean"]
     assert rows["RePAP"]["close_contact_share"] == rows["random"]["close_contact_share"] == 0.0
     # the library function, same numbers
-    expected = quality_rows(_read(folder / "trajectory_held_out.npz"),
-                            {"RePAP": _read(folder / "repap.npz"), "random": _read(folder / "random.npz")},
-                            {"energy_structures": 5}).quality
+    expected = quality_rows(
+        _read(folder / "trajectory_held_out.npz"),
+        {"RePAP": _read(folder / "repap.npz"), "random": _read(folder / "random.npz")},
+        {"energy_structures": 5},
+    ).quality
     assert expected["rows"] == rows and expected["text"] == quality["text"]
 
 
 def test_quality_without_energies_and_with_other_settings(files, tmp_path):
     folder, _ = files
     out = tmp_path / "quality"
-    result = _ok("amorphous", "quality", folder / "trajectory_held_out.npz", folder / "random.npz", "--energies", 0,
-                 "--bins", 40, "--r-max", 6, "--cutoff", 2.6, "--min-distance", 2.5, "-o", out)
+    result = _ok(
+        "amorphous",
+        "quality",
+        folder / "trajectory_held_out.npz",
+        folder / "random.npz",
+        "--energies",
+        0,
+        "--bins",
+        40,
+        "--r-max",
+        6,
+        "--cutoff",
+        2.6,
+        "--min-distance",
+        2.5,
+        "-o",
+        out,
+    )
     assert "| random | 40 |" in result.output and "energies: skipped" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["angles.png", "quality.json", "rdf.png"]
     quality = json.loads((out / "quality.json").read_text())
@@ -209,13 +277,21 @@ def test_the_commands_need_no_aiida(files, tmp_path):
 
     folder, _ = files
     held_out = str(folder / "trajectory_held_out.npz")
-    commands = [["amorphous", "md", "--settings", json.dumps({**MD, "frames": 10}), "-o", "t.npz"],
-                ["amorphous", "random", held_out, "-n", "5", "-o", "r.npz"],
-                ["amorphous", "quality", held_out, "r.npz", "--energies", "2", "-o", "q"]]
+    commands = [
+        ["amorphous", "md", "--settings", json.dumps({**MD, "frames": 10}), "-o", "t.npz"],
+        ["amorphous", "random", held_out, "-n", "5", "-o", "r.npz"],
+        ["amorphous", "quality", held_out, "r.npz", "--energies", "2", "-o", "q"],
+    ]
     config = tmp_path / "aiida-config"
     config.mkdir()
-    result = subprocess.run([sys.executable, "-c", NO_AIIDA, json.dumps(commands)], cwd=tmp_path, capture_output=True,
-                            text=True, env={**os.environ, "AIIDA_PATH": str(config)}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_AIIDA, json.dumps(commands)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIIDA_PATH": str(config)},
+        timeout=120,
+    )
     assert "EXIT_CODES [0, 0, 0]" in result.stdout, result.stdout + result.stderr
     assert "AIIDA_MODULES []" in result.stdout
     assert (tmp_path / "q" / "quality.json").is_file() and list(config.iterdir()) == []
@@ -229,8 +305,9 @@ def bad_files(files):
     folder, _ = files
     held_out = _read(folder / "trajectory_held_out.npz")
     smaller = random_structures(["Si"] * 20, held_out.cells[0], [True] * 3, 3, 0, min_distance=2.0)
-    carbon = StructureBatch(np.full(30 * 3, 6), held_out.positions[: 30 * 3], held_out.n_atoms[:3],
-                            held_out.cells[:3], held_out.pbc[:3])
+    carbon = StructureBatch(
+        np.full(30 * 3, 6), held_out.positions[: 30 * 3], held_out.n_atoms[:3], held_out.cells[:3], held_out.pbc[:3]
+    )
     return {
         "held_out": folder / "trajectory_held_out.npz",
         "repap": folder / "repap.npz",
@@ -243,35 +320,49 @@ def bad_files(files):
     }
 
 
-@pytest.mark.parametrize("args, message", [
-    (["amorphous", "md", "--potential", "lj"], "'--potential': 'lj' is not one of"),
-    (["amorphous", "md", "--settings", "{bad"], "--settings: '{bad' is neither a file nor a JSON"),
-    (["amorphous", "md", "--settings", '{"melt": 1}'], "--settings: unknown key(s) ['settings.melt']"),
-    (["amorphous", "md", "--settings", '{"density": -1}'], "--settings: density: got -1"),
-    (["amorphous", "md", "--frames", 0], "--frames: got 0"),
-    (["amorphous", "md", "--seed", 0], "--seed: got 0"),
-    (["amorphous", "md", "--held-out", 1.5], "--held-out: got 1.5, expected the share"),
-    (["amorphous", "md", "--frames", 3, "--held-out", 0.5], "--held-out: 0.5 of 3 frames holds out 2 and keeps 1"),
-    (["amorphous", "md", "-o", "{folder}/nowhere/t.npz"], "--output: the directory"),
-    (["amorphous", "quality", "{held_out}", "{smaller}"], "structure 0 has 20 atoms (3 of 3 structures differ), the "
-                                                          "held-out frames 30 (Si30)"),
-    (["amorphous", "quality", "{held_out}", "{carbon}"], "structure 0 is C30, the held-out frames are Si30"),
-    (["amorphous", "quality", "{held_out}", "{folder}/missing.npz"], "missing.npz' does not exist"),
-    (["amorphous", "quality", "{short}", "{repap}"], "HELD_OUT"),
-    (["amorphous", "quality", "{held_out}", "{repap}", "--name", "a", "--name", "b"], "--name: got 2 name(s) for 1"),
-    (["amorphous", "quality", "{held_out}", "{repap}", "{repap}"], "are both named 'repap'"),
-    (["amorphous", "quality", "{held_out}", "{repap}", "--name", "md_hold_out"], "--name: 'md_hold_out' is the row"),
-    (["amorphous", "quality", "{held_out}", "{repap}", "--bins", 0], "--bins: got 0"),
-    (["amorphous", "quality", "{held_out}", "{repap}", "--energies", -1], "--energies: got -1"),
-    (["amorphous", "quality", "{held_out}", "{repap}", "--potential", "lj"], "'--potential': 'lj' is not one of"),
-    (["amorphous", "random", "{folder}/missing.npz"], "missing.npz' does not exist"),
-    (["amorphous", "random", "{held_out}", "--min-distance", 5], "--min-distance: 30 atoms at least 5.0 Å apart"),
-    (["amorphous", "random", "{mixed}"], "REFERENCE: structure 1 has 20 atoms, structure 0 30"),
-    (["amorphous", "random", "{held_out}", "-o", "{folder}/random.foo"], "--output: cannot tell a structure format"),
-    (["generate", "{model}", "--condition", '{"min_distance": 9}'], "--condition: condition.min_distance: 9 Å"),
-    (["generate", "{model}", "--condition", '{"scale": 2}'], "--condition: unknown key(s) ['scale']"),
-    (["train", "{held_out}", "-f", "repap", "--target", '{"composition": "Si30"}'], "target.composition"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["amorphous", "md", "--potential", "lj"], "'--potential': 'lj' is not one of"),
+        (["amorphous", "md", "--settings", "{bad"], "--settings: '{bad' is neither a file nor a JSON"),
+        (["amorphous", "md", "--settings", '{"melt": 1}'], "--settings: unknown key(s) ['settings.melt']"),
+        (["amorphous", "md", "--settings", '{"density": -1}'], "--settings: density: got -1"),
+        (["amorphous", "md", "--frames", 0], "--frames: got 0"),
+        (["amorphous", "md", "--seed", 0], "--seed: got 0"),
+        (["amorphous", "md", "--held-out", 1.5], "--held-out: got 1.5, expected the share"),
+        (["amorphous", "md", "--frames", 3, "--held-out", 0.5], "--held-out: 0.5 of 3 frames holds out 2 and keeps 1"),
+        (["amorphous", "md", "-o", "{folder}/nowhere/t.npz"], "--output: the directory"),
+        (
+            ["amorphous", "quality", "{held_out}", "{smaller}"],
+            "structure 0 has 20 atoms (3 of 3 structures differ), the held-out frames 30 (Si30)",
+        ),
+        (["amorphous", "quality", "{held_out}", "{carbon}"], "structure 0 is C30, the held-out frames are Si30"),
+        (["amorphous", "quality", "{held_out}", "{folder}/missing.npz"], "missing.npz' does not exist"),
+        (["amorphous", "quality", "{short}", "{repap}"], "HELD_OUT"),
+        (
+            ["amorphous", "quality", "{held_out}", "{repap}", "--name", "a", "--name", "b"],
+            "--name: got 2 name(s) for 1",
+        ),
+        (["amorphous", "quality", "{held_out}", "{repap}", "{repap}"], "are both named 'repap'"),
+        (
+            ["amorphous", "quality", "{held_out}", "{repap}", "--name", "md_hold_out"],
+            "--name: 'md_hold_out' is the row",
+        ),
+        (["amorphous", "quality", "{held_out}", "{repap}", "--bins", 0], "--bins: got 0"),
+        (["amorphous", "quality", "{held_out}", "{repap}", "--energies", -1], "--energies: got -1"),
+        (["amorphous", "quality", "{held_out}", "{repap}", "--potential", "lj"], "'--potential': 'lj' is not one of"),
+        (["amorphous", "random", "{folder}/missing.npz"], "missing.npz' does not exist"),
+        (["amorphous", "random", "{held_out}", "--min-distance", 5], "--min-distance: 30 atoms at least 5.0 Å apart"),
+        (["amorphous", "random", "{mixed}"], "REFERENCE: structure 1 has 20 atoms, structure 0 30"),
+        (
+            ["amorphous", "random", "{held_out}", "-o", "{folder}/random.foo"],
+            "--output: cannot tell a structure format",
+        ),
+        (["generate", "{model}", "--condition", '{"min_distance": 9}'], "--condition: condition.min_distance: 9 Å"),
+        (["generate", "{model}", "--condition", '{"scale": 2}'], "--condition: unknown key(s) ['scale']"),
+        (["train", "{held_out}", "-f", "repap", "--target", '{"composition": "Si30"}'], "target.composition"),
+    ],
+)
 def test_bad_input_exits_2_naming_the_field(bad_files, tmp_path, args, message):
     def fill(text):
         for key, value in bad_files.items():

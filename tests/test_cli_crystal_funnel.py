@@ -22,9 +22,24 @@ def three(tmp_path_factory):
 
 def test_training_crystals_pass_validity_but_are_not_novel(three, tmp_path):
     out = tmp_path / "assessed.npz"
-    result = CliRunner().invoke(main, ["crystals", "funnel", str(three), "--training", str(EXAMPLE_FOLDER),
-                                       "--max-steps", "5", "--top", "2", "--cif-dir", str(tmp_path / "cif"),
-                                       "-o", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "crystals",
+            "funnel",
+            str(three),
+            "--training",
+            str(EXAMPLE_FOLDER),
+            "--max-steps",
+            "5",
+            "--top",
+            "2",
+            "--cif-dir",
+            str(tmp_path / "cif"),
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "valid: 3" in result.output and "unique: 3" in result.output and "unique_novel: 0" in result.output
     batch = StructureBatch.from_npz(out)
@@ -34,16 +49,33 @@ def test_training_crystals_pass_validity_but_are_not_novel(three, tmp_path):
 
 
 def test_without_training_every_unique_crystal_is_written(three, tmp_path):
-    result = CliRunner().invoke(main, ["crystals", "funnel", str(three), "--max-steps", "5", "--top", "2",
-                                       "--cif-dir", str(tmp_path / "cif"), "-o", str(tmp_path / "a.npz")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "crystals",
+            "funnel",
+            str(three),
+            "--max-steps",
+            "5",
+            "--top",
+            "2",
+            "--cif-dir",
+            str(tmp_path / "cif"),
+            "-o",
+            str(tmp_path / "a.npz"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "cif").iterdir()) == ["crystal_000.cif", "crystal_001.cif"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--density", "5", "1"], "--density"),
-    (["--min-distance", "20"], "none of the 3 crystals is valid"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--density", "5", "1"], "--density"),
+        (["--min-distance", "20"], "none of the 3 crystals is valid"),
+    ],
+)
 def test_bad_input_is_refused_before_any_relaxation(three, tmp_path, args, message):
     result = CliRunner().invoke(main, ["crystals", "funnel", str(three), *args, "-o", str(tmp_path / "a.npz")])
     assert result.exit_code == 2 and message in result.output

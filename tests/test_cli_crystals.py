@@ -33,7 +33,8 @@ def _binary(folder):
     from pymatgen.core import Lattice, Structure
 
     Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
-        filename=str(folder / "NaCl.cif"))
+        filename=str(folder / "NaCl.cif")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,13 @@ def model_file(tmp_path_factory):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = train_ensemble("crystal_gan", example_structures(), {"space_groups": [216]},
-                               {"loop": {"steps": 40, "batch_size": 16}, "hidden": 32, "critic_hidden": 32},
-                               seeds=[0])[0]
+        model = train_ensemble(
+            "crystal_gan",
+            example_structures(),
+            {"space_groups": [216]},
+            {"loop": {"steps": 40, "batch_size": 16}, "hidden": 32, "critic_hidden": 32},
+            seeds=[0],
+        )[0]
     path = tmp_path_factory.mktemp("crystal_model") / "model.pt"
     path.write_bytes(model.to_bytes())
     return path
@@ -102,8 +107,9 @@ def test_generate_writes_crystals_and_readable_cifs(model_file, tmp_path, group,
     from pymatgen.core import Structure
 
     out, cifs = tmp_path / "generated.npz", tmp_path / "cifs"
-    result = _run("crystals", "generate", model_file, "--space-group", group, "-n", 8, "--seed", 0, "-o", out,
-                  "--cif-dir", cifs)
+    result = _run(
+        "crystals", "generate", model_file, "--space-group", group, "-n", 8, "--seed", 0, "-o", out, "--cif-dir", cifs
+    )
     assert result.exit_code == 0, result.output
     batch = _read(out)
     assert len(batch) == 8 and set(batch.info["space_group_requested"]) == {number}
@@ -129,25 +135,49 @@ def test_generate_writes_crystals_and_readable_cifs(model_file, tmp_path, group,
 def test_generate_is_the_generic_generate_with_a_condition(model_file, tmp_path):
     condition = {"space_group": 216, "elements": [["Li", "Zn", "As"]], "merge_distance": 1.2}
     generic, convenient = tmp_path / "generic.npz", tmp_path / "crystals.npz"
-    assert _run("generate", model_file, "-n", 6, "--seed", 3, "--condition", json.dumps(condition),
-                "-o", generic).exit_code == 0
-    result = _run("crystals", "generate", model_file, "-s", 216, "-e", "Li", "Zn", "As", "--merge-distance", 1.2,
-                  "-n", 6, "--seed", 3, "-o", convenient)
+    assert (
+        _run(
+            "generate", model_file, "-n", 6, "--seed", 3, "--condition", json.dumps(condition), "-o", generic
+        ).exit_code
+        == 0
+    )
+    result = _run(
+        "crystals",
+        "generate",
+        model_file,
+        "-s",
+        216,
+        "-e",
+        "Li",
+        "Zn",
+        "As",
+        "--merge-distance",
+        1.2,
+        "-n",
+        6,
+        "--seed",
+        3,
+        "-o",
+        convenient,
+    )
     assert result.exit_code == 0, result.output
     a, b = _read(generic), _read(convenient)
     assert np.array_equal(a.numbers, b.numbers) and np.allclose(a.positions, b.positions)
     assert sorted(set(b.elements())) == ["As", "Li", "Zn"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-s", "Q9"], "--space-group: 'Q9' is not a space-group symbol"),
-    (["-s", "P1"], "--space-group: P1 (1) is triclinic"),
-    (["-s", "999"], "--space-group: got 999"),
-    (["-e", "Li", "Zn", "Xx"], "--elements: ['Xx'] not in the element table"),
-    (["-e", "Li", "Li", "As"], "--elements: got Li Li As, expected three different"),
-    (["-n", "0"], "--count: got 0"),
-    (["--merge-distance", "0"], "--merge-distance: got 0.0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-s", "Q9"], "--space-group: 'Q9' is not a space-group symbol"),
+        (["-s", "P1"], "--space-group: P1 (1) is triclinic"),
+        (["-s", "999"], "--space-group: got 999"),
+        (["-e", "Li", "Zn", "Xx"], "--elements: ['Xx'] not in the element table"),
+        (["-e", "Li", "Li", "As"], "--elements: got Li Li As, expected three different"),
+        (["-n", "0"], "--count: got 0"),
+        (["--merge-distance", "0"], "--merge-distance: got 0.0"),
+    ],
+)
 def test_generate_bad_input_is_one_line_naming_the_option(model_file, tmp_path, args, message):
     result = _run("crystals", "generate", model_file, *args, "-o", tmp_path / "out.npz")
     assert result.exit_code == 2, result.output
@@ -159,8 +189,13 @@ def test_generate_refuses_a_model_of_another_family(tmp_path):
     from aiida_physgen.ml.training import train_ensemble
 
     batch = StructureBatch.read(sorted(EXAMPLE_FOLDER.glob("*.cif"))[0])
-    logan = train_ensemble("logan", batch, {"composition": "".join(batch.formulas()), "cell": batch.cells[0].tolist(),
-                                            "pbc": [True] * 3}, {"loop": {"steps": 1}}, seeds=[0])[0]
+    logan = train_ensemble(
+        "logan",
+        batch,
+        {"composition": "".join(batch.formulas()), "cell": batch.cells[0].tolist(), "pbc": [True] * 3},
+        {"loop": {"steps": 1}},
+        seeds=[0],
+    )[0]
     path = tmp_path / "logan.pt"
     path.write_bytes(logan.to_bytes())
     result = _run("crystals", "generate", path, "-o", tmp_path / "out.npz")

@@ -31,11 +31,32 @@ def files(tmp_path_factory):
     assert result.exit_code == 0, result.output
     result = _run("label", sheets, "-o", labelled)
     assert result.exit_code == 0, result.output
-    for family, settings in (("ednn", {"hidden": [8], "loop": {"steps": 20, "batch_size": 8}}),
-                             ("rugan", {"channels": 4, "noise_channels": 3, "critic_channels": 4,
-                                        "loop": {"steps": 2, "batch_size": 4, "n_critic": 2}})):
-        result = _run("train", labelled, "-f", family, "--target", TARGET, "--settings", json.dumps(settings),
-                      "--seeds", "0", "-o", folder / family)
+    for family, settings in (
+        ("ednn", {"hidden": [8], "loop": {"steps": 20, "batch_size": 8}}),
+        (
+            "rugan",
+            {
+                "channels": 4,
+                "noise_channels": 3,
+                "critic_channels": 4,
+                "loop": {"steps": 2, "batch_size": 4, "n_critic": 2},
+            },
+        ),
+    ):
+        result = _run(
+            "train",
+            labelled,
+            "-f",
+            family,
+            "--target",
+            TARGET,
+            "--settings",
+            json.dumps(settings),
+            "--seeds",
+            "0",
+            "-o",
+            folder / family,
+        )
         assert result.exit_code == 0, result.output
     return folder
 
@@ -74,16 +95,22 @@ def test_generate_at_4x_predict_and_check(files):
     assert (files / "check" / "label_heatmap_big.png").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["sheets", "--settings", '{"radius": [3, 1]}'], "radius"),
-    (["generate", "{rugan}", "--condition", '{"scale": 1.5}'], "--condition: condition.scale"),
-    (["check-labels", "{labelled}", "--surrogate", "{rugan}"], "--surrogate"),
-    (["check-labels", "{labelled}", "--surrogate", "{ednn}"], "no requested 'label'"),
-    (["predict", "{rugan}", "{labelled}"], "predict"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sheets", "--settings", '{"radius": [3, 1]}'], "radius"),
+        (["generate", "{rugan}", "--condition", '{"scale": 1.5}'], "--condition: condition.scale"),
+        (["check-labels", "{labelled}", "--surrogate", "{rugan}"], "--surrogate"),
+        (["check-labels", "{labelled}", "--surrogate", "{ednn}"], "no requested 'label'"),
+        (["predict", "{rugan}", "{labelled}"], "predict"),
+    ],
+)
 def test_bad_input_exits_2_naming_the_field(files, tmp_path, args, message):
-    paths = {"rugan": files / "rugan" / "model_00.pt", "ednn": files / "ednn" / "model_00.pt",
-             "labelled": files / "labelled.npz"}
+    paths = {
+        "rugan": files / "rugan" / "model_00.pt",
+        "ednn": files / "ednn" / "model_00.pt",
+        "labelled": files / "labelled.npz",
+    }
     args = [str(paths[a[1:-1]]) if a[1:-1] in paths else a for a in args]
     args += ["-o", str(tmp_path / ("out" if args[0] == "check-labels" else "out.npz"))] * (args[0] != "predict")
     result = CliRunner().invoke(main, args)

@@ -165,8 +165,14 @@ def _labelled(structures, energies):
 
 def test_reference_energies_take_the_lowest_finite_energy_per_atom():
     refs = _labelled(
-        [bulk("Al"), make_supercell(bulk("Al"), 2 * np.eye(3)), bulk("Si"), bulk("NaCl", "rocksalt", a=5.64),
-         bulk("Cu"), bulk("Cu", "bcc", a=2.87)],
+        [
+            bulk("Al"),
+            make_supercell(bulk("Al"), 2 * np.eye(3)),
+            bulk("Si"),
+            bulk("NaCl", "rocksalt", a=5.64),
+            bulk("Cu"),
+            bulk("Cu", "bcc", a=2.87),
+        ],
         [-3.5, -8 * 3.7, -10.8, -99.0, np.nan, -4.0],
     )
     assert cf.reference_energies(refs) == {"Al": pytest.approx(-3.7), "Si": pytest.approx(-5.4), "Cu": -4.0}
@@ -182,8 +188,11 @@ def test_reference_energies_take_the_lowest_finite_energy_per_atom():
 def test_formation_energies():
     mu = {"Na": -1.3, "Cl": -1.8, "Mg": -1.5, "O": -4.9}
     batch = _labelled(
-        [bulk("NaCl", "rocksalt", a=5.64), make_supercell(bulk("MgO", "rocksalt", a=4.21), 2 * np.eye(3)),
-         bulk("NaCl", "rocksalt", a=5.64)],
+        [
+            bulk("NaCl", "rocksalt", a=5.64),
+            make_supercell(bulk("MgO", "rocksalt", a=4.21), 2 * np.eye(3)),
+            bulk("NaCl", "rocksalt", a=5.64),
+        ],
         [-7.3, 16 * -6.0, np.nan],
     )
     energies = cf.formation_energies(batch, mu)

@@ -19,8 +19,9 @@ def _batch(*structures, **info):
 
 def test_validity_flags_each_failure_for_its_reason():
     salt = bulk("NaCl", "rocksalt", a=5.64)  # charge balanced
-    imbalance = Atoms("Na2Cl", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]],
-                      cell=[5, 5, 5], pbc=True)
+    imbalance = Atoms(
+        "Na2Cl", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]], cell=[5, 5, 5], pbc=True
+    )
     metal = bulk("Al", "fcc", a=4.05)  # no anion former: not applicable
     crowded = bulk("Al", "fcc", a=4.05)
     crowded = crowded + Atoms("Al", positions=[[0.3, 0, 0]])

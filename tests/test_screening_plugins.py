@@ -78,8 +78,10 @@ def test_apply_validity_keeps_joins_and_counts():
     assert result.valid.info["condition_index"].tolist() == [0, 0, 1]
     assert result.valid.info["set_index"].tolist() == [0, 2, 1]
     assert result.valid.info["model_index"].tolist() == [0, 0, 0]
-    assert result.counts == {"a": {"generated": 3, "valid": 2, "reasons": {"too many atoms": 1}},
-                             "b": {"generated": 2, "valid": 1, "reasons": {"too many atoms": 1}}}
+    assert result.counts == {
+        "a": {"generated": 3, "valid": 2, "reasons": {"too many atoms": 1}},
+        "b": {"generated": 2, "valid": 1, "reasons": {"too many atoms": 1}},
+    }
     assert result.totals == {"generated": 5, "valid": 3, "reasons": {"too many atoms": 2}}
 
 

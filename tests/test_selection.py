@@ -277,8 +277,9 @@ def test_fewer_survivors_than_clusters_select_one_cluster_per_survivor():
     assert selection.to_dict()["requested_clusters"] == 6
     assert Selection.from_arrays(selection.arrays(), selection.to_dict()).requested_clusters == 6
     # enough survivors: as many clusters as asked, nothing requested beyond
-    enough, _, _ = select_candidates(batch, SelectionSettings(n_clusters=3, n_components=3, plot=False,
-                                                              descriptor=SMALL_DESCRIPTOR), seed=0)
+    enough, _, _ = select_candidates(
+        batch, SelectionSettings(n_clusters=3, n_components=3, plot=False, descriptor=SMALL_DESCRIPTOR), seed=0
+    )
     assert enough.n_clusters == 3 and enough.requested_clusters == 0 and "requested_clusters" not in enough.to_dict()
 
 

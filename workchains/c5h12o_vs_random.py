@@ -22,8 +22,16 @@ from aiida_physgen.screening.report import compare_screenings
 
 def builder(baseline: bool):
     b = screening_builder(
-        "logan/C5H12O_training.extxyz", "C5H12O", box=9.5, generation_protocol="fast", seeds=[0, 1],
-        settings={"loop": {"steps": 1200}}, n_clusters=60, protocol="fast", funnel=True, dft_budget=6,
+        "logan/C5H12O_training.extxyz",
+        "C5H12O",
+        box=9.5,
+        generation_protocol="fast",
+        seeds=[0, 1],
+        settings={"loop": {"steps": 1200}},
+        n_clusters=60,
+        protocol="fast",
+        funnel=True,
+        dft_budget=6,
     )
     b.generation.baseline = orm.Bool(baseline)
     return b

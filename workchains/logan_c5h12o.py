@@ -42,5 +42,7 @@ if node.is_finished_ok:
 
     reps = results["representatives"]
     n_valid, smiles = count_distinct_valid_molecules(list(reps))
-    print(f"{len(results['candidates'])} candidates -> {len(reps)} representatives; "
-          f"{n_valid} distinct valid C5H12O molecular graphs among them: {sorted(smiles)}")
+    print(
+        f"{len(results['candidates'])} candidates -> {len(reps)} representatives; "
+        f"{n_valid} distinct valid C5H12O molecular graphs among them: {sorted(smiles)}"
+    )

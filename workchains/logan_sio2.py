@@ -35,7 +35,9 @@ builder = GenerationWorkChain.get_builder_from_protocol(
     training_code=orm.load_code(code) if code else None,
 )
 results, node = run_get_node(builder)
-print(f"GenerationWorkChain<{node.pk}> for {TARGET} ({composition}, {PROTOCOL}) finished with exit status "
-      f"{node.exit_status}")
+print(
+    f"GenerationWorkChain<{node.pk}> for {TARGET} ({composition}, {PROTOCOL}) finished with exit status "
+    f"{node.exit_status}"
+)
 if node.is_finished_ok:
     print(f"{len(results['candidates'])} candidates -> {len(results['representatives'])} representatives")

@@ -54,12 +54,16 @@ with ExitStack() as stack:
     for name in ("amorphous_md", "split_trajectory", "normalise_training_inputs", "train"):
         stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))
     results, node = run_get_node(builder)
-print(f"AmorphousScreeningWorkChain<{node.pk}> ({protocol}) finished with exit status {node.exit_status} in "
-      f"{time.perf_counter() - start:.0f} s")
+print(
+    f"AmorphousScreeningWorkChain<{node.pk}> ({protocol}) finished with exit status {node.exit_status} in "
+    f"{time.perf_counter() - start:.0f} s"
+)
 if not node.is_finished_ok:
     print(node.exit_message)
     sys.exit(1)
 screening = next(child for child in node.called if child.process_label == "ScreeningWorkChain")
-print(f"MD: {len(results['trajectory'])} frames ({len(results['training'])} to train on, {len(results['held_out'])} "
-      f"held out); the screening: {screening.process_label}<{screening.pk}>")
+print(
+    f"MD: {len(results['trajectory'])} frames ({len(results['training'])} to train on, {len(results['held_out'])} "
+    f"held out); the screening: {screening.process_label}<{screening.pk}>"
+)
 print_report(screening, output_dir=f"report_{node.pk}")

@@ -45,8 +45,10 @@ with ExitStack() as stack:
     for name in ("porous_graphene", "label_reference", "normalise_training_inputs", "train"):
         stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))
     results, node = run_get_node(builder)
-print(f"GrapheneScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in "
-      f"{time.perf_counter() - start:.0f} s")
+print(
+    f"GrapheneScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in "
+    f"{time.perf_counter() - start:.0f} s"
+)
 if not node.is_finished_ok:
     print(node.exit_message)
     sys.exit(1)

@@ -54,10 +54,14 @@ builder = screening_builder(
     dft_budget=DFT_BUDGET,
 )
 builder.generation.baseline = orm.Bool("--random" in sys.argv)
-with enable_caching(identifier="aiida.calculations:physgen.train"), \
-        enable_caching(identifier="aiida.calculations:physgen.generate"):
+with (
+    enable_caching(identifier="aiida.calculations:physgen.train"),
+    enable_caching(identifier="aiida.calculations:physgen.generate"),
+):
     results, node = run_get_node(builder)
-print(f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in {time.perf_counter() - start:.0f} s")
+print(
+    f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in {time.perf_counter() - start:.0f} s"
+)
 if node.is_finished_ok:
     print_report(node, output_dir=f"screening_{node.pk}")
 levels = screening_metrics(node)

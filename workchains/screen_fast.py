@@ -35,7 +35,8 @@ builder = screening_builder(
     dft_budget=6,
 )
 results, node = run_get_node(builder)
-print(f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} "
-      f"in {time.perf_counter() - start:.0f} s")
+print(
+    f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in {time.perf_counter() - start:.0f} s"
+)
 if node.is_finished_ok:
     print_report(node, output_dir=f"screening_{node.pk}")

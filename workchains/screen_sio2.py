@@ -18,10 +18,10 @@ from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.screening.metrics import format_metrics_table
-from aiida_physgen.screening.report import print_report, screening_metrics
 from aiida_physgen.ml.composition import composition_string
 from aiida_physgen.resources import sio2_target
+from aiida_physgen.screening.metrics import format_metrics_table
+from aiida_physgen.screening.report import print_report, screening_metrics
 
 PAPER = "--paper" in sys.argv
 FUNNEL = "--no-funnel" not in sys.argv
@@ -47,14 +47,22 @@ builder = screening_builder(
 )
 builder.generation.baseline = orm.Bool("--random" in sys.argv)
 results, node = run_get_node(builder)
-print(f"ScreeningWorkChain<{node.pk}> for {TARGET} ({composition}) finished with exit status {node.exit_status} "
-      f"in {time.perf_counter() - start:.0f} s")
+print(
+    f"ScreeningWorkChain<{node.pk}> for {TARGET} ({composition}) finished with exit status {node.exit_status} "
+    f"in {time.perf_counter() - start:.0f} s"
+)
 if node.is_finished_ok:
     print_report(node, output_dir=f"screening_{node.pk}")
-    print(f"target energy (Materials Project, PBE): {target.get_potential_energy() / len(target):.4f} eV/atom "
-          "(not comparable with LDA; compare structures, not energies)")
+    print(
+        f"target energy (Materials Project, PBE): {target.get_potential_energy() / len(target):.4f} eV/atom "
+        "(not comparable with LDA; compare structures, not energies)"
+    )
 levels = screening_metrics(node, reference=[target])
 if levels:
-    print(format_metrics_table({("CHGNet" if level == "cheap" else "DFT"): metrics for level, metrics in levels.items()}))
+    print(
+        format_metrics_table({("CHGNet" if level == "cheap" else "DFT"): metrics for level, metrics in levels.items()})
+    )
     for level, metrics in levels.items():
-        print(f"{TARGET} recovered after {'CHGNet' if level == 'cheap' else 'DFT'}: {'yes' if metrics['recovered'] else 'no'}")
+        print(
+            f"{TARGET} recovered after {'CHGNet' if level == 'cheap' else 'DFT'}: {'yes' if metrics['recovered'] else 'no'}"
+        )

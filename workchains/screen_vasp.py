@@ -51,13 +51,23 @@ if option("--options"):
     overrides["options"] = json.loads(option("--options"))
 start = time.perf_counter()
 builder = screening_builder(
-    "logan/C5H12O_training.extxyz", "C5H12O", box=9.5, generation_protocol="fast", seeds=[0, 1],
-    settings={"loop": {"steps": int(option("--steps", 1200))}}, n_clusters=60,
-    engine="vasp", code=code, protocol=option("--protocol", "fast"), relax_overrides=overrides,
-    funnel=True, dft_budget=6,
+    "logan/C5H12O_training.extxyz",
+    "C5H12O",
+    box=9.5,
+    generation_protocol="fast",
+    seeds=[0, 1],
+    settings={"loop": {"steps": int(option("--steps", 1200))}},
+    n_clusters=60,
+    engine="vasp",
+    code=code,
+    protocol=option("--protocol", "fast"),
+    relax_overrides=overrides,
+    funnel=True,
+    dft_budget=6,
 )
 results, node = run_get_node(builder)
-print(f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} "
-      f"in {time.perf_counter() - start:.0f} s")
+print(
+    f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in {time.perf_counter() - start:.0f} s"
+)
 if node.is_finished_ok:
     print_report(node, output_dir=f"screening_{node.pk}")

@@ -26,8 +26,8 @@ from aiida.engine import run_get_node
 
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.ml.composition import composition_string
-from aiida_physgen.screening.report import screening_metrics
 from aiida_physgen.resources import SIO2_TARGETS, sio2_target
+from aiida_physgen.screening.report import screening_metrics
 
 
 def option(name: str, default, kind=int):
@@ -52,10 +52,18 @@ STUDY = "sio2_vs_random"
 
 def finished_run(target: str, mode: str):
     """A finished screening of this study with the same target, mode and settings, if there is one."""
-    query = orm.QueryBuilder().append(orm.WorkChainNode, filters={
-        "attributes.process_label": "ScreeningWorkChain", "attributes.exit_status": 0,
-        "extras.study": STUDY, "extras.target": target, "extras.mode": mode,
-        "extras.config": json.dumps(CONFIG, sort_keys=True)}, project="*")
+    query = orm.QueryBuilder().append(
+        orm.WorkChainNode,
+        filters={
+            "attributes.process_label": "ScreeningWorkChain",
+            "attributes.exit_status": 0,
+            "extras.study": STUDY,
+            "extras.target": target,
+            "extras.mode": mode,
+            "extras.config": json.dumps(CONFIG, sort_keys=True),
+        },
+        project="*",
+    )
     nodes = query.all(flat=True)
     return max(nodes, key=lambda n: n.pk) if nodes else None
 
@@ -66,10 +74,18 @@ def run(target_name: str, mode: str):
         return node, 0.0
     target, training_file = sio2_target(target_name)
     builder = screening_builder(
-        training_file, composition_string(target.get_chemical_symbols()), cell=target.cell.array,
-        pbc=[bool(p) for p in target.pbc], generation_protocol="fast",  # crystal variant: r_cut 6 Å, lr 10^-3.5
-        seeds=list(range(CONFIG["models"])), settings={"loop": {"steps": CONFIG["steps"]}}, count=CONFIG["count"],
-        n_clusters=CONFIG["picks"], protocol=CONFIG["dft"], funnel=True, dft_budget=CONFIG["budget"],
+        training_file,
+        composition_string(target.get_chemical_symbols()),
+        cell=target.cell.array,
+        pbc=[bool(p) for p in target.pbc],
+        generation_protocol="fast",  # crystal variant: r_cut 6 Å, lr 10^-3.5
+        seeds=list(range(CONFIG["models"])),
+        settings={"loop": {"steps": CONFIG["steps"]}},
+        count=CONFIG["count"],
+        n_clusters=CONFIG["picks"],
+        protocol=CONFIG["dft"],
+        funnel=True,
+        dft_budget=CONFIG["budget"],
     )
     builder.generation.baseline = orm.Bool(mode == "random")
     builder.metadata.label = f"{STUDY} {target_name} {mode}"
@@ -77,8 +93,9 @@ def run(target_name: str, mode: str):
     _, node = run_get_node(builder)
     seconds = time.perf_counter() - start
     if node.is_finished_ok:
-        node.base.extras.set_many({"study": STUDY, "target": target_name, "mode": mode,
-                                   "config": json.dumps(CONFIG, sort_keys=True)})
+        node.base.extras.set_many(
+            {"study": STUDY, "target": target_name, "mode": mode, "config": json.dumps(CONFIG, sort_keys=True)}
+        )
     return node, seconds
 
 
@@ -89,7 +106,11 @@ def cell(node, levels, level):
     if metrics is None:
         return "-"
     found = "yes" if metrics["recovered"] else "no"
-    return f"{found} ({metrics['n_unique']} basins)" if level == "cheap" else f"{found} ({metrics.get('n_dft', metrics['n_structures'])} DFT)"
+    return (
+        f"{found} ({metrics['n_unique']} basins)"
+        if level == "cheap"
+        else f"{found} ({metrics.get('n_dft', metrics['n_structures'])} DFT)"
+    )
 
 
 rows = []
@@ -103,8 +124,11 @@ for name in targets:
         recovered = any(m["recovered"] for m in levels.values())
         tally[mode] += recovered
         row += [cell(node, levels, "cheap"), cell(node, levels, "dft"), f"<{node.pk}>"]
-        print(f"{name} {mode}: ScreeningWorkChain<{node.pk}> exit {node.exit_status}"
-              + (f" in {seconds:.0f} s" if seconds else " (reused)"), flush=True)
+        print(
+            f"{name} {mode}: ScreeningWorkChain<{node.pk}> exit {node.exit_status}"
+            + (f" in {seconds:.0f} s" if seconds else " (reused)"),
+            flush=True,
+        )
     rows.append(row)
 
 print(f"\nsettings: {json.dumps(CONFIG)}")
@@ -112,5 +136,7 @@ header = ["target", "atoms", "generator: CHGNet", "generator: DFT", "node", "ran
 print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
 for row in rows:
     print("| " + " | ".join(row) + " |")
-print(f"\ntargets recovered: generator {tally['generator']} of {len(targets)}, random {tally['random']} of {len(targets)} "
-      "(paper, 20 models × 60,000 epochs: generator 6 of 6, random 3 of 6)")
+print(
+    f"\ntargets recovered: generator {tally['generator']} of {len(targets)}, random {tally['random']} of {len(targets)} "
+    "(paper, 20 models × 60,000 epochs: generator 6 of 6, random 3 of 6)"
+)

@@ -90,16 +90,19 @@ class AmorphousSettings:
             quality_settings(self.quality())
         except ValueError as error:
             message = str(error)
-            raise ValueError(message[len("settings."):] if message.startswith("settings.") else message) from None
+            raise ValueError(message[len("settings.") :] if message.startswith("settings.") else message) from None
         for name in ("baseline", "training"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected true or false")
             setattr(self, name, bool(getattr(self, name)))
         value = self.baseline_min_distance
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 <= value < math.inf):
-            raise ValueError(f"baseline_min_distance: got {value!r}, expected a distance in Å ≥ 0, or null for the "
-                             "conditions' min_distance")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf
+        ):
+            raise ValueError(
+                f"baseline_min_distance: got {value!r}, expected a distance in Å ≥ 0, or null for the "
+                "conditions' min_distance"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed: got {self.seed!r}, expected a non-negative integer")
 
@@ -111,8 +114,11 @@ class AmorphousSettings:
 def _baseline_distance(data: ScreeningData, settings: AmorphousSettings) -> float:
     if settings.baseline_min_distance is not None:
         return float(settings.baseline_min_distance)
-    distances = [float(c["min_distance"]) for c in (data.conditions or {}).values()
-                 if isinstance(c, dict) and isinstance(c.get("min_distance"), (int, float))]
+    distances = [
+        float(c["min_distance"])
+        for c in (data.conditions or {}).values()
+        if isinstance(c, dict) and isinstance(c.get("min_distance"), (int, float))
+    ]
     return max(distances) if distances else settings.min_distance
 
 
@@ -179,12 +185,18 @@ class AmorphousStructure(Assessor):
         if not data.generated:
             raise ValueError("generated: no generated set to measure")
         sets: dict[str, StructureBatch] = {}
-        reserved = {FLOOR, GRID_FLOOR, *([RANDOM] if settings.baseline else []),
-                    *([TRAINING] if settings.training and data.training is not None else [])}
+        reserved = {
+            FLOOR,
+            GRID_FLOOR,
+            *([RANDOM] if settings.baseline else []),
+            *([TRAINING] if settings.training and data.training is not None else []),
+        }
         for name, batch in data.generated.items():
             if name in reserved:
-                raise ValueError(f"generated: the condition name {name!r} is the name of a row of this table "
-                                 f"({sorted(reserved)}); name the condition otherwise")
+                raise ValueError(
+                    f"generated: the condition name {name!r} is the name of a row of this table "
+                    f"({sorted(reserved)}); name the condition otherwise"
+                )
             sets[name] = batch
         if settings.training and data.training is not None:
             sets[TRAINING] = data.training
@@ -193,8 +205,9 @@ class AmorphousStructure(Assessor):
             distance = _baseline_distance(data, settings)
             count = max(len(batch) for batch in data.generated.values())
             sets[RANDOM] = _baseline(held_out, count, distance, settings.seed)
-            notes.append(f"{RANDOM}: {count} random cells of the held-out's atoms and cell, no pair closer than "
-                         f"{distance:g} Å")
+            notes.append(
+                f"{RANDOM}: {count} random cells of the held-out's atoms and cell, no pair closer than {distance:g} Å"
+            )
         try:
             report = quality_rows(held_out, sets, settings.quality())
         except RuntimeError as error:  # LAMMPS failed on a set's structure
@@ -205,11 +218,21 @@ class AmorphousStructure(Assessor):
         metrics["potential"] = quality["settings"]["potential"]
         if settings.baseline:
             metrics["baseline_min_distance"] = distance
-        table = [{"structures": name, "count": row["count"], "rdf_error": row["rdf_error"],
-                  "close_contact_share": row["close_contact_share"], "mean_coordination": row["mean_coordination"],
-                  **({f"energy_per_atom_{k}": v for k, v in row["energy_per_atom"].items() if k != "count"}
-                     if row.get("energy_per_atom") else {})}
-                 for name, row in rows.items()]
+        table = [
+            {
+                "structures": name,
+                "count": row["count"],
+                "rdf_error": row["rdf_error"],
+                "close_contact_share": row["close_contact_share"],
+                "mean_coordination": row["mean_coordination"],
+                **(
+                    {f"energy_per_atom_{k}": v for k, v in row["energy_per_atom"].items() if k != "count"}
+                    if row.get("energy_per_atom")
+                    else {}
+                ),
+            }
+            for name, row in rows.items()
+        ]
         text = [quality["text"], "", quality["note"], *notes]
         pairs = _relaxed_pairs(data)
         if pairs is not None:

@@ -67,9 +67,9 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import ase
 import ase.data
@@ -197,7 +197,11 @@ class MeltQuenchSettings:
                 f"({self.timestep!r} fs; about 100 time steps is usual)"
             )
         for name, minimum in (
-            ("melt_steps", 0), ("quench_steps", 0), ("equilibration_steps", 0), ("frames", 1), ("stride", 1),
+            ("melt_steps", 0),
+            ("quench_steps", 0),
+            ("equilibration_steps", 0),
+            ("frames", 1),
+            ("stride", 1),
         ):
             value = getattr(self, name)
             if not _is_int(value) or value < minimum:
@@ -266,7 +270,10 @@ def _sw_vink_text() -> str:
         "# Stillinger-Weber silicon re-fitted to amorphous Si: Vink, Barkema, van der Weg, Mousseau,\n"
         "# J. Non-Cryst. Solids 282, 248 (2001); derived from LAMMPS Si.sw (epsilon, lambda changed)\n"
         "# element1 element2 element3 epsilon sigma a lambda gamma costheta0 A B p q tol\n"
-        + " ".join(entry[:9]) + "\n    " + " ".join(entry[9:]) + "\n"
+        + " ".join(entry[:9])
+        + "\n    "
+        + " ".join(entry[9:])
+        + "\n"
     )
 
 

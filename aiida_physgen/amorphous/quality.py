@@ -48,9 +48,9 @@ blocks of about ``_BLOCK_ELEMENTS`` pair images, so 40,000 structures need no mo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -142,7 +142,7 @@ def _complete_cells(cells: np.ndarray, pbc: np.ndarray, name: str) -> np.ndarray
                 raise ValueError(
                     f"{name}: structure {int(index)} has dependent (or zero) cell vectors along its periodic axes"
                 )
-            complement = vt[rows.shape[0]:]
+            complement = vt[rows.shape[0] :]
         else:
             complement = np.eye(3)
         out[index][~periodic] = complement
@@ -192,8 +192,9 @@ class _Pairs:
 # Why not ase.neighborlist.neighbor_list (exact for any cell and cut-off, used by the tests as the
 # reference): per 30-atom a-Si cell it takes 17-22 ms at 8 Å, i.e. 70-90 s for the RDF of 4,000
 # structures on one core, against 1.5-1.8 s for this batched search (measured, OMP_NUM_THREADS=1).
-def _iter_pairs(batch: StructureBatch, cutoff, name: str, vectors: bool = False, ranges=None,
-                block_elements: int | None = None) -> Iterator[_Pairs]:
+def _iter_pairs(
+    batch: StructureBatch, cutoff, name: str, vectors: bool = False, ranges=None, block_elements: int | None = None
+) -> Iterator[_Pairs]:
     """Every pair of atoms (periodic images included, any cell) closer than ``cutoff`` Å, in blocks of
     structures. ``cutoff`` is a number or one value per structure. Distances are recomputed from the
     selected difference vectors, so they are as exact as a direct evaluation.
@@ -229,8 +230,8 @@ def _iter_pairs(batch: StructureBatch, cutoff, name: str, vectors: bool = False,
         structure_block = max(1, block_elements // max(1, (pair_block or 1) * per_pair))
         atom_index = offsets[members][:, None] + np.arange(n)  # (G, n)
         for start in range(0, members.size, structure_block):
-            chosen = members[start:start + structure_block]
-            positions = batch.positions[atom_index[start:start + structure_block]]  # (B, n, 3)
+            chosen = members[start : start + structure_block]
+            positions = batch.positions[atom_index[start : start + structure_block]]  # (B, n, 3)
             cell = cells[chosen]
             inv = inverse[chosen]
             reach = cutoffs[chosen]
@@ -238,8 +239,8 @@ def _iter_pairs(batch: StructureBatch, cutoff, name: str, vectors: bool = False,
             lattice2 = (lattice**2).sum(-1)  # (B, S)
             parts: list[tuple] = []
             for pstart in range(0, n_pairs, pair_block or 1):
-                i = first[pstart:pstart + pair_block]
-                j = second[pstart:pstart + pair_block]
+                i = first[pstart : pstart + pair_block]
+                j = second[pstart : pstart + pair_block]
                 frac = np.einsum("bpk,bkl->bpl", positions[:, j] - positions[:, i], inv)
                 frac[..., pbc] -= np.round(frac[..., pbc])
                 wrapped = np.einsum("bpk,bkl->bpl", frac, cell)  # (B, P, 3)
@@ -298,8 +299,9 @@ def pair_distances(structures: StructureBatch, cutoff: float) -> tuple[np.ndarra
 
 
 # ---------------------------------------------------------------------------------------- measures
-def radial_distribution(structures: StructureBatch, r_max: float = 8.0,
-                        bins: int = 160) -> tuple[np.ndarray, np.ndarray]:
+def radial_distribution(
+    structures: StructureBatch, r_max: float = 8.0, bins: int = 160
+) -> tuple[np.ndarray, np.ndarray]:
     """Bin centres ``r`` (Å) and the radial distribution function ``g(r)`` averaged over the structures.
 
     Each structure is normalised by its own number density and atom count (``N²`` convention, see the
@@ -414,8 +416,9 @@ def bond_angles(structures: StructureBatch, cutoff: float = 2.85, bins: int = 90
     for pairs in _iter_pairs(structures, cutoff, "structures", vectors=True):
         distinct = pairs.first < pairs.second
         # ordered neighbour list: (centre atom, vector to the neighbour), both directions of distinct pairs
-        centre = np.concatenate([offsets[pairs.structure] + pairs.first,
-                                 offsets[pairs.structure[distinct]] + pairs.second[distinct]])
+        centre = np.concatenate(
+            [offsets[pairs.structure] + pairs.first, offsets[pairs.structure[distinct]] + pairs.second[distinct]]
+        )
         vector = np.concatenate([pairs.vector, -pairs.vector[distinct]])
         order = np.argsort(centre, kind="stable")
         centre, vector = centre[order], vector[order]
@@ -434,8 +437,15 @@ def bond_angles(structures: StructureBatch, cutoff: float = 2.85, bins: int = 90
     return centres, counts / (total * width) if total else counts
 
 
-def quality_summary(generated: StructureBatch, reference: StructureBatch, *, r_max: float = 8.0, bins: int = 160,
-                    min_distance: float = 2.0, cutoff: float = 2.85) -> dict:
+def quality_summary(
+    generated: StructureBatch,
+    reference: StructureBatch,
+    *,
+    r_max: float = 8.0,
+    bins: int = 160,
+    min_distance: float = 2.0,
+    cutoff: float = 2.85,
+) -> dict:
     """The quality of ``generated`` against ``reference`` (the MD hold-out)::
 
         {"rdf_error": mean squared g(r) difference (see rdf_error),
@@ -546,8 +556,9 @@ def plot_energy_histogram(energies: dict, path, xlabel: str = "energy per atom (
     low = float(finite.min())
     high = max(float(np.percentile(values, 95)) for _, values, _ in sets if values.size)
     high = max(high, low + 1e-3)
-    edges = np.histogram_bin_edges(finite[finite <= high], bins=min(60, max(10, int(np.sqrt(finite.size)))),
-                                   range=(low, high))
+    edges = np.histogram_bin_edges(
+        finite[finite <= high], bins=min(60, max(10, int(np.sqrt(finite.size)))), range=(low, high)
+    )
     figure, ax = _figure()
     for label, values, missing in sets:
         above = int((values > high).sum())

@@ -31,9 +31,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -58,8 +58,15 @@ __all__ = [
 ]
 
 #: the settings of the report and their defaults (``potential`` ``None``: the trajectory's, else ``sw_vink``)
-QUALITY_DEFAULTS = {"r_max": 8.0, "bins": 160, "min_distance": 2.0, "cutoff": 2.85, "energy_structures": 500,
-                    "potential": None, "grid_bins": None}
+QUALITY_DEFAULTS = {
+    "r_max": 8.0,
+    "bins": 160,
+    "min_distance": 2.0,
+    "cutoff": 2.85,
+    "energy_structures": 500,
+    "potential": None,
+    "grid_bins": None,
+}
 #: the row of the grid floor: the floor's frames with every coordinate moved to a uniform point of its grid bin
 GRID_FLOOR = "md_on_grid"
 #: the row of the MD floor: the second half of the hold-out against its first half
@@ -70,10 +77,12 @@ _MD_LABEL = "MD (held out)"
 FIGURES = {"rdf": "rdf.png", "angles": "angles.png", "energies": "energies.png"}
 #: the table and curves :meth:`QualityReport.write` writes
 JSON_FILE = "quality.json"
-_NOTE = ("md_hold_out: the second half of the hold-out against its first half (the floor of the RDF error); "
-         "md_on_grid (with grid_bins): the same frames with each coordinate moved to a uniform point of its grid bin, "
-         "against the same first half (what a generator on that grid could reach at best); every other set against "
-         "the whole hold-out")
+_NOTE = (
+    "md_hold_out: the second half of the hold-out against its first half (the floor of the RDF error); "
+    "md_on_grid (with grid_bins): the same frames with each coordinate moved to a uniform point of its grid bin, "
+    "against the same first half (what a generator on that grid could reach at best); every other set against "
+    "the whole hold-out"
+)
 
 
 def on_grid(structures: StructureBatch, bins: int, seed: int = 0) -> StructureBatch:
@@ -84,9 +93,9 @@ def on_grid(structures: StructureBatch, bins: int, seed: int = 0) -> StructureBa
     positions = np.empty_like(structures.positions)
     for i in range(len(structures)):
         cell = structures.cells[i]
-        fractions = np.linalg.solve(cell.T, structures.positions[offsets[i]:offsets[i + 1]].T).T % 1.0
+        fractions = np.linalg.solve(cell.T, structures.positions[offsets[i] : offsets[i + 1]].T).T % 1.0
         snapped = (np.floor(fractions * bins) + rng.random(fractions.shape)) / bins
-        positions[offsets[i]:offsets[i + 1]] = snapped @ cell
+        positions[offsets[i] : offsets[i + 1]] = snapped @ cell
     return StructureBatch(structures.numbers, positions, structures.n_atoms, structures.cells, structures.pbc)
 
 
@@ -103,12 +112,15 @@ def quality_settings(values: Mapping | None) -> dict:
             raise ValueError(f"settings.{key}: got {out[key]!r}, expected a positive distance in Å")
     n = out["energy_structures"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"settings.energy_structures: got {n!r}, expected how many structures per set get an "
-                         "energy (0: none)")
+        raise ValueError(
+            f"settings.energy_structures: got {n!r}, expected how many structures per set get an energy (0: none)"
+        )
     grid = out["grid_bins"]
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 2):
-        raise ValueError(f"settings.grid_bins: got {grid!r}, expected the generator's bins per cell vector (an "
-                         "integer ≥ 2), or null for no grid-floor row")
+        raise ValueError(
+            f"settings.grid_bins: got {grid!r}, expected the generator's bins per cell vector (an "
+            "integer ≥ 2), or null for no grid-floor row"
+        )
     if out["potential"] is not None and out["potential"] not in md.POTENTIALS:
         raise ValueError(f"settings.potential: got {out['potential']!r}, expected one of {list(md.POTENTIALS)}")
     return out
@@ -116,15 +128,25 @@ def quality_settings(values: Mapping | None) -> dict:
 
 def quality_table(rows: Mapping) -> str:
     """The quality table as Markdown (one row per set: RDF error, close contacts, coordination, energy)."""
-    lines = ["| structures | count | RDF error | pair < d (share) | mean coordination | E/atom (eV): median (mean ± std) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| structures | count | RDF error | pair < d (share) | mean coordination | E/atom (eV): median (mean ± std) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in rows.items():
         energy = row.get("energy_per_atom")
-        energy_text = "" if not energy else (
-            f"{energy['median']:.3f} ({energy['mean']:.4g} ± {energy['std']:.3g})" if "median" in energy
-            else f"{energy['mean']:.3f} ± {energy['std']:.3f}")
-        lines.append(f"| {name} | {row['count']} | {row['rdf_error']:.4f} | {row['close_contact_share']:.3f} | "
-                     f"{row['mean_coordination']:.2f} | {energy_text} |")
+        energy_text = (
+            ""
+            if not energy
+            else (
+                f"{energy['median']:.3f} ({energy['mean']:.4g} ± {energy['std']:.3g})"
+                if "median" in energy
+                else f"{energy['mean']:.3f} ± {energy['std']:.3f}"
+            )
+        )
+        lines.append(
+            f"| {name} | {row['count']} | {row['rdf_error']:.4f} | {row['close_contact_share']:.3f} | "
+            f"{row['mean_coordination']:.2f} | {energy_text} |"
+        )
     return "\n".join(lines)
 
 
@@ -145,15 +167,19 @@ def _check_atoms(name: str, batch: StructureBatch, n: int, species: np.ndarray) 
     wrong = np.flatnonzero(batch.n_atoms != n)
     if wrong.size:
         i = int(wrong[0])
-        raise ValueError(f"{name}: structure {i} has {int(batch.n_atoms[i])} atoms ({wrong.size} of {len(batch)} "
-                         f"structures differ), the held-out frames {n} ({formula}); expected structures of the "
-                         "held-out's atoms")
+        raise ValueError(
+            f"{name}: structure {i} has {int(batch.n_atoms[i])} atoms ({wrong.size} of {len(batch)} "
+            f"structures differ), the held-out frames {n} ({formula}); expected structures of the "
+            "held-out's atoms"
+        )
     numbers = np.sort(batch.numbers.reshape(len(batch), n), axis=1)
     differs = np.flatnonzero((numbers != species).any(axis=1))
     if differs.size:
         i = int(differs[0])
-        raise ValueError(f"{name}: structure {i} is {_formula(numbers[i], chemical_symbols)}, the held-out frames "
-                         f"are {formula}; expected structures of the held-out's atoms")
+        raise ValueError(
+            f"{name}: structure {i} is {_formula(numbers[i], chemical_symbols)}, the held-out frames "
+            f"are {formula}; expected structures of the held-out's atoms"
+        )
 
 
 def _formula(numbers, symbols) -> str:
@@ -199,8 +225,13 @@ class QualityReport:
         return paths
 
 
-def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], settings: Mapping | None = None,
-                 potential: str | None = None, folder: str | os.PathLike | None = None) -> QualityReport:
+def quality_rows(
+    reference: StructureBatch,
+    sets: Mapping[str, StructureBatch],
+    settings: Mapping | None = None,
+    potential: str | None = None,
+    folder: str | os.PathLike | None = None,
+) -> QualityReport:
     """The quality of every named set against the held-out frames ``reference`` (see the module docstring).
 
     :param reference: the held-out MD frames (at least 4: two halves for the floor), periodic, one atom count.
@@ -228,8 +259,10 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
     n = int(reference.n_atoms[0])
     if (reference.n_atoms != n).any():
         i = int(np.argmax(reference.n_atoms != n))
-        raise ValueError(f"held_out: frame {i} has {int(reference.n_atoms[i])} atoms, frame 0 {n}; expected the "
-                         "frames of one trajectory")
+        raise ValueError(
+            f"held_out: frame {i} has {int(reference.n_atoms[i])} atoms, frame 0 {n}; expected the "
+            "frames of one trajectory"
+        )
     species = np.sort(reference.numbers[:n])
     _check_atoms("held_out", reference, n, species)
     for name, batch in sets.items():
@@ -261,9 +294,11 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
             "rdf_error": float(amorphous_quality.rdf_error(g, target)),
             "close_contact_share": float(amorphous_quality.close_contact_share(batch, values["min_distance"])),
             "mean_coordination": float(np.mean(amorphous_quality.coordination(batch, values["cutoff"]))),
-            "energy_per_atom": ({"mean": float(e.mean()), "std": float(e.std()), "median": float(np.median(e)),
-                                 "count": int(e.size)}
-                                if e.size else None),
+            "energy_per_atom": (
+                {"mean": float(e.mean()), "std": float(e.std()), "median": float(np.median(e)), "count": int(e.size)}
+                if e.size
+                else None
+            ),
         }
         label = _MD_LABEL if name == FLOOR else name
         if name != FLOOR:
@@ -272,9 +307,13 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
         if e.size:
             energies[label] = e
     quality = {
-        "rows": rows, "text": quality_table(rows), "settings": {**values, "potential": potential},
-        "r": r.tolist(), "rdf": {name: g.tolist() for name, (_, g) in rdfs.items()},
-        "angle": angle_bins.tolist(), "angles": {name: d.tolist() for name, (_, d) in angles.items()},
+        "rows": rows,
+        "text": quality_table(rows),
+        "settings": {**values, "potential": potential},
+        "r": r.tolist(),
+        "rdf": {name: g.tolist() for name, (_, g) in rdfs.items()},
+        "angle": angle_bins.tolist(),
+        "angles": {name: d.tolist() for name, (_, d) in angles.items()},
         "note": _NOTE,
     }
     report = QualityReport(quality, rdfs, angles, energies)
@@ -283,8 +322,9 @@ def quality_rows(reference: StructureBatch, sets: Mapping[str, StructureBatch], 
     return report
 
 
-def relaxation_rows(initial: StructureBatch, final: StructureBatch, energies, labels,
-                    cutoff: float = QUALITY_DEFAULTS["cutoff"]) -> dict:
+def relaxation_rows(
+    initial: StructureBatch, final: StructureBatch, energies, labels, cutoff: float = QUALITY_DEFAULTS["cutoff"]
+) -> dict:
     """What a relaxation (DFT) did to generated structures: energy per atom, displacement, coordination before
     and after, closest pair after. Do they relax to amorphous minima (four-fold, no crystallisation) or fall apart?
 
@@ -299,13 +339,17 @@ def relaxation_rows(initial: StructureBatch, final: StructureBatch, energies, la
     :raises ValueError: naming ``final`` when a structure's atom count differs from its initial one.
     """
     if len(initial) != len(final) or len(labels) != len(final) or len(energies) != len(final):
-        raise ValueError(f"final: {len(final)} relaxed structures for {len(initial)} initial ones, {len(labels)} "
-                         f"labels and {len(energies)} energies; expected one of each per structure")
+        raise ValueError(
+            f"final: {len(final)} relaxed structures for {len(initial)} initial ones, {len(labels)} "
+            f"labels and {len(energies)} energies; expected one of each per structure"
+        )
     wrong = np.flatnonzero(initial.n_atoms != final.n_atoms)
     if wrong.size:
         i = int(wrong[0])
-        raise ValueError(f"final: {labels[i]} has {int(initial.n_atoms[i])} atoms before and {int(final.n_atoms[i])} "
-                         "after; expected the same structure relaxed")
+        raise ValueError(
+            f"final: {labels[i]} has {int(initial.n_atoms[i])} atoms before and {int(final.n_atoms[i])} "
+            "after; expected the same structure relaxed"
+        )
     rows = {}
     if len(final):
         before = amorphous_quality.coordination(initial, cutoff)
@@ -328,13 +372,20 @@ def relaxation_rows(initial: StructureBatch, final: StructureBatch, energies, la
             "coordination_after": float(after[i]),
             "closest_pair_after": float(closest[i]),
         }
-    lines = ["| structure | E/atom (eV) | mean / max displacement (Å) | coordination before → after | closest pair (Å) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| structure | E/atom (eV) | mean / max displacement (Å) | coordination before → after | closest pair (Å) |",
+        "|---|---|---|---|---|",
+    ]
     for label, row in rows.items():
         energy = "" if row["energy_per_atom"] is None else f"{row['energy_per_atom']:.3f}"
-        lines.append(f"| {label} | {energy} | {row['mean_displacement']:.2f} / {row['max_displacement']:.2f} | "
-                     f"{row['coordination_before']:.2f} → {row['coordination_after']:.2f} | "
-                     f"{row['closest_pair_after']:.2f} |")
+        lines.append(
+            f"| {label} | {energy} | {row['mean_displacement']:.2f} / {row['max_displacement']:.2f} | "
+            f"{row['coordination_before']:.2f} → {row['coordination_after']:.2f} | "
+            f"{row['closest_pair_after']:.2f} |"
+        )
     finite = [row["coordination_after"] for row in rows.values() if np.isfinite(row["coordination_after"])]
-    return {"rows": rows, "text": "\n".join(lines),
-            "mean_coordination_after": float(np.mean(finite)) if finite else None}
+    return {
+        "rows": rows,
+        "text": "\n".join(lines),
+        "mean_coordination_after": float(np.mean(finite)) if finite else None,
+    }

@@ -33,8 +33,14 @@ from . import quality
 from .md import AVOGADRO, DENSITY_RANGE
 from .report import QUALITY_DEFAULTS
 
-__all__ = ["AmorphousValidity", "AmorphousValiditySettings", "NOT_BULK", "densities", "density_reason",
-           "contact_reason"]
+__all__ = [
+    "AmorphousValidity",
+    "AmorphousValiditySettings",
+    "NOT_BULK",
+    "densities",
+    "density_reason",
+    "contact_reason",
+]
 
 #: the reason given to a structure that is not periodic along every axis with a cell of positive volume
 NOT_BULK = "not a bulk cell (needs pbc on all axes and a cell volume > 0)"
@@ -66,8 +72,9 @@ class AmorphousValiditySettings:
 
     def __post_init__(self) -> None:
         if not is_number(self.min_distance) or not 0 <= self.min_distance < math.inf:
-            raise ValueError(f"min_distance: got {self.min_distance!r}, expected a distance in Å ≥ 0 "
-                             "(0: no close-contact rule)")
+            raise ValueError(
+                f"min_distance: got {self.min_distance!r}, expected a distance in Å ≥ 0 (0: no close-contact rule)"
+            )
         self.min_distance = float(self.min_distance)
         self.density_range = density_range_setting(self.density_range)
 
@@ -98,7 +105,9 @@ class AmorphousValidity(ValidityCheck):
             if settings.min_distance > 0:
                 close = quality.min_pair_distances(cells) < settings.min_distance
             too_dense, too_close = density_reason(settings.density_range), contact_reason(settings.min_distance)
-            return [too_dense if wrong_density else too_close if contact else None
-                    for wrong_density, contact in zip(outside, close)]
+            return [
+                too_dense if wrong_density else too_close if contact else None
+                for wrong_density, contact in zip(outside, close)
+            ]
 
         return judge_of_kind(batch, is_bulk(batch), NOT_BULK, judge)

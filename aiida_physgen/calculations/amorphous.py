@@ -46,12 +46,14 @@ def amorphous_md(settings: orm.Dict | None = None):
         return _invalid(error)
     frames = md.melt_quench(values)
     node = StructureSet(frames)
-    node.base.attributes.set_many({
-        "potential": values.potential,
-        "potential_description": md.potential_description(values.potential),
-        "cell_length": md.cell_length(values.atoms, values.density),
-        "md_settings": settings_module.to_dict(values),
-    })
+    node.base.attributes.set_many(
+        {
+            "potential": values.potential,
+            "potential_description": md.potential_description(values.potential),
+            "cell_length": md.cell_length(values.atoms, values.density),
+            "md_settings": settings_module.to_dict(values),
+        }
+    )
     return {"trajectory": node}
 
 
@@ -70,12 +72,19 @@ def split_trajectory(trajectory: StructureSet, held_out_fraction: orm.Float):
         return _invalid(ValueError(f"held_out_fraction: got {fraction}, expected a share in (0, 1)"))
     held = int(round(count * fraction))
     if held < 2 or count - held < 2:
-        return _invalid(ValueError(f"held_out_fraction: {fraction} of {count} frames holds out {held} and keeps "
-                                   f"{count - held}; expected at least 2 of each"))
+        return _invalid(
+            ValueError(
+                f"held_out_fraction: {fraction} of {count} frames holds out {held} and keeps "
+                f"{count - held}; expected at least 2 of each"
+            )
+        )
     batch = trajectory.get_batch()
     batch.info["frame"] = np.arange(count)
-    keep = {key: value for key, value in trajectory.base.attributes.all.items()
-            if key in ("potential", "potential_description", "cell_length", "md_settings")}
+    keep = {
+        key: value
+        for key, value in trajectory.base.attributes.all.items()
+        if key in ("potential", "potential_description", "cell_length", "md_settings")
+    }
     outputs = {}
     for link, index in (("training", np.arange(count - held)), ("held_out", np.arange(count - held, count))):
         node = StructureSet(batch.subset(index))

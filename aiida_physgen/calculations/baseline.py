@@ -20,8 +20,9 @@ __all__ = ["generate_random"]
 
 
 @calcfunction
-def generate_random(family: orm.Str, target: orm.Dict, count: orm.Int, seed: orm.Int,
-                    min_distance: orm.Float | None = None):
+def generate_random(
+    family: orm.Str, target: orm.Dict, count: orm.Int, seed: orm.Int, min_distance: orm.Float | None = None
+):
     """``count`` structures with random coordinates in the target cell, every pair of atoms (periodic
     images included) at least ``min_distance`` apart: the random baseline of the LoGAN paper.
 
@@ -39,13 +40,19 @@ def generate_random(family: orm.Str, target: orm.Dict, count: orm.Int, seed: orm
         normalised = get_family(family.value).check_target(target.get_dict())
         missing = [key for key in ("composition", "cell", "pbc") if normalised.get(key) is None]
         if missing:
-            raise ValueError(f"target: the random baseline draws atoms of a composition in a cell; the {family.value} "
-                             f"target has no {missing}")
+            raise ValueError(
+                f"target: the random baseline draws atoms of a composition in a cell; the {family.value} "
+                f"target has no {missing}"
+            )
         if isinstance(count.value, bool) or count.value <= 0:
             raise ValueError(f"count: got {count.value}, expected a positive number of structures")
         distance = 0.5 if min_distance is None else float(min_distance.value)
         batch = random_structures(
-            normalised["composition"], normalised["cell"], normalised["pbc"], int(count.value), int(seed.value),
+            normalised["composition"],
+            normalised["cell"],
+            normalised["pbc"],
+            int(count.value),
+            int(seed.value),
             min_distance=distance,
         )
     except ValueError as error:

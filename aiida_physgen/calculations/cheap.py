@@ -13,9 +13,9 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode, calcfunction
 
-from ..screening import cheap_relax
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
+from ..screening import cheap_relax
 from .functions import EXIT_CODES as _SHARED_EXIT_CODES
 from .functions import declare_exit_codes, keep_provenance_attributes, report_to_process
 
@@ -26,6 +26,7 @@ EXIT_CODES = {
     "ERROR_INVALID_INPUT": _SHARED_EXIT_CODES["ERROR_INVALID_INPUT"],
     "ERROR_ALL_FAILED": ExitCode(330, "every cheap relaxation failed: {message}"),
 }
+
 
 @calcfunction
 def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
@@ -51,7 +52,8 @@ def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
 
     counts = {method: methods.count(method) for method in sorted(set(methods))}
     report_to_process(
-        f"relaxing {len(batch)} structure(s) with " + ", ".join(f"{m} ({n})" for m, n in counts.items())
+        f"relaxing {len(batch)} structure(s) with "
+        + ", ".join(f"{m} ({n})" for m, n in counts.items())
         + f": {values.optimizer} to {values.fmax} eV/Å, at most {values.max_steps} steps"
     )
     errors: dict[int, str] = {}
@@ -77,11 +79,13 @@ def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
         )
     output = StructureSet(relaxed)
     keep_provenance_attributes(output, structures)
-    output.base.attributes.set_many({
-        "cheap_settings": settings_module.to_dict(values),
-        "n_converged": int(np.sum(relaxed.info["cheap_converged"])),
-        "n_failed": n_failed,
-    })
+    output.base.attributes.set_many(
+        {
+            "cheap_settings": settings_module.to_dict(values),
+            "n_converged": int(np.sum(relaxed.info["cheap_converged"])),
+            "n_failed": n_failed,
+        }
+    )
     return {"relaxed": output}
 
 

@@ -21,20 +21,20 @@ from pathlib import Path
 
 from aiida import orm
 
-__all__ = ('check_python_code', 'PYTHON_NAME', 'DEFAULT_GPAW_CODE', 'gpaw_code', 'localhost')
+__all__ = ("check_python_code", "PYTHON_NAME", "DEFAULT_GPAW_CODE", "gpaw_code", "localhost")
 
 #: Executable names accepted as a Python interpreter.
-PYTHON_NAME = re.compile(r'^(python|pypy|gpaw-python)(\d+(\.\d+)*)?[mtd]?$')
+PYTHON_NAME = re.compile(r"^(python|pypy|gpaw-python)(\d+(\.\d+)*)?[mtd]?$")
 
-_LOCAL_TRANSPORTS = ('core.local', 'local')
+_LOCAL_TRANSPORTS = ("core.local", "local")
 
 
 def _is_local(code: orm.AbstractCode) -> bool:
-    computer = getattr(code, 'computer', None)
+    computer = getattr(code, "computer", None)
     return computer is not None and computer.transport_type in _LOCAL_TRANSPORTS
 
 
-def check_python_code(code: orm.AbstractCode | None, field: str = 'code') -> str | None:
+def check_python_code(code: orm.AbstractCode | None, field: str = "code") -> str | None:
     """A message starting with ``field`` when ``code`` cannot be a Python interpreter, else ``None``.
 
     Opens no transport: only a code on a computer with local transport is looked up on the file system.
@@ -58,23 +58,23 @@ def check_python_code(code: orm.AbstractCode | None, field: str = 'code') -> str
         local = _is_local(code)
 
     name = Path(executable).name
-    label = getattr(code, 'full_label', None) or code.label
+    label = getattr(code, "full_label", None) or code.label
     if local:
         path = executable if os.path.isabs(executable) else shutil.which(executable)
         if path is None or not os.path.isfile(path):
             return (
-                f'{field}: {label!r} runs {executable!r}, which does not exist on {code.computer.label!r}; expected '
-                'the path of a Python interpreter (e.g. sys.executable)'
+                f"{field}: {label!r} runs {executable!r}, which does not exist on {code.computer.label!r}; expected "
+                "the path of a Python interpreter (e.g. sys.executable)"
             )
         if not os.access(path, os.X_OK):
-            return f'{field}: {label!r} runs {executable!r}, which is not executable; expected a Python interpreter'
+            return f"{field}: {label!r} runs {executable!r}, which is not executable; expected a Python interpreter"
         if PYTHON_NAME.match(name) or PYTHON_NAME.match(Path(os.path.realpath(path)).name):
             return None
     elif PYTHON_NAME.match(name):
         return None
     return (
-        f'{field}: {label!r} runs {executable!r}, which is not a Python interpreter; expected an executable named '
-        'like python, python3 or python3.11 (the job runs a Python script with it)'
+        f"{field}: {label!r} runs {executable!r}, which is not a Python interpreter; expected an executable named "
+        "like python, python3 or python3.11 (the job runs a Python script with it)"
     )
 
 
@@ -93,7 +93,10 @@ def localhost(label: str = "localhost") -> orm.Computer:
             ) from None
         workdir = Path.home() / ".aiida_physgen" / "work"
         computer = orm.Computer(
-            label=label, hostname="localhost", transport_type="core.local", scheduler_type="core.direct",
+            label=label,
+            hostname="localhost",
+            transport_type="core.local",
+            scheduler_type="core.direct",
             workdir=str(workdir),
         ).store()
         computer.configure()
@@ -106,7 +109,10 @@ DEFAULT_GPAW_CODE = "gpaw-python"
 
 
 def gpaw_code(
-    label: str = DEFAULT_GPAW_CODE, computer: str = "localhost", executable: str | None = None, create: bool | None = None
+    label: str = DEFAULT_GPAW_CODE,
+    computer: str = "localhost",
+    executable: str | None = None,
+    create: bool | None = None,
 ) -> orm.InstalledCode:
     """The Code ``label@computer`` running a Python interpreter that has ASE and GPAW.
 
@@ -121,18 +127,23 @@ def gpaw_code(
         return orm.load_code(f"{label}@{computer}")
     except NotExistent:
         if create is False or (create is None and label != DEFAULT_GPAW_CODE):
-            existing = sorted({
-                code.full_label
-                for cls in (orm.InstalledCode, orm.PortableCode)
-                for code in orm.QueryBuilder().append(cls).all(flat=True)
-            })
+            existing = sorted(
+                {
+                    code.full_label
+                    for cls in (orm.InstalledCode, orm.PortableCode)
+                    for code in orm.QueryBuilder().append(cls).all(flat=True)
+                }
+            )
             raise ValueError(
                 f"code: no code '{label}@{computer}' exists; existing codes: {', '.join(existing) or 'none'}. "
                 f"Pass create=True to create it (only {DEFAULT_GPAW_CODE!r} is created automatically)"
             ) from None
         executable = executable or sys.executable or shutil.which("python3")
         code = orm.InstalledCode(
-            label=label, computer=localhost(computer), filepath_executable=executable, default_calc_job_plugin="physgen.gpaw",
+            label=label,
+            computer=localhost(computer),
+            filepath_executable=executable,
+            default_calc_job_plugin="physgen.gpaw",
             description="Python interpreter with ASE and GPAW for physgen.gpaw",
         )
         problem = check_python_code(code)

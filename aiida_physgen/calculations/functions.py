@@ -20,7 +20,6 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode, Process, calcfunction
 
-from ..screening import selection as selection_module
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
@@ -30,6 +29,7 @@ from ..ml.family import get_family
 from ..ml.loop import TrainingDivergedError
 from ..ml.training import generate as generate_batch
 from ..ml.training import set_threads, train_ensemble
+from ..screening import selection as selection_module
 
 __all__ = [
     "train",
@@ -109,13 +109,19 @@ def normalise_training_inputs(
     """
     try:
         values = canonical_training_inputs(
-            get_family(family.value), target.get_dict(), list(seeds.get_list()),
-            settings.get_dict() if settings is not None else None, grid.get_dict() if grid is not None else None,
+            get_family(family.value),
+            target.get_dict(),
+            list(seeds.get_list()),
+            settings.get_dict() if settings is not None else None,
+            grid.get_dict() if grid is not None else None,
         )
     except (ValueError, TypeError) as error:
         return invalid_input(error)
-    outputs = {"target": orm.Dict(values["target"]), "seeds": orm.List(values["seeds"]),
-               "settings": orm.Dict(values["settings"])}
+    outputs = {
+        "target": orm.Dict(values["target"]),
+        "seeds": orm.List(values["seeds"]),
+        "settings": orm.Dict(values["settings"]),
+    }
     if "grid" in values:
         outputs["grid"] = orm.Dict(values["grid"])
     return outputs
@@ -190,9 +196,13 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
     if not models:
         return invalid_input(ValueError("models: expected at least one generator model"))
     if count.value <= 0:
-        return invalid_input(ValueError(f"count: got {count.value}, expected a positive number of structures per model"))
+        return invalid_input(
+            ValueError(f"count: got {count.value}, expected a positive number of structures per model")
+        )
     labels = sorted(models)
-    wrong = [f"{label} ({type(models[label]).__name__})" for label in labels if not isinstance(models[label], GeneratorModel)]
+    wrong = [
+        f"{label} ({type(models[label]).__name__})" for label in labels if not isinstance(models[label], GeneratorModel)
+    ]
     if wrong:
         return invalid_input(ValueError(f"models: expected physgen.generator_model nodes, got {', '.join(wrong)}"))
     try:
@@ -200,7 +210,9 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             batch = generate_batch(
-                [models[label].load() for label in labels], count.value, seed.value,
+                [models[label].load() for label in labels],
+                count.value,
+                seed.value,
                 condition.get_dict() if condition is not None else None,
             )
         process = Process.current()
@@ -208,7 +220,9 @@ def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, *
             if process is not None and issubclass(warning.category, UserWarning):
                 process.report(f"warning: {warning.message}")
     except (ValueError, KeyError, RuntimeError) as error:  # a model file that does not load is bad input
-        return invalid_input(error if isinstance(error, ValueError) else ValueError(f"models: cannot load a model: {error}"))
+        return invalid_input(
+            error if isinstance(error, ValueError) else ValueError(f"models: cannot load a model: {error}")
+        )
     candidates = StructureSet(batch)
     candidates.base.attributes.set("model_labels", labels)
     candidates.base.attributes.set("model_uuids", [models[label].uuid for label in labels])
@@ -225,12 +239,14 @@ def candidate_provenance(candidates: StructureSet, index: int) -> dict:
         return provenance
     model_index = int(candidates.get_array("model_index")[index])
     model = orm.load_node(uuids[model_index])
-    provenance.update({
-        "model_uuid": model.uuid,
-        "model_label": candidates.base.attributes.get("model_labels")[model_index],
-        "seed": model.base.attributes.get("seed", None),
-        "family": model.base.attributes.get("family", None),
-    })
+    provenance.update(
+        {
+            "model_uuid": model.uuid,
+            "model_label": candidates.base.attributes.get("model_labels")[model_index],
+            "seed": model.base.attributes.get("seed", None),
+            "family": model.base.attributes.get("family", None),
+        }
+    )
     return provenance
 
 
@@ -269,8 +285,11 @@ def select_representatives(candidates: StructureSet, seed: orm.Int, settings: or
         structure.description = (
             f"representative of k-means cluster {i}: candidate {provenance['candidate_index']} of "
             f"{candidates.__class__.__name__}<{candidates.pk}>"
-            + (f", made by {provenance['family']} model {provenance['model_label']} (seed {provenance['seed']})"
-               if "model_uuid" in provenance else "")
+            + (
+                f", made by {provenance['family']} model {provenance['model_label']} (seed {provenance['seed']})"
+                if "model_uuid" in provenance
+                else ""
+            )
         )
         structure.base.extras.set_many(provenance)
         structures[structure.label] = structure
@@ -324,17 +343,23 @@ def deduplicate_minima(**inputs):
     from ..screening.basins import deduplicate
 
     funnel = inputs.pop("funnel", None)
-    labels = sorted(key[len("structure_"):] for key in inputs if key.startswith("structure_"))
+    labels = sorted(key[len("structure_") :] for key in inputs if key.startswith("structure_"))
     missing = [label for label in labels if f"parameters_{label}" not in inputs]
     if not labels or missing:
-        return invalid_input(ValueError(f"inputs: expected structure_<label>/parameters_<label> pairs; missing {missing}"))
-    wrong = [f"structure_{label}" for label in labels if not isinstance(inputs[f"structure_{label}"], orm.StructureData)]
+        return invalid_input(
+            ValueError(f"inputs: expected structure_<label>/parameters_<label> pairs; missing {missing}")
+        )
+    wrong = [
+        f"structure_{label}" for label in labels if not isinstance(inputs[f"structure_{label}"], orm.StructureData)
+    ]
     wrong += [f"parameters_{label}" for label in labels if not isinstance(inputs[f"parameters_{label}"], orm.Dict)]
     if wrong:
         return invalid_input(ValueError(f"inputs: expected StructureData / Dict pairs; wrong type for {wrong}"))
     no_energy = [f"parameters_{label}" for label in labels if "energy" not in inputs[f"parameters_{label}"].keys()]
     if no_energy:
-        return invalid_input(ValueError(f"inputs: {no_energy} have no 'energy' (eV); expected the relaxations' output parameters"))
+        return invalid_input(
+            ValueError(f"inputs: {no_energy} have no 'energy' (eV); expected the relaxations' output parameters")
+        )
     atoms = [inputs[f"structure_{label}"].get_ase() for label in labels]
     try:
         energies = relaxed_energies = [float(inputs[f"parameters_{label}"]["energy"]) for label in labels]
@@ -356,31 +381,35 @@ def deduplicate_minima(**inputs):
             f"{basin.formula}, {basin.energy:.4f} eV: lowest of {basin.count} relaxation(s) in basin {basin.key!r} "
             f"(relaxed from {labels[basin.representative]})"
         )
-        structure.base.extras.set_many({
-            "energy": basin.energy,
-            "energy_per_atom": basin.energy_per_atom,
-            "relative_per_atom": basin.energy_per_atom - reference,
-            "formula": basin.formula,
-            "basin_count": basin.count,
-            "new_minimum": bool(basin.valid and basin.connected),
-            "relaxed_from": labels[basin.representative],
-        })
+        structure.base.extras.set_many(
+            {
+                "energy": basin.energy,
+                "energy_per_atom": basin.energy_per_atom,
+                "relative_per_atom": basin.energy_per_atom - reference,
+                "formula": basin.formula,
+                "basin_count": basin.count,
+                "new_minimum": bool(basin.valid and basin.connected),
+                "relaxed_from": labels[basin.representative],
+            }
+        )
         minima[name] = structure
-        rows.append({
-            "name": name,
-            "key": basin.key,
-            "kind": basin.kind,
-            "formula": basin.formula,
-            "energy": basin.energy,
-            "energy_per_atom": basin.energy_per_atom,
-            "relative_per_atom": basin.energy_per_atom - reference,
-            "count": basin.count,
-            "members": [labels[m] for m in basin.members],
-            "representative": labels[basin.representative],
-            "valid": basin.valid,
-            "connected": basin.connected,
-            "new_minimum": bool(basin.valid and basin.connected),
-        })
+        rows.append(
+            {
+                "name": name,
+                "key": basin.key,
+                "kind": basin.kind,
+                "formula": basin.formula,
+                "energy": basin.energy,
+                "energy_per_atom": basin.energy_per_atom,
+                "relative_per_atom": basin.energy_per_atom - reference,
+                "count": basin.count,
+                "members": [labels[m] for m in basin.members],
+                "representative": labels[basin.representative],
+                "valid": basin.valid,
+                "connected": basin.connected,
+                "new_minimum": bool(basin.valid and basin.connected),
+            }
+        )
     report = {
         "n_relaxed": len(labels),
         "n_basins": len(basins),
@@ -392,10 +421,13 @@ def deduplicate_minima(**inputs):
         for row in rows:
             row["cheap_keys"] = [cheap_keys.get(label) for label in row["members"]]
             row["changed_in_dft"] = any(key != row["key"] for key in row["cheap_keys"])
-        report["funnel"] = {key: funnel[key] for key in
-                            ("n_relaxed", "n_failed", "n_sound", "n_basins", "n_sound_basins", "n_picked", "budget")}
+        report["funnel"] = {
+            key: funnel[key]
+            for key in ("n_relaxed", "n_failed", "n_sound", "n_basins", "n_sound_basins", "n_picked", "budget")
+        }
         report["n_changed_in_dft"] = sum(
-            key != row["key"] for row in rows for key in row["cheap_keys"] if key is not None)
+            key != row["key"] for row in rows for key in row["cheap_keys"] if key is not None
+        )
     report = orm.Dict(report)
     energies = orm.Dict({row["name"]: row["energy"] for row in rows})
     # every relaxed structure as one set (energy, basin index), for the assessors
@@ -417,8 +449,6 @@ def declare_exit_codes(function, labels, codes=None) -> None:
     spec = function.process_class.spec()
     for label in labels:
         spec.exit_code(codes[label].status, label, codes[label].message)
-
-
 
 
 declare_exit_codes(normalise_training_inputs, ["ERROR_INVALID_INPUT"])

@@ -11,7 +11,9 @@ from .functions import EXIT_CODES, candidate_provenance, declare_exit_codes
 
 __all__ = ["select_for_dft", "FUNNEL_EXIT_CODES"]
 
-FUNNEL_EXIT_CODES = {"ERROR_NO_SOUND_BASIN": ExitCode(340, "no sound basin among the cheaply relaxed structures: {message}")}
+FUNNEL_EXIT_CODES = {
+    "ERROR_NO_SOUND_BASIN": ExitCode(340, "no sound basin among the cheaply relaxed structures: {message}")
+}
 
 
 @calcfunction
@@ -35,7 +37,7 @@ def select_for_dft(relaxed: StructureSet, budget: orm.Int, candidates: Structure
     if not choice.chosen:
         return FUNNEL_EXIT_CODES["ERROR_NO_SOUND_BASIN"].format(
             message=f"{counts['n_relaxed']} relaxed, {counts['n_failed']} failed, {counts['n_basins']} basins, none "
-                    "a valid, connected, neutral structure"
+            "a valid, connected, neutral structure"
         )
     batch = relaxed.get_batch()
     structures = {}
@@ -58,10 +60,19 @@ def select_for_dft(relaxed: StructureSet, budget: orm.Int, candidates: Structure
             f"cheap tier: {counts['n_relaxed']} relaxed, {counts['n_failed']} failed, {counts['n_sound']} sound in "
             f"{counts['n_sound_basins']} sound basins (of {counts['n_basins']}); {counts['n_picked']} sent to DFT"
         )
-    funnel = orm.Dict({**counts, "budget": budget.value, "basins": choice.basins, "keys": choice.keys,
-                       "picked": {f"basin_{rank:02d}": index for rank, index in enumerate(choice.chosen)}})
+    funnel = orm.Dict(
+        {
+            **counts,
+            "budget": budget.value,
+            "basins": choice.basins,
+            "keys": choice.keys,
+            "picked": {f"basin_{rank:02d}": index for rank, index in enumerate(choice.chosen)},
+        }
+    )
     return {"structures": structures, "funnel": funnel}
 
 
 declare_exit_codes(select_for_dft, ["ERROR_INVALID_INPUT"])
-select_for_dft.process_class.spec().exit_code(340, "ERROR_NO_SOUND_BASIN", FUNNEL_EXIT_CODES["ERROR_NO_SOUND_BASIN"].message)
+select_for_dft.process_class.spec().exit_code(
+    340, "ERROR_NO_SOUND_BASIN", FUNNEL_EXIT_CODES["ERROR_NO_SOUND_BASIN"].message
+)

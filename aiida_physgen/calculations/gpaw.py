@@ -47,14 +47,14 @@ from aiida.engine import CalcJob
 from . import gpaw_driver as driver
 from .codes import check_python_code
 
-__all__ = ('GpawCalculation', 'MIN_INTERATOMIC_DISTANCE', 'closest_pair')
+__all__ = ("GpawCalculation", "MIN_INTERATOMIC_DISTANCE", "closest_pair")
 
 #: Two atoms closer than this (Å, periodic images included) make the structure invalid.
 MIN_INTERATOMIC_DISTANCE = 0.5
 
-DRIVER_FILENAME = 'gpaw_driver.py'
-STDOUT_FILENAME = 'aiida.out'
-STDERR_FILENAME = 'aiida.err'
+DRIVER_FILENAME = "gpaw_driver.py"
+STDOUT_FILENAME = "aiida.out"
+STDERR_FILENAME = "aiida.err"
 
 
 def closest_pair(atoms, cutoff: float):
@@ -64,7 +64,7 @@ def closest_pair(atoms, cutoff: float):
     """
     from ase.neighborlist import neighbor_list
 
-    first, second, distances = neighbor_list('ijd', atoms, cutoff)
+    first, second, distances = neighbor_list("ijd", atoms, cutoff)
     if len(distances) == 0:
         return None
     index = int(np.argmin(distances))
@@ -77,12 +77,12 @@ def validate_structure(value: orm.StructureData, _port=None) -> str | None:
         return None
     positions = np.array([site.position for site in value.sites], dtype=float)
     if not np.isfinite(positions).all() or not np.isfinite(np.array(value.cell, dtype=float)).all():
-        return '`structure`: positions or cell contain non-finite numbers (NaN or inf); expected finite numbers in Å.'
+        return "`structure`: positions or cell contain non-finite numbers (NaN or inf); expected finite numbers in Å."
     atoms = value.get_ase()
     if len(atoms) == 0:
-        return '`structure`: the structure contains no atoms.'
+        return "`structure`: the structure contains no atoms."
     if any(value.pbc) and abs(value.get_cell_volume()) < 1e-6:
-        return '`structure`: the cell of a periodic structure has zero volume.'
+        return "`structure`: the cell of a periodic structure has zero volume."
     pair = closest_pair(atoms, MIN_INTERATOMIC_DISTANCE)
     if pair is None:
         return None
@@ -90,12 +90,12 @@ def validate_structure(value: orm.StructureData, _port=None) -> str | None:
     symbols = atoms.get_chemical_symbols()
     if i == j:
         return (
-            f'`structure`: atom {i} ({symbols[i]}) is {distance:.3f} Å from its own periodic image, closer than the '
-            f'minimum allowed distance of {MIN_INTERATOMIC_DISTANCE} Å.'
+            f"`structure`: atom {i} ({symbols[i]}) is {distance:.3f} Å from its own periodic image, closer than the "
+            f"minimum allowed distance of {MIN_INTERATOMIC_DISTANCE} Å."
         )
     return (
-        f'`structure`: atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are {distance:.3f} Å apart, closer than the '
-        f'minimum allowed distance of {MIN_INTERATOMIC_DISTANCE} Å.'
+        f"`structure`: atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are {distance:.3f} Å apart, closer than the "
+        f"minimum allowed distance of {MIN_INTERATOMIC_DISTANCE} Å."
     )
 
 
@@ -105,7 +105,7 @@ def validate_parameters(value: orm.Dict, _port=None) -> str | None:
         return None
     problems = driver.validate_settings(value.get_dict())
     if problems:
-        return '`parameters`: ' + '; '.join(problems) + '.'
+        return "`parameters`: " + "; ".join(problems) + "."
     return None
 
 
@@ -116,15 +116,15 @@ def kpoints_to_mesh(kpoints: orm.KpointsData) -> tuple[list[int], bool]:
     except AttributeError:
         mesh, offset = None, None
     if mesh is None:
-        raise ValueError('`kpoints`: only a k-point mesh is supported, not an explicit list of k-points.')
+        raise ValueError("`kpoints`: only a k-point mesh is supported, not an explicit list of k-points.")
     offset = [0.0, 0.0, 0.0] if offset is None else [float(o) for o in offset]
     if all(abs(o) < 1e-8 for o in offset):
         return [int(n) for n in mesh], True
     if all(abs(o - 0.5) < 1e-8 for o in offset):
         return [int(n) for n in mesh], False
     raise ValueError(
-        f'`kpoints`: the mesh offset must be [0, 0, 0] (Gamma-centred) or [0.5, 0.5, 0.5] (shifted off Gamma), '
-        f'got {offset}.'
+        f"`kpoints`: the mesh offset must be [0, 0, 0] (Gamma-centred) or [0.5, 0.5, 0.5] (shifted off Gamma), "
+        f"got {offset}."
     )
 
 
@@ -136,32 +136,32 @@ def validate_kpoints(value: orm.KpointsData, _port=None) -> str | None:
     except ValueError as exception:
         return str(exception)
     if len(mesh) != 3 or any(n < 1 for n in mesh):
-        return f'`kpoints`: the mesh must be three integers of at least 1, got {mesh}.'
+        return f"`kpoints`: the mesh must be three integers of at least 1, got {mesh}."
     return None
 
 
 def validate_inputs(inputs, _port=None) -> str | None:
     """Check the inputs against each other: k-points versus periodicity, magnetic moments versus atoms; and the
     ``code`` (a Python interpreter, see :func:`~aiida_physgen.calculations.codes.check_python_code`)."""
-    problem = check_python_code(inputs.get('code'))
+    problem = check_python_code(inputs.get("code"))
     if problem:
         return problem
-    structure = inputs.get('structure')
-    parameters = inputs.get('parameters')
-    kpoints = inputs.get('kpoints')
+    structure = inputs.get("structure")
+    parameters = inputs.get("parameters")
+    kpoints = inputs.get("kpoints")
     if structure is None or parameters is None:
         return None
     settings = parameters.get_dict()
     if driver.validate_settings(settings):
         return None  # already reported by the `parameters` port validator
     if kpoints is not None:
-        if settings.get('kpts') is not None or settings.get('kpoint_density') is not None:
+        if settings.get("kpts") is not None or settings.get("kpoint_density") is not None:
             return (
-                '`kpoints` and `parameters` both define k-points: drop `kpts`/`kpoint_density` from `parameters` '
-                'or do not pass `kpoints`.'
+                "`kpoints` and `parameters` both define k-points: drop `kpts`/`kpoint_density` from `parameters` "
+                "or do not pass `kpoints`."
             )
-        if settings.get('gamma') is not None:
-            return '`parameters`: `gamma` cannot be combined with the `kpoints` input, whose offset sets it.'
+        if settings.get("gamma") is not None:
+            return "`parameters`: `gamma` cannot be combined with the `kpoints` input, whose offset sets it."
         try:
             mesh, _ = kpoints_to_mesh(kpoints)
         except ValueError:
@@ -169,7 +169,7 @@ def validate_inputs(inputs, _port=None) -> str | None:
         settings = dict(settings, kpts=mesh)
     problems = driver.validate_settings_for_structure(settings, list(structure.pbc), len(structure.sites))
     if problems:
-        return '`parameters` incompatible with `structure`: ' + '; '.join(problems) + '.'
+        return "`parameters` incompatible with `structure`: " + "; ".join(problems) + "."
     return None
 
 
@@ -179,81 +179,81 @@ class GpawCalculation(CalcJob):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        options = spec.inputs['metadata']['options']
-        options['resources'].default = {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        options['withmpi'].default = False
-        options['parser_name'].default = 'physgen.gpaw'
-        options['input_filename'].default = driver.INPUT_FILENAME
-        options['output_filename'].default = STDOUT_FILENAME
+        options = spec.inputs["metadata"]["options"]
+        options["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
+        options["withmpi"].default = False
+        options["parser_name"].default = "physgen.gpaw"
+        options["input_filename"].default = driver.INPUT_FILENAME
+        options["output_filename"].default = STDOUT_FILENAME
 
         spec.input(
-            'structure',
+            "structure",
             valid_type=orm.StructureData,
             validator=validate_structure,
-            help='The structure to compute; atoms closer than 0.5 Å (periodic images included) are rejected.',
+            help="The structure to compute; atoms closer than 0.5 Å (periodic images included) are rejected.",
         )
         spec.input(
-            'parameters',
+            "parameters",
             valid_type=orm.Dict,
             validator=validate_parameters,
-            help='Driver settings (see the module docstring); unknown keys and invalid values are rejected.',
+            help="Driver settings (see the module docstring); unknown keys and invalid values are rejected.",
         )
         spec.input(
-            'kpoints',
+            "kpoints",
             valid_type=orm.KpointsData,
             required=False,
             validator=validate_kpoints,
-            help='Optional k-point mesh (offset [0,0,0] or [0.5,0.5,0.5]); excludes `kpts`/`kpoint_density`.',
+            help="Optional k-point mesh (offset [0,0,0] or [0.5,0.5,0.5]); excludes `kpts`/`kpoint_density`.",
         )
         spec.inputs.validator = validate_inputs
 
-        spec.output('output_parameters', valid_type=orm.Dict, help='Energies, Fermi level, convergence, timings.')
+        spec.output("output_parameters", valid_type=orm.Dict, help="Energies, Fermi level, convergence, timings.")
         spec.output(
-            'output_structure',
+            "output_structure",
             valid_type=orm.StructureData,
             required=False,
-            help='Last geometry of a relaxation (relaxed, or the last step reached when not converged).',
+            help="Last geometry of a relaxation (relaxed, or the last step reached when not converged).",
         )
-        spec.output('forces', valid_type=orm.ArrayData, required=False, help='Array `forces` (eV/Å), final geometry.')
+        spec.output("forces", valid_type=orm.ArrayData, required=False, help="Array `forces` (eV/Å), final geometry.")
         spec.output(
-            'output_trajectory',
+            "output_trajectory",
             valid_type=orm.TrajectoryData,
             required=False,
-            help='All relaxation steps with arrays `energy` (eV), `forces` (eV/Å) and `stress` (eV/Å^3, cell relax).',
+            help="All relaxation steps with arrays `energy` (eV), `forces` (eV/Å) and `stress` (eV/Å^3, cell relax).",
         )
         spec.output(
-            'dos',
+            "dos",
             valid_type=orm.XyData,
             required=False,
-            help='x: `energy` (eV, relative to E_F); y: `dos`, plus `dos_up`/`dos_down` when spin-polarised.',
+            help="x: `energy` (eV, relative to E_F); y: `dos`, plus `dos_up`/`dos_down` when spin-polarised.",
         )
-        spec.default_output_node = 'output_parameters'
+        spec.default_output_node = "output_parameters"
 
         spec.exit_code(
             300,
-            'ERROR_OUTPUT_MISSING',
-            message='The output file `{filename}` was not retrieved.',
+            "ERROR_OUTPUT_MISSING",
+            message="The output file `{filename}` was not retrieved.",
             invalidates_cache=True,
         )
         spec.exit_code(
             301,
-            'ERROR_OUTPUT_UNREADABLE',
-            message='The output file `{filename}` could not be read: {error}',
+            "ERROR_OUTPUT_UNREADABLE",
+            message="The output file `{filename}` could not be read: {error}",
             invalidates_cache=True,
         )
-        spec.exit_code(302, 'ERROR_DRIVER_CRASHED', message='The GPAW driver crashed: {error}')
-        spec.exit_code(303, 'ERROR_INVALID_SETTINGS', message='The GPAW driver rejected its settings: {error}')
-        spec.exit_code(310, 'ERROR_SCF_NOT_CONVERGED', message='The SCF cycle did not converge: {error}')
+        spec.exit_code(302, "ERROR_DRIVER_CRASHED", message="The GPAW driver crashed: {error}")
+        spec.exit_code(303, "ERROR_INVALID_SETTINGS", message="The GPAW driver rejected its settings: {error}")
+        spec.exit_code(310, "ERROR_SCF_NOT_CONVERGED", message="The SCF cycle did not converge: {error}")
         spec.exit_code(
             320,
-            'ERROR_RELAX_NOT_CONVERGED',
-            message='The relaxation did not converge within the maximum number of steps: {error}',
+            "ERROR_RELAX_NOT_CONVERGED",
+            message="The relaxation did not converge within the maximum number of steps: {error}",
         )
         spec.exit_code(
             330,
-            'ERROR_INTERRUPTED',
-            message='The GPAW driver was interrupted (killed, out of memory or walltime) after {frames} recorded '
-            'step(s); `output_structure` is the last geometry it reached.',
+            "ERROR_INTERRUPTED",
+            message="The GPAW driver was interrupted (killed, out of memory or walltime) after {frames} recorded "
+            "step(s); `output_structure` is the last geometry it reached.",
             invalidates_cache=True,
         )
 
@@ -261,22 +261,22 @@ class GpawCalculation(CalcJob):
         from ase.io import write
 
         settings = self.inputs.parameters.get_dict()
-        if 'kpoints' in self.inputs:
+        if "kpoints" in self.inputs:
             mesh, gamma = kpoints_to_mesh(self.inputs.kpoints)
-            settings['kpts'] = mesh
-            settings['gamma'] = gamma
+            settings["kpts"] = mesh
+            settings["gamma"] = gamma
 
-        with folder.open(driver.INPUT_FILENAME, 'w', encoding='utf-8') as handle:
+        with folder.open(driver.INPUT_FILENAME, "w", encoding="utf-8") as handle:
             json.dump(settings, handle, indent=2, sort_keys=True)
 
         atoms = self.inputs.structure.get_ase()
         buffer = io.StringIO()
-        write(buffer, atoms, format='extxyz')
-        with folder.open(driver.STRUCTURE_FILENAME, 'w', encoding='utf-8') as handle:
+        write(buffer, atoms, format="extxyz")
+        with folder.open(driver.STRUCTURE_FILENAME, "w", encoding="utf-8") as handle:
             handle.write(buffer.getvalue())
 
-        script = pathlib.Path(driver.__file__).read_text(encoding='utf-8')
-        with folder.open(DRIVER_FILENAME, 'w', encoding='utf-8') as handle:
+        script = pathlib.Path(driver.__file__).read_text(encoding="utf-8")
+        with folder.open(DRIVER_FILENAME, "w", encoding="utf-8") as handle:
             handle.write(script)
 
         codeinfo = datastructures.CodeInfo()

@@ -41,16 +41,16 @@ import sys
 import time
 import traceback
 
-DRIVER_VERSION = '1'
+DRIVER_VERSION = "1"
 
-INPUT_FILENAME = 'input.json'
-STRUCTURE_FILENAME = 'structure.extxyz'
-RESULTS_FILENAME = 'results.json'
-FINAL_STRUCTURE_FILENAME = 'final.extxyz'
-TRAJECTORY_FILENAME = 'trajectory.extxyz'
-DOS_FILENAME = 'dos.json'
-LOG_FILENAME = 'gpaw.txt'
-ERROR_FILENAME = 'error.txt'
+INPUT_FILENAME = "input.json"
+STRUCTURE_FILENAME = "structure.extxyz"
+RESULTS_FILENAME = "results.json"
+FINAL_STRUCTURE_FILENAME = "final.extxyz"
+TRAJECTORY_FILENAME = "trajectory.extxyz"
+DOS_FILENAME = "dos.json"
+LOG_FILENAME = "gpaw.txt"
+ERROR_FILENAME = "error.txt"
 
 #: Every file the driver may write; the calculation job retrieves all of them.
 OUTPUT_FILENAMES = (
@@ -62,11 +62,11 @@ OUTPUT_FILENAMES = (
     ERROR_FILENAME,
 )
 
-STATUS_OK = 'ok'
-STATUS_SCF_NOT_CONVERGED = 'scf_not_converged'
-STATUS_RELAX_NOT_CONVERGED = 'relax_not_converged'
-STATUS_INVALID_INPUT = 'invalid_input'
-STATUS_CRASHED = 'crashed'
+STATUS_OK = "ok"
+STATUS_SCF_NOT_CONVERGED = "scf_not_converged"
+STATUS_RELAX_NOT_CONVERGED = "relax_not_converged"
+STATUS_INVALID_INPUT = "invalid_input"
+STATUS_CRASHED = "crashed"
 
 #: Process exit status for every outcome.
 EXIT_STATUS = {
@@ -77,41 +77,41 @@ EXIT_STATUS = {
     STATUS_RELAX_NOT_CONVERGED: 4,
 }
 
-CALCULATIONS = ('static', 'relax')
-MODES = ('pw', 'lcao')
-OPTIMIZERS = ('FIRE', 'BFGS')
-MIXER_KEYS = ('beta', 'nmaxold', 'weight')
-CONVERGENCE_KEYS = ('energy', 'density', 'eigenstates')
+CALCULATIONS = ("static", "relax")
+MODES = ("pw", "lcao")
+OPTIMIZERS = ("FIRE", "BFGS")
+MIXER_KEYS = ("beta", "nmaxold", "weight")
+CONVERGENCE_KEYS = ("energy", "density", "eigenstates")
 
 #: Accepted settings and their defaults. ``None`` means "not set": GPAW's own default applies (``h``, ``mixer``,
 #: ``convergence``), or the setting is optional (k-points, DOS window, magnetic moments).
 DEFAULTS = {
-    'calculation': 'static',  # 'static' or 'relax'
-    'mode': 'pw',  # GPAW mode: 'pw' (plane waves) or 'lcao'
-    'ecut': 400.0,  # plane-wave cutoff in eV ('pw' only)
-    'h': None,  # real-space grid spacing in Å
-    'basis': None,  # LCAO basis set ('dzp' when 'lcao' and unset); in 'pw' mode only the initial guess
-    'xc': 'LDA',
-    'kpts': None,  # Monkhorst-Pack mesh [n1, n2, n3]
-    'kpoint_density': None,  # k-points per Å^-1 (ASE's kptdensity2monkhorstpack); exclusive with 'kpts'
-    'gamma': None,  # True: Gamma-centred mesh, False: Gamma excluded, None: standard Monkhorst-Pack
-    'smearing': 0.1,  # Fermi-Dirac width in eV
-    'spinpol': False,
-    'magmoms': None,  # initial magnetic moments: one number for every atom or a list (needs spinpol)
-    'charge': 0.0,
-    'maxiter': 333,  # maximum number of SCF iterations
-    'mixer': None,  # density mixer {'beta': float, 'nmaxold': int, 'weight': float}
-    'convergence': None,  # SCF criteria {'energy': eV/valence electron, 'density': e/valence electron, ...}
-    'relax_cell': False,  # also relax the cell ('relax' with 'pw' and full periodicity)
-    'optimizer': 'FIRE',  # 'FIRE' or 'BFGS'
-    'fmax': 0.05,  # force criterion in eV/Å
-    'max_steps': 200,  # maximum number of optimiser steps
-    'stress': False,  # compute the stress in a static run ('pw' only)
-    'dos': False,  # compute the density of states after the run
-    'dos_npts': 401,
-    'dos_width': 0.1,  # Gaussian broadening in eV
-    'dos_emin': None,  # lower end of the DOS window in eV relative to the Fermi level
-    'dos_emax': None,  # upper end of the DOS window in eV relative to the Fermi level
+    "calculation": "static",  # 'static' or 'relax'
+    "mode": "pw",  # GPAW mode: 'pw' (plane waves) or 'lcao'
+    "ecut": 400.0,  # plane-wave cutoff in eV ('pw' only)
+    "h": None,  # real-space grid spacing in Å
+    "basis": None,  # LCAO basis set ('dzp' when 'lcao' and unset); in 'pw' mode only the initial guess
+    "xc": "LDA",
+    "kpts": None,  # Monkhorst-Pack mesh [n1, n2, n3]
+    "kpoint_density": None,  # k-points per Å^-1 (ASE's kptdensity2monkhorstpack); exclusive with 'kpts'
+    "gamma": None,  # True: Gamma-centred mesh, False: Gamma excluded, None: standard Monkhorst-Pack
+    "smearing": 0.1,  # Fermi-Dirac width in eV
+    "spinpol": False,
+    "magmoms": None,  # initial magnetic moments: one number for every atom or a list (needs spinpol)
+    "charge": 0.0,
+    "maxiter": 333,  # maximum number of SCF iterations
+    "mixer": None,  # density mixer {'beta': float, 'nmaxold': int, 'weight': float}
+    "convergence": None,  # SCF criteria {'energy': eV/valence electron, 'density': e/valence electron, ...}
+    "relax_cell": False,  # also relax the cell ('relax' with 'pw' and full periodicity)
+    "optimizer": "FIRE",  # 'FIRE' or 'BFGS'
+    "fmax": 0.05,  # force criterion in eV/Å
+    "max_steps": 200,  # maximum number of optimiser steps
+    "stress": False,  # compute the stress in a static run ('pw' only)
+    "dos": False,  # compute the density of states after the run
+    "dos_npts": 401,
+    "dos_width": 0.1,  # Gaussian broadening in eV
+    "dos_emin": None,  # lower end of the DOS window in eV relative to the Fermi level
+    "dos_emax": None,  # upper end of the DOS window in eV relative to the Fermi level
 }
 
 
@@ -133,7 +133,7 @@ def validate_settings(settings):
     Checks names, types and values of every key; does not check anything that needs the structure.
     """
     if not isinstance(settings, dict):
-        return [f'the settings must be a dictionary, got {type(settings).__name__}']
+        return [f"the settings must be a dictionary, got {type(settings).__name__}"]
 
     errors = []
     unknown = sorted(set(settings) - set(DEFAULTS))
@@ -156,7 +156,7 @@ def validate_settings(settings):
             errors.append(f"'{key}' must be a finite number, got {value!r}")
             return
         if minimum is not None and (value <= minimum if strictly else value < minimum):
-            relation = 'greater than' if strictly else 'at least'
+            relation = "greater than" if strictly else "at least"
             errors.append(f"'{key}' must be {relation} {minimum}, got {value!r}")
 
     def check_int(key, minimum, optional=False):
@@ -180,66 +180,66 @@ def validate_settings(settings):
         if not isinstance(value, str) or not value.strip():
             errors.append(f"'{key}' must be a non-empty string, got {value!r}")
 
-    check_choice('calculation', CALCULATIONS)
-    check_choice('mode', MODES)
-    check_number('ecut', minimum=0)
-    check_number('h', minimum=0, optional=True)
-    check_string('basis', optional=True)
-    check_string('xc')
-    check_number('kpoint_density', minimum=0, optional=True)
-    check_bool('gamma', optional=True)
-    check_number('smearing', minimum=0, strictly=False)
-    check_bool('spinpol')
-    check_number('charge')
-    check_int('maxiter', 1)
-    check_bool('relax_cell')
-    check_choice('optimizer', OPTIMIZERS)
-    check_number('fmax', minimum=0)
-    check_int('max_steps', 1)
-    check_bool('stress')
-    check_bool('dos')
-    check_int('dos_npts', 2)
-    check_number('dos_width', minimum=0)
-    check_number('dos_emin', optional=True)
-    check_number('dos_emax', optional=True)
+    check_choice("calculation", CALCULATIONS)
+    check_choice("mode", MODES)
+    check_number("ecut", minimum=0)
+    check_number("h", minimum=0, optional=True)
+    check_string("basis", optional=True)
+    check_string("xc")
+    check_number("kpoint_density", minimum=0, optional=True)
+    check_bool("gamma", optional=True)
+    check_number("smearing", minimum=0, strictly=False)
+    check_bool("spinpol")
+    check_number("charge")
+    check_int("maxiter", 1)
+    check_bool("relax_cell")
+    check_choice("optimizer", OPTIMIZERS)
+    check_number("fmax", minimum=0)
+    check_int("max_steps", 1)
+    check_bool("stress")
+    check_bool("dos")
+    check_int("dos_npts", 2)
+    check_number("dos_width", minimum=0)
+    check_number("dos_emin", optional=True)
+    check_number("dos_emax", optional=True)
 
-    kpts = get('kpts')
+    kpts = get("kpts")
     if kpts is not None:
         if not isinstance(kpts, (list, tuple)) or len(kpts) != 3 or not all(_is_int(k) and k >= 1 for k in kpts):
             errors.append(f"'kpts' must be a list of three integers of at least 1, got {kpts!r}")
-        if get('kpoint_density') is not None:
+        if get("kpoint_density") is not None:
             errors.append("'kpts' and 'kpoint_density' are mutually exclusive: set only one of them")
-    elif get('gamma') is not None and get('kpoint_density') is None:
+    elif get("gamma") is not None and get("kpoint_density") is None:
         errors.append("'gamma' only applies to a k-point mesh: set 'kpts' or 'kpoint_density' as well")
 
-    magmoms = get('magmoms')
+    magmoms = get("magmoms")
     if magmoms is not None:
         if isinstance(magmoms, (list, tuple)):
             if not magmoms or not all(_is_number(m) for m in magmoms):
                 errors.append(f"'magmoms' must be a number or a non-empty list of numbers, got {magmoms!r}")
         elif not _is_number(magmoms):
             errors.append(f"'magmoms' must be a number or a non-empty list of numbers, got {magmoms!r}")
-        if get('spinpol') is not True:
+        if get("spinpol") is not True:
             errors.append("'magmoms' requires 'spinpol' to be true")
 
-    mixer = get('mixer')
+    mixer = get("mixer")
     if mixer is not None:
         if not isinstance(mixer, dict):
             errors.append(f"'mixer' must be a dictionary with keys {', '.join(MIXER_KEYS)}, got {mixer!r}")
         else:
             for key in sorted(set(mixer) - set(MIXER_KEYS)):
                 errors.append(f"'mixer' has unknown key '{key}'; accepted keys are: {', '.join(MIXER_KEYS)}")
-            beta = mixer.get('beta')
+            beta = mixer.get("beta")
             if beta is not None and not (_is_number(beta) and 0 < beta <= 1):
                 errors.append(f"'mixer.beta' must be a number in (0, 1], got {beta!r}")
-            nmaxold = mixer.get('nmaxold')
+            nmaxold = mixer.get("nmaxold")
             if nmaxold is not None and not (_is_int(nmaxold) and nmaxold >= 1):
                 errors.append(f"'mixer.nmaxold' must be an integer of at least 1, got {nmaxold!r}")
-            weight = mixer.get('weight')
+            weight = mixer.get("weight")
             if weight is not None and not (_is_number(weight) and weight > 0):
                 errors.append(f"'mixer.weight' must be a positive number, got {weight!r}")
 
-    convergence = get('convergence')
+    convergence = get("convergence")
     if convergence is not None:
         if not isinstance(convergence, dict):
             errors.append(f"'convergence' must be a dictionary with keys {', '.join(CONVERGENCE_KEYS)}")
@@ -252,19 +252,19 @@ def validate_settings(settings):
                 elif not (_is_number(value) and value > 0):
                     errors.append(f"'convergence.{key}' must be a positive number, got {value!r}")
 
-    emin, emax = get('dos_emin'), get('dos_emax')
+    emin, emax = get("dos_emin"), get("dos_emax")
     if _is_number(emin) and _is_number(emax) and emin >= emax:
         errors.append(f"'dos_emin' ({emin}) must be lower than 'dos_emax' ({emax})")
 
-    mode = get('mode')
-    if get('relax_cell') is True:
-        if get('calculation') != 'relax':
+    mode = get("mode")
+    if get("relax_cell") is True:
+        if get("calculation") != "relax":
             errors.append("'relax_cell' requires 'calculation' to be 'relax'")
-        if mode != 'pw':
+        if mode != "pw":
             errors.append("'relax_cell' requires 'mode' to be 'pw' (GPAW computes the stress in PW mode only)")
-    if get('stress') is True and mode != 'pw':
+    if get("stress") is True and mode != "pw":
         errors.append("'stress' requires 'mode' to be 'pw' (GPAW computes the stress in PW mode only)")
-    if mode == 'lcao' and 'ecut' in settings:
+    if mode == "lcao" and "ecut" in settings:
         errors.append("'ecut' only applies to 'mode' 'pw'")
 
     return errors
@@ -273,17 +273,17 @@ def validate_settings(settings):
 def validate_settings_for_structure(settings, pbc, natoms):
     """Return problems that need the structure: periodicity and number of atoms."""
     errors = []
-    kpts = settings.get('kpts')
+    kpts = settings.get("kpts")
     if isinstance(kpts, (list, tuple)) and len(kpts) == 3:
         for axis, (n, periodic) in enumerate(zip(kpts, pbc)):
             if not periodic and n != 1:
                 errors.append(f"'kpts' must be 1 along the non-periodic direction {axis}, got {n}")
-    magmoms = settings.get('magmoms')
+    magmoms = settings.get("magmoms")
     if isinstance(magmoms, (list, tuple)) and len(magmoms) != natoms:
         errors.append(f"'magmoms' has {len(magmoms)} values but the structure has {natoms} atoms")
-    if settings.get('relax_cell') is True and not all(pbc):
+    if settings.get("relax_cell") is True and not all(pbc):
         errors.append("'relax_cell' requires a structure that is periodic in all three directions")
-    if settings.get('stress') is True and not all(pbc):
+    if settings.get("stress") is True and not all(pbc):
         errors.append("'stress' requires a structure that is periodic in all three directions")
     return errors
 
@@ -292,14 +292,14 @@ def resolve_settings(settings):
     """Return the settings with every default filled in."""
     resolved = dict(DEFAULTS)
     resolved.update(settings)
-    if resolved['mode'] == 'lcao' and resolved['basis'] is None:
-        resolved['basis'] = 'dzp'
+    if resolved["mode"] == "lcao" and resolved["basis"] is None:
+        resolved["basis"] = "dzp"
     return resolved
 
 
 def _write_json(path, data):
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as handle:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2)
     os.replace(tmp, path)
 
@@ -312,15 +312,15 @@ def _kpoint_mesh(atoms, settings):
     """Return ``(size, gamma)`` for the calculator from the k-point settings."""
     from ase.calculators.calculator import kptdensity2monkhorstpack
 
-    if settings['kpts'] is not None:
-        size = [int(n) for n in settings['kpts']]
-    elif settings['kpoint_density'] is not None:
-        size = [int(n) for n in kptdensity2monkhorstpack(atoms, kptdensity=settings['kpoint_density'], even=False)]
+    if settings["kpts"] is not None:
+        size = [int(n) for n in settings["kpts"]]
+    elif settings["kpoint_density"] is not None:
+        size = [int(n) for n in kptdensity2monkhorstpack(atoms, kptdensity=settings["kpoint_density"], even=False)]
     else:
         size = [1, 1, 1]
     # Along non-periodic directions only the Gamma point makes sense.
     size = [n if periodic else 1 for n, periodic in zip(size, atoms.pbc)]
-    return size, settings['gamma']
+    return size, settings["gamma"]
 
 
 def build_calculator(atoms, settings, kpts_size, gamma, txt):
@@ -328,26 +328,26 @@ def build_calculator(atoms, settings, kpts_size, gamma, txt):
     from gpaw import GPAW, PW, FermiDirac, Mixer
 
     kwargs = {
-        'xc': settings['xc'],
-        'kpts': {'size': tuple(kpts_size), 'gamma': gamma} if gamma is not None else tuple(kpts_size),
-        'occupations': FermiDirac(settings['smearing']),
-        'spinpol': settings['spinpol'],
-        'maxiter': settings['maxiter'],
-        'charge': settings['charge'],
-        'txt': txt,
+        "xc": settings["xc"],
+        "kpts": {"size": tuple(kpts_size), "gamma": gamma} if gamma is not None else tuple(kpts_size),
+        "occupations": FermiDirac(settings["smearing"]),
+        "spinpol": settings["spinpol"],
+        "maxiter": settings["maxiter"],
+        "charge": settings["charge"],
+        "txt": txt,
     }
-    if settings['mode'] == 'pw':
-        kwargs['mode'] = PW(settings['ecut'])
+    if settings["mode"] == "pw":
+        kwargs["mode"] = PW(settings["ecut"])
     else:
-        kwargs['mode'] = 'lcao'
-    if settings['basis'] is not None:
-        kwargs['basis'] = settings['basis']
-    if settings['h'] is not None:
-        kwargs['h'] = settings['h']
-    if settings['mixer'] is not None:
-        kwargs['mixer'] = Mixer(**settings['mixer'])
-    if settings['convergence'] is not None:
-        kwargs['convergence'] = dict(settings['convergence'])
+        kwargs["mode"] = "lcao"
+    if settings["basis"] is not None:
+        kwargs["basis"] = settings["basis"]
+    if settings["h"] is not None:
+        kwargs["h"] = settings["h"]
+    if settings["mixer"] is not None:
+        kwargs["mixer"] = Mixer(**settings["mixer"])
+    if settings["convergence"] is not None:
+        kwargs["convergence"] = dict(settings["convergence"])
     return GPAW(**kwargs)
 
 
@@ -357,13 +357,13 @@ def _snapshot(atoms, include_stress):
 
     calc = atoms.calc
     results = {
-        'energy': calc.get_potential_energy(atoms),
-        'forces': calc.get_forces(atoms),
+        "energy": calc.get_potential_energy(atoms),
+        "forces": calc.get_forces(atoms),
     }
     with contextlib.suppress(Exception):  # the free energy is optional
-        results['free_energy'] = calc.get_potential_energy(atoms, force_consistent=True)
+        results["free_energy"] = calc.get_potential_energy(atoms, force_consistent=True)
     if include_stress:
-        results['stress'] = calc.get_stress(atoms)
+        results["stress"] = calc.get_stress(atoms)
     copy = atoms.copy()
     copy.calc = SinglePointCalculator(copy, **results)
     return copy
@@ -394,14 +394,12 @@ def electronic_summary(calc, smearing):
     eigenvalues, _ = _eigenvalues(calc)
     below = eigenvalues[eigenvalues <= gpaw_fermi]
     above = eigenvalues[eigenvalues > gpaw_fermi]
-    summary = {'fermi_energy': gpaw_fermi, 'fermi_energy_gpaw': gpaw_fermi, 'homo': None, 'lumo': None, 'band_gap': 0.0}
+    summary = {"fermi_energy": gpaw_fermi, "fermi_energy_gpaw": gpaw_fermi, "homo": None, "lumo": None, "band_gap": 0.0}
     if below.size and above.size:
         homo, lumo = float(below.max()), float(above.min())
         margin = max(10.0 * float(smearing), 1e-6)
         if gpaw_fermi - homo > margin and lumo - gpaw_fermi > margin:
-            summary.update(
-                {'fermi_energy': 0.5 * (homo + lumo), 'homo': homo, 'lumo': lumo, 'band_gap': lumo - homo}
-            )
+            summary.update({"fermi_energy": 0.5 * (homo + lumo), "homo": homo, "lumo": lumo, "band_gap": lumo - homo})
     return summary
 
 
@@ -412,10 +410,10 @@ def compute_dos(calc, settings, fermi):
     eigenvalues, weights = _eigenvalues(calc)
     nspins = eigenvalues.shape[0]
     eigenvalues = eigenvalues - fermi
-    width = float(settings['dos_width'])
-    emin = settings['dos_emin'] if settings['dos_emin'] is not None else float(eigenvalues.min()) - 5 * width
-    emax = settings['dos_emax'] if settings['dos_emax'] is not None else float(eigenvalues.max()) + 5 * width
-    energies = np.linspace(emin, emax, int(settings['dos_npts']))
+    width = float(settings["dos_width"])
+    emin = settings["dos_emin"] if settings["dos_emin"] is not None else float(eigenvalues.min()) - 5 * width
+    emax = settings["dos_emax"] if settings["dos_emax"] is not None else float(eigenvalues.max()) + 5 * width
+    energies = np.linspace(emin, emax, int(settings["dos_npts"]))
     # Without spin polarisation every band holds two electrons.
     degeneracy = 2.0 if nspins == 1 else 1.0
     per_spin = []
@@ -426,25 +424,25 @@ def compute_dos(calc, settings, fermi):
                 dos += weight * np.exp(-(((energies - eps) / width) ** 2))
         per_spin.append(degeneracy * dos / (math.sqrt(math.pi) * width))
     data = {
-        'energy': energies.tolist(),
-        'dos': np.sum(per_spin, axis=0).tolist(),
-        'fermi_energy': fermi,
-        'width': width,
-        'npts': int(settings['dos_npts']),
-        'spin_polarized': nspins == 2,
-        'units': {'energy': 'eV (relative to the Fermi level)', 'dos': 'states/eV'},
+        "energy": energies.tolist(),
+        "dos": np.sum(per_spin, axis=0).tolist(),
+        "fermi_energy": fermi,
+        "width": width,
+        "npts": int(settings["dos_npts"]),
+        "spin_polarized": nspins == 2,
+        "units": {"energy": "eV (relative to the Fermi level)", "dos": "states/eV"},
     }
     if nspins == 2:
-        data['dos_up'] = per_spin[0].tolist()
-        data['dos_down'] = per_spin[1].tolist()
+        data["dos_up"] = per_spin[0].tolist()
+        data["dos_down"] = per_spin[1].tolist()
     return data
 
 
 def _write_atomic_text(path, text):
     """Write ``text`` to ``path`` through a temporary name in the same directory, then rename: a reader (or a run
     killed mid-write) sees the old file or the new one, never half of one."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as handle:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
@@ -457,7 +455,7 @@ def _extxyz_text(atoms):
     from ase.io import write
 
     buffer = io.StringIO()
-    write(buffer, atoms, format='extxyz')
+    write(buffer, atoms, format="extxyz")
     return buffer.getvalue()
 
 
@@ -479,7 +477,7 @@ class _Recorder:
         self.last = _snapshot(self.atoms, self.include_stress)
         if self.is_master:
             text = _extxyz_text(self.last)
-            with open(self.path, 'a' if self.frames > 0 else 'w', encoding='utf-8') as handle:
+            with open(self.path, "a" if self.frames > 0 else "w", encoding="utf-8") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -488,42 +486,42 @@ class _Recorder:
         self.frames += 1
 
 
-def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
+def run(workdir="."):  # noqa: PLR0915 - one linear procedure reads best here
     """Run the calculation described by the input files in ``workdir`` and return the process exit status."""
     start = time.time()
     os.chdir(workdir)
 
     results = {
-        'driver_version': DRIVER_VERSION,
-        'status': STATUS_CRASHED,
-        'exit_status': EXIT_STATUS[STATUS_CRASHED],
-        'errors': [],
-        'scf_converged': None,
-        'relax_converged': None,
-        'relax_steps': 0,
-        'energy': None,
-        'free_energy': None,
-        'energy_per_atom': None,
-        'fermi_energy': None,
-        'fermi_energy_gpaw': None,
-        'homo': None,
-        'lumo': None,
-        'band_gap': None,
-        'forces': None,
-        'max_force': None,
-        'stress': None,
-        'scf_iterations': None,
-        'wall_time': None,
-        'start_time': start,  # seconds since the epoch, to place the run on a timeline
-        'end_time': None,
+        "driver_version": DRIVER_VERSION,
+        "status": STATUS_CRASHED,
+        "exit_status": EXIT_STATUS[STATUS_CRASHED],
+        "errors": [],
+        "scf_converged": None,
+        "relax_converged": None,
+        "relax_steps": 0,
+        "energy": None,
+        "free_energy": None,
+        "energy_per_atom": None,
+        "fermi_energy": None,
+        "fermi_energy_gpaw": None,
+        "homo": None,
+        "lumo": None,
+        "band_gap": None,
+        "forces": None,
+        "max_force": None,
+        "stress": None,
+        "scf_iterations": None,
+        "wall_time": None,
+        "start_time": start,  # seconds since the epoch, to place the run on a timeline
+        "end_time": None,
     }
     is_master = True
 
     def finish(status):
-        results['status'] = status
-        results['exit_status'] = EXIT_STATUS[status]
-        results['end_time'] = time.time()
-        results['wall_time'] = results['end_time'] - start
+        results["status"] = status
+        results["exit_status"] = EXIT_STATUS[status]
+        results["end_time"] = time.time()
+        results["wall_time"] = results["end_time"] - start
         if is_master:
             _write_json(RESULTS_FILENAME, results)
         return EXIT_STATUS[status]
@@ -534,21 +532,21 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
             os.remove(stale)
 
     try:
-        with open(INPUT_FILENAME, encoding='utf-8') as handle:
+        with open(INPUT_FILENAME, encoding="utf-8") as handle:
             raw_settings = json.load(handle)
         problems = validate_settings(raw_settings)
         if problems:
-            results['errors'].extend(problems)
+            results["errors"].extend(problems)
             return finish(STATUS_INVALID_INPUT)
         settings = resolve_settings(raw_settings)
 
         import ase
         from ase.io import read
 
-        atoms = read(STRUCTURE_FILENAME, format='extxyz')
+        atoms = read(STRUCTURE_FILENAME, format="extxyz")
         problems = validate_settings_for_structure(settings, list(atoms.pbc), len(atoms))
         if problems:
-            results['errors'].extend(problems)
+            results["errors"].extend(problems)
             return finish(STATUS_INVALID_INPUT)
 
         import gpaw
@@ -559,17 +557,17 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
 
         results.update(
             {
-                'calculation': settings['calculation'],
-                'settings': settings,
-                'natoms': len(atoms),
-                'formula': atoms.get_chemical_formula(),
-                'pbc': [bool(p) for p in atoms.pbc],
-                'gpaw_version': gpaw.__version__,
-                'ase_version': ase.__version__,
+                "calculation": settings["calculation"],
+                "settings": settings,
+                "natoms": len(atoms),
+                "formula": atoms.get_chemical_formula(),
+                "pbc": [bool(p) for p in atoms.pbc],
+                "gpaw_version": gpaw.__version__,
+                "ase_version": ase.__version__,
             }
         )
 
-        magmoms = settings['magmoms']
+        magmoms = settings["magmoms"]
         if magmoms is not None:
             atoms.set_initial_magnetic_moments(
                 list(magmoms) if isinstance(magmoms, (list, tuple)) else [float(magmoms)] * len(atoms)
@@ -578,15 +576,15 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
             atoms.set_initial_magnetic_moments(None)
 
         kpts_size, gamma = _kpoint_mesh(atoms, settings)
-        results['kpts'] = kpts_size
-        results['gamma'] = gamma
-        results['maxiter'] = settings['maxiter']
+        results["kpts"] = kpts_size
+        results["gamma"] = gamma
+        results["maxiter"] = settings["maxiter"]
 
         calc = build_calculator(atoms, settings, kpts_size, gamma, LOG_FILENAME)
         atoms.calc = calc
 
-        relax = settings['calculation'] == 'relax'
-        include_stress = settings['stress'] or (relax and settings['relax_cell'])
+        relax = settings["calculation"] == "relax"
+        include_stress = settings["stress"] or (relax and settings["relax_cell"])
         final = None
 
         try:
@@ -595,75 +593,75 @@ def run(workdir='.'):  # noqa: PLR0915 - one linear procedure reads best here
                 from ase.optimize import BFGS, FIRE
 
                 recorder = _Recorder(atoms, TRAJECTORY_FILENAME, include_stress, is_master, FINAL_STRUCTURE_FILENAME)
-                target = FrechetCellFilter(atoms) if settings['relax_cell'] else atoms
-                optimizer_class = {'FIRE': FIRE, 'BFGS': BFGS}[settings['optimizer']]
-                optimizer = optimizer_class(target, logfile='-' if is_master else None)
+                target = FrechetCellFilter(atoms) if settings["relax_cell"] else atoms
+                optimizer_class = {"FIRE": FIRE, "BFGS": BFGS}[settings["optimizer"]]
+                optimizer = optimizer_class(target, logfile="-" if is_master else None)
                 optimizer.attach(recorder, interval=1)
                 try:
-                    converged = bool(optimizer.run(fmax=settings['fmax'], steps=settings['max_steps']))
+                    converged = bool(optimizer.run(fmax=settings["fmax"], steps=settings["max_steps"]))
                 finally:
-                    results['relax_steps'] = int(optimizer.nsteps)
-                    results['trajectory_frames'] = recorder.frames
+                    results["relax_steps"] = int(optimizer.nsteps)
+                    results["trajectory_frames"] = recorder.frames
                     final = recorder.last
-                results['relax_converged'] = converged
+                results["relax_converged"] = converged
             else:
                 final = _snapshot(atoms, include_stress)
         except KohnShamConvergenceError as exception:
-            results['scf_converged'] = False
-            results['errors'].append(
-                f'SCF did not converge within maxiter={settings["maxiter"]} iterations: {exception!r}'.rstrip()
+            results["scf_converged"] = False
+            results["errors"].append(
+                f"SCF did not converge within maxiter={settings['maxiter']} iterations: {exception!r}".rstrip()
             )
             if relax:
-                results['relax_converged'] = False
+                results["relax_converged"] = False
             if final is not None and is_master:
                 _write_atomic_text(FINAL_STRUCTURE_FILENAME, _extxyz_text(final))
-                results['final_structure_is_last_converged_step'] = True
+                results["final_structure_is_last_converged_step"] = True
             return finish(STATUS_SCF_NOT_CONVERGED)
 
-        results['scf_converged'] = True
+        results["scf_converged"] = True
         try:
-            results['scf_iterations'] = int(calc.get_number_of_iterations())
+            results["scf_iterations"] = int(calc.get_number_of_iterations())
         except Exception:  # noqa: BLE001 - informational only
-            results['scf_iterations'] = None
+            results["scf_iterations"] = None
 
         energy = final.get_potential_energy()
         forces = final.get_forces()
-        results['energy'] = float(energy)
-        results['energy_per_atom'] = float(energy) / len(final)
+        results["energy"] = float(energy)
+        results["energy_per_atom"] = float(energy) / len(final)
         try:
-            results['free_energy'] = float(final.get_potential_energy(force_consistent=True))
+            results["free_energy"] = float(final.get_potential_energy(force_consistent=True))
         except Exception:  # noqa: BLE001 - optional
-            results['free_energy'] = None
-        results['forces'] = _to_list(forces)
-        results['max_force'] = float(max((sum(c * c for c in row) ** 0.5 for row in forces), default=0.0))
+            results["free_energy"] = None
+        results["forces"] = _to_list(forces)
+        results["max_force"] = float(max((sum(c * c for c in row) ** 0.5 for row in forces), default=0.0))
         if include_stress:
-            results['stress'] = _to_list(final.get_stress(voigt=False))
-        results.update(electronic_summary(calc, settings['smearing']))
-        if settings['spinpol']:
-            results['magnetic_moment'] = float(calc.get_magnetic_moment())
+            results["stress"] = _to_list(final.get_stress(voigt=False))
+        results.update(electronic_summary(calc, settings["smearing"]))
+        if settings["spinpol"]:
+            results["magnetic_moment"] = float(calc.get_magnetic_moment())
 
         if is_master:
             _write_atomic_text(FINAL_STRUCTURE_FILENAME, _extxyz_text(final))
 
-        if settings['dos']:
-            dos = compute_dos(calc, settings, results['fermi_energy'])
+        if settings["dos"]:
+            dos = compute_dos(calc, settings, results["fermi_energy"])
             if is_master:
                 _write_json(DOS_FILENAME, dos)
 
-        if relax and not results['relax_converged']:
-            results['errors'].append(
-                f'relaxation did not reach fmax={settings["fmax"]} eV/Å within max_steps={settings["max_steps"]} '
-                f'steps (max force {results["max_force"]:.4f} eV/Å)'
+        if relax and not results["relax_converged"]:
+            results["errors"].append(
+                f"relaxation did not reach fmax={settings['fmax']} eV/Å within max_steps={settings['max_steps']} "
+                f"steps (max force {results['max_force']:.4f} eV/Å)"
             )
             return finish(STATUS_RELAX_NOT_CONVERGED)
         return finish(STATUS_OK)
 
     except Exception as exception:  # noqa: BLE001 - any other failure is recorded as a crash
         text = traceback.format_exc()
-        results['errors'].append(f'{type(exception).__name__}: {exception}')
-        results['traceback'] = text
+        results["errors"].append(f"{type(exception).__name__}: {exception}")
+        results["traceback"] = text
         if is_master:
-            with open(ERROR_FILENAME, 'w', encoding='utf-8') as handle:
+            with open(ERROR_FILENAME, "w", encoding="utf-8") as handle:
                 handle.write(text)
         return finish(STATUS_CRASHED)
 
@@ -675,10 +673,10 @@ def main(argv=None):
     script_dir = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != script_dir]
     # GPAW parallelises with MPI; threaded BLAS on top of it only oversubscribes the cores.
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
-    workdir = argv[0] if argv else '.'
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    workdir = argv[0] if argv else "."
     return run(workdir)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -56,8 +56,10 @@ def reference_energies(batch, settings: ReferenceSettings) -> np.ndarray:
 
     def progress(done: int, total: int | None = None) -> None:
         if done % every == 0 or done == count:
-            _report(f"labelled {done}/{count} sheets with {settings.method} "
-                    f"({done / max(time.monotonic() - started, 1e-9):.1f} sheets/s)")
+            _report(
+                f"labelled {done}/{count} sheets with {settings.method} "
+                f"({done / max(time.monotonic() - started, 1e-9):.1f} sheets/s)"
+            )
 
     # a sheet LAMMPS cannot evaluate gets NaN (and a warning) instead of stopping the whole batch
     with warnings.catch_warnings(record=True) as caught:
@@ -78,7 +80,9 @@ def porous_graphene(count: orm.Int, seed: orm.Int, settings: orm.Dict | None = N
         ``radius`` [min, max] in Å, ``prune`` (remove atoms left with fewer than two neighbours).
     """
     try:
-        values = settings_module.from_dict(graphene.SheetSettings, settings.get_dict() if settings is not None else None)
+        values = settings_module.from_dict(
+            graphene.SheetSettings, settings.get_dict() if settings is not None else None
+        )
         if count.value < 1:
             raise ValueError(f"count: got {count.value}, expected a positive number of sheets")
         sheets = values.make(count.value, seed.value)
@@ -121,8 +125,9 @@ def label_reference(structures: StructureSet, settings: orm.Dict | None = None):
         value = structures.base.attributes.get(key, None)
         if value is not None:
             result.base.attributes.set(key, value)
-    result.base.attributes.set("reference", {**values.to_dict(), "seconds": round(elapsed, 2),
-                                             "n_failed": int((~np.isfinite(energies)).sum())})
+    result.base.attributes.set(
+        "reference", {**values.to_dict(), "seconds": round(elapsed, 2), "n_failed": int((~np.isfinite(energies)).sum())}
+    )
     return result
 
 
@@ -181,7 +186,8 @@ def score_ednn(model: GeneratorModel, structures: StructureSet, settings: orm.Di
         _report(f"structure {index} not scored: {error}")
     if len(batch) and failed.all():
         return EXIT_CODES["ERROR_ALL_FAILED"].format(
-            message=f"all {len(batch)} structure(s) failed; the first error: {next(iter(errors.values()))}")
+            message=f"all {len(batch)} structure(s) failed; the first error: {next(iter(errors.values()))}"
+        )
     batch.info["cheap_energy"] = energies
     batch.info["cheap_failed"] = failed
     output = StructureSet(batch)

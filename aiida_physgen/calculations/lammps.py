@@ -33,13 +33,17 @@ from .cheap import EXIT_CODES  # the cheap tier's exit codes: the same failures 
 from .functions import declare_exit_codes, keep_provenance_attributes, report_to_process
 
 __all__ = ["relax_lammps", "LammpsSettings", "EXIT_CODES", "potentials", "potential_commands", "element_of"]
+
+
 def potentials() -> dict[str, dict[str, str]]:
     """The potentials by element: ``{element: {name: description}}``."""
     from ..amorphous import md
     from ..graphene import reference_energy
 
-    return {"Si": {name: md.potential_description(name) for name in md.POTENTIALS},
-            "C": {name: description for name, (_, description) in reference_energy.METHODS.items()}}
+    return {
+        "Si": {name: md.potential_description(name) for name in md.POTENTIALS},
+        "C": {name: description for name, (_, description) in reference_energy.METHODS.items()},
+    }
 
 
 def potential_commands(potential: str, element: str, directory: Path) -> list[str]:
@@ -91,7 +95,7 @@ class LammpsSettings:
         self.max_steps = int(value)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "LammpsSettings":
+    def from_dict(cls, values: dict | None) -> LammpsSettings:
         """Settings from a plain dictionary; a bad value raises ``ValueError`` starting ``settings.<field>``."""
         return settings_module.from_dict_named(cls, values)
 
@@ -111,8 +115,10 @@ def element_of(batch: StructureBatch, potential: str) -> str:
     table = potentials()
     if potential not in table.get(element, {}):
         having = sorted(e for e, names in table.items() if potential in names)
-        raise ValueError(f"settings.potential: {potential!r} is a potential for {having}, the structures are "
-                         f"{element}; expected one of {sorted(table.get(element, {}))}")
+        raise ValueError(
+            f"settings.potential: {potential!r} is a potential for {having}, the structures are "
+            f"{element}; expected one of {sorted(table.get(element, {}))}"
+        )
     return element
 
 
@@ -145,8 +151,10 @@ def relax_lammps(structures: StructureSet, settings: orm.Dict | None = None):
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
     what = "relaxing" if values.relax else "scoring"
     description = potentials()[element][values.potential]
-    report_to_process(f"{what} {len(batch)} structure(s) with {values.potential} ({element})"
-            + (f": conjugate gradients to {values.fmax} eV/Å, at most {values.max_steps} steps" if values.relax else ""))
+    report_to_process(
+        f"{what} {len(batch)} structure(s) with {values.potential} ({element})"
+        + (f": conjugate gradients to {values.fmax} eV/Å, at most {values.max_steps} steps" if values.relax else "")
+    )
     every = max(1, len(batch) // 10)
 
     def progress(done: int, total: int) -> None:
@@ -156,30 +164,58 @@ def relax_lammps(structures: StructureSet, settings: orm.Dict | None = None):
     start = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="physgen-lammps-") as directory:
-            results = run_structures(batch, [element], potential_commands(values.potential, element, Path(directory)),
-                                     relax=values.relax, fmax=values.fmax, max_steps=values.max_steps,
-                                     progress=progress)
+            results = run_structures(
+                batch,
+                [element],
+                potential_commands(values.potential, element, Path(directory)),
+                relax=values.relax,
+                fmax=values.fmax,
+                max_steps=values.max_steps,
+                progress=progress,
+            )
     except ValueError as error:
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
     seconds = time.perf_counter() - start
     converged = ~results.failed & (results.fmax <= values.fmax * (1 + 1e-6) if values.relax else True)
     n_failed, n_converged = int(results.failed.sum()), int(np.sum(converged))
-    report_to_process(f"{len(batch)} structure(s): {n_converged} converged, {len(batch) - n_converged - n_failed} not "
-            f"converged, {n_failed} failed in {seconds:.1f} s")
+    report_to_process(
+        f"{len(batch)} structure(s): {n_converged} converged, {len(batch) - n_converged - n_failed} not "
+        f"converged, {n_failed} failed in {seconds:.1f} s"
+    )
     for index, error in list(results.errors.items())[:10]:
         report_to_process(f"structure {index} failed: {error}")
     if n_failed == len(batch):
         return EXIT_CODES["ERROR_ALL_FAILED"].format(
-            message=f"all {len(batch)} structure(s) failed; the first error: {next(iter(results.errors.values()))}")
+            message=f"all {len(batch)} structure(s) failed; the first error: {next(iter(results.errors.values()))}"
+        )
     info = dict(batch.info)
-    info.update({"cheap_energy": results.energies, "cheap_fmax": results.fmax, "cheap_steps": results.steps,
-                 "cheap_converged": converged.astype(np.int64), "cheap_failed": results.failed.astype(np.int64)})
-    relaxed = StructureBatch(numbers=batch.numbers.copy(), positions=results.positions, n_atoms=batch.n_atoms.copy(),
-                             cells=batch.cells.copy(), pbc=batch.pbc.copy(), info=info)
+    info.update(
+        {
+            "cheap_energy": results.energies,
+            "cheap_fmax": results.fmax,
+            "cheap_steps": results.steps,
+            "cheap_converged": converged.astype(np.int64),
+            "cheap_failed": results.failed.astype(np.int64),
+        }
+    )
+    relaxed = StructureBatch(
+        numbers=batch.numbers.copy(),
+        positions=results.positions,
+        n_atoms=batch.n_atoms.copy(),
+        cells=batch.cells.copy(),
+        pbc=batch.pbc.copy(),
+        info=info,
+    )
     output = StructureSet(relaxed)
     keep_provenance_attributes(output, structures)
-    output.base.attributes.set_many({"cheap_settings": settings_module.to_dict(values), "potential": description,
-                                     "n_converged": n_converged, "n_failed": n_failed})
+    output.base.attributes.set_many(
+        {
+            "cheap_settings": settings_module.to_dict(values),
+            "potential": description,
+            "n_converged": n_converged,
+            "n_failed": n_failed,
+        }
+    )
     return {"relaxed": output}
 
 

@@ -60,11 +60,14 @@ def check_validity(check: orm.Str, settings: orm.Dict | None = None, **sets: Str
     except ValueError as error:
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))
     totals = result.totals
-    report_to_process(f"validity ({plugin.name}): {totals['valid']} of {totals['generated']} kept; rejected: "
-            f"{totals['reasons'] or 'none'}")
+    report_to_process(
+        f"validity ({plugin.name}): {totals['valid']} of {totals['generated']} kept; rejected: "
+        f"{totals['reasons'] or 'none'}"
+    )
     if totals["valid"] == 0:
         return SCREENING_EXIT_CODES["ERROR_NOTHING_VALID"].format(
-            message=f"{totals['generated']} generated, rejected: {totals['reasons']}")
+            message=f"{totals['generated']} generated, rejected: {totals['reasons']}"
+        )
     valid = StructureSet(result.valid)
     first = sets[names[0]]
     for key in PROVENANCE_ATTRIBUTES:
@@ -73,8 +76,16 @@ def check_validity(check: orm.Str, settings: orm.Dict | None = None, **sets: Str
             valid.base.attributes.set(key, first.base.attributes.get(key))
     from ..ml import settings as settings_module
 
-    valid.base.attributes.set("validity", {"check": plugin.name, "settings": settings_module.to_dict(values),
-                                           "conditions": names, "counts": result.counts, "totals": totals})
+    valid.base.attributes.set(
+        "validity",
+        {
+            "check": plugin.name,
+            "settings": settings_module.to_dict(values),
+            "conditions": names,
+            "counts": result.counts,
+            "totals": totals,
+        },
+    )
     return {"valid": valid}
 
 
@@ -83,12 +94,22 @@ def _batch(node) -> StructureBatch | None:
 
 
 @calcfunction
-def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.Dict | None = None,
-           training: StructureSet | None = None, valid: StructureSet | None = None,
-           representatives: StructureSet | None = None, cheap: StructureSet | None = None,
-           relaxed: StructureSet | None = None, basins: orm.Dict | None = None, funnel: orm.Dict | None = None,
-           cheap_model: GeneratorModel | None = None, cheap_engine: orm.Str | None = None,
-           cheap_settings: orm.Dict | None = None, **sets: StructureSet):
+def assess(
+    assessor: orm.Str,
+    settings: orm.Dict | None = None,
+    conditions: orm.Dict | None = None,
+    training: StructureSet | None = None,
+    valid: StructureSet | None = None,
+    representatives: StructureSet | None = None,
+    cheap: StructureSet | None = None,
+    relaxed: StructureSet | None = None,
+    basins: orm.Dict | None = None,
+    funnel: orm.Dict | None = None,
+    cheap_model: GeneratorModel | None = None,
+    cheap_engine: orm.Str | None = None,
+    cheap_settings: orm.Dict | None = None,
+    **sets: StructureSet,
+):
     """Measure a screening with the assessor ``assessor`` (an entry point of ``aiida_physgen.assessors``).
 
     Outputs ``assessment`` (Dict: ``assessor``, ``title``, ``metrics``, ``rows``, ``text``) and ``figures``
@@ -115,18 +136,23 @@ def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.
         values = plugin.settings(settings.get_dict() if settings is not None else None)
         unknown = sorted(k for k in sets if not k.startswith((GENERATED_PREFIX, REFERENCE_PREFIX)))
         if unknown:
-            raise ValueError(f"inputs: unknown set(s) {unknown}; expected {GENERATED_PREFIX}<condition> or "
-                             f"{REFERENCE_PREFIX}<name>")
-        references = {k[len(REFERENCE_PREFIX):]: sets[k].get_batch() for k in sets if k.startswith(REFERENCE_PREFIX)}
+            raise ValueError(
+                f"inputs: unknown set(s) {unknown}; expected {GENERATED_PREFIX}<condition> or {REFERENCE_PREFIX}<name>"
+            )
+        references = {k[len(REFERENCE_PREFIX) :]: sets[k].get_batch() for k in sets if k.startswith(REFERENCE_PREFIX)}
         message = plugin.check_references(set(references))
         if message:
             raise ValueError(message)
         data = ScreeningData(
-            generated={k[len(GENERATED_PREFIX):]: sets[k].get_batch() for k in sorted(sets)
-                       if k.startswith(GENERATED_PREFIX)},
+            generated={
+                k[len(GENERATED_PREFIX) :]: sets[k].get_batch() for k in sorted(sets) if k.startswith(GENERATED_PREFIX)
+            },
             conditions=conditions.get_dict() if conditions is not None else {},
-            training=_batch(training), valid=_batch(valid), representatives=_batch(representatives),
-            cheap=_batch(cheap), relaxed=_batch(relaxed),
+            training=_batch(training),
+            valid=_batch(valid),
+            representatives=_batch(representatives),
+            cheap=_batch(cheap),
+            relaxed=_batch(relaxed),
             basins=list(basins["rows"]) if basins is not None else [],
             funnel=dict(funnel) if funnel is not None else None,
             references=references,
@@ -146,8 +172,17 @@ def assess(assessor: orm.Str, settings: orm.Dict | None = None, conditions: orm.
     figures = {}
     for name, png in result.figures.items():
         figures[name] = orm.SinglefileData(io.BytesIO(png), filename=f"{plugin.name}_{name}.png")
-    outputs = {"assessment": orm.Dict({"assessor": plugin.name, "title": plugin.title or plugin.name,
-                                       "metrics": metrics, "rows": _plain(result.rows), "text": result.text})}
+    outputs = {
+        "assessment": orm.Dict(
+            {
+                "assessor": plugin.name,
+                "title": plugin.title or plugin.name,
+                "metrics": metrics,
+                "rows": _plain(result.rows),
+                "text": result.text,
+            }
+        )
+    }
     if figures:
         outputs["figures"] = figures
     return outputs

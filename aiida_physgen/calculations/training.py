@@ -45,10 +45,10 @@ from aiida.common import datastructures
 from aiida.engine import CalcJob
 
 from ..data.generator_model import GeneratorModel
-from .codes import check_python_code
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members
+from .codes import check_python_code
 
 __all__ = ["TrainingCalculation", "validate_training_inputs", "threads_for", "max_seconds_for"]
 
@@ -115,8 +115,10 @@ def validate_training_inputs(inputs, _ctx=None):
     code = inputs.get("code")
     if parent is not None and code is not None and code.computer is not None and parent.computer is not None:
         if parent.computer.uuid != code.computer.uuid:
-            return (f"parent_folder: it is on computer {parent.computer.label!r} but the code runs on "
-                    f"{code.computer.label!r}; checkpoints can only be copied on one computer")
+            return (
+                f"parent_folder: it is on computer {parent.computer.label!r} but the code runs on "
+                f"{code.computer.label!r}; checkpoints can only be copied on one computer"
+            )
     return None
 
 
@@ -131,34 +133,59 @@ class TrainingCalculation(CalcJob):
         options["withmpi"].default = False
         options["parser_name"].default = "physgen.train.job"
         options["output_filename"].default = STDOUT_FILENAME
-        spec.input("metadata.options.checkpoint_every", valid_type=int, default=100,
-                   help="Write a training checkpoint every this many steps.")
+        spec.input(
+            "metadata.options.checkpoint_every",
+            valid_type=int,
+            default=100,
+            help="Write a training checkpoint every this many steps.",
+        )
 
         spec.input("training", valid_type=StructureSet, help="Known structures to learn from.")
-        spec.input("family", valid_type=orm.Str,
-                   help="Generator family (an entry point of aiida_physgen.families).")
+        spec.input("family", valid_type=orm.Str, help="Generator family (an entry point of aiida_physgen.families).")
         spec.input("target", valid_type=orm.Dict, help="What to generate, as the family defines it.")
-        spec.input("seeds", valid_type=orm.List, default=lambda: orm.List(list(DEFAULT_SEEDS)),
-                   help="One ensemble member per seed (times the grid).")
+        spec.input(
+            "seeds",
+            valid_type=orm.List,
+            default=lambda: orm.List(list(DEFAULT_SEEDS)),
+            help="One ensemble member per seed (times the grid).",
+        )
         spec.input("settings", valid_type=orm.Dict, required=False, help="Nested training settings of the family.")
-        spec.input("grid", valid_type=orm.Dict, required=False,
-                   help="Nested settings with lists of values to vary across the ensemble.")
-        spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
-                   help="Where the training runs on the remote computer: 'cpu', 'cuda', 'cuda:<n>' or 'auto'.")
-        spec.input("parent_folder", valid_type=orm.RemoteData, required=False,
-                   help="Remote folder of an earlier job of the same training: its checkpoints are resumed.")
+        spec.input(
+            "grid",
+            valid_type=orm.Dict,
+            required=False,
+            help="Nested settings with lists of values to vary across the ensemble.",
+        )
+        spec.input(
+            "device",
+            valid_type=orm.Str,
+            default=lambda: orm.Str("cpu"),
+            help="Where the training runs on the remote computer: 'cpu', 'cuda', 'cuda:<n>' or 'auto'.",
+        )
+        spec.input(
+            "parent_folder",
+            valid_type=orm.RemoteData,
+            required=False,
+            help="Remote folder of an earlier job of the same training: its checkpoints are resumed.",
+        )
         spec.inputs.validator = validate_training_inputs
 
-        spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True,
-                              help="One trained model per member (model_00, ...).")
+        spec.output_namespace(
+            "models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member (model_00, ...)."
+        )
 
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
-        spec.exit_code(350, "ERROR_INTERRUPTED",
-                       message="training stopped at step {step} ({reason}) with a checkpoint in the remote folder: "
-                               "restartable")
-        spec.exit_code(351, "ERROR_NO_OUTPUT",
-                       message="the training ended without reporting a result (killed?); last logged step {step}")
+        spec.exit_code(
+            350,
+            "ERROR_INTERRUPTED",
+            message="training stopped at step {step} ({reason}) with a checkpoint in the remote folder: restartable",
+        )
+        spec.exit_code(
+            351,
+            "ERROR_NO_OUTPUT",
+            message="the training ended without reporting a result (killed?); last logged step {step}",
+        )
         spec.exit_code(352, "ERROR_OUTPUT_MISSING", message="the output file {filename} was not retrieved")
         spec.exit_code(353, "ERROR_OUTPUT_UNREADABLE", message="the output file {filename} could not be read: {error}")
         spec.exit_code(354, "ERROR_TRAINING_CRASHED", message="the training command failed: {message}")
@@ -179,10 +206,22 @@ class TrainingCalculation(CalcJob):
 
         options = self.metadata.options
         params = [
-            "-m", "aiida_physgen", "train", TRAINING_FILENAME, "--job", JOB_FILENAME,
-            "--device", self.inputs.device.value,
-            "--checkpoint-dir", CHECKPOINT_FOLDER, "--checkpoint-every", str(int(options.checkpoint_every)),
-            "--status", STATUS_FILENAME, "--output", MODELS_FOLDER,
+            "-m",
+            "aiida_physgen",
+            "train",
+            TRAINING_FILENAME,
+            "--job",
+            JOB_FILENAME,
+            "--device",
+            self.inputs.device.value,
+            "--checkpoint-dir",
+            CHECKPOINT_FOLDER,
+            "--checkpoint-every",
+            str(int(options.checkpoint_every)),
+            "--status",
+            STATUS_FILENAME,
+            "--output",
+            MODELS_FOLDER,
         ]
         walltime = options.get("max_wallclock_seconds")
         if walltime:

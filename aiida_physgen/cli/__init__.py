@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import click
 
+from . import crystal_funnel  # noqa: F401 - registers `crystals funnel`
 from ._common import EXIT_DIVERGED, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from .amorphous import amorphous
 from .broker import probe_broker
 from .crystals import crystals
-from . import crystal_funnel  # noqa: F401 - registers `crystals funnel`
 from .data import data
 from .files import generate, plot, select
 from .graphene import check_labels, label, predict, sheets
@@ -46,6 +46,21 @@ def main():
     """Train generative models of atomic structures, generate and select candidates (LoGAN and friends)."""
 
 
-for _command in (train, generate, select, plot, sheets, label, predict, check_labels, families, protocols, report, data,
-                 crystals, amorphous, probe_broker):
+for _command in (
+    train,
+    generate,
+    select,
+    plot,
+    sheets,
+    label,
+    predict,
+    check_labels,
+    families,
+    protocols,
+    report,
+    data,
+    crystals,
+    amorphous,
+    probe_broker,
+):
     main.add_command(_command)

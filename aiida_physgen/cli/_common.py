@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
@@ -198,6 +199,8 @@ def read_structures(path, option: str, index: str = ":"):
     for name, values in (("positions", batch.positions), ("cells", batch.cells)):
         bad = ~np.isfinite(np.asarray(values, dtype=float)).reshape(len(values), -1).all(axis=1)
         if bad.any():
-            raise InputError(f"{option}: {int(bad.sum())} atom(s) or cell(s) with NaN or infinite {name} in "
-                             f"{os.fspath(path)!r}; expected finite numbers")
+            raise InputError(
+                f"{option}: {int(bad.sum())} atom(s) or cell(s) with NaN or infinite {name} in "
+                f"{os.fspath(path)!r}; expected finite numbers"
+            )
     return batch

@@ -32,8 +32,14 @@ RANDOM_CHUNK = 500
 #: the options of ``md`` that override a field of the settings
 _MD_OPTIONS = {"frames": "--frames", "potential": "--potential", "seed": "--seed"}
 #: the quality settings and the options of ``quality`` that set them
-_QUALITY_OPTIONS = {"min_distance": "--min-distance", "cutoff": "--cutoff", "r_max": "--r-max", "bins": "--bins",
-                    "energy_structures": "--energies", "potential": "--potential"}
+_QUALITY_OPTIONS = {
+    "min_distance": "--min-distance",
+    "cutoff": "--cutoff",
+    "r_max": "--r-max",
+    "bins": "--bins",
+    "energy_structures": "--energies",
+    "potential": "--potential",
+}
 
 
 @click.group()
@@ -53,8 +59,7 @@ def _check_output(path, option: str = "--output") -> str:
 def _split_paths(output) -> tuple[Path, Path]:
     """``<stem>_training<suffix>`` and ``<stem>_held_out<suffix>`` beside ``output``."""
     path = Path(output)
-    return (path.with_name(f"{path.stem}_training{path.suffix}"),
-            path.with_name(f"{path.stem}_held_out{path.suffix}"))
+    return (path.with_name(f"{path.stem}_training{path.suffix}"), path.with_name(f"{path.stem}_held_out{path.suffix}"))
 
 
 def _bytes(batch, fmt: str, path: Path) -> None:
@@ -94,8 +99,10 @@ def _held_out_count(fraction: float, frames: int) -> int:
         raise InputError(f"--held-out: got {fraction:g}, expected the share of the frames held out, in (0, 1)")
     held = int(round(frames * fraction))
     if held < 2 or frames - held < 2:
-        raise InputError(f"--held-out: {fraction:g} of {frames} frames holds out {held} and keeps {frames - held}; "
-                         "expected at least 2 of each (more frames, or another share)")
+        raise InputError(
+            f"--held-out: {fraction:g} of {frames} frames holds out {held} and keeps {frames - held}; "
+            "expected at least 2 of each (more frames, or another share)"
+        )
     return held
 
 
@@ -106,11 +113,21 @@ class _MdBar:
         from tqdm import tqdm
 
         s = settings
-        self.stages = [(s.melt_steps, "melt"), (s.melt_steps + s.quench_steps, "quench"),
-                       (s.melt_steps + s.quench_steps + s.equilibration_steps, "anneal"), (s.total_steps, "production")]
-        self.bar = tqdm(total=s.total_steps, unit="step", unit_scale=True, desc="melt", file=sys.stderr,
-                        # in a batch job stderr is a file: a line every half minute, not ten a second
-                        mininterval=0.1 if sys.stderr.isatty() else 30.0)
+        self.stages = [
+            (s.melt_steps, "melt"),
+            (s.melt_steps + s.quench_steps, "quench"),
+            (s.melt_steps + s.quench_steps + s.equilibration_steps, "anneal"),
+            (s.total_steps, "production"),
+        ]
+        self.bar = tqdm(
+            total=s.total_steps,
+            unit="step",
+            unit_scale=True,
+            desc="melt",
+            file=sys.stderr,
+            # in a batch job stderr is a file: a line every half minute, not ten a second
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
+        )
 
     def __call__(self, done: int, total: int) -> None:
         stage = next((name for end, name in self.stages if done < end), "production")
@@ -123,20 +140,38 @@ class _MdBar:
 
 # ---------------------------------------------------------------------- md
 @amorphous.command("md")
-@click.option("--settings", "settings_text",
-              help="Fields of the melt-quench protocol (MeltQuenchSettings: atoms, density, potential, "
-                   "melt_steps, quench_steps, equilibration_steps, frames, stride, seed, ...) as JSON or a "
-                   "JSON/YAML file. Default: 30 atoms at 2.28 g/cm³, 40,000 frames every 10 fs.")
+@click.option(
+    "--settings",
+    "settings_text",
+    help="Fields of the melt-quench protocol (MeltQuenchSettings: atoms, density, potential, "
+    "melt_steps, quench_steps, equilibration_steps, frames, stride, seed, ...) as JSON or a "
+    "JSON/YAML file. Default: 30 atoms at 2.28 g/cm³, 40,000 frames every 10 fs.",
+)
 @click.option("--frames", type=int, help="Production frames (overrides the settings).  [default: 40000]")
-@click.option("--potential", type=click.Choice(POTENTIALS),
-              help="Silicon potential (overrides the settings).  [default: sw_vink]")
-@click.option("--seed", type=int, help="Seed of the random initial atoms and velocities, 1 to 2³¹−1 (overrides "
-                                       "the settings).  [default: 1]")
-@click.option("--held-out", "held_out", type=float, metavar="F",
-              help="Also write <stem>_training and <stem>_held_out beside the output: the last F of the frames "
-                   "held out (in time order), at least 2 frames on each side.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="trajectory.npz", show_default=True,
-              help="The trajectory (.npz, the structure sets' format; or any format ASE writes).")
+@click.option(
+    "--potential", type=click.Choice(POTENTIALS), help="Silicon potential (overrides the settings).  [default: sw_vink]"
+)
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the random initial atoms and velocities, 1 to 2³¹−1 (overrides the settings).  [default: 1]",
+)
+@click.option(
+    "--held-out",
+    "held_out",
+    type=float,
+    metavar="F",
+    help="Also write <stem>_training and <stem>_held_out beside the output: the last F of the frames "
+    "held out (in time order), at least 2 frames on each side.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default="trajectory.npz",
+    show_default=True,
+    help="The trajectory (.npz, the structure sets' format; or any format ASE writes).",
+)
 def md_command(settings_text, frames, potential, seed, held_out, output):
     """A melt-and-quench MD trajectory of amorphous silicon (LAMMPS), the training data of RePAP.
 
@@ -184,15 +219,21 @@ def md_command(settings_text, frames, potential, seed, held_out, output):
     energy = batch.info["energy"] / settings.atoms
     temperature = batch.info["temperature"]
     length = cell_length(settings.atoms, settings.density)
-    click.echo(f"wrote {len(batch)} frames of {_formula(batch)} to {output} ({settings.total_steps:,} MD steps, "
-               f"{float(batch.info['time'][-1]):g} ps of production every {settings.stride} steps)")
+    click.echo(
+        f"wrote {len(batch)} frames of {_formula(batch)} to {output} ({settings.total_steps:,} MD steps, "
+        f"{float(batch.info['time'][-1]):g} ps of production every {settings.stride} steps)"
+    )
     click.echo(f"cell: cubic, edge {length:.4f} Å ({settings.density:g} g/cm³)")
     click.echo(f"potential: {settings.potential}: {potential_description(settings.potential)}")
-    click.echo(f"energy: {energy.mean():.4f} ± {energy.std():.4f} eV/atom; temperature: {temperature.mean():.1f} ± "
-               f"{temperature.std():.1f} K (mean ± std over the frames)")
+    click.echo(
+        f"energy: {energy.mean():.4f} ± {energy.std():.4f} eV/atom; temperature: {temperature.mean():.1f} ± "
+        f"{temperature.std():.1f} K (mean ± std over the frames)"
+    )
     if held:
-        click.echo(f"training: frames 0–{len(batch) - held - 1} in {paths[1]}; held out: frames "
-                   f"{len(batch) - held}–{len(batch) - 1} in {paths[2]}")
+        click.echo(
+            f"training: frames 0–{len(batch) - held - 1} in {paths[1]}; held out: frames "
+            f"{len(batch) - held}–{len(batch) - 1} in {paths[2]}"
+        )
     click.echo(f"took {seconds:.1f} s")
 
 
@@ -201,8 +242,10 @@ def _set_names(sets, names) -> list[str]:
     from ..amorphous.report import FLOOR
 
     if names and len(names) != len(sets):
-        raise InputError(f"--name: got {len(names)} name(s) for {len(sets)} SET(s); give one --name per SET, in "
-                         "their order, or none (the file names)")
+        raise InputError(
+            f"--name: got {len(names)} name(s) for {len(sets)} SET(s); give one --name per SET, in "
+            "their order, or none (the file names)"
+        )
     chosen = [str(name) for name in names] if names else [Path(path).stem for path in sets]
     option = "--name" if names else "SET"
     for name in chosen:
@@ -244,26 +287,60 @@ def _quality_error(message: str, held_out, paths: dict) -> InputError:
 @amorphous.command("quality")
 @click.argument("held_out", metavar="HELD_OUT", type=click.Path(exists=True, dir_okay=False))
 @click.argument("sets", metavar="SET...", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--name", "names", multiple=True,
-              help="The name of a SET in the table; repeat the option, once per SET in their order (default: "
-                   "the file names without suffix).")
-@click.option("--min-distance", type=float, default=2.0, show_default=True,
-              help="Close contact: a pair (periodic images included) closer than this, Å.")
-@click.option("--cutoff", type=float, default=2.85, show_default=True,
-              help="Neighbours within this for the coordination and the bond angles, Å.")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="The name of a SET in the table; repeat the option, once per SET in their order (default: "
+    "the file names without suffix).",
+)
+@click.option(
+    "--min-distance",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Close contact: a pair (periodic images included) closer than this, Å.",
+)
+@click.option(
+    "--cutoff",
+    type=float,
+    default=2.85,
+    show_default=True,
+    help="Neighbours within this for the coordination and the bond angles, Å.",
+)
 @click.option("--r-max", type=float, default=8.0, show_default=True, help="Range of the RDF, Å.")
 @click.option("--bins", type=int, default=160, show_default=True, help="Bins of the RDF.")
-@click.option("--energies", "energy_structures", type=int, default=500, show_default=True,
-              help="Structures per set (evenly spaced) whose energy LAMMPS computes; 0: no energies.")
-@click.option("--potential", type=click.Choice(POTENTIALS),
-              help="Potential of the energies (default: the one `amorphous md` recorded in HELD_OUT, else sw_vink).")
-@click.option("--grid-bins", type=int, default=None,
-              help="The generator's grid (bins per cell vector, e.g. 50): adds the md_on_grid row, the hold-out placed "
-                   "on that grid, the best a generator on it could do.")
-@click.option("--output", "-o", type=click.Path(file_okay=False), default="amorphous_quality", show_default=True,
-              help="Folder for rdf.png, angles.png, energies.png and quality.json.")
-def quality_command(held_out, sets, names, min_distance, cutoff, r_max, bins, energy_structures, potential, grid_bins,
-                    output):
+@click.option(
+    "--energies",
+    "energy_structures",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Structures per set (evenly spaced) whose energy LAMMPS computes; 0: no energies.",
+)
+@click.option(
+    "--potential",
+    type=click.Choice(POTENTIALS),
+    help="Potential of the energies (default: the one `amorphous md` recorded in HELD_OUT, else sw_vink).",
+)
+@click.option(
+    "--grid-bins",
+    type=int,
+    default=None,
+    help="The generator's grid (bins per cell vector, e.g. 50): adds the md_on_grid row, the hold-out placed "
+    "on that grid, the best a generator on it could do.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default="amorphous_quality",
+    show_default=True,
+    help="Folder for rdf.png, angles.png, energies.png and quality.json.",
+)
+def quality_command(
+    held_out, sets, names, min_distance, cutoff, r_max, bins, energy_structures, potential, grid_bins, output
+):
     """The quality table of every SET of structures against the HELD_OUT MD frames, and its figures.
 
     Per SET: count, RDF error (mean over the bins of (g − g_MD)², the RePAP paper's measure), the share
@@ -277,8 +354,15 @@ def quality_command(held_out, sets, names, min_distance, cutoff, r_max, bins, en
 
     folder = check_output_dir(output, "--output")
     chosen = _set_names(sets, names)
-    values = {"min_distance": min_distance, "cutoff": cutoff, "r_max": r_max, "bins": bins,
-              "energy_structures": energy_structures, "potential": potential, "grid_bins": grid_bins}
+    values = {
+        "min_distance": min_distance,
+        "cutoff": cutoff,
+        "r_max": r_max,
+        "bins": bins,
+        "energy_structures": energy_structures,
+        "potential": potential,
+        "grid_bins": grid_bins,
+    }
     paths = dict(zip(chosen, sets))
     try:
         quality_settings(values)
@@ -301,12 +385,15 @@ def quality_command(held_out, sets, names, min_distance, cutoff, r_max, bins, en
     except OSError as error:
         from ._common import OutputError
 
-        raise OutputError(f"--output: cannot write into {str(folder)!r} ({error.strerror or error}); nothing was "
-                          "written") from None
+        raise OutputError(
+            f"--output: cannot write into {str(folder)!r} ({error.strerror or error}); nothing was written"
+        ) from None
     click.echo(report.quality["text"])
     click.echo("")
-    click.echo(f"md_hold_out: the second half of the {len(reference)} held-out frames against the first half (the "
-               "floor of the RDF error); every SET against all of them")
+    click.echo(
+        f"md_hold_out: the second half of the {len(reference)} held-out frames against the first half (the "
+        "floor of the RDF error); every SET against all of them"
+    )
     if energy_structures:
         source = "--potential" if potential else ("recorded in HELD_OUT" if recorded else "default")
         click.echo(f"energies: {used} ({source}), up to {energy_structures} structures per set")
@@ -325,19 +412,27 @@ def _reference_cell(batch, option: str):
     wrong = np.flatnonzero(batch.n_atoms != n)
     if wrong.size:
         i = int(wrong[0])
-        raise InputError(f"{option}: structure {i} has {int(batch.n_atoms[i])} atoms, structure 0 {n}; expected "
-                         "the frames of one fixed-cell trajectory (one set of atoms, one cell)")
+        raise InputError(
+            f"{option}: structure {i} has {int(batch.n_atoms[i])} atoms, structure 0 {n}; expected "
+            "the frames of one fixed-cell trajectory (one set of atoms, one cell)"
+        )
     numbers = np.sort(batch.numbers.reshape(len(batch), n), axis=1)
     differs = np.flatnonzero((numbers != numbers[0]).any(axis=1))
     if differs.size:
         i = int(differs[0])
-        raise InputError(f"{option}: structure {i} is {_formula(batch, i)}, structure 0 {_formula(batch)}; expected "
-                         "the frames of one fixed-cell trajectory (one set of atoms, one cell)")
-    moved = np.flatnonzero((np.abs(batch.cells - batch.cells[0]).reshape(len(batch), 9).max(axis=1) > 1e-6)
-                           | (batch.pbc != batch.pbc[0]).any(axis=1))
+        raise InputError(
+            f"{option}: structure {i} is {_formula(batch, i)}, structure 0 {_formula(batch)}; expected "
+            "the frames of one fixed-cell trajectory (one set of atoms, one cell)"
+        )
+    moved = np.flatnonzero(
+        (np.abs(batch.cells - batch.cells[0]).reshape(len(batch), 9).max(axis=1) > 1e-6)
+        | (batch.pbc != batch.pbc[0]).any(axis=1)
+    )
     if moved.size:
-        raise InputError(f"{option}: structure {int(moved[0])} has another cell than structure 0; expected the frames "
-                         "of one fixed-cell trajectory (one set of atoms, one cell)")
+        raise InputError(
+            f"{option}: structure {int(moved[0])} has another cell than structure 0; expected the frames "
+            "of one fixed-cell trajectory (one set of atoms, one cell)"
+        )
     return batch[0].get_chemical_symbols(), np.array(batch.cells[0]), [bool(p) for p in batch.pbc[0]]
 
 
@@ -353,13 +448,23 @@ def _chunk_seed(seed: int, chunk: int) -> int:
 
 @amorphous.command("random")
 @click.argument("reference", metavar="REFERENCE", type=click.Path(exists=True, dir_okay=False))
-@click.option("--count", "-n", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Random structures.")
-@click.option("--min-distance", type=float, default=2.0, show_default=True,
-              help="Every pair of atoms (periodic images included) at least this far apart, Å.")
+@click.option("--count", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Random structures.")
+@click.option(
+    "--min-distance",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Every pair of atoms (periodic images included) at least this far apart, Å.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the positions.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="random.npz", show_default=True,
-              help="The structures (.npz, or any format ASE writes).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default="random.npz",
+    show_default=True,
+    help="The structures (.npz, or any format ASE writes).",
+)
 def random_command(reference, count, min_distance, seed, output):
     """COUNT random structures with the atoms and cell of REFERENCE (the held-out frames): the baseline.
 
@@ -375,21 +480,29 @@ def random_command(reference, count, min_distance, seed, output):
     fmt = _check_output(output)
     batch = read_structures(reference, "REFERENCE")
     symbols, cell, pbc = _reference_cell(batch, "REFERENCE")
+
     def draw(k: int, size: int):
         try:
             return random_structures(symbols, cell, pbc, size, _chunk_seed(seed, k), min_distance=min_distance)
         except ValueError as error:  # the min-distance rule cannot be met, or a bad distance
             message = str(error)
             if message.startswith("min_distance:"):
-                message = "--min-distance:" + message[len("min_distance:"):]
+                message = "--min-distance:" + message[len("min_distance:") :]
             raise InputError(message) from None
 
     from tqdm import tqdm
 
     starts = list(range(0, count, RANDOM_CHUNK))
     chunks = [draw(0, min(RANDOM_CHUNK, count))]  # a refusal comes before the progress bar
-    with tqdm(total=count, initial=len(chunks[0]), unit="structure", desc="random", file=sys.stderr,
-              disable=len(starts) == 1, mininterval=0.1 if sys.stderr.isatty() else 30.0) as bar:
+    with tqdm(
+        total=count,
+        initial=len(chunks[0]),
+        unit="structure",
+        desc="random",
+        file=sys.stderr,
+        disable=len(starts) == 1,
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
+    ) as bar:
         for k, start in enumerate(starts[1:], start=1):
             chunks.append(draw(k, min(RANDOM_CHUNK, count - start)))
             bar.update(len(chunks[-1]))
@@ -397,5 +510,7 @@ def random_command(reference, count, min_distance, seed, output):
     with output_files(output) as (tmp,):
         _bytes(out, fmt, Path(tmp))
     edges = " × ".join(f"{x:.3f}" for x in np.linalg.norm(cell, axis=1))
-    click.echo(f"wrote {len(out)} random structures of {_formula(batch)} in the cell of REFERENCE ({edges} Å), every "
-               f"pair at least {min_distance:g} Å apart, to {output}")
+    click.echo(
+        f"wrote {len(out)} random structures of {_formula(batch)} in the cell of REFERENCE ({edges} Å), every "
+        f"pair at least {min_distance:g} Å apart, to {output}"
+    )

@@ -24,7 +24,9 @@ def probe_broker(profile):
     except Exception as error:  # noqa: BLE001 - ProfileConfigurationError, ConfigurationError, ...
         raise InputError(f"--profile: cannot load the AiiDA profile {profile or '(default)'!r} ({error})") from None
     if probe_dead_workers(loaded):
-        click.echo(f"{loaded.name}: the ZeroMQ broker looked for dead workers (what a dead one held goes back to the queue)")
+        click.echo(
+            f"{loaded.name}: the ZeroMQ broker looked for dead workers (what a dead one held goes back to the queue)"
+        )
     elif loaded.process_control_backend == "core.zeromq":
         click.echo(f"{loaded.name}: the ZeroMQ broker is not running (no daemon); nothing to do")
     else:

@@ -24,19 +24,48 @@ __all__ = ["funnel"]
 
 @crystals.command("funnel")
 @click.argument("generated", type=click.Path(exists=True, dir_okay=False))
-@click.option("--training", type=click.Path(exists=True), help="Training crystals for novelty: a CIF folder or a "
-              "structure file.")
-@click.option("--min-distance", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
-              help="Closest pair allowed (Å).")
-@click.option("--density", nargs=2, type=float, default=(1.0, 25.0), show_default=True, metavar="LOW HIGH",
-              help="Density range (g/cm³).")
-@click.option("--max-steps", type=click.IntRange(min=1), default=300, show_default=True,
-              help="CHGNet FIRE steps at most per crystal.")
-@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True,
-              help="How many of the lowest-formation-energy unique, novel crystals to write as CIFs.")
+@click.option(
+    "--training", type=click.Path(exists=True), help="Training crystals for novelty: a CIF folder or a structure file."
+)
+@click.option(
+    "--min-distance",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="Closest pair allowed (Å).",
+)
+@click.option(
+    "--density",
+    nargs=2,
+    type=float,
+    default=(1.0, 25.0),
+    show_default=True,
+    metavar="LOW HIGH",
+    help="Density range (g/cm³).",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="CHGNet FIRE steps at most per crystal.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="How many of the lowest-formation-energy unique, novel crystals to write as CIFs.",
+)
 @click.option("--cif-dir", type=click.Path(file_okay=False), help="Folder for the --top CIFs.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="assessed.npz", show_default=True,
-              help="The relaxed, valid crystals with formation_energy, unique and novel info arrays.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default="assessed.npz",
+    show_default=True,
+    help="The relaxed, valid crystals with formation_energy, unique and novel info arrays.",
+)
 def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, output):
     """Validity → CHGNet → formation energy → uniqueness and novelty, on generated crystals in a file."""
     import numpy as np
@@ -71,8 +100,10 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     if "symmetric" in batch.info:
         counts["symmetric"] = int(np.sum(batch.info["symmetric"]))
     if keep.size == 0:
-        raise InputError(f"GENERATED: none of the {len(batch)} crystals is valid (closest pair ≥ {min_distance} Å, "
-                         f"density {density[0]}–{density[1]} g/cm³, charge balance)")
+        raise InputError(
+            f"GENERATED: none of the {len(batch)} crystals is valid (closest pair ≥ {min_distance} Å, "
+            f"density {density[0]}–{density[1]} g/cm³, charge balance)"
+        )
     valid = primitive_cells(batch.subset(keep))
     valid.info["generated_index"] = keep
     settings = {"method": "chgnet", "fix_cell": False, "max_steps": max_steps}
@@ -85,8 +116,12 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     formation = marks["formation_energy"]
     unique = marks["unique"] == 1
     novel = unique & (marks["novel"] != 0)
-    counts.update(relaxed=int(np.isfinite(formation).sum()), unique=int(unique.sum()),
-                  unique_novel=int(novel.sum()), negative_formation_energy=int((novel & (formation < 0)).sum()))
+    counts.update(
+        relaxed=int(np.isfinite(formation).sum()),
+        unique=int(unique.sum()),
+        unique_novel=int(novel.sum()),
+        negative_formation_energy=int((novel & (formation < 0)).sum()),
+    )
     write_structures(relaxed, output)
     for stage, value in counts.items():
         click.echo(f"{stage:>26}: {value}")
@@ -100,5 +135,6 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
 
             Path(cif_dir).mkdir(parents=True, exist_ok=True)
             CifWriter(AseAtomsAdaptor.get_structure(atoms), symprec=0.1).write_file(
-                str(Path(cif_dir) / f"crystal_{rank:03d}.cif"))
+                str(Path(cif_dir) / f"crystal_{rank:03d}.cif")
+            )
     click.echo(f"wrote {output}", err=True)

@@ -96,8 +96,10 @@ def _keep_usable(batch, groups, symprec: float, source: str, verbose: bool):
         if verbose:
             _report_dropped(usable, len(batch), verbose)
         reasons = "; ".join(f"{n} {reason}" for reason, n in summary.items())
-        raise InputError(f"{source}: nothing left after filtering the {len(batch)} structure(s) ({reasons}); the crystal "
-                         "GAN needs ternaries with three base sites, one per element, in the requested space groups")
+        raise InputError(
+            f"{source}: nothing left after filtering the {len(batch)} structure(s) ({reasons}); the crystal "
+            "GAN needs ternaries with three base sites, one per element, in the requested space groups"
+        )
     index = {str(label): i for i, label in enumerate(labels)}
     kept = np.array([index[label] for label in usable.labels], dtype=np.int64)
     subset = batch.subset(kept)
@@ -119,14 +121,31 @@ def _report_dropped(usable, total: int, verbose: bool) -> None:
 # ---------------------------------------------------------------------- filter
 @crystals.command("filter")
 @click.argument("source", metavar="FOLDER_OR_FILE", type=click.Path(exists=True))
-@click.option("--space-group", "-s", "space_groups", multiple=True, metavar="N",
-              help="Keep only this space group (number or symbol, e.g. 216 or F-43m); repeat the option. "
-                   "Default: every supported group (16–230).")
-@click.option("--symprec", type=click.FloatRange(min=0, min_open=True), default=_SYMPREC, show_default=True,
-              help="spglib's symmetry tolerance in Å.")
+@click.option(
+    "--space-group",
+    "-s",
+    "space_groups",
+    multiple=True,
+    metavar="N",
+    help="Keep only this space group (number or symbol, e.g. 216 or F-43m); repeat the option. "
+    "Default: every supported group (16–230).",
+)
+@click.option(
+    "--symprec",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_SYMPREC,
+    show_default=True,
+    help="spglib's symmetry tolerance in Å.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Name every dropped structure and why.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="crystals.npz", show_default=True,
-              help="The kept structures (.npz, the structure sets' format; or any format ASE writes).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default="crystals.npz",
+    show_default=True,
+    help="The kept structures (.npz, the structure sets' format; or any format ASE writes).",
+)
 def filter_command(source, space_groups, symprec, verbose, output):
     """The crystal-GAN-usable ternaries of a CIF folder (every *.cif) or of one structure file.
 
@@ -208,27 +227,57 @@ def _write_cifs(batch, folder: Path, symprec: float) -> tuple[int, list[int]]:
 
 
 #: prefixes of the family's field names → the options of ``crystals generate``
-_CONDITION_OPTIONS = (("condition.space_group", "--space-group"), ("condition.elements", "--elements"),
-                      ("condition.merge_distance", "--merge-distance"),
-                      ("count", "--count"), ("models", "MODEL"), ("condition", "--space-group/--elements"))
+_CONDITION_OPTIONS = (
+    ("condition.space_group", "--space-group"),
+    ("condition.elements", "--elements"),
+    ("condition.merge_distance", "--merge-distance"),
+    ("count", "--count"),
+    ("models", "MODEL"),
+    ("condition", "--space-group/--elements"),
+)
 
 
 @crystals.command("generate")
 @click.argument("model_file", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
-@click.option("--space-group", "-s", "group", metavar="N",
-              help="Space group (number or symbol, e.g. F-43m); default: the model's most common training group.")
-@click.option("--elements", "-e", "element_triples", nargs=3, multiple=True, metavar="A B C",
-              help="Three different elements of every crystal; repeat the option for several triples (cycled). "
-                   "Default: the model's training triples of that space group, drawn from the seed.")
-@click.option("--merge-distance", type=float, metavar="Å",
-              help="Post-processing: images of one element closer than this become one atom (default: the "
-                   "model's training setting).")
+@click.option(
+    "--space-group",
+    "-s",
+    "group",
+    metavar="N",
+    help="Space group (number or symbol, e.g. F-43m); default: the model's most common training group.",
+)
+@click.option(
+    "--elements",
+    "-e",
+    "element_triples",
+    nargs=3,
+    multiple=True,
+    metavar="A B C",
+    help="Three different elements of every crystal; repeat the option for several triples (cycled). "
+    "Default: the model's training triples of that space group, drawn from the seed.",
+)
+@click.option(
+    "--merge-distance",
+    type=float,
+    metavar="Å",
+    help="Post-processing: images of one element closer than this become one atom (default: the "
+    "model's training setting).",
+)
 @click.option("--count", "-n", type=int, default=300, show_default=True, help="Crystals to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws (and element draws).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="generated.npz", show_default=True,
-              help="All crystals (.npz, or any format ASE writes).")
-@click.option("--cif-dir", type=click.Path(file_okay=False),
-              help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default="generated.npz",
+    show_default=True,
+    help="All crystals (.npz, or any format ASE writes).",
+)
+@click.option(
+    "--cif-dir",
+    type=click.Path(file_okay=False),
+    help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif).",
+)
 def generate_command(model_file, group, element_triples, merge_distance, count, seed, output, cif_dir):
     """Sample COUNT crystals from a trained crystal_gan MODEL file for one space group.
 
@@ -291,9 +340,11 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
     write_structures(batch, output)
     number = int(batch.info["space_group_requested"][0])
     symmetric = int(np.sum(batch.info["symmetric"]))
-    click.echo(f"wrote {len(batch)} crystals of {_group_name(number)} to {output}; {symmetric} "
-               f"({100 * symmetric / len(batch):.1f}%) have the requested space group (spglib, symprec "
-               f"{model.config.get('symprec', _SYMPREC):g} Å)")
+    click.echo(
+        f"wrote {len(batch)} crystals of {_group_name(number)} to {output}; {symmetric} "
+        f"({100 * symmetric / len(batch):.1f}%) have the requested space group (spglib, symprec "
+        f"{model.config.get('symprec', _SYMPREC):g} Å)"
+    )
     groups, counts = np.unique(batch.info["space_group_found"], return_counts=True)
     others = sorted(((int(c), int(g)) for g, c in zip(groups, counts) if int(g) != number), key=lambda x: (-x[0], x[1]))
     if others:
@@ -304,8 +355,10 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
         click.echo(f"wrote {written} CIF files to {folder}")
         if skipped:
             shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
-            click.echo(f"  left out {len(skipped)} crystal(s) whose CIF pymatgen cannot read back (atoms of different "
-                       f"elements on one position; index {shown}; they are in {output})")
+            click.echo(
+                f"  left out {len(skipped)} crystal(s) whose CIF pymatgen cannot read back (atoms of different "
+                f"elements on one position; index {shown}; they are in {output})"
+            )
 
 
 # ---------------------------------------------------------------------- download-mp
@@ -330,13 +383,28 @@ def _material_id(document) -> str:
 
 
 @crystals.command("download-mp")
-@click.option("--space-group", "-s", "space_groups", multiple=True, metavar="N",
-              help="Query this space group (number or symbol); repeat the option. Default: the paper's 12 "
-                   "(225, 71, 221, 139, 62, 216, 166, 194, 123, 164, 141, 227).")
-@click.option("--api-key", envvar=MP_API_KEY_VARIABLE, show_envvar=True,
-              help="Materials Project API key (https://materialsproject.org/api, after logging in).")
-@click.option("--symprec", type=click.FloatRange(min=0, min_open=True), default=_SYMPREC, show_default=True,
-              help="spglib's symmetry tolerance in Å, for the filter.")
+@click.option(
+    "--space-group",
+    "-s",
+    "space_groups",
+    multiple=True,
+    metavar="N",
+    help="Query this space group (number or symbol); repeat the option. Default: the paper's 12 "
+    "(225, 71, 221, 139, 62, 216, 166, 194, 123, 164, 141, 227).",
+)
+@click.option(
+    "--api-key",
+    envvar=MP_API_KEY_VARIABLE,
+    show_envvar=True,
+    help="Materials Project API key (https://materialsproject.org/api, after logging in).",
+)
+@click.option(
+    "--symprec",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_SYMPREC,
+    show_default=True,
+    help="spglib's symmetry tolerance in Å, for the filter.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Name every dropped material and why.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="mp_ternaries.npz", show_default=True)
 def download_mp(space_groups, api_key, symprec, verbose, output):
@@ -357,15 +425,20 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
     if not api_key:
         raise InputError(
             f"--api-key: no Materials Project API key; give --api-key KEY or set {MP_API_KEY_VARIABLE} "
-            "(log in at https://materialsproject.org and copy the key from https://materialsproject.org/api)")
+            "(log in at https://materialsproject.org and copy the key from https://materialsproject.org/api)"
+        )
     if len(api_key) != 32:  # what mp-api itself refuses, before it goes online
-        raise InputError(f"--api-key: got a key of {len(api_key)} characters; a Materials Project API key has 32 "
-                         "(copy it from https://materialsproject.org/api)")
+        raise InputError(
+            f"--api-key: got a key of {len(api_key)} characters; a Materials Project API key has 32 "
+            "(copy it from https://materialsproject.org/api)"
+        )
     try:
         from mp_api.client import MPRester
     except ImportError as error:
-        raise click.ClickException(f"download-mp needs the Materials Project client mp-api, which is not installed "
-                                   f"({error}): {MP_INSTALL_HINT}") from None
+        raise click.ClickException(
+            f"download-mp needs the Materials Project client mp-api, which is not installed "
+            f"({error}): {MP_INSTALL_HINT}"
+        ) from None
 
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -374,7 +447,8 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
         with MPRester(api_key) as rester:
             for number in groups:
                 documents = rester.materials.summary.search(
-                    num_elements=3, spacegroup_number=number, fields=["material_id", "structure"])
+                    num_elements=3, spacegroup_number=number, fields=["material_id", "structure"]
+                )
                 found = 0
                 for document in documents:
                     structure = _structure_of(document)
@@ -390,8 +464,10 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
         raise
     except Exception as error:  # noqa: BLE001 - mp-api raises MPRestError, requests' errors, ...
         detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        raise click.ClickException(f"the Materials Project query failed ({type(error).__name__}"
-                                   f"{': ' + detail if detail else ''}); check the key and the connection") from None
+        raise click.ClickException(
+            f"the Materials Project query failed ({type(error).__name__}"
+            f"{': ' + detail if detail else ''}); check the key and the connection"
+        ) from None
     if not atoms:
         raise InputError(f"--space-group: the Materials Project has no ternaries in {', '.join(map(str, groups))}")
     from ..ml.batch import StructureBatch
@@ -406,4 +482,3 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
     for number, found in asked:
         click.echo(f"  {_group_name(number):14s} {int(counts.get(number, 0)):6d} of {found}")
     _report_dropped(usable, len(batch), verbose)
-

@@ -44,7 +44,11 @@ def _load_profile(ctx: click.Context) -> None:
         elif manager.get_profile() is None:
             manager.load_profile()
         manager.get_profile_storage()
-    except (exceptions.ProfileConfigurationError, exceptions.ConfigurationError, exceptions.MissingConfigurationError) as error:
+    except (
+        exceptions.ProfileConfigurationError,
+        exceptions.ConfigurationError,
+        exceptions.MissingConfigurationError,
+    ) as error:
         raise InputError(f"--profile: {error}") from None
 
 
@@ -149,7 +153,9 @@ def export(node, path, fileformat, overwrite):
 # ---------------------------------------------------------------------- summaries
 def _set_lines(node) -> list[tuple[str, str]]:
     counts = node.formula_counts
-    formulae = ", ".join(f"{formula} x{n}" for formula, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    formulae = ", ".join(
+        f"{formula} x{n}" for formula, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    )
     pbc = node.pbc
     lines = [
         ("count", f"{node.count} structures, {node.n_atoms_total} atoms"),

@@ -47,7 +47,9 @@ def load_models(paths, option: str = "MODELS"):
             models.append(load_model(path))
         except Exception as error:  # noqa: BLE001 - junk, a config without architecture, weights of another shape
             detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-            raise InputError(f"{option}: {path} is not a usable model file ({type(error).__name__}: {detail})") from None
+            raise InputError(
+                f"{option}: {path} is not a usable model file ({type(error).__name__}: {detail})"
+            ) from None
     return models
 
 
@@ -76,8 +78,10 @@ def structure_format(path, option: str) -> str:
         if not ase.io.formats.ioformats[fmt].can_write:
             raise ValueError(f"ASE cannot write {fmt}")
     except Exception as error:  # noqa: BLE001 - ASE raises UnknownFileTypeError, KeyError, ...
-        raise InputError(f"{option}: cannot tell a structure format ASE writes from the name {str(path)!r} "
-                         f"({error}); expected e.g. .extxyz") from None
+        raise InputError(
+            f"{option}: cannot tell a structure format ASE writes from the name {str(path)!r} "
+            f"({error}); expected e.g. .extxyz"
+        ) from None
     return fmt
 
 
@@ -122,8 +126,10 @@ def generate(models, count, seed, condition_text, output):
         directory = Path(output).parent
         free = shutil.disk_usage(directory).free
         if needed > free:
-            raise InputError(f"--count: {count} candidates from each of {len(trained)} model(s) need a file of about "
-                             f"{needed / 1e9:.3g} GB but {str(directory)!r} has {free / 1e9:.3g} GB free; ask for fewer")
+            raise InputError(
+                f"--count: {count} candidates from each of {len(trained)} model(s) need a file of about "
+                f"{needed / 1e9:.3g} GB but {str(directory)!r} has {free / 1e9:.3g} GB free; ask for fewer"
+            )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -132,7 +138,7 @@ def generate(models, count, seed, condition_text, output):
         message = str(error)
         for field, option in (("count:", "--count:"), ("condition:", "--condition:"), ("models:", "MODELS:")):
             if message.startswith(field):
-                message = option + message[len(field):]
+                message = option + message[len(field) :]
         if message.startswith("condition."):  # a field of the condition: keep its name after the option's
             message = f"--condition: {message}"
         raise InputError(message) from None
@@ -158,31 +164,62 @@ def _models_descriptor(paths) -> dict | None:
         descriptors.append(config.get("descriptor"))
     first = descriptors[0] if descriptors else None
     if any(d != first for d in descriptors):
-        raise click.BadParameter("the models were trained with different descriptors; give the descriptor "
-                                 "options (--r-cut, --n-max, ...) explicitly", param_hint="--models")
+        raise click.BadParameter(
+            "the models were trained with different descriptors; give the descriptor "
+            "options (--r-cut, --n-max, ...) explicitly",
+            param_hint="--models",
+        )
     return first
 
 
 @click.command()
 @click.argument("candidates", type=click.Path(exists=True, dir_okay=False))
-@click.option("--models", "model_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Model files that made the candidates: the descriptor defaults to theirs. Repeat the option.")
+@click.option(
+    "--models",
+    "model_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Model files that made the candidates: the descriptor defaults to theirs. Repeat the option.",
+)
 @click.option("--clusters", "-k", type=int, help="Representatives to pick (k-means clusters).  [default: 20]")
 @click.option("--components", type=int, help="PCA components.  [default: 10]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-means.")
-@click.option("--min-distance", type=float,
-              help="Drop candidates with two atoms closer than this (Å) before clustering.  [default: 0.5]")
+@click.option(
+    "--min-distance",
+    type=float,
+    help="Drop candidates with two atoms closer than this (Å) before clustering.  [default: 0.5]",
+)
 @click.option("--r-cut", type=float, help="Descriptor cutoff in Å (default: the models', else 5).")
 @click.option("--n-max", type=int, help="Radial basis size (default: the models', else 4).")
 @click.option("--l-max", type=int, help="Angular channels (default: the models', else 4).")
 @click.option("--max-neighbours", type=int, help="Neighbours per atom (default: the models', else 20).")
 @click.option("--radial", type=click.Choice(["gaussian", "bessel"]), help="Radial basis (default: the models').")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="representatives.extxyz", show_default=True)
-@click.option("--selection", "selection_file", type=click.Path(dir_okay=False), default="selection.npz",
-              show_default=True, help="Where to save PCA coordinates, labels and distances.")
+@click.option(
+    "--selection",
+    "selection_file",
+    type=click.Path(dir_okay=False),
+    default="selection.npz",
+    show_default=True,
+    help="Where to save PCA coordinates, labels and distances.",
+)
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Also draw the PCA scatter (PNG).")
-def select(candidates, model_files, clusters, components, seed, min_distance, r_cut, n_max, l_max, max_neighbours,
-           radial, output, selection_file, plot_file):
+def select(
+    candidates,
+    model_files,
+    clusters,
+    components,
+    seed,
+    min_distance,
+    r_cut,
+    n_max,
+    l_max,
+    max_neighbours,
+    radial,
+    output,
+    selection_file,
+    plot_file,
+):
     """Select one representative per k-means cluster of CANDIDATES in descriptor-PCA space.
 
     Every default is that of the selection settings (the ``selection`` of a generation protocol).
@@ -216,8 +253,10 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
         raise refuse(error) from None
     batch = read_structures(candidates, "CANDIDATES")
     if settings.n_clusters > len(batch):
-        raise InputError(f"--clusters: got {settings.n_clusters}, but {candidates} holds only {len(batch)} candidates; "
-                         f"expected at most {len(batch)} clusters")
+        raise InputError(
+            f"--clusters: got {settings.n_clusters}, but {candidates} holds only {len(batch)} candidates; "
+            f"expected at most {len(batch)} clusters"
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -242,8 +281,10 @@ def select(candidates, model_files, clusters, components, seed, min_distance, r_
             np.savez(handle, candidate_index=kept, **result.arrays())
         if plot_file:
             _plot(result, temporary[2], title=f"{len(kept)} candidates → {len(chosen)} representatives")
-    click.echo(f"wrote {len(chosen)} representatives of {len(kept)} candidates to {output} and the selection to "
-               f"{selection_file}")
+    click.echo(
+        f"wrote {len(chosen)} representatives of {len(kept)} candidates to {output} and the selection to "
+        f"{selection_file}"
+    )
     if plot_file:
         click.echo(f"wrote {plot_file}")
 
@@ -266,11 +307,15 @@ def plot(selection_file, output):
 
     def refuse(error):
         detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        return InputError(f"SELECTION_FILE: {selection_file} is not a selection file from `select` "
-                          f"({type(error).__name__}{': ' + detail if detail else ''})")
+        return InputError(
+            f"SELECTION_FILE: {selection_file} is not a selection file from `select` "
+            f"({type(error).__name__}{': ' + detail if detail else ''})"
+        )
 
     if not zipfile.is_zipfile(selection_file):
-        raise InputError(f"SELECTION_FILE: {selection_file} is not a selection file from `select` (not an .npz archive)")
+        raise InputError(
+            f"SELECTION_FILE: {selection_file} is not a selection file from `select` (not an .npz archive)"
+        )
     try:
         with np.load(selection_file, allow_pickle=False) as data:
             result = Selection.from_arrays({key: data[key] for key in data.files})

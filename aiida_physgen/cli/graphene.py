@@ -43,8 +43,12 @@ def sheets(count, seed, settings_text, output):
     from ..ml import settings as settings_module
 
     check_output_file(output, "--output")
-    values = _as_input_error(settings_module.from_dict, graphene.SheetSettings,
-                             load_mapping(settings_text, "--settings") if settings_text else None, "--settings")
+    values = _as_input_error(
+        settings_module.from_dict,
+        graphene.SheetSettings,
+        load_mapping(settings_text, "--settings") if settings_text else None,
+        "--settings",
+    )
     batch = graphene.sheets_to_batch(values.make(count, seed), values.lattice)
     write_structures(batch, output)
     lx, ly = values.lattice.lengths
@@ -53,15 +57,24 @@ def sheets(count, seed, settings_text, output):
 
 @click.command()
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False))
-@click.option("--relax/--no-relax", default=False, show_default=True,
-              help="Fixed-cell Tersoff relaxation first (to --fmax); default: single points on the lattice.")
-@click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True,
-              help="Relaxation convergence, eV/Å.")
+@click.option(
+    "--relax/--no-relax",
+    default=False,
+    show_default=True,
+    help="Fixed-cell Tersoff relaxation first (to --fmax); default: single points on the lattice.",
+)
+@click.option(
+    "--fmax",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Relaxation convergence, eV/Å.",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="labelled.npz", show_default=True)
 def label(structures, relax, fmax, output):
     """Reference (LAMMPS Tersoff) energies of every sheet, written as the ``energy`` info array (eV)."""
-    from ..ml import graphene
     from ..graphene.reference_energy import label_sheets
+    from ..ml import graphene
 
     check_output_file(output, "--output")
     batch = read_structures(structures, "STRUCTURES")
@@ -74,8 +87,12 @@ def label(structures, relax, fmax, output):
 @click.command()
 @click.argument("model_file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the structures with the prediction "
-              "as an info array (default: print the values).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Write the structures with the prediction as an info array (default: print the values).",
+)
 def predict(model_file, structures, output):
     """What a surrogate model (EDNN) predicts for every structure of STRUCTURES."""
     from ..ml.family import TrainedModel
@@ -98,10 +115,18 @@ def predict(model_file, structures, output):
 @click.command("check-labels")
 @click.argument("generated", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--surrogate", type=click.Path(exists=True, dir_okay=False), required=True, help="EDNN model file.")
-@click.option("--reference/--no-reference", default=True, show_default=True,
-              help="Also compute the obtained energies with the reference method (Tersoff).")
-@click.option("--relax/--no-relax", default=False, show_default=True,
-              help="Relax before the reference energy (as the training labels were made).")
+@click.option(
+    "--reference/--no-reference",
+    default=True,
+    show_default=True,
+    help="Also compute the obtained energies with the reference method (Tersoff).",
+)
+@click.option(
+    "--relax/--no-relax",
+    default=False,
+    show_default=True,
+    help="Relax before the reference energy (as the training labels were made).",
+)
 @click.option("--output", "-o", type=click.Path(file_okay=False), default="label_check", show_default=True)
 def check_labels(generated, surrogate, reference, relax, output):
     """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan; each
@@ -126,8 +151,11 @@ def check_labels(generated, surrogate, reference, relax, output):
     if len(sets) != len(generated):
         raise InputError("GENERATED: two files have the same name; each names its set in the table")
     lattice = model.config.get("lattice")
-    base_area = graphene.Lattice.from_dict(lattice).area if lattice else \
-        min(graphene.batch_to_sheets(batch)[1].area for batch in sets.values())
+    base_area = (
+        graphene.Lattice.from_dict(lattice).area
+        if lattice
+        else min(graphene.batch_to_sheets(batch)[1].area for batch in sets.values())
+    )
     scales = _as_input_error(label_check.sheet_scales, sets, base_area)
     labeller = ReferenceSettings(relax=relax) if reference else None
     requested, obtained = _as_input_error(label_check.obtained_labels, sets, model, labeller)

@@ -71,9 +71,15 @@ def _screening_of(pk: int) -> int:
 @click.argument("pk", type=int)
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the figures (default report_<pk>).")
 @click.option("--profile", "-p", help="AiiDA profile (default: the default profile).")
-@click.option("--vs", "others", type=int, multiple=True, metavar="PK",
-              help="Another screening (e.g. the random baseline, same funnel and budgets): its discovery metrics "
-                   "are printed beside PK's. Repeatable.")
+@click.option(
+    "--vs",
+    "others",
+    type=int,
+    multiple=True,
+    metavar="PK",
+    help="Another screening (e.g. the random baseline, same funnel and budgets): its discovery metrics "
+    "are printed beside PK's. Repeatable.",
+)
 def report(pk, output, profile, others):
     """Table of the unique minima of screening run PK, and its figures (PCA, energies, DOS); with --vs, the
     discovery metrics of PK and the other screenings side by side. PK may be a domain's pre-step chain that ran
@@ -91,14 +97,16 @@ def report(pk, output, profile, others):
     except Exception as error:  # noqa: BLE001 - ProfileConfigurationError, ConfigurationError, ...
         raise InputError(f"--profile: cannot load the AiiDA profile {profile or '(default)'!r} ({error})") from None
     try:
-        from ..screening.report import load_screening, compare_screenings
+        from ..screening.report import compare_screenings, load_screening
 
         for other in others:  # checked before anything is printed or written
             try:
                 load_screening(other)
             except Exception as error:  # noqa: BLE001 - ValueError, NotExistent, MultipleObjectsError
-                if not isinstance(error, ValueError) and type(error).__name__ not in ("NotExistent",
-                                                                                     "MultipleObjectsError"):
+                if not isinstance(error, ValueError) and type(error).__name__ not in (
+                    "NotExistent",
+                    "MultipleObjectsError",
+                ):
                     raise
                 raise InputError(f"--vs: {str(error).removeprefix('pk: ')}") from None
         pk = _screening_of(pk)
@@ -109,8 +117,9 @@ def report(pk, output, profile, others):
         message = str(error).replace("output_dir:", "--output:", 1)
         raise InputError(message) from None
     except OSError as error:  # e.g. the disk filled up: the figures are written all together or not at all
-        raise OutputError(f"--output: cannot write the figures in {output!r} ({error.strerror or error}); "
-                          "nothing was written") from None
+        raise OutputError(
+            f"--output: cannot write the figures in {output!r} ({error.strerror or error}); nothing was written"
+        ) from None
     except Exception as error:  # noqa: BLE001 - NotExistent / MultipleObjectsError from load_node
         if type(error).__name__ in ("NotExistent", "MultipleObjectsError"):
             raise InputError(f"pk: {error}") from None

@@ -27,6 +27,8 @@ from typing import Any
 import click
 import numpy as np
 
+from ..ml.progress import FILENAME as PROGRESS_FILENAME
+from ..ml.progress import ProgressLog
 from ._common import (
     EXIT_INTERRUPTED,
     DivergedError,
@@ -40,8 +42,6 @@ from ._common import (
     parse_seeds,
     read_structures,
 )
-from ..ml.progress import FILENAME as PROGRESS_FILENAME
-from ..ml.progress import ProgressLog
 
 __all__ = ["train", "JOB_KEYS"]
 
@@ -147,9 +147,13 @@ class _Reporter:
 
         if self.bar is None:
             self.bar = tqdm(
-                total=progress.total, initial=progress.done - 1, unit="step", desc="training",
+                total=progress.total,
+                initial=progress.done - 1,
+                unit="step",
+                desc="training",
                 # in a batch job stderr is a file: a line every half minute, not ten a second
-                mininterval=0.1 if self.interactive else 30.0, file=sys.stderr,
+                mininterval=0.1 if self.interactive else 30.0,
+                file=sys.stderr,
             )
         self.last = progress
         where = f"group {progress.group + 1}/{progress.n_groups} step {{}}/{progress.steps}"
@@ -157,8 +161,11 @@ class _Reporter:
             self.seen_groups.add(progress.group)
             if progress.step > 1:
                 self.log.write(f"resumed {where.format(progress.step - 1).replace(' step ', ' at step ')}")
-                self.bar.write(f"resumed group {progress.group + 1}/{progress.n_groups} at step {progress.step - 1}"
-                               f"/{progress.steps} from its checkpoint", file=sys.stdout)
+                self.bar.write(
+                    f"resumed group {progress.group + 1}/{progress.n_groups} at step {progress.step - 1}"
+                    f"/{progress.steps} from its checkpoint",
+                    file=sys.stdout,
+                )
         means = {name: float(np.mean(values)) for name, values in progress.losses.items()}
         self.bar.set_postfix({name: f"{value:.3g}" for name, value in means.items()}, refresh=False)
         self.bar.update(progress.done - self.bar.n)
@@ -166,7 +173,9 @@ class _Reporter:
         if progress.done % every == 0 or progress.step == progress.steps:
             losses = " ".join(f"{name} {value:.6g}" for name, value in means.items())
             percent = 100.0 * progress.done / max(1, progress.total)
-            self.log.write(f"step {progress.done}/{progress.total} ({percent:.1f}%) {where.format(progress.step)} {losses}")
+            self.log.write(
+                f"step {progress.done}/{progress.total} ({percent:.1f}%) {where.format(progress.step)} {losses}"
+            )
         if progress.step % self.checkpoint_every == 0 or progress.step == progress.steps:
             self.log.write(f"checkpoint {where.format(progress.step)}")
 
@@ -177,38 +186,80 @@ class _Reporter:
 
 @click.command()
 @click.argument("training_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--family", "-f", "family_name",
-              help="Generator family (an installed entry point); the LoGAN target options (--composition) imply logan.")
-@click.option("--job", "job_file", type=click.Path(exists=True, dir_okay=False),
-              help=f"JSON file with any of {', '.join(JOB_KEYS)} (what the training CalcJob writes); "
-                   "command-line options override it.")
+@click.option(
+    "--family",
+    "-f",
+    "family_name",
+    help="Generator family (an installed entry point); the LoGAN target options (--composition) imply logan.",
+)
+@click.option(
+    "--job",
+    "job_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"JSON file with any of {', '.join(JOB_KEYS)} (what the training CalcJob writes); "
+    "command-line options override it.",
+)
 @click.option("--target", "target_text", help="The family's target as JSON or a JSON/YAML file.")
 @click.option("--composition", "-c", help="LoGAN: target composition, e.g. C5H12O (default: that of --like).")
 @click.option("--cell", type=float, multiple=True, help="LoGAN: target cell, a b c or nine numbers; repeat the option.")
 @click.option("--box", type=float, help="LoGAN: cubic box length in Å for molecules (non-periodic).")
-@click.option("--like", type=click.Path(exists=True, dir_okay=False),
-              help="LoGAN: take cell, pbc and composition from this structure file.")
+@click.option(
+    "--like",
+    type=click.Path(exists=True, dir_okay=False),
+    help="LoGAN: take cell, pbc and composition from this structure file.",
+)
 @click.option("--pbc/--no-pbc", "periodic", default=None, help="LoGAN: override the periodicity.")
 @click.option("--protocol", "-p", help="Start from the family's generation protocol (see `aiida-physgen protocols`).")
 @click.option("--settings", "settings_text", help="Nested settings as JSON or a JSON/YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="One setting, dotted key and JSON value, e.g. loop.steps=100; repeat the option.")
-@click.option("--grid", "grid_pairs", multiple=True, metavar="KEY=[V1,V2]",
-              help="Vary a setting over the ensemble, e.g. loop.lr_generator=[1e-4,3e-4]; repeat the option.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="One setting, dotted key and JSON value, e.g. loop.steps=100; repeat the option.",
+)
+@click.option(
+    "--grid",
+    "grid_pairs",
+    multiple=True,
+    metavar="KEY=[V1,V2]",
+    help="Vary a setting over the ensemble, e.g. loop.lr_generator=[1e-4,3e-4]; repeat the option.",
+)
 @click.option("--seeds", "seeds_text", help="Comma-separated seeds, one model each (times the grid).")
 @click.option("--steps", type=click.IntRange(min=0), help="Shortcut for --set loop.steps=N.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:<n> or auto.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: OMP_NUM_THREADS, else all allowed).")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Checkpoints and progress.log "
-              "(default: OUTDIR/checkpoints); checkpoints found there are resumed.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Write a checkpoint every N steps.")
-@click.option("--max-seconds", type=click.FloatRange(min=0), help="Stop (checkpoint, exit code 75) after this "
-              "many seconds, e.g. a little below a job's walltime.")
-@click.option("--status", "status_file", type=click.Path(dir_okay=False),
-              help="Write the outcome as JSON here (ok, invalid_input, diverged, interrupted, crashed).")
-@click.option("--output", "-o", type=click.Path(file_okay=False), default="models", show_default=True,
-              help="Folder for model_XX.pt and summary.json.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False),
+    help="Checkpoints and progress.log (default: OUTDIR/checkpoints); checkpoints found there are resumed.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Write a checkpoint every N steps.",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0),
+    help="Stop (checkpoint, exit code 75) after this many seconds, e.g. a little below a job's walltime.",
+)
+@click.option(
+    "--status",
+    "status_file",
+    type=click.Path(dir_okay=False),
+    help="Write the outcome as JSON here (ok, invalid_input, diverged, interrupted, crashed).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default="models",
+    show_default=True,
+    help="Folder for model_XX.pt and summary.json.",
+)
 def train(status_file, **options):
     """Train an ensemble of models on TRAINING_FILE (any format ASE reads, or a StructureSet .npz).
 
@@ -253,9 +304,27 @@ def train(status_file, **options):
 
 
 def _train(
-    training_file, family_name, job_file, target_text, composition, cell, box, like, periodic, protocol,
-    settings_text, overrides, grid_pairs, seeds_text, steps, device, threads, checkpoint_dir, checkpoint_every,
-    max_seconds, output,
+    training_file,
+    family_name,
+    job_file,
+    target_text,
+    composition,
+    cell,
+    box,
+    like,
+    periodic,
+    protocol,
+    settings_text,
+    overrides,
+    grid_pairs,
+    seeds_text,
+    steps,
+    device,
+    threads,
+    checkpoint_dir,
+    checkpoint_every,
+    max_seconds,
+    output,
 ) -> dict:
     started = time.monotonic()
     from ..ml import settings as settings_module
@@ -288,8 +357,7 @@ def _train(
     try:
         name = family_name or job.get("family") or (LOGAN_FAMILY if logan_given else None)
         if name is None:
-            raise ValueError("family: give --family (or 'family' in the job file), e.g. one of "
-                             f"{available_families()}")
+            raise ValueError(f"family: give --family (or 'family' in the job file), e.g. one of {available_families()}")
         family = get_family(name)
         target = family.check_target(target)
     except ValueError as error:
@@ -371,8 +439,17 @@ def _train(
     with _Stopper(started, max_seconds) as stopper:
         try:
             models = train_ensemble(
-                family, training, target, settings, seeds, grid, callback=reporter, checkpoint_dir=checkpoints,
-                checkpoint_every=checkpoint_every, should_stop=stopper, device=torch_device,
+                family,
+                training,
+                target,
+                settings,
+                seeds,
+                grid,
+                callback=reporter,
+                checkpoint_dir=checkpoints,
+                checkpoint_every=checkpoint_every,
+                should_stop=stopper,
+                device=torch_device,
             )
         except TrainingInterrupted as error:
             reporter.close()
@@ -386,10 +463,14 @@ def _train(
                 done = f"{error.step} of its group, before a step of this run"
             log.write(f"interrupted at step {done} ({stopper.reason}); checkpoint written")
             return {
-                "status": "interrupted", "code": EXIT_INTERRUPTED, "reason": stopper.reason, "step": error.step,
-                "done": last.done if last is not None else None, "total": last.total if last is not None else None,
+                "status": "interrupted",
+                "code": EXIT_INTERRUPTED,
+                "reason": stopper.reason,
+                "step": error.step,
+                "done": last.done if last is not None else None,
+                "total": last.total if last is not None else None,
                 "message": f"training interrupted at step {done} ({stopper.reason}); the checkpoint is in "
-                           f"{checkpoints}: run the same command again to resume",
+                f"{checkpoints}: run the same command again to resume",
             }
         except TrainingDivergedError as error:
             reporter.close()
@@ -418,14 +499,26 @@ def _train(
         data = model.to_bytes()
         blobs.append(data)
         config = model.config
-        entries.append({
-            "file": name, "index": index, "seed": config["seed"], "steps": config["steps"],
-            "grid": config.get("ensemble", {}).get("grid", {}), "sha256": sha256(data),
-            "losses": {k: finite_or_none(float(v)) for k, v in config["losses"].items()},
-        })
+        entries.append(
+            {
+                "file": name,
+                "index": index,
+                "seed": config["seed"],
+                "steps": config["steps"],
+                "grid": config.get("ensemble", {}).get("grid", {}),
+                "sha256": sha256(data),
+                "losses": {k: finite_or_none(float(v)) for k, v in config["losses"].items()},
+            }
+        )
     summary = {
-        "family": family.name, "target": target, "seeds": list(seeds), "grid": grid, "n_models": len(models),
-        "device": str(torch_device), "threads": n_threads, "seconds": round(time.monotonic() - started, 3),
+        "family": family.name,
+        "target": target,
+        "seeds": list(seeds),
+        "grid": grid,
+        "n_models": len(models),
+        "device": str(torch_device),
+        "threads": n_threads,
+        "seconds": round(time.monotonic() - started, 3),
         "models": entries,
     }
     needed = sum(len(data) for data in blobs)
@@ -443,4 +536,3 @@ def _train(
             stale.unlink()
     log.write(f"finished: {len(models)} model(s) in {out}")
     return {"status": "ok", "code": 0, "message": f"{len(models)} model(s) written to {out}", "n_models": len(models)}
-

@@ -25,8 +25,15 @@ import numpy as np
 from ..ml.batch import StructureBatch
 from ..screening.basins import pymatgen_structure
 
-__all__ = ["ANION_FORMERS", "validity", "validity_reasons", "elemental_reference_structures",
-           "reference_energies", "formation_energies", "uniqueness_and_novelty"]
+__all__ = [
+    "ANION_FORMERS",
+    "validity",
+    "validity_reasons",
+    "elemental_reference_structures",
+    "reference_energies",
+    "formation_energies",
+    "uniqueness_and_novelty",
+]
 
 #: classic anion-forming non-metals: charge balance is only asked of compositions containing one
 ANION_FORMERS = frozenset({"N", "P", "O", "S", "Se", "F", "Cl", "Br", "I"})
@@ -40,8 +47,9 @@ def _check_batch(name: str, batch) -> StructureBatch:
     volumes = np.abs(np.linalg.det(batch.cells))
     bad = np.flatnonzero(~batch.pbc.all(axis=1) | (volumes < 1e-8))
     if bad.size:
-        raise ValueError(f"{name}: structure {int(bad[0])} is not a crystal "
-                         "(needs pbc on all axes and a cell volume > 0)")
+        raise ValueError(
+            f"{name}: structure {int(bad[0])} is not a crystal (needs pbc on all axes and a cell volume > 0)"
+        )
     return batch
 
 
@@ -89,8 +97,9 @@ def _min_pair_distance(atoms: ase.Atoms) -> float:
     return float(distances.min())
 
 
-def validity(batch: StructureBatch, min_distance: float = 0.5, density_range=(1.0, 25.0),
-             charge_balance: bool = True) -> dict[str, np.ndarray]:
+def validity(
+    batch: StructureBatch, min_distance: float = 0.5, density_range=(1.0, 25.0), charge_balance: bool = True
+) -> dict[str, np.ndarray]:
     """Cheap sanity checks of every (fully periodic) crystal of ``batch``.
 
     Returns arrays of length ``len(batch)``:
@@ -124,8 +133,9 @@ def validity(batch: StructureBatch, min_distance: float = 0.5, density_range=(1.
     density = masses / np.abs(np.linalg.det(batch.cells)) * _DENSITY_UNIT
     balanced = np.full(m, -1, dtype=np.int64)
     if charge_balance:
-        balanced[:] = [_charge_balanced(tuple((e, n // math.gcd(*c.values())) for e, n in c.items()))
-                       for c in _compositions(batch)]
+        balanced[:] = [
+            _charge_balanced(tuple((e, n // math.gcd(*c.values())) for e, n in c.items())) for c in _compositions(batch)
+        ]
     valid = (distances >= min_distance) & (density >= low) & (density <= high) & (balanced != 0)
     return {
         "min_pair_distance": distances,
@@ -153,8 +163,11 @@ def validity_reasons(result: dict[str, np.ndarray], values: bool = True) -> list
         if d < limit:
             why.append(f"pair closer than {limit:g} Å" + (f" ({d:.2f} Å)" if values else ""))
         if not low <= rho <= high:
-            why.append(f"density {rho:.3g} g/cm³ outside [{low:g}, {high:g}]" if values
-                       else f"density outside [{low:g}, {high:g}] g/cm³")
+            why.append(
+                f"density {rho:.3g} g/cm³ outside [{low:g}, {high:g}]"
+                if values
+                else f"density outside [{low:g}, {high:g}] g/cm³"
+            )
         if balanced == 0:
             why.append("no charge-balanced oxidation states")
         reasons.append("; ".join(why))
@@ -169,8 +182,11 @@ _CRYSTALS = {
     "B": ([(0.11886, -0.11886, 0.89133), (0.19686, -0.19686, 0.02432)], 166, (4.908, 4.908, 12.567, 90, 90, 120)),
     "P": ([(0, 0.10168, 0.08056)], 64, (3.3136, 10.478, 4.3763, 90, 90, 90)),  # black phosphorus
     "S": ([(0.2254, 0, 1 / 3)], 152, (3.8, 3.8, 4.3, 90, 90, 120)),
-    "Mn": ([(0, 0, 0), (0.3179,) * 3, (0.3571, 0.3571, 0.0347), (0.0896, 0.0896, 0.2819)], 217,
-           (8.9125,) * 3 + (90,) * 3),  # α-Mn
+    "Mn": (
+        [(0, 0, 0), (0.3179,) * 3, (0.3571, 0.3571, 0.0347), (0.0896, 0.0896, 0.2819)],
+        217,
+        (8.9125,) * 3 + (90,) * 3,
+    ),  # α-Mn
     "Ga": ([(0, 0.1549, 0.0810)], 64, (4.5192, 7.6586, 4.5258, 90, 90, 90)),
     "Se": ([(0.2254, 0, 1 / 3)], 152, (4.3662, 4.3662, 4.9536, 90, 90, 120)),
     "Te": ([(0.2636, 0, 1 / 3)], 152, (4.4572, 4.4572, 5.929, 90, 90, 120)),
@@ -264,20 +280,29 @@ def formation_energies(batch: StructureBatch, references: dict[str, float], key:
         raise ValueError(f"references: got {references!r}, expected {{symbol: eV/atom}} from reference_energies()")
     mu = np.full(len(ase.data.chemical_symbols), np.nan)
     for symbol, value in references.items():
-        if symbol not in ase.data.atomic_numbers or not isinstance(value, (int, float, np.number)) \
-                or not math.isfinite(value):
+        if (
+            symbol not in ase.data.atomic_numbers
+            or not isinstance(value, (int, float, np.number))
+            or not math.isfinite(value)
+        ):
             raise ValueError(f"references: got {symbol!r}: {value!r}, expected an atomic symbol and a finite eV/atom")
         mu[ase.data.atomic_numbers[symbol]] = float(value)
     missing = sorted(set(batch.numbers[np.isnan(mu[batch.numbers])].tolist()))
     if missing:
-        raise ValueError(f"references: no reference energy for element(s) "
-                         f"{', '.join(ase.data.chemical_symbols[z] for z in missing)}")
+        raise ValueError(
+            f"references: no reference energy for element(s) {', '.join(ase.data.chemical_symbols[z] for z in missing)}"
+        )
     energy = _energies("batch", batch, key)
     return (energy - np.add.reduceat(mu[batch.numbers], batch.offsets[:-1])) / batch.n_atoms
 
 
-def uniqueness_and_novelty(batch: StructureBatch, training: StructureBatch | None = None, ltol: float = 0.2,
-                           stol: float = 0.3, angle_tol: float = 5.0) -> dict[str, np.ndarray]:
+def uniqueness_and_novelty(
+    batch: StructureBatch,
+    training: StructureBatch | None = None,
+    ltol: float = 0.2,
+    stol: float = 0.3,
+    angle_tol: float = 5.0,
+) -> dict[str, np.ndarray]:
     """Duplicates within ``batch`` and matches in ``training`` (pymatgen ``StructureMatcher``, primitive
     cells, volumes scaled, the tolerances of :mod:`aiida_physgen.screening.basins`).
 
@@ -305,8 +330,10 @@ def uniqueness_and_novelty(batch: StructureBatch, training: StructureBatch | Non
     _check_batch("batch", batch)
     if training is not None:
         _check_batch("training", training)
-    tolerances = {name: _positive(name, value, "tolerance") for name, value in
-                  (("ltol", ltol), ("stol", stol), ("angle_tol", angle_tol))}
+    tolerances = {
+        name: _positive(name, value, "tolerance")
+        for name, value in (("ltol", ltol), ("stol", stol), ("angle_tol", angle_tol))
+    }
     matcher = StructureMatcher(**tolerances, primitive_cell=True, scale=True)
 
     def buckets(structures: StructureBatch, keep=None) -> tuple[dict[int, object], dict[str, list[int]]]:

@@ -65,9 +65,12 @@ class CrystalValidity(ValidityCheck):
 
     def reasons(self, batch: StructureBatch, settings: CrystalValiditySettings) -> list[str | None]:
         def judge(crystals: StructureBatch) -> list[str | None]:
-            flags = properties.validity(crystals, min_distance=settings.min_distance,
-                                        density_range=tuple(settings.density_range),
-                                        charge_balance=settings.charge_balance)
+            flags = properties.validity(
+                crystals,
+                min_distance=settings.min_distance,
+                density_range=tuple(settings.density_range),
+                charge_balance=settings.charge_balance,
+            )
             return [why or None for why in properties.validity_reasons(flags, values=False)]
 
         return judge_of_kind(batch, is_bulk(batch), NOT_A_CRYSTAL, judge)

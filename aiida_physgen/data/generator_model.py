@@ -242,8 +242,12 @@ class GeneratorModel(Data):
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(names)
         for row in zip(*(curves.get(name, []) for name in names)):
-            writer.writerow(["" if value is None or (isinstance(value, float) and not math.isfinite(value))
-                             else value for value in row])
+            writer.writerow(
+                [
+                    "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+                    for value in row
+                ]
+            )
         return handle.getvalue().encode("utf-8"), {}
 
     def __str__(self) -> str:
@@ -261,9 +265,11 @@ def _check_loadable(data: bytes, family: str) -> None:
         if isinstance(error, KeyError):
             detail = f"the config lacks {error}, which the family needs to rebuild the module"
         elif isinstance(error, RuntimeError) and "state_dict" in str(error):
-            detail = "the weights do not fit the module the config describes (" + " ".join(
-                line.strip() for line in str(error).splitlines()[1:3]
-            ) + ")"
+            detail = (
+                "the weights do not fit the module the config describes ("
+                + " ".join(line.strip() for line in str(error).splitlines()[1:3])
+                + ")"
+            )
         raise ValueError(
             f"model_bytes: the {family!r} family cannot load this model file ({type(error).__name__}: {detail}); "
             "expected a file written by TrainedModel.to_bytes / save_model"

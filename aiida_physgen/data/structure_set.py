@@ -101,9 +101,7 @@ class StructureSet(Data):
         return cls(StructureBatch.from_atoms(structures, info_keys=tuple(info_keys)), **kwargs)
 
     @classmethod
-    def from_file(
-        cls, path: str | os.PathLike, format: str | None = None, index: str = ":", **kwargs
-    ) -> StructureSet:
+    def from_file(cls, path: str | os.PathLike, format: str | None = None, index: str = ":", **kwargs) -> StructureSet:
         """Build a set from any file ASE reads (extended XYZ, CIF, POSCAR, trajectories, ...).
 
         Numeric per-structure values (``atoms.info`` entries present in every structure, and the

@@ -15,8 +15,9 @@ both are found by name through the entry-point group ``aiida_physgen.engines``
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from aiida import orm
 from aiida.engine import ProcessBuilder
@@ -166,12 +167,12 @@ class BatchRelaxationEngine(abc.ABC):
 
     @abc.abstractmethod
     def get_process(
-        self, structures: "StructureSet", settings: orm.Dict | None, model: orm.Data | None = None
+        self, structures: StructureSet, settings: orm.Dict | None, model: orm.Data | None = None
     ) -> tuple[Callable[..., Any], dict[str, Any]]:
         """The process function that relaxes (or scores) ``structures`` and the inputs to run it with; ``model``
         is the ``cheap_model`` input of the screening (given only to engines with :attr:`needs_model`)."""
 
-    def get_result(self, node: orm.ProcessNode) -> "StructureSet":
+    def get_result(self, node: orm.ProcessNode) -> StructureSet:
         """The relaxed structure set of a finished, successful process."""
         return node.outputs.relaxed
 
@@ -193,8 +194,12 @@ def dummy_structure(crystal: bool, natoms: int = 2) -> orm.StructureData:
     from ase import Atoms
 
     if crystal:
-        atoms = Atoms(f"Si{natoms}", positions=[[2.35 * i, 0.0, 0.0] for i in range(natoms)],
-                      cell=[2.35 * natoms, 4.0, 4.0], pbc=True)
+        atoms = Atoms(
+            f"Si{natoms}",
+            positions=[[2.35 * i, 0.0, 0.0] for i in range(natoms)],
+            cell=[2.35 * natoms, 4.0, 4.0],
+            pbc=True,
+        )
     else:
         atoms = Atoms(f"H{natoms}", positions=[[0.9 * i, 0.0, 0.0] for i in range(natoms)], pbc=False)
         atoms.center(vacuum=2.0)
@@ -210,8 +215,14 @@ def validate_builder(builder: ProcessBuilder) -> str | None:
 
 
 def builders_problem(
-    engine: "RelaxationEngine", code, protocol: str, overrides: Mapping[str, Any], dos: bool, periodic: bool | None,
-    structure_for: Callable[[bool], orm.StructureData], refused: Callable[[Exception], bool] = lambda error: False,
+    engine: RelaxationEngine,
+    code,
+    protocol: str,
+    overrides: Mapping[str, Any],
+    dos: bool,
+    periodic: bool | None,
+    structure_for: Callable[[bool], orm.StructureData],
+    refused: Callable[[Exception], bool] = lambda error: False,
 ) -> str | None:
     """Build the engine's input for a dummy molecule and a dummy crystal (one of them when ``periodic`` is given)
     and run its port validation: a message naming ``overrides`` and the kind of structure, else ``None``.
@@ -253,7 +264,7 @@ def batch_settings(settings: Mapping[str, Any] | None, parse: Callable[[dict | N
     return parse(dict(settings) if settings else None)
 
 
-def process_inputs(structures: "StructureSet", settings: orm.Dict | None, **extra: Any) -> dict[str, Any]:
+def process_inputs(structures: StructureSet, settings: orm.Dict | None, **extra: Any) -> dict[str, Any]:
     """The inputs of a batch engine's process function: ``extra``, ``structures`` and ``settings`` when given."""
     inputs = {**extra, "structures": structures}
     if settings is not None:

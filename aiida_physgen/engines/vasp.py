@@ -11,7 +11,8 @@ structure comes back non-periodic, so the screening compares it as a molecule.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiida import orm
 
@@ -46,14 +47,24 @@ class VaspEngine(RelaxationEngine):
         if message:
             return message
         overrides = dict(overrides or {})
-        message = check_potentials(overrides.get("potential_family"), overrides.get("potential_mapping"),
-                                   sorted(set(elements)) if elements else None)
+        message = check_potentials(
+            overrides.get("potential_family"),
+            overrides.get("potential_mapping"),
+            sorted(set(elements)) if elements else None,
+        )
         if message:
             return f"overrides: {message}"
         # aiida-vasp refuses a bad INCAR tag with its own InputValidationError
-        return builders_problem(self, code, protocol, overrides, dos, periodic,
-                                lambda crystal: _dummy(crystal, overrides),
-                                refused=lambda error: type(error).__name__ == "InputValidationError")
+        return builders_problem(
+            self,
+            code,
+            protocol,
+            overrides,
+            dos,
+            periodic,
+            lambda crystal: _dummy(crystal, overrides),
+            refused=lambda error: type(error).__name__ == "InputValidationError",
+        )
 
 
 def _dummy(crystal: bool, overrides: Mapping[str, Any]) -> orm.StructureData:

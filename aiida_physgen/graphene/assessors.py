@@ -53,15 +53,19 @@ class LabelConsistencySettings:
             setattr(self, name, bool(getattr(self, name)))
         if self.reference_settings is not None:
             if not isinstance(self.reference_settings, dict):
-                raise ValueError(f"reference_settings: got {self.reference_settings!r}, expected a dictionary of "
-                                 "reference settings (method, relax, fmax, max_steps)")
-            self.reference_settings = ReferenceSettings.from_dict(self.reference_settings,
-                                                                  where="reference_settings").to_dict()
+                raise ValueError(
+                    f"reference_settings: got {self.reference_settings!r}, expected a dictionary of "
+                    "reference settings (method, relax, fmax, max_steps)"
+                )
+            self.reference_settings = ReferenceSettings.from_dict(
+                self.reference_settings, where="reference_settings"
+            ).to_dict()
 
     def labeller(self) -> ReferenceSettings | None:
         """The reference method's settings when the reference labels are asked for, else ``None``."""
-        return ReferenceSettings.from_dict(self.reference_settings, where="reference_settings") if self.reference \
-            else None
+        return (
+            ReferenceSettings.from_dict(self.reference_settings, where="reference_settings") if self.reference else None
+        )
 
 
 def _surrogate(model: Any):
@@ -97,8 +101,10 @@ class LabelConsistency(Assessor):
         model = _surrogate(data.cheap_model)
         reference = settings.labeller()
         if model is None and reference is None:
-            raise ValueError("the obtained labels need the EDNN (the screening's cheap_model, a surrogate) or the "
-                             "reference method (settings reference: true); the screening has neither")
+            raise ValueError(
+                "the obtained labels need the EDNN (the screening's cheap_model, a surrogate) or the "
+                "reference method (settings reference: true); the screening has neither"
+            )
         if not data.generated:
             raise ValueError("generated: the screening has no generated set")
         training = _training_labels(data, model)
@@ -109,8 +115,9 @@ class LabelConsistency(Assessor):
 
             base_area = Lattice.from_dict(model.config["lattice"]).area
         else:
-            raise ValueError("training: the sheets' scales need the training sheets (with energies) or the EDNN's "
-                             "lattice")
+            raise ValueError(
+                "training: the sheets' scales need the training sheets (with energies) or the EDNN's lattice"
+            )
         scales = label_check.sheet_scales(data.generated, base_area)
         requested, obtained = label_check.obtained_labels(data.generated, model, reference)
         rows = label_check.ks_rows(requested, obtained, scales)
@@ -142,4 +149,3 @@ class LabelConsistency(Assessor):
             if key in held_out:
                 metrics[f"ednn_held_out_{key}"] = held_out[key]
         return metrics
-

@@ -16,8 +16,9 @@ check-labels`` print the table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
@@ -25,8 +26,19 @@ from scipy import stats
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ..ml.batch import StructureBatch
 
-__all__ = ["compare_labels", "ks_rows", "baseline_rows", "format_ks_table", "plot_label_check", "obtained_labels",
-           "sheet_scales", "held_out_line", "PAPER_KS", "PAPER_EDNN_MEDIAN_AE", "BLIND_SEED"]
+__all__ = [
+    "compare_labels",
+    "ks_rows",
+    "baseline_rows",
+    "format_ks_table",
+    "plot_label_check",
+    "obtained_labels",
+    "sheet_scales",
+    "held_out_line",
+    "PAPER_KS",
+    "PAPER_EDNN_MEDIAN_AE",
+    "BLIND_SEED",
+]
 
 #: the paper's figures (EDNN energies of 10,000 generated sheets), by area multiple
 PAPER_KS = {1: (0.02, 0.19), 4: (0.02, 0.18)}
@@ -44,8 +56,9 @@ def compare_labels(requested: Sequence[float], obtained: Sequence[float]) -> dic
     requested = np.asarray(requested, dtype=float)
     obtained = np.asarray(obtained, dtype=float)
     if requested.shape != obtained.shape or requested.ndim != 1 or requested.size < 2:
-        raise ValueError(f"labels: expected two equal 1-D arrays of at least 2 values, got {requested.shape} and "
-                         f"{obtained.shape}")
+        raise ValueError(
+            f"labels: expected two equal 1-D arrays of at least 2 values, got {requested.shape} and {obtained.shape}"
+        )
     finite = np.isfinite(obtained) & np.isfinite(requested)
     r, o = requested[finite], obtained[finite]
     ks = stats.ks_2samp(r, o)
@@ -83,17 +96,21 @@ def ks_rows(requested: Mapping, obtained: Mapping[str, Mapping], scales: Mapping
             if key not in obtained[method]:
                 continue
             row = {"condition": str(key)} if scales is not None else {}
-            row.update({"scale": scale, "area_multiple": scale ** 2, "method": method})
+            row.update({"scale": scale, "area_multiple": scale**2, "method": method})
             row.update(compare_labels(requested[key], obtained[method][key]))
-            paper = PAPER_KS.get(scale ** 2)
+            paper = PAPER_KS.get(scale**2)
             if paper is not None:
                 row["paper_ks"], row["paper_p"] = paper
             rows.append(row)
     return rows
 
 
-def baseline_rows(labels: Sequence[float], surrogate: Sequence[float] | None = None, labelled_by: str = "labels",
-                  surrogate_name: str = "ednn") -> list[dict]:
+def baseline_rows(
+    labels: Sequence[float],
+    surrogate: Sequence[float] | None = None,
+    labelled_by: str = "labels",
+    surrogate_name: str = "ednn",
+) -> list[dict]:
     """Two rows where the answer is known, computed on the training sheets (at scale 1), beside the generated
     sets' rows:
 
@@ -110,11 +127,27 @@ def baseline_rows(labels: Sequence[float], surrogate: Sequence[float] | None = N
     labels = np.asarray(labels, dtype=float)
     rows = []
     if surrogate is not None:
-        rows.append({"condition": "training", "scale": 1, "area_multiple": 1, "method": surrogate_name,
-                     "baseline": True, **compare_labels(labels, surrogate)})
+        rows.append(
+            {
+                "condition": "training",
+                "scale": 1,
+                "area_multiple": 1,
+                "method": surrogate_name,
+                "baseline": True,
+                **compare_labels(labels, surrogate),
+            }
+        )
     shuffled = labels[np.random.default_rng(BLIND_SEED).permutation(labels.size)]
-    rows.append({"condition": "label-blind", "scale": 1, "area_multiple": 1, "method": labelled_by,
-                 "baseline": True, **compare_labels(shuffled, labels)})
+    rows.append(
+        {
+            "condition": "label-blind",
+            "scale": 1,
+            "area_multiple": 1,
+            "method": labelled_by,
+            "baseline": True,
+            **compare_labels(shuffled, labels),
+        }
+    )
     return rows
 
 
@@ -124,8 +157,10 @@ def format_ks_table(rows: Sequence[Mapping]) -> str:
     named = any("condition" in row for row in rows)
     width = max([len("condition")] + [len(str(row.get("condition", ""))) for row in rows]) if named else 0
     first = f"{'condition':<{width}} " if named else ""
-    header = (f"{first}{'area':>5} {'obtained by':<12} {'sheets':>7} {'KS':>6} {'p':>9} {'paper KS (p)':>13} "
-              f"{'MAE':>7} {'bias':>7} {'r':>6}")
+    header = (
+        f"{first}{'area':>5} {'obtained by':<12} {'sheets':>7} {'KS':>6} {'p':>9} {'paper KS (p)':>13} "
+        f"{'MAE':>7} {'bias':>7} {'r':>6}"
+    )
     lines = [header, " " * (len(first) + 51) + "meV/Å²  meV/Å²", "-" * len(header)]
     generated = [row for row in rows if not row.get("baseline")]
     baselines = [row for row in rows if row.get("baseline")]
@@ -144,13 +179,16 @@ def format_ks_table(rows: Sequence[Mapping]) -> str:
 
 def held_out_line(held_out: Mapping) -> str:
     """One line on the EDNN's error on its held-out training sheets (the ``held_out`` of its model config)."""
-    return (f"EDNN held-out error against the training labels ({held_out['count']} sheets): median "
-            f"{held_out['median_ae']:.3f} meV/Å², mean {held_out['mae']:.3f} meV/Å² (per-atom baseline alone: median "
-            f"{held_out['baseline_median_ae']:.3f}; the paper, against DFT: median {PAPER_EDNN_MEDIAN_AE} meV/Å²)")
+    return (
+        f"EDNN held-out error against the training labels ({held_out['count']} sheets): median "
+        f"{held_out['median_ae']:.3f} meV/Å², mean {held_out['mae']:.3f} meV/Å² (per-atom baseline alone: median "
+        f"{held_out['baseline_median_ae']:.3f}; the paper, against DFT: median {PAPER_EDNN_MEDIAN_AE} meV/Å²)"
+    )
 
 
-def plot_label_check(requested: Mapping, obtained: Mapping[str, Mapping], folder: str | Path,
-                     scales: Mapping | None = None) -> dict[str, Path]:
+def plot_label_check(
+    requested: Mapping, obtained: Mapping[str, Mapping], folder: str | Path, scales: Mapping | None = None
+) -> dict[str, Path]:
     """For every set: a heat map (requested vs obtained, one panel per method) and histograms.
 
     Returns ``{'heatmap_<name>': path, 'histogram_<name>': path}`` of PNG files written to ``folder``; ``<name>``
@@ -206,7 +244,7 @@ def plot_label_check(requested: Mapping, obtained: Mapping[str, Mapping], folder
 
 
 # ---------------------------------------------------------------------- computing the obtained labels
-def sheet_scales(sets: Mapping[str, "StructureBatch"], base_area: float) -> dict[str, int]:
+def sheet_scales(sets: Mapping[str, StructureBatch], base_area: float) -> dict[str, int]:
     """The scale (side multiple) of every set of sheets: the square root of its sheets' area over ``base_area``
     (the training sheets'); ``ValueError`` naming the set when it is not a whole multiple."""
     scales = {}
@@ -215,14 +253,17 @@ def sheet_scales(sets: Mapping[str, "StructureBatch"], base_area: float) -> dict
             raise ValueError(f"generated.{name}: the set has no sheets")
         ratio = np.sqrt(abs(np.linalg.det(batch.cells[0][:2, :2])) / base_area)
         if abs(ratio - round(ratio)) > 1e-3 or round(ratio) < 1:
-            raise ValueError(f"generated.{name}: its sheets are {ratio ** 2:.3g} times the training sheets' area, "
-                             "not a square of a whole side multiple (1, 4, 9...)")
+            raise ValueError(
+                f"generated.{name}: its sheets are {ratio**2:.3g} times the training sheets' area, "
+                "not a square of a whole side multiple (1, 4, 9...)"
+            )
         scales[name] = int(round(ratio))
     return scales
 
 
-def obtained_labels(sets: Mapping[str, "StructureBatch"], surrogate=None, reference=None, *, surrogate_name: str = "ednn",
-                    progress=None) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+def obtained_labels(
+    sets: Mapping[str, StructureBatch], surrogate=None, reference=None, *, surrogate_name: str = "ednn", progress=None
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
     """Requested and obtained labels (eV/Å²) of every set of generated sheets.
 
     :param sets: by name, the generated sheets, with the requested label of each as ``info['label']`` (what

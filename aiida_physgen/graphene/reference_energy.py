@@ -55,8 +55,9 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import ase
 import ase.data
@@ -115,7 +116,7 @@ class ReferenceSettings:
             raise ValueError(f"max_steps: got {self.max_steps!r}, expected a positive number of steps")
 
     @classmethod
-    def from_dict(cls, values: dict | None, where: str = "settings") -> "ReferenceSettings":
+    def from_dict(cls, values: dict | None, where: str = "settings") -> ReferenceSettings:
         """The settings from a dictionary; unknown keys or bad values raise ``ValueError`` naming ``<where>.<key>``."""
         from ..ml import settings as settings_module
 
@@ -127,8 +128,18 @@ class ReferenceSettings:
     def label(self, sheets, progress=None) -> np.ndarray:
         """Total energies (eV) of ``sheets`` by this method; a sheet it cannot evaluate gets NaN (one warning
         counts them) instead of stopping the others."""
-        return np.asarray(label_sheets(sheets, method=self.method, relax=self.relax, progress=progress,
-                                       on_error="nan", fmax=self.fmax, max_steps=self.max_steps), dtype=float)
+        return np.asarray(
+            label_sheets(
+                sheets,
+                method=self.method,
+                relax=self.relax,
+                progress=progress,
+                on_error="nan",
+                fmax=self.fmax,
+                max_steps=self.max_steps,
+            ),
+            dtype=float,
+        )
 
 
 # ---------------------------------------------------------------------------------------- potentials
@@ -271,7 +282,7 @@ class TersoffLabeller:
             self._lmp.close()
             self._lmp = None
 
-    def __enter__(self) -> "TersoffLabeller":
+    def __enter__(self) -> TersoffLabeller:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -477,8 +488,12 @@ def label_sheets(
     from ..ml.batch import StructureBatch
 
     relaxed = StructureBatch(
-        numbers=batch.numbers, positions=relaxed_positions, n_atoms=batch.n_atoms,
-        cells=batch.cells, pbc=batch.pbc, info=dict(batch.info),
+        numbers=batch.numbers,
+        positions=relaxed_positions,
+        n_atoms=batch.n_atoms,
+        cells=batch.cells,
+        pbc=batch.pbc,
+        info=dict(batch.info),
     )
     return energies, relaxed
 
@@ -556,21 +571,23 @@ def compare_with_dft(
     rows = []
     for i in range(len(batch)):
         v = int(vacancies[i])
-        rows.append({
-            "index": i,
-            "n_atoms": int(batch.n_atoms[i]),
-            "n_vacancies": v,
-            "area": float(areas[i]),
-            "e_dft": float(e_dft[i]),
-            "e_tersoff": float(e_tersoff[i]),
-            "excess_dft": float(excess_dft[i]),
-            "excess_tersoff": float(excess_tersoff[i]),
-            "formation_dft": float(excess_dft[i] / v) if v > 0 else float("nan"),
-            "formation_tersoff": float(excess_tersoff[i] / v) if v > 0 else float("nan"),
-            "excess_per_area_dft": float(1000 * excess_dft[i] / areas[i]),
-            "excess_per_area_tersoff": float(1000 * excess_tersoff[i] / areas[i]),
-            "seconds_dft": float(seconds[i]),
-        })
+        rows.append(
+            {
+                "index": i,
+                "n_atoms": int(batch.n_atoms[i]),
+                "n_vacancies": v,
+                "area": float(areas[i]),
+                "e_dft": float(e_dft[i]),
+                "e_tersoff": float(e_tersoff[i]),
+                "excess_dft": float(excess_dft[i]),
+                "excess_tersoff": float(excess_tersoff[i]),
+                "formation_dft": float(excess_dft[i] / v) if v > 0 else float("nan"),
+                "formation_tersoff": float(excess_tersoff[i] / v) if v > 0 else float("nan"),
+                "excess_per_area_dft": float(1000 * excess_dft[i] / areas[i]),
+                "excess_per_area_tersoff": float(1000 * excess_tersoff[i] / areas[i]),
+                "seconds_dft": float(seconds[i]),
+            }
+        )
     defective = vacancies > 0
     error = (excess_tersoff - excess_dft)[defective]
     per_vacancy = error / vacancies[defective] if defective.any() else error
@@ -585,13 +602,18 @@ def compare_with_dft(
         "mean_formation_error": float(per_vacancy.mean()) if error.size else float("nan"),
         "mae_per_area": float(np.abs(per_area).mean()) if error.size else float("nan"),
         # least-squares slope through the origin: excess_dft ≈ slope · excess_tersoff
-        "slope_dft_vs_tersoff": float(excess_dft[defective] @ excess_tersoff[defective]
-                                      / (excess_tersoff[defective] @ excess_tersoff[defective]))
-        if defective.any() else float("nan"),
+        "slope_dft_vs_tersoff": float(
+            excess_dft[defective] @ excess_tersoff[defective] / (excess_tersoff[defective] @ excess_tersoff[defective])
+        )
+        if defective.any()
+        else float("nan"),
         "pearson_excess": float(np.corrcoef(excess_dft[defective], excess_tersoff[defective])[0, 1])
-        if defective.sum() > 2 else float("nan"),
+        if defective.sum() > 2
+        else float("nan"),
         "seconds_dft_total": float(seconds.sum()),
     }
-    printable = {key: (str(value) if not isinstance(value, (int, float, str, type(None))) else value)
-                 for key, value in parameters.items()}
+    printable = {
+        key: (str(value) if not isinstance(value, (int, float, str, type(None))) else value)
+        for key, value in parameters.items()
+    }
     return {"rows": rows, "summary": summary, "parameters": {"method": method, "gpaw": printable, "vacuum": vacuum}}

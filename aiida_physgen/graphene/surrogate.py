@@ -33,8 +33,9 @@ def check_surrogate(model: Any, field: str = "model") -> None:
     role = getattr(getattr(model, "family", None), "role", None)
     if role != "surrogate":
         name = getattr(getattr(model, "family", None), "name", type(model).__name__)
-        raise ValueError(f"{field}: a {role or 'non-model'} ({name}) predicts no energy; expected a surrogate model "
-                         "such as ednn")
+        raise ValueError(
+            f"{field}: a {role or 'non-model'} ({name}) predicts no energy; expected a surrogate model such as ednn"
+        )
 
 
 def score_sheets(model: Any, batch: StructureBatch) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:

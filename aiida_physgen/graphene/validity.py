@@ -23,7 +23,7 @@ can count them. Pure NumPy: no AiiDA import.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,8 +31,17 @@ from ..ml import graphene
 from ..ml.batch import StructureBatch
 from ..screening.validity import ValidityCheck, pbc_flags
 
-__all__ = ["SheetValidity", "SheetValiditySettings", "NOT_CARBON", "NOT_PERIODIC", "OFF_LATTICE", "ISOLATED",
-           "dangling_reason", "too_large_reason", "too_few_vacancies_reason"]
+__all__ = [
+    "SheetValidity",
+    "SheetValiditySettings",
+    "NOT_CARBON",
+    "NOT_PERIODIC",
+    "OFF_LATTICE",
+    "ISOLATED",
+    "dangling_reason",
+    "too_large_reason",
+    "too_few_vacancies_reason",
+]
 
 NOT_CARBON = "not all carbon"
 NOT_PERIODIC = "not periodic in x and y"
@@ -77,16 +86,19 @@ class SheetValiditySettings:
     def __post_init__(self) -> None:
         value = self.min_neighbours
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 3:
-            raise ValueError(f"min_neighbours: got {value!r}, expected an integer from 0 to 3 (carbon neighbours on "
-                             "the honeycomb lattice)")
+            raise ValueError(
+                f"min_neighbours: got {value!r}, expected an integer from 0 to 3 (carbon neighbours on "
+                "the honeycomb lattice)"
+            )
         self.min_neighbours = int(value)
         value = self.min_vacancies
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"min_vacancies: got {value!r}, expected a non-negative number of empty carbon sites")
         self.min_vacancies = int(value)
         limit = self.max_atoms
-        if limit is not None and (isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer))
-                                  or limit < 1):
+        if limit is not None and (
+            isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)) or limit < 1
+        ):
             raise ValueError(f"max_atoms: got {limit!r}, expected a positive number of atoms or null (no limit)")
         self.max_atoms = None if limit is None else int(limit)
 
@@ -139,8 +151,10 @@ class SheetValidity(ValidityCheck):
             return None
         flags = pbc_flags(pbc)
         if len(flags) != 3 or not (flags[0] and flags[1]):
-            return (f"the sheet check reads sheets periodic in x and y, but the target's pbc is {pbc!r}; choose "
-                    "another validity check")
+            return (
+                f"the sheet check reads sheets periodic in x and y, but the target's pbc is {pbc!r}; choose "
+                "another validity check"
+            )
         return None
 
     def reasons(self, batch: StructureBatch, settings: SheetValiditySettings) -> list[str | None]:
@@ -165,8 +179,10 @@ class SheetValidity(ValidityCheck):
             occupancy = occupancies[position]
             if lattice_reasons[position] is not None:
                 reasons[index] = lattice_reasons[position]
-            elif int(graphene.Lattice.from_zigzag_shape(occupancy.shape).mask().sum() - occupancy.sum()) \
-                    < settings.min_vacancies:
+            elif (
+                int(graphene.Lattice.from_zigzag_shape(occupancy.shape).mask().sum() - occupancy.sum())
+                < settings.min_vacancies
+            ):
                 reasons[index] = too_few_vacancies_reason(settings.min_vacancies)
             elif position in fewest and fewest[position] == 0:
                 reasons[index] = ISOLATED

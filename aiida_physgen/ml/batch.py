@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import zipfile
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import ase
 import ase.data
@@ -21,7 +21,14 @@ import ase.formula
 import ase.io
 import numpy as np
 
-__all__ = ["StructureBatch", "StructureFileError", "MissingStructureFileError", "as_batch", "atoms_list", "checked_cell_and_pbc"]
+__all__ = [
+    "StructureBatch",
+    "StructureFileError",
+    "MissingStructureFileError",
+    "as_batch",
+    "atoms_list",
+    "checked_cell_and_pbc",
+]
 
 #: fixed time stamp of the members of the ``.npz`` archive (the earliest a zip file can hold), so the
 #: same structures always give the same bytes and AiiDA's hash of a ``StructureSet`` is stable
@@ -96,7 +103,7 @@ class StructureBatch:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_atoms(cls, structures: Iterable[ase.Atoms], info_keys: Sequence[str] = ()) -> "StructureBatch":
+    def from_atoms(cls, structures: Iterable[ase.Atoms], info_keys: Sequence[str] = ()) -> StructureBatch:
         """Build from ``ase.Atoms``; numeric ``atoms.info`` entries named in ``info_keys`` are kept."""
         structures = list(structures)
         if not structures:
@@ -119,7 +126,7 @@ class StructureBatch:
         cell: np.ndarray,
         pbc: Sequence[bool],
         info: dict[str, np.ndarray] | None = None,
-    ) -> "StructureBatch":
+    ) -> StructureBatch:
         """Build from ``M`` structures sharing composition, atom order and cell: positions ``(M, N, 3)``."""
         positions = np.asarray(positions, dtype=np.float64)
         m, n = positions.shape[:2]
@@ -136,7 +143,7 @@ class StructureBatch:
         )
 
     @classmethod
-    def read(cls, path: str | Path, index: str = ":", format: str | None = None) -> "StructureBatch":
+    def read(cls, path: str | Path, index: str = ":", format: str | None = None) -> StructureBatch:
         """Read any file ASE reads (extxyz, CIF, POSCAR, ...); numeric per-structure info is kept.
 
         :raises MissingStructureFileError: (a ``ValueError`` and a ``FileNotFoundError``) if ``path`` does not exist.
@@ -164,7 +171,8 @@ class StructureBatch:
         keys = [
             key
             for key, value in structures[0].info.items()
-            if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            if isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, bool)
             and all(isinstance(s.info.get(key), (int, float, np.integer, np.floating)) for s in structures)
         ]
         batch = cls.from_atoms(structures, info_keys=keys)
@@ -174,7 +182,7 @@ class StructureBatch:
         return batch
 
     @classmethod
-    def concatenate(cls, batches: Sequence["StructureBatch"]) -> "StructureBatch":
+    def concatenate(cls, batches: Sequence[StructureBatch]) -> StructureBatch:
         if not batches:
             raise ValueError("batches: expected at least one batch")
         keys = set(batches[0].info)
@@ -212,7 +220,7 @@ class StructureBatch:
             atoms.info[key] = value[index].item() if value.ndim == 1 else value[index]
         return atoms
 
-    def subset(self, indices: Sequence[int]) -> "StructureBatch":
+    def subset(self, indices: Sequence[int]) -> StructureBatch:
         """A new batch with the structures at ``indices`` (in that order)."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
@@ -327,7 +335,7 @@ class StructureBatch:
         return handle.getvalue()
 
     @classmethod
-    def from_npz(cls, handle) -> "StructureBatch":
+    def from_npz(cls, handle) -> StructureBatch:
         """A batch from an archive written by :meth:`to_npz_bytes` (a path or a binary handle).
 
         :raises ValueError: if it is not such an archive (not a zip file, an array missing).
@@ -383,6 +391,7 @@ def atoms_list(structures, name: str = "structures", error: type[Exception] = Ty
             raise ValueError(f"{name}[{index}]: has no atoms")
     return structures
 
+
 def as_batch(structures, name: str = "structures") -> StructureBatch:
     """A non-empty :class:`StructureBatch` from a batch, one ``ase.Atoms`` or an iterable of them (none empty).
 
@@ -393,7 +402,9 @@ def as_batch(structures, name: str = "structures") -> StructureBatch:
         structures = [structures]
     if not isinstance(structures, StructureBatch):
         if isinstance(structures, (str, bytes)) or not isinstance(structures, Iterable):
-            raise TypeError(f"{name}: got {type(structures).__name__}, expected a StructureBatch or a list of ase.Atoms")
+            raise TypeError(
+                f"{name}: got {type(structures).__name__}, expected a StructureBatch or a list of ase.Atoms"
+            )
         structures = atoms_list(structures, name)
         if not structures:
             raise ValueError(f"{name}: expected at least one structure, got an empty list")
@@ -416,8 +427,10 @@ def checked_cell_and_pbc(cell, pbc, prefix: str = "") -> tuple[np.ndarray, np.nd
         raise ValueError(f"{prefix}cell: the cell has zero volume; expected three independent lattice vectors")
     if isinstance(pbc, (bool, np.bool_)):
         pbc = [bool(pbc)] * 3
-    if not isinstance(pbc, (list, tuple, np.ndarray)) or len(pbc) != 3 or not all(
-        isinstance(p, (bool, np.bool_)) for p in pbc
+    if (
+        not isinstance(pbc, (list, tuple, np.ndarray))
+        or len(pbc) != 3
+        or not all(isinstance(p, (bool, np.bool_)) for p in pbc)
     ):
         raise ValueError(f"{prefix}pbc: expected three booleans (or one for all axes), got {pbc!r}")
     return cell_array, np.array([bool(p) for p in pbc])

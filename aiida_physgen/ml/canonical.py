@@ -10,7 +10,8 @@ equal AiiDA nodes, equal hashes and therefore a cache hit instead of a second tr
 from __future__ import annotations
 
 import numbers
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import settings as settings_module
 from .family import GeneratorFamily
@@ -38,7 +39,9 @@ def canonical_settings(family: GeneratorFamily, settings: Mapping[str, Any] | No
     """Every setting of ``family``, given or default, in plain nested form (raises ``ValueError`` on bad input)."""
     values = settings_module.to_dict(family.settings(settings))
     defaults = _leaf_defaults(family.settings_class)
-    flat = {path: _canonical_value(value, defaults.get(path)) for path, value in settings_module.flatten(values).items()}
+    flat = {
+        path: _canonical_value(value, defaults.get(path)) for path, value in settings_module.flatten(values).items()
+    }
     return settings_module.unflatten(flat)
 
 
@@ -69,4 +72,3 @@ def canonical_training_inputs(
     if grid:
         out["grid"] = canonical_grid(family, grid)
     return out
-

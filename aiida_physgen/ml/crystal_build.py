@@ -12,7 +12,7 @@ has the requested space group. A base site on a special position maps onto itsel
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,8 +50,9 @@ def merge_sites(fractional: np.ndarray, cell: np.ndarray, merge_distance: float)
     distances = lattice.get_all_distances(points, points)
     distances = 0.5 * (distances + distances.T)
     np.fill_diagonal(distances, 0.0)
-    clusters = fcluster(linkage(squareform(distances, checks=False), method="single"),
-                        t=merge_distance, criterion="distance")
+    clusters = fcluster(
+        linkage(squareform(distances, checks=False), method="single"), t=merge_distance, criterion="distance"
+    )
     merged = []
     for label in np.unique(clusters):
         members = points[clusters == label]
@@ -61,8 +62,14 @@ def merge_sites(fractional: np.ndarray, cell: np.ndarray, merge_distance: float)
     return np.array(merged)
 
 
-def build_crystal(coords: np.ndarray, lengths: np.ndarray, number: int, symbols: Sequence[str],
-                  merge_distance: float = 1.0, symprec: float = 0.1):
+def build_crystal(
+    coords: np.ndarray,
+    lengths: np.ndarray,
+    number: int,
+    symbols: Sequence[str],
+    merge_distance: float = 1.0,
+    symprec: float = 0.1,
+):
     """One crystal: ``(pymatgen.Structure, found space-group number (0 if undetermined), images)``."""
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -85,16 +92,23 @@ def build_crystal(coords: np.ndarray, lengths: np.ndarray, number: int, symbols:
     return structure, found, int(images.shape[0] * images.shape[1])
 
 
-def build_crystals(coords: np.ndarray, lengths: np.ndarray, numbers: Sequence[int], symbols: Sequence[Sequence[str]],
-                   merge_distance: float = 1.0, symprec: float = 0.1) -> StructureBatch:
+def build_crystals(
+    coords: np.ndarray,
+    lengths: np.ndarray,
+    numbers: Sequence[int],
+    symbols: Sequence[Sequence[str]],
+    merge_distance: float = 1.0,
+    symprec: float = 0.1,
+) -> StructureBatch:
     """Crystals from base sites ``(M, 3, 3)``, lengths ``(M, 3)`` Å, space groups ``(M,)`` and element
     triples; info arrays :data:`BUILD_INFO_KEYS` (``symmetric`` is 1 when spglib finds the requested group)."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     atoms, found, images, merged = [], [], [], []
     for m in range(len(coords)):
-        structure, group, n_images = build_crystal(coords[m], lengths[m], int(numbers[m]), symbols[m],
-                                                   merge_distance, symprec)
+        structure, group, n_images = build_crystal(
+            coords[m], lengths[m], int(numbers[m]), symbols[m], merge_distance, symprec
+        )
         atoms.append(AseAtomsAdaptor.get_atoms(structure))
         found.append(group)
         images.append(n_images)
@@ -102,13 +116,15 @@ def build_crystals(coords: np.ndarray, lengths: np.ndarray, numbers: Sequence[in
     batch = StructureBatch.from_atoms(atoms)
     requested = np.asarray(numbers, dtype=np.int64)
     found_array = np.asarray(found, dtype=np.int64)
-    batch.info.update({
-        "space_group_requested": requested,
-        "space_group_found": found_array,
-        "symmetric": (found_array == requested).astype(np.int64),
-        "images": np.asarray(images, dtype=np.int64),
-        "merged_atoms": np.asarray(merged, dtype=np.int64),
-    })
+    batch.info.update(
+        {
+            "space_group_requested": requested,
+            "space_group_found": found_array,
+            "symmetric": (found_array == requested).astype(np.int64),
+            "images": np.asarray(images, dtype=np.int64),
+            "merged_atoms": np.asarray(merged, dtype=np.int64),
+        }
+    )
     return batch
 
 
@@ -117,8 +133,10 @@ def primitive_cells(batch: StructureBatch, tolerance: float = 0.1) -> StructureB
     atoms, and a face-centred half-Heusler has 3 atoms in the primitive cell against 12 in the conventional."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    atoms = [AseAtomsAdaptor.get_atoms(AseAtomsAdaptor.get_structure(a).get_primitive_structure(tolerance=tolerance))
-             for a in batch]
+    atoms = [
+        AseAtomsAdaptor.get_atoms(AseAtomsAdaptor.get_structure(a).get_primitive_structure(tolerance=tolerance))
+        for a in batch
+    ]
     primitive = StructureBatch.from_atoms(atoms)
     primitive.info = dict(batch.info)
     return primitive

@@ -12,9 +12,9 @@ each site's orbit (all symmetry-equivalent positions, from which self-augmentati
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -78,8 +78,9 @@ def read_cif_folder(folder: str | Path, field_name: str = "folder") -> Structure
                 warnings.simplefilter("ignore")  # pymatgen warns about rounding in most CIFs
                 structure = Structure.from_file(str(path))
         except Exception as error:  # pymatgen raises many kinds on a bad CIF
-            raise ValueError(f"{field_name}: pymatgen cannot read {path.name} ({type(error).__name__}: "
-                             f"{str(error)[:200]})") from None
+            raise ValueError(
+                f"{field_name}: pymatgen cannot read {path.name} ({type(error).__name__}: {str(error)[:200]})"
+            ) from None
         atoms.append(AseAtomsAdaptor.get_atoms(structure))
     batch = StructureBatch.from_atoms(atoms)
     batch.labels = [p.stem for p in paths]  # type: ignore[attr-defined]
@@ -172,8 +173,9 @@ def training_crystals(
         angles = np.array(lattice.angles)
         expected = np.array([90.0, 90.0, 120.0 if group.hexagonal_axes else 90.0])
         if not ok or np.abs(angles - expected).max() > 0.5:
-            dropped.append((label, f"setting mismatch: the refined cell does not follow the standard setting of "
-                                   f"{group.symbol}"))
+            dropped.append(
+                (label, f"setting mismatch: the refined cell does not follow the standard setting of {group.symbol}")
+            )
             continue
         out_sg.append(number)
         out_numbers.append([int(known_z(s)) for s in order])

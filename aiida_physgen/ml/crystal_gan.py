@@ -35,9 +35,10 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,11 +49,24 @@ from .crystal_build import build_crystals, primitive_cells
 from .crystal_data import TrainingCrystals, symbols_of, training_crystals
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily, keys_checked
-from .space_groups import MAX_OPERATIONS, constrain_lengths, lattice_matrices, operation_features, padded_operations, space_group
+from .space_groups import (
+    MAX_OPERATIONS,
+    constrain_lengths,
+    lattice_matrices,
+    operation_features,
+    padded_operations,
+    space_group,
+)
 from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
 
-__all__ = ["CrystalGanSettings", "CrystalGenerator", "CrystalCritic", "CrystalProblem", "CrystalGanFamily",
-           "physics_losses"]
+__all__ = [
+    "CrystalGanSettings",
+    "CrystalGenerator",
+    "CrystalCritic",
+    "CrystalProblem",
+    "CrystalGanFamily",
+    "physics_losses",
+]
 
 SAMPLE_CHUNK = 512
 #: the cells a generated crystal can be given in (the condition's ``cell``), the default first
@@ -65,8 +79,11 @@ def _positive_int(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-            and math.isfinite(float(value)))
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(float(value))
+    )
 
 
 @dataclass
@@ -99,10 +116,18 @@ class CrystalGanSettings:
     merge_distance: float = 1.5
     length_margin: float = 0.2
     symprec: float = 0.1
-    loop: WGANSettings = field(default_factory=lambda: WGANSettings(
-        steps=2000, n_critic=5, batch_size=64, gp_weight=10.0, optimizer="adam",
-        lr_generator=5e-4, lr_critic=2e-4, betas=(0.5, 0.9),
-    ))
+    loop: WGANSettings = field(
+        default_factory=lambda: WGANSettings(
+            steps=2000,
+            n_critic=5,
+            batch_size=64,
+            gp_weight=10.0,
+            optimizer="adam",
+            lr_generator=5e-4,
+            lr_critic=2e-4,
+            betas=(0.5, 0.9),
+        )
+    )
 
     def __post_init__(self) -> None:
         for name in ("noise_dim", "embedding", "hidden", "layers", "critic_hidden", "critic_layers", "augmentations"):
@@ -146,8 +171,10 @@ def _condition_inputs(condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     (space-group number, then the three atomic numbers)."""
     groups = condition[:, 0].tolist()
     vectors, _ = _element_tables()
-    return (operation_features(groups).to(condition.device),
-            vectors.to(condition.device)[condition[:, 1:]].reshape(len(condition), -1))
+    return (
+        operation_features(groups).to(condition.device),
+        vectors.to(condition.device)[condition[:, 1:]].reshape(len(condition), -1),
+    )
 
 
 def _mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
@@ -187,8 +214,16 @@ class _CriticNet(nn.Module):
     def forward(self, samples: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         groups, elements = _condition_inputs(condition)
         angles = 2 * math.pi * samples[:, :9]
-        x = torch.cat([torch.sin(angles), torch.cos(angles), samples[:, 9:],
-                       torch.relu(self.groups(groups)), torch.relu(self.elements(elements))], dim=1)
+        x = torch.cat(
+            [
+                torch.sin(angles),
+                torch.cos(angles),
+                samples[:, 9:],
+                torch.relu(self.groups(groups)),
+                torch.relu(self.elements(elements)),
+            ],
+            dim=1,
+        )
         return self.body(x)[:, 0]
 
 
@@ -205,7 +240,7 @@ class _Members(nn.Module):
     def n_models(self) -> int:
         return len(self.nets)
 
-    def _one(self, net: nn.Module, k: int) -> "_Members":
+    def _one(self, net: nn.Module, k: int) -> _Members:
         single = copy.copy(self)
         single._modules = dict(self._modules)
         single.nets = nn.ModuleList([net])
@@ -225,12 +260,28 @@ class CrystalGenerator(_Members):
     """``K`` generators: noise ``(B, noise_dim)`` + conditions ``(B, 4)`` → samples ``(B, 12)`` (coordinates
     in (0, 1), lengths normalised to ``[length_low, length_high]`` and consistent with the crystal system)."""
 
-    def __init__(self, seeds: Sequence[int] = (0,), noise_dim: int = 64, embedding: int = 64, hidden: int = 256,
-                 layers: int = 3, length_low: float = 2.0, length_high: float = 12.0):
-        settings = {"noise_dim": int(noise_dim), "embedding": int(embedding), "hidden": int(hidden),
-                    "layers": int(layers), "length_low": float(length_low), "length_high": float(length_high)}
-        nets = [_seeded(member_seed(s, Stream.GENERATOR), lambda: _GeneratorNet(noise_dim, embedding, hidden, layers))
-                for s in seeds]
+    def __init__(
+        self,
+        seeds: Sequence[int] = (0,),
+        noise_dim: int = 64,
+        embedding: int = 64,
+        hidden: int = 256,
+        layers: int = 3,
+        length_low: float = 2.0,
+        length_high: float = 12.0,
+    ):
+        settings = {
+            "noise_dim": int(noise_dim),
+            "embedding": int(embedding),
+            "hidden": int(hidden),
+            "layers": int(layers),
+            "length_low": float(length_low),
+            "length_high": float(length_high),
+        }
+        nets = [
+            _seeded(member_seed(s, Stream.GENERATOR), lambda: _GeneratorNet(noise_dim, embedding, hidden, layers))
+            for s in seeds
+        ]
         super().__init__(nets, seeds, settings)
 
     @property
@@ -280,12 +331,13 @@ def pair_distances(coords: torch.Tensor, lengths: torch.Tensor, groups: Sequence
     shifted = diff[..., None, :] + _IMAGES.to(coords.device)  # (B, i, j, o, 9, 3)
     cartesian = torch.einsum("bijonx,bxy->bijony", shifted, cells)
     # the nearest image; the epsilon keeps the square root's gradient finite at d = 0
-    distances = torch.sqrt((cartesian ** 2).sum(-1) + 1e-10).min(dim=-1).values
+    distances = torch.sqrt((cartesian**2).sum(-1) + 1e-10).min(dim=-1).values
     return distances, mask, cells
 
 
-def physics_losses(fake: torch.Tensor, real: torch.Tensor, condition: torch.Tensor, generator: CrystalGenerator,
-                   s: CrystalGanSettings) -> dict[str, torch.Tensor]:
+def physics_losses(
+    fake: torch.Tensor, real: torch.Tensor, condition: torch.Tensor, generator: CrystalGenerator, s: CrystalGanSettings
+) -> dict[str, torch.Tensor]:
     """The distance and box losses of one member's batch (samples ``(B, 12)``, conditions ``(B, 4)``),
     unweighted: ``inter``, ``intra`` (mean clash per atom image), ``volume``, ``abc`` (1 − cosine)."""
     groups = condition[:, 0].tolist()
@@ -341,8 +393,8 @@ class _Epochs:
                 self._table = self._draw()
             crystal, choice = self._table
             stop = min(len(crystal), self.cursor + count)
-            crystals.append(crystal[self.cursor:stop])
-            choices.append(choice[self.cursor:stop])
+            crystals.append(crystal[self.cursor : stop])
+            choices.append(choice[self.cursor : stop])
             count -= stop - self.cursor
             self.cursor = stop
             if self.cursor == len(crystal):
@@ -360,8 +412,14 @@ class _Epochs:
 class CrystalProblem(WGANProblem):
     """The crystal-GAN problem for the shared WGAN-GP loop; members train one after the other on views."""
 
-    def __init__(self, generator: CrystalGenerator, critic: CrystalCritic, crystals: TrainingCrystals,
-                 settings: CrystalGanSettings, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        generator: CrystalGenerator,
+        critic: CrystalCritic,
+        crystals: TrainingCrystals,
+        settings: CrystalGanSettings,
+        device: torch.device | str = "cpu",
+    ):
         self.generator = generator
         self.critic = critic
         self.n_models = generator.n_models
@@ -379,10 +437,12 @@ class CrystalProblem(WGANProblem):
         samples, conditions = [], []
         for epochs in self.epochs:
             crystal, choice = epochs.take(batch_size)
-            coords = np.stack([
-                np.stack([self.crystals.orbits[c][site][choice[n, site]] for site in range(3)])
-                for n, c in enumerate(crystal)
-            ])
+            coords = np.stack(
+                [
+                    np.stack([self.crystals.orbits[c][site][choice[n, site]] for site in range(3)])
+                    for n, c in enumerate(crystal)
+                ]
+            )
             sample = np.concatenate([coords.reshape(len(crystal), 9), self.normalised_lengths[crystal]], axis=1)
             samples.append(torch.as_tensor(sample, dtype=torch.float32, device=self.device))
             conditions.append(torch.as_tensor(self.conditions[crystal], dtype=torch.long, device=self.device))
@@ -404,14 +464,18 @@ class CrystalProblem(WGANProblem):
         for k in range(len(fake)):
             terms = physics_losses(fake[k], real[k], condition[k], self.generator, s)
             self.last_physics[self._member + k] = {name: float(value.detach()) for name, value in terms.items()}
-            totals.append(s.lambda_inter * terms["inter"] + s.lambda_intra * terms["intra"]
-                          + s.lambda_volume * terms["volume"] + s.lambda_abc * terms["abc"])
+            totals.append(
+                s.lambda_inter * terms["inter"]
+                + s.lambda_intra * terms["intra"]
+                + s.lambda_volume * terms["volume"]
+                + s.lambda_abc * terms["abc"]
+            )
         return torch.stack(totals)
 
     def member_parameters(self, module):
         return [list(net.parameters()) for net in module.nets]
 
-    def member_problem(self, k: int) -> "CrystalProblem":
+    def member_problem(self, k: int) -> CrystalProblem:
         view = CrystalProblem.__new__(CrystalProblem)
         view.__dict__.update(self.__dict__)
         view.generator = self.generator.member_view(k)
@@ -509,8 +573,11 @@ class CrystalGanFamily(GeneratorFamily):
             )
         if crystals.dropped:
             reasons = "; ".join(f"{n} {r}" for r, n in crystals.dropped_summary().items())
-            warnings.warn(f"training: {len(crystals.dropped)} of {len(training)} structure(s) dropped ({reasons})",
-                          UserWarning, stacklevel=3)
+            warnings.warn(
+                f"training: {len(crystals.dropped)} of {len(training)} structure(s) dropped ({reasons})",
+                UserWarning,
+                stacklevel=3,
+            )
         self._last = (key, training, crystals)
         return crystals
 
@@ -521,8 +588,12 @@ class CrystalGanFamily(GeneratorFamily):
         return {"space_groups": target["space_groups"] or "all"}
 
     def architecture(self, settings):
-        return {"noise_dim": settings.noise_dim, "embedding": settings.embedding, "hidden": settings.hidden,
-                "layers": settings.layers}
+        return {
+            "noise_dim": settings.noise_dim,
+            "embedding": settings.embedding,
+            "hidden": settings.hidden,
+            "layers": settings.layers,
+        }
 
     def _length_range(self, crystals: TrainingCrystals, settings) -> tuple[float, float]:
         low, high = float(crystals.lengths.min()), float(crystals.lengths.max())
@@ -561,8 +632,12 @@ class CrystalGanFamily(GeneratorFamily):
         return self._condition(condition, config, warn=True)
 
     def _condition(self, condition, config, warn: bool) -> dict[str, Any]:
-        condition = keys_checked(condition, "condition", ("space_group", "elements", "merge_distance", "cell"),
-                                 "a dictionary with space_group and/or elements")
+        condition = keys_checked(
+            condition,
+            "condition",
+            ("space_group", "elements", "merge_distance", "cell"),
+            "a dictionary with space_group and/or elements",
+        )
         cell = condition.get("cell", "conventional")
         if cell not in CELLS:
             raise ValueError(f"condition.cell: got {cell!r}, expected one of {list(CELLS)}")
@@ -572,17 +647,27 @@ class CrystalGanFamily(GeneratorFamily):
         # without a model (a launch check) there are no training groups: only a given group is checked
         trained = {int(g): int(c) for g, c in config.get("training_space_groups", {}).items()}
         if "space_group" not in condition and not trained:
-            return {"space_group": None, "elements": self._elements(condition), "merge_distance": float(merge),
-                    "cell": cell}
+            return {
+                "space_group": None,
+                "elements": self._elements(condition),
+                "merge_distance": float(merge),
+                "cell": cell,
+            }
         default = max(trained, key=lambda g: (trained[g], -g)) if trained else None
         group = space_group(condition.get("space_group", default), "condition.space_group")
         if warn and trained and group.number not in trained:
             warnings.warn(
                 f"condition.space_group: the model was trained on {sorted(trained)}, not on {group.symbol} "
                 f"({group.number}); the conditioning carries over through the group's symmetry operations only",
-                UserWarning, stacklevel=3)
-        return {"space_group": group.number, "elements": self._elements(condition), "merge_distance": float(merge),
-                "cell": cell}
+                UserWarning,
+                stacklevel=3,
+            )
+        return {
+            "space_group": group.number,
+            "elements": self._elements(condition),
+            "merge_distance": float(merge),
+            "cell": cell,
+        }
 
     @staticmethod
     def _elements(condition) -> Any:
@@ -590,16 +675,18 @@ class CrystalGanFamily(GeneratorFamily):
         elements = condition.get("elements", "training")
         if isinstance(elements, str):
             if elements != "training":
-                raise ValueError(f"condition.elements: got {elements!r}, expected three element symbols, a list of "
-                                 "triples, or 'training'")
+                raise ValueError(
+                    f"condition.elements: got {elements!r}, expected three element symbols, a list of "
+                    "triples, or 'training'"
+                )
             triples: Any = "training"
         else:
-            if (isinstance(elements, (list, tuple)) and len(elements) == 3
-                    and all(isinstance(e, str) for e in elements)):
+            if isinstance(elements, (list, tuple)) and len(elements) == 3 and all(isinstance(e, str) for e in elements):
                 elements = [elements]
             if not isinstance(elements, (list, tuple)) or not elements:
-                raise ValueError(f"condition.elements: got {elements!r}, expected three element symbols or a list "
-                                 "of triples")
+                raise ValueError(
+                    f"condition.elements: got {elements!r}, expected three element symbols or a list of triples"
+                )
             triples = []
             for i, triple in enumerate(elements):
                 where = f"condition.elements[{i}]"
@@ -612,8 +699,9 @@ class CrystalGanFamily(GeneratorFamily):
     def _triples(self, condition, config, count: int, seed: int) -> list[list[str]]:
         if condition["elements"] != "training":
             return [condition["elements"][i % len(condition["elements"])] for i in range(count)]
-        triples = [t for t in config["training_triples"] if t[0] == condition["space_group"]] or \
-            config["training_triples"]
+        triples = [t for t in config["training_triples"] if t[0] == condition["space_group"]] or config[
+            "training_triples"
+        ]
         rng = np.random.default_rng(member_seed(seed, Stream.DATA))
         picks = rng.integers(len(triples), size=count)
         return [symbols_of(triples[p][1:]) for p in picks]
@@ -634,13 +722,15 @@ class CrystalGanFamily(GeneratorFamily):
             for start in range(0, count, SAMPLE_CHUNK):
                 b = min(SAMPLE_CHUNK, count - start)
                 z = torch.randn(b, module.noise_dim, generator=rng)
-                outputs.append(module.member_forward(0, z, conditions[start:start + b]))
+                outputs.append(module.member_forward(0, z, conditions[start : start + b]))
             out = torch.cat(outputs).double()
         finally:
             module.train(was_training)
         coords = out[:, :9].reshape(-1, 3, 3).numpy()
         lengths = module.lengths(out[:, 9:]).numpy()
-        batch = build_crystals(coords, lengths, [group] * count, symbols, condition["merge_distance"], config["symprec"])
+        batch = build_crystals(
+            coords, lengths, [group] * count, symbols, condition["merge_distance"], config["symprec"]
+        )
         if condition["cell"] == "primitive":
             batch = primitive_cells(batch, tolerance=config["symprec"])
         return batch

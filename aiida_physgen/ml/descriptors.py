@@ -54,8 +54,9 @@ harmonics are evaluated as homogeneous polynomials of that direction, which stay
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ase.data
 import numpy as np
@@ -109,11 +110,15 @@ class DescriptorParameters:
     def __post_init__(self) -> None:
         self.for_species((1,))  # validates every field, with DescriptorSettings' messages
 
-    def for_species(self, species) -> "DescriptorSettings":
+    def for_species(self, species) -> DescriptorSettings:
         """Full settings for the atomic numbers ``species`` (sorted and de-duplicated here)."""
         return DescriptorSettings(
-            species=tuple(sorted(set(int(z) for z in species))), r_cut=self.r_cut, n_max=self.n_max,
-            l_max=self.l_max, max_neighbours=self.max_neighbours, radial=self.radial,
+            species=tuple(sorted(set(int(z) for z in species))),
+            r_cut=self.r_cut,
+            n_max=self.n_max,
+            l_max=self.l_max,
+            max_neighbours=self.max_neighbours,
+            radial=self.radial,
         )
 
 
@@ -197,7 +202,7 @@ class DescriptorSettings:
         return DescriptorParameters(self.r_cut, self.n_max, self.l_max, self.max_neighbours, self.radial)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DescriptorSettings":
+    def from_dict(cls, d: dict[str, Any]) -> DescriptorSettings:
         if not isinstance(d, dict):
             raise ValueError(f"settings: expected a dict, got {type(d).__name__}")
         known = {"species", "r_cut", "n_max", "l_max", "max_neighbours", "radial"}
@@ -443,7 +448,8 @@ class LocalDescriptor(torch.nn.Module):
                 # |d + t|^2 = |d|^2 + 2 d.t + |t|^2 without materialising (b, i, j, T, 3)
                 r2 = (
                     (diff * diff).sum(-1)[..., None]
-                    + 2.0 * (diff.reshape(b, n_atoms * n_atoms, 3) @ image.transpose(1, 2)).reshape(
+                    + 2.0
+                    * (diff.reshape(b, n_atoms * n_atoms, 3) @ image.transpose(1, 2)).reshape(
                         b, n_atoms, n_atoms, n_images
                     )
                     + (image * image).sum(-1)[:, None, None, :]
@@ -572,7 +578,7 @@ def species_indices(numbers, settings: DescriptorSettings) -> np.ndarray:
     return indices
 
 
-def _groups(batch: "StructureBatch") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[bool, ...]]]:
+def _groups(batch: StructureBatch) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[bool, ...]]]:
     """Yield ``(structure indices, numbers (N,), positions (G, N, 3), pbc)`` for structures sharing
     atoms, atom order and periodicity."""
     uniform = batch.uniform_view()
@@ -633,12 +639,14 @@ def _run_groups(batch, settings, dtype, chunk_size, reduce, store) -> None:
             step = max(1, min(int(chunk_size), _EDGE_BUDGET // (n_atoms * neighbours)))
             for start in range(0, len(members), step):
                 idx = members[start : start + step]
-                pos = torch.tensor(positions[start : start + step], dtype=dtype)  # a copy: batch arrays may be read-only
+                pos = torch.tensor(
+                    positions[start : start + step], dtype=dtype
+                )  # a copy: batch arrays may be read-only
                 cell = torch.as_tensor(batch.cells[idx], dtype=dtype) if periodic else None
                 store(idx, reduce(module(pos, species, cell=cell, pbc=pbc), species))
 
 
-def atomic_descriptors(batch: "StructureBatch", settings: DescriptorSettings, dtype=torch.float64) -> list[np.ndarray]:
+def atomic_descriptors(batch: StructureBatch, settings: DescriptorSettings, dtype=torch.float64) -> list[np.ndarray]:
     """Descriptors of every atom: one ``(n_atoms_i, n_features)`` array per structure of ``batch``.
 
     Structures with the same atoms in the same order and the same periodicity are evaluated
@@ -654,7 +662,7 @@ def atomic_descriptors(batch: "StructureBatch", settings: DescriptorSettings, dt
     return result  # type: ignore[return-value]
 
 
-def structure_descriptors(batch: "StructureBatch", settings: DescriptorSettings, chunk_size: int = 4096) -> np.ndarray:
+def structure_descriptors(batch: StructureBatch, settings: DescriptorSettings, chunk_size: int = 4096) -> np.ndarray:
     """One vector per structure: ``(M, len(settings.species) * n_features)`` float64 array.
 
     Block ``a`` (columns ``a * n_features`` to ``(a + 1) * n_features``) is the mean of the atomic

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,9 +45,9 @@ from torch import nn
 from .batch import StructureBatch
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
-from .settings import require_positive_ints
 from .graphene import Lattice, batch_to_sheets, encode_zigzag
 from .loop import MemberModulesTrainer
+from .settings import require_positive_ints
 
 __all__ = [
     "EdnnLoopSettings",
@@ -96,9 +97,14 @@ class EdnnLoopSettings:
     log_every: int = 250
 
     def __post_init__(self) -> None:
-        require_positive_ints(self, {"steps": "a positive number of optimiser steps",
-                                     "batch_size": "a positive number of sheets per step",
-                                     "log_every": "a positive logging interval in steps"})
+        require_positive_ints(
+            self,
+            {
+                "steps": "a positive number of optimiser steps",
+                "batch_size": "a positive number of sheets per step",
+                "log_every": "a positive logging interval in steps",
+            },
+        )
         if not _number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
         if not _number(self.lr_final) or not 0 < self.lr_final <= 1:
@@ -141,16 +147,24 @@ class EdnnSettings:
 
     def __post_init__(self) -> None:
         focus = self.focus
-        if (not isinstance(focus, (list, tuple)) or len(focus) != 2 or not all(_positive_int(f) for f in focus)
-                or focus[0] % CELL[0] or focus[1] % CELL[1]):
+        if (
+            not isinstance(focus, (list, tuple))
+            or len(focus) != 2
+            or not all(_positive_int(f) for f in focus)
+            or focus[0] % CELL[0]
+            or focus[1] % CELL[1]
+        ):
             raise ValueError(
                 f"focus: got {focus!r}, expected (rows, columns) on the zig-zag grid, multiples of {CELL} "
                 "(one orthogonal cell, so lattice translations permute whole tiles)"
             )
         self.focus = (int(focus[0]), int(focus[1]))
         context = self.context
-        if (not isinstance(context, (list, tuple)) or len(context) != 2
-                or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0 for c in context)):
+        if (
+            not isinstance(context, (list, tuple))
+            or len(context) != 2
+            or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0 for c in context)
+        ):
             raise ValueError(f"context: got {context!r}, expected (rows, columns) of non-negative border widths")
         self.context = (int(context[0]), int(context[1]))
         hidden = self.hidden
@@ -204,8 +218,12 @@ class EDNN(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
 
     def architecture(self) -> dict[str, Any]:
-        return {"focus": list(self.focus), "context": list(self.context), "hidden": list(self.hidden),
-                "activation": self.activation}
+        return {
+            "focus": list(self.focus),
+            "context": list(self.context),
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+        }
 
     def check_grid(self, grid: torch.Tensor) -> None:
         if grid.dim() != 3:
@@ -349,17 +367,30 @@ class EdnnTrainer(MemberModulesTrainer):
             spread = float(residual.std())
             spread = spread if spread > 1e-9 * max(1.0, float(np.abs(energies).mean())) else 1.0
             base_val = energies[val] - (mu * atoms[val] + nu * self.tiles)
-            self.stats.append({
-                "per_atom": float(mu), "per_tile": float(nu), "residual_std": spread,
-                "scale": spread / math.sqrt(self.tiles),
-                "baseline_mae": float(np.mean(np.abs(base_val)) / self.area * 1e3),
-                "baseline_median_ae": float(np.median(np.abs(base_val)) / self.area * 1e3),
-            })
-            module = EDNN(member.focus, member.context, member.hidden, member.activation, seed,
-                          mu, nu, spread / math.sqrt(self.tiles)).to(self.device)
+            self.stats.append(
+                {
+                    "per_atom": float(mu),
+                    "per_tile": float(nu),
+                    "residual_std": spread,
+                    "scale": spread / math.sqrt(self.tiles),
+                    "baseline_mae": float(np.mean(np.abs(base_val)) / self.area * 1e3),
+                    "baseline_median_ae": float(np.median(np.abs(base_val)) / self.area * 1e3),
+                }
+            )
+            module = EDNN(
+                member.focus,
+                member.context,
+                member.hidden,
+                member.activation,
+                seed,
+                mu,
+                nu,
+                spread / math.sqrt(self.tiles),
+            ).to(self.device)
             self.modules.append(module)
-            self.optimizers.append(torch.optim.Adam(module.parameters(), lr=member.loop.lr,
-                                                    weight_decay=member.loop.weight_decay))
+            self.optimizers.append(
+                torch.optim.Adam(module.parameters(), lr=member.loop.lr, weight_decay=member.loop.weight_decay)
+            )
             self.train_index.append(torch.as_tensor(train, device=self.device))
             self.val_index.append(torch.as_tensor(val, device=self.device))
         self.held_out = [self.evaluate(k) for k in range(self.n_models)]
@@ -406,10 +437,19 @@ class EdnnTrainer(MemberModulesTrainer):
         was_training = module.training
         module.eval()
         index = self.val_index[k]
-        errors = torch.cat([
-            module(self.grids[index[i:i + chunk]]) - self.energies[index[i:i + chunk]]
-            for i in range(0, len(index), chunk)
-        ]).abs().cpu().numpy() / self.area * 1e3
+        errors = (
+            torch.cat(
+                [
+                    module(self.grids[index[i : i + chunk]]) - self.energies[index[i : i + chunk]]
+                    for i in range(0, len(index), chunk)
+                ]
+            )
+            .abs()
+            .cpu()
+            .numpy()
+            / self.area
+            * 1e3
+        )
         module.train(was_training)
         return {"mae": float(errors.mean()), "median_ae": float(np.median(errors)), "count": int(errors.size)}
 
@@ -457,8 +497,9 @@ class EdnnFamily(GeneratorFamily):
 
     def validate(self, training, target, settings):
         if training is None:
-            raise ValueError("training: required; EDNN learns from labelled sheets (a StructureBatch with energies "
-                             "in info)")
+            raise ValueError(
+                "training: required; EDNN learns from labelled sheets (a StructureBatch with energies in info)"
+            )
         _, lattice = read_sheets(training, where="training")
         _training_energies(training, target["property"])
         _check_fits(lattice, settings.focus, "settings.focus")
@@ -475,8 +516,12 @@ class EdnnFamily(GeneratorFamily):
         return int(settings.loop.steps)
 
     def architecture(self, settings):
-        return {"focus": list(settings.focus), "context": list(settings.context), "hidden": list(settings.hidden),
-                "activation": settings.activation}
+        return {
+            "focus": list(settings.focus),
+            "context": list(settings.context),
+            "hidden": list(settings.hidden),
+            "activation": settings.activation,
+        }
 
     def build_trainer(self, training, target, members, seeds, device):
         sheets, lattice = read_sheets(training, where="training")
@@ -502,9 +547,13 @@ class EdnnFamily(GeneratorFamily):
 
     def module_from_config(self, config):
         baseline = config.get("baseline", {})
-        return EDNN(**config["architecture"], seed=int(config.get("seed", 0)),
-                    per_atom=baseline.get("per_atom", 0.0), per_tile=baseline.get("per_tile", 0.0),
-                    scale=baseline.get("scale", 1.0))
+        return EDNN(
+            **config["architecture"],
+            seed=int(config.get("seed", 0)),
+            per_atom=baseline.get("per_atom", 0.0),
+            per_tile=baseline.get("per_tile", 0.0),
+            scale=baseline.get("scale", 1.0),
+        )
 
     @torch.no_grad()
     def predict(self, module, config, structures):
@@ -538,7 +587,7 @@ class EdnnFamily(GeneratorFamily):
             tiles = (rows // module.focus[0]) * (cols // module.focus[1])
             chunk = max(1, PREDICT_TILES // tiles)
             values = [  # encoded chunk by chunk: 10,000 sheets of 16× area need no 430 MB float grid
-                module(torch.as_tensor(encode_zigzag(sheets[i:i + chunk]), device=device)).double().cpu().numpy()
+                module(torch.as_tensor(encode_zigzag(sheets[i : i + chunk]), device=device)).double().cpu().numpy()
                 for i in range(0, len(sheets), chunk)
             ]
             out[index] = np.concatenate(values)

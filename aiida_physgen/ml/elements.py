@@ -11,15 +11,25 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 __all__ = ["PROPERTIES", "BLOCKS", "table", "feature_size", "features", "radii", "check_elements", "canonical_order"]
 
 #: pymatgen ``Element`` attributes in every vector, in this order
-PROPERTIES = ("Z", "row", "group", "X", "atomic_radius", "atomic_mass", "mendeleev_no", "ionization_energy",
-              "electron_affinity", "molar_volume")
+PROPERTIES = (
+    "Z",
+    "row",
+    "group",
+    "X",
+    "atomic_radius",
+    "atomic_mass",
+    "mendeleev_no",
+    "ionization_energy",
+    "electron_affinity",
+    "molar_volume",
+)
 BLOCKS = ("s", "p", "d", "f")
 
 

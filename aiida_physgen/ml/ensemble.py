@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class EnsembleLinear(nn.Module):
     def n_models(self) -> int:
         return len(self.weights)
 
-    def select(self, members: Sequence[int]) -> "EnsembleLinear":
+    def select(self, members: Sequence[int]) -> EnsembleLinear:
         """The ``members`` of this layer as a layer of their own that holds the *same* parameter
         objects (no copy): training the selection trains this layer."""
         view = EnsembleLinear.__new__(EnsembleLinear)
@@ -160,7 +160,7 @@ class EnsembleMLP(nn.Module):
         grad = members[0].unsqueeze(0) if k == 1 else torch.stack(members)
         return grad.reshape(x.shape)
 
-    def select(self, members: Sequence[int]) -> "EnsembleMLP":
+    def select(self, members: Sequence[int]) -> EnsembleMLP:
         """The ``members`` as an ensemble of their own sharing this one's parameter objects (no copy)."""
         view = EnsembleMLP.__new__(EnsembleMLP)
         nn.Module.__init__(view)
@@ -172,12 +172,9 @@ class EnsembleMLP(nn.Module):
         return view
 
     def member_parameters(self) -> list[list[nn.Parameter]]:
-        return [
-            [p for layer in self.layers for p in (layer.weights[k], layer.biases[k])]
-            for k in range(self.n_models)
-        ]
+        return [[p for layer in self.layers for p in (layer.weights[k], layer.biases[k])] for k in range(self.n_models)]
 
-    def copy_member_into(self, k: int, other: "EnsembleMLP") -> None:
+    def copy_member_into(self, k: int, other: EnsembleMLP) -> None:
         """Copy member ``k`` of this ensemble into the single-member ``other``."""
         with torch.no_grad():
             for mine, theirs in zip(self.layers, other.layers):

@@ -36,8 +36,9 @@ import importlib.metadata
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -224,8 +225,9 @@ class TrainedModel:
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count <= 0:
             raise ValueError(f"count: got {count!r}, expected a positive number of structures")
         family = self.family
-        return family.sample(self.module, self.config, int(count), int(seed),
-                             family.check_condition(condition, self.config))
+        return family.sample(
+            self.module, self.config, int(count), int(seed), family.check_condition(condition, self.config)
+        )
 
     # ------------------------------------------------------------------ the model file
     def to_bytes(self) -> bytes:
@@ -246,7 +248,7 @@ class TrainedModel:
         return handle.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "TrainedModel":
+    def from_bytes(cls, data: bytes) -> TrainedModel:
         config, state = read_model_file(data)
         module = get_family(config["family"]).module_from_config(config)
         module.load_state_dict(state)

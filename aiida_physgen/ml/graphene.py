@@ -25,8 +25,8 @@ which is what makes a fully convolutional, circularly padded generator upscale.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import ase
 import numpy as np
@@ -108,7 +108,7 @@ class Lattice:
         lx, ly = self.lengths
         return np.diag([lx, ly, self.vacuum])
 
-    def scaled(self, multiple: int) -> "Lattice":
+    def scaled(self, multiple: int) -> Lattice:
         """The lattice ``multiple`` times larger on each side (``multiple²`` times the area)."""
         if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
             raise ValueError(f"scale: got {multiple!r}, expected a positive integer multiple of the sheet's side")
@@ -118,7 +118,7 @@ class Lattice:
         return {"nx": int(self.nx), "ny": int(self.ny), "cc": float(self.cc), "vacuum": float(self.vacuum)}
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "Lattice":
+    def from_dict(cls, values: dict | None) -> Lattice:
         values = dict(values or {})
         unknown = sorted(set(values) - {"nx", "ny", "cc", "vacuum"})
         if unknown:
@@ -126,7 +126,7 @@ class Lattice:
         return cls(**values)
 
     @classmethod
-    def from_zigzag_shape(cls, shape: Sequence[int], cc: float = CC_BOND, vacuum: float = 15.0) -> "Lattice":
+    def from_zigzag_shape(cls, shape: Sequence[int], cc: float = CC_BOND, vacuum: float = 15.0) -> Lattice:
         rows, cols = (int(s) for s in shape[-2:])
         if rows % 3 or cols % 2 or rows < 3 or cols < 2:
             raise ValueError(
@@ -183,10 +183,10 @@ def _neighbour_counts(occ: np.ndarray) -> np.ndarray:
     left = np.roll(occ, 1, axis=-1)
     right = np.roll(occ, -1, axis=-1)
     cols = occ.shape[-1]
-    even = (np.arange(cols) % 2 == 0)
+    even = np.arange(cols) % 2 == 0
     side = left + right
-    side_shift_even = np.roll(side, 1, axis=-2)   # row r-1 of the side columns
-    side_shift_odd = np.roll(side, -1, axis=-2)   # row r+1 of the side columns
+    side_shift_even = np.roll(side, 1, axis=-2)  # row r-1 of the side columns
+    side_shift_odd = np.roll(side, -1, axis=-2)  # row r+1 of the side columns
     side_other = np.where(even, side_shift_even, side_shift_odd)
     return up + down + side + side_other
 
@@ -246,7 +246,7 @@ def random_sheets(
             r = rng.uniform(r_lo, r_hi)
             d = xy - centre
             d -= np.round(d / lengths) * lengths
-            occ &= (d ** 2).sum(-1) >= r * r
+            occ &= (d**2).sum(-1) >= r * r
         sheets[n] = prune_dangling(occ) if prune else occ
     return sheets
 
@@ -319,7 +319,9 @@ def occupancy_to_atoms(occupancy: np.ndarray, lattice: Lattice | None = None) ->
     return ase.Atoms(["C"] * len(positions), positions=positions, cell=base.cell, pbc=[True, True, False])
 
 
-def atoms_to_occupancy(atoms: ase.Atoms, lattice: Lattice | None = None, where: str = "structure") -> tuple[np.ndarray, Lattice]:
+def atoms_to_occupancy(
+    atoms: ase.Atoms, lattice: Lattice | None = None, where: str = "structure"
+) -> tuple[np.ndarray, Lattice]:
     """Read a sheet back onto the lattice: the zig-zag occupancy and the lattice it fits.
 
     The lattice (cells in x and y) is inferred from the cell unless given; ``ValueError`` naming
@@ -359,13 +361,13 @@ def atoms_to_occupancy(atoms: ase.Atoms, lattice: Lattice | None = None, where: 
     lengths = np.array(lattice.lengths)
     d0 = positions[0, :2] - grid[mask][:, :2]
     d0 -= np.round(d0 / lengths) * lengths
-    origin = d0[np.argmin((d0 ** 2).sum(-1))]
+    origin = d0[np.argmin((d0**2).sum(-1))]
     xy = (positions[:, :2] - origin) % lengths
     col = np.rint(xy[:, 0] / (lattice.a / 2)).astype(int) % (2 * lattice.nx)
     row = np.rint((xy[:, 1] / (lattice.cc / 2) - col % 2) / 2).astype(int) % (3 * lattice.ny)
     d = xy - grid[row, col, :2]
     d -= np.round(d / lengths) * lengths
-    off = np.sqrt((d ** 2).sum(-1))
+    off = np.sqrt((d**2).sum(-1))
     bad = np.flatnonzero((off > SITE_TOLERANCE) | ~mask[row, col])
     if bad.size:
         raise ValueError(
@@ -380,8 +382,9 @@ def atoms_to_occupancy(atoms: ase.Atoms, lattice: Lattice | None = None, where: 
     return occ, lattice
 
 
-def sheets_to_batch(occupancies: np.ndarray, lattice: Lattice | None = None,
-                    info: dict | None = None) -> StructureBatch:
+def sheets_to_batch(
+    occupancies: np.ndarray, lattice: Lattice | None = None, info: dict | None = None
+) -> StructureBatch:
     """Sheets (zig-zag occupancies ``(M, 3ny, 2nx)``) as one :class:`StructureBatch` (carbon, pbc in x and y).
 
     Built from the arrays directly (no ``ase.Atoms`` per sheet): 32,768 sheets take well under a second.
@@ -463,8 +466,10 @@ class SheetSettings:
             raise ValueError(f"holes, radius: expected (min, max) pairs, got {self.holes!r} and {self.radius!r}")
         lattice = self.lattice  # checks nx, ny
         if not (0 < self.radius[0] <= self.radius[1] < min(lattice.lengths) / 2):
-            raise ValueError(f"radius: got {list(self.radius)}, expected 0 < min <= max < "
-                             f"{min(lattice.lengths) / 2:.1f} Å (half the sheet)")
+            raise ValueError(
+                f"radius: got {list(self.radius)}, expected 0 < min <= max < "
+                f"{min(lattice.lengths) / 2:.1f} Å (half the sheet)"
+            )
         lo, hi = self.holes
         if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) for h in self.holes) or not 0 <= lo <= hi:
             raise ValueError(f"holes: got {list(self.holes)}, expected (min, max) numbers of holes, 0 <= min <= max")

@@ -17,9 +17,10 @@ Kovács, Heid, De Landsheere, Madsen, Mach. Learn.: Sci. Technol. 5 035079 (2024
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import ase.data
 import ase.formula
@@ -71,15 +72,19 @@ class LoganSettings:
     def __post_init__(self) -> None:
         for name in ("hidden", "critic_hidden"):
             value = getattr(self, name)
-            if not isinstance(value, (list, tuple)) or not value or any(
-                isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value
+            if (
+                not isinstance(value, (list, tuple))
+                or not value
+                or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in value)
             ):
                 raise ValueError(f"{name}: got {value!r}, expected a non-empty list of positive layer sizes")
             setattr(self, name, tuple(int(h) for h in value))
         if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) or self.latent_dim < 1:
             raise ValueError(f"latent_dim: got {self.latent_dim!r}, expected a positive integer")
-        for name, expected in (("rattle_std", "a positive finite displacement in Å"),
-                               ("negative_slope", "a positive finite leaky-ReLU slope")):
+        for name, expected in (
+            ("rattle_std", "a positive finite displacement in Å"),
+            ("negative_slope", "a positive finite leaky-ReLU slope"),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name}: got {value!r}, expected {expected}")
@@ -120,8 +125,10 @@ def check_training_structures(training: StructureBatch, min_distance: float = MI
         i, j, d = neighbor_list("ijd", atoms, min_distance)
         if d.size:
             k = int(np.argmin(d))
-            pair = (f"atoms {int(i[k])} ({atoms.get_chemical_symbols()[i[k]]}) and {int(j[k])} "
-                    f"({atoms.get_chemical_symbols()[j[k]]}) are {d[k]:.3f} Å apart")
+            pair = (
+                f"atoms {int(i[k])} ({atoms.get_chemical_symbols()[i[k]]}) and {int(j[k])} "
+                f"({atoms.get_chemical_symbols()[j[k]]}) are {d[k]:.3f} Å apart"
+            )
         else:  # pragma: no cover - min_distances and the neighbour list agree
             pair = f"two atoms are {training.min_distances()[index]:.3f} Å apart"
         more = f" ({close.size} structures have such atoms, also {close[1:6].tolist()})" if close.size > 1 else ""
@@ -149,9 +156,7 @@ def validate_training(
         )
     missing = sorted(wanted - present)
     if missing:
-        raise ValueError(
-            f"composition: element(s) {missing} have no atomic environments in the training structures"
-        )
+        raise ValueError(f"composition: element(s) {missing} have no atomic environments in the training structures")
     cell = np.asarray(cell, dtype=float)
     if cell.shape != (3, 3):
         raise ValueError(f"cell: expected a 3x3 matrix of lattice vectors, got shape {cell.shape}")
@@ -166,7 +171,9 @@ def validate_training(
         typical = float(np.mean(extents))
         need = max(typical, r_cut)
         if heights.min() < need:
-            what = f"the typical training molecule ({typical:.2f} Å across)" if typical >= r_cut else f"r_cut ({r_cut} Å)"
+            what = (
+                f"the typical training molecule ({typical:.2f} Å across)" if typical >= r_cut else f"r_cut ({r_cut} Å)"
+            )
             raise ValueError(
                 f"cell: the non-periodic box is {heights.min():.2f} Å across at its narrowest, smaller than "
                 f"{what}; expected a box of at least {need:.2f} Å in every direction"
@@ -223,7 +230,7 @@ class LoganGenerator(nn.Module):
             return frac @ self.cell
         return torch.stack([member @ self.cell for member in frac])
 
-    def member_view(self, k: int) -> "LoganGenerator":
+    def member_view(self, k: int) -> LoganGenerator:
         """Member ``k`` as a one-member generator holding member ``k``'s own parameter objects (a view
         for training it alone; :meth:`member` makes an independent copy)."""
         view = LoganGenerator.__new__(LoganGenerator)
@@ -239,11 +246,9 @@ class LoganGenerator(nn.Module):
     def architecture(self) -> dict[str, Any]:
         return {"latent_dim": self.latent_dim, "hidden": self.hidden, "negative_slope": self.negative_slope}
 
-    def member(self, k: int) -> "LoganGenerator":
+    def member(self, k: int) -> LoganGenerator:
         """Member ``k`` as a stand-alone single-model generator (on the CPU)."""
-        single = LoganGenerator(
-            self.symbols, self.cell.cpu().numpy(), self.pbc, [self.seeds[k]], **self.architecture()
-        )
+        single = LoganGenerator(self.symbols, self.cell.cpu().numpy(), self.pbc, [self.seeds[k]], **self.architecture())
         self.mlp.copy_member_into(k, single.mlp)
         return single.eval()
 
@@ -278,8 +283,14 @@ class LoganGenerator(nn.Module):
 class LoganCritic(nn.Module):
     """``K`` per-environment critics: (descriptor ⊕ one-hot element) → MLP → score per atom."""
 
-    def __init__(self, n_features: int, n_species: int, seeds: Sequence[int], hidden=(256, 128, 64, 32),
-                 negative_slope: float = 0.2):
+    def __init__(
+        self,
+        n_features: int,
+        n_species: int,
+        seeds: Sequence[int],
+        hidden=(256, 128, 64, 32),
+        negative_slope: float = 0.2,
+    ):
         super().__init__()
         self.mlp = EnsembleMLP(
             [n_features + n_species, *hidden, 1], [member_seed(s, Stream.CRITIC) for s in seeds], negative_slope
@@ -289,7 +300,7 @@ class LoganCritic(nn.Module):
         """``(K, B, N, F + S)`` → scores ``(K, B, N)``."""
         return self.mlp(environments).squeeze(-1)
 
-    def member_view(self, k: int) -> "LoganCritic":
+    def member_view(self, k: int) -> LoganCritic:
         """Member ``k`` as a one-member critic holding member ``k``'s own parameter objects."""
         view = LoganCritic.__new__(LoganCritic)
         nn.Module.__init__(view)
@@ -357,10 +368,14 @@ class LoganProblem(WGANProblem):
                 everything = np.concatenate([member_pools[z] for z in species])
                 mean = torch.as_tensor(everything.mean(axis=0), dtype=torch.float32)
                 std = torch.as_tensor(everything.std(axis=0) + 1e-6, dtype=torch.float32)
-                standardised[id(member_pools)] = (mean, std, [
-                    ((torch.as_tensor(member_pools[z], dtype=torch.float32) - mean) / std).to(self.device)
-                    for z in species
-                ])
+                standardised[id(member_pools)] = (
+                    mean,
+                    std,
+                    [
+                        ((torch.as_tensor(member_pools[z], dtype=torch.float32) - mean) / std).to(self.device)
+                        for z in species
+                    ],
+                )
             mean, std, member_standardised = standardised[id(member_pools)]
             means.append(mean)
             stds.append(std)
@@ -374,7 +389,8 @@ class LoganProblem(WGANProblem):
         self.species_index = self.species_index.to(self.device)
         # the atoms of the composition, grouped by element: real samples are drawn block by block
         self.blocks = [
-            (i, torch.nonzero(self.species_index == i).flatten()) for i in range(len(species))
+            (i, torch.nonzero(self.species_index == i).flatten())
+            for i in range(len(species))
             if (self.species_index == i).any()
         ]
 
@@ -413,7 +429,7 @@ class LoganProblem(WGANProblem):
         # the critic is a plain MLP: its exact input gradient without autograd's pass over the forward graph
         return self.critic.mlp.input_gradient(samples), samples.dim() - 1
 
-    def member_problem(self, k: int) -> "LoganProblem":
+    def member_problem(self, k: int) -> LoganProblem:
         """Member ``k`` alone: its generator and critic (views on its parameters), its pools and its
         standardisation; every member trains through this one-member path (see
         :meth:`~aiida_physgen.ml.wgan.WGANProblem.member_problem`)."""
@@ -489,8 +505,11 @@ class LoganFamily(GeneratorFamily):
         return settings_module.to_dict(settings.descriptor)
 
     def architecture(self, settings):
-        return {"latent_dim": settings.latent_dim, "hidden": list(settings.hidden),
-                "negative_slope": settings.negative_slope}
+        return {
+            "latent_dim": settings.latent_dim,
+            "hidden": list(settings.hidden),
+            "negative_slope": settings.negative_slope,
+        }
 
     def build_trainer(self, training, target, members, seeds, device):
         s = members[0]
@@ -499,13 +518,18 @@ class LoganFamily(GeneratorFamily):
         descriptor_settings = s.descriptor.for_species(numbers)
         descriptor = LocalDescriptor(descriptor_settings).to(device)
         if s.rattle_copies:
-            pools = [environment_pools(training, descriptor_settings, s.rattle_copies, s.rattle_std, seed)
-                     for seed in seeds]
+            pools = [
+                environment_pools(training, descriptor_settings, s.rattle_copies, s.rattle_std, seed) for seed in seeds
+            ]
         else:  # no random copies: every member's pool is the same, computed once
             pools = [environment_pools(training, descriptor_settings, 0, s.rattle_std, 0)] * len(seeds)
         generator = LoganGenerator(symbols, cell, pbc, seeds, s.latent_dim, s.hidden, s.negative_slope).to(device)
         critic = LoganCritic(
-            descriptor_settings.n_features, len(descriptor_settings.species), seeds, s.critic_hidden, s.negative_slope,
+            descriptor_settings.n_features,
+            len(descriptor_settings.species),
+            seeds,
+            s.critic_hidden,
+            s.negative_slope,
         ).to(device)
         problem = LoganProblem(generator, critic, descriptor, pools, device)
         return WGANTrainer(problem, member_loop(members), seeds)

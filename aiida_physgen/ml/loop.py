@@ -13,9 +13,10 @@ member trained inside a larger ensemble see the same random numbers.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -277,7 +278,7 @@ class MemberModulesTrainer(Trainer):
         if self.orders[k] is None or self.positions[k] + size > count:
             self.orders[k] = torch.randperm(count, generator=self.rngs[k])
             self.positions[k] = 0
-        batch = self.orders[k][self.positions[k]:self.positions[k] + size]
+        batch = self.orders[k][self.positions[k] : self.positions[k] + size]
         self.positions[k] += size
         return batch
 

@@ -53,8 +53,10 @@ class ProgressLog:
                 handle.write(f"{stamp} {text}\n")
         except OSError as error:
             self.failed = f"{self.path}: {error.strerror or error}"
-            print(f"Warning: the progress log cannot be written ({self.failed}); training goes on without it",
-                  file=sys.stderr)
+            print(
+                f"Warning: the progress log cannot be written ({self.failed}); training goes on without it",
+                file=sys.stderr,
+            )
 
 
 def read_progress_log(text: str) -> dict[str, Any]:

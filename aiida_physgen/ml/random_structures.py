@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import ase.data
 import numpy as np
@@ -77,8 +77,10 @@ def random_structures(
         raise ValueError(f"count: got {count!r}, expected a positive number of structures")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: got {seed!r}, expected a non-negative integer")
-    if isinstance(min_distance, bool) or not isinstance(min_distance, (int, float, np.floating)) or not (
-        math.isfinite(min_distance) and min_distance >= 0
+    if (
+        isinstance(min_distance, bool)
+        or not isinstance(min_distance, (int, float, np.floating))
+        or not (math.isfinite(min_distance) and min_distance >= 0)
     ):
         raise ValueError(f"min_distance: got {min_distance!r}, expected a non-negative distance in Å")
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, (int, np.integer)) or max_attempts <= 0:

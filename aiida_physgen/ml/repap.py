@@ -31,9 +31,10 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,8 +44,8 @@ from torch.nn import functional as F
 from .batch import StructureBatch
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily, keys_checked
-from .settings import require_positive_ints
 from .loop import MemberModulesTrainer
+from .settings import require_positive_ints
 
 __all__ = [
     "RepapLoopSettings",
@@ -79,8 +80,11 @@ def _positive_int(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-            and math.isfinite(value))
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+    )
 
 
 # ---------------------------------------------------------------------- settings
@@ -101,16 +105,23 @@ class RepapLoopSettings:
     log_every: int = 100
 
     def __post_init__(self) -> None:
-        require_positive_ints(self, {"steps": "a positive number of optimiser steps",
-                                     "batch_size": "a positive number of frames per step",
-                                     "log_every": "a positive logging interval in steps"})
+        require_positive_ints(
+            self,
+            {
+                "steps": "a positive number of optimiser steps",
+                "batch_size": "a positive number of frames per step",
+                "log_every": "a positive logging interval in steps",
+            },
+        )
         if not _number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
         if not _number(self.clip_norm) or self.clip_norm <= 0:
             raise ValueError(f"clip_norm: got {self.clip_norm!r}, expected a positive gradient-norm bound")
         if not _number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction: got {self.validation_fraction!r}, expected the fraction of "
-                             "frames held out, in (0, 1)")
+            raise ValueError(
+                f"validation_fraction: got {self.validation_fraction!r}, expected the fraction of "
+                "frames held out, in (0, 1)"
+            )
 
 
 @dataclass
@@ -179,7 +190,7 @@ def nearest_neighbour_distances(fractions: np.ndarray, cell: np.ndarray) -> np.n
     frames, n, _ = f.shape
     out = torch.empty(frames, n, dtype=torch.float64)
     for i in range(n):
-        others = torch.cat([f[:, :i], f[:, i + 1:]], dim=1)
+        others = torch.cat([f[:, :i], f[:, i + 1 :]], dim=1)
         out[:, i] = _periodic_distances(f[:, i], others, c).amin(dim=1)
     return out.numpy()
 
@@ -195,8 +206,9 @@ def read_trajectory(training: StructureBatch | None, where: str = "training") ->
     """The frames of a fixed-cell periodic trajectory as sequences; ``ValueError`` naming ``where[i]`` for
     a frame with another atom count, other species, another cell or no periodicity."""
     if not isinstance(training, StructureBatch):
-        raise ValueError(f"{where}: expected the frames of a trajectory (a StructureBatch), got "
-                         f"{type(training).__name__}")
+        raise ValueError(
+            f"{where}: expected the frames of a trajectory (a StructureBatch), got {type(training).__name__}"
+        )
     frames = len(training)
     n = int(training.n_atoms[0])
     if n < 2:
@@ -204,26 +216,33 @@ def read_trajectory(training: StructureBatch | None, where: str = "training") ->
     wrong = np.flatnonzero(training.n_atoms != n)
     if wrong.size:
         i = int(wrong[0])
-        raise ValueError(f"{where}[{i}]: {int(training.n_atoms[i])} atoms, frame 0 has {n}; every frame of the "
-                         "trajectory must hold the same atoms")
+        raise ValueError(
+            f"{where}[{i}]: {int(training.n_atoms[i])} atoms, frame 0 has {n}; every frame of the "
+            "trajectory must hold the same atoms"
+        )
     numbers = training.numbers.reshape(frames, n)
     differs = np.flatnonzero((numbers != numbers[0]).any(axis=1))
     if differs.size:
         i = int(differs[0])
         j = int(np.argmax(numbers[i] != numbers[0]))
-        raise ValueError(f"{where}[{i}]: atom {j} is element {int(numbers[i, j])}, in frame 0 it is "
-                         f"{int(numbers[0, j])}; every frame must hold the same species in the same order")
+        raise ValueError(
+            f"{where}[{i}]: atom {j} is element {int(numbers[i, j])}, in frame 0 it is "
+            f"{int(numbers[0, j])}; every frame must hold the same species in the same order"
+        )
     if not training.pbc.all():
         i = int(np.argmin(training.pbc.all(axis=1)))
-        raise ValueError(f"{where}[{i}]: pbc {training.pbc[i].tolist()}; RePAP needs cells periodic along all "
-                         "three axes")
+        raise ValueError(
+            f"{where}[{i}]: pbc {training.pbc[i].tolist()}; RePAP needs cells periodic along all three axes"
+        )
     cell = np.array(training.cells[0])
     if abs(np.linalg.det(cell)) < 1e-6:
         raise ValueError(f"{where}[0]: the cell has no volume; expected a periodic cell")
     moved = np.flatnonzero(np.abs(training.cells - cell).reshape(frames, 9).max(axis=1) > 1e-6)
     if moved.size:
-        raise ValueError(f"{where}[{int(moved[0])}]: the cell differs from frame 0's; RePAP needs one fixed cell "
-                         "(a constant-volume trajectory)")
+        raise ValueError(
+            f"{where}[{int(moved[0])}]: the cell differs from frame 0's; RePAP needs one fixed cell "
+            "(a constant-volume trajectory)"
+        )
     fractions = np.linalg.solve(cell.T, training.positions.T).T.reshape(frames, n, 3) % 1.0
     fractions[fractions >= 1.0] = 0.0  # -1e-17 % 1.0 is 1.0
     order = atom_order(fractions, cell)
@@ -248,21 +267,32 @@ def to_bins(fractions: torch.Tensor, bins: int) -> torch.Tensor:
 class RepapLSTM(nn.Module):
     """The LSTM of one model: bins of coordinates ``0 … 3N−2`` → logits of coordinates ``1 … 3N−1``."""
 
-    def __init__(self, bins: int = 50, length: int = 90, hidden: int = 256, layers: int = 2,
-                 dropout: float = 0.5, seed: int = 0):
+    def __init__(
+        self, bins: int = 50, length: int = 90, hidden: int = 256, layers: int = 2, dropout: float = 0.5, seed: int = 0
+    ):
         super().__init__()
         self.bins, self.length = int(bins), int(length)
         self.hidden, self.layers, self.dropout_p = int(hidden), int(layers), float(dropout)
         with torch.random.fork_rng(devices=[]):  # the member's own stream, the global one untouched
             torch.manual_seed(member_seed(seed, Stream.GENERATOR))
-            self.lstm = nn.LSTM(self.bins + self.length - 1, self.hidden, self.layers, batch_first=True,
-                                dropout=self.dropout_p if self.layers > 1 else 0.0)
+            self.lstm = nn.LSTM(
+                self.bins + self.length - 1,
+                self.hidden,
+                self.layers,
+                batch_first=True,
+                dropout=self.dropout_p if self.layers > 1 else 0.0,
+            )
             self.output = nn.Linear(self.hidden, self.bins)
         self.drop = nn.Dropout(self.dropout_p)
 
     def architecture(self) -> dict[str, Any]:
-        return {"bins": self.bins, "length": self.length, "hidden": self.hidden, "layers": self.layers,
-                "dropout": self.dropout_p}
+        return {
+            "bins": self.bins,
+            "length": self.length,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "dropout": self.dropout_p,
+        }
 
     def encode(self, bins_in: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.one_hot(bins_in, self.bins), F.one_hot(positions, self.length - 1)], dim=-1).float()
@@ -289,8 +319,13 @@ class RepapTrainer(MemberModulesTrainer):
     coordinates) and ``validation_loss`` on the held-out (last) frames.
     """
 
-    def __init__(self, data: SequenceData, members: Sequence[RepapSettings], seeds: Sequence[int],
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        data: SequenceData,
+        members: Sequence[RepapSettings],
+        seeds: Sequence[int],
+        device: torch.device | str = "cpu",
+    ):
         first = members[0]
         super().__init__(seeds, log_every=first.loop.log_every)
         self.device = torch.device(device)
@@ -306,8 +341,9 @@ class RepapTrainer(MemberModulesTrainer):
         counts = np.bincount(self.bins_of[: self.n_train, 0].cpu().numpy(), minlength=first.bins)
         self.x0_histogram = counts.astype(np.int64)
         for member, seed in zip(members, self.seeds):
-            module = RepapLSTM(member.bins, data.fractions.shape[1], member.hidden, member.layers,
-                               member.dropout, seed).to(self.device)
+            module = RepapLSTM(
+                member.bins, data.fractions.shape[1], member.hidden, member.layers, member.dropout, seed
+            ).to(self.device)
             self.modules.append(module)
             self.optimizers.append(torch.optim.Adam(module.parameters(), lr=member.loop.lr))
         self.validation = [self.evaluate(k) for k in range(self.n_models)]
@@ -337,8 +373,10 @@ class RepapTrainer(MemberModulesTrainer):
         out = self.running_means(losses, logging)
         if logging:
             self.validation = [self.evaluate(k) for k in range(self.n_models)]
-        return {"loss": torch.tensor(out, dtype=torch.float64),
-                "validation_loss": torch.tensor(self.validation, dtype=torch.float64)}
+        return {
+            "loss": torch.tensor(out, dtype=torch.float64),
+            "validation_loss": torch.tensor(self.validation, dtype=torch.float64),
+        }
 
     @torch.no_grad()
     def evaluate(self, k: int, chunk: int = 512) -> float:
@@ -349,7 +387,7 @@ class RepapTrainer(MemberModulesTrainer):
         index = torch.arange(self.n_train, len(self.fractions), device=self.device)
         total = 0.0
         for i in range(0, len(index), chunk):
-            part = index[i:i + chunk]
+            part = index[i : i + chunk]
             total += float(self.loss(module, part)) * len(part)
         module.train(was_training)
         return total / len(index)
@@ -381,9 +419,15 @@ def _put_state(state, rows: torch.Tensor, values) -> None:
 
 
 @torch.no_grad()
-def generate_sequences(module: RepapLSTM, config: Mapping[str, Any], count: int, generator: torch.Generator,
-                       min_distance: float, max_tries: int, temperature: float = 1.0
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def generate_sequences(
+    module: RepapLSTM,
+    config: Mapping[str, Any],
+    count: int,
+    generator: torch.Generator,
+    min_distance: float,
+    max_tries: int,
+    temperature: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One pass for ``count`` structures: fractional coordinates ``(count, N, 3)``, atom redraws per
     structure, and which structures failed (an atom still too close after ``max_tries`` redraws)."""
     bins, jitter = int(config["architecture"]["bins"]), bool(config["jitter"])
@@ -458,11 +502,14 @@ class RepapFamily(GeneratorFamily):
         if target is None:
             target = {}
         if not isinstance(target, Mapping):
-            raise ValueError(f"target: expected an empty dictionary (the trajectory fixes atoms and cell), got "
-                             f"{target!r}")
+            raise ValueError(
+                f"target: expected an empty dictionary (the trajectory fixes atoms and cell), got {target!r}"
+            )
         if target:
-            raise ValueError(f"target.{sorted(target)[0]}: unknown key; a RePAP target is empty (the training "
-                             "trajectory fixes atoms, species and cell)")
+            raise ValueError(
+                f"target.{sorted(target)[0]}: unknown key; a RePAP target is empty (the training "
+                "trajectory fixes atoms, species and cell)"
+            )
         return {}
 
     def validate(self, training, target, settings):
@@ -472,9 +519,11 @@ class RepapFamily(GeneratorFamily):
         frames = len(data.fractions)
         n_val = max(1, int(round(frames * settings.loop.validation_fraction)))
         if frames - n_val < 2:
-            raise ValueError(f"training: {frames} frames with settings.loop.validation_fraction "
-                             f"{settings.loop.validation_fraction} leave {frames - n_val} to train on; expected "
-                             "at least 2")
+            raise ValueError(
+                f"training: {frames} frames with settings.loop.validation_fraction "
+                f"{settings.loop.validation_fraction} leave {frames - n_val} to train on; expected "
+                "at least 2"
+            )
         self.check_grid(data, settings.bins)
 
     @staticmethod
@@ -497,8 +546,12 @@ class RepapFamily(GeneratorFamily):
         return int(settings.loop.steps)
 
     def architecture(self, settings):
-        return {"bins": settings.bins, "hidden": settings.hidden, "layers": settings.layers,
-                "dropout": settings.dropout}
+        return {
+            "bins": settings.bins,
+            "hidden": settings.hidden,
+            "layers": settings.layers,
+            "dropout": settings.dropout,
+        }
 
     def build_trainer(self, training, target, members, seeds, device):
         return RepapTrainer(read_trajectory(training), members, seeds, device)
@@ -528,8 +581,12 @@ class RepapFamily(GeneratorFamily):
 
     # ------------------------------------------------------------------ sampling
     def check_condition(self, condition, config):
-        condition = keys_checked(condition, "condition", sorted(self.CONDITION_DEFAULTS),
-                                 "a dictionary with min_distance, max_tries and/or max_restarts")
+        condition = keys_checked(
+            condition,
+            "condition",
+            sorted(self.CONDITION_DEFAULTS),
+            "a dictionary with min_distance, max_tries and/or max_restarts",
+        )
         out = {**self.CONDITION_DEFAULTS, **condition}
         d = out["min_distance"]
         if not _number(d) or d < 0:
@@ -537,8 +594,10 @@ class RepapFamily(GeneratorFamily):
         out["min_distance"] = float(d)
         t = out["temperature"]
         if not _number(t) or t <= 0:
-            raise ValueError(f"condition.temperature: got {t!r}, expected a positive sampling temperature (1: the "
-                             "model's distribution; below 1 sharper, above 1 flatter)")
+            raise ValueError(
+                f"condition.temperature: got {t!r}, expected a positive sampling temperature (1: the "
+                "model's distribution; below 1 sharper, above 1 flatter)"
+            )
         out["temperature"] = float(t)
         for key in ("max_tries", "max_restarts"):
             if not _positive_int(out[key]):
@@ -579,21 +638,43 @@ class RepapFamily(GeneratorFamily):
             warnings.warn(
                 f"sample: {int((redraws > 0).sum())} of {count} structures had an atom closer than "
                 f"{condition['min_distance']:g} Å to an earlier one ({int(redraws.sum())} atom redraws, "
-                f"{int(restarts.sum())} structure restarts)", UserWarning, stacklevel=2)
-        return StructureBatch.from_uniform(coords @ cell, config["numbers"], cell, [True, True, True],
-                                           info={"resampled_atoms": redraws, "restarts": restarts})
+                f"{int(restarts.sum())} structure restarts)",
+                UserWarning,
+                stacklevel=2,
+            )
+        return StructureBatch.from_uniform(
+            coords @ cell,
+            config["numbers"],
+            cell,
+            [True, True, True],
+            info={"resampled_atoms": redraws, "restarts": restarts},
+        )
 
     def _sample_chunk(self, module, config, count, generator, condition):
-        coords, redraws, failed = generate_sequences(module, config, count, generator, condition["min_distance"],
-                                                     condition["max_tries"], condition["temperature"])
+        coords, redraws, failed = generate_sequences(
+            module,
+            config,
+            count,
+            generator,
+            condition["min_distance"],
+            condition["max_tries"],
+            condition["temperature"],
+        )
         restarts = np.zeros(count, dtype=np.int64)
         for _ in range(condition["max_restarts"]):
             rows = np.flatnonzero(failed)
             if rows.size == 0:
                 break
             restarts[rows] += 1
-            c, r, f = generate_sequences(module, config, rows.size, generator, condition["min_distance"],
-                                         condition["max_tries"], condition["temperature"])
+            c, r, f = generate_sequences(
+                module,
+                config,
+                rows.size,
+                generator,
+                condition["min_distance"],
+                condition["max_tries"],
+                condition["temperature"],
+            )
             coords[rows], failed[rows] = c, f
             redraws[rows] += r
         if failed.any():

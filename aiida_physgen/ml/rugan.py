@@ -44,10 +44,11 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,10 +112,20 @@ class RuganSettings:
     critic_layers: int = 3
     dropout: float = 0.2
     negative_slope: float = 0.2
-    loop: WGANSettings = field(default_factory=lambda: WGANSettings(
-        steps=20000, n_critic=10, batch_size=64, gp_weight=10.0, consistency_weight=2.0,
-        optimizer="adam", lr_generator=1e-4, lr_critic=1e-4, betas=(0.0, 0.9), eps=1e-8,
-    ))
+    loop: WGANSettings = field(
+        default_factory=lambda: WGANSettings(
+            steps=20000,
+            n_critic=10,
+            batch_size=64,
+            gp_weight=10.0,
+            consistency_weight=2.0,
+            optimizer="adam",
+            lr_generator=1e-4,
+            lr_critic=1e-4,
+            betas=(0.0, 0.9),
+            eps=1e-8,
+        )
+    )
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -249,8 +260,14 @@ class RuganGenerator(nn.Module):
     pair-state probabilities ``(K, B, 4, 2H, 2W)`` or zig-zag sigmoids × mask ``(K, B, 1, H, W)``.
     """
 
-    def __init__(self, encoding: str = "pair", seeds: Sequence[int] = (0,), noise_channels: int = 63,
-                 channels: int = 64, blocks: int = 3):
+    def __init__(
+        self,
+        encoding: str = "pair",
+        seeds: Sequence[int] = (0,),
+        noise_channels: int = 63,
+        channels: int = 64,
+        blocks: int = 3,
+    ):
         super().__init__()
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding: got {encoding!r}, expected one of {list(ENCODINGS)}")
@@ -261,8 +278,9 @@ class RuganGenerator(nn.Module):
         self.n_blocks = int(blocks)
         n_in = self.noise_channels + 1 + (encoding == "zigzag")  # noise, label (and the mask)
         self.nets = nn.ModuleList(
-            _seeded(member_seed(s, Stream.GENERATOR),
-                    lambda: _GeneratorNet(encoding, n_in, self.channels, self.n_blocks))
+            _seeded(
+                member_seed(s, Stream.GENERATOR), lambda: _GeneratorNet(encoding, n_in, self.channels, self.n_blocks)
+            )
             for s in self.seeds
         )
 
@@ -271,8 +289,12 @@ class RuganGenerator(nn.Module):
         return len(self.nets)
 
     def architecture(self) -> dict[str, Any]:
-        return {"encoding": self.encoding, "noise_channels": self.noise_channels, "channels": self.channels,
-                "blocks": self.n_blocks}
+        return {
+            "encoding": self.encoding,
+            "noise_channels": self.noise_channels,
+            "channels": self.channels,
+            "blocks": self.n_blocks,
+        }
 
     def noise_shape(self, lattice: Lattice) -> tuple[int, int]:
         """The spatial shape of the noise grid for a sheet on ``lattice``."""
@@ -299,23 +321,31 @@ class RuganGenerator(nn.Module):
             raise ValueError(f"z: {z.shape[0]} members of noise for {self.n_models} generators")
         return torch.stack([self.member_forward(k, z[k], labels[k]) for k in range(self.n_models)])
 
-    def member_view(self, k: int) -> "RuganGenerator":
+    def member_view(self, k: int) -> RuganGenerator:
         """Member ``k`` as a one-member generator holding member ``k``'s own modules (a view, for training)."""
         view = RuganGenerator.__new__(RuganGenerator)
         nn.Module.__init__(view)
         view.encoding, view.noise_channels, view.channels, view.n_blocks = (
-            self.encoding, self.noise_channels, self.channels, self.n_blocks)
+            self.encoding,
+            self.noise_channels,
+            self.channels,
+            self.n_blocks,
+        )
         view.seeds = [self.seeds[k]]
         view.nets = nn.ModuleList([self.nets[k]])
         view.train(self.training)
         return view
 
-    def member(self, k: int) -> "RuganGenerator":
+    def member(self, k: int) -> RuganGenerator:
         """Member ``k`` as an independent single-member generator (a copy, on the CPU, eval mode)."""
         single = RuganGenerator.__new__(RuganGenerator)
         nn.Module.__init__(single)
         single.encoding, single.noise_channels, single.channels, single.n_blocks = (
-            self.encoding, self.noise_channels, self.channels, self.n_blocks)
+            self.encoding,
+            self.noise_channels,
+            self.channels,
+            self.n_blocks,
+        )
         single.seeds = [self.seeds[k]]
         single.nets = nn.ModuleList([copy.deepcopy(self.nets[k]).cpu()])
         return single.eval()
@@ -324,14 +354,23 @@ class RuganGenerator(nn.Module):
 class RuganCritic(nn.Module):
     """``K`` RUGAN critics: configuration ``(K, B, C, H, W)`` + standardised labels ``(K, B)`` → scores ``(K, B)``."""
 
-    def __init__(self, encoding: str = "pair", seeds: Sequence[int] = (0,), channels: int = 64, layers: int = 3,
-                 dropout: float = 0.2, negative_slope: float = 0.2):
+    def __init__(
+        self,
+        encoding: str = "pair",
+        seeds: Sequence[int] = (0,),
+        channels: int = 64,
+        layers: int = 3,
+        dropout: float = 0.2,
+        negative_slope: float = 0.2,
+    ):
         super().__init__()
         self.encoding = encoding
         n_in = (N_PAIR_STATES if encoding == "pair" else 1) + 2  # configuration, label, parity or mask
         self.nets = nn.ModuleList(
-            _seeded(member_seed(s, Stream.CRITIC),
-                    lambda: _CriticNet(encoding, n_in, channels, layers, dropout, negative_slope))
+            _seeded(
+                member_seed(s, Stream.CRITIC),
+                lambda: _CriticNet(encoding, n_in, channels, layers, dropout, negative_slope),
+            )
             for s in seeds
         )
 
@@ -348,7 +387,7 @@ class RuganCritic(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.member_forward(k, x[k], labels[k]) for k in range(self.n_models)])
 
-    def member_view(self, k: int) -> "RuganCritic":
+    def member_view(self, k: int) -> RuganCritic:
         view = RuganCritic.__new__(RuganCritic)
         nn.Module.__init__(view)
         view.encoding = self.encoding
@@ -378,8 +417,15 @@ class RuganProblem(WGANProblem):
     :param labels: their labels (energy per area, eV/Å²), ``(M,)``.
     """
 
-    def __init__(self, generator: RuganGenerator, critic: RuganCritic, sheets: torch.Tensor, labels: np.ndarray,
-                 lattice: Lattice, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        generator: RuganGenerator,
+        critic: RuganCritic,
+        sheets: torch.Tensor,
+        labels: np.ndarray,
+        lattice: Lattice,
+        device: torch.device | str = "cpu",
+    ):
         self.generator = generator
         self.critic = critic
         self.n_models = generator.n_models
@@ -392,8 +438,9 @@ class RuganProblem(WGANProblem):
         #: a constant label (every sheet the same energy per area) standardises to 0, not to NaN
         self.label_std = spread if spread > 0 else 1.0
         self.sheets = sheets.to(self.device)
-        self.standardised = torch.as_tensor((labels - self.label_mean) / self.label_std, dtype=torch.float32,
-                                            device=self.device)
+        self.standardised = torch.as_tensor(
+            (labels - self.label_mean) / self.label_std, dtype=torch.float32, device=self.device
+        )
         self.noise_shape = generator.noise_shape(lattice)
         self.batch_size = 64
 
@@ -415,7 +462,7 @@ class RuganProblem(WGANProblem):
             samples.append(self.sheets[index])
             labels.append(self.standardised[index])
             # this update's dropout masks, from the member's loop stream (see SeededDropout)
-            self.critic.nets[k].seed_dropout(int(torch.randint(2 ** 62, (1,), generator=rng)))
+            self.critic.nets[k].seed_dropout(int(torch.randint(2**62, (1,), generator=rng)))
         if len(rngs) == 1:
             return samples[0].unsqueeze(0), labels[0].unsqueeze(0)
         return torch.stack(samples), torch.stack(labels)
@@ -468,7 +515,7 @@ class RuganProblem(WGANProblem):
             m.momentum = momentum
         return single.eval()
 
-    def member_problem(self, k: int) -> "RuganProblem":
+    def member_problem(self, k: int) -> RuganProblem:
         view = RuganProblem.__new__(RuganProblem)
         view.__dict__.update(self.__dict__)
         view.generator = self.generator.member_view(k)
@@ -479,8 +526,11 @@ class RuganProblem(WGANProblem):
 
 # ---------------------------------------------------------------------- the family
 def _real_number(value: Any) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-            and math.isfinite(float(value)))
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(float(value))
+    )
 
 
 class RuganFamily(GeneratorFamily):
@@ -523,8 +573,10 @@ class RuganFamily(GeneratorFamily):
 
     def _sheets_and_labels(self, training, target, settings) -> tuple[np.ndarray, Lattice, np.ndarray]:
         if training is None or len(training) == 0:
-            raise ValueError("training: RUGAN needs training sheets (a StructureBatch of porous graphene sheets "
-                             "on one lattice, with their total energies)")
+            raise ValueError(
+                "training: RUGAN needs training sheets (a StructureBatch of porous graphene sheets "
+                "on one lattice, with their total energies)"
+            )
         prop = target["property"]
         if prop not in training.info:
             raise ValueError(
@@ -556,16 +608,21 @@ class RuganFamily(GeneratorFamily):
         self._sheets_and_labels(training, target, settings)
 
     def architecture(self, settings):
-        return {"encoding": settings.encoding, "noise_channels": settings.noise_channels,
-                "channels": settings.channels, "blocks": settings.blocks}
+        return {
+            "encoding": settings.encoding,
+            "noise_channels": settings.noise_channels,
+            "channels": settings.channels,
+            "blocks": settings.blocks,
+        }
 
     # ------------------------------------------------------------------ training
     def build_trainer(self, training, target, members, seeds, device):
         s = members[0]
         occupancy, lattice, labels = self._sheets_and_labels(training, target, s)
         generator = RuganGenerator(s.encoding, seeds, s.noise_channels, s.channels, s.blocks).to(device)
-        critic = RuganCritic(s.encoding, seeds, s.critic_channels, s.critic_layers, s.dropout,
-                             s.negative_slope).to(device)
+        critic = RuganCritic(s.encoding, seeds, s.critic_channels, s.critic_layers, s.dropout, s.negative_slope).to(
+            device
+        )
         problem = RuganProblem(generator, critic, encode_sheets(occupancy, s.encoding), labels, lattice, device)
         problem.batch_size = s.loop.batch_size
         return WGANTrainer(problem, member_loop(members), seeds)
@@ -582,14 +639,17 @@ class RuganFamily(GeneratorFamily):
         return self._condition(condition, config, warn=True)
 
     def _condition(self, condition, config, warn: bool) -> dict[str, Any]:
-        condition = keys_checked(condition, "condition", ("label", "labels", "scale"),
-                                 "a dictionary with label, labels and/or scale")
+        condition = keys_checked(
+            condition, "condition", ("label", "labels", "scale"), "a dictionary with label, labels and/or scale"
+        )
         if "label" in condition and "labels" in condition:
             raise ValueError("condition: give either label (one for every sheet) or labels (a list), not both")
         scale = condition.get("scale", 1)
         if not _positive_int(scale):
-            raise ValueError(f"condition.scale: got {scale!r}, expected a positive integer (the sheet side as a "
-                             "multiple of the training sheet's; 2 gives four times the area)")
+            raise ValueError(
+                f"condition.scale: got {scale!r}, expected a positive integer (the sheet side as a "
+                "multiple of the training sheet's; 2 gives four times the area)"
+            )
         if "label" in condition:
             value = condition["label"]
             if not _real_number(value):
@@ -601,14 +661,17 @@ class RuganFamily(GeneratorFamily):
             where = "condition.labels"
             if isinstance(labels, str):
                 if labels != "training":
-                    raise ValueError(f"condition.labels: got {labels!r}, expected a list of energies per area "
-                                     "(eV/Å²) or 'training'")
+                    raise ValueError(
+                        f"condition.labels: got {labels!r}, expected a list of energies per area (eV/Å²) or 'training'"
+                    )
             else:
                 if isinstance(labels, np.ndarray):
                     labels = labels.tolist()
                 if not isinstance(labels, (list, tuple)) or not labels or not all(_real_number(v) for v in labels):
-                    raise ValueError(f"condition.labels: got {labels!r}, expected a non-empty list of finite energies "
-                                     "per area (eV/Å²) or 'training'")
+                    raise ValueError(
+                        f"condition.labels: got {labels!r}, expected a non-empty list of finite energies "
+                        "per area (eV/Å²) or 'training'"
+                    )
                 labels = [float(v) for v in labels]
         if warn and labels != "training":
             self._warn_outside(labels, config, where)
@@ -660,19 +723,24 @@ class RuganFamily(GeneratorFamily):
             for start in range(0, count, SAMPLE_CHUNK):
                 b = min(SAMPLE_CHUNK, count - start)
                 z = torch.randn(b, module.noise_channels, h, w, generator=rng).to(device)
-                out = module.member_forward(0, z, standardised[start:start + b].to(device)).cpu()
+                out = module.member_forward(0, z, standardised[start : start + b].to(device)).cpu()
                 if module.encoding == "pair":
-                    sheets[start:start + b] = pair_to_zigzag(out.argmax(dim=1).numpy().astype(np.int8))
+                    sheets[start : start + b] = pair_to_zigzag(out.argmax(dim=1).numpy().astype(np.int8))
                 else:
-                    sheets[start:start + b] = (out[:, 0].numpy() > 0.5) & mask
+                    sheets[start : start + b] = (out[:, 0].numpy() > 0.5) & mask
         finally:
             module.train(was_training)
         empty = ~sheets.reshape(count, -1).any(axis=1)
         if empty.any():
             if empty.all():
-                raise ValueError(f"sample: every one of the {count} generated sheets is empty (the model generates "
-                                 "no atoms); train longer or check the training data")
-            warnings.warn(f"sample: {int(empty.sum())} of {count} generated sheets have no atoms and are left out",
-                          UserWarning, stacklevel=2)
+                raise ValueError(
+                    f"sample: every one of the {count} generated sheets is empty (the model generates "
+                    "no atoms); train longer or check the training data"
+                )
+            warnings.warn(
+                f"sample: {int(empty.sum())} of {count} generated sheets have no atoms and are left out",
+                UserWarning,
+                stacklevel=2,
+            )
             sheets, labels = sheets[~empty], labels[~empty]
         return sheets_to_batch(sheets, lattice, info={"label": labels, "requested_energy": labels * lattice.area})

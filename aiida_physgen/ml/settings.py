@@ -14,11 +14,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["from_dict", "to_dict", "merge", "flatten", "unflatten", "expand_grid", "field_paths", "require_positive_ints"]
+__all__ = [
+    "from_dict",
+    "to_dict",
+    "merge",
+    "flatten",
+    "unflatten",
+    "expand_grid",
+    "field_paths",
+    "require_positive_ints",
+]
 
 T = TypeVar("T")
 

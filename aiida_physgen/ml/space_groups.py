@@ -16,8 +16,9 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class SpaceGroupInfo:
         return {"number": self.number, "symbol": self.symbol, "crystal_system": self.crystal_system}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _info(number: int) -> SpaceGroupInfo:
     from pymatgen.symmetry.groups import SpaceGroup
 
@@ -153,8 +154,9 @@ def constrain_lengths(lengths: torch.Tensor, numbers: Iterable[int]) -> torch.Te
     trigonal and hexagonal a = b), by averaging; differentiable."""
     systems = [space_group(n).crystal_system for n in numbers]
     cubic = torch.as_tensor([s == "cubic" for s in systems], device=lengths.device)[:, None]
-    square = torch.as_tensor([s in ("tetragonal", "trigonal", "hexagonal") for s in systems],
-                             device=lengths.device)[:, None]
+    square = torch.as_tensor([s in ("tetragonal", "trigonal", "hexagonal") for s in systems], device=lengths.device)[
+        :, None
+    ]
     mean_all = lengths.mean(dim=1, keepdim=True).expand(-1, 3)
     mean_ab = lengths[:, :2].mean(dim=1, keepdim=True)
     ab_c = torch.cat([mean_ab, mean_ab, lengths[:, 2:]], dim=1)
@@ -168,6 +170,9 @@ def lattice_matrices(lengths: torch.Tensor, numbers: Iterable[int]) -> torch.Ten
     zero = torch.zeros_like(a)
     cos_g = torch.where(hexagonal, torch.full_like(a, -0.5), zero)
     sin_g = torch.where(hexagonal, torch.full_like(a, math.sqrt(3) / 2), torch.ones_like(a))
-    rows = [torch.stack([a, zero, zero], -1), torch.stack([b * cos_g, b * sin_g, zero], -1),
-            torch.stack([zero, zero, c], -1)]
+    rows = [
+        torch.stack([a, zero, zero], -1),
+        torch.stack([b * cos_g, b * sin_g, zero], -1),
+        torch.stack([zero, zero, c], -1),
+    ]
     return torch.stack(rows, dim=1)

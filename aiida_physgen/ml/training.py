@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +30,19 @@ DEFAULT_SEEDS = (0, 1, 2, 3)
 DEFAULT_COUNT = 2000
 
 __all__ = [
-    "DEFAULT_SEEDS", "DEFAULT_COUNT", "MAX_COUNT", "Member", "Progress", "plan_members", "train_ensemble", "generate",
-    "check_same_target", "check_generation_size", "generation_bytes", "available_memory", "resolve_device",
+    "DEFAULT_SEEDS",
+    "DEFAULT_COUNT",
+    "MAX_COUNT",
+    "Member",
+    "Progress",
+    "plan_members",
+    "train_ensemble",
+    "generate",
+    "check_same_target",
+    "check_generation_size",
+    "generation_bytes",
+    "available_memory",
+    "resolve_device",
     "set_threads",
 ]
 
@@ -207,7 +219,9 @@ def train_ensemble(
 
         def report(step, losses, g=g, group=group, steps=steps, done_before=done_before):
             if callback is not None:
-                callback(Progress(g, len(groups), [m.index for m in group], step, steps, done_before + step, total, losses))
+                callback(
+                    Progress(g, len(groups), [m.index for m in group], step, steps, done_before + step, total, losses)
+                )
 
         trainer.train(steps, report, path, checkpoint_every, should_stop)
         final = trainer.final_losses()
@@ -242,6 +256,7 @@ def _describe_target(model: TrainedModel) -> str:
 def check_same_target(models: Sequence[TrainedModel]) -> None:
     """Refuse models of different families or targets (composition, cell, periodicity) in one batch:
     their candidates could not be selected or relaxed together. ``ValueError`` naming the models."""
+
     def key(model):
         return json.dumps([model.config.get("family"), model.config.get("target")], sort_keys=True, default=str)
 
@@ -308,7 +323,11 @@ def _gigabytes(n: float) -> str:
 
 
 def check_generation_size(
-    family: str | GeneratorFamily, target: Mapping[str, Any], n_models: int, count: int, available_bytes: int | None = None
+    family: str | GeneratorFamily,
+    target: Mapping[str, Any],
+    n_models: int,
+    count: int,
+    available_bytes: int | None = None,
 ) -> int | None:
     """Refuse, before any sampling, a generation that cannot fit in memory.
 

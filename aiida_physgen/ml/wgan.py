@@ -28,8 +28,9 @@ import abc
 import concurrent.futures
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -88,7 +89,8 @@ class WGANSettings:
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected positive finite learning rate(s)")
         betas = self.betas
         if (
-            not isinstance(betas, (list, tuple)) or len(betas) != 2
+            not isinstance(betas, (list, tuple))
+            or len(betas) != 2
             or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1 for b in betas)
         ):
             raise ValueError(f"betas: got {betas!r}, expected two numbers in [0, 1) (Adam's moment decays)")
@@ -128,9 +130,7 @@ class WGANProblem(abc.ABC):
     device: torch.device | str = "cpu"
 
     @abc.abstractmethod
-    def real_batch(
-        self, batch_size: int, rngs: Sequence[torch.Generator]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def real_batch(self, batch_size: int, rngs: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Real samples ``(K, B, ...)`` and their conditioning label (or ``None``); member ``k`` draws
         from ``rngs[k]`` only (see :func:`~aiida_physgen.ml.loop.stacked_randint`)."""
 
@@ -172,7 +172,7 @@ class WGANProblem(abc.ABC):
         (grad,) = torch.autograd.grad(scores.sum(), samples, create_graph=True)
         return grad, scores.dim()
 
-    def member_problem(self, k: int) -> "WGANProblem | None":
+    def member_problem(self, k: int) -> WGANProblem | None:
         """Member ``k`` as a one-member problem whose generator and critic hold member ``k``'s own
         parameter objects (views, not copies), or ``None`` (the default) to train vectorised.
 
@@ -351,6 +351,7 @@ class WGANTrainer(Trainer):
                 self.problem, self.rngs, (self.optimizer_generator, self.optimizer_critic), None
             )
             return {"critic": critic, "generator": generator, "wasserstein": wasserstein}
+
         def member_step(k):
             try:
                 return self._one_step(self.member_problems[k], [self.rngs[k]], self.member_optimizers[k], [k]), None
@@ -406,12 +407,17 @@ class WGANTrainer(Trainer):
     # ------------------------------------------------------------------ checkpoints
     def modules_state(self) -> dict[str, Any]:
         if self.member_optimizers is None:
-            optimizers = {"optimizer_generator": self.optimizer_generator.state_dict(),
-                          "optimizer_critic": self.optimizer_critic.state_dict()}
+            optimizers = {
+                "optimizer_generator": self.optimizer_generator.state_dict(),
+                "optimizer_critic": self.optimizer_critic.state_dict(),
+            }
         else:
             optimizers = {"member_optimizers": [[o.state_dict() for o in pair] for pair in self.member_optimizers]}
-        return {"generator": self.problem.generator.state_dict(), "critic": self.problem.critic.state_dict(),
-                **optimizers}
+        return {
+            "generator": self.problem.generator.state_dict(),
+            "critic": self.problem.critic.state_dict(),
+            **optimizers,
+        }
 
     def load_modules_state(self, state: dict[str, Any]) -> None:
         vectorised = self.member_optimizers is None
@@ -431,5 +437,8 @@ class WGANTrainer(Trainer):
 def member_loop(members: Sequence[Any]) -> WGANSettings:
     """The loop settings of an ensemble's first member with every member's own learning rates (the vectorised
     ``loop.lr_generator`` and ``loop.lr_critic``: one value per member)."""
-    return dataclasses.replace(members[0].loop, lr_generator=[m.loop.lr_generator for m in members],
-                               lr_critic=[m.loop.lr_critic for m in members])
+    return dataclasses.replace(
+        members[0].loop,
+        lr_generator=[m.loop.lr_generator for m in members],
+        lr_critic=[m.loop.lr_critic for m in members],
+    )

@@ -37,17 +37,17 @@ from aiida.parsers import Parser
 from aiida_physgen.calculations import gpaw_driver as driver
 from aiida_physgen.calculations.gpaw import STDERR_FILENAME
 
-__all__ = ('GpawParser',)
+__all__ = ("GpawParser",)
 
 #: Keys of ``results.json`` that do not go into ``output_parameters`` (arrays have their own nodes, inputs are inputs).
-_EXCLUDED_KEYS = ('forces', 'settings', 'traceback')
+_EXCLUDED_KEYS = ("forces", "settings", "traceback")
 
 
 class OutputReadError(Exception):
     """An output file exists but its content cannot be turned into output nodes."""
 
     def __init__(self, filename: str, error: str):
-        super().__init__(f'{filename}: {error}')
+        super().__init__(f"{filename}: {error}")
         self.filename = filename
         self.error = error
 
@@ -66,25 +66,25 @@ class GpawParser(Parser):
             return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=driver.RESULTS_FILENAME)
 
         try:
-            results = json.loads(self.retrieved.base.repository.get_object_content(driver.RESULTS_FILENAME, 'r'))
+            results = json.loads(self.retrieved.base.repository.get_object_content(driver.RESULTS_FILENAME, "r"))
         except (ValueError, UnicodeDecodeError) as exception:
             return self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(
-                filename=driver.RESULTS_FILENAME, error=f'invalid JSON ({exception})'
+                filename=driver.RESULTS_FILENAME, error=f"invalid JSON ({exception})"
             )
-        if not isinstance(results, dict) or results.get('status') not in driver.EXIT_STATUS:
+        if not isinstance(results, dict) or results.get("status") not in driver.EXIT_STATUS:
             return self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(
-                filename=driver.RESULTS_FILENAME, error='no valid `status` entry'
+                filename=driver.RESULTS_FILENAME, error="no valid `status` entry"
             )
 
-        status = results['status']
-        error = '; '.join(str(e) for e in results.get('errors') or []) or 'no details given'
+        status = results["status"]
+        error = "; ".join(str(e) for e in results.get("errors") or []) or "no details given"
 
         if status == driver.STATUS_CRASHED:
-            traceback = results.get('traceback')
+            traceback = results.get("traceback")
             if traceback is None and driver.ERROR_FILENAME in names:
-                traceback = self.retrieved.base.repository.get_object_content(driver.ERROR_FILENAME, 'r')
+                traceback = self.retrieved.base.repository.get_object_content(driver.ERROR_FILENAME, "r")
             if traceback:
-                self.logger.error(f'GPAW driver traceback:\n{traceback}')
+                self.logger.error(f"GPAW driver traceback:\n{traceback}")
             return self.exit_codes.ERROR_DRIVER_CRASHED.format(error=error)
         if status == driver.STATUS_INVALID_INPUT:
             return self.exit_codes.ERROR_INVALID_SETTINGS.format(error=error)
@@ -114,7 +114,7 @@ class GpawParser(Parser):
         if driver.FINAL_STRUCTURE_FILENAME not in names and driver.TRAJECTORY_FILENAME not in names:
             return None
         settings = self.node.inputs.parameters.get_dict()
-        if settings.get('calculation', driver.DEFAULTS['calculation']) != 'relax':
+        if settings.get("calculation", driver.DEFAULTS["calculation"]) != "relax":
             return None
         frames = []
         if driver.TRAJECTORY_FILENAME in names:
@@ -124,31 +124,31 @@ class GpawParser(Parser):
             try:
                 last = self._read_frames(driver.FINAL_STRUCTURE_FILENAME)[-1]
             except OutputReadError as exception:
-                self.logger.warning(f'ignoring {exception}')
+                self.logger.warning(f"ignoring {exception}")
         if last is None and frames:
             last = frames[-1]
         if last is None:
             return None
 
         parameters = {
-            'status': 'interrupted',
-            'calculation': 'relax',
-            'relax_converged': False,
-            'trajectory_frames': len(frames),
-            'relax_steps': max(len(frames) - 1, 0),
-            'energy_units': 'eV',
-            'force_units': 'eV/Angstrom',
+            "status": "interrupted",
+            "calculation": "relax",
+            "relax_converged": False,
+            "trajectory_frames": len(frames),
+            "relax_steps": max(len(frames) - 1, 0),
+            "energy_units": "eV",
+            "force_units": "eV/Angstrom",
         }
         with contextlib.suppress(Exception):  # the last step's energy and forces, when the file carries them
-            parameters['energy'] = float(last.get_potential_energy())
-            parameters['max_force'] = float(np.linalg.norm(last.get_forces(), axis=1).max())
-        self.out('output_parameters', orm.Dict(parameters))
-        self.out('output_structure', self._structure_from(last))
+            parameters["energy"] = float(last.get_potential_energy())
+            parameters["max_force"] = float(np.linalg.norm(last.get_forces(), axis=1).max())
+        self.out("output_parameters", orm.Dict(parameters))
+        self.out("output_structure", self._structure_from(last))
         if frames:
             try:
-                self.out('output_trajectory', self._trajectory(frames))
+                self.out("output_trajectory", self._trajectory(frames))
             except OutputReadError as exception:
-                self.logger.warning(f'no output_trajectory: {exception}')
+                self.logger.warning(f"no output_trajectory: {exception}")
         return self.exit_codes.ERROR_INTERRUPTED.format(frames=len(frames))
 
     def _read_complete_frames(self, filename: str) -> list:
@@ -158,35 +158,35 @@ class GpawParser(Parser):
         natoms = len(self.node.inputs.structure.sites)
         frames = []
         try:
-            content = self.retrieved.base.repository.get_object_content(filename, 'r')
-            for frame in iread(io.StringIO(content), index=':', format='extxyz'):
+            content = self.retrieved.base.repository.get_object_content(filename, "r")
+            for frame in iread(io.StringIO(content), index=":", format="extxyz"):
                 if len(frame) != natoms:
                     break
                 frames.append(frame)
         except Exception as exception:  # noqa: BLE001 - a truncated last frame raises one of many errors
-            self.logger.warning(f'{filename}: kept the {len(frames)} complete frame(s) before {exception!r}')
+            self.logger.warning(f"{filename}: kept the {len(frames)} complete frame(s) before {exception!r}")
         return frames
 
     def _log_stderr(self, names):
         """Put the tail of the driver's stderr into the log, to help when it died before writing results."""
         if STDERR_FILENAME in names:
-            tail = self.retrieved.base.repository.get_object_content(STDERR_FILENAME, 'r')[-3000:]
+            tail = self.retrieved.base.repository.get_object_content(STDERR_FILENAME, "r")[-3000:]
             if tail.strip():
-                self.logger.error(f'stderr of the driver (tail):\n{tail}')
+                self.logger.error(f"stderr of the driver (tail):\n{tail}")
 
     def _read_frames(self, filename: str):
         from ase.io import read
 
         try:
-            content = self.retrieved.base.repository.get_object_content(filename, 'r')
-            frames = read(io.StringIO(content), index=':', format='extxyz')
+            content = self.retrieved.base.repository.get_object_content(filename, "r")
+            frames = read(io.StringIO(content), index=":", format="extxyz")
         except Exception as exception:  # noqa: BLE001 - ASE raises many different errors on corrupt files
-            raise OutputReadError(filename, f'{type(exception).__name__}: {exception}') from exception
+            raise OutputReadError(filename, f"{type(exception).__name__}: {exception}") from exception
         if not frames:
-            raise OutputReadError(filename, 'no structure in the file')
+            raise OutputReadError(filename, "no structure in the file")
         natoms = len(self.node.inputs.structure.sites)
         if any(len(frame) != natoms for frame in frames):
-            raise OutputReadError(filename, f'expected {natoms} atoms per structure')
+            raise OutputReadError(filename, f"expected {natoms} atoms per structure")
         return frames
 
     def _structure_from(self, atoms) -> orm.StructureData:
@@ -197,47 +197,47 @@ class GpawParser(Parser):
         return structure
 
     def _build_outputs(self, results: dict, names: set[str]) -> dict[str, orm.Data]:
-        status = results['status']
-        calculation = results.get('calculation')
-        settings = results.get('settings') or {}
+        status = results["status"]
+        calculation = results.get("calculation")
+        settings = results.get("settings") or {}
         outputs: dict[str, orm.Data] = {}
 
         parameters = {key: value for key, value in results.items() if key not in _EXCLUDED_KEYS}
-        parameters['energy_units'] = 'eV'
-        parameters['force_units'] = 'eV/Angstrom'
-        parameters['stress_units'] = 'eV/Angstrom^3'
-        outputs['output_parameters'] = orm.Dict(parameters)
+        parameters["energy_units"] = "eV"
+        parameters["force_units"] = "eV/Angstrom"
+        parameters["stress_units"] = "eV/Angstrom^3"
+        outputs["output_parameters"] = orm.Dict(parameters)
 
         if status in (driver.STATUS_OK, driver.STATUS_RELAX_NOT_CONVERGED):
-            forces = results.get('forces')
+            forces = results.get("forces")
             try:
                 forces_array = np.array(forces, dtype=float)
             except (TypeError, ValueError) as exception:
-                raise OutputReadError(driver.RESULTS_FILENAME, f'invalid `forces`: {exception}') from exception
+                raise OutputReadError(driver.RESULTS_FILENAME, f"invalid `forces`: {exception}") from exception
             natoms = len(self.node.inputs.structure.sites)
             if forces_array.shape != (natoms, 3):
                 raise OutputReadError(
-                    driver.RESULTS_FILENAME, f'`forces` has shape {forces_array.shape}, expected ({natoms}, 3)'
+                    driver.RESULTS_FILENAME, f"`forces` has shape {forces_array.shape}, expected ({natoms}, 3)"
                 )
             array = orm.ArrayData()
-            array.set_array('forces', forces_array)
-            outputs['forces'] = array
+            array.set_array("forces", forces_array)
+            outputs["forces"] = array
             if driver.FINAL_STRUCTURE_FILENAME not in names:
                 raise FileNotFoundError(driver.FINAL_STRUCTURE_FILENAME)
 
-        if calculation == 'relax':
+        if calculation == "relax":
             if driver.FINAL_STRUCTURE_FILENAME in names:
                 final = self._read_frames(driver.FINAL_STRUCTURE_FILENAME)[-1]
-                outputs['output_structure'] = self._structure_from(final)
+                outputs["output_structure"] = self._structure_from(final)
             if driver.TRAJECTORY_FILENAME in names:
-                outputs['output_trajectory'] = self._trajectory(self._read_frames(driver.TRAJECTORY_FILENAME))
-            elif results.get('trajectory_frames'):
+                outputs["output_trajectory"] = self._trajectory(self._read_frames(driver.TRAJECTORY_FILENAME))
+            elif results.get("trajectory_frames"):
                 raise FileNotFoundError(driver.TRAJECTORY_FILENAME)
 
-        if status == driver.STATUS_OK and settings.get('dos'):
+        if status == driver.STATUS_OK and settings.get("dos"):
             if driver.DOS_FILENAME not in names:
                 raise FileNotFoundError(driver.DOS_FILENAME)
-            outputs['dos'] = self._dos()
+            outputs["dos"] = self._dos()
 
         return outputs
 
@@ -252,28 +252,28 @@ class GpawParser(Parser):
             pbc=[bool(p) for p in self.node.inputs.structure.pbc],
         )
         try:
-            trajectory.set_array('energy', np.array([frame.get_potential_energy() for frame in frames]))
-            trajectory.set_array('forces', np.array([frame.get_forces() for frame in frames]))
+            trajectory.set_array("energy", np.array([frame.get_potential_energy() for frame in frames]))
+            trajectory.set_array("forces", np.array([frame.get_forces() for frame in frames]))
         except Exception as exception:  # noqa: BLE001 - missing results in a frame
-            raise OutputReadError(driver.TRAJECTORY_FILENAME, f'a step lacks energy or forces ({exception})') from None
-        if all('stress' in (frame.calc.results if frame.calc else {}) for frame in frames):
-            trajectory.set_array('stress', np.array([frame.get_stress(voigt=False) for frame in frames]))
+            raise OutputReadError(driver.TRAJECTORY_FILENAME, f"a step lacks energy or forces ({exception})") from None
+        if all("stress" in (frame.calc.results if frame.calc else {}) for frame in frames):
+            trajectory.set_array("stress", np.array([frame.get_stress(voigt=False) for frame in frames]))
         return trajectory
 
     def _dos(self) -> orm.XyData:
         try:
-            data = json.loads(self.retrieved.base.repository.get_object_content(driver.DOS_FILENAME, 'r'))
-            energy = np.array(data['energy'], dtype=float)
-            names = ['dos', 'dos_up', 'dos_down'] if data.get('spin_polarized') else ['dos']
+            data = json.loads(self.retrieved.base.repository.get_object_content(driver.DOS_FILENAME, "r"))
+            energy = np.array(data["energy"], dtype=float)
+            names = ["dos", "dos_up", "dos_down"] if data.get("spin_polarized") else ["dos"]
             arrays = [np.array(data[name], dtype=float) for name in names]
         except (ValueError, KeyError, TypeError) as exception:
-            raise OutputReadError(driver.DOS_FILENAME, f'{type(exception).__name__}: {exception}') from exception
+            raise OutputReadError(driver.DOS_FILENAME, f"{type(exception).__name__}: {exception}") from exception
         if energy.ndim != 1 or len(energy) < 2 or any(array.shape != energy.shape for array in arrays):
-            raise OutputReadError(driver.DOS_FILENAME, 'the energy grid and the DOS arrays differ in length')
+            raise OutputReadError(driver.DOS_FILENAME, "the energy grid and the DOS arrays differ in length")
         xy = orm.XyData()
-        xy.set_x(energy, 'energy', 'eV')
-        xy.set_y(arrays, names, ['states/eV'] * len(arrays))
-        fermi_energy = data.get('fermi_energy')
+        xy.set_x(energy, "energy", "eV")
+        xy.set_y(arrays, names, ["states/eV"] * len(arrays))
+        fermi_energy = data.get("fermi_energy")
         if isinstance(fermi_energy, (int, float)) and np.isfinite(fermi_energy):
-            xy.base.attributes.set('fermi_energy', float(fermi_energy))
+            xy.base.attributes.set("fermi_energy", float(fermi_energy))
         return xy

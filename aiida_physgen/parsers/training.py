@@ -20,9 +20,9 @@ from ..calculations.training import (
     STDERR_FILENAME,
     SUMMARY_FILENAME,
 )
-from ..ml.progress import read_progress_log
 from ..data.generator_model import GeneratorModel
 from ..ml.model_io import sha256
+from ..ml.progress import read_progress_log
 
 __all__ = ["TrainingParser"]
 
@@ -106,8 +106,11 @@ class TrainingParser(Parser):
                 raise _Unusable("ERROR_OUTPUT_MISSING", filename=f"models/{name}")
             data = path.read_bytes()
             if checksum is not None and sha256(data) != checksum:
-                raise _Unusable("ERROR_OUTPUT_UNREADABLE", filename=f"models/{name}",
-                                error="its checksum differs from the one in summary.json (truncated copy?)")
+                raise _Unusable(
+                    "ERROR_OUTPUT_UNREADABLE",
+                    filename=f"models/{name}",
+                    error="its checksum differs from the one in summary.json (truncated copy?)",
+                )
             try:
                 models[f"model_{index:02d}"] = GeneratorModel(data)
             except (ValueError, TypeError) as error:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
@@ -109,8 +110,7 @@ class Assessor(abc.ABC):
         """A message naming the missing reference sets, else ``None`` (checked at launch)."""
         missing = [name for name in self.requires if name not in names]
         if missing:
-            return (f"references: the {self.name} assessor needs the reference set(s) {missing}; "
-                    f"got {sorted(names)}")
+            return f"references: the {self.name} assessor needs the reference set(s) {missing}; got {sorted(names)}"
         return None
 
     @abc.abstractmethod

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import ase
 import numpy as np
@@ -168,8 +169,13 @@ def molecule_graph(atoms: ase.Atoms, charge: int = 0, *, isomeric: bool = False)
             # the total charge needs means no closed-shell valence structure: not a valid molecule
             charged = sum(1 for atom in ordered.GetAtoms() if atom.GetFormalCharge() != 0)
             if charged > abs(int(charge)):
-                return MolecularGraph(smiles, connected, False, n_fragments,
-                                      f"formal charges on {charged} atoms for a total charge of {int(charge)}")
+                return MolecularGraph(
+                    smiles,
+                    connected,
+                    False,
+                    n_fragments,
+                    f"formal charges on {charged} atoms for a total charge of {int(charge)}",
+                )
             return MolecularGraph(smiles, connected, True, n_fragments, None)
         except Exception as exc:
             error = f"bond orders: {exc}"
@@ -300,8 +306,13 @@ def _infer_kind(structures: Sequence[ase.Atoms]) -> Kind:
 
 
 def _make_basin(
-    members: list[int], energies: np.ndarray, structures: Sequence[ase.Atoms], key: str, kind: str,
-    valid: bool = True, connected: bool = True,
+    members: list[int],
+    energies: np.ndarray,
+    structures: Sequence[ase.Atoms],
+    key: str,
+    kind: str,
+    valid: bool = True,
+    connected: bool = True,
 ) -> Basin:
     members = sorted(members, key=lambda i: (energies[i] / len(structures[i]), i))
     best = members[0]

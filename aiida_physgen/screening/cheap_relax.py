@@ -33,8 +33,9 @@ import contextlib
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class CheapSettings:
         self.charge = int(self.charge)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "CheapSettings":
+    def from_dict(cls, values: dict | None) -> CheapSettings:
         """Settings from a plain dictionary; a bad value raises ``ValueError`` starting ``settings.<field>``."""
         from aiida_physgen.ml import settings as settings_module
 
@@ -143,14 +144,14 @@ class CheapResult:
     method: str = ""
 
 
-def methods_for(batch: "StructureBatch", settings: CheapSettings) -> list[str]:
+def methods_for(batch: StructureBatch, settings: CheapSettings) -> list[str]:
     """The method relaxing each structure: with ``auto``, CHGNet for a structure periodic along any axis, else GFN2-xTB."""
     if settings.method != "auto":
         return [settings.method] * len(batch)
     return ["chgnet" if bool(np.any(pbc)) else "gfn2-xtb" for pbc in batch.pbc]
 
 
-def check_batch(batch: "StructureBatch", settings: CheapSettings) -> list[str]:
+def check_batch(batch: StructureBatch, settings: CheapSettings) -> list[str]:
     """Check before any heavy work that every structure can be relaxed by its method; returns the methods.
 
     Raises ``ValueError`` starting ``settings.method`` when a method's package is missing, when CHGNet
@@ -292,10 +293,10 @@ def warnings_quiet():
 
 
 def relax_batch(
-    batch: "StructureBatch",
+    batch: StructureBatch,
     settings: CheapSettings | dict | None = None,
     progress: Callable[[int, int, CheapResult], None] | None = None,
-) -> "StructureBatch":
+) -> StructureBatch:
     """Relax every structure of ``batch`` with the cheap method; a new batch in the same order.
 
     The input's info arrays are kept; ``cheap_energy`` (eV, NaN when failed), ``cheap_fmax``
@@ -353,7 +354,7 @@ def relax_batch(
     )
 
 
-def single_points(batch: "StructureBatch", settings: CheapSettings | dict | None = None) -> "StructureBatch":
+def single_points(batch: StructureBatch, settings: CheapSettings | dict | None = None) -> StructureBatch:
     """The cheap method's energy and largest force of every structure of ``batch`` as it is, without relaxing it.
 
     Returns a copy of ``batch`` with the info arrays of :func:`relax_batch` (``cheap_steps`` 0,
@@ -392,12 +393,17 @@ def single_points(batch: "StructureBatch", settings: CheapSettings | dict | None
                 atoms.calc = None
     out = batch.subset(np.arange(len(batch)))
     out.info = dict(batch.info)
-    out.info.update(cheap_energy=energies, cheap_fmax=forces, cheap_steps=np.zeros(len(batch), dtype=np.int64),
-                    cheap_converged=((forces <= settings.fmax) & (failed == 0)).astype(np.int64), cheap_failed=failed)
+    out.info.update(
+        cheap_energy=energies,
+        cheap_fmax=forces,
+        cheap_steps=np.zeros(len(batch), dtype=np.int64),
+        cheap_converged=((forces <= settings.fmax) & (failed == 0)).astype(np.int64),
+        cheap_failed=failed,
+    )
     return out
 
 
-def summary(batch: "StructureBatch", seconds: float | None = None) -> str:
+def summary(batch: StructureBatch, seconds: float | None = None) -> str:
     """One line: how many of a relaxed batch converged, did not converge, failed (and the time)."""
     n = len(batch)
     failed = int(np.sum(batch.info["cheap_failed"]))
@@ -406,4 +412,3 @@ def summary(batch: "StructureBatch", seconds: float | None = None) -> str:
     if seconds is not None:
         line += f" in {seconds:.1f} s ({n / max(seconds, 1e-9):.2f} relaxations/s)"
     return line
-

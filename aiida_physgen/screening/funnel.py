@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..ml.batch import StructureBatch
 from .basins import deduplicate
 from .metrics import charge_separated
-from ..ml.batch import StructureBatch
 
 __all__ = ["FunnelChoice", "pick_for_dft", "ENERGY_KEY", "FAILED_KEY"]
 
@@ -72,22 +72,26 @@ def pick_for_dft(batch: StructureBatch, budget: int) -> FunnelChoice:
             members = [int(ok[m]) for m in basin.members]
             for member in members:
                 keys[member] = basin.key
-            sound = bool(basin.valid and basin.connected and not (basin.kind == "molecule" and charge_separated(basin.key)))
+            sound = bool(
+                basin.valid and basin.connected and not (basin.kind == "molecule" and charge_separated(basin.key))
+            )
             picked = sound and len(chosen) < budget
             if picked:
                 chosen.append(int(ok[basin.representative]))
-            rows.append({
-                "key": basin.key,
-                "kind": basin.kind,
-                "formula": basin.formula,
-                "energy": float(basin.energy),
-                "energy_per_atom": float(basin.energy_per_atom),
-                "count": int(basin.count),
-                "members": members,
-                "representative": int(ok[basin.representative]),
-                "sound": sound,
-                "picked": picked,
-            })
+            rows.append(
+                {
+                    "key": basin.key,
+                    "kind": basin.kind,
+                    "formula": basin.formula,
+                    "energy": float(basin.energy),
+                    "energy_per_atom": float(basin.energy_per_atom),
+                    "count": int(basin.count),
+                    "members": members,
+                    "representative": int(ok[basin.representative]),
+                    "sound": sound,
+                    "picked": picked,
+                }
+            )
     sound_members = sum(row["count"] for row in rows if row["sound"])
     counts = {
         "n_relaxed": int(len(batch)),

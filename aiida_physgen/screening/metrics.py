@@ -23,7 +23,8 @@ Plain NumPy / ASE / RDKit / pymatgen: no AiiDA import.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import ase
 import numpy as np
@@ -147,13 +148,19 @@ def discovery_metrics(
     else:
         failed_mask = [bool(flag) for flag in failed]
         if len(failed_mask) != len(structures):
-            raise ValueError(f"failed: got {len(failed_mask)} flags for {len(structures)} structures; expected one each")
+            raise ValueError(
+                f"failed: got {len(failed_mask)} flags for {len(structures)} structures; expected one each"
+            )
     if len(energies) != len(structures):
         raise ValueError(f"energies: got {len(energies)} energies for {len(structures)} structures; expected one each")
     kept = [index for index, flag in enumerate(failed_mask) if not flag]
     for index in kept:
         value = energies[index]
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not math.isfinite(value)
+        ):
             raise ValueError(
                 f"energies: structure {index} has energy {value!r}; expected a finite total energy in eV "
                 "(flag failed relaxations in `failed`)"
@@ -169,7 +176,9 @@ def discovery_metrics(
     reference_structures: list[ase.Atoms] | None = None
     if reference is not None:
         if isinstance(reference, (str, ase.Atoms)):
-            raise ValueError(f"reference: expected a list of SMILES or of ase.Atoms, got a single {type(reference).__name__}")
+            raise ValueError(
+                f"reference: expected a list of SMILES or of ase.Atoms, got a single {type(reference).__name__}"
+            )
         reference = list(reference)
         if all(isinstance(item, str) for item in reference):
             if kind != "molecule":
@@ -191,9 +200,11 @@ def discovery_metrics(
         reference_keys = list(dict.fromkeys(reference_keys))  # a reference listed twice counts once
 
     basins = (
-        deduplicate([structures[i] for i in kept], [energies[i] for i in kept], kind, ltol, stol, angle_tol,
-                    charge=charge)
-        if kept else []
+        deduplicate(
+            [structures[i] for i in kept], [energies[i] for i in kept], kind, ltol, stol, angle_tol, charge=charge
+        )
+        if kept
+        else []
     )
     for basin in basins:  # back to indices into ``structures``
         basin.members = [kept[i] for i in basin.members]
@@ -279,12 +290,14 @@ def discovery_metrics(
                 target = pymatgen_structure(atoms)
                 if any(matcher.fit(target, structure) for structure in sound_pmg):
                     recovered.append(key)
-        result.update({
-            "n_reference": len(reference_keys),
-            "recovered": recovered,
-            "missing": [key for key in reference_keys if key not in recovered],
-            "recovery": _share(len(recovered), len(reference_keys)),
-        })
+        result.update(
+            {
+                "n_reference": len(reference_keys),
+                "recovered": recovered,
+                "missing": [key for key in reference_keys if key not in recovered],
+                "recovery": _share(len(recovered), len(reference_keys)),
+            }
+        )
     if n_dft is not None:
         result["n_dft"] = int(n_dft)
         result["dft_per_new_basin"] = int(n_dft) / len(novel_keys) if novel_keys else None

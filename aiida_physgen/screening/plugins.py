@@ -64,9 +64,13 @@ class PluginRegistry(Generic[T]):
         try:
             plugin = points[name].load()()
         except Exception as error:  # a broken third-party plug-in must not look like an unknown name
-            raise ValueError(f"{field}: the {self.what} {name!r} ({points[name].value}) does not load: {error}") from error
+            raise ValueError(
+                f"{field}: the {self.what} {name!r} ({points[name].value}) does not load: {error}"
+            ) from error
         if not isinstance(plugin, self.base):
-            raise ValueError(f"{field}: entry point {name!r} ({points[name].value}) is not a {self.what} "
-                             f"(expected a subclass of {self.base.__name__})")
+            raise ValueError(
+                f"{field}: entry point {name!r} ({points[name].value}) is not a {self.what} "
+                f"(expected a subclass of {self.base.__name__})"
+            )
         self._instances[key] = plugin
         return plugin

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 import numpy as np
 from aiida import orm
@@ -23,9 +24,7 @@ __all__ = ["report_rows", "timing", "format_table", "write_figures", "print_repo
 def _screening_node(node_or_pk) -> orm.WorkflowNode:
     node = orm.load_node(node_or_pk) if not isinstance(node_or_pk, orm.Node) else node_or_pk
     if not isinstance(node, orm.WorkflowNode) or "report" not in node.outputs:
-        raise ValueError(
-            f"pk: node {node.pk} is not a finished physgen.screening run (it has no 'report' output)"
-        )
+        raise ValueError(f"pk: node {node.pk} is not a finished physgen.screening run (it has no 'report' output)")
     return node
 
 
@@ -66,11 +65,17 @@ def dft_relaxations(node, finished_only: bool = True) -> list:
     parents = [node, *[link.node for link in node.base.links.get_outgoing(link_label_filter="relax").all()]]
     for parent in parents:  # the relax_set chain; a screening stored before it existed called them itself
         for link in parent.base.links.get_outgoing().all():
-            if (link.link_label.startswith("relax_") and link.link_label != "relax_cheap"
-                    and isinstance(link.node, orm.ProcessNode)):
+            if (
+                link.link_label.startswith("relax_")
+                and link.link_label != "relax_cheap"
+                and isinstance(link.node, orm.ProcessNode)
+            ):
                 found[link.node.pk] = link.node
-        table = parent.base.extras.get("physgen_relaxations", {}).get("relaxations", {}) \
-            if isinstance(parent, orm.WorkflowNode) else {}
+        table = (
+            parent.base.extras.get("physgen_relaxations", {}).get("relaxations", {})
+            if isinstance(parent, orm.WorkflowNode)
+            else {}
+        )
         for row in table.values():
             if row.get("reused") and row.get("pk"):
                 found[row["pk"]] = orm.load_node(row["pk"])
@@ -139,12 +144,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     table = []
     for row in rows:
         note = "" if row["new_minimum"] else ("fell apart" if not row["connected"] else "no valid bonding")
-        table.append([
-            row["name"], row["formula"], row["key"], f"{row['energy_per_atom']:.4f}",
-            f"{row['relative_per_atom'] * 1000:.1f}", row["count"], row["pk"], note,
-        ])
-    headers = ["minimum", "formula", "SMILES / space group", "E/atom (eV)", "ΔE/atom (meV)", "relaxations", "pk",
-               "note"]
+        table.append(
+            [
+                row["name"],
+                row["formula"],
+                row["key"],
+                f"{row['energy_per_atom']:.4f}",
+                f"{row['relative_per_atom'] * 1000:.1f}",
+                row["count"],
+                row["pk"],
+                note,
+            ]
+        )
+    headers = [
+        "minimum",
+        "formula",
+        "SMILES / space group",
+        "E/atom (eV)",
+        "ΔE/atom (meV)",
+        "relaxations",
+        "pk",
+        "note",
+    ]
     return tabulate(table, headers=headers)
 
 
@@ -208,13 +229,17 @@ def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
         if "generation" in node.outputs and "selection" in node.outputs.generation:
             plot_marked_selection(node, rows, temporary("pca_clusters.png", "pca"))
         elif "generation" in node.outputs and "pca_plot" in node.outputs.generation:
-            with node.outputs.generation.pca_plot.open(mode="rb") as source, \
-                    temporary("pca_clusters.png", "pca").open("wb") as target:
+            with (
+                node.outputs.generation.pca_plot.open(mode="rb") as source,
+                temporary("pca_clusters.png", "pca").open("wb") as target,
+            ):
                 shutil.copyfileobj(source, target)
 
         for name in sorted(node.outputs.figures) if "figures" in node.outputs else []:
-            with node.outputs.figures[name].open(mode="rb") as source, \
-                    temporary(f"{name}.png", name).open("wb") as target:
+            with (
+                node.outputs.figures[name].open(mode="rb") as source,
+                temporary(f"{name}.png", name).open("wb") as target,
+            ):
                 shutil.copyfileobj(source, target)
 
         models = trained_models(node)
@@ -238,8 +263,11 @@ def write_figures(node, output_dir: str | Path) -> dict[str, Path]:
                 xy = node.outputs.dos[row["name"]]
                 energy = xy.get_x()[1]
                 dos = xy.get_y()[0][1]
-                ax.plot(energy, dos + offset * (dos.max() * 1.1 if dos.max() > 0 else 1),
-                        label=f"{row['name']} {row['key']}")
+                ax.plot(
+                    energy,
+                    dos + offset * (dos.max() * 1.1 if dos.max() > 0 else 1),
+                    label=f"{row['name']} {row['key']}",
+                )
             ax.axvline(0.0, color="k", lw=0.5, ls="--")
             ax.set_xlabel("E − E_F (eV)")
             ax.set_ylabel("DOS (states/eV, offset)")
@@ -270,12 +298,15 @@ def plot_marked_selection(node, rows: list[dict[str, Any]], path: str | Path) ->
     funnel = node.outputs.funnel.get_dict() if "funnel" in node.outputs else None
     relaxed = [c for row in rows for c in (_cluster_of(m, funnel) for m in row["members"]) if c is not None]
     minima = [_cluster_of(row["representative"], funnel) for row in rows if row["new_minimum"]]
-    marks = {"relaxed with DFT": sorted(set(relaxed)),
-             "unique minimum": sorted({c for c in minima if c is not None})}
+    marks = {"relaxed with DFT": sorted(set(relaxed)), "unique minimum": sorted({c for c in minima if c is not None})}
     n = arrays.base.attributes.get("n_candidates", len(selection.labels))
-    return plot_selection(selection, path, title=f"{n} candidates → {selection.n_clusters} representatives → "
-                          f"{len(marks['relaxed with DFT'])} DFT → {len(marks['unique minimum'])} unique minima",
-                          marks=marks)
+    return plot_selection(
+        selection,
+        path,
+        title=f"{n} candidates → {selection.n_clusters} representatives → "
+        f"{len(marks['relaxed with DFT'])} DFT → {len(marks['unique minimum'])} unique minima",
+        marks=marks,
+    )
 
 
 def assessment_sections(node) -> list[str]:
@@ -304,8 +335,11 @@ def funnel_line(node) -> str | None:
     generation = node.outputs.generation
     n_candidates = len(generation.candidates) if "candidates" in generation else None
     selection = generation.selection if "selection" in generation else None
-    n_kept = (selection.base.attributes.get("n_candidates") - selection.base.attributes.get("n_too_close")
-              if selection is not None else None)
+    n_kept = (
+        selection.base.attributes.get("n_candidates") - selection.base.attributes.get("n_too_close")
+        if selection is not None
+        else None
+    )
     n_representatives = len(generation.representatives) if "representatives" in generation else None
     return (
         f"funnel: {n_candidates} candidates → {n_kept} with atoms ≥ min_distance apart → {n_representatives} "
@@ -328,8 +362,11 @@ def discovery_line(node) -> str:
     kind = rows[0].get("kind", "molecule") if rows else "molecule"
     # a molecule's key (canonical SMILES) names its isomer; a crystal's or an amorphous cell's key (space group
     # and formula) does not tell two basins apart, so for them every unique minimum counts
-    found = {row["key"] for row in rows if row["new_minimum"]} if kind == "molecule" else \
-        [row["name"] for row in rows if row["new_minimum"]]
+    found = (
+        {row["key"] for row in rows if row["new_minimum"]}
+        if kind == "molecule"
+        else [row["name"] for row in rows if row["new_minimum"]]
+    )
     noun = "isomers" if kind == "molecule" else "structures"
     line = f"found {len(found)} distinct valid {formula} {noun} with {report['n_relaxed']} DFT relaxations"
     if kind == "molecule":
@@ -348,8 +385,8 @@ def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str
     against the screening's training set; recovery against ``reference`` (SMILES or structures, e.g. a
     target polymorph), by default the shipped reference list of the composition when there is one. A
     screening that ended before DFT has only the cheap level."""
-    from .metrics import discovery_metrics
     from ..resources import reference_smiles
+    from .metrics import discovery_metrics
 
     node = load_screening(node)  # a failed screening has metrics too
     generation = node.inputs.generation
@@ -365,8 +402,9 @@ def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str
         relaxed = node.outputs.cheap_relaxed.get_batch()
         failed = relaxed.info["cheap_failed"].astype(bool)
         energies = [None if bad else float(e) for e, bad in zip(relaxed.info["cheap_energy"], failed)]
-        levels["cheap"] = discovery_metrics(list(relaxed), energies, training=training, reference=reference,
-                                            failed=failed.tolist())
+        levels["cheap"] = discovery_metrics(
+            list(relaxed), energies, training=training, reference=reference, failed=failed.tolist()
+        )
     if "report" in node.outputs:
         from ..engines import get_engine
 
@@ -374,8 +412,9 @@ def screening_metrics(node, reference: list | None = None) -> dict[str, dict[str
         results = [engine.get_result(n) for n in dft_relaxations(node)]
         structures = [result.structure.get_ase() for result in results]
         energies = [result.energy for result in results]
-        levels["dft"] = discovery_metrics(structures, energies, training=training, reference=reference,
-                                          n_dft=node.outputs.report["n_relaxed"])
+        levels["dft"] = discovery_metrics(
+            structures, energies, training=training, reference=reference, n_dft=node.outputs.report["n_relaxed"]
+        )
     return levels
 
 
@@ -423,8 +462,11 @@ def print_report(node, output_dir: str | Path | None = None, file: IO[str] | Non
     node = _screening_node(node)
     report = node.outputs.report
     rows = report_rows(node)
-    print(f"Screening {node.process_label}<{node.pk}>: {report['n_relaxed']} relaxations → {report['n_basins']} "
-          f"basins, {report['n_unique_minima']} unique minima (connected, valid)", file=file)
+    print(
+        f"Screening {node.process_label}<{node.pk}>: {report['n_relaxed']} relaxations → {report['n_basins']} "
+        f"basins, {report['n_unique_minima']} unique minima (connected, valid)",
+        file=file,
+    )
     print(format_table(rows), file=file)
     line = funnel_line(node)
     if line:
@@ -433,9 +475,12 @@ def print_report(node, output_dir: str | Path | None = None, file: IO[str] | Non
         print(discovery_line(node), file=file)
     t = timing(node)
     cheap = f"cheap tier {t['cheap_s']:.0f} s, " if t["cheap_s"] else ""
-    print(f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, {cheap}DFT {t['dft_s']:.0f} s "
-          f"({t['n_dft_runs']} {_engine_name(node)} runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
-          + (f", lost to a dead daemon worker {t['lost_s']:.0f} s" if t["lost_s"] else ""), file=file)
+    print(
+        f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, {cheap}DFT {t['dft_s']:.0f} s "
+        f"({t['n_dft_runs']} {_engine_name(node)} runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
+        + (f", lost to a dead daemon worker {t['lost_s']:.0f} s" if t["lost_s"] else ""),
+        file=file,
+    )
     for section in assessment_sections(node):
         print(section, file=file)
     written = {}

@@ -53,7 +53,11 @@ class SelectionSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: got {value!r}, expected a positive integer")
-        if isinstance(self.min_distance, bool) or not isinstance(self.min_distance, (int, float)) or self.min_distance < 0:
+        if (
+            isinstance(self.min_distance, bool)
+            or not isinstance(self.min_distance, (int, float))
+            or self.min_distance < 0
+        ):
             raise ValueError(f"min_distance: got {self.min_distance!r}, expected a non-negative distance in Å")
         if not isinstance(self.plot, bool):
             raise ValueError(f"plot: got {self.plot!r}, expected true or false")
@@ -64,7 +68,7 @@ class SelectionSettings:
             settings_module.from_dict(DescriptorParameters, self.descriptor, "descriptor")
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "SelectionSettings":
+    def from_dict(cls, values: dict | None) -> SelectionSettings:
         from aiida_physgen.ml import settings as settings_module
 
         return settings_module.from_dict(cls, values or {})
@@ -165,7 +169,7 @@ class Selection:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], facts: dict[str, Any] | None = None) -> "Selection":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], facts: dict[str, Any] | None = None) -> Selection:
         """Rebuild a selection from :meth:`arrays` (and optionally :meth:`to_dict`)."""
         facts = facts or {}
         return cls(
@@ -403,8 +407,8 @@ def select_from_features(
 
 
 def select_representatives(
-    batch: "StructureBatch",
-    settings: "DescriptorSettings",
+    batch: StructureBatch,
+    settings: DescriptorSettings,
     n_components: int = 10,
     n_clusters: int = 20,
     seed: int = 0,
@@ -440,12 +444,16 @@ def select_representatives(
 
 
 #: how the marked groups of representatives are drawn (in this order: later ones on top)
-_MARK_STYLES = ({"marker": "D", "s": 60, "c": "tab:orange"}, {"marker": "*", "s": 220, "c": "tab:red"},
-                {"marker": "P", "s": 90, "c": "tab:purple"})
+_MARK_STYLES = (
+    {"marker": "D", "s": 60, "c": "tab:orange"},
+    {"marker": "*", "s": 220, "c": "tab:red"},
+    {"marker": "P", "s": 90, "c": "tab:purple"},
+)
 
 
-def plot_selection(selection: Selection, path: str | Path, title: str | None = None,
-                   marks: dict[str, Any] | None = None) -> Path:
+def plot_selection(
+    selection: Selection, path: str | Path, title: str | None = None, marks: dict[str, Any] | None = None
+) -> Path:
     """Scatter the members on the first two principal components, coloured by cluster, with the
     representatives marked; write a PNG to ``path`` and return it.
 
@@ -472,25 +480,42 @@ def plot_selection(selection: Selection, path: str | Path, title: str | None = N
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     size = float(np.clip(4000.0 / max(n_members, 1), 3.0, 30.0))
-    ax.scatter(
-        x, y, c=colours[selection.labels], s=size, alpha=0.6, linewidths=0, rasterized=n_members > 5000
-    )
+    ax.scatter(x, y, c=colours[selection.labels], s=size, alpha=0.6, linewidths=0, rasterized=n_members > 5000)
     reps = selection.indices
     quiet = bool(marks) or selection.n_clusters > 40
     marker, star = ("o", 16.0) if quiet else ("*", 180.0)
     ax.scatter(
-        x[reps], y[reps], c=colours[np.arange(selection.n_clusters)], marker=marker, s=star,
-        edgecolors="black", linewidths=0.6 if quiet else 1.0, zorder=3,
+        x[reps],
+        y[reps],
+        c=colours[np.arange(selection.n_clusters)],
+        marker=marker,
+        s=star,
+        edgecolors="black",
+        linewidths=0.6 if quiet else 1.0,
+        zorder=3,
     )
     # legend entry with a neutral fill: the representatives themselves take their cluster's colour
     ax.scatter(
-        [], [], c="white", marker=marker, s=star, edgecolors="black", linewidths=1.0,
+        [],
+        [],
+        c="white",
+        marker=marker,
+        s=star,
+        edgecolors="black",
+        linewidths=1.0,
         label=f"representatives ({selection.n_clusters})",
     )
     for (label, clusters), style in zip((marks or {}).items(), _MARK_STYLES):
         clusters = np.asarray([c for c in clusters if 0 <= c < len(reps)], dtype=np.int64)
-        ax.scatter(x[reps[clusters]], y[reps[clusters]], edgecolors="black", linewidths=0.8, zorder=4,
-                   label=f"{label} ({len(clusters)})", **style)
+        ax.scatter(
+            x[reps[clusters]],
+            y[reps[clusters]],
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=4,
+            label=f"{label} ({len(clusters)})",
+            **style,
+        )
 
     def _label(axis: int) -> str:
         if axis < ratio.shape[0]:
@@ -508,7 +533,7 @@ def plot_selection(selection: Selection, path: str | Path, title: str | None = N
 
 
 def select_candidates(
-    batch: "StructureBatch", settings: SelectionSettings, seed: int = 0, model_descriptor: dict | None = None
+    batch: StructureBatch, settings: SelectionSettings, seed: int = 0, model_descriptor: dict | None = None
 ) -> tuple[Selection, np.ndarray, Any]:
     """The whole selection step on a generated batch: drop candidates with atoms closer than
     ``settings.min_distance``, describe, PCA, k-means.

@@ -20,17 +20,29 @@ import abc
 import dataclasses
 import math
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..ml import settings as settings_module
-from ..ml.settings import is_number
 from ..ml.batch import StructureBatch
+from ..ml.settings import is_number
 from .plugins import PluginRegistry
 
-__all__ = ["ValidityCheck", "NoCheck", "ValidityResult", "get_validity_check", "available_validity_checks",
-           "apply_validity", "ENTRY_POINT_GROUP", "pbc_flags", "is_bulk", "judge_of_kind", "density_range_setting"]
+__all__ = [
+    "ValidityCheck",
+    "NoCheck",
+    "ValidityResult",
+    "get_validity_check",
+    "available_validity_checks",
+    "apply_validity",
+    "ENTRY_POINT_GROUP",
+    "pbc_flags",
+    "is_bulk",
+    "judge_of_kind",
+    "density_range_setting",
+]
 
 ENTRY_POINT_GROUP = "aiida_physgen.validity"
 
@@ -51,8 +63,9 @@ def is_bulk(batch: StructureBatch) -> np.ndarray:
     return batch.pbc.all(axis=1) & (volumes > 1e-8)
 
 
-def judge_of_kind(batch: StructureBatch, of_kind: np.ndarray, wrong_kind: str,
-                  judge: Callable[[StructureBatch], Sequence[str | None]]) -> list[str | None]:
+def judge_of_kind(
+    batch: StructureBatch, of_kind: np.ndarray, wrong_kind: str, judge: Callable[[StructureBatch], Sequence[str | None]]
+) -> list[str | None]:
     """One reason per structure: ``wrong_kind`` where ``of_kind`` is false, else what ``judge`` says of it
     (``judge`` gets the structures of the kind as one batch and returns a reason or ``None`` for each)."""
     reasons: list[str | None] = [None if ok else wrong_kind for ok in of_kind]
@@ -104,8 +117,10 @@ class ValidityCheck(abc.ABC):
         if all(flags) if self.periodic else not any(flags):
             return None
         others = ", ".join(name for name in available_validity_checks() if name not in (self.name, "none"))
-        return (f"the {self.name} check judges {self.reads} (periodic along {'every' if self.periodic else 'no'} "
-                f"axis); the target has pbc {flags}: choose the validity check of its kind ({others}) or 'none'")
+        return (
+            f"the {self.name} check judges {self.reads} (periodic along {'every' if self.periodic else 'no'} "
+            f"axis); the target has pbc {flags}: choose the validity check of its kind ({others}) or 'none'"
+        )
 
     @abc.abstractmethod
     def reasons(self, batch: StructureBatch, settings) -> list[str | None]:
@@ -150,8 +165,11 @@ class ValidityResult:
         reasons: Counter = Counter()
         for row in self.counts.values():
             reasons.update(row["reasons"])
-        return {"generated": sum(r["generated"] for r in self.counts.values()),
-                "valid": sum(r["valid"] for r in self.counts.values()), "reasons": dict(reasons)}
+        return {
+            "generated": sum(r["generated"] for r in self.counts.values()),
+            "valid": sum(r["valid"] for r in self.counts.values()),
+            "reasons": dict(reasons),
+        }
 
 
 def apply_validity(check: ValidityCheck, sets: Mapping[str, StructureBatch], settings) -> ValidityResult:
@@ -165,8 +183,11 @@ def apply_validity(check: ValidityCheck, sets: Mapping[str, StructureBatch], set
         if len(reasons) != len(batch):
             raise ValueError(f"validity check {check.name!r} gave {len(reasons)} verdicts for {len(batch)} structures")
         keep = [i for i, reason in enumerate(reasons) if reason is None]
-        counts[name] = {"generated": len(batch), "valid": len(keep),
-                        "reasons": dict(Counter(r for r in reasons if r is not None))}
+        counts[name] = {
+            "generated": len(batch),
+            "valid": len(keep),
+            "reasons": dict(Counter(r for r in reasons if r is not None)),
+        }
         subset = batch.subset(keep)
         subset.info["condition_index"] = np.full(len(keep), position, dtype=np.int64)
         subset.info["set_index"] = np.asarray(keep, dtype=np.int64)

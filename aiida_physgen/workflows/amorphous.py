@@ -93,8 +93,10 @@ def _sample(inputs) -> tuple[StructureSet, str | None]:
         frames, potential = values.frames, values.potential
     held = held_out_count(frames, fraction)
     if held < 2 or frames - held < 2:
-        raise ValueError(f"held_out_fraction: {fraction} of {frames} frames holds out {held} and keeps {frames - held}; "
-                         "expected at least 2 of each (more frames, or another fraction)")
+        raise ValueError(
+            f"held_out_fraction: {fraction} of {frames} frames holds out {held} and keeps {frames - held}; "
+            "expected at least 2 of each (more frames, or another fraction)"
+        )
     if "trajectory" in inputs:
         batch = inputs["trajectory"].get_batch()
         return StructureSet(batch.subset(np.arange(frames - held))), potential
@@ -119,12 +121,13 @@ def validate_amorphous_inputs(inputs, _ctx=None):
     try:
         sample, potential = _sample(inputs)
         if HELD_OUT in screening.get("references", {}):
-            raise ValueError(f"screening.references.{HELD_OUT}: this chain gives the held-out MD frames itself; "
-                             "leave it out")
+            raise ValueError(
+                f"screening.references.{HELD_OUT}: this chain gives the held-out MD frames itself; leave it out"
+            )
         generation = screening.get("generation", {})
         if "family" in generation and generation["family"].value == "repap" and "conditions" in generation:
             family, batch = get_family("repap"), sample.get_batch()
-            config = {"cell": batch.cells[0].tolist(), "numbers": batch.numbers[:batch.n_atoms[0]].tolist()}
+            config = {"cell": batch.cells[0].tolist(), "numbers": batch.numbers[: batch.n_atoms[0]].tolist()}
             for name, condition in generation["conditions"].get_dict().items():
                 try:
                     family.check_condition(condition, config)
@@ -142,8 +145,9 @@ def validate_amorphous_inputs(inputs, _ctx=None):
                 if cheap is not None:
                     element_of(sample.get_batch(), cheap.potential)
             except ValueError as error:
-                raise ValueError(f"screening.cheap_{error}" if str(error).startswith("settings") else
-                                 f"screening.{error}") from None
+                raise ValueError(
+                    f"screening.cheap_{error}" if str(error).startswith("settings") else f"screening.{error}"
+                ) from None
     except ValueError as error:
         return str(error)
     return _check_screening(inputs, sample)
@@ -179,20 +183,36 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input("trajectory", valid_type=StructureSet, required=False,
-                   help="Frames of a fixed-cell trajectory to learn from, instead of running the melt-quench MD.")
+        spec.input(
+            "trajectory",
+            valid_type=StructureSet,
+            required=False,
+            help="Frames of a fixed-cell trajectory to learn from, instead of running the melt-quench MD.",
+        )
         spec.input_namespace("md", help="The melt-quench molecular dynamics (skipped with a trajectory).")
-        spec.input("md.settings", valid_type=orm.Dict, required=False,
-                   help="Fields of aiida_physgen.amorphous.md.MeltQuenchSettings (atoms, density, potential, steps, "
-                        "frames, stride, seed...).")
-        spec.input("held_out_fraction", valid_type=orm.Float, default=lambda: orm.Float(DEFAULT_HELD_OUT_FRACTION),
-                   help="Share of the trajectory (its end) kept out of training: the assessor's reference.")
+        spec.input(
+            "md.settings",
+            valid_type=orm.Dict,
+            required=False,
+            help="Fields of aiida_physgen.amorphous.md.MeltQuenchSettings (atoms, density, potential, steps, "
+            "frames, stride, seed...).",
+        )
+        spec.input(
+            "held_out_fraction",
+            valid_type=orm.Float,
+            default=lambda: orm.Float(DEFAULT_HELD_OUT_FRACTION),
+            help="Share of the trajectory (its end) kept out of training: the assessor's reference.",
+        )
         spec.expose_inputs(
-            ScreeningWorkChain, namespace="screening", exclude=("generation.training",),
-            namespace_options={"help": "Inputs of the screening (physgen.screening), but the training frames, "
-                                       "which this chain gives it (and references.held_out, the held-out frames).",
-                               # checked by this chain's validator, with frames of the MD's shape
-                               "validator": None},
+            ScreeningWorkChain,
+            namespace="screening",
+            exclude=("generation.training",),
+            namespace_options={
+                "help": "Inputs of the screening (physgen.screening), but the training frames, "
+                "which this chain gives it (and references.held_out, the held-out frames).",
+                # checked by this chain's validator, with frames of the MD's shape
+                "validator": None,
+            },
         )
         spec.inputs.validator = validate_amorphous_inputs
         spec.outline(
@@ -206,8 +226,11 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
         spec.output("trajectory", valid_type=StructureSet, help="The MD frames the chain learnt from.")
         spec.output("training", valid_type=StructureSet, help="The frames the models trained on.")
         spec.output("held_out", valid_type=StructureSet, help="The held-out end of the trajectory (the reference).")
-        spec.expose_outputs(ScreeningWorkChain, namespace="screening",
-                            namespace_options={"help": "Outputs of the screening (assessments, figures, minima...)."})
+        spec.expose_outputs(
+            ScreeningWorkChain,
+            namespace="screening",
+            namespace_options={"help": "Outputs of the screening (assessments, figures, minima...)."},
+        )
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
         spec.exit_code(401, "ERROR_SCREENING_FAILED", message="the screening failed: {message}")
@@ -253,8 +276,14 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
         except ValueError:  # the launch check names the bad input; the screening's builder only needs a set
             placeholder = _stand_in(md.MeltQuenchSettings(), SAMPLE_FRAMES)
         screening = ScreeningWorkChain.get_builder_from_protocol(
-            "amorphous", placeholder, protocol, {**dict(overrides or {}), **{key: None for key in PRESTEP_KEYS}},
-            code=code, references=references, training_code=training_code)
+            "amorphous",
+            placeholder,
+            protocol,
+            {**dict(overrides or {}), **{key: None for key in PRESTEP_KEYS}},
+            code=code,
+            references=references,
+            training_code=training_code,
+        )
         inputs = screening._inputs(prune=True)
         inputs.get("generation", {}).pop("training", None)
         builder.screening = inputs
@@ -285,15 +314,21 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
         if not node.is_finished_ok:
             return self._failed(node, "MD")
         self.ctx.trajectory = outputs["trajectory"]
-        self.report(f"MD: {len(self.ctx.trajectory)} frames with "
-                    f"{self.ctx.trajectory.base.attributes.get('potential_description')}")
+        self.report(
+            f"MD: {len(self.ctx.trajectory)} frames with "
+            f"{self.ctx.trajectory.base.attributes.get('potential_description')}"
+        )
         return None
 
     def split(self):
-        outputs, node = run_calcfunction_step(self, split_trajectory, "split",
-                                              "training frames and the held-out end of the run",
-                                              trajectory=self.ctx.trajectory,
-                                              held_out_fraction=self.inputs.held_out_fraction)
+        outputs, node = run_calcfunction_step(
+            self,
+            split_trajectory,
+            "split",
+            "training frames and the held-out end of the run",
+            trajectory=self.ctx.trajectory,
+            held_out_fraction=self.inputs.held_out_fraction,
+        )
         if not node.is_finished_ok:
             return self._failed(node, "split")
         self.ctx.training, self.ctx.held_out = outputs["training"], outputs["held_out"]
@@ -314,12 +349,17 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
         if potential is not None:
             settings.setdefault("potential", potential)
         generation = inputs.generation
-        if generation.get("family") is not None and generation["family"].value == "repap" and "grid_bins" not in settings:
+        if (
+            generation.get("family") is not None
+            and generation["family"].value == "repap"
+            and "grid_bins" not in settings
+        ):
             from ..ml.training import DEFAULT_SEEDS, plan_members
 
             seeds = generation["seeds"].get_list() if "seeds" in generation else list(DEFAULT_SEEDS)
-            members = plan_members(get_family("repap"), _settings(generation, "settings"), seeds,
-                                   _settings(generation, "grid"))
+            members = plan_members(
+                get_family("repap"), _settings(generation, "settings"), seeds, _settings(generation, "grid")
+            )
             settings["grid_bins"] = int(members[0].settings.bins)
         if settings != (assessors[ASSESSOR] or {}):
             inputs["assessors"] = orm.Dict({**assessors, ASSESSOR: settings})
@@ -330,9 +370,12 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
         inputs.generation = AttributeDict({**dict(inputs.get("generation", {})), "training": self.ctx.training})
         inputs.references = {**dict(inputs.get("references", {})), HELD_OUT: self.ctx.held_out}
         self._filled(inputs)
-        inputs.metadata = {"call_link_label": "screening", "label": "screening",
-                           "description": f"screening of structures learnt from {len(self.ctx.training)} MD frames, "
-                                          f"against the {len(self.ctx.held_out)} held-out ones"}
+        inputs.metadata = {
+            "call_link_label": "screening",
+            "label": "screening",
+            "description": f"screening of structures learnt from {len(self.ctx.training)} MD frames, "
+            f"against the {len(self.ctx.held_out)} held-out ones",
+        }
         node = self.submit(ScreeningWorkChain, **inputs)
         self.report(f"screening: {node.process_label}<{node.pk}>")
         return ToContext(screening=node)
@@ -341,7 +384,8 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
         node = self.ctx.screening
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_SCREENING_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            )
         return None
 
     def results(self):

@@ -9,12 +9,13 @@ at launch. Training runs as the ``physgen.train`` calcfunction by default, or, w
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, if_
+from aiida.engine import WorkChain, if_
 
-from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives, train
+from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
@@ -148,50 +149,107 @@ class GenerationWorkChain(WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input("family", valid_type=orm.Str,
-                   help="Generator family (an entry point of aiida_physgen.families): logan, rugan, crystal_gan, "
-                        "repap, or a plug-in's.")
+        spec.input(
+            "family",
+            valid_type=orm.Str,
+            help="Generator family (an entry point of aiida_physgen.families): logan, rugan, crystal_gan, "
+            "repap, or a plug-in's.",
+        )
         spec.input("training", valid_type=StructureSet, help="Known structures to learn from.")
-        spec.input("target", valid_type=orm.Dict,
-                   help="What to generate, as the family defines it (LoGAN: composition, cell, pbc).")
-        spec.input("seeds", valid_type=orm.List, default=lambda: orm.List(list(DEFAULT_SEEDS)),
-                   help="One ensemble member per seed (times the grid).")
-        spec.input("settings", valid_type=orm.Dict, required=False,
-                   help="Nested training settings of the family (e.g. descriptor, loop, ...); defaults otherwise.")
-        spec.input("grid", valid_type=orm.Dict, required=False,
-                   help="Nested settings with lists of values to vary across the ensemble.")
+        spec.input(
+            "target",
+            valid_type=orm.Dict,
+            help="What to generate, as the family defines it (LoGAN: composition, cell, pbc).",
+        )
+        spec.input(
+            "seeds",
+            valid_type=orm.List,
+            default=lambda: orm.List(list(DEFAULT_SEEDS)),
+            help="One ensemble member per seed (times the grid).",
+        )
+        spec.input(
+            "settings",
+            valid_type=orm.Dict,
+            required=False,
+            help="Nested training settings of the family (e.g. descriptor, loop, ...); defaults otherwise.",
+        )
+        spec.input(
+            "grid",
+            valid_type=orm.Dict,
+            required=False,
+            help="Nested settings with lists of values to vary across the ensemble.",
+        )
         spec.input("count", valid_type=orm.Int, default=lambda: orm.Int(DEFAULT_COUNT), help="Candidates per model.")
-        spec.input("condition", valid_type=orm.Dict, required=False,
-                   help="Family-defined sampling condition (an energy label, a space group, a size multiple).")
-        spec.input("conditions", valid_type=orm.Dict, required=False,
-                   help="Named sampling conditions, one candidate set each, e.g. {'F-43m': {'space_group': 216}, "
-                        "'scale_2': {'labels': 'training', 'scale': 2}}.")
-        spec.input("validity", valid_type=orm.Str, required=False,
-                   help="Validity check by kind of structure (an entry point of aiida_physgen.validity: molecule, "
-                        "crystal, sheet, amorphous, none, or a plug-in's); the candidates it rejects are not selected.")
+        spec.input(
+            "condition",
+            valid_type=orm.Dict,
+            required=False,
+            help="Family-defined sampling condition (an energy label, a space group, a size multiple).",
+        )
+        spec.input(
+            "conditions",
+            valid_type=orm.Dict,
+            required=False,
+            help="Named sampling conditions, one candidate set each, e.g. {'F-43m': {'space_group': 216}, "
+            "'scale_2': {'labels': 'training', 'scale': 2}}.",
+        )
+        spec.input(
+            "validity",
+            valid_type=orm.Str,
+            required=False,
+            help="Validity check by kind of structure (an entry point of aiida_physgen.validity: molecule, "
+            "crystal, sheet, amorphous, none, or a plug-in's); the candidates it rejects are not selected.",
+        )
         spec.input("validity_settings", valid_type=orm.Dict, required=False, help="Settings of the validity check.")
-        spec.input("generation_seed", valid_type=orm.Int, default=lambda: orm.Int(0),
-                   help="Seed of the latent draws when generating.")
-        spec.input("selection_settings", valid_type=orm.Dict, required=False,
-                   help="n_components, n_clusters, min_distance, plot and descriptor of the PCA + k-means selection.")
+        spec.input(
+            "generation_seed",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(0),
+            help="Seed of the latent draws when generating.",
+        )
+        spec.input(
+            "selection_settings",
+            valid_type=orm.Dict,
+            required=False,
+            help="n_components, n_clusters, min_distance, plot and descriptor of the PCA + k-means selection.",
+        )
         spec.input("selection_seed", valid_type=orm.Int, default=lambda: orm.Int(0), help="Seed of the k-means.")
-        spec.input("training_code", valid_type=orm.AbstractCode, required=False,
-                   help="Train as a CalcJob with this Code (a Python with aiida-physgen) instead of a calcfunction.")
-        spec.input("training_options", valid_type=orm.Dict, required=False,
-                   help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).")
-        spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
-                   help="Where the training runs: 'cpu', 'cuda' or 'auto' (CUDA when the machine has it).")
-        spec.input("baseline", valid_type=orm.Bool, default=lambda: orm.Bool(False),
-                   help="The random baseline (the LoGAN paper's control): no training; count × len(seeds) structures "
-                        "with random coordinates in the target cell, atoms at least the selection's min_distance "
-                        "apart, then the same selection.")
+        spec.input(
+            "training_code",
+            valid_type=orm.AbstractCode,
+            required=False,
+            help="Train as a CalcJob with this Code (a Python with aiida-physgen) instead of a calcfunction.",
+        )
+        spec.input(
+            "training_options",
+            valid_type=orm.Dict,
+            required=False,
+            help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).",
+        )
+        spec.input(
+            "device",
+            valid_type=orm.Str,
+            default=lambda: orm.Str("cpu"),
+            help="Where the training runs: 'cpu', 'cuda' or 'auto' (CUDA when the machine has it).",
+        )
+        spec.input(
+            "baseline",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            help="The random baseline (the LoGAN paper's control): no training; count × len(seeds) structures "
+            "with random coordinates in the target cell, atoms at least the selection's min_distance "
+            "apart, then the same selection.",
+        )
         spec.inputs.validator = validate_generation_inputs
         spec.outline(
             cls.check_inputs,
             if_(cls.use_baseline)(
                 cls.generate_random,
             ).else_(
-                cls.normalise, cls.train, cls.inspect_training, cls.generate,
+                cls.normalise,
+                cls.train,
+                cls.inspect_training,
+                cls.generate,
             ),
             if_(cls.use_validity)(
                 cls.validity,
@@ -200,21 +258,33 @@ class GenerationWorkChain(WorkChain):
             cls.results,
         )
         spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
-        spec.output("candidates", valid_type=StructureSet,
-                    help="The candidates the selection chose from: every generated one, or the valid ones of every "
-                         "condition joined (info condition_index, set_index).")
-        spec.output_namespace("generated", valid_type=StructureSet, dynamic=True,
-                              help="With named conditions or a validity check: each condition's set as generated.")
+        spec.output(
+            "candidates",
+            valid_type=StructureSet,
+            help="The candidates the selection chose from: every generated one, or the valid ones of every "
+            "condition joined (info condition_index, set_index).",
+        )
+        spec.output_namespace(
+            "generated",
+            valid_type=StructureSet,
+            dynamic=True,
+            help="With named conditions or a validity check: each condition's set as generated.",
+        )
         spec.output("representatives", valid_type=StructureSet, help="One candidate per k-means cluster.")
-        spec.output_namespace("structures", valid_type=orm.StructureData, dynamic=True,
-                              help="The representatives as StructureData (rep_00, ...), ready for DFT.")
+        spec.output_namespace(
+            "structures",
+            valid_type=orm.StructureData,
+            dynamic=True,
+            help="The representatives as StructureData (rep_00, ...), ready for DFT.",
+        )
         spec.output("selection", valid_type=orm.ArrayData, help="PCA coordinates, cluster labels and distances.")
         spec.output("pca_plot", valid_type=orm.SinglefileData, required=False, help="PCA scatter of the selection.")
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
-        spec.exit_code(341, "ERROR_NOTHING_VALID", message="no generated structure passed the validity check: "
-                       "{message}")
+        spec.exit_code(
+            341, "ERROR_NOTHING_VALID", message="no generated structure passed the validity check: {message}"
+        )
 
     @classmethod
     def get_builder_from_protocol(
@@ -253,9 +323,16 @@ class GenerationWorkChain(WorkChain):
             builder.selection_settings = orm.Dict(values["selection"])
         if training_code is not None:
             builder.training_code = training_code
-        for key, node_type in (("training_options", orm.Dict), ("device", orm.Str), ("generation_seed", orm.Int),
-                               ("selection_seed", orm.Int), ("condition", orm.Dict), ("conditions", orm.Dict),
-                                 ("validity", orm.Str), ("validity_settings", orm.Dict)):
+        for key, node_type in (
+            ("training_options", orm.Dict),
+            ("device", orm.Str),
+            ("generation_seed", orm.Int),
+            ("selection_seed", orm.Int),
+            ("condition", orm.Dict),
+            ("conditions", orm.Dict),
+            ("validity", orm.Str),
+            ("validity_settings", orm.Dict),
+        ):
             if key in kwargs:
                 builder[key] = node_type(kwargs.pop(key))
         if kwargs:
@@ -295,7 +372,9 @@ class GenerationWorkChain(WorkChain):
         for optional in ("settings", "grid"):
             if optional in self.inputs:
                 inputs[optional] = self.inputs[optional]
-        outputs, node = run_calcfunction_step(self, normalise_training_inputs, "normalise", "canonical training inputs", **inputs)
+        outputs, node = run_calcfunction_step(
+            self, normalise_training_inputs, "normalise", "canonical training inputs", **inputs
+        )
         if not node.is_finished_ok:
             return self._failed(node, "normalisation")
         self.ctx.training_inputs = {"training": self.inputs.training, "family": self.inputs.family, **outputs}
@@ -327,12 +406,19 @@ class GenerationWorkChain(WorkChain):
 
         count = self.inputs.count.value * len(self.inputs.seeds.get_list())
         selection = SelectionSettings.from_dict(
-            self.inputs.selection_settings.get_dict() if "selection_settings" in self.inputs else None)
+            self.inputs.selection_settings.get_dict() if "selection_settings" in self.inputs else None
+        )
         self.report(f"random baseline: {count} random structures, atoms at least {selection.min_distance} Å apart")
-        candidates, node = run_calcfunction_step(self, 
-            generate_random, "generate_random", f"{count} random structures (the random baseline)",
-            family=self.inputs.family, target=self.inputs.target, count=orm.Int(count),
-            seed=self.inputs.generation_seed, min_distance=orm.Float(selection.min_distance),
+        candidates, node = run_calcfunction_step(
+            self,
+            generate_random,
+            "generate_random",
+            f"{count} random structures (the random baseline)",
+            family=self.inputs.family,
+            target=self.inputs.target,
+            count=orm.Int(count),
+            seed=self.inputs.generation_seed,
+            min_distance=orm.Float(selection.min_distance),
         )
         if not node.is_finished_ok:
             return self._failed(node, "random generation")
@@ -351,14 +437,21 @@ class GenerationWorkChain(WorkChain):
         self.ctx.generated = {}
         for name, condition in conditions.items():
             link = "generate" if name == DEFAULT_CONDITION else f"generate_{link_name(name)}"
-            self.report(f"generating {self.inputs.count.value} candidates from each of {len(models)} models"
-                        + ("" if name == DEFAULT_CONDITION else f" for {name}"))
+            self.report(
+                f"generating {self.inputs.count.value} candidates from each of {len(models)} models"
+                + ("" if name == DEFAULT_CONDITION else f" for {name}")
+            )
             inputs = {"count": self.inputs.count, "seed": self.inputs.generation_seed, **models}
             if condition is not None:
                 inputs["condition"] = orm.Dict(condition)
             candidates, node = run_calcfunction_step(
-                self, generate, link, f"{self.inputs.count.value} candidates from each of {len(models)} models"
-                + ("" if name == DEFAULT_CONDITION else f" for {name}"), **inputs)
+                self,
+                generate,
+                link,
+                f"{self.inputs.count.value} candidates from each of {len(models)} models"
+                + ("" if name == DEFAULT_CONDITION else f" for {name}"),
+                **inputs,
+            )
             if not node.is_finished_ok:
                 return self._failed(node, f"generation for {name}")
             self.ctx.generated[link_name(name)] = candidates
@@ -380,29 +473,41 @@ class GenerationWorkChain(WorkChain):
         inputs["check"] = self.inputs.validity if "validity" in self.inputs else orm.Str("none")
         if "validity_settings" in self.inputs:
             inputs["settings"] = self.inputs.validity_settings
-        outputs, node = run_calcfunction_step(self, check_validity, "validity",
-                                              f"validity ({inputs['check'].value}) of {len(self.ctx.generated)} set(s)",
-                                              **inputs)
+        outputs, node = run_calcfunction_step(
+            self,
+            check_validity,
+            "validity",
+            f"validity ({inputs['check'].value}) of {len(self.ctx.generated)} set(s)",
+            **inputs,
+        )
         if not node.is_finished_ok:
             return self._failed(node, "validity")
         self.ctx.candidates = outputs["valid"]
         self.out("candidates", self.ctx.candidates)
         totals = self.ctx.candidates.base.attributes.get("validity")["totals"]
-        self.report(f"validity: {totals['valid']} of {totals['generated']} candidates kept; "
-                    f"rejected: {totals['reasons'] or 'none'}")
+        self.report(
+            f"validity: {totals['valid']} of {totals['generated']} candidates kept; "
+            f"rejected: {totals['reasons'] or 'none'}"
+        )
         return None
 
     def select(self):
         inputs = {"candidates": self.ctx.candidates, "seed": self.inputs.selection_seed}
         if "selection_settings" in self.inputs:
             inputs["settings"] = self.inputs.selection_settings
-        outputs, node = run_calcfunction_step(self, 
-            select_representatives, "select", "descriptors → PCA → k-means: one representative per cluster", **inputs
+        outputs, node = run_calcfunction_step(
+            self,
+            select_representatives,
+            "select",
+            "descriptors → PCA → k-means: one representative per cluster",
+            **inputs,
         )
         if not node.is_finished_ok:
             return self._failed(node, "selection")
         self.ctx.selected = outputs
-        self.report(f"selected {len(outputs['representatives'])} representatives from {len(self.ctx.candidates)} candidates")
+        self.report(
+            f"selected {len(outputs['representatives'])} representatives from {len(self.ctx.candidates)} candidates"
+        )
 
     def results(self):
         for key in ("representatives", "structures", "selection", "pca_plot"):

@@ -42,14 +42,14 @@ from aiida_physgen.calculations.gpaw import GpawCalculation, validate_parameters
 from aiida_physgen.workflows.orphans import run_calcfunction_step
 from aiida_physgen.workflows.protocols import ProtocolMixin, load_protocol
 
-__all__ = ('GpawBaseWorkChain', 'center_molecule')
+__all__ = ("GpawBaseWorkChain", "center_molecule")
 
-PROTOCOL_FILE = 'gpaw'
+PROTOCOL_FILE = "gpaw"
 
 #: Top-level keys a GPAW protocol (or its overrides) may contain; ``vacuum`` and ``box`` are used by the builder only.
-_PROTOCOL_KEYS = ('gpaw', 'max_iterations', 'clean_workdir', 'vacuum', 'box', 'handler_overrides')
-_PROTOCOL_GPAW_KEYS = ('parameters', 'metadata')
-_SYSTEM_TYPES = ('molecule', 'crystal')
+_PROTOCOL_KEYS = ("gpaw", "max_iterations", "clean_workdir", "vacuum", "box", "handler_overrides")
+_PROTOCOL_GPAW_KEYS = ("parameters", "metadata")
+_SYSTEM_TYPES = ("molecule", "crystal")
 
 
 def centered_copy(structure: orm.StructureData, vacuum: float, box: float | None = None) -> orm.StructureData:
@@ -63,8 +63,8 @@ def centered_copy(structure: orm.StructureData, vacuum: float, box: float | None
         extent = float((atoms.positions.max(axis=0) - atoms.positions.min(axis=0)).max())
         if box < extent + 2 * vacuum:
             raise ValueError(
-                f'box: a {box:.2f} Å cube leaves less than the vacuum of {vacuum} Å around a molecule '
-                f'{extent:.2f} Å across; expected at least {extent + 2 * vacuum:.2f} Å'
+                f"box: a {box:.2f} Å cube leaves less than the vacuum of {vacuum} Å around a molecule "
+                f"{extent:.2f} Å across; expected at least {extent + 2 * vacuum:.2f} Å"
             )
         atoms.cell = [box, box, box]
         atoms.center()
@@ -75,38 +75,38 @@ def centered_copy(structure: orm.StructureData, vacuum: float, box: float | None
     return centred
 
 
-def check_finite_structure(structure: orm.StructureData, field: str = 'structure') -> None:
+def check_finite_structure(structure: orm.StructureData, field: str = "structure") -> None:
     """Raise a ``ValueError`` naming ``field`` when a position or the cell of ``structure`` is not a finite number."""
     positions = np.array([site.position for site in structure.sites], dtype=float).reshape(-1, 3)
     if not np.isfinite(positions).all():
         bad = sorted({int(i) for i in np.argwhere(~np.isfinite(positions))[:, 0]})
-        raise ValueError(f'{field}: atoms {bad} have non-finite positions (NaN or inf); expected finite numbers in Å')
+        raise ValueError(f"{field}: atoms {bad} have non-finite positions (NaN or inf); expected finite numbers in Å")
     if not np.isfinite(np.array(structure.cell, dtype=float)).all():
-        raise ValueError(f'{field}: the cell has non-finite entries (NaN or inf); expected finite numbers in Å')
+        raise ValueError(f"{field}: the cell has non-finite entries (NaN or inf); expected finite numbers in Å")
 
 
 def validate_center(inputs, _ctx=None) -> str | None:
     """The ``center`` inputs: a positive ``vacuum``, an optional positive ``box`` that leaves that vacuum around the
     structure; checked at launch, before ``center_molecule`` runs."""
-    center = inputs.get('center') or {}
+    center = inputs.get("center") or {}
     if not center:
         return None
-    vacuum = center.get('vacuum')
-    box = center.get('box')
+    vacuum = center.get("vacuum")
+    box = center.get("box")
     if vacuum is None:
-        return 'center.vacuum: missing; expected a positive number of Å of vacuum around the molecule'
+        return "center.vacuum: missing; expected a positive number of Å of vacuum around the molecule"
     if not np.isfinite(vacuum.value) or vacuum.value <= 0:
-        return f'center.vacuum: got {vacuum.value!r}, expected a positive number of Å'
+        return f"center.vacuum: got {vacuum.value!r}, expected a positive number of Å"
     if box is not None and (not np.isfinite(box.value) or box.value <= 0):
-        return f'center.box: got {box.value!r}, expected a positive cube edge in Å'
-    structure = (inputs.get('gpaw') or {}).get('structure')
+        return f"center.box: got {box.value!r}, expected a positive cube edge in Å"
+    structure = (inputs.get("gpaw") or {}).get("structure")
     if structure is None:
         return None
     try:
-        check_finite_structure(structure, 'gpaw.structure')
+        check_finite_structure(structure, "gpaw.structure")
         centered_copy(structure, float(vacuum.value), float(box.value) if box is not None else None)
     except ValueError as error:
-        return f'center.{error}' if str(error).startswith('box:') else str(error)
+        return f"center.{error}" if str(error).startswith("box:") else str(error)
     return None
 
 
@@ -127,7 +127,7 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     _max_scf_restarts = 2
     _max_relax_restarts = 3
     _max_interrupted_restarts = 2
-    _soft_mixer = {'beta': 0.05, 'nmaxold': 5, 'weight': 50.0}
+    _soft_mixer = {"beta": 0.05, "nmaxold": 5, "weight": 50.0}
     _min_mixer_beta = 0.01
     _maxiter_factor = 2
 
@@ -135,20 +135,20 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     def define(cls, spec):
         super().define(spec)
         spec.expose_inputs(
-            GpawCalculation, namespace='gpaw', namespace_options={'help': 'Inputs of the `GpawCalculation`.'}
+            GpawCalculation, namespace="gpaw", namespace_options={"help": "Inputs of the `GpawCalculation`."}
         )
         spec.input_namespace(
-            'center',
+            "center",
             required=False,
-            help='Centre the structure (a molecule) in a non-periodic box before the first calculation, through the '
-            '`center_molecule` calcfunction: `vacuum` Å on every side, or a cube of edge `box` Å.',
+            help="Centre the structure (a molecule) in a non-periodic box before the first calculation, through the "
+            "`center_molecule` calcfunction: `vacuum` Å on every side, or a cube of edge `box` Å.",
         )
-        spec.input('center.vacuum', valid_type=orm.Float, required=False, help='Vacuum (Å) on every side.')
+        spec.input("center.vacuum", valid_type=orm.Float, required=False, help="Vacuum (Å) on every side.")
         spec.input(
-            'center.box', valid_type=orm.Float, required=False, help='Edge (Å) of the cube; must leave `vacuum`.'
+            "center.box", valid_type=orm.Float, required=False, help="Edge (Å) of the cube; must leave `vacuum`."
         )
         spec.inputs.validator = validate_center
-        spec.inputs['on_unhandled_failure'].default = lambda: orm.Str('restart_once')
+        spec.inputs["on_unhandled_failure"].default = lambda: orm.Str("restart_once")
         spec.outline(
             cls.setup,
             cls.center_structure,
@@ -161,45 +161,50 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         spec.expose_outputs(GpawCalculation)
         spec.exit_code(
             410,
-            'ERROR_SCF_NOT_CONVERGED',
-            message='The SCF did not converge even after the maximum number of restarts with softer mixing.',
+            "ERROR_SCF_NOT_CONVERGED",
+            message="The SCF did not converge even after the maximum number of restarts with softer mixing.",
         )
         spec.exit_code(
             420,
-            'ERROR_RELAX_NOT_CONVERGED',
-            message='The relaxation did not converge even after the maximum number of restarts.',
+            "ERROR_RELAX_NOT_CONVERGED",
+            message="The relaxation did not converge even after the maximum number of restarts.",
         )
         spec.exit_code(
             403,
-            'ERROR_INVALID_SETTINGS',
-            message='The GPAW driver rejected its settings; restarting would not help.',
+            "ERROR_INVALID_SETTINGS",
+            message="The GPAW driver rejected its settings; restarting would not help.",
         )
         spec.exit_code(
             430,
-            'ERROR_INTERRUPTED',
-            message='The GPAW driver was interrupted (killed) and no restart from its last geometry was possible or '
-            'the maximum number of such restarts was reached.',
+            "ERROR_INTERRUPTED",
+            message="The GPAW driver was interrupted (killed) and no restart from its last geometry was possible or "
+            "the maximum number of such restarts was reached.",
         )
 
     def setup(self):
         super().setup()
-        self.ctx.inputs = AttributeDict(self.exposed_inputs(GpawCalculation, 'gpaw'))
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(GpawCalculation, "gpaw"))
         self.ctx.scf_restarts = 0
         self.ctx.relax_restarts = 0
         self.ctx.interrupted_restarts = 0
         if not self.node.label:  # launched alone; a screening labels its relaxations itself
-            calculation = self._parameters().get('calculation', 'scf')
-            self.node.label = f'GPAW {calculation} {self.ctx.inputs.structure.get_formula()}'
+            calculation = self._parameters().get("calculation", "scf")
+            self.node.label = f"GPAW {calculation} {self.ctx.inputs.structure.get_formula()}"
 
     def center_structure(self):
         """Centre the structure with the ``center_molecule`` calcfunction when the ``center`` inputs ask for it."""
-        center = self.inputs.get('center') or {}
-        if 'vacuum' not in center:
+        center = self.inputs.get("center") or {}
+        if "vacuum" not in center:
             return
-        extra = {'box': center['box']} if 'box' in center else {}
+        extra = {"box": center["box"]} if "box" in center else {}
         outputs, _ = run_calcfunction_step(
-            self, center_molecule, 'center', 'centre the molecule in its box',
-            structure=self.ctx.inputs.structure, vacuum=center['vacuum'], **extra,
+            self,
+            center_molecule,
+            "center",
+            "centre the molecule in its box",
+            structure=self.ctx.inputs.structure,
+            vacuum=center["vacuum"],
+            **extra,
         )
         self.ctx.inputs.structure = outputs
 
@@ -212,7 +217,7 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
 
     def _restart_from_last_geometry(self, node) -> bool:
         """Use the last geometry of ``node`` as the next input structure; return whether there was one."""
-        if 'output_structure' not in node.outputs:
+        if "output_structure" not in node.outputs:
             return False
         self.ctx.inputs.structure = node.outputs.output_structure
         return True
@@ -225,29 +230,29 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         """Soften the density mixing and allow more SCF iterations."""
         if self.ctx.scf_restarts >= self._max_scf_restarts:
             self.report(
-                f'SCF of {node.process_label}<{node.pk}> did not converge after {self.ctx.scf_restarts} restarts '
-                'with softer mixing: giving up'
+                f"SCF of {node.process_label}<{node.pk}> did not converge after {self.ctx.scf_restarts} restarts "
+                "with softer mixing: giving up"
             )
             return ProcessHandlerReport(True, self.exit_codes.ERROR_SCF_NOT_CONVERGED)
 
         parameters = self._parameters()
-        mixer = dict(parameters.get('mixer') or {})
-        beta = mixer.get('beta')
-        if beta is None or beta > self._soft_mixer['beta']:
-            beta = self._soft_mixer['beta']
+        mixer = dict(parameters.get("mixer") or {})
+        beta = mixer.get("beta")
+        if beta is None or beta > self._soft_mixer["beta"]:
+            beta = self._soft_mixer["beta"]
         else:
             beta = max(beta / 2, self._min_mixer_beta)
-        mixer.update({'beta': beta, 'nmaxold': self._soft_mixer['nmaxold'], 'weight': self._soft_mixer['weight']})
-        maxiter = int(parameters.get('maxiter', driver.DEFAULTS['maxiter'])) * self._maxiter_factor
-        parameters.update({'mixer': mixer, 'maxiter': maxiter})
+        mixer.update({"beta": beta, "nmaxold": self._soft_mixer["nmaxold"], "weight": self._soft_mixer["weight"]})
+        maxiter = int(parameters.get("maxiter", driver.DEFAULTS["maxiter"])) * self._maxiter_factor
+        parameters.update({"mixer": mixer, "maxiter": maxiter})
         self.ctx.inputs.parameters = parameters
         self.ctx.scf_restarts += 1
 
-        moved = parameters.get('calculation') == 'relax' and self._restart_from_last_geometry(node)
-        where = ' from the last converged geometry' if moved else ''
+        moved = parameters.get("calculation") == "relax" and self._restart_from_last_geometry(node)
+        where = " from the last converged geometry" if moved else ""
         self.report(
-            f'SCF of {node.process_label}<{node.pk}> did not converge: restarting{where} with mixer {mixer} and '
-            f'maxiter={maxiter} (restart {self.ctx.scf_restarts}/{self._max_scf_restarts})'
+            f"SCF of {node.process_label}<{node.pk}> did not converge: restarting{where} with mixer {mixer} and "
+            f"maxiter={maxiter} (restart {self.ctx.scf_restarts}/{self._max_scf_restarts})"
         )
         return ProcessHandlerReport(True)
 
@@ -256,24 +261,24 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         """Restart the relaxation from the last geometry reached."""
         if self.ctx.relax_restarts >= self._max_relax_restarts:
             self.report(
-                f'relaxation of {node.process_label}<{node.pk}> did not converge after {self.ctx.relax_restarts} '
-                'restarts: giving up'
+                f"relaxation of {node.process_label}<{node.pk}> did not converge after {self.ctx.relax_restarts} "
+                "restarts: giving up"
             )
             return ProcessHandlerReport(True, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
         if not self._restart_from_last_geometry(node):
-            self.report(f'{node.process_label}<{node.pk}> has no `output_structure` to restart from: giving up')
+            self.report(f"{node.process_label}<{node.pk}> has no `output_structure` to restart from: giving up")
             return ProcessHandlerReport(True, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
         self.ctx.relax_restarts += 1
         self.report(
-            f'relaxation of {node.process_label}<{node.pk}> reached the maximum number of steps: restarting from '
-            f'the last geometry (restart {self.ctx.relax_restarts}/{self._max_relax_restarts})'
+            f"relaxation of {node.process_label}<{node.pk}> reached the maximum number of steps: restarting from "
+            f"the last geometry (restart {self.ctx.relax_restarts}/{self._max_relax_restarts})"
         )
         return ProcessHandlerReport(True)
 
     @process_handler(priority=450, exit_codes=GpawCalculation.exit_codes.ERROR_INVALID_SETTINGS)
     def handle_invalid_settings(self, node):
         """The driver refused its settings: the same settings would be refused again."""
-        self.report(f'{node.process_label}<{node.pk}> rejected its settings: {node.exit_message}')
+        self.report(f"{node.process_label}<{node.pk}> rejected its settings: {node.exit_message}")
         return ProcessHandlerReport(True, self.exit_codes.ERROR_INVALID_SETTINGS)
 
     @process_handler(priority=300, exit_codes=GpawCalculation.exit_codes.ERROR_INTERRUPTED)
@@ -281,19 +286,19 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         """The driver was killed mid-run: restart from the last geometry it recorded."""
         if self.ctx.interrupted_restarts >= self._max_interrupted_restarts:
             self.report(
-                f'{node.process_label}<{node.pk}> was interrupted again after {self.ctx.interrupted_restarts} '
-                'restarts: giving up'
+                f"{node.process_label}<{node.pk}> was interrupted again after {self.ctx.interrupted_restarts} "
+                "restarts: giving up"
             )
             return ProcessHandlerReport(True, self.exit_codes.ERROR_INTERRUPTED)
         moved = self._restart_from_last_geometry(node)
-        if not moved and self._parameters().get('calculation') == 'relax':
-            self.report(f'{node.process_label}<{node.pk}> was interrupted with no geometry to restart from: giving up')
+        if not moved and self._parameters().get("calculation") == "relax":
+            self.report(f"{node.process_label}<{node.pk}> was interrupted with no geometry to restart from: giving up")
             return ProcessHandlerReport(True, self.exit_codes.ERROR_INTERRUPTED)
         self.ctx.interrupted_restarts += 1
-        where = 'from its last geometry' if moved else 'from the same input'
+        where = "from its last geometry" if moved else "from the same input"
         self.report(
-            f'{node.process_label}<{node.pk}> was interrupted: restarting {where} '
-            f'(restart {self.ctx.interrupted_restarts}/{self._max_interrupted_restarts})'
+            f"{node.process_label}<{node.pk}> was interrupted: restarting {where} "
+            f"(restart {self.ctx.interrupted_restarts}/{self._max_interrupted_restarts})"
         )
         return ProcessHandlerReport(True)
 
@@ -305,7 +310,7 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         cls,
         code: orm.AbstractCode,
         structure: orm.StructureData,
-        protocol: str | None = 'fast',
+        protocol: str | None = "fast",
         overrides: Mapping[str, Any] | None = None,
         **kwargs,
     ):
@@ -327,20 +332,20 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
             or ``'crystal'``, to override the choice made from the periodicity).
         :raises ValueError: unknown protocol, missing code, invalid overrides or parameters, non-finite positions.
         """
-        options = kwargs.pop('options', None)
-        system_type = kwargs.pop('system_type', None)
+        options = kwargs.pop("options", None)
+        system_type = kwargs.pop("system_type", None)
         if kwargs:
             raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(kwargs))}")
 
         if code is None:
-            raise ValueError('`code` is required: pass the Code of a Python interpreter that can import ASE and GPAW.')
+            raise ValueError("`code` is required: pass the Code of a Python interpreter that can import ASE and GPAW.")
         if not isinstance(code, orm.AbstractCode):
-            raise TypeError(f'`code` must be an AiiDA Code, got {type(code).__name__}')
+            raise TypeError(f"`code` must be an AiiDA Code, got {type(code).__name__}")
         if not isinstance(structure, orm.StructureData):
-            raise TypeError(f'`structure` must be a StructureData, got {type(structure).__name__}')
+            raise TypeError(f"`structure` must be a StructureData, got {type(structure).__name__}")
         check_finite_structure(structure)
         if system_type is None:
-            system_type = 'crystal' if any(structure.pbc) else 'molecule'
+            system_type = "crystal" if any(structure.pbc) else "molecule"
         elif system_type not in _SYSTEM_TYPES:
             raise ValueError(f"unknown system_type '{system_type}'; expected one of: {', '.join(_SYSTEM_TYPES)}")
 
@@ -349,37 +354,37 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         unknown = sorted(set(inputs) - set(_PROTOCOL_KEYS))
         if unknown:
             raise ValueError(f"unknown protocol input(s) {', '.join(unknown)}; accepted: {', '.join(_PROTOCOL_KEYS)}")
-        gpaw_inputs = inputs.get('gpaw') or {}
+        gpaw_inputs = inputs.get("gpaw") or {}
         unknown = sorted(set(gpaw_inputs) - set(_PROTOCOL_GPAW_KEYS))
         if unknown:
             raise ValueError(
                 f"unknown protocol input(s) gpaw.{', gpaw.'.join(unknown)}; accepted: {', '.join(_PROTOCOL_GPAW_KEYS)}"
             )
 
-        parameters = dict(gpaw_inputs.get('parameters') or {})
-        metadata = dict(gpaw_inputs.get('metadata') or {})
+        parameters = dict(gpaw_inputs.get("parameters") or {})
+        metadata = dict(gpaw_inputs.get("metadata") or {})
         if options:
-            metadata['options'] = {**(metadata.get('options') or {}), **options}
+            metadata["options"] = {**(metadata.get("options") or {}), **options}
 
-        vacuum = inputs.get('vacuum')
-        box = inputs.get('box')
+        vacuum = inputs.get("vacuum")
+        box = inputs.get("box")
         center = None
-        if system_type == 'molecule':
+        if system_type == "molecule":
             if vacuum is None or not isinstance(vacuum, (int, float)) or vacuum <= 0:
-                raise ValueError(f'the protocol `vacuum` must be a positive number of Å for molecules, got {vacuum!r}')
+                raise ValueError(f"the protocol `vacuum` must be a positive number of Å for molecules, got {vacuum!r}")
             if box is not None and (not isinstance(box, (int, float)) or box <= 0):
-                raise ValueError(f'the protocol `box` must be a positive cube edge in Å, got {box!r}')
+                raise ValueError(f"the protocol `box` must be a positive cube edge in Å, got {box!r}")
             centered_copy(structure, float(vacuum), box)  # checks the box; the work chain's first step centres
-            center = {'vacuum': orm.Float(float(vacuum))}
+            center = {"vacuum": orm.Float(float(vacuum))}
             if box is not None:
-                center['box'] = orm.Float(float(box))
-        elif isinstance(parameters.get('kpts'), list):
-            parameters['kpts'] = [n if periodic else 1 for n, periodic in zip(parameters['kpts'], structure.pbc)]
+                center["box"] = orm.Float(float(box))
+        elif isinstance(parameters.get("kpts"), list):
+            parameters["kpts"] = [n if periodic else 1 for n, periodic in zip(parameters["kpts"], structure.pbc)]
 
         parameters_node = orm.Dict(parameters)
         problem = validate_parameters(parameters_node)
         if problem:
-            raise ValueError(f'protocol {protocol!r} with the given overrides gives invalid {problem}')
+            raise ValueError(f"protocol {protocol!r} with the given overrides gives invalid {problem}")
 
         builder = cls.get_builder()
         builder.gpaw.code = code
@@ -389,8 +394,8 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
             builder.center = center
         if metadata:
             builder.gpaw.metadata = metadata
-        builder.max_iterations = orm.Int(inputs.get('max_iterations', 5))
-        builder.clean_workdir = orm.Bool(inputs.get('clean_workdir', False))
-        if inputs.get('handler_overrides'):
-            builder.handler_overrides = orm.Dict(inputs['handler_overrides'])
+        builder.max_iterations = orm.Int(inputs.get("max_iterations", 5))
+        builder.clean_workdir = orm.Bool(inputs.get("clean_workdir", False))
+        if inputs.get("handler_overrides"):
+            builder.handler_overrides = orm.Dict(inputs["handler_overrides"])
         return builder

@@ -70,12 +70,14 @@ def _sample_sheets(inputs) -> StructureSet:
         training = inputs["training"]
         batch = training.get_batch()
         if "energy" not in batch.info:
-            raise ValueError("training: the sheets have no 'energy' info array (label them with "
-                             "physgen.label_reference)")
+            raise ValueError(
+                "training: the sheets have no 'energy' info array (label them with physgen.label_reference)"
+            )
         graphene.batch_to_sheets(batch, where="training")
         return training
-    values = settings_module.from_dict(graphene.SheetSettings, _dict(inputs, "sheets", "settings"),
-                                       where="sheets.settings")
+    values = settings_module.from_dict(
+        graphene.SheetSettings, _dict(inputs, "sheets", "settings"), where="sheets.settings"
+    )
     if "count" not in inputs.get("sheets", {}):
         raise ValueError("sheets.count: required when no training sheets are given (the number of sheets to make)")
     count = inputs["sheets"]["count"].value
@@ -98,8 +100,13 @@ def validate_graphene_inputs(inputs, _ctx=None):
         target = family.check_target(EDNN_TARGET)
         seeds = list(inputs["ednn"]["seeds"].get_list()) if "seeds" in inputs.get("ednn", {}) else list(DEFAULT_SEEDS)
         members = plan_members(family, _dict(inputs, "ednn", "settings"), seeds, None)
-        count = len(sample) if "training" in inputs else inputs["sheets"]["count"].value \
-            if "count" in inputs.get("sheets", {}) else None
+        count = (
+            len(sample)
+            if "training" in inputs
+            else inputs["sheets"]["count"].value
+            if "count" in inputs.get("sheets", {})
+            else None
+        )
         batch = sample.get_batch()
         if count is not None and count > len(batch):  # the held-out part is checked on as many sheets as will be made
             batch = batch.subset([i % len(batch) for i in range(min(count, 4 * SAMPLE_SHEETS))])
@@ -131,8 +138,20 @@ def _check_screening(inputs, sample: StructureSet) -> str | None:
     screening["cheap_model"] = _CheapModelAtLaunch()
     message = validate_screening_inputs(screening)
     if message:
-        ports = ("generation", "cheap_", "engine", "code", "protocol", "relax_", "dos", "funnel", "dft_budget",
-                 "max_concurrent", "assessors", "references")
+        ports = (
+            "generation",
+            "cheap_",
+            "engine",
+            "code",
+            "protocol",
+            "relax_",
+            "dos",
+            "funnel",
+            "dft_budget",
+            "max_concurrent",
+            "assessors",
+            "references",
+        )
         return f"screening.{message}" if message.startswith(ports) else message
     message = validate_generation_inputs(generation)
     if message:
@@ -149,34 +168,66 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input("training", valid_type=StructureSet, required=False,
-                   help="Labelled sheets (info 'energy', eV); when given, no sheets are made or labelled.")
+        spec.input(
+            "training",
+            valid_type=StructureSet,
+            required=False,
+            help="Labelled sheets (info 'energy', eV); when given, no sheets are made or labelled.",
+        )
         spec.input_namespace("sheets", help="The random porous sheets to learn from (when no training is given).")
-        spec.input("sheets.count", valid_type=orm.Int, required=False,
-                   help="Number of sheets (the protocol's sheets.count).")
+        spec.input(
+            "sheets.count", valid_type=orm.Int, required=False, help="Number of sheets (the protocol's sheets.count)."
+        )
         spec.input("sheets.seed", valid_type=orm.Int, default=lambda: orm.Int(0), help="Seed of the holes.")
-        spec.input("sheets.settings", valid_type=orm.Dict, required=False,
-                   help="nx, ny (orthogonal cells, default 14 × 8), holes [min, max], radius [min, max] Å, prune.")
-        spec.input("reference", valid_type=orm.Dict, required=False,
-                   help="The reference method that labels the sheets: method (tersoff), relax (false), fmax, max_steps.")
+        spec.input(
+            "sheets.settings",
+            valid_type=orm.Dict,
+            required=False,
+            help="nx, ny (orthogonal cells, default 14 × 8), holes [min, max], radius [min, max] Å, prune.",
+        )
+        spec.input(
+            "reference",
+            valid_type=orm.Dict,
+            required=False,
+            help="The reference method that labels the sheets: method (tersoff), relax (false), fmax, max_steps.",
+        )
         spec.input_namespace("ednn", help="Training of the EDNN surrogate, the screening's cheap tier.")
         spec.input("ednn.settings", valid_type=orm.Dict, required=False, help="Nested EDNN settings.")
-        spec.input("ednn.seeds", valid_type=orm.List, default=lambda: orm.List(list(DEFAULT_SEEDS)),
-                   help="One EDNN per seed; the first seed's model is the cheap tier.")
-        spec.input("device", valid_type=orm.Str, default=lambda: orm.Str("cpu"),
-                   help="Where both trainings (EDNN, and the screening's generator) run: cpu, cuda or auto.")
-        spec.input("training_code", valid_type=orm.AbstractCode, required=False,
-                   help="Train the EDNN and the generator as physgen.train.job CalcJobs with this code (under "
-                        "physgen.train.base), on any computer, instead of the physgen.train calcfunction.")
-        spec.input("training_options", valid_type=orm.Dict, required=False,
-                   help="metadata.options of both training jobs (resources, max_wallclock_seconds, queue_name...).")
+        spec.input(
+            "ednn.seeds",
+            valid_type=orm.List,
+            default=lambda: orm.List(list(DEFAULT_SEEDS)),
+            help="One EDNN per seed; the first seed's model is the cheap tier.",
+        )
+        spec.input(
+            "device",
+            valid_type=orm.Str,
+            default=lambda: orm.Str("cpu"),
+            help="Where both trainings (EDNN, and the screening's generator) run: cpu, cuda or auto.",
+        )
+        spec.input(
+            "training_code",
+            valid_type=orm.AbstractCode,
+            required=False,
+            help="Train the EDNN and the generator as physgen.train.job CalcJobs with this code (under "
+            "physgen.train.base), on any computer, instead of the physgen.train calcfunction.",
+        )
+        spec.input(
+            "training_options",
+            valid_type=orm.Dict,
+            required=False,
+            help="metadata.options of both training jobs (resources, max_wallclock_seconds, queue_name...).",
+        )
         spec.expose_inputs(
-            ScreeningWorkChain, namespace="screening",
+            ScreeningWorkChain,
+            namespace="screening",
             exclude=("generation.training", *(f"generation.{port}" for port in SHARED_PORTS), "cheap_model"),
-            namespace_options={"help": "Inputs of the screening (physgen.screening), but the training sheets, the "
-                                       "EDNN and the training ports, which this chain gives it.",
-                               # checked by this chain's validator, with the sheets and the EDNN it will have
-                               "validator": None},
+            namespace_options={
+                "help": "Inputs of the screening (physgen.screening), but the training sheets, the "
+                "EDNN and the training ports, which this chain gives it.",
+                # checked by this chain's validator, with the sheets and the EDNN it will have
+                "validator": None,
+            },
         )
         spec.inputs.validator = validate_graphene_inputs
         spec.outline(
@@ -189,10 +240,15 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
             cls.results,
         )
         spec.output("sheets", valid_type=StructureSet, required=False, help="The random sheets made.")
-        spec.output("training", valid_type=StructureSet, help="The labelled sheets the EDNN and the generator learnt from.")
+        spec.output(
+            "training", valid_type=StructureSet, help="The labelled sheets the EDNN and the generator learnt from."
+        )
         spec.output("ednn", valid_type=GeneratorModel, help="The EDNN surrogate (first seed): the cheap tier.")
-        spec.expose_outputs(ScreeningWorkChain, namespace="screening",
-                            namespace_options={"help": "Outputs of the screening (assessments, figures, minima...)."})
+        spec.expose_outputs(
+            ScreeningWorkChain,
+            namespace="screening",
+            namespace_options={"help": "Outputs of the screening (assessments, figures, minima...)."},
+        )
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
@@ -253,8 +309,13 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
 
         placeholder = training if training is not None else _sample_sheets(builder)
         screening = ScreeningWorkChain.get_builder_from_protocol(
-            "graphene", placeholder, protocol, {**dict(overrides or {}), **{key: None for key in PRESTEP_KEYS}},
-            code=code, references=references)
+            "graphene",
+            placeholder,
+            protocol,
+            {**dict(overrides or {}), **{key: None for key in PRESTEP_KEYS}},
+            code=code,
+            references=references,
+        )
         inputs = _plain_inputs(screening)
         generation = inputs.get("generation", {})
         generation.pop("training", None)
@@ -296,8 +357,9 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
         inputs = {"count": self.inputs.sheets.count, "seed": self.inputs.sheets.seed}
         if "settings" in self.inputs.sheets:
             inputs["settings"] = self.inputs.sheets.settings
-        sheets, node = run_calcfunction_step(self, porous_graphene, "sheets",
-                                             f"{self.inputs.sheets.count.value} random porous sheets", **inputs)
+        sheets, node = run_calcfunction_step(
+            self, porous_graphene, "sheets", f"{self.inputs.sheets.count.value} random porous sheets", **inputs
+        )
         if not node.is_finished_ok:
             return self._failed(node, "sheets")
         self.ctx.sheets = sheets
@@ -309,8 +371,9 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
         if "reference" in self.inputs:
             inputs["settings"] = self.inputs.reference
         self.report(f"labelling {len(self.ctx.sheets)} sheets with the reference method")
-        labelled, node = run_calcfunction_step(self, label_reference, "label",
-                                               "reference energies of the training sheets", **inputs)
+        labelled, node = run_calcfunction_step(
+            self, label_reference, "label", "reference energies of the training sheets", **inputs
+        )
         if not node.is_finished_ok:
             return self._failed(node, "labelling")
         self.ctx.training = labelled
@@ -321,8 +384,9 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
         inputs = {"family": orm.Str("ednn"), "target": orm.Dict(EDNN_TARGET), "seeds": self.inputs.ednn.seeds}
         if "settings" in self.inputs.ednn:
             inputs["settings"] = self.inputs.ednn.settings
-        canonical, node = run_calcfunction_step(self, normalise_training_inputs, "normalise_ednn",
-                                                "canonical EDNN training inputs", **inputs)
+        canonical, node = run_calcfunction_step(
+            self, normalise_training_inputs, "normalise_ednn", "canonical EDNN training inputs", **inputs
+        )
         if not node.is_finished_ok:
             return self._failed(node, "EDNN normalisation")
         what = f"{len(self.inputs.ednn.seeds.get_list())} EDNN model(s) on {len(self.ctx.training)} sheets"
@@ -336,8 +400,10 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.ednn_models = models
         held_out = self._ednn().get_config().get("held_out") or {}
         if held_out:
-            self.report(f"EDNN held-out error ({held_out['count']} sheets): median {held_out['median_ae']:.3f} "
-                        f"meV/Å², mean {held_out['mae']:.3f} meV/Å²")
+            self.report(
+                f"EDNN held-out error ({held_out['count']} sheets): median {held_out['median_ae']:.3f} "
+                f"meV/Å², mean {held_out['mae']:.3f} meV/Å²"
+            )
         return None
 
     def screen(self):
@@ -350,9 +416,12 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
                 generation[port] = self.inputs[port]
         inputs.generation = generation
         inputs.cheap_model = self._ednn()
-        inputs.metadata = {"call_link_label": "screening", "label": "screening",
-                           "description": f"screening of generated sheets, learnt from {len(self.ctx.training)} "
-                                          "labelled sheets, with the EDNN as cheap tier"}
+        inputs.metadata = {
+            "call_link_label": "screening",
+            "label": "screening",
+            "description": f"screening of generated sheets, learnt from {len(self.ctx.training)} "
+            "labelled sheets, with the EDNN as cheap tier",
+        }
         node = self.submit(ScreeningWorkChain, **inputs)
         self.report(f"screening: {node.process_label}<{node.pk}>")
         return ToContext(screening=node)
@@ -361,7 +430,8 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
         node = self.ctx.screening
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_SCREENING_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            )
         return None
 
     def results(self):

@@ -17,8 +17,7 @@ from plumpy.process_states import ProcessState
 __all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step", "failed_step_exit_code", "calcfunction_step"]
 
 ORPHAN_MESSAGE = (
-    "the daemon worker running this calcfunction died before it returned; {caller} ran the step again "
-    "in a new process"
+    "the daemon worker running this calcfunction died before it returned; {caller} ran the step again in a new process"
 )
 
 
@@ -41,7 +40,9 @@ def run_calcfunction_step(workchain, function, link: str, description: str, **in
     set), after ending any copy of an earlier attempt that a dead daemon worker left running.
     Returns ``(outputs, node)`` as ``run_get_node`` does."""
     end_orphaned_calcfunctions(workchain)
-    return function.run_get_node(**inputs, metadata={"call_link_label": link, "label": link, "description": description})
+    return function.run_get_node(
+        **inputs, metadata={"call_link_label": link, "label": link, "description": description}
+    )
 
 
 def failed_step_exit_code(workchain, node, process: str, codes):
@@ -52,8 +53,8 @@ def failed_step_exit_code(workchain, node, process: str, codes):
         if node.exit_status == code.status and label in workchain.exit_codes:
             return workchain.exit_codes[label].format(message=(node.exit_message or "").split(": ", 1)[-1])
     return workchain.exit_codes.ERROR_SUB_PROCESS_FAILED.format(
-        process=process, message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: "
-        f"{node.exit_message or ''}"
+        process=process,
+        message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message or ''}",
     )
 
 

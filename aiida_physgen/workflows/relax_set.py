@@ -30,8 +30,13 @@ from ..engines import DEFAULT_ENGINE, get_engine
 from .await_any import ANY_PREFIX, AwaitAnyMixin, wait_for_any
 from .relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_key
 
-__all__ = ["RelaxSetWorkChain", "validate_relax_set_inputs", "default_concurrency", "SCHEDULED_CONCURRENCY",
-           "RELAXATIONS_EXTRA"]
+__all__ = [
+    "RelaxSetWorkChain",
+    "validate_relax_set_inputs",
+    "default_concurrency",
+    "SCHEDULED_CONCURRENCY",
+    "RELAXATIONS_EXTRA",
+]
 
 #: the extra of this chain's node with the table of its relaxations
 RELAXATIONS_EXTRA = "physgen_relaxations"
@@ -72,14 +77,20 @@ def validate_relax_set_inputs(inputs, _ctx=None):
     elements = sorted({kind.symbol for s in structures.values() for kind in s.kinds}) or None
     overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
     code = inputs.get("code") or engine.default_code()
-    message = engine.validate(code, resolve_protocol(engine, inputs), overrides,
-                              inputs["dos"].value if "dos" in inputs else True,
-                              periodic.pop() if len(periodic) == 1 else None, elements)
+    message = engine.validate(
+        code,
+        resolve_protocol(engine, inputs),
+        overrides,
+        inputs["dos"].value if "dos" in inputs else True,
+        periodic.pop() if len(periodic) == 1 else None,
+        elements,
+    )
     if message:
         return f"relax_{message}" if message.startswith("overrides") else message
     if "max_concurrent" in inputs and inputs["max_concurrent"].value < 1:
-        return (f"max_concurrent: got {inputs['max_concurrent'].value}, expected a positive number of "
-                "relaxations in flight")
+        return (
+            f"max_concurrent: got {inputs['max_concurrent'].value}, expected a positive number of relaxations in flight"
+        )
     return None
 
 
@@ -89,22 +100,47 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input_namespace("structures", valid_type=orm.StructureData, dynamic=True,
-                             help="The structures to relax, by label.")
-        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str(DEFAULT_ENGINE),
-                   help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.")
-        spec.input("code", valid_type=orm.AbstractCode, required=False,
-                   help="Code of the engine; the engine's default code (GPAW: a Python on localhost) when absent.")
-        spec.input("protocol", valid_type=orm.Str, required=False,
-                   help="Protocol of the engine; its protocol file's default_protocol when absent.")
-        spec.input("relax_overrides", valid_type=orm.Dict, required=False,
-                   help="Nested overrides merged into the engine's protocol inputs.")
+        spec.input_namespace(
+            "structures", valid_type=orm.StructureData, dynamic=True, help="The structures to relax, by label."
+        )
+        spec.input(
+            "engine",
+            valid_type=orm.Str,
+            default=lambda: orm.Str(DEFAULT_ENGINE),
+            help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.",
+        )
+        spec.input(
+            "code",
+            valid_type=orm.AbstractCode,
+            required=False,
+            help="Code of the engine; the engine's default code (GPAW: a Python on localhost) when absent.",
+        )
+        spec.input(
+            "protocol",
+            valid_type=orm.Str,
+            required=False,
+            help="Protocol of the engine; its protocol file's default_protocol when absent.",
+        )
+        spec.input(
+            "relax_overrides",
+            valid_type=orm.Dict,
+            required=False,
+            help="Nested overrides merged into the engine's protocol inputs.",
+        )
         spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of each.")
-        spec.input("max_concurrent", valid_type=orm.Int, required=False,
-                   help="The most relaxations in flight at once (default: the computer's cores on localhost, "
-                        f"{SCHEDULED_CONCURRENCY} on a computer with a queueing scheduler).")
-        spec.input("reuse", valid_type=orm.Bool, default=lambda: orm.Bool(True),
-                   help="Use a relaxation that finished OK before with the same content key instead of running it.")
+        spec.input(
+            "max_concurrent",
+            valid_type=orm.Int,
+            required=False,
+            help="The most relaxations in flight at once (default: the computer's cores on localhost, "
+            f"{SCHEDULED_CONCURRENCY} on a computer with a queueing scheduler).",
+        )
+        spec.input(
+            "reuse",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(True),
+            help="Use a relaxation that finished OK before with the same content key instead of running it.",
+        )
         spec.inputs.validator = validate_relax_set_inputs
         spec.outline(
             cls.setup,
@@ -112,8 +148,9 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
             cls.results,
         )
         spec.output_namespace("relaxed", valid_type=orm.StructureData, dynamic=True, help="Relaxed structures.")
-        spec.output_namespace("parameters", valid_type=orm.Dict, dynamic=True,
-                              help="Output parameters of each relaxation (energy in eV).")
+        spec.output_namespace(
+            "parameters", valid_type=orm.Dict, dynamic=True, help="Output parameters of each relaxation (energy in eV)."
+        )
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, required=False, help="DOS of each.")
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed: {message}")
@@ -139,14 +176,22 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
         # settings the whole set shares (GPAW: one box for every molecule), fixed now for every batch that the
         # throttle submits: a batch alone would get a box of its own and energies that cannot be compared
         self.ctx.overrides = engine.shared_overrides(structures, self.ctx.protocol, overrides)
-        self.ctx.limit = (self.inputs.max_concurrent.value if "max_concurrent" in self.inputs
-                          else default_concurrency(code))
-        self.ctx.relaxation_keys, self.ctx.pks, self.ctx.pending, self.ctx.submitted, self.ctx.running = {}, {}, [], [], []
+        self.ctx.limit = (
+            self.inputs.max_concurrent.value if "max_concurrent" in self.inputs else default_concurrency(code)
+        )
+        self.ctx.relaxation_keys, self.ctx.pks, self.ctx.pending, self.ctx.submitted, self.ctx.running = (
+            {},
+            {},
+            [],
+            [],
+            [],
+        )
         self.ctx.refused = {}
         reused = []
         for label in sorted(structures):
-            key = relaxation_key(structures[label], engine.name, code, self.ctx.protocol, self.ctx.overrides,
-                                 self.inputs.dos.value)
+            key = relaxation_key(
+                structures[label], engine.name, code, self.ctx.protocol, self.ctx.overrides, self.inputs.dos.value
+            )
             self.ctx.relaxation_keys[label] = key
             done = finished_relaxation(key) if self.inputs.reuse.value else None
             if done is not None:
@@ -156,8 +201,10 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
                 self.ctx.pending.append(label)
         if reused:
             self.report(f"reusing {len(reused)} finished relaxation(s): {', '.join(reused)}")
-        self.report(f"{len(self.ctx.pending)} {engine.name} relaxation(s) to run, at most {self.ctx.limit} at once "
-                    f"(protocol {self.ctx.protocol!r})")
+        self.report(
+            f"{len(self.ctx.pending)} {engine.name} relaxation(s) to run, at most {self.ctx.limit} at once "
+            f"(protocol {self.ctx.protocol!r})"
+        )
         return None
 
     def pending(self):
@@ -170,11 +217,16 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
         running = [pk for pk in self.ctx.running if not orm.load_node(pk).is_terminated]
         for key in [key for key in self.ctx if key.startswith(ANY_PREFIX)]:  # the last wait's group
             del self.ctx[key]
-        batch = self.ctx.pending[:max(self.ctx.limit - len(running), 0)]
-        self.ctx.pending = self.ctx.pending[len(batch):]
+        batch = self.ctx.pending[: max(self.ctx.limit - len(running), 0)]
+        self.ctx.pending = self.ctx.pending[len(batch) :]
         structures = self.inputs.structures
-        builders = engine.get_builders(code, {label: structures[label] for label in batch}, self.ctx.protocol,
-                                       self.ctx.overrides, self.inputs.dos.value)
+        builders = engine.get_builders(
+            code,
+            {label: structures[label] for label in batch},
+            self.ctx.protocol,
+            self.ctx.overrides,
+            self.inputs.dos.value,
+        )
         for label, builder in builders.items():
             if isinstance(builder, str):  # e.g. atoms too close for the DFT code: skip, say why
                 self.report(f"{label} not relaxed: {builder}")
@@ -188,8 +240,10 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
             self.ctx.pks[label] = node.pk
             self.ctx.submitted.append(node.pk)
             running.append(node.pk)
-        self.report(f"{len(running)} {engine.name} relaxation(s) in flight (at most {self.ctx.limit}), "
-                    f"{len(self.ctx.pending)} waiting")
+        self.report(
+            f"{len(running)} {engine.name} relaxation(s) in flight (at most {self.ctx.limit}), "
+            f"{len(self.ctx.pending)} waiting"
+        )
         self.ctx.running = running
         if not running:
             return None
@@ -217,16 +271,24 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
             table[label] = {"pk": node.pk, "reused": reused, "state": "finished", "energy": result.energy}
         n_reused = sum(row["reused"] for row in table.values())
         # bookkeeping of this run, not data derived from the inputs: an extra of the process node, queryable
-        self.node.base.extras.set(RELAXATIONS_EXTRA, {"limit": self.ctx.limit, "protocol": self.ctx.protocol,
-                                                      "n_reused": n_reused, "n_run": len(self.ctx.submitted),
-                                                      "relaxations": table})
+        self.node.base.extras.set(
+            RELAXATIONS_EXTRA,
+            {
+                "limit": self.ctx.limit,
+                "protocol": self.ctx.protocol,
+                "n_reused": n_reused,
+                "n_run": len(self.ctx.submitted),
+                "relaxations": table,
+            },
+        )
         if not relaxed:
-            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED.format(
-                message=f"none of {len(table)} finished OK")
+            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED.format(message=f"none of {len(table)} finished OK")
         self.out("relaxed", relaxed)
         self.out("parameters", parameters)
         if dos:
             self.out("dos", dos)
-        self.report(f"{len(relaxed)} of {len(table)} relaxations finished ({len(self.ctx.submitted)} run here, "
-                    f"{n_reused} reused)")
+        self.report(
+            f"{len(relaxed)} of {len(table)} relaxations finished ({len(self.ctx.submitted)} run here, "
+            f"{n_reused} reused)"
+        )
         return None

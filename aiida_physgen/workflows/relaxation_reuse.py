@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiida import orm
 
@@ -25,8 +26,14 @@ __all__ = ["RELAXATION_KEY", "relaxation_key", "finished_relaxation"]
 RELAXATION_KEY = "physgen_relaxation_key"
 
 
-def relaxation_key(structure: orm.StructureData, engine: str, code: orm.AbstractCode, protocol: str,
-                   overrides: Mapping[str, Any] | None, dos: bool) -> str:
+def relaxation_key(
+    structure: orm.StructureData,
+    engine: str,
+    code: orm.AbstractCode,
+    protocol: str,
+    overrides: Mapping[str, Any] | None,
+    dos: bool,
+) -> str:
     """The content key of one relaxation (see the module docstring)."""
     payload = {
         "structure": structure.base.caching.get_hash(),
@@ -41,14 +48,19 @@ def relaxation_key(structure: orm.StructureData, engine: str, code: orm.Abstract
 
 def finished_relaxation(key: str) -> orm.ProcessNode | None:
     """The newest process with this relaxation key that finished OK, or ``None``."""
-    query = orm.QueryBuilder().append(
-        orm.ProcessNode,
-        filters={
-            f"extras.{RELAXATION_KEY}": key,
-            "attributes.process_state": "finished",
-            "attributes.exit_status": 0,
-        },
-        tag="process",
-    ).order_by({"process": {"ctime": "desc"}}).limit(1)
+    query = (
+        orm.QueryBuilder()
+        .append(
+            orm.ProcessNode,
+            filters={
+                f"extras.{RELAXATION_KEY}": key,
+                "attributes.process_state": "finished",
+                "attributes.exit_status": 0,
+            },
+            tag="process",
+        )
+        .order_by({"process": {"ctime": "desc"}})
+        .limit(1)
+    )
     found = query.first(flat=True)
     return found

@@ -19,7 +19,8 @@ stopped and restarted mid-run.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiida import orm
 from aiida.common import AttributeDict
@@ -54,8 +55,10 @@ def _kind(inputs) -> tuple[bool | None, list[str] | None, list[str]]:
         periodic = bool(any(training.pbc))
     else:
         periodic = None
-        notes.append("the periodicity of the structures is not known at launch: the engine's settings are checked "
-                      "for molecules and crystals both")
+        notes.append(
+            "the periodicity of the structures is not known at launch: the engine's settings are checked "
+            "for molecules and crystals both"
+        )
     elements = None
     try:
         if target.get("composition"):
@@ -73,8 +76,10 @@ def _kind(inputs) -> tuple[bool | None, list[str] | None, list[str]]:
     except (ValueError, TypeError):
         elements = None
     if elements is None:
-        notes.append("the elements of the structures are not known at launch: per-element settings (POTCARs) are "
-                     "checked when the relaxations are built")
+        notes.append(
+            "the elements of the structures are not known at launch: per-element settings (POTCARs) are "
+            "checked when the relaxations are built"
+        )
     return periodic, elements, notes
 
 
@@ -91,13 +96,16 @@ def validate_screening_inputs(inputs, _ctx=None):
     periodic, elements, _ = _kind(inputs)
     overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
     code = inputs.get("code") or engine.default_code()
-    message = engine.validate(code, protocol, overrides, inputs["dos"].value if "dos" in inputs else True,
-                              periodic, elements)
+    message = engine.validate(
+        code, protocol, overrides, inputs["dos"].value if "dos" in inputs else True, periodic, elements
+    )
     if message and message.startswith("overrides"):
         message = f"relax_{message}"  # the port's name in this work chain
     if not message and "max_concurrent_relaxations" in inputs and inputs["max_concurrent_relaxations"].value < 1:
-        message = (f"max_concurrent_relaxations: got {inputs['max_concurrent_relaxations'].value}, "
-                   "expected a positive number of relaxations in flight")
+        message = (
+            f"max_concurrent_relaxations: got {inputs['max_concurrent_relaxations'].value}, "
+            "expected a positive number of relaxations in flight"
+        )
     return message or _check_funnel(inputs, periodic) or _check_assessors(inputs)
 
 
@@ -108,8 +116,11 @@ def _check_funnel(inputs, periodic) -> str | None:
     if "dft_budget" in inputs and inputs["dft_budget"].value < 1:
         return f"dft_budget: got {inputs['dft_budget'].value}, expected a positive number of DFT relaxations"
     try:
-        engine = get_engine(inputs["cheap_engine"].value if "cheap_engine" in inputs else DEFAULT_CHEAP_ENGINE, "batch",
-                            field="cheap_engine")
+        engine = get_engine(
+            inputs["cheap_engine"].value if "cheap_engine" in inputs else DEFAULT_CHEAP_ENGINE,
+            "batch",
+            field="cheap_engine",
+        )
     except ValueError as error:
         return str(error)
     if engine.needs_model and "cheap_model" not in inputs:
@@ -151,43 +162,105 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.expose_inputs(GenerationWorkChain, namespace="generation",
-                           namespace_options={"help": "Inputs of the generation chain (training → selection)."})
-        spec.input("engine", valid_type=orm.Str, default=lambda: orm.Str(DEFAULT_ENGINE),
-                   help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.")
-        spec.input("code", valid_type=orm.AbstractCode, required=False,
-                   help="Code of the relaxation engine; the engine's default code when absent (GPAW: localhost).")
-        spec.input("protocol", valid_type=orm.Str, required=False,
-                   help="Protocol of the relaxation engine; its protocol file's default_protocol when absent.")
-        spec.input("relax_overrides", valid_type=orm.Dict, required=False,
-                   help="Nested overrides merged into the engine's protocol inputs.")
-        spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation.")
-        spec.input("funnel", valid_type=orm.Bool, default=lambda: orm.Bool(True),
-                   help="Relax the representatives with the cheap tier first and send DFT one structure per "
-                        "distinct sound basin, up to dft_budget (False: every representative goes to DFT).")
-        spec.input("dft_budget", valid_type=orm.Int, default=lambda: orm.Int(5),
-                   help="With the funnel: the most DFT relaxations to spend.")
-        spec.input("cheap_engine", valid_type=orm.Str, default=lambda: orm.Str(DEFAULT_CHEAP_ENGINE),
-                   help="With the funnel: the batch engine of the cheap tier (cheap = GFN2-xTB/CHGNet, ednn, "
-                        "lammps, or a plug-in's).")
-        spec.input("cheap_settings", valid_type=orm.Dict, required=False,
-                   help="With the funnel: settings of the cheap engine (method, fmax, max_steps, ...).")
-        spec.input("cheap_model", valid_type=GeneratorModel, required=False,
-                   help="With the funnel: the trained model a cheap engine needs (the EDNN surrogate).")
-        spec.input("max_concurrent_relaxations", valid_type=orm.Int, required=False,
-                   help="The most relaxations in flight at once (default: the computer's cores on localhost, 50 "
-                        "with a queueing scheduler); the rest wait and are submitted as others finish.")
-        spec.input("reuse_relaxations", valid_type=orm.Bool, default=lambda: orm.Bool(True),
-                   help="Use a relaxation that finished OK before (same structure content, engine, code and "
-                        "settings; the extra 'physgen_relaxation_key') instead of running it again.")
-        spec.input("assessors", valid_type=orm.Dict, required=False,
-                   help="Assessors to run on the result, by name, with their settings, e.g. "
-                        "{'formation': {}, 'label_consistency': {'reference': True}} (entry points of "
-                        "aiida_physgen.assessors).")
-        spec.input_namespace("references", valid_type=StructureSet, dynamic=True, required=False,
-                             help="Reference sets the assessors read, by name (known, held_out, ...).")
-        spec.input("group_label", valid_type=orm.Str, required=False,
-                   help="Group that collects the unique minima and the report (default physgen/screening/<pk>).")
+        spec.expose_inputs(
+            GenerationWorkChain,
+            namespace="generation",
+            namespace_options={"help": "Inputs of the generation chain (training → selection)."},
+        )
+        spec.input(
+            "engine",
+            valid_type=orm.Str,
+            default=lambda: orm.Str(DEFAULT_ENGINE),
+            help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.",
+        )
+        spec.input(
+            "code",
+            valid_type=orm.AbstractCode,
+            required=False,
+            help="Code of the relaxation engine; the engine's default code when absent (GPAW: localhost).",
+        )
+        spec.input(
+            "protocol",
+            valid_type=orm.Str,
+            required=False,
+            help="Protocol of the relaxation engine; its protocol file's default_protocol when absent.",
+        )
+        spec.input(
+            "relax_overrides",
+            valid_type=orm.Dict,
+            required=False,
+            help="Nested overrides merged into the engine's protocol inputs.",
+        )
+        spec.input(
+            "dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation."
+        )
+        spec.input(
+            "funnel",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(True),
+            help="Relax the representatives with the cheap tier first and send DFT one structure per "
+            "distinct sound basin, up to dft_budget (False: every representative goes to DFT).",
+        )
+        spec.input(
+            "dft_budget",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(5),
+            help="With the funnel: the most DFT relaxations to spend.",
+        )
+        spec.input(
+            "cheap_engine",
+            valid_type=orm.Str,
+            default=lambda: orm.Str(DEFAULT_CHEAP_ENGINE),
+            help="With the funnel: the batch engine of the cheap tier (cheap = GFN2-xTB/CHGNet, ednn, "
+            "lammps, or a plug-in's).",
+        )
+        spec.input(
+            "cheap_settings",
+            valid_type=orm.Dict,
+            required=False,
+            help="With the funnel: settings of the cheap engine (method, fmax, max_steps, ...).",
+        )
+        spec.input(
+            "cheap_model",
+            valid_type=GeneratorModel,
+            required=False,
+            help="With the funnel: the trained model a cheap engine needs (the EDNN surrogate).",
+        )
+        spec.input(
+            "max_concurrent_relaxations",
+            valid_type=orm.Int,
+            required=False,
+            help="The most relaxations in flight at once (default: the computer's cores on localhost, 50 "
+            "with a queueing scheduler); the rest wait and are submitted as others finish.",
+        )
+        spec.input(
+            "reuse_relaxations",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(True),
+            help="Use a relaxation that finished OK before (same structure content, engine, code and "
+            "settings; the extra 'physgen_relaxation_key') instead of running it again.",
+        )
+        spec.input(
+            "assessors",
+            valid_type=orm.Dict,
+            required=False,
+            help="Assessors to run on the result, by name, with their settings, e.g. "
+            "{'formation': {}, 'label_consistency': {'reference': True}} (entry points of "
+            "aiida_physgen.assessors).",
+        )
+        spec.input_namespace(
+            "references",
+            valid_type=StructureSet,
+            dynamic=True,
+            required=False,
+            help="Reference sets the assessors read, by name (known, held_out, ...).",
+        )
+        spec.input(
+            "group_label",
+            valid_type=orm.Str,
+            required=False,
+            help="Group that collects the unique minima and the report (default physgen/screening/<pk>).",
+        )
         spec.inputs.validator = validate_screening_inputs
         spec.outline(
             cls.check_inputs,
@@ -205,24 +278,48 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             ),
             cls.results,
         )
-        spec.expose_outputs(GenerationWorkChain, namespace="generation",
-                            namespace_options={"help": "Outputs of the generation chain: models, candidates, selection."},
-                            include=("models", "representatives", "structures", "selection", "pca_plot", "candidates",
-                                     "generated"))
+        spec.expose_outputs(
+            GenerationWorkChain,
+            namespace="generation",
+            namespace_options={"help": "Outputs of the generation chain: models, candidates, selection."},
+            include=("models", "representatives", "structures", "selection", "pca_plot", "candidates", "generated"),
+        )
         spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
         spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
         spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")
         spec.output("report", valid_type=orm.Dict, help="One row per basin: energies, key, count, flags.")
-        spec.output("relaxed", valid_type=StructureSet, required=False,
-                    help="Every DFT-relaxed structure as one set (info energy, basin).")
-        spec.output("cheap_relaxed", valid_type=StructureSet, required=False,
-                    help="With the funnel: the representatives after the cheap tier, with cheap energies.")
-        spec.output("funnel", valid_type=orm.Dict, required=False,
-                    help="With the funnel: the stage counts and the cheap basins.")
-        spec.output_namespace("assessments", valid_type=orm.Dict, dynamic=True, required=False,
-                              help="One Dict per assessor: metrics, rows and the table's text.")
-        spec.output_namespace("figures", valid_type=orm.SinglefileData, dynamic=True, required=False,
-                              help="The assessors' figures (PNG), <assessor>_<figure>.")
+        spec.output(
+            "relaxed",
+            valid_type=StructureSet,
+            required=False,
+            help="Every DFT-relaxed structure as one set (info energy, basin).",
+        )
+        spec.output(
+            "cheap_relaxed",
+            valid_type=StructureSet,
+            required=False,
+            help="With the funnel: the representatives after the cheap tier, with cheap energies.",
+        )
+        spec.output(
+            "funnel",
+            valid_type=orm.Dict,
+            required=False,
+            help="With the funnel: the stage counts and the cheap basins.",
+        )
+        spec.output_namespace(
+            "assessments",
+            valid_type=orm.Dict,
+            dynamic=True,
+            required=False,
+            help="One Dict per assessor: metrics, rows and the table's text.",
+        )
+        spec.output_namespace(
+            "figures",
+            valid_type=orm.SinglefileData,
+            dynamic=True,
+            required=False,
+            help="The assessors' figures (PNG), <assessor>_<figure>.",
+        )
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(401, "ERROR_GENERATION_FAILED", message="the generation chain failed: {message}")
         spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed: {message}")
@@ -268,34 +365,64 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         family = generation.pop("family")
         target = dict(target if target is not None else generation.pop("target", {}))
         generation.pop("target", None)
-        family_values = generation_protocol(family, generation.pop("family_protocol", protocol or
-                                                                  cls.get_default_protocol(domain)),
-                                            target, generation.pop("family_overrides", None))
+        family_values = generation_protocol(
+            family,
+            generation.pop("family_protocol", protocol or cls.get_default_protocol(domain)),
+            target,
+            generation.pop("family_overrides", None),
+        )
         builder = cls.get_builder()
         gen = GenerationWorkChain.get_builder_from_protocol(
-            training, target, family=family, protocol=None, overrides=None, training_code=training_code)
+            training, target, family=family, protocol=None, overrides=None, training_code=training_code
+        )
         for key, value in family_values.items():  # the family's protocol values first, the study's over them
             generation.setdefault({"selection": "selection_settings"}.get(key, key), value)
-        nodes = {"seeds": orm.List, "settings": orm.Dict, "grid": orm.Dict, "count": orm.Int,
-                 "selection_settings": orm.Dict, "conditions": orm.Dict, "condition": orm.Dict,
-                 "validity": orm.Str, "validity_settings": orm.Dict, "generation_seed": orm.Int,
-                 "selection_seed": orm.Int, "device": orm.Str, "training_options": orm.Dict, "baseline": orm.Bool}
+        nodes = {
+            "seeds": orm.List,
+            "settings": orm.Dict,
+            "grid": orm.Dict,
+            "count": orm.Int,
+            "selection_settings": orm.Dict,
+            "conditions": orm.Dict,
+            "condition": orm.Dict,
+            "validity": orm.Str,
+            "validity_settings": orm.Dict,
+            "generation_seed": orm.Int,
+            "selection_seed": orm.Int,
+            "device": orm.Str,
+            "training_options": orm.Dict,
+            "baseline": orm.Bool,
+        }
         for key, value in generation.items():
             if key == "selection" and isinstance(value, Mapping):
                 key = "selection_settings"
             if key not in nodes:
-                raise ValueError(f"protocol: unknown generation key {key!r} in the {domain} protocol or the "
-                                 f"overrides; expected some of {sorted(nodes)}")
+                raise ValueError(
+                    f"protocol: unknown generation key {key!r} in the {domain} protocol or the "
+                    f"overrides; expected some of {sorted(nodes)}"
+                )
             gen[key] = nodes[key](value)
         builder.generation = gen
-        top = {"engine": orm.Str, "protocol": orm.Str, "relax_overrides": orm.Dict, "dos": orm.Bool,
-               "funnel": orm.Bool, "dft_budget": orm.Int, "cheap_engine": orm.Str, "cheap_settings": orm.Dict,
-               "max_concurrent_relaxations": orm.Int, "reuse_relaxations": orm.Bool, "assessors": orm.Dict,
-               "group_label": orm.Str}
+        top = {
+            "engine": orm.Str,
+            "protocol": orm.Str,
+            "relax_overrides": orm.Dict,
+            "dos": orm.Bool,
+            "funnel": orm.Bool,
+            "dft_budget": orm.Int,
+            "cheap_engine": orm.Str,
+            "cheap_settings": orm.Dict,
+            "max_concurrent_relaxations": orm.Int,
+            "reuse_relaxations": orm.Bool,
+            "assessors": orm.Dict,
+            "group_label": orm.Str,
+        }
         for key, value in values.items():
             if key not in top:
-                raise ValueError(f"protocol: unknown key {key!r} in the {domain} protocol or the overrides; "
-                                 f"expected some of {sorted(['generation', *top])}")
+                raise ValueError(
+                    f"protocol: unknown key {key!r} in the {domain} protocol or the overrides; "
+                    f"expected some of {sorted(['generation', *top])}"
+                )
             if value is not None:
                 builder[key] = top[key](value)
         if code is not None:
@@ -323,14 +450,18 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             self.node.label = f"screening {what}".strip()
         if not self.node.description:
             engine = self.inputs.engine.value
-            self.node.description = (f"{family} generation on {len(generation.training)} structures, "
-                                     f"{engine} relaxations, unique minima")
+            self.node.description = (
+                f"{family} generation on {len(generation.training)} structures, {engine} relaxations, unique minima"
+            )
         return None
 
     def generate(self):
         inputs = AttributeDict(self.exposed_inputs(GenerationWorkChain, namespace="generation"))
-        inputs.metadata = {"call_link_label": "generation", "label": "generation",
-                           "description": "train → generate → validity → select representatives"}
+        inputs.metadata = {
+            "call_link_label": "generation",
+            "label": "generation",
+            "description": "train → generate → validity → select representatives",
+        }
         try:
             node = self.submit(GenerationWorkChain, **inputs)
         except ValueError as error:  # the chain's own launch check; check_inputs ran the same one
@@ -353,14 +484,20 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         """Relax (or score) every representative with the cheap engine, in one process for the whole set."""
         engine = get_engine(self.inputs.cheap_engine.value, "batch", field="cheap_engine")
         representatives = self.ctx.generation.outputs.representatives
-        process, inputs = engine.get_process(representatives, self.inputs.get("cheap_settings"),
-                                             self.inputs.get("cheap_model"))
-        outputs, node = run_calcfunction_step(self, process, "relax_cheap",
-                                              f"{engine.name} relaxation of {len(representatives)} representatives",
-                                              **inputs)
+        process, inputs = engine.get_process(
+            representatives, self.inputs.get("cheap_settings"), self.inputs.get("cheap_model")
+        )
+        outputs, node = run_calcfunction_step(
+            self,
+            process,
+            "relax_cheap",
+            f"{engine.name} relaxation of {len(representatives)} representatives",
+            **inputs,
+        )
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            )
         self.ctx.cheap_relaxed = engine.get_result(node)
         self.out("cheap_relaxed", self.ctx.cheap_relaxed)
         return None
@@ -370,16 +507,20 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         from ..calculations.funnel import select_for_dft
 
         outputs, node = run_calcfunction_step(
-            self, select_for_dft, "select_for_dft",
+            self,
+            select_for_dft,
+            "select_for_dft",
             f"one structure per sound cheap basin, at most {self.inputs.dft_budget.value}",
-            relaxed=self.ctx.cheap_relaxed, budget=self.inputs.dft_budget,
+            relaxed=self.ctx.cheap_relaxed,
+            budget=self.inputs.dft_budget,
             candidates=self.ctx.generation.outputs.candidates,
         )
         if not node.is_finished_ok:
             if node.exit_status == 340:
                 return self.exit_codes.ERROR_NO_SOUND_BASIN.format(message=(node.exit_message or "").split(": ", 1)[-1])
             return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            )
         self.ctx.dft_structures = dict(outputs["structures"])
         self.ctx.funnel = outputs["funnel"]
         self.out("funnel", outputs["funnel"])
@@ -394,18 +535,28 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
 
     def relax(self):
         """Relax the picked structures as one set (``physgen.relax_set``): throttled, reused, one comparison."""
-        inputs = {"structures": self._dft_structures(), "engine": self.inputs.engine, "dos": self.inputs.dos,
-                  "reuse": self.inputs.reuse_relaxations}
-        for port, target in (("code", "code"), ("protocol", "protocol"), ("relax_overrides", "relax_overrides"),
-                             ("max_concurrent_relaxations", "max_concurrent")):
+        inputs = {
+            "structures": self._dft_structures(),
+            "engine": self.inputs.engine,
+            "dos": self.inputs.dos,
+            "reuse": self.inputs.reuse_relaxations,
+        }
+        for port, target in (
+            ("code", "code"),
+            ("protocol", "protocol"),
+            ("relax_overrides", "relax_overrides"),
+            ("max_concurrent_relaxations", "max_concurrent"),
+        ):
             if port in self.inputs:
                 inputs[target] = self.inputs[port]
         message = validate_relax_set_inputs(inputs)
         if message:
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
-        inputs["metadata"] = {"call_link_label": "relax", "label": "relax",
-                              "description": f"{self.inputs.engine.value} relaxations of {len(inputs['structures'])} "
-                                             "structures"}
+        inputs["metadata"] = {
+            "call_link_label": "relax",
+            "label": "relax",
+            "description": f"{self.inputs.engine.value} relaxations of {len(inputs['structures'])} structures",
+        }
         node = self.submit(RelaxSetWorkChain, **inputs)
         return ToContext(relax_set=node)
 
@@ -413,7 +564,8 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         node = self.ctx.relax_set
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            )
         table = node.base.extras.get("physgen_relaxations", {}).get("relaxations", {})
         self.ctx.finished = {label: row["pk"] for label, row in table.items() if row["state"] == "finished"}
         return None
@@ -427,7 +579,10 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         if "funnel" in self.ctx:
             inputs["funnel"] = self.ctx.funnel
         outputs, node = run_calcfunction_step(
-            self, deduplicate_minima, "deduplicate", "group the relaxed structures into basins, keep the lowest of each",
+            self,
+            deduplicate_minima,
+            "deduplicate",
+            "group the relaxed structures into basins, keep the lowest of each",
             **inputs,
         )
         if not node.is_finished_ok:
@@ -453,11 +608,17 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             sets[f"{GENERATED_PREFIX}default"] = generation.candidates
         for name, reference in self.inputs.get("references", {}).items():
             sets[f"{REFERENCE_PREFIX}{name}"] = reference
-        common = {"conditions": orm.Dict(named_conditions(self.inputs.generation) if "conditions" in
-                                         self.inputs.generation else {}),
-                  "training": self.inputs.generation.training, "valid": generation.candidates,
-                  "representatives": generation.representatives, "relaxed": self.ctx.relaxed,
-                  "basins": self.ctx.report, **sets}
+        common = {
+            "conditions": orm.Dict(
+                named_conditions(self.inputs.generation) if "conditions" in self.inputs.generation else {}
+            ),
+            "training": self.inputs.generation.training,
+            "valid": generation.candidates,
+            "representatives": generation.representatives,
+            "relaxed": self.ctx.relaxed,
+            "basins": self.ctx.report,
+            **sets,
+        }
         if "cheap_relaxed" in self.ctx:
             common["cheap"] = self.ctx.cheap_relaxed
         if "funnel" in self.ctx:
@@ -469,12 +630,20 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             common["cheap_model"] = self.inputs.cheap_model
         self.ctx.assessments, self.ctx.figures = {}, {}
         for name, settings in self.inputs.assessors.get_dict().items():
-            outputs, node = run_calcfunction_step(self, assess, f"assess_{name}", f"assessment: {name}",
-                                                  assessor=orm.Str(name), settings=orm.Dict(settings or {}), **common)
+            outputs, node = run_calcfunction_step(
+                self,
+                assess,
+                f"assess_{name}",
+                f"assessment: {name}",
+                assessor=orm.Str(name),
+                settings=orm.Dict(settings or {}),
+                **common,
+            )
             if not node.is_finished_ok:
                 return self.exit_codes.ERROR_ASSESSMENT_FAILED.format(
                     message=f"{name}: {node.process_label}<{node.pk}> exit status {node.exit_status}: "
-                            f"{node.exit_message}")
+                    f"{node.exit_message}"
+                )
             self.ctx.assessments[name] = outputs["assessment"]
             for figure, png in outputs.get("figures", {}).items():
                 self.ctx.figures[f"{name}_{figure}"] = png
@@ -486,8 +655,11 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         structures = self._dft_structures()
         for row in report["rows"]:
             representative = structures[row["representative"]]
-            extras = {key: representative.base.extras.get(key) for key in (*PROVENANCE_EXTRAS, "cheap_energy", "cheap_key")
-                      if key in representative.base.extras.keys()}
+            extras = {
+                key: representative.base.extras.get(key)
+                for key in (*PROVENANCE_EXTRAS, "cheap_energy", "cheap_key")
+                if key in representative.base.extras.keys()
+            }
             extras["representative_uuid"] = representative.uuid
             extras["relaxation_pk"] = self.ctx.finished[row["representative"]]
             self.ctx.minima[row["name"]].base.extras.set_many(extras)
@@ -500,8 +672,11 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         self._add_provenance_extras(report)
         self.out("minima", dict(self.ctx.minima))
         relaxed = self.ctx.relax_set.outputs
-        dos = {row["name"]: relaxed.dos[row["representative"]] for row in report["rows"]
-               if "dos" in relaxed and row["representative"] in relaxed.dos}
+        dos = {
+            row["name"]: relaxed.dos[row["representative"]]
+            for row in report["rows"]
+            if "dos" in relaxed and row["representative"] in relaxed.dos
+        }
         if dos:
             self.out("dos", dos)
         if self.ctx.get("assessments"):

@@ -26,7 +26,13 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
 from ..ml.progress import read_progress_log
 
-__all__ = ["TrainingBaseWorkChain", "training_job_builder", "launch_training", "trained_models", "DEFAULT_TRAINING_OPTIONS"]
+__all__ = [
+    "TrainingBaseWorkChain",
+    "training_job_builder",
+    "launch_training",
+    "trained_models",
+    "DEFAULT_TRAINING_OPTIONS",
+]
 
 #: job options a training job gets unless ``training_options`` says otherwise
 DEFAULT_TRAINING_OPTIONS = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}}
@@ -53,7 +59,9 @@ def _where(facts: dict) -> str:
         parts.append(f"step {facts['done']}/{facts['total']}")
     checkpoint = facts.get("checkpoint")
     if checkpoint:
-        parts.append(f"last checkpoint at step {checkpoint['step']}/{checkpoint['steps']} of group {checkpoint['group']}")
+        parts.append(
+            f"last checkpoint at step {checkpoint['step']}/{checkpoint['steps']} of group {checkpoint['group']}"
+        )
     return "; ".join(parts) or "no step logged"
 
 
@@ -66,7 +74,8 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
     def define(cls, spec):
         super().define(spec)
         spec.expose_inputs(
-            TrainingCalculation, namespace="train",
+            TrainingCalculation,
+            namespace="train",
             namespace_options={"help": "Inputs of the `TrainingCalculation` (physgen.train.job)."},
         )
         spec.outline(
@@ -80,11 +89,17 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
         spec.expose_outputs(TrainingCalculation)
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
-        spec.exit_code(410, "ERROR_NO_PROGRESS",
-                       message="the training job {job} stopped without any progress since the previous one "
-                               "(is the walltime shorter than the start-up and one checkpoint?)")
-        spec.exit_code(411, "ERROR_KILLED_WITHOUT_CHECKPOINT",
-                       message="the training job {job} was killed again before writing any checkpoint")
+        spec.exit_code(
+            410,
+            "ERROR_NO_PROGRESS",
+            message="the training job {job} stopped without any progress since the previous one "
+            "(is the walltime shorter than the start-up and one checkpoint?)",
+        )
+        spec.exit_code(
+            411,
+            "ERROR_KILLED_WITHOUT_CHECKPOINT",
+            message="the training job {job} was killed again before writing any checkpoint",
+        )
 
     def setup(self):
         super().setup()
@@ -108,8 +123,10 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
         """Stopped at the walltime or on a signal, after writing its checkpoint: resume."""
         facts = _progress(node)  # exact after a stop: the command logs the step it stopped at
         if facts["done"] <= self.ctx.last_done:
-            self.report(f"{node.process_label}<{node.pk}> stopped without a step more than the job before it "
-                        f"({_where(facts)}): giving up")
+            self.report(
+                f"{node.process_label}<{node.pk}> stopped without a step more than the job before it "
+                f"({_where(facts)}): giving up"
+            )
             return ProcessHandlerReport(True, self.exit_codes.ERROR_NO_PROGRESS.format(job=f"<{node.pk}>"))
         self.ctx.last_done = facts["done"]
         return self._resume_from(node, "was stopped", facts)
@@ -123,14 +140,23 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
             return self._resume_from(node, "was killed", facts)
         if self.ctx.fresh_restarts >= 1:
             self.report(f"{node.process_label}<{node.pk}> was killed before any checkpoint, again: giving up")
-            return ProcessHandlerReport(True, self.exit_codes.ERROR_KILLED_WITHOUT_CHECKPOINT.format(job=f"<{node.pk}>"))
+            return ProcessHandlerReport(
+                True, self.exit_codes.ERROR_KILLED_WITHOUT_CHECKPOINT.format(job=f"<{node.pk}>")
+            )
         self.ctx.fresh_restarts += 1
-        self.report(f"{node.process_label}<{node.pk}> was killed before any checkpoint ({_where(facts)}): "
-                    "starting it afresh once")
+        self.report(
+            f"{node.process_label}<{node.pk}> was killed before any checkpoint ({_where(facts)}): "
+            "starting it afresh once"
+        )
         return ProcessHandlerReport(True)
 
-    @process_handler(priority=400, exit_codes=[TrainingCalculation.exit_codes.ERROR_INVALID_INPUT,
-                                               TrainingCalculation.exit_codes.ERROR_TRAINING_DIVERGED])
+    @process_handler(
+        priority=400,
+        exit_codes=[
+            TrainingCalculation.exit_codes.ERROR_INVALID_INPUT,
+            TrainingCalculation.exit_codes.ERROR_TRAINING_DIVERGED,
+        ],
+    )
     def handle_not_retried(self, node):
         """Bad input and divergence come back the same on every try: stop with the same meaning."""
         message = (node.exit_message or "").split(": ", 1)[-1]
@@ -156,9 +182,9 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
         return super().results()
 
 
-
-def training_job_builder(train_inputs: dict, code, device, options=None, label: str = "training",
-                         description: str = ""):
+def training_job_builder(
+    train_inputs: dict, code, device, options=None, label: str = "training", description: str = ""
+):
     """A ``physgen.train.base`` builder that trains ``train_inputs`` (training, family, target, seeds,
     settings, grid) as ``physgen.train.job`` CalcJobs with ``code`` on ``device``; ``options`` (a Dict or
     None) update :data:`DEFAULT_TRAINING_OPTIONS` (top-level keys replace). Used by every work chain
@@ -188,15 +214,21 @@ def launch_training(workchain, train_inputs: dict, what: str, link: str, job_lab
 
     if "training_code" in workchain.inputs:
         computer = workchain.inputs.training_code.computer.label
-        builder = training_job_builder(train_inputs, workchain.inputs.training_code, workchain.inputs.device,
-                                       workchain.inputs.get("training_options"), label=job_label,
-                                       description=f"train {what} as a job on {computer}")
+        builder = training_job_builder(
+            train_inputs,
+            workchain.inputs.training_code,
+            workchain.inputs.device,
+            workchain.inputs.get("training_options"),
+            label=job_label,
+            description=f"train {what} as a job on {computer}",
+        )
         node = workchain.submit(builder)
         workchain.report(f"submitted the training of {what} as {node.process_label}<{node.pk}> on {computer}")
         return ToContext(**{context_key: node})
     workchain.report(f"training {what}")
-    _, node = run_calcfunction_step(workchain, train, link, f"train {what}", device=workchain.inputs.device,
-                                    **train_inputs)
+    _, node = run_calcfunction_step(
+        workchain, train, link, f"train {what}", device=workchain.inputs.device, **train_inputs
+    )
     workchain.ctx[context_key] = node
     return None
 

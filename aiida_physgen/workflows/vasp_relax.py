@@ -18,7 +18,8 @@ Needs the optional extra ``pip install 'aiida-physgen[vasp]'`` (aiida-vasp).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from aiida import orm
@@ -30,8 +31,16 @@ __all__ = ["VaspRelaxWorkChain", "box_for_vasp", "vasp_outputs", "check_potentia
 
 PROTOCOL_FILE = "vasp"
 VASP_PLUGIN = "vasp.vasp"
-_PROTOCOL_KEYS = ("incar", "kpoints_spacing", "potential_family", "potential_mapping", "options", "vacuum",
-                  "max_iterations", "clean_workdir")
+_PROTOCOL_KEYS = (
+    "incar",
+    "kpoints_spacing",
+    "potential_family",
+    "potential_mapping",
+    "options",
+    "vacuum",
+    "max_iterations",
+    "clean_workdir",
+)
 
 
 def _vasp_workchain():
@@ -96,8 +105,11 @@ def vasp_outputs(misc: orm.Dict, structure: orm.StructureData, molecule: orm.Boo
         grid = np.asarray(dos.get_array("energy"), dtype=float)
         total = np.asarray(dos.get_array("tdos"), dtype=float)
         shift = float(fermi) if fermi is not None else 0.0
-        arrays, names = ([total.sum(axis=0), total[0], total[1]], ["dos", "dos_up", "dos_down"]) \
-            if total.ndim == 2 else ([total], ["dos"])
+        arrays, names = (
+            ([total.sum(axis=0), total[0], total[1]], ["dos", "dos_up", "dos_down"])
+            if total.ndim == 2
+            else ([total], ["dos"])
+        )
         xy = orm.XyData()
         xy.set_x(grid - shift, "energy", "eV")
         xy.set_y(arrays, names, ["states/eV"] * len(arrays))
@@ -114,8 +126,10 @@ def check_potentials(family: str | None, mapping: Mapping[str, str] | None, elem
     from aiida_vasp.data.potcar import PotcarData
 
     if not family:
-        return ("potential_family: missing; expected the name of a POTCAR family uploaded with "
-                "`aiida-vasp potcar uploadfamily` (e.g. relax_overrides={'potential_family': 'PBE.54'})")
+        return (
+            "potential_family: missing; expected the name of a POTCAR family uploaded with "
+            "`aiida-vasp potcar uploadfamily` (e.g. relax_overrides={'potential_family': 'PBE.54'})"
+        )
     if PotcarData.get_potcar_group(family) is None:
         known = sorted(group.label for group in PotcarData.get_potcar_groups())
         return f"potential_family: no POTCAR family {family!r} in this profile; families here: {known}"
@@ -130,8 +144,10 @@ def check_potentials(family: str | None, mapping: Mapping[str, str] | None, elem
         except NotExistent:
             missing.append(element)
     if missing:
-        return (f"potential_mapping: family {family!r} has no POTCAR for element(s) {missing} "
-                f"(looked for {[full[e] for e in missing]} by its POTCAR names)")
+        return (
+            f"potential_mapping: family {family!r} has no POTCAR for element(s) {missing} "
+            f"(looked for {[full[e] for e in missing]} by its POTCAR names)"
+        )
     return None
 
 
@@ -157,8 +173,9 @@ def validate_inputs(inputs, _ctx=None) -> str | None:
     mapping = vasp.get("potential_mapping")
     structure = inputs.get("structure")
     elements = sorted({kind.symbol for kind in structure.kinds}) if structure is not None else None
-    message = check_potentials(family.value if family is not None else None,
-                               mapping.get_dict() if mapping is not None else None, elements)
+    message = check_potentials(
+        family.value if family is not None else None, mapping.get_dict() if mapping is not None else None, elements
+    )
     if message:
         return f"vasp.{message}"
     if "vacuum" in inputs and (not np.isfinite(inputs["vacuum"].value) or inputs["vacuum"].value <= 0):
@@ -184,10 +201,18 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
     def define(cls, spec):
         super().define(spec)
         spec.input("structure", valid_type=orm.StructureData, help="The structure to relax (positions).")
-        spec.input("vacuum", valid_type=orm.Float, required=False,
-                   help="For a molecule: put it in a periodic box with this much vacuum (Å) on every side first.")
-        spec.expose_inputs(_vasp_workchain(), namespace="vasp", exclude=("structure",),
-                           namespace_options={"help": "Inputs of aiida-vasp's VaspWorkChain (vasp.vasp)."})
+        spec.input(
+            "vacuum",
+            valid_type=orm.Float,
+            required=False,
+            help="For a molecule: put it in a periodic box with this much vacuum (Å) on every side first.",
+        )
+        spec.expose_inputs(
+            _vasp_workchain(),
+            namespace="vasp",
+            exclude=("structure",),
+            namespace_options={"help": "Inputs of aiida-vasp's VaspWorkChain (vasp.vasp)."},
+        )
         # aiida-vasp leaves some of its ports without help; say what they hold
         for name, text in _VASP_PORT_HELP.items():
             port = spec.inputs["vasp"][name]
@@ -211,8 +236,9 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
         return "vacuum" in self.inputs
 
     def box(self):
-        self.ctx.structure = box_for_vasp(self.inputs.structure, self.inputs.vacuum,
-                                          metadata={"call_link_label": "box"})
+        self.ctx.structure = box_for_vasp(
+            self.inputs.structure, self.inputs.vacuum, metadata={"call_link_label": "box"}
+        )
 
     def run_vasp(self):
         inputs = self.exposed_inputs(_vasp_workchain(), namespace="vasp")
@@ -225,7 +251,8 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
         node = self.ctx.vasp
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_VASP_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+            )
         if "misc" not in node.outputs:
             return self.exit_codes.ERROR_OUTPUT_MISSING.format(output="misc")
         return None
@@ -245,9 +272,14 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
         return None
 
     @classmethod
-    def get_builder_from_protocol(cls, code: orm.AbstractCode, structure: orm.StructureData,
-                                  protocol: str | None = None, overrides: Mapping[str, Any] | None = None,
-                                  dos: bool = True):
+    def get_builder_from_protocol(
+        cls,
+        code: orm.AbstractCode,
+        structure: orm.StructureData,
+        protocol: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        dos: bool = True,
+    ):
         """A builder with the inputs of ``protocol`` (``fast``, ``balanced``, ``stringent``) for ``structure``.
 
         ``overrides`` is merged over the protocol, e.g. ``{'potential_family': 'PBE.54', 'potential_mapping':

@@ -29,10 +29,15 @@ GPAW_TINY = {"max_iterations": 2, "gpaw": {"parameters": {"ecut": 150.0, "fmax":
 def _overrides(**extra):
     values = {
         "md": MD,
-        "generation": {"count": 6, "family_overrides": {"settings": TINY, "seeds": [0]},
-                       "conditions": {"redraws": {"min_distance": 2.0, "temperature": 0.5},
-                                      "no_redraws": {"min_distance": 0.0, "temperature": 0.5}},
-                       "selection": {"n_clusters": 3, "n_components": 2, "plot": False}},
+        "generation": {
+            "count": 6,
+            "family_overrides": {"settings": TINY, "seeds": [0]},
+            "conditions": {
+                "redraws": {"min_distance": 2.0, "temperature": 0.5},
+                "no_redraws": {"min_distance": 0.0, "temperature": 0.5},
+            },
+            "selection": {"n_clusters": 3, "n_components": 2, "plot": False},
+        },
         "relax_overrides": GPAW_TINY,
         "assessors": {"amorphous": {"energy_structures": 4}},
     }
@@ -45,8 +50,12 @@ def test_the_protocols_and_the_builder():
     assert set(protocols) == {"fast", "balanced", "paper"} and "5,000 MD frames" in protocols["fast"]
     assert AmorphousScreeningWorkChain.get_default_protocol() == "fast"
     builder = AmorphousScreeningWorkChain.get_builder_from_protocol("fast")
-    assert builder.md.settings.get_dict() == {"melt_steps": 10000, "quench_steps": 20000,
-                                              "equilibration_steps": 5000, "frames": 5000}
+    assert builder.md.settings.get_dict() == {
+        "melt_steps": 10000,
+        "quench_steps": 20000,
+        "equilibration_steps": 5000,
+        "frames": 5000,
+    }
     screening = builder.screening
     assert "training" not in screening.generation and "md" not in screening
     assert screening.generation.family.value == "repap" and screening.generation.validity.value == "amorphous"
@@ -60,15 +69,22 @@ def test_the_protocols_and_the_builder():
     assert WorkflowFactory("physgen.amorphous") is AmorphousScreeningWorkChain
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"md": {**MD, "atomz": 8}}, r"md.settings: unknown key"),
-    ({"md": {**MD, "frames": 3}}, r"held_out_fraction: 0.2 of 3 frames holds out 1"),
-    ({"generation": {"conditions": {"redraws": {"min_distance": 3.5}}}},
-     r"screening.generation.conditions.redraws: condition.min_distance: 3.5 Å cannot be met by 8 atoms"),
-    ({"cheap_settings": {"potential": "tersoff_lindsay_broido"}},
-     r"screening.cheap_settings.potential: 'tersoff_lindsay_broido' is a potential for \['C'\]"),
-    ({"relax_overrides": {"gpaw": {"parameters": {"ecutt": 200}}}}, r"screening.relax_overrides: .*'ecutt'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"md": {**MD, "atomz": 8}}, r"md.settings: unknown key"),
+        ({"md": {**MD, "frames": 3}}, r"held_out_fraction: 0.2 of 3 frames holds out 1"),
+        (
+            {"generation": {"conditions": {"redraws": {"min_distance": 3.5}}}},
+            r"screening.generation.conditions.redraws: condition.min_distance: 3.5 Å cannot be met by 8 atoms",
+        ),
+        (
+            {"cheap_settings": {"potential": "tersoff_lindsay_broido"}},
+            r"screening.cheap_settings.potential: 'tersoff_lindsay_broido' is a potential for \['C'\]",
+        ),
+        ({"relax_overrides": {"gpaw": {"parameters": {"ecutt": 200}}}}, r"screening.relax_overrides: .*'ecutt'"),
+    ],
+)
 def test_bad_inputs_are_refused_at_launch_naming_the_field(overrides, message):
     builder = AmorphousScreeningWorkChain.get_builder_from_protocol("fast", _overrides(**overrides))
     with pytest.raises(ValueError, match=message):
@@ -97,14 +113,16 @@ def test_md_refuses_bad_settings_before_running():
 
 def _relaxations(node) -> list:
     (relax_set,) = [c for c in node.called_descendants if c.process_label == "RelaxSetWorkChain"]
-    return relax_set, sorted((c for c in relax_set.called if c.process_label == "GpawBaseWorkChain"),
-                             key=lambda c: c.ctime)
+    return relax_set, sorted(
+        (c for c in relax_set.called if c.process_label == "GpawBaseWorkChain"), key=lambda c: c.ctime
+    )
 
 
 @pytest.mark.slow
 def test_md_to_screening_end_to_end_throttled_then_reused(gpaw_code):
     builder = AmorphousScreeningWorkChain.get_builder_from_protocol(
-        "fast", _overrides(max_concurrent_relaxations=1), code=gpaw_code)
+        "fast", _overrides(max_concurrent_relaxations=1), code=gpaw_code
+    )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
 
@@ -117,8 +135,11 @@ def test_md_to_screening_end_to_end_throttled_then_reused(gpaw_code):
     assert screening.inputs.references.held_out.uuid == held_out.uuid
     # filled in from the MD and the models: the cheap tier's potential, the assessor's energies and grid
     assert screening.inputs.cheap_settings.get_dict() == {"potential": "sw_vink"}
-    assert screening.inputs.assessors.get_dict()["amorphous"] == {"energy_structures": 4, "potential": "sw_vink",
-                                                                  "grid_bins": 50}
+    assert screening.inputs.assessors.get_dict()["amorphous"] == {
+        "energy_structures": 4,
+        "potential": "sw_vink",
+        "grid_bins": 50,
+    }
     (model,) = results["screening"]["generation"]["models"].values()
     assert model.family == "repap" and model.creator.inputs.training.uuid == training.uuid
 
@@ -146,8 +167,9 @@ def test_md_to_screening_end_to_end_throttled_then_reused(gpaw_code):
     assert table["limit"] == 1 and table["n_run"] == 2 and table["n_reused"] == 0
 
     # the same screening again, from the same frames: both relaxations are reused, none runs
-    again = AmorphousScreeningWorkChain.get_builder_from_protocol("fast", _overrides(), trajectory=trajectory,
-                                                                 code=gpaw_code)
+    again = AmorphousScreeningWorkChain.get_builder_from_protocol(
+        "fast", _overrides(), trajectory=trajectory, code=gpaw_code
+    )
     results_2, node_2 = run_get_node(again)
     assert node_2.is_finished_ok, (node_2.exit_status, node_2.exit_message)
     relax_set_2, relaxations_2 = _relaxations(node_2)

@@ -54,8 +54,9 @@ class _SleepersWorkChain(AwaitAnyMixin, WorkChain):
 
 @pytest.fixture
 def bash_add(aiida_code_installed):
-    return aiida_code_installed(label="bash-add", default_calc_job_plugin="core.arithmetic.add",
-                                filepath_executable="/bin/bash")
+    return aiida_code_installed(
+        label="bash-add", default_calc_job_plugin="core.arithmetic.add", filepath_executable="/bin/bash"
+    )
 
 
 @pytest.mark.slow

@@ -32,10 +32,19 @@ from aiida_physgen.ml.training import train_ensemble
 from aiida_physgen.workflows.generation import GenerationWorkChain
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
 
-TINY = {"loop": {"steps": 2, "batch_size": 4}, "rattle_copies": 0, "hidden": [16], "critic_hidden": [8],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
-SELECTION = {"n_components": 2, "n_clusters": 2, "min_distance": 0.0,
-             "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+TINY = {
+    "loop": {"steps": 2, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [16],
+    "critic_hidden": [8],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
+SELECTION = {
+    "n_components": 2,
+    "n_clusters": 2,
+    "min_distance": 0.0,
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 BOX = [[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]]
 
 
@@ -96,15 +105,27 @@ def missing_code():
 
 LAUNCHES = {
     "unknown family": (lambda: generation(family=orm.Str("nope")), "family"),
-    "bad composition": (lambda: generation(target={"composition": "H2Q", "cell": BOX, "pbc": False}), "target.composition"),
-    "cell not 3x3": (lambda: generation(target={"composition": "H2O", "cell": [[5, 0, 0]], "pbc": False}), "target.cell"),
-    "zero-volume cell": (lambda: generation(target={"composition": "H2O", "cell": [[5, 0, 0]] * 3, "pbc": False}),
-                         "target.cell"),
+    "bad composition": (
+        lambda: generation(target={"composition": "H2Q", "cell": BOX, "pbc": False}),
+        "target.composition",
+    ),
+    "cell not 3x3": (
+        lambda: generation(target={"composition": "H2O", "cell": [[5, 0, 0]], "pbc": False}),
+        "target.cell",
+    ),
+    "zero-volume cell": (
+        lambda: generation(target={"composition": "H2O", "cell": [[5, 0, 0]] * 3, "pbc": False}),
+        "target.cell",
+    ),
     "pbc a string": (lambda: generation(target={"composition": "H2O", "cell": BOX, "pbc": "yes"}), "target.pbc"),
-    "unknown target key": (lambda: generation(target={"composition": "H2O", "cell": BOX, "pbc": False, "x": 1}),
-                           "target"),
-    "element not in training": (lambda: generation(target={"composition": "CH4", "cell": BOX, "pbc": False}),
-                                "training"),
+    "unknown target key": (
+        lambda: generation(target={"composition": "H2O", "cell": BOX, "pbc": False, "x": 1}),
+        "target",
+    ),
+    "element not in training": (
+        lambda: generation(target={"composition": "CH4", "cell": BOX, "pbc": False}),
+        "training",
+    ),
     "no seeds": (lambda: generation(seeds=[]), "seeds"),
     "duplicate seeds": (lambda: generation(seeds=[1, 1]), "seeds"),
     "seed not an integer": (lambda: generation(seeds=["a"]), "seeds"),
@@ -123,11 +144,14 @@ LAUNCHES = {
     "unknown device": (lambda: generation(device=orm.Str("tpu")), "device"),
     "atoms 0.3 Å apart in training": (lambda: generation(structures=squashed()), "training"),
     "bash as the training code": (lambda: generation(training_code=bash_code()), "training_code"),
-    "training option typo": (lambda: generation(training_code=gpaw_code(),
-                                                training_options=orm.Dict({"queue_nam": "x"})), "queue_nam"),
+    "training option typo": (
+        lambda: generation(training_code=gpaw_code(), training_options=orm.Dict({"queue_nam": "x"})),
+        "queue_nam",
+    ),
     "resource the scheduler does not know": (
         lambda: generation(training_code=gpaw_code(), training_options=orm.Dict({"resources": {"num_cores": 2}})),
-        "training_options.resources"),
+        "training_options.resources",
+    ),
     "relax override typo": (lambda: screening(relax_overrides={"gpaw": {"parameters": {"ecutt": 300}}}), "ecutt"),
     "zero DFT budget": (lambda: _with(screening(), dft_budget=orm.Int(0)), "dft_budget"),
     "cheap setting typo": (lambda: screening(cheap_settings={"fmaxx": 0.1}), "cheap_settings.fmaxx"),
@@ -168,8 +192,13 @@ def models(aiida_profile):
     """Two tiny stored models: one for H2O, one for H2O2 (different targets)."""
     out = {}
     for formula in ("H2O", "H2O2"):
-        (model,) = train_ensemble("logan", StructureSet.from_ase(waters()).get_batch(),
-                                  {"composition": formula, "cell": BOX, "pbc": False}, TINY, seeds=[0])
+        (model,) = train_ensemble(
+            "logan",
+            StructureSet.from_ase(waters()).get_batch(),
+            {"composition": formula, "cell": BOX, "pbc": False},
+            TINY,
+            seeds=[0],
+        )
         out[formula] = GeneratorModel.from_model(model).store()
     return out
 
@@ -179,32 +208,66 @@ def _candidates():
 
 
 FUNCTIONS = {
-    "generate: an Int as a model": (lambda m: generate.run_get_node(count=orm.Int(2), seed=orm.Int(0),
-                                                                    model_00=orm.Int(3)), "models"),
+    "generate: an Int as a model": (
+        lambda m: generate.run_get_node(count=orm.Int(2), seed=orm.Int(0), model_00=orm.Int(3)),
+        "models",
+    ),
     "generate: no model": (lambda m: generate.run_get_node(count=orm.Int(2), seed=orm.Int(0)), "models"),
-    "generate: zero count": (lambda m: generate.run_get_node(count=orm.Int(0), seed=orm.Int(0), model_00=m["H2O"]),
-                             "count"),
-    "generate: absurd count": (lambda m: generate.run_get_node(count=orm.Int(10**9), seed=orm.Int(0),
-                                                               model_00=m["H2O"]), "count"),
+    "generate: zero count": (
+        lambda m: generate.run_get_node(count=orm.Int(0), seed=orm.Int(0), model_00=m["H2O"]),
+        "count",
+    ),
+    "generate: absurd count": (
+        lambda m: generate.run_get_node(count=orm.Int(10**9), seed=orm.Int(0), model_00=m["H2O"]),
+        "count",
+    ),
     "generate: models of different targets": (
-        lambda m: generate.run_get_node(count=orm.Int(2), seed=orm.Int(0), a=m["H2O"], b=m["H2O2"]), "H2O2"),
-    "select: unknown setting": (lambda m: select_representatives.run_get_node(
-        candidates=_candidates(), seed=orm.Int(0), settings=orm.Dict({"bogus": 1})), "bogus"),
-    "select: zero clusters": (lambda m: select_representatives.run_get_node(
-        candidates=_candidates(), seed=orm.Int(0), settings=orm.Dict({"n_clusters": 0})), "n_clusters"),
-    "deduplicate: no energy": (lambda m: deduplicate_minima.run_get_node(
-        structure_a=orm.StructureData(ase=molecule("H2O")), parameters_a=orm.Dict({"x": 1})), "energy"),
-    "deduplicate: structure without parameters": (lambda m: deduplicate_minima.run_get_node(
-        structure_a=orm.StructureData(ase=molecule("H2O"))), "parameters_"),
+        lambda m: generate.run_get_node(count=orm.Int(2), seed=orm.Int(0), a=m["H2O"], b=m["H2O2"]),
+        "H2O2",
+    ),
+    "select: unknown setting": (
+        lambda m: select_representatives.run_get_node(
+            candidates=_candidates(), seed=orm.Int(0), settings=orm.Dict({"bogus": 1})
+        ),
+        "bogus",
+    ),
+    "select: zero clusters": (
+        lambda m: select_representatives.run_get_node(
+            candidates=_candidates(), seed=orm.Int(0), settings=orm.Dict({"n_clusters": 0})
+        ),
+        "n_clusters",
+    ),
+    "deduplicate: no energy": (
+        lambda m: deduplicate_minima.run_get_node(
+            structure_a=orm.StructureData(ase=molecule("H2O")), parameters_a=orm.Dict({"x": 1})
+        ),
+        "energy",
+    ),
+    "deduplicate: structure without parameters": (
+        lambda m: deduplicate_minima.run_get_node(structure_a=orm.StructureData(ase=molecule("H2O"))),
+        "parameters_",
+    ),
     "deduplicate: nothing": (lambda m: deduplicate_minima.run_get_node(), "structure_"),
-    "train: zero steps": (lambda m: train.run_get_node(
-        training=StructureSet.from_ase(waters()), family=orm.Str("logan"),
-        target=orm.Dict({"composition": "H2O", "cell": BOX, "pbc": False}), seeds=orm.List([0]),
-        settings=orm.Dict(with_loop(steps=0))), "steps"),
-    "train: learning rate a string": (lambda m: train.run_get_node(
-        training=StructureSet.from_ase(waters()), family=orm.Str("logan"),
-        target=orm.Dict({"composition": "H2O", "cell": BOX, "pbc": False}), seeds=orm.List([0]),
-        settings=orm.Dict(with_loop(lr_critic="fast"))), "lr_critic"),
+    "train: zero steps": (
+        lambda m: train.run_get_node(
+            training=StructureSet.from_ase(waters()),
+            family=orm.Str("logan"),
+            target=orm.Dict({"composition": "H2O", "cell": BOX, "pbc": False}),
+            seeds=orm.List([0]),
+            settings=orm.Dict(with_loop(steps=0)),
+        ),
+        "steps",
+    ),
+    "train: learning rate a string": (
+        lambda m: train.run_get_node(
+            training=StructureSet.from_ase(waters()),
+            family=orm.Str("logan"),
+            target=orm.Dict({"composition": "H2O", "cell": BOX, "pbc": False}),
+            seeds=orm.List([0]),
+            settings=orm.Dict(with_loop(lr_critic="fast")),
+        ),
+        "lr_critic",
+    ),
 }
 
 
@@ -252,17 +315,25 @@ def _nan_structure():
 CONSTRUCT = {
     "set of no structures": (lambda tmp, m: StructureSet.from_ase([]), "structures"),
     "set with NaN positions": (lambda tmp, m: StructureSet.from_ase([molecule("H2O"), _nan_structure()]), "positions"),
-    "binary file as extxyz": (lambda tmp, m: StructureSet.from_file(_write(tmp, "junk.extxyz", bytes(range(256)))),
-                              "junk.extxyz"),
+    "binary file as extxyz": (
+        lambda tmp, m: StructureSet.from_file(_write(tmp, "junk.extxyz", bytes(range(256)))),
+        "junk.extxyz",
+    ),
     "empty file": (lambda tmp, m: StructureSet.from_file(_write(tmp, "empty.xyz", b"")), "empty.xyz"),
-    "text that is no xyz": (lambda tmp, m: StructureSet.from_file(_write(tmp, "notes.xyz", b"hello\nworld\n")),
-                            "notes.xyz"),
+    "text that is no xyz": (
+        lambda tmp, m: StructureSet.from_file(_write(tmp, "notes.xyz", b"hello\nworld\n")),
+        "notes.xyz",
+    ),
     "missing file": (lambda tmp, m: StructureSet.from_file(tmp / "nope.extxyz"), "nope.extxyz"),
     "junk bytes as a model": (lambda tmp, m: GeneratorModel(b"not a model"), "model"),
     "model without architecture": (lambda tmp, m: GeneratorModel(_model_bytes(m, _drop_architecture)), "architecture"),
     "model with mismatched weights": (lambda tmp, m: GeneratorModel(_model_bytes(m, _shrink_first_weight)), "model"),
-    "GPAW builder with NaN positions": (lambda tmp, m: GpawBaseWorkChain.get_builder_from_protocol(
-        gpaw_code(), orm.StructureData(ase=_nan_structure())), "structure"),
+    "GPAW builder with NaN positions": (
+        lambda tmp, m: GpawBaseWorkChain.get_builder_from_protocol(
+            gpaw_code(), orm.StructureData(ase=_nan_structure())
+        ),
+        "structure",
+    ),
     "misspelt GPAW code label": (lambda tmp, m: gpaw_code("gpaw-pyhton"), "code"),
 }
 
@@ -280,5 +351,7 @@ def test_bad_node_or_builder_is_refused_before_storing(name, models, tmp_path, g
 def test_table_size():
     """The table the closing note quotes: how many bad inputs are tried through the API."""
     assert len(LAUNCHES) + len(FUNCTIONS) + len(CONSTRUCT) >= 50
-    print(f"API bad inputs: {len(LAUNCHES)} launches, {len(FUNCTIONS)} calcfunctions, {len(CONSTRUCT)} nodes/builders",
-          file=sys.stderr)
+    print(
+        f"API bad inputs: {len(LAUNCHES)} launches, {len(FUNCTIONS)} calcfunctions, {len(CONSTRUCT)} nodes/builders",
+        file=sys.stderr,
+    )

@@ -13,10 +13,19 @@ from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.ml.family import get_family
 from aiida_physgen.workflows.generation import GenerationWorkChain
 
-TINY = {"loop": {"steps": 2, "batch_size": 4}, "rattle_copies": 0, "hidden": [16], "critic_hidden": [8],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
-SELECTION = {"n_components": 2, "n_clusters": 2, "min_distance": 0.0,
-             "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+TINY = {
+    "loop": {"steps": 2, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [16],
+    "critic_hidden": [8],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
+SELECTION = {
+    "n_components": 2,
+    "n_clusters": 2,
+    "min_distance": 0.0,
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 
 
 def training() -> StructureSet:
@@ -42,10 +51,18 @@ def _train_node(node):
 def test_normalised_inputs_are_equal_for_equivalent_requests():
     family = get_family("logan")
     spelled_out = {**TINY, "loop": {**TINY["loop"], "n_critic": 5, "gp_weight": 10}}  # defaults, gp_weight as int
-    a = normalise_training_inputs(orm.Str("logan"), orm.Dict({"composition": "H2O", "cell": [[5, 0, 0], [0, 5, 0],
-                                  [0, 0, 5]], "pbc": False}), orm.List([0]), orm.Dict(TINY))
-    b = normalise_training_inputs(orm.Str("logan"), orm.Dict({"composition": "H2O", "cell": [[5.0, 0, 0], [0, 5.0, 0],
-                                  [0, 0, 5.0]], "pbc": [False] * 3}), orm.List([0]), orm.Dict(spelled_out))
+    a = normalise_training_inputs(
+        orm.Str("logan"),
+        orm.Dict({"composition": "H2O", "cell": [[5, 0, 0], [0, 5, 0], [0, 0, 5]], "pbc": False}),
+        orm.List([0]),
+        orm.Dict(TINY),
+    )
+    b = normalise_training_inputs(
+        orm.Str("logan"),
+        orm.Dict({"composition": "H2O", "cell": [[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]], "pbc": [False] * 3}),
+        orm.List([0]),
+        orm.Dict(spelled_out),
+    )
     for key in ("target", "seeds", "settings"):
         assert a[key].base.caching.get_hash() == b[key].base.caching.get_hash(), key
     assert a["settings"]["descriptor"]["radial"] == family.settings(None).descriptor.radial  # defaults filled in
@@ -54,7 +71,8 @@ def test_normalised_inputs_are_equal_for_equivalent_requests():
 
 def test_bad_input_to_normalisation_is_exit_300():
     _, node = normalise_training_inputs.run_get_node(
-        orm.Str("logan"), orm.Dict({"composition": "H2O", "cell": [[5, 0, 0]], "pbc": False}), orm.List([0]))
+        orm.Str("logan"), orm.Dict({"composition": "H2O", "cell": [[5, 0, 0]], "pbc": False}), orm.List([0])
+    )
     assert node.exit_status == 300 and "target.cell" in node.exit_message
 
 
@@ -68,5 +86,6 @@ def test_second_equivalent_launch_reuses_the_training():
         assert second.is_finished_ok, second.exit_message
     source = _train_node(second).base.caching.get_cache_source()
     assert source == _train_node(first).uuid
-    assert [m.base.attributes.get("checksum") for m in first.outputs.models.values()] == \
-        [m.base.attributes.get("checksum") for m in second.outputs.models.values()]
+    assert [m.base.attributes.get("checksum") for m in first.outputs.models.values()] == [
+        m.base.attributes.get("checksum") for m in second.outputs.models.values()
+    ]

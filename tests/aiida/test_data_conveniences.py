@@ -79,7 +79,9 @@ def test_export_cif_one_block_per_structure(tmp_path):
     ]
     back = ase.io.read(tmp_path / "set.cif", index=":")
     assert [a.get_chemical_formula() for a in back] == ["Si2", "ClNa", "H2O"]
-    np.testing.assert_allclose(back[1].cell.cellpar(), crystals()[1].cell.cellpar(), atol=1e-6)  # CIF keeps no orientation
+    np.testing.assert_allclose(
+        back[1].cell.cellpar(), crystals()[1].cell.cellpar(), atol=1e-6
+    )  # CIF keeps no orientation
 
 
 def test_export_json_and_npz(tmp_path):

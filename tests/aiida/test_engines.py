@@ -13,10 +13,17 @@ from aiida_physgen.engines import BatchRelaxationEngine, RelaxationEngine, avail
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.workflows.screening import validate_screening_inputs
 
-TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
-QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-         "vacuum": 2.0}
+TINY = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
+QUICK = {
+    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+    "vacuum": 2.0,
+}
 
 
 @pytest.fixture
@@ -25,9 +32,19 @@ def toy_engine(toy_plugins):
 
 
 def water_screening(gpaw_code, **kwargs):
-    return screening_builder([molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=gpaw_code,
-                             seeds=[0], settings=TINY, count=12, n_clusters=4, n_components=2,
-                             relax_overrides=QUICK, **kwargs)
+    return screening_builder(
+        [molecule("H2O"), molecule("H2O2"), molecule("H2O")],
+        "H2O",
+        box=5.0,
+        code=gpaw_code,
+        seeds=[0],
+        settings=TINY,
+        count=12,
+        n_clusters=4,
+        n_components=2,
+        relax_overrides=QUICK,
+        **kwargs,
+    )
 
 
 def test_shipped_engines_are_registered_by_granularity():
@@ -39,11 +56,14 @@ def test_shipped_engines_are_registered_by_granularity():
     assert get_engine("cheap") is get_engine("cheap")  # one instance per entry point
 
 
-@pytest.mark.parametrize("name, granularity, field, expected", [
-    ("nope", None, "engine", "engine: unknown engine 'nope'"),
-    ("cheap", "structure", "engine", "engine: unknown relaxation engine 'cheap'; expected one of ['gpaw', 'vasp']"),
-    ("gpaw", "batch", "cheap_engine", "cheap_engine: unknown batch relaxation engine 'gpaw'"),
-])
+@pytest.mark.parametrize(
+    "name, granularity, field, expected",
+    [
+        ("nope", None, "engine", "engine: unknown engine 'nope'"),
+        ("cheap", "structure", "engine", "engine: unknown relaxation engine 'cheap'; expected one of ['gpaw', 'vasp']"),
+        ("gpaw", "batch", "cheap_engine", "cheap_engine: unknown batch relaxation engine 'gpaw'"),
+    ],
+)
 def test_unknown_or_wrong_kind_of_engine_is_named(name, granularity, field, expected):
     with pytest.raises(ValueError, match=expected.replace("[", r"\[").replace("]", r"\]")):
         get_engine(name, granularity, field=field)
@@ -79,7 +99,8 @@ def test_third_party_engine_settings_are_checked_by_the_engine(gpaw_code, toy_en
     builder = water_screening(gpaw_code, cheap_settings={"steps": 3})
     builder.cheap_engine = orm.Str("toy_emt")
     assert validate_screening_inputs(builder._inputs(prune=True)) == (
-        "cheap_settings.steps: unknown setting; expected some of ['fmax', 'max_steps']")
+        "cheap_settings.steps: unknown setting; expected some of ['fmax', 'max_steps']"
+    )
 
 
 @pytest.mark.slow

@@ -42,8 +42,9 @@ def test_toy_family_runs_through_the_generation_workchain(toy_installed):
     builder.seeds = orm.List([0, 1, 2])
     builder.settings = orm.Dict({"loop": {"steps": 5}})
     builder.count = orm.Int(10)
-    builder.selection_settings = orm.Dict({"n_clusters": 4, "n_components": 2, "min_distance": 0.0,
-                                           "descriptor": {"n_max": 2, "l_max": 2}})
+    builder.selection_settings = orm.Dict(
+        {"n_clusters": 4, "n_components": 2, "min_distance": 0.0, "descriptor": {"n_max": 2, "l_max": 2}}
+    )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     models = results["models"]

@@ -21,8 +21,7 @@ def test_picks_are_labelled_structures_with_the_funnel_counts(cheap_batch):
     funnel = outputs["funnel"]
     assert funnel["n_picked"] == 2 and funnel["n_failed"] == 1 and funnel["budget"] == 5
     assert funnel["picked"] == {"basin_00": 2, "basin_01": 0}
-    assert "cheap tier: 5 relaxed, 1 failed" in " ".join(
-        log.message for log in orm.Log.collection.get_logs_for(node))
+    assert "cheap tier: 5 relaxed, 1 failed" in " ".join(log.message for log in orm.Log.collection.get_logs_for(node))
 
 
 def test_nothing_sound_is_340_without_outputs(cheap_batch):

@@ -130,8 +130,12 @@ def test_train_models_are_queryable(trained, models):
     qb.append(
         GeneratorModel,
         with_incoming="calc",
-        filters={"attributes.family": "logan", "attributes.seed": 1, "attributes.steps": 2,
-                 "attributes.target.formula": "C5H12O"},
+        filters={
+            "attributes.family": "logan",
+            "attributes.seed": 1,
+            "attributes.steps": 2,
+            "attributes.target.formula": "C5H12O",
+        },
         project="uuid",
     )
     assert sorted(qb.all(flat=True)) == sorted([models["model_01"].uuid, models["model_03"].uuid])
@@ -272,8 +276,14 @@ def test_train_invalid_input(training_set, composition, box, words):
         (TINY, {"loop": {"lr_critic": 1e-3}}, ("grid.loop.lr_critic", "list")),
         ({**TINY, "loop": {"lr_critic": 0}}, None, ("lr_critic",)),
     ],
-    ids=["negative-steps", "unknown-setting", "unknown-nested-setting", "unknown-grid-key", "grid-not-a-list",
-         "zero-lr"],
+    ids=[
+        "negative-steps",
+        "unknown-setting",
+        "unknown-nested-setting",
+        "unknown-grid-key",
+        "grid-not-a-list",
+        "zero-lr",
+    ],
 )
 def test_train_invalid_settings(training_set, settings, grid, words):
     extra = {"grid": orm.Dict(grid)} if grid is not None else {}
@@ -348,9 +358,7 @@ def test_generation_workchain_end_to_end():
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
 
-    assert sorted(results) == sorted(
-        ["models", "candidates", "representatives", "structures", "selection", "pca_plot"]
-    )
+    assert sorted(results) == sorted(["models", "candidates", "representatives", "structures", "selection", "pca_plot"])
     assert sorted(results["models"]) == ["model_00", "model_01"]
     assert len(results["candidates"]) == 12
     assert len(results["representatives"]) == 4
@@ -359,8 +367,12 @@ def test_generation_workchain_end_to_end():
     assert results["pca_plot"].get_content(mode="rb").startswith(PNG_MAGIC)
 
     called = sorted(node.called, key=lambda n: n.ctime)
-    assert [c.process_label for c in called] == ["normalise_training_inputs", "train", "generate",
-                                                 "select_representatives"]
+    assert [c.process_label for c in called] == [
+        "normalise_training_inputs",
+        "train",
+        "generate",
+        "select_representatives",
+    ]
     assert all(isinstance(c, orm.CalcFunctionNode) and c.is_finished_ok for c in called)
     _, train_node, generate_node, select_node = called
     assert len(node.base.links.get_outgoing(link_type=LinkType.CALL_CALC).all()) == 4
@@ -407,18 +419,27 @@ def test_generation_workchain_named_conditions_and_validity():
     # the provenance of each candidate still resolves to its model through the joined set
     assert candidates.base.attributes.get("model_uuids") == [results["models"]["model_00"].uuid]
     called = [c.process_label for c in sorted(node.called, key=lambda n: n.ctime)]
-    assert called == ["normalise_training_inputs", "train", "generate", "generate", "check_validity",
-                      "select_representatives"]
+    assert called == [
+        "normalise_training_inputs",
+        "train",
+        "generate",
+        "generate",
+        "check_validity",
+        "select_representatives",
+    ]
 
 
-@pytest.mark.parametrize("extra, words", [
-    ({"validity": "no-such-check"}, "validity: unknown validity check 'no-such-check'"),
-    ({"validity_settings": {"a": 1}}, "validity_settings: given without a validity check"),
-    ({"validity": "none", "validity_settings": {"a": 1}}, "validity_settings: unknown key"),
-    ({"conditions": {}}, "conditions: expected at least one named condition"),
-    ({"conditions": {"x": {"space_group": 216}}}, "conditions.x: condition: the logan family takes no"),
-    ({"conditions": {"x": {}}, "condition": {}}, "conditions: give either one condition"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"validity": "no-such-check"}, "validity: unknown validity check 'no-such-check'"),
+        ({"validity_settings": {"a": 1}}, "validity_settings: given without a validity check"),
+        ({"validity": "none", "validity_settings": {"a": 1}}, "validity_settings: unknown key"),
+        ({"conditions": {}}, "conditions: expected at least one named condition"),
+        ({"conditions": {"x": {"space_group": 216}}}, "conditions.x: condition: the logan family takes no"),
+        ({"conditions": {"x": {}}, "condition": {}}, "conditions: give either one condition"),
+    ],
+)
 def test_generation_validity_and_conditions_are_checked_at_launch(extra, words):
     nodes = {key: orm.Str(value) if isinstance(value, str) else orm.Dict(value) for key, value in extra.items()}
     inputs = {"family": orm.Str("logan"), "target": target(), "seeds": orm.List([0]), "count": orm.Int(20), **nodes}
@@ -432,8 +453,9 @@ def test_generation_workchain_maps_a_failed_step_onto_its_exit_code():
     builder.training = StructureSet.from_ase(molecules(3))
     builder.target = target()
     builder.seeds = orm.List([0])
-    builder.settings = orm.Dict({**TINY, "loop": {"optimizer": "adam", "lr_generator": 1e30, "lr_critic": 1e30,
-                                                  "steps": 5}})
+    builder.settings = orm.Dict(
+        {**TINY, "loop": {"optimizer": "adam", "lr_generator": 1e30, "lr_critic": 1e30, "steps": 5}}
+    )
     builder.count = orm.Int(4)
     builder.selection_settings = orm.Dict({**TINY_SELECTION, "n_clusters": 2})
     results, node = run_get_node(builder)
@@ -503,7 +525,10 @@ def test_generation_inputs_validator_boundary():
     assert "settings.loop.stepz" in validate_generation_inputs({**inputs, "settings": orm.Dict({"loop": {"stepz": 1}})})
     # no family: the required port speaks (the validator has nothing to check the rest against)
     assert validate_generation_inputs({"target": target("C5H12Q")}) is None
-    assert not GenerationWorkChain.spec().inputs["family"].has_default() and GenerationWorkChain.spec().inputs["family"].required
+    assert (
+        not GenerationWorkChain.spec().inputs["family"].has_default()
+        and GenerationWorkChain.spec().inputs["family"].required
+    )
 
 
 # ------------------------------------------------------------------------------------------ SiO2
@@ -582,8 +607,8 @@ def test_generation_protocols_give_the_papers_settings():
     training = StructureSet.from_ase(molecules(3))
     before = count_nodes()
     builder = GenerationWorkChain.get_builder_from_protocol(
-        training, {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}, "logan",
-        protocol="paper")
+        training, {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}, "logan", protocol="paper"
+    )
     assert count_nodes() == before  # building stores nothing
     assert builder.family.value == "logan"
     assert builder.seeds.get_list() == list(range(12))
@@ -596,8 +621,10 @@ def test_generation_protocols_give_the_papers_settings():
 
     target = ase.io.read(SIO2_TARGET_FILE)
     crystal = GenerationWorkChain.get_builder_from_protocol(
-        StructureSet.from_file(SIO2_TRAINING_FILE), {"composition": "Si2O4", "cell": target.cell.array.tolist(),
-                                                     "pbc": True}, "logan", protocol="paper",
+        StructureSet.from_file(SIO2_TRAINING_FILE),
+        {"composition": "Si2O4", "cell": target.cell.array.tolist(), "pbc": True},
+        "logan",
+        protocol="paper",
     )
     assert crystal.seeds.get_list() == list(range(20))
     settings = crystal.settings.get_dict()
@@ -610,8 +637,11 @@ def test_generation_protocol_overrides_and_errors():
     training = StructureSet.from_ase(molecules(3))
     box = {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}
     builder = GenerationWorkChain.get_builder_from_protocol(
-        training, box, "logan", protocol="fast", overrides={"settings": {"loop": {"steps": 7}}, "seeds": [3],
-                                                             "count": 9}
+        training,
+        box,
+        "logan",
+        protocol="fast",
+        overrides={"settings": {"loop": {"steps": 7}}, "seeds": [3], "count": 9},
     )
     assert builder.settings["loop"]["steps"] == 7
     assert builder.settings["loop"]["lr_generator"] == 1e-3  # the rest of the protocol is kept
@@ -629,7 +659,8 @@ def test_fast_protocol_runs():
     """The default protocol with fewer steps and candidates runs end to end (the demo's shape)."""
     builder = GenerationWorkChain.get_builder_from_protocol(
         StructureSet.from_ase(molecules(4)),
-        {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False}, "logan",
+        {"composition": "C5H12O", "cell": (np.eye(3) * BOX).tolist(), "pbc": False},
+        "logan",
         overrides={"settings": TINY, "seeds": [0, 1], "count": 5, "selection": {**TINY_SELECTION, "n_clusters": 3}},
     )
     results, node = run_get_node(builder)

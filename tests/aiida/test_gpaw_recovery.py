@@ -16,19 +16,26 @@ from aiida.engine import run_get_node
 from aiida_physgen.calculations.gpaw import GpawCalculation
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
 
-psutil = pytest.importorskip('psutil')
+psutil = pytest.importorskip("psutil")
 
 
 def si2_displaced() -> orm.StructureData:
     from ase.build import bulk
 
-    atoms = bulk('Si', 'diamond', a=5.43)
+    atoms = bulk("Si", "diamond", a=5.43)
     atoms.positions[1] += [0.25, -0.15, 0.1]
     return orm.StructureData(ase=atoms)
 
 
-RELAX = {'calculation': 'relax', 'mode': 'pw', 'ecut': 250.0, 'kpts': [2, 2, 2], 'optimizer': 'FIRE',
-         'fmax': 0.05, 'max_steps': 200}
+RELAX = {
+    "calculation": "relax",
+    "mode": "pw",
+    "ecut": 250.0,
+    "kpts": [2, 2, 2],
+    "optimizer": "FIRE",
+    "fmax": 0.05,
+    "max_steps": 200,
+}
 
 
 class DriverKiller(threading.Thread):
@@ -44,9 +51,9 @@ class DriverKiller(threading.Thread):
         self.stop = threading.Event()
 
     def _drivers(self):
-        for process in psutil.process_iter(['pid', 'cmdline']):
+        for process in psutil.process_iter(["pid", "cmdline"]):
             try:
-                if 'gpaw_driver.py' in (process.info['cmdline'] or []) and process.cwd().startswith(self.root):
+                if "gpaw_driver.py" in (process.info["cmdline"] or []) and process.cwd().startswith(self.root):
                     yield process
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
@@ -57,8 +64,8 @@ class DriverKiller(threading.Thread):
                 if process.pid in self.killed:
                     continue
                 try:
-                    trajectory = Path(process.cwd()) / 'trajectory.extxyz'
-                    if trajectory.exists() and trajectory.read_text().count('Lattice=') >= self.after_frames:
+                    trajectory = Path(process.cwd()) / "trajectory.extxyz"
+                    if trajectory.exists() and trajectory.read_text().count("Lattice=") >= self.after_frames:
                         process.send_signal(signal.SIGKILL)
                         self.killed.append(process.pid)
                 except (psutil.NoSuchProcess, FileNotFoundError):
@@ -78,26 +85,26 @@ def run_with_killer(inputs, root, **kwargs):
 
 @pytest.mark.slow
 def test_killed_driver_is_restarted_from_its_last_geometry(gpaw_code):
-    inputs = {'gpaw': {'code': gpaw_code, 'structure': si2_displaced(), 'parameters': orm.Dict(RELAX)}}
+    inputs = {"gpaw": {"code": gpaw_code, "structure": si2_displaced(), "parameters": orm.Dict(RELAX)}}
     (results, node), killer = run_with_killer(inputs, gpaw_code.computer.get_workdir(), times=1)
-    assert len(killer.killed) == 1, 'the driver finished before it could be killed'
+    assert len(killer.killed) == 1, "the driver finished before it could be killed"
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
 
     calcs = sorted(node.called, key=lambda n: n.ctime)
     calcs = [calc for calc in calcs if isinstance(calc, orm.CalcJobNode)]
     assert [calc.exit_status for calc in calcs] == [GpawCalculation.exit_codes.ERROR_INTERRUPTED.status, 0]
     first = calcs[0]
-    assert first.outputs.output_parameters['status'] == 'interrupted'
+    assert first.outputs.output_parameters["status"] == "interrupted"
     assert first.outputs.output_trajectory.numsteps >= 3
     # the restart started where the killed run stopped, not from the input
     assert calcs[1].inputs.structure.uuid == first.outputs.output_structure.uuid
-    assert results['output_parameters']['relax_converged'] is True
+    assert results["output_parameters"]["relax_converged"] is True
 
 
 @pytest.mark.slow
 def test_killed_again_and_again_fails_cleanly(gpaw_code, monkeypatch):
-    monkeypatch.setattr(GpawBaseWorkChain, '_max_interrupted_restarts', 1)
-    inputs = {'gpaw': {'code': gpaw_code, 'structure': si2_displaced(), 'parameters': orm.Dict(RELAX)}}
+    monkeypatch.setattr(GpawBaseWorkChain, "_max_interrupted_restarts", 1)
+    inputs = {"gpaw": {"code": gpaw_code, "structure": si2_displaced(), "parameters": orm.Dict(RELAX)}}
     (_, node), killer = run_with_killer(inputs, gpaw_code.computer.get_workdir(), times=2, after_frames=2)
     assert len(killer.killed) == 2
     assert node.exit_status == GpawBaseWorkChain.exit_codes.ERROR_INTERRUPTED.status == 430
@@ -108,15 +115,17 @@ def test_killed_again_and_again_fails_cleanly(gpaw_code, monkeypatch):
 @pytest.mark.slow
 def test_unhandled_failure_is_retried_once(gpaw_code):
     """AiiDA's default would abort on the first unhandled failure; this chain defaults to 'restart_once'."""
-    parameters = {'calculation': 'static', 'mode': 'lcao', 'basis': 'sz(dzp)', 'xc': 'NOT-A-FUNCTIONAL'}
+    parameters = {"calculation": "static", "mode": "lcao", "basis": "sz(dzp)", "xc": "NOT-A-FUNCTIONAL"}
     from ase import Atoms
 
-    atoms = Atoms('H2', positions=[[0, 0, 0], [0, 0, 0.75]])
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.75]])
     atoms.center(vacuum=2.5)
-    inputs = {'gpaw': {'code': gpaw_code, 'structure': orm.StructureData(ase=atoms), 'parameters': orm.Dict(parameters)}}
+    inputs = {
+        "gpaw": {"code": gpaw_code, "structure": orm.StructureData(ase=atoms), "parameters": orm.Dict(parameters)}
+    }
     _, node = run_get_node(GpawBaseWorkChain, **inputs)
     assert node.exit_status == GpawBaseWorkChain.exit_codes.ERROR_UNHANDLED_FAILURE.status
     calcs = [calc for calc in node.called if isinstance(calc, orm.CalcJobNode)]
     assert [calc.exit_status for calc in calcs] == [302, 302]
-    _, node = run_get_node(GpawBaseWorkChain, on_unhandled_failure=orm.Str('abort'), **inputs)
+    _, node = run_get_node(GpawBaseWorkChain, on_unhandled_failure=orm.Str("abort"), **inputs)
     assert len([calc for calc in node.called if isinstance(calc, orm.CalcJobNode)]) == 1

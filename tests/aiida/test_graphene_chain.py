@@ -25,16 +25,24 @@ from aiida_physgen.workflows.graphene import GrapheneScreeningWorkChain
 SMALL = {"nx": 4, "ny": 2, "holes": [0, 2], "radius": [1.0, 2.5]}
 TARGET = {"property": "energy"}
 EDNN_TINY = {"hidden": [8], "loop": {"steps": 20, "batch_size": 8, "log_every": 5}}
-RUGAN_TINY = {"channels": 4, "noise_channels": 3, "critic_channels": 4, "critic_layers": 1,
-              "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1}}
+RUGAN_TINY = {
+    "channels": 4,
+    "noise_channels": 3,
+    "critic_channels": 4,
+    "critic_layers": 1,
+    "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1},
+}
 #: the study at tiny sizes: 40 small sheets, 12 generated per scale, 3 representatives; GPAW only on the 1× sheets
 #: (at most 32 atoms), every sheet on the lattice kept (the tiny RUGAN leaves lone atoms)
 TINY_STUDY = {
     "sheets": {"count": 40, "settings": SMALL},
     "ednn": {"settings": EDNN_TINY},
-    "generation": {"count": 12, "settings": RUGAN_TINY,
-                   "validity_settings": {"min_neighbours": 0, "min_vacancies": 0, "max_atoms": 32},
-                   "selection": {"n_clusters": 3, "n_components": 2}},
+    "generation": {
+        "count": 12,
+        "settings": RUGAN_TINY,
+        "validity_settings": {"min_neighbours": 0, "min_vacancies": 0, "max_atoms": 32},
+        "selection": {"n_clusters": 3, "n_components": 2},
+    },
     "relax_overrides": {"gpaw": {"parameters": {"kpts": [2, 2, 1]}}},
 }
 
@@ -142,19 +150,28 @@ def test_label_reference_and_sheets_refuse_bad_input(aiida_profile):
 def test_label_consistency_in_the_assess_calcfunction(models):
     training, ednn, _, generated = models
     outputs, node = assess.run_get_node(
-        assessor=orm.Str("label_consistency"), settings=orm.Dict({"baseline": True}), training=training,
-        cheap_model=ednn, **{f"generated_{name}": value for name, value in generated.items()})
+        assessor=orm.Str("label_consistency"),
+        settings=orm.Dict({"baseline": True}),
+        training=training,
+        cheap_model=ednn,
+        **{f"generated_{name}": value for name, value in generated.items()},
+    )
     assert node.is_finished_ok, node.exit_message
     assessment = outputs["assessment"].get_dict()
     assert assessment["assessor"] == "label_consistency"
     pairs = {(row["condition"], row["method"], row["area_multiple"]) for row in assessment["rows"]}
-    assert pairs == {("scale_1", "ednn", 1), ("scale_2", "ednn", 4), ("training", "ednn", 1),
-                     ("label-blind", "labels", 1)}
+    assert pairs == {
+        ("scale_1", "ednn", 1),
+        ("scale_2", "ednn", 4),
+        ("training", "ednn", 1),
+        ("label-blind", "labels", 1),
+    }
     assert assessment["metrics"]["n_generated_scale_2"] == len(generated["scale_2"])
     assert set(outputs["figures"]) == {"heatmap_scale_1", "histogram_scale_1", "heatmap_scale_2", "histogram_scale_2"}
     assert outputs["figures"]["heatmap_scale_2"].get_content(mode="rb")[:4] == b"\x89PNG"
-    _, node = assess.run_get_node(assessor=orm.Str("label_consistency"), training=training,
-                                  generated_scale_1=generated["scale_1"])  # neither the EDNN nor the reference
+    _, node = assess.run_get_node(
+        assessor=orm.Str("label_consistency"), training=training, generated_scale_1=generated["scale_1"]
+    )  # neither the EDNN nor the reference
     assert node.exit_status == 350 and "reference" in node.exit_message
 
 
@@ -165,8 +182,10 @@ def test_protocol_builds_the_whole_study(aiida_profile):
     assert builder.sheets.count.value == 4096 and "training" not in builder
     screening = builder.screening
     assert screening.generation.family.value == "rugan" and screening.generation.count.value == 1000
-    assert screening.generation.conditions.get_dict() == {"scale_1": {"labels": "training", "scale": 1},
-                                                          "scale_2": {"labels": "training", "scale": 2}}
+    assert screening.generation.conditions.get_dict() == {
+        "scale_1": {"labels": "training", "scale": 1},
+        "scale_2": {"labels": "training", "scale": 2},
+    }
     assert screening.generation.validity.value == "sheet" and "training" not in screening.generation
     assert screening.cheap_engine.value == "ednn" and screening.dft_budget.value == 1
     parameters = screening.relax_overrides.get_dict()["gpaw"]["parameters"]
@@ -185,8 +204,10 @@ def test_protocol_overrides_training_and_codes(models, aiida_localhost, aiida_co
     training, *_ = models
     code = aiida_code_installed(label="python-graphene", filepath_executable=sys.executable)
     builder = GrapheneScreeningWorkChain.get_builder_from_protocol(
-        "fast", {"sheets": {"count": 64}, "dft_budget": 2, "reference": {"relax": True},
-                 "generation": {"count": 50}}, training_code=code)
+        "fast",
+        {"sheets": {"count": 64}, "dft_budget": 2, "reference": {"relax": True}, "generation": {"count": 50}},
+        training_code=code,
+    )
     assert builder.sheets.count.value == 64 and builder.screening.dft_budget.value == 2
     assert builder.screening.generation.count.value == 50 and builder.training_code.uuid == code.uuid
     assert "training_code" not in builder.screening.generation
@@ -201,17 +222,23 @@ def _tiny_builder():
     return GrapheneScreeningWorkChain.get_builder_from_protocol("fast", TINY_STUDY)
 
 
-@pytest.mark.parametrize("port, value, message", [
-    ("sheets.settings", {"nx": 0}, "sheets.settings.*nx"),
-    ("ednn.settings", {"focus": [2, 2]}, "focus"),
-    ("reference", {"relax": "yes"}, "reference.relax"),
-    ("sheets.count", 10, "hold out"),
-    ("screening.cheap_settings", {"fmax": 0.1}, "screening.cheap_settings"),
-    ("screening.assessors", {"label_consistency": {"reference": "yes"}},
-     "screening.assessors.label_consistency.reference"),
-    ("screening.relax_overrides", {"gpaw": {"parameters": {"ecutt": 100}}}, "screening.relax_overrides"),
-    ("screening.generation.conditions", {"big": {"scale": 1.5}}, "conditions.big"),
-])
+@pytest.mark.parametrize(
+    "port, value, message",
+    [
+        ("sheets.settings", {"nx": 0}, "sheets.settings.*nx"),
+        ("ednn.settings", {"focus": [2, 2]}, "focus"),
+        ("reference", {"relax": "yes"}, "reference.relax"),
+        ("sheets.count", 10, "hold out"),
+        ("screening.cheap_settings", {"fmax": 0.1}, "screening.cheap_settings"),
+        (
+            "screening.assessors",
+            {"label_consistency": {"reference": "yes"}},
+            "screening.assessors.label_consistency.reference",
+        ),
+        ("screening.relax_overrides", {"gpaw": {"parameters": {"ecutt": 100}}}, "screening.relax_overrides"),
+        ("screening.generation.conditions", {"big": {"scale": 1.5}}, "conditions.big"),
+    ],
+)
 def test_bad_inputs_are_refused_at_launch(aiida_profile, port, value, message):
     builder = _tiny_builder()
     *path, name = port.split(".")
@@ -249,7 +276,9 @@ def test_graphene_study_through_the_one_screening(gpaw_code, tmp_path):
 
     # the pre-step: sheets → labels → EDNN, handed to the screening
     training, ednn = results["training"], results["ednn"]
-    assert len(results["sheets"]) == 40 and training.creator.process_type == "aiida.calculations:physgen.label_reference"
+    assert (
+        len(results["sheets"]) == 40 and training.creator.process_type == "aiida.calculations:physgen.label_reference"
+    )
     assert ednn.family == "ednn" and ednn.creator.inputs.training.uuid == training.uuid
     (screening,) = [n for n in node.called if n.process_label == "ScreeningWorkChain"]
     assert screening.inputs.cheap_model.uuid == ednn.uuid
@@ -279,8 +308,14 @@ def test_graphene_study_through_the_one_screening(gpaw_code, tmp_path):
     # the label check: by the EDNN and by Tersoff, at 1× and 4× the area, with the baselines
     assessment = out["assessments"]["label_consistency"].get_dict()
     pairs = {(row["condition"], row["method"], row["area_multiple"]) for row in assessment["rows"]}
-    assert {("scale_1", "ednn", 1), ("scale_1", "tersoff", 1), ("scale_2", "ednn", 4), ("scale_2", "tersoff", 4),
-            ("training", "ednn", 1), ("label-blind", "labels", 1)} == pairs
+    assert {
+        ("scale_1", "ednn", 1),
+        ("scale_1", "tersoff", 1),
+        ("scale_2", "ednn", 4),
+        ("scale_2", "tersoff", 4),
+        ("training", "ednn", 1),
+        ("label-blind", "labels", 1),
+    } == pairs
     from aiida_physgen.graphene.reference_energy import label_sheets
 
     scale_2 = [row for row in assessment["rows"] if row["condition"] == "scale_2" and row["method"] == "tersoff"][0]

@@ -68,8 +68,9 @@ def test_relax_lammps_relaxes_the_set_in_order_and_flags_the_failed():
 def test_scoring_only_keeps_the_positions_and_gives_the_md_energies():
     relax_lammps = CalculationFactory("physgen.relax_lammps")
     batch = _silicon().subset([0, 1])
-    results, node = relax_lammps.run_get_node(structures=StructureSet(batch),
-                                              settings=orm.Dict({"relax": False, "potential": "tersoff"}))
+    results, node = relax_lammps.run_get_node(
+        structures=StructureSet(batch), settings=orm.Dict({"relax": False, "potential": "tersoff"})
+    )
     assert node.is_finished_ok, node.exit_message
     scored = results["relaxed"].get_batch()
     np.testing.assert_array_equal(scored.positions, batch.positions)
@@ -82,22 +83,31 @@ def test_tersoff_carbon_follows_the_element_of_the_structures():
     relax_lammps = CalculationFactory("physgen.relax_lammps")
     sheet = ase.build.graphene(a=1.42 * np.sqrt(3), vacuum=5.0).repeat((3, 3, 1))
     sheet.pbc = (True, True, False)
-    results, node = relax_lammps.run_get_node(structures=StructureSet(StructureBatch.from_atoms([sheet])),
-                                              settings=orm.Dict({"potential": "tersoff", "relax": False}))
+    results, node = relax_lammps.run_get_node(
+        structures=StructureSet(StructureBatch.from_atoms([sheet])),
+        settings=orm.Dict({"potential": "tersoff", "relax": False}),
+    )
     assert node.is_finished_ok, node.exit_message
     energy = results["relaxed"].get_batch().info["cheap_energy"][0]
     assert energy / len(sheet) == pytest.approx(GRAPHENE_TERSOFF, abs=1e-3)
 
 
-@pytest.mark.parametrize("settings, structures, message", [
-    ({"fmax": -1}, None, "settings.fmax: got -1"),
-    ({"max_stepz": 3}, None, "settings.max_stepz"),
-    ({"potential": "lj"}, None, "settings.potential: got 'lj'"),
-    ({"potential": "tersoff_lindsay_broido"}, None, r"settings.potential: 'tersoff_lindsay_broido' is a potential "
-                                                     r"for \['C'\], the structures are Si"),
-    ({}, [ase.Atoms("SiC", positions=[[0, 0, 0], [2, 0, 0]], cell=[6, 6, 6], pbc=True)], "structures: hold"),
-    ({}, [ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[6, 6, 6])], r"structures\[0\]: pbc"),
-])
+@pytest.mark.parametrize(
+    "settings, structures, message",
+    [
+        ({"fmax": -1}, None, "settings.fmax: got -1"),
+        ({"max_stepz": 3}, None, "settings.max_stepz"),
+        ({"potential": "lj"}, None, "settings.potential: got 'lj'"),
+        (
+            {"potential": "tersoff_lindsay_broido"},
+            None,
+            r"settings.potential: 'tersoff_lindsay_broido' is a potential "
+            r"for \['C'\], the structures are Si",
+        ),
+        ({}, [ase.Atoms("SiC", positions=[[0, 0, 0], [2, 0, 0]], cell=[6, 6, 6], pbc=True)], "structures: hold"),
+        ({}, [ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[6, 6, 6])], r"structures\[0\]: pbc"),
+    ],
+)
 def test_bad_input_exits_300_before_lammps_runs(settings, structures, message):
     relax_lammps = CalculationFactory("physgen.relax_lammps")
     batch = _silicon() if structures is None else StructureBatch.from_atoms(structures)

@@ -17,8 +17,13 @@ from aiida_physgen.launch import screening_builder
 from aiida_physgen.workflows.generation import GenerationWorkChain
 from aiida_physgen.workflows.orphans import end_orphaned_calcfunctions
 
-TINY = {"loop": {"steps": 2, "batch_size": 4}, "rattle_copies": 0, "hidden": [16], "critic_hidden": [8],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+TINY = {
+    "loop": {"steps": 2, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [16],
+    "critic_hidden": [8],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 
 
 def count_nodes() -> int:
@@ -71,9 +76,18 @@ def test_absurd_count_is_refused_at_launch_with_the_estimate():
 
 
 def test_relax_override_typo_fails_at_launch_naming_the_key(gpaw_code):
-    builder = screening_builder([molecule("H2O"), molecule("H2O2")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
-                                settings=TINY, count=4, n_clusters=2, n_components=2,
-                                relax_overrides={"gpaw": {"parameters": {"ecutt": 300}}})
+    builder = screening_builder(
+        [molecule("H2O"), molecule("H2O2")],
+        "H2O",
+        box=5.0,
+        code=gpaw_code,
+        seeds=[0],
+        settings=TINY,
+        count=4,
+        n_clusters=2,
+        n_components=2,
+        relax_overrides={"gpaw": {"parameters": {"ecutt": 300}}},
+    )
     before = count_nodes()
     start = time.perf_counter()
     with pytest.raises(ValueError, match="ecutt"):
@@ -117,11 +131,24 @@ def test_builders_store_nothing(gpaw_code):
     from aiida_physgen.launch import training_set
 
     before = count_nodes()
-    builder = screening_builder([molecule("H2O"), molecule("H2O2")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
-                                settings=TINY, count=4, n_clusters=2, n_components=2, generation_protocol="fast")
+    builder = screening_builder(
+        [molecule("H2O"), molecule("H2O2")],
+        "H2O",
+        box=5.0,
+        code=gpaw_code,
+        seeds=[0],
+        settings=TINY,
+        count=4,
+        n_clusters=2,
+        n_components=2,
+        generation_protocol="fast",
+    )
     GenerationWorkChain.get_builder_from_protocol(
         training_set("logan/C5H12O_training.extxyz"),
-        {"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False}, "logan", protocol="balanced")
+        {"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False},
+        "logan",
+        protocol="balanced",
+    )
     assert count_nodes() == before
     assert not builder.generation.training.is_stored
 
@@ -131,8 +158,17 @@ def test_funnel_without_the_cheap_package_fails_at_launch(gpaw_code, monkeypatch
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tblite" else real(name, *a))
-    builder = screening_builder([molecule("H2O"), molecule("H2O2")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
-                                settings=TINY, count=4, n_clusters=2, n_components=2)
+    builder = screening_builder(
+        [molecule("H2O"), molecule("H2O2")],
+        "H2O",
+        box=5.0,
+        code=gpaw_code,
+        seeds=[0],
+        settings=TINY,
+        count=4,
+        n_clusters=2,
+        n_components=2,
+    )
     with pytest.raises(ValueError, match=r"funnel: .*GFN2-xTB.*'tblite'.*funnel=False"):
         run_get_node(builder)
     builder.funnel = orm.Bool(False)  # the old path needs no cheap tier

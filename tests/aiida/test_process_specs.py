@@ -55,4 +55,5 @@ def test_every_named_exit_code_is_in_the_spec_and_the_reference(group, name):
     text = section[1].split("\n### ", 1)[0]
     for label, code in codes.items():
         assert re.search(rf"\b{code.status}\b", text) and label in text, (
-            f"docs/reference.md, section {name}: exit code {code.status} {label} is not listed")
+            f"docs/reference.md, section {name}: exit code {code.status} {label} is not listed"
+        )

@@ -16,10 +16,17 @@ GeneratorModel = DataFactory("physgen.generator_model")
 ScreeningWorkChain = WorkflowFactory("physgen.screening")
 GenerationWorkChain = WorkflowFactory("physgen.generation")
 
-TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
-QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-         "vacuum": 2.0}
+TINY = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
+QUICK = {
+    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+    "vacuum": 2.0,
+}
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +35,26 @@ pytestmark = pytest.mark.slow
 def screening(aiida_profile):
     import sys
 
-    code = orm.InstalledCode(label="gpaw-query", computer=_localhost(), filepath_executable=sys.executable,
-                             default_calc_job_plugin="physgen.gpaw")
+    code = orm.InstalledCode(
+        label="gpaw-query",
+        computer=_localhost(),
+        filepath_executable=sys.executable,
+        default_calc_job_plugin="physgen.gpaw",
+    )
     code.prepend_text = "export OMP_NUM_THREADS=1"
     code.store()
     builder = screening_builder(
-        [molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=code, seeds=[0, 1],
-        settings=TINY, count=4, n_clusters=2, n_components=2, relax_overrides=QUICK, funnel=False,
+        [molecule("H2O"), molecule("H2O2"), molecule("H2O")],
+        "H2O",
+        box=5.0,
+        code=code,
+        seeds=[0, 1],
+        settings=TINY,
+        count=4,
+        n_clusters=2,
+        n_components=2,
+        relax_overrides=QUICK,
+        funnel=False,
         reuse_relaxations=False,
     )
     builder.generation.training.store()
@@ -52,8 +72,12 @@ def _localhost():
 def test_which_model_and_seed_made_each_minimum(screening):
     qb = orm.QueryBuilder()
     qb.append(ScreeningWorkChain, filters={"id": screening.pk}, tag="screening")
-    qb.append(orm.StructureData, with_incoming="screening", edge_filters={"label": {"like": "minima__%"}},
-              project=["label", "extras.energy", "extras.family", "extras.seed", "extras.model_uuid"])
+    qb.append(
+        orm.StructureData,
+        with_incoming="screening",
+        edge_filters={"label": {"like": "minima__%"}},
+        project=["label", "extras.energy", "extras.family", "extras.seed", "extras.model_uuid"],
+    )
     rows = qb.all()
     assert len(rows) == len(screening.outputs.minima) >= 1
     models = {model.uuid: model for model in screening.outputs.generation.models.values()}
@@ -71,7 +95,9 @@ def test_which_model_and_seed_made_each_minimum(screening):
         candidates = screening.outputs.generation.candidates
         index = representative.base.extras.get("candidate_index")
         model_index = int(candidates.get_array("model_index")[index])
-        assert candidates.base.attributes.get("model_uuids")[model_index] == representative.base.extras.get("model_uuid")
+        assert candidates.base.attributes.get("model_uuids")[model_index] == representative.base.extras.get(
+            "model_uuid"
+        )
 
 
 def test_representatives_have_labels_and_provenance(screening):
@@ -88,8 +114,12 @@ def test_all_minima_below_an_energy(screening):
     threshold = energies[0] + 1e-6
     qb = orm.QueryBuilder()
     qb.append(orm.CalcFunctionNode, filters={"attributes.process_label": "deduplicate_minima"}, tag="basins")
-    qb.append(orm.StructureData, with_incoming="basins", filters={"extras.energy_per_atom": {"<": threshold}},
-              project=["uuid", "extras.formula", "extras.energy_per_atom", "extras.seed"])
+    qb.append(
+        orm.StructureData,
+        with_incoming="basins",
+        filters={"extras.energy_per_atom": {"<": threshold}},
+        project=["uuid", "extras.formula", "extras.energy_per_atom", "extras.seed"],
+    )
     rows = qb.all()  # across the whole database: other tests' screenings may add minima of their own
     ours = {m.uuid for m in screening.outputs.minima.values()}
     assert all(row[2] < threshold for row in rows)
@@ -98,8 +128,11 @@ def test_all_minima_below_an_energy(screening):
 
 def test_all_models_of_a_family_with_their_final_losses(screening):
     qb = orm.QueryBuilder()
-    qb.append(GeneratorModel, filters={"attributes.family": "logan"},
-              project=["uuid", "attributes.target.formula", "attributes.seed", "attributes.steps", "attributes.losses"])
+    qb.append(
+        GeneratorModel,
+        filters={"attributes.family": "logan"},
+        project=["uuid", "attributes.target.formula", "attributes.seed", "attributes.steps", "attributes.losses"],
+    )
     rows = {row[0]: row for row in qb.all()}
     for model in screening.outputs.generation.models.values():
         _, formula, seed, steps, losses = rows[model.uuid]
@@ -119,8 +152,11 @@ def test_processes_have_labels_descriptions_and_call_link_labels(screening):
     assert screening.label == "screening H2O" and screening.description
     generation = [n for n in screening.called if n.process_label == "GenerationWorkChain"][0]
     assert generation.label and generation.description
-    links = {link.link_label for link in generation.base.links.get_outgoing().all()
-             if link.link_type.value.startswith("call")}
+    links = {
+        link.link_label
+        for link in generation.base.links.get_outgoing().all()
+        if link.link_type.value.startswith("call")
+    }
     assert {"normalise", "train", "generate", "select"} <= links
     for node in generation.called:
         assert node.label and node.description, node

@@ -2,6 +2,7 @@
 
 import time
 
+import ase.io
 import numpy as np
 import pytest
 from aiida import orm
@@ -9,16 +10,21 @@ from aiida.engine import run_get_node, submit
 
 from aiida_physgen.calculations.functions import deduplicate_minima
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.screening.report import format_table, print_report, report_rows, timing
 from aiida_physgen.resources import resource_path
+from aiida_physgen.screening.report import format_table, print_report, report_rows, timing
 
-import ase.io
-
-TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+TINY = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 # tiny LCAO settings: seconds per relaxation of a small molecule
-QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-         "vacuum": 2.0}
+QUICK = {
+    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+    "vacuum": 2.0,
+}
 
 
 def water_like_training():
@@ -30,9 +36,17 @@ def water_like_training():
 
 def tiny_builder(code, **extra):
     return screening_builder(
-        water_like_training(), "H2O", box=5.0, code=code, seeds=[0], settings=TINY,
-        count=8, n_clusters=2, n_components=2,  # the selection takes the models' descriptor (r_cut 3 Å)
-        relax_overrides=QUICK, **{"funnel": False, "reuse_relaxations": False, **extra},  # the path without the cheap tier
+        water_like_training(),
+        "H2O",
+        box=5.0,
+        code=code,
+        seeds=[0],
+        settings=TINY,
+        count=8,
+        n_clusters=2,
+        n_components=2,  # the selection takes the models' descriptor (r_cut 3 Å)
+        relax_overrides=QUICK,
+        **{"funnel": False, "reuse_relaxations": False, **extra},  # the path without the cheap tier
     )
 
 
@@ -56,8 +70,11 @@ def test_screening_runs_end_to_end(gpaw_code, tmp_path):
     group = orm.load_group("test/screening")
     assert report.uuid in {n.uuid for n in group.nodes}
     # provenance: screening → generation workchain → calcfunctions; relaxations are GpawBaseWorkChains
-    cells = {tuple(np.round(c.inputs.structure.cell, 6).ravel()) for c in node.called_descendants
-             if c.process_label == "GpawCalculation"}
+    cells = {
+        tuple(np.round(c.inputs.structure.cell, 6).ravel())
+        for c in node.called_descendants
+        if c.process_label == "GpawCalculation"
+    }
     assert len(cells) == 1, "molecules of one screening must share one box (comparable energies)"
     labels = sorted(n.process_label for n in node.called)
     assert "GenerationWorkChain" in labels and "RelaxSetWorkChain" in labels
@@ -156,8 +173,10 @@ def _tree(node) -> str:
     """Every process below ``node`` with its state and exit message, for the failure message."""
     rows = []
     for child in node.called_descendants:
-        rows.append(f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status} "
-                    f"{child.exit_message or ''}")
+        rows.append(
+            f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status} "
+            f"{child.exit_message or ''}"
+        )
         if child.is_excepted:
             rows.append(f"    exception: {(child.exception or '').strip().splitlines()[-1:]}")
     return "\n".join(rows)

@@ -5,26 +5,42 @@ from __future__ import annotations
 import io
 
 import pytest
+from aiida import orm
 from aiida.engine import run_get_node
 from ase.build import molecule
 
 from aiida_physgen.launch import screening_builder
-from aiida import orm
-
 from aiida_physgen.screening.report import compare_screenings, print_report, screening_metrics, timing
 
-TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
-QUICK = {"gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-         "vacuum": 2.0}
+TINY = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
+QUICK = {
+    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
+    "vacuum": 2.0,
+}
 
 
 @pytest.mark.slow
 def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
     builder = screening_builder(
-        [molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=gpaw_code, seeds=[0],
-        settings=TINY, count=12, n_clusters=6, n_components=2, relax_overrides=QUICK,
-        funnel=True, dft_budget=2, reuse_relaxations=False,
+        [molecule("H2O"), molecule("H2O2"), molecule("H2O")],
+        "H2O",
+        box=5.0,
+        code=gpaw_code,
+        seeds=[0],
+        settings=TINY,
+        count=12,
+        n_clusters=6,
+        n_components=2,
+        relax_overrides=QUICK,
+        funnel=True,
+        dft_budget=2,
+        reuse_relaxations=False,
     )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
@@ -45,7 +61,10 @@ def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
     print_report(node, file=out)
     text = out.getvalue()
     assert f"→ 6 representatives → cheap tier: {funnel['n_failed']} failed" in text
-    assert f"found {report['n_unique_minima']} distinct valid H2O isomers with {report['n_relaxed']} DFT relaxations" in text
+    assert (
+        f"found {report['n_unique_minima']} distinct valid H2O isomers with {report['n_relaxed']} DFT relaxations"
+        in text
+    )
     assert "cheap tier" in text.splitlines()[-1] and timing(node)["cheap_s"] > 0
     levels = screening_metrics(node)
     assert levels["cheap"]["n_structures"] == 6

@@ -8,11 +8,10 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 from ase.build import molecule
+from test_screening import QUICK, TINY, summary, water_like_training
 
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.workflows.relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_key
-
-from test_screening import QUICK, TINY, summary, water_like_training
 
 
 def _structure(name="H2O", shift=0.0):
@@ -60,9 +59,20 @@ def test_only_a_relaxation_that_finished_ok_is_reused():
 
 
 def test_a_limit_below_one_is_refused_at_launch(gpaw_code):
-    builder = screening_builder(water_like_training(), "H2O", box=5.0, code=gpaw_code, seeds=[0], settings=TINY,
-                                count=8, n_clusters=2, n_components=2, relax_overrides=QUICK, funnel=False,
-                                max_concurrent_relaxations=0)
+    builder = screening_builder(
+        water_like_training(),
+        "H2O",
+        box=5.0,
+        code=gpaw_code,
+        seeds=[0],
+        settings=TINY,
+        count=8,
+        n_clusters=2,
+        n_components=2,
+        relax_overrides=QUICK,
+        funnel=False,
+        max_concurrent_relaxations=0,
+    )
     with pytest.raises(ValueError, match="max_concurrent_relaxations: got 0, expected a positive number"):
         run_get_node(builder)
 
@@ -78,19 +88,22 @@ def test_the_default_limit_follows_the_computer(gpaw_code, aiida_computer):
     assert not spec.inputs["max_concurrent_relaxations"].required
     assert spec.inputs["reuse_relaxations"].default().value is True
     assert default_concurrency(gpaw_code) == len(os.sched_getaffinity(0))  # localhost: its cores
-    workstation = aiida_computer(label="workstation", hostname="ws", transport_type="core.ssh",
-                                 default_mpiprocs_per_machine=16)
-    assert default_concurrency(orm.InstalledCode(computer=workstation, filepath_executable="/usr/bin/python3",
-                                                 label="py")) == 16
-    cluster = aiida_computer(label="cluster-with-slurm", hostname="cluster", scheduler_type="core.slurm",
-                             transport_type="core.ssh")
+    workstation = aiida_computer(
+        label="workstation", hostname="ws", transport_type="core.ssh", default_mpiprocs_per_machine=16
+    )
+    assert (
+        default_concurrency(orm.InstalledCode(computer=workstation, filepath_executable="/usr/bin/python3", label="py"))
+        == 16
+    )
+    cluster = aiida_computer(
+        label="cluster-with-slurm", hostname="cluster", scheduler_type="core.slurm", transport_type="core.ssh"
+    )
     code = orm.InstalledCode(computer=cluster, filepath_executable="/usr/bin/python3", label="py")
     assert default_concurrency(code) == SCHEDULED_CONCURRENCY == 50
 
 
 def _relaxations(node) -> list:
-    return sorted((c for c in node.called_descendants if c.process_label == "GpawBaseWorkChain"),
-                  key=lambda c: c.ctime)
+    return sorted((c for c in node.called_descendants if c.process_label == "GpawBaseWorkChain"), key=lambda c: c.ctime)
 
 
 def _relax_set_logs(node) -> str:
@@ -101,9 +114,21 @@ def _relax_set_logs(node) -> str:
 @pytest.mark.slow
 def test_one_in_flight_then_a_second_launch_reuses_every_relaxation(gpaw_code):
     def builder(**extra):
-        return screening_builder(water_like_training(), "H2O", box=5.0, code=gpaw_code, seeds=[0], settings=TINY,
-                                 count=8, n_clusters=2, n_components=2, relax_overrides=QUICK, funnel=False,
-                                 generation_seed=7, **extra)
+        return screening_builder(
+            water_like_training(),
+            "H2O",
+            box=5.0,
+            code=gpaw_code,
+            seeds=[0],
+            settings=TINY,
+            count=8,
+            n_clusters=2,
+            n_components=2,
+            relax_overrides=QUICK,
+            funnel=False,
+            generation_seed=7,
+            **extra,
+        )
 
     _, first = run_get_node(builder(max_concurrent_relaxations=1))
     assert first.is_finished_ok, (first.exit_status, first.exit_message)
@@ -112,8 +137,11 @@ def test_one_in_flight_then_a_second_launch_reuses_every_relaxation(gpaw_code):
     # one in flight: the second relaxation was created only once the first had terminated
     assert relaxations[1].ctime >= relaxations[0].mtime
     # submitted one at a time, the molecules still share the box made for the whole set (comparable energies)
-    cells = {tuple(np.round(c.inputs.structure.cell, 6).ravel()) for c in first.called_descendants
-             if c.process_label == "GpawCalculation"}
+    cells = {
+        tuple(np.round(c.inputs.structure.cell, 6).ravel())
+        for c in first.called_descendants
+        if c.process_label == "GpawCalculation"
+    }
     assert len(cells) == 1, cells
     assert all(r.base.extras.get(RELAXATION_KEY) for r in relaxations)
     assert "1 gpaw relaxation(s) in flight (at most 1), 1 waiting" in _relax_set_logs(first)

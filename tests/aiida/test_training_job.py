@@ -216,10 +216,16 @@ def test_parser_gives_every_model_or_none(parse, cli_output):
     ("files", "exit_status", "words"),
     [
         ({}, 351, ["without reporting", "none"]),
-        ({"progress.log": b"2025-01-01T00:00:00 step 30/400 (7.5%) group 1/1 step 30/400 critic 1\n"},
-         351, ["last logged step 30/400"]),
-        ({"status.json": status("interrupted", reason="SIGTERM", step=30, done=30, total=400)}, 350,
-         ["step 30/400", "SIGTERM", "restartable"]),
+        (
+            {"progress.log": b"2025-01-01T00:00:00 step 30/400 (7.5%) group 1/1 step 30/400 critic 1\n"},
+            351,
+            ["last logged step 30/400"],
+        ),
+        (
+            {"status.json": status("interrupted", reason="SIGTERM", step=30, done=30, total=400)},
+            350,
+            ["step 30/400", "SIGTERM", "restartable"],
+        ),
         ({"status.json": status("invalid_input")}, 300, ["invalid input: invalid_input message"]),
         ({"status.json": status("diverged")}, 310, ["diverged message"]),
         ({"status.json": status("crashed")}, 354, ["crashed message"]),
@@ -303,7 +309,7 @@ def this_run(progress_log: str) -> str:
 def running_job(workchain, number: int = 0):
     """The workchain's training job ``number`` (from 0) once its command is running (a step in its progress log)."""
     jobs = sorted(workchain.called, key=lambda n: n.ctime)
-    for job in jobs[number:number + 1]:
+    for job in jobs[number : number + 1]:
         if job.process_label == "TrainingCalculation" and not job.is_terminated:
             workdir = job.get_remote_workdir()
             log = Path(workdir, "checkpoints", "progress.log") if workdir else None
@@ -359,17 +365,20 @@ def test_daemon_resumes_a_killed_training_job(one_worker_daemon, training_code, 
 
 
 @pytest.mark.slow
-def test_daemon_worker_stays_free_while_a_job_trains(one_worker_daemon, training_code, training_set,
-                                                     aiida_code_installed):
+def test_daemon_worker_stays_free_while_a_job_trains(
+    one_worker_daemon, training_code, training_set, aiida_code_installed
+):
     from aiida.plugins import WorkflowFactory
 
     training = submit(base_builder(training_code, training_set, settings=tiny(300)))
     job = wait_for(lambda: running_job(training), 60, "the training job to start")
 
-    add_code = aiida_code_installed(label="add-bash", default_calc_job_plugin="core.arithmetic.add",
-                                    filepath_executable="/bin/bash")
-    other = submit(WorkflowFactory("core.arithmetic.multiply_add"), x=orm.Int(2), y=orm.Int(3), z=orm.Int(4),
-                   code=add_code)
+    add_code = aiida_code_installed(
+        label="add-bash", default_calc_job_plugin="core.arithmetic.add", filepath_executable="/bin/bash"
+    )
+    other = submit(
+        WorkflowFactory("core.arithmetic.multiply_add"), x=orm.Int(2), y=orm.Int(3), z=orm.Int(4), code=add_code
+    )
     wait_for(lambda: other.is_terminated, 60, "the second process")
     assert other.is_finished_ok and other.outputs.result.value == 10
     assert not job.is_terminated, "the training job should still be running: the worker was free meanwhile"
@@ -414,16 +423,29 @@ def test_daemon_graphene_chain_trains_both_models_as_jobs(one_worker_daemon, tra
     from aiida_physgen.workflows.graphene import GrapheneScreeningWorkChain
 
     small = {"nx": 4, "ny": 2, "holes": [0, 2], "radius": [1.0, 2.5]}
-    builder = GrapheneScreeningWorkChain.get_builder_from_protocol("fast", {
-        "sheets": {"count": 30, "settings": small},
-        "ednn": {"settings": {"hidden": [8], "loop": {"steps": 5, "batch_size": 8, "log_every": 1}}},
-        "generation": {"count": 6, "conditions": {"scale_1": {"labels": "training", "scale": 1}},
-                       "settings": {"channels": 4, "noise_channels": 3, "critic_channels": 4, "critic_layers": 1,
-                                    "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1}},
-                       "validity_settings": {"min_neighbours": 0, "min_vacancies": 0},
-                       "selection": {"n_clusters": 2, "n_components": 2}},
-        "assessors": {"label_consistency": {"figures": False}},
-    }, training_code=training_code, code=gpaw_code)
+    builder = GrapheneScreeningWorkChain.get_builder_from_protocol(
+        "fast",
+        {
+            "sheets": {"count": 30, "settings": small},
+            "ednn": {"settings": {"hidden": [8], "loop": {"steps": 5, "batch_size": 8, "log_every": 1}}},
+            "generation": {
+                "count": 6,
+                "conditions": {"scale_1": {"labels": "training", "scale": 1}},
+                "settings": {
+                    "channels": 4,
+                    "noise_channels": 3,
+                    "critic_channels": 4,
+                    "critic_layers": 1,
+                    "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1},
+                },
+                "validity_settings": {"min_neighbours": 0, "min_vacancies": 0},
+                "selection": {"n_clusters": 2, "n_components": 2},
+            },
+            "assessors": {"label_consistency": {"figures": False}},
+        },
+        training_code=training_code,
+        code=gpaw_code,
+    )
     node = submit(builder)
     wait_for(lambda: node.is_terminated, 420, "the graphene work chain")
     assert node.is_finished_ok, (node.exit_status, node.exit_message)

@@ -23,8 +23,13 @@ from aiida_physgen.launch import screening_builder  # noqa: E402
 from aiida_physgen.workflows.screening import validate_screening_inputs  # noqa: E402
 from aiida_physgen.workflows.vasp_relax import VaspRelaxWorkChain  # noqa: E402
 
-TINY = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-        "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+TINY = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 
 
 @pytest.fixture
@@ -51,7 +56,8 @@ def water() -> orm.StructureData:
 
 def relax(code, structure, family, protocol="fast", overrides=None, env=None):
     builder = VaspRelaxWorkChain.get_builder_from_protocol(
-        code, structure, protocol, {"potential_family": family, **(overrides or {})})
+        code, structure, protocol, {"potential_family": family, **(overrides or {})}
+    )
     if env:
         builder.vasp.calc.metadata.options.environment_variables = env
     return run_get_node(builder)
@@ -120,8 +126,9 @@ def test_failed_scf_is_restarted_by_aiida_vasp(vasp_code, family):
 
 @pytest.mark.slow
 def test_relaxation_out_of_steps_restarts_from_the_last_geometry(vasp_code, family):
-    results, node = relax(vasp_code, silicon(), family,
-                          overrides={"incar": {"nsw": 3, "ediffg": -0.005}, "max_iterations": 8})
+    results, node = relax(
+        vasp_code, silicon(), family, overrides={"incar": {"nsw": 3, "ediffg": -0.005}, "max_iterations": 8}
+    )
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     vasp = node.base.links.get_outgoing(link_label_filter="vasp").one().node
     calcs = sorted(vasp.called, key=lambda n: n.ctime)
@@ -131,8 +138,7 @@ def test_relaxation_out_of_steps_restarts_from_the_last_geometry(vasp_code, fami
 
 @pytest.mark.slow
 def test_a_vasp_failure_ends_on_a_named_exit_code(vasp_code, family):
-    _, node = relax(vasp_code, silicon(), family, overrides={"max_iterations": 1},
-                    env={"FAKE_VASP_SCF_FAIL": "1"})
+    _, node = relax(vasp_code, silicon(), family, overrides={"max_iterations": 1}, env={"FAKE_VASP_SCF_FAIL": "1"})
     assert node.exit_status == VaspRelaxWorkChain.exit_codes.ERROR_VASP_FAILED.status
     assert "VaspWorkChain" in node.exit_message
     assert not node.base.links.get_outgoing(link_type=LinkType.RETURN).all()  # nothing returned half-way
@@ -140,20 +146,35 @@ def test_a_vasp_failure_ends_on_a_named_exit_code(vasp_code, family):
 
 # --------------------------------------------------------------------------------------------- at launch
 def water_screening(code, **kwargs):
-    return screening_builder([molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=code,
-                             engine="vasp", seeds=[0], settings=TINY, count=12, n_clusters=4, n_components=2,
-                             **{"reuse_relaxations": False, **kwargs})
+    return screening_builder(
+        [molecule("H2O"), molecule("H2O2"), molecule("H2O")],
+        "H2O",
+        box=5.0,
+        code=code,
+        engine="vasp",
+        seeds=[0],
+        settings=TINY,
+        count=12,
+        n_clusters=4,
+        n_components=2,
+        **{"reuse_relaxations": False, **kwargs},
+    )
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("no family", "relax_overrides: potential_family: missing"),
-    ("unknown family", "relax_overrides: potential_family: no POTCAR family 'NO_SUCH'"),
-    ("element missing", "relax_overrides: potential_mapping: family 'FAKE_PBE' has no POTCAR for element(s) ['O']"),
-    ("unknown protocol", "protocol: unknown protocol 'precise'"),
-    ("code of another plugin", "code: gpaw-python@localhost runs the 'physgen.gpaw' plugin; expected a code of the "
-                               "'vasp.vasp' plugin"),
-    ("incar typo", "relax_overrides: for a molecule: "),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("no family", "relax_overrides: potential_family: missing"),
+        ("unknown family", "relax_overrides: potential_family: no POTCAR family 'NO_SUCH'"),
+        ("element missing", "relax_overrides: potential_mapping: family 'FAKE_PBE' has no POTCAR for element(s) ['O']"),
+        ("unknown protocol", "protocol: unknown protocol 'precise'"),
+        (
+            "code of another plugin",
+            "code: gpaw-python@localhost runs the 'physgen.gpaw' plugin; expected a code of the 'vasp.vasp' plugin",
+        ),
+        ("incar typo", "relax_overrides: for a molecule: "),
+    ],
+)
 def test_bad_vasp_screening_is_refused_at_launch_before_any_training(case, expected, vasp_code, family, gpaw_code):
     overrides = {"potential_family": family}
     code, protocol = vasp_code, "fast"
@@ -212,8 +233,11 @@ def test_screening_runs_with_the_vasp_engine_and_reports_like_gpaw(vasp_code, fa
     builder = water_screening(vasp_code, relax_overrides={"potential_family": family}, dft_budget=2)
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    relaxations = [link.node for link in node.base.links.get_outgoing().all()
-                   if link.link_label.startswith("relax_") and link.link_label != "relax_cheap"]
+    relaxations = [
+        link.node
+        for link in node.base.links.get_outgoing().all()
+        if link.link_label.startswith("relax_") and link.link_label != "relax_cheap"
+    ]
     assert relaxations and {n.process_label for n in relaxations} == {"VaspRelaxWorkChain"}
     report = results["report"]
     assert report["n_relaxed"] == len(relaxations) == results["funnel"]["n_picked"]

@@ -53,12 +53,19 @@ def localhost_cluster() -> str:
     """Run ``scripts/localhost_cluster.sh``; its one-line summary. Fails (never skips) when it fails."""
     try:
         result = subprocess.run(
-            ["bash", str(SCRIPT)], capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+            ["bash", str(SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "PHYSGEN_CLUSTER_KEY": str(KEY)},
         )
     except subprocess.TimeoutExpired as error:
-        pytest.fail(f"scripts/localhost_cluster.sh did not finish in {error.timeout} s:\n"
-                    f"{error.stdout or ''}{error.stderr or ''}", pytrace=False)
+        pytest.fail(
+            f"scripts/localhost_cluster.sh did not finish in {error.timeout} s:\n"
+            f"{error.stdout or ''}{error.stderr or ''}",
+            pytrace=False,
+        )
     if result.returncode != 0:
         pytest.fail(
             f"the one-node SLURM cluster with SSH to localhost could not be set up: scripts/localhost_cluster.sh "
@@ -122,7 +129,10 @@ def _code(computer, label: str, plugin: str, prepend_text: str = ""):
         return orm.load_code(f"{label}@{computer.label}")
     except NotExistent:
         code = orm.InstalledCode(
-            label=label, computer=computer, filepath_executable=sys.executable, default_calc_job_plugin=plugin,
+            label=label,
+            computer=computer,
+            filepath_executable=sys.executable,
+            default_calc_job_plugin=plugin,
             description=f"Python interpreter for {plugin}",
         )
         code.prepend_text = prepend_text

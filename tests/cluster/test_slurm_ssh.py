@@ -16,12 +16,11 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from aiida.schedulers.datastructures import JobState
+from tiny_inputs import QUICK, TINY, tiny_screening, water_set
 
 from aiida_physgen.calculations.training import TrainingCalculation, max_seconds_for, threads_for
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
 from aiida_physgen.workflows.protocols import recursive_merge
-
-from tiny_inputs import QUICK, TINY, tiny_screening, water_set
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +28,15 @@ COMPUTER = "localhost-slurm"  # made by the slurm_computer fixture (conftest.py)
 
 #: what a user asks of the cluster for one small job: one core, five minutes, 2 GB, the `debug` partition
 ONE_CORE = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
-OPTIONS = {"resources": ONE_CORE, "max_wallclock_seconds": 300, "max_memory_kb": 2 * 1024 * 1024,
-           "queue_name": "debug"}
+OPTIONS = {"resources": ONE_CORE, "max_wallclock_seconds": 300, "max_memory_kb": 2 * 1024 * 1024, "queue_name": "debug"}
 #: the submit-script lines these options give with AiiDA's SLURM plugin
-OPTION_LINES = ["#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --time=00:05:00",
-                "#SBATCH --mem=2048", "#SBATCH --partition=debug"]
+OPTION_LINES = [
+    "#SBATCH --nodes=1",
+    "#SBATCH --ntasks-per-node=1",
+    "#SBATCH --time=00:05:00",
+    "#SBATCH --mem=2048",
+    "#SBATCH --partition=debug",
+]
 
 
 def h2() -> orm.StructureData:
@@ -69,8 +72,9 @@ def assert_ran_on_slurm(job, node_name: str, cpus: int = 1, finished_ok: bool = 
 
 
 def test_gpaw_relaxation_runs_through_slurm_over_ssh(slurm_gpaw_code, node_name):
-    builder = GpawBaseWorkChain.get_builder_from_protocol(slurm_gpaw_code, h2(), protocol="fast", overrides=QUICK,
-                                                          options=OPTIONS)
+    builder = GpawBaseWorkChain.get_builder_from_protocol(
+        slurm_gpaw_code, h2(), protocol="fast", overrides=QUICK, options=OPTIONS
+    )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     (job,) = [c for c in node.called if c.process_label == "GpawCalculation"]
@@ -80,8 +84,9 @@ def test_gpaw_relaxation_runs_through_slurm_over_ssh(slurm_gpaw_code, node_name)
     for line in OPTION_LINES:
         assert line in script.splitlines(), (line, script)
     # the computer's prepend_text, then the code's, then the command: in that order
-    echo, threads, command = (script.index(s) for s in ('echo "physgen: SLURM job', "export OMP_NUM_THREADS=1",
-                                                        "'gpaw_driver.py'"))
+    echo, threads, command = (
+        script.index(s) for s in ('echo "physgen: SLURM job', "export OMP_NUM_THREADS=1", "'gpaw_driver.py'")
+    )
     assert echo < threads < command
 
     parameters = results["output_parameters"].get_dict()

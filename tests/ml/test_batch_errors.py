@@ -77,13 +77,25 @@ def test_npz_bytes_deterministic_and_round_trip(tmp_path):
     batch.info["alpha"] = np.array([3, 4])
     data = batch.to_npz_bytes()
     reordered = StructureBatch(
-        batch.numbers, batch.positions, batch.n_atoms, batch.cells, batch.pbc,
+        batch.numbers,
+        batch.positions,
+        batch.n_atoms,
+        batch.cells,
+        batch.pbc,
         info={"alpha": batch.info["alpha"], "energy": batch.info["energy"]},
     )
     assert data == reordered.to_npz_bytes()  # the order of the info arrays does not matter
     (tmp_path / "b.npz").write_bytes(data)
     with np.load(tmp_path / "b.npz") as loaded:  # still an ordinary npz archive
-        assert sorted(loaded.files) == ["cells", "info__alpha", "info__energy", "n_atoms", "numbers", "pbc", "positions"]
+        assert sorted(loaded.files) == [
+            "cells",
+            "info__alpha",
+            "info__energy",
+            "n_atoms",
+            "numbers",
+            "pbc",
+            "positions",
+        ]
     back = StructureBatch.from_npz(tmp_path / "b.npz")
     np.testing.assert_array_equal(back.positions, batch.positions)
     assert back.info["alpha"].tolist() == [3, 4]

@@ -23,12 +23,25 @@ from aiida_physgen.ml.training import train_ensemble
 TARGET = {"space_groups": [216]}
 #: smaller networks than the defaults; 40 generator steps of 32 crystals take a few seconds
 SMALL = {
-    "noise_dim": 16, "embedding": 16, "hidden": 64, "layers": 2, "critic_hidden": 64, "critic_layers": 2,
+    "noise_dim": 16,
+    "embedding": 16,
+    "hidden": 64,
+    "layers": 2,
+    "critic_hidden": 64,
+    "critic_layers": 2,
     "loop": {"steps": 40, "batch_size": 32, "log_every": 10},
 }
 #: 4 augmentations per crystal: an epoch is 396 samples, a step draws 6 × 32, so epochs end inside steps
-TINY = {**SMALL, "noise_dim": 8, "embedding": 8, "hidden": 16, "critic_hidden": 16, "augmentations": 4,
-        "loop": {"steps": 6, "batch_size": 32, "n_critic": 5, "log_every": 1}}
+TINY = {
+    **SMALL,
+    "noise_dim": 8,
+    "embedding": 8,
+    "hidden": 16,
+    "critic_hidden": 16,
+    "augmentations": 4,
+    "loop": {"steps": 6, "batch_size": 32, "n_critic": 5, "log_every": 1},
+}
+
 
 # one ternary with three base sites in each of the paper's 12 space groups, in pymatgen's (= spglib's
 # standard) setting: lattice, elements, base sites (origin choice 1 for Fd-3m and I4_1/amd)
@@ -42,8 +55,11 @@ def _cases():
         227: (L.cubic(8.08), ["Mg", "Al", "O"], [[0, 0, 0], [5 / 8] * 3, [0.3866] * 3]),  # spinel
         139: (L.tetragonal(4.0, 10.0), ["Th", "Cr", "Si"], [[0, 0, 0], [0, 0.5, 0.25], [0, 0, 0.38]]),
         71: (L.orthorhombic(3.0, 4.0, 5.0), ["Li", "Zn", "As"], [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0.5, 0]]),
-        62: (L.orthorhombic(6.0, 4.0, 7.0), ["Li", "Zn", "As"], [[0.1, 0.25, 0.2], [0.3, 0.25, 0.7],
-                                                                 [0.8, 0.25, 0.45]]),
+        62: (
+            L.orthorhombic(6.0, 4.0, 7.0),
+            ["Li", "Zn", "As"],
+            [[0.1, 0.25, 0.2], [0.3, 0.25, 0.7], [0.8, 0.25, 0.45]],
+        ),
         166: (L.hexagonal(3.0, 17.0), ["Cu", "Fe", "O"], [[0, 0, 0], [0, 0, 0.5], [0, 0, 0.107]]),  # delafossite
         194: (L.hexagonal(3.7, 7.2), ["Zr", "Be", "Si"], [[0, 0, 0], [1 / 3, 2 / 3, 0.25], [1 / 3, 2 / 3, 0.75]]),
         123: (L.tetragonal(4.0, 5.0), ["Li", "Zn", "As"], [[0, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0.5]]),
@@ -61,8 +77,9 @@ def _structure(number):
 def _batch(structures):
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    return StructureBatch.from_atoms([s if hasattr(s, "get_chemical_symbols") else AseAtomsAdaptor.get_atoms(s)
-                                      for s in structures])
+    return StructureBatch.from_atoms(
+        [s if hasattr(s, "get_chemical_symbols") else AseAtomsAdaptor.get_atoms(s) for s in structures]
+    )
 
 
 def _pymatgen(atoms):
@@ -88,8 +105,9 @@ def model(examples):
 
 
 def _generator():
-    return crystal_gan.CrystalGenerator([0], noise_dim=8, embedding=8, hidden=16, layers=1,
-                                        length_low=2.0, length_high=12.0)
+    return crystal_gan.CrystalGenerator(
+        [0], noise_dim=8, embedding=8, hidden=16, layers=1, length_low=2.0, length_high=12.0
+    )
 
 
 def _samples(coords, lengths, generator):
@@ -105,12 +123,21 @@ def _conditions(groups, numbers):
 
 
 # ---------------------------------------------------------------------- space groups
-@pytest.mark.parametrize("number, symbol, operations, system", [
-    (216, "F-43m", 96, "cubic"), (227, "Fd-3m", 192, "cubic"), (225, "Fm-3m", 192, "cubic"),
-    (221, "Pm-3m", 48, "cubic"), (62, "Pnma", 8, "orthorhombic"), (71, "Immm", 16, "orthorhombic"),
-    (139, "I4/mmm", 32, "tetragonal"), (141, "I4_1/amd", 32, "tetragonal"), (166, "R-3m", 36, "trigonal"),
-    (194, "P6_3/mmc", 24, "hexagonal"),
-])
+@pytest.mark.parametrize(
+    "number, symbol, operations, system",
+    [
+        (216, "F-43m", 96, "cubic"),
+        (227, "Fd-3m", 192, "cubic"),
+        (225, "Fm-3m", 192, "cubic"),
+        (221, "Pm-3m", 48, "cubic"),
+        (62, "Pnma", 8, "orthorhombic"),
+        (71, "Immm", 16, "orthorhombic"),
+        (139, "I4/mmm", 32, "tetragonal"),
+        (141, "I4_1/amd", 32, "tetragonal"),
+        (166, "R-3m", 36, "trigonal"),
+        (194, "P6_3/mmc", 24, "hexagonal"),
+    ],
+)
 def test_number_and_symbol_give_the_same_group(number, symbol, operations, system):
     for value in (number, symbol, f" {symbol} ", str(number), np.int64(number)):
         group = space_groups.space_group(value)
@@ -122,8 +149,9 @@ def test_number_and_symbol_give_the_same_group(number, symbol, operations, syste
     ops = group.operations
 
     def codes(rotations, translations):  # one integer per operation; translations are multiples of 1/24
-        digits = np.concatenate([np.rint(rotations).reshape(-1, 9) + 1,
-                                 np.rint(translations * 24).reshape(-1, 3) % 24], axis=1).astype(np.int64)
+        digits = np.concatenate(
+            [np.rint(rotations).reshape(-1, 9) + 1, np.rint(translations * 24).reshape(-1, 3) % 24], axis=1
+        ).astype(np.int64)
         return digits @ (24 ** np.arange(12, dtype=np.int64))
 
     assert np.allclose(ops[:, :3, 3] * 24, np.rint(ops[:, :3, 3] * 24))
@@ -134,18 +162,21 @@ def test_number_and_symbol_give_the_same_group(number, symbol, operations, syste
     assert np.isin(codes(rotations, translations), known).all()
 
 
-@pytest.mark.parametrize("value, message", [
-    ("Xyz", r"my\.field: 'Xyz' is not a space-group symbol"),
-    (0, r"my\.field: got 0, expected a space-group number from 1 to 230"),
-    (231, r"my\.field: got 231, expected a space-group number from 1 to 230"),
-    (14, r"my\.field: P12_1/c1 \(14\) is monoclinic"),
-    ("P2_1/c", r"my\.field: .*\(14\) is monoclinic"),
-    (2, r"my\.field: .*\(2\) is triclinic"),
-    (15, r"my\.field: .*monoclinic"),
-    (True, r"my\.field: got True, expected a space-group number"),
-    (216.0, r"my\.field: got 216\.0"),
-    (None, r"my\.field: got None"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("Xyz", r"my\.field: 'Xyz' is not a space-group symbol"),
+        (0, r"my\.field: got 0, expected a space-group number from 1 to 230"),
+        (231, r"my\.field: got 231, expected a space-group number from 1 to 230"),
+        (14, r"my\.field: P12_1/c1 \(14\) is monoclinic"),
+        ("P2_1/c", r"my\.field: .*\(14\) is monoclinic"),
+        (2, r"my\.field: .*\(2\) is triclinic"),
+        (15, r"my\.field: .*monoclinic"),
+        (True, r"my\.field: got True, expected a space-group number"),
+        (216.0, r"my\.field: got 216\.0"),
+        (None, r"my\.field: got None"),
+    ],
+)
 def test_bad_space_groups_name_the_field(value, message):
     with pytest.raises(ValueError, match=message):
         space_groups.space_group(value, "my.field")
@@ -159,16 +190,35 @@ def test_orthorhombic_is_the_lowest_supported_system():
     assert all(space_groups.space_group(n).number == n for n in space_groups.PAPER_SPACE_GROUPS)
 
 
-@pytest.mark.parametrize("number, point, size", [
-    (216, (0, 0, 0), 4), (216, (0.5, 0.5, 0.5), 4), (216, (0.25, 0.25, 0.25), 4), (216, (0.75, 0.75, 0.75), 4),
-    (216, (0.1, 0.1, 0.1), 16), (216, (0.1, 0, 0), 24), (216, (0.1, 0.1, 0.3), 48), (216, (0.11, 0.23, 0.37), 96),
-    (225, (0, 0, 0), 4), (225, (0.25, 0.25, 0.25), 8), (225, (0.11, 0.23, 0.37), 192),
-    # Fd-3m in pymatgen's and spglib's standard setting, origin choice 1: 8a at (0, 0, 0), 16c at (1/8, 1/8, 1/8)
-    (227, (0, 0, 0), 8), (227, (0.5, 0.5, 0.5), 8), (227, (1 / 8, 1 / 8, 1 / 8), 16), (227, (5 / 8, 5 / 8, 5 / 8), 16),
-    (227, (0.26, 0.26, 0.26), 32), (227, (0.11, 0.23, 0.37), 192),
-    (62, (0, 0, 0), 4), (62, (0.1, 0.25, 0.3), 4), (62, (0.11, 0.23, 0.37), 8),
-    (194, (0, 0, 0), 2), (194, (1 / 3, 2 / 3, 0.25), 2), (194, (0.11, 0.23, 0.37), 24),
-])
+@pytest.mark.parametrize(
+    "number, point, size",
+    [
+        (216, (0, 0, 0), 4),
+        (216, (0.5, 0.5, 0.5), 4),
+        (216, (0.25, 0.25, 0.25), 4),
+        (216, (0.75, 0.75, 0.75), 4),
+        (216, (0.1, 0.1, 0.1), 16),
+        (216, (0.1, 0, 0), 24),
+        (216, (0.1, 0.1, 0.3), 48),
+        (216, (0.11, 0.23, 0.37), 96),
+        (225, (0, 0, 0), 4),
+        (225, (0.25, 0.25, 0.25), 8),
+        (225, (0.11, 0.23, 0.37), 192),
+        # Fd-3m in pymatgen's and spglib's standard setting, origin choice 1: 8a at (0, 0, 0), 16c at (1/8, 1/8, 1/8)
+        (227, (0, 0, 0), 8),
+        (227, (0.5, 0.5, 0.5), 8),
+        (227, (1 / 8, 1 / 8, 1 / 8), 16),
+        (227, (5 / 8, 5 / 8, 5 / 8), 16),
+        (227, (0.26, 0.26, 0.26), 32),
+        (227, (0.11, 0.23, 0.37), 192),
+        (62, (0, 0, 0), 4),
+        (62, (0.1, 0.25, 0.3), 4),
+        (62, (0.11, 0.23, 0.37), 8),
+        (194, (0, 0, 0), 2),
+        (194, (1 / 3, 2 / 3, 0.25), 2),
+        (194, (0.11, 0.23, 0.37), 24),
+    ],
+)
 def test_orbit_sizes_are_the_wyckoff_multiplicities(number, point, size):
     group = space_groups.space_group(number)
     orbit = group.orbit(np.array(point, dtype=float))
@@ -188,7 +238,8 @@ def test_constrain_lengths_follows_the_crystal_system():
     assert torch.allclose(out, torch.tensor(expected, dtype=torch.float32))
     out[:, 0].sum().backward()  # differentiable: a in a cubic cell is the mean of all three
     assert torch.allclose(lengths.grad[0], torch.full((3,), 1 / 3)) and torch.allclose(
-        lengths.grad[1], torch.tensor([0.5, 0.5, 0.0]))
+        lengths.grad[1], torch.tensor([0.5, 0.5, 0.0])
+    )
     assert torch.equal(lengths.grad[4], torch.tensor([1.0, 0.0, 0.0]))
 
 
@@ -225,8 +276,9 @@ def test_an_unsupported_group_does_not_break_later_lookups():
         "try:\n    sg.padded_operations([14])\nexcept ValueError:\n    pass\n"
         "assert sg.padded_operations([225])[1].sum() == 192\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True
+    )
 
 
 # ---------------------------------------------------------------------- elements
@@ -303,8 +355,9 @@ def test_the_training_frame_is_the_generation_frame_in_all_twelve_paper_groups()
     assert len(primitives[numbers.index(225)]) == 4  # really primitive: 16 atoms conventional
     kept = crystal_data.training_crystals(_batch(primitives))
     assert kept.dropped == [] and kept.space_groups.tolist() == numbers
-    built = crystal_build.build_crystals(kept.coords, kept.lengths, kept.space_groups,
-                                         [symbols_of(z) for z in kept.numbers])
+    built = crystal_build.build_crystals(
+        kept.coords, kept.lengths, kept.space_groups, [symbols_of(z) for z in kept.numbers]
+    )
     assert built.info["symmetric"].tolist() == [1] * 12
     matcher = StructureMatcher()
     for m, (number, original) in enumerate(zip(numbers, originals)):
@@ -323,13 +376,19 @@ def _low_symmetry_structures(examples):
     half_heusler = examples[0]  # Al4B4Pt4
     quaternary = half_heusler.copy()
     quaternary.numbers[0] = 3  # one Pt -> Li
-    monoclinic = AseAtomsAdaptor.get_atoms(Structure.from_spacegroup(
-        10, Lattice.monoclinic(3.1, 4.3, 5.2, 100), ["Li", "Zn", "As"], [[0, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0.5]]))
+    monoclinic = AseAtomsAdaptor.get_atoms(
+        Structure.from_spacegroup(
+            10, Lattice.monoclinic(3.1, 4.3, 5.2, 100), ["Li", "Zn", "As"], [[0, 0, 0], [0.5, 0.5, 0], [0, 0.5, 0.5]]
+        )
+    )
     rattled = half_heusler.copy()
     rattled.rattle(0.3, seed=1)
     # inverse-Heusler-like: Li on 4a and 4c, Zn on 4b, As on 4d
-    two_sites = AseAtomsAdaptor.get_atoms(Structure.from_spacegroup(
-        216, Lattice.cubic(6.0), ["Li", "Zn", "Li", "As"], [[0, 0, 0], [0.5] * 3, [0.25] * 3, [0.75] * 3]))
+    two_sites = AseAtomsAdaptor.get_atoms(
+        Structure.from_spacegroup(
+            216, Lattice.cubic(6.0), ["Li", "Zn", "Li", "As"], [[0, 0, 0], [0.5] * 3, [0.25] * 3, [0.75] * 3]
+        )
+    )
     molecule = half_heusler.copy()
     molecule.pbc = False
     noble = half_heusler.copy()
@@ -355,8 +414,13 @@ def test_the_filter_drops_what_it_cannot_use_and_says_why(examples):
     assert [label for label, _ in kept.dropped] == [f"structure {i + 1}" for i in range(len(cases))]
     for (_, reason), (_, expected) in zip(kept.dropped, cases):
         assert re.match(expected, reason), (reason, expected)
-    assert kept.dropped_summary() == {"not a ternary": 2, "unsupported space group": 2, "not three base sites": 1,
-                                      "not a crystal": 1, "elements outside the element table": 1}
+    assert kept.dropped_summary() == {
+        "not a ternary": 2,
+        "unsupported space group": 2,
+        "not three base sites": 1,
+        "not a crystal": 1,
+        "elements outside the element table": 1,
+    }
     assert np.allclose(kept.lengths[:, 0], [examples[1].cell[0, 0], examples[2].cell[0, 0]])
 
 
@@ -374,8 +438,11 @@ def test_validation_errors_name_the_field(examples):
     family = get_family("crystal_gan")
     settings = family.settings({})
     target = family.check_target({"space_groups": [225]})
-    with pytest.raises(ValueError, match=r"training: nothing left after filtering the 99 structure\(s\) "
-                                         r"\(99 space group not requested\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"training: nothing left after filtering the 99 structure\(s\) "
+        r"\(99 space group not requested\)",
+    ):
         family.validate(examples, target, settings)
     with pytest.raises(ValueError, match="training: the crystal GAN needs training crystals"):
         family.validate(None, family.check_target({}), settings)
@@ -404,10 +471,13 @@ def test_target_and_settings_are_checked():
     s = family.settings({})
     assert (s.lambda_inter, s.lambda_intra, s.lambda_volume, s.lambda_abc, s.augmentations) == (3.5, 5.0, 12.5, 5.0, 32)
     assert (s.loop.gp_weight, s.loop.lr_critic, s.loop.lr_generator, s.loop.optimizer) == (10.0, 2e-4, 5e-4, "adam")
-    for values, field in [({"hidden": 0}, "hidden"), ({"lambda_inter": -1.0}, "lambda_inter"),
-                          ({"merge_distance": 0.0}, "merge_distance"), ({"distance_offset": float("nan")},
-                                                                         "distance_offset"),
-                          ({"loop": {"lr_critic": [1e-4, 2e-4]}}, r"loop\.lr_critic")]:
+    for values, field in [
+        ({"hidden": 0}, "hidden"),
+        ({"lambda_inter": -1.0}, "lambda_inter"),
+        ({"merge_distance": 0.0}, "merge_distance"),
+        ({"distance_offset": float("nan")}, "distance_offset"),
+        ({"loop": {"lr_critic": [1e-4, 2e-4]}}, r"loop\.lr_critic"),
+    ]:
         with pytest.raises(ValueError, match=field):
             family.settings(values)
 
@@ -456,8 +526,9 @@ def test_noise_on_special_positions_merges_back(crystals):
     built = crystal_build.build_crystals(noisy, crystals.lengths[:20], crystals.space_groups[:20], symbols)
     assert np.all(built.n_atoms == 12) and np.all(built.info["symmetric"] == 1)
     # each cluster is averaged to the site-symmetric point: the special positions themselves
-    clean = crystal_build.build_crystals(crystals.coords[:20], crystals.lengths[:20], crystals.space_groups[:20],
-                                         symbols)
+    clean = crystal_build.build_crystals(
+        crystals.coords[:20], crystals.lengths[:20], crystals.space_groups[:20], symbols
+    )
     for m in range(20):
         a, b = built[m], clean[m]
         gap = (a.get_scaled_positions()[:, None] - b.get_scaled_positions()[None] + 0.5) % 1 - 0.5
@@ -481,8 +552,9 @@ def test_the_fd3m_example_576_images_merge_to_32_atoms():
     eight_a = space_groups.space_group(227).orbit(np.zeros(3))
     assert np.abs((o[:, None] - eight_a[None] + 0.5) % 1 - 0.5).max(-1).min(1).max() < 1e-9
     # the real spinel in that setting: Mg 8a, Al 16d, O 32e, nothing to merge
-    spinel = crystal_build.build_crystals(np.array([[[0, 0, 0], [5 / 8] * 3, [0.3866] * 3]]),
-                                          np.array([[8.08] * 3]), [227], [["Mg", "Al", "O"]])
+    spinel = crystal_build.build_crystals(
+        np.array([[[0, 0, 0], [5 / 8] * 3, [0.3866] * 3]]), np.array([[8.08] * 3]), [227], [["Mg", "Al", "O"]]
+    )
     assert spinel.formulas() == ["Al16Mg8O32"] and spinel.info["symmetric"].tolist() == [1]
 
 
@@ -510,8 +582,12 @@ def _site_pair_minima(atoms, symbols):
 
 def test_pair_distances_agree_with_ase(crystals):
     # ten half-Heuslers and one crystal in each non-cubic system (γ = 120° cells included)
-    coords, lengths, groups, symbols = list(crystals.coords[:10]), list(crystals.lengths[:10]), [216] * 10, \
-        [symbols_of(z) for z in crystals.numbers[:10]]
+    coords, lengths, groups, symbols = (
+        list(crystals.coords[:10]),
+        list(crystals.lengths[:10]),
+        [216] * 10,
+        [symbols_of(z) for z in crystals.numbers[:10]],
+    )
     extra = crystal_data.training_crystals(_batch([_structure(n) for n in (194, 166, 164, 62, 139, 71, 227)]))
     assert len(extra) == 7
     coords += list(extra.coords)
@@ -519,8 +595,11 @@ def test_pair_distances_agree_with_ase(crystals):
     groups += extra.space_groups.tolist()
     symbols += [symbols_of(z) for z in extra.numbers]
     built = crystal_build.build_crystals(np.array(coords), np.array(lengths), groups, symbols)
-    d, mask, cells = crystal_gan.pair_distances(torch.tensor(np.array(coords), dtype=torch.float32),
-                                                torch.tensor(np.array(lengths), dtype=torch.float32), groups)
+    d, mask, cells = crystal_gan.pair_distances(
+        torch.tensor(np.array(coords), dtype=torch.float32),
+        torch.tensor(np.array(lengths), dtype=torch.float32),
+        groups,
+    )
     assert d.shape == (17, 3, 3, mask.shape[1]) and mask.shape[1] == 192
     assert np.allclose(cells.numpy(), built.cells, atol=1e-5)
     d = d.masked_fill(~mask[:, None, None, :], np.inf).masked_fill(d < 1e-3, np.inf)
@@ -543,7 +622,7 @@ def test_the_distance_loss_is_zero_for_real_crystals_and_positive_for_a_clash(cr
     # without the −1 Å offset the generous Slater radii overlap in every half-Heusler (the loss sees them)
     strict = crystal_gan.CrystalGanSettings(distance_offset=0.0)
     for m in range(0, 99, 9):
-        one = crystal_gan.physics_losses(real[m:m + 1], real[m:m + 1], condition[m:m + 1], generator, strict)
+        one = crystal_gan.physics_losses(real[m : m + 1], real[m : m + 1], condition[m : m + 1], generator, strict)
         assert one["inter"].item() > 0, crystals.labels[m]
 
     # two different elements 0.3 Å apart: a clash, and its gradient pushes them apart
@@ -583,7 +662,8 @@ def test_the_intra_loss_skips_pairs_that_merge():
     closer = crystal_gan.CrystalGanSettings(merge_distance=0.5)  # the four 0.85 Å neighbours too
     expected = 4 * (np.tanh(0.5) + 4 * np.tanh(1.7 - 0.6 * np.sqrt(2))) / 288
     assert crystal_gan.physics_losses(sample, sample, condition, generator, closer)["intra"].item() == pytest.approx(
-        expected, rel=1e-4)
+        expected, rel=1e-4
+    )
 
 
 def test_the_box_loss_compares_the_volume_and_length_patterns(crystals):
@@ -683,8 +763,16 @@ def test_a_resumed_training_is_bit_identical(examples, straight, tmp_path, how):
         return how == "interrupted" and len(calls) > 3  # after step 3: the stop writes a checkpoint
 
     with pytest.raises(_Killed if how == "killed" else TrainingInterrupted):
-        train_ensemble("crystal_gan", examples, TARGET, TINY, seeds=[0, 1], checkpoint_dir=tmp_path,
-                       checkpoint_every=3, should_stop=stop)
+        train_ensemble(
+            "crystal_gan",
+            examples,
+            TARGET,
+            TINY,
+            seeds=[0, 1],
+            checkpoint_dir=tmp_path,
+            checkpoint_every=3,
+            should_stop=stop,
+        )
     state = torch.load(tmp_path / "group_00.pt", map_location="cpu", weights_only=True)
     assert state["step"] == 3
     resumed = train_ensemble("crystal_gan", examples, TARGET, TINY, seeds=[0, 1], checkpoint_dir=tmp_path)
@@ -752,8 +840,11 @@ def test_sampling_trained_and_untrained_groups(model, crystals):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a trained group: no warning
         model.sample(2, 0, {"space_group": "F-43m"})
-    with pytest.warns(UserWarning, match=r"condition\.space_group: the model was trained on \[216\], not on "
-                                         r"Fm-3m \(225\)"):
+    with pytest.warns(
+        UserWarning,
+        match=r"condition\.space_group: the model was trained on \[216\], not on "
+        r"Fm-3m \(225\)",
+    ):
         other = model.sample(24, 0, {"space_group": 225})
     assert np.all(other.info["space_group_requested"] == 225) and np.all(other.info["images"] == 576)
     share = other.info["symmetric"].mean()
@@ -786,20 +877,23 @@ def test_the_merge_distance_of_sampling(model):
     assert np.array_equal(tight.cells, wide.cells) and np.all(wide.info["images"] == tight.info["images"])
 
 
-@pytest.mark.parametrize("condition, message", [
-    ({"temperature": 300}, r"condition: unknown key\(s\) \['temperature'\]"),
-    ({"elements": ["Xx", "Zn", "As"]}, r"condition\.elements\[0\]: \['Xx'\] not in the element table"),
-    ({"elements": ["Li", "Li", "As"]}, r"condition\.elements\[0\]: .*three different element symbols"),
-    ({"elements": [["Li", "Zn", "As"], ["Li", "He", "As"]]}, r"condition\.elements\[1\]: \['He'\]"),
-    ({"elements": "random"}, r"condition\.elements: got 'random'"),
-    ({"elements": []}, r"condition\.elements: got \[\]"),
-    ({"space_group": "P2/m"}, r"condition\.space_group: .*\(10\) is monoclinic"),
-    ({"space_group": 231}, r"condition\.space_group: got 231"),
-    ({"space_group": "Q-43m"}, r"condition\.space_group: 'Q-43m' is not a space-group symbol"),
-    ([216], r"condition: expected a dictionary"),
-    ({"merge_distance": 0}, r"condition\.merge_distance: got 0"),
-    ({"merge_distance": "1.5"}, r"condition\.merge_distance: got '1\.5'"),
-])
+@pytest.mark.parametrize(
+    "condition, message",
+    [
+        ({"temperature": 300}, r"condition: unknown key\(s\) \['temperature'\]"),
+        ({"elements": ["Xx", "Zn", "As"]}, r"condition\.elements\[0\]: \['Xx'\] not in the element table"),
+        ({"elements": ["Li", "Li", "As"]}, r"condition\.elements\[0\]: .*three different element symbols"),
+        ({"elements": [["Li", "Zn", "As"], ["Li", "He", "As"]]}, r"condition\.elements\[1\]: \['He'\]"),
+        ({"elements": "random"}, r"condition\.elements: got 'random'"),
+        ({"elements": []}, r"condition\.elements: got \[\]"),
+        ({"space_group": "P2/m"}, r"condition\.space_group: .*\(10\) is monoclinic"),
+        ({"space_group": 231}, r"condition\.space_group: got 231"),
+        ({"space_group": "Q-43m"}, r"condition\.space_group: 'Q-43m' is not a space-group symbol"),
+        ([216], r"condition: expected a dictionary"),
+        ({"merge_distance": 0}, r"condition\.merge_distance: got 0"),
+        ({"merge_distance": "1.5"}, r"condition\.merge_distance: got '1\.5'"),
+    ],
+)
 def test_bad_conditions_name_the_field(model, condition, message):
     with pytest.raises(ValueError, match=message):
         model.sample(2, 0, condition)

@@ -100,8 +100,9 @@ def test_invariant_to_lattice_translations(sheets):
 
 def test_any_whole_number_of_tiles_and_periodic_padding_of_small_sheets():
     module = random_module(torch.float64, context=(4, 5))
-    one_cell = torch.as_tensor(encode_zigzag(random_sheets(3, 1, Lattice(1, 1), holes=(0, 0), radius=(0.5, 0.6),
-                                                           prune=False)))
+    one_cell = torch.as_tensor(
+        encode_zigzag(random_sheets(3, 1, Lattice(1, 1), holes=(0, 0), radius=(0.5, 0.6), prune=False))
+    )
     # a context wider than the sheet wraps around it several times; the energy stays extensive
     assert torch.allclose(module(one_cell.repeat(1, 5, 7)), 35 * module(one_cell), rtol=1e-12)
     with pytest.raises(ValueError, match="focus tiles"):
@@ -113,8 +114,9 @@ def test_inference_cost_grows_linearly_with_area(model, sheets, capsys):
     way ``predict`` chunks them; measured 0.07, 0.29, 1.1 ms per sheet on one thread)."""
     batches = {1: sheets_to_batch(sheets[:64])}
     for scale in (2, 4):
-        batches[scale * scale] = sheets_to_batch(np.tile(sheets[:64 // scale ** 2], (1, scale, scale)),
-                                                 Lattice().scaled(scale))
+        batches[scale * scale] = sheets_to_batch(
+            np.tile(sheets[: 64 // scale**2], (1, scale, scale)), Lattice().scaled(scale)
+        )
     times = {}
     for area, batch in batches.items():
         model.predict(batch)  # warm-up
@@ -125,9 +127,11 @@ def test_inference_cost_grows_linearly_with_area(model, sheets, capsys):
             best = min(best, time.perf_counter() - start)
         times[area] = best / len(batch)
     with capsys.disabled():
-        print("\nEDNN predict per sheet (1 thread): " +
-              ", ".join(f"{area}× area {t * 1e3:.3f} ms" for area, t in times.items()) +
-              f"; 16×/1× = {times[16] / times[1]:.1f}")
+        print(
+            "\nEDNN predict per sheet (1 thread): "
+            + ", ".join(f"{area}× area {t * 1e3:.3f} ms" for area, t in times.items())
+            + f"; 16×/1× = {times[16] / times[1]:.1f}"
+        )
     assert times[16] / times[1] < 40
 
 
@@ -142,8 +146,11 @@ def test_short_training_beats_the_baseline(model):
     assert history["loss"][-1] < history["loss"][0]
     assert model.config["lattice"]["nx"] == 14 and model.config["lattice"]["ny"] == 8
     base = model.config["baseline"]
-    assert -9 < base["per_atom"] < -6 and base["scale"] > 0 and set(base) == {"per_atom", "per_tile", "scale",
-                                                                                "residual_std"}
+    assert (
+        -9 < base["per_atom"] < -6
+        and base["scale"] > 0
+        and set(base) == {"per_atom", "per_tile", "scale", "residual_std"}
+    )
 
 
 def test_checkpoint_resume_equals_uninterrupted(training, tmp_path):
@@ -156,8 +163,16 @@ def test_checkpoint_resume_equals_uninterrupted(training, tmp_path):
         return len(calls) > 7  # stop after 7 steps, inside an epoch and between two logs
 
     with pytest.raises(TrainingInterrupted):
-        train_ensemble("ednn", training, TARGET, settings, seeds=[0, 1], checkpoint_dir=tmp_path,
-                       checkpoint_every=3, should_stop=stop)
+        train_ensemble(
+            "ednn",
+            training,
+            TARGET,
+            settings,
+            seeds=[0, 1],
+            checkpoint_dir=tmp_path,
+            checkpoint_every=3,
+            should_stop=stop,
+        )
     resumed = train_ensemble("ednn", training, TARGET, settings, seeds=[0, 1], checkpoint_dir=tmp_path)
     for a, b in zip(straight, resumed):
         for (name, x), y in zip(a.module.state_dict().items(), b.module.state_dict().values()):
@@ -226,15 +241,21 @@ def test_predict_refuses_a_grid_that_is_not_a_whole_number_of_tiles(training):
     model = train_ensemble("ednn", training, TARGET, settings, seeds=[0])[0]
     odd = sheets_to_batch(random_sheets(2, 1, Lattice(5, 4), radius=(1.0, 2.0)))  # grid 12 × 10
     batch = StructureBatch.concatenate([training.subset([0]), odd])
-    with pytest.raises(ValueError, match=r"structures\[1\]: the zig-zag grid of a 5 × 4-cell sheet is 12 × 10, not a "
-                                         r"whole number of 6 × 4 focus tiles"):
+    with pytest.raises(
+        ValueError,
+        match=r"structures\[1\]: the zig-zag grid of a 5 × 4-cell sheet is 12 × 10, not a "
+        r"whole number of 6 × 4 focus tiles",
+    ):
         model.predict(batch)
 
 
 def test_family_validation_names_the_field(training, sheets):
     family = get_family("ednn")
-    for target, where in [({"energy": "x"}, r"^target\.energy: unknown key"), ({"property": 3}, r"^target\.property"),
-                          ([1], r"^target: ")]:
+    for target, where in [
+        ({"energy": "x"}, r"^target\.energy: unknown key"),
+        ({"property": 3}, r"^target\.property"),
+        ([1], r"^target: "),
+    ]:
         with pytest.raises(ValueError, match=where):
             family.check_target(target)
     assert family.check_target(None) == {"property": "energy"}

@@ -68,8 +68,14 @@ def logan_trainer_factory():
     family = get_family("logan")
     training = StructureBatch.read(resource_path("logan/C5H12O_training.extxyz")).subset(range(4))
     target = family.check_target({"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False})
-    settings = {"loop": {"batch_size": 2, "n_critic": 1}, "rattle_copies": 0, "hidden": [8], "critic_hidden": [8],
-                "latent_dim": 3, "descriptor": {"n_max": 1, "l_max": 1, "max_neighbours": 4}}
+    settings = {
+        "loop": {"batch_size": 2, "n_critic": 1},
+        "rattle_copies": 0,
+        "hidden": [8],
+        "critic_hidden": [8],
+        "latent_dim": 3,
+        "descriptor": {"n_max": 1, "l_max": 1, "max_neighbours": 4},
+    }
 
     def build(seeds):
         members = plan_members(family, settings, seeds, None)
@@ -82,8 +88,10 @@ def test_logan_members_step_one_by_one_through_views(logan_trainer_factory):
     trainer = logan_trainer_factory([4, 5, 6])
     assert trainer.member_problems is not None and len(trainer.member_problems) == 3
     view = trainer.member_problems[2]
-    assert view.n_models == 1 and view.generator.mlp.layers[0].weights[0] is trainer.problem.generator.mlp.layers[
-        0].weights[2]
+    assert (
+        view.n_models == 1
+        and view.generator.mlp.layers[0].weights[0] is trainer.problem.generator.mlp.layers[0].weights[2]
+    )
     before = trainer.problem.generator.mlp.layers[0].weights[1].detach().clone()
     trainer.train(1)
     assert not torch.equal(before, trainer.problem.generator.mlp.layers[0].weights[1])

@@ -102,7 +102,9 @@ class _Point:
 def toy(monkeypatch):
     """The toy family, registered (as if through an entry point) for the duration of a test."""
     installed = family_module._entry_points()
-    monkeypatch.setattr(family_module, "_entry_points", lambda: {**installed, "toy-line": _Point("toy-line", LineFamily)})
+    monkeypatch.setattr(
+        family_module, "_entry_points", lambda: {**installed, "toy-line": _Point("toy-line", LineFamily)}
+    )
     return get_family("toy-line")
 
 
@@ -126,7 +128,9 @@ def test_entry_points_must_give_a_family_with_a_known_role(monkeypatch):
         name = "weird"
         role = "oracle"
 
-    monkeypatch.setattr(family_module, "_entry_points", lambda: {"dict": _Point("dict", dict), "weird": _Point("weird", Weird)})
+    monkeypatch.setattr(
+        family_module, "_entry_points", lambda: {"dict": _Point("dict", dict), "weird": _Point("weird", Weird)}
+    )
     with pytest.raises(TypeError, match="not a GeneratorFamily"):
         get_family("dict")
     with pytest.raises(TypeError, match="role 'oracle'"):
@@ -134,8 +138,9 @@ def test_entry_points_must_give_a_family_with_a_known_role(monkeypatch):
 
 
 def test_a_non_gan_surrogate_family_trains_through_the_generic_code(toy, tmp_path):
-    models = train_ensemble(toy, None, {"slope": 2}, {"steps": 200}, seeds=[0, 1], grid={"lr": [0.3, 0.6]},
-                            checkpoint_dir=tmp_path)
+    models = train_ensemble(
+        toy, None, {"slope": 2}, {"steps": 200}, seeds=[0, 1], grid={"lr": [0.3, 0.6]}, checkpoint_dir=tmp_path
+    )
     assert len(models) == 4 and {m.config["role"] for m in models} == {"surrogate"}
     assert [m.config["hyperparameters"]["lr"] for m in models] == [0.3, 0.3, 0.6, 0.6]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["group_00.json", "group_00.pt"]  # one vectorised group

@@ -7,8 +7,10 @@ from aiida_physgen.ml.family import available_families, get_family
 from aiida_physgen.workflows.protocols import family_protocols, generation_protocol
 
 TARGETS = {
-    "logan": [{"composition": "C5H12O", "cell": [[9.5, 0, 0], [0, 9.5, 0], [0, 0, 9.5]], "pbc": False},
-              {"composition": "Si2O4", "cell": [[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]], "pbc": True}],
+    "logan": [
+        {"composition": "C5H12O", "cell": [[9.5, 0, 0], [0, 9.5, 0], [0, 0, 9.5]], "pbc": False},
+        {"composition": "Si2O4", "cell": [[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]], "pbc": True},
+    ],
     "rugan": [{"property": "energy"}],
     "ednn": [{"property": "energy"}],
     "crystal_gan": [{"space_groups": [216]}, {}],

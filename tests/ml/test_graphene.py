@@ -35,7 +35,9 @@ def test_random_sheets_are_seeded_porous_and_pruned():
     for occ in sheets:
         assert (graphene.coordination(occ)[occ] >= 2).all()  # no dangling atoms or chains
         atoms = graphene.occupancy_to_atoms(occ)
-        assert (np.bincount(neighbor_list("i", atoms, 1.6), minlength=len(atoms)) == graphene.coordination(occ)[occ]).all()
+        assert (
+            np.bincount(neighbor_list("i", atoms, 1.6), minlength=len(atoms)) == graphene.coordination(occ)[occ]
+        ).all()
 
 
 def test_encodings_round_trip_exactly():

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from aiida_physgen.ml import logan, loop, training as training_module
+from aiida_physgen.ml import logan, loop
+from aiida_physgen.ml import training as training_module
 from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.ml.family import TrainedModel, get_family
 from aiida_physgen.ml.loop import TrainingDivergedError
@@ -118,8 +119,9 @@ def test_normal_training_stays_far_below_the_divergence_limit(few):
         for name, values in progress.losses.items():
             worst[name] = max(worst.get(name, 0.0), max(abs(v) for v in values))
 
-    train_ensemble("logan", few, TARGET, _tiny(steps=15, lr_generator=1e-3, lr_critic=1e-3), seeds=[0, 1],
-                   callback=record)
+    train_ensemble(
+        "logan", few, TARGET, _tiny(steps=15, lr_generator=1e-3, lr_critic=1e-3), seeds=[0, 1], callback=record
+    )
     assert set(worst) == {"critic", "generator", "wasserstein"}
     assert max(worst["critic"], worst["wasserstein"]) < loop.Trainer.divergence_limit / 1e3, worst
 
@@ -138,7 +140,9 @@ def test_a_loss_beyond_the_limit_is_divergence_even_when_finite():
         def member_module(self, k):
             return torch.nn.Linear(1, 1)
 
-    with pytest.raises(TrainingDivergedError, match=r"the wasserstein loss of the member with seed 8 reached -2.5e\+15 at step 3") as error:
+    with pytest.raises(
+        TrainingDivergedError, match=r"the wasserstein loss of the member with seed 8 reached -2.5e\+15 at step 3"
+    ) as error:
         Exploding([7, 8]).train(10)
     assert error.value.members == [1] and error.value.step == 3
 
@@ -155,7 +159,9 @@ def test_models_of_different_compositions_are_refused_before_sampling(few, monke
         raise AssertionError("sampled before the models were checked")
 
     monkeypatch.setattr(logan.LoganFamily, "sample", no_sampling)
-    with pytest.raises(ValueError, match=r"^models: .*\[0, 2\] are logan 'C5H12O'; model\(s\) \[1\] are logan 'C4H10O'"):
+    with pytest.raises(
+        ValueError, match=r"^models: .*\[0, 2\] are logan 'C5H12O'; model\(s\) \[1\] are logan 'C4H10O'"
+    ):
         generate([a, b, a], 3, seed=0)
     moved = TrainedModel(a.module, {**a.config, "target": {**a.config["target"], "cell": (np.eye(3) * 12).tolist()}})
     with pytest.raises(ValueError, match="same composition, different cell"):
@@ -238,7 +244,9 @@ def test_identical_trainings_give_identical_model_bytes(few, tmp_path):
     # reading and writing again changes nothing, and the file's checksum is the bytes' checksum
     assert TrainedModel.from_bytes(data).to_bytes() == data
     checksum = save_model(tmp_path / "model.pt", second)
-    assert checksum == hashlib.sha256(data).hexdigest() == hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest()
+    assert (
+        checksum == hashlib.sha256(data).hexdigest() == hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest()
+    )
     assert load_model(tmp_path / "model.pt").to_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left
 
@@ -253,8 +261,10 @@ def test_model_bytes_are_identical_across_processes(few):
         f"(m,) = train_ensemble('logan', few, {TARGET!r}, {TINY!r}, seeds=[0]);"
         "print(hashlib.sha256(m.to_bytes()).hexdigest())"
     )
-    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-               for _ in range(2)}
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(2)
+    }
     assert digests == {hashlib.sha256(train(few)[0].to_bytes()).hexdigest()}
 
 

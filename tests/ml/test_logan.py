@@ -152,12 +152,17 @@ def test_determinism_and_ensemble_members_differ(few):
 
 def test_grid_makes_seeds_times_settings_members(few):
     groups = set()
-    models = train(few, seeds=[0, 1], grid={"loop": {"lr_generator": [1e-4, 1e-3]},
-                                            "descriptor": {"radial": ["gaussian", "bessel"]}},
-                   callback=lambda progress: groups.add((progress.group, progress.n_groups, tuple(progress.members))))
+    models = train(
+        few,
+        seeds=[0, 1],
+        grid={"loop": {"lr_generator": [1e-4, 1e-3]}, "descriptor": {"radial": ["gaussian", "bessel"]}},
+        callback=lambda progress: groups.add((progress.group, progress.n_groups, tuple(progress.members))),
+    )
     assert len(models) == 8
-    combos = {(m.config["seed"], m.config["hyperparameters"]["loop"]["lr_generator"], m.config["descriptor"]["radial"])
-              for m in models}
+    combos = {
+        (m.config["seed"], m.config["hyperparameters"]["loop"]["lr_generator"], m.config["descriptor"]["radial"])
+        for m in models
+    }
     assert len(combos) == 8
     # learning rates are vectorised, the descriptor is not: two groups of four members
     assert {(g, n, len(members)) for g, n, members in groups} == {(0, 2, 4), (1, 2, 4)}
@@ -241,8 +246,11 @@ def _environment_distance(batch, pools, settings):
 def test_training_moves_generated_environments_towards_the_real_ones(molecules):
     """A real (short) training run: generated C5H12O environments get measurably closer to the
     C4H10O/C6H14O training environments, and interatomic distances become more physical."""
-    settings = {"loop": {"steps": 150, "lr_generator": 1e-3, "lr_critic": 1e-3, "batch_size": 15},
-                "rattle_copies": 1, "descriptor": {"n_max": 3, "l_max": 3, "max_neighbours": 12}}
+    settings = {
+        "loop": {"steps": 150, "lr_generator": 1e-3, "lr_critic": 1e-3, "batch_size": 15},
+        "rattle_copies": 1,
+        "descriptor": {"n_max": 3, "l_max": 3, "max_neighbours": 12},
+    }
     trained = train(molecules, settings)[0]
     # the same generator before training: its initial weights come from its seed alone (steps = 0 is refused)
     untrained = TrainedModel(get_family("logan").module_from_config(trained.config).eval(), trained.config)

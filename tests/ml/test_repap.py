@@ -13,7 +13,6 @@ from aiida_physgen.ml.random_structures import random_structures
 from aiida_physgen.ml.repap import (
     MinimumDistanceError,
     RepapLSTM,
-    RepapSettings,
     atom_order,
     gaussian_targets,
     nearest_neighbour_distances,
@@ -77,12 +76,15 @@ def test_the_network_has_the_papers_input_and_output():
     assert logits.shape == (3, 89, 50)
 
 
-@pytest.mark.parametrize("change, message", [
-    ("atoms", r"training\[3\]: 29 atoms, frame 0 has 30"),
-    ("species", r"training\[3\]: atom 5 is element 6"),
-    ("cell", r"training\[3\]: the cell differs"),
-    ("pbc", r"training\[3\]: pbc"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("atoms", r"training\[3\]: 29 atoms, frame 0 has 30"),
+        ("species", r"training\[3\]: atom 5 is element 6"),
+        ("cell", r"training\[3\]: the cell differs"),
+        ("pbc", r"training\[3\]: pbc"),
+    ],
+)
 def test_a_mixed_trajectory_is_refused_naming_the_frame(frames, change, message):
     atoms = list(frames)
     bad = atoms[3]
@@ -104,12 +106,19 @@ def test_a_grid_too_coarse_for_the_cell_is_refused_before_training(frames):
         train_ensemble("repap", frames, {}, {**TINY, "bins": 10})
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"bins": 1}, "bins"), ({"sigma": 0}, "sigma"), ({"hidden": 0}, "hidden"), ({"dropout": 1.0}, "dropout"),
-    ({"jitter": "yes"}, "jitter"), ({"loop": {"lr": -1}}, "lr"), ({"loop": {"validation_fraction": 1}},
-                                                                 "validation_fraction"),
-    ({"loop": {"clip_norm": 0}}, "clip_norm"),
-])
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"bins": 1}, "bins"),
+        ({"sigma": 0}, "sigma"),
+        ({"hidden": 0}, "hidden"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"jitter": "yes"}, "jitter"),
+        ({"loop": {"lr": -1}}, "lr"),
+        ({"loop": {"validation_fraction": 1}}, "validation_fraction"),
+        ({"loop": {"clip_norm": 0}}, "clip_norm"),
+    ],
+)
 def test_bad_settings_name_the_field(values, field):
     with pytest.raises(ValueError, match=field):
         get_family("repap").settings(values)
@@ -148,9 +157,18 @@ def test_a_resumed_training_is_bit_identical(frames, tmp_path):
         stop["now"] = progress.step >= 10
 
     from aiida_physgen.ml.loop import TrainingInterrupted
+
     with pytest.raises(TrainingInterrupted):
-        train_ensemble("repap", frames, {}, settings, callback=callback, checkpoint_dir=tmp_path,
-                       checkpoint_every=5, should_stop=lambda: stop["now"])
+        train_ensemble(
+            "repap",
+            frames,
+            {},
+            settings,
+            callback=callback,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=5,
+            should_stop=lambda: stop["now"],
+        )
     resumed = train_ensemble("repap", frames, {}, settings, checkpoint_dir=tmp_path)[0]
     for key, value in whole.module.state_dict().items():
         assert torch.equal(value, resumed.module.state_dict()[key]), key
@@ -207,8 +225,11 @@ def test_a_lower_temperature_samples_closer_to_the_learnt_structure(model, frame
 
 
 def test_an_impossible_minimum_distance_is_refused_before_sampling(model):
-    with pytest.raises(MinimumDistanceError, match=r"condition.min_distance: 3.5 Å cannot be met by 30 atoms .* "
-                                                   r"expected at most 2.92 Å"):
+    with pytest.raises(
+        MinimumDistanceError,
+        match=r"condition.min_distance: 3.5 Å cannot be met by 30 atoms .* "
+        r"expected at most 2.92 Å",
+    ):
         model.sample(4, seed=0, condition={"min_distance": 3.5})
 
 
@@ -217,11 +238,17 @@ def test_a_minimum_distance_not_met_within_the_bounded_tries_is_a_named_error(mo
         model.sample(8, seed=0, condition={"min_distance": 2.85, "max_tries": 2, "max_restarts": 1})
 
 
-@pytest.mark.parametrize("condition, message", [
-    ({"min_distance": -1}, "condition.min_distance"), ({"max_tries": 0}, "condition.max_tries"),
-    ({"max_restarts": 1.5}, "condition.max_restarts"), ({"temperature": 0}, "condition.temperature"), ({"label": 1}, r"condition: unknown key\(s\) \['label'\]"),
-    ([1, 2], "condition: expected a dictionary"),
-])
+@pytest.mark.parametrize(
+    "condition, message",
+    [
+        ({"min_distance": -1}, "condition.min_distance"),
+        ({"max_tries": 0}, "condition.max_tries"),
+        ({"max_restarts": 1.5}, "condition.max_restarts"),
+        ({"temperature": 0}, "condition.temperature"),
+        ({"label": 1}, r"condition: unknown key\(s\) \['label'\]"),
+        ([1, 2], "condition: expected a dictionary"),
+    ],
+)
 def test_bad_conditions_name_the_key(model, condition, message):
     with pytest.raises(ValueError, match=message):
         model.sample(2, seed=0, condition=condition)

@@ -120,13 +120,16 @@ def test_members_differ_and_a_member_is_the_same_network_alone():
     assert not torch.allclose(full[0], full[1])
 
 
-@pytest.mark.parametrize("encoding, noise_shift, out_shift", [
-    ("pair", (1, 1), (2, 2)),  # one noise pixel is 2 × 2 pair cells
-    ("pair", (2, 3), (4, 6)),
-    # a honeycomb translation: rows by 3 (one cell in y; the mask channel has that period), columns by 2
-    ("zigzag", (3, 2), (3, 2)),
-    ("zigzag", (-6, 4), (-6, 4)),
-])
+@pytest.mark.parametrize(
+    "encoding, noise_shift, out_shift",
+    [
+        ("pair", (1, 1), (2, 2)),  # one noise pixel is 2 × 2 pair cells
+        ("pair", (2, 3), (4, 6)),
+        # a honeycomb translation: rows by 3 (one cell in y; the mask channel has that period), columns by 2
+        ("zigzag", (3, 2), (3, 2)),
+        ("zigzag", (-6, 4), (-6, 4)),
+    ],
+)
 def test_generator_has_no_edge_translating_the_noise_translates_the_sheet(encoding, noise_shift, out_shift):
     # exact periodic equivariance: the wrap-around is nowhere special, so there is no seam
     generator = _generator(encoding)
@@ -172,8 +175,14 @@ def _defect_fractions(occupancy, band_rows=3, band_cols=2):
 def test_a_generated_sheet_at_scale_two_has_no_seam_at_its_periodic_boundary(encoding):
     # briefly trained (about 20 s) until its sheets look like the training sheets: about 86 % of the
     # sites occupied, 15 % of the atoms 1- or 2-coordinated (an untrained model makes full or dust sheets)
-    settings = {**TINY, "channels": 16, "critic_channels": 16, "blocks": 2, "critic_layers": 3,
-                "loop": {"steps": 100, "batch_size": 32, "n_critic": 5, "lr_generator": 1e-3, "lr_critic": 1e-3}}
+    settings = {
+        **TINY,
+        "channels": 16,
+        "critic_channels": 16,
+        "blocks": 2,
+        "critic_layers": 3,
+        "loop": {"steps": 100, "batch_size": 32, "n_critic": 5, "lr_generator": 1e-3, "lr_critic": 1e-3},
+    }
     (trained,) = train(sheets(256), settings, encoding=encoding)
     occupancy, _ = graphene.batch_to_sheets(trained.sample(300, 1, {"scale": 2}))
     (f_band, n_band), (f_inner, n_inner) = _defect_fractions(occupancy)
@@ -210,8 +219,9 @@ def test_training_is_determined_by_the_seeds(training):
         assert a.config["history"] == b.config["history"]
     sample = lambda m, seed=7: m.sample(10, seed).positions  # noqa: E731
     assert np.array_equal(sample(first[0]), sample(again[0]))
-    assert not np.array_equal(first[0].module.state_dict()["nets.0.head.weight"],
-                              other[0].module.state_dict()["nets.0.head.weight"])
+    assert not np.array_equal(
+        first[0].module.state_dict()["nets.0.head.weight"], other[0].module.state_dict()["nets.0.head.weight"]
+    )
     assert not np.array_equal(sample(first[0], 7), sample(first[0], 8))
     # a member trains the same alone and in an ensemble (member-by-member views)
     (alone,) = train(training, seeds=[1])
@@ -228,8 +238,14 @@ def test_an_interrupted_training_resumes_bit_for_bit(training, tmp_path):
     straight = train(training, settings, seeds=[0, 1])
     calls = []
     with pytest.raises(TrainingInterrupted):
-        train(training, settings, seeds=[0, 1], checkpoint_dir=tmp_path, checkpoint_every=2,
-              should_stop=lambda: calls.append(1) or len(calls) > 3)
+        train(
+            training,
+            settings,
+            seeds=[0, 1],
+            checkpoint_dir=tmp_path,
+            checkpoint_every=2,
+            should_stop=lambda: calls.append(1) or len(calls) > 3,
+        )
     resumed = train(training, settings, seeds=[0, 1], checkpoint_dir=tmp_path)
     for a, b in zip(straight, resumed):
         for (name, x), y in zip(a.module.state_dict().items(), b.module.state_dict().values()):
@@ -324,6 +340,7 @@ def test_validation_errors_name_the_field(training):
     with pytest.raises(ValueError, match=r"training\[1\]"):
         family.validate(moved, target, pair)
     from aiida_physgen.ml.batch import StructureBatch
+
     mixed = StructureBatch.concatenate([training.subset(range(2)), sheets(2, 1, graphene.Lattice(4, 4))])
     with pytest.raises(ValueError, match=r"training\[2\].*same lattice"):
         family.validate(mixed, target, pair)

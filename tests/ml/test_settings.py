@@ -28,8 +28,9 @@ class Outer:
 
 
 def test_round_trip_through_plain_json():
-    settings = S.from_dict(LoganSettings, {"loop": {"steps": 7, "lr_critic": 3e-4}, "hidden": [8, 4],
-                                           "descriptor": {"radial": "bessel"}})
+    settings = S.from_dict(
+        LoganSettings, {"loop": {"steps": 7, "lr_critic": 3e-4}, "hidden": [8, 4], "descriptor": {"radial": "bessel"}}
+    )
     data = S.to_dict(settings)
     assert data["loop"]["steps"] == 7 and data["hidden"] == [8, 4] and data["descriptor"]["radial"] == "bessel"
     assert data["loop"]["betas"] == [0.0, 0.9]  # tuples become lists
@@ -116,14 +117,17 @@ def test_field_paths_are_the_leaves():
 
 
 def test_grid_expansion_is_the_product():
-    combos = S.expand_grid(LoganSettings, {"loop": {"lr_generator": [1e-4, 3e-4, 1e-3]},
-                                           "descriptor": {"radial": ["gaussian", "bessel"]}})
+    combos = S.expand_grid(
+        LoganSettings, {"loop": {"lr_generator": [1e-4, 3e-4, 1e-3]}, "descriptor": {"radial": ["gaussian", "bessel"]}}
+    )
     assert len(combos) == 6
     pairs = {(c["loop"]["lr_generator"], c["descriptor"]["radial"]) for c in combos}
     assert pairs == {(lr, r) for lr in (1e-4, 3e-4, 1e-3) for r in ("gaussian", "bessel")}
     # dotted keys are the same grid
     assert S.expand_grid(LoganSettings, {"loop.lr_generator": [1e-4, 3e-4]}) == [
-        {"loop": {"lr_generator": 1e-4}}, {"loop": {"lr_generator": 3e-4}}]
+        {"loop": {"lr_generator": 1e-4}},
+        {"loop": {"lr_generator": 3e-4}},
+    ]
     assert S.expand_grid(LoganSettings, None) == [{}]
     assert S.expand_grid(LoganSettings, {}) == [{}]
 

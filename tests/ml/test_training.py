@@ -92,7 +92,11 @@ def test_members_are_planned_seeds_within_grid_points():
     family = get_family("logan")
     members = plan_members(family, TINY, [5, 2], {"loop": {"lr_critic": [1e-4, 1e-3]}})
     assert [(m.index, m.seed, m.settings.loop.lr_critic) for m in members] == [
-        (0, 5, 1e-4), (1, 2, 1e-4), (2, 5, 1e-3), (3, 2, 1e-3)]
+        (0, 5, 1e-4),
+        (1, 2, 1e-4),
+        (2, 5, 1e-3),
+        (3, 2, 1e-3),
+    ]
     assert members[0].grid_point == {"loop": {"lr_critic": 1e-4}}
     for bad in ([], [1, 1], [1.5], [True], "12", None):
         with pytest.raises(ValueError, match="seeds"):
@@ -114,8 +118,16 @@ def test_an_interrupted_training_resumed_from_its_checkpoints_ends_bit_for_bit_e
     # stopped in the middle of the first group, between two periodic checkpoints
     callback, stop = _stop_after(3)
     with pytest.raises(TrainingInterrupted) as info:
-        train(few, settings, seeds=[7, 8], grid=grid, checkpoint_dir=tmp_path, checkpoint_every=2,
-              callback=callback, should_stop=stop)
+        train(
+            few,
+            settings,
+            seeds=[7, 8],
+            grid=grid,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=2,
+            callback=callback,
+            should_stop=stop,
+        )
     assert info.value.step == 3
     assert torch.load(tmp_path / "group_00.pt", weights_only=True)["step"] == 3
     assert not (tmp_path / "group_01.pt").exists()
@@ -124,8 +136,16 @@ def test_an_interrupted_training_resumed_from_its_checkpoints_ends_bit_for_bit_e
     callback, stop = _stop_after(4)
     progress = []
     with pytest.raises(TrainingInterrupted):
-        train(few, settings, seeds=[7, 8], grid=grid, checkpoint_dir=tmp_path, checkpoint_every=2,
-              callback=lambda p: (progress.append((p.group, p.step, p.done)), callback(p)), should_stop=stop)
+        train(
+            few,
+            settings,
+            seeds=[7, 8],
+            grid=grid,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=2,
+            callback=lambda p: (progress.append((p.group, p.step, p.done)), callback(p)),
+            should_stop=stop,
+        )
     assert progress[0] == (0, 4, 4)  # continues where it stopped
     assert progress[-1] == (1, 2, 7)
 
@@ -144,8 +164,9 @@ def test_a_checkpoint_dir_of_another_training_is_refused(few, tmp_path):
         with pytest.raises(ValueError, match="checkpoint_dir: .* another training"):
             train(few, **{"settings": one_step, "seeds": [7], "checkpoint_dir": tmp_path, **kwargs})
     with pytest.raises(ValueError, match="checkpoint_dir"):
-        train_ensemble("logan", few, {**TARGET, "cell": (np.eye(3) * 9.6).tolist()}, one_step, seeds=[7],
-                       checkpoint_dir=tmp_path)
+        train_ensemble(
+            "logan", few, {**TARGET, "cell": (np.eye(3) * 9.6).tolist()}, one_step, seeds=[7], checkpoint_dir=tmp_path
+        )
     # the same training again is welcome: it resumes (here: it is already done)
     (again,) = train(few, one_step, seeds=[7], checkpoint_dir=tmp_path)
     assert again.config["steps"] == 1

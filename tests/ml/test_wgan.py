@@ -57,8 +57,9 @@ def test_loop_learns_the_real_distribution():
     # In 1-D, a critic whose initial slope points away from the real data cannot turn round against
     # a penalty weight of 10 (the penalty outweighs the Wasserstein term near slope 0), so this toy
     # uses a weight of 1; the families keep the papers' 10 on their high-dimensional inputs.
-    settings = WGANSettings(steps=300, n_critic=5, batch_size=64, optimizer="adam", lr_generator=2e-3,
-                            lr_critic=2e-3, gp_weight=1.0)
+    settings = WGANSettings(
+        steps=300, n_critic=5, batch_size=64, optimizer="adam", lr_generator=2e-3, lr_critic=2e-3, gp_weight=1.0
+    )
     WGANTrainer(problem, settings, seeds=[0, 1]).train(settings.steps)
     after = problem.generated_mean()
     assert torch.all((after - 3.0).abs() < 0.8), after
@@ -68,8 +69,15 @@ def test_loop_learns_the_real_distribution():
 @pytest.mark.slow
 def test_rmsprop_and_consistency_term_and_condition():
     problem = Gaussian1D(n_models=1, dropout=0.2, conditional=True)
-    settings = WGANSettings(steps=300, batch_size=64, optimizer="rmsprop", lr_generator=1e-3, lr_critic=1e-3,
-                            gp_weight=1.0, consistency_weight=2.0)
+    settings = WGANSettings(
+        steps=300,
+        batch_size=64,
+        optimizer="rmsprop",
+        lr_generator=1e-3,
+        lr_critic=1e-3,
+        gp_weight=1.0,
+        consistency_weight=2.0,
+    )
     trainer = WGANTrainer(problem, settings, seeds=[1])
     trainer.train(settings.steps)
     with torch.no_grad():
@@ -133,7 +141,9 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
     done = []
     with pytest.raises(TrainingInterrupted):
         WGANTrainer(first, settings, seeds=[3]).train(
-            12, callback=lambda step, losses: done.append(step), checkpoint_path=checkpoint,
+            12,
+            callback=lambda step, losses: done.append(step),
+            checkpoint_path=checkpoint,
             should_stop=lambda: len(done) >= 6,
         )
     resumed = Gaussian1D()
@@ -195,8 +205,14 @@ def test_progress_callback_and_history():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("optimizer", "sgd"), ("n_critic", 0), ("lr_generator", -1.0), ("lr_critic", [1e-4, 0.0]), ("batch_size", 0),
-     ("steps", True)],
+    [
+        ("optimizer", "sgd"),
+        ("n_critic", 0),
+        ("lr_generator", -1.0),
+        ("lr_critic", [1e-4, 0.0]),
+        ("batch_size", 0),
+        ("steps", True),
+    ],
 )
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -11,7 +11,6 @@ See docs/reliability.md.
 from __future__ import annotations
 
 import pytest
-
 from daemon_tools import set_workers
 
 

@@ -33,9 +33,14 @@ def broker_log_tail(lines: int = 30) -> str:
         return "(not a ZeroMQ broker)"
     from aiida.manage.configuration import get_config
 
-    logs = [path for path in (Path(broker._service_dir) / "broker.log",
-                              Path(get_config().filepaths(get_manager().get_profile())["broker_service"]["log"]))
-            if path.exists()]
+    logs = [
+        path
+        for path in (
+            Path(broker._service_dir) / "broker.log",
+            Path(get_config().filepaths(get_manager().get_profile())["broker_service"]["log"]),
+        )
+        if path.exists()
+    ]
     if not logs:
         return f"(no broker log in {broker._service_dir})"
     text = logs[-1].read_text(encoding="utf-8", errors="replace")
@@ -57,8 +62,10 @@ def describe(node) -> str:
         rows.append(f"  exception: {(node.exception or '').strip().splitlines()[-1:]}")
     for child in node.called_descendants:
         caller = child.caller
-        rows.append(f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status} "
-                    f"(called by {caller.process_label}<{caller.pk}> at {child.ctime:%H:%M:%S.%f})")
+        rows.append(
+            f"  {child.process_label}<{child.pk}> {child.process_state} exit {child.exit_status} "
+            f"(called by {caller.process_label}<{caller.pk}> at {child.ctime:%H:%M:%S.%f})"
+        )
     return "\n".join(rows)
 
 
@@ -87,8 +94,11 @@ def wait_terminated(nodes, timeout: float, client=None, nudge_after: float | Non
         if any(not n.is_terminated for n in nodes):
             import warnings
 
-            warnings.warn(f"nothing resumed {nudge_after:.0f} s after a worker was killed: the broker missed the dead "
-                          f"worker (aiida-core race); nudged it. Broker log:\n{broker_log_tail(10)}", stacklevel=2)
+            warnings.warn(
+                f"nothing resumed {nudge_after:.0f} s after a worker was killed: the broker missed the dead "
+                f"worker (aiida-core race); nudged it. Broker log:\n{broker_log_tail(10)}",
+                stacklevel=2,
+            )
             nudge_broker()
         timeout = max(timeout - nudge_after, 60)
 
@@ -104,9 +114,11 @@ def wait_terminated(nodes, timeout: float, client=None, nudge_after: float | Non
     if not done():
         left = pending()
         states = "\n".join(describe(n) for n in left[:5])
-        pytest.fail(f"timed out after {timeout:.0f} s: {len(left)} of {len(nodes)} processes not terminated:\n"
-                    f"{states}\n--- daemon log (tail) ---\n{daemon_log_tail(client) if client else ''}"
-                    f"\n--- broker log (tail) ---\n{broker_log_tail()}")
+        pytest.fail(
+            f"timed out after {timeout:.0f} s: {len(left)} of {len(nodes)} processes not terminated:\n"
+            f"{states}\n--- daemon log (tail) ---\n{daemon_log_tail(client) if client else ''}"
+            f"\n--- broker log (tail) ---\n{broker_log_tail()}"
+        )
 
 
 def stop_daemon(client, timeout: float = 60) -> None:
@@ -131,8 +143,12 @@ def set_workers(client, number: int, timeout: float = 60) -> list[int]:
         client.increase_workers(number - current)
     elif current > number:
         client.decrease_workers(current - number)
-    return wait_until(lambda: (lambda p: p if len(p) == number else None)(worker_pids(client)), timeout,
-                      f"{number} daemon workers", client)
+    return wait_until(
+        lambda: (lambda p: p if len(p) == number else None)(worker_pids(client)),
+        timeout,
+        f"{number} daemon workers",
+        client,
+    )
 
 
 def kill_worker(client, pid: int, timeout: float = 60) -> list[int]:
@@ -142,7 +158,9 @@ def kill_worker(client, pid: int, timeout: float = 60) -> list[int]:
     os.kill(pid, signal.SIGKILL)
     return wait_until(
         lambda: (lambda p: p if len(p) == len(before) and pid not in p else None)(worker_pids(client)),
-        timeout, f"circus to replace the killed worker {pid}", client,
+        timeout,
+        f"circus to replace the killed worker {pid}",
+        client,
     )
 
 
@@ -151,5 +169,7 @@ def assert_nothing_left_running(node, client=None) -> None:
     stuck = [c for c in node.called_descendants if not c.is_terminated]
     if stuck:
         log = f"\n--- daemon log (tail) ---\n{daemon_log_tail(client, 120)}" if client is not None else ""
-        pytest.fail(f"{len(stuck)} process(es) left non-terminal below {node.process_label}<{node.pk}>: "
-                    f"{[f'{c.process_label}<{c.pk}> {c.process_state}' for c in stuck]}\n{describe(node)}{log}")
+        pytest.fail(
+            f"{len(stuck)} process(es) left non-terminal below {node.process_label}<{node.pk}>: "
+            f"{[f'{c.process_label}<{c.pk}> {c.process_state}' for c in stuck]}\n{describe(node)}{log}"
+        )

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import submit
-
 from daemon_tools import describe, set_workers, stop_daemon, wait_terminated
 from tiny_inputs import tiny_generation, water_set
 
 N_LAUNCHES = 8
-PHYSGEN_CALCFUNCTIONS = [f"aiida.calculations:physgen.{name}" for name in ("train", "generate", "select_representatives")]
+PHYSGEN_CALCFUNCTIONS = [
+    f"aiida.calculations:physgen.{name}" for name in ("train", "generate", "select_representatives")
+]
 
 
 @pytest.fixture
@@ -48,11 +49,14 @@ def test_concurrent_identical_launches_with_caching_give_identical_results(cachi
     positions = reference.candidates.get_batch().positions
     [model] = reference.models.values()
     for node in nodes[1:]:
-        np.testing.assert_array_equal(node.outputs.candidates.get_batch().positions, positions,
-                                      err_msg=f"{node.pk}: other candidates")
-        np.testing.assert_array_equal(node.outputs.representatives.get_batch().positions,
-                                      reference.representatives.get_batch().positions,
-                                      err_msg=f"{node.pk}: other representatives")
+        np.testing.assert_array_equal(
+            node.outputs.candidates.get_batch().positions, positions, err_msg=f"{node.pk}: other candidates"
+        )
+        np.testing.assert_array_equal(
+            node.outputs.representatives.get_batch().positions,
+            reference.representatives.get_batch().positions,
+            err_msg=f"{node.pk}: other representatives",
+        )
         assert [m.checksum for m in node.outputs.models.values()] == [model.checksum]
     # a cache hit is a copy of a finished original with the same hash
     for node in nodes:
@@ -67,5 +71,7 @@ def test_concurrent_identical_launches_with_caching_give_identical_results(cachi
     wait_terminated([again], 120, caching_daemon)
     assert again.is_finished_ok, describe(again)
     for label in ("train", "generate", "select_representatives"):
-        assert step(again, label).base.caching.is_created_from_cache, f"{label} of {again.pk} was not taken from the cache"
+        assert step(again, label).base.caching.is_created_from_cache, (
+            f"{label} of {again.pk} was not taken from the cache"
+        )
     np.testing.assert_array_equal(again.outputs.candidates.get_batch().positions, positions)

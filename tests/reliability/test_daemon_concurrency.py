@@ -7,7 +7,6 @@ import time
 
 import pytest
 from aiida.engine import submit
-
 from daemon_tools import describe, wait_terminated, worker_pids
 from tiny_inputs import tiny_generation, water_set
 

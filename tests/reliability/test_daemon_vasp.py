@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from aiida.engine import submit
 from ase.build import molecule
-
 from daemon_tools import describe, wait_terminated
 
 pytest.importorskip("aiida_vasp")
@@ -19,18 +18,34 @@ from fixtures import fake_potcar_family, fake_vasp_code  # noqa: E402
 from aiida_physgen.launch import screening_builder  # noqa: E402
 
 # as tests/aiida/test_vasp.py: three steps are enough for candidates whose atoms are 0.5 Å apart
-SETTINGS = {"loop": {"steps": 3, "batch_size": 4}, "rattle_copies": 0, "hidden": [32, 16], "critic_hidden": [16],
-            "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8}}
+SETTINGS = {
+    "loop": {"steps": 3, "batch_size": 4},
+    "rattle_copies": 0,
+    "hidden": [32, 16],
+    "critic_hidden": [16],
+    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
+}
 
 
 @pytest.mark.slow
 def test_vasp_screening_finishes_under_the_daemon(two_workers, aiida_localhost, tmp_path):
     family = fake_potcar_family(tmp_path)
     code = fake_vasp_code(aiida_localhost)
-    builder = screening_builder([molecule("H2O"), molecule("H2O2"), molecule("H2O")], "H2O", box=5.0, code=code,
-                                engine="vasp", relax_overrides={"potential_family": family}, seeds=[0],
-                                settings=SETTINGS, count=12, n_clusters=4, n_components=2, dft_budget=2,
-                                reuse_relaxations=False)
+    builder = screening_builder(
+        [molecule("H2O"), molecule("H2O2"), molecule("H2O")],
+        "H2O",
+        box=5.0,
+        code=code,
+        engine="vasp",
+        relax_overrides={"potential_family": family},
+        seeds=[0],
+        settings=SETTINGS,
+        count=12,
+        n_clusters=4,
+        n_components=2,
+        dft_budget=2,
+        reuse_relaxations=False,
+    )
     node = submit(builder)
     wait_terminated([node], 600, two_workers)
     assert node.is_finished_ok, describe(node)

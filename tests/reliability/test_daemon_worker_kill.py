@@ -11,12 +11,18 @@ circus starts a replacement, which picks the process up from its last checkpoint
 
 from __future__ import annotations
 
-
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node, submit
-
-from daemon_tools import assert_nothing_left_running, describe, kill_worker, set_workers, wait_terminated, wait_until, worker_pids
+from daemon_tools import (
+    assert_nothing_left_running,
+    describe,
+    kill_worker,
+    set_workers,
+    wait_terminated,
+    wait_until,
+    worker_pids,
+)
 from tiny_inputs import TINY, tiny_generation, tiny_screening, water_set
 
 
@@ -70,8 +76,12 @@ def screening_killed_when(code, client, condition, what: str):
 def test_worker_killed_mid_screening_gives_the_same_minima(gpaw_code, daemon_client):
     expected = reference_minima(gpaw_code)
     # mid-screening: every relaxation submitted to the scheduler and running
-    node = screening_killed_when(gpaw_code, daemon_client, lambda n: relaxations_under_way(n, 3),
-                                 "the 3 GPAW relaxations of the screening to be running")
+    node = screening_killed_when(
+        gpaw_code,
+        daemon_client,
+        lambda n: relaxations_under_way(n, 3),
+        "the 3 GPAW relaxations of the screening to be running",
+    )
     assert node.is_finished_ok, describe(node)
     assert minima_summary(node) == expected
     assert node.outputs.report["n_relaxed"] == 3
@@ -88,8 +98,12 @@ def test_worker_killed_while_relaxations_are_submitted_gives_the_same_minima(gpa
     the first job still runs (duplicate, unused) or, rarely, stays 'Created' for ever (aiida-core's
     submit/checkpoint window, see docs/reliability.md). The minima must be right whatever the moment."""
     expected = reference_minima(gpaw_code)
-    node = screening_killed_when(gpaw_code, daemon_client, lambda n: running_descendant(n, "GpawCalculation"),
-                                 "the first GPAW calculation of the screening")
+    node = screening_killed_when(
+        gpaw_code,
+        daemon_client,
+        lambda n: running_descendant(n, "GpawCalculation"),
+        "the first GPAW calculation of the screening",
+    )
     assert node.is_finished_ok, describe(node)
     assert minima_summary(node) == expected
     assert node.outputs.report["n_relaxed"] == 3
@@ -114,8 +128,13 @@ def killed_in_step(request, daemon_client):
     label = request.param
     set_workers(daemon_client, 1)
     node = submit(tiny_generation(water_set().store(), **STEPS[label]))
-    first = wait_until(lambda: running_descendant(node, label), 300,
-                       f"the {label} calcfunction to be running", daemon_client, interval=0.05)
+    first = wait_until(
+        lambda: running_descendant(node, label),
+        300,
+        f"the {label} calcfunction to be running",
+        daemon_client,
+        interval=0.05,
+    )
     [worker] = worker_pids(daemon_client)
     kill_worker(daemon_client, worker)
     assert not node.is_terminated, "the chain finished before the worker was killed"

@@ -32,14 +32,14 @@ import sys
 
 # symbol: (ZVAL, ENMAX [eV], POMASS, VRHFIN valence string) - round, made-up-ish header numbers.
 ELEMENTS = {
-    'H': (1.0, 250.0, 1.000, 'H: s1'),
-    'C': (4.0, 400.0, 12.011, 'C: s2p2'),
-    'O': (6.0, 400.0, 16.000, 'O: s2p4'),
-    'Si': (4.0, 245.0, 28.085, 'Si: s2p2'),
+    "H": (1.0, 250.0, 1.000, "H: s1"),
+    "C": (4.0, 400.0, 12.011, "C: s2p2"),
+    "O": (6.0, 400.0, 16.000, "O: s2p4"),
+    "Si": (4.0, 245.0, 28.085, "Si: s2p2"),
     # light metals of the crystal tests (tests/aiida/test_crystal_screening.py)
-    'Li': (1.0, 140.0, 7.010, 'Li: s1'),
-    'Mg': (2.0, 200.0, 24.305, 'Mg: s2'),
-    'Al': (3.0, 240.0, 26.982, 'Al: s2p1'),
+    "Li": (1.0, 140.0, 7.010, "Li: s1"),
+    "Mg": (2.0, 200.0, 24.305, "Mg: s2"),
+    "Al": (3.0, 240.0, 26.982, "Al: s2p1"),
 }
 
 TEMPLATE = """  PAW_PBE {symbol} FAKE
@@ -77,7 +77,7 @@ def write_family(root: pathlib.Path) -> list[pathlib.Path]:
     """Write ``root/<symbol>/POTCAR`` for every element; return the written paths."""
     paths = []
     for symbol, (zval, enmax, pomass, vrhfin) in ELEMENTS.items():
-        path = root / symbol / 'POTCAR'
+        path = root / symbol / "POTCAR"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             TEMPLATE.format(symbol=symbol, zval=zval, enmax=enmax, enmin=0.75 * enmax, pomass=pomass, vrhfin=vrhfin)
@@ -94,24 +94,24 @@ def upload(root: pathlib.Path, family: str, profile: str) -> None:
     from aiida_vasp.data.potcar import PotcarData
 
     result = PotcarData.upload_potcar_family(
-        str(root), family, 'FAKE header-only POTCARs (H, C, O, Si, Li, Mg, Al) for testing', stop_if_existing=False
+        str(root), family, "FAKE header-only POTCARs (H, C, O, Si, Li, Mg, Al) for testing", stop_if_existing=False
     )
-    print(f'(files found, added to family, newly uploaded) = {result}')
+    print(f"(files found, added to family, newly uploaded) = {result}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('dir')
-    parser.add_argument('--upload', metavar='FAMILY', help='also upload as this family name')
-    parser.add_argument('--profile', default=None)
+    parser.add_argument("dir")
+    parser.add_argument("--upload", metavar="FAMILY", help="also upload as this family name")
+    parser.add_argument("--profile", default=None)
     args = parser.parse_args(argv)
     root = pathlib.Path(args.dir).resolve()
     for path in write_family(root):
-        print(f'wrote {path}')
+        print(f"wrote {path}")
     if args.upload:
         upload(root, args.upload, args.profile)
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -56,9 +56,9 @@ import warnings
 
 import numpy as np
 
-warnings.filterwarnings('ignore')  # stdout+stderr are joined into vasp_output, keep it clean
+warnings.filterwarnings("ignore")  # stdout+stderr are joined into vasp_output, keep it clean
 
-VERSION = '6.4.2'
+VERSION = "6.4.2"
 START = time.time()
 
 
@@ -67,38 +67,38 @@ START = time.time()
 # ----------------------------------------------------------------------------------------------
 def _convert(token: str):
     low = token.lower()
-    if low in ('.true.', 't', '.t.', 'true'):
+    if low in (".true.", "t", ".t.", "true"):
         return True
-    if low in ('.false.', 'f', '.f.', 'false'):
+    if low in (".false.", "f", ".f.", "false"):
         return False
     try:
         return int(token)
     except ValueError:
         pass
     try:
-        return float(token.replace('d', 'e').replace('D', 'E'))
+        return float(token.replace("d", "e").replace("D", "E"))
     except ValueError:
         return token
 
 
-def read_incar(path: str = 'INCAR') -> dict:
+def read_incar(path: str = "INCAR") -> dict:
     """INCAR -> {TAG: value}; tags upper-case; lists for multi-token numeric values."""
     tags: dict = {}
     if not os.path.exists(path):
         return tags
-    with open(path, encoding='utf8') as handle:
+    with open(path, encoding="utf8") as handle:
         text = handle.read()
     for raw in text.splitlines():
-        line = re.split(r'[#!]', raw, maxsplit=1)[0]
-        for stmt in line.split(';'):
-            if '=' not in stmt:
+        line = re.split(r"[#!]", raw, maxsplit=1)[0]
+        for stmt in line.split(";"):
+            if "=" not in stmt:
                 continue
-            key, value = stmt.split('=', 1)
+            key, value = stmt.split("=", 1)
             key, value = key.strip().upper(), value.strip()
             if not key:
                 continue
             tokens = value.split()
-            if key == 'SYSTEM' or len(tokens) == 0:
+            if key == "SYSTEM" or len(tokens) == 0:
                 tags[key] = value
             elif len(tokens) == 1:
                 tags[key] = _convert(tokens[0])
@@ -108,55 +108,55 @@ def read_incar(path: str = 'INCAR') -> dict:
     return tags
 
 
-def read_zvals(path: str = 'POTCAR') -> list[float]:
+def read_zvals(path: str = "POTCAR") -> list[float]:
     """ZVAL of every dataset in a (possibly concatenated, possibly header-only) POTCAR."""
     if not os.path.exists(path):
         return []
-    with open(path, encoding='utf8', errors='replace') as handle:
+    with open(path, encoding="utf8", errors="replace") as handle:
         text = handle.read()
-    return [float(m) for m in re.findall(r'ZVAL\s*=\s*([-0-9.]+)', text)]
+    return [float(m) for m in re.findall(r"ZVAL\s*=\s*([-0-9.]+)", text)]
 
 
 def read_kpoints(path: str, cell: np.ndarray):
     """Return (points [direct], weights, divisions or None, generation label)."""
-    default = (np.zeros((1, 3)), np.ones(1), [1, 1, 1], 'Gamma')
+    default = (np.zeros((1, 3)), np.ones(1), [1, 1, 1], "Gamma")
     if not os.path.exists(path):
         return default
-    with open(path, encoding='utf8') as handle:
+    with open(path, encoding="utf8") as handle:
         lines = [ln.strip() for ln in handle.readlines()]
     try:
         nkpt = int(lines[1].split()[0])
         mode = lines[2][:1].lower()
-        if nkpt == 0 and mode in ('g', 'm'):
+        if nkpt == 0 and mode in ("g", "m"):
             divisions = [int(x) for x in lines[3].split()[:3]]
             shift = [float(x) for x in lines[4].split()[:3]] if len(lines) > 4 and lines[4] else [0.0] * 3
             axes = []
             for n, s in zip(divisions, shift):
-                if mode == 'g':
+                if mode == "g":
                     ks = (np.arange(n) + s) / n
                 else:
                     ks = (2 * np.arange(n) - n + 1) / (2.0 * n) + s / n
                 ks = ks - np.round(ks)  # map to [-0.5, 0.5)
                 axes.append(ks)
-            grid = np.array(np.meshgrid(*axes, indexing='ij')).reshape(3, -1).T
-            return grid, np.full(len(grid), 1.0 / len(grid)), divisions, 'Gamma' if mode == 'g' else 'Monkhorst-Pack'
-        if nkpt == 0 and mode == 'a':  # fully automatic, length
+            grid = np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
+            return grid, np.full(len(grid), 1.0 / len(grid)), divisions, "Gamma" if mode == "g" else "Monkhorst-Pack"
+        if nkpt == 0 and mode == "a":  # fully automatic, length
             length = float(lines[3].split()[0])
             recip = np.linalg.norm(np.linalg.inv(cell).T, axis=1)
             divisions = [max(1, int(length * r + 0.5)) for r in recip]
-            with open(path + '.tmp', 'w', encoding='utf8') as out:
-                out.write('auto\n0\nGamma\n{} {} {}\n0 0 0\n'.format(*divisions))
-            result = read_kpoints(path + '.tmp', cell)
-            os.remove(path + '.tmp')
+            with open(path + ".tmp", "w", encoding="utf8") as out:
+                out.write("auto\n0\nGamma\n{} {} {}\n0 0 0\n".format(*divisions))
+            result = read_kpoints(path + ".tmp", cell)
+            os.remove(path + ".tmp")
             return result
         if nkpt > 0:  # explicit list
-            cart = lines[2][:1].lower() in ('c', 'k')
+            cart = lines[2][:1].lower() in ("c", "k")
             data = np.array([[float(x) for x in ln.split()[:4]] for ln in lines[3 : 3 + nkpt]])
             points = data[:, :3]
             if cart:
                 points = points @ cell.T  # cartesian (2pi/a) -> direct, approximately
             weights = data[:, 3] / data[:, 3].sum()
-            return points, weights, None, 'explicit'
+            return points, weights, None, "explicit"
     except (IndexError, ValueError):
         pass
     return default
@@ -170,19 +170,19 @@ def make_calculator(symbols):
     from ase.calculators.lj import LennardJones
     from ase.data import atomic_numbers, covalent_radii
 
-    choice = os.environ.get('FAKE_VASP_CALC', '').lower()
-    if choice == 'emt' or (not choice and all(s in parameters for s in symbols)):
-        return EMT(), 'EMT'
+    choice = os.environ.get("FAKE_VASP_CALC", "").lower()
+    if choice == "emt" or (not choice and all(s in parameters for s in symbols)):
+        return EMT(), "EMT"
     # one sigma for all species: minimum of the pair potential at the mean covalent bond length
     bond = 2 * np.mean([covalent_radii[atomic_numbers[s]] for s in symbols])
     sigma = bond / 2 ** (1 / 6)
-    return LennardJones(sigma=sigma, epsilon=1.0, rc=2.5 * sigma, smooth=True), f'LennardJones(sigma={sigma:.3f})'
+    return LennardJones(sigma=sigma, epsilon=1.0, rc=2.5 * sigma, smooth=True), f"LennardJones(sigma={sigma:.3f})"
 
 
 def scf_steps_needed(ionic_step: int, incar: dict) -> float:
-    if os.environ.get('FAKE_VASP_SCF_FAIL') or 'FAKE_SCF_FAIL' in str(incar.get('SYSTEM', '')).upper():
+    if os.environ.get("FAKE_VASP_SCF_FAIL") or "FAKE_SCF_FAIL" in str(incar.get("SYSTEM", "")).upper():
         return math.inf
-    first = int(os.environ.get('FAKE_VASP_SCF_STEPS', '12'))
+    first = int(os.environ.get("FAKE_VASP_SCF_STEPS", "12"))
     return first if ionic_step == 1 else max(4, first // 2)
 
 
@@ -226,7 +226,9 @@ def fake_dos(eig, weights, ispin, nedos, sigma, emin=None, emax=None):
     for s in range(ispin):
         for k, w in enumerate(weights):
             diff = energy[:, None] - eig[s, k][None, :]
-            dos[s] += spin_factor * w * np.exp(-0.5 * (diff / width) ** 2).sum(axis=1) / (width * math.sqrt(2 * math.pi))
+            dos[s] += (
+                spin_factor * w * np.exp(-0.5 * (diff / width) ** 2).sum(axis=1) / (width * math.sqrt(2 * math.pi))
+            )
     step = energy[1] - energy[0] if nedos > 1 else 1.0
     integrated = np.cumsum(dos, axis=1) * step
     return energy, dos, integrated
@@ -235,11 +237,11 @@ def fake_dos(eig, weights, ispin, nedos, sigma, emin=None, emax=None):
 # ----------------------------------------------------------------------------------------------
 # writers
 # ----------------------------------------------------------------------------------------------
-def _fmt_v(vec, fmt='{:16.8f}'):
-    return ' '.join(fmt.format(float(x)) for x in vec)
+def _fmt_v(vec, fmt="{:16.8f}"):
+    return " ".join(fmt.format(float(x)) for x in vec)
 
 
-def _xml_i(name, value, indent='   '):
+def _xml_i(name, value, indent="   "):
     if isinstance(value, bool):
         return f'{indent}<i type="logical" name="{name}"> {"T" if value else "F"}  </i>'
     if isinstance(value, int):
@@ -247,32 +249,32 @@ def _xml_i(name, value, indent='   '):
     if isinstance(value, float):
         return f'{indent}<i name="{name}">{value:16.8f}</i>'
     if isinstance(value, (list, tuple)):
-        kind = ' type="int"' if all(isinstance(v, int) for v in value) else ''
-        return f'{indent}<v{kind} name="{name}">' + ' '.join(str(v) for v in value) + ' </v>'
+        kind = ' type="int"' if all(isinstance(v, int) for v in value) else ""
+        return f'{indent}<v{kind} name="{name}">' + " ".join(str(v) for v in value) + " </v>"
     return f'{indent}<i type="string" name="{name}">{value}</i>'
 
 
 def _structure_xml(atoms, name=None):
     cell = np.array(atoms.cell)
     rec = np.linalg.inv(cell).T
-    head = f' <structure name="{name}">' if name else '  <structure>'
-    out = [head, '   <crystal>', '    <varray name="basis" >']
-    out += [f'     <v>{_fmt_v(row)} </v>' for row in cell]
-    out += ['    </varray>', f'    <i name="volume">{atoms.get_volume():16.8f} </i>', '    <varray name="rec_basis" >']
-    out += [f'     <v>{_fmt_v(row)} </v>' for row in rec]
-    out += ['    </varray>', '   </crystal>', '   <varray name="positions" >']
-    out += [f'    <v>{_fmt_v(row)} </v>' for row in atoms.get_scaled_positions(wrap=False)]
-    out += ['   </varray>', '  </structure>' if not name else ' </structure>']
+    head = f' <structure name="{name}">' if name else "  <structure>"
+    out = [head, "   <crystal>", '    <varray name="basis" >']
+    out += [f"     <v>{_fmt_v(row)} </v>" for row in cell]
+    out += ["    </varray>", f'    <i name="volume">{atoms.get_volume():16.8f} </i>', '    <varray name="rec_basis" >']
+    out += [f"     <v>{_fmt_v(row)} </v>" for row in rec]
+    out += ["    </varray>", "   </crystal>", '   <varray name="positions" >']
+    out += [f"    <v>{_fmt_v(row)} </v>" for row in atoms.get_scaled_positions(wrap=False)]
+    out += ["   </varray>", "  </structure>" if not name else " </structure>"]
     return out
 
 
-def _energy_xml(energy, indent='   '):
+def _energy_xml(energy, indent="   "):
     return [
-        f'{indent}<energy>',
+        f"{indent}<energy>",
         f'{indent} <i name="e_fr_energy">{energy:16.8f} </i>',
         f'{indent} <i name="e_wo_entrp">{energy:16.8f} </i>',
         f'{indent} <i name="e_0_energy">{energy:16.8f} </i>',
-        f'{indent}</energy>',
+        f"{indent}</energy>",
     ]
 
 
@@ -288,10 +290,10 @@ def species_blocks(symbols):
 
 
 def write_vasprun(path, ctx, steps, finished):
-    atoms0, incar, params = ctx['atoms0'], ctx['incar'], ctx['params']
+    atoms0, incar, params = ctx["atoms0"], ctx["incar"], ctx["params"]
     symbols = atoms0.get_chemical_symbols()
     blocks = species_blocks(symbols)
-    out = ['<?xml version="1.0" encoding="ISO-8859-1"?>', '<modeling>', ' <generator>']
+    out = ['<?xml version="1.0" encoding="ISO-8859-1"?>', "<modeling>", " <generator>"]
     out += [
         '  <i name="program" type="string">vasp </i>',
         f'  <i name="version" type="string">{VERSION}  </i>',
@@ -299,181 +301,232 @@ def write_vasprun(path, ctx, steps, finished):
         '  <i name="platform" type="string">LinuxPython </i>',
         f'  <i name="date" type="string">{time.strftime("%Y %m %d")} </i>',
         f'  <i name="time" type="string">{time.strftime("%H:%M:%S")} </i>',
-        ' </generator>',
-        ' <incar>',
+        " </generator>",
+        " <incar>",
     ]
-    out += [_xml_i(k, v, '  ') for k, v in incar.items()]
-    out += [' </incar>', ' <kpoints>']
-    if ctx['divisions'] is not None:
+    out += [_xml_i(k, v, "  ") for k, v in incar.items()]
+    out += [" </incar>", " <kpoints>"]
+    if ctx["divisions"] is not None:
         out += [
             f'  <generation param="{ctx["kgen"]}">',
-            f'   <v type="int" name="divisions">' + ' '.join(f'{d:8d}' for d in ctx['divisions']) + ' </v>',
+            '   <v type="int" name="divisions">' + " ".join(f"{d:8d}" for d in ctx["divisions"]) + " </v>",
             '   <v name="usershift">      0.00000000       0.00000000       0.00000000 </v>',
-            '  </generation>',
+            "  </generation>",
         ]
-    out += ['  <varray name="kpointlist" >'] + [f'   <v>{_fmt_v(k)} </v>' for k in ctx['kpoints']]
-    out += ['  </varray>', '  <varray name="weights" >'] + [f'   <v>{w:16.8f} </v>' for w in ctx['weights']]
-    out += ['  </varray>', ' </kpoints>', ' <parameters>']
-    for sep, keys in ctx['separators'].items():
+    out += ['  <varray name="kpointlist" >'] + [f"   <v>{_fmt_v(k)} </v>" for k in ctx["kpoints"]]
+    out += ["  </varray>", '  <varray name="weights" >'] + [f"   <v>{w:16.8f} </v>" for w in ctx["weights"]]
+    out += ["  </varray>", " </kpoints>", " <parameters>"]
+    for sep, keys in ctx["separators"].items():
         out.append(f'  <separator name="{sep}" >')
-        out += [_xml_i(k, params[k], '   ') for k in keys]
-        out.append('  </separator>')
-    out += [' </parameters>', ' <atominfo>', f'  <atoms>{len(symbols):8d} </atoms>', f'  <types>{len(blocks):8d} </types>']
+        out += [_xml_i(k, params[k], "   ") for k in keys]
+        out.append("  </separator>")
+    out += [
+        " </parameters>",
+        " <atominfo>",
+        f"  <atoms>{len(symbols):8d} </atoms>",
+        f"  <types>{len(blocks):8d} </types>",
+    ]
     out += [
         '  <array name="atoms" >',
         '   <dimension dim="1">ion</dimension>',
         '   <field type="string">element</field>',
         '   <field type="int">atomtype</field>',
-        '   <set>',
+        "   <set>",
     ]
     for itype, (sym, count) in enumerate(blocks, start=1):
-        out += [f'    <rc><c>{sym:2s}</c><c>{itype:4d}</c></rc>'] * count
-    out += ['   </set>', '  </array>', '  <array name="atomtypes" >', '   <dimension dim="1">type</dimension>']
+        out += [f"    <rc><c>{sym:2s}</c><c>{itype:4d}</c></rc>"] * count
+    out += ["   </set>", "  </array>", '  <array name="atomtypes" >', '   <dimension dim="1">type</dimension>']
     out += [
         '   <field type="int">atomspertype</field>',
         '   <field type="string">element</field>',
-        '   <field>mass</field>',
-        '   <field>valence</field>',
+        "   <field>mass</field>",
+        "   <field>valence</field>",
         '   <field type="string">pseudopotential</field>',
-        '   <set>',
+        "   <set>",
     ]
     for itype, (sym, count) in enumerate(blocks):
-        zval = ctx['zval_per_type'][itype]
-        out.append(f'    <rc><c>{count:4d}</c><c>{sym:2s}</c><c>{1.0:16.8f}</c><c>{zval:16.8f}</c><c>  PAW_PBE {sym} FAKE</c></rc>')
-    out += ['   </set>', '  </array>', ' </atominfo>']
-    out += _structure_xml(atoms0, 'initialpos')
+        zval = ctx["zval_per_type"][itype]
+        out.append(
+            f"    <rc><c>{count:4d}</c><c>{sym:2s}</c><c>{1.0:16.8f}</c><c>{zval:16.8f}</c><c>  PAW_PBE {sym} FAKE</c></rc>"
+        )
+    out += ["   </set>", "  </array>", " </atominfo>"]
+    out += _structure_xml(atoms0, "initialpos")
     for istep, step in enumerate(steps):
-        out.append(' <calculation>')
-        for e_sc in step['scf']:
-            out += ['  <scstep>', '   <time name="dav">    0.01    0.01</time>']
-            out += _energy_xml(e_sc, '   ')
-            out.append('  </scstep>')
-        out += _structure_xml(step['atoms'])
-        out += ['  <varray name="forces" >'] + [f'   <v>{_fmt_v(f)} </v>' for f in step['forces']] + ['  </varray>']
-        out += ['  <varray name="stress" >'] + [f'   <v>{_fmt_v(s)} </v>' for s in step['stress_kb']] + ['  </varray>']
-        out += _energy_xml(step['energy'], '  ')
+        out.append(" <calculation>")
+        for e_sc in step["scf"]:
+            out += ["  <scstep>", '   <time name="dav">    0.01    0.01</time>']
+            out += _energy_xml(e_sc, "   ")
+            out.append("  </scstep>")
+        out += _structure_xml(step["atoms"])
+        out += ['  <varray name="forces" >'] + [f"   <v>{_fmt_v(f)} </v>" for f in step["forces"]] + ["  </varray>"]
+        out += ['  <varray name="stress" >'] + [f"   <v>{_fmt_v(s)} </v>" for s in step["stress_kb"]] + ["  </varray>"]
+        out += _energy_xml(step["energy"], "  ")
         out.append('  <time name="totalsc">    0.05    0.05</time>')
         if istep == len(steps) - 1 and finished:
             out += _eigen_dos_xml(ctx)
-        out.append(' </calculation>')
+        out.append(" </calculation>")
     if finished:
-        out += _structure_xml(steps[-1]['atoms'], 'finalpos')
-        out.append('</modeling>')
-    with open(path, 'w', encoding='utf8') as handle:
-        handle.write('\n'.join(out) + '\n')
+        out += _structure_xml(steps[-1]["atoms"], "finalpos")
+        out.append("</modeling>")
+    with open(path, "w", encoding="utf8") as handle:
+        handle.write("\n".join(out) + "\n")
 
 
 def _eigen_dos_xml(ctx):
-    eig, occ, efermi, ispin = ctx['eig'], ctx['occ'], ctx['efermi'], ctx['ispin']
-    out = ['  <eigenvalues>', '   <array>', '    <dimension dim="1">band</dimension>',
-           '    <dimension dim="2">kpoint</dimension>', '    <dimension dim="3">spin</dimension>',
-           '    <field>eigene</field>', '    <field>occ</field>', '    <set>']
+    eig, occ, efermi, ispin = ctx["eig"], ctx["occ"], ctx["efermi"], ctx["ispin"]
+    out = [
+        "  <eigenvalues>",
+        "   <array>",
+        '    <dimension dim="1">band</dimension>',
+        '    <dimension dim="2">kpoint</dimension>',
+        '    <dimension dim="3">spin</dimension>',
+        "    <field>eigene</field>",
+        "    <field>occ</field>",
+        "    <set>",
+    ]
     for s in range(ispin):
         out.append(f'     <set comment="spin {s + 1}">')
         for k in range(eig.shape[1]):
             out.append(f'      <set comment="kpoint {k + 1}">')
-            out += [f'       <r>{eig[s, k, n]:10.4f} {occ[s, k, n]:9.4f} </r>' for n in range(eig.shape[2])]
-            out.append('      </set>')
-        out.append('     </set>')
-    out += ['    </set>', '   </array>', '  </eigenvalues>']
-    energy, dos, integ = ctx['dos']
-    out += ['  <dos>', f'   <i name="efermi">{efermi:16.8f} </i>', '   <total>', '    <array>',
-            '     <dimension dim="1">gridpoints</dimension>', '     <dimension dim="2">spin</dimension>',
-            '     <field>energy</field>', '     <field>total</field>', '     <field>integrated</field>', '     <set>']
+            out += [f"       <r>{eig[s, k, n]:10.4f} {occ[s, k, n]:9.4f} </r>" for n in range(eig.shape[2])]
+            out.append("      </set>")
+        out.append("     </set>")
+    out += ["    </set>", "   </array>", "  </eigenvalues>"]
+    energy, dos, integ = ctx["dos"]
+    out += [
+        "  <dos>",
+        f'   <i name="efermi">{efermi:16.8f} </i>',
+        "   <total>",
+        "    <array>",
+        '     <dimension dim="1">gridpoints</dimension>',
+        '     <dimension dim="2">spin</dimension>',
+        "     <field>energy</field>",
+        "     <field>total</field>",
+        "     <field>integrated</field>",
+        "     <set>",
+    ]
     for s in range(ispin):
         out.append(f'      <set comment="spin {s + 1}">')
-        out += [f'       <r>{energy[i]:10.4f} {dos[s, i]:12.4f} {integ[s, i]:12.4f} </r>' for i in range(len(energy))]
-        out.append('      </set>')
-    out += ['     </set>', '    </array>', '   </total>']
-    if ctx['lorbit'] >= 10:
-        natoms = len(ctx['atoms0'])
-        orbitals = ['s', 'py', 'pz', 'px', 'dxy', 'dyz', 'dz2', 'dxz', 'x2-y2']
+        out += [f"       <r>{energy[i]:10.4f} {dos[s, i]:12.4f} {integ[s, i]:12.4f} </r>" for i in range(len(energy))]
+        out.append("      </set>")
+    out += ["     </set>", "    </array>", "   </total>"]
+    if ctx["lorbit"] >= 10:
+        natoms = len(ctx["atoms0"])
+        orbitals = ["s", "py", "pz", "px", "dxy", "dyz", "dz2", "dxz", "x2-y2"]
         share = np.array([0.4, 0.2, 0.2, 0.2, 0, 0, 0, 0, 0]) / natoms
-        out += ['   <partial>', '    <array>', '     <dimension dim="1">gridpoints</dimension>',
-                '     <dimension dim="2">spin</dimension>', '     <dimension dim="3">ion</dimension>',
-                '     <field>energy</field>'] + [f'     <field>{o}</field>' for o in orbitals] + ['     <set>']
+        out += (
+            [
+                "   <partial>",
+                "    <array>",
+                '     <dimension dim="1">gridpoints</dimension>',
+                '     <dimension dim="2">spin</dimension>',
+                '     <dimension dim="3">ion</dimension>',
+                "     <field>energy</field>",
+            ]
+            + [f"     <field>{o}</field>" for o in orbitals]
+            + ["     <set>"]
+        )
         for ion in range(natoms):
             out.append(f'      <set comment="ion {ion + 1}">')
             for s in range(ispin):
                 out.append(f'       <set comment="spin {s + 1}">')
-                out += ['        <r>' + f'{energy[i]:10.4f} ' + ' '.join(f'{dos[s, i] * x:8.4f}' for x in share) + ' </r>'
-                        for i in range(len(energy))]
-                out.append('       </set>')
-            out.append('      </set>')
-        out += ['     </set>', '    </array>', '   </partial>']
-    out.append('  </dos>')
+                out += [
+                    "        <r>" + f"{energy[i]:10.4f} " + " ".join(f"{dos[s, i] * x:8.4f}" for x in share) + " </r>"
+                    for i in range(len(energy))
+                ]
+                out.append("       </set>")
+            out.append("      </set>")
+        out += ["     </set>", "    </array>", "   </partial>"]
+    out.append("  </dos>")
     return out
 
 
 def write_outcar(path, ctx, steps, finished, reached):
-    p = ctx['params']
-    natoms = len(ctx['atoms0'])
+    p = ctx["params"]
+    natoms = len(ctx["atoms0"])
     out = [
-        f' vasp.{VERSION} 20Jul23 (build fake) complex',
-        ' executed on             LinuxPython date ' + time.strftime('%Y.%m.%d  %H:%M:%S'),
-        ' running on    1 total cores',
-        ' POTCAR:    ' + '   '.join(f'PAW_PBE {s} FAKE' for s, _ in species_blocks(ctx['atoms0'].get_chemical_symbols())),
-        '',
-        ' Dimension of arrays:',
-        f'   k-points           NKPTS = {len(ctx["kpoints"]):6d}   k-points in BZ     NKDIM = {len(ctx["kpoints"]):6d}'
-        f'   number of bands    NBANDS= {p["NBANDS"]:6d}',
-        f'   number of dos      NEDOS = {p["NEDOS"]:6d}   number of ions     NIONS = {natoms:6d}',
-        '',
-        f' SYSTEM =  {p["SYSTEM"]}',
-        ' Startparameter for this run:',
-        f'   ISTART = {p["ISTART"]:6d}    job   : 0-new  1-cont  2-samecut',
-        f'   ICHARG = {p["ICHARG"]:6d}    charge: 1-file 2-atom 10-const',
-        f'   ISPIN  = {p["ISPIN"]:6d}    spin polarized calculation?',
-        ' Electronic Relaxation 1',
-        f'   ENCUT  = {p["ENCUT"]:7.1f} eV',
-        f'   NELM   = {p["NELM"]:6d};   NELMIN={p["NELMIN"]:3d}; NELMDL={p["NELMDL"]:3d}     # of ELM steps',
-        f'   EDIFF  = {p["EDIFF"]:.1E}   stopping-criterion for ELM',
-        ' Ionic relaxation',
-        f'   EDIFFG = {p["EDIFFG"]:.1E}   stopping-criterion for IOM',
-        f'   NSW    = {p["NSW"]:6d}    number of steps for IOM',
-        f'   IBRION = {p["IBRION"]:6d}    ionic relax: 0-MD 1-quasi-New 2-CG',
-        f'   ISIF   = {p["ISIF"]:6d}    stress and relaxation',
-        f'   POTIM  = {p["POTIM"]:8.4f}    time-step for ionic-motion',
-        f'   NELECT = {p["NELECT"]:10.4f}    total number of electrons',
-        f'   ISMEAR = {p["ISMEAR"]:6d};   SIGMA  = {p["SIGMA"]:6.2f}  broadening in eV -4-tet -1-fermi 0-gaus',
-        f'   calculator used by fake_vasp.py: {ctx["calc_name"]}',
-        '',
+        f" vasp.{VERSION} 20Jul23 (build fake) complex",
+        " executed on             LinuxPython date " + time.strftime("%Y.%m.%d  %H:%M:%S"),
+        " running on    1 total cores",
+        " POTCAR:    "
+        + "   ".join(f"PAW_PBE {s} FAKE" for s, _ in species_blocks(ctx["atoms0"].get_chemical_symbols())),
+        "",
+        " Dimension of arrays:",
+        f"   k-points           NKPTS = {len(ctx['kpoints']):6d}   k-points in BZ     NKDIM = {len(ctx['kpoints']):6d}"
+        f"   number of bands    NBANDS= {p['NBANDS']:6d}",
+        f"   number of dos      NEDOS = {p['NEDOS']:6d}   number of ions     NIONS = {natoms:6d}",
+        "",
+        f" SYSTEM =  {p['SYSTEM']}",
+        " Startparameter for this run:",
+        f"   ISTART = {p['ISTART']:6d}    job   : 0-new  1-cont  2-samecut",
+        f"   ICHARG = {p['ICHARG']:6d}    charge: 1-file 2-atom 10-const",
+        f"   ISPIN  = {p['ISPIN']:6d}    spin polarized calculation?",
+        " Electronic Relaxation 1",
+        f"   ENCUT  = {p['ENCUT']:7.1f} eV",
+        f"   NELM   = {p['NELM']:6d};   NELMIN={p['NELMIN']:3d}; NELMDL={p['NELMDL']:3d}     # of ELM steps",
+        f"   EDIFF  = {p['EDIFF']:.1E}   stopping-criterion for ELM",
+        " Ionic relaxation",
+        f"   EDIFFG = {p['EDIFFG']:.1E}   stopping-criterion for IOM",
+        f"   NSW    = {p['NSW']:6d}    number of steps for IOM",
+        f"   IBRION = {p['IBRION']:6d}    ionic relax: 0-MD 1-quasi-New 2-CG",
+        f"   ISIF   = {p['ISIF']:6d}    stress and relaxation",
+        f"   POTIM  = {p['POTIM']:8.4f}    time-step for ionic-motion",
+        f"   NELECT = {p['NELECT']:10.4f}    total number of electrons",
+        f"   ISMEAR = {p['ISMEAR']:6d};   SIGMA  = {p['SIGMA']:6.2f}  broadening in eV -4-tet -1-fermi 0-gaus",
+        f"   calculator used by fake_vasp.py: {ctx['calc_name']}",
+        "",
     ]
     for i, step in enumerate(steps, start=1):
-        for j, e_sc in enumerate(step['scf'], start=1):
-            out += [f'----------------------------------------- Iteration {i:6d}({j:4d})  ---------------------------------------',
-                    '', '      LOOP:  cpu time      0.0100: real time      0.0100', '']
-        out += ['  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)', '  ---------------------------------------------------',
-                f'  free  energy   TOTEN  = {step["energy"]:18.8f} eV', '',
-                f'  energy  without entropy= {step["energy"]:18.8f}  energy(sigma->0) = {step["energy"]:18.8f}', '',
-                ' POSITION                                       TOTAL-FORCE (eV/Angst)',
-                ' -----------------------------------------------------------------------------------']
-        out += [' ' + _fmt_v(pos, '{:12.5f}') + '    ' + _fmt_v(f, '{:13.6f}') for pos, f in zip(step['atoms'].positions, step['forces'])]
-        out += [' -----------------------------------------------------------------------------------',
-                f'  max |force| = {np.abs(step["forces"]).max():.6f}', '',
-                '     LOOP+:  cpu time      0.0500: real time      0.0500', '']
+        for j, e_sc in enumerate(step["scf"], start=1):
+            out += [
+                f"----------------------------------------- Iteration {i:6d}({j:4d})  ---------------------------------------",
+                "",
+                "      LOOP:  cpu time      0.0100: real time      0.0100",
+                "",
+            ]
+        out += [
+            "  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)",
+            "  ---------------------------------------------------",
+            f"  free  energy   TOTEN  = {step['energy']:18.8f} eV",
+            "",
+            f"  energy  without entropy= {step['energy']:18.8f}  energy(sigma->0) = {step['energy']:18.8f}",
+            "",
+            " POSITION                                       TOTAL-FORCE (eV/Angst)",
+            " -----------------------------------------------------------------------------------",
+        ]
+        out += [
+            " " + _fmt_v(pos, "{:12.5f}") + "    " + _fmt_v(f, "{:13.6f}")
+            for pos, f in zip(step["atoms"].positions, step["forces"])
+        ]
+        out += [
+            " -----------------------------------------------------------------------------------",
+            f"  max |force| = {np.abs(step['forces']).max():.6f}",
+            "",
+            "     LOOP+:  cpu time      0.0500: real time      0.0500",
+            "",
+        ]
     if reached:
-        out += [' reached required accuracy - stopping structural energy minimisation', '']
+        out += [" reached required accuracy - stopping structural energy minimisation", ""]
     if finished:
         elapsed = time.time() - START
         out += [
-            ' General timing and accounting informations for this job:',
-            ' ========================================================',
-            '',
-            f'                  Total CPU time used (sec): {time.process_time():12.3f}',
-            f'                            User time (sec): {time.process_time():12.3f}',
-            f'                          System time (sec): {0.0:12.3f}',
-            f'                         Elapsed time (sec): {elapsed:12.3f}',
-            '',
-            '                   Maximum memory used (kb):       50000.',
-            '                   Average memory used (kb):       40000.',
-            '',
-            '                          Minor page faults:         1000',
-            '                          Major page faults:            0',
-            '                 Voluntary context switches:           10',
+            " General timing and accounting informations for this job:",
+            " ========================================================",
+            "",
+            f"                  Total CPU time used (sec): {time.process_time():12.3f}",
+            f"                            User time (sec): {time.process_time():12.3f}",
+            f"                          System time (sec): {0.0:12.3f}",
+            f"                         Elapsed time (sec): {elapsed:12.3f}",
+            "",
+            "                   Maximum memory used (kb):       50000.",
+            "                   Average memory used (kb):       40000.",
+            "",
+            "                          Minor page faults:         1000",
+            "                          Major page faults:            0",
+            "                 Voluntary context switches:           10",
         ]
-    with open(path, 'w', encoding='utf8') as handle:
-        handle.write('\n'.join(out) + '\n')
+    with open(path, "w", encoding="utf8") as handle:
+        handle.write("\n".join(out) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -484,68 +537,68 @@ def main() -> int:
     from ase import units
 
     stdout = sys.stdout
-    incar = read_incar('INCAR')
-    atoms = ase.io.read('POSCAR', format='vasp')
+    incar = read_incar("INCAR")
+    atoms = ase.io.read("POSCAR", format="vasp")
     symbols = atoms.get_chemical_symbols()
     blocks = species_blocks(symbols)
-    zvals = read_zvals('POTCAR')
+    zvals = read_zvals("POTCAR")
     if len(zvals) != len(blocks):
         zvals = [4.0] * len(blocks)
-    nelect = float(incar.get('NELECT', sum(z * n for z, (_, n) in zip(zvals, blocks))))
-    ispin = int(incar.get('ISPIN', 1))
-    nbands = int(incar.get('NBANDS', max(int(math.ceil(nelect / 2)) + max(4, len(atoms)), 8)))
-    nsw = int(incar.get('NSW', 0))
-    ibrion = int(incar.get('IBRION', -1 if nsw in (0, 1) else 0))
-    ediff = float(incar.get('EDIFF', 1e-4))
-    ediffg = float(incar.get('EDIFFG', 10 * ediff))
+    nelect = float(incar.get("NELECT", sum(z * n for z, (_, n) in zip(zvals, blocks))))
+    ispin = int(incar.get("ISPIN", 1))
+    nbands = int(incar.get("NBANDS", max(int(math.ceil(nelect / 2)) + max(4, len(atoms)), 8)))
+    nsw = int(incar.get("NSW", 0))
+    ibrion = int(incar.get("IBRION", -1 if nsw in (0, 1) else 0))
+    ediff = float(incar.get("EDIFF", 1e-4))
+    ediffg = float(incar.get("EDIFFG", 10 * ediff))
     params = {
-        'SYSTEM': str(incar.get('SYSTEM', 'unknown system')),
-        'PREC': str(incar.get('PREC', 'normal')),
-        'ISTART': int(incar.get('ISTART', 0)),
-        'ICHARG': int(incar.get('ICHARG', 2)),
-        'ENCUT': float(incar.get('ENCUT', 400.0)),
-        'NELECT': nelect,
-        'NBANDS': nbands,
-        'ISMEAR': int(incar.get('ISMEAR', 1)),
-        'SIGMA': float(incar.get('SIGMA', 0.2)),
-        'ISPIN': ispin,
-        'NELM': int(incar.get('NELM', 60)),
-        'NELMIN': int(incar.get('NELMIN', 2)),
-        'NELMDL': int(incar.get('NELMDL', -5)),
-        'EDIFF': ediff,
-        'ALGO': str(incar.get('ALGO', 'Normal')),
-        'NSW': nsw,
-        'IBRION': ibrion,
-        'ISIF': int(incar.get('ISIF', 2)),
-        'POTIM': float(incar.get('POTIM', 0.5)),
-        'EDIFFG': ediffg,
-        'LORBIT': int(incar.get('LORBIT', 0) or 0),
-        'NEDOS': int(incar.get('NEDOS', 301)),
+        "SYSTEM": str(incar.get("SYSTEM", "unknown system")),
+        "PREC": str(incar.get("PREC", "normal")),
+        "ISTART": int(incar.get("ISTART", 0)),
+        "ICHARG": int(incar.get("ICHARG", 2)),
+        "ENCUT": float(incar.get("ENCUT", 400.0)),
+        "NELECT": nelect,
+        "NBANDS": nbands,
+        "ISMEAR": int(incar.get("ISMEAR", 1)),
+        "SIGMA": float(incar.get("SIGMA", 0.2)),
+        "ISPIN": ispin,
+        "NELM": int(incar.get("NELM", 60)),
+        "NELMIN": int(incar.get("NELMIN", 2)),
+        "NELMDL": int(incar.get("NELMDL", -5)),
+        "EDIFF": ediff,
+        "ALGO": str(incar.get("ALGO", "Normal")),
+        "NSW": nsw,
+        "IBRION": ibrion,
+        "ISIF": int(incar.get("ISIF", 2)),
+        "POTIM": float(incar.get("POTIM", 0.5)),
+        "EDIFFG": ediffg,
+        "LORBIT": int(incar.get("LORBIT", 0) or 0),
+        "NEDOS": int(incar.get("NEDOS", 301)),
     }
     separators = {
-        'general': ['SYSTEM', 'PREC'],
-        'electronic': ['ENCUT', 'NELECT', 'NBANDS', 'ALGO', 'ISMEAR', 'SIGMA', 'ISPIN'],
-        'electronic convergence': ['NELM', 'NELMIN', 'NELMDL', 'EDIFF'],
-        'ionic': ['NSW', 'IBRION', 'ISIF', 'POTIM', 'EDIFFG'],
-        'dos': ['LORBIT', 'NEDOS'],
-        'startup': ['ISTART', 'ICHARG'],
+        "general": ["SYSTEM", "PREC"],
+        "electronic": ["ENCUT", "NELECT", "NBANDS", "ALGO", "ISMEAR", "SIGMA", "ISPIN"],
+        "electronic convergence": ["NELM", "NELMIN", "NELMDL", "EDIFF"],
+        "ionic": ["NSW", "IBRION", "ISIF", "POTIM", "EDIFFG"],
+        "dos": ["LORBIT", "NEDOS"],
+        "startup": ["ISTART", "ICHARG"],
     }
     cell = np.array(atoms.cell)
-    kpoints, weights, divisions, kgen = read_kpoints('KPOINTS', cell)
+    kpoints, weights, divisions, kgen = read_kpoints("KPOINTS", cell)
     calc, calc_name = make_calculator(symbols)
     atoms.calc = calc
     atoms0 = atoms.copy()
 
-    print(f' running    1 mpi-ranks, with    1 threads/rank, on    1 nodes', file=stdout)
-    print(f' vasp.{VERSION} 20Jul23 (build fake_vasp.py) complex', file=stdout)
-    print(f' POSCAR found :  {len(blocks)} types and {len(atoms):7d} ions', file=stdout)
-    print(f' fake_vasp.py: {calc_name}, NSW={nsw} IBRION={ibrion} EDIFFG={ediffg} NELM={params["NELM"]}', file=stdout)
-    if params['ISTART'] > 0 and os.path.exists('WAVECAR'):
-        print(' reading WAVECAR', file=stdout)
+    print(" running    1 mpi-ranks, with    1 threads/rank, on    1 nodes", file=stdout)
+    print(f" vasp.{VERSION} 20Jul23 (build fake_vasp.py) complex", file=stdout)
+    print(f" POSCAR found :  {len(blocks)} types and {len(atoms):7d} ions", file=stdout)
+    print(f" fake_vasp.py: {calc_name}, NSW={nsw} IBRION={ibrion} EDIFFG={ediffg} NELM={params['NELM']}", file=stdout)
+    if params["ISTART"] > 0 and os.path.exists("WAVECAR"):
+        print(" reading WAVECAR", file=stdout)
 
     relax = nsw > 0 and ibrion in (1, 2, 3)
     target = atoms
-    if relax and params['ISIF'] >= 3:
+    if relax and params["ISIF"] >= 3:
         from ase.filters import FrechetCellFilter
 
         target = FrechetCellFilter(atoms)
@@ -554,10 +607,10 @@ def main() -> int:
         from ase.optimize import BFGS, FIRE
 
         opt_cls = FIRE if ibrion == 3 else BFGS
-        optimizer = opt_cls(target, logfile=None, maxstep=min(0.2, max(0.05, params['POTIM'] * 0.4)))
+        optimizer = opt_cls(target, logfile=None, maxstep=min(0.2, max(0.05, params["POTIM"] * 0.4)))
 
-    crash = bool(os.environ.get('FAKE_VASP_CRASH'))
-    ionic_fail = bool(os.environ.get('FAKE_VASP_IONIC_FAIL'))
+    crash = bool(os.environ.get("FAKE_VASP_CRASH"))
+    ionic_fail = bool(os.environ.get("FAKE_VASP_IONIC_FAIL"))
     nmax = nsw if relax else 1
     steps, reached, e_prev = [], False, None
     for istep in range(1, nmax + 1):
@@ -569,20 +622,25 @@ def main() -> int:
             stress_voigt = np.zeros((3, 3))
         stress_kb = -np.asarray(stress_voigt) / (0.1 * units.GPa)
         needed = scf_steps_needed(istep, incar)
-        n_scf = int(min(needed, params['NELM']))
-        scf_ok = needed < params['NELM']
+        n_scf = int(min(needed, params["NELM"]))
+        scf_ok = needed < params["NELM"]
         scf = scf_energies(energy, n_scf, scf_ok)
         for j, e_sc in enumerate(scf, start=1):
-            print(f'DAV: {j:3d}    {e_sc: .12E}   {e_sc - (scf[j - 2] if j > 1 else 0.0): .5E}   -0.1E+01   16   0.1E+01', file=stdout)
+            print(
+                f"DAV: {j:3d}    {e_sc: .12E}   {e_sc - (scf[j - 2] if j > 1 else 0.0): .5E}   -0.1E+01   16   0.1E+01",
+                file=stdout,
+            )
         dE = energy - e_prev if e_prev is not None else energy
-        print(f'{istep:4d} F= {energy: .8E} E0= {energy: .8E}  d E ={dE: .6E}', file=stdout)
-        steps.append({'atoms': atoms.copy(), 'energy': energy, 'forces': forces.copy(), 'stress_kb': stress_kb, 'scf': scf})
+        print(f"{istep:4d} F= {energy: .8E} E0= {energy: .8E}  d E ={dE: .6E}", file=stdout)
+        steps.append(
+            {"atoms": atoms.copy(), "energy": energy, "forces": forces.copy(), "stress_kb": stress_kb, "scf": scf}
+        )
         if crash:
             break
         if not relax:
             break
         fmax = float(np.sqrt((forces**2).sum(axis=1)).max())
-        if params['ISIF'] >= 3:
+        if params["ISIF"] >= 3:
             fmax = max(fmax, float(np.abs(stress_voigt).max() * len(atoms)))
         if ediffg < 0:
             converged = fmax < abs(ediffg)
@@ -591,37 +649,49 @@ def main() -> int:
         e_prev = energy
         if converged and not ionic_fail:
             reached = True
-            print(' reached required accuracy - stopping structural energy minimisation', file=stdout)
+            print(" reached required accuracy - stopping structural energy minimisation", file=stdout)
             break
         if istep < nmax:
             optimizer.step()
     finished = not crash
 
     eig, occ, efermi = fake_bands(kpoints, nelect, nbands, ispin, periodic=bool(np.all(atoms.pbc)) and len(kpoints) > 1)
-    dos = fake_dos(eig, weights, ispin, params['NEDOS'], max(params['SIGMA'], 0.05))
+    dos = fake_dos(eig, weights, ispin, params["NEDOS"], max(params["SIGMA"], 0.05))
     ctx = {
-        'atoms0': atoms0, 'incar': incar, 'params': params, 'separators': separators,
-        'kpoints': kpoints, 'weights': weights, 'divisions': divisions, 'kgen': kgen,
-        'zval_per_type': zvals, 'eig': eig, 'occ': occ, 'efermi': efermi, 'ispin': ispin,
-        'dos': dos, 'lorbit': params['LORBIT'], 'calc_name': calc_name,
+        "atoms0": atoms0,
+        "incar": incar,
+        "params": params,
+        "separators": separators,
+        "kpoints": kpoints,
+        "weights": weights,
+        "divisions": divisions,
+        "kgen": kgen,
+        "zval_per_type": zvals,
+        "eig": eig,
+        "occ": occ,
+        "efermi": efermi,
+        "ispin": ispin,
+        "dos": dos,
+        "lorbit": params["LORBIT"],
+        "calc_name": calc_name,
     }
-    write_vasprun('vasprun.xml', ctx, steps, finished)
-    write_outcar('OUTCAR', ctx, steps, finished, reached)
-    last = steps[-1]['atoms']
+    write_vasprun("vasprun.xml", ctx, steps, finished)
+    write_outcar("OUTCAR", ctx, steps, finished, reached)
+    last = steps[-1]["atoms"]
     last.calc = None
-    ase.io.write('CONTCAR', last, format='vasp', direct=True, sort=False)
-    if incar.get('LWAVE', True) is not False:
-        with open('WAVECAR', 'w', encoding='utf8') as handle:
-            handle.write('fake WAVECAR written by fake_vasp.py\n')
-    if incar.get('LCHARG', True) is not False:
-        with open('CHGCAR', 'w', encoding='utf8') as handle:
-            handle.write('fake CHGCAR written by fake_vasp.py\n')
+    ase.io.write("CONTCAR", last, format="vasp", direct=True, sort=False)
+    if incar.get("LWAVE", True) is not False:
+        with open("WAVECAR", "w", encoding="utf8") as handle:
+            handle.write("fake WAVECAR written by fake_vasp.py\n")
+    if incar.get("LCHARG", True) is not False:
+        with open("CHGCAR", "w", encoding="utf8") as handle:
+            handle.write("fake CHGCAR written by fake_vasp.py\n")
     if finished:
-        print(' writing wavefunctions', file=stdout)
+        print(" writing wavefunctions", file=stdout)
         return 0
-    print(' fake_vasp.py: simulated crash (FAKE_VASP_CRASH)', file=stdout)
+    print(" fake_vasp.py: simulated crash (FAKE_VASP_CRASH)", file=stdout)
     return 1
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

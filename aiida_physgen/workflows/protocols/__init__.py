@@ -30,38 +30,44 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = (
-    'get_available_protocols', 'get_default_protocol', 'load_protocol', 'recursive_merge',
-    'generation_protocol', 'family_protocols', 'ProtocolMixin', 'available_domains',
+    "get_available_protocols",
+    "get_default_protocol",
+    "load_protocol",
+    "recursive_merge",
+    "generation_protocol",
+    "family_protocols",
+    "ProtocolMixin",
+    "available_domains",
 )
 
 _DIRECTORY = pathlib.Path(__file__).parent
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read(name: str | pathlib.Path) -> dict:
     """The content of the protocol file ``<name>.yaml`` of this package, or of the file at a given path."""
     import yaml
 
-    filepath = name if isinstance(name, pathlib.Path) else _DIRECTORY / f'{name}.yaml'
+    filepath = name if isinstance(name, pathlib.Path) else _DIRECTORY / f"{name}.yaml"
     if not filepath.is_file():
-        available = sorted(path.stem for path in _DIRECTORY.glob('*.yaml'))
+        available = sorted(path.stem for path in _DIRECTORY.glob("*.yaml"))
         raise ValueError(f"no protocol file '{name}.yaml'; available protocol files: {', '.join(available)}")
-    with filepath.open(encoding='utf-8') as handle:
+    with filepath.open(encoding="utf-8") as handle:
         content = yaml.safe_load(handle)
-    if not isinstance(content, dict) or not isinstance(content.get('protocols'), dict) or not content['protocols']:
+    if not isinstance(content, dict) or not isinstance(content.get("protocols"), dict) or not content["protocols"]:
         raise ValueError(f"protocol file '{filepath}' has no `protocols` mapping")
     return content
 
 
 def get_available_protocols(name: str) -> dict[str, str]:
     """Return the protocols of the file ``<name>.yaml`` mapped to their descriptions."""
-    return {key: value.get('description', '') for key, value in _read(name)['protocols'].items()}
+    return {key: value.get("description", "") for key, value in _read(name)["protocols"].items()}
 
 
 def get_default_protocol(name: str) -> str:
     """Return the protocol used when none is named."""
     content = _read(name)
-    return content.get('default_protocol') or next(iter(content['protocols']))
+    return content.get("default_protocol") or next(iter(content["protocols"]))
 
 
 def recursive_merge(base: Mapping, overrides: Mapping | None) -> dict:
@@ -89,20 +95,18 @@ def load_protocol(
     :raises ValueError: for an unknown protocol or variant, naming it and listing the available ones.
     """
     content = _read(name)
-    protocols = content['protocols']
+    protocols = content["protocols"]
     protocol = protocol if protocol is not None else get_default_protocol(name)
     if protocol not in protocols:
-        raise ValueError(
-            f"unknown protocol '{protocol}' for {name}; available protocols: {', '.join(protocols)}"
-        )
+        raise ValueError(f"unknown protocol '{protocol}' for {name}; available protocols: {', '.join(protocols)}")
     if overrides is not None and not isinstance(overrides, Mapping):
-        raise TypeError(f'`overrides` must be a dictionary, got {type(overrides).__name__}')
+        raise TypeError(f"`overrides` must be a dictionary, got {type(overrides).__name__}")
 
-    defaults = copy.deepcopy(content.get('default_inputs') or {})
-    default_variants = defaults.pop('variants', None) or {}
+    defaults = copy.deepcopy(content.get("default_inputs") or {})
+    default_variants = defaults.pop("variants", None) or {}
     selected = copy.deepcopy(protocols[protocol])
-    selected.pop('description', None)
-    protocol_variants = selected.pop('variants', None) or {}
+    selected.pop("description", None)
+    protocol_variants = selected.pop("variants", None) or {}
 
     if variant is not None:
         available = sorted(set(default_variants) | set(protocol_variants))
@@ -122,7 +126,7 @@ def load_protocol(
 
 # ---------------------------------------------------------------------- generation protocols
 #: keys of a generation protocol: nested family settings, seeds, candidates per model, selection settings
-GENERATION_KEYS = ('settings', 'seeds', 'count', 'selection', 'grid')
+GENERATION_KEYS = ("settings", "seeds", "count", "selection", "grid")
 
 
 def _family_file(family) -> pathlib.Path:
@@ -130,7 +134,7 @@ def _family_file(family) -> pathlib.Path:
 
     family = get_family(family)
     if family.protocol_file is None:
-        raise ValueError(f'protocol: the {family.name} family ships no protocols; give settings explicitly')
+        raise ValueError(f"protocol: the {family.name} family ships no protocols; give settings explicitly")
     return pathlib.Path(family.protocol_file)
 
 
@@ -139,7 +143,9 @@ def family_protocols(family) -> dict[str, str]:
     return get_available_protocols(_family_file(family))
 
 
-def generation_protocol(family, protocol: str | None, target: Mapping, overrides: Mapping | None = None) -> dict[str, Any]:
+def generation_protocol(
+    family, protocol: str | None, target: Mapping, overrides: Mapping | None = None
+) -> dict[str, Any]:
     """The generation inputs (``settings``, ``seeds``, ``count``, ``selection``) of a family's ``protocol``
     for ``target`` (whose kind picks the variant, e.g. molecule or crystal), with ``overrides`` merged in."""
     from aiida_physgen.ml.family import get_family
@@ -148,12 +154,16 @@ def generation_protocol(family, protocol: str | None, target: Mapping, overrides
     path = _family_file(family)
     variant = family.protocol_variant(family.check_target(target))
     content = _read(path)
-    has_variants = any('variants' in block for block in [content.get('default_inputs') or {}, *content['protocols'].values()])
+    has_variants = any(
+        "variants" in block for block in [content.get("default_inputs") or {}, *content["protocols"].values()]
+    )
     inputs = load_protocol(path, protocol, overrides, variant=variant if has_variants else None)
     unknown = sorted(set(inputs) - set(GENERATION_KEYS))
     if unknown:
-        raise ValueError(f"protocol: unknown key(s) {unknown} in the {family.name} protocol {protocol!r} or the "
-                         f"overrides; expected some of {list(GENERATION_KEYS)}")
+        raise ValueError(
+            f"protocol: unknown key(s) {unknown} in the {family.name} protocol {protocol!r} or the "
+            f"overrides; expected some of {list(GENERATION_KEYS)}"
+        )
     return inputs
 
 
@@ -175,13 +185,13 @@ class ProtocolMixin:
     def _protocol_path(cls, domain: str | None = None) -> pathlib.Path:
         if cls._protocol_directory is not None:
             directory = _DIRECTORY / cls._protocol_directory
-            available = sorted(path.stem for path in directory.glob('*.yaml'))
+            available = sorted(path.stem for path in directory.glob("*.yaml"))
             if domain not in available:
                 raise ValueError(f"domain: unknown domain {domain!r} for {cls.__name__}; expected one of {available}")
-            return directory / f'{domain}.yaml'
+            return directory / f"{domain}.yaml"
         if cls._protocol_file is None:
-            raise ValueError(f'{cls.__name__} has no protocol file')
-        return _DIRECTORY / f'{cls._protocol_file}.yaml'
+            raise ValueError(f"{cls.__name__} has no protocol file")
+        return _DIRECTORY / f"{cls._protocol_file}.yaml"
 
     @classmethod
     def get_available_protocols(cls, domain: str | None = None) -> dict[str, str]:
@@ -193,12 +203,17 @@ class ProtocolMixin:
         return get_default_protocol(cls._protocol_path(domain))
 
     @classmethod
-    def get_protocol_inputs(cls, protocol: str | None = None, overrides: Mapping | None = None,
-                            domain: str | None = None, variant: str | None = None) -> dict[str, Any]:
+    def get_protocol_inputs(
+        cls,
+        protocol: str | None = None,
+        overrides: Mapping | None = None,
+        domain: str | None = None,
+        variant: str | None = None,
+    ) -> dict[str, Any]:
         """The inputs of ``protocol`` (the file's ``default_protocol`` when ``None``) with ``overrides`` merged in."""
         return load_protocol(cls._protocol_path(domain), protocol, overrides, variant=variant)
 
 
 def available_domains() -> list[str]:
     """The domains with a screening protocol file (``protocols/screening/<domain>.yaml``)."""
-    return sorted(path.stem for path in (_DIRECTORY / 'screening').glob('*.yaml'))
+    return sorted(path.stem for path in (_DIRECTORY / "screening").glob("*.yaml"))
