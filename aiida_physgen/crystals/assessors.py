@@ -79,8 +79,8 @@ class FormationSettings:
     :param baseline: how the training crystals are put at the cheap level for the baseline: ``relax``
         (relaxed with the cheap method, cell free, as the candidates were), ``single_point`` (their energy
         as given: quicker, slightly above the cheap minimum) or ``none``.
-    :param max_baseline: at most this many training crystals (the first ones) in the baseline; the 99 shipped
-        half-Heuslers relax as primitive cells in well under a minute with CHGNet.
+    :param max_baseline: at most this many training crystals (the first ones) in the baseline, as primitive cells
+        (the 99 shipped half-Heuslers have 3 atoms each).
     :param bins: bins of the formation-energy histogram.
     :param symprec: spglib tolerance (Å) of the DFT minima's space groups.
     """
