@@ -133,9 +133,16 @@ def reference_settings(cheap_settings: Mapping[str, Any] | None) -> cheap_relax.
 
 def elemental_references(elements, settings: cheap_relax.CheapSettings) -> tuple[dict[str, float], StructureBatch]:
     """Energy per atom of every element (eV/atom), from its reference structure relaxed with ``settings``;
-    also the relaxed references."""
+    also the relaxed references. An element whose reference relaxation failed is left out (the formation
+    energies that need it then say so)."""
     relaxed = cheap_relax.relax_batch(properties.elemental_reference_structures(sorted(set(elements))), settings)
-    return properties.reference_energies(relaxed), relaxed
+    ok = (np.asarray(relaxed.info["cheap_failed"]) == 0) & np.isfinite(relaxed.info["cheap_energy"])
+    return (properties.reference_energies(relaxed.subset(np.flatnonzero(ok))) if ok.any() else {}), relaxed
+
+
+def _with_references(batch: StructureBatch, mu: Mapping[str, float]) -> np.ndarray:
+    """Indices of the structures of ``batch`` whose elements all have a reference energy in ``mu``."""
+    return np.array([i for i in range(len(batch)) if set(batch[i].get_chemical_symbols()) <= set(mu)], dtype=np.int64)
 
 
 def mark_crystals(
@@ -317,8 +324,8 @@ class FormationNovelty(Assessor):
                 baseline_label = "training set as given, cheap level"
             failed = np.asarray(at_level.info["cheap_failed"], dtype=bool)
             baseline = np.full(len(at_level), np.nan)
-            if (~failed).any():
-                keep = np.flatnonzero(~failed)
+            keep = np.intersect1d(np.flatnonzero(~failed), _with_references(at_level, mu))
+            if keep.size:
                 baseline[keep] = properties.formation_energies(at_level.subset(keep), mu)
 
         # ---- the DFT minima: what DFT changed, and the cheap level at the DFT geometry
@@ -471,8 +478,8 @@ class FormationNovelty(Assessor):
         at_dft = cheap_relax.single_points(dft_relaxed, relax_settings)
         failed = np.asarray(at_dft.info["cheap_failed"], dtype=bool)
         ef_at_dft = np.full(len(dft_relaxed), np.nan)
-        if (~failed).any():
-            keep = np.flatnonzero(~failed)
+        keep = np.intersect1d(np.flatnonzero(~failed), _with_references(at_dft, mu))
+        if keep.size:
             ef_at_dft[keep] = properties.formation_energies(at_dft.subset(keep), dict(mu))
         novelty = properties.uniqueness_and_novelty(dft_relaxed, data.training, **settings.matcher)["novel"]
         matcher = StructureMatcher(**settings.matcher, primitive_cell=True, scale=True)
