@@ -17,7 +17,8 @@ them. Everything else is the protocol ``workflows/protocols/screening/crystals.y
 Options: ``--protocol fast|paper``, ``--engine gpaw|vasp``, ``--code LABEL`` (the DFT code; GPAW's default is a
 Python on localhost), ``--potcar-family NAME`` (VASP), ``--fake`` (VASP: register and use the fake of
 tests/vasp), ``--training FILE`` (known crystals: a structure file or a CIF folder; default the shipped
-half-Heuslers). Training runs with AiiDA's caching on, so a second launch reuses the trained model. The report
+half-Heuslers). The steps before DFT run with AiiDA's caching on, so a second launch reuses the trained model, the
+candidates and the cheap tier. The report
 (the crystal funnel's counts, the DFT minima, the figures) is printed and written to ``screening_<pk>/``.
 """
 
@@ -108,7 +109,17 @@ groups = ScreeningWorkChain.get_protocol_inputs(protocol, domain="crystals")["ge
 
 start = time.perf_counter()
 with ExitStack() as stack:
-    for name in ("crystal_training_set", "normalise_training_inputs", "train"):
+    # a second launch (another engine, code or DFT setting) reuses the training, the candidates and the cheap tier
+    for name in (
+        "crystal_training_set",
+        "normalise_training_inputs",
+        "train",
+        "generate",
+        "check_validity",
+        "select_representatives",
+        "relax_cheap",
+        "select_for_dft",
+    ):
         stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))
     # the pre-step: the ternaries the crystal GAN can learn from, with what was dropped and why (provenance kept)
     inputs = {"structures": known_crystals(option("--training"))}
