@@ -42,7 +42,8 @@ def main() -> None:
     made = sheets()
     table = compare_with_dft(list(made.values()), {"mode": "lcao", "basis": "dzp", "kpts": (3, 3, 1), "xc": "PBE"})
     print(
-        f"{'sheet':<16} {'atoms':>5} {'DFT (eV)':>9} {'Tersoff (eV)':>12} {'DFT/vac':>8} {'Tersoff/vac':>11} {'GPAW s':>7}"
+        f"{'sheet':<16} {'atoms':>5} {'DFT (eV)':>9} {'Tersoff (eV)':>12} {'DFT/vac':>8} {'Tersoff/vac':>11} "
+        f"{'GPAW s':>7}"
     )
     for name, row in zip(made, table["rows"]):
         print(
@@ -54,7 +55,8 @@ def main() -> None:
     print(
         f"mean absolute error of the excess energies {summary['mae_excess']:.2f} eV "
         f"({summary['mae_per_area']:.1f} meV/Å²), per vacancy {summary['mae_formation']:.2f} eV; "
-        f"slope DFT/Tersoff {summary.get('slope_dft_vs_tersoff', float('nan')):.2f}, r {summary.get('pearson_excess', float('nan')):.3f}"
+        f"slope DFT/Tersoff {summary.get('slope_dft_vs_tersoff', float('nan')):.2f}, "
+        f"r {summary.get('pearson_excess', float('nan')):.3f}"
     )
 
 

@@ -28,7 +28,8 @@ def _xtb_energy(atoms):
 
 
 def test_xtb_relaxes_molecules_and_flags_a_failure():
-    """Rattled molecules relax downhill and converge; a C–O pair 0.001 Å apart fails its SCF without stopping the others."""
+    """Rattled molecules relax downhill and converge; a C–O pair 0.001 Å apart fails its SCF without stopping the
+    others."""
     good = [_rattled("H2O", 1), _rattled("CH3OH", 2, box=12.0), _rattled("CH4", 3)]
     broken = ase.Atoms("CO", positions=[[0, 0, 0], [0, 0, 0.001]])
     structures = [good[0], broken, good[1], good[2]]

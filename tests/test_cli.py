@@ -368,8 +368,9 @@ def test_train_refuses_checkpoints_of_another_training(workdir, tmp_path):
 
 
 def test_train_divergence_exits_3_and_writes_no_model(workdir, tmp_path):
-    result = invoke(train_args("--composition", "C5H12O", "--box", "9.5", "--seeds", "0,1", "--set", "loop.optimizer=adam",
-                               "--set", "loop.lr_generator=1e30", "--set", "loop.lr_critic=1e30", "--steps", "5",
+    result = invoke(train_args("--composition", "C5H12O", "--box", "9.5", "--seeds", "0,1",
+                               "--set", "loop.optimizer=adam", "--set", "loop.lr_generator=1e30",
+                               "--set", "loop.lr_critic=1e30", "--steps", "5",
                                "--status", tmp_path / "status.json", "-o", tmp_path / "nan"), workdir)  # fmt: skip
     assert result.exit_code == EXIT_DIVERGED, result.output
     assert "diverged" in result.output and "NaN" in result.output
@@ -393,8 +394,8 @@ def test_generate_refuses_a_non_model_file(workdir):
 
 
 def test_generate_refuses_a_condition_logan_does_not_take(workdir, trained):
-    result = invoke(["generate", trained / "model_00.pt", "-n", "2", "--condition", '{"energy": 1}', "-o", "none.extxyz"],
-                    workdir)  # fmt: skip
+    result = invoke(["generate", trained / "model_00.pt", "-n", "2", "--condition", '{"energy": 1}',
+                     "-o", "none.extxyz"], workdir)  # fmt: skip
     assert_refused(result, "condition", "logan")
     assert not (workdir / "none.extxyz").exists()
 
@@ -546,7 +547,8 @@ def test_file_commands_need_no_profile(tmp_path):
 def test_ml_layer_imports_no_aiida(tmp_path):
     code = (
         "import sys\n"
-        "import aiida_physgen.ml.logan, aiida_physgen.ml.model_io, aiida_physgen.screening.selection, aiida_physgen.cli\n"
+        "import aiida_physgen.ml.logan, aiida_physgen.ml.model_io, aiida_physgen.screening.selection, "
+        "aiida_physgen.cli\n"
         "loaded = sorted(m for m in sys.modules if m == 'aiida' or m.startswith('aiida.'))\n"
         "assert 'aiida_physgen.ml.logan' in sys.modules\n"
         "print('AIIDA_MODULES', loaded)\n"

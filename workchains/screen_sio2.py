@@ -64,5 +64,6 @@ if levels:
     )
     for level, metrics in levels.items():
         print(
-            f"{TARGET} recovered after {'CHGNet' if level == 'cheap' else 'DFT'}: {'yes' if metrics['recovered'] else 'no'}"
+            f"{TARGET} recovered after {'CHGNet' if level == 'cheap' else 'DFT'}: "
+            f"{'yes' if metrics['recovered'] else 'no'}"
         )

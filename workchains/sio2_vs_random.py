@@ -137,6 +137,7 @@ print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
 for row in rows:
     print("| " + " | ".join(row) + " |")
 print(
-    f"\ntargets recovered: generator {tally['generator']} of {len(targets)}, random {tally['random']} of {len(targets)} "
+    f"\ntargets recovered: generator {tally['generator']} of {len(targets)}, "
+    f"random {tally['random']} of {len(targets)} "
     "(paper, 20 models × 60,000 epochs: generator 6 of 6, random 3 of 6)"
 )

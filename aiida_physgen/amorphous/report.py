@@ -1,8 +1,8 @@
 """The quality report of generated amorphous structures against held-out MD frames, without AiiDA.
 
 What the screening's ``amorphous`` assessor (:mod:`aiida_physgen.amorphous.assessors`) and
-``aiida-physgen amorphous quality`` (the command) both compute: named sets of structures (e.g. ``repap``, ``repap_no_redraws``, ``random``)
-against the held-out end of the melt-quench trajectory, with the measures of
+``aiida-physgen amorphous quality`` (the command) both compute: named sets of structures (e.g. ``repap``,
+``repap_no_redraws``, ``random``) against the held-out end of the melt-quench trajectory, with the measures of
 :mod:`aiida_physgen.amorphous.quality`:
 
 * ``count``: structures in the set;

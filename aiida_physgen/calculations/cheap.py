@@ -41,7 +41,8 @@ def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
     the counts are in the attributes ``cheap_settings``, ``n_converged`` and ``n_failed``.
 
     :param structures: the structures to relax (molecules, crystals, or both with method ``auto``).
-    :param settings: method (auto, gfn2-xtb, chgnet), fmax (eV/Å), max_steps, optimizer (FIRE, BFGS), fix_cell, and tblite's accuracy, electronic_temperature, max_iterations and charge.
+    :param settings: method (auto, gfn2-xtb, chgnet), fmax (eV/Å), max_steps, optimizer (FIRE, BFGS), fix_cell,
+        and tblite's accuracy, electronic_temperature, max_iterations and charge.
     """
     try:
         values = cheap_relax.CheapSettings.from_dict(settings.get_dict() if settings is not None else None)

@@ -148,6 +148,6 @@ def gpaw_code(
         )
         problem = check_python_code(code)
         if problem:
-            raise ValueError(problem)
+            raise ValueError(problem) from None
         code.prepend_text = "export OMP_NUM_THREADS=1"
         return code.store()

@@ -84,7 +84,9 @@ def load_mapping(text: str, option: str) -> dict:
             else:
                 value = json.loads(content)
         except Exception as error:  # noqa: BLE001 - json and yaml raise their own error types
-            raise click.BadParameter(f"cannot read {text!r} ({type(error).__name__}: {error})", param_hint=option)
+            raise click.BadParameter(
+                f"cannot read {text!r} ({type(error).__name__}: {error})", param_hint=option
+            ) from error
     else:
         try:
             value = json.loads(text)

@@ -73,7 +73,9 @@ def _logan_target(composition, cell, box, like, periodic) -> dict[str, Any]:
         try:
             structure = ase.io.read(like)
         except Exception as error:  # noqa: BLE001 - ASE raises many types on unreadable files
-            raise click.BadParameter(f"cannot read {like!r} ({type(error).__name__}: {error})", param_hint="--like")
+            raise click.BadParameter(
+                f"cannot read {like!r} ({type(error).__name__}: {error})", param_hint="--like"
+            ) from error
         matrix, pbc = structure.cell.array, [bool(p) for p in structure.pbc]
         like_composition = composition_string(structure.get_chemical_symbols())
     elif box:
@@ -352,7 +354,8 @@ def _train(
         target = job["target"]
     else:
         raise click.UsageError(
-            "give the target: --target JSON (any family) or, for LoGAN, --composition with one of --box, --cell or --like"
+            "give the target: --target JSON (any family) or, for LoGAN, --composition with one of --box, --cell "
+            "or --like"
         )
     try:
         name = family_name or job.get("family") or (LOGAN_FAMILY if logan_given else None)
@@ -484,7 +487,8 @@ def _train(
             reporter.close()
             log.write(f"failed: cannot write a checkpoint ({error.strerror or error})")
             raise OutputError(
-                f"{'--checkpoint-dir' if checkpoint_dir else '--output'}: cannot write a checkpoint in {str(checkpoints)!r} "
+                f"{'--checkpoint-dir' if checkpoint_dir else '--output'}: cannot write a checkpoint in "
+                f"{str(checkpoints)!r} "
                 f"({error.strerror or error}); the last complete checkpoint is kept: make room and run the same "
                 "command again to resume"
             ) from None

@@ -282,8 +282,8 @@ class StructureSet(Data):
             numbers = batch.numbers[batch.offsets[index] : batch.offsets[index + 1]]
             if numbers.shape != first.shape or not np.array_equal(numbers, first):
                 raise ValueError(
-                    f"structures: structure {index} ({batch.formulas()[index]}, {len(numbers)} atoms) does not have the "
-                    f"same chemical symbols in the same order as structure 0 ({batch.formulas()[0]}, {len(first)} "
+                    f"structures: structure {index} ({batch.formulas()[index]}, {len(numbers)} atoms) does not have "
+                    f"the same chemical symbols in the same order as structure 0 ({batch.formulas()[0]}, {len(first)} "
                     "atoms); a TrajectoryData needs the same atoms in every step"
                 )
             if not np.array_equal(batch.pbc[index], batch.pbc[0]):

@@ -530,8 +530,8 @@ class CrystalGanFamily(GeneratorFamily):
         model's ``symprec``), what a relaxation should get (a face-centred half-Heusler has 3 atoms in it
         against 12 in the conventional cell); the info arrays are those of the conventional cell.
 
-    Generated crystals (conventional cells unless ``cell`` says otherwise) have info ``space_group_requested``, ``space_group_found``,
-    ``symmetric`` (1 when spglib finds the requested group), ``images``, ``merged_atoms``.
+    Generated crystals (conventional cells unless ``cell`` says otherwise) have info ``space_group_requested``,
+    ``space_group_found``, ``symmetric`` (1 when spglib finds the requested group), ``images``, ``merged_atoms``.
     """
 
     name = "crystal_gan"

@@ -580,7 +580,7 @@ class EdnnFamily(GeneratorFamily):
             try:
                 sheets, lattice = read_sheets(subset, where="structures")
             except ValueError as error:  # name the sheet by its index in the whole batch
-                message = _INDEX.sub(lambda m: f"structures[{int(index[int(m.group(1))])}]", str(error))
+                message = _INDEX.sub(lambda m, index=index: f"structures[{int(index[int(m.group(1))])}]", str(error))
                 raise ValueError(message) from None
             _check_fits(lattice, module.focus, f"structures[{int(index[0])}]")
             rows, cols = sheets.shape[-2:]

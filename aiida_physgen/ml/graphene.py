@@ -336,7 +336,8 @@ def atoms_to_occupancy(
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if not (pbc[0] and pbc[1]):
         raise ValueError(
-            f"{where}: the sheet is not periodic in x and y (pbc {pbc.tolist()}); the lattice models need periodic sheets"
+            f"{where}: the sheet is not periodic in x and y (pbc {pbc.tolist()}); the lattice models need periodic "
+            "sheets"
         )
     cell = np.asarray(atoms.cell.array, dtype=float)
     if np.abs(cell[:2, :2] - np.diag(np.diag(cell[:2, :2]))).max() > 1e-6 or np.abs(cell[:2, 2]).max() > 1e-6:

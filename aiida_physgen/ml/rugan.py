@@ -79,8 +79,8 @@ LABEL_QUANTILES = 257
 #: sheets per forward pass when sampling (a fixed size, so samples do not depend on how many are asked for)
 SAMPLE_CHUNK = 256
 
-# The fast protocol (``protocols/rugan.yaml``) trains in about 3 minutes on 2 CPU cores (two members of 800 steps, 195 s) and still
-# learns the label. Measured on 2,048 random 14 × 8 sheets with a synthetic energy (−9.2 eV per
+# The fast protocol (``protocols/rugan.yaml``) trains in about 3 minutes on 2 CPU cores (two members of 800 steps,
+# 195 s) and still learns the label. Measured on 2,048 random 14 × 8 sheets with a synthetic energy (−9.2 eV per
 # 3-coordinated atom, −8.4 eV per other atom): the correlation between requested label and atoms per
 # generated sheet is −0.71 and −0.79 for the two members (−0.89 and −0.92 at scale 2, where the local
 # fluctuations average out; the training sheets' own is −1.00), and the energy per area of the generated

@@ -145,7 +145,8 @@ class CheapResult:
 
 
 def methods_for(batch: StructureBatch, settings: CheapSettings) -> list[str]:
-    """The method relaxing each structure: with ``auto``, CHGNet for a structure periodic along any axis, else GFN2-xTB."""
+    """The method relaxing each structure: with ``auto``, CHGNet for a structure periodic along any axis, else
+    GFN2-xTB."""
     if settings.method != "auto":
         return [settings.method] * len(batch)
     return ["chgnet" if bool(np.any(pbc)) else "gfn2-xtb" for pbc in batch.pbc]
@@ -166,7 +167,8 @@ def check_batch(batch: StructureBatch, settings: CheapSettings) -> list[str]:
             __import__(module)
         except ImportError as error:
             raise ValueError(
-                f"settings.method: {method!r} needs the {module.split('.')[0]} package ({_EXTRA}); importing it failed: {error}"
+                f"settings.method: {method!r} needs the {module.split('.')[0]} package ({_EXTRA}); importing it "
+                f"failed: {error}"
             ) from None
     for index, method in enumerate(methods):
         atoms_numbers = batch.numbers[batch.offsets[index] : batch.offsets[index + 1]]

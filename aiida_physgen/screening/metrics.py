@@ -132,8 +132,8 @@ def discovery_metrics(
     :returns: ``kind``, ``n_structures``, ``n_valid``, ``validity``, ``n_unique``, ``uniqueness``,
         ``n_novel``, ``novelty``, ``keys`` (valid unique basin keys, lowest energy per atom first),
         ``novel_keys``, ``invalid`` (structure counts: ``failed``, and for molecules ``fragments``,
-        ``charge_separated``, ``no_bond_orders``), ``basins`` (one dictionary per basin: :meth:`Basin.to_dict` plus ``sound``
-        and ``novel``), ``training_given``; with ``reference``: ``n_reference``, ``recovered``,
+        ``charge_separated``, ``no_bond_orders``), ``basins`` (one dictionary per basin: :meth:`Basin.to_dict`
+        plus ``sound`` and ``novel``), ``training_given``; with ``reference``: ``n_reference``, ``recovered``,
         ``missing`` (reference keys, in reference order) and ``recovery``; with ``n_dft``:
         ``n_dft`` and ``dft_per_new_basin`` (``None`` when nothing novel was found).
     :raises ValueError: naming the field (``structures``, ``energies``, ``training``, ``reference``,

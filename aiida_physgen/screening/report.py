@@ -477,7 +477,8 @@ def print_report(node, output_dir: str | Path | None = None, file: IO[str] | Non
     cheap = f"cheap tier {t['cheap_s']:.0f} s, " if t["cheap_s"] else ""
     print(
         f"wall time {t['total_s']:.0f} s: training {t['training_s']:.0f} s, {cheap}DFT {t['dft_s']:.0f} s "
-        f"({t['n_dft_runs']} {_engine_name(node)} runs), other {t['other_s']:.0f} s ({t['other_share']:.0%} of the total)"
+        f"({t['n_dft_runs']} {_engine_name(node)} runs), other {t['other_s']:.0f} s "
+        f"({t['other_share']:.0%} of the total)"
         + (f", lost to a dead daemon worker {t['lost_s']:.0f} s" if t["lost_s"] else ""),
         file=file,
     )

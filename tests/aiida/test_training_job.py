@@ -320,7 +320,8 @@ def running_job(workchain, number: int = 0):
 
 
 def training_processes(job) -> list[psutil.Process]:
-    """The ``python -m aiida_physgen train`` process(es) of a job of the direct scheduler (job id = PID of its script)."""
+    """The ``python -m aiida_physgen train`` process(es) of a job of the direct scheduler (job id = PID of its
+    script)."""
     script = psutil.Process(int(job.get_job_id()))
     return [p for p in script.children(recursive=True) if "aiida_physgen" in " ".join(p.cmdline())]
 
@@ -451,7 +452,7 @@ def test_daemon_graphene_chain_trains_both_models_as_jobs(one_worker_daemon, tra
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     bases = {n.label: n for n in node.called_descendants if n.process_label == "TrainingBaseWorkChain"}
     assert set(bases) == {"training_ednn", "train"}  # the EDNN here, the RUGAN in the screening's generation
-    for label, base in bases.items():
+    for _label, base in bases.items():
         (job,) = base.called
         assert job.process_label == "TrainingCalculation" and job.is_finished_ok
     assert node.outputs.ednn.uuid in {m.uuid for m in bases["training_ednn"].outputs.models.values()}

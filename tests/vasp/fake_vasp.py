@@ -347,7 +347,8 @@ def write_vasprun(path, ctx, steps, finished):
     for itype, (sym, count) in enumerate(blocks):
         zval = ctx["zval_per_type"][itype]
         out.append(
-            f"    <rc><c>{count:4d}</c><c>{sym:2s}</c><c>{1.0:16.8f}</c><c>{zval:16.8f}</c><c>  PAW_PBE {sym} FAKE</c></rc>"
+            f"    <rc><c>{count:4d}</c><c>{sym:2s}</c><c>{1.0:16.8f}</c><c>{zval:16.8f}</c>"
+            f"<c>  PAW_PBE {sym} FAKE</c></rc>"
         )
     out += ["   </set>", "  </array>", " </atominfo>"]
     out += _structure_xml(atoms0, "initialpos")
@@ -477,9 +478,10 @@ def write_outcar(path, ctx, steps, finished, reached):
         "",
     ]
     for i, step in enumerate(steps, start=1):
-        for j, e_sc in enumerate(step["scf"], start=1):
+        for j, _e_sc in enumerate(step["scf"], start=1):
             out += [
-                f"----------------------------------------- Iteration {i:6d}({j:4d})  ---------------------------------------",
+                f"----------------------------------------- Iteration {i:6d}({j:4d})  "
+                "---------------------------------------",
                 "",
                 "      LOOP:  cpu time      0.0100: real time      0.0100",
                 "",
