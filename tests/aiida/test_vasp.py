@@ -233,11 +233,9 @@ def test_screening_runs_with_the_vasp_engine_and_reports_like_gpaw(vasp_code, fa
     builder = water_screening(vasp_code, relax_overrides={"potential_family": family}, dft_budget=2)
     results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    relaxations = [
-        link.node
-        for link in node.base.links.get_outgoing().all()
-        if link.link_label.startswith("relax_") and link.link_label != "relax_cheap"
-    ]
+    from aiida_physgen.screening.report import dft_relaxations
+
+    relaxations = dft_relaxations(node)  # under the screening's physgen.relax_set
     assert relaxations and {n.process_label for n in relaxations} == {"VaspRelaxWorkChain"}
     report = results["report"]
     assert report["n_relaxed"] == len(relaxations) == results["funnel"]["n_picked"]

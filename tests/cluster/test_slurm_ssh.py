@@ -138,7 +138,7 @@ def test_screening_relaxes_on_the_slurm_computer(slurm_gpaw_code, node_name):
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     assert results["report"]["n_relaxed"] == 3
 
-    relaxations = [c for c in node.called if c.process_label == "GpawBaseWorkChain"]
+    relaxations = [c for c in node.called_descendants if c.process_label == "GpawBaseWorkChain"]
     assert len(relaxations) == 3 and all(r.is_finished_ok for r in relaxations)
     # every job of every relaxation (a relaxation may restart once or twice) was a SLURM job of its own
     jobs = [c for c in node.called_descendants if c.process_label == "GpawCalculation"]
