@@ -24,7 +24,7 @@ from ..screening.selection import SelectionSettings
 from .orphans import failed_step_exit_code, run_calcfunction_step
 from .training_base import DEFAULT_TRAINING_OPTIONS, launch_training, trained_models
 
-__all__ = ["GenerationWorkChain", "validate_generation_inputs"]
+__all__ = ["GenerationWorkChain", "validate_generation_inputs", "check_training_job"]
 
 
 def validate_generation_inputs(inputs, _ctx=None):
@@ -76,7 +76,7 @@ def validate_generation_inputs(inputs, _ctx=None):
                     raise ValueError(f"validity: {message}")
         elif "validity_settings" in inputs:
             raise ValueError("validity_settings: given without a validity check; set validity too")
-        message = _check_training_job(inputs)
+        message = check_training_job(inputs)
         if message:
             return message
         if "device" in inputs:  # availability is checked where the training runs (it may be a GPU node)
@@ -118,7 +118,7 @@ def named_conditions(inputs) -> dict:
 DEFAULT_CONDITION = "default"
 
 
-def _check_training_job(inputs) -> str | None:
+def check_training_job(inputs) -> str | None:
     """The training code must be a Python interpreter, and the job options what the CalcJob and the
     computer's scheduler accept: checked here, not when the job is submitted inside the chain."""
     from ..calculations.codes import check_python_code

@@ -113,9 +113,9 @@ def validate_graphene_inputs(inputs, _ctx=None):
         family.validate(batch, target, members[0].settings)
         if "device" in inputs:
             resolve_device(inputs["device"].value, check_available="training_code" not in inputs)
-        from .generation import _check_training_job
+        from .generation import check_training_job
 
-        message = _check_training_job(inputs)
+        message = check_training_job(inputs)
         if message:
             return message
     except ValueError as error:
