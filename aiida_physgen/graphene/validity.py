@@ -124,9 +124,10 @@ def _occupancies(batch: StructureBatch) -> tuple[list[np.ndarray | None], list[s
     one, so a bad sheet is named and the others are still read."""
     try:
         sheets, _ = graphene.batch_to_sheets(batch, where="structures")
+    except ValueError:  # some sheet is off the lattice: read them one by one below, naming each bad one
+        sheets = None
+    if sheets is not None:
         return list(sheets), [None] * len(batch)
-    except ValueError:
-        pass
     occupancies: list[np.ndarray | None] = []
     reasons: list[str | None] = []
     for index in range(len(batch)):

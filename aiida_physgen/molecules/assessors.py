@@ -105,8 +105,8 @@ class Discovery(Assessor):
 
                 try:
                     keys, sources = reference_smiles(formula), [f"the shipped {formula} list"]
-                except ValueError:  # no shipped list for this composition
-                    pass
+                except ValueError:  # no shipped list for this composition: nothing to compare against
+                    keys = []
         source = " and ".join(s for s in sources if s)
         return (list(dict.fromkeys(keys)) if keys else None), source
 
