@@ -24,19 +24,17 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, if_
+from aiida.engine import if_
 
 from ..amorphous import md
 from ..calculations.amorphous import amorphous_md, split_trajectory
-from ..calculations.functions import EXIT_CODES
 from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
 from ..ml.family import get_family
 from ..ml.random_structures import random_structures
-from .orphans import failed_step_exit_code, run_calcfunction_step
-from .protocols import ProtocolMixin
-from .screening import ScreeningWorkChain, validate_screening_inputs
+from .orphans import run_calcfunction_step
+from .prestep import ScreeningPreStep, check_screening_at_launch
 
 __all__ = ["AmorphousScreeningWorkChain", "validate_amorphous_inputs", "HELD_OUT", "PRESTEP_KEYS"]
 
@@ -155,16 +153,11 @@ def validate_amorphous_inputs(inputs, _ctx=None):
 
 def _check_screening(inputs, sample: StructureSet) -> str | None:
     """The screening's own launch checks on the inputs it will get (the training frames and the held-out
-    reference); their messages name the ports as this chain has them."""
-    from .generation import validate_generation_inputs
-
+    reference)."""
     screening = dict(inputs.get("screening", {}))
-    generation = dict(screening.get("generation", {}))
-    generation["training"] = sample
-    screening["generation"] = generation
+    generation = {**dict(screening.get("generation", {})), "training": sample}
     screening["references"] = {**dict(screening.get("references", {})), HELD_OUT: sample}
-    message = validate_screening_inputs(screening) or validate_generation_inputs(generation)
-    return None if not message else f"screening.{message}"
+    return check_screening_at_launch(screening, generation)
 
 
 def _cheap_settings(screening, potential: str | None) -> dict:
@@ -175,10 +168,12 @@ def _cheap_settings(screening, potential: str | None) -> dict:
     return values
 
 
-class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
+class AmorphousScreeningWorkChain(ScreeningPreStep):
     """Melt-quench MD → split, then the one screening (RePAP candidates, the held-out frames as its reference)."""
 
     _protocol_file = "screening/amorphous"
+    _validator = staticmethod(validate_amorphous_inputs)
+    _default_label = "amorphous screening"
 
     @classmethod
     def define(cls, spec):
@@ -203,18 +198,11 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
             default=lambda: orm.Float(DEFAULT_HELD_OUT_FRACTION),
             help="Share of the trajectory (its end) kept out of training: the assessor's reference.",
         )
-        spec.expose_inputs(
-            ScreeningWorkChain,
-            namespace="screening",
+        cls.expose_screening_inputs(
+            spec,
             exclude=("generation.training",),
-            namespace_options={
-                "help": "Inputs of the screening (physgen.screening), but the training frames, "
-                "which this chain gives it (and references.held_out, the held-out frames).",
-                # checked by this chain's validator, with frames of the MD's shape
-                "validator": None,
-            },
+            given="the training frames (generation.training) and the held-out frames (references.held_out)",
         )
-        spec.inputs.validator = validate_amorphous_inputs
         spec.outline(
             cls.check_inputs,
             if_(cls.should_run_md)(cls.run_md),
@@ -226,14 +214,6 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
         spec.output("trajectory", valid_type=StructureSet, help="The MD frames the chain learnt from.")
         spec.output("training", valid_type=StructureSet, help="The frames the models trained on.")
         spec.output("held_out", valid_type=StructureSet, help="The held-out end of the trajectory (the reference).")
-        spec.expose_outputs(
-            ScreeningWorkChain,
-            namespace="screening",
-            namespace_options={"help": "Outputs of the screening (assessments, figures, minima...)."},
-        )
-        spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
-        spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
-        spec.exit_code(401, "ERROR_SCREENING_FAILED", message="the screening failed: {message}")
 
     # ------------------------------------------------------------------ protocols
     @classmethod
@@ -275,32 +255,20 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
             placeholder, _ = _sample(builder)
         except ValueError:  # the launch check names the bad input; the screening's builder only needs a set
             placeholder = _stand_in(md.MeltQuenchSettings(), SAMPLE_FRAMES)
-        screening = ScreeningWorkChain.get_builder_from_protocol(
+        inputs = cls.screening_inputs_from_protocol(
             "amorphous",
             placeholder,
             protocol,
-            {**dict(overrides or {}), **{key: None for key in PRESTEP_KEYS}},
+            overrides,
+            PRESTEP_KEYS,
             code=code,
             references=references,
             training_code=training_code,
         )
-        inputs = screening._inputs(prune=True)
-        inputs.get("generation", {}).pop("training", None)
         builder.screening = inputs
         return builder
 
     # ------------------------------------------------------------------ steps
-    def _failed(self, node, process: str):
-        return failed_step_exit_code(self, node, process, EXIT_CODES)
-
-    def check_inputs(self):
-        message = validate_amorphous_inputs(self.inputs)
-        if message:
-            return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
-        if not self.node.label:
-            self.node.label = "amorphous screening"
-        return None
-
     def should_run_md(self):
         if "trajectory" in self.inputs:
             self.ctx.trajectory = self.inputs.trajectory
@@ -366,30 +334,18 @@ class AmorphousScreeningWorkChain(ProtocolMixin, WorkChain):
 
     def screen(self):
         """The one screening, on the training frames, with the held-out frames as its reference."""
-        inputs = AttributeDict(self.exposed_inputs(ScreeningWorkChain, namespace="screening"))
+        inputs = self.screening_inputs()
         inputs.generation = AttributeDict({**dict(inputs.get("generation", {})), "training": self.ctx.training})
         inputs.references = {**dict(inputs.get("references", {})), HELD_OUT: self.ctx.held_out}
         self._filled(inputs)
-        inputs.metadata = {
-            "call_link_label": "screening",
-            "label": "screening",
-            "description": f"screening of structures learnt from {len(self.ctx.training)} MD frames, "
+        return self.submit_screening(
+            inputs,
+            f"screening of structures learnt from {len(self.ctx.training)} MD frames, "
             f"against the {len(self.ctx.held_out)} held-out ones",
-        }
-        node = self.submit(ScreeningWorkChain, **inputs)
-        self.report(f"screening: {node.process_label}<{node.pk}>")
-        return ToContext(screening=node)
-
-    def inspect_screening(self):
-        node = self.ctx.screening
-        if not node.is_finished_ok:
-            return self.exit_codes.ERROR_SCREENING_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
-        return None
+        )
 
     def results(self):
         self.out("trajectory", self.ctx.trajectory)
         self.out("training", self.ctx.training)
         self.out("held_out", self.ctx.held_out)
-        self.out_many(self.exposed_outputs(self.ctx.screening, ScreeningWorkChain, namespace="screening"))
+        self.expose_screening_outputs()

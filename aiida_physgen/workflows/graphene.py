@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiida import orm
-from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, if_
+from aiida.engine import if_
 
 from ..calculations.functions import EXIT_CODES, normalise_training_inputs
 from ..calculations.graphene import label_reference, porous_graphene
@@ -33,9 +32,9 @@ from ..ml import graphene
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members, resolve_device
-from .orphans import failed_step_exit_code, run_calcfunction_step
-from .protocols import ProtocolMixin, generation_protocol
-from .screening import ScreeningWorkChain, validate_screening_inputs
+from .orphans import run_calcfunction_step
+from .prestep import ScreeningPreStep, check_screening_at_launch
+from .protocols import generation_protocol
 from .training_base import launch_training, trained_models
 
 __all__ = ["GrapheneScreeningWorkChain", "validate_graphene_inputs"]
@@ -125,45 +124,22 @@ def validate_graphene_inputs(inputs, _ctx=None):
 
 def _check_screening(inputs, sample: StructureSet) -> str | None:
     """The screening's own launch checks on the inputs it will get: the training sheets, the shared training
-    ports and (a stand-in for) the EDNN; their messages name the ports as this chain has them."""
-    from .generation import validate_generation_inputs
-
+    ports and (a stand-in for) the EDNN."""
     screening = dict(inputs.get("screening", {}))
-    generation = dict(screening.get("generation", {}))
-    generation["training"] = sample
+    generation = {**dict(screening.get("generation", {})), "training": sample}
     for port in SHARED_PORTS:
         if port in inputs:
             generation[port] = inputs[port]
-    screening["generation"] = generation
     screening["cheap_model"] = _CheapModelAtLaunch()
-    message = validate_screening_inputs(screening)
-    if message:
-        ports = (
-            "generation",
-            "cheap_",
-            "engine",
-            "code",
-            "protocol",
-            "relax_",
-            "dos",
-            "funnel",
-            "dft_budget",
-            "max_concurrent",
-            "assessors",
-            "references",
-        )
-        return f"screening.{message}" if message.startswith(ports) else message
-    message = validate_generation_inputs(generation)
-    if message:
-        ports = tuple(name for name in ScreeningWorkChain.spec().inputs["generation"] if name != "training")
-        return f"screening.generation.{message}" if message.startswith(ports) else f"screening.generation: {message}"
-    return None
+    return check_screening_at_launch(screening, generation)
 
 
-class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
+class GrapheneScreeningWorkChain(ScreeningPreStep):
     """Sheets → reference labels → EDNN, then the one screening (RUGAN candidates, the EDNN as cheap tier)."""
 
     _protocol_file = "screening/graphene"
+    _validator = staticmethod(validate_graphene_inputs)
+    _default_label = "porous graphene screening"
 
     @classmethod
     def define(cls, spec):
@@ -218,18 +194,11 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
             required=False,
             help="metadata.options of both training jobs (resources, max_wallclock_seconds, queue_name...).",
         )
-        spec.expose_inputs(
-            ScreeningWorkChain,
-            namespace="screening",
+        cls.expose_screening_inputs(
+            spec,
             exclude=("generation.training", *(f"generation.{port}" for port in SHARED_PORTS), "cheap_model"),
-            namespace_options={
-                "help": "Inputs of the screening (physgen.screening), but the training sheets, the "
-                "EDNN and the training ports, which this chain gives it.",
-                # checked by this chain's validator, with the sheets and the EDNN it will have
-                "validator": None,
-            },
+            given="the training sheets, the EDNN (cheap_model) and the training ports",
         )
-        spec.inputs.validator = validate_graphene_inputs
         spec.outline(
             cls.check_inputs,
             if_(cls.should_make_sheets)(cls.make_sheets, cls.label),
@@ -244,15 +213,7 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
             "training", valid_type=StructureSet, help="The labelled sheets the EDNN and the generator learnt from."
         )
         spec.output("ednn", valid_type=GeneratorModel, help="The EDNN surrogate (first seed): the cheap tier.")
-        spec.expose_outputs(
-            ScreeningWorkChain,
-            namespace="screening",
-            namespace_options={"help": "Outputs of the screening (assessments, figures, minima...)."},
-        )
-        spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
-        spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
-        spec.exit_code(401, "ERROR_SCREENING_FAILED", message="the screening failed: {message}")
 
     # ------------------------------------------------------------------ protocols
     @classmethod
@@ -308,17 +269,10 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
             builder.training_code = training_code
 
         placeholder = training if training is not None else _sample_sheets(builder)
-        screening = ScreeningWorkChain.get_builder_from_protocol(
-            "graphene",
-            placeholder,
-            protocol,
-            {**dict(overrides or {}), **{key: None for key in PRESTEP_KEYS}},
-            code=code,
-            references=references,
+        inputs = cls.screening_inputs_from_protocol(
+            "graphene", placeholder, protocol, overrides, PRESTEP_KEYS, code=code, references=references
         )
-        inputs = _plain_inputs(screening)
         generation = inputs.get("generation", {})
-        generation.pop("training", None)
         for port in SHARED_PORTS:  # one port each, shared by both trainings
             if port in generation:
                 builder[port] = generation.pop(port)
@@ -329,24 +283,12 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
         return builder
 
     # ------------------------------------------------------------------ helpers
-    def _failed(self, node, process: str):
-        """Map a failed step onto this workchain's exit code of the same meaning."""
-        return failed_step_exit_code(self, node, process, EXIT_CODES)
-
     def _ednn(self) -> GeneratorModel:
         """The EDNN the screening uses: the first seed's model."""
         models = self.ctx.ednn_models
         return models[sorted(models)[0]]
 
     # ------------------------------------------------------------------ steps
-    def check_inputs(self):
-        message = validate_graphene_inputs(self.inputs)
-        if message:
-            return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
-        if not self.node.label:
-            self.node.label = "porous graphene screening"
-        return None
-
     def should_make_sheets(self):
         if "training" in self.inputs:
             self.ctx.training = self.inputs.training
@@ -408,7 +350,7 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
 
     def screen(self):
         """The one screening, on the labelled sheets, with the EDNN as its cheap model."""
-        inputs = AttributeDict(self.exposed_inputs(ScreeningWorkChain, namespace="screening"))
+        inputs = self.screening_inputs()
         generation = dict(inputs.get("generation", {}))
         generation["training"] = self.ctx.training
         for port in SHARED_PORTS:
@@ -416,40 +358,16 @@ class GrapheneScreeningWorkChain(ProtocolMixin, WorkChain):
                 generation[port] = self.inputs[port]
         inputs.generation = generation
         inputs.cheap_model = self._ednn()
-        inputs.metadata = {
-            "call_link_label": "screening",
-            "label": "screening",
-            "description": f"screening of generated sheets, learnt from {len(self.ctx.training)} "
-            "labelled sheets, with the EDNN as cheap tier",
-        }
-        node = self.submit(ScreeningWorkChain, **inputs)
-        self.report(f"screening: {node.process_label}<{node.pk}>")
-        return ToContext(screening=node)
-
-    def inspect_screening(self):
-        node = self.ctx.screening
-        if not node.is_finished_ok:
-            return self.exit_codes.ERROR_SCREENING_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
-        return None
+        return self.submit_screening(
+            inputs,
+            f"screening of generated sheets, learnt from {len(self.ctx.training)} labelled sheets, "
+            "with the EDNN as cheap tier",
+        )
 
     def results(self):
         self.out("training", self.ctx.training)
         self.out("ednn", self._ednn())
-        self.out_many(self.exposed_outputs(self.ctx.screening, ScreeningWorkChain, namespace="screening"))
-
-
-def _plain_inputs(namespace) -> dict:
-    """The values of a builder (namespace) as nested dictionaries, empty namespaces left out."""
-    out = {}
-    for key, value in namespace.items():
-        if isinstance(value, Mapping) and not isinstance(value, orm.Data):
-            value = _plain_inputs(value)
-            if not value:
-                continue
-        out[key] = value
-    return out
+        self.expose_screening_outputs()
 
 
 def _reference_for_assessor(assessors: orm.Dict, reference: Mapping | None) -> orm.Dict:
