@@ -1,6 +1,6 @@
 """``physgen.relax_set``: relax a set of structures with any relaxation engine, throttled and reused.
 
-    structures ──engine (GPAW | VASP | yours), one process each, at most ``max_concurrent`` in flight──▶
+    structures ──engine (GPAW | VASP | yours), one process each, at most ``max_concurrent_relaxations`` in flight──▶
         relaxed structures, output parameters (energy), DOS
 
 Every place that relaxes more than one structure uses this chain: the screening's DFT stage, and through
@@ -8,7 +8,7 @@ it every domain's study. What it does for its caller:
 
 * **one comparison**: the engine's set-level settings (GPAW: one box for all molecules) are computed once,
   for the whole set, and given to every relaxation, however the throttle batches them;
-* **throttle**: at most ``max_concurrent`` relaxations in flight; the chain submits up to the limit, waits
+* **throttle**: at most ``max_concurrent_relaxations`` in flight; the chain submits up to the limit, waits
   until any one of them ends (:mod:`aiida_physgen.workflows.await_any`), tops up, and so on. The default
   follows the code's computer: its cores on a computer without a scheduler queue (localhost), 50 with one;
 * **reuse**: a relaxation that finished OK before with the same content key (structure, engine, code,
@@ -33,6 +33,7 @@ from .relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_ke
 __all__ = [
     "RelaxSetWorkChain",
     "validate_relax_set_inputs",
+    "check_relaxation_inputs",
     "default_concurrency",
     "SCHEDULED_CONCURRENCY",
     "RELAXATIONS_EXTRA",
@@ -65,33 +66,34 @@ def resolve_protocol(engine, inputs) -> str:
     return inputs["protocol"].value if "protocol" in inputs else engine.default_protocol()
 
 
-def validate_relax_set_inputs(inputs, _ctx=None):
+def check_relaxation_inputs(inputs, periodic: bool | None, elements: list[str] | None) -> str | None:
     """Engine, code, protocol and overrides checked by the engine itself (a typo in an override fails here, at
-    launch, naming the key), the throttle's limit, and the structures' periodicity against the engine."""
+    launch, naming the key) for structures of that periodicity and those elements, and the throttle's limit.
+    The screening calls it at launch, before it has the structures, with its target's kind."""
     try:
         engine = get_engine(inputs["engine"].value if "engine" in inputs else DEFAULT_ENGINE, "structure")
+        protocol = resolve_protocol(engine, inputs)
     except ValueError as error:
         return str(error)
-    structures = dict(inputs.get("structures", {}))
-    periodic = {bool(any(s.pbc)) for s in structures.values()}
-    elements = sorted({kind.symbol for s in structures.values() for kind in s.kinds}) or None
     overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
     code = inputs.get("code") or engine.default_code()
     message = engine.validate(
-        code,
-        resolve_protocol(engine, inputs),
-        overrides,
-        inputs["dos"].value if "dos" in inputs else True,
-        periodic.pop() if len(periodic) == 1 else None,
-        elements,
+        code, protocol, overrides, inputs["dos"].value if "dos" in inputs else True, periodic, elements
     )
     if message:
         return f"relax_{message}" if message.startswith("overrides") else message
-    if "max_concurrent" in inputs and inputs["max_concurrent"].value < 1:
-        return (
-            f"max_concurrent: got {inputs['max_concurrent'].value}, expected a positive number of relaxations in flight"
-        )
+    limit = inputs.get("max_concurrent_relaxations")
+    if limit is not None and limit.value < 1:
+        return f"max_concurrent_relaxations: got {limit.value}, expected a positive number of relaxations in flight"
     return None
+
+
+def validate_relax_set_inputs(inputs, _ctx=None):
+    """:func:`check_relaxation_inputs` for the structures given."""
+    structures = dict(inputs.get("structures", {}))
+    periodic = {bool(any(s.pbc)) for s in structures.values()}
+    elements = sorted({kind.symbol for s in structures.values() for kind in s.kinds}) or None
+    return check_relaxation_inputs(inputs, periodic.pop() if len(periodic) == 1 else None, elements)
 
 
 class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
@@ -127,16 +129,16 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
             required=False,
             help="Nested overrides merged into the engine's protocol inputs.",
         )
-        spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of each.")
+        spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation.")
         spec.input(
-            "max_concurrent",
+            "max_concurrent_relaxations",
             valid_type=orm.Int,
             required=False,
             help="The most relaxations in flight at once (default: the computer's cores on localhost, "
             f"{SCHEDULED_CONCURRENCY} on a computer with a queueing scheduler).",
         )
         spec.input(
-            "reuse",
+            "reuse_relaxations",
             valid_type=orm.Bool,
             default=lambda: orm.Bool(True),
             help="Use a relaxation that finished OK before with the same content key instead of running it.",
@@ -177,7 +179,9 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
         # throttle submits: a batch alone would get a box of its own and energies that cannot be compared
         self.ctx.overrides = engine.shared_overrides(structures, self.ctx.protocol, overrides)
         self.ctx.limit = (
-            self.inputs.max_concurrent.value if "max_concurrent" in self.inputs else default_concurrency(code)
+            self.inputs.max_concurrent_relaxations.value
+            if "max_concurrent_relaxations" in self.inputs
+            else default_concurrency(code)
         )
         self.ctx.relaxation_keys, self.ctx.pks, self.ctx.pending, self.ctx.submitted, self.ctx.running = (
             {},
@@ -193,7 +197,7 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
                 structures[label], engine.name, code, self.ctx.protocol, self.ctx.overrides, self.inputs.dos.value
             )
             self.ctx.relaxation_keys[label] = key
-            done = finished_relaxation(key) if self.inputs.reuse.value else None
+            done = finished_relaxation(key) if self.inputs.reuse_relaxations.value else None
             if done is not None:
                 self.ctx.pks[label] = done.pk
                 reused.append(f"{label} <{done.pk}>")

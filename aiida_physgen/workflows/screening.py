@@ -29,11 +29,11 @@ from aiida.engine import ToContext, WorkChain, if_
 from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
-from ..engines import DEFAULT_CHEAP_ENGINE, DEFAULT_ENGINE, get_engine
+from ..engines import DEFAULT_CHEAP_ENGINE, get_engine
 from .generation import GenerationWorkChain, named_conditions, validate_generation_inputs
 from .orphans import run_calcfunction_step
 from .protocols import ProtocolMixin
-from .relax_set import RelaxSetWorkChain, resolve_protocol, validate_relax_set_inputs
+from .relax_set import RelaxSetWorkChain, check_relaxation_inputs, validate_relax_set_inputs
 
 __all__ = ["ScreeningWorkChain", "validate_screening_inputs"]
 
@@ -88,24 +88,8 @@ def validate_screening_inputs(inputs, _ctx=None):
     relax, with the protocol and ``relax_overrides``, and its own validation speaks: a typo like ``ecutt``
     fails here, at launch, not after the training, generation and selection. Then the cheap tier, the
     assessors and their reference sets."""
-    try:
-        engine = get_engine(inputs["engine"].value if "engine" in inputs else DEFAULT_ENGINE, "structure")
-        protocol = resolve_protocol(engine, inputs)
-    except ValueError as error:
-        return str(error)
     periodic, elements, _ = _kind(inputs)
-    overrides = inputs["relax_overrides"].get_dict() if "relax_overrides" in inputs else None
-    code = inputs.get("code") or engine.default_code()
-    message = engine.validate(
-        code, protocol, overrides, inputs["dos"].value if "dos" in inputs else True, periodic, elements
-    )
-    if message and message.startswith("overrides"):
-        message = f"relax_{message}"  # the port's name in this work chain
-    if not message and "max_concurrent_relaxations" in inputs and inputs["max_concurrent_relaxations"].value < 1:
-        message = (
-            f"max_concurrent_relaxations: got {inputs['max_concurrent_relaxations'].value}, "
-            "expected a positive number of relaxations in flight"
-        )
+    message = check_relaxation_inputs(inputs, periodic, elements)
     return message or _check_funnel(inputs, periodic) or _check_assessors(inputs)
 
 
@@ -167,33 +151,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             namespace="generation",
             namespace_options={"help": "Inputs of the generation chain (training → selection)."},
         )
-        spec.input(
-            "engine",
-            valid_type=orm.Str,
-            default=lambda: orm.Str(DEFAULT_ENGINE),
-            help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.",
-        )
-        spec.input(
-            "code",
-            valid_type=orm.AbstractCode,
-            required=False,
-            help="Code of the relaxation engine; the engine's default code when absent (GPAW: localhost).",
-        )
-        spec.input(
-            "protocol",
-            valid_type=orm.Str,
-            required=False,
-            help="Protocol of the relaxation engine; its protocol file's default_protocol when absent.",
-        )
-        spec.input(
-            "relax_overrides",
-            valid_type=orm.Dict,
-            required=False,
-            help="Nested overrides merged into the engine's protocol inputs.",
-        )
-        spec.input(
-            "dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation."
-        )
+        spec.expose_inputs(RelaxSetWorkChain, exclude=("structures",))
         spec.input(
             "funnel",
             valid_type=orm.Bool,
@@ -225,20 +183,6 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             valid_type=GeneratorModel,
             required=False,
             help="With the funnel: the trained model a cheap engine needs (the EDNN surrogate).",
-        )
-        spec.input(
-            "max_concurrent_relaxations",
-            valid_type=orm.Int,
-            required=False,
-            help="The most relaxations in flight at once (default: the computer's cores on localhost, 50 "
-            "with a queueing scheduler); the rest wait and are submitted as others finish.",
-        )
-        spec.input(
-            "reuse_relaxations",
-            valid_type=orm.Bool,
-            default=lambda: orm.Bool(True),
-            help="Use a relaxation that finished OK before (same structure content, engine, code and "
-            "settings; the extra 'physgen_relaxation_key') instead of running it again.",
         )
         spec.input(
             "assessors",
@@ -535,20 +479,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
 
     def relax(self):
         """Relax the picked structures as one set (``physgen.relax_set``): throttled, reused, one comparison."""
-        inputs = {
-            "structures": self._dft_structures(),
-            "engine": self.inputs.engine,
-            "dos": self.inputs.dos,
-            "reuse": self.inputs.reuse_relaxations,
-        }
-        for port, target in (
-            ("code", "code"),
-            ("protocol", "protocol"),
-            ("relax_overrides", "relax_overrides"),
-            ("max_concurrent_relaxations", "max_concurrent"),
-        ):
-            if port in self.inputs:
-                inputs[target] = self.inputs[port]
+        inputs = {**self.exposed_inputs(RelaxSetWorkChain), "structures": self._dft_structures()}
         message = validate_relax_set_inputs(inputs)
         if message:
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
