@@ -49,6 +49,7 @@ from .crystal_build import build_crystals, primitive_cells
 from .crystal_data import TrainingCrystals, symbols_of, training_crystals
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily, keys_checked
+from .settings import is_finite_number, is_positive_int
 from .space_groups import (
     MAX_OPERATIONS,
     constrain_lengths,
@@ -72,18 +73,6 @@ SAMPLE_CHUNK = 512
 #: the cells a generated crystal can be given in (the condition's ``cell``), the default first
 CELLS = ("conventional", "primitive")
 _OP_FEATURES = MAX_OPERATIONS * 12
-
-
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
-
-
-def _number(value: Any) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(float(value))
-    )
 
 
 @dataclass
@@ -131,21 +120,19 @@ class CrystalGanSettings:
 
     def __post_init__(self) -> None:
         for name in ("noise_dim", "embedding", "hidden", "layers", "critic_hidden", "critic_layers", "augmentations"):
-            if not _positive_int(getattr(self, name)):
+            if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a positive integer")
         for name in ("lambda_inter", "lambda_intra", "lambda_volume", "lambda_abc", "length_margin"):
             value = getattr(self, name)
-            if not _number(value) or value < 0:
+            if not is_finite_number(value) or value < 0:
                 raise ValueError(f"{name}: got {value!r}, expected a finite non-negative number")
-        if not _number(self.distance_offset):
+        if not is_finite_number(self.distance_offset):
             raise ValueError(f"distance_offset: got {self.distance_offset!r}, expected a finite distance in Å")
         for name in ("merge_distance", "symprec"):
             value = getattr(self, name)
-            if not _number(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise ValueError(f"{name}: got {value!r}, expected a positive distance in Å")
-        for name in ("lr_generator", "lr_critic"):
-            if isinstance(getattr(self.loop, name), (list, tuple)):
-                raise ValueError(f"loop.{name}: expected one learning rate per model; vary it with a grid instead")
+        self.loop.require_one_learning_rate()
 
 
 # ---------------------------------------------------------------------- conditions
@@ -642,7 +629,7 @@ class CrystalGanFamily(GeneratorFamily):
         if cell not in CELLS:
             raise ValueError(f"condition.cell: got {cell!r}, expected one of {list(CELLS)}")
         merge = condition.get("merge_distance", config.get("merge_distance", 1.5))
-        if not _number(merge) or merge <= 0:
+        if not is_finite_number(merge) or merge <= 0:
             raise ValueError(f"condition.merge_distance: got {merge!r}, expected a positive distance in Å")
         # without a model (a launch check) there are no training groups: only a given group is checked
         trained = {int(g): int(c) for g, c in config.get("training_space_groups", {}).items()}

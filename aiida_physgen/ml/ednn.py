@@ -47,7 +47,7 @@ from .ensemble import Stream, member_seed
 from .family import GeneratorFamily
 from .graphene import Lattice, batch_to_sheets, encode_zigzag
 from .loop import MemberModulesTrainer
-from .settings import require_positive_ints
+from .settings import is_finite_number, is_positive_int, require_positive_ints
 
 __all__ = [
     "EdnnLoopSettings",
@@ -67,15 +67,6 @@ ACTIVATIONS = ("silu", "relu", "tanh", "softplus")
 #: tiles evaluated at once by :meth:`EdnnFamily.predict`: small chunks stay in the CPU caches (measured
 #: 0.07 ms per 1× sheet in chunks of 2,048–4,096 tiles, 0.12 ms in chunks of 32,768 or more)
 PREDICT_TILES = 4096
-
-
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
-
-
-def _number(value: Any) -> bool:
-    real = (int, float, np.integer, np.floating)
-    return not isinstance(value, bool) and isinstance(value, real) and math.isfinite(value)
 
 
 @dataclass
@@ -105,13 +96,13 @@ class EdnnLoopSettings:
                 "log_every": "a positive logging interval in steps",
             },
         )
-        if not _number(self.lr) or self.lr <= 0:
+        if not is_finite_number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
-        if not _number(self.lr_final) or not 0 < self.lr_final <= 1:
+        if not is_finite_number(self.lr_final) or not 0 < self.lr_final <= 1:
             raise ValueError(f"lr_final: got {self.lr_final!r}, expected the final fraction of lr, in (0, 1]")
-        if not _number(self.weight_decay) or self.weight_decay < 0:
+        if not is_finite_number(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay: got {self.weight_decay!r}, expected a finite non-negative number")
-        if not _number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
+        if not is_finite_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
             raise ValueError(
                 f"validation_fraction: got {self.validation_fraction!r}, expected the fraction of sheets held out, "
                 "in (0, 1)"
@@ -150,7 +141,7 @@ class EdnnSettings:
         if (
             not isinstance(focus, (list, tuple))
             or len(focus) != 2
-            or not all(_positive_int(f) for f in focus)
+            or not all(is_positive_int(f) for f in focus)
             or focus[0] % CELL[0]
             or focus[1] % CELL[1]
         ):
@@ -168,7 +159,7 @@ class EdnnSettings:
             raise ValueError(f"context: got {context!r}, expected (rows, columns) of non-negative border widths")
         self.context = (int(context[0]), int(context[1]))
         hidden = self.hidden
-        if not isinstance(hidden, (list, tuple)) or not hidden or not all(_positive_int(h) for h in hidden):
+        if not isinstance(hidden, (list, tuple)) or not hidden or not all(is_positive_int(h) for h in hidden):
             raise ValueError(f"hidden: got {hidden!r}, expected a non-empty list of positive layer widths")
         self.hidden = tuple(int(h) for h in hidden)
         if self.activation not in ACTIVATIONS:

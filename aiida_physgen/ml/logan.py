@@ -90,9 +90,7 @@ class LoganSettings:
                 raise ValueError(f"{name}: got {value!r}, expected {expected}")
         if isinstance(self.rattle_copies, bool) or not isinstance(self.rattle_copies, int) or self.rattle_copies < 0:
             raise ValueError(f"rattle_copies: got {self.rattle_copies!r}, expected a non-negative integer")
-        for name in ("lr_generator", "lr_critic"):
-            if isinstance(getattr(self.loop, name), (list, tuple)):
-                raise ValueError(f"loop.{name}: expected one learning rate per model; vary it with a grid instead")
+        self.loop.require_one_learning_rate()
 
 
 def _heights(cell: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ from .batch import StructureBatch
 from .ensemble import Stream, member_seed
 from .family import GeneratorFamily, keys_checked
 from .loop import MemberModulesTrainer
-from .settings import require_positive_ints
+from .settings import is_finite_number, is_positive_int, require_positive_ints
 
 __all__ = [
     "RepapLoopSettings",
@@ -75,18 +75,6 @@ class MinimumDistanceError(ValueError):
     """The minimum distance could not be met within the bounded number of redraws and restarts."""
 
 
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
-
-
-def _number(value: Any) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-    )
-
-
 # ---------------------------------------------------------------------- settings
 @dataclass
 class RepapLoopSettings:
@@ -113,11 +101,11 @@ class RepapLoopSettings:
                 "log_every": "a positive logging interval in steps",
             },
         )
-        if not _number(self.lr) or self.lr <= 0:
+        if not is_finite_number(self.lr) or self.lr <= 0:
             raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
-        if not _number(self.clip_norm) or self.clip_norm <= 0:
+        if not is_finite_number(self.clip_norm) or self.clip_norm <= 0:
             raise ValueError(f"clip_norm: got {self.clip_norm!r}, expected a positive gradient-norm bound")
-        if not _number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
+        if not is_finite_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
             raise ValueError(
                 f"validation_fraction: got {self.validation_fraction!r}, expected the fraction of "
                 "frames held out, in (0, 1)"
@@ -148,13 +136,13 @@ class RepapSettings:
     loop: RepapLoopSettings = field(default_factory=RepapLoopSettings)
 
     def __post_init__(self) -> None:
-        if not _positive_int(self.bins) or self.bins < 2:
+        if not is_positive_int(self.bins) or self.bins < 2:
             raise ValueError(f"bins: got {self.bins!r}, expected at least 2 grid points per cell vector")
         self.bins = int(self.bins)
-        if not _number(self.sigma) or self.sigma <= 0:
+        if not is_finite_number(self.sigma) or self.sigma <= 0:
             raise ValueError(f"sigma: got {self.sigma!r}, expected a positive Gaussian width in bins")
         require_positive_ints(self, {"hidden": "a positive LSTM width", "layers": "a positive number of LSTM layers"})
-        if not _number(self.dropout) or not 0 <= self.dropout < 1:
+        if not is_finite_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: got {self.dropout!r}, expected a probability in [0, 1)")
         if not isinstance(self.jitter, (bool, np.bool_)):
             raise ValueError(f"jitter: got {self.jitter!r}, expected true or false")
@@ -589,18 +577,18 @@ class RepapFamily(GeneratorFamily):
         )
         out = {**self.CONDITION_DEFAULTS, **condition}
         d = out["min_distance"]
-        if not _number(d) or d < 0:
+        if not is_finite_number(d) or d < 0:
             raise ValueError(f"condition.min_distance: got {d!r}, expected a distance in Å ≥ 0 (0: no redraws)")
         out["min_distance"] = float(d)
         t = out["temperature"]
-        if not _number(t) or t <= 0:
+        if not is_finite_number(t) or t <= 0:
             raise ValueError(
                 f"condition.temperature: got {t!r}, expected a positive sampling temperature (1: the "
                 "model's distribution; below 1 sharper, above 1 flatter)"
             )
         out["temperature"] = float(t)
         for key in ("max_tries", "max_restarts"):
-            if not _positive_int(out[key]):
+            if not is_positive_int(out[key]):
                 raise ValueError(f"condition.{key}: got {out[key]!r}, expected a positive integer")
             out[key] = int(out[key])
         if config is not None and "cell" in config and d > 0:

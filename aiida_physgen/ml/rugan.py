@@ -59,6 +59,7 @@ from .ensemble import Stream, member_seed
 from .family import GeneratorFamily, keys_checked
 from .graphene import N_PAIR_STATES, Lattice, batch_to_sheets, pair_to_zigzag, sheets_to_batch, zigzag_to_pair
 from .periodic_conv import HexConv2d, PeriodicConv2d
+from .settings import is_finite_number, is_positive_int
 from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
@@ -87,10 +88,6 @@ SAMPLE_CHUNK = 256
 # sheets misses the requested one by 0.63–0.75 label std (0.33–0.40 at scale 2; a label-blind generator:
 # 1.16). Occupancy (88–90 % of the sites) and 1-/2-coordinated atoms (7.7–8.4 %) match the training
 # sheets (89 %, 7.4 %). The paper's lr 1e-4 with 10 critic updates learns the same in about 10 × the time.
-
-
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 1
 
 
 @dataclass
@@ -137,7 +134,7 @@ class RuganSettings:
             ("critic_channels", "a positive critic width"),
             ("critic_layers", "a positive number of critic convolutions"),
         ):
-            if not _positive_int(getattr(self, name)):
+            if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected {expected}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout: got {self.dropout!r}, expected a rate in [0, 1)")
@@ -149,9 +146,7 @@ class RuganSettings:
         value = self.negative_slope
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"negative_slope: got {value!r}, expected a positive finite leaky-ReLU slope")
-        for name in ("lr_generator", "lr_critic"):
-            if isinstance(getattr(self.loop, name), (list, tuple)):
-                raise ValueError(f"loop.{name}: expected one learning rate per model; vary it with a grid instead")
+        self.loop.require_one_learning_rate()
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -525,14 +520,6 @@ class RuganProblem(WGANProblem):
 
 
 # ---------------------------------------------------------------------- the family
-def _real_number(value: Any) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(float(value))
-    )
-
-
 class RuganFamily(GeneratorFamily):
     """RUGAN as a generator family.
 
@@ -645,14 +632,14 @@ class RuganFamily(GeneratorFamily):
         if "label" in condition and "labels" in condition:
             raise ValueError("condition: give either label (one for every sheet) or labels (a list), not both")
         scale = condition.get("scale", 1)
-        if not _positive_int(scale):
+        if not is_positive_int(scale):
             raise ValueError(
                 f"condition.scale: got {scale!r}, expected a positive integer (the sheet side as a "
                 "multiple of the training sheet's; 2 gives four times the area)"
             )
         if "label" in condition:
             value = condition["label"]
-            if not _real_number(value):
+            if not is_finite_number(value):
                 raise ValueError(f"condition.label: got {value!r}, expected one finite energy per area in eV/Å²")
             labels: Any = [float(value)]
             where = "condition.label"
@@ -667,7 +654,7 @@ class RuganFamily(GeneratorFamily):
             else:
                 if isinstance(labels, np.ndarray):
                     labels = labels.tolist()
-                if not isinstance(labels, (list, tuple)) or not labels or not all(_real_number(v) for v in labels):
+                if not isinstance(labels, (list, tuple)) or not labels or not all(is_finite_number(v) for v in labels):
                     raise ValueError(
                         f"condition.labels: got {labels!r}, expected a non-empty list of finite energies "
                         "per area (eV/Å²) or 'training'"

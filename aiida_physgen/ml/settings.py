@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -28,6 +29,9 @@ __all__ = [
     "expand_grid",
     "field_paths",
     "require_positive_ints",
+    "is_number",
+    "is_finite_number",
+    "is_positive_int",
 ]
 
 T = TypeVar("T")
@@ -173,11 +177,9 @@ def expand_grid(cls: type, grid: Mapping[str, Any] | None) -> list[dict[str, Any
 def require_positive_ints(settings: Any, expected: Mapping[str, str]) -> None:
     """Check that each field ``name`` of the settings dataclass instance is a positive integer (NumPy integers
     allowed, booleans not) and store it as ``int``; ``ValueError`` ``"<name>: got …, expected <expected[name]>"``."""
-    import numpy as np
-
     for name, what in expected.items():
         value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        if not is_positive_int(value):
             raise ValueError(f"{name}: got {value!r}, expected {what}")
         setattr(settings, name, int(value))
 
@@ -185,6 +187,16 @@ def require_positive_ints(settings: Any, expected: Mapping[str, str]) -> None:
 def is_number(value: Any) -> bool:
     """A real number (int, float or their NumPy kinds) that is not a bool."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite real number (:func:`is_number`, neither NaN nor infinite)."""
+    return is_number(value) and math.isfinite(value)
+
+
+def is_positive_int(value: Any) -> bool:
+    """A positive integer (int or a NumPy integer) that is not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
 def from_dict_named(cls: type[T], values: Mapping[str, Any] | None, where: str = "settings") -> T:

@@ -100,6 +100,13 @@ class WGANSettings:
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not (0 <= self.alpha < 1):
             raise ValueError(f"alpha: got {self.alpha!r}, expected a number in [0, 1) (RMSprop's smoothing)")
 
+    def require_one_learning_rate(self) -> None:
+        """``ValueError`` when ``lr_generator`` or ``lr_critic`` is a list: a family's settings describe one
+        model (a member), so a family varies a learning rate over its members with a grid instead."""
+        for name in ("lr_generator", "lr_critic"):
+            if isinstance(getattr(self, name), (list, tuple)):
+                raise ValueError(f"loop.{name}: expected one learning rate per model; vary it with a grid instead")
+
     def member_values(self, name: str, n_models: int) -> list[float]:
         values = getattr(self, name)
         if isinstance(values, (list, tuple)):
