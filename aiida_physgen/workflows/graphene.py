@@ -32,6 +32,7 @@ from ..ml import graphene
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members, resolve_device
+from .generation import GenerationWorkChain, check_training_job
 from .orphans import run_calcfunction_step
 from .prestep import ScreeningPreStep, check_screening_at_launch
 from .protocols import generation_protocol
@@ -112,8 +113,6 @@ def validate_graphene_inputs(inputs, _ctx=None):
         family.validate(batch, target, members[0].settings)
         if "device" in inputs:
             resolve_device(inputs["device"].value, check_available="training_code" not in inputs)
-        from .generation import check_training_job
-
         message = check_training_job(inputs)
         if message:
             return message
@@ -175,25 +174,8 @@ class GrapheneScreeningWorkChain(ScreeningPreStep):
             default=lambda: orm.List(list(DEFAULT_SEEDS)),
             help="One EDNN per seed; the first seed's model is the cheap tier.",
         )
-        spec.input(
-            "device",
-            valid_type=orm.Str,
-            default=lambda: orm.Str("cpu"),
-            help="Where both trainings (EDNN, and the screening's generator) run: cpu, cuda or auto.",
-        )
-        spec.input(
-            "training_code",
-            valid_type=orm.AbstractCode,
-            required=False,
-            help="Train the EDNN and the generator as physgen.train.job CalcJobs with this code (under "
-            "physgen.train.base), on any computer, instead of the physgen.train calcfunction.",
-        )
-        spec.input(
-            "training_options",
-            valid_type=orm.Dict,
-            required=False,
-            help="metadata.options of both training jobs (resources, max_wallclock_seconds, queue_name...).",
-        )
+        # one port each for both trainings (the EDNN's here, the generator's in the screening)
+        spec.expose_inputs(GenerationWorkChain, include=SHARED_PORTS)
         cls.expose_screening_inputs(
             spec,
             exclude=("generation.training", *(f"generation.{port}" for port in SHARED_PORTS), "cheap_model"),

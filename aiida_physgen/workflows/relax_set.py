@@ -129,7 +129,9 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
             required=False,
             help="Nested overrides merged into the engine's protocol inputs.",
         )
-        spec.input("dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation.")
+        spec.input(
+            "dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation."
+        )
         spec.input(
             "max_concurrent_relaxations",
             valid_type=orm.Int,

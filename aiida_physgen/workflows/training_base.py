@@ -108,7 +108,7 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
         self.ctx.fresh_restarts = 0
         if not self.node.label:  # launched alone; the generation chain labels it itself
             family = self.ctx.inputs.get("family")
-            self.node.label = f"{family.value if family is not None else 'logan'} training job"
+            self.node.label = f"{family.value} training job" if family is not None else "training job"
 
     def _resume_from(self, node, why: str, facts: dict) -> ProcessHandlerReport:
         self.ctx.inputs.parent_folder = node.outputs.remote_folder
