@@ -33,7 +33,6 @@ from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
 from ..ml.family import get_family
 from ..ml.random_structures import random_structures
-from .orphans import run_calcfunction_step
 from .prestep import ScreeningPreStep, check_screening_at_launch
 
 __all__ = ["AmorphousScreeningWorkChain", "validate_amorphous_inputs", "HELD_OUT", "PRESTEP_KEYS"]
@@ -278,9 +277,9 @@ class AmorphousScreeningWorkChain(ScreeningPreStep):
     def run_md(self):
         inputs = {"settings": self.inputs.md.settings} if "settings" in self.inputs.md else {}
         self.report("running the melt-quench MD")
-        outputs, node = run_calcfunction_step(self, amorphous_md, "md", "melt-quench MD of amorphous silicon", **inputs)
-        if not node.is_finished_ok:
-            return self._failed(node, "MD")
+        outputs, failure = self.run_step(amorphous_md, "md", "melt-quench MD of amorphous silicon", "MD", **inputs)
+        if failure:
+            return failure
         self.ctx.trajectory = outputs["trajectory"]
         self.report(
             f"MD: {len(self.ctx.trajectory)} frames with "
@@ -289,16 +288,16 @@ class AmorphousScreeningWorkChain(ScreeningPreStep):
         return None
 
     def split(self):
-        outputs, node = run_calcfunction_step(
-            self,
+        outputs, failure = self.run_step(
             split_trajectory,
             "split",
             "training frames and the held-out end of the run",
+            "split",
             trajectory=self.ctx.trajectory,
             held_out_fraction=self.inputs.held_out_fraction,
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "split")
+        if failure:
+            return failure
         self.ctx.training, self.ctx.held_out = outputs["training"], outputs["held_out"]
         return None
 

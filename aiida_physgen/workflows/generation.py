@@ -21,7 +21,7 @@ from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
 from ..screening.selection import SelectionSettings
-from .orphans import failed_step_exit_code, run_calcfunction_step
+from .orphans import CalcfunctionSteps
 from .training_base import DEFAULT_TRAINING_OPTIONS, launch_training, trained_models
 
 __all__ = ["GenerationWorkChain", "validate_generation_inputs", "check_training_job"]
@@ -143,7 +143,7 @@ def check_training_job(inputs) -> str | None:
     return None
 
 
-class GenerationWorkChain(WorkChain):
+class GenerationWorkChain(CalcfunctionSteps, WorkChain):
     """Train models of a generator family on known structures, generate candidates, select one per cluster."""
 
     @classmethod
@@ -345,10 +345,6 @@ class GenerationWorkChain(WorkChain):
 
         return family_protocols(family)
 
-    def _failed(self, node, process: str):
-        """Map a failed step onto this workchain's exit code of the same meaning."""
-        return failed_step_exit_code(self, node, process, EXIT_CODES)
-
     def check_inputs(self):
         """Run the launch checks again on the inputs this chain really got (an outer chain may have left ports
         out of its own launch check), and give the node a label and description when it has none."""
@@ -372,11 +368,11 @@ class GenerationWorkChain(WorkChain):
         for optional in ("settings", "grid"):
             if optional in self.inputs:
                 inputs[optional] = self.inputs[optional]
-        outputs, node = run_calcfunction_step(
-            self, normalise_training_inputs, "normalise", "canonical training inputs", **inputs
+        outputs, failure = self.run_step(
+            normalise_training_inputs, "normalise", "canonical training inputs", "normalisation", **inputs
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "normalisation")
+        if failure:
+            return failure
         self.ctx.training_inputs = {"training": self.inputs.training, "family": self.inputs.family, **outputs}
         return None
 
@@ -409,19 +405,19 @@ class GenerationWorkChain(WorkChain):
             self.inputs.selection_settings.get_dict() if "selection_settings" in self.inputs else None
         )
         self.report(f"random baseline: {count} random structures, atoms at least {selection.min_distance} Å apart")
-        candidates, node = run_calcfunction_step(
-            self,
+        candidates, failure = self.run_step(
             generate_random,
             "generate_random",
             f"{count} random structures (the random baseline)",
+            "random generation",
             family=self.inputs.family,
             target=self.inputs.target,
             count=orm.Int(count),
             seed=self.inputs.generation_seed,
             min_distance=orm.Float(selection.min_distance),
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "random generation")
+        if failure:
+            return failure
         self.ctx.generated = {link_name(DEFAULT_CONDITION): candidates}
         if self.use_validity():
             self.out("generated", dict(self.ctx.generated))
@@ -444,16 +440,16 @@ class GenerationWorkChain(WorkChain):
             inputs = {"count": self.inputs.count, "seed": self.inputs.generation_seed, **models}
             if condition is not None:
                 inputs["condition"] = orm.Dict(condition)
-            candidates, node = run_calcfunction_step(
-                self,
+            candidates, failure = self.run_step(
                 generate,
                 link,
                 f"{self.inputs.count.value} candidates from each of {len(models)} models"
                 + ("" if name == DEFAULT_CONDITION else f" for {name}"),
+                f"generation for {name}",
                 **inputs,
             )
-            if not node.is_finished_ok:
-                return self._failed(node, f"generation for {name}")
+            if failure:
+                return failure
             self.ctx.generated[link_name(name)] = candidates
         if not self.use_validity():
             self.ctx.candidates = self.ctx.generated[link_name(DEFAULT_CONDITION)]
@@ -473,15 +469,15 @@ class GenerationWorkChain(WorkChain):
         inputs["check"] = self.inputs.validity if "validity" in self.inputs else orm.Str("none")
         if "validity_settings" in self.inputs:
             inputs["settings"] = self.inputs.validity_settings
-        outputs, node = run_calcfunction_step(
-            self,
+        outputs, failure = self.run_step(
             check_validity,
             "validity",
             f"validity ({inputs['check'].value}) of {len(self.ctx.generated)} set(s)",
+            "validity",
             **inputs,
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "validity")
+        if failure:
+            return failure
         self.ctx.candidates = outputs["valid"]
         self.out("candidates", self.ctx.candidates)
         totals = self.ctx.candidates.base.attributes.get("validity")["totals"]
@@ -495,15 +491,15 @@ class GenerationWorkChain(WorkChain):
         inputs = {"candidates": self.ctx.candidates, "seed": self.inputs.selection_seed}
         if "selection_settings" in self.inputs:
             inputs["settings"] = self.inputs.selection_settings
-        outputs, node = run_calcfunction_step(
-            self,
+        outputs, failure = self.run_step(
             select_representatives,
             "select",
             "descriptors → PCA → k-means: one representative per cluster",
+            "selection",
             **inputs,
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "selection")
+        if failure:
+            return failure
         self.ctx.selected = outputs
         self.report(
             f"selected {len(outputs['representatives'])} representatives from {len(self.ctx.candidates)} candidates"

@@ -33,7 +33,6 @@ from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members, resolve_device
 from .generation import GenerationWorkChain, check_training_job
-from .orphans import run_calcfunction_step
 from .prestep import ScreeningPreStep, check_screening_at_launch
 from .protocols import generation_protocol
 from .training_base import launch_training, trained_models
@@ -281,11 +280,11 @@ class GrapheneScreeningWorkChain(ScreeningPreStep):
         inputs = {"count": self.inputs.sheets.count, "seed": self.inputs.sheets.seed}
         if "settings" in self.inputs.sheets:
             inputs["settings"] = self.inputs.sheets.settings
-        sheets, node = run_calcfunction_step(
-            self, porous_graphene, "sheets", f"{self.inputs.sheets.count.value} random porous sheets", **inputs
+        sheets, failure = self.run_step(
+            porous_graphene, "sheets", f"{self.inputs.sheets.count.value} random porous sheets", "sheets", **inputs
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "sheets")
+        if failure:
+            return failure
         self.ctx.sheets = sheets
         self.out("sheets", sheets)
         return None
@@ -295,11 +294,11 @@ class GrapheneScreeningWorkChain(ScreeningPreStep):
         if "reference" in self.inputs:
             inputs["settings"] = self.inputs.reference
         self.report(f"labelling {len(self.ctx.sheets)} sheets with the reference method")
-        labelled, node = run_calcfunction_step(
-            self, label_reference, "label", "reference energies of the training sheets", **inputs
+        labelled, failure = self.run_step(
+            label_reference, "label", "reference energies of the training sheets", "labelling", **inputs
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "labelling")
+        if failure:
+            return failure
         self.ctx.training = labelled
         return None
 
@@ -308,11 +307,15 @@ class GrapheneScreeningWorkChain(ScreeningPreStep):
         inputs = {"family": orm.Str("ednn"), "target": orm.Dict(EDNN_TARGET), "seeds": self.inputs.ednn.seeds}
         if "settings" in self.inputs.ednn:
             inputs["settings"] = self.inputs.ednn.settings
-        canonical, node = run_calcfunction_step(
-            self, normalise_training_inputs, "normalise_ednn", "canonical EDNN training inputs", **inputs
+        canonical, failure = self.run_step(
+            normalise_training_inputs,
+            "normalise_ednn",
+            "canonical EDNN training inputs",
+            "EDNN normalisation",
+            **inputs,
         )
-        if not node.is_finished_ok:
-            return self._failed(node, "EDNN normalisation")
+        if failure:
+            return failure
         what = f"{len(self.inputs.ednn.seeds.get_list())} EDNN model(s) on {len(self.ctx.training)} sheets"
         train_inputs = {"training": self.ctx.training, "family": inputs["family"], **canonical}
         return launch_training(self, train_inputs, what, "train_ednn", "training_ednn", "ednn_training")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from aiida.orm import CalcFunctionNode
 from plumpy.process_states import ProcessState
 
-__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step", "failed_step_exit_code", "calcfunction_step"]
+__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step", "failed_step_exit_code", "CalcfunctionSteps"]
 
 ORPHAN_MESSAGE = (
     "the daemon worker running this calcfunction died before it returned; {caller} ran the step again in a new process"
@@ -58,10 +58,21 @@ def failed_step_exit_code(workchain, node, process: str, codes):
     )
 
 
-def calcfunction_step(workchain, function, link: str, description: str, process: str, codes, **inputs):
-    """:func:`run_calcfunction_step`, then ``(outputs, None)`` when the step finished ok, else
-    ``(None, exit code)`` from :func:`failed_step_exit_code` (``process`` names the step in the message)."""
-    outputs, node = run_calcfunction_step(workchain, function, link, description, **inputs)
-    if not node.is_finished_ok:
-        return None, failed_step_exit_code(workchain, node, process, codes)
-    return outputs, None
+class CalcfunctionSteps:
+    """Work-chain mixin: run a calcfunction as a named step and map its failure onto the chain's exit codes
+    (the chain declares the codes of :data:`~aiida_physgen.calculations.functions.EXIT_CODES` it can end on,
+    and ``ERROR_SUB_PROCESS_FAILED`` with ``process`` and ``message``)."""
+
+    def _failed(self, node, process: str):
+        """Map a failed step onto this workchain's exit code of the same meaning."""
+        from ..calculations.functions import EXIT_CODES
+
+        return failed_step_exit_code(self, node, process, EXIT_CODES)
+
+    def run_step(self, function, link: str, description: str, process: str, **inputs):
+        """:func:`run_calcfunction_step`, then ``(outputs, None)`` when the step finished ok, else
+        ``(None, exit code)`` (``process`` names the step in the message)."""
+        outputs, node = run_calcfunction_step(self, function, link, description, **inputs)
+        if not node.is_finished_ok:
+            return None, self._failed(node, process)
+        return outputs, None

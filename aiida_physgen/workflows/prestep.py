@@ -17,8 +17,7 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain
 
-from ..calculations.functions import EXIT_CODES
-from .orphans import failed_step_exit_code
+from .orphans import CalcfunctionSteps
 from .protocols import ProtocolMixin
 from .screening import ScreeningWorkChain
 
@@ -39,7 +38,7 @@ def plain_inputs(namespace) -> dict:
     return out
 
 
-class ScreeningPreStep(ProtocolMixin, WorkChain):
+class ScreeningPreStep(CalcfunctionSteps, ProtocolMixin, WorkChain):
     """Base of a domain's pre-step chain. A subclass sets :attr:`_validator` (its launch check, also the
     inputs validator) and :attr:`_default_label`, declares its own inputs and outline, exposes the screening's
     inputs with :meth:`expose_screening_inputs`, and calls :meth:`submit_screening` from its ``screen`` step."""
@@ -100,10 +99,6 @@ class ScreeningPreStep(ProtocolMixin, WorkChain):
         return inputs
 
     # ------------------------------------------------------------------ steps
-    def _failed(self, node, process: str):
-        """Map a failed step onto this workchain's exit code of the same meaning."""
-        return failed_step_exit_code(self, node, process, EXIT_CODES)
-
     def check_inputs(self):
         message = type(self)._validator(self.inputs)
         if message:
