@@ -32,7 +32,6 @@ periodic image only: the loss acts on clashes, far below half a cell length).
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ from torch import nn
 from . import elements as element_table
 from .crystal_build import build_crystals, primitive_cells
 from .crystal_data import TrainingCrystals, symbols_of, training_crystals
-from .ensemble import Stream, member_seed
+from .ensemble import MemberNets, Stream, eval_mode, member_seed
 from .family import GeneratorFamily, keys_checked
 from .settings import is_finite_number, is_positive_int
 from .space_groups import (
@@ -58,7 +57,7 @@ from .space_groups import (
     padded_operations,
     space_group,
 )
-from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
+from .wgan import MemberNetsProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
     "CrystalGanSettings",
@@ -172,12 +171,6 @@ def _mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(*parts)
 
 
-def _seeded(seed: int, build):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return build()
-
-
 class _GeneratorNet(nn.Module):
     def __init__(self, noise_dim: int, embedding: int, hidden: int, layers: int):
         super().__init__()
@@ -214,36 +207,7 @@ class _CriticNet(nn.Module):
         return self.body(x)[:, 0]
 
 
-class _Members(nn.Module):
-    """``K`` networks side by side, one per ensemble member, with views and copies of one member."""
-
-    def __init__(self, nets: Sequence[nn.Module], seeds: Sequence[int], settings: dict[str, Any]):
-        super().__init__()
-        self.nets = nn.ModuleList(nets)
-        self.seeds = [int(s) for s in seeds]
-        self.settings = dict(settings)
-
-    @property
-    def n_models(self) -> int:
-        return len(self.nets)
-
-    def _one(self, net: nn.Module, k: int) -> _Members:
-        single = copy.copy(self)
-        single._modules = dict(self._modules)
-        single.nets = nn.ModuleList([net])
-        single.seeds = [self.seeds[k]]
-        return single
-
-    def member_view(self, k: int):
-        """Member ``k`` holding member ``k``'s own network (a view, for training)."""
-        return self._one(self.nets[k], k)
-
-    def member(self, k: int):
-        """Member ``k`` as an independent copy on the CPU, in eval mode."""
-        return self._one(copy.deepcopy(self.nets[k]).cpu(), k).eval()
-
-
-class CrystalGenerator(_Members):
+class CrystalGenerator(MemberNets):
     """``K`` generators: noise ``(B, noise_dim)`` + conditions ``(B, 4)`` → samples ``(B, 12)`` (coordinates
     in (0, 1), lengths normalised to ``[length_low, length_high]`` and consistent with the crystal system)."""
 
@@ -257,7 +221,8 @@ class CrystalGenerator(_Members):
         length_low: float = 2.0,
         length_high: float = 12.0,
     ):
-        settings = {
+        super().__init__(seeds, Stream.GENERATOR, lambda: _GeneratorNet(noise_dim, embedding, hidden, layers))
+        self.settings = {
             "noise_dim": int(noise_dim),
             "embedding": int(embedding),
             "hidden": int(hidden),
@@ -265,11 +230,6 @@ class CrystalGenerator(_Members):
             "length_low": float(length_low),
             "length_high": float(length_high),
         }
-        nets = [
-            _seeded(member_seed(s, Stream.GENERATOR), lambda: _GeneratorNet(noise_dim, embedding, hidden, layers))
-            for s in seeds
-        ]
-        super().__init__(nets, seeds, settings)
 
     @property
     def noise_dim(self) -> int:
@@ -286,12 +246,11 @@ class CrystalGenerator(_Members):
         return torch.cat([out[:, :9], (lengths - low) / (high - low)], dim=1)
 
 
-class CrystalCritic(_Members):
+class CrystalCritic(MemberNets):
     """``K`` critics: samples ``(B, 12)`` + conditions ``(B, 4)`` → scores ``(B,)``."""
 
     def __init__(self, seeds: Sequence[int] = (0,), embedding: int = 64, hidden: int = 256, layers: int = 3):
-        nets = [_seeded(member_seed(s, Stream.CRITIC), lambda: _CriticNet(embedding, hidden, layers)) for s in seeds]
-        super().__init__(nets, seeds, {})
+        super().__init__(seeds, Stream.CRITIC, lambda: _CriticNet(embedding, hidden, layers))
 
     def member_forward(self, k: int, samples: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.nets[k](samples, condition)
@@ -396,7 +355,7 @@ class _Epochs:
         self._table = None
 
 
-class CrystalProblem(WGANProblem):
+class CrystalProblem(MemberNetsProblem):
     """The crystal-GAN problem for the shared WGAN-GP loop; members train one after the other on views."""
 
     def __init__(
@@ -442,9 +401,6 @@ class CrystalProblem(WGANProblem):
             out.append(self.generator.member_forward(k, z, condition[k]))
         return torch.stack(out)
 
-    def critic_scores(self, samples, condition):
-        return torch.stack([self.critic.member_forward(k, samples[k], condition[k]) for k in range(len(samples))])
-
     def extra_generator_loss(self, fake, real, condition=None):
         s = self.settings
         totals = []
@@ -459,15 +415,8 @@ class CrystalProblem(WGANProblem):
             )
         return torch.stack(totals)
 
-    def member_parameters(self, module):
-        return [list(net.parameters()) for net in module.nets]
-
     def member_problem(self, k: int) -> CrystalProblem:
-        view = CrystalProblem.__new__(CrystalProblem)
-        view.__dict__.update(self.__dict__)
-        view.generator = self.generator.member_view(k)
-        view.critic = self.critic.member_view(k)
-        view.n_models = 1
+        view = super().member_problem(k)
         view.epochs = [self.epochs[k]]
         view._member = k
         return view
@@ -702,17 +651,13 @@ class CrystalGanFamily(GeneratorFamily):
         group = condition["space_group"]
         conditions = torch.as_tensor([[group] + [atomic_numbers[s] for s in triple] for triple in symbols])
         rng = torch.Generator().manual_seed(member_seed(seed, Stream.SAMPLE))
-        was_training = module.training
-        module.eval()
-        try:
+        with eval_mode(module):
             outputs = []
             for start in range(0, count, SAMPLE_CHUNK):
                 b = min(SAMPLE_CHUNK, count - start)
                 z = torch.randn(b, module.noise_dim, generator=rng)
                 outputs.append(module.member_forward(0, z, conditions[start : start + b]))
             out = torch.cat(outputs).double()
-        finally:
-            module.train(was_training)
         coords = out[:, :9].reshape(-1, 3, 3).numpy()
         lengths = module.lengths(out[:, 9:]).numpy()
         batch = build_crystals(

@@ -6,19 +6,37 @@ forward pass runs one matrix product per member (see :meth:`EnsembleLinear.forwa
 one batched product) inside a single module. :meth:`EnsembleMLP.select` gives a view of some
 members that holds the same parameter objects: a trainer runs each member through a one-member view
 so that it computes exactly what it would alone.
+
+:class:`MemberNets` holds ``K`` networks of any architecture (convolutional, recurrent...) the same way,
+one per member, each initialised from the member's own stream (:func:`seeded`), with the same
+one-member views and stand-alone copies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EnsembleLinear", "EnsembleMLP", "Stream", "member_seed"]
+__all__ = [
+    "EnsembleLinear",
+    "EnsembleMLP",
+    "MemberNets",
+    "Stream",
+    "member_seed",
+    "torch_seeded",
+    "seeded",
+    "eval_mode",
+]
+
+T = TypeVar("T")
 
 
 class Stream(enum.IntEnum):
@@ -36,6 +54,33 @@ class Stream(enum.IntEnum):
 def member_seed(seed: int, stream: int) -> int:
     """A reproducible seed for one purpose (``stream``) of one member, independent of the ensemble."""
     return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, np.uint64)[0] % (2**62))
+
+
+@contextlib.contextmanager
+def torch_seeded(seed: int) -> Iterator[None]:
+    """Torch's global generator seeded with ``seed`` inside the block and restored after it: what a member
+    builds (initial weights) or draws (dropout masks) there comes from its own stream, the global one untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def seeded(seed: int, build: Callable[[], T]) -> T:
+    """``build()`` inside :func:`torch_seeded` ``(seed)``."""
+    with torch_seeded(seed):
+        return build()
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block (no dropout, batch norm on its running statistics), back in
+    the mode it had after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 class EnsembleLinear(nn.Module):
@@ -180,3 +225,53 @@ class EnsembleMLP(nn.Module):
             for mine, theirs in zip(self.layers, other.layers):
                 theirs.weights[0].copy_(mine.weights[k])
                 theirs.biases[0].copy_(mine.biases[k])
+
+
+class MemberNets(nn.Module):
+    """``K`` networks side by side in :attr:`nets`, one per ensemble member, each built by ``build()`` from the
+    member's own ``stream`` (:func:`seeded`); one-member views (:meth:`member_view`, for training a member
+    alone) and stand-alone copies (:meth:`member`, a trained model).
+
+    A subclass keeps its hyper-parameters as plain attributes (views and copies share them) and implements
+    ``member_forward(k, *inputs)``, member ``k`` on one member's inputs; :meth:`forward` stacks the members.
+    """
+
+    def __init__(self, seeds: Sequence[int], stream: Stream, build: Callable[[], nn.Module]):
+        super().__init__()
+        self.seeds = [int(s) for s in seeds]
+        self.nets = nn.ModuleList(seeded(member_seed(s, stream), build) for s in self.seeds)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.nets)
+
+    def member_forward(self, k: int, *inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Every member on its own inputs: each input ``(K, B, ...)``, the output ``(K, B, ...)``."""
+        if len(inputs[0]) != self.n_models:
+            raise ValueError(f"inputs: {len(inputs[0])} members of input for {self.n_models} networks")
+        if self.n_models == 1:
+            return self.member_forward(0, *(x[0] for x in inputs)).unsqueeze(0)
+        return torch.stack([self.member_forward(k, *(x[k] for x in inputs)) for k in range(self.n_models)])
+
+    def member_parameters(self) -> list[list[nn.Parameter]]:
+        """The parameters of every member (one optimiser group each)."""
+        return [list(net.parameters()) for net in self.nets]
+
+    def _one(self, net: nn.Module, k: int):
+        single = copy.copy(self)  # shares the hyper-parameters...
+        for table in ("_modules", "_parameters", "_buffers"):  # ...but not the module's own tables
+            setattr(single, table, dict(getattr(self, table)))
+        single.nets = nn.ModuleList([net])
+        single.seeds = [self.seeds[k]]
+        return single
+
+    def member_view(self, k: int):
+        """Member ``k`` as a one-member ensemble holding member ``k``'s own network (a view, for training)."""
+        return self._one(self.nets[k], k).train(self.training)
+
+    def member(self, k: int):
+        """Member ``k`` as an independent one-member copy on the CPU, in eval mode."""
+        return self._one(copy.deepcopy(self.nets[k]).cpu(), k).eval()

@@ -42,7 +42,6 @@ Generated sheets are discrete: the argmax of the 4 pair states, or sigmoid > 0.5
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -55,12 +54,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ensemble import Stream, member_seed
+from .ensemble import MemberNets, Stream, eval_mode, member_seed
 from .family import GeneratorFamily, keys_checked
 from .graphene import N_PAIR_STATES, Lattice, batch_to_sheets, pair_to_zigzag, sheets_to_batch, zigzag_to_pair
 from .periodic_conv import HexConv2d, PeriodicConv2d
 from .settings import is_finite_number, is_positive_int
-from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
+from .wgan import MemberNetsProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
     "ENCODINGS",
@@ -231,13 +230,6 @@ class _CriticNet(nn.Module):
             dropout.generator.manual_seed(int(seed))
 
 
-def _seeded(seed: int, build):
-    """``build()`` with torch's global generator seeded from ``seed`` (restored afterwards)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return build()
-
-
 def _mask(rows: int, cols: int, device) -> torch.Tensor:
     """The carbon-site mask of a zig-zag grid as a float tensor ``(rows, cols)``."""
     return torch.as_tensor(Lattice.from_zigzag_shape((rows, cols)).mask(), dtype=torch.float32, device=device)
@@ -248,7 +240,7 @@ def _parity(cols: int, device) -> torch.Tensor:
     return torch.where(torch.arange(cols, device=device) % 2 == 0, 1.0, -1.0)[None, :]
 
 
-class RuganGenerator(nn.Module):
+class RuganGenerator(MemberNets):
     """``K`` RUGAN generators side by side (one network per member, in ``nets``).
 
     :meth:`forward` maps noise ``(K, B, noise_channels, H, W)`` and standardised labels ``(K, B)`` to
@@ -263,25 +255,14 @@ class RuganGenerator(nn.Module):
         channels: int = 64,
         blocks: int = 3,
     ):
-        super().__init__()
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding: got {encoding!r}, expected one of {list(ENCODINGS)}")
+        n_in = int(noise_channels) + 1 + (encoding == "zigzag")  # noise, label (and the mask)
+        super().__init__(seeds, Stream.GENERATOR, lambda: _GeneratorNet(encoding, n_in, int(channels), int(blocks)))
         self.encoding = encoding
-        self.seeds = [int(s) for s in seeds]
         self.noise_channels = int(noise_channels)
         self.channels = int(channels)
         self.n_blocks = int(blocks)
-        n_in = self.noise_channels + 1 + (encoding == "zigzag")  # noise, label (and the mask)
-        self.nets = nn.ModuleList(
-            _seeded(
-                member_seed(s, Stream.GENERATOR), lambda: _GeneratorNet(encoding, n_in, self.channels, self.n_blocks)
-            )
-            for s in self.seeds
-        )
-
-    @property
-    def n_models(self) -> int:
-        return len(self.nets)
 
     def architecture(self) -> dict[str, Any]:
         return {
@@ -311,42 +292,8 @@ class RuganGenerator(nn.Module):
             return torch.softmax(logits, dim=1)
         return torch.sigmoid(logits) * mask
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if z.shape[0] != self.n_models:
-            raise ValueError(f"z: {z.shape[0]} members of noise for {self.n_models} generators")
-        return torch.stack([self.member_forward(k, z[k], labels[k]) for k in range(self.n_models)])
 
-    def member_view(self, k: int) -> RuganGenerator:
-        """Member ``k`` as a one-member generator holding member ``k``'s own modules (a view, for training)."""
-        view = RuganGenerator.__new__(RuganGenerator)
-        nn.Module.__init__(view)
-        view.encoding, view.noise_channels, view.channels, view.n_blocks = (
-            self.encoding,
-            self.noise_channels,
-            self.channels,
-            self.n_blocks,
-        )
-        view.seeds = [self.seeds[k]]
-        view.nets = nn.ModuleList([self.nets[k]])
-        view.train(self.training)
-        return view
-
-    def member(self, k: int) -> RuganGenerator:
-        """Member ``k`` as an independent single-member generator (a copy, on the CPU, eval mode)."""
-        single = RuganGenerator.__new__(RuganGenerator)
-        nn.Module.__init__(single)
-        single.encoding, single.noise_channels, single.channels, single.n_blocks = (
-            self.encoding,
-            self.noise_channels,
-            self.channels,
-            self.n_blocks,
-        )
-        single.seeds = [self.seeds[k]]
-        single.nets = nn.ModuleList([copy.deepcopy(self.nets[k]).cpu()])
-        return single.eval()
-
-
-class RuganCritic(nn.Module):
+class RuganCritic(MemberNets):
     """``K`` RUGAN critics: configuration ``(K, B, C, H, W)`` + standardised labels ``(K, B)`` → scores ``(K, B)``."""
 
     def __init__(
@@ -358,37 +305,17 @@ class RuganCritic(nn.Module):
         dropout: float = 0.2,
         negative_slope: float = 0.2,
     ):
-        super().__init__()
-        self.encoding = encoding
         n_in = (N_PAIR_STATES if encoding == "pair" else 1) + 2  # configuration, label, parity or mask
-        self.nets = nn.ModuleList(
-            _seeded(
-                member_seed(s, Stream.CRITIC),
-                lambda: _CriticNet(encoding, n_in, channels, layers, dropout, negative_slope),
-            )
-            for s in seeds
+        super().__init__(
+            seeds, Stream.CRITIC, lambda: _CriticNet(encoding, n_in, channels, layers, dropout, negative_slope)
         )
-
-    @property
-    def n_models(self) -> int:
-        return len(self.nets)
+        self.encoding = encoding
 
     def member_forward(self, k: int, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         fixed = _parity(w, x.device).expand(h, w) if self.encoding == "pair" else 2 * _mask(h, w, x.device) - 1
         parts = [x, labels.to(x.dtype)[:, None, None, None].expand(b, 1, h, w), fixed.expand(b, 1, h, w)]
         return self.nets[k](torch.cat(parts, dim=1))
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.member_forward(k, x[k], labels[k]) for k in range(self.n_models)])
-
-    def member_view(self, k: int) -> RuganCritic:
-        view = RuganCritic.__new__(RuganCritic)
-        nn.Module.__init__(view)
-        view.encoding = self.encoding
-        view.nets = nn.ModuleList([self.nets[k]])
-        view.train(self.training)
-        return view
 
 
 # ---------------------------------------------------------------------- the training problem
@@ -401,7 +328,7 @@ def encode_sheets(occupancy: np.ndarray, encoding: str) -> torch.Tensor:
     return torch.as_tensor(np.where(occupancy, 1.0, -1.0), dtype=torch.float32)[:, None]
 
 
-class RuganProblem(WGANProblem):
+class RuganProblem(MemberNetsProblem):
     """The RUGAN training problem for :class:`~aiida_physgen.ml.wgan.WGANTrainer`.
 
     Every member sees the same training sheets (no augmentation) and the same label standardisation;
@@ -471,14 +398,6 @@ class RuganProblem(WGANProblem):
             out.append(generated if self.generator.encoding == "pair" else 2 * generated - 1)
         return out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)
 
-    def critic_scores(self, samples, condition):
-        if samples.shape[0] == 1:
-            return self.critic.member_forward(0, samples[0], condition[0]).unsqueeze(0)
-        return self.critic(samples, condition)
-
-    def member_parameters(self, module):
-        return [list(net.parameters()) for net in module.nets]
-
     #: batches of :meth:`member_generator`'s batch-norm recalibration (of the loop's batch size, at least 64)
     calibration_batches = 8
 
@@ -509,14 +428,6 @@ class RuganProblem(WGANProblem):
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         return single.eval()
-
-    def member_problem(self, k: int) -> RuganProblem:
-        view = RuganProblem.__new__(RuganProblem)
-        view.__dict__.update(self.__dict__)
-        view.generator = self.generator.member_view(k)
-        view.critic = self.critic.member_view(k)
-        view.n_models = 1
-        return view
 
 
 # ---------------------------------------------------------------------- the family
@@ -702,9 +613,7 @@ class RuganFamily(GeneratorFamily):
         h, w = module.noise_shape(lattice)
         device = next(module.parameters()).device
         rng = torch.Generator().manual_seed(member_seed(seed, Stream.SAMPLE))
-        was_training = module.training
-        module.eval()
-        try:
+        with eval_mode(module):
             sheets = np.empty((count,) + lattice.zigzag_shape, dtype=bool)
             mask = lattice.mask()
             for start in range(0, count, SAMPLE_CHUNK):
@@ -715,8 +624,6 @@ class RuganFamily(GeneratorFamily):
                     sheets[start : start + b] = pair_to_zigzag(out.argmax(dim=1).numpy().astype(np.int8))
                 else:
                     sheets[start : start + b] = (out[:, 0].numpy() > 0.5) & mask
-        finally:
-            module.train(was_training)
         empty = ~sheets.reshape(count, -1).any(axis=1)
         if empty.any():
             if empty.all():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ import torch
 
 from .loop import Trainer, TrainingDivergedError, stacked_rand
 
-__all__ = ["WGANSettings", "WGANProblem", "WGANTrainer", "TrainingDivergedError", "member_loop"]
+__all__ = ["WGANSettings", "WGANProblem", "MemberNetsProblem", "WGANTrainer", "TrainingDivergedError", "member_loop"]
 
 
 @dataclass
@@ -189,6 +190,28 @@ class WGANProblem(abc.ABC):
         differently on a member's rows depending on where they sit in the stacked tensor.
         """
         return None
+
+
+class MemberNetsProblem(WGANProblem):
+    """A problem whose generator and critic are :class:`~aiida_physgen.ml.ensemble.MemberNets` (one network
+    per member), trained member by member: every member's step runs on a one-member view of the problem.
+
+    The view is a shallow copy of the problem with the generator's and critic's views of member ``k``; a
+    subclass that keeps other per-member state narrows it in its own :meth:`member_problem`.
+    """
+
+    def critic_scores(self, samples: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        return self.critic(samples, condition)
+
+    def member_parameters(self, module: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
+        return module.member_parameters()
+
+    def member_problem(self, k: int) -> MemberNetsProblem:
+        view = copy.copy(self)
+        view.generator = self.generator.member_view(k)
+        view.critic = self.critic.member_view(k)
+        view.n_models = 1
+        return view
 
 
 def _per_member(values: torch.Tensor) -> torch.Tensor:
