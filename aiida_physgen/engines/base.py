@@ -165,12 +165,29 @@ class BatchRelaxationEngine(abc.ABC):
         """A message naming ``settings.<field>`` (or the missing package) when ``settings`` cannot relax
         structures of the kind ``periodic`` says (``None``: either), else ``None``. Fast, stores nothing."""
 
-    @abc.abstractmethod
+    #: the process function that relaxes (or scores) a set: its entry point in ``aiida.calculations``, taking
+    #: ``structures``, optional ``settings`` and, with :attr:`needs_model`, ``model``
+    process: str | None = None
+
     def get_process(
         self, structures: StructureSet, settings: orm.Dict | None, model: orm.Data | None = None
     ) -> tuple[Callable[..., Any], dict[str, Any]]:
         """The process function that relaxes (or scores) ``structures`` and the inputs to run it with; ``model``
-        is the ``cheap_model`` input of the screening (given only to engines with :attr:`needs_model`)."""
+        is the ``cheap_model`` input of the screening (given only to engines with :attr:`needs_model`).
+
+        By default the function of :attr:`process`; an engine whose process takes other inputs overrides this."""
+        from aiida.plugins import CalculationFactory
+
+        if self.process is None:
+            raise NotImplementedError(f"the {self.name} engine names no process: set `process` or override get_process")
+        extra = {}
+        if self.needs_model:
+            if model is None:
+                raise ValueError(
+                    f"cheap_model: the {self.name} cheap engine needs a trained model (a physgen.generator_model)"
+                )
+            extra["model"] = model
+        return CalculationFactory(self.process), process_inputs(structures, settings, **extra)
 
     def get_result(self, node: orm.ProcessNode) -> StructureSet:
         """The relaxed structure set of a finished, successful process."""

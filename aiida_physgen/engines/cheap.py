@@ -11,9 +11,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
-from aiida import orm
-
-from .base import BatchRelaxationEngine, batch_settings, process_inputs
+from .base import BatchRelaxationEngine, batch_settings
 
 __all__ = ["CheapEngine", "CHEAP_PACKAGES"]
 
@@ -25,6 +23,7 @@ class CheapEngine(BatchRelaxationEngine):
     """GFN2-xTB / CHGNet through ``physgen.relax_cheap``, one process for the whole set."""
 
     name = "cheap"
+    process = "physgen.relax_cheap"
 
     def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
         from ..screening.cheap_relax import CheapSettings
@@ -44,8 +43,3 @@ class CheapEngine(BatchRelaxationEngine):
                     f"{package!r} package (pip install 'aiida-physgen[cheap]')"
                 )
         return None
-
-    def get_process(self, structures, settings: orm.Dict | None, model=None):
-        from ..calculations.cheap import relax_cheap
-
-        return relax_cheap, process_inputs(structures, settings)

