@@ -146,6 +146,17 @@ class RelaxationEngine(abc.ABC):
         """The code used when the caller gives none (GPAW: a Python with GPAW on localhost); ``None``: required."""
         return None
 
+    def launch_structure(self, crystal: bool, overrides: Mapping[str, Any]) -> orm.StructureData:
+        """The unstored structure of a kind (``True``: a crystal) that :func:`builders_problem` builds an input
+        for at launch (default :func:`dummy_structure`); an engine whose overrides constrain it (a magnetic
+        moment per atom, a POTCAR family) returns one that fits them."""
+        return dummy_structure(crystal)
+
+    def refuses(self, error: Exception) -> bool:
+        """Whether ``error`` (not a ``ValueError``/``TypeError``) raised by :meth:`get_builder` is the plugin
+        refusing the inputs (e.g. its own ``InputValidationError``) rather than a bug; default ``False``."""
+        return False
+
 
 class BatchRelaxationEngine(abc.ABC):
     """A relaxation method that relaxes a whole structure set in one process (the cheap tier).
@@ -232,30 +243,20 @@ def validate_builder(builder: ProcessBuilder) -> str | None:
 
 
 def builders_problem(
-    engine: RelaxationEngine,
-    code,
-    protocol: str,
-    overrides: Mapping[str, Any],
-    dos: bool,
-    periodic: bool | None,
-    structure_for: Callable[[bool], orm.StructureData],
-    refused: Callable[[Exception], bool] = lambda error: False,
+    engine: RelaxationEngine, code, protocol: str, overrides: Mapping[str, Any], dos: bool, periodic: bool | None
 ) -> str | None:
-    """Build the engine's input for a dummy molecule and a dummy crystal (one of them when ``periodic`` is given)
-    and run its port validation: a message naming ``overrides`` and the kind of structure, else ``None``.
-
-    :param structure_for: the dummy structure of a kind (``True``: a crystal).
-    :param refused: which other errors of ``get_builder`` are a refusal of the inputs (e.g. a plugin's own
-        ``InputValidationError``); any other error propagates.
-    """
+    """Build the engine's input for its launch structure of each kind (:meth:`RelaxationEngine.launch_structure`:
+    a molecule and a crystal, or the kind ``periodic`` says) and run its port validation: a message naming
+    ``overrides`` and the kind of structure, else ``None``. Errors of ``get_builder`` other than ``ValueError``
+    and ``TypeError`` propagate unless :meth:`RelaxationEngine.refuses` them."""
     for crystal in [False, True] if periodic is None else [bool(periodic)]:
         what = "crystal" if crystal else "molecule"
         try:
-            builder = engine.get_builder(code, structure_for(crystal), protocol, overrides, dos)
+            builder = engine.get_builder(code, engine.launch_structure(crystal, overrides), protocol, overrides, dos)
         except (ValueError, TypeError) as error:
             return f"overrides: for a {what}: {error}"
         except Exception as error:
-            if not refused(error):
+            if not engine.refuses(error):
                 raise
             return f"overrides: for a {what}: {error}"
         problem = validate_builder(builder)

@@ -88,16 +88,11 @@ class GpawEngine(RelaxationEngine):
         problem = check_python_code(code)
         if problem:
             return problem
-        overrides = dict(overrides or {})
-        return builders_problem(
-            self,
-            code,
-            protocol,
-            overrides,
-            dos,
-            periodic,
-            lambda crystal: dummy_structure(crystal, _natoms_for(overrides)),
-        )
+        return builders_problem(self, code, protocol, dict(overrides or {}), dos, periodic)
+
+    def launch_structure(self, crystal, overrides):
+        """As many atoms as a per-atom ``magmoms`` list in the overrides has (else 2)."""
+        return dummy_structure(crystal, _natoms_for(overrides))
 
 
 def _parameters(overrides: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -11,8 +11,6 @@ structure comes back non-periodic, so the screening compares it as a molecule.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping
-from typing import Any
 
 from aiida import orm
 
@@ -54,30 +52,23 @@ class VaspEngine(RelaxationEngine):
         )
         if message:
             return f"overrides: {message}"
-        # aiida-vasp refuses a bad INCAR tag with its own InputValidationError
-        return builders_problem(
-            self,
-            code,
-            protocol,
-            overrides,
-            dos,
-            periodic,
-            lambda crystal: _dummy(crystal, overrides),
-            refused=lambda error: type(error).__name__ == "InputValidationError",
-        )
+        return builders_problem(self, code, protocol, overrides, dos, periodic)
 
+    def launch_structure(self, crystal, overrides):
+        """A dummy structure of an element the POTCAR family has, so the builder's checks can run."""
+        from aiida_vasp.data.potcar import PotcarData
 
-def _dummy(crystal: bool, overrides: Mapping[str, Any]) -> orm.StructureData:
-    """A dummy structure of an element the POTCAR family has, so the builder's checks can run."""
-    from aiida_vasp.data.potcar import PotcarData
+        structure = dummy_structure(crystal)
+        family = overrides.get("potential_family")
+        group = PotcarData.get_potcar_group(family) if family else None
+        if group is not None:
+            element = next((node.element for node in group.nodes), None)
+            if element:
+                atoms = structure.get_ase()
+                atoms.set_chemical_symbols([element] * len(atoms))
+                structure = orm.StructureData(ase=atoms)
+        return structure
 
-    structure = dummy_structure(crystal)
-    family = overrides.get("potential_family")
-    group = PotcarData.get_potcar_group(family) if family else None
-    if group is not None:
-        element = next((node.element for node in group.nodes), None)
-        if element:
-            atoms = structure.get_ase()
-            atoms.set_chemical_symbols([element] * len(atoms))
-            structure = orm.StructureData(ase=atoms)
-    return structure
+    def refuses(self, error):
+        """aiida-vasp refuses a bad INCAR tag with its own ``InputValidationError``."""
+        return type(error).__name__ == "InputValidationError"
