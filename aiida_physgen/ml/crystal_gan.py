@@ -57,7 +57,7 @@ from .space_groups import (
     padded_operations,
     space_group,
 )
-from .wgan import MemberNetsProblem, WGANSettings, WGANTrainer, member_loop
+from .wgan import VECTORISED, MemberNetsProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
     "CrystalGanSettings",
@@ -366,10 +366,7 @@ class CrystalProblem(MemberNetsProblem):
         settings: CrystalGanSettings,
         device: torch.device | str = "cpu",
     ):
-        self.generator = generator
-        self.critic = critic
-        self.n_models = generator.n_models
-        self.device = torch.device(device)
+        super().__init__(generator, critic, device)
         self.crystals = crystals
         self.settings = settings
         self.epochs = [_Epochs(s, crystals, settings.augmentations) for s in generator.seeds]
@@ -471,16 +468,13 @@ class CrystalGanFamily(GeneratorFamily):
     """
 
     name = "crystal_gan"
-    role = "generator"
     settings_class = CrystalGanSettings
-    vectorised = ("loop.lr_generator", "loop.lr_critic")
+    vectorised = VECTORISED
     protocol_file = Path(__file__).parent / "protocols" / "crystal_gan.yaml"
+    architecture_settings = ("noise_dim", "embedding", "hidden", "layers")
 
     def __init__(self) -> None:
         self._last: tuple[Any, ...] | None = None
-
-    def total_steps(self, settings) -> int:
-        return int(settings.loop.steps)
 
     def check_target(self, target):
         target = keys_checked(target, "target", ("space_groups",), "a dictionary such as {'space_groups': [216]}")
@@ -522,14 +516,6 @@ class CrystalGanFamily(GeneratorFamily):
 
     def target_facts(self, target):
         return {"space_groups": target["space_groups"] or "all"}
-
-    def architecture(self, settings):
-        return {
-            "noise_dim": settings.noise_dim,
-            "embedding": settings.embedding,
-            "hidden": settings.hidden,
-            "layers": settings.layers,
-        }
 
     def _length_range(self, crystals: TrainingCrystals, settings) -> tuple[float, float]:
         low, high = float(crystals.lengths.min()), float(crystals.lengths.max())

@@ -469,6 +469,7 @@ class EdnnFamily(GeneratorFamily):
     role = "surrogate"
     settings_class = EdnnSettings
     vectorised = ("loop.lr", "loop.weight_decay")
+    architecture_settings = ("focus", "context", "hidden", "activation")
 
     def check_target(self, target):
         if target is None:
@@ -502,17 +503,6 @@ class EdnnFamily(GeneratorFamily):
                 f"hold out {n_val} and train on {count - n_val}; expected at least 2 of each (more sheets, or "
                 "another fraction)"
             )
-
-    def total_steps(self, settings) -> int:
-        return int(settings.loop.steps)
-
-    def architecture(self, settings):
-        return {
-            "focus": list(settings.focus),
-            "context": list(settings.context),
-            "hidden": list(settings.hidden),
-            "activation": settings.activation,
-        }
 
     def build_trainer(self, training, target, members, seeds, device):
         sheets, lattice = read_sheets(training, where="training")

@@ -73,6 +73,8 @@ class GeneratorFamily(abc.ABC):
     vectorised: ClassVar[tuple[str, ...]] = ()
     #: YAML file of generation protocols (``fast``, ``balanced``, the paper's), or ``None``
     protocol_file: ClassVar[Path | None] = None
+    #: the settings that shape the module, in the order :meth:`architecture` gives them (``None``: all)
+    architecture_settings: ClassVar[tuple[str, ...] | None] = None
 
     # ------------------------------------------------------------------ settings and target
     def settings(self, values: Mapping[str, Any] | Any | None = None):
@@ -134,8 +136,12 @@ class GeneratorFamily(abc.ABC):
         """
 
     def architecture(self, settings) -> dict[str, Any]:
-        """What :meth:`module_from_config` needs besides target and seed (by default the settings)."""
-        return settings_module.to_dict(settings)
+        """What :meth:`module_from_config` needs besides target and seed: the :attr:`architecture_settings` (by
+        default every setting), as plain values (tuples become lists)."""
+        values = settings_module.to_dict(settings)
+        if self.architecture_settings is None:
+            return values
+        return {name: values[name] for name in self.architecture_settings}
 
     def member_config(self, trainer: Trainer, k: int) -> dict[str, Any]:
         """What member ``k`` learnt from its data besides weights (label statistics, the training

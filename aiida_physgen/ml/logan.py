@@ -35,7 +35,7 @@ from .descriptors import DescriptorParameters, DescriptorSettings, LocalDescript
 from .ensemble import EnsembleMLP, Stream, member_seed
 from .family import GeneratorFamily
 from .loop import stacked_randn
-from .wgan import WGANProblem, WGANSettings, WGANTrainer, member_loop
+from .wgan import VECTORISED, WGANProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
     "LoganSettings",
@@ -350,11 +350,8 @@ class LoganProblem(WGANProblem):
         pools: Sequence[dict[int, np.ndarray]],
         device: torch.device | str = "cpu",
     ):
-        self.generator = generator
-        self.critic = critic
+        super().__init__(generator, critic, device)
         self.descriptor = descriptor
-        self.n_models = generator.n_models
-        self.device = torch.device(device)
         if len(pools) != self.n_models:
             raise ValueError(f"pools: {len(pools)} pools for an ensemble of {self.n_models} models")
         species = list(descriptor.settings.species)
@@ -460,10 +457,10 @@ class LoganFamily(GeneratorFamily):
     """
 
     name = "logan"
-    role = "generator"
     settings_class = LoganSettings
-    vectorised = ("loop.lr_generator", "loop.lr_critic")
+    vectorised = VECTORISED
     protocol_file = Path(__file__).parent / "protocols" / "logan.yaml"
+    architecture_settings = ("latent_dim", "hidden", "negative_slope")
 
     def check_target(self, target):
         if not isinstance(target, Mapping):
@@ -501,13 +498,6 @@ class LoganFamily(GeneratorFamily):
 
     def descriptor(self, target, settings):
         return settings_module.to_dict(settings.descriptor)
-
-    def architecture(self, settings):
-        return {
-            "latent_dim": settings.latent_dim,
-            "hidden": list(settings.hidden),
-            "negative_slope": settings.negative_slope,
-        }
 
     def build_trainer(self, training, target, members, seeds, device):
         s = members[0]

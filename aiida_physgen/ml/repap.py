@@ -479,10 +479,10 @@ class RepapFamily(GeneratorFamily):
     """
 
     name = "repap"
-    role = "generator"
     protocol_file = Path(__file__).parent / "protocols" / "repap.yaml"
     settings_class = RepapSettings
     vectorised = ("loop.lr",)
+    architecture_settings = ("bins", "hidden", "layers", "dropout")
 
     CONDITION_DEFAULTS = {"min_distance": 2.0, "max_tries": 100, "max_restarts": 20, "temperature": 1.0}
 
@@ -529,17 +529,6 @@ class RepapFamily(GeneratorFamily):
                 f"{MAX_BIN_FRACTION:g} of the median nearest-neighbour distance {nearest:.2f} Å of the training "
                 f"frames; the grid is too coarse for the cell: expected at least {needed} bins"
             )
-
-    def total_steps(self, settings) -> int:
-        return int(settings.loop.steps)
-
-    def architecture(self, settings):
-        return {
-            "bins": settings.bins,
-            "hidden": settings.hidden,
-            "layers": settings.layers,
-            "dropout": settings.dropout,
-        }
 
     def build_trainer(self, training, target, members, seeds, device):
         return RepapTrainer(read_trajectory(training), members, seeds, device)

@@ -59,7 +59,7 @@ from .family import GeneratorFamily, keys_checked
 from .graphene import N_PAIR_STATES, Lattice, batch_to_sheets, pair_to_zigzag, sheets_to_batch, zigzag_to_pair
 from .periodic_conv import HexConv2d, PeriodicConv2d
 from .settings import is_finite_number, is_positive_int
-from .wgan import MemberNetsProblem, WGANSettings, WGANTrainer, member_loop
+from .wgan import VECTORISED, MemberNetsProblem, WGANSettings, WGANTrainer, member_loop
 
 __all__ = [
     "ENCODINGS",
@@ -348,10 +348,7 @@ class RuganProblem(MemberNetsProblem):
         lattice: Lattice,
         device: torch.device | str = "cpu",
     ):
-        self.generator = generator
-        self.critic = critic
-        self.n_models = generator.n_models
-        self.device = torch.device(device)
+        super().__init__(generator, critic, device)
         self.lattice = lattice
         labels = np.asarray(labels, dtype=np.float64)
         self.labels = labels
@@ -456,10 +453,10 @@ class RuganFamily(GeneratorFamily):
     """
 
     name = "rugan"
-    role = "generator"
     settings_class = RuganSettings
-    vectorised = ("loop.lr_generator", "loop.lr_critic")
+    vectorised = VECTORISED
     protocol_file = Path(__file__).parent / "protocols" / "rugan.yaml"
+    architecture_settings = ("encoding", "noise_channels", "channels", "blocks")
 
     # ------------------------------------------------------------------ target and data
     def check_target(self, target):
@@ -504,14 +501,6 @@ class RuganFamily(GeneratorFamily):
 
     def validate(self, training, target, settings):
         self._sheets_and_labels(training, target, settings)
-
-    def architecture(self, settings):
-        return {
-            "encoding": settings.encoding,
-            "noise_channels": settings.noise_channels,
-            "channels": settings.channels,
-            "blocks": settings.blocks,
-        }
 
     # ------------------------------------------------------------------ training
     def build_trainer(self, training, target, members, seeds, device):

@@ -37,7 +37,19 @@ import torch
 
 from .loop import Trainer, TrainingDivergedError, stacked_rand
 
-__all__ = ["WGANSettings", "WGANProblem", "MemberNetsProblem", "WGANTrainer", "TrainingDivergedError", "member_loop"]
+__all__ = [
+    "WGANSettings",
+    "WGANProblem",
+    "MemberNetsProblem",
+    "WGANTrainer",
+    "TrainingDivergedError",
+    "member_loop",
+    "VECTORISED",
+]
+
+#: the loop settings that may differ between the members of one pass (each member is its own optimiser
+#: group): a WGAN family's :attr:`~aiida_physgen.ml.family.GeneratorFamily.vectorised`
+VECTORISED = ("loop.lr_generator", "loop.lr_critic")
 
 
 @dataclass
@@ -136,6 +148,12 @@ class WGANProblem(abc.ABC):
     critic: torch.nn.Module
     n_models: int = 1
     device: torch.device | str = "cpu"
+
+    def __init__(self, generator: torch.nn.Module, critic: torch.nn.Module, device: torch.device | str = "cpu"):
+        self.generator = generator
+        self.critic = critic
+        self.n_models = generator.n_models
+        self.device = torch.device(device)
 
     @abc.abstractmethod
     def real_batch(self, batch_size: int, rngs: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor | None]:
