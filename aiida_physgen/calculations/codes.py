@@ -21,12 +21,35 @@ from pathlib import Path
 
 from aiida import orm
 
-__all__ = ("check_python_code", "PYTHON_NAME", "DEFAULT_GPAW_CODE", "gpaw_code", "localhost")
+__all__ = (
+    "check_python_code",
+    "PYTHON_NAME",
+    "DEFAULT_GPAW_CODE",
+    "gpaw_code",
+    "localhost",
+    "STDOUT_FILENAME",
+    "set_python_job_defaults",
+)
 
 #: Executable names accepted as a Python interpreter.
 PYTHON_NAME = re.compile(r"^(python|pypy|gpaw-python)(\d+(\.\d+)*)?[mtd]?$")
 
 _LOCAL_TRANSPORTS = ("core.local", "local")
+
+#: the file a Python job's standard output is written to
+STDOUT_FILENAME = "aiida.out"
+
+
+def set_python_job_defaults(spec, parser_name: str, input_filename: str | None = None) -> None:
+    """The ``metadata.options`` defaults of a serial Python job: one process on one machine, no MPI, the parser,
+    standard output to :data:`STDOUT_FILENAME` (and the input file, when the job has one)."""
+    options = spec.inputs["metadata"]["options"]
+    options["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
+    options["withmpi"].default = False
+    options["parser_name"].default = parser_name
+    options["output_filename"].default = STDOUT_FILENAME
+    if input_filename is not None:
+        options["input_filename"].default = input_filename
 
 
 def _is_local(code: orm.AbstractCode) -> bool:

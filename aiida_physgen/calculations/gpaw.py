@@ -45,7 +45,7 @@ from aiida.common import datastructures
 from aiida.engine import CalcJob
 
 from . import gpaw_driver as driver
-from .codes import check_python_code
+from .codes import check_python_code, set_python_job_defaults
 
 __all__ = ("GpawCalculation", "MIN_INTERATOMIC_DISTANCE", "closest_pair")
 
@@ -53,7 +53,6 @@ __all__ = ("GpawCalculation", "MIN_INTERATOMIC_DISTANCE", "closest_pair")
 MIN_INTERATOMIC_DISTANCE = 0.5
 
 DRIVER_FILENAME = "gpaw_driver.py"
-STDOUT_FILENAME = "aiida.out"
 STDERR_FILENAME = "aiida.err"
 
 
@@ -179,12 +178,7 @@ class GpawCalculation(CalcJob):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        options = spec.inputs["metadata"]["options"]
-        options["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
-        options["withmpi"].default = False
-        options["parser_name"].default = "physgen.gpaw"
-        options["input_filename"].default = driver.INPUT_FILENAME
-        options["output_filename"].default = STDOUT_FILENAME
+        set_python_job_defaults(spec, "physgen.gpaw", driver.INPUT_FILENAME)
 
         spec.input(
             "structure",

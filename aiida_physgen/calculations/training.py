@@ -48,14 +48,13 @@ from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members
-from .codes import check_python_code
+from .codes import check_python_code, set_python_job_defaults
 
 __all__ = ["TrainingCalculation", "validate_training_inputs", "threads_for", "max_seconds_for"]
 
 TRAINING_FILENAME = "training.npz"
 JOB_FILENAME = "job.json"
 STATUS_FILENAME = "status.json"
-STDOUT_FILENAME = "aiida.out"
 STDERR_FILENAME = "aiida.err"
 MODELS_FOLDER = "models"
 SUMMARY_FILENAME = "summary.json"
@@ -128,11 +127,7 @@ class TrainingCalculation(CalcJob):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        options = spec.inputs["metadata"]["options"]
-        options["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
-        options["withmpi"].default = False
-        options["parser_name"].default = "physgen.train.job"
-        options["output_filename"].default = STDOUT_FILENAME
+        set_python_job_defaults(spec, "physgen.train.job")
         spec.input(
             "metadata.options.checkpoint_every",
             valid_type=int,
