@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from ._common import InputError, check_output_dir, check_output_file, load_mapping, output_files, read_structures
+from .options import output_file_option, output_folder_option
 
 __all__ = ["amorphous", "POTENTIALS", "RANDOM_CHUNK"]
 
@@ -164,13 +165,8 @@ class _MdBar:
     help="Also write <stem>_training and <stem>_held_out beside the output: the last F of the frames "
     "held out (in time order), at least 2 frames on each side.",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False),
-    default="trajectory.npz",
-    show_default=True,
-    help="The trajectory (.npz, the structure sets' format; or any format ASE writes).",
+@output_file_option(
+    default="trajectory.npz", help="The trajectory (.npz, the structure sets' format; or any format ASE writes)."
 )
 def md_command(settings_text, frames, potential, seed, held_out, output):
     """A melt-and-quench MD trajectory of amorphous silicon (LAMMPS), the training data of RePAP.
@@ -330,13 +326,8 @@ def _quality_error(message: str, held_out, paths: dict) -> InputError:
     help="The generator's grid (bins per cell vector, e.g. 50): adds the md_on_grid row, the hold-out placed "
     "on that grid, the best a generator on it could do.",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False),
-    default="amorphous_quality",
-    show_default=True,
-    help="Folder for rdf.png, angles.png, energies.png and quality.json.",
+@output_folder_option(
+    default="amorphous_quality", help="Folder for rdf.png, angles.png, energies.png and quality.json."
 )
 def quality_command(
     held_out, sets, names, min_distance, cutoff, r_max, bins, energy_structures, potential, grid_bins, output
@@ -457,14 +448,7 @@ def _chunk_seed(seed: int, chunk: int) -> int:
     help="Every pair of atoms (periodic images included) at least this far apart, Å.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the positions.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False),
-    default="random.npz",
-    show_default=True,
-    help="The structures (.npz, or any format ASE writes).",
-)
+@output_file_option(default="random.npz", help="The structures (.npz, or any format ASE writes).")
 def random_command(reference, count, min_distance, seed, output):
     """COUNT random structures with the atoms and cell of REFERENCE (the held-out frames): the baseline.
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from ._common import InputError
+from .options import profile_option
 
 __all__ = ["probe_broker"]
 
 
 @click.command("probe-broker")
-@click.option("--profile", "-p", help="AiiDA profile (default: the default profile).")
+@profile_option
 def probe_broker(profile):
     """Make the profile's ZeroMQ broker look for dead daemon workers now, so that the processes a killed worker
     held go back to the queue (an aiida-core 2.9 race, see docs/reliability.md). Harmless when every worker is

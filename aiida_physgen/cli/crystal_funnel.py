@@ -18,6 +18,7 @@ import click
 from ._common import InputError, check_output_dir, check_output_file, read_structures
 from .crystals import crystals
 from .files import write_structures
+from .options import output_file_option, output_folder_option
 
 __all__ = ["funnel"]
 
@@ -57,14 +58,9 @@ __all__ = ["funnel"]
     show_default=True,
     help="How many of the lowest-formation-energy unique, novel crystals to write as CIFs.",
 )
-@click.option("--cif-dir", type=click.Path(file_okay=False), help="Folder for the --top CIFs.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False),
-    default="assessed.npz",
-    show_default=True,
-    help="The relaxed, valid crystals with formation_energy, unique and novel info arrays.",
+@output_folder_option("--cif-dir", help="Folder for the --top CIFs.")
+@output_file_option(
+    default="assessed.npz", help="The relaxed, valid crystals with formation_energy, unique and novel info arrays."
 )
 def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, output):
     """Validity → CHGNet → formation energy → uniqueness and novelty, on generated crystals in a file."""

@@ -23,6 +23,7 @@ import click
 
 from ._common import InputError, check_output_dir, check_output_file, output_files, read_structures
 from .files import write_structures
+from .options import output_file_option, output_folder_option
 
 __all__ = ["crystals", "MP_API_KEY_VARIABLE", "MP_INSTALL_HINT"]
 
@@ -138,13 +139,8 @@ def _report_dropped(usable, total: int, verbose: bool) -> None:
     help="spglib's symmetry tolerance in Å.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Name every dropped structure and why.")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False),
-    default="crystals.npz",
-    show_default=True,
-    help="The kept structures (.npz, the structure sets' format; or any format ASE writes).",
+@output_file_option(
+    default="crystals.npz", help="The kept structures (.npz, the structure sets' format; or any format ASE writes)."
 )
 def filter_command(source, space_groups, symprec, verbose, output):
     """The crystal-GAN-usable ternaries of a CIF folder (every *.cif) or of one structure file.
@@ -265,18 +261,9 @@ _CONDITION_OPTIONS = (
 )
 @click.option("--count", "-n", type=int, default=300, show_default=True, help="Crystals to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws (and element draws).")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False),
-    default="generated.npz",
-    show_default=True,
-    help="All crystals (.npz, or any format ASE writes).",
-)
-@click.option(
-    "--cif-dir",
-    type=click.Path(file_okay=False),
-    help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif).",
+@output_file_option(default="generated.npz", help="All crystals (.npz, or any format ASE writes).")
+@output_folder_option(
+    "--cif-dir", help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif)."
 )
 def generate_command(model_file, group, element_triples, merge_distance, count, seed, output, cif_dir):
     """Sample COUNT crystals from a trained crystal_gan MODEL file for one space group.
@@ -406,7 +393,7 @@ def _material_id(document) -> str:
     help="spglib's symmetry tolerance in Å, for the filter.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Name every dropped material and why.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="mp_ternaries.npz", show_default=True)
+@output_file_option(default="mp_ternaries.npz")
 def download_mp(space_groups, api_key, symprec, verbose, output):
     """Materials Project ternaries in the paper's space groups that the crystal GAN can train on.
 

@@ -17,6 +17,7 @@ from ._common import (
     output_files,
     read_structures,
 )
+from .options import output_file_option
 
 __all__ = ["generate", "select", "plot"]
 
@@ -104,7 +105,7 @@ def write_structures(batch, path, option: str = "--output") -> None:
 @click.option("--count", "-n", type=int, help="Candidates per model.  [default: 2000]")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws.")
 @click.option("--condition", "condition_text", help="Family-defined sampling condition as JSON or a JSON/YAML file.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="candidates.extxyz", show_default=True)
+@output_file_option(default="candidates.extxyz")
 def generate(models, count, seed, condition_text, output):
     """Generate COUNT candidates from each model file (MODELS) into one extended-XYZ file.
 
@@ -194,16 +195,14 @@ def _models_descriptor(paths) -> dict | None:
 @click.option("--l-max", type=int, help="Angular channels (default: the models', else 4).")
 @click.option("--max-neighbours", type=int, help="Neighbours per atom (default: the models', else 20).")
 @click.option("--radial", type=click.Choice(["gaussian", "bessel"]), help="Radial basis (default: the models').")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="representatives.extxyz", show_default=True)
-@click.option(
+@output_file_option(default="representatives.extxyz")
+@output_file_option(
     "--selection",
     "selection_file",
-    type=click.Path(dir_okay=False),
     default="selection.npz",
-    show_default=True,
     help="Where to save PCA coordinates, labels and distances.",
 )
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), help="Also draw the PCA scatter (PNG).")
+@output_file_option("--plot", "plot_file", help="Also draw the PCA scatter (PNG).")
 def select(
     candidates,
     model_files,
@@ -298,7 +297,7 @@ def _plot(result, path: Path, title: str | None = None) -> None:
 
 @click.command()
 @click.argument("selection_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="pca_clusters.png", show_default=True)
+@output_file_option(default="pca_clusters.png")
 def plot(selection_file, output):
     """Draw the PCA scatter of a saved selection (from ``select``), representatives marked."""
     from ..screening.selection import Selection

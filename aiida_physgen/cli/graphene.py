@@ -21,6 +21,7 @@ import numpy as np
 
 from ._common import InputError, check_output_dir, check_output_file, load_mapping, read_structures
 from .files import write_structures
+from .options import output_file_option, output_folder_option
 
 __all__ = ["sheets", "label", "predict", "check_labels"]
 
@@ -36,7 +37,7 @@ def _as_input_error(function, *args, **kwargs):
 @click.option("--count", "-n", type=click.IntRange(min=1), default=4096, show_default=True, help="Number of sheets.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the holes.")
 @click.option("--settings", "settings_text", help="nx, ny, holes, radius, prune as JSON or a JSON/YAML file.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="sheets.npz", show_default=True)
+@output_file_option(default="sheets.npz")
 def sheets(count, seed, settings_text, output):
     """Random porous graphene sheets (periodic; holes of random number and size) into one file."""
     from ..ml import graphene
@@ -70,7 +71,7 @@ def sheets(count, seed, settings_text, output):
     show_default=True,
     help="Relaxation convergence, eV/Å.",
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="labelled.npz", show_default=True)
+@output_file_option(default="labelled.npz")
 def label(structures, relax, fmax, output):
     """Reference (LAMMPS Tersoff) energies of every sheet, written as the ``energy`` info array (eV)."""
     from ..graphene.reference_energy import label_sheets
@@ -87,12 +88,7 @@ def label(structures, relax, fmax, output):
 @click.command()
 @click.argument("model_file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("structures", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False),
-    help="Write the structures with the prediction as an info array (default: print the values).",
-)
+@output_file_option(help="Write the structures with the prediction as an info array (default: print the values).")
 def predict(model_file, structures, output):
     """What a surrogate model (EDNN) predicts for every structure of STRUCTURES."""
     from ..ml.family import TrainedModel
@@ -127,7 +123,7 @@ def predict(model_file, structures, output):
     show_default=True,
     help="Relax before the reference energy (as the training labels were made).",
 )
-@click.option("--output", "-o", type=click.Path(file_okay=False), default="label_check", show_default=True)
+@output_folder_option(default="label_check")
 def check_labels(generated, surrogate, reference, relax, output):
     """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan; each
     file is one set, named by its file name): the Kolmogorov–Smirnov table (printed, and ``ks.json``) and the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ._common import InputError
+from .options import output_folder_option, profile_option
 
 __all__ = ["families", "protocols", "report"]
 
@@ -69,8 +70,8 @@ def _screening_of(pk: int) -> int:
 
 @click.command()
 @click.argument("pk", type=int)
-@click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for the figures (default report_<pk>).")
-@click.option("--profile", "-p", help="AiiDA profile (default: the default profile).")
+@output_folder_option(help="Folder for the figures (default report_<pk>).")
+@profile_option
 @click.option(
     "--vs",
     "others",

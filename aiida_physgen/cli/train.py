@@ -42,6 +42,7 @@ from ._common import (
     parse_seeds,
     read_structures,
 )
+from .options import output_file_option, output_folder_option
 
 __all__ = ["train", "JOB_KEYS"]
 
@@ -231,9 +232,8 @@ class _Reporter:
 @click.option("--steps", type=click.IntRange(min=0), help="Shortcut for --set loop.steps=N.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:<n> or auto.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: OMP_NUM_THREADS, else all allowed).")
-@click.option(
+@output_folder_option(
     "--checkpoint-dir",
-    type=click.Path(file_okay=False),
     help="Checkpoints and progress.log (default: OUTDIR/checkpoints); checkpoints found there are resumed.",
 )
 @click.option(
@@ -248,20 +248,12 @@ class _Reporter:
     type=click.FloatRange(min=0),
     help="Stop (checkpoint, exit code 75) after this many seconds, e.g. a little below a job's walltime.",
 )
-@click.option(
+@output_file_option(
     "--status",
     "status_file",
-    type=click.Path(dir_okay=False),
     help="Write the outcome as JSON here (ok, invalid_input, diverged, interrupted, crashed).",
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(file_okay=False),
-    default="models",
-    show_default=True,
-    help="Folder for model_XX.pt and summary.json.",
-)
+@output_folder_option(default="models", help="Folder for model_XX.pt and summary.json.")
 def train(status_file, **options):
     """Train an ensemble of models on TRAINING_FILE (any format ASE reads, or a StructureSet .npz).
 
