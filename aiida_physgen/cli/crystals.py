@@ -119,26 +119,33 @@ def _report_dropped(usable, total: int, verbose: bool) -> None:
             click.echo(f"  {label}: {reason}")
 
 
+# ---------------------------------------------------------------------- the filter's options
+def _space_groups_option(help: str):
+    """``--space-group``/``-s``, repeatable: the groups the filter keeps (see :func:`_groups`)."""
+    return click.option("--space-group", "-s", "space_groups", multiple=True, metavar="N", help=help)
+
+
+def _symprec_option(help: str):
+    """``--symprec``: spglib's tolerance when the filter finds the space group and the base sites."""
+    return click.option(
+        "--symprec", type=click.FloatRange(min=0, min_open=True), default=_SYMPREC, show_default=True, help=help
+    )
+
+
+def _verbose_option(dropped: str):
+    """``--verbose``/``-v``: :func:`_report_dropped` names every dropped ``dropped`` (structure, material...)."""
+    return click.option("--verbose", "-v", is_flag=True, help=f"Name every dropped {dropped} and why.")
+
+
 # ---------------------------------------------------------------------- filter
 @crystals.command("filter")
 @click.argument("source", metavar="FOLDER_OR_FILE", type=click.Path(exists=True))
-@click.option(
-    "--space-group",
-    "-s",
-    "space_groups",
-    multiple=True,
-    metavar="N",
-    help="Keep only this space group (number or symbol, e.g. 216 or F-43m); repeat the option. "
-    "Default: every supported group (16–230).",
+@_space_groups_option(
+    "Keep only this space group (number or symbol, e.g. 216 or F-43m); repeat the option. "
+    "Default: every supported group (16–230)."
 )
-@click.option(
-    "--symprec",
-    type=click.FloatRange(min=0, min_open=True),
-    default=_SYMPREC,
-    show_default=True,
-    help="spglib's symmetry tolerance in Å.",
-)
-@click.option("--verbose", "-v", is_flag=True, help="Name every dropped structure and why.")
+@_symprec_option("spglib's symmetry tolerance in Å.")
+@_verbose_option("structure")
 @output_file_option(
     default="crystals.npz", help="The kept structures (.npz, the structure sets' format; or any format ASE writes)."
 )
@@ -370,14 +377,9 @@ def _material_id(document) -> str:
 
 
 @crystals.command("download-mp")
-@click.option(
-    "--space-group",
-    "-s",
-    "space_groups",
-    multiple=True,
-    metavar="N",
-    help="Query this space group (number or symbol); repeat the option. Default: the paper's 12 "
-    "(225, 71, 221, 139, 62, 216, 166, 194, 123, 164, 141, 227).",
+@_space_groups_option(
+    "Query this space group (number or symbol); repeat the option. Default: the paper's 12 "
+    "(225, 71, 221, 139, 62, 216, 166, 194, 123, 164, 141, 227)."
 )
 @click.option(
     "--api-key",
@@ -385,14 +387,8 @@ def _material_id(document) -> str:
     show_envvar=True,
     help="Materials Project API key (https://materialsproject.org/api, after logging in).",
 )
-@click.option(
-    "--symprec",
-    type=click.FloatRange(min=0, min_open=True),
-    default=_SYMPREC,
-    show_default=True,
-    help="spglib's symmetry tolerance in Å, for the filter.",
-)
-@click.option("--verbose", "-v", is_flag=True, help="Name every dropped material and why.")
+@_symprec_option("spglib's symmetry tolerance in Å, for the filter.")
+@_verbose_option("material")
 @output_file_option(default="mp_ternaries.npz")
 def download_mp(space_groups, api_key, symprec, verbose, output):
     """Materials Project ternaries in the paper's space groups that the crystal GAN can train on.
