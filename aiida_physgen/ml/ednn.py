@@ -43,11 +43,11 @@ import torch
 from torch import nn
 
 from .batch import StructureBatch
-from .ensemble import Stream, member_seed
+from .ensemble import Stream, eval_mode, member_seed, torch_seeded
 from .family import GeneratorFamily
 from .graphene import Lattice, batch_to_sheets, encode_zigzag
-from .loop import MemberModulesTrainer
-from .settings import is_finite_number, is_positive_int, require_positive_ints
+from .loop import MemberModulesTrainer, check_loop_settings, held_out_count
+from .settings import is_finite_number, is_positive_int
 
 __all__ = [
     "EdnnLoopSettings",
@@ -88,25 +88,11 @@ class EdnnLoopSettings:
     log_every: int = 250
 
     def __post_init__(self) -> None:
-        require_positive_ints(
-            self,
-            {
-                "steps": "a positive number of optimiser steps",
-                "batch_size": "a positive number of sheets per step",
-                "log_every": "a positive logging interval in steps",
-            },
-        )
-        if not is_finite_number(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
+        check_loop_settings(self, "sheets")
         if not is_finite_number(self.lr_final) or not 0 < self.lr_final <= 1:
             raise ValueError(f"lr_final: got {self.lr_final!r}, expected the final fraction of lr, in (0, 1]")
         if not is_finite_number(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay: got {self.weight_decay!r}, expected a finite non-negative number")
-        if not is_finite_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction: got {self.validation_fraction!r}, expected the fraction of sheets held out, "
-                "in (0, 1)"
-            )
 
 
 @dataclass
@@ -195,8 +181,7 @@ class EDNN(nn.Module):
         self.hidden = [int(h) for h in hidden]
         self.activation = str(activation)
         kernel = (self.focus[0] + 2 * self.context[0], self.focus[1] + 2 * self.context[1])
-        with torch.random.fork_rng(devices=[]):  # the member's own stream, the global one untouched
-            torch.manual_seed(member_seed(seed, Stream.GENERATOR))
+        with torch_seeded(member_seed(seed, Stream.GENERATOR)):  # the member's own stream
             self.first = nn.Conv2d(1, self.hidden[0], kernel, stride=self.focus)
             self.layers = nn.ModuleList(
                 nn.Linear(n_in, n_out) for n_in, n_out in zip(self.hidden, [*self.hidden[1:], 1])
@@ -260,11 +245,6 @@ class EDNN(nn.Module):
 
 
 # ---------------------------------------------------------------------- data
-def held_out_count(count: int, fraction: float) -> int:
-    """Sheets held out of ``count`` at ``fraction`` (rounded, at least one)."""
-    return max(1, int(round(count * fraction)))
-
-
 def read_sheets(structures: StructureBatch, where: str = "structures") -> tuple[np.ndarray, Lattice]:
     """Zig-zag occupancies ``(M, R, C)`` and the lattice of a batch of periodic sheets on one lattice;
     ``ValueError`` naming ``where[i]`` for a sheet that is not periodic in x and y or not on the lattice."""
@@ -330,12 +310,10 @@ class EdnnTrainer(MemberModulesTrainer):
         device: torch.device | str = "cpu",
     ):
         first = members[0]
-        super().__init__(seeds, log_every=first.loop.log_every)
-        self.device = torch.device(device)
+        super().__init__(seeds, first.loop.log_every, first.loop.steps, device)
         self.lattice = lattice
         self.area = float(lattice.area)
         self.settings = first
-        self.steps = first.loop.steps
         self.batch_size = first.loop.batch_size
         self.lrs = [m.loop.lr for m in members]
         self.grids = torch.as_tensor(np.asarray(grids, dtype=np.float32), device=self.device)
@@ -403,15 +381,10 @@ class EdnnTrainer(MemberModulesTrainer):
             index = self._next_batch(k)
             prediction = module(self.grids[index])
             loss = (((prediction - self.energies[index]) / self.stats[k]["residual_std"]) ** 2).mean()
-            self.check_finite("mse", loss.detach().reshape(1), [k])
             for group in optimizer.param_groups:
                 group["lr"] = self.learning_rate(k)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        step = self.step + 1  # the base class counts this step after it returns
-        logging = step % self.log_every == 0 or step == self.steps
+            losses.append(self.update(k, loss, "mse"))
+        logging = self.logs_this_step()
         out_loss = self.running_means(losses, logging)
         if logging:
             self.held_out = [self.evaluate(k) for k in range(self.n_models)]
@@ -424,24 +397,21 @@ class EdnnTrainer(MemberModulesTrainer):
     @torch.no_grad()
     def evaluate(self, k: int, chunk: int = 1024) -> dict[str, float]:
         """Member ``k``'s error on its held-out sheets, meV/Å² (energy error over the sheet's area)."""
-        module = self.modules[k]
-        was_training = module.training
-        module.eval()
         index = self.val_index[k]
-        errors = (
-            torch.cat(
-                [
-                    module(self.grids[index[i : i + chunk]]) - self.energies[index[i : i + chunk]]
-                    for i in range(0, len(index), chunk)
-                ]
+        with eval_mode(self.modules[k]) as module:
+            errors = (
+                torch.cat(
+                    [
+                        module(self.grids[index[i : i + chunk]]) - self.energies[index[i : i + chunk]]
+                        for i in range(0, len(index), chunk)
+                    ]
+                )
+                .abs()
+                .cpu()
+                .numpy()
+                / self.area
+                * 1e3
             )
-            .abs()
-            .cpu()
-            .numpy()
-            / self.area
-            * 1e3
-        )
-        module.train(was_training)
         return {"mae": float(errors.mean()), "median_ae": float(np.median(errors)), "count": int(errors.size)}
 
     def extra_state(self) -> dict[str, Any]:

@@ -22,10 +22,13 @@ import torch
 
 from .atomic_files import atomic_path
 from .ensemble import Stream, member_seed
+from .settings import is_finite_number, require_positive_ints
 
 __all__ = [
     "Trainer",
     "MemberModulesTrainer",
+    "check_loop_settings",
+    "held_out_count",
     "TrainingHistory",
     "TrainingDivergedError",
     "TrainingInterrupted",
@@ -252,18 +255,51 @@ class Trainer(abc.ABC):
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
+def check_loop_settings(settings: Any, unit: str) -> None:
+    """Check the fields every :class:`MemberModulesTrainer` family's loop settings have, naming the field:
+    ``steps``, ``batch_size`` (``unit`` per step, e.g. ``'sheets'``) and ``log_every`` positive integers (stored
+    as ``int``), ``lr`` a positive finite learning rate (Adam), ``validation_fraction`` (the share of the
+    ``unit`` held out) in (0, 1)."""
+    require_positive_ints(
+        settings,
+        {
+            "steps": "a positive number of optimiser steps",
+            "batch_size": f"a positive number of {unit} per step",
+            "log_every": "a positive logging interval in steps",
+        },
+    )
+    if not is_finite_number(settings.lr) or settings.lr <= 0:
+        raise ValueError(f"lr: got {settings.lr!r}, expected a positive finite learning rate (Adam)")
+    fraction = settings.validation_fraction
+    if not is_finite_number(fraction) or not 0 < fraction < 1:
+        raise ValueError(f"validation_fraction: got {fraction!r}, expected the fraction of {unit} held out, in (0, 1)")
+
+
+def held_out_count(count: int, fraction: float) -> int:
+    """Samples held out of ``count`` at ``fraction`` (rounded, at least one)."""
+    return max(1, int(round(count * fraction)))
+
+
 class MemberModulesTrainer(Trainer):
     """A trainer of ``K`` independent members, each with its own module and optimiser (supervised or
     likelihood families: EDNN, RePAP), stepped one after the other.
 
     Subclasses append to :attr:`modules` and :attr:`optimizers` in their constructor and implement
     :meth:`train_step` with :meth:`next_batch` (epoch-long data orders per member, drawn from its loop
-    stream) and :meth:`running_means` (the mean loss since the last log). Checkpoints hold modules,
-    optimisers, data orders, running sums, and :meth:`extra_state`.
+    stream), :meth:`update` (one optimiser step of a member) and :meth:`running_means` (the mean loss since
+    the last log, at the steps :meth:`logs_this_step` says). Checkpoints hold modules, optimisers, data
+    orders, running sums, and :meth:`extra_state`.
+
+    :param steps: the steps of the whole training (the last one is always logged), if known.
+    :param device: where the modules and data live.
     """
 
-    def __init__(self, seeds: Sequence[int], log_every: int = 10):
+    def __init__(
+        self, seeds: Sequence[int], log_every: int = 10, steps: int | None = None, device: torch.device | str = "cpu"
+    ):
         super().__init__(seeds, log_every)
+        self.steps = steps
+        self.device = torch.device(device)
         self.modules: list[torch.nn.Module] = []
         self.optimizers: list[torch.optim.Optimizer] = []
         self.orders: list[torch.Tensor | None] = [None] * self.n_models
@@ -281,6 +317,25 @@ class MemberModulesTrainer(Trainer):
         batch = self.orders[k][self.positions[k] : self.positions[k] + size]
         self.positions[k] += size
         return batch
+
+    def update(self, k: int, loss: torch.Tensor, name: str = "loss", clip_norm: float | None = None) -> float:
+        """One optimiser step of member ``k`` on its scalar ``loss``: the NaN guard (:meth:`check_finite`,
+        naming the loss ``name``), the gradients (their norm clipped to ``clip_norm`` when given), the step.
+        Returns the loss as a number."""
+        self.check_finite(name, loss.detach().reshape(1), [k])
+        optimizer = self.optimizers[k]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.modules[k].parameters(), clip_norm)
+        optimizer.step()
+        return float(loss.detach())
+
+    def logs_this_step(self) -> bool:
+        """Whether the step being taken is logged: every ``log_every``-th and the last of :attr:`steps` (the
+        base class counts a step after :meth:`train_step` returns, so this is step ``self.step + 1``)."""
+        step = self.step + 1
+        return step % self.log_every == 0 or step == self.steps
 
     def running_means(self, losses: Sequence[float], logging: bool) -> list[float]:
         """Add this step's ``losses``; when ``logging``, return each member's mean since the last log (and

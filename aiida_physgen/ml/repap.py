@@ -42,9 +42,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .batch import StructureBatch
-from .ensemble import Stream, member_seed
+from .ensemble import Stream, eval_mode, member_seed, torch_seeded
 from .family import GeneratorFamily, keys_checked
-from .loop import MemberModulesTrainer
+from .loop import MemberModulesTrainer, check_loop_settings, held_out_count
 from .settings import is_finite_number, is_positive_int, require_positive_ints
 
 __all__ = [
@@ -93,23 +93,9 @@ class RepapLoopSettings:
     log_every: int = 100
 
     def __post_init__(self) -> None:
-        require_positive_ints(
-            self,
-            {
-                "steps": "a positive number of optimiser steps",
-                "batch_size": "a positive number of frames per step",
-                "log_every": "a positive logging interval in steps",
-            },
-        )
-        if not is_finite_number(self.lr) or self.lr <= 0:
-            raise ValueError(f"lr: got {self.lr!r}, expected a positive finite learning rate (Adam)")
+        check_loop_settings(self, "frames")
         if not is_finite_number(self.clip_norm) or self.clip_norm <= 0:
             raise ValueError(f"clip_norm: got {self.clip_norm!r}, expected a positive gradient-norm bound")
-        if not is_finite_number(self.validation_fraction) or not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction: got {self.validation_fraction!r}, expected the fraction of "
-                "frames held out, in (0, 1)"
-            )
 
 
 @dataclass
@@ -261,8 +247,7 @@ class RepapLSTM(nn.Module):
         super().__init__()
         self.bins, self.length = int(bins), int(length)
         self.hidden, self.layers, self.dropout_p = int(hidden), int(layers), float(dropout)
-        with torch.random.fork_rng(devices=[]):  # the member's own stream, the global one untouched
-            torch.manual_seed(member_seed(seed, Stream.GENERATOR))
+        with torch_seeded(member_seed(seed, Stream.GENERATOR)):  # the member's own stream
             self.lstm = nn.LSTM(
                 self.bins + self.length - 1,
                 self.hidden,
@@ -315,14 +300,11 @@ class RepapTrainer(MemberModulesTrainer):
         device: torch.device | str = "cpu",
     ):
         first = members[0]
-        super().__init__(seeds, log_every=first.loop.log_every)
-        self.device = torch.device(device)
+        super().__init__(seeds, first.loop.log_every, first.loop.steps, device)
         self.data = data
         self.settings = first
-        self.steps = first.loop.steps
         frames = len(data.fractions)
-        n_val = max(1, int(round(frames * first.loop.validation_fraction)))
-        self.n_train = frames - n_val
+        self.n_train = frames - held_out_count(frames, first.loop.validation_fraction)
         fractions = torch.as_tensor(data.fractions, dtype=torch.float32)
         self.fractions = fractions.to(self.device)
         self.bins_of = to_bins(fractions, first.bins).to(self.device)
@@ -343,21 +325,13 @@ class RepapTrainer(MemberModulesTrainer):
 
     def train_step(self) -> dict[str, torch.Tensor]:
         losses = []
-        for k, (module, optimizer) in enumerate(zip(self.modules, self.optimizers)):
+        for k, module in enumerate(self.modules):
             index = self.next_batch(k, self.n_train, self.settings.loop.batch_size).to(self.device)
             # dropout masks from the member's loop stream (checkpointed), not the global generator
-            dropout_seed = int(torch.randint(2**62, (1,), generator=self.rngs[k]))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(dropout_seed)
+            with torch_seeded(int(torch.randint(2**62, (1,), generator=self.rngs[k]))):
                 loss = self.loss(module, index)
-            self.check_finite("squared error", loss.detach().reshape(1), [k])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(module.parameters(), self.settings.loop.clip_norm)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        step = self.step + 1  # the base class counts this step after it returns
-        logging = step % self.log_every == 0 or step == self.steps
+            losses.append(self.update(k, loss, "squared error", self.settings.loop.clip_norm))
+        logging = self.logs_this_step()
         out = self.running_means(losses, logging)
         if logging:
             self.validation = [self.evaluate(k) for k in range(self.n_models)]
@@ -369,15 +343,12 @@ class RepapTrainer(MemberModulesTrainer):
     @torch.no_grad()
     def evaluate(self, k: int, chunk: int = 512) -> float:
         """Member ``k``'s loss on the held-out frames (eval mode: no dropout)."""
-        module = self.modules[k]
-        was_training = module.training
-        module.eval()
         index = torch.arange(self.n_train, len(self.fractions), device=self.device)
         total = 0.0
-        for i in range(0, len(index), chunk):
-            part = index[i : i + chunk]
-            total += float(self.loss(module, part)) * len(part)
-        module.train(was_training)
+        with eval_mode(self.modules[k]) as module:
+            for i in range(0, len(index), chunk):
+                part = index[i : i + chunk]
+                total += float(self.loss(module, part)) * len(part)
         return total / len(index)
 
     def extra_state(self) -> dict[str, Any]:
@@ -505,7 +476,7 @@ class RepapFamily(GeneratorFamily):
             raise ValueError("training: required; RePAP learns from the frames of a trajectory")
         data = read_trajectory(training)
         frames = len(data.fractions)
-        n_val = max(1, int(round(frames * settings.loop.validation_fraction)))
+        n_val = held_out_count(frames, settings.loop.validation_fraction)
         if frames - n_val < 2:
             raise ValueError(
                 f"training: {frames} frames with settings.loop.validation_fraction "
@@ -597,17 +568,13 @@ class RepapFamily(GeneratorFamily):
     def sample(self, module, config, count, seed, condition=None):
         condition = self.check_condition(condition, config)
         generator = torch.Generator().manual_seed(member_seed(seed, Stream.SAMPLE))
-        was_training = module.training
-        module.eval()
-        try:
+        with eval_mode(module):
             coords, redraws, restarts = [], [], []
             for start in range(0, count, SAMPLE_CHUNK):
                 c, r, s = self._sample_chunk(module, config, min(SAMPLE_CHUNK, count - start), generator, condition)
                 coords.append(c)
                 redraws.append(r)
                 restarts.append(s)
-        finally:
-            module.train(was_training)
         coords = np.concatenate(coords)
         redraws, restarts = np.concatenate(redraws), np.concatenate(restarts)
         cell = np.asarray(config["cell"], dtype=np.float64)
