@@ -50,7 +50,11 @@ from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members
 from .codes import check_python_code, set_python_job_defaults
 
-__all__ = ["TrainingCalculation", "validate_training_inputs", "threads_for", "max_seconds_for"]
+__all__ = ["TrainingCalculation", "validate_training_inputs", "threads_for", "max_seconds_for", "TRAINING_PORTS"]
+
+#: the inputs that say what to train, the same for the job, the ``physgen.train`` calcfunction and the chains that
+#: expose them (the generation chain)
+TRAINING_PORTS = ("training", "family", "target", "seeds", "settings", "grid")
 
 TRAINING_FILENAME = "training.npz"
 JOB_FILENAME = "job.json"
@@ -136,15 +140,29 @@ class TrainingCalculation(CalcJob):
         )
 
         spec.input("training", valid_type=StructureSet, help="Known structures to learn from.")
-        spec.input("family", valid_type=orm.Str, help="Generator family (an entry point of aiida_physgen.families).")
-        spec.input("target", valid_type=orm.Dict, help="What to generate, as the family defines it.")
+        spec.input(
+            "family",
+            valid_type=orm.Str,
+            help="Generator family (an entry point of aiida_physgen.families): logan, rugan, crystal_gan, "
+            "repap, ednn, or a plug-in's.",
+        )
+        spec.input(
+            "target",
+            valid_type=orm.Dict,
+            help="What to generate, as the family defines it (LoGAN: composition, cell, pbc).",
+        )
         spec.input(
             "seeds",
             valid_type=orm.List,
             default=lambda: orm.List(list(DEFAULT_SEEDS)),
             help="One ensemble member per seed (times the grid).",
         )
-        spec.input("settings", valid_type=orm.Dict, required=False, help="Nested training settings of the family.")
+        spec.input(
+            "settings",
+            valid_type=orm.Dict,
+            required=False,
+            help="Nested training settings of the family (e.g. descriptor, loop, ...); defaults otherwise.",
+        )
         spec.input(
             "grid",
             valid_type=orm.Dict,

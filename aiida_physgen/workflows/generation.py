@@ -16,6 +16,7 @@ from aiida import orm
 from aiida.engine import WorkChain, if_
 
 from ..calculations.functions import EXIT_CODES, generate, normalise_training_inputs, select_representatives
+from ..calculations.training import TRAINING_PORTS, TrainingCalculation
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
@@ -122,7 +123,6 @@ def check_training_job(inputs) -> str | None:
     """The training code must be a Python interpreter, and the job options what the CalcJob and the
     computer's scheduler accept: checked here, not when the job is submitted inside the chain."""
     from ..calculations.codes import check_python_code
-    from ..calculations.training import TrainingCalculation
 
     code = inputs.get("training_code")
     message = check_python_code(code, "training_code")
@@ -149,36 +149,8 @@ class GenerationWorkChain(CalcfunctionSteps, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input(
-            "family",
-            valid_type=orm.Str,
-            help="Generator family (an entry point of aiida_physgen.families): logan, rugan, crystal_gan, "
-            "repap, or a plug-in's.",
-        )
-        spec.input("training", valid_type=StructureSet, help="Known structures to learn from.")
-        spec.input(
-            "target",
-            valid_type=orm.Dict,
-            help="What to generate, as the family defines it (LoGAN: composition, cell, pbc).",
-        )
-        spec.input(
-            "seeds",
-            valid_type=orm.List,
-            default=lambda: orm.List(list(DEFAULT_SEEDS)),
-            help="One ensemble member per seed (times the grid).",
-        )
-        spec.input(
-            "settings",
-            valid_type=orm.Dict,
-            required=False,
-            help="Nested training settings of the family (e.g. descriptor, loop, ...); defaults otherwise.",
-        )
-        spec.input(
-            "grid",
-            valid_type=orm.Dict,
-            required=False,
-            help="Nested settings with lists of values to vary across the ensemble.",
-        )
+        # what to train: the training job's own ports (one declaration for the calcfunction and the job)
+        spec.expose_inputs(TrainingCalculation, include=TRAINING_PORTS)
         spec.input("count", valid_type=orm.Int, default=lambda: orm.Int(DEFAULT_COUNT), help="Candidates per model.")
         spec.input(
             "condition",
