@@ -309,11 +309,10 @@ class EdnnTrainer(MemberModulesTrainer):
         seeds: Sequence[int],
         device: torch.device | str = "cpu",
     ):
-        first = members[0]
-        super().__init__(seeds, first.loop.log_every, first.loop.steps, device)
+        super().__init__(members, seeds, device)
+        first = self.settings
         self.lattice = lattice
         self.area = float(lattice.area)
-        self.settings = first
         self.batch_size = first.loop.batch_size
         self.lrs = [m.loop.lr for m in members]
         self.grids = torch.as_tensor(np.asarray(grids, dtype=np.float32), device=self.device)

@@ -290,15 +290,18 @@ class MemberModulesTrainer(Trainer):
     the last log, at the steps :meth:`logs_this_step` says). Checkpoints hold modules, optimisers, data
     orders, running sums, and :meth:`extra_state`.
 
-    :param steps: the steps of the whole training (the last one is always logged), if known.
+    :param members: every member's settings (a family's settings dataclass); what the members share (all but
+        the family's ``vectorised`` settings) is read from the first, :attr:`settings`: its ``loop`` gives
+        ``log_every`` and ``steps`` (the last step is always logged).
+    :param seeds: one seed per member.
     :param device: where the modules and data live.
     """
 
-    def __init__(
-        self, seeds: Sequence[int], log_every: int = 10, steps: int | None = None, device: torch.device | str = "cpu"
-    ):
-        super().__init__(seeds, log_every)
-        self.steps = steps
+    def __init__(self, members: Sequence[Any], seeds: Sequence[int], device: torch.device | str = "cpu"):
+        first = members[0]
+        super().__init__(seeds, first.loop.log_every)
+        self.settings = first
+        self.steps = first.loop.steps
         self.device = torch.device(device)
         self.modules: list[torch.nn.Module] = []
         self.optimizers: list[torch.optim.Optimizer] = []

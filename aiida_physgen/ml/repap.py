@@ -299,10 +299,9 @@ class RepapTrainer(MemberModulesTrainer):
         seeds: Sequence[int],
         device: torch.device | str = "cpu",
     ):
-        first = members[0]
-        super().__init__(seeds, first.loop.log_every, first.loop.steps, device)
+        super().__init__(members, seeds, device)
+        first = self.settings
         self.data = data
-        self.settings = first
         frames = len(data.fractions)
         self.n_train = frames - held_out_count(frames, first.loop.validation_fraction)
         fractions = torch.as_tensor(data.fractions, dtype=torch.float32)
