@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from ._common import InputError, check_output_dir, check_output_file, read_structures
-from .crystals import crystals
+from .crystals import crystals, read_crystals
 from .files import write_structures
 from .options import output_file_option, output_folder_option
 
@@ -79,17 +79,7 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     batch = read_structures(generated, "GENERATED")
     if not batch.pbc.all():
         raise InputError("GENERATED: the funnel takes crystals (periodic along every axis)")
-    reference = None
-    if training:
-        if Path(training).is_dir():
-            from ..ml.crystal_data import read_cif_folder
-
-            try:
-                reference = read_cif_folder(training, "--training")
-            except ValueError as error:
-                raise InputError(str(error)) from None
-        else:
-            reference = read_structures(training, "--training")
+    reference = read_crystals(training, "--training") if training else None
     flags = crystal_properties.validity(batch, min_distance=min_distance, density_range=tuple(density))
     keep = np.flatnonzero(flags["valid"] == 1)
     counts = {"generated": len(batch), "valid": int(keep.size)}

@@ -25,7 +25,7 @@ from ._common import InputError, check_output_dir, check_output_file, output_fil
 from .files import write_structures
 from .options import output_file_option, output_folder_option
 
-__all__ = ["crystals", "MP_API_KEY_VARIABLE", "MP_INSTALL_HINT"]
+__all__ = ["crystals", "read_crystals", "MP_API_KEY_VARIABLE", "MP_INSTALL_HINT"]
 
 #: the environment variable that mp-api itself reads the key from
 MP_API_KEY_VARIABLE = "MP_API_KEY"
@@ -79,6 +79,19 @@ def _check_output(path) -> None:
 
     check_output_file(path, "--output")
     structure_format(path, "--output")
+
+
+def read_crystals(path, option: str):
+    """The structures of a CIF folder (every ``*.cif``, labelled by file name) or of one structure file;
+    refused (exit code 2) naming ``option`` when there is none or one cannot be read."""
+    from ..ml.crystal_data import read_cif_folder
+
+    if not Path(path).is_dir():
+        return read_structures(path, option)
+    try:
+        return read_cif_folder(path, option)
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
 
 def _keep_usable(batch, groups, symprec: float, source: str, verbose: bool):
@@ -157,18 +170,9 @@ def filter_command(source, space_groups, symprec, verbose, output):
     and ``source_index`` (the index in the sorted CIF names, or in the file); train on it with
     ``aiida-physgen train OUT.npz -f crystal_gan --target '{"space_groups": [...]}'``.
     """
-    from ..ml.crystal_data import read_cif_folder
-
     _check_output(output)
     groups = _groups(space_groups, "--space-group")
-    path = Path(source)
-    if path.is_dir():
-        try:
-            batch = read_cif_folder(path, "FOLDER_OR_FILE")
-        except ValueError as error:
-            raise InputError(str(error)) from None
-    else:
-        batch = read_structures(path, "FOLDER_OR_FILE")
+    batch = read_crystals(source, "FOLDER_OR_FILE")
     kept, usable = _keep_usable(batch, groups, symprec, "FOLDER_OR_FILE", verbose)
     write_structures(kept, output)
     click.echo(f"kept {len(kept)} of {len(batch)} structures ({_per_group(usable.space_groups)}) in {output}")
