@@ -252,14 +252,18 @@ def read_sheets(structures: StructureBatch, where: str = "structures") -> tuple[
         raise ValueError(f"{where}: expected a StructureBatch of sheets, got {type(structures).__name__}")
     if len(structures) == 0:
         raise ValueError(f"{where}: expected at least one sheet")
+    _check_periodic(structures, where, "needs periodic sheets")
+    return batch_to_sheets(structures, where=where)
+
+
+def _check_periodic(structures: StructureBatch, where: str, why: str) -> None:
+    """``ValueError`` naming ``where[i]`` for the first sheet that is not periodic in x and y (EDNN ``why``)."""
     periodic = structures.pbc[:, :2].all(axis=1)
     if not periodic.all():
         i = int(np.argmin(periodic))
         raise ValueError(
-            f"{where}[{i}]: the sheet is not periodic in x and y (pbc {structures.pbc[i].tolist()}); EDNN needs "
-            "periodic sheets"
+            f"{where}[{i}]: the sheet is not periodic in x and y (pbc {structures.pbc[i].tolist()}); EDNN {why}"
         )
-    return batch_to_sheets(structures, where=where)
 
 
 def _training_energies(training: StructureBatch, key: str) -> np.ndarray:
@@ -513,13 +517,7 @@ class EdnnFamily(GeneratorFamily):
         count = len(structures)
         if count == 0:
             return np.zeros(0)
-        periodic = structures.pbc[:, :2].all(axis=1)
-        if not periodic.all():
-            i = int(np.argmin(periodic))
-            raise ValueError(
-                f"structures[{i}]: the sheet is not periodic in x and y (pbc {structures.pbc[i].tolist()}); EDNN "
-                "predicts periodic sheets only"
-            )
+        _check_periodic(structures, "structures", "predicts periodic sheets only")
         _, group_of = np.unique(np.round(structures.cells.reshape(count, 9), 5), axis=0, return_inverse=True)
         group_of = group_of.reshape(-1)
         device = next(module.parameters()).device
