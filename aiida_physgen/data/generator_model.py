@@ -50,6 +50,16 @@ REQUIRED_CONFIG_KEYS = ("family", "role", "target", "hyperparameters", "seed", "
 MAX_ATTRIBUTE_JSON = 32_768
 
 
+def _attribute(key: str, doc: str) -> property:
+    """A read-only property giving the node attribute ``key`` (``None`` when unset), as a deep copy: editing a
+    returned dictionary never touches the node."""
+
+    def get(self: GeneratorModel) -> t.Any:
+        return copy.deepcopy(self.base.attributes.get(key, None))
+
+    return property(get, doc=doc)
+
+
 class GeneratorModel(Data):
     """A trained model: the model file ``model.pt`` plus queryable facts about it.
 
@@ -136,44 +146,17 @@ class GeneratorModel(Data):
         return True
 
     # ------------------------------------------------------------------ attributes
-    @property
-    def family(self) -> str:
-        return self.base.attributes.get("family", None)
-
-    @property
-    def role(self) -> str:
-        return self.base.attributes.get("role", None)
-
-    @property
-    def target(self) -> dict[str, t.Any]:
-        """The family's target facts (LoGAN: composition, formula, n_atoms, cell, pbc)."""
-        return copy.deepcopy(self.base.attributes.get("target", None))
-
-    @property
-    def descriptor(self) -> dict[str, t.Any] | None:
-        return copy.deepcopy(self.base.attributes.get("descriptor", None))
-
-    @property
-    def hyperparameters(self) -> dict[str, t.Any]:
-        return copy.deepcopy(self.base.attributes.get("hyperparameters", None))
-
-    @property
-    def seed(self) -> int:
-        return self.base.attributes.get("seed", None)
-
-    @property
-    def steps(self) -> int:
-        return self.base.attributes.get("steps", None)
-
-    @property
-    def losses(self) -> dict[str, float | None]:
-        """Final losses; a loss that was not finite is ``None`` here (the file keeps the original)."""
-        return copy.deepcopy(self.base.attributes.get("losses", None))
-
-    @property
-    def checksum(self) -> str:
-        """SHA-256 checksum (hex) of the model file."""
-        return self.base.attributes.get("checksum", None)
+    family = _attribute("family", "The family of the model (its entry point in ``aiida_physgen.families``).")
+    role = _attribute("role", "``'generator'`` (makes structures) or ``'surrogate'`` (predicts a property).")
+    target = _attribute("target", "The family's target facts (LoGAN: composition, formula, n_atoms, cell, pbc).")
+    descriptor = _attribute("descriptor", "The descriptor parameters the model was trained with, or ``None``.")
+    hyperparameters = _attribute("hyperparameters", "The training settings (nested).")
+    seed = _attribute("seed", "The random seed of the training.")
+    steps = _attribute("steps", "The number of training steps.")
+    losses = _attribute(
+        "losses", "Final losses; a loss that was not finite is ``None`` here (the file keeps the original)."
+    )
+    checksum = _attribute("checksum", "SHA-256 checksum (hex) of the model file.")
 
     # ------------------------------------------------------------------ access
     def get_model_bytes(self) -> bytes:
