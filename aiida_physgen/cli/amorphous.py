@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from ._common import InputError, check_output_dir, check_output_file, load_mapping, output_files, read_structures
+from .files import check_structure_output, save_batch, write_batch
 from .options import output_file_option, output_folder_option
 
 __all__ = ["amorphous", "POTENTIALS", "RANDOM_CHUNK"]
@@ -49,25 +50,10 @@ def amorphous():
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_output(path, option: str = "--output") -> str:
-    """The ASE format of an output file, refused (exit code 2) before any work when it cannot be written."""
-    from .files import structure_format
-
-    check_output_file(path, option)
-    return structure_format(path, option)
-
-
 def _split_paths(output) -> tuple[Path, Path]:
     """``<stem>_training<suffix>`` and ``<stem>_held_out<suffix>`` beside ``output``."""
     path = Path(output)
     return (path.with_name(f"{path.stem}_training{path.suffix}"), path.with_name(f"{path.stem}_held_out{path.suffix}"))
-
-
-def _bytes(batch, fmt: str, path: Path) -> None:
-    if fmt == "npz":
-        path.write_bytes(batch.to_npz_bytes())
-    else:
-        batch.write(path, format=fmt)
 
 
 def _formula(batch, index: int = 0) -> str:
@@ -178,7 +164,7 @@ def md_command(settings_text, frames, potential, seed, held_out, output):
     """
     import numpy as np
 
-    fmt = _check_output(output)
+    fmt = check_structure_output(output)
     paths = [Path(output)]
     if held_out is not None:
         paths += list(_split_paths(output))
@@ -210,7 +196,7 @@ def md_command(settings_text, frames, potential, seed, held_out, output):
             parts.append(part)
     with output_files(*paths) as temporary:
         for part, tmp in zip([batch, *parts], temporary):
-            _bytes(part, fmt, Path(tmp))
+            save_batch(part, tmp, fmt)
 
     energy = batch.info["energy"] / settings.atoms
     temperature = batch.info["temperature"]
@@ -461,7 +447,7 @@ def random_command(reference, count, min_distance, seed, output):
     from ..ml.batch import StructureBatch
     from ..ml.random_structures import random_structures
 
-    fmt = _check_output(output)
+    fmt = check_structure_output(output)
     batch = read_structures(reference, "REFERENCE")
     symbols, cell, pbc = _reference_cell(batch, "REFERENCE")
 
@@ -491,8 +477,7 @@ def random_command(reference, count, min_distance, seed, output):
             chunks.append(draw(k, min(RANDOM_CHUNK, count - start)))
             bar.update(len(chunks[-1]))
     out = chunks[0] if len(chunks) == 1 else StructureBatch.concatenate(chunks)
-    with output_files(output) as (tmp,):
-        _bytes(out, fmt, Path(tmp))
+    write_batch(out, output, fmt)
     edges = " × ".join(f"{x:.3f}" for x in np.linalg.norm(cell, axis=1))
     click.echo(
         f"wrote {len(out)} random structures of {_formula(batch)} in the cell of REFERENCE ({edges} Å), every "

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import click
 
-from ._common import InputError, check_output_dir, check_output_file, output_files, read_structures
-from .files import write_structures
+from ._common import InputError, check_output_dir, output_files, read_structures
+from .files import check_structure_output, write_structures
 from .options import output_file_option, output_folder_option
 
 __all__ = ["crystals", "read_crystals", "MP_API_KEY_VARIABLE", "MP_INSTALL_HINT"]
@@ -71,14 +71,6 @@ def _per_group(numbers) -> str:
 
     groups, counts = np.unique(np.asarray(numbers, dtype=int), return_counts=True)
     return ", ".join(f"{_group_name(g)}: {c}" for g, c in zip(groups, counts))
-
-
-def _check_output(path) -> None:
-    """``--output`` refused (exit code 2) before any work when it cannot be written or names no format."""
-    from .files import structure_format
-
-    check_output_file(path, "--output")
-    structure_format(path, "--output")
 
 
 def read_crystals(path, option: str):
@@ -170,7 +162,7 @@ def filter_command(source, space_groups, symprec, verbose, output):
     and ``source_index`` (the index in the sorted CIF names, or in the file); train on it with
     ``aiida-physgen train OUT.npz -f crystal_gan --target '{"space_groups": [...]}'``.
     """
-    _check_output(output)
+    check_structure_output(output)
     groups = _groups(space_groups, "--space-group")
     batch = read_crystals(source, "FOLDER_OR_FILE")
     kept, usable = _keep_usable(batch, groups, symprec, "FOLDER_OR_FILE", verbose)
@@ -293,7 +285,7 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
 
     if count <= 0:
         raise InputError(f"--count: got {count}, expected a positive number of crystals")
-    _check_output(output)
+    check_structure_output(output)
     folder = check_output_dir(cif_dir, "--cif-dir") if cif_dir else None
     condition = {}
     if group is not None:
@@ -406,7 +398,7 @@ def download_mp(space_groups, api_key, symprec, verbose, output):
 
     from ..ml.space_groups import PAPER_SPACE_GROUPS
 
-    _check_output(output)
+    check_structure_output(output)
     groups = _groups(space_groups, "--space-group") or sorted(PAPER_SPACE_GROUPS)
     api_key = (api_key or "").strip()
     if not api_key:

@@ -19,7 +19,17 @@ from ._common import (
 )
 from .options import output_file_option
 
-__all__ = ["generate", "select", "plot"]
+__all__ = [
+    "generate",
+    "select",
+    "plot",
+    "load_models",
+    "structure_format",
+    "check_structure_output",
+    "save_batch",
+    "write_batch",
+    "write_structures",
+]
 
 #: selection fields and the options that set them, to name the option in a refusal
 _SELECT_OPTIONS = {
@@ -86,13 +96,26 @@ def structure_format(path, option: str) -> str:
     return fmt
 
 
+def check_structure_output(path, option: str = "--output") -> str:
+    """The format of a structure file to write (:func:`structure_format`), refused (exit code 2) before any
+    work when the file cannot be written or its name says no format."""
+    check_output_file(path, option)
+    return structure_format(path, option)
+
+
+def save_batch(batch, path, fmt: str) -> None:
+    """Write a structure batch to ``path`` in ``fmt`` (``'npz'``: the structure sets' own archive), directly;
+    :func:`write_batch` or :func:`~._common.output_files` make it atomic."""
+    if fmt == "npz":
+        Path(path).write_bytes(batch.to_npz_bytes())
+    else:
+        batch.write(path, format=fmt)
+
+
 def write_batch(batch, path, fmt: str) -> None:
     """Write a structure batch through a temporary name (the whole file appears at once, or nothing)."""
     with output_files(path) as (tmp,):
-        if fmt == "npz":
-            Path(tmp).write_bytes(batch.to_npz_bytes())
-        else:
-            batch.write(tmp, format=fmt)
+        save_batch(batch, tmp, fmt)
 
 
 def write_structures(batch, path, option: str = "--output") -> None:
@@ -117,8 +140,7 @@ def generate(models, count, seed, condition_text, output):
     count = DEFAULT_COUNT if count is None else count
     if count <= 0:
         raise click.BadParameter(f"got {count}, expected a positive number of candidates", param_hint="--count")
-    check_output_file(output, "--output")
-    fmt = structure_format(output, "--output")
+    fmt = check_structure_output(output)
     condition = load_mapping(condition_text, "--condition") if condition_text else None
     trained = load_models(models)
     atoms = [_atoms_per_structure(model) for model in trained]
