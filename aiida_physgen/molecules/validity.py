@@ -29,7 +29,7 @@ from ase.data import covalent_radii
 
 from ..ml.batch import StructureBatch
 from ..ml.settings import is_number
-from ..screening.validity import ValidityCheck
+from ..screening.validity import ValidityCheck, judge_of_kind
 
 __all__ = [
     "MoleculeValidity",
@@ -153,43 +153,41 @@ class MoleculeValidity(ValidityCheck):
     reads = "molecules"
 
     def reasons(self, batch: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         periodic = batch.pbc.any(axis=1) if len(batch) else np.zeros(0, dtype=bool)
-        reasons: list[str | None] = [NOT_A_MOLECULE if flag else None for flag in periodic]
-        which = np.flatnonzero(~periodic)
-        if which.size == 0:
-            return reasons
-        molecules = batch.subset(which)
-        first, second, ratio = bond_ratios(molecules, settings.bond_factor)
-        # closest pair per structure, as a fraction of its radius sum
-        owner = np.searchsorted(molecules.offsets, first, side="right") - 1
-        closest = np.full(len(molecules), np.inf)
-        np.minimum.at(closest, owner, ratio)
-        # one graph of every atom of the batch: its components are the fragments of each structure
-        total = int(molecules.n_atoms.sum())
-        graph = coo_matrix((np.ones(first.size), (first, second)), shape=(total, total))
-        _, labels = connected_components(graph, directed=False)
-        atom_owner = np.repeat(np.arange(len(molecules)), molecules.n_atoms)
-        fragments = np.zeros(len(molecules), dtype=np.int64)
-        np.add.at(fragments, np.unique(np.stack([atom_owner, labels]), axis=1)[0], 1)
-        too_close, apart = close_reason(settings.min_fraction), fragments_reason(settings.bond_factor)
-        sound = []
-        for position, index in enumerate(which):
-            if closest[position] < settings.min_fraction:
-                reasons[int(index)] = too_close
-            elif fragments[position] > 1:
-                reasons[int(index)] = apart
-            else:
-                sound.append((position, int(index)))
-        if settings.bond_orders and sound:
-            from ..screening.basins import molecule_graph
+        return judge_of_kind(batch, ~periodic, NOT_A_MOLECULE, lambda molecules: _molecule_reasons(molecules, settings))
 
-            for position, index in sound:
-                perceived = molecule_graph(molecules[position], charge=settings.charge)
-                if not perceived.valid:
-                    reasons[index] = NO_BOND_ORDERS
-                elif not perceived.connected:  # RDKit's radii are not ASE's: its graph has the last word here
-                    reasons[index] = apart
-        return reasons
+
+def _molecule_reasons(molecules: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:
+    """The reason to reject each structure of ``molecules`` (all non-periodic), or ``None`` to keep it."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    first, second, ratio = bond_ratios(molecules, settings.bond_factor)
+    # closest pair per structure, as a fraction of its radius sum
+    owner = np.searchsorted(molecules.offsets, first, side="right") - 1
+    closest = np.full(len(molecules), np.inf)
+    np.minimum.at(closest, owner, ratio)
+    # one graph of every atom of the batch: its components are the fragments of each structure
+    total = int(molecules.n_atoms.sum())
+    graph = coo_matrix((np.ones(first.size), (first, second)), shape=(total, total))
+    _, labels = connected_components(graph, directed=False)
+    atom_owner = np.repeat(np.arange(len(molecules)), molecules.n_atoms)
+    fragments = np.zeros(len(molecules), dtype=np.int64)
+    np.add.at(fragments, np.unique(np.stack([atom_owner, labels]), axis=1)[0], 1)
+    too_close, apart = close_reason(settings.min_fraction), fragments_reason(settings.bond_factor)
+    reasons: list[str | None] = [
+        too_close if near < settings.min_fraction else apart if pieces > 1 else None
+        for near, pieces in zip(closest, fragments)
+    ]
+    if settings.bond_orders:
+        from ..screening.basins import molecule_graph
+
+        for position, why in enumerate(reasons):
+            if why is not None:
+                continue
+            perceived = molecule_graph(molecules[position], charge=settings.charge)
+            if not perceived.valid:
+                reasons[position] = NO_BOND_ORDERS
+            elif not perceived.connected:  # RDKit's radii are not ASE's: its graph has the last word here
+                reasons[position] = apart
+    return reasons
