@@ -77,6 +77,7 @@ import numpy as np
 
 from ..lammps import new_lammps, potentials_dir, run_structures
 from ..ml.batch import StructureBatch, as_batch
+from ..ml.settings import is_finite_number
 
 __all__ = [
     "POTENTIALS",
@@ -131,10 +132,6 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
 @dataclass
 class MeltQuenchSettings:
     """The melt-and-quench protocol of :func:`melt_quench` (see the module docstring).
@@ -181,7 +178,7 @@ class MeltQuenchSettings:
             ("damping", "a positive damping time in fs"),
         ):
             value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise ValueError(f"{name}: got {value!r}, expected {what}")
             setattr(self, name, float(value))
         if not DENSITY_RANGE[0] <= self.density <= DENSITY_RANGE[1]:
@@ -234,7 +231,7 @@ def cell_length(atoms: int, density: float, element: str = "Si") -> float:
     """Edge (Å) of the cubic cell holding ``atoms`` atoms of ``element`` at ``density`` g/cm³."""
     if not _is_int(atoms) or atoms < 1:
         raise ValueError(f"atoms: got {atoms!r}, expected a positive integer")
-    if not _is_real(density) or not math.isfinite(density) or density <= 0:
+    if not is_finite_number(density) or density <= 0:
         raise ValueError(f"density: got {density!r}, expected a positive density in g/cm³")
     if element not in ase.data.atomic_numbers or ase.data.atomic_numbers[element] == 0:
         raise ValueError(f"element: got {element!r}, expected a chemical symbol such as 'Si'")

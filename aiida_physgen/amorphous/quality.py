@@ -56,6 +56,7 @@ import numpy as np
 
 from ..ml.atomic_files import atomic_path
 from ..ml.batch import StructureBatch
+from ..ml.settings import is_number, is_positive_int
 
 __all__ = [
     "RdfSettings",
@@ -78,14 +79,13 @@ _BLOCK_ELEMENTS = 1_000_000
 
 # ---------------------------------------------------------------------------------------- validation
 def _positive(name: str, value, unit: str) -> float:
-    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-    if not number or not 0 < value < math.inf:
+    if not is_number(value) or not 0 < value < math.inf:
         raise ValueError(f"{name}: got {value!r}, expected a positive {unit}")
     return float(value)
 
 
 def _positive_int(name: str, value, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
+    if not is_positive_int(value):
         raise ValueError(f"{name}: got {value!r}, expected a positive integer ({what})")
     return int(value)
 
