@@ -1,11 +1,13 @@
-"""What the commands share: exit codes, errors that name the field, parsing of option values."""
+"""What the commands share: exit codes, errors that name the field, parsing of option values, reading
+structures, writing outputs, passing on warnings."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ __all__ = [
     "check_output_dir",
     "output_files",
     "read_structures",
+    "echo_user_warnings",
 ]
 
 #: exit codes of every command (``1`` is left to unexpected errors, with a Python traceback)
@@ -206,3 +209,16 @@ def read_structures(path, option: str, index: str = ":"):
                 f"{os.fspath(path)!r}; expected finite numbers"
             )
     return batch
+
+
+@contextlib.contextmanager
+def echo_user_warnings(rename: Callable[[str], str] = str) -> Iterator[None]:
+    """Records every warning of the block; once the block has succeeded, prints each ``UserWarning`` (a
+    family's notes, e.g. labels outside the training range) to stderr as ``Warning: ...``, its text passed
+    through ``rename`` (a field's name → the option that sets it). Nothing is printed when the block raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            click.echo(f"Warning: {rename(str(warning.message))}", err=True)

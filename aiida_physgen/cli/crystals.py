@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from ._common import InputError, check_output_dir, output_files, read_structures
+from ._common import InputError, check_output_dir, echo_user_warnings, output_files, read_structures
 from .files import check_structure_output, write_structures
 from .options import output_file_option, output_folder_option
 
@@ -236,6 +236,11 @@ _CONDITION_OPTIONS = (
 )
 
 
+def _space_group_option_name(message: str) -> str:
+    """A family's warning about ``condition.space_group``, about ``--space-group`` instead."""
+    return message.replace("condition.space_group:", "--space-group:")
+
+
 @crystals.command("generate")
 @click.argument("model_file", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -310,8 +315,7 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
     if model.family.name != "crystal_gan":
         raise InputError(f"MODEL: {model_file} is a {model.family.name} model; expected a crystal_gan model")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with echo_user_warnings(_space_group_option_name):  # e.g. a space group the model was not trained on
             batch = generate_batch([model], count, seed, condition)
     except MemoryError:
         raise InputError(f"--count: {count} crystals do not fit in memory; ask for fewer") from None
@@ -323,10 +327,6 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
                 message = f"{option}:{message.split(':', 1)[1]}"
                 break
         raise InputError(message) from None
-    for warning in caught:  # e.g. a space group the model was not trained on
-        if issubclass(warning.category, UserWarning):
-            message = str(warning.message).replace("condition.space_group:", "--space-group:")
-            click.echo(f"Warning: {message}", err=True)
     write_structures(batch, output)
     number = int(batch.info["space_group_requested"][0])
     symmetric = int(np.sum(batch.info["symmetric"]))

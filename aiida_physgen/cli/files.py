@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from ._common import (
     InputError,
     check_output_file,
+    echo_user_warnings,
     load_mapping,
     output_files,
     read_structures,
@@ -154,8 +154,7 @@ def generate(models, count, seed, condition_text, output):
                 f"{needed / 1e9:.3g} GB but {str(directory)!r} has {free / 1e9:.3g} GB free; ask for fewer"
             )
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with echo_user_warnings():  # a family's notes, e.g. RUGAN labels outside the training range, RePAP redraws
             batch = generate_batch(trained, count, seed, condition)
     except ValueError as error:  # the API's field names → the options that set them
         message = str(error)
@@ -167,9 +166,6 @@ def generate(models, count, seed, condition_text, output):
         raise InputError(message) from None
     except MemoryError:
         raise InputError(f"--count: {count} candidates per model do not fit in memory; ask for fewer") from None
-    for warning in caught:  # a family's notes, e.g. RUGAN labels outside the training range, RePAP redraws
-        if issubclass(warning.category, UserWarning):
-            click.echo(f"Warning: {warning.message}", err=True)
     write_batch(batch, output, fmt)
     click.echo(f"wrote {len(batch)} candidates from {len(trained)} model(s) to {output}")
 
@@ -279,14 +275,10 @@ def select(
             f"expected at most {len(batch)} clusters"
         )
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with echo_user_warnings():  # e.g. fewer clusters than asked: fewer candidates survived the distance filter
             result, kept, _ = select_candidates(batch, settings, seed, model_descriptor)
     except (ValueError, TypeError) as error:
         raise refuse(error) from None
-    for warning in caught:  # e.g. fewer clusters than asked: fewer candidates survived the distance filter
-        if issubclass(warning.category, UserWarning):
-            click.echo(f"Warning: {warning.message}", err=True)
     chosen = batch.subset(kept[result.indices])
     chosen.info["candidate_index"] = kept[result.indices]
     for key in ("model_index", "candidate_index"):  # indices, read back from extxyz as floats
