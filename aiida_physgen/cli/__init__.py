@@ -40,7 +40,11 @@ from .train import train
 __all__ = ["main", "EXIT_OK", "EXIT_INPUT", "EXIT_DIVERGED", "EXIT_INTERRUPTED"]
 
 
-@click.group()
+#: every option with a default shows it in the help ("[default: ...]"), in every command below ``main``
+CONTEXT_SETTINGS = {"show_default": True}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="aiida-physgen")
 def main():
     """Train generative models of atomic structures, generate and select candidates (LoGAN and friends)."""

@@ -280,24 +280,21 @@ def _quality_error(message: str, held_out, paths: dict) -> InputError:
     "--min-distance",
     type=float,
     default=2.0,
-    show_default=True,
     help="Close contact: a pair (periodic images included) closer than this, Å.",
 )
 @click.option(
     "--cutoff",
     type=float,
     default=2.85,
-    show_default=True,
     help="Neighbours within this for the coordination and the bond angles, Å.",
 )
-@click.option("--r-max", type=float, default=8.0, show_default=True, help="Range of the RDF, Å.")
-@click.option("--bins", type=int, default=160, show_default=True, help="Bins of the RDF.")
+@click.option("--r-max", type=float, default=8.0, help="Range of the RDF, Å.")
+@click.option("--bins", type=int, default=160, help="Bins of the RDF.")
 @click.option(
     "--energies",
     "energy_structures",
     type=int,
     default=500,
-    show_default=True,
     help="Structures per set (evenly spaced) whose energy LAMMPS computes; 0: no energies.",
 )
 @click.option(
@@ -425,15 +422,14 @@ def _chunk_seed(seed: int, chunk: int) -> int:
 
 @amorphous.command("random")
 @click.argument("reference", metavar="REFERENCE", type=click.Path(exists=True, dir_okay=False))
-@click.option("--count", "-n", type=click.IntRange(min=1), default=1000, show_default=True, help="Random structures.")
+@click.option("--count", "-n", type=click.IntRange(min=1), default=1000, help="Random structures.")
 @click.option(
     "--min-distance",
     type=float,
     default=2.0,
-    show_default=True,
     help="Every pair of atoms (periodic images included) at least this far apart, Å.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the positions.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the positions.")
 @output_file_option(default="random.npz", help="The structures (.npz, or any format ASE writes).")
 def random_command(reference, count, min_distance, seed, output):
     """COUNT random structures with the atoms and cell of REFERENCE (the held-out frames): the baseline.

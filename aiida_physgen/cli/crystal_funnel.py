@@ -32,7 +32,6 @@ __all__ = ["funnel"]
     "--min-distance",
     type=click.FloatRange(min=0, min_open=True),
     default=0.5,
-    show_default=True,
     help="Closest pair allowed (Å).",
 )
 @click.option(
@@ -40,7 +39,6 @@ __all__ = ["funnel"]
     nargs=2,
     type=float,
     default=(1.0, 25.0),
-    show_default=True,
     metavar="LOW HIGH",
     help="Density range (g/cm³).",
 )
@@ -48,14 +46,12 @@ __all__ = ["funnel"]
     "--max-steps",
     type=click.IntRange(min=1),
     default=300,
-    show_default=True,
     help="CHGNet FIRE steps at most per crystal.",
 )
 @click.option(
     "--top",
     type=click.IntRange(min=0),
     default=5,
-    show_default=True,
     help="How many of the lowest-formation-energy unique, novel crystals to write as CIFs.",
 )
 @output_folder_option("--cif-dir", help="Folder for the --top CIFs.")

@@ -132,9 +132,7 @@ def _space_groups_option(help: str):
 
 def _symprec_option(help: str):
     """``--symprec``: spglib's tolerance when the filter finds the space group and the base sites."""
-    return click.option(
-        "--symprec", type=click.FloatRange(min=0, min_open=True), default=_SYMPREC, show_default=True, help=help
-    )
+    return click.option("--symprec", type=click.FloatRange(min=0, min_open=True), default=_SYMPREC, help=help)
 
 
 def _verbose_option(dropped: str):
@@ -267,8 +265,8 @@ def _space_group_option_name(message: str) -> str:
     help="Post-processing: images of one element closer than this become one atom (default: the "
     "model's training setting).",
 )
-@click.option("--count", "-n", type=int, default=300, show_default=True, help="Crystals to generate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws (and element draws).")
+@click.option("--count", "-n", type=int, default=300, help="Crystals to generate.")
+@click.option("--seed", type=int, default=0, help="Seed of the latent draws (and element draws).")
 @output_file_option(default="generated.npz", help="All crystals (.npz, or any format ASE writes).")
 @output_folder_option(
     "--cif-dir", help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif)."

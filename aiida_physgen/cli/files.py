@@ -126,7 +126,7 @@ def write_structures(batch, path, option: str = "--output") -> None:
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--count", "-n", type=int, help="Candidates per model.  [default: 2000]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draws.")
+@click.option("--seed", type=int, default=0, help="Seed of the latent draws.")
 @click.option("--condition", "condition_text", help="Family-defined sampling condition as JSON or a JSON/YAML file.")
 @output_file_option(default="candidates.extxyz")
 def generate(models, count, seed, condition_text, output):
@@ -202,7 +202,7 @@ def _models_descriptor(paths) -> dict | None:
 )
 @click.option("--clusters", "-k", type=int, help="Representatives to pick (k-means clusters).  [default: 20]")
 @click.option("--components", type=int, help="PCA components.  [default: 10]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the k-means.")
+@click.option("--seed", type=int, default=0, help="Seed of the k-means.")
 @click.option(
     "--min-distance",
     type=float,

@@ -34,8 +34,8 @@ def _as_input_error(function, *args, **kwargs):
 
 
 @click.command()
-@click.option("--count", "-n", type=click.IntRange(min=1), default=4096, show_default=True, help="Number of sheets.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the holes.")
+@click.option("--count", "-n", type=click.IntRange(min=1), default=4096, help="Number of sheets.")
+@click.option("--seed", type=int, default=0, help="Seed of the holes.")
 @click.option("--settings", "settings_text", help="nx, ny, holes, radius, prune as JSON or a JSON/YAML file.")
 @output_file_option(default="sheets.npz")
 def sheets(count, seed, settings_text, output):
@@ -61,14 +61,12 @@ def sheets(count, seed, settings_text, output):
 @click.option(
     "--relax/--no-relax",
     default=False,
-    show_default=True,
     help="Fixed-cell Tersoff relaxation first (to --fmax); default: single points on the lattice.",
 )
 @click.option(
     "--fmax",
     type=click.FloatRange(min=0, min_open=True),
     default=0.05,
-    show_default=True,
     help="Relaxation convergence, eV/Å.",
 )
 @output_file_option(default="labelled.npz")
@@ -114,13 +112,11 @@ def predict(model_file, structures, output):
 @click.option(
     "--reference/--no-reference",
     default=True,
-    show_default=True,
     help="Also compute the obtained energies with the reference method (Tersoff).",
 )
 @click.option(
     "--relax/--no-relax",
     default=False,
-    show_default=True,
     help="Relax before the reference energy (as the training labels were made).",
 )
 @output_folder_option(default="label_check")

@@ -12,18 +12,14 @@ OUTPUT = ("--output", "-o")
 
 def output_file_option(*names: str, default: str | None = None, help: str | None = None):
     """A file the command writes, ``--output``/``-o`` unless ``names`` (with the parameter's name) say otherwise;
-    its default, if any, is shown in the help. Check it with :func:`~._common.check_output_file`."""
-    return click.option(
-        *(names or OUTPUT), type=click.Path(dir_okay=False), default=default, show_default=True, help=help
-    )
+    check it with :func:`~._common.check_output_file`."""
+    return click.option(*(names or OUTPUT), type=click.Path(dir_okay=False), default=default, help=help)
 
 
 def output_folder_option(*names: str, default: str | None = None, help: str | None = None):
-    """A folder the command creates or writes into, ``--output``/``-o`` unless ``names`` say otherwise; its
-    default, if any, is shown in the help. Check it with :func:`~._common.check_output_dir`."""
-    return click.option(
-        *(names or OUTPUT), type=click.Path(file_okay=False), default=default, show_default=True, help=help
-    )
+    """A folder the command creates or writes into, ``--output``/``-o`` unless ``names`` say otherwise;
+    check it with :func:`~._common.check_output_dir`."""
+    return click.option(*(names or OUTPUT), type=click.Path(file_okay=False), default=default, help=help)
 
 
 #: ``--profile``/``-p`` of the commands that load an AiiDA profile themselves

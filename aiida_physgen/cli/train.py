@@ -230,7 +230,7 @@ class _Reporter:
 )
 @click.option("--seeds", "seeds_text", help="Comma-separated seeds, one model each (times the grid).")
 @click.option("--steps", type=click.IntRange(min=0), help="Shortcut for --set loop.steps=N.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:<n> or auto.")
+@click.option("--device", default="cpu", help="cpu, cuda, cuda:<n> or auto.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: OMP_NUM_THREADS, else all allowed).")
 @output_folder_option(
     "--checkpoint-dir",
@@ -240,7 +240,6 @@ class _Reporter:
     "--checkpoint-every",
     type=click.IntRange(min=1),
     default=100,
-    show_default=True,
     help="Write a checkpoint every N steps.",
 )
 @click.option(
