@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_DIVERGED",
     "EXIT_INTERRUPTED",
     "InputError",
+    "value_errors_as_input",
     "DivergedError",
     "OutputError",
     "parse_value",
@@ -47,6 +48,16 @@ class InputError(click.ClickException):
     """Bad input; the message names the option or field."""
 
     exit_code = EXIT_INPUT
+
+
+@contextlib.contextmanager
+def value_errors_as_input() -> Iterator[None]:
+    """A ``ValueError`` of the block (its message names the field, e.g. ``'--elements: ...'``) as an
+    :class:`InputError` with that message: exit code 2, no traceback."""
+    try:
+        yield
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
 
 class OutputError(click.ClickException):
@@ -136,10 +147,8 @@ def check_output_file(path, option: str, needed_bytes: int = 0) -> Path:
     call it before any heavy work."""
     from ..ml.atomic_files import check_output_path
 
-    try:
+    with value_errors_as_input():
         return check_output_path(path, option, needed_bytes=needed_bytes)
-    except ValueError as error:
-        raise InputError(str(error)) from None
 
 
 def check_output_dir(path, option: str) -> Path:

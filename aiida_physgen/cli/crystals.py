@@ -21,7 +21,14 @@ from pathlib import Path
 
 import click
 
-from ._common import InputError, check_output_dir, echo_user_warnings, output_files, read_structures
+from ._common import (
+    InputError,
+    check_output_dir,
+    echo_user_warnings,
+    output_files,
+    read_structures,
+    value_errors_as_input,
+)
 from .files import check_structure_output, write_structures
 from .options import output_file_option, output_folder_option
 
@@ -47,10 +54,8 @@ def _groups(values, option: str) -> list[int] | None:
 
     if not values:
         return None
-    try:
+    with value_errors_as_input():
         return sorted({space_group(value, option).number for value in values})
-    except ValueError as error:
-        raise InputError(str(error)) from None
 
 
 def _group_name(number: int) -> str:
@@ -80,10 +85,8 @@ def read_crystals(path, option: str):
 
     if not Path(path).is_dir():
         return read_structures(path, option)
-    try:
+    with value_errors_as_input():
         return read_cif_folder(path, option)
-    except ValueError as error:
-        raise InputError(str(error)) from None
 
 
 def _keep_usable(batch, groups, symprec: float, source: str, verbose: bool):
@@ -292,18 +295,14 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
     folder = check_output_dir(cif_dir, "--cif-dir") if cif_dir else None
     condition = {}
     if group is not None:
-        try:
+        with value_errors_as_input():
             condition["space_group"] = space_group(group, "--space-group").number
-        except ValueError as error:
-            raise InputError(str(error)) from None
     if element_triples:
         for triple in element_triples:
             if len(set(triple)) != 3:
                 raise InputError(f"--elements: got {' '.join(triple)}, expected three different element symbols")
-            try:
+            with value_errors_as_input():
                 element_table.check_elements(triple, "--elements")
-            except ValueError as error:
-                raise InputError(str(error)) from None
         condition["elements"] = [list(triple) for triple in element_triples]
     if merge_distance is not None:
         if not merge_distance > 0 or merge_distance == float("inf"):

@@ -19,18 +19,18 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ._common import InputError, check_output_dir, check_output_file, load_mapping, read_structures
+from ._common import (
+    InputError,
+    check_output_dir,
+    check_output_file,
+    load_mapping,
+    read_structures,
+    value_errors_as_input,
+)
 from .files import write_structures
 from .options import output_file_option, output_folder_option
 
 __all__ = ["sheets", "label", "predict", "check_labels"]
-
-
-def _as_input_error(function, *args, **kwargs):
-    try:
-        return function(*args, **kwargs)
-    except ValueError as error:
-        raise InputError(str(error)) from None
 
 
 @click.command()
@@ -44,12 +44,9 @@ def sheets(count, seed, settings_text, output):
     from ..ml import settings as settings_module
 
     check_output_file(output, "--output")
-    values = _as_input_error(
-        settings_module.from_dict,
-        graphene.SheetSettings,
-        load_mapping(settings_text, "--settings") if settings_text else None,
-        "--settings",
-    )
+    given = load_mapping(settings_text, "--settings") if settings_text else None
+    with value_errors_as_input():
+        values = settings_module.from_dict(graphene.SheetSettings, given, "--settings")
     batch = graphene.sheets_to_batch(values.make(count, seed), values.lattice)
     write_structures(batch, output)
     lx, ly = values.lattice.lengths
@@ -77,8 +74,9 @@ def label(structures, relax, fmax, output):
 
     check_output_file(output, "--output")
     batch = read_structures(structures, "STRUCTURES")
-    _as_input_error(graphene.batch_to_sheets, batch, "STRUCTURES")
-    batch.info["energy"] = _as_input_error(label_sheets, batch, relax=relax, progress=True, fmax=fmax)
+    with value_errors_as_input():
+        graphene.batch_to_sheets(batch, "STRUCTURES")
+        batch.info["energy"] = label_sheets(batch, relax=relax, progress=True, fmax=fmax)
     write_structures(batch, output)
     click.echo(f"wrote {len(batch)} labelled sheets to {output}")
 
@@ -93,9 +91,11 @@ def predict(model_file, structures, output):
 
     if output:
         check_output_file(output, "--output")
-    model = _as_input_error(lambda: TrainedModel.from_bytes(Path(model_file).read_bytes()))
+    with value_errors_as_input():
+        model = TrainedModel.from_bytes(Path(model_file).read_bytes())
     batch = read_structures(structures, "STRUCTURES")
-    values = _as_input_error(model.predict, batch)
+    with value_errors_as_input():
+        values = model.predict(batch)
     name = model.config["target"].get("property", "value")
     if output:
         batch.info[f"predicted_{name}"] = np.asarray(values)
@@ -131,14 +131,16 @@ def check_labels(generated, surrogate, reference, relax, output):
     from ..ml.family import TrainedModel
 
     out = check_output_dir(output, "--output")
-    model = _as_input_error(lambda: TrainedModel.from_bytes(Path(surrogate).read_bytes()))
-    _as_input_error(check_surrogate, model, "--surrogate")
+    with value_errors_as_input():
+        model = TrainedModel.from_bytes(Path(surrogate).read_bytes())
+        check_surrogate(model, "--surrogate")
     sets = {}
     for path in generated:
         batch = read_structures(path, "GENERATED")
         if "label" not in batch.info:
             raise InputError(f"GENERATED: {path} has no requested 'label' per sheet (generate it with a rugan model)")
-        _as_input_error(graphene.batch_to_sheets, batch, "GENERATED")
+        with value_errors_as_input():
+            graphene.batch_to_sheets(batch, "GENERATED")
         sets[Path(path).stem] = batch
     if len(sets) != len(generated):
         raise InputError("GENERATED: two files have the same name; each names its set in the table")
@@ -148,9 +150,10 @@ def check_labels(generated, surrogate, reference, relax, output):
         if lattice
         else min(graphene.batch_to_sheets(batch)[1].area for batch in sets.values())
     )
-    scales = _as_input_error(label_check.sheet_scales, sets, base_area)
     labeller = ReferenceSettings(relax=relax) if reference else None
-    requested, obtained = _as_input_error(label_check.obtained_labels, sets, model, labeller)
+    with value_errors_as_input():
+        scales = label_check.sheet_scales(sets, base_area)
+        requested, obtained = label_check.obtained_labels(sets, model, labeller)
     rows = label_check.ks_rows(requested, obtained, scales)
     click.echo(label_check.format_ks_table(rows))
     out.mkdir(parents=True, exist_ok=True)

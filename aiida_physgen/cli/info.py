@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import InputError
+from ._common import InputError, value_errors_as_input
 from .options import output_folder_option, profile_option
 
 __all__ = ["families", "protocols", "report"]
@@ -40,10 +40,8 @@ def protocols(family_name):
 
     names = [family_name] if family_name else available_families()
     for name in names:
-        try:
+        with value_errors_as_input():
             family = get_family(name)
-        except ValueError as error:
-            raise InputError(str(error)) from None
         if family.protocol_file is None:
             click.echo(f"{name}: no protocols")
             continue

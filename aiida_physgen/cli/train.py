@@ -41,6 +41,7 @@ from ._common import (
     output_files,
     parse_seeds,
     read_structures,
+    value_errors_as_input,
 )
 from .options import output_file_option, output_folder_option
 
@@ -348,14 +349,12 @@ def _train(
             "give the target: --target JSON (any family) or, for LoGAN, --composition with one of --box, --cell "
             "or --like"
         )
-    try:
+    with value_errors_as_input():
         name = family_name or job.get("family") or (LOGAN_FAMILY if logan_given else None)
         if name is None:
             raise ValueError(f"family: give --family (or 'family' in the job file), e.g. one of {available_families()}")
         family = get_family(name)
         target = family.check_target(target)
-    except ValueError as error:
-        raise InputError(str(error)) from None
 
     settings: dict[str, Any] = {}
     grid: dict[str, Any] = {}
@@ -394,16 +393,14 @@ def _train(
     if seeds is None:
         seeds = list(DEFAULT_SEEDS)
 
-    try:
+    with value_errors_as_input():
         members = plan_members(family, settings, seeds, grid)
-    except ValueError as error:
-        raise InputError(str(error)) from None
     out = Path(output)
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else out / "checkpoints"
     check_output_dir(out, "--output")
     check_output_dir(checkpoints, "--checkpoint-dir" if checkpoint_dir else "--output")
     training = read_structures(training_file, "training")
-    try:
+    with value_errors_as_input():
         checked = set()
         for member in members:
             key = json.dumps(settings_module.to_dict(member.settings), sort_keys=True)
@@ -411,8 +408,6 @@ def _train(
                 checked.add(key)
                 family.validate(training, target, member.settings)
         torch_device = resolve_device(device)
-    except ValueError as error:
-        raise InputError(str(error)) from None
 
     # ---------------------------------------------------------------- train
     n_threads = set_threads(threads)
