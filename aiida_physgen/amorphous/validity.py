@@ -28,7 +28,7 @@ from ase.data import atomic_masses
 
 from ..ml.batch import StructureBatch
 from ..ml.settings import is_number
-from ..screening.validity import ValidityCheck, density_range_setting, is_bulk, judge_of_kind
+from ..screening.validity import ValidityCheck, density_range_setting
 from . import quality
 from .md import AVOGADRO, DENSITY_RANGE
 from .report import QUALITY_DEFAULTS
@@ -96,18 +96,17 @@ class AmorphousValidity(ValidityCheck):
     periodic = True
     reads = "bulk cells"
 
-    def reasons(self, batch: StructureBatch, settings: AmorphousValiditySettings) -> list[str | None]:
-        def judge(cells: StructureBatch) -> list[str | None]:
-            low, high = settings.density_range
-            density = densities(cells)
-            outside = ~((density >= low) & (density <= high))
-            close = np.zeros(len(cells), dtype=bool)
-            if settings.min_distance > 0:
-                close = quality.min_pair_distances(cells) < settings.min_distance
-            too_dense, too_close = density_reason(settings.density_range), contact_reason(settings.min_distance)
-            return [
-                too_dense if wrong_density else too_close if contact else None
-                for wrong_density, contact in zip(outside, close)
-            ]
+    wrong_kind = NOT_BULK
 
-        return judge_of_kind(batch, is_bulk(batch), NOT_BULK, judge)
+    def judge(self, cells: StructureBatch, settings: AmorphousValiditySettings) -> list[str | None]:
+        low, high = settings.density_range
+        density = densities(cells)
+        outside = ~((density >= low) & (density <= high))
+        close = np.zeros(len(cells), dtype=bool)
+        if settings.min_distance > 0:
+            close = quality.min_pair_distances(cells) < settings.min_distance
+        too_dense, too_close = density_reason(settings.density_range), contact_reason(settings.min_distance)
+        return [
+            too_dense if wrong_density else too_close if contact else None
+            for wrong_density, contact in zip(outside, close)
+        ]

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..ml.batch import StructureBatch
 from ..ml.settings import is_number
-from ..screening.validity import ValidityCheck, density_range_setting, is_bulk, judge_of_kind
+from ..screening.validity import ValidityCheck, density_range_setting
 from . import properties
 
 __all__ = ["CrystalValidity", "CrystalValiditySettings", "NOT_A_CRYSTAL"]
@@ -63,14 +63,13 @@ class CrystalValidity(ValidityCheck):
     periodic = True
     reads = "crystals"
 
-    def reasons(self, batch: StructureBatch, settings: CrystalValiditySettings) -> list[str | None]:
-        def judge(crystals: StructureBatch) -> list[str | None]:
-            flags = properties.validity(
-                crystals,
-                min_distance=settings.min_distance,
-                density_range=tuple(settings.density_range),
-                charge_balance=settings.charge_balance,
-            )
-            return [why or None for why in properties.validity_reasons(flags, values=False)]
+    wrong_kind = NOT_A_CRYSTAL
 
-        return judge_of_kind(batch, is_bulk(batch), NOT_A_CRYSTAL, judge)
+    def judge(self, crystals: StructureBatch, settings: CrystalValiditySettings) -> list[str | None]:
+        flags = properties.validity(
+            crystals,
+            min_distance=settings.min_distance,
+            density_range=tuple(settings.density_range),
+            charge_balance=settings.charge_balance,
+        )
+        return [why or None for why in properties.validity_reasons(flags, values=False)]

@@ -29,7 +29,7 @@ from ase.data import covalent_radii
 
 from ..ml.batch import StructureBatch
 from ..ml.settings import is_number
-from ..screening.validity import ValidityCheck, judge_of_kind
+from ..screening.validity import ValidityCheck
 
 __all__ = [
     "MoleculeValidity",
@@ -152,9 +152,10 @@ class MoleculeValidity(ValidityCheck):
     periodic = False
     reads = "molecules"
 
-    def reasons(self, batch: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:
-        periodic = batch.pbc.any(axis=1) if len(batch) else np.zeros(0, dtype=bool)
-        return judge_of_kind(batch, ~periodic, NOT_A_MOLECULE, lambda molecules: _molecule_reasons(molecules, settings))
+    wrong_kind = NOT_A_MOLECULE
+
+    def judge(self, molecules: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:
+        return _molecule_reasons(molecules, settings)
 
 
 def _molecule_reasons(molecules: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:

@@ -16,7 +16,6 @@ Pure NumPy/ASE/pymatgen/RDKit: no AiiDA import (the calcfunction ``physgen.check
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import math
 from collections import Counter
@@ -86,13 +85,14 @@ def density_range_setting(pair) -> list[float]:
     return [low, high]
 
 
-class ValidityCheck(abc.ABC):
+class ValidityCheck:
     """Keep or reject each structure of a batch, with a reason.
 
     Subclasses set ``name``, ``kind`` (the kind of structure they are meant for: ``molecule``, ``crystal``,
     ``sheet``, ``amorphous`` or ``any``), ``settings_class`` (a dataclass whose ``__post_init__`` checks its
-    fields) and implement :meth:`reasons`. A check for structures periodic along every axis, or along none,
-    sets ``periodic`` and ``reads`` and gets :meth:`check_kind` from here.
+    fields). A check for structures periodic along every axis, or along none, sets ``periodic``, ``reads`` and
+    ``wrong_kind`` and implements :meth:`judge` (the structures of its kind); it gets :meth:`check_kind` and
+    :meth:`reasons` from here. A check of structures of any kind implements :meth:`reasons`.
     """
 
     name: str = ""
@@ -122,9 +122,28 @@ class ValidityCheck(abc.ABC):
             f"axis); the target has pbc {flags}: choose the validity check of its kind ({others}) or 'none'"
         )
 
-    @abc.abstractmethod
+    #: the reason given to a structure not of the check's kind (with ``periodic`` set: the default :meth:`reasons`
+    #: rejects it with this and calls :meth:`judge` on the others)
+    wrong_kind: str = ""
+
     def reasons(self, batch: StructureBatch, settings) -> list[str | None]:
-        """For every structure of ``batch``: ``None`` to keep it, or why it is rejected."""
+        """For every structure of ``batch``: ``None`` to keep it, or why it is rejected.
+
+        By default: :attr:`wrong_kind` for a structure that is not of the check's periodicity (``periodic=True``:
+        a bulk cell, every axis periodic with a volume; ``False``: no axis periodic), and :meth:`judge`, given
+        the others as one batch, for the rest. A check that judges structures of any kind overrides this."""
+        if self.periodic is None:
+            raise NotImplementedError(f"the {self.name} check sets no periodicity: override reasons()")
+        if len(batch) == 0:
+            of_kind = np.zeros(0, dtype=bool)
+        else:
+            of_kind = is_bulk(batch) if self.periodic else ~batch.pbc.any(axis=1)
+        return judge_of_kind(batch, of_kind, self.wrong_kind, lambda structures: self.judge(structures, settings))
+
+    def judge(self, batch: StructureBatch, settings) -> Sequence[str | None]:
+        """For every structure of ``batch`` (all of the check's kind): ``None`` to keep it, or why it is
+        rejected. Implement this, or :meth:`reasons` for a check of structures of any kind."""
+        raise NotImplementedError(f"the {self.name} check implements neither judge() nor reasons()")
 
 
 class NoCheck(ValidityCheck):
