@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "output_files",
     "read_structures",
     "echo_user_warnings",
+    "progress_bar",
 ]
 
 #: exit codes of every command (``1`` is left to unexpected errors, with a Python traceback)
@@ -231,3 +233,11 @@ def echo_user_warnings(rename: Callable[[str], str] = str) -> Iterator[None]:
     for warning in caught:
         if issubclass(warning.category, UserWarning):
             click.echo(f"Warning: {rename(str(warning.message))}", err=True)
+
+
+def progress_bar(**options):
+    """A tqdm progress bar on stderr with ``options`` (total, unit, desc...); in a batch job, where stderr is
+    a file, it writes a line every half minute rather than ten a second."""
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, mininterval=0.1 if sys.stderr.isatty() else 30.0, **options)

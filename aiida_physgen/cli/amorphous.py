@@ -15,13 +15,20 @@ measurement.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from ._common import InputError, check_output_dir, check_output_file, load_mapping, output_files, read_structures
+from ._common import (
+    InputError,
+    check_output_dir,
+    check_output_file,
+    load_mapping,
+    output_files,
+    progress_bar,
+    read_structures,
+)
 from .files import check_structure_output, save_batch, write_batch
 from .options import output_file_option, output_folder_option
 
@@ -97,8 +104,6 @@ class _MdBar:
     """A tqdm bar over the MD steps, named after the stage (melt, quench, anneal, production)."""
 
     def __init__(self, settings):
-        from tqdm import tqdm
-
         s = settings
         self.stages = [
             (s.melt_steps, "melt"),
@@ -106,15 +111,7 @@ class _MdBar:
             (s.melt_steps + s.quench_steps + s.equilibration_steps, "anneal"),
             (s.total_steps, "production"),
         ]
-        self.bar = tqdm(
-            total=s.total_steps,
-            unit="step",
-            unit_scale=True,
-            desc="melt",
-            file=sys.stderr,
-            # in a batch job stderr is a file: a line every half minute, not ten a second
-            mininterval=0.1 if sys.stderr.isatty() else 30.0,
-        )
+        self.bar = progress_bar(total=s.total_steps, unit="step", unit_scale=True, desc="melt")
 
     def __call__(self, done: int, total: int) -> None:
         stage = next((name for end, name in self.stages if done < end), "production")
@@ -456,18 +453,10 @@ def random_command(reference, count, min_distance, seed, output):
                 message = "--min-distance:" + message[len("min_distance:") :]
             raise InputError(message) from None
 
-    from tqdm import tqdm
-
     starts = list(range(0, count, RANDOM_CHUNK))
     chunks = [draw(0, min(RANDOM_CHUNK, count))]  # a refusal comes before the progress bar
-    with tqdm(
-        total=count,
-        initial=len(chunks[0]),
-        unit="structure",
-        desc="random",
-        file=sys.stderr,
-        disable=len(starts) == 1,
-        mininterval=0.1 if sys.stderr.isatty() else 30.0,
+    with progress_bar(
+        total=count, initial=len(chunks[0]), unit="structure", desc="random", disable=len(starts) == 1
     ) as bar:
         for k, start in enumerate(starts[1:], start=1):
             chunks.append(draw(k, min(RANDOM_CHUNK, count - start)))

@@ -40,6 +40,7 @@ from ._common import (
     load_mapping,
     output_files,
     parse_seeds,
+    progress_bar,
     read_structures,
     value_errors_as_input,
 )
@@ -138,27 +139,16 @@ class _Stopper:
 class _Reporter:
     """The training callback: a tqdm bar over all steps and the progress log."""
 
-    def __init__(self, log: ProgressLog, checkpoint_every: int, interactive: bool):
+    def __init__(self, log: ProgressLog, checkpoint_every: int):
         self.log = log
         self.checkpoint_every = checkpoint_every
-        self.interactive = interactive
         self.bar = None
         self.last = None
         self.seen_groups: set[int] = set()
 
     def __call__(self, progress) -> None:
-        from tqdm import tqdm
-
         if self.bar is None:
-            self.bar = tqdm(
-                total=progress.total,
-                initial=progress.done - 1,
-                unit="step",
-                desc="training",
-                # in a batch job stderr is a file: a line every half minute, not ten a second
-                mininterval=0.1 if self.interactive else 30.0,
-                file=sys.stderr,
-            )
+            self.bar = progress_bar(total=progress.total, initial=progress.done - 1, unit="step", desc="training")
         self.last = progress
         where = f"group {progress.group + 1}/{progress.n_groups} step {{}}/{progress.steps}"
         if progress.group not in self.seen_groups:
@@ -424,7 +414,7 @@ def _train(
         f"{'/'.join(map(str, n_steps))} steps each, on {torch_device} with {n_threads} thread(s); "
         f"checkpoints in {checkpoints}"
     )
-    reporter = _Reporter(log, checkpoint_every, sys.stderr.isatty())
+    reporter = _Reporter(log, checkpoint_every)
     with _Stopper(started, max_seconds) as stopper:
         try:
             models = train_ensemble(
