@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["aiida.tools.pytest_fixtures"]
+pytest_plugins = ["aiida.tools.pytest_fixtures", "skip_gate"]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,6 @@ def aiida_profile(aiida_config, aiida_profile_factory):
 @pytest.fixture
 def gpaw_code(aiida_profile, aiida_code_installed):
     """A localhost code running this very Python interpreter, which has ASE and GPAW."""
-    pytest.importorskip("gpaw")
     return aiida_code_installed(
         label="gpaw-python",
         default_calc_job_plugin="physgen.gpaw",

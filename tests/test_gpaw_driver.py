@@ -84,7 +84,6 @@ def test_validate_settings_for_structure():
 
 @pytest.mark.slow
 def test_h2_static_with_dos(tmp_path):
-    pytest.importorskip("gpaw")
     settings = {"calculation": "static", "mode": "lcao", "basis": "dzp", "smearing": 0.05, "dos": True, "dos_npts": 301}
     status, results = run_driver(tmp_path, h2(0.75), settings)
 
@@ -114,7 +113,6 @@ def test_h2_static_with_dos(tmp_path):
 
 @pytest.mark.slow
 def test_si2_relax(tmp_path):
-    pytest.importorskip("gpaw")
     from ase.build import bulk
 
     atoms = bulk("Si", "diamond", a=5.43)
@@ -156,7 +154,6 @@ def test_si2_relax(tmp_path):
     ],
 )
 def test_failure_statuses(tmp_path, settings, expected_status, expected_exit):
-    pytest.importorskip("gpaw")
     status, results = run_driver(tmp_path, h2(0.9), settings)
     assert status == expected_exit
     assert results["status"] == expected_status
@@ -173,7 +170,6 @@ def test_failure_statuses(tmp_path, settings, expected_status, expected_exit):
 def test_killed_relaxation_leaves_its_progress(tmp_path):
     """SIGKILL mid-relaxation: no results.json, but every completed step is in the trajectory and the last one in
     final.extxyz (replaced atomically), so the parser can report an interrupted run with its last geometry."""
-    pytest.importorskip("gpaw")
     import signal
     import time
 

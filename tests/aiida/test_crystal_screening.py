@@ -15,6 +15,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+import chgnet  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from aiida import orm
@@ -28,8 +29,6 @@ from aiida_physgen.ml.crystal_data import example_structures
 from aiida_physgen.workflows.relax_set import RELAXATIONS_EXTRA
 from aiida_physgen.workflows.relaxation_reuse import RELAXATION_KEY
 from aiida_physgen.workflows.screening import ScreeningWorkChain
-
-pytest.importorskip("chgnet")
 
 TINY = {
     "hidden": 32,
@@ -161,7 +160,6 @@ def _sent_to_dft(node) -> list:
 
 @pytest.fixture(scope="module")
 def gpaw_screening(computer, training):
-    pytest.importorskip("gpaw")
     return _run(training, _gpaw_code(computer))
 
 
@@ -216,7 +214,6 @@ def test_crystal_gan_through_the_one_pipeline_with_gpaw(gpaw_screening, training
 
 @pytest.mark.slow
 def test_the_same_candidates_with_vasp(gpaw_screening, training, computer, tmp_path_factory):
-    pytest.importorskip("aiida_vasp")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vasp"))
     try:
         from fixtures import fake_potcar_family, fake_vasp_code

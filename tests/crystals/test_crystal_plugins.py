@@ -141,7 +141,6 @@ def test_the_references_are_relaxed_with_the_cell_free_whatever_the_cheap_tier_d
 # ---------------------------------------------------------------------- the assessor with CHGNet
 @pytest.mark.slow
 def test_the_formation_assessor_on_a_small_screening():
-    pytest.importorskip("chgnet")
     from aiida_physgen.screening import cheap_relax
 
     # candidates: the salt strained (as generated), a shifted copy of it and KCl; the training set is NaCl itself

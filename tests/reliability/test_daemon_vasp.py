@@ -6,12 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import aiida_vasp  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import pytest
 from aiida.engine import submit
 from ase.build import molecule
 from daemon_tools import describe, wait_terminated
 
-pytest.importorskip("aiida_vasp")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vasp"))
 from fixtures import fake_potcar_family, fake_vasp_code  # noqa: E402
 
