@@ -55,7 +55,9 @@ def _called(node, link_label: str) -> list:
 
 def _engine_name(node) -> str:
     """The screening's per-structure relaxation engine (its input's default when the node has none)."""
-    return node.inputs.engine.value if "engine" in node.inputs else "gpaw"
+    from ..engines import DEFAULT_ENGINE
+
+    return node.inputs.engine.value if "engine" in node.inputs else DEFAULT_ENGINE
 
 
 def dft_relaxations(node, finished_only: bool = True) -> list:
