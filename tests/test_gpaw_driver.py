@@ -14,23 +14,13 @@ import pytest
 
 from aiida_physgen.calculations import gpaw_driver
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "references"))
+import gpaw_energies  # noqa: E402
+
 DRIVER = Path(gpaw_driver.__file__)
 
 
-def run_driver(directory: Path, atoms, settings: dict) -> tuple[int, dict]:
-    """Copy the driver alone into ``directory``, write its inputs, run it and return (exit status, results)."""
-    from ase.io import write
-
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copy(DRIVER, directory / "gpaw_driver.py")
-    write(directory / gpaw_driver.STRUCTURE_FILENAME, atoms, format="extxyz")
-    (directory / gpaw_driver.INPUT_FILENAME).write_text(json.dumps(settings))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.run(
-        [sys.executable, "gpaw_driver.py"], cwd=directory, env=env, capture_output=True, text=True, timeout=300
-    )
-    results = json.loads((directory / gpaw_driver.RESULTS_FILENAME).read_text())
-    return process.returncode, results
+run_driver = gpaw_energies.run_driver
 
 
 def h2(distance: float):
@@ -84,14 +74,15 @@ def test_validate_settings_for_structure():
 
 @pytest.mark.slow
 def test_h2_static_with_dos(tmp_path):
-    settings = {"calculation": "static", "mode": "lcao", "basis": "dzp", "smearing": 0.05, "dos": True, "dos_npts": 301}
-    status, results = run_driver(tmp_path, h2(0.75), settings)
+    structure, settings = gpaw_energies.CASES["h2_lcao_static"]
+    status, results = run_driver(tmp_path, structure(), settings)
 
     assert status == 0
     assert results["status"] == "ok"
     assert results["scf_converged"] is True
     assert results["relax_converged"] is None
-    assert np.isfinite(results["energy"])
+    reference = gpaw_energies.recorded()["energies"]["h2_lcao_static"]
+    assert results["energy"] == pytest.approx(reference, abs=gpaw_energies.TOLERANCE_EV)
     assert results["energy_per_atom"] == pytest.approx(results["energy"] / 2)
     assert np.array(results["forces"]).shape == (2, 3)
     assert results["band_gap"] > 5  # H2: bonding/antibonding gap of about 11 eV
@@ -113,26 +104,16 @@ def test_h2_static_with_dos(tmp_path):
 
 @pytest.mark.slow
 def test_si2_relax(tmp_path):
-    from ase.build import bulk
-
-    atoms = bulk("Si", "diamond", a=5.43)
-    atoms.positions[1] += [0.05, -0.03, 0.02]
-    settings = {
-        "calculation": "relax",
-        "mode": "pw",
-        "ecut": 250.0,
-        "kpts": [2, 2, 2],
-        "optimizer": "BFGS",
-        "fmax": 0.05,
-        "max_steps": 20,
-    }
-    status, results = run_driver(tmp_path, atoms, settings)
+    structure, settings = gpaw_energies.CASES["si2_pw_relax"]
+    status, results = run_driver(tmp_path, structure(), settings)
 
     assert status == 0, results["errors"]
     assert results["relax_converged"] is True
     assert results["relax_steps"] >= 1
     assert results["max_force"] < 0.05
     assert results["kpts"] == [2, 2, 2]
+    reference = gpaw_energies.recorded()["energies"]["si2_pw_relax"]
+    assert results["energy"] == pytest.approx(reference, abs=gpaw_energies.TOLERANCE_EV)
 
     from ase.io import read
 
