@@ -14,6 +14,7 @@ issue 8): 4 models × 400 epochs gave 2 distinct isomers among 60 xTB-relaxed pi
     verdi run workchains/screen_fast.py
 """
 
+import sys
 import time
 
 from aiida.engine import run_get_node
@@ -38,5 +39,6 @@ results, node = run_get_node(builder)
 print(
     f"ScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in {time.perf_counter() - start:.0f} s"
 )
-if node.is_finished_ok:
-    print_report(node, output_dir=f"screening_{node.pk}")
+if not node.is_finished_ok:
+    sys.exit(f"the screening failed: {node.exit_message}")
+print_report(node, output_dir=f"screening_{node.pk}")
