@@ -119,7 +119,9 @@ def screening_builder(
     group_label: str | None = None,
     funnel: bool = True,
     dft_budget: int | None = None,
+    cheap_engine: str | None = None,
     cheap_settings: dict[str, Any] | None = None,
+    cheap_model: orm.Data | None = None,
     max_concurrent_relaxations: int | None = None,
     reuse_relaxations: bool = True,
     **generation: Any,
@@ -129,7 +131,9 @@ def screening_builder(
     ``generation_protocol`` the family's generation protocol (its default when ``None``). With ``funnel``
     (the default) the representatives (``n_clusters`` of them: choose many more than ``dft_budget``,
     e.g. 10×) are relaxed with the cheap tier first, and DFT gets one per distinct sound basin, at most
-    ``dft_budget``; ``funnel=False`` sends every representative straight to DFT. At most
+    ``dft_budget``; ``funnel=False`` sends every representative straight to DFT. ``cheap_engine`` names the
+    cheap tier's batch engine (the work chain's default when ``None``) and ``cheap_model`` the trained model an
+    engine such as ``ednn`` needs. At most
     ``max_concurrent_relaxations`` relaxations run at once (the work chain's default when ``None``), and
     relaxations that finished before with the same structure and settings are reused unless
     ``reuse_relaxations=False``."""
@@ -155,8 +159,12 @@ def screening_builder(
     builder.funnel = orm.Bool(funnel)
     if dft_budget is not None:
         builder.dft_budget = orm.Int(dft_budget)
+    if cheap_engine is not None:
+        builder.cheap_engine = orm.Str(cheap_engine)
     if cheap_settings:
         builder.cheap_settings = orm.Dict(cheap_settings)
+    if cheap_model is not None:
+        builder.cheap_model = cheap_model
     if max_concurrent_relaxations is not None:
         builder.max_concurrent_relaxations = orm.Int(max_concurrent_relaxations)
     builder.reuse_relaxations = orm.Bool(reuse_relaxations)

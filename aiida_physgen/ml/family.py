@@ -48,6 +48,7 @@ from .batch import StructureBatch
 from .loop import Trainer
 
 __all__ = [
+    "get_generator",
     "ENTRY_POINT_GROUP",
     "ROLES",
     "GeneratorFamily",
@@ -178,6 +179,17 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 def available_families() -> list[str]:
     """Names of every installed family."""
     return sorted(_entry_points())
+
+
+def get_generator(name: str | GeneratorFamily) -> GeneratorFamily:
+    """:func:`get_family`, refusing a family that cannot generate structures (a surrogate such as the EDNN)."""
+    family = get_family(name)
+    if family.role != "generator":
+        raise ValueError(
+            f"family: {family.name!r} is a {family.role}: it predicts a property of given structures and cannot "
+            "generate them; choose a generator family"
+        )
+    return family
 
 
 def get_family(name: str | GeneratorFamily) -> GeneratorFamily:

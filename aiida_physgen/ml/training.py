@@ -116,6 +116,8 @@ def plan_members(
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seeds: expected integers, got {seed!r}")
+        if not 0 <= int(seed) < 2**32:  # what NumPy's and torch's generators accept from a seed
+            raise ValueError(f"seeds: got {int(seed)}, expected integers from 0 to 2**32 - 1")
     seen: set[int] = set()
     for seed in seeds:
         if int(seed) in seen:

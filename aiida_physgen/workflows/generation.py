@@ -19,7 +19,7 @@ from ..calculations.functions import EXIT_CODES, generate, normalise_training_in
 from ..calculations.training import TRAINING_PORTS, TrainingCalculation
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
-from ..ml.family import get_family
+from ..ml.family import get_generator
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
 from ..screening.selection import SelectionSettings
 from .orphans import CalcfunctionSteps
@@ -40,7 +40,7 @@ def validate_generation_inputs(inputs, _ctx=None):
     try:
         if "family" not in inputs:  # the required port says so; nothing here can be checked without it
             return None
-        family = get_family(inputs["family"].value)
+        family = get_generator(inputs["family"].value)
         target = family.check_target(inputs["target"].get_dict()) if "target" in inputs else None
         seeds = list(inputs["seeds"].get_list()) if "seeds" in inputs else list(DEFAULT_SEEDS)
         count = inputs["count"].value if "count" in inputs else DEFAULT_COUNT
@@ -278,6 +278,7 @@ class GenerationWorkChain(CalcfunctionSteps, WorkChain):
         """
         from .protocols import generation_protocol
 
+        get_generator(family)  # a surrogate's protocol would load, but it cannot generate
         values = generation_protocol(family, protocol, target, overrides)
         builder = cls.get_builder()
         builder.family = orm.Str(family)

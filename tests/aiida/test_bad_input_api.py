@@ -129,6 +129,8 @@ LAUNCHES = {
     "no seeds": (lambda: generation(seeds=[]), "seeds"),
     "duplicate seeds": (lambda: generation(seeds=[1, 1]), "seeds"),
     "seed not an integer": (lambda: generation(seeds=["a"]), "seeds"),
+    "negative seed": (lambda: generation(seeds=[-1]), "seeds: got -1"),
+    "a surrogate asked to generate": (lambda: generation(family=orm.Str("ednn")), "cannot generate"),
     "unknown setting": (lambda: generation(settings={"loop": {"stepz": 3}}), "settings.loop.stepz"),
     "zero steps": (lambda: generation(settings=with_loop(steps=0)), "steps"),
     "negative learning rate": (lambda: generation(settings=with_loop(lr_generator=-1e-4)), "lr_generator"),
@@ -355,3 +357,9 @@ def test_table_size():
         f"API bad inputs: {len(LAUNCHES)} launches, {len(FUNCTIONS)} calcfunctions, {len(CONSTRUCT)} nodes/builders",
         file=sys.stderr,
     )
+
+
+def test_the_screening_builder_takes_the_cheap_tier(gpaw_code):
+    """``screening_builder(cheap_engine=..., cheap_model=...)`` sets the cheap tier (it raised TypeError)."""
+    builder = screening(cheap_engine="lammps")
+    assert builder.cheap_engine.value == "lammps" and "cheap_model" not in builder
