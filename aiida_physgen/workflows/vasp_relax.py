@@ -18,6 +18,7 @@ Needs the optional extra ``pip install 'aiida-physgen[vasp]'`` (aiida-vasp).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,6 +118,21 @@ def vasp_outputs(misc: orm.Dict, structure: orm.StructureData, molecule: orm.Boo
             xy.base.attributes.set("fermi_energy", float(fermi))
         outputs["dos"] = xy
     return outputs
+
+
+#: INCAR tags whose value must be a positive number (aiida-vasp checks the names, not the values)
+POSITIVE_INCAR_TAGS = ("encut", "ediff", "nelm", "nedos", "sigma", "potim")
+
+
+def check_incar_values(incar: Mapping[str, Any]) -> None:
+    """Refuse values VASP would stop on or misread, naming the tag: a cut-off, a convergence criterion, a count
+    that is not a positive number (e.g. ``encut`` -400)."""
+    for tag in POSITIVE_INCAR_TAGS:
+        value = incar.get(tag)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"incar.{tag}: got {value!r}, expected a positive number")
 
 
 def check_potentials(family: str | None, mapping: Mapping[str, str] | None, elements) -> str | None:
@@ -301,6 +317,8 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
             raise ValueError(f"unknown protocol input(s) {', '.join(unknown)}; accepted: {', '.join(_PROTOCOL_KEYS)}")
         if not inputs.get("potential_family"):
             raise ValueError(check_potentials(None, None, None))
+        incar = dict(inputs.get("incar") or {})
+        check_incar_values(incar)
         builder = cls.get_builder()
         builder.structure = structure
         if molecule:
@@ -312,7 +330,7 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
             builder.vasp.kpoints_spacing = orm.Float(float(inputs["kpoints_spacing"]))
         vasp = builder.vasp
         vasp.code = code
-        vasp.parameters = orm.Dict({"incar": dict(inputs.get("incar") or {})})
+        vasp.parameters = orm.Dict({"incar": incar})
         vasp.potential_family = orm.Str(inputs["potential_family"])
         elements = sorted({kind.symbol for kind in structure.kinds})
         mapping = dict(inputs.get("potential_mapping") or {})

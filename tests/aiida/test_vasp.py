@@ -172,6 +172,7 @@ def water_screening(code, **kwargs):
             "code: gpaw-python@localhost runs the 'physgen.gpaw' plugin; expected a code of the 'vasp.vasp' plugin",
         ),
         ("incar typo", "relax_overrides: for a molecule: "),
+        ("negative encut", "relax_overrides: for a molecule: incar.encut: got -400, expected a positive number"),
     ],
 )
 def test_bad_vasp_screening_is_refused_at_launch_before_any_training(case, expected, vasp_code, family, gpaw_code):
@@ -189,6 +190,8 @@ def test_bad_vasp_screening_is_refused_at_launch_before_any_training(case, expec
         code = gpaw_code
     elif case == "incar typo":
         overrides["incar"] = {"encutt": 300}
+    elif case == "negative encut":
+        overrides["incar"] = {"encut": -400}
     builder = water_screening(code, protocol=protocol, relax_overrides=overrides or None)
     before = orm.QueryBuilder().append(orm.Node).count()
     message = validate_screening_inputs(builder._inputs(prune=True))
