@@ -464,6 +464,9 @@ ROWS = [
         EXIT_INPUT,
         ["--output", "cannot write"],
     ),
+    # ------------------------------------------------------------------ sizes no memory holds (nothing allocated)
+    ("a billion sheets", ["sheets", "-n", "1000000000"], (), EXIT_INPUT, ["--count", "GB of memory"]),
+    ("a billion MD frames", ["amorphous", "md", "--frames", "1000000000"], (), EXIT_INPUT, ["--frames", "GB"]),
     # ------------------------------------------------------------------ families, protocols, unknown command
     ("protocols of an unknown family", ["protocols", "-f", "nope"], (), EXIT_INPUT, ["nope"]),
     ("unknown command", ["trian"], (), EXIT_INPUT, ["trian"]),

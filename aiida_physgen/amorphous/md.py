@@ -361,6 +361,16 @@ def _overlap(length: float, atoms: int) -> float:
     return min(OVERLAP, (1.5 * volume_per_atom / math.pi) ** (1.0 / 3.0))
 
 
+def check_frames_fit(settings: MeltQuenchSettings) -> None:
+    """Refuse, before any MD, a trajectory whose frames cannot be held in memory (read back, then as a batch):
+    about :data:`~aiida_physgen.ml.training.BYTES_PER_ATOM` bytes per atom and frame."""
+    from ..ml.training import BYTES_PER_ATOM, check_fits_in_memory
+
+    check_fits_in_memory(
+        "frames", settings.frames, BYTES_PER_ATOM * settings.atoms, f"frames of {settings.atoms} atoms"
+    )
+
+
 def melt_quench(
     settings: MeltQuenchSettings | dict | None = None,
     progress: Callable[[int, int], object] | None = None,
@@ -379,6 +389,7 @@ def melt_quench(
     :raises RuntimeError: if LAMMPS fails (message names the command).
     """
     s = _as_settings(settings)
+    check_frames_fit(s)
     if progress is not None and not callable(progress):
         raise TypeError(f"progress: got {type(progress).__name__}, expected None or a callable f(done, total)")
     length = cell_length(s.atoms, s.density)

@@ -28,6 +28,7 @@ from ._common import (
     output_files,
     progress_bar,
     read_structures,
+    value_errors_as_input,
 )
 from .files import check_structure_output, save_batch, write_batch
 from .options import output_file_option, output_folder_option
@@ -170,8 +171,12 @@ def md_command(settings_text, frames, potential, seed, held_out, output):
     settings = _md_settings(settings_text, frames, potential, seed)
     held = _held_out_count(held_out, settings.frames) if held_out is not None else 0
 
-    from ..amorphous.md import cell_length, melt_quench, potential_description
+    from ..amorphous.md import cell_length, check_frames_fit, melt_quench, potential_description
 
+    try:
+        check_frames_fit(settings)
+    except ValueError as error:
+        raise InputError(f"--{error}" if str(error).startswith("frames") else str(error)) from None
     started = time.monotonic()
     bar = _MdBar(settings)
     try:
@@ -439,10 +444,13 @@ def random_command(reference, count, min_distance, seed, output):
 
     from ..ml.batch import StructureBatch
     from ..ml.random_structures import random_structures
+    from ..ml.training import BYTES_PER_ATOM, check_fits_in_memory
 
     fmt = check_structure_output(output)
     batch = read_structures(reference, "REFERENCE")
     symbols, cell, pbc = _reference_cell(batch, "REFERENCE")
+    with value_errors_as_input():
+        check_fits_in_memory("--count", count, BYTES_PER_ATOM * int(batch.n_atoms[0]), "random structures")
 
     def draw(k: int, size: int):
         try:

@@ -47,7 +47,12 @@ def sheets(count, seed, settings_text, output):
     given = load_mapping(settings_text, "--settings") if settings_text else None
     with value_errors_as_input():
         values = settings_module.from_dict(graphene.SheetSettings, given, "--settings")
-    batch = graphene.sheets_to_batch(values.make(count, seed), values.lattice)
+    with value_errors_as_input():
+        try:
+            occupancy = values.make(count, seed)
+        except ValueError as error:  # the API's field → the option
+            raise ValueError(f"--{error}" if str(error).startswith("count") else str(error)) from None
+    batch = graphene.sheets_to_batch(occupancy, values.lattice)
     write_structures(batch, output)
     lx, ly = values.lattice.lengths
     click.echo(f"wrote {count} sheets of {values.nx} × {values.ny} cells ({lx:.1f} Å × {ly:.1f} Å) to {output}")

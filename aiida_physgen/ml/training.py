@@ -313,6 +313,22 @@ def available_memory() -> int | None:
     return int(psutil.virtual_memory().available)
 
 
+def check_fits_in_memory(
+    field: str, count: int, bytes_each: int, what: str, available_bytes: int | None = None
+) -> None:
+    """Refuse, before allocating, ``count`` items of about ``bytes_each`` bytes that the memory cannot hold.
+
+    :raises ValueError: naming ``field``, with the estimate and the memory available.
+    """
+    available = available_memory() if available_bytes is None else available_bytes
+    needed = int(count) * int(bytes_each)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{field}: {count} {what} need about {_gigabytes(needed)} of memory, more than the "
+            f"{_gigabytes(available)} available; ask for fewer"
+        )
+
+
 def generation_bytes(n_atoms: int, n_models: int, count: int) -> int:
     """Estimated peak bytes of generating ``count`` candidates of ``n_atoms`` atoms from each of
     ``n_models`` models and selecting among them (see :data:`BYTES_PER_ATOM`)."""

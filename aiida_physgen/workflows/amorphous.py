@@ -88,6 +88,10 @@ def _sample(inputs) -> tuple[StructureSet, str | None]:
     else:
         values = _md_values(inputs)
         frames, potential = values.frames, values.potential
+        try:
+            md.check_frames_fit(values)
+        except ValueError as error:
+            raise ValueError(f"md.settings.{error}") from None
     held = held_out_count(frames, fraction)
     if held < 2 or frames - held < 2:
         raise ValueError(

@@ -82,6 +82,10 @@ def _sample_sheets(inputs) -> StructureSet:
     count = inputs["sheets"]["count"].value
     if count < 1:
         raise ValueError(f"sheets.count: got {count}, expected a positive number of sheets")
+    try:
+        graphene.check_sheets_fit(count, values.lattice)
+    except ValueError as error:
+        raise ValueError(f"sheets.{error}") from None
     n = min(count, SAMPLE_SHEETS)
     occupancy = values.make(n, 0)
     atoms = occupancy.reshape(n, -1).sum(axis=1)

@@ -73,6 +73,7 @@ def test_the_protocols_and_the_builder():
     [
         ({"md": {**MD, "atomz": 8}}, r"md.settings: unknown key"),
         ({"md": {**MD, "frames": 3}}, r"held_out_fraction: 0.2 of 3 frames holds out 1"),
+        ({"md": {**MD, "frames": 10**9}}, r"md.settings.frames: 1000000000 frames of 8 atoms need about .* GB"),
         (
             {"generation": {"conditions": {"redraws": {"min_distance": 3.5}}}},
             r"screening.generation.conditions.redraws: condition.min_distance: 3.5 Å cannot be met by 8 atoms",

@@ -228,6 +228,7 @@ def _tiny_builder():
         ("ednn.settings", {"focus": [2, 2]}, "focus"),
         ("reference", {"relax": "yes"}, "reference.relax"),
         ("sheets.count", 10, "hold out"),
+        ("sheets.count", 10**9, "sheets.count: 1000000000 sheets need about .* GB of memory"),
         ("screening.cheap_settings", {"fmax": 0.1}, "screening.cheap_settings"),
         (
             "screening.assessors",
