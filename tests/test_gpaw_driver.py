@@ -130,7 +130,8 @@ def test_si2_relax(tmp_path):
     [
         ({"mode": "lcao", "maxiter": 2}, "scf_not_converged", 3),
         ({"mode": "lcao", "calculation": "relax", "max_steps": 1}, "relax_not_converged", 4),
-        ({"mode": "lcao", "xc": "NOT-A-FUNCTIONAL"}, "crashed", 1),
+        ({"mode": "lcao", "basis": "qzp-nope"}, "crashed", 1),  # GPAW finds no such basis file
+        ({"mode": "lcao", "xc": "NOT-A-FUNCTIONAL"}, "invalid_input", 2),  # refused before GPAW starts
         ({"mode": "lcao", "cutoff": 300}, "invalid_input", 2),
     ],
 )
@@ -141,7 +142,7 @@ def test_failure_statuses(tmp_path, settings, expected_status, expected_exit):
     assert results["exit_status"] == expected_exit
     assert results["errors"]
     if expected_status == "crashed":
-        assert "NOT-A-FUNCTIONAL" in (tmp_path / gpaw_driver.ERROR_FILENAME).read_text()
+        assert "qzp-nope" in (tmp_path / gpaw_driver.ERROR_FILENAME).read_text()
     if expected_status == "relax_not_converged":
         assert (tmp_path / gpaw_driver.FINAL_STRUCTURE_FILENAME).is_file()
         assert results["relax_steps"] == 1

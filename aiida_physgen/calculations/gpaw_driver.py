@@ -40,6 +40,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 
 DRIVER_VERSION = "1"
 
@@ -127,6 +128,22 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _unknown_functional(name):
+    """A message when GPAW (installed here) does not know the functional ``name``, else ``None``. Where GPAW is
+    not installed (the job runs on another machine) the name is left to GPAW there."""
+    try:
+        from gpaw.xc import XC
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # libxc's build note, not about this name
+            XC(name)
+    except Exception as exception:  # noqa: BLE001 - GPAW raises NameError, KeyError or ValueError by kind
+        return f"'xc' is not a functional GPAW knows: {name!r} ({exception})"
+    return None
+
+
 def validate_settings(settings):
     """Return a list of human-readable problems with ``settings`` (empty when valid).
 
@@ -186,6 +203,11 @@ def validate_settings(settings):
     check_number("h", minimum=0, optional=True)
     check_string("basis", optional=True)
     check_string("xc")
+    xc = get("xc")
+    if isinstance(xc, str) and xc.strip():
+        problem = _unknown_functional(xc)
+        if problem:
+            errors.append(problem)
     check_number("kpoint_density", minimum=0, optional=True)
     check_bool("gamma", optional=True)
     check_number("smearing", minimum=0, strictly=False)

@@ -35,6 +35,12 @@ class CheapEngine(BatchRelaxationEngine):
         needed = {periodic} if periodic is not None else {False, True}
         if values.method != "auto":
             needed = {values.method == "chgnet"}
+            if periodic is not None and periodic != (values.method == "chgnet"):
+                kind, other = ("crystals", "gfn2-xtb") if values.method == "chgnet" else ("molecules", "chgnet")
+                return (
+                    f"settings.method: {values.method!r} relaxes {kind} only, and these structures are "
+                    f"{'periodic' if periodic else 'molecules'}; use 'auto' (or {other!r})"
+                )
         for flag in sorted(needed):
             package, method = CHEAP_PACKAGES[flag]
             if importlib.util.find_spec(package) is None:

@@ -77,6 +77,10 @@ def test_cheap_engine_checks_its_settings_and_packages(monkeypatch):
     assert engine.validate({"fmax": 0.1, "method": "chgnet"}, periodic=True) is None
     assert engine.validate({"fmax": -1}).startswith("settings.fmax")
     assert engine.validate([1, 2]).startswith("settings: got list")
+    # a method forced on the other kind of structure is named at launch, not after the training
+    assert engine.validate({"method": "chgnet"}, periodic=False).startswith("settings.method: 'chgnet' relaxes")
+    assert engine.validate({"method": "gfn2-xtb"}, periodic=True).startswith("settings.method: 'gfn2-xtb' relaxes")
+    assert engine.validate({"method": "gfn2-xtb"}, periodic=None) is None  # kind not known yet
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "chgnet" else real(name, *a))
     assert engine.validate(None, periodic=False) is None  # molecules need only tblite
