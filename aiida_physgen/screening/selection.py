@@ -413,34 +413,23 @@ def select_representatives(
     n_clusters: int = 20,
     seed: int = 0,
     *,
-    standardise: bool = True,
-    n_init: int | None = None,
-    n_threads: int | None = 1,
     chunk_size: int = 4096,
+    **options: Any,
 ) -> Selection:
     """Describe every structure of ``batch`` with ``settings`` and pick ``n_clusters`` representatives.
 
-    ``n_clusters`` is checked against the batch size before any descriptor is computed; the
-    keyword arguments are those of :func:`select_from_features` (``chunk_size`` goes to
-    ``structure_descriptors``).
+    ``n_clusters`` is checked against the batch size before any descriptor is computed; ``options`` are the
+    other keyword arguments of :func:`select_from_features` (``standardise``, ``n_init``, ``n_threads``) and
+    ``chunk_size`` goes to ``structure_descriptors``.
     """
     _check_n_clusters(n_clusters, len(batch))
     _check_int("n_components", n_components, 1)
     from aiida_physgen.ml import descriptors
 
-    features = descriptors.structure_descriptors(batch, settings, chunk_size=chunk_size)
-    features = np.asarray(features)
+    features = np.asarray(descriptors.structure_descriptors(batch, settings, chunk_size=chunk_size))
     if features.shape[0] != len(batch):
         raise RuntimeError(f"descriptors returned {features.shape[0]} rows for a batch of {len(batch)}")
-    return select_from_features(
-        features,
-        n_components=n_components,
-        n_clusters=n_clusters,
-        seed=seed,
-        standardise=standardise,
-        n_init=n_init,
-        n_threads=n_threads,
-    )
+    return select_from_features(features, n_components, n_clusters, seed, **options)
 
 
 #: how the marked groups of representatives are drawn (in this order: later ones on top)
