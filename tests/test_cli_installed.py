@@ -8,6 +8,9 @@ import subprocess
 
 import pytest
 
+#: subprocesses that import the whole CLI (about 2 s each): the slow lane; the in-process CLI tests are fast
+pytestmark = pytest.mark.slow
+
 COMMAND = shutil.which("aiida-physgen")
 
 

@@ -897,12 +897,3 @@ def test_the_merge_distance_of_sampling(model):
 def test_bad_conditions_name_the_field(model, condition, message):
     with pytest.raises(ValueError, match=message):
         model.sample(2, 0, condition)
-
-
-def test_crystal_gan_imports_no_aiida():
-    code = (
-        "import sys; import aiida_physgen.ml.crystal_gan, aiida_physgen.ml.crystal_data, "
-        "aiida_physgen.ml.crystal_build; from aiida_physgen.ml.family import get_family; get_family('crystal_gan'); "
-        "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

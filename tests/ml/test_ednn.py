@@ -279,14 +279,3 @@ def test_family_validation_names_the_field(training, sheets):
         train_ensemble("ednn", odd, TARGET, {**TINY, "focus": [6, 4]})
     with pytest.raises(ValueError, match=r"settings\.loop\.batch_sise"):
         train_ensemble("ednn", training, TARGET, {"loop": {"batch_sise": 3}})
-
-
-def test_ml_layer_imports_no_aiida():
-    import os
-    import subprocess
-    import sys
-
-    code = "import sys, aiida_physgen.ml.ednn; print(any(m == 'aiida' or m.startswith('aiida.') for m in sys.modules))"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert loaded.stdout.strip() == "False"

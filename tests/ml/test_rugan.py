@@ -362,19 +362,6 @@ def test_a_constant_label_trains_and_samples(training):
     assert len(trained.sample(3, 0)) <= 3
 
 
-def test_rugan_imports_no_aiida():
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; import aiida_physgen.ml.rugan, aiida_physgen.ml.periodic_conv; "
-        "from aiida_physgen.ml.family import get_family; get_family('rugan'); "
-        "bad = [m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')]; assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 @pytest.mark.slow
 def test_the_fast_setting_learns_the_label():
     # a quarter of the fast setting's steps on the paper's 14 × 8 sheets (about 40 s on one thread): the number
