@@ -11,6 +11,12 @@ scheduler's stdout), the codes theirs. Everything runs in this process (``run_ge
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from aiida import orm
@@ -18,9 +24,13 @@ from aiida.engine import run_get_node
 from aiida.schedulers.datastructures import JobState
 from tiny_inputs import QUICK, TINY, tiny_screening, water_set
 
+from aiida_physgen.calculations.gpaw import GpawCalculation
 from aiida_physgen.calculations.training import TrainingCalculation, max_seconds_for, threads_for
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
 from aiida_physgen.workflows.protocols import recursive_merge
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "references"))
+import gpaw_energies  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +225,67 @@ def test_a_job_the_node_cannot_hold_pauses_with_sbatchs_reason(slurm_gpaw_code, 
         task.cancel()
         runner.loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
     assert node.is_killed
+
+
+class Scanceller(threading.Thread):
+    """``scancel`` the SLURM job of the first GPAW driver running under ``root`` (this test's computer only) once
+    it has recorded ``after_frames`` steps: what a user or an admin does to a running job."""
+
+    def __init__(self, root: str, after_frames: int = 2):
+        super().__init__(daemon=True)
+        self.root = str(Path(root).resolve())
+        self.after_frames = after_frames
+        self.cancelled: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self):
+        import psutil
+
+        while not self.stop.is_set() and not self.cancelled:
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                try:
+                    if "gpaw_driver.py" not in (process.info["cmdline"] or []):
+                        continue
+                    cwd = process.cwd()
+                    trajectory = Path(cwd) / "trajectory.extxyz"
+                    if not cwd.startswith(self.root) or not trajectory.exists():
+                        continue
+                    if trajectory.read_text().count("Lattice=") >= self.after_frames:
+                        job_id = process.environ()["SLURM_JOB_ID"]
+                        subprocess.run(["scancel", job_id], check=True)
+                        self.cancelled.append(job_id)
+                        break
+                except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, KeyError):
+                    continue
+            time.sleep(0.05)
+
+
+def test_a_scancelled_gpaw_job_is_restarted_from_its_last_geometry(slurm_gpaw_code, node_name):
+    """A running relaxation cancelled through the scheduler (scancel) is read as interrupted (330) and the
+    restart chain resubmits it from the last geometry it recorded; the second job finishes the relaxation."""
+    structure, settings = gpaw_energies.CASES["si2_pw_relax"]
+    inputs = {
+        "gpaw": {
+            "code": slurm_gpaw_code,
+            "structure": orm.StructureData(ase=structure()),
+            "parameters": orm.Dict({**settings, "optimizer": "FIRE", "fmax": 0.01, "max_steps": 200}),
+            "metadata": {"options": OPTIONS},
+        }
+    }
+    killer = Scanceller(slurm_gpaw_code.computer.get_workdir())
+    killer.start()
+    try:
+        results, node = run_get_node(GpawBaseWorkChain, **inputs)
+    finally:
+        killer.stop.set()
+        killer.join(timeout=10)
+    assert len(killer.cancelled) == 1, "the relaxation finished before it could be cancelled"
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    jobs = sorted((c for c in node.called if isinstance(c, orm.CalcJobNode)), key=lambda n: n.ctime)
+    assert [job.exit_status for job in jobs] == [GpawCalculation.exit_codes.ERROR_INTERRUPTED.status, 0]
+    first, second = jobs
+    assert first.get_job_id() == killer.cancelled[0]
+    assert first.outputs.output_parameters["status"] == "interrupted"
+    assert second.inputs.structure.uuid == first.outputs.output_structure.uuid  # from where it was stopped
+    assert_ran_on_slurm(second, node_name)
+    assert results["output_parameters"]["relax_converged"] is True
