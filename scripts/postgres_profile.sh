@@ -51,4 +51,7 @@ else
         --database-username "${USER_NAME}" --database-password "${PASSWORD}" \
         --repository-uri "file://${HOME}/.aiida/repository/${PROFILE}"
 fi
+# the daemon's controller answers slowly while workers are busy: AiiDA's 2 s default made `verdi daemon restart`
+# time out mid-screening and leave the daemon down
+verdi -p "${PROFILE}" config set daemon.timeout 20 >/dev/null
 verdi -p "${PROFILE}" status

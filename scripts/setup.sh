@@ -28,5 +28,8 @@ elif [ "${1:-}" != "--no-profile" ]; then
     if ! verdi profile show >/dev/null 2>&1; then
         verdi presto
     fi
+    # the daemon's controller answers slowly while workers are busy on 2 cores: AiiDA's 2 s made
+    # `verdi daemon restart` time out mid-screening (3 of 3 tries) and leave the daemon down
+    verdi config set daemon.timeout 20 >/dev/null
 fi
 echo "aiida-physgen is set up"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["aiida.tools.pytest_fixtures", "skip_gate"]
+pytest_plugins = ["aiida.tools.pytest_fixtures", "skip_gate", "broker_nudges"]
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,21 @@ See docs/reliability.md.
 from __future__ import annotations
 
 import pytest
-from daemon_tools import set_workers
+from daemon_tools import NUDGES, set_workers
 
 
 @pytest.fixture(autouse=True)
 def _profile(aiida_profile):
     yield aiida_profile
+
+
+@pytest.fixture(autouse=True)
+def _count_broker_nudges(request):
+    """Put the broker nudges this test needed on its report (tests/broker_nudges.py prints them)."""
+    before = len(NUDGES)
+    yield
+    if len(NUDGES) > before:
+        request.node.user_properties.append(("broker_nudges", len(NUDGES) - before))
 
 
 @pytest.fixture

@@ -47,6 +47,10 @@ def broker_log_tail(lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+#: one entry per nudge of this process (tests/broker_nudges.py counts them per test)
+NUDGES: list[float] = []
+
+
 def nudge_broker() -> None:
     """Make the ZeroMQ broker look for dead workers now (:func:`aiida_physgen.broker.probe_dead_workers`: an
     aiida-core 2.9 race can leave a SIGKILLed worker's tasks assigned to it until another client disconnects)."""
@@ -100,6 +104,7 @@ def wait_terminated(nodes, timeout: float, client=None, nudge_after: float | Non
                 stacklevel=2,
             )
             nudge_broker()
+            NUDGES.append(time.monotonic())
         timeout = max(timeout - nudge_after, 60)
 
     def pending():
