@@ -290,6 +290,13 @@ ROWS = [
     ("generate missing model", ["generate", "missing.pt"], (), EXIT_INPUT, ["missing.pt", "does not exist"]),
     ("generate junk model", ["generate", "junk.pt", "-n", "2"], ("junk.pt",), EXIT_INPUT, ["MODELS", "junk.pt"]),
     (
+        "predict with a junk model file",
+        ["predict", "junk.pt", "training.extxyz"],
+        ("junk.pt", "training.extxyz"),
+        EXIT_INPUT,
+        ["MODEL_FILE", "junk.pt", "not a usable model file"],
+    ),
+    (
         "generate model without architecture",
         ["generate", "noarch.pt", "-n", "2"],
         ("noarch.pt",),

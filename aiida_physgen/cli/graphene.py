@@ -92,12 +92,11 @@ def label(structures, relax, fmax, output):
 @output_file_option(help="Write the structures with the prediction as an info array (default: print the values).")
 def predict(model_file, structures, output):
     """What a surrogate model (EDNN) predicts for every structure of STRUCTURES."""
-    from ..ml.family import TrainedModel
+    from .files import load_models
 
     if output:
         check_output_file(output, "--output")
-    with value_errors_as_input():
-        model = TrainedModel.from_bytes(Path(model_file).read_bytes())
+    (model,) = load_models([model_file], "MODEL_FILE")
     batch = read_structures(structures, "STRUCTURES")
     with value_errors_as_input():
         values = model.predict(batch)
@@ -133,11 +132,11 @@ def check_labels(generated, surrogate, reference, relax, output):
     from ..graphene.reference_energy import ReferenceSettings
     from ..graphene.surrogate import check_surrogate
     from ..ml import graphene
-    from ..ml.family import TrainedModel
+    from .files import load_models
 
     out = check_output_dir(output, "--output")
+    (model,) = load_models([surrogate], "--surrogate")
     with value_errors_as_input():
-        model = TrainedModel.from_bytes(Path(surrogate).read_bytes())
         check_surrogate(model, "--surrogate")
     sets = {}
     for path in generated:
