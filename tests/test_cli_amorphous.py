@@ -269,6 +269,7 @@ print("AIIDA_MODULES", sorted(m for m in sys.modules if m == "aiida" or m.starts
 """
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_the_commands_need_no_aiida(files, tmp_path):
     import os
     import subprocess

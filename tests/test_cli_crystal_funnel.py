@@ -19,6 +19,7 @@ def three(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_training_crystals_pass_validity_but_are_not_novel(three, tmp_path):
     out = tmp_path / "assessed.npz"
     result = CliRunner().invoke(

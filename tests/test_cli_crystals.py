@@ -58,6 +58,7 @@ def model_file(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------- filter
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_filter_keeps_the_99_examples(tmp_path):
     out = tmp_path / "crystals.npz"
     result = _run("crystals", "filter", EXAMPLE_FOLDER, "-s", "F-43m", "-o", out)
@@ -102,6 +103,7 @@ def test_filter_says_when_nothing_is_left(tmp_path):
 
 
 # ---------------------------------------------------------------------- generate
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 @pytest.mark.parametrize("group, number", [("F-43m", 216), ("Fm-3m", 225)])
 def test_generate_writes_crystals_and_readable_cifs(model_file, tmp_path, group, number):
     from pymatgen.core import Structure

@@ -344,6 +344,7 @@ def count_nodes() -> int:
     return orm.QueryBuilder().append(orm.Node).count()
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_generation_workchain_end_to_end():
     builder = GenerationWorkChain.get_builder()
     builder.family = orm.Str("logan")
@@ -391,6 +392,7 @@ def test_generation_workchain_end_to_end():
     assert "candidates" in returned and "representatives" in returned
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_generation_workchain_named_conditions_and_validity():
     """Named conditions give one candidate set each; the validity step keeps what its check accepts, joins the
     sets (condition_index, set_index) and the selection chooses from the joined valid set."""

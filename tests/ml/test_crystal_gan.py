@@ -268,6 +268,7 @@ def test_padded_operations_and_features():
     assert not torch.equal(features[0], features[1])
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_an_unsupported_group_does_not_break_later_lookups():
     # in a fresh process, as the cache is module state
     code = (
@@ -716,6 +717,7 @@ def test_takes_cross_epochs_and_resume_from_the_state(crystals):
     assert np.array_equal(resumed.take(60)[0], whole.take(60)[0])
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_real_batches_are_orbit_members_of_the_training_crystals(examples, crystals):
     family = get_family("crystal_gan")
     settings = family.settings(SMALL)

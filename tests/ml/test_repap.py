@@ -137,6 +137,7 @@ def test_too_few_frames_to_hold_out_is_refused(frames):
 
 
 # ---------------------------------------------------------------------- training
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_training_beats_the_uniform_guess_on_held_out_frames(model, frames):
     history = model.config["history"]
     assert history["validation_loss"][-1] < history["validation_loss"][0]
@@ -202,6 +203,7 @@ def test_the_first_coordinate_comes_from_the_training_histogram(model):
     assert set(np.unique(x0_bins)) <= set(np.flatnonzero(histogram))
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_redraws_meet_the_minimum_distance_and_are_counted(model):
     with pytest.warns(UserWarning, match="closer than 2.1 Å"):
         batch = model.sample(40, seed=5, condition={"min_distance": 2.1})
