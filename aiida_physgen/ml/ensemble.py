@@ -246,7 +246,8 @@ class MemberNets(nn.Module):
         return len(self.nets)
 
     def member_forward(self, k: int, *inputs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Member ``k`` on one member's inputs (each ``(B, ...)``): what a subclass implements."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement member_forward(k, *inputs)")
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         """Every member on its own inputs: each input ``(K, B, ...)``, the output ``(K, B, ...)``."""
