@@ -48,6 +48,7 @@ def test_training_crystals_pass_validity_but_are_not_novel(three, tmp_path):
     assert not (tmp_path / "cif").exists()  # nothing novel, so no CIF
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_without_training_every_unique_crystal_is_written(three, tmp_path):
     result = CliRunner().invoke(
         main,

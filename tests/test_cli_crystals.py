@@ -223,6 +223,7 @@ def test_download_mp_without_mp_api_says_how_to_install(tmp_path, monkeypatch):
     assert "pip install 'aiida-physgen[mp]'" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_download_mp_filters_what_the_client_returns(tmp_path, monkeypatch):
     """A stand-in for mp-api's client: the example half-Heuslers for F-43m, rock salt for Fm-3m."""
     from pymatgen.core import Lattice, Structure

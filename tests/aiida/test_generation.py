@@ -570,6 +570,7 @@ def test_sio2_periodic_chain():
     assert all(all(s.pbc) for s in outputs["structures"].values())
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_select_drops_candidates_with_atoms_too_close():
     """Candidates with two atoms closer than min_distance are never chosen (no DFT code takes them)."""
     import ase.io

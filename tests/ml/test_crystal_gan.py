@@ -343,6 +343,7 @@ def test_every_shipped_example_is_a_half_heusler_with_three_four_fold_sites(exam
         assert len(np.unique(np.round(points % 1.0, 5), axis=0)) == 12
 
 
+@pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
 def test_the_training_frame_is_the_generation_frame_in_all_twelve_paper_groups():
     # a ternary in each of the paper's groups, given as its primitive cell: the filter refines it to the
     # conventional cell, and its base sites rebuild (through the group's operations) the same crystal
