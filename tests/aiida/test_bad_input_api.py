@@ -23,6 +23,7 @@ from aiida.common.links import LinkType
 from aiida.engine import run_get_node
 from ase import Atoms
 from ase.build import molecule
+from tiny_settings import TINIEST as TINY
 
 from aiida_physgen.calculations.functions import deduplicate_minima, generate, select_representatives, train
 from aiida_physgen.data.generator_model import GeneratorModel
@@ -32,13 +33,6 @@ from aiida_physgen.ml.training import train_ensemble
 from aiida_physgen.workflows.generation import GenerationWorkChain
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
 
-TINY = {
-    "loop": {"steps": 2, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [16],
-    "critic_hidden": [8],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
 SELECTION = {
     "n_components": 2,
     "n_clusters": 2,

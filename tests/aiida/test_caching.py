@@ -7,19 +7,13 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
 from ase.build import molecule
+from tiny_settings import TINIEST as TINY
 
 from aiida_physgen.calculations.functions import normalise_training_inputs
 from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.ml.family import get_family
 from aiida_physgen.workflows.generation import GenerationWorkChain
 
-TINY = {
-    "loop": {"steps": 2, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [16],
-    "critic_hidden": [8],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
 SELECTION = {
     "n_components": 2,
     "n_clusters": 2,

@@ -11,19 +11,12 @@ from aiida.common.links import LinkType
 from aiida.engine import WorkChain, run_get_node
 from ase.build import molecule
 from plumpy.process_states import ProcessState
+from tiny_settings import TINIEST as TINY
 
 from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.workflows.generation import GenerationWorkChain
 from aiida_physgen.workflows.orphans import end_orphaned_calcfunctions
-
-TINY = {
-    "loop": {"steps": 2, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [16],
-    "critic_hidden": [8],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
 
 
 def count_nodes() -> int:

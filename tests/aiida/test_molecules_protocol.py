@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from aiida import orm
+from tiny_settings import QUICK, TINY
 
 from aiida_physgen.engines import get_engine
 from aiida_physgen.launch import screening_builder, training_set
@@ -136,20 +137,6 @@ def test_an_unknown_key_in_the_overrides_is_named():
         ScreeningWorkChain.get_builder_from_protocol("molecules", training_set(TRAINING), overrides={"dft_budgets": 3})
     with pytest.raises(ValueError, match="domain: unknown domain 'molecule'"):
         ScreeningWorkChain.get_builder_from_protocol("molecule", training_set(TRAINING))
-
-
-TINY = {
-    "loop": {"steps": 3, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [32, 16],
-    "critic_hidden": [16],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
-# tiny LCAO settings: seconds per relaxation of a small molecule
-QUICK = {
-    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-    "vacuum": 2.0,
-}
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import DataFactory, WorkflowFactory
 from ase.build import molecule
+from tiny_settings import QUICK, TINY
 
 from aiida_physgen.calculations.functions import PROVENANCE_EXTRAS
 from aiida_physgen.launch import screening_builder
@@ -16,17 +17,6 @@ GeneratorModel = DataFactory("physgen.generator_model")
 ScreeningWorkChain = WorkflowFactory("physgen.screening")
 GenerationWorkChain = WorkflowFactory("physgen.generation")
 
-TINY = {
-    "loop": {"steps": 3, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [32, 16],
-    "critic_hidden": [16],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
-QUICK = {
-    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-    "vacuum": 2.0,
-}
 
 pytestmark = pytest.mark.slow
 

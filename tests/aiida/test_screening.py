@@ -8,24 +8,12 @@ import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node, submit
+from tiny_settings import QUICK, TINY
 
 from aiida_physgen.calculations.functions import deduplicate_minima
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.resources import resource_path
 from aiida_physgen.screening.report import format_table, print_report, report_rows, timing
-
-TINY = {
-    "loop": {"steps": 3, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [32, 16],
-    "critic_hidden": [16],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
-# tiny LCAO settings: seconds per relaxation of a small molecule
-QUICK = {
-    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-    "vacuum": 2.0,
-}
 
 
 def water_like_training():

@@ -8,21 +8,10 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from ase.build import molecule
+from tiny_settings import QUICK, TINY
 
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.screening.report import compare_screenings, print_report, screening_metrics, timing
-
-TINY = {
-    "loop": {"steps": 3, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [32, 16],
-    "critic_hidden": [16],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
-QUICK = {
-    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-    "vacuum": 2.0,
-}
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
+from tiny_settings import QUICK
 
 from aiida_physgen.data.structure_set import StructureSet
 from aiida_physgen.engines import available_engines, get_engine
@@ -33,10 +34,6 @@ TOY = {
     "aiida_physgen.assessors": "toy_energy",
 }
 # tiny LCAO settings: seconds per relaxation of a water molecule
-QUICK = {
-    "gpaw": {"parameters": {"basis": "sz(dzp)", "h": 0.3, "fmax": 0.3, "max_steps": 60, "dos_npts": 101}},
-    "vacuum": 2.0,
-}
 
 
 def _plugins():

@@ -16,19 +16,12 @@ from ase.build import bulk, molecule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vasp"))
 from fixtures import fake_potcar_family, fake_vasp_code  # noqa: E402
+from tiny_settings import TINY
 
 from aiida_physgen.engines import get_engine  # noqa: E402
 from aiida_physgen.launch import screening_builder  # noqa: E402
 from aiida_physgen.workflows.screening import validate_screening_inputs  # noqa: E402
 from aiida_physgen.workflows.vasp_relax import VaspRelaxWorkChain  # noqa: E402
-
-TINY = {
-    "loop": {"steps": 3, "batch_size": 4},
-    "rattle_copies": 0,
-    "hidden": [32, 16],
-    "critic_hidden": [16],
-    "descriptor": {"r_cut": 3.0, "n_max": 2, "l_max": 2, "max_neighbours": 8},
-}
 
 
 @pytest.fixture
