@@ -47,6 +47,22 @@ def generation_inputs(**selection) -> dict:
     }
 
 
+def water_screening(code, **kwargs):
+    """A tiny H2O screening builder (nothing stored): one model, 4 candidates, 2 clusters."""
+    return screening_builder(
+        [molecule("H2O"), molecule("H2O2")],
+        "H2O",
+        box=5.0,
+        code=code,
+        seeds=[0],
+        settings=TINY,
+        count=4,
+        n_clusters=2,
+        n_components=2,
+        **kwargs,
+    )
+
+
 def test_outer_chain_without_seeds_still_checks_n_clusters_at_launch():
     # default seeds (4) × default count (2000) = 8000 candidates: 9000 clusters cannot be made
     before = count_nodes()
@@ -69,18 +85,7 @@ def test_absurd_count_is_refused_at_launch_with_the_estimate():
 
 
 def test_relax_override_typo_fails_at_launch_naming_the_key(gpaw_code):
-    builder = screening_builder(
-        [molecule("H2O"), molecule("H2O2")],
-        "H2O",
-        box=5.0,
-        code=gpaw_code,
-        seeds=[0],
-        settings=TINY,
-        count=4,
-        n_clusters=2,
-        n_components=2,
-        relax_overrides={"gpaw": {"parameters": {"ecutt": 300}}},
-    )
+    builder = water_screening(gpaw_code, relax_overrides={"gpaw": {"parameters": {"ecutt": 300}}})
     before = count_nodes()
     start = time.perf_counter()
     with pytest.raises(ValueError, match="ecutt"):
@@ -124,18 +129,7 @@ def test_builders_store_nothing(gpaw_code):
     from aiida_physgen.launch import training_set
 
     before = count_nodes()
-    builder = screening_builder(
-        [molecule("H2O"), molecule("H2O2")],
-        "H2O",
-        box=5.0,
-        code=gpaw_code,
-        seeds=[0],
-        settings=TINY,
-        count=4,
-        n_clusters=2,
-        n_components=2,
-        generation_protocol="fast",
-    )
+    builder = water_screening(gpaw_code, generation_protocol="fast")
     GenerationWorkChain.get_builder_from_protocol(
         training_set("logan/C5H12O_training.extxyz"),
         {"composition": "C5H12O", "cell": (np.eye(3) * 9.5).tolist(), "pbc": False},
@@ -151,17 +145,7 @@ def test_funnel_without_the_cheap_package_fails_at_launch(gpaw_code, monkeypatch
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tblite" else real(name, *a))
-    builder = screening_builder(
-        [molecule("H2O"), molecule("H2O2")],
-        "H2O",
-        box=5.0,
-        code=gpaw_code,
-        seeds=[0],
-        settings=TINY,
-        count=4,
-        n_clusters=2,
-        n_components=2,
-    )
+    builder = water_screening(gpaw_code)
     with pytest.raises(ValueError, match=r"funnel: .*GFN2-xTB.*'tblite'.*funnel=False"):
         run_get_node(builder)
     builder.funnel = orm.Bool(False)  # the old path needs no cheap tier
