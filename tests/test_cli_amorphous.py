@@ -353,7 +353,7 @@ def bad_files(files):
         (["amorphous", "quality", "{held_out}", "{repap}", "--potential", "lj"], "'--potential': 'lj' is not one of"),
         (["amorphous", "random", "{folder}/missing.npz"], "missing.npz' does not exist"),
         (["amorphous", "random", "{held_out}", "--min-distance", 5], "--min-distance: 30 atoms at least 5.0 Å apart"),
-        (["amorphous", "random", "{mixed}"], "REFERENCE: structure 1 has 20 atoms, structure 0 30"),
+        (["amorphous", "random", "{mixed}"], "REFERENCE[1]: 20 atoms, REFERENCE[0] has 30"),
         (
             ["amorphous", "random", "{held_out}", "-o", "{folder}/random.foo"],
             "--output: cannot tell a structure format",

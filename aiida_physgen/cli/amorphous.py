@@ -384,31 +384,9 @@ def _reference_cell(batch, option: str):
     """Atoms (symbols of structure 0) and cell of a fixed-cell set; refused when the structures differ."""
     import numpy as np
 
-    n = int(batch.n_atoms[0])
-    wrong = np.flatnonzero(batch.n_atoms != n)
-    if wrong.size:
-        i = int(wrong[0])
-        raise InputError(
-            f"{option}: structure {i} has {int(batch.n_atoms[i])} atoms, structure 0 {n}; expected "
-            "the frames of one fixed-cell trajectory (one set of atoms, one cell)"
-        )
-    numbers = np.sort(batch.numbers.reshape(len(batch), n), axis=1)
-    differs = np.flatnonzero((numbers != numbers[0]).any(axis=1))
-    if differs.size:
-        i = int(differs[0])
-        raise InputError(
-            f"{option}: structure {i} is {_formula(batch, i)}, structure 0 {_formula(batch)}; expected "
-            "the frames of one fixed-cell trajectory (one set of atoms, one cell)"
-        )
-    moved = np.flatnonzero(
-        (np.abs(batch.cells - batch.cells[0]).reshape(len(batch), 9).max(axis=1) > 1e-6)
-        | (batch.pbc != batch.pbc[0]).any(axis=1)
-    )
-    if moved.size:
-        raise InputError(
-            f"{option}: structure {int(moved[0])} has another cell than structure 0; expected the frames "
-            "of one fixed-cell trajectory (one set of atoms, one cell)"
-        )
+    mismatch = batch.trajectory_mismatch(option, same_order=False)
+    if mismatch:
+        raise InputError(f"{mismatch}; expected the frames of one fixed-cell trajectory (one set of atoms, one cell)")
     return batch[0].get_chemical_symbols(), np.array(batch.cells[0]), [bool(p) for p in batch.pbc[0]]
 
 

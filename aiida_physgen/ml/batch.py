@@ -250,6 +250,31 @@ class StructureBatch:
             return None
         return self.positions.reshape(len(self), n, 3), numbers[0]
 
+    def trajectory_mismatch(self, where: str = "structure", *, same_order: bool = True) -> str | None:
+        """Why this batch is not the frames of one fixed-cell trajectory (``None`` when it is): the first
+        structure ``where[i]`` with another atom count, other species (in another order, with ``same_order``),
+        another cell or other periodicity than structure 0."""
+        n = int(self.n_atoms[0])
+        wrong = np.flatnonzero(self.n_atoms != n)
+        if wrong.size:
+            i = int(wrong[0])
+            return f"{where}[{i}]: {int(self.n_atoms[i])} atoms, {where}[0] has {n}"
+        numbers = self.numbers.reshape(len(self), n)
+        compared = numbers if same_order else np.sort(numbers, axis=1)
+        differs = np.flatnonzero((compared != compared[0]).any(axis=1))
+        if differs.size:
+            i = int(differs[0])
+            j = int(np.argmax(compared[i] != compared[0]))
+            return f"{where}[{i}]: atom {j} is element {int(compared[i, j])}, in {where}[0] it is {int(compared[0, j])}"
+        moved = np.flatnonzero(np.abs(self.cells - self.cells[0]).reshape(len(self), 9).max(axis=1) > 1e-6)
+        if moved.size:
+            return f"{where}[{int(moved[0])}]: the cell differs from {where}[0]'s"
+        other = np.flatnonzero((self.pbc != self.pbc[0]).any(axis=1))
+        if other.size:
+            i = int(other[0])
+            return f"{where}[{i}]: pbc {self.pbc[i].tolist()}, {where}[0] has {self.pbc[0].tolist()}"
+        return None
+
     def min_distances(self) -> np.ndarray:
         """Shortest interatomic distance in every structure (Å), periodic images included.
 

@@ -187,21 +187,11 @@ def read_trajectory(training: StructureBatch | None, where: str = "training") ->
     n = int(training.n_atoms[0])
     if n < 2:
         raise ValueError(f"{where}[0]: {n} atom; RePAP needs structures of at least 2 atoms")
-    wrong = np.flatnonzero(training.n_atoms != n)
-    if wrong.size:
-        i = int(wrong[0])
+    mismatch = training.trajectory_mismatch(where)
+    if mismatch:
         raise ValueError(
-            f"{where}[{i}]: {int(training.n_atoms[i])} atoms, frame 0 has {n}; every frame of the "
-            "trajectory must hold the same atoms"
-        )
-    numbers = training.numbers.reshape(frames, n)
-    differs = np.flatnonzero((numbers != numbers[0]).any(axis=1))
-    if differs.size:
-        i = int(differs[0])
-        j = int(np.argmax(numbers[i] != numbers[0]))
-        raise ValueError(
-            f"{where}[{i}]: atom {j} is element {int(numbers[i, j])}, in frame 0 it is "
-            f"{int(numbers[0, j])}; every frame must hold the same species in the same order"
+            f"{mismatch}; RePAP needs the frames of one constant-volume trajectory (same atoms in the "
+            "same order, one fixed cell)"
         )
     if not training.pbc.all():
         i = int(np.argmin(training.pbc.all(axis=1)))
@@ -211,12 +201,7 @@ def read_trajectory(training: StructureBatch | None, where: str = "training") ->
     cell = np.array(training.cells[0])
     if abs(np.linalg.det(cell)) < 1e-6:
         raise ValueError(f"{where}[0]: the cell has no volume; expected a periodic cell")
-    moved = np.flatnonzero(np.abs(training.cells - cell).reshape(frames, 9).max(axis=1) > 1e-6)
-    if moved.size:
-        raise ValueError(
-            f"{where}[{int(moved[0])}]: the cell differs from frame 0's; RePAP needs one fixed cell "
-            "(a constant-volume trajectory)"
-        )
+    numbers = training.numbers.reshape(frames, n)
     fractions = np.linalg.solve(cell.T, training.positions.T).T.reshape(frames, n, 3) % 1.0
     fractions[fractions >= 1.0] = 0.0  # -1e-17 % 1.0 is 1.0
     order = atom_order(fractions, cell)

@@ -79,7 +79,7 @@ def test_the_network_has_the_papers_input_and_output():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ("atoms", r"training\[3\]: 29 atoms, frame 0 has 30"),
+        ("atoms", r"training\[3\]: 29 atoms, training\[0\] has 30"),
         ("species", r"training\[3\]: atom 5 is element 6"),
         ("cell", r"training\[3\]: the cell differs"),
         ("pbc", r"training\[3\]: pbc"),
