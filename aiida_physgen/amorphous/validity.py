@@ -28,7 +28,7 @@ from ase.data import atomic_masses
 
 from ..ml.batch import StructureBatch
 from ..ml.settings import is_number
-from ..screening.validity import ValidityCheck, density_range_setting
+from ..screening.validity import KINDS, ValidityCheck, density_range_setting
 from . import quality
 from .md import AVOGADRO, DENSITY_RANGE
 from .report import QUALITY_DEFAULTS
@@ -42,8 +42,7 @@ __all__ = [
     "contact_reason",
 ]
 
-#: the reason given to a structure that is not periodic along every axis with a cell of positive volume
-NOT_BULK = "not a bulk cell (needs pbc on all axes and a cell volume > 0)"
+NOT_BULK = KINDS["amorphous"].not_of_kind
 
 
 def density_reason(density_range) -> str:
@@ -90,13 +89,8 @@ def densities(batch: StructureBatch) -> np.ndarray:
 class AmorphousValidity(ValidityCheck):
     """Keep the bulk cells with a density inside ``density_range`` and no pair closer than ``min_distance``."""
 
-    name = "amorphous"
-    kind = "amorphous"
+    name = kind = "amorphous"
     settings_class = AmorphousValiditySettings
-    periodic = True
-    reads = "bulk cells"
-
-    wrong_kind = NOT_BULK
 
     def judge(self, cells: StructureBatch, settings: AmorphousValiditySettings) -> list[str | None]:
         low, high = settings.density_range

@@ -18,13 +18,12 @@ import numpy as np
 
 from ..ml.batch import StructureBatch
 from ..ml.settings import is_number
-from ..screening.validity import ValidityCheck, density_range_setting
+from ..screening.validity import KINDS, ValidityCheck, density_range_setting
 from . import properties
 
 __all__ = ["CrystalValidity", "CrystalValiditySettings", "NOT_A_CRYSTAL"]
 
-#: the reason given to a structure that is not periodic along every axis with a cell of positive volume
-NOT_A_CRYSTAL = "not a crystal (needs pbc on all axes and a cell volume > 0)"
+NOT_A_CRYSTAL = KINDS["crystal"].not_of_kind
 
 
 @dataclasses.dataclass
@@ -57,13 +56,8 @@ class CrystalValidity(ValidityCheck):
     """Keep the crystals with no pair closer than ``min_distance``, a density inside ``density_range`` and,
     where it applies, charge-balanced oxidation states; a structure that is not a crystal is rejected too."""
 
-    name = "crystal"
-    kind = "crystal"
+    name = kind = "crystal"
     settings_class = CrystalValiditySettings
-    periodic = True
-    reads = "crystals"
-
-    wrong_kind = NOT_A_CRYSTAL
 
     def judge(self, crystals: StructureBatch, settings: CrystalValiditySettings) -> list[str | None]:
         flags = properties.validity(

@@ -29,7 +29,7 @@ from ase.data import covalent_radii
 
 from ..ml.batch import StructureBatch
 from ..ml.settings import is_number
-from ..screening.validity import ValidityCheck
+from ..screening.validity import KINDS, ValidityCheck
 
 __all__ = [
     "MoleculeValidity",
@@ -41,8 +41,7 @@ __all__ = [
     "bond_ratios",
 ]
 
-#: the reason given to a structure that is periodic along some axis
-NOT_A_MOLECULE = "not a molecule (periodic along an axis)"
+NOT_A_MOLECULE = KINDS["molecule"].not_of_kind
 #: the reason given to a molecule RDKit assigns no closed-shell bond orders to
 NO_BOND_ORDERS = "no bond orders (RDKit)"
 
@@ -146,13 +145,8 @@ class MoleculeValidity(ValidityCheck):
     """Keep the molecules with no atoms on top of each other that form one bonded fragment (and, with
     ``bond_orders``, that RDKit gives closed-shell bond orders); a periodic structure is rejected too."""
 
-    name = "molecule"
-    kind = "molecule"
+    name = kind = "molecule"
     settings_class = MoleculeValiditySettings
-    periodic = False
-    reads = "molecules"
-
-    wrong_kind = NOT_A_MOLECULE
 
     def judge(self, molecules: StructureBatch, settings: MoleculeValiditySettings) -> list[str | None]:
         return _molecule_reasons(molecules, settings)

@@ -41,6 +41,8 @@ __all__ = [
     "is_bulk",
     "judge_of_kind",
     "density_range_setting",
+    "StructureKind",
+    "KINDS",
 ]
 
 ENTRY_POINT_GROUP = "aiida_physgen.validity"
@@ -85,14 +87,37 @@ def density_range_setting(pair) -> list[float]:
     return [low, high]
 
 
+@dataclasses.dataclass(frozen=True)
+class StructureKind:
+    """What a kind of structure is, for the checks meant for it: ``periodic`` (``True``: every axis, with a cell
+    of positive volume; ``False``: no axis; ``None``: the check decides), the plural it ``reads`` as in messages,
+    and the reason given to a structure that is ``not_of_kind``."""
+
+    periodic: bool | None
+    reads: str
+    not_of_kind: str = ""
+
+
+_BULK = "needs pbc on all axes and a cell volume > 0"
+#: the kinds of structure the checks are meant for; a check sets ``kind`` and takes the rest from here
+KINDS: dict[str, StructureKind] = {
+    "molecule": StructureKind(False, "molecules", "not a molecule (periodic along an axis)"),
+    "crystal": StructureKind(True, "crystals", f"not a crystal ({_BULK})"),
+    "amorphous": StructureKind(True, "bulk cells", f"not a bulk cell ({_BULK})"),
+    "sheet": StructureKind(None, "sheets"),
+    "any": StructureKind(None, "structures"),
+}
+
+
 class ValidityCheck:
     """Keep or reject each structure of a batch, with a reason.
 
-    Subclasses set ``name``, ``kind`` (the kind of structure they are meant for: ``molecule``, ``crystal``,
-    ``sheet``, ``amorphous`` or ``any``), ``settings_class`` (a dataclass whose ``__post_init__`` checks its
-    fields). A check for structures periodic along every axis, or along none, sets ``periodic``, ``reads`` and
-    ``wrong_kind`` and implements :meth:`judge` (the structures of its kind); it gets :meth:`check_kind` and
-    :meth:`reasons` from here. A check of structures of any kind implements :meth:`reasons`.
+    Subclasses set ``name``, ``kind`` (the kind of structure they are meant for: one of :data:`KINDS`,
+    ``molecule``, ``crystal``, ``sheet``, ``amorphous`` or ``any``, whose ``periodic``, ``reads`` and
+    ``wrong_kind`` they take unless they set them) and ``settings_class`` (a dataclass whose ``__post_init__``
+    checks its fields). A check for structures periodic along every axis, or along none, implements
+    :meth:`judge` (the structures of its kind); it gets :meth:`check_kind` and :meth:`reasons` from here. A
+    check of structures of any kind implements :meth:`reasons`.
     """
 
     name: str = ""
@@ -102,6 +127,18 @@ class ValidityCheck:
     periodic: bool | None = None
     #: what the check reads, for :meth:`check_kind`'s message (``"crystals"``)
     reads: str = "structures"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        kind = KINDS.get(cls.kind)
+        if kind is not None:
+            for attribute, value in (
+                ("periodic", kind.periodic),
+                ("reads", kind.reads),
+                ("wrong_kind", kind.not_of_kind),
+            ):
+                if getattr(cls, attribute) == getattr(ValidityCheck, attribute):
+                    setattr(cls, attribute, value)
 
     def settings(self, values: Mapping[str, Any] | None, where: str = "validity_settings"):
         """The settings dataclass from a dictionary; unknown keys or bad values raise ``ValueError`` naming
