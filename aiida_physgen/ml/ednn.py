@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from .batch import StructureBatch
-from .ensemble import Stream, eval_mode, member_seed, torch_seeded
+from .ensemble import Stream, attributes, eval_mode, member_seed, torch_seeded
 from .family import GeneratorFamily
 from .graphene import Lattice, batch_to_sheets, encode_zigzag
 from .loop import MemberModulesTrainer, check_loop_settings, held_out_count
@@ -194,12 +194,8 @@ class EDNN(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
 
     def architecture(self) -> dict[str, Any]:
-        return {
-            "focus": list(self.focus),
-            "context": list(self.context),
-            "hidden": list(self.hidden),
-            "activation": self.activation,
-        }
+        values = attributes(self, ("focus", "context", "hidden", "activation"))
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
     def check_grid(self, grid: torch.Tensor) -> None:
         if grid.dim() != 3:

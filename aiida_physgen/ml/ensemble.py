@@ -19,7 +19,7 @@ import copy
 import enum
 import math
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -81,6 +81,11 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         module.train(was_training)
+
+
+def attributes(obj: Any, names: Sequence[str]) -> dict[str, Any]:
+    """``{name: obj.name}`` for every name: a module's ``architecture()`` from the constructor arguments it keeps."""
+    return {name: getattr(obj, name) for name in names}
 
 
 class EnsembleLinear(nn.Module):

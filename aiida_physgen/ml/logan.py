@@ -32,7 +32,7 @@ from . import settings as settings_module
 from .batch import StructureBatch, checked_cell_and_pbc
 from .composition import composition_string, parse_composition
 from .descriptors import DescriptorParameters, DescriptorSettings, LocalDescriptor, atomic_descriptors
-from .ensemble import EnsembleMLP, Stream, member_seed
+from .ensemble import EnsembleMLP, Stream, attributes, member_seed
 from .family import GeneratorFamily
 from .loop import stacked_randn
 from .wgan import VECTORISED, WGANProblem, WGANSettings, WGANTrainer, member_loop
@@ -242,7 +242,7 @@ class LoganGenerator(nn.Module):
         return view
 
     def architecture(self) -> dict[str, Any]:
-        return {"latent_dim": self.latent_dim, "hidden": self.hidden, "negative_slope": self.negative_slope}
+        return attributes(self, ("latent_dim", "hidden", "negative_slope"))
 
     def member(self, k: int) -> LoganGenerator:
         """Member ``k`` as a stand-alone single-model generator (on the CPU)."""

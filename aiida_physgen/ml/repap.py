@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .batch import StructureBatch
-from .ensemble import Stream, eval_mode, member_seed, torch_seeded
+from .ensemble import Stream, attributes, eval_mode, member_seed, torch_seeded
 from .family import GeneratorFamily, keys_checked
 from .loop import MemberModulesTrainer, check_loop_settings, held_out_count
 from .settings import is_finite_number, is_positive_int, require_positive_ints
@@ -226,31 +226,23 @@ def to_bins(fractions: torch.Tensor, bins: int) -> torch.Tensor:
 class RepapLSTM(nn.Module):
     """The LSTM of one model: bins of coordinates ``0 … 3N−2`` → logits of coordinates ``1 … 3N−1``."""
 
-    def __init__(
-        self, bins: int = 50, length: int = 90, hidden: int = 256, layers: int = 2, dropout: float = 0.5, seed: int = 0
-    ):
+    def __init__(self, bins: int, length: int, hidden: int, layers: int, dropout: float, seed: int = 0):
         super().__init__()
         self.bins, self.length = int(bins), int(length)
-        self.hidden, self.layers, self.dropout_p = int(hidden), int(layers), float(dropout)
+        self.hidden, self.layers, self.dropout = int(hidden), int(layers), float(dropout)
         with torch_seeded(member_seed(seed, Stream.GENERATOR)):  # the member's own stream
             self.lstm = nn.LSTM(
                 self.bins + self.length - 1,
                 self.hidden,
                 self.layers,
                 batch_first=True,
-                dropout=self.dropout_p if self.layers > 1 else 0.0,
+                dropout=self.dropout if self.layers > 1 else 0.0,
             )
             self.output = nn.Linear(self.hidden, self.bins)
-        self.drop = nn.Dropout(self.dropout_p)
+        self.drop = nn.Dropout(self.dropout)
 
     def architecture(self) -> dict[str, Any]:
-        return {
-            "bins": self.bins,
-            "length": self.length,
-            "hidden": self.hidden,
-            "layers": self.layers,
-            "dropout": self.dropout_p,
-        }
+        return attributes(self, ("bins", "length", "hidden", "layers", "dropout"))
 
     def encode(self, bins_in: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.one_hot(bins_in, self.bins), F.one_hot(positions, self.length - 1)], dim=-1).float()

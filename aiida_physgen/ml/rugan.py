@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .ensemble import MemberNets, Stream, eval_mode, member_seed
+from .ensemble import MemberNets, Stream, attributes, eval_mode, member_seed
 from .family import GeneratorFamily, keys_checked
 from .graphene import N_PAIR_STATES, Lattice, batch_to_sheets, pair_to_zigzag, sheets_to_batch, zigzag_to_pair
 from .periodic_conv import HexConv2d, PeriodicConv2d
@@ -247,14 +247,7 @@ class RuganGenerator(MemberNets):
     pair-state probabilities ``(K, B, 4, 2H, 2W)`` or zig-zag sigmoids × mask ``(K, B, 1, H, W)``.
     """
 
-    def __init__(
-        self,
-        encoding: str = "pair",
-        seeds: Sequence[int] = (0,),
-        noise_channels: int = 63,
-        channels: int = 64,
-        blocks: int = 3,
-    ):
+    def __init__(self, encoding: str, seeds: Sequence[int], noise_channels: int, channels: int, blocks: int):
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding: got {encoding!r}, expected one of {list(ENCODINGS)}")
         n_in = int(noise_channels) + 1 + (encoding == "zigzag")  # noise, label (and the mask)
@@ -262,15 +255,10 @@ class RuganGenerator(MemberNets):
         self.encoding = encoding
         self.noise_channels = int(noise_channels)
         self.channels = int(channels)
-        self.n_blocks = int(blocks)
+        self.blocks = int(blocks)
 
     def architecture(self) -> dict[str, Any]:
-        return {
-            "encoding": self.encoding,
-            "noise_channels": self.noise_channels,
-            "channels": self.channels,
-            "blocks": self.n_blocks,
-        }
+        return attributes(self, ("encoding", "noise_channels", "channels", "blocks"))
 
     def noise_shape(self, lattice: Lattice) -> tuple[int, int]:
         """The spatial shape of the noise grid for a sheet on ``lattice``."""
@@ -297,13 +285,7 @@ class RuganCritic(MemberNets):
     """``K`` RUGAN critics: configuration ``(K, B, C, H, W)`` + standardised labels ``(K, B)`` → scores ``(K, B)``."""
 
     def __init__(
-        self,
-        encoding: str = "pair",
-        seeds: Sequence[int] = (0,),
-        channels: int = 64,
-        layers: int = 3,
-        dropout: float = 0.2,
-        negative_slope: float = 0.2,
+        self, encoding: str, seeds: Sequence[int], channels: int, layers: int, dropout: float, negative_slope: float
     ):
         n_in = (N_PAIR_STATES if encoding == "pair" else 1) + 2  # configuration, label, parity or mask
         super().__init__(

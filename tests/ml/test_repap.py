@@ -69,7 +69,7 @@ def test_gaussian_targets_are_normalised_peaked_and_periodic():
 
 
 def test_the_network_has_the_papers_input_and_output():
-    module = RepapLSTM(bins=50, length=90, hidden=256, layers=2, dropout=0.5)
+    module = RepapLSTM(bins=50, length=90, hidden=256, layers=2, dropout=0.5, seed=0)
     assert module.lstm.input_size == 50 + 89 and module.lstm.hidden_size == 256 and module.lstm.num_layers == 2
     assert module.lstm.dropout == 0.5
     logits = module(torch.zeros(3, 89, dtype=torch.long))

@@ -107,7 +107,7 @@ def test_generator_and_critic_shapes(encoding, scale):
         assert (h, w) == lattice.zigzag_shape
         assert out.shape == (2, 3, 1) + lattice.zigzag_shape
         assert torch.all(out[..., 0, :, :][..., ~torch.as_tensor(lattice.mask())] == 0)
-    critic = rugan.RuganCritic(encoding, (0, 1), channels=4, layers=2).eval()
+    critic = rugan.RuganCritic(encoding, (0, 1), channels=4, layers=2, dropout=0.2, negative_slope=0.2).eval()
     assert critic(out, torch.zeros(2, 3)).shape == (2, 3)  # global pooling: any size scores
 
 
