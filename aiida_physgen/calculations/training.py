@@ -54,7 +54,7 @@ __all__ = ["TrainingCalculation", "validate_training_inputs", "threads_for", "ma
 
 #: the inputs that say what to train, the same for the job, the ``physgen.train`` calcfunction and the chains that
 #: expose them (the generation chain)
-TRAINING_PORTS = ("training", "family", "target", "seeds", "settings", "grid")
+TRAINING_PORTS = ("training", "family", "target", "seeds", "settings", "grid", "device")
 
 TRAINING_FILENAME = "training.npz"
 JOB_FILENAME = "job.json"
@@ -173,7 +173,7 @@ class TrainingCalculation(CalcJob):
             "device",
             valid_type=orm.Str,
             default=lambda: orm.Str("cpu"),
-            help="Where the training runs on the remote computer: 'cpu', 'cuda', 'cuda:<n>' or 'auto'.",
+            help="Where the training runs: 'cpu', 'cuda', 'cuda:<n>' or 'auto' (CUDA when the machine has it).",
         )
         spec.input(
             "parent_folder",

@@ -199,12 +199,6 @@ class GenerationWorkChain(CalcfunctionSteps, WorkChain):
             help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).",
         )
         spec.input(
-            "device",
-            valid_type=orm.Str,
-            default=lambda: orm.Str("cpu"),
-            help="Where the training runs: 'cpu', 'cuda' or 'auto' (CUDA when the machine has it).",
-        )
-        spec.input(
             "baseline",
             valid_type=orm.Bool,
             default=lambda: orm.Bool(False),
