@@ -90,7 +90,53 @@ def validate_screening_inputs(inputs, _ctx=None):
     assessors and their reference sets."""
     periodic, elements, _ = _kind(inputs)
     message = check_relaxation_inputs(inputs, periodic, elements)
-    return message or _check_funnel(inputs, periodic) or _check_assessors(inputs)
+    return message or _check_funnel(inputs, periodic) or _check_assessors(inputs) or _check_charges(inputs)
+
+
+def _check_charges(inputs) -> str | None:
+    """Every total ``charge`` the screening passes on (validity, cheap tier, DFT overrides, assessors) leaves the
+    target at least one electron and takes at most as many as it has: with a target composition only."""
+    from ase.data import atomic_numbers
+
+    from ..ml.composition import parse_composition
+
+    generation = inputs.get("generation", {})
+    composition = generation["target"].get_dict().get("composition") if "target" in generation else None
+    try:
+        symbols = parse_composition(composition) if composition else None
+        electrons = sum(atomic_numbers[symbol] for symbol in symbols) if symbols else None
+    except (KeyError, TypeError, ValueError):
+        return None  # an unknown formula is the generation's to name
+    if not electrons:
+        return None
+    places = {
+        "generation.validity_settings": generation.get("validity_settings"),
+        "cheap_settings": inputs.get("cheap_settings"),
+        "relax_overrides": inputs.get("relax_overrides"),
+    }
+    if "assessors" in inputs:
+        places.update({f"assessors.{name}": values for name, values in inputs["assessors"].get_dict().items()})
+    found = []
+    for where, node in places.items():
+        _find_charges(node.get_dict() if isinstance(node, orm.Dict) else node, where, found)
+    for where, charge in found:
+        if not -electrons < charge < electrons:
+            return (
+                f"{where}: got {charge}, but {composition} has {electrons} electrons; expected a total charge "
+                f"between {1 - electrons} and {electrons - 1}"
+            )
+    return None
+
+
+def _find_charges(values, where: str, found: list) -> None:
+    """Every numeric ``charge`` in nested settings, with its dotted path (``relax_overrides.gpaw.parameters.charge``)"""
+    if not isinstance(values, Mapping):
+        return
+    for key, value in values.items():
+        if key == "charge" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append((f"{where}.{key}", value))
+        else:
+            _find_charges(value, f"{where}.{key}", found)
 
 
 def _check_funnel(inputs, periodic) -> str | None:

@@ -152,3 +152,32 @@ def test_funnel_without_the_cheap_package_fails_at_launch(gpaw_code, monkeypatch
     from aiida_physgen.workflows.screening import validate_screening_inputs
 
     assert validate_screening_inputs(builder._inputs(prune=True)) is None
+
+
+@pytest.mark.parametrize(
+    "settings, where",
+    [
+        ({"validity_settings": {"charge": 100}}, r"generation\.validity_settings\.charge"),
+        ({"funnel": True, "cheap_settings": {"charge": -10}}, r"cheap_settings\.charge"),
+        ({"relax_overrides": {"gpaw": {"parameters": {"charge": 10}}}}, r"relax_overrides\.gpaw\.parameters\.charge"),
+    ],
+)
+def test_a_charge_beyond_the_targets_electrons_is_refused_at_launch(gpaw_code, settings, where):
+    # H2O has 10 electrons: a total charge must lie in [-9, 9]
+    before = count_nodes()
+    validity = settings.pop("validity_settings", None)
+    builder = water_screening(gpaw_code, **settings)
+    if validity:
+        builder.generation.validity = orm.Str("molecule")
+        builder.generation.validity_settings = orm.Dict(validity)
+    expected = rf"{where}: got -?10+, but H2O has 10 electrons; expected a total charge between -9 and 9"
+    with pytest.raises(ValueError, match=expected):
+        run_get_node(builder)
+    assert count_nodes() == before
+
+
+def test_a_charge_within_the_targets_electrons_passes_the_launch_check(gpaw_code):
+    from aiida_physgen.workflows.screening import validate_screening_inputs
+
+    builder = water_screening(gpaw_code, funnel=True, cheap_settings={"charge": 1})
+    assert validate_screening_inputs(builder._inputs(prune=True)) is None
