@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, calcfunction, process_handler, while_
+from aiida.engine import BaseRestartWorkChain, calcfunction, process_handler, while_
 
 from aiida_physgen.calculations import gpaw_driver as driver
 from aiida_physgen.calculations.gpaw import GpawCalculation, validate_parameters
 from aiida_physgen.workflows.orphans import run_calcfunction_step
 from aiida_physgen.workflows.protocols import ProtocolMixin, load_protocol
+from aiida_physgen.workflows.restarts import HandlerReports
 
 __all__ = ("GpawBaseWorkChain", "center_molecule")
 
@@ -117,7 +118,7 @@ def center_molecule(structure: orm.StructureData, vacuum: orm.Float, box: orm.Fl
     return centered_copy(structure, vacuum.value, box.value if box is not None else None)
 
 
-class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+class GpawBaseWorkChain(HandlerReports, ProtocolMixin, BaseRestartWorkChain):
     """Run a ``GpawCalculation``, restarting it on SCF or relaxation non-convergence."""
 
     _protocol_file = PROTOCOL_FILE
@@ -229,11 +230,8 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     def handle_scf_not_converged(self, node):
         """Soften the density mixing and allow more SCF iterations."""
         if self.ctx.scf_restarts >= self._max_scf_restarts:
-            self.report(
-                f"SCF of {node.process_label}<{node.pk}> did not converge after {self.ctx.scf_restarts} restarts "
-                "with softer mixing: giving up"
-            )
-            return ProcessHandlerReport(True, self.exit_codes.ERROR_SCF_NOT_CONVERGED)
+            what = f"did not converge its SCF after {self.ctx.scf_restarts} restarts with softer mixing: giving up"
+            return self.handled(node, what, self.exit_codes.ERROR_SCF_NOT_CONVERGED)
 
         parameters = self._parameters()
         mixer = dict(parameters.get("mixer") or {})
@@ -250,57 +248,47 @@ class GpawBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
 
         moved = parameters.get("calculation") == "relax" and self._restart_from_last_geometry(node)
         where = " from the last converged geometry" if moved else ""
-        self.report(
-            f"SCF of {node.process_label}<{node.pk}> did not converge: restarting{where} with mixer {mixer} and "
-            f"maxiter={maxiter} (restart {self.ctx.scf_restarts}/{self._max_scf_restarts})"
+        return self.handled(
+            node,
+            f"did not converge its SCF: restarting{where} with mixer {mixer} and maxiter={maxiter} "
+            f"(restart {self.ctx.scf_restarts}/{self._max_scf_restarts})",
         )
-        return ProcessHandlerReport(True)
 
     @process_handler(priority=400, exit_codes=GpawCalculation.exit_codes.ERROR_RELAX_NOT_CONVERGED)
     def handle_relax_not_converged(self, node):
         """Restart the relaxation from the last geometry reached."""
         if self.ctx.relax_restarts >= self._max_relax_restarts:
-            self.report(
-                f"relaxation of {node.process_label}<{node.pk}> did not converge after {self.ctx.relax_restarts} "
-                "restarts: giving up"
-            )
-            return ProcessHandlerReport(True, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
+            what = f"did not converge its relaxation after {self.ctx.relax_restarts} restarts: giving up"
+            return self.handled(node, what, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
         if not self._restart_from_last_geometry(node):
-            self.report(f"{node.process_label}<{node.pk}> has no `output_structure` to restart from: giving up")
-            return ProcessHandlerReport(True, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
+            what = "has no `output_structure` to restart from: giving up"
+            return self.handled(node, what, self.exit_codes.ERROR_RELAX_NOT_CONVERGED)
         self.ctx.relax_restarts += 1
-        self.report(
-            f"relaxation of {node.process_label}<{node.pk}> reached the maximum number of steps: restarting from "
-            f"the last geometry (restart {self.ctx.relax_restarts}/{self._max_relax_restarts})"
+        return self.handled(
+            node,
+            "reached the relaxation's maximum number of steps: restarting from the last geometry "
+            f"(restart {self.ctx.relax_restarts}/{self._max_relax_restarts})",
         )
-        return ProcessHandlerReport(True)
 
     @process_handler(priority=450, exit_codes=GpawCalculation.exit_codes.ERROR_INVALID_SETTINGS)
     def handle_invalid_settings(self, node):
         """The driver refused its settings: the same settings would be refused again."""
-        self.report(f"{node.process_label}<{node.pk}> rejected its settings: {node.exit_message}")
-        return ProcessHandlerReport(True, self.exit_codes.ERROR_INVALID_SETTINGS)
+        return self.handled(node, f"rejected its settings: {node.exit_message}", self.exit_codes.ERROR_INVALID_SETTINGS)
 
     @process_handler(priority=300, exit_codes=GpawCalculation.exit_codes.ERROR_INTERRUPTED)
     def handle_interrupted(self, node):
         """The driver was killed mid-run: restart from the last geometry it recorded."""
         if self.ctx.interrupted_restarts >= self._max_interrupted_restarts:
-            self.report(
-                f"{node.process_label}<{node.pk}> was interrupted again after {self.ctx.interrupted_restarts} "
-                "restarts: giving up"
-            )
-            return ProcessHandlerReport(True, self.exit_codes.ERROR_INTERRUPTED)
+            what = f"was interrupted again after {self.ctx.interrupted_restarts} restarts: giving up"
+            return self.handled(node, what, self.exit_codes.ERROR_INTERRUPTED)
         moved = self._restart_from_last_geometry(node)
         if not moved and self._parameters().get("calculation") == "relax":
-            self.report(f"{node.process_label}<{node.pk}> was interrupted with no geometry to restart from: giving up")
-            return ProcessHandlerReport(True, self.exit_codes.ERROR_INTERRUPTED)
+            what = "was interrupted with no geometry to restart from: giving up"
+            return self.handled(node, what, self.exit_codes.ERROR_INTERRUPTED)
         self.ctx.interrupted_restarts += 1
         where = "from its last geometry" if moved else "from the same input"
-        self.report(
-            f"{node.process_label}<{node.pk}> was interrupted: restarting {where} "
-            f"(restart {self.ctx.interrupted_restarts}/{self._max_interrupted_restarts})"
-        )
-        return ProcessHandlerReport(True)
+        counts = f"restart {self.ctx.interrupted_restarts}/{self._max_interrupted_restarts}"
+        return self.handled(node, f"was interrupted: restarting {where} ({counts})")
 
     # ------------------------------------------------------------------------------------------------------------------
     # protocols

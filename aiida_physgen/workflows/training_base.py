@@ -25,6 +25,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 
 from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
 from ..ml.progress import read_progress_log
+from .restarts import HandlerReports
 
 __all__ = [
     "TrainingBaseWorkChain",
@@ -65,7 +66,7 @@ def _where(facts: dict) -> str:
     return "; ".join(parts) or "no step logged"
 
 
-class TrainingBaseWorkChain(BaseRestartWorkChain):
+class TrainingBaseWorkChain(HandlerReports, BaseRestartWorkChain):
     """Train an ensemble as a ``TrainingCalculation``, resuming it from checkpoints after walltimes and kills."""
 
     _process_class = TrainingCalculation
@@ -112,22 +113,16 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
 
     def _resume_from(self, node, why: str, facts: dict) -> ProcessHandlerReport:
         self.ctx.inputs.parent_folder = node.outputs.remote_folder
-        self.report(
-            f"{node.process_label}<{node.pk}> {why} ({_where(facts)}): restarting from its checkpoints in "
-            f"{node.outputs.remote_folder.get_remote_path()}"
-        )
-        return ProcessHandlerReport(True)
+        where = node.outputs.remote_folder.get_remote_path()
+        return self.handled(node, f"{why} ({_where(facts)}): restarting from its checkpoints in {where}")
 
     @process_handler(priority=600, exit_codes=TrainingCalculation.exit_codes.ERROR_INTERRUPTED)
     def handle_interrupted(self, node):
         """Stopped at the walltime or on a signal, after writing its checkpoint: resume."""
         facts = _progress(node)  # exact after a stop: the command logs the step it stopped at
         if facts["done"] <= self.ctx.last_done:
-            self.report(
-                f"{node.process_label}<{node.pk}> stopped without a step more than the job before it "
-                f"({_where(facts)}): giving up"
-            )
-            return ProcessHandlerReport(True, self.exit_codes.ERROR_NO_PROGRESS.format(job=f"<{node.pk}>"))
+            what = f"stopped without a step more than the job before it ({_where(facts)}): giving up"
+            return self.handled(node, what, self.exit_codes.ERROR_NO_PROGRESS.format(job=f"<{node.pk}>"))
         self.ctx.last_done = facts["done"]
         return self._resume_from(node, "was stopped", facts)
 
@@ -139,16 +134,10 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
             self.ctx.last_done = facts["done"]
             return self._resume_from(node, "was killed", facts)
         if self.ctx.fresh_restarts >= 1:
-            self.report(f"{node.process_label}<{node.pk}> was killed before any checkpoint, again: giving up")
-            return ProcessHandlerReport(
-                True, self.exit_codes.ERROR_KILLED_WITHOUT_CHECKPOINT.format(job=f"<{node.pk}>")
-            )
+            exit_code = self.exit_codes.ERROR_KILLED_WITHOUT_CHECKPOINT.format(job=f"<{node.pk}>")
+            return self.handled(node, "was killed before any checkpoint, again: giving up", exit_code)
         self.ctx.fresh_restarts += 1
-        self.report(
-            f"{node.process_label}<{node.pk}> was killed before any checkpoint ({_where(facts)}): "
-            "starting it afresh once"
-        )
-        return ProcessHandlerReport(True)
+        return self.handled(node, f"was killed before any checkpoint ({_where(facts)}): starting it afresh once")
 
     @process_handler(
         priority=400,
@@ -161,8 +150,7 @@ class TrainingBaseWorkChain(BaseRestartWorkChain):
         """Bad input and divergence come back the same on every try: stop with the same meaning."""
         message = (node.exit_message or "").split(": ", 1)[-1]
         label = "ERROR_INVALID_INPUT" if node.exit_status == 300 else "ERROR_TRAINING_DIVERGED"
-        self.report(f"{node.process_label}<{node.pk}> failed: {node.exit_message}")
-        return ProcessHandlerReport(True, self.exit_codes[label].format(message=message))
+        return self.handled(node, f"failed: {node.exit_message}", self.exit_codes[label].format(message=message))
 
     @staticmethod
     def _has_checkpoints(node) -> bool:
