@@ -380,3 +380,16 @@ def test_the_fast_setting_learns_the_label():
     out = trained.sample(400, 5, {"labels": requested.tolist()})
     assert np.corrcoef(requested, out.n_atoms)[0, 1] < -0.4
     assert np.corrcoef(labels, occupancy.reshape(1024, -1).sum(1))[0, 1] < -0.99  # what it learns from
+    # requested against obtained energy per area (the synthetic labeller on the generated sheets), beside the
+    # label-blind baseline (the training labels in another order). Measured with this setting for seeds 0, 1, 2
+    # (python /tmp-style run of this test's body, December 2026): KS 0.15 / 0.09 / 0.11, Pearson r 0.82 / 0.74 /
+    # 0.62, mean absolute error 0.149 / 0.164 / 0.186 eV/Å² against 0.271 for the label-blind baseline; the
+    # thresholds leave a margin for other machines (this is seed 0)
+    from scipy import stats
+
+    occupancy_out, lattice_out = graphene.batch_to_sheets(out)
+    obtained = energies(occupancy_out) / lattice_out.area
+    blind = np.random.default_rng(3).permutation(labels)[: len(requested)]
+    assert stats.ks_2samp(requested, obtained).statistic < 0.25
+    assert np.corrcoef(requested, obtained)[0, 1] > 0.45
+    assert np.abs(requested - obtained).mean() < 0.85 * np.abs(requested - blind).mean()
