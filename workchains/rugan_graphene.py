@@ -7,6 +7,8 @@
                                                          # per scale, RUGAN 1,000 epochs (days on a CPU)
     verdi run workchains/rugan_graphene.py --check 500   # fewer generated sheets per scale
     verdi run workchains/rugan_graphene.py --dft-budget 3  # DFT (GPAW DOS) of the 3 best distinct sheets
+    verdi run workchains/rugan_graphene.py --smoke       # tiny sizes in about a minute: does the study run here?
+    verdi run workchains/rugan_graphene.py --code gpaw@my-cluster  # GPAW through another code
 
 The study is the protocol ``aiida_physgen/workflows/protocols/screening/graphene.yaml``. Sheets, labels and
 trainings run with AiiDA's caching on, and finished GPAW runs are reused: launched again with another
@@ -24,13 +26,14 @@ from contextlib import ExitStack
 
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
+from aiida.orm import load_code
 
 from aiida_physgen.screening.report import print_report
 from aiida_physgen.workflows.graphene import GrapheneScreeningWorkChain
 
 
-def option(name: str, default=None):
-    return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+def option(name: str, default=None, kind=int):
+    return kind(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
 
 overrides = {}
@@ -40,13 +43,16 @@ if option("--dft-budget"):
     overrides["dft_budget"] = option("--dft-budget")
 
 start = time.perf_counter()
-builder = GrapheneScreeningWorkChain.get_builder_from_protocol("paper" if "--paper" in sys.argv else "fast", overrides)
+protocol = "paper" if "--paper" in sys.argv else "smoke" if "--smoke" in sys.argv else "fast"
+builder = GrapheneScreeningWorkChain.get_builder_from_protocol(protocol, overrides)
+if option("--code", kind=str):
+    builder.screening.code = load_code(option("--code", kind=str))
 with ExitStack() as stack:
     for name in ("porous_graphene", "label_reference", "normalise_training_inputs", "train"):
         stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))
     results, node = run_get_node(builder)
 print(
-    f"GrapheneScreeningWorkChain<{node.pk}> finished with exit status {node.exit_status} in "
+    f"GrapheneScreeningWorkChain<{node.pk}> ({protocol}) finished with exit status {node.exit_status} in "
     f"{time.perf_counter() - start:.0f} s"
 )
 if not node.is_finished_ok:

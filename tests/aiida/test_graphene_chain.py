@@ -11,6 +11,7 @@ import pytest
 import torch
 from aiida import orm
 from aiida.engine import run_get_node
+from study_scripts import outputs_of, run_study
 
 from aiida_physgen.calculations.graphene import label_reference, porous_graphene, predict, score_ednn
 from aiida_physgen.calculations.screening import assess
@@ -31,19 +32,6 @@ RUGAN_TINY = {
     "critic_channels": 4,
     "critic_layers": 1,
     "loop": {"steps": 2, "batch_size": 4, "n_critic": 2, "log_every": 1},
-}
-#: the study at tiny sizes: 40 small sheets, 12 generated per scale, 3 representatives; GPAW only on the 1× sheets
-#: (at most 32 atoms), every sheet on the lattice kept (the tiny RUGAN leaves lone atoms)
-TINY_STUDY = {
-    "sheets": {"count": 40, "settings": SMALL},
-    "ednn": {"settings": EDNN_TINY},
-    "generation": {
-        "count": 12,
-        "settings": RUGAN_TINY,
-        "validity_settings": {"min_neighbours": 0, "min_vacancies": 0, "max_atoms": 32},
-        "selection": {"n_clusters": 3, "n_components": 2},
-    },
-    "relax_overrides": {"gpaw": {"parameters": {"kpts": [2, 2, 1]}}},
 }
 
 
@@ -176,7 +164,7 @@ def test_label_consistency_in_the_assess_calcfunction(models):
 
 # ---------------------------------------------------------------------- the pre-step chain: protocol and launch
 def test_protocol_builds_the_whole_study(aiida_profile):
-    assert set(GrapheneScreeningWorkChain.get_available_protocols()) == {"fast", "paper"}
+    assert set(GrapheneScreeningWorkChain.get_available_protocols()) == {"fast", "paper", "smoke"}
     builder = GrapheneScreeningWorkChain.get_builder_from_protocol("fast")
     assert builder.sheets.count.value == 4096 and "training" not in builder
     screening = builder.screening
@@ -218,7 +206,7 @@ def test_protocol_overrides_training_and_codes(models, aiida_localhost, aiida_co
 
 
 def _tiny_builder():
-    return GrapheneScreeningWorkChain.get_builder_from_protocol("fast", TINY_STUDY)
+    return GrapheneScreeningWorkChain.get_builder_from_protocol("smoke")
 
 
 @pytest.mark.parametrize(
@@ -268,10 +256,11 @@ def test_the_generator_settings_are_checked_against_the_sheets_at_launch(aiida_p
 def test_graphene_study_through_the_one_screening(gpaw_code, tmp_path):
     """Sheets → Tersoff labels → EDNN → the screening: RUGAN at 1× and 2× the side, the sheet check, the EDNN
     cheap tier, one static GPAW LCAO DOS of the best 1× sheet, and the label check (KS by EDNN and Tersoff)."""
-    builder = _tiny_builder()
-    builder.screening.code = gpaw_code
-    results, node = run_get_node(builder)
+    node, printed = run_study(
+        "rugan_graphene.py", "--smoke", "--code", gpaw_code.full_label, label="GrapheneScreeningWorkChain", cwd=tmp_path
+    )
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    results = outputs_of(node)
 
     # the pre-step: sheets → labels → EDNN, handed to the screening
     training, ednn = results["training"], results["ednn"]
