@@ -31,9 +31,10 @@ if [ "${1:-}" = "--postgres" ]; then
 elif [ "${1:-}" = "--postgres-zeromq" ]; then
     bash scripts/postgres_profile.sh --zeromq
 elif [ "${1:-}" != "--no-profile" ]; then
-    # a profile with SQLite storage and AiiDA's built-in broker: no external service needed
+    # a profile with SQLite storage and AiiDA's built-in broker: no external service needed (--use-zeromq: without
+    # it verdi presto takes RabbitMQ whenever one runs, as after scripts/rabbitmq.sh)
     if ! verdi profile show >/dev/null 2>&1; then
-        verdi presto
+        verdi presto --use-zeromq
     fi
     # the daemon's controller answers slowly while workers are busy on 2 cores: AiiDA's 2 s made
     # `verdi daemon restart` time out mid-screening (3 of 3 tries) and leave the daemon down
