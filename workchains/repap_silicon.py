@@ -8,6 +8,8 @@
     verdi run workchains/repap_silicon.py --count 2000    # more structures per condition
     verdi run workchains/repap_silicon.py --temperature 0.25  # sample sharper than the learnt distribution
     verdi run workchains/repap_silicon.py --dft 4         # the DFT budget: GPAW relaxations of the best distinct ones
+    verdi run workchains/repap_silicon.py --smoke         # tiny sizes in about a minute: does the study run here?
+    verdi run workchains/repap_silicon.py --code gpaw@my-cluster  # GPAW through another code
 
 The study is the protocol ``aiida_physgen/workflows/protocols/screening/amorphous.yaml``: a melt-quench MD of 30
 Si atoms (Stillinger-Weber as re-fitted for a-Si by Vink et al., LAMMPS), the last 20 % of the trajectory held
@@ -26,6 +28,7 @@ from contextlib import ExitStack
 
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
+from aiida.orm import load_code
 
 from aiida_physgen.screening.report import print_report
 from aiida_physgen.workflows.amorphous import AmorphousScreeningWorkChain
@@ -35,7 +38,7 @@ def option(name: str, kind=int):
     return kind(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else None
 
 
-protocol = "balanced" if "--balanced" in sys.argv else "fast"
+protocol = "balanced" if "--balanced" in sys.argv else "smoke" if "--smoke" in sys.argv else "fast"
 overrides = {}
 if option("--steps"):
     overrides["generation"] = {"family_overrides": {"settings": {"loop": {"steps": option("--steps")}}}}
@@ -49,7 +52,8 @@ if option("--dft"):
     overrides["dft_budget"] = option("--dft")
 
 start = time.perf_counter()
-builder = AmorphousScreeningWorkChain.get_builder_from_protocol(protocol, overrides)
+code = load_code(option("--code", str)) if option("--code", str) else None
+builder = AmorphousScreeningWorkChain.get_builder_from_protocol(protocol, overrides, code=code)
 with ExitStack() as stack:
     for name in ("amorphous_md", "split_trajectory", "normalise_training_inputs", "train"):
         stack.enter_context(enable_caching(identifier=f"aiida.calculations:physgen.{name}"))

@@ -13,6 +13,7 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
+from study_scripts import outputs_of, run_study
 
 from aiida_physgen.calculations.amorphous import amorphous_md, split_trajectory
 from aiida_physgen.workflows.amorphous import AmorphousScreeningWorkChain
@@ -46,7 +47,7 @@ def _overrides(**extra):
 
 def test_the_protocols_and_the_builder():
     protocols = AmorphousScreeningWorkChain.get_available_protocols()
-    assert set(protocols) == {"fast", "balanced", "paper"} and "5,000 MD frames" in protocols["fast"]
+    assert set(protocols) == {"fast", "balanced", "paper", "smoke"} and "5,000 MD frames" in protocols["fast"]
     assert AmorphousScreeningWorkChain.get_default_protocol() == "fast"
     builder = AmorphousScreeningWorkChain.get_builder_from_protocol("fast")
     assert builder.md.settings.get_dict() == {
@@ -66,6 +67,20 @@ def test_the_protocols_and_the_builder():
     # the study's sizes: 40,000 frames are the MD's own default, written there only
     assert AmorphousScreeningWorkChain.get_builder_from_protocol("balanced").md.settings.get_dict() == {}
     assert WorkflowFactory("physgen.amorphous") is AmorphousScreeningWorkChain
+    # the smoke protocol (what repap_silicon.py --smoke runs) is the fast one at the tiny sizes of these tests
+    smoke = AmorphousScreeningWorkChain.get_builder_from_protocol("smoke")
+    tiny = AmorphousScreeningWorkChain.get_builder_from_protocol("fast", _overrides(max_concurrent_relaxations=1))
+    assert smoke.md.settings.get_dict() == MD == tiny.md.settings.get_dict()
+    for port in ("settings", "seeds", "conditions", "count", "selection_settings"):
+        assert _value(smoke.screening.generation[port]) == _value(tiny.screening.generation[port]), port
+    for port in ("relax_overrides", "assessors", "max_concurrent_relaxations"):
+        assert _value(smoke.screening[port]) == _value(tiny.screening[port]), port
+
+
+def _value(node):
+    return (
+        node.get_dict() if isinstance(node, orm.Dict) else node.get_list() if isinstance(node, orm.List) else node.value
+    )
 
 
 @pytest.mark.parametrize(
@@ -119,12 +134,13 @@ def _relaxations(node) -> list:
 
 
 @pytest.mark.slow
-def test_md_to_screening_end_to_end_throttled_then_reused(gpaw_code):
-    builder = AmorphousScreeningWorkChain.get_builder_from_protocol(
-        "fast", _overrides(max_concurrent_relaxations=1), code=gpaw_code
+def test_md_to_screening_end_to_end_throttled_then_reused(gpaw_code, tmp_path):
+    # the study script at its smoke protocol, run as a user runs it (the protocol sets the throttle's limit to 1)
+    node, _ = run_study(
+        "repap_silicon.py", "--smoke", "--code", gpaw_code.full_label, label="AmorphousScreeningWorkChain", cwd=tmp_path
     )
-    results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    results = outputs_of(node)
 
     # the pre-step: MD → split → the screening's training and reference
     trajectory, training, held_out = results["trajectory"], results["training"], results["held_out"]
@@ -167,9 +183,7 @@ def test_md_to_screening_end_to_end_throttled_then_reused(gpaw_code):
     assert table["limit"] == 1 and table["n_run"] == 2 and table["n_reused"] == 0
 
     # the same screening again, from the same frames: both relaxations are reused, none runs
-    again = AmorphousScreeningWorkChain.get_builder_from_protocol(
-        "fast", _overrides(), trajectory=trajectory, code=gpaw_code
-    )
+    again = AmorphousScreeningWorkChain.get_builder_from_protocol("smoke", trajectory=trajectory, code=gpaw_code)
     results_2, node_2 = run_get_node(again)
     assert node_2.is_finished_ok, (node_2.exit_status, node_2.exit_message)
     relax_set_2, relaxations_2 = _relaxations(node_2)
