@@ -6,6 +6,7 @@
     verdi run workchains/crystal_gan.py --engine vasp --code vasp-6.4@my-cluster --potcar-family PBE.54
     verdi run workchains/crystal_gan.py --engine vasp --fake   # the test suite's fake VASP, no VASP needed
     verdi run workchains/crystal_gan.py --protocol paper --training mp_ternaries.npz --code gpaw@my-cluster
+    verdi run workchains/crystal_gan.py --smoke                # tiny sizes in minutes: does the study run here?
 
 The known crystals are filtered first (``physgen.crystal_training_set``: the ternaries the crystal GAN can
 learn from, and why the others were dropped); the pipeline then trains, generates one set per space group,
@@ -14,12 +15,12 @@ CHGNet (cell free), sends one per distinct basin to DFT (cell relaxed) and asses
 energy, uniqueness and novelty at the CHGNet level, with the training set's own formation energies beside
 them. Everything else is the protocol ``workflows/protocols/screening/crystals.yaml``.
 
-Options: ``--protocol fast|paper``, ``--engine gpaw|vasp``, ``--code LABEL`` (the DFT code; GPAW's default is a
-Python on localhost), ``--potcar-family NAME`` (VASP), ``--fake`` (VASP: register and use the fake of
-tests/vasp), ``--training FILE`` (known crystals: a structure file or a CIF folder; default the shipped
-half-Heuslers). The steps before DFT run with AiiDA's caching on, so a second launch reuses the trained model, the
-candidates and the cheap tier. The report
-(the crystal funnel's counts, the DFT minima, the figures) is printed and written to ``screening_<pk>/``.
+Options: ``--protocol fast|paper|smoke`` (``--smoke`` is ``--protocol smoke``), ``--engine gpaw|vasp``, ``--code
+LABEL`` (the DFT code; GPAW's default is a Python on localhost), ``--potcar-family NAME`` (VASP), ``--fake`` (VASP:
+register and use the fake of tests/vasp), ``--training FILE`` (known crystals: a structure file or a CIF folder;
+default the shipped half-Heuslers). The steps before DFT run with AiiDA's caching on, so a second launch reuses the
+trained model, the candidates and the cheap tier. The report (the crystal funnel's counts, the DFT minima, the
+figures) is printed and written to ``screening_<pk>/``.
 """
 
 import sys
@@ -101,7 +102,9 @@ def vasp_settings() -> tuple[orm.AbstractCode, dict]:
 engine = option("--engine", "gpaw")
 if engine not in ENGINES:
     sys.exit(f"--engine: got {engine!r}, expected one of {list(ENGINES)}")
-protocol = option("--protocol", ScreeningWorkChain.get_default_protocol("crystals"))
+protocol = (
+    "smoke" if "--smoke" in sys.argv else option("--protocol", ScreeningWorkChain.get_default_protocol("crystals"))
+)
 available = ScreeningWorkChain.get_available_protocols("crystals")
 if protocol not in available:
     sys.exit(f"--protocol: got {protocol!r}, expected one of {sorted(available)}")

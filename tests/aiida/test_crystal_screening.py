@@ -22,6 +22,7 @@ from aiida import orm
 from aiida.common.exceptions import NotExistent
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
+from study_scripts import outputs_of, run_study
 
 from aiida_physgen.calculations.crystals import crystal_training_set
 from aiida_physgen.data.structure_set import StructureSet
@@ -30,34 +31,6 @@ from aiida_physgen.workflows.relax_set import RELAXATIONS_EXTRA
 from aiida_physgen.workflows.relaxation_reuse import RELAXATION_KEY
 from aiida_physgen.workflows.screening import ScreeningWorkChain
 
-TINY = {
-    "hidden": 32,
-    "critic_hidden": 32,
-    "embedding": 16,
-    "noise_dim": 8,
-    "augmentations": 4,
-    "loop": {"steps": 80, "batch_size": 16, "n_critic": 2, "log_every": 5},
-}
-#: light elements (cheap DFT); merging same-element images within 2.5 Å gives an 80-step model 9-atom cells
-#: that pass the validity check; two triples give two distinct CHGNet basins, so two DFT relaxations
-CONDITIONS = {
-    "LiMgAl": {"space_group": 216, "elements": ["Li", "Mg", "Al"], "cell": "primitive", "merge_distance": 2.5},
-    "LiMgSi": {"space_group": 216, "elements": ["Li", "Mg", "Si"], "cell": "primitive", "merge_distance": 2.5},
-    "Fm-3m": {"space_group": 225, "elements": ["Li", "Mg", "Al"], "cell": "primitive", "merge_distance": 2.5},
-}
-OVERRIDES = {
-    "generation": {
-        "family_overrides": {"settings": TINY},
-        "count": 12,
-        "conditions": {"F-43m": None, **CONDITIONS},  # None: the protocol's own F-43m condition is dropped
-        "selection": {"n_clusters": 4, "n_components": 2},
-    },
-    "cheap_settings": {"max_steps": 25},
-    "dft_budget": 2,
-    "max_concurrent_relaxations": 1,
-    "relax_overrides": {"gpaw": {"parameters": {"ecut": 200.0, "kpts": [2, 2, 2], "fmax": 0.5, "max_steps": 10}}},
-    "assessors": {"formation": {"baseline": "single_point", "max_baseline": 1}},
-}
 #: everything before DFT is cached, so every launch of this module gets the same candidates
 CACHED = (
     "crystal_training_set",
@@ -122,10 +95,8 @@ def training(aiida_profile):
     return outputs["training"]
 
 
-def _run(training, code, overrides=None):
-    builder = ScreeningWorkChain.get_builder_from_protocol(
-        "crystals", training, "fast", {**OVERRIDES, **(overrides or {})}, code=code
-    )
+def _run(training, code):
+    builder = ScreeningWorkChain.get_builder_from_protocol("crystals", training, "smoke", code=code)
     with _caching():
         results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
@@ -159,8 +130,22 @@ def _sent_to_dft(node) -> list:
 
 
 @pytest.fixture(scope="module")
-def gpaw_screening(computer, training):
-    return _run(training, _gpaw_code(computer))
+def gpaw_screening(computer, training, tmp_path_factory):
+    """The study script at its smoke protocol, run as a user runs it, on the 24 crystals of ``training``."""
+    folder = tmp_path_factory.mktemp("crystal_study")
+    (folder / "known.npz").write_bytes(example_structures().subset(range(24)).to_npz_bytes())
+    node, _ = run_study(
+        "crystal_gan.py",
+        "--smoke",
+        "--training",
+        "known.npz",
+        "--code",
+        _gpaw_code(computer).full_label,
+        label="ScreeningWorkChain",
+        cwd=folder,
+    )
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    return outputs_of(node), node
 
 
 @pytest.mark.slow
@@ -168,7 +153,8 @@ def test_crystal_gan_through_the_one_pipeline_with_gpaw(gpaw_screening, training
     results, node = gpaw_screening
     generation = results["generation"]
     # the training filter's output is what the family learnt from
-    assert node.inputs.generation.training.uuid == training.uuid
+    learnt = node.inputs.generation.training.get_batch()
+    assert np.array_equal(learnt.positions, training.get_batch().positions) and len(learnt) == len(training)
     assert node.inputs.generation.family.value == "crystal_gan"
     assert set(generation["generated"]) == {"LiMgAl", "LiMgSi", "Fm_3m"}
     assert all(len(generation["generated"][name]) == 12 for name in generation["generated"])
@@ -221,11 +207,7 @@ def test_the_same_candidates_with_vasp(gpaw_screening, training, computer, tmp_p
         sys.path.pop(0)
     family = fake_potcar_family(tmp_path_factory.mktemp("potcars"))
     builder = ScreeningWorkChain.get_builder_from_protocol(
-        "crystals",
-        training,
-        "fast",
-        {**OVERRIDES, "engine": "vasp", "relax_overrides": None},
-        code=fake_vasp_code(computer),
+        "crystals", training, "smoke", {"engine": "vasp", "relax_overrides": None}, code=fake_vasp_code(computer)
     )
     builder.relax_overrides = orm.Dict({"potential_family": family, "incar": {"isif": 3}})
     with _caching():
@@ -285,7 +267,7 @@ def test_training_filter_says_what_it_dropped():
     assert node.exit_status == 300 and not node.base.links.get_outgoing().all()
 
 
-@pytest.mark.parametrize("protocol", ["fast", "paper"])
+@pytest.mark.parametrize("protocol", ["fast", "paper", "smoke"])
 def test_the_protocols_build_the_whole_study(training, protocol):
     builder = ScreeningWorkChain.get_builder_from_protocol("crystals", training, protocol)
     generation = builder.generation
@@ -294,13 +276,16 @@ def test_the_protocols_build_the_whole_study(training, protocol):
     assert all(c["cell"] == "primitive" for c in conditions.values())
     assert builder.cheap_settings["method"] == "chgnet" and builder.cheap_settings["fix_cell"] is False
     assert builder.relax_overrides["gpaw"]["parameters"]["relax_cell"] is True
-    assert builder.assessors.get_dict() == {"formation": {}}
+    formation = {"baseline": "single_point", "max_baseline": 1} if protocol == "smoke" else {}
+    assert builder.assessors.get_dict() == {"formation": formation}
     # the family's settings come from its own generation protocol of the same name (fast: 300 steps, here 1,000)
     steps = generation.settings["loop"]["steps"]
     if protocol == "fast":
         assert set(conditions) == {"F-43m", "Fm-3m"} and generation.count.value == 100
         assert builder.dft_budget.value == 3 and steps == 1000
         assert generation.target.get_dict() == {"space_groups": [216]}
+    elif protocol == "smoke":
+        assert set(conditions) == {"LiMgAl", "LiMgSi", "Fm-3m"} and steps == 80 and builder.dft_budget.value == 2
     else:
         assert len(conditions) == 12 and steps == 20000 and builder.protocol.value == "balanced"
         assert generation.target.get_dict() == {}  # every space group of the training data
