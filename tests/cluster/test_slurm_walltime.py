@@ -1,24 +1,34 @@
 """Jobs that hit their SLURM walltime, and the restart chains that resume them (issue 26).
 
 SLURM's shortest walltime is one minute (``--time`` counts whole minutes; AiiDA writes ``--time=00:01:00`` for
-``max_wallclock_seconds=60``). slurmctld looks for jobs over their limit every 30 s, so a one-minute job is
-stopped between 60 and about 90 s after it started (SIGTERM, then SIGKILL ``KillWait``, 5 s, later) and its
-scheduler stderr says ``CANCELLED AT ... DUE TO TIME LIMIT``. Both jobs here run at the same time (one core
-each on the two-core node) so that the minute or more of waiting is paid once:
+``max_wallclock_seconds=60``). slurmctld looks for jobs over their limit every 30 s, so a one-minute job is ended
+60 to about 90 s after it started: SIGCONT and SIGTERM to every process of the job, SIGKILL ``KillWait`` (5 s)
+later, and ``CANCELLED AT ... DUE TO TIME LIMIT`` in the job's stderr, from which AiiDA's SLURM plugin reads
+120 ``ERROR_SCHEDULER_OUT_OF_WALLTIME``; the calculation's parser then says more.
 
-* a GPAW relaxation (``GpawBaseWorkChain``) that needs more than 90 s is killed by SLURM mid-way; the parser
-  reads what the killed driver left (330 ``ERROR_INTERRUPTED``, which takes the place of AiiDA's 120
-  ``ERROR_SCHEDULER_OUT_OF_WALLTIME``) and the chain resumes from the last geometry;
-* a training job (``TrainingBaseWorkChain``) is told ``--max-seconds 54`` (walltime minus 10 %, at least 5 s)
-  and stops itself with a checkpoint (350 ``ERROR_INTERRUPTED``) a few seconds before SLURM would send SIGTERM
-  (which it also answers with a checkpoint); the next job resumes from that checkpoint.
+The first job of each chain stalls after a few steps (the test SIGSTOPs it, as a hung file system or a
+dead-locked library would) and sits in its allocation, using no CPU, until SLURM ends it. Stalled, not long: with
+30 s between SLURM's checks a job sure to outlast its minute needs over 90 s of a core, and on a loaded machine
+(a third of the speed here) four or five one-minute jobs for one relaxation. Both chains run at the same time,
+one core each on the two-core node, so the minute or more of waiting is paid once:
+
+* GPAW (``GpawBaseWorkChain``): the driver dies on SIGTERM; the parser reads the steps it recorded (330
+  ``ERROR_INTERRUPTED`` in place of 120) and the chain resumes from the last geometry;
+* training (``TrainingBaseWorkChain``): ``aiida-physgen train`` answers SIGTERM with a checkpoint and exit 75
+  within ``KillWait`` (350 ``ERROR_INTERRUPTED``, reason ``SIGTERM``) and the next job resumes from it. A training
+  that does not stall stops itself before SLURM would, at ``--max-seconds 54`` (walltime minus 10 %), also 350:
+  tests/aiida/test_training_job.py checks that on the local computer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,35 +51,96 @@ WALLTIME = 60
 WALLTIME_LINE = "#SBATCH --time=00:01:00"
 #: what SLURM writes to the job's stderr when it kills it at its walltime
 TIME_LIMIT = "DUE TO TIME LIMIT"
-#: training steps: about 70 s of training on one idle core here (55 steps/s), more than the 54 s a one-minute job
-#: may train, so the first job is always stopped; the next one trains the rest (a loaded machine needs a third)
-TRAINING_STEPS = 4000
+#: training steps: the first job stalls at its first checkpoint (step 100), the second trains the other 500 in
+#: about 10 s (30 s on a loaded machine, still within its minute)
+TRAINING_STEPS = 600
 
 
-def butane() -> orm.StructureData:
-    """trans-butane, rattled: a 14-atom relaxation of about 100 steps of FIRE (LCAO, h 0.2 Å): 100 s or more on
-    one core, so a one-minute job is always killed before it converges, and the rest takes under a minute."""
+def water() -> orm.StructureData:
+    """A rattled water molecule: about 65 steps of FIRE to 0.01 eV/Å in LCAO sz(dzp), h 0.3 Å, a few seconds."""
     from ase.build import molecule
 
-    atoms = molecule("trans-butane")
+    atoms = molecule("H2O")
     atoms.center(vacuum=2.5)
-    atoms.rattle(0.1, seed=1)
+    atoms.rattle(0.05, seed=1)
     return orm.StructureData(ase=atoms)
+
+
+def gpaw_stepped(cmdline: list[str], workdir: Path) -> bool:
+    """A GPAW driver that has recorded three steps."""
+    trajectory = workdir / "trajectory.extxyz"
+    return "gpaw_driver.py" in cmdline and trajectory.exists() and trajectory.read_text().count("Lattice=") >= 3
+
+
+def training_checkpointed(cmdline: list[str], workdir: Path) -> bool:
+    """An ``aiida-physgen train`` that has written its first checkpoint."""
+    progress = workdir / "checkpoints" / "progress.log"
+    return (
+        "aiida_physgen" in cmdline and "train" in cmdline and progress.exists() and "checkpoint" in progress.read_text()
+    )
+
+
+class Staller(threading.Thread):
+    """SIGSTOP the first process running under ``root`` (this test's computer only) of which each of ``conditions``
+    holds, once (``condition(cmdline, working directory)``): its SLURM job then sits in its allocation, using no
+    CPU, until SLURM ends it. ``stalled`` maps each condition's name to the SLURM job id of the process stopped."""
+
+    def __init__(self, root: str, *conditions):
+        super().__init__(daemon=True)
+        self.root = str(Path(root).resolve())
+        self.conditions = list(conditions)
+        self.stalled: dict[str, str] = {}
+        self.processes = []
+        self.stop = threading.Event()
+
+    def run(self):
+        import psutil
+
+        while not self.stop.is_set() and len(self.stalled) < len(self.conditions):
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                try:
+                    cmdline = process.info["cmdline"] or []
+                    if not any("python" in part for part in cmdline[:1]):
+                        continue
+                    cwd = process.cwd()
+                    if not cwd.startswith(self.root):
+                        continue
+                    for condition in self.conditions:
+                        if condition.__name__ not in self.stalled and condition(cmdline, Path(cwd)):
+                            job_id = process.environ()["SLURM_JOB_ID"]
+                            process.suspend()
+                            self.processes.append((job_id, process))
+                            self.stalled[condition.__name__] = job_id
+                except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, KeyError):
+                    continue
+            time.sleep(0.05)
+
+    def release(self):
+        """Stop looking; a process still stopped (the test failed before SLURM ended it) is cancelled."""
+        import psutil
+
+        self.stop.set()
+        self.join(timeout=10)
+        for job_id, process in self.processes:
+            if process.is_running():
+                subprocess.run(["scancel", job_id], check=False)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
 
 
 def gpaw_builder(code):
     builder = GpawBaseWorkChain.get_builder()
     builder.gpaw.code = code
-    builder.gpaw.structure = butane()
+    builder.gpaw.structure = water()
     builder.gpaw.parameters = orm.Dict(
         {
             "calculation": "relax",
             "mode": "lcao",
             "basis": "sz(dzp)",
-            "h": 0.2,
+            "h": 0.3,
             "optimizer": "FIRE",
             "fmax": 0.01,
-            "max_steps": 500,
+            "max_steps": 300,
         }
     )
     builder.gpaw.metadata.options = {**OPTIONS, "max_wallclock_seconds": WALLTIME}
@@ -116,14 +187,32 @@ def run_together(builders, timeout: float):
 
 @pytest.fixture(scope="module")
 def walltime_chains(slurm_gpaw_code, slurm_training_code):
-    """The GPAW and the training restart chains, each with a one-minute walltime, run together."""
-    started = time.monotonic()
-    gpaw, training = run_together([gpaw_builder(slurm_gpaw_code), training_builder(slurm_training_code)], 600)
-    return {"gpaw": gpaw, "training": training, "seconds": time.monotonic() - started}
+    """The GPAW and the training restart chains, each with a one-minute walltime, run together; the first job of
+    each stalls."""
+    staller = Staller(slurm_gpaw_code.computer.get_workdir(), gpaw_stepped, training_checkpointed)
+    staller.start()
+    try:
+        builders = [gpaw_builder(slurm_gpaw_code), training_builder(slurm_training_code)]
+        gpaw, training = run_together(builders, 600)
+    finally:
+        staller.release()
+    return {"gpaw": gpaw, "training": training, "stalled": staller.stalled}
 
 
 def jobs_of(node) -> list:
     return sorted((c for c in node.called if isinstance(c, orm.CalcJobNode)), key=lambda n: n.ctime)
+
+
+def describe_jobs(node) -> str:
+    """One line per job of a chain: SLURM job id, exit status, the run time squeue last showed, the stop reason."""
+    rows = []
+    for job in jobs_of(node):
+        info = job.get_last_job_info()
+        seconds = info.wallclock_time_seconds if info is not None else None
+        rows.append(
+            f"{job.process_label}<{job.pk}> SLURM job {job.get_job_id()}: exit {job.exit_status}, ran {seconds} s"
+        )
+    return "\n".join(rows)
 
 
 def logs_of(node) -> str:
@@ -132,52 +221,59 @@ def logs_of(node) -> str:
 
 def test_a_gpaw_job_killed_at_its_walltime_is_resumed_from_its_last_geometry(walltime_chains, node_name):
     node = walltime_chains["gpaw"]
-    assert node.is_finished_ok, (node.exit_status, node.exit_message, logs_of(node))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message, describe_jobs(node), logs_of(node))
     jobs = jobs_of(node)
+    # one job stalled and killed at its walltime, the next one finished the relaxation
     interrupted = GpawCalculation.exit_codes.ERROR_INTERRUPTED.status
-    # killed once, or (on a loaded machine) twice; the last job finished the relaxation
-    assert 2 <= len(jobs) <= 3 and [job.exit_status for job in jobs] == [interrupted] * (len(jobs) - 1) + [0]
+    assert [job.exit_status for job in jobs] == [interrupted, 0], describe_jobs(node)
+    first, second = jobs
+    assert first.get_job_id() == walltime_chains["stalled"]["gpaw_stepped"]
     for job in jobs:
         assert WALLTIME_LINE in submit_script(job).splitlines()
-    first, second = jobs[:2]
     assert_ran_on_slurm(first, node_name, finished_ok=False)
     # SLURM killed it at its walltime, and AiiDA's SLURM plugin saw so (120) before the parser said more (330)
     stderr = first.outputs.retrieved.base.repository.get_object_content("_scheduler-stderr.txt", mode="r")
     assert TIME_LIMIT in stderr, stderr
     assert "scheduler parser returned exit code<120>" in logs_of(first), logs_of(first)
     assert first.outputs.output_parameters["status"] == "interrupted"
-    assert first.outputs.output_parameters["relax_steps"] >= 1
+    assert first.outputs.output_parameters["trajectory_frames"] >= 2  # recorded before it stalled
     assert second.inputs.structure.uuid == first.outputs.output_structure.uuid  # from where it was killed
-    assert_ran_on_slurm(jobs[-1], node_name)
+    assert_ran_on_slurm(second, node_name)
     parameters = node.outputs.output_parameters
     assert parameters["relax_converged"] is True and parameters["max_force"] < 0.01
     assert np.isfinite(parameters["energy"])
 
 
-def test_a_training_job_at_its_walltime_is_resumed_from_its_checkpoint(walltime_chains, node_name):
+def test_a_training_job_killed_at_its_walltime_is_resumed_from_its_checkpoint(walltime_chains, node_name):
     node = walltime_chains["training"]
-    assert node.is_finished_ok, (node.exit_status, node.exit_message, logs_of(node))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message, describe_jobs(node), logs_of(node))
     jobs = jobs_of(node)
     interrupted = TrainingCalculation.exit_codes.ERROR_INTERRUPTED.status
-    assert len(jobs) >= 2 and [job.exit_status for job in jobs] == [interrupted] * (len(jobs) - 1) + [0]
+    assert [job.exit_status for job in jobs] == [interrupted, 0], describe_jobs(node)
+    first, second = jobs
+    assert first.get_job_id() == walltime_chains["stalled"]["training_checkpointed"]
     max_seconds = max_seconds_for(WALLTIME)
-    assert max_seconds == 54
-    done = []
     for job in jobs:
         script = submit_script(job)
         assert WALLTIME_LINE in script.splitlines() and f"'--max-seconds' '{max_seconds}'" in script
-        assert_ran_on_slurm(job, node_name, finished_ok=job is jobs[-1])
-        status = job.outputs.retrieved.base.repository.get_object_content("status.json", mode="r")
-        progress = read_progress_log(job.outputs.retrieved.base.repository.get_object_content("progress.log", mode="r"))
-        done.append(progress["done"])
-        if job is not jobs[-1]:
-            # stopped by its --max-seconds a few seconds before the walltime, or by SLURM's SIGTERM at the
-            # walltime: a checkpoint either way
-            assert f"--max-seconds {max_seconds} reached" in status or "SIGTERM" in status, status
-    # every job got further than the one before, each resumed from the checkpoint of the one before
-    assert 0 < done[0] < TRAINING_STEPS and done == sorted(set(done)) and done[-1] == TRAINING_STEPS, done
-    for before, after in zip(jobs, jobs[1:]):
-        assert after.inputs.parent_folder.uuid == before.outputs.remote_folder.uuid
+        assert_ran_on_slurm(job, node_name, finished_ok=job is second)
+    # SLURM ended it at its walltime (120 first); the command answered SIGTERM with a checkpoint and exit 75 (350)
+    stderr = first.outputs.retrieved.base.repository.get_object_content("_scheduler-stderr.txt", mode="r")
+    assert TIME_LIMIT in stderr, stderr
+    assert "scheduler parser returned exit code<120>" in logs_of(first), logs_of(first)
+    status = json.loads(first.outputs.retrieved.base.repository.get_object_content("status.json", mode="r"))
+    assert status["status"] == "interrupted" and status["exit_code"] == 75, status
+    # SIGCONT and SIGTERM reach it together: the handler sees SIGTERM first, unless the step it was stopped in
+    # ends first and finds its --max-seconds (54) long past
+    assert status["reason"] in ("SIGTERM", f"--max-seconds {max_seconds} reached"), status
+    assert 100 <= status["done"] < TRAINING_STEPS, status
+    assert f"({status['reason']})" in first.exit_message and "restartable" in first.exit_message
+
+    # the second job resumed from the first one's checkpoint, at the step it stopped at, and finished
+    assert second.inputs.parent_folder.uuid == first.outputs.remote_folder.uuid
+    progress = read_progress_log(second.outputs.retrieved.base.repository.get_object_content("progress.log", mode="r"))
+    assert [resumed["step"] for resumed in progress["resumed"]] == [status["done"]], progress
+    assert progress["done"] == TRAINING_STEPS and progress["end"].startswith("finished"), progress
     model = node.outputs.models["model_00"]
     assert model.steps == TRAINING_STEPS and model.verify_checksum()
     assert model.get_loss_curves()["steps"][-1] == TRAINING_STEPS
