@@ -12,28 +12,51 @@ issue 8): 4 models × 400 epochs gave 2 distinct isomers among 60 xTB-relaxed pi
 2 models × 1,200 epochs gave 5 distinct isomers and only 3 unsound structures in 119 s of training.
 
     verdi run workchains/screen_fast.py
+    verdi run workchains/screen_fast.py --smoke   # under a minute: does the script run here? (not a screening)
+
+``--smoke`` runs the same script at sizes that only check that it runs: one LoGAN trained 20 steps, 50
+candidates, 2 representatives straight to DFT (no cheap tier: a model this raw makes no sound molecule, so the
+funnel would stop, rightly, with "no sound basin") as static GPAW LCAO single points with DOS. The test suite
+runs it; ``tests/aiida/test_screening_funnel.py`` checks the funnel itself on water. ``--code LABEL`` runs GPAW
+through another code.
 """
 
 import sys
 import time
 
 from aiida.engine import run_get_node
+from aiida.orm import load_code
 
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.screening.report import print_report
 
+STUDY = {
+    "generation_protocol": "fast",  # lr 1e-3, 500 candidates per model (aiida_physgen/ml/protocols/logan.yaml)
+    "seeds": [0, 1],
+    "settings": {"loop": {"steps": 1200}},
+    "n_clusters": 60,  # ten times the DFT budget go to the cheap tier
+    "protocol": "fast",  # GPAW
+    "funnel": True,
+    "dft_budget": 6,
+}
+SMOKE = {
+    **STUDY,
+    "seeds": [0],
+    "settings": {"loop": {"steps": 20}},
+    "count": 50,
+    "n_clusters": 2,
+    "funnel": False,
+    "relax_overrides": {"gpaw": {"parameters": {"calculation": "static", "mode": "lcao", "basis": "szp(dzp)"}}},
+}
+
 start = time.perf_counter()
+code = load_code(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else None
 builder = screening_builder(
     "logan/C5H12O_training.extxyz",
     "C5H12O",
     box=9.5,
-    generation_protocol="fast",  # lr 1e-3, 500 candidates per model (aiida_physgen/ml/protocols/logan.yaml)
-    seeds=[0, 1],
-    settings={"loop": {"steps": 1200}},
-    n_clusters=60,  # ten times the DFT budget go to the cheap tier
-    protocol="fast",  # GPAW
-    funnel=True,
-    dft_budget=6,
+    code=code,
+    **(SMOKE if "--smoke" in sys.argv else STUDY),
 )
 results, node = run_get_node(builder)
 print(
