@@ -25,7 +25,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 
 from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
 from ..ml.progress import read_progress_log
-from .restarts import HandlerReports
+from .restarts import HandlerReports, remote_folder_of
 
 __all__ = [
     "TrainingBaseWorkChain",
@@ -112,8 +112,9 @@ class TrainingBaseWorkChain(HandlerReports, BaseRestartWorkChain):
             self.node.label = f"{family.value} training job" if family is not None else "training job"
 
     def _resume_from(self, node, why: str, facts: dict) -> ProcessHandlerReport:
-        self.ctx.inputs.parent_folder = node.outputs.remote_folder
-        where = node.outputs.remote_folder.get_remote_path()
+        folder = remote_folder_of(node)  # a job whose worker was killed after its upload may lack remote_folder
+        self.ctx.inputs.parent_folder = folder
+        where = folder.get_remote_path()
         return self.handled(node, f"{why} ({_where(facts)}): restarting from its checkpoints in {where}")
 
     @process_handler(priority=600, exit_codes=TrainingCalculation.exit_codes.ERROR_INTERRUPTED)
@@ -155,7 +156,7 @@ class TrainingBaseWorkChain(HandlerReports, BaseRestartWorkChain):
     @staticmethod
     def _has_checkpoints(node) -> bool:
         try:
-            names = node.outputs.remote_folder.listdir(CHECKPOINT_FOLDER)
+            names = remote_folder_of(node).listdir(CHECKPOINT_FOLDER)
         except Exception:  # noqa: BLE001 - no remote folder, unreachable computer, no checkpoint folder
             return False
         return any(name.startswith("group_") and name.endswith(".pt") for name in names)
