@@ -208,6 +208,25 @@ _VASP_PORT_HELP = {
 }
 
 
+def lost_only_remote_folder(node: orm.WorkflowNode) -> orm.CalcJobNode | None:
+    """The last calculation of an aiida-vasp ``VaspWorkChain`` that ended 11 (``ERROR_MISSING_OUTPUT``) only
+    because that calculation finished OK without ``remote_folder``, with ``misc`` returned; else ``None``.
+
+    aiida-core 2.9 leaves a CalcJob without ``remote_folder`` when its daemon worker is killed just after the job's
+    upload (:meth:`aiida_physgen.workflows.restarts.HandlerReports.handle_missing_outputs`). The job itself ran and
+    was parsed, and aiida-vasp's handlers had accepted it: ``VaspWorkChain.results`` returned every other output,
+    then failed on the missing required ``remote_folder``. This chain does not use ``remote_folder``."""
+    if node.exit_status != 11 or "misc" not in node.outputs:
+        return None
+    calculations = [child for child in node.called if isinstance(child, orm.CalcJobNode)]
+    if not calculations:
+        return None
+    last = max(calculations, key=lambda child: child.ctime)
+    if last.is_finished_ok and "remote_folder" not in last.outputs and "remote_folder" not in node.outputs:
+        return last
+    return None
+
+
 class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
     """Box a molecule → ``vasp.vasp`` relaxation + DOS (aiida-vasp's handlers restart it) → physgen-shaped outputs."""
 
@@ -265,7 +284,14 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
 
     def inspect_vasp(self):
         node = self.ctx.vasp
-        if not node.is_finished_ok:
+        calculation = lost_only_remote_folder(node)
+        if calculation is not None:
+            self.report(
+                f"{node.process_label}<{node.pk}> ended {node.exit_status} only because its "
+                f"{calculation.process_label}<{calculation.pk}> finished OK without remote_folder (a daemon worker "
+                "killed just after the job's upload, see aiida_physgen.workflows.restarts): using its results"
+            )
+        elif not node.is_finished_ok:
             return self.exit_codes.ERROR_VASP_FAILED.format(
                 message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
             )

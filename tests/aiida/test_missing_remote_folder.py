@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 from aiida import orm
 from aiida.calculations.arithmetic.add import ArithmeticAddCalculation
@@ -145,3 +146,35 @@ def test_remote_folder_of_a_calcjob_that_lost_it(aiida_localhost):
     assert folder.get_remote_path() == "/scratch/aa/bb/cccc"
     assert folder.computer.uuid == aiida_localhost.uuid
     assert remote_folder_of(orm.CalcJobNode(computer=aiida_localhost).store()) is None
+
+
+def test_vasp_relaxation_uses_the_results_of_a_calculation_without_remote_folder(
+    aiida_localhost, kill_after_upload, tmp_path
+):
+    """The failure of the load test (docs/scale.md): aiida-vasp's VaspWorkChain ends 11 when its VaspCalculation lost
+    ``remote_folder``; physgen's VASP chain takes the results, which are complete, and says why."""
+    import sys
+    from pathlib import Path
+
+    from ase.build import bulk
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vasp"))
+    from fixtures import fake_potcar_family, fake_vasp_code
+
+    from aiida_physgen.workflows.vasp_relax import VaspRelaxWorkChain
+
+    family = fake_potcar_family(tmp_path / "potcars")
+    atoms = bulk("Si", "diamond", a=5.43)
+    atoms.positions[1] += [0.10, -0.05, 0.08]
+    builder = VaspRelaxWorkChain.get_builder_from_protocol(
+        fake_vasp_code(aiida_localhost), orm.StructureData(ase=atoms), "fast", {"potential_family": family}
+    )
+    kill_after_upload(1)
+    _, node = run_get_node(builder)
+    vasp = node.base.links.get_outgoing(link_label_filter="vasp").one().node
+    assert vasp.exit_status == 11  # aiida-vasp's chain: "did not register a required output"
+    [calculation] = [child for child in vasp.called if isinstance(child, orm.CalcJobNode)]
+    assert calculation.is_finished_ok and "remote_folder" not in calculation.outputs
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert np.isfinite(node.outputs.output_parameters["energy"])
+    assert f"{calculation.process_label}<{calculation.pk}> finished OK without remote_folder" in reports(node)
