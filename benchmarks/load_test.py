@@ -1,14 +1,16 @@
 """Load test of aiida-physgen on AiiDA's engine: one screening, 1,000 candidates → 200 relaxations, daemon with
-2 workers, at most N relaxations in flight, one worker SIGKILLed mid-run; PostgreSQL beside SQLite.
+2 workers, at most N relaxations in flight, one worker SIGKILLed mid-run; PostgreSQL + RabbitMQ (the production
+stack), PostgreSQL + ZeroMQ and SQLite + ZeroMQ side by side.
 
-    python benchmarks/load_test.py                          # both backends, the defaults below (about 15 min here)
+    python benchmarks/load_test.py                          # all three, the defaults below (about 25 min here)
     python benchmarks/load_test.py --backends sqlite --relaxations 50 --candidates 200   # a short one
     python benchmarks/load_test.py --no-kill --max-in-flight 10
 
-Each backend runs in its own profile, made on first use and kept: ``physgen-load-sqlite`` (``verdi presto``:
-SQLite, the built-in ZeroMQ broker) and ``physgen-load-pg`` (``scripts/postgres_profile.sh``: PostgreSQL 15,
-the same broker). Neither becomes the default profile. Relaxations are never reused (``reuse_relaxations=False``),
-so every run does the whole work again.
+Each backend runs in its own profile, made on first use and kept: ``physgen-load-rmq``
+(``scripts/postgres_profile.sh --rabbitmq``: PostgreSQL 15 and RabbitMQ 3.10, started if needed),
+``physgen-load-pg`` (``scripts/postgres_profile.sh``: PostgreSQL 15, the built-in ZeroMQ broker) and
+``physgen-load-sqlite`` (``verdi presto``: SQLite, ZeroMQ). None becomes the default profile. Relaxations are
+never reused (``reuse_relaxations=False``), so every run does the whole work again.
 
 The relaxation engine is the cheapest real one through the whole CalcJob path: aiida-physgen's VASP engine
 (``VaspRelaxWorkChain`` → aiida-vasp's ``VaspCalculation``: upload, direct scheduler, retrieve, parse) with the
@@ -40,7 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = {"sqlite": "physgen-load-sqlite", "postgres": "physgen-load-pg"}
+PROFILES = {"rabbitmq": "physgen-load-rmq", "postgres": "physgen-load-pg", "sqlite": "physgen-load-sqlite"}
+#: the column heads of the table
+LABELS = {"rabbitmq": "PG+RabbitMQ", "postgres": "PG+ZeroMQ", "sqlite": "SQLite+ZeroMQ"}
 TERMINAL = ("finished", "excepted", "killed")
 # LoGAN on water-like molecules: short enough to train in seconds, long enough that the candidates are molecules
 SETTINGS = {
@@ -60,19 +64,21 @@ def ensure_profile(backend: str) -> str:
     default = subprocess.run(["verdi", "profile", "list"], capture_output=True, text=True).stdout
     previous = next((line.split()[-1] for line in default.splitlines() if line.strip().startswith("*")), None)
     if backend == "sqlite":
-        subprocess.run(["verdi", "presto", "--profile-name", name], check=True, stdout=subprocess.DEVNULL)
+        # --use-zeromq: without it verdi presto takes RabbitMQ whenever one runs on the machine
+        presto = ["verdi", "presto", "--use-zeromq", "--profile-name", name]
+        subprocess.run(presto, check=True, stdout=subprocess.DEVNULL)
     else:
-        subprocess.run(
-            ["bash", str(ROOT / "scripts" / "postgres_profile.sh"), name], check=True, stdout=subprocess.DEVNULL
-        )
+        broker = ["--rabbitmq"] if backend == "rabbitmq" else []
+        script = str(ROOT / "scripts" / "postgres_profile.sh")
+        subprocess.run(["bash", script, *broker, name], check=True, stdout=subprocess.DEVNULL)
     if previous:
         subprocess.run(["verdi", "profile", "set-default", previous], check=True, stdout=subprocess.DEVNULL)
     return name
 
 
 def _engine_processes(profile: str, backend: str) -> list:
-    """The processes whose CPU is the engine's: this profile's daemon (circus, workers) and broker, and for
-    PostgreSQL the database server."""
+    """The processes whose CPU is the engine's: this profile's daemon (circus, workers) and broker, for
+    PostgreSQL the database server, and for RabbitMQ its Erlang VM."""
     import psutil
 
     found = []
@@ -80,7 +86,9 @@ def _engine_processes(profile: str, backend: str) -> list:
         cmdline = " ".join(proc.info["cmdline"] or [])
         if profile in cmdline and ("daemon" in cmdline or "broker" in cmdline or "worker" in cmdline):
             found.append(proc)
-        elif backend == "postgres" and proc.info["name"] == "postgres":
+        elif backend in ("postgres", "rabbitmq") and proc.info["name"] == "postgres":
+            found.append(proc)
+        elif backend == "rabbitmq" and proc.info["name"] == "beam.smp":
             found.append(proc)
     return found
 
@@ -121,20 +129,24 @@ def stop_daemon(client, profile: str) -> None:
 
 
 def _relaxations(node) -> list[tuple]:
-    """(pk, process_state, ctime, mtime) of the relaxation processes the screening called."""
+    """(pk, process_state, ctime, mtime) of the relaxation processes (call links ``relax_*``) of the screening:
+    called by its relaxation set (``physgen.relax_set``, call link ``relax``), or by the screening itself."""
     from aiida import orm
 
-    query = (
+    project = ["id", "attributes.process_state", "ctime", "mtime"]
+    relax = {"label": {"like": "relax_%"}}
+    direct = (
         orm.QueryBuilder()
         .append(orm.WorkChainNode, filters={"id": node.pk}, tag="screening")
-        .append(
-            orm.ProcessNode,
-            with_incoming="screening",
-            edge_filters={"label": {"like": "relax_%"}},
-            project=["id", "attributes.process_state", "ctime", "mtime"],
-        )
+        .append(orm.ProcessNode, with_incoming="screening", edge_filters=relax, project=project)
     )
-    return query.all()
+    through_set = (
+        orm.QueryBuilder()
+        .append(orm.WorkChainNode, filters={"id": node.pk}, tag="screening")
+        .append(orm.WorkChainNode, with_incoming="screening", edge_filters={"label": "relax"}, tag="set")
+        .append(orm.ProcessNode, with_incoming="set", edge_filters=relax, project=project)
+    )
+    return direct.all() + through_set.all()
 
 
 def run_backend(backend: str, args) -> dict:
@@ -215,11 +227,13 @@ def run_backend(backend: str, args) -> dict:
         if progress != last_progress_state:
             last_progress_state, last_progress = progress, now
         elif killed is not None and now - last_progress > args.stall:
-            # aiida-core 2.9's ZeroMQ broker can keep a dead worker's tasks (aiida_physgen.broker): count and probe
-            probe_dead_workers()
+            # aiida-core 2.9's ZeroMQ broker can keep a dead worker's tasks (aiida_physgen.broker): count and probe;
+            # RabbitMQ requeues a dead consumer's tasks itself (probe_dead_workers does nothing): counted all the same
+            probed = probe_dead_workers()
             probes.append(round(now - start, 1))
             print(
-                f"[{backend}] nothing moved for {args.stall:.0f} s after the kill: probed the broker for dead workers",
+                f"[{backend}] nothing moved for {args.stall:.0f} s after the kill: "
+                + ("probed the broker for dead workers" if probed else "stall (not a ZeroMQ broker: not probed)"),
                 flush=True,
             )
             last_progress = now
@@ -307,15 +321,20 @@ TABLE = [
 
 def print_table(results: list[dict]) -> None:
     width = max(len(name) for name, _ in TABLE)
-    print(f"| {'':{width}} | " + " | ".join(f"{r['backend']:>12}" for r in results) + " |")
-    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 14 for _ in results) + "|")
+    print(f"| {'':{width}} | " + " | ".join(f"{LABELS[r['backend']]:>13}" for r in results) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 15 for _ in results) + "|")
     for name, value in TABLE:
-        print(f"| {name:{width}} | " + " | ".join(f"{str(value(r)):>12}" for r in results) + " |")
+        print(f"| {name:{width}} | " + " | ".join(f"{str(value(r)):>13}" for r in results) + " |")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="postgres,sqlite", help="comma-separated: postgres, sqlite")
+    parser.add_argument(
+        "--backends",
+        default="rabbitmq,postgres,sqlite",
+        help="comma-separated: rabbitmq (PostgreSQL + RabbitMQ), postgres (PostgreSQL + ZeroMQ), "
+        "sqlite (SQLite + ZeroMQ)",
+    )
     parser.add_argument("--candidates", type=int, default=1000)
     parser.add_argument("--relaxations", type=int, default=200)
     parser.add_argument("--max-in-flight", type=int, default=20)
@@ -340,7 +359,7 @@ def main(argv=None) -> int:
     results = []
     for backend in args.backends.split(","):
         if backend not in PROFILES:
-            parser.error(f"--backends: unknown {backend!r}; expected postgres or sqlite")
+            parser.error(f"--backends: unknown {backend!r}; expected rabbitmq, postgres or sqlite")
         # one process per backend: a Python process holds one AiiDA profile's storage
         child = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--one", backend]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
