@@ -8,7 +8,8 @@ daemon, and per trial:
    (``metadata.options.prepend_text``), from a child process that exits at once (its broker connection
    is closed before the kill);
 2. SIGKILLs the daemon worker(s) at ``--kill-at``: ``pickup`` (as soon as a worker has taken the process)
-   or ``job`` (once the job runs under the scheduler, i.e. the CalcJob waits for it);
+   ``job`` (once the job runs under the scheduler, i.e. the CalcJob waits for it) or ``upload`` (as soon as
+   the CalcJob state is ``unstashing``: the upload is done, its ``remote_folder`` maybe not stored yet);
 3. waits for circus to start the replacement(s), then up to ``--timeout`` s for the process to reach a
    terminal state, reading the SQLite file with ``sqlite3`` only: no ``verdi process list``, no
    ``verdi daemon status``, no communicator, nothing that connects to the broker;
@@ -19,6 +20,10 @@ The broker requeues a dead worker's tasks when its ROUTER socket reports a disco
 worker fails (``aiida/brokers/zeromq/server.py``, ``_handle_disconnect_event`` / ``_probe_workers``). If the
 report comes before the router has dropped the dead peer, the ping "succeeds" and the task stays assigned
 to the dead worker until the next client disconnects: in the table, "stuck" trials.
+
+The last column says whether the finished CalcJob has its ``remote_folder`` output: a worker killed between
+the upload (CalcJob state ``unstashing`` stored) and the next checkpoint leaves a CalcJob that finishes [0]
+without it (``--kill-at upload``; aiida_physgen.workflows.restarts explains why).
 
     OMP_NUM_THREADS=1 python benchmarks/zeromq_worker_kill_race.py --trials 5
     OMP_NUM_THREADS=1 python benchmarks/zeromq_worker_kill_race.py --trials 5 --kill-at pickup --workers 2
@@ -92,6 +97,11 @@ class Database:
             ).fetchone()
         return dict(zip(("process_state", "exit_status", "calc_state", "job_id"), row or (None,) * 4))
 
+    def has_remote_folder(self, pk: int) -> bool:
+        with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30) as connection:
+            query = "SELECT count(*) FROM db_dblink WHERE input_id=? AND label='remote_folder'"
+            return bool(connection.execute(query, (pk,)).fetchone()[0])
+
 
 def wait_for(condition, timeout: float, interval: float = 0.2):
     deadline = time.monotonic() + timeout
@@ -113,6 +123,8 @@ def trial(args, env, client, database: Database, code_pk: int) -> dict:
     submitted = time.monotonic()
     if args.kill_at == "pickup":
         ready = wait_for(lambda: database.state(pk)["process_state"] not in (None, "created"), 60, 0.02)
+    elif args.kill_at == "upload":  # the upload is done, its remote_folder perhaps not stored yet
+        ready = wait_for(lambda: database.state(pk)["calc_state"] == "unstashing", 60, 0.001)
     else:
         ready = wait_for(lambda: database.state(pk)["calc_state"] == "withscheduler", 60, 0.05)
     state = database.state(pk)
@@ -144,6 +156,7 @@ def trial(args, env, client, database: Database, code_pk: int) -> dict:
         )
     final = database.state(pk)
     row["final"] = f"{final['process_state']} [{final['exit_status']}]"
+    row["remote_folder"] = "yes" if database.has_remote_folder(pk) else "MISSING"
     return row
 
 
@@ -151,7 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--kill-at", choices=("job", "pickup"), default="job")
+    parser.add_argument("--kill-at", choices=("job", "pickup", "upload"), default="job")
     parser.add_argument("--sleep", type=float, default=15.0, help="seconds the job sleeps")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for a resume on its own")
     parser.add_argument("--keep", action="store_true", help="keep the temporary AIIDA_PATH (logs)")
@@ -200,7 +213,17 @@ def main() -> None:
         f"job sleeps {args.sleep:g} s, wait {args.timeout:g} s before one client connects "
         f"({time.monotonic() - started:.0f} s in all)"
     )
-    header = ["trial", "pk", "state at kill", "kill after s", "replaced s", "outcome", "resumed after s", "final"]
+    header = [
+        "trial",
+        "pk",
+        "state at kill",
+        "kill after s",
+        "replaced s",
+        "outcome",
+        "resumed after s",
+        "final",
+        "remote_folder",
+    ]
     table = [
         [
             str(i + 1),
@@ -211,6 +234,7 @@ def main() -> None:
             r["outcome"] + (f" ({r['after_client']:.1f} s after it)" if r.get("after_client") is not None else ""),
             seconds(r.get("resumed_after")),
             r.get("final", ""),
+            r.get("remote_folder", ""),
         ]
         for i, r in enumerate(rows)
     ]
