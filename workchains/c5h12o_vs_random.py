@@ -7,6 +7,7 @@ selection and funnel), then prints the discovery metrics side by side, at the ch
 DFT.
 
     verdi run workchains/c5h12o_vs_random.py                    # both runs (about 8 minutes here)
+    verdi run workchains/c5h12o_vs_random.py --smoke            # about a minute: does the script run here?
     verdi run workchains/c5h12o_vs_random.py --generator <pk> [--random <pk>]   # reuse finished screenings
     aiida-physgen report <generator pk> --vs <random pk>                       # the same table, with the report
 """
@@ -19,19 +20,23 @@ from aiida.engine import run_get_node
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.screening.report import compare_screenings
 
+STUDY = {
+    "generation_protocol": "fast",
+    "seeds": [0, 1],
+    "settings": {"loop": {"steps": 1200}},
+    "n_clusters": 60,
+    "protocol": "fast",
+    "funnel": True,
+    "dft_budget": 6,
+}
+#: --smoke: the LoGAN family's and GPAW's smoke protocols (one 20-step model, 2 picks, static single points)
+SMOKE = {"generation_protocol": "smoke", "protocol": "smoke", "funnel": False}
+code = orm.load_code(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else None
+
 
 def builder(baseline: bool):
     b = screening_builder(
-        "logan/C5H12O_training.extxyz",
-        "C5H12O",
-        box=9.5,
-        generation_protocol="fast",
-        seeds=[0, 1],
-        settings={"loop": {"steps": 1200}},
-        n_clusters=60,
-        protocol="fast",
-        funnel=True,
-        dft_budget=6,
+        "logan/C5H12O_training.extxyz", "C5H12O", box=9.5, code=code, **(SMOKE if "--smoke" in sys.argv else STUDY)
     )
     b.generation.baseline = orm.Bool(baseline)
     return b

@@ -3,6 +3,7 @@
     verdi run workchains/logan_c5h12o.py                 # the `fast` protocol: a few minutes on 2 cores
     verdi run workchains/logan_c5h12o.py --paper         # the paper's settings: 12 models, 45,000 epochs each
     verdi run workchains/logan_c5h12o.py --protocol balanced
+    verdi run workchains/logan_c5h12o.py --smoke         # seconds: does the script run here? (not a model)
 
 Add ``--code LABEL`` to train as a CalcJob on that Code (a Python with aiida-physgen; any computer),
 which frees the daemon worker while the models train. Prints the pk of the workchain; then
@@ -24,7 +25,7 @@ def option(name, default=None):
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
-PROTOCOL = "paper" if "--paper" in sys.argv else option("--protocol", "fast")
+PROTOCOL = "paper" if "--paper" in sys.argv else "smoke" if "--smoke" in sys.argv else option("--protocol", "fast")
 BOX = 9.5  # Å, cubic box for the generated molecule (no periodicity)
 code = option("--code")
 

@@ -4,6 +4,7 @@
                                                        # representatives through GFN2-xTB, at most 20 DFT relaxations
     verdi run workchains/screen_c5h12o.py --paper      # the paper's training: 12 models × 45,000 epochs (days on a CPU)
     verdi run workchains/screen_c5h12o.py --no-funnel  # the old path: 20 representatives straight to DFT
+    verdi run workchains/screen_c5h12o.py --smoke      # under a minute: does the script run here? (not a screening)
     verdi run workchains/screen_c5h12o.py --random     # the random baseline through the same funnel and budgets
     verdi run workchains/screen_c5h12o.py --models 6 --steps 1200   # a shorter training (about 15 minutes here)
     verdi run workchains/screen_c5h12o.py --picks 200  # fewer k-means picks for the cheap tier (600 by default)
@@ -40,18 +41,22 @@ def option(name: str, default=None):
 MODELS, STEPS = option("--models"), option("--steps")  # e.g. --models 6 --steps 1200: a shorter training
 PICKS = option("--picks", 30 * DFT_BUDGET if FUNNEL else DFT_BUDGET)
 
-start = time.perf_counter()
-builder = screening_builder(
-    "logan/C5H12O_training.extxyz",
-    "C5H12O",
-    box=9.5,
-    generation_protocol="paper" if PAPER else "balanced",  # 12 models; 45,000 or 1,500 epochs; 2,000 candidates each
-    n_clusters=PICKS,
-    protocol="balanced" if PAPER else "fast",  # GPAW
+STUDY = {
+    "generation_protocol": "paper" if PAPER else "balanced",  # 12 models; 45,000 or 1,500 epochs; 2,000 candidates each
+    "n_clusters": PICKS,
+    "protocol": "balanced" if PAPER else "fast",  # GPAW
     **({"seeds": list(range(MODELS))} if MODELS else {}),
     **({"settings": {"loop": {"steps": STEPS}}} if STEPS else {}),
-    funnel=FUNNEL,
-    dft_budget=DFT_BUDGET,
+    "funnel": FUNNEL,
+    "dft_budget": DFT_BUDGET,
+}
+#: --smoke: the LoGAN family's and GPAW's smoke protocols (one 20-step model, 2 picks, static single points)
+SMOKE = {"generation_protocol": "smoke", "protocol": "smoke", "funnel": False}
+
+start = time.perf_counter()
+code = orm.load_code(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else None
+builder = screening_builder(
+    "logan/C5H12O_training.extxyz", "C5H12O", box=9.5, code=code, **(SMOKE if "--smoke" in sys.argv else STUDY)
 )
 builder.generation.baseline = orm.Bool("--random" in sys.argv)
 with (

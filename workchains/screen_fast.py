@@ -14,9 +14,10 @@ issue 8): 4 models × 400 epochs gave 2 distinct isomers among 60 xTB-relaxed pi
     verdi run workchains/screen_fast.py
     verdi run workchains/screen_fast.py --smoke   # under a minute: does the script run here? (not a screening)
 
-``--smoke`` runs the same script at sizes that only check that it runs: one LoGAN trained 20 steps, 50
-candidates, 2 representatives straight to DFT (no cheap tier: a model this raw makes no sound molecule, so the
-funnel would stop, rightly, with "no sound basin") as static GPAW LCAO single points with DOS. The test suite
+``--smoke`` runs the same script at sizes that only check that it runs (the ``smoke`` protocols of the LoGAN
+family and of GPAW): one LoGAN trained 20 steps, 50 candidates, 2 representatives straight to DFT (no cheap tier:
+a model this raw makes no sound molecule, so the funnel would stop, rightly, with "no sound basin") as static GPAW
+LCAO single points with DOS. The test suite
 runs it; ``tests/aiida/test_screening_funnel.py`` checks the funnel itself on water. ``--code LABEL`` runs GPAW
 through another code.
 """
@@ -39,15 +40,8 @@ STUDY = {
     "funnel": True,
     "dft_budget": 6,
 }
-SMOKE = {
-    **STUDY,
-    "seeds": [0],
-    "settings": {"loop": {"steps": 20}},
-    "count": 50,
-    "n_clusters": 2,
-    "funnel": False,
-    "relax_overrides": {"gpaw": {"parameters": {"calculation": "static", "mode": "lcao", "basis": "szp(dzp)"}}},
-}
+#: the LoGAN family's and GPAW's smoke protocols: one 20-step model, 50 candidates, 2 picks, static single points
+SMOKE = {"generation_protocol": "smoke", "protocol": "smoke", "funnel": False}
 
 start = time.perf_counter()
 code = load_code(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else None

@@ -2,6 +2,7 @@
 with the target left out, generate in the target's cell and composition, relax with GPAW PW.
 
     verdi run workchains/screen_sio2.py [mp-546794 | mp-1188220 | ...] [--paper]
+    verdi run workchains/screen_sio2.py --smoke   # under a minute: does the script run here? (not a screening)
 
 --paper: 20 models × 60,000 epochs, 20 relaxations, PW 400 eV, LDA, 2×2×2 k-points, fixed cell.
 --random: the random baseline (random coordinates in the target cell) through the same funnel.
@@ -33,17 +34,25 @@ except ValueError as error:
     sys.exit(str(error))
 composition = composition_string(target.get_chemical_symbols())
 
+STUDY = {
+    "generation_protocol": "paper" if PAPER else "fast",  # r_cut 6 Å, lr 10^-3.5; 20 × 60,000 or 2 × 300 epochs
+    **({} if PAPER else {"count": 200, "n_clusters": 40 if FUNNEL else 4}),
+    "protocol": "balanced" if PAPER else "fast",  # GPAW
+    "funnel": FUNNEL,
+    "dft_budget": 20 if PAPER else 4,
+}
+#: --smoke: the LoGAN family's and GPAW's smoke protocols (one 20-step model, 2 picks, static single points)
+SMOKE = {"generation_protocol": "smoke", "protocol": "smoke", "funnel": False}
+
 start = time.perf_counter()
+code = orm.load_code(sys.argv[sys.argv.index("--code") + 1]) if "--code" in sys.argv else None
 builder = screening_builder(
     training_file,
     composition,
     cell=target.cell.array,
     pbc=[bool(p) for p in target.pbc],
-    generation_protocol="paper" if PAPER else "fast",  # r_cut 6 Å, lr 10^-3.5; 20 × 60,000 or 2 × 300 epochs
-    **({} if PAPER else {"count": 200, "n_clusters": 40 if FUNNEL else 4}),
-    protocol="balanced" if PAPER else "fast",  # GPAW
-    funnel=FUNNEL,
-    dft_budget=20 if PAPER else 4,
+    code=code,
+    **(SMOKE if "--smoke" in sys.argv else STUDY),
 )
 builder.generation.baseline = orm.Bool("--random" in sys.argv)
 results, node = run_get_node(builder)

@@ -9,6 +9,7 @@ potential behind VASP's input and output files, so aiida-vasp's work chains, par
 code ``fake-vasp@localhost``, and a family ``FAKE_PBE`` of header-only POTCARs (no real POTCAR is shipped):
 
     verdi run workchains/screen_vasp.py --fake
+    verdi run workchains/screen_vasp.py --fake --smoke   # under a minute: does the script run here?
 
 Nothing else differs between the two: the same script, the same work chain, only the code label and the POTCAR
 family change. ``--steps N`` shortens the training (1,200 steps by default, as the main job).
@@ -50,20 +51,25 @@ overrides = {"potential_family": family}
 if option("--options"):
     overrides["options"] = json.loads(option("--options"))
 start = time.perf_counter()
+STUDY = {
+    "generation_protocol": "fast",
+    "seeds": [0, 1],
+    "settings": {"loop": {"steps": int(option("--steps", 1200))}},
+    "n_clusters": 60,
+    "funnel": True,
+    "dft_budget": 6,
+}
+#: --smoke: the LoGAN family's smoke protocol (one 20-step model, 2 picks) straight to VASP (e.g. with --fake)
+SMOKE = {"generation_protocol": "smoke", "funnel": False}
 builder = screening_builder(
     "logan/C5H12O_training.extxyz",
     "C5H12O",
     box=9.5,
-    generation_protocol="fast",
-    seeds=[0, 1],
-    settings={"loop": {"steps": int(option("--steps", 1200))}},
-    n_clusters=60,
     engine="vasp",
     code=code,
     protocol=option("--protocol", "fast"),
     relax_overrides=overrides,
-    funnel=True,
-    dft_budget=6,
+    **(SMOKE if "--smoke" in sys.argv else STUDY),
 )
 results, node = run_get_node(builder)
 print(

@@ -11,6 +11,7 @@ shipped target with pymatgen's StructureMatcher, after CHGNet and after DFT. The
     verdi run workchains/sio2_vs_random.py mp-546794 mp-546546    # some of them
     verdi run workchains/sio2_vs_random.py --models 4 --steps 1000 --count 250 --picks 40 --budget 4
     verdi run workchains/sio2_vs_random.py --dft balanced         # the paper's DFT: PW 400 eV, FIRE to 0.05 eV/Å
+    verdi run workchains/sio2_vs_random.py --smoke                # a minute, one target: does the script run here?
 
 A finished screening with the same target, mode and settings is reused (found by its extras), so the study can
 be run in pieces and printed again at no cost. The paper (20 models × 60,000 epochs, 20 relaxations per
@@ -34,16 +35,20 @@ def option(name: str, default, kind=int):
     return kind(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
 
+SMOKE = "--smoke" in sys.argv  # seconds of training, 2 picks, 1 static single point per arm: does the script run?
 CONFIG = {
-    "models": option("--models", 4),
-    "steps": option("--steps", 1000),
-    "count": option("--count", 250),  # candidates per model; the random baseline draws models × count
-    "picks": option("--picks", 40),  # k-means representatives relaxed with CHGNet
-    "budget": option("--budget", 4),  # DFT relaxations at most
-    "dft": option("--dft", "fast", str),  # GPAW protocol: fast (PW 250 eV, 0.1 eV/Å) or balanced (the paper's)
+    "models": option("--models", 1 if SMOKE else 4),
+    "steps": option("--steps", 20 if SMOKE else 1000),
+    "count": option("--count", 25 if SMOKE else 250),  # candidates per model; the random baseline draws models × count
+    "picks": option("--picks", 2 if SMOKE else 40),  # k-means representatives relaxed with CHGNet
+    "budget": option("--budget", 1 if SMOKE else 4),  # DFT relaxations at most
+    # GPAW protocol: fast (PW 250 eV, 0.1 eV/Å), balanced (the paper's) or smoke (a static single point)
+    "dft": option("--dft", "smoke" if SMOKE else "fast", str),
 }
+CODE = orm.load_code(option("--code", None, str)) if "--code" in sys.argv else None  # GPAW's default code otherwise
 values = {sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a.startswith("--")}
-targets = [a for a in sys.argv[1:] if a.startswith("mp-") and a not in values] or list(SIO2_TARGETS)
+named = [a for a in sys.argv[1:] if a.startswith("mp-") and a not in values]
+targets = named or (list(SIO2_TARGETS)[:1] if SMOKE else list(SIO2_TARGETS))
 for name in targets:
     if name not in SIO2_TARGETS:
         sys.exit(f"target: unknown SiO2 target {name!r}; expected one of {list(SIO2_TARGETS)}")
@@ -76,6 +81,7 @@ def run(target_name: str, mode: str):
     builder = screening_builder(
         training_file,
         composition_string(target.get_chemical_symbols()),
+        code=CODE,
         cell=target.cell.array,
         pbc=[bool(p) for p in target.pbc],
         generation_protocol="fast",  # crystal variant: r_cut 6 Å, lr 10^-3.5

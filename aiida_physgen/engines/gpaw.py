@@ -22,11 +22,14 @@ class GpawEngine(RelaxationEngine):
     protocol_file = "gpaw"
 
     def get_builder(self, code, structure, protocol, overrides, dos):
-        """A relaxation, unless the overrides ask for ``calculation: static`` (a single point, e.g. the DOS of a
-        porous-graphene sheet whose atoms stay on the lattice): the structure then comes back unmoved."""
+        """A relaxation, unless the protocol (``smoke``) or the overrides ask for ``calculation: static`` (a single
+        point, e.g. the DOS of a porous-graphene sheet whose atoms stay on the lattice): the structure then comes back
+        unmoved."""
         from ..workflows.gpaw_base import GpawBaseWorkChain
+        from ..workflows.protocols import load_protocol
 
-        calculation = "static" if _parameters(overrides).get("calculation") == "static" else "relax"
+        asked = _parameters(load_protocol("gpaw", protocol, overrides)).get("calculation")
+        calculation = "static" if asked == "static" else "relax"
         forced = {"gpaw": {"parameters": {"calculation": calculation, "dos": bool(dos)}}}
         return GpawBaseWorkChain.get_builder_from_protocol(
             code, structure, protocol=protocol, overrides=merge_overrides(dict(overrides or {}), forced)

@@ -342,8 +342,16 @@ def test_protocol_bad_parameter_override(gpaw_code):
 
 def test_available_protocols():
     protocols = GpawBaseWorkChain.get_available_protocols()
-    assert list(protocols) == ["fast", "balanced", "stringent"]
+    assert list(protocols) == ["fast", "balanced", "stringent", "smoke"]
     assert all(protocols.values())
+
+
+def test_the_smoke_protocol_is_one_static_single_point(gpaw_code):
+    for structure in (si2_structure(), h2_structure()):
+        builder = GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, structure, protocol="smoke")
+        parameters = builder.gpaw.parameters.get_dict()
+        assert parameters["calculation"] == "static"
+        assert parameters["mode"] == ("pw" if structure.pbc[0] else "lcao")
 
 
 def test_balanced_crystal_is_the_logan_setup(gpaw_code):
