@@ -19,6 +19,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,9 +119,16 @@ def production_profile(tmp_path_factory):
         env=env,
     )
     try:
+        start = time.monotonic()
         profile.run(["bash", str(SCRIPT), "--rabbitmq", profile.name], 600, "scripts/postgres_profile.sh --rabbitmq")
+        made = time.monotonic()
         profile.driver("setup")
         profile.verdi("daemon", "start", "2", timeout=180)
+        # shown with pytest -rP: where the set-up time goes
+        print(
+            f"production profile {profile.name}: script {made - start:.1f} s, computer, code and daemon "
+            f"{time.monotonic() - made:.1f} s"
+        )
         yield profile
     finally:
         problems = _cleanup(profile)

@@ -13,13 +13,18 @@ tests/production/driver.py, a process of its own on the production profile.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(production_profile):
     """The tiny screening on the daemon, with the reader holding its transaction open; also the reference minima."""
-    return production_profile.driver("screening", "--reader")
+    start = time.monotonic()
+    result = production_profile.driver("screening", "--reader")
+    print(f"uninterrupted screening: {result['wall_s']} s on the daemon, {time.monotonic() - start:.1f} s in all")
+    return result
 
 
 @pytest.mark.slow
@@ -53,6 +58,7 @@ def test_reader_holding_a_transaction_sees_one_consistent_snapshot(uninterrupted
 def test_worker_killed_mid_screening_gives_the_same_minima(production_profile, uninterrupted):
     assert uninterrupted["finished_ok"], uninterrupted["describe"]
     killed = production_profile.driver("screening", "--kill")
+    print(f"killed screening: {killed['wall_s']} s on the daemon")
     assert killed["killed_worker"] not in killed["workers_after"] and len(killed["workers_after"]) == 2, killed
     assert killed["finished_ok"], killed["describe"]
     assert killed["minima"] == uninterrupted["minima"]
