@@ -92,6 +92,7 @@ def run(target_name: str, mode: str):
         protocol=CONFIG["dft"],
         funnel=True,
         dft_budget=CONFIG["budget"],
+        **({"cheap_settings": {"max_steps": 20}} if SMOKE else {}),  # a few CHGNet steps: does the funnel run?
     )
     builder.generation.baseline = orm.Bool(mode == "random")
     builder.metadata.label = f"{STUDY} {target_name} {mode}"
