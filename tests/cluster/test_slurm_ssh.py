@@ -2,7 +2,9 @@
 
 * a GPAW relaxation (``GpawBaseWorkChain`` → ``GpawCalculation``) of H2,
 * a training job (``physgen.train.job``) of a few steps,
-* a small screening whose three GPAW relaxations go to the cluster.
+* a job the node cannot hold, and a ``scancel``led one.
+
+A screening whose relaxations go to the cluster runs under the daemon in ``test_slurm_daemon.py``.
 
 Resources, walltime, memory and partition are the calculations' ``metadata.options`` as a cluster user sets
 them; the computer adds its ``prepend_text`` (one line naming the SLURM allocation, read back from the
@@ -22,12 +24,11 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from aiida.schedulers.datastructures import JobState
-from tiny_inputs import QUICK, TINY, tiny_screening, water_set
+from tiny_inputs import QUICK, TINY, water_set
 
 from aiida_physgen.calculations.gpaw import GpawCalculation
 from aiida_physgen.calculations.training import TrainingCalculation, max_seconds_for, threads_for
 from aiida_physgen.workflows.gpaw_base import GpawBaseWorkChain
-from aiida_physgen.workflows.protocols import recursive_merge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "references"))
 import gpaw_energies  # noqa: E402
@@ -138,31 +139,6 @@ def test_training_job_runs_through_slurm_over_ssh(slurm_training_code, node_name
     assert f"'--max-seconds' '{max_seconds_for(600)}'" in script
     progress = job.outputs.retrieved.base.repository.get_object_content("progress.log", mode="r")
     assert "finished: 1 model(s)" in progress
-
-
-def test_screening_relaxes_on_the_slurm_computer(slurm_gpaw_code, node_name):
-    builder = tiny_screening(slurm_gpaw_code)
-    # scheduler options of every relaxation: the protocol's gpaw.metadata.options, through relax_overrides
-    builder.relax_overrides = orm.Dict(recursive_merge(QUICK, {"gpaw": {"metadata": {"options": OPTIONS}}}))
-    results, node = run_get_node(builder)
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    assert results["report"]["n_relaxed"] == 3
-
-    relaxations = [c for c in node.called_descendants if c.process_label == "GpawBaseWorkChain"]
-    assert len(relaxations) == 3 and all(r.is_finished_ok for r in relaxations)
-    # every job of every relaxation (a relaxation may restart once or twice) was a SLURM job of its own
-    jobs = [c for c in node.called_descendants if c.process_label == "GpawCalculation"]
-    assert len(jobs) >= 3
-    job_ids = {assert_ran_on_slurm(job, node_name, finished_ok=False) for job in jobs}
-    assert len(job_ids) == len(jobs), job_ids
-    for relaxation in relaxations:
-        assert_ran_on_slurm(max(relaxation.called, key=lambda n: n.ctime), node_name)
-    for job in jobs:
-        assert "#SBATCH --time=00:05:00" in submit_script(job).splitlines()
-    # the training and selection ran here, in this process: only the relaxations went to the cluster
-    elsewhere = [c for c in node.called_descendants if isinstance(c, orm.CalcJobNode) and c.computer.label != COMPUTER]
-    assert not elsewhere, [(c.process_label, c.computer.label) for c in elsewhere]
-    assert results["report"]["rows"] and set(results["minima"]) == {row["name"] for row in results["report"]["rows"]}
 
 
 @pytest.fixture
