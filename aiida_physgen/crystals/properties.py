@@ -23,7 +23,7 @@ import ase.units
 import numpy as np
 
 from ..ml.batch import StructureBatch
-from ..screening.basins import pymatgen_structure
+from ..screening.basins import reduced_structure
 
 __all__ = [
     "ANION_FORMERS",
@@ -343,8 +343,7 @@ def uniqueness_and_novelty(
         for index, composition in enumerate(_compositions(structures)):
             formula = Composition(composition).reduced_formula
             if keep is None or formula in keep:
-                structure = pymatgen_structure(structures[index]).get_reduced_structure("niggli")
-                reduced[index] = structure.get_primitive_structure()
+                reduced[index] = reduced_structure(structures[index])
                 reduced[index].properties["funnel_index"] = index
                 out.setdefault(formula, []).append(index)
         return reduced, out

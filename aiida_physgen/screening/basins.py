@@ -218,6 +218,15 @@ def pymatgen_structure(atoms: ase.Atoms):
     return AseAtomsAdaptor.get_structure(bare)
 
 
+def reduced_structure(atoms: ase.Atoms):
+    """:func:`pymatgen_structure`, Niggli-reduced then primitive: what ``StructureMatcher(primitive_cell=True)``
+    reduces every structure to before each ``fit``. Reduce once and ``fit(..., skip_structure_reduction=True)``
+    where one structure meets many: pymatgen's own cache of reduced structures compares whole structures site by
+    site on every lookup (44 s for the novelty of 2 SiO2 basins against 167 training structures, 0.6 s reduced
+    once)."""
+    return pymatgen_structure(atoms).get_reduced_structure("niggli").get_primitive_structure()
+
+
 def spacegroup(atoms: ase.Atoms, symprec: float = 0.1) -> str:
     """International (Hermann-Mauguin) space-group symbol of a crystal, e.g. ``"P3_121"``."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer

@@ -235,10 +235,19 @@ def discovery_metrics(
     if kind == "crystal":
         from pymatgen.analysis.structure_matcher import StructureMatcher
 
-        from .basins import pymatgen_structure
+        from .basins import reduced_structure
 
         matcher = StructureMatcher(ltol=ltol, stol=stol, angle_tol=angle_tol, primitive_cell=True, scale=True)
-        sound_pmg = [pymatgen_structure(structures[basin.representative]) for basin, _ in sound]
+        sound_pmg = [reduced_structure(structures[basin.representative]) for basin, _ in sound]
+
+        def matches(one, others) -> bool:
+            """Whether ``one`` matches any of ``others`` (all reduced once; only the same reduced formula can)."""
+            formula = one.composition.reduced_formula
+            return any(
+                matcher.fit(one, other, skip_structure_reduction=True)
+                for other in others
+                if other.composition.reduced_formula == formula
+            )
 
     # novelty
     if training_list is None:
@@ -253,9 +262,9 @@ def discovery_metrics(
         for _, row in sound:
             row["novel"] = row["key"] not in known
     else:
-        training_pmg = [pymatgen_structure(atoms) for atoms in training_list]
+        training_pmg = [reduced_structure(atoms) for atoms in training_list]
         for (_, row), structure in zip(sound, sound_pmg):
-            row["novel"] = not any(matcher.fit(structure, known) for known in training_pmg)
+            row["novel"] = not matches(structure, training_pmg)
     for row in rows:
         row.setdefault("novel", False)
 
@@ -287,8 +296,7 @@ def discovery_metrics(
         else:
             recovered = []
             for key, atoms in zip(reference_keys, reference_structures):
-                target = pymatgen_structure(atoms)
-                if any(matcher.fit(target, structure) for structure in sound_pmg):
+                if matches(reduced_structure(atoms), sound_pmg):
                     recovered.append(key)
         result.update(
             {
