@@ -137,7 +137,7 @@ def _relaxations(node) -> list:
 def test_md_to_screening_end_to_end_throttled_then_reused(gpaw_code, tmp_path):
     # the study script at its smoke protocol, run as a user runs it (the protocol sets the throttle's limit to 1)
     node, _ = run_study(
-        "repap_silicon.py", "--smoke", "--code", gpaw_code.full_label, label="AmorphousScreeningWorkChain", cwd=tmp_path
+        "repap_silicon.py", "--smoke", "--code", str(gpaw_code.pk), label="AmorphousScreeningWorkChain", cwd=tmp_path
     )
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     results = outputs_of(node)

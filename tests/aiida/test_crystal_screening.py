@@ -140,7 +140,7 @@ def gpaw_screening(computer, training, tmp_path_factory):
         "--training",
         "known.npz",
         "--code",
-        _gpaw_code(computer).full_label,
+        str(_gpaw_code(computer).pk),
         label="ScreeningWorkChain",
         cwd=folder,
     )

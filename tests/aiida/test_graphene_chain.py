@@ -257,7 +257,7 @@ def test_graphene_study_through_the_one_screening(gpaw_code, tmp_path):
     """Sheets → Tersoff labels → EDNN → the screening: RUGAN at 1× and 2× the side, the sheet check, the EDNN
     cheap tier, one static GPAW LCAO DOS of the best 1× sheet, and the label check (KS by EDNN and Tersoff)."""
     node, printed = run_study(
-        "rugan_graphene.py", "--smoke", "--code", gpaw_code.full_label, label="GrapheneScreeningWorkChain", cwd=tmp_path
+        "rugan_graphene.py", "--smoke", "--code", str(gpaw_code.pk), label="GrapheneScreeningWorkChain", cwd=tmp_path
     )
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     results = outputs_of(node)

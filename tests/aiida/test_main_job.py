@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_main_job_script_runs_and_reports(gpaw_code, tmp_path):
     node, printed = run_study(
-        "screen_fast.py", "--smoke", "--code", gpaw_code.full_label, label="ScreeningWorkChain", cwd=tmp_path
+        "screen_fast.py", "--smoke", "--code", str(gpaw_code.pk), label="ScreeningWorkChain", cwd=tmp_path
     )
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     results = outputs_of(node)

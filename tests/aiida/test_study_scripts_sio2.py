@@ -1,0 +1,33 @@
+"""The LoGAN SiO2 study scripts in ``workchains/`` (the C5H12O ones: test_study_scripts.py) at their ``--smoke``
+sizes (the LoGAN family's and GPAW's smoke protocols: one 20-step model, 2 picks, static single points), each run
+as a user runs it (``verdi run`` in a subprocess on the test profile). They check that each script runs to its
+last line, not the science: the main job and the domain studies have their own end-to-end tests (test_main_job,
+test_graphene_chain, test_crystal_screening, test_amorphous_chain)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from aiida import orm
+from study_scripts import run_study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "script, args, label, last_words",
+    [
+        ("logan_sio2.py", (), "GenerationWorkChain", "2 representatives"),
+        ("screen_sio2.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "target energy (Materials Project, PBE)"),
+        ("sio2_vs_random.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "targets recovered: generator"),
+    ],
+)
+def test_the_sio2_study_script_runs_at_its_smoke_sizes(gpaw_code, tmp_path, script, args, label, last_words):
+    args = [arg.format(gpaw=gpaw_code.pk) for arg in args]
+    _, printed = run_study(script, "--smoke", *args, label=label, cwd=tmp_path)
+    assert last_words in printed, printed
+    # every process the script names finished well (the scripts print the exit status, not all exit on it)
+    for pk in re.findall(rf"{label}<(\d+)>", printed):
+        node = orm.load_node(int(pk))
+        assert node.is_finished_ok, (script, node.pk, node.exit_status, node.exit_message)
