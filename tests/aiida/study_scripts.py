@@ -48,3 +48,13 @@ def outputs_of(node: orm.ProcessNode) -> dict:
             level = level.setdefault(part, {})
         level[name] = link.node
     return nested
+
+
+def check_smoke(script: str, args, label: str, last_words: str, cwd: Path) -> None:
+    """Run ``script --smoke *args``; its output ends with ``last_words`` and every ``<label><pk>`` it names finished
+    OK (the scripts print the exit status; not all of them exit on it)."""
+    _, printed = run_study(script, "--smoke", *args, label=label, cwd=cwd)
+    assert last_words in printed, printed
+    for pk in re.findall(rf"{label}<(\d+)>", printed):
+        node = orm.load_node(int(pk))
+        assert node.is_finished_ok, (script, node.pk, node.exit_status, node.exit_message)

@@ -6,11 +6,8 @@ test_graphene_chain, test_crystal_screening, test_amorphous_chain)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from aiida import orm
-from study_scripts import run_study
+from study_scripts import check_smoke
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +21,4 @@ pytestmark = pytest.mark.slow
     ],
 )
 def test_the_sio2_study_script_runs_at_its_smoke_sizes(gpaw_code, tmp_path, script, args, label, last_words):
-    args = [arg.format(gpaw=gpaw_code.pk) for arg in args]
-    _, printed = run_study(script, "--smoke", *args, label=label, cwd=tmp_path)
-    assert last_words in printed, printed
-    # every process the script names finished well (the scripts print the exit status, not all exit on it)
-    for pk in re.findall(rf"{label}<(\d+)>", printed):
-        node = orm.load_node(int(pk))
-        assert node.is_finished_ok, (script, node.pk, node.exit_status, node.exit_message)
+    check_smoke(script, [arg.format(gpaw=gpaw_code.pk) for arg in args], label, last_words, tmp_path)
