@@ -44,6 +44,7 @@ from aiida import orm
 from aiida.common import datastructures
 from aiida.engine import CalcJob
 
+from ..ports import optional_output
 from . import gpaw_driver as driver
 from .codes import check_python_code, set_python_job_defaults
 
@@ -202,24 +203,24 @@ class GpawCalculation(CalcJob):
         spec.inputs.validator = validate_inputs
 
         spec.output("output_parameters", valid_type=orm.Dict, help="Energies, Fermi level, convergence, timings.")
-        spec.output(
+        optional_output(
+            spec,
             "output_structure",
-            valid_type=orm.StructureData,
-            required=False,
-            help="Last geometry of a relaxation (relaxed, or the last step reached when not converged).",
+            orm.StructureData,
+            "Last geometry of a relaxation (relaxed, or the last step reached when not converged).",
         )
-        spec.output("forces", valid_type=orm.ArrayData, required=False, help="Array `forces` (eV/Å), final geometry.")
-        spec.output(
+        optional_output(spec, "forces", orm.ArrayData, "Array `forces` (eV/Å), final geometry.")
+        optional_output(
+            spec,
             "output_trajectory",
-            valid_type=orm.TrajectoryData,
-            required=False,
-            help="All relaxation steps with arrays `energy` (eV), `forces` (eV/Å) and `stress` (eV/Å^3, cell relax).",
+            orm.TrajectoryData,
+            "All relaxation steps with arrays `energy` (eV), `forces` (eV/Å) and `stress` (eV/Å^3, cell relax).",
         )
-        spec.output(
+        optional_output(
+            spec,
             "dos",
-            valid_type=orm.XyData,
-            required=False,
-            help="x: `energy` (eV, relative to E_F); y: `dos`, plus `dos_up`/`dos_down` when spin-polarised.",
+            orm.XyData,
+            "x: `energy` (eV, relative to E_F); y: `dos`, plus `dos_up`/`dos_down` when spin-polarised.",
         )
         spec.default_output_node = "output_parameters"
 

@@ -48,6 +48,7 @@ from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members
+from ..ports import dynamic_outputs, input_with_default, optional_input
 from .codes import check_python_code, set_python_job_defaults
 
 __all__ = ["TrainingCalculation", "validate_training_inputs", "threads_for", "max_seconds_for", "TRAINING_PORTS"]
@@ -157,35 +158,29 @@ class TrainingCalculation(CalcJob):
             default=lambda: orm.List(list(DEFAULT_SEEDS)),
             help="One ensemble member per seed (times the grid).",
         )
-        spec.input(
+        optional_input(
+            spec,
             "settings",
-            valid_type=orm.Dict,
-            required=False,
-            help="Nested training settings of the family (e.g. descriptor, loop, ...); defaults otherwise.",
+            orm.Dict,
+            "Nested training settings of the family (e.g. descriptor, loop, ...); defaults otherwise.",
         )
-        spec.input(
-            "grid",
-            valid_type=orm.Dict,
-            required=False,
-            help="Nested settings with lists of values to vary across the ensemble.",
-        )
-        spec.input(
+        optional_input(spec, "grid", orm.Dict, "Nested settings with lists of values to vary across the ensemble.")
+        input_with_default(
+            spec,
             "device",
-            valid_type=orm.Str,
-            default=lambda: orm.Str("cpu"),
-            help="Where the training runs: 'cpu', 'cuda', 'cuda:<n>' or 'auto' (CUDA when the machine has it).",
+            orm.Str,
+            "cpu",
+            "Where the training runs: 'cpu', 'cuda', 'cuda:<n>' or 'auto' (CUDA when the machine has it).",
         )
-        spec.input(
+        optional_input(
+            spec,
             "parent_folder",
-            valid_type=orm.RemoteData,
-            required=False,
-            help="Remote folder of an earlier job of the same training: its checkpoints are resumed.",
+            orm.RemoteData,
+            "Remote folder of an earlier job of the same training: its checkpoints are resumed.",
         )
         spec.inputs.validator = validate_training_inputs
 
-        spec.output_namespace(
-            "models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member (model_00, ...)."
-        )
+        dynamic_outputs(spec, "models", GeneratorModel, "One trained model per member (model_00, ...).")
 
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")

@@ -33,6 +33,7 @@ from ..ml import settings as settings_module
 from ..ml.batch import StructureBatch
 from ..ml.family import get_family
 from ..ml.random_structures import random_structures
+from ..ports import input_with_default, optional_input
 from .prestep import ScreeningPreStep, check_screening_at_launch
 
 __all__ = ["AmorphousScreeningWorkChain", "validate_amorphous_inputs", "HELD_OUT", "PRESTEP_KEYS"]
@@ -181,25 +182,26 @@ class AmorphousScreeningWorkChain(ScreeningPreStep):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input(
+        optional_input(
+            spec,
             "trajectory",
-            valid_type=StructureSet,
-            required=False,
-            help="Frames of a fixed-cell trajectory to learn from, instead of running the melt-quench MD.",
+            StructureSet,
+            "Frames of a fixed-cell trajectory to learn from, instead of running the melt-quench MD.",
         )
         spec.input_namespace("md", help="The melt-quench molecular dynamics (skipped with a trajectory).")
-        spec.input(
+        optional_input(
+            spec,
             "md.settings",
-            valid_type=orm.Dict,
-            required=False,
-            help="Fields of aiida_physgen.amorphous.md.MeltQuenchSettings (atoms, density, potential, steps, "
+            orm.Dict,
+            "Fields of aiida_physgen.amorphous.md.MeltQuenchSettings (atoms, density, potential, steps, "
             "frames, stride, seed...).",
         )
-        spec.input(
+        input_with_default(
+            spec,
             "held_out_fraction",
-            valid_type=orm.Float,
-            default=lambda: orm.Float(DEFAULT_HELD_OUT_FRACTION),
-            help="Share of the trajectory (its end) kept out of training: the assessor's reference.",
+            orm.Float,
+            DEFAULT_HELD_OUT_FRACTION,
+            "Share of the trajectory (its end) kept out of training: the assessor's reference.",
         )
         cls.expose_screening_inputs(
             spec,

@@ -21,6 +21,7 @@ from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..ml.family import get_generator
 from ..ml.training import DEFAULT_COUNT, DEFAULT_SEEDS, check_generation_size, plan_members, resolve_device
+from ..ports import dynamic_outputs, input_with_default, optional_input, optional_output
 from ..screening.selection import SelectionSettings
 from .orphans import CalcfunctionSteps
 from .training_base import DEFAULT_TRAINING_OPTIONS, launch_training, trained_models
@@ -151,58 +152,54 @@ class GenerationWorkChain(CalcfunctionSteps, WorkChain):
         super().define(spec)
         # what to train: the training job's own ports (one declaration for the calcfunction and the job)
         spec.expose_inputs(TrainingCalculation, include=TRAINING_PORTS)
-        spec.input("count", valid_type=orm.Int, default=lambda: orm.Int(DEFAULT_COUNT), help="Candidates per model.")
-        spec.input(
+        input_with_default(spec, "count", orm.Int, DEFAULT_COUNT, "Candidates per model.")
+        optional_input(
+            spec,
             "condition",
-            valid_type=orm.Dict,
-            required=False,
-            help="Family-defined sampling condition (an energy label, a space group, a size multiple).",
+            orm.Dict,
+            "Family-defined sampling condition (an energy label, a space group, a size multiple).",
         )
-        spec.input(
+        optional_input(
+            spec,
             "conditions",
-            valid_type=orm.Dict,
-            required=False,
-            help="Named sampling conditions, one candidate set each, e.g. {'F-43m': {'space_group': 216}, "
+            orm.Dict,
+            "Named sampling conditions, one candidate set each, e.g. {'F-43m': {'space_group': 216}, "
             "'scale_2': {'labels': 'training', 'scale': 2}}.",
         )
-        spec.input(
+        optional_input(
+            spec,
             "validity",
-            valid_type=orm.Str,
-            required=False,
-            help="Validity check by kind of structure (an entry point of aiida_physgen.validity: molecule, "
+            orm.Str,
+            "Validity check by kind of structure (an entry point of aiida_physgen.validity: molecule, "
             "crystal, sheet, amorphous, none, or a plug-in's); the candidates it rejects are not selected.",
         )
-        spec.input("validity_settings", valid_type=orm.Dict, required=False, help="Settings of the validity check.")
-        spec.input(
-            "generation_seed",
-            valid_type=orm.Int,
-            default=lambda: orm.Int(0),
-            help="Seed of the latent draws when generating.",
-        )
-        spec.input(
+        optional_input(spec, "validity_settings", orm.Dict, "Settings of the validity check.")
+        input_with_default(spec, "generation_seed", orm.Int, 0, "Seed of the latent draws when generating.")
+        optional_input(
+            spec,
             "selection_settings",
-            valid_type=orm.Dict,
-            required=False,
-            help="n_components, n_clusters, min_distance, plot and descriptor of the PCA + k-means selection.",
+            orm.Dict,
+            "n_components, n_clusters, min_distance, plot and descriptor of the PCA + k-means selection.",
         )
-        spec.input("selection_seed", valid_type=orm.Int, default=lambda: orm.Int(0), help="Seed of the k-means.")
-        spec.input(
+        input_with_default(spec, "selection_seed", orm.Int, 0, "Seed of the k-means.")
+        optional_input(
+            spec,
             "training_code",
-            valid_type=orm.AbstractCode,
-            required=False,
-            help="Train as a CalcJob with this Code (a Python with aiida-physgen) instead of a calcfunction.",
+            orm.AbstractCode,
+            "Train as a CalcJob with this Code (a Python with aiida-physgen) instead of a calcfunction.",
         )
-        spec.input(
+        optional_input(
+            spec,
             "training_options",
-            valid_type=orm.Dict,
-            required=False,
-            help="metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).",
+            orm.Dict,
+            "metadata.options of the training CalcJob (resources, max_wallclock_seconds, queue, ...).",
         )
-        spec.input(
+        input_with_default(
+            spec,
             "baseline",
-            valid_type=orm.Bool,
-            default=lambda: orm.Bool(False),
-            help="The random baseline (the LoGAN paper's control): no training; count × len(seeds) structures "
+            orm.Bool,
+            False,
+            "The random baseline (the LoGAN paper's control): no training; count × len(seeds) structures "
             "with random coordinates in the target cell, atoms at least the selection's min_distance "
             "apart, then the same selection.",
         )
@@ -223,28 +220,25 @@ class GenerationWorkChain(CalcfunctionSteps, WorkChain):
             cls.select,
             cls.results,
         )
-        spec.output_namespace("models", valid_type=GeneratorModel, dynamic=True, help="One trained model per member.")
+        dynamic_outputs(spec, "models", GeneratorModel, "One trained model per member.")
         spec.output(
             "candidates",
             valid_type=StructureSet,
             help="The candidates the selection chose from: every generated one, or the valid ones of every "
             "condition joined (info condition_index, set_index).",
         )
-        spec.output_namespace(
+        dynamic_outputs(
+            spec,
             "generated",
-            valid_type=StructureSet,
-            dynamic=True,
-            help="With named conditions or a validity check: each condition's set as generated.",
+            StructureSet,
+            "With named conditions or a validity check: each condition's set as generated.",
         )
         spec.output("representatives", valid_type=StructureSet, help="One candidate per k-means cluster.")
-        spec.output_namespace(
-            "structures",
-            valid_type=orm.StructureData,
-            dynamic=True,
-            help="The representatives as StructureData (rep_00, ...), ready for DFT.",
+        dynamic_outputs(
+            spec, "structures", orm.StructureData, "The representatives as StructureData (rep_00, ...), ready for DFT."
         )
         spec.output("selection", valid_type=orm.ArrayData, help="PCA coordinates, cluster labels and distances.")
-        spec.output("pca_plot", valid_type=orm.SinglefileData, required=False, help="PCA scatter of the selection.")
+        optional_output(spec, "pca_plot", orm.SinglefileData, "PCA scatter of the selection.")
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="training diverged: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")

@@ -43,6 +43,8 @@ from aiida_physgen.workflows.orphans import run_calcfunction_step
 from aiida_physgen.workflows.protocols import ProtocolMixin, load_protocol
 from aiida_physgen.workflows.restarts import HandlerReports
 
+from ..ports import expose_inputs_under, optional_input
+
 __all__ = ("GpawBaseWorkChain", "center_molecule")
 
 PROTOCOL_FILE = "gpaw"
@@ -135,19 +137,15 @@ class GpawBaseWorkChain(HandlerReports, ProtocolMixin, BaseRestartWorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.expose_inputs(
-            GpawCalculation, namespace="gpaw", namespace_options={"help": "Inputs of the `GpawCalculation`."}
-        )
+        expose_inputs_under(spec, GpawCalculation, "gpaw", "Inputs of the `GpawCalculation`.")
         spec.input_namespace(
             "center",
             required=False,
             help="Centre the structure (a molecule) in a non-periodic box before the first calculation, through the "
             "`center_molecule` calcfunction: `vacuum` Å on every side, or a cube of edge `box` Å.",
         )
-        spec.input("center.vacuum", valid_type=orm.Float, required=False, help="Vacuum (Å) on every side.")
-        spec.input(
-            "center.box", valid_type=orm.Float, required=False, help="Edge (Å) of the cube; must leave `vacuum`."
-        )
+        optional_input(spec, "center.vacuum", orm.Float, "Vacuum (Å) on every side.")
+        optional_input(spec, "center.box", orm.Float, "Edge (Å) of the cube; must leave `vacuum`.")
         spec.inputs.validator = validate_center
         spec.inputs["on_unhandled_failure"].default = lambda: orm.Str("restart_once")
         spec.outline(

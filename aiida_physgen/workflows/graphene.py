@@ -32,6 +32,7 @@ from ..ml import graphene
 from ..ml import settings as settings_module
 from ..ml.family import get_family
 from ..ml.training import DEFAULT_SEEDS, plan_members, resolve_device
+from ..ports import input_with_default, optional_input, optional_output
 from .generation import GenerationWorkChain, check_training_job
 from .prestep import ScreeningPreStep, check_screening_at_launch
 from .protocols import generation_protocol
@@ -146,31 +147,29 @@ class GrapheneScreeningWorkChain(ScreeningPreStep):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input(
+        optional_input(
+            spec,
             "training",
-            valid_type=StructureSet,
-            required=False,
-            help="Labelled sheets (info 'energy', eV); when given, no sheets are made or labelled.",
+            StructureSet,
+            "Labelled sheets (info 'energy', eV); when given, no sheets are made or labelled.",
         )
         spec.input_namespace("sheets", help="The random porous sheets to learn from (when no training is given).")
-        spec.input(
-            "sheets.count", valid_type=orm.Int, required=False, help="Number of sheets (the protocol's sheets.count)."
-        )
-        spec.input("sheets.seed", valid_type=orm.Int, default=lambda: orm.Int(0), help="Seed of the holes.")
-        spec.input(
+        optional_input(spec, "sheets.count", orm.Int, "Number of sheets (the protocol's sheets.count).")
+        input_with_default(spec, "sheets.seed", orm.Int, 0, "Seed of the holes.")
+        optional_input(
+            spec,
             "sheets.settings",
-            valid_type=orm.Dict,
-            required=False,
-            help="nx, ny (orthogonal cells, default 14 × 8), holes [min, max], radius [min, max] Å, prune.",
+            orm.Dict,
+            "nx, ny (orthogonal cells, default 14 × 8), holes [min, max], radius [min, max] Å, prune.",
         )
-        spec.input(
+        optional_input(
+            spec,
             "reference",
-            valid_type=orm.Dict,
-            required=False,
-            help="The reference method that labels the sheets: method (tersoff), relax (false), fmax, max_steps.",
+            orm.Dict,
+            "The reference method that labels the sheets: method (tersoff), relax (false), fmax, max_steps.",
         )
         spec.input_namespace("ednn", help="Training of the EDNN surrogate, the screening's cheap tier.")
-        spec.input("ednn.settings", valid_type=orm.Dict, required=False, help="Nested EDNN settings.")
+        optional_input(spec, "ednn.settings", orm.Dict, "Nested EDNN settings.")
         spec.input(
             "ednn.seeds",
             valid_type=orm.List,
@@ -193,7 +192,7 @@ class GrapheneScreeningWorkChain(ScreeningPreStep):
             cls.inspect_screening,
             cls.results,
         )
-        spec.output("sheets", valid_type=StructureSet, required=False, help="The random sheets made.")
+        optional_output(spec, "sheets", StructureSet, "The random sheets made.")
         spec.output(
             "training", valid_type=StructureSet, help="The labelled sheets the EDNN and the generator learnt from."
         )

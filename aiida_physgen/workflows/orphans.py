@@ -14,7 +14,13 @@ from __future__ import annotations
 from aiida.orm import CalcFunctionNode
 from plumpy.process_states import ProcessState
 
-__all__ = ["end_orphaned_calcfunctions", "run_calcfunction_step", "failed_step_exit_code", "CalcfunctionSteps"]
+__all__ = [
+    "end_orphaned_calcfunctions",
+    "run_calcfunction_step",
+    "how_it_ended",
+    "failed_step_exit_code",
+    "CalcfunctionSteps",
+]
 
 ORPHAN_MESSAGE = (
     "the daemon worker running this calcfunction died before it returned; {caller} ran the step again in a new process"
@@ -45,6 +51,11 @@ def run_calcfunction_step(workchain, function, link: str, description: str, **in
     )
 
 
+def how_it_ended(node) -> str:
+    """``Process<pk> exit status N: message`` of a finished sub-process, for a parent's exit message."""
+    return f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message or ''}"
+
+
 def failed_step_exit_code(workchain, node, process: str, codes):
     """The exit code of ``workchain`` for its failed step ``node``: the chain's own code of the same meaning
     when the step ended on one of ``codes`` (the calcfunctions' shared table), else
@@ -54,7 +65,7 @@ def failed_step_exit_code(workchain, node, process: str, codes):
             return workchain.exit_codes[label].format(message=(node.exit_message or "").split(": ", 1)[-1])
     return workchain.exit_codes.ERROR_SUB_PROCESS_FAILED.format(
         process=process,
-        message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message or ''}",
+        message=how_it_ended(node),
     )
 
 

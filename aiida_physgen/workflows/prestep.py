@@ -17,7 +17,8 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain
 
-from .orphans import CalcfunctionSteps
+from ..ports import expose_outputs_under
+from .orphans import CalcfunctionSteps, how_it_ended
 from .protocols import ProtocolMixin
 from .screening import ScreeningWorkChain
 
@@ -51,10 +52,8 @@ class ScreeningPreStep(CalcfunctionSteps, ProtocolMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.expose_outputs(
-            ScreeningWorkChain,
-            namespace=NAMESPACE,
-            namespace_options={"help": "Outputs of the screening (assessments, figures, minima...)."},
+        expose_outputs_under(
+            spec, ScreeningWorkChain, NAMESPACE, "Outputs of the screening (assessments, figures, minima...)."
         )
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(320, "ERROR_SUB_PROCESS_FAILED", message="the {process} step failed: {message}")
@@ -122,9 +121,7 @@ class ScreeningPreStep(CalcfunctionSteps, ProtocolMixin, WorkChain):
     def inspect_screening(self):
         node = self.ctx.screening
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_SCREENING_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
+            return self.exit_codes.ERROR_SCREENING_FAILED.format(message=how_it_ended(node))
         return None
 
     def expose_screening_outputs(self) -> None:

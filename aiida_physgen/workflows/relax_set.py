@@ -27,6 +27,7 @@ from aiida import orm
 from aiida.engine import ToContext, WorkChain, while_
 
 from ..engines import DEFAULT_ENGINE, get_engine
+from ..ports import dynamic_inputs, dynamic_outputs, input_with_default, optional_input
 from .await_any import ANY_PREFIX, AwaitAnyMixin, wait_for_any
 from .relaxation_reuse import RELAXATION_KEY, finished_relaxation, relaxation_key
 
@@ -102,48 +103,38 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.input_namespace(
-            "structures", valid_type=orm.StructureData, dynamic=True, help="The structures to relax, by label."
-        )
-        spec.input(
+        dynamic_inputs(spec, "structures", orm.StructureData, "The structures to relax, by label.")
+        input_with_default(
+            spec,
             "engine",
-            valid_type=orm.Str,
-            default=lambda: orm.Str(DEFAULT_ENGINE),
-            help="Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.",
+            orm.Str,
+            DEFAULT_ENGINE,
+            "Relaxation engine (an entry point of aiida_physgen.engines): gpaw, vasp or yours.",
         )
-        spec.input(
+        optional_input(
+            spec,
             "code",
-            valid_type=orm.AbstractCode,
-            required=False,
-            help="Code of the engine; the engine's default code (GPAW: a Python on localhost) when absent.",
+            orm.AbstractCode,
+            "Code of the engine; the engine's default code (GPAW: a Python on localhost) when absent.",
         )
-        spec.input(
-            "protocol",
-            valid_type=orm.Str,
-            required=False,
-            help="Protocol of the engine; its protocol file's default_protocol when absent.",
+        optional_input(
+            spec, "protocol", orm.Str, "Protocol of the engine; its protocol file's default_protocol when absent."
         )
-        spec.input(
-            "relax_overrides",
-            valid_type=orm.Dict,
-            required=False,
-            help="Nested overrides merged into the engine's protocol inputs.",
-        )
-        spec.input(
-            "dos", valid_type=orm.Bool, default=lambda: orm.Bool(True), help="Compute the DOS of every relaxation."
-        )
-        spec.input(
+        optional_input(spec, "relax_overrides", orm.Dict, "Nested overrides merged into the engine's protocol inputs.")
+        input_with_default(spec, "dos", orm.Bool, True, "Compute the DOS of every relaxation.")
+        optional_input(
+            spec,
             "max_concurrent_relaxations",
-            valid_type=orm.Int,
-            required=False,
-            help="The most relaxations in flight at once (default: the computer's cores on localhost, "
+            orm.Int,
+            "The most relaxations in flight at once (default: the computer's cores on localhost, "
             f"{SCHEDULED_CONCURRENCY} on a computer with a queueing scheduler).",
         )
-        spec.input(
+        input_with_default(
+            spec,
             "reuse_relaxations",
-            valid_type=orm.Bool,
-            default=lambda: orm.Bool(True),
-            help="Use a relaxation that finished OK before with the same content key instead of running it.",
+            orm.Bool,
+            True,
+            "Use a relaxation that finished OK before with the same content key instead of running it.",
         )
         spec.inputs.validator = validate_relax_set_inputs
         spec.outline(
@@ -151,11 +142,9 @@ class RelaxSetWorkChain(AwaitAnyMixin, WorkChain):
             while_(cls.pending)(cls.submit_batch),
             cls.results,
         )
-        spec.output_namespace("relaxed", valid_type=orm.StructureData, dynamic=True, help="Relaxed structures.")
-        spec.output_namespace(
-            "parameters", valid_type=orm.Dict, dynamic=True, help="Output parameters of each relaxation (energy in eV)."
-        )
-        spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, required=False, help="DOS of each.")
+        dynamic_outputs(spec, "relaxed", orm.StructureData, "Relaxed structures.")
+        dynamic_outputs(spec, "parameters", orm.Dict, "Output parameters of each relaxation (energy in eV).")
+        dynamic_outputs(spec, "dos", orm.XyData, "DOS of each.", required=False)
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(402, "ERROR_ALL_RELAXATIONS_FAILED", message="every relaxation failed: {message}")
 

@@ -30,8 +30,17 @@ from ..calculations.functions import PROVENANCE_EXTRAS, deduplicate_minima
 from ..data.generator_model import GeneratorModel
 from ..data.structure_set import StructureSet
 from ..engines import DEFAULT_CHEAP_ENGINE, get_engine
+from ..ports import (
+    dynamic_inputs,
+    dynamic_outputs,
+    expose_inputs_under,
+    expose_outputs_under,
+    input_with_default,
+    optional_input,
+    optional_output,
+)
 from .generation import GenerationWorkChain, named_conditions, validate_generation_inputs
-from .orphans import run_calcfunction_step
+from .orphans import how_it_ended, run_calcfunction_step
 from .protocols import ProtocolMixin
 from .relax_set import RelaxSetWorkChain, check_relaxation_inputs, validate_relax_set_inputs
 
@@ -192,64 +201,59 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.expose_inputs(
-            GenerationWorkChain,
-            namespace="generation",
-            namespace_options={"help": "Inputs of the generation chain (training → selection)."},
+        expose_inputs_under(
+            spec, GenerationWorkChain, "generation", "Inputs of the generation chain (training → selection)."
         )
         spec.expose_inputs(RelaxSetWorkChain, exclude=("structures",))
-        spec.input(
+        input_with_default(
+            spec,
             "funnel",
-            valid_type=orm.Bool,
-            default=lambda: orm.Bool(True),
-            help="Relax the representatives with the cheap tier first and send DFT one structure per "
+            orm.Bool,
+            True,
+            "Relax the representatives with the cheap tier first and send DFT one structure per "
             "distinct sound basin, up to dft_budget (False: every representative goes to DFT).",
         )
-        spec.input(
-            "dft_budget",
-            valid_type=orm.Int,
-            default=lambda: orm.Int(5),
-            help="With the funnel: the most DFT relaxations to spend.",
-        )
-        spec.input(
+        input_with_default(spec, "dft_budget", orm.Int, 5, "With the funnel: the most DFT relaxations to spend.")
+        input_with_default(
+            spec,
             "cheap_engine",
-            valid_type=orm.Str,
-            default=lambda: orm.Str(DEFAULT_CHEAP_ENGINE),
-            help="With the funnel: the batch engine of the cheap tier (cheap = GFN2-xTB/CHGNet, ednn, "
+            orm.Str,
+            DEFAULT_CHEAP_ENGINE,
+            "With the funnel: the batch engine of the cheap tier (cheap = GFN2-xTB/CHGNet, ednn, "
             "lammps, or a plug-in's).",
         )
-        spec.input(
+        optional_input(
+            spec,
             "cheap_settings",
-            valid_type=orm.Dict,
-            required=False,
-            help="With the funnel: settings of the cheap engine (method, fmax, max_steps, ...).",
+            orm.Dict,
+            "With the funnel: settings of the cheap engine (method, fmax, max_steps, ...).",
         )
-        spec.input(
+        optional_input(
+            spec,
             "cheap_model",
-            valid_type=GeneratorModel,
-            required=False,
-            help="With the funnel: the trained model a cheap engine needs (the EDNN surrogate).",
+            GeneratorModel,
+            "With the funnel: the trained model a cheap engine needs (the EDNN surrogate).",
         )
-        spec.input(
+        optional_input(
+            spec,
             "assessors",
-            valid_type=orm.Dict,
-            required=False,
-            help="Assessors to run on the result, by name, with their settings, e.g. "
+            orm.Dict,
+            "Assessors to run on the result, by name, with their settings, e.g. "
             "{'formation': {}, 'label_consistency': {'reference': True}} (entry points of "
             "aiida_physgen.assessors).",
         )
-        spec.input_namespace(
+        dynamic_inputs(
+            spec,
             "references",
-            valid_type=StructureSet,
-            dynamic=True,
+            StructureSet,
+            "Reference sets the assessors read, by name (known, held_out, ...).",
             required=False,
-            help="Reference sets the assessors read, by name (known, held_out, ...).",
         )
-        spec.input(
+        optional_input(
+            spec,
             "group_label",
-            valid_type=orm.Str,
-            required=False,
-            help="Group that collects the unique minima and the report (default physgen/screening/<pk>).",
+            orm.Str,
+            "Group that collects the unique minima and the report (default physgen/screening/<pk>).",
         )
         spec.inputs.validator = validate_screening_inputs
         spec.outline(
@@ -268,47 +272,30 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             ),
             cls.results,
         )
-        spec.expose_outputs(
+        expose_outputs_under(
+            spec,
             GenerationWorkChain,
-            namespace="generation",
-            namespace_options={"help": "Outputs of the generation chain: models, candidates, selection."},
+            "generation",
+            "Outputs of the generation chain: models, candidates, selection.",
             include=("models", "representatives", "structures", "selection", "pca_plot", "candidates", "generated"),
         )
-        spec.output_namespace("minima", valid_type=orm.StructureData, dynamic=True, help="One structure per basin.")
-        spec.output_namespace("dos", valid_type=orm.XyData, dynamic=True, help="DOS of each minimum.")
+        dynamic_outputs(spec, "minima", orm.StructureData, "One structure per basin.")
+        dynamic_outputs(spec, "dos", orm.XyData, "DOS of each minimum.")
         spec.output("energies", valid_type=orm.Dict, help="Total energy (eV) of each minimum, by name.")
         spec.output("report", valid_type=orm.Dict, help="One row per basin: energies, key, count, flags.")
-        spec.output(
-            "relaxed",
-            valid_type=StructureSet,
-            required=False,
-            help="Every DFT-relaxed structure as one set (info energy, basin).",
-        )
-        spec.output(
+        optional_output(spec, "relaxed", StructureSet, "Every DFT-relaxed structure as one set (info energy, basin).")
+        optional_output(
+            spec,
             "cheap_relaxed",
-            valid_type=StructureSet,
-            required=False,
-            help="With the funnel: the representatives after the cheap tier, with cheap energies.",
+            StructureSet,
+            "With the funnel: the representatives after the cheap tier, with cheap energies.",
         )
-        spec.output(
-            "funnel",
-            valid_type=orm.Dict,
-            required=False,
-            help="With the funnel: the stage counts and the cheap basins.",
+        optional_output(spec, "funnel", orm.Dict, "With the funnel: the stage counts and the cheap basins.")
+        dynamic_outputs(
+            spec, "assessments", orm.Dict, "One Dict per assessor: metrics, rows and the table's text.", required=False
         )
-        spec.output_namespace(
-            "assessments",
-            valid_type=orm.Dict,
-            dynamic=True,
-            required=False,
-            help="One Dict per assessor: metrics, rows and the table's text.",
-        )
-        spec.output_namespace(
-            "figures",
-            valid_type=orm.SinglefileData,
-            dynamic=True,
-            required=False,
-            help="The assessors' figures (PNG), <assessor>_<figure>.",
+        dynamic_outputs(
+            spec, "figures", orm.SinglefileData, "The assessors' figures (PNG), <assessor>_<figure>.", required=False
         )
         spec.exit_code(300, "ERROR_INVALID_INPUT", message="invalid input: {message}")
         spec.exit_code(401, "ERROR_GENERATION_FAILED", message="the generation chain failed: {message}")
@@ -461,9 +448,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
     def inspect_generation(self):
         node = self.ctx.generation
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_GENERATION_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
+            return self.exit_codes.ERROR_GENERATION_FAILED.format(message=how_it_ended(node))
         self.out_many(self.exposed_outputs(node, GenerationWorkChain, namespace="generation"))
         return None
 
@@ -485,9 +470,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             **inputs,
         )
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
+            return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(message=how_it_ended(node))
         self.ctx.cheap_relaxed = engine.get_result(node)
         self.out("cheap_relaxed", self.ctx.cheap_relaxed)
         return None
@@ -508,9 +491,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         if not node.is_finished_ok:
             if node.exit_status == 340:
                 return self.exit_codes.ERROR_NO_SOUND_BASIN.format(message=(node.exit_message or "").split(": ", 1)[-1])
-            return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
+            return self.exit_codes.ERROR_CHEAP_TIER_FAILED.format(message=how_it_ended(node))
         self.ctx.dft_structures = dict(outputs["structures"])
         self.ctx.funnel = outputs["funnel"]
         self.out("funnel", outputs["funnel"])
@@ -540,9 +521,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
     def inspect_relaxations(self):
         node = self.ctx.relax_set
         if not node.is_finished_ok:
-            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
+            return self.exit_codes.ERROR_ALL_RELAXATIONS_FAILED.format(message=how_it_ended(node))
         table = node.base.extras.get("physgen_relaxations", {}).get("relaxations", {})
         self.ctx.finished = {label: row["pk"] for label, row in table.items() if row["state"] == "finished"}
         return None
@@ -617,10 +596,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
                 **common,
             )
             if not node.is_finished_ok:
-                return self.exit_codes.ERROR_ASSESSMENT_FAILED.format(
-                    message=f"{name}: {node.process_label}<{node.pk}> exit status {node.exit_status}: "
-                    f"{node.exit_message}"
-                )
+                return self.exit_codes.ERROR_ASSESSMENT_FAILED.format(message=f"{name}: {how_it_ended(node)}")
             self.ctx.assessments[name] = outputs["assessment"]
             for figure, png in outputs.get("figures", {}).items():
                 self.ctx.figures[f"{name}_{figure}"] = png

@@ -25,6 +25,7 @@ from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_han
 
 from ..calculations.training import CHECKPOINT_FOLDER, PROGRESS_FILENAME, TrainingCalculation
 from ..ml.progress import read_progress_log
+from ..ports import expose_inputs_under
 from .restarts import HandlerReports, remote_folder_of
 
 __all__ = [
@@ -74,10 +75,8 @@ class TrainingBaseWorkChain(HandlerReports, BaseRestartWorkChain):
     @classmethod
     def define(cls, spec):
         super().define(spec)
-        spec.expose_inputs(
-            TrainingCalculation,
-            namespace="train",
-            namespace_options={"help": "Inputs of the `TrainingCalculation` (physgen.train.job)."},
+        expose_inputs_under(
+            spec, TrainingCalculation, "train", "Inputs of the `TrainingCalculation` (physgen.train.job)."
         )
         spec.outline(
             cls.setup,

@@ -26,6 +26,8 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, calcfunction, if_
 
+from ..ports import expose_inputs_under, optional_input, optional_output
+from .orphans import how_it_ended
 from .protocols import ProtocolMixin, load_protocol
 
 __all__ = ["VaspRelaxWorkChain", "box_for_vasp", "vasp_outputs", "check_potentials", "VASP_PLUGIN"]
@@ -236,17 +238,14 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
     def define(cls, spec):
         super().define(spec)
         spec.input("structure", valid_type=orm.StructureData, help="The structure to relax (positions).")
-        spec.input(
+        optional_input(
+            spec,
             "vacuum",
-            valid_type=orm.Float,
-            required=False,
-            help="For a molecule: put it in a periodic box with this much vacuum (Å) on every side first.",
+            orm.Float,
+            "For a molecule: put it in a periodic box with this much vacuum (Å) on every side first.",
         )
-        spec.expose_inputs(
-            _vasp_workchain(),
-            namespace="vasp",
-            exclude=("structure",),
-            namespace_options={"help": "Inputs of aiida-vasp's VaspWorkChain (vasp.vasp)."},
+        expose_inputs_under(
+            spec, _vasp_workchain(), "vasp", "Inputs of aiida-vasp's VaspWorkChain (vasp.vasp).", exclude=("structure",)
         )
         # aiida-vasp leaves some of its ports without help; say what they hold
         for name, text in _VASP_PORT_HELP.items():
@@ -262,7 +261,7 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
         )
         spec.output("output_structure", valid_type=orm.StructureData, help="The relaxed structure.")
         spec.output("output_parameters", valid_type=orm.Dict, help="energy (eV), fermi_level, max_force, run status.")
-        spec.output("dos", valid_type=orm.XyData, required=False, help="DOS on E − E_F (eV), spin-summed and per spin.")
+        optional_output(spec, "dos", orm.XyData, "DOS on E − E_F (eV), spin-summed and per spin.")
         spec.exit_code(401, "ERROR_VASP_FAILED", message="the VASP work chain failed: {message}")
         spec.exit_code(402, "ERROR_OUTPUT_MISSING", message="the VASP work chain returned no {output} output")
         spec.exit_code(403, "ERROR_OUTPUT_CONVERSION", message="VASP's outputs could not be read: {message}")
@@ -292,9 +291,7 @@ class VaspRelaxWorkChain(ProtocolMixin, WorkChain):
                 "killed just after the job's upload, see aiida_physgen.workflows.restarts): using its results"
             )
         elif not node.is_finished_ok:
-            return self.exit_codes.ERROR_VASP_FAILED.format(
-                message=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
-            )
+            return self.exit_codes.ERROR_VASP_FAILED.format(message=how_it_ended(node))
         if "misc" not in node.outputs:
             return self.exit_codes.ERROR_OUTPUT_MISSING.format(output="misc")
         return None
