@@ -255,3 +255,21 @@ def test_charge_separated_bonding_is_not_a_valid_molecule():
         )
     )
     assert neutral.valid and neutral.smiles == "C"
+
+
+def test_reduced_structures_are_remembered_by_geometry_and_handed_out_as_copies():
+    from ase.build import bulk
+
+    from aiida_physgen.screening import basins
+
+    conventional = bulk("Si", "diamond", a=5.43, cubic=True)  # 8 atoms; its primitive cell has 2
+    first = basins.reduced_structure(conventional)
+    assert len(first) == 2
+    assert basins._geometry_key(conventional) in basins._REDUCED
+    first.replace_species({"Si": "Ge"})  # a caller's change does not reach the remembered one
+    again = basins.reduced_structure(conventional.copy())
+    assert len(again) == 2 and again.composition.reduced_formula == "Si"
+    moved = conventional.copy()
+    moved.positions[0] += [0.6, 0.0, 0.0]  # another geometry, reduced on its own: no longer a 2-atom primitive
+    assert basins._geometry_key(moved) != basins._geometry_key(conventional)
+    assert len(basins.reduced_structure(moved)) == 8
