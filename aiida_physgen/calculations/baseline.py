@@ -14,12 +14,13 @@ from aiida.engine import calcfunction
 from ..data.structure_set import StructureSet
 from ..ml.family import get_family
 from ..ml.random_structures import random_structures
-from .functions import declare_exit_codes, invalid_input
+from .functions import declare_exit_codes, invalid_input, records_cpu
 
 __all__ = ["generate_random"]
 
 
 @calcfunction
+@records_cpu
 def generate_random(
     family: orm.Str, target: orm.Dict, count: orm.Int, seed: orm.Int, min_distance: orm.Float | None = None
 ):

@@ -17,7 +17,7 @@ from ..data.structure_set import StructureSet
 from ..ml import settings as settings_module
 from ..screening import cheap_relax
 from .functions import EXIT_CODES as _SHARED_EXIT_CODES
-from .functions import declare_exit_codes, keep_provenance_attributes, report_to_process
+from .functions import declare_exit_codes, keep_provenance_attributes, records_cpu, report_to_process
 
 __all__ = ["relax_cheap", "EXIT_CODES"]
 
@@ -29,6 +29,7 @@ EXIT_CODES = {
 
 
 @calcfunction
+@records_cpu
 def relax_cheap(structures: StructureSet, settings: orm.Dict | None = None):
     """Relax every structure of a set with the cheap method: GFN2-xTB for molecules, CHGNet for crystals.
 

@@ -12,7 +12,9 @@ named exit code with no outputs stored.
 
 from __future__ import annotations
 
+import functools
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -60,6 +62,31 @@ def report_to_process(message: str) -> None:
     process = Process.current()
     if process is not None:
         process.report(message)
+
+
+#: extra of a calcfunction node with the CPU seconds its body used (:func:`records_cpu`)
+CPU_EXTRA = "physgen_cpu_seconds"
+
+
+def records_cpu(function):
+    """Decorate the body of a calcfunction (under ``@calcfunction``) so that the CPU seconds it used, every thread
+    of this Python process counted (``time.process_time``: training and xTB run multi-threaded), are stored in the
+    extra :data:`CPU_EXTRA` of its node, with the wall seconds beside it, also when it ends on an exit code. A
+    cached clone gets none: it cost nothing. ``aiida_physgen.screening.report.cpu_seconds`` adds them up by stage."""
+
+    @functools.wraps(function)
+    def body(*args, **kwargs):
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            process = Process.current()
+            if process is not None:
+                process.node.base.extras.set_many(
+                    {CPU_EXTRA: time.process_time() - cpu, "physgen_wall_seconds": time.perf_counter() - wall}
+                )
+
+    return body
 
 
 def keep_provenance_attributes(output: StructureSet, source: StructureSet) -> None:
@@ -128,6 +155,7 @@ def normalise_training_inputs(
 
 
 @calcfunction
+@records_cpu
 def train(
     training: StructureSet,
     family: orm.Str,
@@ -181,6 +209,7 @@ def shared_descriptor(models) -> dict | None:
 
 
 @calcfunction
+@records_cpu
 def generate(count: orm.Int, seed: orm.Int, condition: orm.Dict | None = None, **models: GeneratorModel):
     """``count`` candidates from each model, as one ``physgen.structure_set``.
 
@@ -251,6 +280,7 @@ def candidate_provenance(candidates: StructureSet, index: int) -> dict:
 
 
 @calcfunction
+@records_cpu
 def select_representatives(candidates: StructureSet, seed: orm.Int, settings: orm.Dict | None = None):
     """Structure descriptors → PCA → k-means → the candidate nearest each centroid.
 

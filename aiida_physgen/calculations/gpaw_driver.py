@@ -511,6 +511,7 @@ class _Recorder:
 def run(workdir="."):  # noqa: PLR0915 - one linear procedure reads best here
     """Run the calculation described by the input files in ``workdir`` and return the process exit status."""
     start = time.time()
+    cpu_start = time.process_time()
     os.chdir(workdir)
 
     results = {
@@ -534,6 +535,7 @@ def run(workdir="."):  # noqa: PLR0915 - one linear procedure reads best here
         "stress": None,
         "scf_iterations": None,
         "wall_time": None,
+        "cpu_time": None,  # seconds of CPU of this process (each MPI rank its own; the master's is written)
         "start_time": start,  # seconds since the epoch, to place the run on a timeline
         "end_time": None,
     }
@@ -544,6 +546,7 @@ def run(workdir="."):  # noqa: PLR0915 - one linear procedure reads best here
         results["exit_status"] = EXIT_STATUS[status]
         results["end_time"] = time.time()
         results["wall_time"] = results["end_time"] - start
+        results["cpu_time"] = time.process_time() - cpu_start
         if is_master:
             _write_json(RESULTS_FILENAME, results)
         return EXIT_STATUS[status]

@@ -140,6 +140,62 @@ def timing(node) -> dict[str, float]:
     }
 
 
+#: the stages of :func:`cpu_seconds` and the calcfunctions (process labels) that make them
+CPU_STAGES = {
+    "training": ("train",),
+    "generation": ("generate", "generate_random"),
+    "selection": ("select_representatives",),
+    "cheap": ("relax_cheap",),
+}
+
+
+def cpu_seconds(node) -> dict[str, Any]:
+    """CPU seconds a screening spent, by stage: ``training``, ``generation``, ``selection``, ``cheap`` (the
+    calcfunctions' extra ``physgen_cpu_seconds``, every thread counted; a training job: its run time), ``dft`` (the
+    relaxations this screening ran, not the reused ones: each GPAW run's ``cpu_time``, else its ``wall_time``,
+    else the job's time from creation to end), and ``total``. Cached or reused steps cost nothing. ``counts`` holds
+    the number of cheap and DFT relaxations run and ``missing`` the steps measured by wall time instead."""
+    from ..calculations.functions import CPU_EXTRA
+
+    node = _screening_node(node)
+    out: dict[str, Any] = {stage: 0.0 for stage in (*CPU_STAGES, "dft")}
+    missing = []
+    for stage, labels in CPU_STAGES.items():
+        for label in labels:
+            for step in _descendants(node, label):
+                if step.base.caching.is_created_from_cache:
+                    continue
+                seconds = step.base.extras.get(CPU_EXTRA, None)
+                if seconds is None:
+                    missing.append(f"{label}<{step.pk}>")
+                    seconds = (step.mtime - step.ctime).total_seconds()
+                out[stage] += seconds
+    for job in _descendants(node, "TrainingCalculation"):
+        if not job.base.caching.is_created_from_cache:
+            out["training"] += (job.mtime - job.ctime).total_seconds()
+            missing.append(f"TrainingCalculation<{job.pk}>")
+    n_dft = 0
+    for relaxation in _ran_here(node):
+        for calc in [relaxation, *relaxation.called_descendants]:
+            if not isinstance(calc, orm.CalcJobNode) or not calc.is_terminated:
+                continue
+            n_dft += 1
+            params = calc.outputs.output_parameters.get_dict() if "output_parameters" in calc.outputs else {}
+            seconds = params.get("cpu_time") or params.get("wall_time")
+            if params.get("cpu_time") is None:
+                missing.append(f"{calc.process_label}<{calc.pk}>")
+            out["dft"] += seconds if seconds is not None else (calc.mtime - calc.ctime).total_seconds()
+    cheap = [step for step in _descendants(node, "relax_cheap") if step.is_finished_ok]
+    out["total"] = sum(out[stage] for stage in (*CPU_STAGES, "dft"))
+    out["counts"] = {
+        "cheap_relaxations": sum(len(step.outputs.relaxed) for step in cheap),
+        "dft_jobs": n_dft,
+        "dft_relaxations": len(_ran_here(node)),
+    }
+    out["missing"] = missing
+    return out
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 

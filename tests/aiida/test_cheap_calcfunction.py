@@ -40,6 +40,9 @@ def test_relax_cheap_outputs_keep_info_and_report():
     assert relaxed.base.attributes.get("cheap_settings")["method"] == "auto"
     logs = " | ".join(log.message for log in orm.Log.collection.get_logs_for(node))
     assert "2 converged, 0 not converged, 1 failed" in logs and "structure 2 failed" in logs
+    # the CPU its body used, for the screening's cost by stage (report.cpu_seconds)
+    cpu, wall = node.base.extras.get("physgen_cpu_seconds"), node.base.extras.get("physgen_wall_seconds")
+    assert 0 < wall < (node.mtime - node.ctime).total_seconds() and 0 < cpu < 4 * wall
 
 
 def test_relax_cheap_bad_settings_exit_300():
@@ -48,6 +51,7 @@ def test_relax_cheap_bad_settings_exit_300():
     _, node = relax_cheap.run_get_node(structures=structures, settings=orm.Dict({"fmax": -1}))
     assert node.exit_status == 300 and "settings.fmax" in node.exit_message
     assert not node.base.links.get_outgoing().all()
+    assert node.base.extras.get("physgen_cpu_seconds") >= 0  # measured also when it ends on an exit code
     _, node = relax_cheap.run_get_node(structures=structures, settings=orm.Dict({"method": "chgnet"}))
     assert node.exit_status == 300 and "settings.method" in node.exit_message
 

@@ -13,7 +13,7 @@ from tiny_settings import QUICK, TINY
 from aiida_physgen.calculations.functions import deduplicate_minima
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.resources import resource_path
-from aiida_physgen.screening.report import format_table, print_report, report_rows, timing
+from aiida_physgen.screening.report import cpu_seconds, format_table, print_report, report_rows, timing
 
 
 def water_like_training():
@@ -83,6 +83,18 @@ def test_screening_runs_end_to_end(gpaw_code, tmp_path):
         assert written[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert t["training_s"] > 0
     assert sorted(results["generation"]["models"]) == ["model_00"]
+    # CPU by stage, measured by every step itself (nothing falls back to wall time)
+    cpu = cpu_seconds(node)
+    assert cpu["missing"] == []
+    assert cpu["counts"] == {"cheap_relaxations": 0, "dft_jobs": t["n_dft_runs"], "dft_relaxations": 2}
+    assert all(cpu[stage] > 0 for stage in ("training", "generation", "selection", "dft")) and cpu["cheap"] == 0
+    gpaw_wall = sum(
+        c.outputs.output_parameters["wall_time"]
+        for c in node.called_descendants
+        if c.process_label == "GpawCalculation"
+    )
+    assert 0.3 * gpaw_wall < cpu["dft"] <= 1.05 * gpaw_wall  # one thread per GPAW run: CPU close to its wall time
+    assert cpu["total"] == pytest.approx(sum(cpu[s] for s in ("training", "generation", "selection", "cheap", "dft")))
 
 
 def test_screening_rejects_bad_engine_protocol_and_code(gpaw_code):
