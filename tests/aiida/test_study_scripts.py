@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
         ("screen_c5h12o.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "of the 14 known C5H12O isomers"),
         ("c5h12o_vs_random.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "random"),
         ("screen_vasp.py", ("--fake",), "ScreeningWorkChain", "ScreeningWorkChain"),
+        ("c5h12o_seeds.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "figure: c5h12o_seeds.png"),
     ],
 )
 def test_the_study_script_runs_at_its_smoke_sizes(gpaw_code, tmp_path, script, args, label, last_words):

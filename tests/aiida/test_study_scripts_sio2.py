@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
     [
         ("logan_sio2.py", (), "GenerationWorkChain", "2 representatives"),
         ("screen_sio2.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "target energy (Materials Project, PBE)"),
-        ("sio2_vs_random.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "targets recovered: generator"),
+        ("sio2_vs_random.py", ("--code", "{gpaw}"), "ScreeningWorkChain", "targets recovered after DFT: generator"),
     ],
 )
 def test_the_sio2_study_script_runs_at_its_smoke_sizes(gpaw_code, tmp_path, script, args, label, last_words):
