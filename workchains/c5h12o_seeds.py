@@ -2,6 +2,7 @@
 
     verdi run workchains/c5h12o_seeds.py                 # seed sets 1, 2 and 3, both arms (about 25 min a set here)
     verdi run workchains/c5h12o_seeds.py --sets 1        # one seed set
+    verdi run workchains/c5h12o_seeds.py --arms generator   # only the generator arm (random: only the baseline)
     verdi run workchains/c5h12o_seeds.py --smoke         # seconds of training, 2 picks: does the script run here?
     verdi run workchains/c5h12o_seeds.py --table-only    # the table and figure of the runs finished so far
 
@@ -52,6 +53,7 @@ def option(name: str, default):
 
 
 SETS = [int(k) for k in str(option("--sets", "1" if SMOKE else "1,2,3")).split(",")]
+ARMS = [arm for arm in ("generator", "random") if arm in str(option("--arms", "generator,random")).split(",")]
 CODE = orm.load_code(option("--code", None)) if "--code" in sys.argv else None
 ISOMERS = reference_smiles("C5H12O")
 
@@ -128,7 +130,7 @@ def curve(node) -> tuple[list[float], list[int]]:
 
 rows, curves = [], {}
 for seed_set in SETS:
-    for arm in ("generator", "random"):
+    for arm in ARMS:
         node = run(seed_set, arm)
         if node is None or not node.is_finished_ok:
             rows.append([seed_set, arm, "not run" if node is None else f"failed ({node.exit_status})"] + [""] * 9)
