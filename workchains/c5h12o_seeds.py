@@ -29,6 +29,7 @@ from aiida_physgen.launch import screening_builder
 from aiida_physgen.resources import reference_smiles
 from aiida_physgen.screening.metrics import discovery_metrics
 from aiida_physgen.screening.report import cpu_seconds, dft_relaxations
+from aiida_physgen.workflows.screening import ScreeningWorkChain
 
 STUDY_NAME = "c5h12o_seeds"
 SMOKE = "--smoke" in sys.argv
@@ -56,6 +57,9 @@ SETS = [int(k) for k in str(option("--sets", "1" if SMOKE else "1,2,3")).split("
 ARMS = [arm for arm in ("generator", "random") if arm in str(option("--arms", "generator,random")).split(",")]
 CODE = orm.load_code(option("--code", None)) if "--code" in sys.argv else None
 ISOMERS = reference_smiles("C5H12O")
+#: exit statuses of a complete run: finished, or stopped by the funnel with no sound xTB basin (no DFT to spend)
+NO_SOUND_BASIN = ScreeningWorkChain.exit_codes.ERROR_NO_SOUND_BASIN.status
+COMPLETE = (0, NO_SOUND_BASIN)
 
 
 def finished_run(seed_set: int, arm: str):
@@ -63,7 +67,7 @@ def finished_run(seed_set: int, arm: str):
         orm.WorkChainNode,
         filters={
             "attributes.process_label": "ScreeningWorkChain",
-            "attributes.exit_status": 0,
+            "attributes.exit_status": {"in": list(COMPLETE)},
             "extras.study": STUDY_NAME,
             "extras.seed_set": seed_set,
             "extras.arm": arm,
@@ -101,7 +105,7 @@ def run(seed_set: int, arm: str):
     _, node = run_get_node(builder)
     seconds = time.perf_counter() - start
     print(f"set {seed_set} {arm}: ScreeningWorkChain<{node.pk}> exit {node.exit_status} in {seconds:.0f} s")
-    if node.is_finished_ok:
+    if node.exit_status in COMPLETE:
         node.base.extras.set_many(
             {"study": STUDY_NAME, "seed_set": seed_set, "arm": arm, "settings": json.dumps(STUDY, sort_keys=True)}
         )
@@ -115,7 +119,7 @@ def curve(node) -> tuple[list[float], list[int]]:
 
     cpu = cpu_seconds(node)
     engine = get_engine("gpaw", "structure")
-    relaxations = sorted(dft_relaxations(node), key=lambda n: n.mtime)
+    relaxations = sorted(dft_relaxations(node), key=lambda n: n.mtime) if node.is_finished_ok else []
     x, y = [cpu["total"] - cpu["dft"]], [0]
     structures, energies = [], []
     for relaxation in relaxations:
@@ -132,7 +136,7 @@ rows, curves = [], {}
 for seed_set in SETS:
     for arm in ARMS:
         node = run(seed_set, arm)
-        if node is None or not node.is_finished_ok:
+        if node is None or node.exit_status not in COMPLETE:
             rows.append([seed_set, arm, "not run" if node is None else f"failed ({node.exit_status})"] + [""] * 9)
             continue
         cpu = cpu_seconds(node)
@@ -143,7 +147,7 @@ for seed_set in SETS:
             [
                 seed_set,
                 arm,
-                f"{y[-1]}/14",
+                f"{y[-1]}/14" + (" (no sound xTB basin)" if node.exit_status == NO_SOUND_BASIN else ""),
                 cpu["counts"]["dft_relaxations"],
                 cpu["counts"]["cheap_relaxations"],
                 f"{cpu['training']:.0f}",

@@ -154,10 +154,11 @@ def cpu_seconds(node) -> dict[str, Any]:
     calcfunctions' extra ``physgen_cpu_seconds``, every thread counted; a training job: its run time), ``dft`` (the
     relaxations this screening ran, not the reused ones: each GPAW run's ``cpu_time``, else its ``wall_time``,
     else the job's time from creation to end), and ``total``. Cached or reused steps cost nothing. ``counts`` holds
-    the number of cheap and DFT relaxations run and ``missing`` the steps measured by wall time instead."""
+    the number of cheap and DFT relaxations run and ``missing`` the steps measured by wall time instead. A screening
+    that stopped (e.g. a random baseline with no sound cheap basin, 405) has its costs too."""
     from ..calculations.functions import CPU_EXTRA
 
-    node = _screening_node(node)
+    node = load_screening(node)
     out: dict[str, Any] = {stage: 0.0 for stage in (*CPU_STAGES, "dft")}
     missing = []
     for stage, labels in CPU_STAGES.items():

@@ -11,7 +11,7 @@ from ase.build import molecule
 from tiny_settings import QUICK, TINY
 
 from aiida_physgen.launch import screening_builder
-from aiida_physgen.screening.report import compare_screenings, print_report, screening_metrics, timing
+from aiida_physgen.screening.report import compare_screenings, cpu_seconds, print_report, screening_metrics, timing
 
 
 @pytest.mark.slow
@@ -68,4 +68,10 @@ def test_funnel_sends_dft_one_structure_per_sound_cheap_basin(gpaw_code):
     header = table.splitlines()[0]
     assert "generator (xTB)" in header and "generator (DFT)" in header and "random (xTB)" in header
     assert ("random (DFT)" in header) == random_node.is_finished_ok
+    # the cost of both arms by stage, a baseline stopped by the funnel included: what isomers-per-CPU compares
+    for arm in (node, random_node):
+        cpu = cpu_seconds(arm)
+        assert cpu["missing"] == [] and cpu["cheap"] > 0 and cpu["counts"]["cheap_relaxations"] == 6
+        assert (cpu["dft"] > 0) == (cpu["counts"]["dft_relaxations"] > 0) == arm.is_finished_ok
+    assert cpu_seconds(node)["training"] > 0 and cpu_seconds(random_node)["training"] == 0
     assert f"{report['n_unique_minima']}" in table
