@@ -28,7 +28,7 @@ from aiida.engine import run_get_node
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.resources import reference_smiles
 from aiida_physgen.screening.metrics import discovery_metrics
-from aiida_physgen.screening.report import cpu_seconds, dft_relaxations
+from aiida_physgen.screening.report import cpu_seconds, dft_relaxations, latest_screening
 from aiida_physgen.workflows.screening import ScreeningWorkChain
 
 STUDY_NAME = "c5h12o_seeds"
@@ -63,20 +63,9 @@ COMPLETE = (0, NO_SOUND_BASIN)
 
 
 def finished_run(seed_set: int, arm: str):
-    query = orm.QueryBuilder().append(
-        orm.WorkChainNode,
-        filters={
-            "attributes.process_label": "ScreeningWorkChain",
-            "attributes.exit_status": {"in": list(COMPLETE)},
-            "extras.study": STUDY_NAME,
-            "extras.seed_set": seed_set,
-            "extras.arm": arm,
-            "extras.settings": json.dumps(STUDY, sort_keys=True),
-        },
-        project="*",
+    return latest_screening(
+        COMPLETE, study=STUDY_NAME, seed_set=seed_set, arm=arm, settings=json.dumps(STUDY, sort_keys=True)
     )
-    nodes = query.all(flat=True)
-    return max(nodes, key=lambda n: n.pk) if nodes else None
 
 
 def run(seed_set: int, arm: str):

@@ -30,7 +30,7 @@ from aiida.engine import run_get_node
 from aiida_physgen.launch import screening_builder
 from aiida_physgen.ml.composition import composition_string
 from aiida_physgen.resources import SIO2_TARGETS, sio2_target
-from aiida_physgen.screening.report import screening_metrics
+from aiida_physgen.screening.report import latest_screening, screening_metrics
 
 
 def option(name: str, default, kind=int):
@@ -61,20 +61,7 @@ STUDY = "sio2_vs_random"
 
 def finished_run(target: str, mode: str):
     """A finished screening of this study with the same target, mode and settings, if there is one."""
-    query = orm.QueryBuilder().append(
-        orm.WorkChainNode,
-        filters={
-            "attributes.process_label": "ScreeningWorkChain",
-            "attributes.exit_status": 0,
-            "extras.study": STUDY,
-            "extras.target": target,
-            "extras.mode": mode,
-            "extras.config": json.dumps(CONFIG, sort_keys=True),
-        },
-        project="*",
-    )
-    nodes = query.all(flat=True)
-    return max(nodes, key=lambda n: n.pk) if nodes else None
+    return latest_screening(study=STUDY, target=target, mode=mode, config=json.dumps(CONFIG, sort_keys=True))
 
 
 def run(target_name: str, mode: str):

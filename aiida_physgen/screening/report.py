@@ -36,6 +36,18 @@ def load_screening(node_or_pk) -> orm.WorkflowNode:
     return node
 
 
+def latest_screening(statuses: tuple[int, ...] = (0,), **extras) -> orm.WorkflowNode | None:
+    """The newest screening (highest pk) whose exit status is one of ``statuses`` and whose extras hold every value
+    in ``extras``: how a study script finds its finished runs again instead of running them twice."""
+    filters = {
+        "attributes.process_label": "ScreeningWorkChain",
+        "attributes.exit_status": {"in": list(statuses)},
+        **{f"extras.{key}": value for key, value in extras.items()},
+    }
+    nodes = orm.QueryBuilder().append(orm.WorkChainNode, filters=filters, project="*").all(flat=True)
+    return max(nodes, key=lambda n: n.pk) if nodes else None
+
+
 def report_rows(node) -> list[dict[str, Any]]:
     """One row per basin, lowest energy per atom first, with the pk of the minimum's structure."""
     node = _screening_node(node)
