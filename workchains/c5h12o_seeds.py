@@ -109,7 +109,7 @@ def curve(node) -> tuple[list[float], list[int]]:
     cpu = cpu_seconds(node)
     engine = get_engine("gpaw", "structure")
     relaxations = sorted(dft_relaxations(node), key=lambda n: n.mtime) if node.is_finished_ok else []
-    x, y = [cpu["total"] - cpu["dft"]], [0]
+    x, y = [0.0, cpu["total"] - cpu["dft"]], [0, 0]  # nothing is found before the first DFT relaxation ends
     structures, energies = [], []
     for relaxation in relaxations:
         result = engine.get_result(relaxation)
@@ -174,19 +174,16 @@ if curves:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for (seed_set, arm), (x, y) in sorted(curves.items()):
-        ax.step(
-            x,
-            y,
-            where="post",
-            color=colours[(seed_set - 1) % len(colours)],
-            linestyle="-" if arm == "generator" else "--",
-            label=f"set {seed_set} {arm}",
-        )
+        colour = colours[(seed_set - 1) % len(colours)]
+        style = "-" if arm == "generator" else "--"
+        ax.step(x, y, where="post", color=colour, linestyle=style, label=f"set {seed_set} {arm}")
+        ax.plot(x[-1], y[-1], marker="o" if arm == "generator" else "x", color=colour)  # where the run ended
     ax.axhline(14, color="grey", linewidth=0.8)
-    ax.set_xlabel("cumulative CPU seconds (training + generation + selection + xTB, then each DFT relaxation)")
+    ax.set_xlabel("cumulative CPU seconds (training, generation, selection, xTB, then each DFT relaxation)")
+    ax.set_xlim(left=0)
     ax.set_ylabel("C5H12O isomers found after DFT")
     ax.set_ylim(0, 14.5)
     ax.legend(fontsize=8)
