@@ -53,8 +53,14 @@ def option(name: str, default):
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
-SETS = [int(k) for k in str(option("--sets", "1" if SMOKE else "1,2,3")).split(",")]
-ARMS = [arm for arm in ("generator", "random") if arm in str(option("--arms", "generator,random")).split(",")]
+SETS_GIVEN = str(option("--sets", "1" if SMOKE else "1,2,3")).split(",")
+if not all(k.strip().isdigit() and int(k) > 0 for k in SETS_GIVEN):
+    sys.exit(f"--sets: expected positive seed-set numbers separated by commas, e.g. 1,2,3; got {','.join(SETS_GIVEN)}")
+SETS = [int(k) for k in SETS_GIVEN]
+ARMS_GIVEN = str(option("--arms", "generator,random")).split(",")
+if not ARMS_GIVEN or any(arm not in ("generator", "random") for arm in ARMS_GIVEN):
+    sys.exit(f"--arms: expected generator, random or generator,random; got {','.join(ARMS_GIVEN)}")
+ARMS = [arm for arm in ("generator", "random") if arm in ARMS_GIVEN]
 CODE = orm.load_code(option("--code", None)) if "--code" in sys.argv else None
 ISOMERS = reference_smiles("C5H12O")
 #: exit statuses of a complete run: finished, or stopped by the funnel with no sound xTB basin (no DFT to spend)
