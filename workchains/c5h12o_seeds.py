@@ -107,12 +107,11 @@ def run(seed_set: int, arm: str):
     return node
 
 
-def curve(node) -> tuple[list[float], list[int]]:
+def curve(node, cpu: dict) -> tuple[list[float], list[int]]:
     """Isomers found after DFT against cumulative CPU seconds: everything before DFT first, then each DFT
     relaxation in the order it finished, with its CPU."""
     from aiida_physgen.engines import get_engine
 
-    cpu = cpu_seconds(node)
     engine = get_engine("gpaw", "structure")
     relaxations = sorted(dft_relaxations(node), key=lambda n: n.mtime) if node.is_finished_ok else []
     x, y = [0.0, cpu["total"] - cpu["dft"]], [0, 0]  # nothing is found before the first DFT relaxation ends
@@ -135,7 +134,7 @@ for seed_set in SETS:
             rows.append([seed_set, arm, "not run" if node is None else f"failed ({node.exit_status})"] + [""] * 9)
             continue
         cpu = cpu_seconds(node)
-        x, y = curve(node)
+        x, y = curve(node, cpu)
         curves[(seed_set, arm)] = (x, y)
         wall = (node.mtime - node.ctime).total_seconds()
         rows.append(

@@ -188,7 +188,8 @@ def cpu_seconds(node) -> dict[str, Any]:
             out["training"] += (job.mtime - job.ctime).total_seconds()
             missing.append(f"TrainingCalculation<{job.pk}>")
     n_dft = 0
-    for relaxation in _ran_here(node):
+    ran_here = _ran_here(node)
+    for relaxation in ran_here:
         for calc in [relaxation, *relaxation.called_descendants]:
             if not isinstance(calc, orm.CalcJobNode) or not calc.is_terminated:
                 continue
@@ -203,7 +204,7 @@ def cpu_seconds(node) -> dict[str, Any]:
     out["counts"] = {
         "cheap_relaxations": sum(len(step.outputs.relaxed) for step in cheap),
         "dft_jobs": n_dft,
-        "dft_relaxations": len(_ran_here(node)),
+        "dft_relaxations": len(ran_here),
     }
     out["missing"] = missing
     return out
