@@ -121,6 +121,42 @@ def test_crystals_structure_matcher_training_and_reference():
         discovery_metrics(structures, [0.0] * 3, reference=["CCO"])
 
 
+def test_crystal_matching_fits_only_same_formula_and_site_count(monkeypatch):
+    """Novelty and recovery call StructureMatcher.fit only on reduced cells with the same formula and number of sites
+    (without supercells nothing else can match), and find what matching every pair finds."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    training = [si_diamond(), bulk("Si", "sc", a=2.55), bulk("Si", "bcc", a=3.1), bulk("C", "diamond", a=3.57)]
+    lonsdaleite = bulk("ZnO", "wurtzite", a=3.84, c=6.3)  # hexagonal Si: 4 sites in its primitive cell, diamond 2
+    lonsdaleite.set_chemical_symbols(["Si"] * 4)
+    rattled = si_diamond().repeat((1, 2, 1))
+    rattled.rattle(0.02, seed=1)
+    structures = [rattled, lonsdaleite, bulk("Si", "bcc", a=3.05)]
+    fits, grouping = [], []
+    real_fit, real_group = StructureMatcher.fit, StructureMatcher.group_structures
+
+    def counting_fit(self, one, other, *args, **kwargs):
+        if not grouping:  # the metrics' own calls, not pymatgen's grouping of the basins
+            fits.append((one.composition.reduced_formula, len(one), other.composition.reduced_formula, len(other)))
+        return real_fit(self, one, other, *args, **kwargs)
+
+    def flagged_group(self, *args, **kwargs):
+        grouping.append(True)
+        try:
+            return real_group(self, *args, **kwargs)
+        finally:
+            grouping.pop()
+
+    monkeypatch.setattr(StructureMatcher, "group_structures", flagged_group)
+    monkeypatch.setattr(StructureMatcher, "fit", counting_fit)
+    metrics = discovery_metrics(structures, [-21.6, -21.0, -10.5], training=training, reference=[si_diamond()])
+    assert metrics["n_unique"] == 3 and metrics["novel_keys"] == ["P6_3/mmc"]  # only lonsdaleite is new
+    assert metrics["recovered"] == ["reference 0 (Si2 Fd-3m)"]
+    # novelty: diamond against diamond; bcc against sc, then bcc; lonsdaleite against nothing (no 4-site Si). Recovery:
+    # the reference against diamond. Fitting every Si pair: 8 fits (diamond 1, lonsdaleite 3, bcc 3, reference 1)
+    assert sorted(fits) == [("Si", 1, "Si", 1)] * 2 + [("Si", 2, "Si", 2)] * 2
+
+
 def test_bad_input_names_the_field():
     with pytest.raises(ValueError, match=r"^n_dft: got -1"):
         discovery_metrics([ethanol()], [0.0], n_dft=-1)
