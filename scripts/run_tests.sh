@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-profile
-# one test worker per usable core (pytest-xdist), a file's tests on one worker so that its module fixtures
-# are built once, and one thread each: the workers share the cores (oversubscribed torch runs 10-15x slower)
-workers="${PHYSGEN_TEST_WORKERS:-$(nproc)}"
+# one test worker per usable core and one more (pytest-xdist), a file's tests on one worker so that its module
+# fixtures are built once, and one thread each. The slow tests wait much of their time on daemons, SLURM's walltime
+# checks and subprocesses, and the extra worker fills those waits (on 2 cores: the full suite took 1,103 s with 3
+# workers, 1,310 s with 2; more threads per worker would oversubscribe torch, 10-15x slower)
+workers="${PHYSGEN_TEST_WORKERS:-$(($(nproc) + 1))}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 python3 -m pytest -q tests -n "$workers" --dist loadfile "$@"

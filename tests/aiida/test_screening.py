@@ -43,9 +43,21 @@ def summary(node):
     return sorted((row["key"], row["count"], round(row["energy"], 4)) for row in node.outputs.report["rows"])
 
 
+_TINY_RUN: dict = {}
+
+
+@pytest.fixture
+def tiny_run(gpaw_code):
+    """The tiny screening, run once in this process: checked in detail by one test, the uninterrupted reference of
+    the daemon-restart test (the same inputs give the same minima)."""
+    if "run" not in _TINY_RUN:
+        _TINY_RUN["run"] = run_get_node(tiny_builder(gpaw_code, group_label="test/screening"))
+    return _TINY_RUN["run"]
+
+
 @pytest.mark.slow
-def test_screening_runs_end_to_end(gpaw_code, tmp_path):
-    results, node = run_get_node(tiny_builder(gpaw_code, group_label="test/screening"))
+def test_screening_runs_end_to_end(tiny_run, tmp_path):
+    results, node = tiny_run
     assert node.is_finished_ok, node.exit_message
     report = results["report"]
     assert report["n_relaxed"] == 2
@@ -146,10 +158,10 @@ def test_deduplicate_flags_a_molecule_that_fell_apart():
 
 
 @pytest.mark.slow
-def test_daemon_restart_mid_run_gives_the_same_result(gpaw_code, daemon_client, aiida_profile):
+def test_daemon_restart_mid_run_gives_the_same_result(gpaw_code, tiny_run, daemon_client, aiida_profile):
     """``verdi daemon restart`` typed by a user in the middle of a screening: the command succeeds (it timed out
     under load with AiiDA's 2 s default), and the restarted workers finish the run with the same minima."""
-    reference_results, reference = run_get_node(tiny_builder(gpaw_code))
+    _, reference = tiny_run
     assert reference.is_finished_ok
 
     daemon_client.start_daemon()

@@ -125,3 +125,31 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         water_batch(5).write(tmp_path / "out.xyz")
     assert (tmp_path / "out.xyz").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.cif", "out.xyz"]
+
+
+def test_min_distances_of_mixed_batches_are_remembered_by_geometry(monkeypatch):
+    """Mixed sizes take ASE's neighbour list structure by structure; the same geometry is looked up, a moved atom is
+    measured again, and callers get copies."""
+    import ase.neighborlist
+    from ase.build import bulk, molecule
+
+    calls = []
+    real = ase.neighborlist.neighbor_list
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ase.neighborlist, "neighbor_list", counting)
+    mixed = [bulk("Si", "diamond", a=5.43), molecule("H2O"), bulk("NaCl", "rocksalt", a=5.64)]
+    batch = StructureBatch.from_atoms(mixed)
+    first = batch.min_distances()
+    assert len(calls) == 3
+    assert first[0] == pytest.approx(5.43 * 3**0.5 / 4, abs=1e-6)
+    first[:] = -1.0  # a copy: changing it changes nothing remembered
+    again = StructureBatch.from_atoms([atoms.copy() for atoms in mixed])
+    second = again.min_distances()
+    assert len(calls) == 3 and second[0] == pytest.approx(5.43 * 3**0.5 / 4, abs=1e-6)
+    again.positions[0] += 0.2  # positions are public: a moved atom is measured again
+    third = again.min_distances()
+    assert len(calls) == 6 and third[0] != pytest.approx(second[0])
