@@ -13,6 +13,7 @@ through the same funnel with the same budgets.
     verdi run workchains/sio2_vs_random.py mp-546794 mp-546546    # some of them
     verdi run workchains/sio2_vs_random.py --models 4 --steps 1000 --count 250 --picks 40 --budget 4
     verdi run workchains/sio2_vs_random.py --dft fast --xc LDA    # cheaper DFT: PW 250 eV, LDA, FIRE to 0.1 eV/Å
+    verdi run workchains/sio2_vs_random.py --optimizer BFGS       # the same criterion in fewer steps than FIRE
     verdi run workchains/sio2_vs_random.py --smoke                # a minute, one target: does the script run here?
 
 A finished screening with the same target, mode and settings is reused (found by its extras), so the study can
@@ -48,6 +49,8 @@ CONFIG = {
     # single point), with the exchange-correlation functional the paper used (PBE)
     "dft": option("--dft", "smoke" if SMOKE else "balanced", str),
     "xc": option("--xc", "LDA" if SMOKE else "PBE", str),
+    # ASE optimizer of the DFT relaxations (FIRE or BFGS; the criterion, forces below fmax, is the protocol's)
+    "optimizer": option("--optimizer", "FIRE", str),
 }
 CODE = orm.load_code(option("--code", None, str)) if "--code" in sys.argv else None  # GPAW's default code otherwise
 values = {sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a.startswith("--")}
@@ -81,7 +84,7 @@ def run(target_name: str, mode: str):
         count=CONFIG["count"],
         n_clusters=CONFIG["picks"],
         protocol=CONFIG["dft"],
-        relax_overrides={"gpaw": {"parameters": {"xc": CONFIG["xc"]}}},
+        relax_overrides={"gpaw": {"parameters": {"xc": CONFIG["xc"], "optimizer": CONFIG["optimizer"]}}},
         funnel=True,
         dft_budget=CONFIG["budget"],
         **({"cheap_settings": {"max_steps": 20}} if SMOKE else {}),  # a few CHGNet steps: does the funnel run?
