@@ -1,12 +1,14 @@
-"""From generated base sites to crystals: apply the space group, merge crowded sites, check the symmetry.
+"""From generated base sites to crystals: snap to Wyckoff positions, apply the space group, check the symmetry.
 
-The crystal GAN outputs three base sites and three lattice lengths per crystal. :func:`build_crystals`
-applies the space group's operations to every base site (all images in the conventional cell), merges
-images of the same element that crowd together (single-linkage hierarchical clustering on periodic
-distances, SciPy, cut at ``merge_distance``; a cluster becomes one atom at its periodic mean), makes a
-``pymatgen.Structure`` and checks with spglib (through pymatgen's ``SpacegroupAnalyzer``) whether it
-has the requested space group. A base site on a special position maps onto itself under many operations
-(the paper's Fd-3m example: 576 images → 32 atoms); the merge is what makes that exact. No AiiDA.
+The crystal GAN outputs three base sites and three lattice lengths per crystal. :func:`build_crystals` first places
+every base site on the special position of the requested group that it lies within ``wyckoff_tolerance`` Å of
+(:func:`snap_to_special_position`), so its orbit has exactly the multiplicity of that Wyckoff position (F-43m: 4 for
+4a-4d, 96 for a general point). It then applies the group's operations (all images in the conventional cell). A base
+site generated *near*, not on, a special position would otherwise give a crowded cloud of images. Only when images of
+one element still crowd closer than ``merge_distance`` (a site just outside the tolerance) are they merged as before
+(single-linkage hierarchical clustering on periodic distances, SciPy, cut at ``merge_distance``; a cluster becomes one
+atom at its periodic mean), and the crystal's ``merge_needed`` says so. The result becomes a ``pymatgen.Structure``
+and spglib (through pymatgen's ``SpacegroupAnalyzer``) says whether it has the requested space group. No AiiDA.
 """
 
 from __future__ import annotations
@@ -19,10 +21,29 @@ import numpy as np
 from .batch import StructureBatch
 from .space_groups import space_group
 
-__all__ = ["merge_sites", "build_crystal", "build_crystals", "primitive_cells", "BUILD_INFO_KEYS"]
+__all__ = [
+    "merge_sites",
+    "snap_to_special_position",
+    "build_crystal",
+    "build_crystals",
+    "primitive_cells",
+    "BUILD_INFO_KEYS",
+    "DEFAULT_WYCKOFF_TOLERANCE",
+]
 
 #: per-crystal info arrays of :func:`build_crystals`
-BUILD_INFO_KEYS = ("space_group_requested", "space_group_found", "symmetric", "images", "merged_atoms")
+BUILD_INFO_KEYS = (
+    "space_group_requested",
+    "space_group_found",
+    "symmetric",
+    "images",
+    "merged_atoms",
+    "snapped_sites",
+    "merge_needed",
+)
+#: how far (Å) a base site may move onto a special position: the merge's cut (1.5 Å), so that a site whose images
+#: would crowd closer than that is placed on the position they crowd around instead of being merged
+DEFAULT_WYCKOFF_TOLERANCE = 1.5
 
 
 def _cell(lengths: np.ndarray, hexagonal: bool) -> np.ndarray:
@@ -62,6 +83,64 @@ def merge_sites(fractional: np.ndarray, cell: np.ndarray, merge_distance: float)
     return np.array(merged)
 
 
+def _closure(point: np.ndarray, maps: list[tuple[np.ndarray, np.ndarray]], cell: np.ndarray, limit: int = 48):
+    """The images of ``point`` under the group the affine ``maps`` generate (Cartesian tolerance 10⁻⁶ Å), or
+    ``None`` when they pass ``limit`` (maps without a common fixed point generate translations: no finite orbit)."""
+    orbit = [point]
+    frontier = [point]
+    while frontier:
+        found = []
+        for y in frontier:
+            for rotation, shift in maps:
+                image = rotation @ y + shift
+                if all(np.linalg.norm((image - other) @ cell) > 1e-6 for other in orbit):
+                    orbit.append(image)
+                    found.append(image)
+                    if len(orbit) > limit:
+                        return None
+        frontier = found
+    return np.array(orbit)
+
+
+def snap_to_special_position(group, point: np.ndarray, cell: np.ndarray, tolerance: float) -> np.ndarray:
+    """``point`` (fractional) moved onto the nearest special position of ``group`` within ``tolerance`` Å.
+
+    Greedy, nearest symmetry element first: an operation of finite order (a rotation, rotoinversion or mirror, not a
+    screw or glide) that maps the point to within ``tolerance`` Å of itself without fixing it is added to the
+    point's site-symmetry generators, and the point is replaced by the mean of its orbit under the group they
+    generate: the orthogonal projection onto that group's fixed set (the mean over a finite group of isometries).
+    A step is kept only while the point stays within ``tolerance`` Å of where it started, so it ends on the special
+    position the tolerance reaches. A point whose images crowd within ``tolerance`` around a position further away
+    is left for the merge (:func:`build_crystal` reports it). Written here because neither pymatgen nor spglib snaps
+    a free point onto a Wyckoff position of a given group."""
+    start = np.asarray(point, dtype=np.float64) % 1.0
+    if tolerance <= 0:
+        return start
+    rotations, translations = group.operations[:, :3, :3], group.operations[:, :3, 3]
+    x, generators = start, []
+    for _ in range(8):  # at most three independent elements meet at a point; the rest is margin
+        images = np.einsum("nij,j->ni", rotations, x) + translations
+        shifts = translations + np.round(x - images)  # each operation as the isometry that maps x nearest itself
+        distances = np.linalg.norm((images + np.round(x - images) - x) @ cell, axis=1)
+        candidates = np.flatnonzero((distances > 1e-8) & (distances < tolerance))
+        step = None
+        for i in candidates[np.argsort(distances[candidates], kind="stable")]:
+            orbit = _closure(x, [*generators, (rotations[i], shifts[i])], cell)
+            if orbit is None:
+                continue  # a screw or glide, or an element that shares no point with those chosen
+            y = orbit.mean(axis=0)
+            moved = (y - start) - np.round(y - start)
+            if np.linalg.norm(moved @ cell) <= tolerance:
+                step = (y, (rotations[i], shifts[i]))
+                break
+        if step is None:
+            break
+        x, generator = step
+        generators.append(generator)
+    x = x % 1.0
+    return np.where(np.abs(x - 1.0) < 1e-12, 0.0, x)  # 0.999999999999 is the origin
+
+
 def build_crystal(
     coords: np.ndarray,
     lengths: np.ndarray,
@@ -69,17 +148,26 @@ def build_crystal(
     symbols: Sequence[str],
     merge_distance: float = 1.0,
     symprec: float = 0.1,
+    wyckoff_tolerance: float = DEFAULT_WYCKOFF_TOLERANCE,
 ):
-    """One crystal: ``(pymatgen.Structure, found space-group number (0 if undetermined), images)``."""
+    """One crystal: ``(pymatgen.Structure, found space-group number (0 if undetermined), images, snapped base
+    sites, whether the merge was needed)``."""
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     group = space_group(number)
     cell = _cell(lengths, group.hexagonal_axes)
+    coords = np.asarray(coords, dtype=np.float64) % 1.0
+    snapped = np.array([snap_to_special_position(group, site, cell, wyckoff_tolerance) for site in coords])
+    moved = snapped - coords
+    n_snapped = int((np.linalg.norm((moved - np.round(moved)) @ cell, axis=1) > 1e-9).sum())
     species, positions = [], []
-    images = group.apply(np.asarray(coords, dtype=np.float64))  # (3, n_ops, 3)
+    images = group.apply(snapped)  # (3, n_ops, 3)
+    merge_needed = False
     for symbol, site_images in zip(symbols, images):
-        merged = merge_sites(site_images, cell, merge_distance)
+        orbit = merge_sites(site_images, cell, 1e-4)  # the exact duplicates only: the site's Wyckoff orbit
+        merged = merge_sites(orbit, cell, merge_distance)  # the fallback, for images that still crowd
+        merge_needed |= len(merged) < len(orbit)
         species += [symbol] * len(merged)
         positions.append(merged)
     structure = Structure(cell, species, np.concatenate(positions))
@@ -89,7 +177,7 @@ def build_crystal(
             found = int(SpacegroupAnalyzer(structure, symprec=symprec).get_space_group_number())
     except Exception:  # spglib gives up on degenerate structures (atoms on top of each other)
         found = 0
-    return structure, found, int(images.shape[0] * images.shape[1])
+    return structure, found, int(images.shape[0] * images.shape[1]), n_snapped, bool(merge_needed)
 
 
 def build_crystals(
@@ -99,20 +187,25 @@ def build_crystals(
     symbols: Sequence[Sequence[str]],
     merge_distance: float = 1.0,
     symprec: float = 0.1,
+    wyckoff_tolerance: float = DEFAULT_WYCKOFF_TOLERANCE,
 ) -> StructureBatch:
     """Crystals from base sites ``(M, 3, 3)``, lengths ``(M, 3)`` Å, space groups ``(M,)`` and element
-    triples; info arrays :data:`BUILD_INFO_KEYS` (``symmetric`` is 1 when spglib finds the requested group)."""
+    triples; info arrays :data:`BUILD_INFO_KEYS` (``symmetric`` is 1 when spglib finds the requested group,
+    ``snapped_sites`` counts the base sites moved onto a special position, ``merge_needed`` is 1 when images still
+    crowded and were merged; ``wyckoff_tolerance`` 0 turns the snapping off)."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    atoms, found, images, merged = [], [], [], []
+    atoms, found, images, merged, snapped, needed = [], [], [], [], [], []
     for m in range(len(coords)):
-        structure, group, n_images = build_crystal(
-            coords[m], lengths[m], int(numbers[m]), symbols[m], merge_distance, symprec
+        structure, group, n_images, n_snapped, merge_needed = build_crystal(
+            coords[m], lengths[m], int(numbers[m]), symbols[m], merge_distance, symprec, wyckoff_tolerance
         )
         atoms.append(AseAtomsAdaptor.get_atoms(structure))
         found.append(group)
         images.append(n_images)
         merged.append(len(structure))
+        snapped.append(n_snapped)
+        needed.append(int(merge_needed))
     batch = StructureBatch.from_atoms(atoms)
     requested = np.asarray(numbers, dtype=np.int64)
     found_array = np.asarray(found, dtype=np.int64)
@@ -123,6 +216,8 @@ def build_crystals(
             "symmetric": (found_array == requested).astype(np.int64),
             "images": np.asarray(images, dtype=np.int64),
             "merged_atoms": np.asarray(merged, dtype=np.int64),
+            "snapped_sites": np.asarray(snapped, dtype=np.int64),
+            "merge_needed": np.asarray(needed, dtype=np.int64),
         }
     )
     return batch

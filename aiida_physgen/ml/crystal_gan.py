@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from . import elements as element_table
-from .crystal_build import build_crystals, primitive_cells
+from .crystal_build import DEFAULT_WYCKOFF_TOLERANCE, build_crystals, primitive_cells
 from .crystal_data import TrainingCrystals, symbols_of, training_crystals
 from .ensemble import MemberNets, Stream, eval_mode, member_seed
 from .family import GeneratorFamily, keys_checked
@@ -87,6 +87,10 @@ class CrystalGanSettings:
     site generated near, not on, a special position stay apart and crowd the cell). Lower it for chemistries
     with short same-element bonds (C–C, N–N, O–O dimers), at sampling too (``condition.merge_distance``).
     ``length_margin`` widens the training range of lattice lengths the generator can reach.
+    ``wyckoff_tolerance`` (Å) is how far a generated base site may move onto a special position of the requested
+    group before the group is applied (:func:`~aiida_physgen.ml.crystal_build.snap_to_special_position`), so a
+    crystal has the multiplicities of its Wyckoff sites; 0 turns it off and leaves only the merge. Sampling may
+    change it (``condition.wyckoff_tolerance``).
     """
 
     noise_dim: int = 64
@@ -102,6 +106,7 @@ class CrystalGanSettings:
     lambda_volume: float = 12.5
     lambda_abc: float = 5.0
     merge_distance: float = 1.5
+    wyckoff_tolerance: float = DEFAULT_WYCKOFF_TOLERANCE
     length_margin: float = 0.2
     symprec: float = 0.1
     loop: WGANSettings = field(
@@ -125,6 +130,10 @@ class CrystalGanSettings:
             value = getattr(self, name)
             if not is_finite_number(value) or value < 0:
                 raise ValueError(f"{name}: got {value!r}, expected a finite non-negative number")
+        if not is_finite_number(self.wyckoff_tolerance) or self.wyckoff_tolerance < 0:
+            raise ValueError(
+                f"wyckoff_tolerance: got {self.wyckoff_tolerance!r}, expected a non-negative distance in Å (0: off)"
+            )
         if not is_finite_number(self.distance_offset):
             raise ValueError(f"distance_offset: got {self.distance_offset!r}, expected a finite distance in Å")
         for name in ("merge_distance", "symprec"):
@@ -458,13 +467,17 @@ class CrystalGanFamily(GeneratorFamily):
         the seed;
     ``merge_distance``
         the post-processing's merge cut in Å (default: the training setting);
+    ``wyckoff_tolerance``
+        how far in Å a base site may move onto a special position (default: the training setting; 0: off);
     ``cell``
         ``'conventional'`` (default) or ``'primitive'``: the primitive cell of each crystal (pymatgen, at the
         model's ``symprec``), what a relaxation should get (a face-centred half-Heusler has 3 atoms in it
         against 12 in the conventional cell); the info arrays are those of the conventional cell.
 
     Generated crystals (conventional cells unless ``cell`` says otherwise) have info ``space_group_requested``,
-    ``space_group_found``, ``symmetric`` (1 when spglib finds the requested group), ``images``, ``merged_atoms``.
+    ``space_group_found``, ``symmetric`` (1 when spglib finds the requested group), ``images``, ``merged_atoms``,
+    ``snapped_sites`` (base sites moved onto a special position) and ``merge_needed`` (1 when images still crowded
+    and the merge joined them: the crystal is not on its Wyckoff positions).
     """
 
     name = "crystal_gan"
@@ -541,6 +554,7 @@ class CrystalGanFamily(GeneratorFamily):
             "training_triples": [list(t) for t in triples],
             "training_space_groups": {str(int(g)): int(c) for g, c in zip(groups, counts)},
             "merge_distance": problem.settings.merge_distance,
+            "wyckoff_tolerance": problem.settings.wyckoff_tolerance,
             "symprec": problem.settings.symprec,
             "dropped": len(crystals.dropped),
         }
@@ -557,7 +571,7 @@ class CrystalGanFamily(GeneratorFamily):
         condition = keys_checked(
             condition,
             "condition",
-            ("space_group", "elements", "merge_distance", "cell"),
+            ("space_group", "elements", "merge_distance", "wyckoff_tolerance", "cell"),
             "a dictionary with space_group and/or elements",
         )
         cell = condition.get("cell", "conventional")
@@ -566,6 +580,12 @@ class CrystalGanFamily(GeneratorFamily):
         merge = condition.get("merge_distance", config.get("merge_distance", 1.5))
         if not is_finite_number(merge) or merge <= 0:
             raise ValueError(f"condition.merge_distance: got {merge!r}, expected a positive distance in Å")
+        # models trained before the snapping existed get the default
+        snap = condition.get("wyckoff_tolerance", config.get("wyckoff_tolerance", DEFAULT_WYCKOFF_TOLERANCE))
+        if not is_finite_number(snap) or snap < 0:
+            raise ValueError(
+                f"condition.wyckoff_tolerance: got {snap!r}, expected a non-negative distance in Å (0: off)"
+            )
         # without a model (a launch check) there are no training groups: only a given group is checked
         trained = {int(g): int(c) for g, c in config.get("training_space_groups", {}).items()}
         if "space_group" not in condition and not trained:
@@ -573,6 +593,7 @@ class CrystalGanFamily(GeneratorFamily):
                 "space_group": None,
                 "elements": self._elements(condition),
                 "merge_distance": float(merge),
+                "wyckoff_tolerance": float(snap),
                 "cell": cell,
             }
         default = max(trained, key=lambda g: (trained[g], -g)) if trained else None
@@ -588,6 +609,7 @@ class CrystalGanFamily(GeneratorFamily):
             "space_group": group.number,
             "elements": self._elements(condition),
             "merge_distance": float(merge),
+            "wyckoff_tolerance": float(snap),
             "cell": cell,
         }
 
@@ -647,7 +669,13 @@ class CrystalGanFamily(GeneratorFamily):
         coords = out[:, :9].reshape(-1, 3, 3).numpy()
         lengths = module.lengths(out[:, 9:]).numpy()
         batch = build_crystals(
-            coords, lengths, [group] * count, symbols, condition["merge_distance"], config["symprec"]
+            coords,
+            lengths,
+            [group] * count,
+            symbols,
+            condition["merge_distance"],
+            config["symprec"],
+            condition["wyckoff_tolerance"],
         )
         if condition["cell"] == "primitive":
             batch = primitive_cells(batch, tolerance=config["symprec"])

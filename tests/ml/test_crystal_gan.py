@@ -521,24 +521,66 @@ def test_base_sites_rebuild_the_training_crystals(examples, crystals):
         assert matcher.fit(_pymatgen(examples[m]), _pymatgen(built[m])), crystals.labels[m]
 
 
-def test_noise_on_special_positions_merges_back(crystals):
+def test_noise_on_special_positions_snaps_back(crystals):
     rng = np.random.default_rng(0)
     noisy = crystals.coords[:20] + rng.uniform(-0.01, 0.01, crystals.coords[:20].shape)
     symbols = [symbols_of(z) for z in crystals.numbers[:20]]
-    built = crystal_build.build_crystals(noisy, crystals.lengths[:20], crystals.space_groups[:20], symbols)
-    assert np.all(built.n_atoms == 12) and np.all(built.info["symmetric"] == 1)
-    # each cluster is averaged to the site-symmetric point: the special positions themselves
     clean = crystal_build.build_crystals(
         crystals.coords[:20], crystals.lengths[:20], crystals.space_groups[:20], symbols
     )
-    for m in range(20):
-        a, b = built[m], clean[m]
-        gap = (a.get_scaled_positions()[:, None] - b.get_scaled_positions()[None] + 0.5) % 1 - 0.5
-        same = a.numbers[:, None] == b.numbers[None]
-        assert np.where(same, np.abs(gap).max(-1), np.inf).min(1).max() < 1e-6
-    # without merging, a noisy point on a special position is a general point: 96 images each
-    apart = crystal_build.build_crystals(noisy[:2], crystals.lengths[:2], [216, 216], symbols[:2], merge_distance=1e-3)
+    assert np.all(clean.info["snapped_sites"] == 0) and np.all(clean.info["merge_needed"] == 0)
+
+    def same_sites(built):
+        for m in range(20):
+            a, b = built[m], clean[m]
+            gap = (a.get_scaled_positions()[:, None] - b.get_scaled_positions()[None] + 0.5) % 1 - 0.5
+            same = a.numbers[:, None] == b.numbers[None]
+            assert np.where(same, np.abs(gap).max(-1), np.inf).min(1).max() < 1e-6
+
+    # each base site moves onto its special position before the group is applied: the Wyckoff orbits, no merge
+    built = crystal_build.build_crystals(noisy, crystals.lengths[:20], crystals.space_groups[:20], symbols)
+    assert np.all(built.n_atoms == 12) and np.all(built.info["symmetric"] == 1)
+    assert np.all(built.info["snapped_sites"] == 3) and np.all(built.info["merge_needed"] == 0)
+    same_sites(built)
+    # without the snapping the merge (the fallback) averages each cloud of 24 images to the same points, and says so
+    merged = crystal_build.build_crystals(
+        noisy, crystals.lengths[:20], crystals.space_groups[:20], symbols, wyckoff_tolerance=0.0
+    )
+    assert np.all(merged.n_atoms == 12) and np.all(merged.info["merge_needed"] == 1)
+    assert np.all(merged.info["snapped_sites"] == 0)
+    same_sites(merged)
+    # with neither, a noisy point on a special position is a general point: 96 images each
+    apart = crystal_build.build_crystals(
+        noisy[:2], crystals.lengths[:2], [216, 216], symbols[:2], merge_distance=1e-3, wyckoff_tolerance=0.0
+    )
     assert apart.n_atoms.tolist() == [288, 288]
+
+
+@pytest.mark.parametrize("number", space_groups.PAPER_SPACE_GROUPS)
+def test_snapped_points_sit_on_special_positions_within_the_tolerance(number):
+    """Random points of each of the paper's groups, snapped at 1.5 Å: the point moved at most 1.5 Å; every operation
+    that brings it within 1.5 Å of itself leaves it in place (nothing left to merge; measured: one point in 200 for
+    R-3m, none for the others); its orbit has a multiplicity that divides the group's order; snapping again moves
+    nothing."""
+    group = space_groups.space_group(number)
+    lengths = {"cubic": [6.0] * 3, "tetragonal": [5.0, 5.0, 7.0], "trigonal": [5.0, 5.0, 7.0]}
+    lengths["hexagonal"] = lengths["trigonal"]
+    cell = crystal_build._cell(np.array(lengths.get(group.crystal_system, [5.0, 6.0, 7.0])), group.hexagonal_axes)
+    crowded = 0
+    for point in np.random.default_rng(number).random((60, 3)):
+        snapped = crystal_build.snap_to_special_position(group, point, cell, 1.5)
+        step = (snapped - point) - np.round(snapped - point)
+        assert np.linalg.norm(step @ cell) <= 1.5 + 1e-9
+        offsets = group.apply(snapped) - snapped
+        offsets -= np.round(offsets)
+        distances = np.linalg.norm(offsets @ cell, axis=1)
+        crowded += bool(((distances > 1e-8) & (distances < 1.5)).any())
+        assert len(group.operations) % len(group.orbit(snapped)) == 0
+        assert np.allclose(crystal_build.snap_to_special_position(group, snapped, cell, 1.5), snapped, atol=1e-9)
+    assert crowded <= 1, crowded
+    # off: nothing moves
+    point = np.array([0.1, 0.2, 0.3])
+    assert np.array_equal(crystal_build.snap_to_special_position(group, point, cell, 0.0), point)
 
 
 def test_the_fd3m_example_576_images_merge_to_32_atoms():
