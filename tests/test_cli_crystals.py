@@ -135,7 +135,7 @@ def test_generate_writes_crystals_and_readable_cifs(model_file, tmp_path, group,
 
 
 def test_generate_is_the_generic_generate_with_a_condition(model_file, tmp_path):
-    condition = {"space_group": 216, "elements": [["Li", "Zn", "As"]], "merge_distance": 1.2}
+    condition = {"space_group": 216, "elements": [["Li", "Zn", "As"]], "merge_distance": 1.2, "wyckoff_tolerance": 0.9}
     generic, convenient = tmp_path / "generic.npz", tmp_path / "crystals.npz"
     assert (
         _run(
@@ -155,6 +155,8 @@ def test_generate_is_the_generic_generate_with_a_condition(model_file, tmp_path)
         "As",
         "--merge-distance",
         1.2,
+        "--wyckoff-tolerance",
+        0.9,
         "-n",
         6,
         "--seed",
@@ -166,6 +168,8 @@ def test_generate_is_the_generic_generate_with_a_condition(model_file, tmp_path)
     a, b = _read(generic), _read(convenient)
     assert np.array_equal(a.numbers, b.numbers) and np.allclose(a.positions, b.positions)
     assert sorted(set(b.elements())) == ["As", "Li", "Zn"]
+    assert "on their Wyckoff positions (no merge needed): " in result.output and "atoms per cell: " in result.output
+    assert np.array_equal(a.info["snapped_sites"], b.info["snapped_sites"])
 
 
 @pytest.mark.parametrize(
@@ -178,6 +182,7 @@ def test_generate_is_the_generic_generate_with_a_condition(model_file, tmp_path)
         (["-e", "Li", "Li", "As"], "--elements: got Li Li As, expected three different"),
         (["-n", "0"], "--count: got 0"),
         (["--merge-distance", "0"], "--merge-distance: got 0.0"),
+        (["--wyckoff-tolerance", "-1"], "--wyckoff-tolerance: got -1.0"),
     ],
 )
 def test_generate_bad_input_is_one_line_naming_the_option(model_file, tmp_path, args, message):

@@ -231,6 +231,7 @@ _CONDITION_OPTIONS = (
     ("condition.space_group", "--space-group"),
     ("condition.elements", "--elements"),
     ("condition.merge_distance", "--merge-distance"),
+    ("condition.wyckoff_tolerance", "--wyckoff-tolerance"),
     ("count", "--count"),
     ("models", "MODEL"),
     ("condition", "--space-group/--elements"),
@@ -268,19 +269,30 @@ def _space_group_option_name(message: str) -> str:
     help="Post-processing: images of one element closer than this become one atom (default: the "
     "model's training setting).",
 )
+@click.option(
+    "--wyckoff-tolerance",
+    type=float,
+    metavar="Å",
+    help="Base sites within this distance of a special position of the group are placed on it before the group "
+    "is applied (default: the model's training setting; 0: off, only the merge).",
+)
 @click.option("--count", "-n", type=int, default=300, help="Crystals to generate.")
 @click.option("--seed", type=int, default=0, help="Seed of the latent draws (and element draws).")
 @output_file_option(default="generated.npz", help="All crystals (.npz, or any format ASE writes).")
 @output_folder_option(
     "--cif-dir", help="Also write one symmetrised CIF per crystal into this folder (NNNN_FORMULA_FOUNDGROUP.cif)."
 )
-def generate_command(model_file, group, element_triples, merge_distance, count, seed, output, cif_dir):
+def generate_command(
+    model_file, group, element_triples, merge_distance, wyckoff_tolerance, count, seed, output, cif_dir
+):
     """Sample COUNT crystals from a trained crystal_gan MODEL file for one space group.
 
     The same sampling as ``aiida-physgen generate MODEL --condition '{"space_group": ..., "elements":
     [...], "merge_distance": ...}'`` (identical crystals for the same seed). Every crystal has info
     ``space_group_requested``, ``space_group_found`` (spglib, 0 if undetermined), ``symmetric`` (1 when
-    it is the requested group), ``images`` and ``merged_atoms``; the share of symmetric crystals is printed.
+    it is the requested group), ``images``, ``merged_atoms``, ``snapped_sites`` and ``merge_needed``; the share
+    of symmetric crystals, of crystals on their Wyckoff positions (no merge needed) and the atoms per cell are
+    printed.
     """
     import numpy as np
 
@@ -308,6 +320,12 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
         if not merge_distance > 0 or merge_distance == float("inf"):
             raise InputError(f"--merge-distance: got {merge_distance}, expected a positive distance in Å")
         condition["merge_distance"] = merge_distance
+    if wyckoff_tolerance is not None:
+        if not 0 <= wyckoff_tolerance < float("inf"):
+            raise InputError(
+                f"--wyckoff-tolerance: got {wyckoff_tolerance}, expected a non-negative distance in Å (0: off)"
+            )
+        condition["wyckoff_tolerance"] = wyckoff_tolerance
     (model,) = load_models([model_file], "MODEL")
     if model.family.name != "crystal_gan":
         raise InputError(f"MODEL: {model_file} is a {model.family.name} model; expected a crystal_gan model")
@@ -331,6 +349,12 @@ def generate_command(model_file, group, element_triples, merge_distance, count, 
         f"wrote {len(batch)} crystals of {_group_name(number)} to {output}; {symmetric} "
         f"({100 * symmetric / len(batch):.1f}%) have the requested space group (spglib, symprec "
         f"{model.config.get('symprec', _SYMPREC):g} Å)"
+    )
+    on_wyckoff = len(batch) - int(np.sum(batch.info["merge_needed"]))
+    sizes, size_counts = np.unique(batch.n_atoms, return_counts=True)
+    click.echo(
+        f"  on their Wyckoff positions (no merge needed): {on_wyckoff} ({100 * on_wyckoff / len(batch):.1f}%); "
+        "atoms per cell: " + ", ".join(f"{int(n)}: {int(c)}" for n, c in zip(sizes, size_counts))
     )
     groups, counts = np.unique(batch.info["space_group_found"], return_counts=True)
     others = sorted(((int(c), int(g)) for g, c in zip(groups, counts) if int(g) != number), key=lambda x: (-x[0], x[1]))
