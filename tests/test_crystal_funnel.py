@@ -37,6 +37,8 @@ def test_half_heuslers_are_valid_and_match_pymatgen():
     result = cf.validity(StructureBatch.from_atoms(atoms))
     assert result["valid"].tolist() == [1, 1, 1]
     assert result["charge_balanced"].tolist() == [-1, -1, -1]  # Pt intermetallics: no anion former
+    # asked of every composition all the same: AlBPt and friends have no neutral assignment (97 of the 99 shipped)
+    assert result["charge_neutral"].tolist() == [0, 0, 0]
     for a, d, rho in zip(atoms, result["min_pair_distance"], result["density"]):
         structure = AseAtomsAdaptor.get_structure(a)
         matrix = structure.distance_matrix + np.diag(np.full(len(a), np.inf))
@@ -58,12 +60,31 @@ def test_broken_copies_are_invalid_with_reasons():
     assert result["min_pair_distance"][1] == pytest.approx(0.3, abs=1e-9)
     assert result["density"][2] == pytest.approx(8 * result["density"][0])
     reasons = cf.validity_reasons(result)
-    assert reasons[0] == "" and reasons[1] == "pair closer than 0.5 Å (0.30 Å)"
-    assert reasons[2] == f"density {result['density'][2]:.3g} g/cm³ outside [1, 25]"
+    ratio = result["min_radius_ratio"][1]
+    assert (
+        reasons[0] == ""
+        and reasons[1] == f"pair closer than 0.5 Å (0.30 Å); pair closer than 0.7 × the covalent radii ({ratio:.2f})"
+    )
+    assert result["min_radius_ratio"][0] >= 0.78 and ratio < 0.15
+    # halving the cell halves every distance: 0.5 × the good crystal's ratio, below 0.7 (and eight times the density)
+    assert result["min_radius_ratio"][2] == pytest.approx(0.5 * result["min_radius_ratio"][0])
+    assert reasons[2] == (
+        f"pair closer than 0.7 × the covalent radii ({result['min_radius_ratio'][2]:.2f}); "
+        f"density {result['density'][2]:.3g} g/cm³ outside [1, 25]"
+    )
     assert reasons[3].startswith("density 0.") and reasons[3].endswith("outside [1, 25]")
     # the limits travel with the result
     strict = cf.validity(StructureBatch.from_atoms([good]), min_distance=2.5)
     assert strict["valid"].tolist() == [0]
+    # the radius rule alone: a crystal squeezed to 0.8 of its cell passes 0.5 Å but not 0.75 × the radii
+    squeezed = good.copy()
+    squeezed.set_cell(squeezed.cell * 0.8, scale_atoms=True)
+    rules = cf.validity(StructureBatch.from_atoms([squeezed]), radius_scale=0.75)
+    assert rules["min_pair_distance"][0] > 1.5 and rules["min_radius_ratio"][0] < 0.75
+    assert rules["valid"].tolist() == [0] and "× the covalent radii" in cf.validity_reasons(rules)[0]
+    assert cf.validity(StructureBatch.from_atoms([squeezed]), radius_scale=0.0)["valid"].tolist() == [1]
+    with pytest.raises(ValueError, match=r"^radius_scale: got -1"):
+        cf.validity(StructureBatch.from_atoms([good]), radius_scale=-1)
     assert cf.validity_reasons(strict)[0].startswith("pair closer than 2.5 Å (2.40 Å)")
 
 
