@@ -27,6 +27,7 @@ __all__ = [
     "build_crystal",
     "build_crystals",
     "primitive_cells",
+    "shortest_same_element_distance",
     "BUILD_INFO_KEYS",
     "DEFAULT_WYCKOFF_TOLERANCE",
 ]
@@ -102,27 +103,37 @@ def _closure(point: np.ndarray, maps: list[tuple[np.ndarray, np.ndarray]], cell:
     return np.array(orbit)
 
 
-def snap_to_special_position(group, point: np.ndarray, cell: np.ndarray, tolerance: float) -> np.ndarray:
+def snap_to_special_position(
+    group, point: np.ndarray, cell: np.ndarray, tolerance: float, crowding: float | None = None
+) -> np.ndarray:
     """``point`` (fractional) moved onto the nearest special position of ``group`` within ``tolerance`` Å.
 
     Greedy, nearest symmetry element first: an operation of finite order (a rotation, rotoinversion or mirror, not a
-    screw or glide) that maps the point to within ``tolerance`` Å of itself without fixing it is added to the
-    point's site-symmetry generators, and the point is replaced by the mean of its orbit under the group they
-    generate: the orthogonal projection onto that group's fixed set (the mean over a finite group of isometries).
-    A step is kept only while the point stays within ``tolerance`` Å of where it started, so it ends on the special
-    position the tolerance reaches. A point whose images crowd within ``tolerance`` around a position further away
-    is left for the merge (:func:`build_crystal` reports it). Written here because neither pymatgen nor spglib snaps
-    a free point onto a Wyckoff position of a given group."""
+    screw or glide) that maps the point to within ``2 × tolerance`` Å of itself without fixing it (a point δ from
+    a mirror or a two-fold axis has its image 2δ away) joins the operations that already fix it, and the point is
+    replaced by the mean of its orbit under the group they generate: the orthogonal projection onto that group's
+    fixed set (the mean over a finite group of isometries). A step is kept only while the point stays within
+    ``tolerance`` Å of where it started, so the point ends on the most special position within reach, and a point
+    already on a special position never loses symmetry. ``crowding`` (Å, default: no limit) caps the image distance
+    that counts as crowded: images as far apart as same-element neighbours of real crystals (a Si-Si bond of
+    2.4 Å across a mirror in ThCr2Si2) are left alone. Images that still crowd (a special position just out of
+    reach) are left for the merge, which :func:`build_crystal` reports. Written here because neither pymatgen nor
+    spglib snaps a free point onto a Wyckoff position of a given group."""
     start = np.asarray(point, dtype=np.float64) % 1.0
     if tolerance <= 0:
         return start
     rotations, translations = group.operations[:, :3, :3], group.operations[:, :3, 3]
-    x, generators = start, []
+    x = start
     for _ in range(8):  # at most three independent elements meet at a point; the rest is margin
         images = np.einsum("nij,j->ni", rotations, x) + translations
         shifts = translations + np.round(x - images)  # each operation as the isometry that maps x nearest itself
         distances = np.linalg.norm((images + np.round(x - images) - x) @ cell, axis=1)
-        candidates = np.flatnonzero((distances > 1e-8) & (distances < tolerance))
+        # a point δ from a mirror or two-fold axis has its image 2δ away: 2 × tolerance reaches every element
+        # within the tolerance (the most special position in reach wins: the move is what the tolerance bounds)
+        reach = 2.0 * tolerance if crowding is None else min(2.0 * tolerance, crowding)
+        candidates = np.flatnonzero((distances > 1e-8) & (distances < reach))
+        # the operations that already fix the point stay in its site-symmetry group: a step never lowers it
+        generators = [(rotations[i], shifts[i]) for i in np.flatnonzero(distances <= 1e-8)]
         step = None
         for i in candidates[np.argsort(distances[candidates], kind="stable")]:
             orbit = _closure(x, [*generators, (rotations[i], shifts[i])], cell)
@@ -131,12 +142,11 @@ def snap_to_special_position(group, point: np.ndarray, cell: np.ndarray, toleran
             y = orbit.mean(axis=0)
             moved = (y - start) - np.round(y - start)
             if np.linalg.norm(moved @ cell) <= tolerance:
-                step = (y, (rotations[i], shifts[i]))
+                step = y
                 break
         if step is None:
             break
-        x, generator = step
-        generators.append(generator)
+        x = step
     x = x % 1.0
     return np.where(np.abs(x - 1.0) < 1e-12, 0.0, x)  # 0.999999999999 is the origin
 
@@ -149,16 +159,19 @@ def build_crystal(
     merge_distance: float = 1.0,
     symprec: float = 0.1,
     wyckoff_tolerance: float = DEFAULT_WYCKOFF_TOLERANCE,
+    crowding_distance: float | None = None,
 ):
     """One crystal: ``(pymatgen.Structure, found space-group number (0 if undetermined), images, snapped base
-    sites, whether the merge was needed)``."""
+    sites, whether the merge was needed)``. Images closer than ``crowding_distance`` (default: ``merge_distance``)
+    count as crowded for the snapping."""
     from pymatgen.core import Structure
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     group = space_group(number)
     cell = _cell(lengths, group.hexagonal_axes)
     coords = np.asarray(coords, dtype=np.float64) % 1.0
-    snapped = np.array([snap_to_special_position(group, site, cell, wyckoff_tolerance) for site in coords])
+    crowding = merge_distance if crowding_distance is None else crowding_distance
+    snapped = np.array([snap_to_special_position(group, site, cell, wyckoff_tolerance, crowding) for site in coords])
     moved = snapped - coords
     n_snapped = int((np.linalg.norm((moved - np.round(moved)) @ cell, axis=1) > 1e-9).sum())
     species, positions = [], []
@@ -188,17 +201,27 @@ def build_crystals(
     merge_distance: float = 1.0,
     symprec: float = 0.1,
     wyckoff_tolerance: float = DEFAULT_WYCKOFF_TOLERANCE,
+    crowding_distance: float | None = None,
 ) -> StructureBatch:
     """Crystals from base sites ``(M, 3, 3)``, lengths ``(M, 3)`` Å, space groups ``(M,)`` and element
     triples; info arrays :data:`BUILD_INFO_KEYS` (``symmetric`` is 1 when spglib finds the requested group,
     ``snapped_sites`` counts the base sites moved onto a special position, ``merge_needed`` is 1 when images still
-    crowded and were merged; ``wyckoff_tolerance`` 0 turns the snapping off)."""
+    crowded and were merged; ``wyckoff_tolerance`` 0 turns the snapping off; images closer than
+    ``crowding_distance``, default ``merge_distance``, count as crowded: the crystal GAN passes 0.95 × the shortest
+    same-element distance of its training crystals)."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
     atoms, found, images, merged, snapped, needed = [], [], [], [], [], []
     for m in range(len(coords)):
         structure, group, n_images, n_snapped, merge_needed = build_crystal(
-            coords[m], lengths[m], int(numbers[m]), symbols[m], merge_distance, symprec, wyckoff_tolerance
+            coords[m],
+            lengths[m],
+            int(numbers[m]),
+            symbols[m],
+            merge_distance,
+            symprec,
+            wyckoff_tolerance,
+            crowding_distance,
         )
         atoms.append(AseAtomsAdaptor.get_atoms(structure))
         found.append(group)
@@ -221,6 +244,24 @@ def build_crystals(
         }
     )
     return batch
+
+
+def shortest_same_element_distance(orbits: list[list[np.ndarray]], lengths: np.ndarray, hexagonal) -> float:
+    """The shortest distance (Å) between two atoms of one site's orbit (periodic images included) over crystals given
+    as ``orbits[m][s]`` fractional positions with ``lengths[m]`` and ``hexagonal[m]`` axes."""
+    shortest = np.inf
+    for sites, abc, hexagonal_axes in zip(orbits, lengths, hexagonal):
+        cell = _cell(np.asarray(abc), bool(hexagonal_axes))
+        shortest = min(shortest, float(np.linalg.norm(cell, axis=1).min()))  # an atom and its own image
+        for orbit in sites:
+            points = np.asarray(orbit, dtype=np.float64)
+            if len(points) < 2:
+                continue
+            gaps = points[:, None] - points[None]
+            gaps -= np.round(gaps)
+            distances = np.linalg.norm(gaps @ cell, axis=-1)
+            shortest = min(shortest, float(distances[distances > 1e-6].min()))
+    return shortest
 
 
 def primitive_cells(batch: StructureBatch, tolerance: float = 0.1) -> StructureBatch:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from . import elements as element_table
-from .crystal_build import DEFAULT_WYCKOFF_TOLERANCE, build_crystals, primitive_cells
+from .crystal_build import DEFAULT_WYCKOFF_TOLERANCE, build_crystals, primitive_cells, shortest_same_element_distance
 from .crystal_data import TrainingCrystals, symbols_of, training_crystals
 from .ensemble import MemberNets, Stream, eval_mode, member_seed
 from .family import GeneratorFamily, keys_checked
@@ -555,6 +555,11 @@ class CrystalGanFamily(GeneratorFamily):
             "training_space_groups": {str(int(g)): int(c) for g, c in zip(groups, counts)},
             "merge_distance": problem.settings.merge_distance,
             "wyckoff_tolerance": problem.settings.wyckoff_tolerance,
+            # generated images closer than any same-element pair of the training crystals are crowded (snapping)
+            "crowding_distance": 0.95
+            * shortest_same_element_distance(
+                crystals.orbits, crystals.lengths, [space_group(g).hexagonal_axes for g in crystals.space_groups]
+            ),
             "symprec": problem.settings.symprec,
             "dropped": len(crystals.dropped),
         }
@@ -676,6 +681,7 @@ class CrystalGanFamily(GeneratorFamily):
             condition["merge_distance"],
             config["symprec"],
             condition["wyckoff_tolerance"],
+            config.get("crowding_distance"),  # models trained before it: the merge distance
         )
         if condition["cell"] == "primitive":
             batch = primitive_cells(batch, tolerance=config["symprec"])

@@ -558,29 +558,52 @@ def test_noise_on_special_positions_snaps_back(crystals):
 
 @pytest.mark.parametrize("number", space_groups.PAPER_SPACE_GROUPS)
 def test_snapped_points_sit_on_special_positions_within_the_tolerance(number):
-    """Random points of each of the paper's groups, snapped at 1.5 Å: the point moved at most 1.5 Å; every operation
-    that brings it within 1.5 Å of itself leaves it in place (nothing left to merge; measured: one point in 200 for
-    R-3m, none for the others); its orbit has a multiplicity that divides the group's order; snapping again moves
-    nothing."""
+    """Random points of each of the paper's groups, snapped at 0.75 Å (images within 1.5 Å count as crowded): the
+    point moved at most 0.75 Å; its orbit has a multiplicity that divides the group's order; snapping it again never
+    lowers its symmetry."""
     group = space_groups.space_group(number)
     lengths = {"cubic": [6.0] * 3, "tetragonal": [5.0, 5.0, 7.0], "trigonal": [5.0, 5.0, 7.0]}
     lengths["hexagonal"] = lengths["trigonal"]
     cell = crystal_build._cell(np.array(lengths.get(group.crystal_system, [5.0, 6.0, 7.0])), group.hexagonal_axes)
-    crowded = 0
+    moved = 0
     for point in np.random.default_rng(number).random((60, 3)):
-        snapped = crystal_build.snap_to_special_position(group, point, cell, 1.5)
+        snapped = crystal_build.snap_to_special_position(group, point, cell, 0.75)
         step = (snapped - point) - np.round(snapped - point)
-        assert np.linalg.norm(step @ cell) <= 1.5 + 1e-9
+        assert np.linalg.norm(step @ cell) <= 0.75 + 1e-9
+        moved += np.linalg.norm(step @ cell) > 1e-9
         offsets = group.apply(snapped) - snapped
         offsets -= np.round(offsets)
         distances = np.linalg.norm(offsets @ cell, axis=1)
-        crowded += bool(((distances > 1e-8) & (distances < 1.5)).any())
-        assert len(group.operations) % len(group.orbit(snapped)) == 0
-        assert np.allclose(crystal_build.snap_to_special_position(group, snapped, cell, 1.5), snapped, atol=1e-9)
-    assert crowded <= 1, crowded
+        orbit = len(group.orbit(snapped))
+        assert len(group.operations) % orbit == 0
+        again = crystal_build.snap_to_special_position(group, snapped, cell, 0.75)
+        assert len(group.orbit(again)) <= orbit
+        offsets = group.apply(again) - again
+        offsets -= np.round(offsets)
+        assert np.all(np.linalg.norm(offsets @ cell, axis=1)[distances < 1e-8] < 1e-8)  # the site symmetry is kept
+    assert moved >= 20, moved
     # off: nothing moves
     point = np.array([0.1, 0.2, 0.3])
     assert np.array_equal(crystal_build.snap_to_special_position(group, point, cell, 0.0), point)
+
+
+def test_snapping_leaves_real_crystals_alone_and_respects_the_crowding_distance():
+    """ThCr2Si2 (I4/mmm): Si on 4e (0, 0, 0.38) is 1.2 Å from 2b, its mirror image 2.4 Å away (a real Si-Si bond).
+    With images crowded only below the merge distance (the default) it stays; allowed to call 2.4 Å crowded it moves
+    onto 2b."""
+    group = space_groups.space_group(139)
+    cell = crystal_build._cell(np.array([4.0, 4.0, 10.0]), False)
+    si = np.array([0.0, 0.0, 0.38])
+    built = crystal_build.build_crystals(
+        np.array([[[0, 0, 0], [0, 0.5, 0.25], si]]),
+        np.array([[4.0, 4.0, 10.0]]),
+        [139],
+        [["Th", "Cr", "Si"]],
+        merge_distance=1.5,
+    )
+    assert built.formulas() == ["Cr4Si4Th2"] and built.info["snapped_sites"].tolist() == [0]
+    assert np.allclose(crystal_build.snap_to_special_position(group, si, cell, 1.5, crowding=1.5), si)
+    assert np.allclose(crystal_build.snap_to_special_position(group, si, cell, 1.5, crowding=2.5), [0, 0, 0.5])
 
 
 def test_the_fd3m_example_576_images_merge_to_32_atoms():
