@@ -28,6 +28,10 @@ def _salt(a=5.64):
 
 
 # ---------------------------------------------------------------------- the validity check
+#: an atom 0.2-0.3 Å from another breaks both pair rules: one reason, both limits named
+CROWDED = "pair closer than 0.5 Å; pair closer than 0.7 × the covalent radii"
+
+
 def test_the_crystal_check_is_registered_and_counts_each_kind_of_failure_once():
     check = get_validity_check("crystal")
     assert isinstance(check, CrystalValidity) and check.kind == "crystal"
@@ -46,12 +50,12 @@ def test_the_crystal_check_is_registered_and_counts_each_kind_of_failure_once():
     assert result.counts["a"] == {
         "generated": 3,
         "valid": 1,
-        "reasons": {"no charge-balanced oxidation states": 1, "pair closer than 0.5 Å": 1},
+        "reasons": {"no charge-balanced oxidation states": 1, CROWDED: 1},
     }
     # the two crowded crystals have different closest pairs but one reason; the molecule is not judged as a crystal
     assert result.totals["reasons"] == {
         "no charge-balanced oxidation states": 1,
-        "pair closer than 0.5 Å": 2,
+        CROWDED: 2,
         "density outside [1, 25] g/cm³": 1,
         NOT_A_CRYSTAL: 1,
     }
@@ -61,15 +65,23 @@ def test_the_crystal_check_is_registered_and_counts_each_kind_of_failure_once():
 def test_the_crystal_check_takes_its_settings_and_refuses_bad_ones_naming_them():
     check = get_validity_check("crystal")
     batch = _batch(_salt(), bulk("Al", "fcc", a=4.05) + Atoms("Al", positions=[[0.3, 0, 0]]))
-    loose = check.settings({"min_distance": 0.1, "density_range": [0.5, 30], "charge_balance": False})
+    loose = check.settings(
+        {"min_distance": 0.1, "density_range": [0.5, 30], "charge_balance": False, "radius_scale": 0.1}
+    )
     assert check.reasons(batch, loose) == [None, None]
+    assert check.reasons(batch, check.settings({"min_distance": 0.1, "radius_scale": 0.0})) == [None, None]
+    assert check.reasons(batch, check.settings({"min_distance": 0.1})) == [None, CROWDED.split("; ")[1]]
     strict = check.settings({"min_distance": 2.9})
-    assert check.reasons(batch, strict) == ["pair closer than 2.9 Å", "pair closer than 2.9 Å"]
+    assert check.reasons(batch, strict) == [
+        "pair closer than 2.9 Å",
+        "pair closer than 2.9 Å; " + CROWDED.split("; ")[1],
+    ]
     for values, field in (
         ({"min_distance": 0}, "min_distance"),
         ({"density_range": [3, 1]}, "density_range"),
         ({"density_range": 5}, "density_range"),
         ({"charge_balance": "yes"}, "charge_balance"),
+        ({"radius_scale": -0.7}, "radius_scale"),
         ({"min_distanse": 1.0}, "min_distanse"),
     ):
         with pytest.raises(ValueError, match=f"validity_settings.*{field}"):
