@@ -148,6 +148,18 @@ def test_failure_statuses(tmp_path, settings, expected_status, expected_exit):
         assert results["relax_steps"] == 1
 
 
+def test_an_atom_at_the_edge_of_the_box_is_its_own_status(tmp_path):
+    """An atom at the edge of a non-periodic box (GPAW's AtomsTooClose to the boundary at the start, GridBoundsError
+    when a relaxation takes it there: a molecule coming apart) gets the status ``atom_left_box`` and exit 5, not
+    ``crashed``."""
+    from ase import Atoms
+
+    atoms = Atoms("H2", positions=[[0.02, 2.0, 2.0], [0.76, 2.0, 2.0]], cell=[4.0, 4.0, 4.0], pbc=False)
+    status, results = run_driver(tmp_path, atoms, {"mode": "lcao", "basis": "sz(dzp)", "h": 0.3})
+    assert status == 5 and results["status"] == "atom_left_box" and results["exit_status"] == 5
+    assert results["errors"][0] == "AtomsTooClose: Atoms too close to boundary"
+
+
 @pytest.mark.slow
 def test_killed_relaxation_leaves_its_progress(tmp_path):
     """SIGKILL mid-relaxation: no results.json, but every completed step is in the trajectory and the last one in

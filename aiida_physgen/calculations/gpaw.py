@@ -238,6 +238,11 @@ class GpawCalculation(CalcJob):
         )
         spec.exit_code(302, "ERROR_DRIVER_CRASHED", message="The GPAW driver crashed: {error}")
         spec.exit_code(303, "ERROR_INVALID_SETTINGS", message="The GPAW driver rejected its settings: {error}")
+        spec.exit_code(
+            304,
+            "ERROR_ATOM_LEFT_BOX",
+            message="An atom reached the edge of the non-periodic box (the molecule is coming apart): {error}",
+        )
         spec.exit_code(310, "ERROR_SCF_NOT_CONVERGED", message="The SCF cycle did not converge: {error}")
         spec.exit_code(
             320,

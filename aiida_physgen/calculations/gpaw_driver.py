@@ -68,6 +68,9 @@ STATUS_SCF_NOT_CONVERGED = "scf_not_converged"
 STATUS_RELAX_NOT_CONVERGED = "relax_not_converged"
 STATUS_INVALID_INPUT = "invalid_input"
 STATUS_CRASHED = "crashed"
+#: an atom of a non-periodic box reached its edge (GPAW's ``GridBoundsError``, or ``AtomsTooClose`` to the boundary
+#: at the start): a molecule coming apart
+STATUS_LEFT_BOX = "atom_left_box"
 
 #: Process exit status for every outcome.
 EXIT_STATUS = {
@@ -76,6 +79,7 @@ EXIT_STATUS = {
     STATUS_INVALID_INPUT: 2,
     STATUS_SCF_NOT_CONVERGED: 3,
     STATUS_RELAX_NOT_CONVERGED: 4,
+    STATUS_LEFT_BOX: 5,
 }
 
 CALCULATIONS = ("static", "relax")
@@ -688,6 +692,11 @@ def run(workdir="."):  # noqa: PLR0915 - one linear procedure reads best here
         if is_master:
             with open(ERROR_FILENAME, "w", encoding="utf-8") as handle:
                 handle.write(text)
+        # by class name: the driver imports GPAW only inside main(), and the classes moved between GPAW versions.
+        # GridBoundsError: an atom reached the edge during the run; AtomsTooClose "to boundary": at the start
+        name = type(exception).__name__
+        if name == "GridBoundsError" or (name == "AtomsTooClose" and "boundary" in str(exception)):
+            return finish(STATUS_LEFT_BOX)
         return finish(STATUS_CRASHED)
 
 

@@ -14,6 +14,7 @@ driver status                 outputs attached / exit code
                               / 310 ``ERROR_SCF_NOT_CONVERGED``
 ``invalid_input``             nothing / 303 ``ERROR_INVALID_SETTINGS``
 ``crashed``                   nothing / 302 ``ERROR_DRIVER_CRASHED``
+``atom_left_box``             nothing / 304 ``ERROR_ATOM_LEFT_BOX`` (GPAW's ``GridBoundsError``)
 ============================  ===========================================================================
 
 Missing ``results.json`` after a relaxation that recorded steps (the driver was killed: SIGKILL, out of memory,
@@ -86,6 +87,8 @@ class GpawParser(Parser):
             if traceback:
                 self.logger.error(f"GPAW driver traceback:\n{traceback}")
             return self.exit_codes.ERROR_DRIVER_CRASHED.format(error=error)
+        if status == driver.STATUS_LEFT_BOX:
+            return self.exit_codes.ERROR_ATOM_LEFT_BOX.format(error=error)
         if status == driver.STATUS_INVALID_INPUT:
             return self.exit_codes.ERROR_INVALID_SETTINGS.format(error=error)
 

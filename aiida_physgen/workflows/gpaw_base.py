@@ -174,6 +174,12 @@ class GpawBaseWorkChain(HandlerReports, ProtocolMixin, BaseRestartWorkChain):
             message="The GPAW driver rejected its settings; restarting would not help.",
         )
         spec.exit_code(
+            404,
+            "ERROR_ATOM_LEFT_BOX",
+            message="An atom reached the edge of the molecule's box: the molecule is coming apart; restarting would "
+            "not help.",
+        )
+        spec.exit_code(
             430,
             "ERROR_INTERRUPTED",
             message="The GPAW driver was interrupted (killed) and no restart from its last geometry was possible or "
@@ -272,6 +278,13 @@ class GpawBaseWorkChain(HandlerReports, ProtocolMixin, BaseRestartWorkChain):
     def handle_invalid_settings(self, node):
         """The driver refused its settings: the same settings would be refused again."""
         return self.handled(node, f"rejected its settings: {node.exit_message}", self.exit_codes.ERROR_INVALID_SETTINGS)
+
+    @process_handler(priority=440, exit_codes=GpawCalculation.exit_codes.ERROR_ATOM_LEFT_BOX)
+    def handle_atom_left_box(self, node):
+        """An atom reached the edge of the non-periodic box: the same start would get there again (a larger box only
+        lets the fragments fly further), so the chain stops with a name instead of retrying an unknown crash."""
+        what = f"lost an atom through its box: {node.exit_message}"
+        return self.handled(node, what, self.exit_codes.ERROR_ATOM_LEFT_BOX)
 
     @process_handler(priority=300, exit_codes=GpawCalculation.exit_codes.ERROR_INTERRUPTED)
     def handle_interrupted(self, node):

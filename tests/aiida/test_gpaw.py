@@ -567,3 +567,11 @@ def test_protocol_box_puts_a_molecule_in_a_common_cube(gpaw_code):
     assert np.allclose(positions.mean(axis=0), [4.0, 4.0, 4.0])
     with pytest.raises(ValueError, match="box: a 5.00 Å cube leaves less than the vacuum"):
         GpawBaseWorkChain.get_builder_from_protocol(gpaw_code, h2_structure(), overrides={"box": 5.0})
+
+
+def test_parser_atom_left_box(parse_fixture):
+    """GPAW's GridBoundsError (an atom of a molecule reached its box's edge) is its own exit code, not a crash."""
+    outputs, function = parse_fixture("atom_left_box")
+    assert function.exit_status == GpawCalculation.exit_codes.ERROR_ATOM_LEFT_BOX.status == 304
+    assert "too close to edge" in function.exit_message and "coming apart" in function.exit_message
+    assert outputs == {}
