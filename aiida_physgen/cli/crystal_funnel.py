@@ -23,13 +23,15 @@ from .options import output_file_option, output_folder_option
 __all__ = ["funnel"]
 
 
-def _group_number(symbol: str) -> int:
-    """The space-group number of a Hermann-Mauguin symbol (pymatgen), 0 when it is not one."""
-    from pymatgen.symmetry.groups import SpaceGroup
+def _group_number(atoms, symprec: float = 0.1) -> int:
+    """The space-group number spglib finds (through pymatgen), 0 when it gives up."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from ..screening.basins import pymatgen_structure
 
     try:
-        return int(SpaceGroup(symbol).int_number)
-    except Exception:  # pymatgen raises ValueError or KeyError on an unknown symbol
+        return int(SpacegroupAnalyzer(pymatgen_structure(atoms), symprec=symprec).get_space_group_number())
+    except Exception:  # spglib gives up on degenerate structures
         return 0
 
 
@@ -117,11 +119,9 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     converged = np.asarray(relaxed.info["cheap_converged"]) == 1
     counts["relaxed_converged"] = int(converged.sum())
     if "space_group_requested" in relaxed.info:  # the group kept through the relaxation (spglib, symprec 0.1 Å)
-        from ..screening.basins import spacegroup
-
         requested = np.asarray(relaxed.info["space_group_requested"])
         kept = [
-            bool(ok) and _group_number(spacegroup(relaxed[i])) == int(requested[i])
+            bool(ok) and _group_number(relaxed[i]) == int(requested[i])
             for i, ok in enumerate(converged & (np.asarray(relaxed.info.get("symmetric", converged)) == 1))
         ]
         counts["symmetric_and_keeps_group_after_relaxation"] = int(sum(kept))

@@ -98,33 +98,24 @@ def _charge_neutral(composition: tuple[tuple[str, int], ...]) -> int:
         return int(bool(Composition(dict(composition)).reduced_composition.oxi_state_guesses()))
 
 
-def _min_radius_ratio(atoms: ase.Atoms) -> float:
-    """Smallest ``d / (r_a + r_b)`` over pairs (periodic images included) with ASE's covalent radii; pairs beyond
-    :data:`_RADIUS_CUTOFF` are not looked at (they pass any rule a referee would set), so a crystal without a pair
-    inside it gets the cut-off over its largest radius sum, a lower bound."""
+def _closest_pairs(atoms: ase.Atoms) -> tuple[float, float]:
+    """Shortest distance between two atoms or an atom and a periodic image (of itself too), and the smallest
+    ``d / (r_a + r_b)`` over pairs with ASE's covalent radii, from one neighbour list.
+
+    Written here because the minimum-image convention (``get_all_distances(mic=True)``, the uniform path of
+    ``StructureBatch.min_distances``) misses images in small or skewed cells. Pairs beyond :data:`_RADIUS_CUTOFF`
+    pass any radius rule a referee would set, so a crystal without a pair inside it gets the cut-off over its largest
+    radius sum (a lower bound) for the ratio, and its shortest distance from a second list cut at its shortest cell
+    vector (an atom's own image bounds the answer from above).
+    """
     from ase.neighborlist import neighbor_list
 
     radii = ase.data.covalent_radii[atoms.numbers]
     i, j, d = neighbor_list("ijd", atoms, _RADIUS_CUTOFF)
     if d.size:
-        return float((d / (radii[i] + radii[j])).min())
-    return _RADIUS_CUTOFF / (2.0 * float(radii.max()))
-
-
-def _min_pair_distance(atoms: ase.Atoms) -> float:
-    """Shortest distance between two atoms or an atom and a periodic image (of itself too).
-
-    Written here because the minimum-image convention (``get_all_distances(mic=True)``, the uniform
-    path of ``StructureBatch.min_distances``) misses images in small or skewed cells and the batch's
-    neighbour-list path stops at 3 Å. Beyond 3 Å the shortest cell vector bounds the answer from above
-    (an atom's own image), so a second neighbour list with that cut-off always finds it.
-    """
-    from ase.neighborlist import neighbor_list
-
-    distances = neighbor_list("d", atoms, 3.0)
-    if not distances.size:
-        distances = neighbor_list("d", atoms, float(np.linalg.norm(atoms.cell.array, axis=1).min()) * 1.0001)
-    return float(distances.min())
+        return float(d.min()), float((d / (radii[i] + radii[j])).min())
+    distances = neighbor_list("d", atoms, float(np.linalg.norm(atoms.cell.array, axis=1).min()) * 1.0001)
+    return float(distances.min()), _RADIUS_CUTOFF / (2.0 * float(radii.max()))
 
 
 def validity(
@@ -173,8 +164,7 @@ def validity(
     if not number or not 0 <= radius_scale < math.inf:
         raise ValueError(f"radius_scale: got {radius_scale!r}, expected a non-negative factor of the covalent radii")
     m = len(batch)
-    distances = np.array([_min_pair_distance(atoms) for atoms in batch])
-    ratios = np.array([_min_radius_ratio(atoms) for atoms in batch])
+    distances, ratios = np.array([_closest_pairs(atoms) for atoms in batch]).reshape(-1, 2).T
     reduced = [tuple((e, n // math.gcd(*c.values())) for e, n in c.items()) for c in _compositions(batch)]
     neutral = np.array([_charge_neutral(composition) for composition in reduced], dtype=np.int64)
     masses = np.add.reduceat(ase.data.atomic_masses[batch.numbers], batch.offsets[:-1])

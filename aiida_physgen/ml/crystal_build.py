@@ -178,7 +178,7 @@ def build_crystal(
     images = group.apply(snapped)  # (3, n_ops, 3)
     merge_needed = False
     for symbol, site_images in zip(symbols, images):
-        orbit = merge_sites(site_images, cell, 1e-4)  # the exact duplicates only: the site's Wyckoff orbit
+        orbit = merge_sites(site_images, cell, 1e-4)  # the distinct images: the site's Wyckoff orbit
         merged = merge_sites(orbit, cell, merge_distance)  # the fallback, for images that still crowd
         merge_needed |= len(merged) < len(orbit)
         species += [symbol] * len(merged)
