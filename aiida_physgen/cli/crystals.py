@@ -290,9 +290,9 @@ def generate_command(
     The same sampling as ``aiida-physgen generate MODEL --condition '{"space_group": ..., "elements":
     [...], "merge_distance": ...}'`` (identical crystals for the same seed). Every crystal has info
     ``space_group_requested``, ``space_group_found`` (spglib, 0 if undetermined), ``symmetric`` (1 when
-    it is the requested group), ``images``, ``merged_atoms``, ``snapped_sites`` and ``merge_needed``; the share
-    of symmetric crystals, of crystals on their Wyckoff positions (no merge needed) and the atoms per cell are
-    printed.
+    it is the requested group), ``images``, ``merged_atoms``, ``snapped_sites``, ``reassigned_sites`` and
+    ``merge_needed``; the share of symmetric crystals, of crystals on their Wyckoff positions (no merge needed), of
+    crystals with two elements sent to one position (one moved on) and the atoms per cell are printed.
     """
     import numpy as np
 
@@ -351,9 +351,11 @@ def generate_command(
         f"{model.config.get('symprec', _SYMPREC):g} Å)"
     )
     on_wyckoff = len(batch) - int(np.sum(batch.info["merge_needed"]))
+    reassigned = int(np.sum(batch.info["reassigned_sites"] > 0))
     sizes, size_counts = np.unique(batch.n_atoms, return_counts=True)
     click.echo(
         f"  on their Wyckoff positions (no merge needed): {on_wyckoff} ({100 * on_wyckoff / len(batch):.1f}%); "
+        f"two elements sent to one position and one moved on: {reassigned} ({100 * reassigned / len(batch):.1f}%); "
         "atoms per cell: " + ", ".join(f"{int(n)}: {int(c)}" for n, c in zip(sizes, size_counts))
     )
     groups, counts = np.unique(batch.info["space_group_found"], return_counts=True)

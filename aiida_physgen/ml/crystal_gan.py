@@ -89,8 +89,9 @@ class CrystalGanSettings:
     ``length_margin`` widens the training range of lattice lengths the generator can reach.
     ``wyckoff_tolerance`` (Å) is how far a generated base site may move onto a special position of the requested
     group before the group is applied (:func:`~aiida_physgen.ml.crystal_build.snap_to_special_position`), so a
-    crystal has the multiplicities of its Wyckoff sites; 0 turns it off and leaves only the merge. Sampling may
-    change it (``condition.wyckoff_tolerance``).
+    crystal has the multiplicities of its Wyckoff sites; two elements sent to one position are then sent apart
+    (:func:`~aiida_physgen.ml.crystal_build.reassign_shared_positions`, counted in ``reassigned_sites``); 0 turns
+    both off and leaves only the merge. Sampling may change it (``condition.wyckoff_tolerance``).
     """
 
     noise_dim: int = 64

@@ -939,8 +939,10 @@ def test_the_merge_distance_of_sampling(model):
     default = model.sample(16, 2)
     same = model.sample(16, 2, {"merge_distance": model.config["merge_distance"]})
     assert np.array_equal(default.positions, same.positions) and np.array_equal(default.n_atoms, same.n_atoms)
-    # the same network outputs, cut at 0.3 Å and at 2.5 Å: the wider cut merges more (never fewer) images
-    tight, wide = model.sample(16, 2, {"merge_distance": 0.3}), model.sample(16, 2, {"merge_distance": 2.5})
+    # the same network outputs, cut at 0.3 Å and at 2.5 Å: the wider cut merges more (never fewer) images (the
+    # merge is the fallback of the Wyckoff snapping, which places every site of this model: snapping off here)
+    tight = model.sample(16, 2, {"merge_distance": 0.3, "wyckoff_tolerance": 0.0})
+    wide = model.sample(16, 2, {"merge_distance": 2.5, "wyckoff_tolerance": 0.0})
     assert np.all(tight.n_atoms >= wide.n_atoms) and np.any(tight.n_atoms > wide.n_atoms)
     assert np.array_equal(tight.cells, wide.cells) and np.all(wide.info["images"] == tight.info["images"])
 
@@ -965,3 +967,53 @@ def test_the_merge_distance_of_sampling(model):
 def test_bad_conditions_name_the_field(model, condition, message):
     with pytest.raises(ValueError, match=message):
         model.sample(2, 0, condition)
+
+
+@pytest.mark.parametrize(
+    "number, expected",
+    # the Wyckoff positions without a free parameter (International Tables A): their points per conventional cell
+    [(216, 16), (225, 40), (221, 8), (227, 48), (139, 20), (62, 8), (194, 14), (166, 24), (186, 0)],
+)
+def test_isolated_special_positions_are_the_fixed_wyckoff_positions(number, expected):
+    group = space_groups.space_group(number)
+    points = crystal_build.isolated_special_positions(number)
+    assert len(points) == expected
+    rotations = group.operations[:, :3, :3]
+    for point in points:
+        offsets = group.apply(point) - point
+        fixing = np.all(np.abs(offsets - np.round(offsets)) < 1e-9, axis=1)
+        # fixed by operations whose rotation parts leave no direction fixed: the point cannot slide
+        assert np.linalg.matrix_rank(np.concatenate(rotations[fixing] - np.eye(3))) == 3
+    if number == 216:  # 4a, 4b, 4c, 4d of F-43m: (0, 0, 0), (1/2, 1/2, 1/2), (1/4, 1/4, 1/4), (3/4, 3/4, 3/4) + F
+        assert {tuple(np.round(p * 4).astype(int) % 2) for p in points} == {(0, 0, 0), (1, 1, 1)}
+        assert len({tuple(np.round(p * 4).astype(int)) for p in points}) == 16
+
+
+def test_two_elements_on_one_position_are_sent_apart_and_counted(crystals):
+    """Two base sites near 4a: the one nearer keeps 4a, the other goes to the nearest free fixed position (from where
+    it was generated); with the snapping off both stay and share the position."""
+    a = 6.0
+    coords = np.array([[[0.02, 0.0, 0.0], [0.0, 0.06, 0.0], [0.5, 0.5, 0.5]]])
+    built = crystal_build.build_crystals(coords, np.array([[a, a, a]]), [216], [["Li", "Zn", "As"]])
+    assert built.info["reassigned_sites"].tolist() == [1] and built.info["snapped_sites"].tolist() == [2]
+    assert built.n_atoms.tolist() == [12] and built.info["symmetric"].tolist() == [1]
+    crystal = built[0]
+    positions = {s: crystal.get_scaled_positions()[crystal.symbols == s] for s in ("Li", "Zn", "As")}
+    assert np.abs((positions["Li"] + 0.5) % 1 - 0.5).min(axis=0).max() < 1e-9  # Li kept 4a (moved 0.12 Å, Zn 0.36)
+    zn = positions["Zn"][np.argmin(np.linalg.norm((positions["Zn"] + 0.5) % 1 - 0.5, axis=1))]
+    assert np.allclose(np.abs((zn + 0.5) % 1 - 0.5), 0.25)  # on 4c or 4d, the nearest free positions (2.6 Å)
+    assert crystal.get_all_distances(mic=True)[np.triu_indices(12, 1)].min() > 2.5
+    # the training crystals themselves share no position: nothing to reassign
+    clean = crystal_build.build_crystals(
+        crystals.coords[:10],
+        crystals.lengths[:10],
+        crystals.space_groups[:10],
+        [symbols_of(z) for z in crystals.numbers[:10]],
+    )
+    assert np.all(clean.info["reassigned_sites"] == 0)
+    # snapping off: no reassignment either, and the two elements sit 0.36 Å apart
+    off = crystal_build.build_crystals(
+        coords, np.array([[a, a, a]]), [216], [["Li", "Zn", "As"]], wyckoff_tolerance=0.0, merge_distance=1e-3
+    )
+    assert off.info["reassigned_sites"].tolist() == [0]
+    assert off[0].get_all_distances(mic=True)[np.triu_indices(len(off[0]), 1)].min() < 0.5

@@ -43,7 +43,9 @@ def test_reader_holding_a_transaction_sees_one_consistent_snapshot(uninterrupted
     assert reader and reader["exit_code"] == 0, reader
     # the screening finished while the reader held its transaction (the reader stops after the screening ended)
     assert uninterrupted["finished_ok"], uninterrupted["describe"]
-    assert reader["passes"] >= 3 and reader["rows_read"] > 0, reader
+    # two passes over one snapshot are what a comparison needs (a loaded machine gave 2 once, 3 or more usually:
+    # each pass reads every process row 20 ms apart, and the reader stops when the screening ends)
+    assert reader["passes"] >= 2 and reader["rows_read"] > 0, reader
     assert reader["transaction_age_s"] >= reader["held_s"] - 1, f"not one transaction all along: {reader}"
     # every pass over the open transaction saw the same nodes and process states, although the workers wrote
     assert reader["distinct_views"] == 1, reader

@@ -1,0 +1,186 @@
+"""Held-out recovery of the crystal GAN, as CubicGAN reports it, beside a random baseline with the same machinery.
+
+A fixed 20 % of the shipped half-Heuslers (F-43m, one crystal per element triple) is held out: the triples picked by
+``numpy.random.default_rng(0)`` (the split is printed, and fixed before any run). One crystal GAN is trained on the
+other 80 % with ``aiida-physgen train -p balanced`` (the command a user types; skipped when ``--out`` already holds the
+model). Then, for every generation seed, each held-out triple gets ``--per-triple`` crystals from
+
+* the generator, conditioned on the triple and F-43m (``condition.elements``), and
+* the random baseline: the same Wyckoff snapping, reassignment and symmetry operations fed with uniform random base
+  sites and a cubic lattice length uniform over the training crystals' range
+  (:func:`aiida_physgen.ml.crystal_build.random_wyckoff_crystals`).
+
+Both arms go through the same funnel as ``aiida-physgen crystals funnel``: validity (radius-scaled closest pairs,
+density), primitive cell, CHGNet with the cell free (at most 300 steps). A held-out triple is *recovered* when one of
+its relaxed, converged crystals matches the held-out crystal (pymatgen's ``StructureMatcher`` at its defaults).
+The table gives, per seed and arm, crystals valid, converged, keeping F-43m after the relaxation, and triples
+recovered among the first 1 and all ``--per-triple`` crystals of each triple.
+
+    python benchmarks/crystal_heldout.py --out runs/heldout            # about 40 min here (training 8, CHGNet 30)
+    python benchmarks/crystal_heldout.py --out runs/heldout --quick    # a minute: 20 training steps, 1 seed
+
+Torch and CHGNet run on one thread (``OMP_NUM_THREADS`` is not changed). No AiiDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HELD_OUT_SHARE = 0.2
+SPLIT_SEED = 0
+GROUP = 216
+
+
+def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (training, held out) of ``n`` crystals: a fixed 20 %, by ``default_rng(SPLIT_SEED)``."""
+    held = np.sort(np.random.default_rng(SPLIT_SEED).choice(n, size=round(HELD_OUT_SHARE * n), replace=False))
+    return np.setdiff1d(np.arange(n), held), held
+
+
+def train(training_file: Path, out: Path, quick: bool) -> Path:
+    model = out / "models" / "model_00.pt"
+    if model.exists():
+        print(f"using the trained model {model}")
+        return model
+    command = [
+        "aiida-physgen", "train", str(training_file), "-f", "crystal_gan",
+        "--target", json.dumps({"space_groups": [GROUP]}), "-p", "fast" if quick else "balanced",
+        "--seeds", "0", "-o", str(out / "models"),
+    ]  # fmt: skip
+    if quick:
+        command += ["--steps", "20"]
+    print("$ " + " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    print(f"training: {time.perf_counter() - start:.0f} s", flush=True)
+    return model
+
+
+def funnel(batch, triples_of, held_structures, per_triple):
+    """Validity → primitive cell → CHGNet → match against the held-out crystal of each crystal's triple."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from aiida_physgen.crystals import properties
+    from aiida_physgen.ml.crystal_build import primitive_cells
+    from aiida_physgen.screening import cheap_relax
+
+    flags = properties.validity(batch)
+    keep = np.flatnonzero(flags["valid"] == 1)
+    row = {"generated": len(batch), "valid": int(keep.size)}
+    if keep.size == 0:
+        return {**row, "converged": 0, "keeps_group": 0, "recovered_first": 0, "recovered_any": 0}
+    relaxed = cheap_relax.relax_batch(
+        primitive_cells(batch.subset(keep)), {"method": "chgnet", "fix_cell": False, "max_steps": 300}
+    )
+    matcher = StructureMatcher()
+    converged = np.asarray(relaxed.info["cheap_converged"]) == 1
+    row["converged"] = int(converged.sum())
+    recovered_first, recovered_any, keeps = set(), set(), 0
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    for j, index in enumerate(keep):
+        if not converged[j]:
+            continue
+        structure = AseAtomsAdaptor.get_structure(relaxed[j])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            keeps += SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number() == GROUP
+        triple = triples_of[index]
+        if matcher.fit(structure, held_structures[triple]):
+            recovered_any.add(triple)
+            if index // len(held_structures) == 0:  # the first crystal of its triple
+                recovered_first.add(triple)
+    return {
+        **row,
+        "keeps_group": int(keeps),
+        "recovered_first": len(recovered_first),
+        "recovered_any": len(recovered_any),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the split, the model and the table")
+    parser.add_argument("--per-triple", type=int, default=3, help="crystals per held-out triple and arm")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="generation seeds")
+    parser.add_argument("--quick", action="store_true", help="20 training steps, one seed, 1 crystal per triple")
+    args = parser.parse_args(argv)
+    if args.per_triple < 1:
+        parser.error(f"--per-triple: got {args.per_triple}, expected a positive number of crystals")
+    if args.quick:
+        args.per_triple, args.seeds = 1, args.seeds[:1]
+
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from aiida_physgen.ml import crystal_build
+    from aiida_physgen.ml.crystal_data import example_structures
+    from aiida_physgen.ml.model_io import load_model
+    from aiida_physgen.ml.training import generate
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    crystals = example_structures()
+    training_index, held_index = split(len(crystals))
+    training = crystals.subset(training_index)
+    triples = [tuple(sorted(set(crystals[i].get_chemical_symbols()))) for i in held_index]
+    held_structures = {t: AseAtomsAdaptor.get_structure(crystals[i]) for t, i in zip(triples, held_index)}
+    (args.out / "split.json").write_text(
+        json.dumps({"held_out": held_index.tolist(), "triples": ["".join(t) for t in triples]}, indent=1)
+    )
+    print(
+        f"held out {len(held_index)} of {len(crystals)} crystals (rng {SPLIT_SEED}): {' '.join(map(''.join, triples))}"
+    )
+    training_file = args.out / "training.npz"
+    training_file.write_bytes(training.to_npz_bytes())
+    model = load_model(train(training_file, args.out, args.quick))
+
+    lengths = np.array([a.cell.lengths()[0] for a in training])
+    count = args.per_triple * len(triples)
+    cycled = [list(triples[i % len(triples)]) for i in range(count)]  # crystal i has triple i % n
+    rows = []
+    for seed in args.seeds:
+        arms = {
+            "generator": generate([model], count, seed, {"space_group": GROUP, "elements": cycled}),
+            "random": crystal_build.random_wyckoff_crystals(
+                [GROUP] * count,
+                cycled,
+                (float(lengths.min()), float(lengths.max())),
+                seed,
+                crowding_distance=model.config.get("crowding_distance"),
+            ),
+        }
+        for arm, batch in arms.items():
+            start = time.perf_counter()
+            # generate() keeps each triple's canonical element order: map back by the sorted symbols
+            triples_of = [triples[i % len(triples)] for i in range(count)]
+            row = {"seed": seed, "arm": arm, **funnel(batch, triples_of, held_structures, args.per_triple)}
+            row["reassigned"] = int(np.sum(batch.info["reassigned_sites"] > 0))
+            row["seconds"] = round(time.perf_counter() - start, 1)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    (args.out / "table.json").write_text(json.dumps(rows, indent=1))
+    header = ["seed", "arm", "generated", "reassigned", "valid", "converged", "keeps_group"]
+    header += ["recovered_first", "recovered_any", "seconds"]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+    for arm in ("generator", "random"):
+        any_ = [r["recovered_any"] for r in rows if r["arm"] == arm]
+        first = [r["recovered_first"] for r in rows if r["arm"] == arm]
+        print(
+            f"{arm}: held-out triples recovered of {len(triples)}: first crystal {np.mean(first):.1f} "
+            f"(seeds {first}), any of {args.per_triple}: {np.mean(any_):.1f} (seeds {any_})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
