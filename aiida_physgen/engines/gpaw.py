@@ -11,6 +11,7 @@ import numpy as np
 from aiida import orm
 
 from .base import RelaxationEngine, builders_problem, dummy_structure, merge_overrides, protocol_problem
+from .spin import initial_moments
 
 __all__ = ["GpawEngine"]
 
@@ -24,13 +25,18 @@ class GpawEngine(RelaxationEngine):
     def get_builder(self, code, structure, protocol, overrides, dos):
         """A relaxation, unless the protocol (``smoke``) or the overrides ask for ``calculation: static`` (a single
         point, e.g. the DOS of a porous-graphene sheet whose atoms stay on the lattice): the structure then comes back
-        unmoved."""
+        unmoved. A structure with a magnetic element runs spin-polarised from the Materials Project's initial moments
+        (:mod:`~aiida_physgen.engines.spin`) unless the overrides set ``spinpol``."""
         from ..workflows.gpaw_base import GpawBaseWorkChain
         from ..workflows.protocols import load_protocol
 
         asked = _parameters(load_protocol("gpaw", protocol, overrides)).get("calculation")
         calculation = "static" if asked == "static" else "relax"
         forced = {"gpaw": {"parameters": {"calculation": calculation, "dos": bool(dos)}}}
+        if "spinpol" not in _parameters(overrides):  # the user's choice wins; else by composition (engines.spin)
+            moments = initial_moments(structure.get_ase().get_chemical_symbols())
+            if moments is not None:
+                forced["gpaw"]["parameters"].update(spinpol=True, magmoms=moments)
         return GpawBaseWorkChain.get_builder_from_protocol(
             code, structure, protocol=protocol, overrides=merge_overrides(dict(overrides or {}), forced)
         )

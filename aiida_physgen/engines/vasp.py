@@ -11,10 +11,12 @@ structure comes back non-periodic, so the screening compares it as a molecule.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 
 from aiida import orm
 
-from .base import RelaxationEngine, builders_problem, dummy_structure, protocol_problem
+from .base import RelaxationEngine, builders_problem, dummy_structure, merge_overrides, protocol_problem
+from .spin import initial_moments
 
 __all__ = ["VaspEngine"]
 
@@ -26,8 +28,17 @@ class VaspEngine(RelaxationEngine):
     protocol_file = "vasp"
 
     def get_builder(self, code, structure, protocol, overrides, dos):
+        """A structure with a magnetic element runs spin-polarised (``ispin`` 2) from the Materials Project's
+        initial moments (:mod:`~aiida_physgen.engines.spin`), one ``magmom`` per site in the structure's order
+        (aiida-vasp writes the POSCAR in that order), unless the overrides' ``incar`` sets ``ispin``."""
         from ..workflows.vasp_relax import VaspRelaxWorkChain
 
+        overrides = dict(overrides or {})
+        incar = overrides.get("incar") if isinstance(overrides.get("incar"), Mapping) else {}
+        if not any(str(key).lower() == "ispin" for key in incar):
+            moments = initial_moments(structure.get_ase().get_chemical_symbols())
+            if moments is not None:
+                overrides = merge_overrides(overrides, {"incar": {"ispin": 2, "magmom": moments}})
         return VaspRelaxWorkChain.get_builder_from_protocol(code, structure, protocol, overrides, dos=dos)
 
     def validate(self, code, protocol, overrides=None, dos=True, periodic=None, elements=None):

@@ -40,6 +40,8 @@ ELEMENTS = {
     "Li": (1.0, 140.0, 7.010, "Li: s1"),
     "Mg": (2.0, 200.0, 24.305, "Mg: s2"),
     "Al": (3.0, 240.0, 26.982, "Al: s2p1"),
+    # a magnetic element: the spin-polarised defaults (tests/aiida/test_spin_defaults.py)
+    "Fe": (8.0, 270.0, 55.845, "Fe: d7s1"),
 }
 
 TEMPLATE = """  PAW_PBE {symbol} FAKE
