@@ -45,7 +45,7 @@ def split(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.setdiff1d(np.arange(n), held), held
 
 
-def train(training_file: Path, out: Path, quick: bool) -> Path:
+def train(training_file: Path, out: Path, quick: bool, steps: int | None) -> Path:
     model = out / "models" / "model_00.pt"
     if model.exists():
         print(f"using the trained model {model}")
@@ -55,8 +55,8 @@ def train(training_file: Path, out: Path, quick: bool) -> Path:
         "--target", json.dumps({"space_groups": [GROUP]}), "-p", "fast" if quick else "balanced",
         "--seeds", "0", "-o", str(out / "models"),
     ]  # fmt: skip
-    if quick:
-        command += ["--steps", "20"]
+    if quick or steps:
+        command += ["--steps", str(20 if quick else steps)]
     print("$ " + " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
@@ -112,8 +112,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the split, the model and the table")
     parser.add_argument("--per-triple", type=int, default=3, help="crystals per held-out triple and arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="generation seeds")
+    parser.add_argument("--steps", type=int, help="generator steps (default: the balanced protocol's 2,000)")
     parser.add_argument("--quick", action="store_true", help="20 training steps, one seed, 1 crystal per triple")
     args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps: got {args.steps}, expected a positive number of generator steps")
     if args.per_triple < 1:
         parser.error(f"--per-triple: got {args.per_triple}, expected a positive number of crystals")
     if args.quick:
@@ -140,7 +143,7 @@ def main(argv=None) -> int:
     )
     training_file = args.out / "training.npz"
     training_file.write_bytes(training.to_npz_bytes())
-    model = load_model(train(training_file, args.out, args.quick))
+    model = load_model(train(training_file, args.out, args.quick, args.steps))
 
     lengths = np.array([a.cell.lengths()[0] for a in training])
     count = args.per_triple * len(triples)
