@@ -188,7 +188,8 @@ def test_crystal_gan_through_the_one_pipeline_with_gpaw(gpaw_screening, training
     order = ["generated", "valid", "selected", "cheap-relaxed", "unique", "novel", "E_f < 0"]
     assert all(rows[a]["total"] >= rows[b]["total"] for a, b in zip(order, order[1:]))
     assert rows["DFT relaxed"]["total"] == 2 and rows["DFT basins"]["total"] == len(results["minima"])
-    assert rows["DFT relaxed"]["LiMgAl"] == 1 and rows["DFT relaxed"]["LiMgSi"] == 1
+    # one DFT relaxation per element triple: LiMgSi, and LiMgAl from either of the two conditions that hold it
+    assert rows["DFT relaxed"]["LiMgSi"] == 1 and rows["DFT relaxed"]["LiMgAl"] + rows["DFT relaxed"]["Fm_3m"] == 1
     assert metrics["cheap_method"] == "chgnet" and metrics["cheap_fix_cell"] is False
     assert set(metrics["reference_energies"]) >= {"Li", "Mg", "Al", "Si"}
     assert metrics["baseline"] == "single_point" and metrics["baseline_count"] == 1
