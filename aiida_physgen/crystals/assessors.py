@@ -16,8 +16,10 @@ crystals protocol's CHGNet settings) and measures, at that same cheap level:
   screening does not relax);
 * the **baseline**: the training crystals' own formation energies at the same cheap level.
 
-It returns the crystal funnel's counts per condition (generated → symmetric → valid → selected →
-cheap-relaxed → unique → novel → E_f < 0 → DFT → DFT basins) as its table, the DFT minima below it, flat
+It returns the crystal funnel's counts per condition (generated → on Wyckoff positions (no merge) → no position
+shared by two elements (no reassignment) → symmetric → valid → selected → cheap-relaxed → converged → keeps its
+requested space group (spglib) → unique → novel → E_f < 0 → DFT → DFT basins → DFT keeps its group; from
+"converged" to "E_f < 0" each row is a subset of the one above) as its table, the DFT minima below it, flat
 metrics, and the formation-energy histogram (candidates per condition, the training baseline, the DFT
 minima).
 
@@ -57,6 +59,11 @@ STAGE_METRICS = {
     "E_f < 0": "negative_formation_energy",
     "DFT relaxed": "dft_relaxed",
     "DFT basins": "dft_basins",
+    "on Wyckoff positions": "on_wyckoff_positions",
+    "no position shared": "no_position_shared",
+    "cheap converged": "cheap_converged",
+    "keeps its group": "keeps_group",
+    "DFT keeps its group": "dft_keeps_group",
 }
 #: the cheap engine whose settings the references are relaxed with (cheap_relax.relax_batch)
 CHEAP_ENGINE = "cheap"
@@ -193,6 +200,16 @@ def _structure(atoms):
     from pymatgen.io.ase import AseAtomsAdaptor
 
     return AseAtomsAdaptor.get_structure(atoms)
+
+
+def _space_group_number(atoms, symprec: float) -> int:
+    """spglib's space-group number of ``atoms`` (0 when it gives up)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return int(SpacegroupAnalyzer(_structure(atoms), symprec=symprec).get_space_group_number())
+    except Exception:  # noqa: BLE001 - spglib gives up on a distorted cell
+        return 0
 
 
 def _space_group(atoms, symprec: float) -> str:
@@ -349,6 +366,21 @@ class FormationNovelty(Assessor):
             return lambda i: int(np.sum(mask & (conditions == i)))
 
         rows = [{"stage": "generated", **per_condition(lambda i: len(data.generated[names[i]]))}]
+        generated = list(data.generated.values())
+        if all("merge_needed" in batch.info for batch in generated):  # the crystal GAN's Wyckoff placement
+            rows.append(
+                {
+                    "stage": "on Wyckoff positions",
+                    **per_condition(lambda i: int(np.sum(data.generated[names[i]].info["merge_needed"] == 0))),
+                }
+            )
+        if all("reassigned_sites" in batch.info for batch in generated):
+            rows.append(
+                {
+                    "stage": "no position shared",
+                    **per_condition(lambda i: int(np.sum(data.generated[names[i]].info["reassigned_sites"] == 0))),
+                }
+            )
         if all("symmetric" in batch.info for batch in data.generated.values()):
             rows.append(
                 {
@@ -362,11 +394,22 @@ class FormationNovelty(Assessor):
         if data.representatives is not None:
             selected = np.asarray(data.representatives.info.get("condition_index", np.zeros(len(data.representatives))))
             rows.append({"stage": "selected", **per_condition(count(np.ones(len(selected), bool), selected))})
+        rows.append({"stage": "cheap-relaxed", **per_condition(count(ok, condition_of_cheap))})
+        # converged, and (for crystals generated for a space group) still in it after the cheap relaxation: the rows
+        # below count only those, so each row is a subset of the one above
+        kept = ok & (np.asarray(cheap.info.get("cheap_converged", np.ones(len(cheap))), dtype=np.int64) == 1)
+        rows.append({"stage": "cheap converged", **per_condition(count(kept, condition_of_cheap))})
+        requested = cheap.info.get("space_group_requested")
+        if requested is not None:
+            found = np.array(
+                [_space_group_number(cheap[i], settings.symprec) if kept[i] else 0 for i in range(len(cheap))]
+            )
+            kept &= found == np.asarray(requested)
+            rows.append({"stage": "keeps its group", **per_condition(count(kept, condition_of_cheap))})
         rows += [
-            {"stage": "cheap-relaxed", **per_condition(count(ok, condition_of_cheap))},
-            {"stage": "unique", **per_condition(count(ok & unique, condition_of_cheap))},
-            {"stage": "novel", **per_condition(count(ok & unique & novel, condition_of_cheap))},
-            {"stage": "E_f < 0", **per_condition(count(ok & unique & novel & negative, condition_of_cheap))},
+            {"stage": "unique", **per_condition(count(kept & unique, condition_of_cheap))},
+            {"stage": "novel", **per_condition(count(kept & unique & novel, condition_of_cheap))},
+            {"stage": "E_f < 0", **per_condition(count(kept & unique & novel & negative, condition_of_cheap))},
         ]
         dft_conditions = np.array(
             [condition_of_cheap[picked[label]] if label in picked else -1 for label in labels], dtype=np.int64
@@ -374,6 +417,9 @@ class FormationNovelty(Assessor):
         rows.append({"stage": "DFT relaxed", **per_condition(count(np.ones(len(labels), bool), dft_conditions))})
         basin_conditions = np.array([row["condition_index"] for row in dft_rows], dtype=np.int64)
         rows.append({"stage": "DFT basins", **per_condition(count(np.ones(len(dft_rows), bool), basin_conditions))})
+        if requested is not None:  # the requested group of each DFT basin's condition, kept through DFT
+            keeps_dft = np.array([row["keeps_group"] for row in dft_rows], dtype=bool)
+            rows.append({"stage": "DFT keeps its group", **per_condition(count(keeps_dft, basin_conditions))})
 
         # ---- metrics and text
         total = "total" if len(names) > 1 else names[0]
@@ -493,6 +539,7 @@ class FormationNovelty(Assessor):
                 "name": basin["name"],
                 "formula": basin.get("formula", atoms.get_chemical_formula("metal")),
                 "space_group": _space_group(atoms, settings.symprec),
+                "keeps_group": False,
                 "energy_per_atom": basin.get("energy_per_atom"),
                 "formation_energy_at_dft": float(ef_at_dft[index]) if math.isfinite(ef_at_dft[index]) else None,
                 "novel": int(novelty[index]),
@@ -512,6 +559,10 @@ class FormationNovelty(Assessor):
                     atoms.get_volume() / len(atoms) / (before.get_volume() / len(before)) - 1.0
                 )
                 row["kept"] = bool(matcher.fit(_structure(before), _structure(atoms)))
+                requested = cheap.info.get("space_group_requested")
+                if requested is not None:
+                    wanted = int(np.asarray(requested)[int(cheap_index)])
+                    row["keeps_group"] = _space_group_number(atoms, settings.symprec) == wanted
             rows.append(row)
             pairs.append(
                 (

@@ -185,8 +185,14 @@ def test_crystal_gan_through_the_one_pipeline_with_gpaw(gpaw_screening, training
     assert rows["generated"] == {"stage": "generated", "LiMgAl": 12, "LiMgSi": 12, "Fm_3m": 12, "total": 36}
     assert rows["valid"]["total"] == validity["totals"]["valid"]
     assert rows["selected"]["total"] == len(generation["representatives"])
-    order = ["generated", "valid", "selected", "cheap-relaxed", "unique", "novel", "E_f < 0"]
+    order = ["generated", "valid", "selected", "cheap-relaxed", "cheap converged", "keeps its group", "unique"]
+    order += ["novel", "E_f < 0"]
     assert all(rows[a]["total"] >= rows[b]["total"] for a, b in zip(order, order[1:]))
+    # the Wyckoff placement of every generated crystal, and the group kept through CHGNet and DFT (spglib)
+    assert rows["on Wyckoff positions"]["total"] <= 36 and rows["no position shared"]["total"] <= 36
+    assert rows["keeps its group"]["total"] >= 1, assessment["text"]
+    assert rows["DFT keeps its group"]["total"] <= rows["DFT basins"]["total"]
+    assert metrics["n_keeps_group"] == rows["keeps its group"]["total"]
     assert rows["DFT relaxed"]["total"] == 2 and rows["DFT basins"]["total"] == len(results["minima"])
     # one DFT relaxation per element triple: LiMgSi, and LiMgAl from either of the two conditions that hold it
     assert rows["DFT relaxed"]["LiMgSi"] == 1 and rows["DFT relaxed"]["LiMgAl"] + rows["DFT relaxed"]["Fm_3m"] == 1
