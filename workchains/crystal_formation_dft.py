@@ -53,8 +53,9 @@ inputs = {
 }
 if code is not None:
     inputs["code"] = code
-print(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms) and references {', '.join(sorted(structures)[:-1])}: "
-      f"GPAW {protocol}, PBE{'' if SMOKE else ', cell relaxed'}", flush=True)  # fmt: skip
+names = ", ".join(sorted(set(structures) - {"crystal"}))
+settings = f"GPAW {protocol}, PBE" + ("" if SMOKE else ", cell relaxed")
+print(f"{atoms.get_chemical_formula()} ({len(atoms)} atoms) and references {names}: {settings}", flush=True)
 results, node = run_get_node(RelaxSetWorkChain, **inputs)
 if not node.is_finished_ok:
     sys.exit(f"RelaxSetWorkChain<{node.pk}> failed with exit status {node.exit_status}: {node.exit_message}")
