@@ -189,11 +189,6 @@ def isolated_special_positions(number: int) -> np.ndarray:
     return points
 
 
-def _orbit(group, point: np.ndarray) -> np.ndarray:
-    """The distinct images of one fractional point, vectorised (``SpaceGroupInfo.orbit`` compares pairs in Python)."""
-    return np.unique(np.round(group.apply(point), 6) % 1.0, axis=0)
-
-
 def _periodic_gaps(a: np.ndarray, b: np.ndarray, cell: np.ndarray) -> np.ndarray:
     """Shortest distances (Å) between fractional points ``a (n, 3)`` and ``b (m, 3)``, periodic: ``(n, m)``."""
     gaps = a[:, None] - b[None]
@@ -217,14 +212,14 @@ def reassign_shared_positions(
     kept: list[np.ndarray] = []
     reassigned = 0
     for i in order:
-        orbit = _orbit(group, sites[i])
+        orbit = group.orbit(sites[i])
         if all(_periodic_gaps(orbit, other, cell).min() >= clash for other in kept):
             kept.append(orbit)
             continue
         candidates = isolated_special_positions(group.number)
         if len(candidates):
             for k in np.argsort(_periodic_gaps(generated[i][None], candidates, cell)[0], kind="stable"):
-                free = _orbit(group, candidates[k])
+                free = group.orbit(candidates[k])
                 if all(_periodic_gaps(free, other, cell).min() >= clash for other in kept):
                     sites[i], orbit = candidates[k], free
                     reassigned += 1
@@ -380,7 +375,8 @@ def random_wyckoff_crystals(
 ) -> StructureBatch:
     """The crystal GAN's random baseline: the same machinery (:func:`build_crystals`) fed with uniform random base
     sites and lattice lengths uniform in ``length_range`` (Å, tied by the crystal system as the generator ties
-    them: cubic a = b = c, tetragonal and hexagonal a = b), one crystal per entry of ``numbers`` and ``symbols``."""
+    them: cubic a = b = c, tetragonal and hexagonal a = b), one crystal per entry of ``numbers`` and ``symbols``.
+    Pass the model's ``crowding_distance`` (its config) so that the placement reaches as far as the generator's."""
     import torch
 
     from .space_groups import constrain_lengths

@@ -64,13 +64,11 @@ class SpaceGroupInfo:
         return images - np.floor(images)
 
     def orbit(self, point: np.ndarray, tolerance: float = 1e-3) -> np.ndarray:
-        """The distinct images of one fractional point (its Wyckoff orbit in the conventional cell)."""
+        """The distinct images of one fractional point (its Wyckoff orbit in the conventional cell): an image is kept
+        unless an earlier one lies within ``tolerance`` (periodic, largest fractional component)."""
         images = self.apply(np.asarray(point, dtype=np.float64))
-        kept: list[np.ndarray] = []
-        for image in images:
-            if not any(np.abs((image - other + 0.5) % 1.0 - 0.5).max() < tolerance for other in kept):
-                kept.append(image)
-        return np.array(kept)
+        gaps = np.abs((images[:, None] - images[None] + 0.5) % 1.0 - 0.5).max(axis=-1)
+        return images[~np.any(np.tril(gaps < tolerance, k=-1), axis=1)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "symbol": self.symbol, "crystal_system": self.crystal_system}

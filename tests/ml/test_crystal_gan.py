@@ -1017,3 +1017,23 @@ def test_two_elements_on_one_position_are_sent_apart_and_counted(crystals):
     )
     assert off.info["reassigned_sites"].tolist() == [0]
     assert off[0].get_all_distances(mic=True)[np.triu_indices(len(off[0]), 1)].min() < 0.5
+
+
+def test_the_random_wyckoff_baseline_goes_through_the_same_placement():
+    """Uniform random base sites and lengths, placed, reassigned and symmetrised like the generator's: every F-43m
+    crystal has three elements on three of 4a-4d (12 atoms), a cubic cell with a in the range, and the same seed gives
+    the same crystals."""
+    symbols = [["Li", "Zn", "As"], ["Pt", "Sc", "Sb"]] * 10
+    # the crowding distance of a model trained on the shipped half-Heuslers (0.95 × their shortest same-element
+    # distance, 3.73 Å): images that close count as crowded, so a site anywhere reaches a fixed position
+    batch = crystal_build.random_wyckoff_crystals([216] * 20, symbols, (5.5, 7.0), seed=3, crowding_distance=3.7)
+    assert batch.n_atoms.tolist() == [12] * 20 and np.all(batch.info["symmetric"] == 1)
+    lengths = np.array([a.cell.lengths() for a in batch])
+    assert np.allclose(lengths, lengths[:, :1]) and lengths.min() >= 5.5 and lengths.max() <= 7.0
+    assert np.any(batch.info["reassigned_sites"] > 0)  # random sites share positions often: the reassignment acts
+    again = crystal_build.random_wyckoff_crystals([216] * 20, symbols, (5.5, 7.0), seed=3, crowding_distance=3.7)
+    assert np.array_equal(batch.positions, again.positions)
+    with pytest.raises(ValueError, match=r"length_range: got \(7\.0, 5\.5\)"):
+        crystal_build.random_wyckoff_crystals([216], symbols[:1], (7.0, 5.5), seed=0)
+    with pytest.raises(ValueError, match="symbols: got 2 triples for 1 space groups"):
+        crystal_build.random_wyckoff_crystals([216], symbols[:2], (5.5, 7.0), seed=0)
