@@ -31,7 +31,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +87,11 @@ def funnel(batch, triples_of, held_structures, per_triple):
     converged = np.asarray(relaxed.info["cheap_converged"]) == 1
     row["converged"] = int(converged.sum())
     recovered_first, recovered_any, keeps = set(), set(), 0
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
     for j, index in enumerate(keep):
         if not converged[j]:
             continue
         structure = AseAtomsAdaptor.get_structure(relaxed[j])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            keeps += SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number() == GROUP
+        keeps += properties.space_group_number(relaxed[j]) == GROUP
         triple = triples_of[index]
         first_relaxed.setdefault(triple, relaxed[j])
         if matcher.fit(structure, held_structures[triple]):

@@ -23,18 +23,6 @@ from .options import output_file_option, output_folder_option
 __all__ = ["funnel"]
 
 
-def _group_number(atoms, symprec: float = 0.1) -> int:
-    """The space-group number spglib finds (through pymatgen), 0 when it gives up."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    from ..screening.basins import pymatgen_structure
-
-    try:
-        return int(SpacegroupAnalyzer(pymatgen_structure(atoms), symprec=symprec).get_space_group_number())
-    except Exception:  # spglib gives up on degenerate structures
-        return 0
-
-
 @crystals.command("funnel")
 @click.argument("generated", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -123,7 +111,7 @@ def funnel(generated, training, min_distance, density, max_steps, top, cif_dir, 
     if "space_group_requested" in relaxed.info:  # the group kept through the relaxation (spglib, symprec 0.1 Å)
         requested = np.asarray(relaxed.info["space_group_requested"])
         kept = [
-            bool(ok) and _group_number(relaxed[i]) == int(requested[i])
+            bool(ok) and crystal_properties.space_group_number(relaxed[i]) == int(requested[i])
             for i, ok in enumerate(converged & (np.asarray(relaxed.info.get("symmetric", converged)) == 1))
         ]
         counts["symmetric_and_keeps_group_after_relaxation"] = int(sum(kept))

@@ -202,16 +202,6 @@ def _structure(atoms):
     return AseAtomsAdaptor.get_structure(atoms)
 
 
-def _space_group_number(atoms, symprec: float) -> int:
-    """spglib's space-group number of ``atoms`` (0 when it gives up)."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    try:
-        return int(SpacegroupAnalyzer(_structure(atoms), symprec=symprec).get_space_group_number())
-    except Exception:  # noqa: BLE001 - spglib gives up on a distorted cell
-        return 0
-
-
 def _space_group(atoms, symprec: float) -> str:
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
@@ -402,7 +392,7 @@ class FormationNovelty(Assessor):
         requested = cheap.info.get("space_group_requested")
         if requested is not None:
             found = np.array(
-                [_space_group_number(cheap[i], settings.symprec) if kept[i] else 0 for i in range(len(cheap))]
+                [properties.space_group_number(cheap[i], settings.symprec) if kept[i] else 0 for i in range(len(cheap))]
             )
             kept &= found == np.asarray(requested)
             rows.append({"stage": "keeps its group", **per_condition(count(kept, condition_of_cheap))})
@@ -562,7 +552,7 @@ class FormationNovelty(Assessor):
                 requested = cheap.info.get("space_group_requested")
                 if requested is not None:
                     wanted = int(np.asarray(requested)[int(cheap_index)])
-                    row["keeps_group"] = _space_group_number(atoms, settings.symprec) == wanted
+                    row["keeps_group"] = properties.space_group_number(atoms, settings.symprec) == wanted
             rows.append(row)
             pairs.append(
                 (

@@ -29,6 +29,7 @@ __all__ = [
     "ANION_FORMERS",
     "validity",
     "validity_reasons",
+    "space_group_number",
     "elemental_reference_structures",
     "reference_energies",
     "formation_energies",
@@ -413,3 +414,15 @@ def uniqueness_and_novelty(
             for i in members:
                 novel[i] = int(not any(matcher.fit(pmg[i], t, skip_structure_reduction=True) for t in candidates))
     return {"group": group, "unique": (group == np.arange(len(batch))).astype(np.int64), "novel": novel}
+
+
+def space_group_number(atoms, symprec: float = 0.1) -> int:
+    """The space-group number spglib finds for ``atoms`` (through pymatgen), 0 when it gives up on a degenerate or
+    distorted cell."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return int(SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec).get_space_group_number())
+    except Exception:  # noqa: BLE001 - spglib gives up on degenerate structures
+        return 0
