@@ -21,8 +21,9 @@ import numpy as np
 from aiida import orm
 from aiida.engine import run_get_node
 
+from aiida_physgen.calculations.formation import dft_formation_energy
 from aiida_physgen.ml.batch import StructureBatch
-from aiida_physgen.workflows.formation_dft import dft_formation_energy, reference_label, reference_structures
+from aiida_physgen.workflows.formation_dft import reference_label, reference_structures
 from aiida_physgen.workflows.relax_set import RelaxSetWorkChain
 
 arguments = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -69,7 +70,10 @@ for label in structures:
         symbol = label.removeprefix(reference_label(""))
         references[f"{symbol}_structure"] = relaxed[label]
         references[f"{symbol}_parameters"] = parameters[label]
-formation = dft_formation_energy(relaxed["crystal"], parameters["crystal"], **references)
+outputs, calculation = dft_formation_energy.run_get_node(relaxed["crystal"], parameters["crystal"], **references)
+if not calculation.is_finished_ok:
+    sys.exit(f"dft_formation_energy<{calculation.pk}>: {calculation.exit_message}")
+formation = outputs["formation"]
 
 print(f"\n{'structure':<10} {'formula':<10} {'atoms':>5} {'spin':>5} {'moment (uB)':>11} {'E/atom (eV)':>12}")
 for label in ["crystal", *sorted(s for s in structures if s != "crystal")]:

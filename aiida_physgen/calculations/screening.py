@@ -108,6 +108,7 @@ def assess(
     cheap_model: GeneratorModel | None = None,
     cheap_engine: orm.Str | None = None,
     cheap_settings: orm.Dict | None = None,
+    dft_references: StructureSet | None = None,
     **sets: StructureSet,
 ):
     """Measure a screening with the assessor ``assessor`` (an entry point of ``aiida_physgen.assessors``).
@@ -128,6 +129,8 @@ def assess(
     :param cheap_model: the cheap engine's model (the EDNN), when it has one.
     :param cheap_engine: the cheap engine's name.
     :param cheap_settings: the cheap engine's settings as given.
+    :param dft_references: the elemental references relaxed with the DFT settings (info energy), when the
+        screening relaxed them (``dft_references``).
     :param sets: ``generated_<condition>`` (the generated sets as generated) and ``reference_<name>`` (the
         reference sets the assessor reads: a known list, a held-out MD, ...).
     """
@@ -159,6 +162,7 @@ def assess(
             cheap_model=cheap_model.load() if cheap_model is not None else None,
             cheap_engine=cheap_engine.value if cheap_engine is not None else None,
             cheap_settings=cheap_settings.get_dict() if cheap_settings is not None else None,
+            dft_references=_batch(dft_references),
         )
     except ValueError as error:
         return EXIT_CODES["ERROR_INVALID_INPUT"].format(message=str(error))

@@ -11,14 +11,15 @@ crystals protocol's CHGNet settings) and measures, at that same cheap level:
 * **uniqueness** within the batch and **novelty** against the training set (pymatgen ``StructureMatcher``,
   :func:`~aiida_physgen.crystals.properties.uniqueness_and_novelty`);
 * for every DFT minimum, what DFT changed (volume, whether the structure still matches its cheap
-  geometry, its space group) and the cheap method's formation energy **at the DFT geometry** (a single
-  point: DFT energies cannot give formation energies without DFT elemental references, which the
-  screening does not relax);
+  geometry, its space group), the cheap method's formation energy **at the DFT geometry** (a single
+  point) and, when the screening relaxed elemental references with its DFT settings (``dft_references``),
+  the **DFT formation energy**;
 * the **baseline**: the training crystals' own formation energies at the same cheap level.
 
 It returns the crystal funnel's counts per condition (generated → on Wyckoff positions (no merge) → no position
 shared by two elements (no reassignment) → symmetric → valid → selected → cheap-relaxed → converged → keeps its
-requested space group (spglib) → unique → novel → E_f < 0 → DFT → DFT basins → DFT keeps its group; from
+requested space group (spglib) → unique → novel → E_f < 0 → DFT → DFT basins → DFT keeps its group → DFT E_f < 0
+(with DFT references); from
 "converged" to "E_f < 0" each row is a subset of the one above) as its table, the DFT minima below it, flat
 metrics, and the formation-energy histogram (candidates per condition, the training baseline, the DFT
 minima).
@@ -49,6 +50,8 @@ __all__ = [
     "elemental_references",
     "mark_crystals",
     "funnel_text",
+    "dft_reference_energies",
+    "dft_formation_energies",
 ]
 
 #: how the training set's baseline is put at the cheap level: relaxed (cell free), as it is, or not at all
@@ -64,6 +67,7 @@ STAGE_METRICS = {
     "cheap converged": "cheap_converged",
     "keeps its group": "keeps_group",
     "DFT keeps its group": "dft_keeps_group",
+    "DFT E_f < 0": "dft_formation_negative",
 }
 #: the cheap engine whose settings the references are relaxed with (cheap_relax.relax_batch)
 CHEAP_ENGINE = "cheap"
@@ -270,6 +274,32 @@ def _fmt(value, digits: int = 3, sign: bool = True) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def dft_reference_energies(references: StructureBatch | None) -> dict[str, float]:
+    """Energy per atom of every element whose DFT reference relaxation finished (info ``energy``); empty without
+    references."""
+    if references is None or not len(references):
+        return {}
+    energies = np.asarray(references.info["energy"], dtype=float)
+    finished = np.flatnonzero(np.isfinite(energies))
+    return properties.reference_energies(references.subset(finished), key="energy") if finished.size else {}
+
+
+def dft_formation_energies(relaxed: StructureBatch, mu: Mapping[str, float], indices) -> list[float | None]:
+    """DFT formation energy per atom of ``relaxed[indices]`` (info ``energy``) against ``mu``; ``None`` where an
+    element has no reference or there are no references."""
+    if not mu:
+        return [None] * len(indices)
+    with_references = set(_with_references(relaxed, mu).tolist())
+    values: list[float | None] = []
+    for index in indices:
+        if index in with_references:
+            value = float(properties.formation_energies(relaxed.subset([index]), dict(mu), key="energy")[0])
+            values.append(value if math.isfinite(value) else None)
+        else:
+            values.append(None)
+    return values
+
+
 # ---------------------------------------------------------------------- the assessor
 class FormationNovelty(Assessor):
     """Formation energy, uniqueness and novelty of a crystal screening, at the cheap level, with the training
@@ -339,7 +369,12 @@ class FormationNovelty(Assessor):
         funnel = data.funnel or {}
         picked = dict(funnel.get("picked", {}))
         labels = sorted(member for row in data.basins for member in row.get("members", []))
+        mu_dft = dft_reference_energies(data.dft_references)
         dft_rows, dft_pairs = self._dft_minima(data, dft_relaxed, labels, picked, marks, mu, relax_settings, settings)
+        if dft_rows:
+            values = dft_formation_energies(dft_relaxed, mu_dft, [row["index"] for row in dft_rows])
+            for row, value in zip(dft_rows, values):
+                row["formation_energy_dft"] = value
 
         # ---- the funnel, per condition
         names = list(data.generated)
@@ -407,9 +442,13 @@ class FormationNovelty(Assessor):
         rows.append({"stage": "DFT relaxed", **per_condition(count(np.ones(len(labels), bool), dft_conditions))})
         basin_conditions = np.array([row["condition_index"] for row in dft_rows], dtype=np.int64)
         rows.append({"stage": "DFT basins", **per_condition(count(np.ones(len(dft_rows), bool), basin_conditions))})
+        keeps_dft = np.ones(len(dft_rows), dtype=bool)
         if requested is not None:  # the requested group of each DFT basin's condition, kept through DFT
             keeps_dft = np.array([row["keeps_group"] for row in dft_rows], dtype=bool)
             rows.append({"stage": "DFT keeps its group", **per_condition(count(keeps_dft, basin_conditions))})
+        if mu_dft:  # a subset of the row above: E_f against the references relaxed with the same DFT settings
+            negative_dft = np.array([(row["formation_energy_dft"] or 0.0) < 0 for row in dft_rows], dtype=bool)
+            rows.append({"stage": "DFT E_f < 0", **per_condition(count(keeps_dft & negative_dft, basin_conditions))})
 
         # ---- metrics and text
         total = "total" if len(names) > 1 else names[0]
@@ -437,6 +476,9 @@ class FormationNovelty(Assessor):
                 dft_negative_formation_energy=sum(1 for row in dft_rows if (row["formation_energy_at_dft"] or 0) < 0),
                 dft_novel=sum(1 for row in dft_rows if row["novel"] != 0),
             )
+        if mu_dft:
+            metrics["dft_reference_energies"] = {symbol: float(value) for symbol, value in mu_dft.items()}
+            metrics["dft_formation_energies"] = {row["name"]: row["formation_energy_dft"] for row in dft_rows}
 
         text = [funnel_text(rows, columns), ""]
         text.append(
@@ -460,11 +502,18 @@ class FormationNovelty(Assessor):
                 "note: the cheap tier kept the cells fixed, so the candidates' formation energies are at the "
                 "generated volumes (relax the cell: cheap_settings.fix_cell false)"
             )
+        if mu_dft:
+            text.append(
+                "E_f DFT: against elemental references relaxed with the screening's DFT settings: "
+                + ", ".join(f"{s} {v:.3f}" for s, v in mu_dft.items())
+                + " eV/atom"
+            )
         if dft_rows:
             text += [
                 "",
                 "DFT minima (E_f at the cheap level: of the cheap geometry sent to DFT, and a single point "
-                "at the DFT geometry; ΔV: DFT volume against the cheap one):",
+                "at the DFT geometry; E_f DFT: with DFT references, when relaxed; ΔV: DFT volume against the "
+                "cheap one):",
                 funnel_text(
                     [
                         {
@@ -475,6 +524,7 @@ class FormationNovelty(Assessor):
                             "E DFT (eV/atom)": _fmt(row["energy_per_atom"]),
                             "E_f cheap": _fmt(row["formation_energy_cheap"]),
                             "E_f @ DFT": _fmt(row["formation_energy_at_dft"]),
+                            "E_f DFT": _fmt(row["formation_energy_dft"]),
                             "ΔV (%)": _fmt(row["volume_change"], 1),
                             "kept": "yes" if row["kept"] else "no",
                             "novel": {1: "yes", 0: "no"}.get(row["novel"], "-"),
@@ -488,6 +538,7 @@ class FormationNovelty(Assessor):
                         "E DFT (eV/atom)",
                         "E_f cheap",
                         "E_f @ DFT",
+                        "E_f DFT",
                         "ΔV (%)",
                         "kept",
                         "novel",
@@ -530,7 +581,9 @@ class FormationNovelty(Assessor):
                 "formula": basin.get("formula", atoms.get_chemical_formula("metal")),
                 "space_group": _space_group(atoms, settings.symprec),
                 "keeps_group": False,
+                "index": index,
                 "energy_per_atom": basin.get("energy_per_atom"),
+                "formation_energy_dft": None,
                 "formation_energy_at_dft": float(ef_at_dft[index]) if math.isfinite(ef_at_dft[index]) else None,
                 "novel": int(novelty[index]),
                 "condition_index": -1,

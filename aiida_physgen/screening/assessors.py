@@ -56,6 +56,8 @@ class ScreeningData:
     :param cheap_engine: the cheap tier's engine (``cheap``, ``ednn``, ...), or ``None`` without the cheap tier.
     :param cheap_settings: the cheap tier's settings as given (``None``: the engine's defaults), so an assessor
         can put its own structures (elemental references) at the same level.
+    :param dft_references: the elemental references relaxed with the DFT settings (info ``energy``), when the
+        screening relaxed them; ``None`` otherwise.
     """
 
     generated: dict[str, StructureBatch]
@@ -71,6 +73,7 @@ class ScreeningData:
     cheap_model: Any = None
     cheap_engine: str | None = None
     cheap_settings: dict[str, Any] | None = None
+    dft_references: StructureBatch | None = None
 
 
 @dataclasses.dataclass

@@ -99,6 +99,8 @@ def validate_screening_inputs(inputs, _ctx=None):
     assessors and their reference sets."""
     periodic, elements, _ = _kind(inputs)
     message = check_relaxation_inputs(inputs, periodic, elements)
+    if not message and periodic is False and "dft_references" in inputs and inputs["dft_references"].value:
+        message = "dft_references: elemental references are bulk crystals; expected periodic structures, got molecules"
     return message or _check_funnel(inputs, periodic) or _check_assessors(inputs) or _check_charges(inputs)
 
 
@@ -216,6 +218,15 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         input_with_default(spec, "dft_budget", orm.Int, 5, "With the funnel: the most DFT relaxations to spend.")
         input_with_default(
             spec,
+            "dft_references",
+            orm.Bool,
+            False,
+            "Crystals: relax one elemental reference per element of the DFT structures in the same relaxation set "
+            "(same engine, protocol, overrides and spin rule; labels ref_<X>), so the assessors get DFT formation "
+            "energies. The references are not minima: they are left out of the basins and the report.",
+        )
+        input_with_default(
+            spec,
             "cheap_engine",
             orm.Str,
             DEFAULT_CHEAP_ENGINE,
@@ -291,6 +302,12 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             "With the funnel: the representatives after the cheap tier, with cheap energies.",
         )
         optional_output(spec, "funnel", orm.Dict, "With the funnel: the stage counts and the cheap basins.")
+        optional_output(
+            spec,
+            "dft_references",
+            StructureSet,
+            "With dft_references: the relaxed elemental references (info energy, magnetic_moment).",
+        )
         dynamic_outputs(
             spec, "assessments", orm.Dict, "One Dict per assessor: metrics, rows and the table's text.", required=False
         )
@@ -387,6 +404,7 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
             "dos": orm.Bool,
             "funnel": orm.Bool,
             "dft_budget": orm.Int,
+            "dft_references": orm.Bool,
             "cheap_engine": orm.Str,
             "cheap_settings": orm.Dict,
             "max_concurrent_relaxations": orm.Int,
@@ -506,7 +524,17 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
 
     def relax(self):
         """Relax the picked structures as one set (``physgen.relax_set``): throttled, reused, one comparison."""
-        inputs = {**self.exposed_inputs(RelaxSetWorkChain), "structures": self._dft_structures()}
+        structures = self._dft_structures()
+        if self.inputs.dft_references.value:
+            from .formation_dft import REFERENCE_PREFIX, reference_structures
+
+            clash = sorted(label for label in structures if label.startswith(REFERENCE_PREFIX))
+            if clash:
+                message = f"dft_references: the labels {clash} take the references' prefix {REFERENCE_PREFIX!r}"
+                return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
+            elements = {symbol for structure in structures.values() for symbol in structure.get_symbols_set()}
+            structures.update(reference_structures(elements))
+        inputs = {**self.exposed_inputs(RelaxSetWorkChain), "structures": structures}
         message = validate_relax_set_inputs(inputs)
         if message:
             return self.exit_codes.ERROR_INVALID_INPUT.format(message=message)
@@ -527,9 +555,17 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         return None
 
     def deduplicate(self):
+        from ..calculations.formation import dft_reference_set
+        from .formation_dft import REFERENCE_PREFIX
+
         relaxed = self.ctx.relax_set.outputs
-        inputs = {}
+        inputs, references = {}, {}
         for label in relaxed.relaxed:
+            if self.inputs.dft_references.value and label.startswith(REFERENCE_PREFIX):  # not a candidate
+                symbol = label[len(REFERENCE_PREFIX) :]
+                references.update({f"{symbol}_structure": relaxed.relaxed[label]})
+                references.update({f"{symbol}_parameters": relaxed.parameters[label]})
+                continue
             inputs[f"structure_{label}"] = relaxed.relaxed[label]
             inputs[f"parameters_{label}"] = relaxed.parameters[label]
         if "funnel" in self.ctx:
@@ -547,6 +583,18 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.energies = outputs["energies"]
         self.ctx.report = outputs["report"]
         self.ctx.relaxed = outputs["relaxed"]
+        if references:  # the references that finished; an element without one gets no DFT formation energy
+            outputs, node = run_calcfunction_step(
+                self,
+                dft_reference_set,
+                "dft_references",
+                "the relaxed elemental references, one set",
+                **references,
+            )
+            if not node.is_finished_ok:
+                return self.exit_codes.ERROR_DEDUPLICATION_FAILED.format(message=f"references: {how_it_ended(node)}")
+            self.ctx.dft_references = outputs["references"]
+            self.out("dft_references", self.ctx.dft_references)
         return None
 
     def use_assessors(self):
@@ -584,6 +632,8 @@ class ScreeningWorkChain(ProtocolMixin, WorkChain):
                 common["cheap_settings"] = self.inputs.cheap_settings
         if "cheap_model" in self.inputs:
             common["cheap_model"] = self.inputs.cheap_model
+        if "dft_references" in self.ctx:
+            common["dft_references"] = self.ctx.dft_references
         self.ctx.assessments, self.ctx.figures = {}, {}
         for name, settings in self.inputs.assessors.get_dict().items():
             outputs, node = run_calcfunction_step(

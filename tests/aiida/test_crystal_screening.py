@@ -41,6 +41,10 @@ CACHED = (
     "select_representatives",
     "relax_cheap",
     "select_for_dft",
+    # after DFT: a second launch that reuses every relaxation gets the same basins, references and assessment
+    "deduplicate_minima",
+    "dft_reference_set",
+    "assess",
 )
 
 
@@ -166,13 +170,20 @@ def test_crystal_gan_through_the_one_pipeline_with_gpaw(gpaw_screening, training
     # the cheap tier: CHGNet with the cell free, one process for the representatives
     cheap = results["cheap_relaxed"]
     assert cheap.creator.inputs.settings.get_dict() == {"method": "chgnet", "fix_cell": False, "max_steps": 25}
-    # DFT: two distinct cheap basins, each relaxed by GPAW with the cell free, with DOS
+    # DFT: two distinct cheap basins, each relaxed by GPAW with the cell free, with DOS, and in the same set one
+    # reference per element (Li, Mg, Al, Si) with the same settings, left out of the basins
     relax_set = _relax_set(node)
     assert relax_set.process_label == "RelaxSetWorkChain"
     relaxations = _relaxations(relax_set)
-    assert [r.process_label for r in relaxations] == ["GpawBaseWorkChain"] * 2
+    assert [r.process_label for r in relaxations] == ["GpawBaseWorkChain"] * 6
     assert all(r.inputs.gpaw.parameters["relax_cell"] is True for r in relaxations)
+    assert len({r.inputs.gpaw.parameters["xc"] for r in relaxations}) == 1
+    labels = {link.link_label for link in relax_set.base.links.get_outgoing().all()}
+    assert {"relax_ref_Li", "relax_ref_Mg", "relax_ref_Al", "relax_ref_Si"} <= labels
     assert results["report"]["n_relaxed"] == 2 and set(results["dos"]) == set(results["minima"])
+    references = results["dft_references"].get_batch()
+    assert sorted(references.elements()) == ["Al", "Li", "Mg", "Si"]
+    assert np.isfinite(references.info["energy"]).all()
     formulas = {row["formula"] for row in results["report"]["rows"]}
     assert len(formulas) == 2  # the two element triples
     # every minimum points back at the model that generated it
@@ -201,6 +212,18 @@ def test_crystal_gan_through_the_one_pipeline_with_gpaw(gpaw_screening, training
     assert metrics["baseline"] == "single_point" and metrics["baseline_count"] == 1
     assert metrics["dft_kept_structure"] + 0 <= 2 and metrics["n_dft_basins"] == len(results["minima"])
     assert "DFT minima" in assessment["text"] and "LiMgAl" in assessment["text"]
+    # DFT formation energies against those references, by hand: (E − Σ n_X μ_X) / N with μ_X per atom
+    mu = {atoms.get_chemical_symbols()[0]: atoms.info["energy"] / len(atoms) for atoms in references}
+    assert metrics["dft_reference_energies"] == pytest.approx(mu)
+    energies = results["energies"].get_dict()
+    by_hand = {}
+    for name, minimum in results["minima"].items():
+        atoms = minimum.get_ase()
+        by_hand[name] = (energies[name] - sum(mu[s] for s in atoms.get_chemical_symbols())) / len(atoms)
+    assert metrics["dft_formation_energies"] == pytest.approx(by_hand)
+    negative = sum(1 for value in by_hand.values() if value < 0)
+    assert rows["DFT E_f < 0"]["total"] <= min(negative, rows["DFT keeps its group"]["total"])
+    assert "E_f DFT" in assessment["text"]
     (figure,) = results["figures"].values()
     assert figure.get_content(mode="rb")[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -221,13 +244,15 @@ def test_the_same_candidates_with_vasp(gpaw_screening, training, computer, tmp_p
         results, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     relaxations = _relaxations(_relax_set(node))
-    assert [r.process_label for r in relaxations] == ["VaspRelaxWorkChain"] * 2
+    assert [r.process_label for r in relaxations] == ["VaspRelaxWorkChain"] * 6  # with the four references
     for relaxation in relaxations:
         vasp = relaxation.base.links.get_outgoing(link_label_filter="vasp").one().node
         assert vasp.inputs.parameters["incar"]["isif"] == 3  # the cell relaxes too
         assert relaxation.outputs.output_structure.pbc == (True, True, True)
     assert results["report"]["n_relaxed"] == 2
     assert results["assessments"]["formation"]["metrics"]["n_dft_relaxed"] == 2
+    assert sorted(results["dft_references"].get_batch().elements()) == ["Al", "Li", "Mg", "Si"]
+    assert set(results["assessments"]["formation"]["metrics"]["dft_formation_energies"]) == set(results["minima"])
     # the same candidates went to DFT as in the GPAW run (the generation and the cheap tier are the same content)
     assert _sent_to_dft(node) == _sent_to_dft(gpaw_screening[1])
 
@@ -237,17 +262,18 @@ def test_throttle_holds_one_in_flight_and_a_second_launch_reuses_the_relaxations
     _, first = gpaw_screening
     relax_set = _relax_set(first)
     table = relax_set.base.extras.get(RELAXATIONS_EXTRA)
-    assert table["limit"] == 1 and table["n_run"] == 2 and table["n_reused"] == 0
+    # two candidates and four elemental references (Li, Mg, Al, Si)
+    assert table["limit"] == 1 and table["n_run"] == 6 and table["n_reused"] == 0
     relaxations = _relaxations(relax_set)
-    assert len(relaxations) == 2
-    # never more than one in flight: the second was created only once the first had terminated
-    assert relaxations[1].ctime >= relaxations[0].mtime
+    assert len(relaxations) == 6
+    # never more than one in flight: each was created only once the one before had terminated
+    assert all(later.ctime >= earlier.mtime for earlier, later in zip(relaxations, relaxations[1:]))
     assert all(r.base.extras.get(RELAXATION_KEY) for r in relaxations)
 
     _, second = _run(training, _gpaw_code(computer))
     again = _relax_set(second)
     table = again.base.extras.get(RELAXATIONS_EXTRA)
-    assert table["n_reused"] == 2 and table["n_run"] == 0
+    assert table["n_reused"] == 6 and table["n_run"] == 0
     assert _relaxations(again) == []  # no new relaxation process
     assert {row["pk"] for row in table["relaxations"].values()} == {r.pk for r in relaxations}
     assert sorted(row["energy"] for row in second.outputs.report["rows"]) == sorted(
@@ -283,6 +309,7 @@ def test_the_protocols_build_the_whole_study(training, protocol):
     assert all(c["cell"] == "primitive" for c in conditions.values())
     assert builder.cheap_settings["method"] == "chgnet" and builder.cheap_settings["fix_cell"] is False
     assert builder.relax_overrides["gpaw"]["parameters"]["relax_cell"] is True
+    assert builder.dft_references.value is True  # DFT formation energies in the report
     formation = {"baseline": "single_point", "max_baseline": 1} if protocol == "smoke" else {}
     assert builder.assessors.get_dict() == {"formation": formation}
     # the family's settings come from its own generation protocol of the same name (fast: 300 steps, here 1,000)

@@ -181,3 +181,13 @@ def test_a_charge_within_the_targets_electrons_passes_the_launch_check(gpaw_code
 
     builder = water_screening(gpaw_code, funnel=True, cheap_settings={"charge": 1})
     assert validate_screening_inputs(builder._inputs(prune=True)) is None
+
+
+def test_dft_references_for_molecules_are_refused_at_launch(gpaw_code):
+    # elemental references are bulk crystals: a molecular screening cannot have DFT formation energies
+    before = count_nodes()
+    builder = water_screening(gpaw_code)
+    builder.dft_references = orm.Bool(True)
+    with pytest.raises(ValueError, match="dft_references: elemental references are bulk crystals"):
+        run_get_node(builder)
+    assert count_nodes() == before

@@ -27,6 +27,10 @@ def _salt(a=5.64):
     return bulk("NaCl", "rocksalt", a=a)
 
 
+def _chlorine():
+    return Atoms("Cl2", positions=[[0, 0, 0], [0, 0, 2.0]], cell=np.eye(3) * 6.0, pbc=True)
+
+
 # ---------------------------------------------------------------------- the validity check
 #: an atom 0.2-0.3 Å from another breaks both pair rules: one reason, both limits named
 CROWDED = "pair closer than 0.5 Å; pair closer than 0.7 × the covalent radii"
@@ -150,6 +154,19 @@ def test_the_references_are_relaxed_with_the_cell_free_whatever_the_cheap_tier_d
     assert (settings.fix_cell, settings.fmax, settings.max_steps) == (False, 0.02, 7)
 
 
+def test_dft_formation_energies_against_references_relaxed_with_the_dft_settings():
+    references = _batch(bulk("Na", "bcc", a=4.2), bulk("K", "bcc", a=5.2), energy=[-1.3, -1.0])
+    references.info["energy"] = np.array([-1.3, np.nan])  # K's relaxation failed
+    mu = formation.dft_reference_energies(references)
+    assert mu == {"Na": pytest.approx(-1.3)}  # K has no reference: no formation energy for what holds K
+    assert formation.dft_reference_energies(None) == {}
+    relaxed = _batch(_salt(), bulk("KCl", "rocksalt", a=6.3), energy=[-7.0, -6.0])
+    assert formation.dft_formation_energies(relaxed, mu, [0, 1]) == [None, None]  # no Cl reference either
+    mu["Cl"] = -2.0
+    assert formation.dft_formation_energies(relaxed, mu, [1, 0]) == [None, pytest.approx((-7.0 + 1.3 + 2.0) / 2)]
+    assert formation.dft_formation_energies(relaxed, {}, [0]) == [None]
+
+
 # ---------------------------------------------------------------------- the assessor with CHGNet
 @pytest.mark.slow
 def test_the_formation_assessor_on_a_small_screening():
@@ -188,6 +205,8 @@ def test_the_formation_assessor_on_a_small_screening():
         funnel={"picked": {"basin_00": 2}, "n_picked": 1},
         cheap_engine="cheap",
         cheap_settings=settings,
+        # "DFT" references: K and Cl at −1.0 and −2.0 eV/atom, so E_f DFT of the KCl is (−6.5 + 3) / 2
+        dft_references=_batch(bulk("K", "bcc", a=5.2), _chlorine(), energy=[-1.0, -4.0]),
     )
     assessor = get_assessor("formation")
     result = assessor.assess(data, assessor.settings({"baseline": "relax"}))
@@ -204,6 +223,9 @@ def test_the_formation_assessor_on_a_small_screening():
     assert set(metrics["reference_energies"]) == {"Na", "K", "Cl"}
     assert metrics["dft_mean_abs_volume_change"] == pytest.approx(5.0, abs=0.01)
     assert metrics["dft_kept_structure"] == 1 and metrics["dft_novel"] == 1
+    assert metrics["dft_reference_energies"] == pytest.approx({"K": -1.0, "Cl": -2.0})
+    assert metrics["dft_formation_energies"] == {"min_00": pytest.approx(-1.75)}
+    assert rows["DFT E_f < 0"]["KCl"] == 1 and "E_f DFT" in result.text
     assert "Fm-3m (225)" in result.text and "KCl" in result.text
     assert result.figures["histogram"][:8] == b"\x89PNG\r\n\x1a\n"
 
