@@ -195,6 +195,10 @@ def reader(args) -> dict:
     session.rollback()
     session.close()
     nodes_after = orm.QueryBuilder().append(orm.Node).count()
+    after = orm.QueryBuilder().append(
+        orm.ProcessNode, project=["id", "attributes.process_state", "attributes.exit_status"]
+    )
+    snapshot_rows = set(views[0][1]) if views else set()
     return {
         "passes": len(views),
         "distinct_views": len({json.dumps(view, default=str) for view in views}),
@@ -207,6 +211,8 @@ def reader(args) -> dict:
         "finished_without_outputs": sorted(finished - with_outputs),
         "nodes_after": nodes_after,
         "processes_after": orm.QueryBuilder().append(orm.ProcessNode).count(),
+        # processes that are new or changed state (or exit status) since the snapshot: written meanwhile
+        "processes_changed_after": sum(1 for row in after.all() if tuple(row) not in snapshot_rows),
     }
 
 

@@ -50,7 +50,9 @@ def test_reader_holding_a_transaction_sees_one_consistent_snapshot(uninterrupted
     # every pass over the open transaction saw the same nodes and process states, although the workers wrote
     assert reader["distinct_views"] == 1, reader
     assert reader["nodes_after"] > reader["snapshot_nodes"], f"the workers wrote nothing meanwhile: {reader}"
-    assert reader["processes_after"] > reader["snapshot_processes"], reader
+    # and process states: at least the screening itself ended after the snapshot (new processes are not required:
+    # on a loaded machine every process can exist before the first GPAW job ends, 17 of 17 in one run)
+    assert reader["processes_changed_after"] >= 1, reader
     # in the snapshot, every finished calculation has its outputs: no half-written state is visible
     assert reader["finished_calcjobs_in_snapshot"] >= 1, reader
     assert reader["finished_without_outputs"] == [], reader
