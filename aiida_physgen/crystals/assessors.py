@@ -290,14 +290,10 @@ def dft_formation_energies(relaxed: StructureBatch, mu: Mapping[str, float], ind
     if not mu:
         return [None] * len(indices)
     with_references = set(_with_references(relaxed, mu).tolist())
-    values: list[float | None] = []
-    for index in indices:
-        if index in with_references:
-            value = float(properties.formation_energies(relaxed.subset([index]), dict(mu), key="energy")[0])
-            values.append(value if math.isfinite(value) else None)
-        else:
-            values.append(None)
-    return values
+    keep = [index for index in indices if index in with_references]
+    found = properties.formation_energies(relaxed.subset(keep), dict(mu), key="energy") if keep else []
+    values = {index: float(value) for index, value in zip(keep, found) if math.isfinite(value)}
+    return [values.get(index) for index in indices]
 
 
 # ---------------------------------------------------------------------- the assessor
