@@ -15,6 +15,7 @@ through the same funnel with the same budgets.
     verdi run workchains/sio2_vs_random.py --dft fast --xc LDA    # cheaper DFT: PW 250 eV, LDA, FIRE to 0.1 eV/Å
     verdi run workchains/sio2_vs_random.py --optimizer BFGS       # the same criterion in fewer steps than FIRE
     verdi run workchains/sio2_vs_random.py --smoke                # a minute, one target: does the script run here?
+    verdi run workchains/sio2_vs_random.py mp-559550 --arm random # one arm only (generator or random)
 
 A finished screening with the same target, mode and settings is reused (found by its extras), so the study can
 be run in pieces and printed again at no cost. The paper (20 models × 60,000 epochs, 20 relaxations per
@@ -59,6 +60,9 @@ targets = named or (["mp-546794"] if SMOKE else list(SIO2_TARGETS))  # smoke: th
 for name in targets:
     if name not in SIO2_TARGETS:
         sys.exit(f"target: unknown SiO2 target {name!r}; expected one of {list(SIO2_TARGETS)}")
+ARMS = ("generator", "random") if "--arm" not in sys.argv else (option("--arm", None, str),)
+if not set(ARMS) <= {"generator", "random"}:
+    sys.exit(f"--arm: expected generator or random, got {ARMS[0]!r}")
 STUDY = "sio2_vs_random"
 
 
@@ -121,6 +125,9 @@ for name in targets:
     target, _ = sio2_target(name)
     row = [name, str(len(target))]
     for mode in ("generator", "random"):
+        if mode not in ARMS:
+            row += ["-"] * 4
+            continue
         node, seconds = run(name, mode)
         started = time.perf_counter()
         levels = screening_metrics(node, reference=[target])
