@@ -15,23 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["aiida.tools.pytest_fixtures", "skip_gate", "broker_nudges"]
-
-
-#: files of long tests that share no module fixture (each runs a study script in its own subprocess): under
-#: ``--dist loadgroup`` (scripts/run_tests.sh) their tests go to the workers one by one. Every other file is one
-#: xdist group, so its tests stay on one worker and its module fixtures are built once, as with ``--dist loadfile``.
-#: The two files together were the longest unit of the suite (about 460 s on one worker).
-SPREAD_FILES = {"aiida/test_study_scripts.py", "aiida/test_study_scripts_sio2.py"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    root = Path(__file__).parent
-    for item in items:
-        relative = Path(str(item.path)).relative_to(root).as_posix()
-        if relative not in SPREAD_FILES:
-            item.add_marker(pytest.mark.xdist_group(relative))
+pytest_plugins = ["aiida.tools.pytest_fixtures", "skip_gate", "broker_nudges", "scheduling"]
 
 
 @pytest.fixture(scope="session")

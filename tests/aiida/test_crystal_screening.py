@@ -68,6 +68,8 @@ def _computer(workdir: Path) -> orm.Computer:
         ).store()
         computer.configure()
         computer.set_default_mpiprocs_per_machine(1)
+        # AiiDA's default is one scheduler poll per 10 s, most of each relaxation's time here (as aiida_localhost)
+        computer.set_minimum_job_poll_interval(0.0)
         return computer
 
 
