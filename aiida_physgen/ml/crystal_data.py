@@ -7,6 +7,14 @@ is described in the model's frame: its space group, its three elements in canoni
 (:func:`~aiida_physgen.ml.elements.canonical_order`), the base sites' fractional coordinates in the
 standard conventional cell (spglib's, the setting of :mod:`.space_groups`), the lattice lengths, and
 each site's orbit (all symmetry-equivalent positions, from which self-augmentation draws). No AiiDA.
+
+One crystal can be written with different origins (F-43m: a half-Heusler's middle element, the one tetrahedrally
+surrounded by the other two, is Pt in all 99 shipped crystals and sits on 4a in 59 of spglib's refined cells and on
+4c in 40, with the other two spread over 11 arrangements of 4a-4d), so the same chemistry reaches the model at
+different positions and the generator can learn a site preference only as a relation between its outputs. :func:`canonical_origin` removes that freedom: among the origins in which
+the crystal keeps its group and setting (:func:`~.space_groups.origin_choices`), it takes the one that puts the most
+highly coordinated site on the smallest position (then the next site, in canonical element order), so every
+half-Heusler has its middle element on 4a.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import numpy as np
 
 from . import elements as element_table
 from .batch import StructureBatch
-from .space_groups import space_group
+from .space_groups import origin_choices, space_group
 
 __all__ = ["TrainingCrystals", "read_cif_folder", "training_crystals", "example_structures", "EXAMPLE_FOLDER"]
 
@@ -97,16 +105,52 @@ def _label(batch: StructureBatch, index: int) -> str:
     return str(labels[index]) if labels is not None and index < len(labels) else f"structure {index}"
 
 
+def coordination_numbers(orbits: Sequence[np.ndarray], cell: np.ndarray, shell: float = 1.1) -> list[int]:
+    """For each site (its orbit, fractional), how many atoms of the crystal lie within ``shell`` × its nearest
+    neighbour's distance (periodic images by ASE's minimum-image distances; the cells here are at least 3 Å, so one
+    image of each atom is enough for the first shell)."""
+    from ase.geometry import get_distances
+
+    points = np.concatenate(orbits) @ cell
+    counts = []
+    for orbit in orbits:
+        _, distances = get_distances(orbit[:1] @ cell, points, cell=cell, pbc=True)
+        distances = distances[0][distances[0] > 1e-6]
+        counts.append(int((distances < shell * distances.min()).sum()))
+    return counts
+
+
+def canonical_origin(
+    number: int, orbits: Sequence[np.ndarray], cell: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The base sites and orbits of one crystal in its canonical origin (module docstring): sites ranked by
+    coordination number (most first, ties in the given order), each written as the lexicographically smallest
+    point of its orbit, and the origin (:func:`~.space_groups.origin_choices`) that makes that list smallest."""
+    coordination = coordination_numbers(orbits, cell)
+    rank = sorted(range(len(orbits)), key=lambda s: (-coordination[s], s))
+    best = None
+    for sign, shift in origin_choices(number):
+        moved = [(sign * orbit + shift) % 1.0 for orbit in orbits]
+        bases = [min(map(tuple, np.round(orbit, 6) % 1.0)) for orbit in moved]
+        key = [bases[s] for s in rank]
+        if best is None or key < best[0]:
+            best = (key, [np.array(b) for b in bases], moved)
+    return best[1], best[2]
+
+
 def training_crystals(
     batch: StructureBatch,
     space_groups: Iterable[int | str] | None = None,
     symprec: float = 0.1,
+    canonical: bool = True,
 ) -> TrainingCrystals:
     """The usable training crystals of ``batch`` (see the module docstring).
 
     :param space_groups: keep only these (numbers or symbols; each must be supported, else ``ValueError``
         naming ``space_groups``); ``None`` keeps every supported group.
     :param symprec: spglib's tolerance in Å.
+    :param canonical: write each crystal in its canonical origin (:func:`canonical_origin`); ``False`` keeps
+        spglib's refined cell as it comes.
     """
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -177,6 +221,8 @@ def training_crystals(
                 (label, f"setting mismatch: the refined cell does not follow the standard setting of {group.symbol}")
             )
             continue
+        if canonical:
+            coords, orbits = canonical_origin(number, orbits, lattice.matrix)
         out_sg.append(number)
         out_numbers.append([int(known_z(s)) for s in order])
         out_coords.append(coords)

@@ -32,6 +32,7 @@ __all__ = [
     "operation_features",
     "constrain_lengths",
     "lattice_matrices",
+    "origin_choices",
 ]
 
 #: the most operations of any space group in its conventional cell (Fm-3m, Fd-3m ...)
@@ -116,6 +117,33 @@ def space_group(value: Any, field: str = "space_group") -> SpaceGroupInfo:
             "(16–230)"
         )
     return info
+
+
+def _operation_key(rotation: np.ndarray, translation: np.ndarray) -> tuple:
+    """An operation as integers: its rotation, and its translation modulo 1 in 24ths (every crystallographic
+    translation is a multiple of 1/24)."""
+    return tuple(np.round(rotation).astype(int).ravel()), tuple(np.round((translation % 1.0) * 24).astype(int) % 24)
+
+
+@functools.cache
+def origin_choices(number: int) -> tuple[tuple[int, np.ndarray], ...]:
+    """The maps ``x → p·x + t`` (``p`` = ±1, ``t`` on the grid of quarters) that send the group's operations onto
+    themselves: the other origins, with or without an inversion, in which the same crystal is described by the same
+    group in the same setting (part of the group's Euclidean normaliser; F-43m: shifts by (¼, ¼, ¼) and inversion,
+    which move a site between 4a, 4b, 4c and 4d). Each map is checked, never taken from a table, so the grid limits
+    only how many are found; the identity is always first. pymatgen offers no normaliser; the check conjugates each
+    operation (R, τ) to (R, p·τ + t − R·t) and looks it up among the group's own."""
+    operations = space_group(number).operations
+    rotations, translations = operations[:, :3, :3], operations[:, :3, 3]
+    own = set(map(_operation_key, rotations, translations))
+    choices = []
+    quarters = np.array(np.meshgrid(*[np.arange(4) / 4] * 3, indexing="ij")).reshape(3, -1).T
+    for sign in (1, -1):
+        for shift in quarters:
+            conjugated = sign * translations + shift - np.einsum("nij,j->ni", rotations, shift)
+            if all(key in own for key in map(_operation_key, rotations, conjugated)):
+                choices.append((sign, shift))
+    return tuple(choices)
 
 
 def padded_operations(numbers: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:

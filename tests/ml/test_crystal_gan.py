@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -341,6 +342,29 @@ def test_every_shipped_example_is_a_half_heusler_with_three_four_fold_sites(exam
         # three different Wyckoff positions: no two orbits share a point
         points = np.concatenate(orbits)
         assert len(np.unique(np.round(points % 1.0, 5), axis=0)) == 12
+
+
+def test_every_half_heusler_has_its_middle_element_at_the_origin(examples, crystals):
+    # spglib's refined cells put Pt, the element tetrahedrally surrounded by the other two, on 4a (59) or 4c (40); the
+    # canonical origin puts it on 4a, the first of the other two (canonical element order) on 4c and the last on 4d
+    raw = crystal_data.training_crystals(examples, canonical=False)
+    group = space_groups.space_group(216)
+    letters = {"4a": (0, 0, 0), "4b": (0.5, 0.5, 0.5), "4c": (0.25, 0.25, 0.25), "4d": (0.75, 0.75, 0.75)}
+    orbits = {name: group.orbit(np.array(point, dtype=float)) for name, point in letters.items()}
+
+    def letter(point):
+        return next(n for n, orbit in orbits.items() if np.abs((orbit - point + 0.5) % 1 - 0.5).max(1).min() < 1e-6)
+
+    pt_before = [letter(raw.coords[m, symbols_of(raw.numbers[m]).index("Pt")]) for m in range(99)]
+    assert sorted(Counter(pt_before).items()) == [("4a", 59), ("4c", 40)]  # two origins in the refined cells
+    for m in range(99):
+        symbols = symbols_of(crystals.numbers[m])
+        middle = symbols.index("Pt")
+        assert crystal_data.coordination_numbers(crystals.orbits[m], np.diag(crystals.lengths[m]))[middle] == 8
+        assert letter(crystals.coords[m, middle]) == "4a" and np.allclose(crystals.coords[m, middle], 0)
+        ends = [s for s in range(3) if s != middle]
+        assert [letter(crystals.coords[m, s]) for s in ends] == ["4c", "4d"]
+        assert symbols_of(raw.numbers[m]) == symbols  # the same crystal, only moved
 
 
 @pytest.mark.slow  # over 2 s: the fast lane stays under 2 minutes
