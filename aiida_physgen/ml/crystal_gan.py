@@ -10,7 +10,9 @@ Zhao, Siriwardane, Hu et al., physics-guided crystal generative model (PGCGM), a
   flattened, from pymatgen), and the three elements, as pymatgen property vectors
   (:mod:`.elements`), in canonical site order. Generator and critic both see the condition.
 * Generator: noise ⊕ space-group embedding ⊕ element embedding → MLP → sigmoid coordinates and
-  lengths; the lengths are then made consistent with the crystal system (cubic a = b = c ...).
+  lengths; the lengths are then made consistent with the crystal system (cubic a = b = c ...). By default
+  (``site_heads``) each base site's coordinates come from one head shared by the three sites, fed the MLP's
+  features and that site's own element, so what is learnt about an element holds in any slot.
   Critic: sin/cos of 2π·coordinates (periodic, so 0.99 and 0.01 are neighbours) ⊕ lengths ⊕ the same
   embeddings → MLP → one score.
 * Self-augmentation: any symmetry-equivalent position may be the base site. Every epoch draws
@@ -92,12 +94,19 @@ class CrystalGanSettings:
     crystal has the multiplicities of its Wyckoff sites; two elements sent to one position are then sent apart
     (:func:`~aiida_physgen.ml.crystal_build.reassign_shared_positions`, counted in ``reassigned_sites``); 0 turns
     both off and leaves only the merge. Sampling may change it (``condition.wyckoff_tolerance``).
+    ``site_heads``: each base site's coordinates come from one head shared by the three sites and fed that site's
+    own element (and its slot), so a site preference learnt for an element holds in whichever slot the element
+    falls (Pt is the first, second or third of a half-Heusler's triple in canonical order); ``False`` is the
+    single output layer of the paper (and of models trained before). ``canonical_origin``: the training crystals
+    in their canonical origin (:func:`~aiida_physgen.ml.crystal_data.canonical_origin`); ``False``: spglib's cells.
     """
 
     noise_dim: int = 64
     embedding: int = 64
     hidden: int = 256
     layers: int = 3
+    site_heads: bool = True
+    canonical_origin: bool = True
     critic_hidden: int = 256
     critic_layers: int = 3
     augmentations: int = 32
@@ -127,6 +136,9 @@ class CrystalGanSettings:
         for name in ("noise_dim", "embedding", "hidden", "layers", "critic_hidden", "critic_layers", "augmentations"):
             if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a positive integer")
+        for name in ("site_heads", "canonical_origin"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: got {getattr(self, name)!r}, expected true or false")
         for name in ("lambda_inter", "lambda_intra", "lambda_volume", "lambda_abc", "length_margin"):
             value = getattr(self, name)
             if not is_finite_number(value) or value < 0:
@@ -182,16 +194,34 @@ def _mlp(n_in: int, hidden: int, layers: int, n_out: int) -> nn.Sequential:
 
 
 class _GeneratorNet(nn.Module):
-    def __init__(self, noise_dim: int, embedding: int, hidden: int, layers: int):
+    """noise ⊕ group embedding ⊕ element embedding → MLP → 9 coordinates and 3 lengths in (0, 1). With
+    ``site_heads`` the MLP's last hidden layer feeds a lengths layer and one coordinates head shared by the three
+    sites, each fed its own element's embedding and its slot (one-hot)."""
+
+    def __init__(self, noise_dim: int, embedding: int, hidden: int, layers: int, site_heads: bool = False):
         super().__init__()
         self.groups = nn.Linear(_OP_FEATURES, embedding)
         self.elements = nn.Linear(3 * element_table.feature_size(), embedding)
-        self.body = _mlp(noise_dim + 2 * embedding, hidden, layers, 12)
+        self.site_heads = site_heads
+        if not site_heads:
+            self.body = _mlp(noise_dim + 2 * embedding, hidden, layers, 12)
+            return
+        self.body = nn.Sequential(_mlp(noise_dim + 2 * embedding, hidden, layers, hidden), nn.LeakyReLU(0.2))
+        self.site_element = nn.Linear(element_table.feature_size(), embedding)
+        self.site = _mlp(hidden + embedding + 3, hidden, 1, 3)
+        self.lengths = nn.Linear(hidden, 3)
 
     def forward(self, z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         groups, elements = _condition_inputs(condition)
         x = torch.cat([z, torch.relu(self.groups(groups)), torch.relu(self.elements(elements))], dim=1)
-        return torch.sigmoid(self.body(x))
+        if not self.site_heads:
+            return torch.sigmoid(self.body(x))
+        h = self.body(x)
+        per_site = elements.reshape(len(z), 3, -1)  # (B, 3, F): each site's own element
+        slots = torch.eye(3, device=z.device).expand(len(z), 3, 3)
+        sites = torch.cat([h[:, None].expand(-1, 3, -1), torch.relu(self.site_element(per_site)), slots], dim=2)
+        coords = self.site(sites).reshape(len(z), 9)
+        return torch.sigmoid(torch.cat([coords, self.lengths(h)], dim=1))
 
 
 class _CriticNet(nn.Module):
@@ -230,13 +260,17 @@ class CrystalGenerator(MemberNets):
         layers: int = 3,
         length_low: float = 2.0,
         length_high: float = 12.0,
+        site_heads: bool = True,
     ):
-        super().__init__(seeds, Stream.GENERATOR, lambda: _GeneratorNet(noise_dim, embedding, hidden, layers))
+        super().__init__(
+            seeds, Stream.GENERATOR, lambda: _GeneratorNet(noise_dim, embedding, hidden, layers, site_heads)
+        )
         self.settings = {
             "noise_dim": int(noise_dim),
             "embedding": int(embedding),
             "hidden": int(hidden),
             "layers": int(layers),
+            "site_heads": bool(site_heads),
             "length_low": float(length_low),
             "length_high": float(length_high),
         }
@@ -485,7 +519,7 @@ class CrystalGanFamily(GeneratorFamily):
     settings_class = CrystalGanSettings
     vectorised = VECTORISED
     protocol_file = Path(__file__).parent / "protocols" / "crystal_gan.yaml"
-    architecture_settings = ("noise_dim", "embedding", "hidden", "layers")
+    architecture_settings = ("noise_dim", "embedding", "hidden", "layers", "site_heads")
 
     def __init__(self) -> None:
         self._last: tuple[Any, ...] | None = None
@@ -505,10 +539,18 @@ class CrystalGanFamily(GeneratorFamily):
         """The usable training crystals (cached for the last batch, as validation and training both need them)."""
         if training is None or len(training) == 0:
             raise ValueError("training: the crystal GAN needs training crystals (ternaries with three base sites)")
-        key = (id(training), len(training), tuple(target["space_groups"] or ()), settings.symprec)
+        key = (
+            id(training),
+            len(training),
+            tuple(target["space_groups"] or ()),
+            settings.symprec,
+            settings.canonical_origin,
+        )
         if self._last is not None and self._last[0] == key and self._last[1] is training:
             return self._last[2]
-        crystals = training_crystals(training, target["space_groups"], settings.symprec)
+        crystals = training_crystals(
+            training, target["space_groups"], settings.symprec, canonical=settings.canonical_origin
+        )
         if len(crystals) == 0:
             reasons = "; ".join(f"{n} {r}" for r, n in crystals.dropped_summary().items())
             raise ValueError(
@@ -540,7 +582,9 @@ class CrystalGanFamily(GeneratorFamily):
         s = members[0]
         crystals = self.crystals(training, target, s)
         low, high = self._length_range(crystals, s)
-        generator = CrystalGenerator(seeds, s.noise_dim, s.embedding, s.hidden, s.layers, low, high).to(device)
+        generator = CrystalGenerator(
+            seeds, s.noise_dim, s.embedding, s.hidden, s.layers, low, high, site_heads=s.site_heads
+        ).to(device)
         critic = CrystalCritic(seeds, s.embedding, s.critic_hidden, s.critic_layers).to(device)
         problem = CrystalProblem(generator, critic, crystals, s, device)
         return CrystalTrainer(problem, member_loop(members), seeds)
@@ -567,7 +611,8 @@ class CrystalGanFamily(GeneratorFamily):
 
     def module_from_config(self, config):
         low, high = config["lengths"]
-        return CrystalGenerator(seeds=[config["seed"]], length_low=low, length_high=high, **config["architecture"])
+        architecture = {"site_heads": False, **config["architecture"]}  # models saved before the site heads
+        return CrystalGenerator(seeds=[config["seed"]], length_low=low, length_high=high, **architecture)
 
     # ------------------------------------------------------------------ sampling
     def check_condition(self, condition, config):

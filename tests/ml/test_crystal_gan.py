@@ -4,6 +4,7 @@ the physics losses, self-augmentation, resume, training, model files, sampling c
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -879,7 +880,7 @@ def test_a_member_trains_the_same_alone_and_in_an_ensemble(examples, straight):
     (alone,) = train_ensemble("crystal_gan", examples, TARGET, TINY, seeds=[1])
     for x, y in zip(alone.module.state_dict().values(), straight[1].module.state_dict().values()):
         assert torch.equal(x, y)
-    assert not torch.equal(straight[0].module.nets[0].body[0].weight, straight[1].module.nets[0].body[0].weight)
+    assert not torch.equal(straight[0].module.nets[0].groups.weight, straight[1].module.nets[0].groups.weight)
 
 
 # ---------------------------------------------------------------------- training and sampling
@@ -897,7 +898,23 @@ def test_short_training_records_every_loss(model, crystals):
     low, high = config["lengths"]
     assert low < crystals.lengths.min() < crystals.lengths.max() < high
     assert len(config["training_triples"]) == len({tuple(z) for z in crystals.numbers.tolist()})
-    assert config["architecture"] == {"noise_dim": 16, "embedding": 16, "hidden": 64, "layers": 2}
+    assert config["architecture"] == {"noise_dim": 16, "embedding": 16, "hidden": 64, "layers": 2, "site_heads": True}
+
+
+def test_the_site_head_is_shared_and_a_model_without_it_still_loads(examples, model):
+    # one coordinates head serves the three sites: the same element in another slot gets the same features
+    net = model.module.nets[0]
+    assert net.site_heads and net.site[0].in_features == 64 + 16 + 3
+    # the paper's single output layer, as in models saved before the site heads (no key in their architecture)
+    (plain,) = train_ensemble("crystal_gan", examples, TARGET, {**TINY, "site_heads": False, "loop": {"steps": 1}})
+    assert plain.config["architecture"]["site_heads"] is False
+    old = json.loads(json.dumps(plain.config))
+    del old["architecture"]["site_heads"]
+    rebuilt = get_family("crystal_gan").module_from_config(old)
+    assert set(rebuilt.state_dict()) == set(plain.module.state_dict())
+    assert len(plain.sample(4, 0)) == 4
+    with pytest.raises(ValueError, match="site_heads: got 'yes', expected true or false"):
+        train_ensemble("crystal_gan", examples, TARGET, {**TINY, "site_heads": "yes"})
 
 
 def test_model_file_round_trip_samples_identically(model):
