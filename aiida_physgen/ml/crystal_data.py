@@ -11,10 +11,10 @@ each site's orbit (all symmetry-equivalent positions, from which self-augmentati
 One crystal can be written with different origins (F-43m: a half-Heusler's middle element, the one tetrahedrally
 surrounded by the other two, is Pt in all 99 shipped crystals and sits on 4a in 59 of spglib's refined cells and on
 4c in 40, with the other two spread over 11 arrangements of 4a-4d), so the same chemistry reaches the model at
-different positions and the generator can learn a site preference only as a relation between its outputs. :func:`canonical_origin` removes that freedom: among the origins in which
-the crystal keeps its group and setting (:func:`~.space_groups.origin_choices`), it takes the one that puts the most
-highly coordinated site on the smallest position (then the next site, in canonical element order), so every
-half-Heusler has its middle element on 4a.
+different positions and the generator can learn a site preference only as a relation between its outputs.
+:func:`canonical_origin` removes that freedom: among the origins in which the crystal keeps its group and setting
+(:func:`~.space_groups.origin_choices`), it takes the one that puts the most highly coordinated site on the smallest
+position (then the next site, in canonical element order), so every half-Heusler has its middle element on 4a.
 """
 
 from __future__ import annotations

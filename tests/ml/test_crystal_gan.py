@@ -898,15 +898,17 @@ def test_short_training_records_every_loss(model, crystals):
     low, high = config["lengths"]
     assert low < crystals.lengths.min() < crystals.lengths.max() < high
     assert len(config["training_triples"]) == len({tuple(z) for z in crystals.numbers.tolist()})
-    assert config["architecture"] == {"noise_dim": 16, "embedding": 16, "hidden": 64, "layers": 2, "site_heads": True}
+    assert config["architecture"] == {"noise_dim": 16, "embedding": 16, "hidden": 64, "layers": 2, "site_heads": False}
 
 
-def test_the_site_head_is_shared_and_a_model_without_it_still_loads(examples, model):
-    # one coordinates head serves the three sites: the same element in another slot gets the same features
-    net = model.module.nets[0]
-    assert net.site_heads and net.site[0].in_features == 64 + 16 + 3
-    # the paper's single output layer, as in models saved before the site heads (no key in their architecture)
-    (plain,) = train_ensemble("crystal_gan", examples, TARGET, {**TINY, "site_heads": False, "loop": {"steps": 1}})
+def test_the_site_head_is_shared_and_a_model_without_it_still_loads(examples):
+    # one coordinates head serves the three sites, fed the trunk's features, the site's element and its slot
+    (heads,) = train_ensemble("crystal_gan", examples, TARGET, {**TINY, "site_heads": True, "loop": {"steps": 2}})
+    net = heads.module.nets[0]
+    assert heads.config["architecture"]["site_heads"] is True and net.site[0].in_features == 16 + 8 + 3
+    assert len(heads.sample(4, 0)) == 4
+    # the paper's single output layer (the default), as in models saved before the site heads (no key)
+    (plain,) = train_ensemble("crystal_gan", examples, TARGET, {**TINY, "loop": {"steps": 1}})
     assert plain.config["architecture"]["site_heads"] is False
     old = json.loads(json.dumps(plain.config))
     del old["architecture"]["site_heads"]
