@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-profile
 # one test worker per usable core and one more (pytest-xdist), a file's tests on one worker so that its module
 # fixtures are built once (--dist loadgroup with one group per file, tests/scheduling.py; the study-script files are
-# spread test by test; the longest units first, by tests/durations.json), and one thread each. The slow tests wait much of their time on daemons, SLURM's walltime
+# spread test by test), and one thread each. The slow tests wait much of their time on daemons, SLURM's walltime
 # checks and subprocesses, and the extra worker fills those waits (on 2 cores: the full suite took 1,103 s with 3
 # workers, 1,310 s with 2, and 1,136 s with 4 where 3 gave 856-928 s; more threads per worker would oversubscribe
 # torch, 10-15x slower). The slowest tests are listed at the end of every run.
