@@ -16,12 +16,12 @@ from aiida.manage import get_manager
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_study(script: str, *args: str, label: str, cwd: Path, timeout: float = 900) -> tuple[orm.WorkflowNode, str]:
-    """Run ``workchains/<script>`` with ``args``; the ``<label><pk>`` node its output names first, and the output."""
+def run_script(script: str, *args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``verdi -p <the test profile> run workchains/<script> *args`` in ``cwd``, one thread, output captured."""
     verdi = shutil.which("verdi")
     assert verdi, "verdi is not on PATH: the set-up installs aiida-core"
     profile = get_manager().get_profile().name
-    result = subprocess.run(
+    return subprocess.run(
         [verdi, "-p", profile, "run", str(REPO / "workchains" / script), *args],
         cwd=cwd,
         capture_output=True,
@@ -29,6 +29,11 @@ def run_study(script: str, *args: str, label: str, cwd: Path, timeout: float = 9
         timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
     )
+
+
+def run_study(script: str, *args: str, label: str, cwd: Path, timeout: float = 900) -> tuple[orm.WorkflowNode, str]:
+    """Run ``workchains/<script>`` with ``args``; the ``<label><pk>`` node its output names first, and the output."""
+    result = run_script(script, *args, cwd=cwd, timeout=timeout)
     output = f"--- stdout:\n{result.stdout}\n--- stderr:\n{result.stderr[-4000:]}"
     assert result.returncode == 0, f"{script} {' '.join(args)} exited with {result.returncode}\n{output}"
     found = re.search(rf"{label}<(\d+)>", result.stdout)

@@ -6,13 +6,8 @@ tests (test_main_job, test_graphene_chain, test_crystal_screening, test_amorphou
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
-from aiida.manage import get_manager
-from study_scripts import REPO, check_smoke
+from study_scripts import check_smoke, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -35,20 +30,6 @@ def test_the_study_script_runs_at_its_smoke_sizes(gpaw_code, tmp_path, script, a
     "args, field", [(("--sets", "abc"), "--sets: expected positive"), (("--arms", "both"), "--arms: expected")]
 )
 def test_the_seed_study_names_a_bad_option_before_running_anything(tmp_path, args, field):
-    result = subprocess.run(
-        [
-            shutil.which("verdi"),
-            "-p",
-            get_manager().get_profile().name,
-            "run",
-            str(REPO / "workchains" / "c5h12o_seeds.py"),
-            *args,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = run_script("c5h12o_seeds.py", *args, cwd=tmp_path, timeout=300)
     assert result.returncode != 0 and field in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not list(tmp_path.iterdir())  # nothing written

@@ -6,13 +6,8 @@ test_graphene_chain, test_crystal_screening, test_amorphous_chain)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
-from aiida.manage import get_manager
-from study_scripts import REPO, check_smoke
+from study_scripts import check_smoke, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -30,22 +25,6 @@ def test_the_sio2_study_script_runs_at_its_smoke_sizes(gpaw_code, tmp_path, scri
 
 
 def test_the_sio2_study_names_a_bad_arm_before_running_anything(tmp_path):
-    result = subprocess.run(
-        [
-            shutil.which("verdi"),
-            "-p",
-            get_manager().get_profile().name,
-            "run",
-            str(REPO / "workchains" / "sio2_vs_random.py"),
-            "mp-559550",
-            "--arm",
-            "both",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = run_script("sio2_vs_random.py", "mp-559550", "--arm", "both", cwd=tmp_path, timeout=300)
     assert result.returncode != 0 and "--arm: expected generator or random, got 'both'" in result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
