@@ -21,6 +21,7 @@ protocol's settings, cell free, spin by composition; through ASE, not AiiDA) and
     python benchmarks/crystal_heldout.py --out runs/heldout            # about 40 min here (training 8, CHGNet 30)
     python benchmarks/crystal_heldout.py --out runs/heldout --quick    # a minute: 20 training steps, 1 seed
     python benchmarks/crystal_heldout.py --out runs/heldout_split1 --split-seed 1   # another held-out 20 %
+    python benchmarks/crystal_heldout.py --out runs/heldout_perm --set permute_sites=true   # a training setting
 
 Torch and CHGNet run on one thread (``OMP_NUM_THREADS`` is not changed). No AiiDA.
 """
@@ -47,7 +48,7 @@ def split(n: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     return np.setdiff1d(np.arange(n), held), held
 
 
-def train(training_file: Path, out: Path, quick: bool, steps: int | None) -> Path:
+def train(training_file: Path, out: Path, quick: bool, steps: int | None, overrides: list[str] = ()) -> Path:
     model = out / "models" / "model_00.pt"
     if model.exists():
         print(f"using the trained model {model}")
@@ -59,6 +60,8 @@ def train(training_file: Path, out: Path, quick: bool, steps: int | None) -> Pat
     ]  # fmt: skip
     if quick or steps:
         command += ["--steps", str(20 if quick else steps)]
+    for override in overrides:
+        command += ["--set", override]
     print("$ " + " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
@@ -173,6 +176,14 @@ def main(argv=None) -> int:
         default=0,
         help="for the first seed, DFT-relax the first crystal of this many held-out triples",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one training setting for `aiida-physgen train --set` (e.g. permute_sites=true); repeat the option",
+    )
     parser.add_argument("--quick", action="store_true", help="20 training steps, one seed, 1 crystal per triple")
     parser.add_argument(
         "--split-seed",
@@ -212,7 +223,7 @@ def main(argv=None) -> int:
     )
     training_file = args.out / "training.npz"
     training_file.write_bytes(training.to_npz_bytes())
-    model = load_model(train(training_file, args.out, args.quick, args.steps))
+    model = load_model(train(training_file, args.out, args.quick, args.steps, args.overrides))
 
     lengths = np.array([a.cell.lengths()[0] for a in training])
     count = args.per_triple * len(triples)

@@ -12,4 +12,13 @@ bash scripts/setup.sh --no-profile
 # torch, 10-15x slower). The slowest tests are listed at the end of every run.
 workers="${PHYSGEN_TEST_WORKERS:-$(($(nproc) + 1))}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-python3 -m pytest -q tests -n "$workers" --dist loadgroup --durations=25 "$@"
+# the tests' files (the AiiDA test profile's SQLite database and file repository, the jobs' folders, PostgreSQL's data)
+# go to a RAM disk when there is one with room: each SQLite commit there takes 0.05 ms against 1 ms on this machine's
+# disk, and a file of AiiDA tests ran in 0.80 of the time (median of 3 pairs). PHYSGEN_TEST_BASETEMP chooses another
+# folder; a later --basetemp on the command line wins.
+basetemp="${PHYSGEN_TEST_BASETEMP:-}"
+if [ -z "$basetemp" ] && [ -d /dev/shm ] && [ "$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')" -gt 4000000 ]; then
+    basetemp="$(mktemp -d /dev/shm/physgen-tests.XXXXXX)"
+    trap 'rm -rf "$basetemp"' EXIT
+fi
+python3 -m pytest -q tests -n "$workers" --dist loadgroup --durations=25 ${basetemp:+--basetemp="$basetemp"} "$@"

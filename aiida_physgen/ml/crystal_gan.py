@@ -100,6 +100,9 @@ class CrystalGanSettings:
     (Pt is the first, second or third of a half-Heusler's triple in canonical order); ``False`` (the default) is the
     single output layer of the paper. Measured on held-out half-Heuslers (docs/crystals.md), the heads put Pt on its
     site more often but two elements on one position more often too, and recovered fewer crystals.
+    ``permute_sites``: each augmented training sample lists its three sites (coordinates and elements together) in
+    a random order drawn with the orbit members, so the slot a site comes in carries no information and where an
+    element goes can only be learnt from the element itself; ``False`` keeps canonical element order.
     ``canonical_origin``: the training crystals in their canonical origin
     (:func:`~aiida_physgen.ml.crystal_data.canonical_origin`); ``False``: spglib's cells.
     """
@@ -110,6 +113,7 @@ class CrystalGanSettings:
     layers: int = 3
     site_heads: bool = False
     canonical_origin: bool = True
+    permute_sites: bool = False
     critic_hidden: int = 256
     critic_layers: int = 3
     augmentations: int = 32
@@ -139,7 +143,7 @@ class CrystalGanSettings:
         for name in ("noise_dim", "embedding", "hidden", "layers", "critic_hidden", "critic_layers", "augmentations"):
             if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a positive integer")
-        for name in ("site_heads", "canonical_origin"):
+        for name in ("site_heads", "canonical_origin", "permute_sites"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected true or false")
         for name in ("lambda_inter", "lambda_intra", "lambda_volume", "lambda_abc", "length_margin"):
@@ -363,36 +367,44 @@ class _Epochs:
     """One member's self-augmented epochs: ``augmentations`` samples per crystal, each with a random
     orbit member per site, drawn from the member's data seed and the epoch number, then shuffled."""
 
-    def __init__(self, seed: int, crystals: TrainingCrystals, augmentations: int):
+    def __init__(self, seed: int, crystals: TrainingCrystals, augmentations: int, permute: bool = False):
         self.seed = member_seed(seed, Stream.DATA)
         self.crystals = crystals
         self.augmentations = augmentations
+        self.permute = permute
         self.epoch = 0
         self.cursor = 0
-        self._table: tuple[np.ndarray, np.ndarray] | None = None
+        self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def _draw(self) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
         m = len(self.crystals)
         crystal = rng.permutation(np.repeat(np.arange(m), self.augmentations))
         sizes = np.array([[len(o) for o in orbits] for orbits in self.crystals.orbits])[crystal]  # (N, 3)
         choice = np.floor(rng.random(sizes.shape) * sizes).astype(np.int64)
-        return crystal, choice
+        # drawn last, so that without it the stream (and every earlier model) is unchanged
+        order = (
+            np.argsort(rng.random(sizes.shape), axis=1) if self.permute else np.broadcast_to(np.arange(3), sizes.shape)
+        )
+        return crystal, choice, order
 
-    def take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        crystals, choices = [], []
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The next ``count`` samples: crystal index ``(n,)``, orbit member of each canonical site ``(n, 3)``, and the
+        order the sites are listed in ``(n, 3)``."""
+        crystals, choices, orders = [], [], []
         while count > 0:
             if self._table is None:
                 self._table = self._draw()
-            crystal, choice = self._table
+            crystal, choice, order = self._table
             stop = min(len(crystal), self.cursor + count)
             crystals.append(crystal[self.cursor : stop])
             choices.append(choice[self.cursor : stop])
+            orders.append(order[self.cursor : stop])
             count -= stop - self.cursor
             self.cursor = stop
             if self.cursor == len(crystal):
                 self.epoch, self.cursor, self._table = self.epoch + 1, 0, None
-        return np.concatenate(crystals), np.concatenate(choices)
+        return np.concatenate(crystals), np.concatenate(choices), np.concatenate(orders)
 
     def state(self) -> list[int]:
         return [self.epoch, self.cursor]
@@ -416,7 +428,7 @@ class CrystalProblem(MemberNetsProblem):
         super().__init__(generator, critic, device)
         self.crystals = crystals
         self.settings = settings
-        self.epochs = [_Epochs(s, crystals, settings.augmentations) for s in generator.seeds]
+        self.epochs = [_Epochs(s, crystals, settings.augmentations, settings.permute_sites) for s in generator.seeds]
         low, high = generator.settings["length_low"], generator.settings["length_high"]
         self.normalised_lengths = (crystals.lengths - low) / (high - low)
         self.conditions = np.concatenate([crystals.space_groups[:, None], crystals.numbers], axis=1)
@@ -426,16 +438,20 @@ class CrystalProblem(MemberNetsProblem):
     def real_batch(self, batch_size, rngs):
         samples, conditions = [], []
         for epochs in self.epochs:
-            crystal, choice = epochs.take(batch_size)
+            crystal, choice, order = epochs.take(batch_size)
             coords = np.stack(
                 [
                     np.stack([self.crystals.orbits[c][site][choice[n, site]] for site in range(3)])
                     for n, c in enumerate(crystal)
                 ]
             )
+            rows = np.arange(len(crystal))[:, None]
+            coords = coords[rows, order]  # the sites in the drawn order (canonical without permute_sites)
+            condition = self.conditions[crystal].copy()
+            condition[:, 1:] = condition[rows, 1 + order]
             sample = np.concatenate([coords.reshape(len(crystal), 9), self.normalised_lengths[crystal]], axis=1)
             samples.append(torch.as_tensor(sample, dtype=torch.float32, device=self.device))
-            conditions.append(torch.as_tensor(self.conditions[crystal], dtype=torch.long, device=self.device))
+            conditions.append(torch.as_tensor(condition, dtype=torch.long, device=self.device))
         return torch.stack(samples), torch.stack(conditions)
 
     def fake_batch(self, batch_size, rngs, condition):

@@ -778,7 +778,8 @@ def test_the_box_loss_compares_the_volume_and_length_patterns(crystals):
 # ---------------------------------------------------------------------- self-augmentation
 def test_an_epoch_holds_every_crystal_augmentations_times(crystals):
     epochs = crystal_gan._Epochs(0, crystals, 32)
-    crystal, choice = epochs.take(99 * 32)
+    crystal, choice, order = epochs.take(99 * 32)
+    assert np.array_equal(order, np.broadcast_to([0, 1, 2], (99 * 32, 3)))  # canonical site order by default
     assert np.all(np.bincount(crystal, minlength=99) == 32)
     assert epochs.state() == [1, 0]
     assert choice.shape == (99 * 32, 3) and choice.min() == 0 and choice.max() == 3
@@ -786,24 +787,25 @@ def test_an_epoch_holds_every_crystal_augmentations_times(crystals):
         counts = np.bincount(choice[:, site], minlength=4)
         assert counts.min() > 0.2 * len(choice)
     assert not np.array_equal(crystal[:99], np.arange(99))  # shuffled
-    again_crystal, again_choice = crystal_gan._Epochs(0, crystals, 32).take(99 * 32)
+    again_crystal, again_choice, _ = crystal_gan._Epochs(0, crystals, 32).take(99 * 32)
     assert np.array_equal(crystal, again_crystal) and np.array_equal(choice, again_choice)
-    other_crystal, _ = crystal_gan._Epochs(1, crystals, 32).take(99 * 32)
+    other_crystal, _, _ = crystal_gan._Epochs(1, crystals, 32).take(99 * 32)
     assert not np.array_equal(crystal, other_crystal)
-    next_crystal, next_choice = epochs.take(99 * 32)  # epoch 1: the same counts, other draws
+    next_crystal, next_choice, _ = epochs.take(99 * 32)  # epoch 1: the same counts, other draws
     assert np.all(np.bincount(next_crystal, minlength=99) == 32)
     assert not np.array_equal(crystal, next_crystal) and not np.array_equal(choice, next_choice)
 
 
 def test_takes_cross_epochs_and_resume_from_the_state(crystals):
-    whole = crystal_gan._Epochs(3, crystals, 2)  # 198 samples per epoch
-    crystal, choice = whole.take(500)
+    whole = crystal_gan._Epochs(3, crystals, 2, permute=True)  # 198 samples per epoch
+    crystal, choice, order = whole.take(500)
     assert whole.state() == [2, 104]
-    parts = crystal_gan._Epochs(3, crystals, 2)
+    parts = crystal_gan._Epochs(3, crystals, 2, permute=True)
     pieces = [parts.take(n) for n in (150, 100, 1, 249)]
     assert np.array_equal(crystal, np.concatenate([p[0] for p in pieces]))
     assert np.array_equal(choice, np.concatenate([p[1] for p in pieces]))
-    resumed = crystal_gan._Epochs(3, crystals, 2)
+    assert np.array_equal(order, np.concatenate([p[2] for p in pieces]))
+    resumed = crystal_gan._Epochs(3, crystals, 2, permute=True)
     resumed.load(parts.state())
     assert np.array_equal(resumed.take(60)[0], whole.take(60)[0])
 
@@ -821,7 +823,7 @@ def test_real_batches_are_orbit_members_of_the_training_crystals(examples, cryst
     assert low < crystals.lengths.min() and crystals.lengths.max() < high
     group = space_groups.space_group(216)
     for k in range(2):
-        crystal, _ = expected[k].take(64)
+        crystal, _, _ = expected[k].take(64)
         assert conditions[k, :, 0].tolist() == [216] * 64
         assert np.array_equal(conditions[k, :, 1:].numpy(), crystals.numbers[crystal])
         lengths = low + (high - low) * samples[k, :, 9:].double().numpy()
@@ -834,6 +836,31 @@ def test_real_batches_are_orbit_members_of_the_training_crystals(examples, cryst
         # not always the stored base site: self-augmentation
         assert sum(not np.allclose(coords[n], crystals.coords[c], atol=1e-6) for n, c in enumerate(crystal)) > 32
     assert not torch.equal(samples[0], samples[1])  # each member its own data stream
+
+
+def test_permuted_sites_keep_each_element_with_its_own_coordinates(examples, crystals):
+    family = get_family("crystal_gan")
+    settings = family.settings({**SMALL, "permute_sites": True})
+    plain = crystal_gan._Epochs(0, crystals, 32)
+    permuted = crystal_gan._Epochs(0, crystals, 32, permute=True)
+    crystal, choice, _ = plain.take(200)
+    same_crystal, same_choice, order = permuted.take(200)
+    # the same crystals and orbit members as without it (drawn first), listed in a drawn order
+    assert np.array_equal(crystal, same_crystal) and np.array_equal(choice, same_choice)
+    assert np.array_equal(np.sort(order, axis=1), np.broadcast_to([0, 1, 2], order.shape))
+    assert len({tuple(o) for o in order.tolist()}) == 6  # all six orders
+    trainer = family.build_trainer(examples, family.check_target(TARGET), [settings], [0], "cpu")
+    samples, conditions = trainer.problem.real_batch(200, trainer.rngs)
+    coords = samples[0, :, :9].double().numpy().reshape(200, 3, 3)
+    group = space_groups.space_group(216)
+    for n, c in enumerate(crystal):
+        assert np.array_equal(conditions[0, n, 1:].numpy(), crystals.numbers[c][order[n]])
+        for slot in range(3):  # the element in a slot comes with an orbit member of its own site
+            orbit = group.orbit(crystals.coords[c, order[n, slot]])
+            assert np.abs((orbit - coords[n, slot] + 0.5) % 1 - 0.5).max(1).min() < 1e-6
+    assert sum(order[n, 0] != 0 for n in range(200)) > 100  # the canonical first element is often elsewhere
+    with pytest.raises(ValueError, match="permute_sites: got 'yes', expected true or false"):
+        family.settings({"permute_sites": "yes"})
 
 
 class _Killed(Exception):
