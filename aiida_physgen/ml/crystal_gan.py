@@ -103,6 +103,17 @@ class CrystalGanSettings:
     ``permute_sites``: each augmented training sample lists its three sites (coordinates and elements together) in
     a random order drawn with the orbit members, so the slot a site comes in carries no information and where an
     element goes can only be learnt from the element itself; ``False`` keeps canonical element order.
+    ``critic_waves``: what the critic reads of each coordinate triple x: 0 (the paper's), sin and cos of 2π·x along
+    each axis; 1 or 2, of 2π·G·x for every integer vector G with components up to 1 or 2 (one of each ± pair: 13 or
+    62 waves), the plane waves of a structure factor. With G = (1, 1, 1) the face-centred orbits 4a, 4b, 4c, 4d of
+    F-43m read 1, −1, −i, i whichever orbit member is drawn, where from the axes alone telling them apart takes a
+    third-order product the critic's network must learn.
+    ``site_critic``: the critic also reads each site on its own, its element's embedding beside its waves, through one
+    network shared by the three sites (summed over them), so which element sits on which position is a first-order
+    input rather than a relation between slots of two concatenated vectors.
+    ``critic_orbits``: the critic reads each site's waves averaged over the requested group's operations, the same for
+    every member of the site's orbit: which member the augmentation drew (or the generator made) is invisible to it,
+    and which orbit a site is on is what it reads.
     ``canonical_origin``: the training crystals in their canonical origin
     (:func:`~aiida_physgen.ml.crystal_data.canonical_origin`); ``False``: spglib's cells.
     """
@@ -116,6 +127,9 @@ class CrystalGanSettings:
     permute_sites: bool = False
     critic_hidden: int = 256
     critic_layers: int = 3
+    critic_waves: int = 0
+    site_critic: bool = False
+    critic_orbits: bool = False
     augmentations: int = 32
     lambda_inter: float = 3.5
     lambda_intra: float = 5.0
@@ -143,13 +157,15 @@ class CrystalGanSettings:
         for name in ("noise_dim", "embedding", "hidden", "layers", "critic_hidden", "critic_layers", "augmentations"):
             if not is_positive_int(getattr(self, name)):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected a positive integer")
-        for name in ("site_heads", "canonical_origin", "permute_sites"):
+        for name in ("site_heads", "canonical_origin", "permute_sites", "site_critic", "critic_orbits"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected true or false")
         for name in ("lambda_inter", "lambda_intra", "lambda_volume", "lambda_abc", "length_margin"):
             value = getattr(self, name)
             if not is_finite_number(value) or value < 0:
                 raise ValueError(f"{name}: got {value!r}, expected a finite non-negative number")
+        if self.critic_waves not in (0, 1, 2) or isinstance(self.critic_waves, bool):
+            raise ValueError(f"critic_waves: got {self.critic_waves!r}, expected 0, 1 or 2")
         if not is_finite_number(self.wyckoff_tolerance) or self.wyckoff_tolerance < 0:
             raise ValueError(
                 f"wyckoff_tolerance: got {self.wyckoff_tolerance!r}, expected a non-negative distance in Å (0: off)"
@@ -231,27 +247,66 @@ class _GeneratorNet(nn.Module):
         return torch.sigmoid(torch.cat([coords, self.lengths(h)], dim=1))
 
 
+def wave_vectors(order: int) -> torch.Tensor:
+    """The integer vectors G the critic reads a site through (``critic_waves``): the three axes for order 0, else every
+    G ≠ 0 with components in [−order, order], one of each ± pair, ``(n, 3)``."""
+    if order == 0:
+        return torch.eye(3)
+    span = torch.arange(-order, order + 1, dtype=torch.float32)
+    grid = torch.cartesian_prod(span, span, span)
+    nonzero = grid[(grid != 0).any(dim=1)]
+    first = nonzero[torch.arange(len(nonzero)), (nonzero != 0).int().argmax(dim=1)]
+    return nonzero[first > 0]  # the first non-zero component positive: one of each ± pair
+
+
+def _orbit_waves(coords: torch.Tensor, groups: Sequence[int], waves: torch.Tensor):
+    """sin and cos of 2π·G·x averaged over every image of each site under its group's operations, ``(B, 3, n)`` each:
+    the same for every member of a site's orbit."""
+    ops, mask = padded_operations(groups)
+    used = int(mask.sum(dim=1).max())
+    ops, mask = ops[:, :used].to(coords.device), mask[:, :used].to(coords.device)
+    images = torch.einsum("boij,bsj->bsoi", ops[..., :3], coords) + ops[:, None, :, :, 3]  # (B, 3, O, 3)
+    angles = 2 * math.pi * (images @ waves.T)  # (B, 3, O, n)
+    weights = (mask / mask.sum(dim=1, keepdim=True))[:, None, :, None]
+    return (torch.sin(angles) * weights).sum(dim=2), (torch.cos(angles) * weights).sum(dim=2)
+
+
 class _CriticNet(nn.Module):
-    def __init__(self, embedding: int, hidden: int, layers: int):
+    def __init__(
+        self, embedding: int, hidden: int, layers: int, waves: int = 0, site_critic: bool = False, orbits: bool = False
+    ):
         super().__init__()
+        self.orbits = orbits
         self.groups = nn.Linear(_OP_FEATURES, embedding)
         self.elements = nn.Linear(3 * element_table.feature_size(), embedding)
-        self.body = _mlp(18 + 3 + 2 * embedding, hidden, layers, 1)
+        self.register_buffer("waves", wave_vectors(waves), persistent=False)
+        n_waves = len(self.waves)
+        self.site = None
+        if site_critic:
+            self.site_element = nn.Linear(element_table.feature_size(), embedding)
+            self.site = nn.Sequential(_mlp(embedding + 2 * n_waves, hidden, 1, hidden), nn.LeakyReLU(0.2))
+        self.body = _mlp(6 * n_waves + 3 + 2 * embedding + (hidden if site_critic else 0), hidden, layers, 1)
 
     def forward(self, samples: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         groups, elements = _condition_inputs(condition)
-        angles = 2 * math.pi * samples[:, :9]
-        x = torch.cat(
-            [
-                torch.sin(angles),
-                torch.cos(angles),
-                samples[:, 9:],
-                torch.relu(self.groups(groups)),
-                torch.relu(self.elements(elements)),
-            ],
-            dim=1,
-        )
-        return self.body(x)[:, 0]
+        coords = samples[:, :9].reshape(-1, 3, 3)
+        if self.orbits:
+            sin, cos = _orbit_waves(coords, condition[:, 0].tolist(), self.waves)
+        else:  # (B, 3 sites, n waves); with waves 0 the axes, in the order of the coordinates
+            angles = 2 * math.pi * (coords @ self.waves.T)
+            sin, cos = torch.sin(angles), torch.cos(angles)
+        parts = [
+            sin.reshape(len(samples), -1),
+            cos.reshape(len(samples), -1),
+            samples[:, 9:],
+            torch.relu(self.groups(groups)),
+            torch.relu(self.elements(elements)),
+        ]
+        if self.site is not None:
+            per_site = torch.relu(self.site_element(elements.reshape(len(samples), 3, -1)))
+            sites = torch.cat([per_site, sin, cos], dim=2)
+            parts.append(self.site(sites).sum(dim=1))
+        return self.body(torch.cat(parts, dim=1))[:, 0]
 
 
 class CrystalGenerator(MemberNets):
@@ -300,8 +355,19 @@ class CrystalGenerator(MemberNets):
 class CrystalCritic(MemberNets):
     """``K`` critics: samples ``(B, 12)`` + conditions ``(B, 4)`` → scores ``(B,)``."""
 
-    def __init__(self, seeds: Sequence[int] = (0,), embedding: int = 64, hidden: int = 256, layers: int = 3):
-        super().__init__(seeds, Stream.CRITIC, lambda: _CriticNet(embedding, hidden, layers))
+    def __init__(
+        self,
+        seeds: Sequence[int] = (0,),
+        embedding: int = 64,
+        hidden: int = 256,
+        layers: int = 3,
+        waves: int = 0,
+        site_critic: bool = False,
+        orbits: bool = False,
+    ):
+        super().__init__(
+            seeds, Stream.CRITIC, lambda: _CriticNet(embedding, hidden, layers, waves, site_critic, orbits)
+        )
 
     def member_forward(self, k: int, samples: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.nets[k](samples, condition)
@@ -604,7 +670,9 @@ class CrystalGanFamily(GeneratorFamily):
         generator = CrystalGenerator(
             seeds, s.noise_dim, s.embedding, s.hidden, s.layers, low, high, site_heads=s.site_heads
         ).to(device)
-        critic = CrystalCritic(seeds, s.embedding, s.critic_hidden, s.critic_layers).to(device)
+        critic = CrystalCritic(
+            seeds, s.embedding, s.critic_hidden, s.critic_layers, s.critic_waves, s.site_critic, s.critic_orbits
+        ).to(device)
         problem = CrystalProblem(generator, critic, crystals, s, device)
         return CrystalTrainer(problem, member_loop(members), seeds)
 

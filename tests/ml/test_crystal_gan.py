@@ -946,6 +946,48 @@ def test_the_site_head_is_shared_and_a_model_without_it_still_loads(examples):
         train_ensemble("crystal_gan", examples, TARGET, {**TINY, "site_heads": "yes"})
 
 
+def test_the_critic_reads_plane_waves_that_tell_the_face_centred_orbits_apart(crystals):
+    # order 0 is the paper's critic input: sin and cos of 2π·x along each axis, in the coordinates' order
+    assert torch.equal(crystal_gan.wave_vectors(0), torch.eye(3))
+    waves = crystal_gan.wave_vectors(1)
+    assert len(waves) == 13 and len(crystal_gan.wave_vectors(2)) == 62
+    keys = {tuple(g.tolist()) for g in waves}
+    assert (1.0, 1.0, 1.0) in keys and not any(tuple(-x for x in k) in keys for k in keys)  # one of each ± pair
+    # exp(2πi (1,1,1)·x) is one number per F-43m orbit (4a 1, 4b −1, 4c −i, 4d i), whichever member is drawn
+    group = space_groups.space_group(216)
+    for point, value in (((0, 0, 0), 1), ((0.5, 0.5, 0.5), -1), ((0.25, 0.25, 0.25), -1j), ((0.75, 0.75, 0.75), 1j)):
+        phases = np.exp(2j * np.pi * group.orbit(np.array(point)).sum(axis=1))
+        assert np.allclose(phases, value)
+    critic = crystal_gan.CrystalCritic(seeds=[0], embedding=8, hidden=16, layers=2, waves=1)
+    assert critic.nets[0].body[0].in_features == 6 * 13 + 3 + 16
+    samples, conditions = torch.rand(5, 12), torch.tensor([[216, 78, 3, 22]] * 5)
+    assert critic.member_forward(0, samples, conditions).shape == (5,)
+    # the critic only trains: a model file holds the generator, so earlier models are unaffected
+    assert "waves" not in critic.nets[0].state_dict()
+    # each site read on its own too (element beside its waves, one network for the three sites, summed)
+    sited = crystal_gan.CrystalCritic(seeds=[0], embedding=8, hidden=16, layers=2, waves=1, site_critic=True)
+    assert sited.nets[0].body[0].in_features == 6 * 13 + 3 + 16 + 16
+    swapped = torch.cat([samples[:, [3, 4, 5, 0, 1, 2, 6, 7, 8]], samples[:, 9:]], dim=1)
+    assert not torch.allclose(
+        sited.member_forward(0, samples, conditions), sited.member_forward(0, swapped, conditions)
+    )
+    # with critic_orbits, every member of a site's orbit reads the same: the F-43m orbit members of 4a, 4c and 4d
+    orbiting = crystal_gan.CrystalCritic(seeds=[0], embedding=8, hidden=16, layers=2, waves=1, orbits=True)
+    members = [group.orbit(np.array(p)) for p in ((0, 0, 0), (0.25, 0.25, 0.25), (0.75, 0.75, 0.75))]
+    sites = torch.tensor(np.stack([[m[i] for m in members] for i in range(4)]), dtype=torch.float32)  # (4, 3, 3)
+    drawn = torch.cat([sites.reshape(4, 9), torch.full((4, 3), 0.5)], dim=1)
+    scores = orbiting.member_forward(0, drawn, torch.tensor([[216, 78, 3, 22]] * 4))
+    assert torch.allclose(scores, scores[0].expand(4), atol=1e-5)
+    moved = drawn.clone()
+    moved[:, :3] = torch.tensor([0.5, 0.5, 0.5])  # the first site from 4a to 4b: another orbit, another score
+    assert not torch.allclose(orbiting.member_forward(0, moved, torch.tensor([[216, 78, 3, 22]] * 4)), scores)
+    with pytest.raises(ValueError, match="critic_waves: got 3, expected 0, 1 or 2"):
+        get_family("crystal_gan").settings({"critic_waves": 3})
+    for name in ("site_critic", "critic_orbits"):
+        with pytest.raises(ValueError, match=f"{name}: got 'yes', expected true or false"):
+            get_family("crystal_gan").settings({name: "yes"})
+
+
 def test_model_file_round_trip_samples_identically(model):
     data = model.to_bytes()
     assert data == model.to_bytes()
