@@ -24,7 +24,7 @@ ASE, not AiiDA) and matched again: recovery after DFT.
     python benchmarks/crystal_heldout.py --out runs/heldout            # about 40 min here (training 8, CHGNet 30)
     python benchmarks/crystal_heldout.py --out runs/heldout --quick    # a minute: 20 training steps, 1 seed
     python benchmarks/crystal_heldout.py --out runs/heldout_split1 --split-seed 1   # another held-out 20 %
-    python benchmarks/crystal_heldout.py --out runs/heldout_perm --set permute_sites=true   # a training setting
+    python benchmarks/crystal_heldout.py --out runs/heldout_orbits --set critic_waves=1 --set critic_orbits=true
 
 Torch and CHGNet run on one thread (``OMP_NUM_THREADS`` is not changed). No AiiDA.
 """
