@@ -101,20 +101,22 @@ def merge_sites(fractional: np.ndarray, cell: np.ndarray, merge_distance: float)
 def _closure(point: np.ndarray, maps: list[tuple[np.ndarray, np.ndarray]], cell: np.ndarray, limit: int = 48):
     """The images of ``point`` under the group the affine ``maps`` generate (Cartesian tolerance 10⁻⁶ Å), or
     ``None`` when they pass ``limit`` (maps without a common fixed point generate translations: no finite orbit)."""
-    orbit = [point]
+    orbit = np.empty((limit + 1, 3))
+    orbit[0], size = point, 1
     frontier = [point]
     while frontier:
         found = []
         for y in frontier:
             for rotation, shift in maps:
                 image = rotation @ y + shift
-                if all(np.linalg.norm((image - other) @ cell) > 1e-6 for other in orbit):
-                    orbit.append(image)
-                    found.append(image)
-                    if len(orbit) > limit:
+                # against every image so far at once (a loop over them took 95 % of an Fm-3m generation)
+                if (np.linalg.norm((orbit[:size] - image) @ cell, axis=1) > 1e-6).all():
+                    if size == limit:
                         return None
+                    orbit[size], size = image, size + 1
+                    found.append(image)
         frontier = found
-    return np.array(orbit)
+    return orbit[:size].copy()
 
 
 def snap_to_special_position(

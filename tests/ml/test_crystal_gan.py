@@ -612,6 +612,21 @@ def test_snapped_points_sit_on_special_positions_within_the_tolerance(number):
     assert np.array_equal(crystal_build.snap_to_special_position(group, point, cell, 0.0), point)
 
 
+def test_the_closure_of_a_point_is_its_orbit_and_a_translation_has_none():
+    # the rotations of Fm-3m that fix the origin (its point group, 48) close a point near it into its star
+    group = space_groups.space_group(225)
+    fixing = [(op[:3, :3], np.zeros(3)) for op in group.operations if np.allclose(op[:3, 3], 0)]
+    assert len(fixing) == 48
+    cell = 6.0 * np.eye(3)
+    for point, size in (((0.1, 0, 0), 6), ((0.1, 0.1, 0), 12), ((0.1, 0.1, 0.1), 8), ((0.1, 0.2, 0.3), 48)):
+        orbit = crystal_build._closure(np.array(point, dtype=float), fixing, cell)
+        assert len(orbit) == size and np.allclose(orbit[0], point)
+        assert np.allclose(orbit.mean(axis=0), 0)  # the mean of the orbit: the fixed point (what snapping uses)
+        assert len({tuple(np.round(x, 6)) for x in orbit}) == size
+    # maps without a common fixed point (a translation) generate no finite orbit: None once past the limit
+    assert crystal_build._closure(np.zeros(3), [(np.eye(3), np.array([0.5, 0, 0]))], cell, limit=48) is None
+
+
 def test_snapping_leaves_real_crystals_alone_and_respects_the_crowding_distance():
     """ThCr2Si2 (I4/mmm): Si on 4e (0, 0, 0.38) is 1.2 Å from 2b, its mirror image 2.4 Å away (a real Si-Si bond).
     With images crowded only below the merge distance (the default) it stays; allowed to call 2.4 Å crowded it moves
