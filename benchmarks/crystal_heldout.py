@@ -241,6 +241,16 @@ def main(argv=None) -> int:
         parser.error(f"--per-triple: got {args.per_triple}, expected a positive number of crystals")
     if args.quick:
         args.per_triple, args.seeds = 1, args.seeds[:1]
+    if args.overrides:  # refused before anything is written or trained, naming the setting
+        import click
+
+        from aiida_physgen.cli._common import key_values
+        from aiida_physgen.ml.family import get_family
+
+        try:
+            get_family("crystal_gan").settings(key_values(args.overrides, "--set"))
+        except (click.BadParameter, ValueError) as error:
+            parser.error(f"--set: {error.format_message() if isinstance(error, click.BadParameter) else error}")
 
     from pymatgen.io.ase import AseAtomsAdaptor
 
