@@ -259,13 +259,20 @@ def wave_vectors(order: int) -> torch.Tensor:
     return nonzero[first > 0]  # the first non-zero component positive: one of each ± pair
 
 
-def _orbit_waves(coords: torch.Tensor, groups: Sequence[int], waves: torch.Tensor):
-    """sin and cos of 2π·G·x averaged over every image of each site under its group's operations, ``(B, 3, n)`` each:
-    the same for every member of a site's orbit."""
+def site_images(coords: torch.Tensor, groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of each base site (fractional, unwrapped) under its group's operations, ``(B, 3, n, 3)``, and the
+    operations' mask ``(B, n)``; ``n`` is the most operations of a group in the batch (the padding beyond it is
+    all zero)."""
     ops, mask = padded_operations(groups)
     used = int(mask.sum(dim=1).max())
     ops, mask = ops[:, :used].to(coords.device), mask[:, :used].to(coords.device)
-    images = torch.einsum("boij,bsj->bsoi", ops[..., :3], coords) + ops[:, None, :, :, 3]  # (B, 3, O, 3)
+    return torch.einsum("boij,bsj->bsoi", ops[..., :3], coords) + ops[:, None, :, :, 3], mask
+
+
+def _orbit_waves(coords: torch.Tensor, groups: Sequence[int], waves: torch.Tensor):
+    """sin and cos of 2π·G·x averaged over every image of each site under its group's operations, ``(B, 3, n)`` each:
+    the same for every member of a site's orbit."""
+    images, mask = site_images(coords, groups)
     angles = 2 * math.pi * (images @ waves.T)  # (B, 3, O, n)
     weights = (mask / mask.sum(dim=1, keepdim=True))[:, None, :, None]
     return (torch.sin(angles) * weights).sum(dim=2), (torch.cos(angles) * weights).sum(dim=2)
@@ -384,11 +391,8 @@ def pair_distances(coords: torch.Tensor, lengths: torch.Tensor, groups: Sequence
     """Distances (Å) from each base site to every image of every site: ``(B, 3, 3, n)`` (site ``i``,
     site ``j``, operation; ``n`` the most operations of a group in the batch), the operations' mask
     ``(B, n)``, and the cells ``(B, 3, 3)``."""
-    ops, mask = padded_operations(groups)
-    used = int(mask.sum(dim=1).max())  # the padding beyond the largest group of the batch is all zero
-    ops, mask = ops[:, :used].to(coords.device), mask[:, :used].to(coords.device)
+    images, mask = site_images(coords, groups)
     cells = lattice_matrices(lengths, groups)
-    images = torch.einsum("boij,bsj->bsoi", ops[..., :3], coords) + ops[:, None, :, :, 3]  # (B, 3, 192, 3)
     diff = images[:, None, :, :, :] - coords[:, :, None, None, :]  # (B, i, j, o, 3)
     diff = diff - torch.round(diff)
     shifted = diff[..., None, :] + _IMAGES.to(coords.device)  # (B, i, j, o, 9, 3)
