@@ -102,6 +102,22 @@ def test_generate_at_4x_predict_and_check(files):
     assert tersoff["ks"] == pytest.approx(expected.statistic) and tersoff["p_value"] == pytest.approx(expected.pvalue)
     assert {(row["condition"], row["area_multiple"]) for row in rows} == {("big", 4)}  # the set named by its file
     assert (files / "check" / "label_heatmap_big.png").is_file()
+    # with the training sheets: the structure table against them tiled to the set's area (2 x 2 here)
+    from aiida_physgen.graphene import sheet_structure
+
+    result = _run(
+        "check-labels", big, "--surrogate", files / "ednn" / "model_00.pt", "--no-reference",
+        "--training", files / "labelled.npz", "-o", files / "check_structure",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| big | share of 3-fold C |" in result.output
+    structure = json.loads((files / "check_structure" / "structure.json").read_text())
+    with (files / "labelled.npz").open("rb") as handle:
+        training = StructureBatch.from_npz(handle)
+    expected = sheet_structure.compare_with_training({"big": batch}, training, {"big": 2})["big"]
+    assert [row["quantity"] for row in structure["big"]] == [row["quantity"] for row in expected]
+    for got, want in zip(structure["big"], expected):
+        assert got["statistic"] == pytest.approx(want["statistic"], nan_ok=True), got["quantity"]
 
 
 @pytest.mark.parametrize(

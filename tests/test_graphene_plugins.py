@@ -216,8 +216,22 @@ def test_assessor_ks_table_by_the_ednn_with_baselines_and_figures(models):
     assert "EDNN held-out error" in result.text
     assert set(result.figures) == {"heatmap_scale_1", "histogram_scale_1", "heatmap_scale_2", "histogram_scale_2"}
     assert all(png[:4] == b"\x89PNG" for png in result.figures.values())
-    quiet = assessor.assess(data, assessor.settings({"baseline": False, "figures": False}))
+    # the sheets' structure against the training sheets tiled to each set's area, in the text and the metrics
+    from aiida_physgen.graphene import sheet_structure
+
+    assert "Structure of the generated sheets" in result.text and "| scale_2 | hole size" in result.text
+    occupancy, lattice = graphene.batch_to_sheets(generated["scale_2"])
+    train_occ, train_lattice = graphene.batch_to_sheets(training)
+    expected = sheet_structure.compare_sheets(
+        sheet_structure.sheet_statistics(occupancy, lattice),
+        sheet_structure.sheet_statistics(sheet_structure.tile(train_occ, 2), train_lattice.scaled(2)),
+    )
+    for row in expected:
+        key = f"structure_{row['test'].lower()}_scale_2_{row['quantity']}"
+        assert result.metrics[key] == pytest.approx(row["statistic"], nan_ok=True), key
+    quiet = assessor.assess(data, assessor.settings({"baseline": False, "figures": False, "structure": False}))
     assert {row["condition"] for row in quiet.rows} == {"scale_1", "scale_2"} and quiet.figures == {}
+    assert "Structure" not in quiet.text and not any(key.startswith("structure_") for key in quiet.metrics)
 
 
 def test_assessor_with_the_reference_method(models):

@@ -123,11 +123,18 @@ def predict(model_file, structures, output):
     default=False,
     help="Relax before the reference energy (as the training labels were made).",
 )
+@click.option(
+    "--training",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The training sheets: also compare the sheets' structure with theirs (holes, coordination, edges, "
+    "connectivity; printed, and structure.json).",
+)
 @output_folder_option(default="label_check")
-def check_labels(generated, surrogate, reference, relax, output):
+def check_labels(generated, surrogate, reference, relax, training, output):
     """Requested against obtained energy per area of GENERATED sheets (files from ``generate`` with rugan; each
     file is one set, named by its file name): the Kolmogorov–Smirnov table (printed, and ``ks.json``) and the
-    heat maps and histograms (PNG), as the screening's ``label_consistency`` assessor makes them."""
+    heat maps and histograms (PNG), as the screening's ``label_consistency`` assessor makes them; with
+    ``--training``, the structure table too."""
     from ..graphene import label_check
     from ..graphene.reference_energy import ReferenceSettings
     from ..graphene.surrogate import check_surrogate
@@ -148,6 +155,11 @@ def check_labels(generated, surrogate, reference, relax, output):
         sets[Path(path).stem] = batch
     if len(sets) != len(generated):
         raise InputError("GENERATED: two files have the same name; each names its set in the table")
+    training_sheets = None
+    if training:
+        training_sheets = read_structures(training, "--training")
+        with value_errors_as_input():
+            graphene.batch_to_sheets(training_sheets, "--training")
     lattice = model.config.get("lattice")
     base_area = (
         graphene.Lattice.from_dict(lattice).area
@@ -162,5 +174,12 @@ def check_labels(generated, surrogate, reference, relax, output):
     click.echo(label_check.format_ks_table(rows))
     out.mkdir(parents=True, exist_ok=True)
     (out / "ks.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if training_sheets is not None:
+        from ..graphene import sheet_structure
+
+        with value_errors_as_input():
+            structure = sheet_structure.compare_with_training(sets, training_sheets, scales)
+        click.echo(sheet_structure.format_structure_table(structure))
+        (out / "structure.json").write_text(json.dumps(structure, indent=2) + "\n")
     for name, path in label_check.plot_label_check(requested, obtained, out, scales).items():
         click.echo(f"{name}: {path}")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..screening.assessors import Assessment, Assessor, ScreeningData
-from . import label_check
+from . import label_check, sheet_structure
 from .reference_energy import ReferenceSettings
 from .surrogate import score_sheets
 
@@ -39,15 +39,19 @@ class LabelConsistencySettings:
         screening (``physgen.graphene``) sets them to those its training sheets were labelled with.
     :param baseline: add the baseline rows (training sheets: the EDNN against their labels; label-blind).
     :param figures: make the heat maps and histograms (two PNGs per generated set).
+    :param structure: compare each generated set's sheets with the training sheets (tiled to the set's area):
+        hole sizes, coordination shares, edge per area and the connected fraction, each with a two-sample test
+        (:mod:`aiida_physgen.graphene.sheet_structure`).
     """
 
     reference: bool = False
     reference_settings: dict | None = None
     baseline: bool = True
     figures: bool = True
+    structure: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("reference", "baseline", "figures"):
+        for name in ("reference", "baseline", "figures", "structure"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}, expected true or false")
             setattr(self, name, bool(getattr(self, name)))
@@ -129,6 +133,14 @@ class LabelConsistency(Assessor):
         if {"count", "median_ae", "mae", "baseline_median_ae"} <= set(held_out):
             text += "\n" + label_check.held_out_line(held_out)
         metrics = self._metrics(rows, model, requested)
+        if settings.structure and data.training is not None and len(data.training):
+            structure = sheet_structure.compare_with_training(data.generated, data.training, scales)
+            text += "\n\nStructure of the generated sheets against the training sheets (tiled to the same area):\n"
+            text += sheet_structure.format_structure_table(structure)
+            for name, structure_rows in structure.items():
+                for row in structure_rows:
+                    metrics[f"structure_{row['test'].lower()}_{name}_{row['quantity']}"] = row["statistic"]
+                    metrics[f"structure_p_value_{name}_{row['quantity']}"] = row["p_value"]
         figures = {}
         if settings.figures:
             with tempfile.TemporaryDirectory() as folder:
