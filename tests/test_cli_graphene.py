@@ -102,7 +102,7 @@ def test_generate_at_4x_predict_and_check(files):
     assert tersoff["ks"] == pytest.approx(expected.statistic) and tersoff["p_value"] == pytest.approx(expected.pvalue)
     assert {(row["condition"], row["area_multiple"]) for row in rows} == {("big", 4)}  # the set named by its file
     assert (files / "check" / "label_heatmap_big.png").is_file()
-    # with the training sheets: the structure table against them tiled to the set's area (2 x 2 here)
+    # with the training sheets: the structure table against theirs
     from aiida_physgen.graphene import sheet_structure
 
     result = _run(
@@ -114,7 +114,7 @@ def test_generate_at_4x_predict_and_check(files):
     structure = json.loads((files / "check_structure" / "structure.json").read_text())
     with (files / "labelled.npz").open("rb") as handle:
         training = StructureBatch.from_npz(handle)
-    expected = sheet_structure.compare_with_training({"big": batch}, training, {"big": 2})["big"]
+    expected = sheet_structure.compare_with_training({"big": batch}, training)["big"]
     assert [row["quantity"] for row in structure["big"]] == [row["quantity"] for row in expected]
     for got, want in zip(structure["big"], expected):
         assert got["statistic"] == pytest.approx(want["statistic"], nan_ok=True), got["quantity"]

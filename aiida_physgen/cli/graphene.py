@@ -178,7 +178,7 @@ def check_labels(generated, surrogate, reference, relax, training, output):
         from ..graphene import sheet_structure
 
         with value_errors_as_input():
-            structure = sheet_structure.compare_with_training(sets, training_sheets, scales)
+            structure = sheet_structure.compare_with_training(sets, training_sheets)
         click.echo(sheet_structure.format_structure_table(structure))
         (out / "structure.json").write_text(json.dumps(structure, indent=2) + "\n")
     for name, path in label_check.plot_label_check(requested, obtained, out, scales).items():

@@ -39,7 +39,7 @@ class LabelConsistencySettings:
         screening (``physgen.graphene``) sets them to those its training sheets were labelled with.
     :param baseline: add the baseline rows (training sheets: the EDNN against their labels; label-blind).
     :param figures: make the heat maps and histograms (two PNGs per generated set).
-    :param structure: compare each generated set's sheets with the training sheets (tiled to the set's area):
+    :param structure: compare each generated set's sheets with the training sheets (per hole and per area):
         hole sizes, coordination shares, edge per area and the connected fraction, each with a two-sample test
         (:mod:`aiida_physgen.graphene.sheet_structure`).
     """
@@ -134,8 +134,8 @@ class LabelConsistency(Assessor):
             text += "\n" + label_check.held_out_line(held_out)
         metrics = self._metrics(rows, model, requested)
         if settings.structure and data.training is not None and len(data.training):
-            structure = sheet_structure.compare_with_training(data.generated, data.training, scales)
-            text += "\n\nStructure of the generated sheets against the training sheets (tiled to the same area):\n"
+            structure = sheet_structure.compare_with_training(data.generated, data.training)
+            text += "\n\nStructure of the generated sheets against the training sheets:\n"
             text += sheet_structure.format_structure_table(structure)
             for name, structure_rows in structure.items():
                 for row in structure_rows:
