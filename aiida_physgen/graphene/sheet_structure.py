@@ -133,28 +133,20 @@ def compare_sheets(generated: Mapping[str, np.ndarray], reference: Mapping[str, 
     rows = []
     for key, label, kind in QUANTITIES:
         a, b = np.asarray(generated[key]), np.asarray(reference[key])
-        if kind == "fisher":
+        if kind == "ks":
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        mean_a, mean_b = (float(x.mean()) if len(x) else float("nan") for x in (a, b))
+        if not (len(a) and len(b)):
+            statistic = p_value = float("nan")
+        elif kind == "fisher":
             table = [[int(a.sum()), int((~a).sum())], [int(b.sum()), int((~b).sum())]]
-            p_value = float(stats.fisher_exact(table).pvalue) if len(a) and len(b) else float("nan")
-            mean_a, mean_b = (
-                (float(a.mean()) if len(a) else float("nan")),
-                (float(b.mean()) if len(b) else float("nan")),
-            )
-            rows.append(
-                {"quantity": key, "label": label, "test": "Fisher", "generated": mean_a, "reference": mean_b,
-                 "statistic": mean_a - mean_b, "p_value": p_value, "count": (len(a), len(b))}
-            )  # fmt: skip
-            continue
-        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-        if len(a) and len(b):
+            statistic, p_value = mean_a - mean_b, float(stats.fisher_exact(table).pvalue)
+        else:
             ks = stats.ks_2samp(a, b)
             statistic, p_value = float(ks.statistic), float(ks.pvalue)
-        else:
-            statistic = p_value = float("nan")
         rows.append(
-            {"quantity": key, "label": label, "test": "KS", "generated": float(a.mean()) if len(a) else float("nan"),
-             "reference": float(b.mean()) if len(b) else float("nan"), "statistic": statistic, "p_value": p_value,
-             "count": (len(a), len(b))}
+            {"quantity": key, "label": label, "test": "Fisher" if kind == "fisher" else "KS", "generated": mean_a,
+             "reference": mean_b, "statistic": statistic, "p_value": p_value, "count": (len(a), len(b))}
         )  # fmt: skip
     return rows
 
