@@ -37,6 +37,7 @@ __all__ = [
     "CC_BOND",
     "Lattice",
     "random_sheets",
+    "pair_index",
     "zigzag_to_pair",
     "pair_to_zigzag",
     "encode_zigzag",
@@ -265,7 +266,7 @@ def random_sheets(
 
 
 # ---------------------------------------------------------------------- encodings
-def _pair_index(lattice: Lattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_index(lattice: Lattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every pair cell ``(j, q)``: its column and the rows of its two sites (arrays of the pair shape)."""
     j = np.arange(lattice.nx)[:, None]
     q = np.arange(2 * lattice.ny)[None, :]
@@ -278,7 +279,7 @@ def zigzag_to_pair(occupancy: np.ndarray) -> np.ndarray:
     """Zig-zag occupancies ``(..., 3ny, 2nx)`` → pair states ``(..., nx, 2ny)`` (int8, 0–3)."""
     occ = _as_occupancy(occupancy)
     lattice = Lattice.from_zigzag_shape(occ.shape)
-    column, row0, row1 = _pair_index(lattice)
+    column, row0, row1 = pair_index(lattice)
     first = occ[..., row0, column]
     second = occ[..., row1, column]
     return (first.astype(np.int8) + 2 * second.astype(np.int8)).astype(np.int8)
@@ -292,7 +293,7 @@ def pair_to_zigzag(states: np.ndarray) -> np.ndarray:
     if not np.isin(np.unique(states), np.arange(N_PAIR_STATES)).all():
         raise ValueError(f"states: expected integers 0–3 (pair states), got {np.unique(states)[:5].tolist()}")
     lattice = Lattice(states.shape[-2], states.shape[-1] // 2)
-    column, row0, row1 = _pair_index(lattice)
+    column, row0, row1 = pair_index(lattice)
     occ = np.zeros(states.shape[:-2] + lattice.zigzag_shape, dtype=bool)
     occ[..., row0, column] = (states & 1).astype(bool)
     occ[..., row1, column] = (states & 2).astype(bool)

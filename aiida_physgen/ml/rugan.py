@@ -56,7 +56,16 @@ from torch.nn import functional as F
 
 from .ensemble import MemberNets, Stream, attributes, eval_mode, member_seed
 from .family import GeneratorFamily, keys_checked
-from .graphene import N_PAIR_STATES, Lattice, batch_to_sheets, pair_to_zigzag, sheets_to_batch, zigzag_to_pair
+from .graphene import (
+    N_PAIR_STATES,
+    Lattice,
+    pair_index,
+    batch_to_sheets,
+    coordination,
+    pair_to_zigzag,
+    sheets_to_batch,
+    zigzag_to_pair,
+)
 from .periodic_conv import HexConv2d, PeriodicConv2d
 from .settings import is_finite_number, is_positive_int
 from .wgan import VECTORISED, MemberNetsProblem, WGANSettings, WGANTrainer, member_loop
@@ -98,6 +107,13 @@ class RuganSettings:
     consistency term, ``loop.consistency_weight``, compares two dropout passes). ``loop`` holds the
     WGAN-GP loop's settings: Adam with lr 1e-4, β = (0, 0.9), ε = 1e-8, 10 critic updates per
     generator update, λ1 = 10 (gradient penalty), λ2 = 2 (consistency).
+
+    ``label_weight`` (0, the paper: off) adds a label term to the generator's loss: the squared difference, in
+    training-label standard deviations, between the requested label and the energy per area that a linear model
+    of the training labels, ``E ≈ a·atoms + b·bonds + c`` (least squares on the training sheets), gives the
+    generated sheet, with atoms and carbon-carbon bonds counted as expectations under the generator's site
+    probabilities (so the term is differentiable). It tells the generator which way the label moves with its
+    output, which the critic alone conveys only through its score.
     """
 
     encoding: str = "pair"
@@ -108,6 +124,7 @@ class RuganSettings:
     critic_layers: int = 3
     dropout: float = 0.2
     negative_slope: float = 0.2
+    label_weight: float = 0.0
     loop: WGANSettings = field(
         default_factory=lambda: WGANSettings(
             steps=20000,
@@ -141,6 +158,10 @@ class RuganSettings:
             raise ValueError(
                 "dropout: the consistency term (loop.consistency_weight > 0) compares two dropout passes of the "
                 "critic; expected dropout > 0, or loop.consistency_weight = 0"
+            )
+        if not is_finite_number(self.label_weight) or self.label_weight < 0:
+            raise ValueError(
+                f"label_weight: got {self.label_weight!r}, expected a finite weight >= 0 (0: no label term)"
             )
         value = self.negative_slope
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -310,6 +331,34 @@ def encode_sheets(occupancy: np.ndarray, encoding: str) -> torch.Tensor:
     return torch.as_tensor(np.where(occupancy, 1.0, -1.0), dtype=torch.float32)[:, None]
 
 
+def _neighbour_sum(p: torch.Tensor) -> torch.Tensor:
+    """Sum of the values on every site's three honeycomb neighbours, ``p`` of shape ``(..., R, C)`` on the zig-zag
+    grid (periodic): the torch twin of :func:`aiida_physgen.ml.graphene.coordination`'s neighbour count."""
+    up, down = torch.roll(p, -1, dims=-2), torch.roll(p, 1, dims=-2)
+    side = torch.roll(p, 1, dims=-1) + torch.roll(p, -1, dims=-1)
+    even = (torch.arange(p.shape[-1], device=p.device) % 2 == 0).to(p.dtype)
+    other = even * torch.roll(side, 1, dims=-2) + (1 - even) * torch.roll(side, -1, dims=-2)
+    return up + down + side + other
+
+
+def fit_label_model(occupancy: np.ndarray, energies: np.ndarray) -> dict[str, float]:
+    """Least-squares ``E ≈ per_atom·atoms + per_bond·bonds + constant`` of sheets' total energies (eV), with its
+    coefficient of determination ``r2`` (atoms and carbon-carbon bonds counted on the lattice)."""
+    atoms = occupancy.reshape(len(occupancy), -1).sum(1).astype(float)
+    bonds = coordination(occupancy).reshape(len(occupancy), -1).sum(1) / 2.0
+    design = np.stack([atoms, bonds, np.ones_like(atoms)], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, energies, rcond=None)
+    residual = energies - design @ coefficients
+    spread = float(((energies - energies.mean()) ** 2).sum())
+    r2 = 1.0 - float((residual**2).sum()) / spread if spread > 0 else 1.0
+    return {
+        "per_atom": float(coefficients[0]),
+        "per_bond": float(coefficients[1]),
+        "constant": float(coefficients[2]),
+        "r2": r2,
+    }
+
+
 class RuganProblem(MemberNetsProblem):
     """The RUGAN training problem for :class:`~aiida_physgen.ml.wgan.WGANTrainer`.
 
@@ -329,6 +378,8 @@ class RuganProblem(MemberNetsProblem):
         labels: np.ndarray,
         lattice: Lattice,
         device: torch.device | str = "cpu",
+        occupancy: np.ndarray | None = None,
+        label_weight: float = 0.0,
     ):
         super().__init__(generator, critic, device)
         self.lattice = lattice
@@ -344,10 +395,51 @@ class RuganProblem(MemberNetsProblem):
         )
         self.noise_shape = generator.noise_shape(lattice)
         self.batch_size = 64
+        self.label_weight = float(label_weight)
+        self.label_model = None
+        if self.label_weight > 0:
+            if occupancy is None:
+                raise ValueError("occupancy: the label term (label_weight > 0) fits its model on the training sheets")
+            self.label_model = fit_label_model(occupancy, labels * lattice.area)
+            column, row0, row1 = (torch.as_tensor(np.array(a)) for a in pair_index(lattice))
+            cols = lattice.zigzag_shape[1]
+            self._pair_sites = ((row0 * cols + column).reshape(-1), (row1 * cols + column).reshape(-1))
+
+    def site_probabilities(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generated sheets ``(K, B, ...)`` as the probability that each zig-zag site holds an atom ``(K, B, R, C)``,
+        and per sheet the correction of the expected bond count for the pair encoding's bonds inside a pair, whose
+        two sites are one categorical variable (P(both) instead of the product of the two marginals)."""
+        rows, cols = self.lattice.zigzag_shape
+        if self.generator.encoding == "zigzag":
+            return (fake[:, :, 0] + 1) / 2, torch.zeros(fake.shape[:2], device=fake.device)
+        first = fake[:, :, 1] + fake[:, :, 3]
+        second = fake[:, :, 2] + fake[:, :, 3]
+        sites = fake.new_zeros(fake.shape[:2] + (rows * cols,))
+        sites[..., self._pair_sites[0]] = first.flatten(-2)
+        sites[..., self._pair_sites[1]] = second.flatten(-2)
+        correction = (fake[:, :, 3] - first * second).sum((-2, -1))
+        return sites.reshape(fake.shape[:2] + (rows, cols)), correction
+
+    def predicted_labels(self, fake: torch.Tensor) -> torch.Tensor:
+        """The label model's standardised label of generated sheets ``(K, B)`` (expected atoms and bonds)."""
+        p, correction = self.site_probabilities(fake)
+        atoms = p.sum((-2, -1))
+        bonds = 0.5 * (p * _neighbour_sum(p)).sum((-2, -1)) + correction
+        fit = self.label_model
+        energy = fit["per_atom"] * atoms + fit["per_bond"] * bonds + fit["constant"]
+        return (energy / self.lattice.area - self.label_mean) / self.label_std
+
+    def extra_generator_loss(self, fake, real, condition=None):
+        if self.label_model is None or condition is None:
+            return None
+        return self.label_weight * ((self.predicted_labels(fake) - condition) ** 2).mean(-1)
 
     def label_statistics(self) -> dict[str, Any]:
-        """What a model keeps of its training labels: mean, std, range and :data:`LABEL_QUANTILES` quantiles."""
+        """What a model keeps of its training labels: mean, std, range and :data:`LABEL_QUANTILES` quantiles
+        (and the label term's model when there is one)."""
+        extra = {"label_model": dict(self.label_model)} if self.label_model is not None else {}
         return {
+            **extra,
             "unit": "eV/Å²",
             "mean": self.label_mean,
             "std": self.label_std,
@@ -492,7 +584,16 @@ class RuganFamily(GeneratorFamily):
         critic = RuganCritic(s.encoding, seeds, s.critic_channels, s.critic_layers, s.dropout, s.negative_slope).to(
             device
         )
-        problem = RuganProblem(generator, critic, encode_sheets(occupancy, s.encoding), labels, lattice, device)
+        problem = RuganProblem(
+            generator,
+            critic,
+            encode_sheets(occupancy, s.encoding),
+            labels,
+            lattice,
+            device,
+            occupancy=occupancy,
+            label_weight=s.label_weight,
+        )
         problem.batch_size = s.loop.batch_size
         return WGANTrainer(problem, member_loop(members), seeds)
 

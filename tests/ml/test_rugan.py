@@ -393,3 +393,57 @@ def test_the_fast_setting_learns_the_label():
     assert stats.ks_2samp(requested, obtained).statistic < 0.25
     assert np.corrcoef(requested, obtained)[0, 1] > 0.45
     assert np.abs(requested - obtained).mean() < 0.85 * np.abs(requested - blind).mean()
+
+
+# ---------------------------------------------------------------------- the label term
+@pytest.mark.parametrize("encoding", rugan.ENCODINGS)
+def test_the_label_term_counts_atoms_and_bonds_exactly_on_real_sheets(training, encoding):
+    occupancy, _ = graphene.batch_to_sheets(training)
+    labels = training.info["energy"] / LATTICE.area
+    generator = rugan.RuganGenerator(encoding, [0], noise_channels=3, channels=4, blocks=1)
+    critic = rugan.RuganCritic(encoding, [0], 4, 2, 0.2, 0.2)
+    encoded = rugan.encode_sheets(occupancy, encoding)
+    problem = rugan.RuganProblem(generator, critic, encoded, labels, LATTICE, occupancy=occupancy, label_weight=1.0)
+    # a one-hot sheet is its own probabilities: the expected counts are the counts
+    sites, correction = problem.site_probabilities(encoded[None])
+    assert torch.equal(sites[0] > 0.5, torch.as_tensor(occupancy)) and torch.all((sites == 0) | (sites == 1))
+    bonds = 0.5 * (sites * rugan._neighbour_sum(sites)).sum((-2, -1)) + correction
+    exact = graphene.coordination(occupancy).reshape(len(occupancy), -1).sum(1) / 2
+    assert np.allclose(bonds[0].numpy(), exact)
+    # the synthetic energy is a function of atoms and 3-fold atoms, close to linear in atoms and bonds
+    fit = problem.label_model
+    assert fit["r2"] > 0.95 and fit["per_atom"] < 0
+    predicted = problem.predicted_labels(encoded[None])[0].numpy() * problem.label_std + problem.label_mean
+    r = np.corrcoef(predicted, labels)[0, 1]
+    assert r**2 == pytest.approx(fit["r2"], abs=1e-6)
+    # on real sheets the term is the fit's residual (small), and it is differentiable in the generator's output
+    soft = encoded[None].clone().requires_grad_(True)
+    loss = problem.extra_generator_loss(soft, None, problem.standardised[None])
+    loss.sum().backward()
+    assert loss.shape == (1,) and float(loss.detach()) < 0.1 and soft.grad.abs().sum() > 0
+
+
+def test_a_model_trained_with_the_label_term_keeps_its_label_model(training):
+    (trained,) = train(training, {**TINY, "label_weight": 1.0})
+    assert trained.config["label"]["label_model"]["r2"] > 0.95
+    (plain,) = train(training)
+    assert "label_model" not in plain.config["label"]
+    with pytest.raises(ValueError, match=r"label_weight: got -1, expected a finite weight >= 0"):
+        train(training, {**TINY, "label_weight": -1})
+
+
+@pytest.mark.slow
+def test_the_label_term_benchmark_runs_and_prints_its_table(capsys):
+    # two steps and a handful of sheets: the script's plumbing, not the figures of docs/graphene.md
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "rugan_label_term.py"
+    spec = importlib.util.spec_from_file_location("rugan_label_term", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--weights", "0", "1", "--seeds", "0", "--count", "8", "--sheets", "64", "--steps", "2"]
+    assert bench.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| label_weight | area | KS |") and len(lines) == 6
+    assert lines[2].startswith("| 0 | 1x |") and lines[5].startswith("| 1 | 4x |")
