@@ -59,9 +59,9 @@ from .family import GeneratorFamily, keys_checked
 from .graphene import (
     N_PAIR_STATES,
     Lattice,
-    pair_index,
     batch_to_sheets,
     coordination,
+    pair_index,
     pair_to_zigzag,
     sheets_to_batch,
     zigzag_to_pair,

@@ -4,6 +4,9 @@
 Madsen, Mach. Learn.: Sci. Technol. 5 035079 (2024)), published with that paper under the MIT
 licence: 39 QM9 molecules (7 C4H10O + 32 C6H14O; no C5H12O) and, for six SiO2 polymorphs from
 the Materials Project, the target structure and the training set with that target left out.
+
+``graphene/dft_sheets.extxyz``: 101 small and 11 four-times-larger porous graphene sheets with GPAW PBE energies,
+made here by ``scripts/graphene_dft_set.py`` (see :mod:`aiida_physgen.graphene.dft_set`).
 """
 
 from __future__ import annotations
