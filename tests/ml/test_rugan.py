@@ -442,8 +442,9 @@ def test_the_label_term_benchmark_runs_and_prints_its_table(capsys):
     spec = importlib.util.spec_from_file_location("rugan_label_term", script)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = ["--weights", "0", "1", "--seeds", "0", "--count", "8", "--sheets", "64", "--steps", "2"]
+    args = ["--weights", "0", "1", "--seeds", "0", "--count", "8", "--sheets", "64", "--steps", "2", "--calibrate"]
     assert bench.main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| label_weight | area | KS |") and len(lines) == 6
-    assert lines[2].startswith("| 0 | 1x |") and lines[5].startswith("| 1 | 4x |")
+    assert lines[0].startswith("| label_weight | area | KS |") and len(lines) == 10
+    assert lines[2].startswith("| 0 | 1x |") and lines[3].startswith("| 0 | 1x calibrated |")
+    assert lines[9].startswith("| 1 | 4x calibrated |")
