@@ -193,6 +193,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", type=Path, help="another labelled set (default: the shipped one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.set is not None and not args.set.is_file():
+        parser.error(f"--set: {args.set} is not a file; expected an extxyz set made by scripts/graphene_dft_set.py")
     results = run(args.seeds, args.set)
     print(table(results))
     if args.json:

@@ -29,7 +29,7 @@ import numpy as np
 from aiida_physgen.graphene.label_check import compare_labels
 from aiida_physgen.graphene.reference_energy import label_sheets
 from aiida_physgen.ml import graphene
-from aiida_physgen.ml.rugan import fit_label_model
+from aiida_physgen.ml.rugan import fit_label_model, label_model_energies
 from aiida_physgen.ml.training import set_threads, train_ensemble
 from aiida_physgen.workflows.protocols import generation_protocol
 
@@ -50,9 +50,7 @@ def label_model_of(training):
 
     def per_area(batch):
         sheets, big = graphene.batch_to_sheets(batch, where="generated")
-        atoms = sheets.reshape(len(sheets), -1).sum(1)
-        bonds = graphene.coordination(sheets).reshape(len(sheets), -1).sum(1) / 2
-        return (fit["per_atom"] * atoms + fit["per_bond"] * bonds + fit["constant"]) / big.area
+        return label_model_energies(fit, sheets) / big.area
 
     return per_area
 
@@ -135,6 +133,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if any(w < 0 for w in args.weights):
         parser.error(f"--weights: got {args.weights}, expected weights >= 0")
+    for name in ("count", "sheets", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 2:
+            parser.error(f"--{name}: got {value}, expected at least 2")
     set_threads()
     training = training_sheets(args.sheets)
     rows = [one_model(training, w, s, args.count, args.steps, args.calibrate) for w in args.weights for s in args.seeds]

@@ -46,6 +46,14 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="compute at most this many sheets per part (a quick try)")
     parser.add_argument("--indices", type=int, nargs="+", help="only these sheets of the part (to share it out)")
     args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit: got {args.limit}, expected a positive number of sheets")
+    if args.indices is not None:
+        parts = args.part or list(PARTS)
+        largest = min(PARTS[name].count for name in parts)
+        bad = [i for i in args.indices if not 0 <= i < largest]
+        if bad:
+            parser.error(f"--indices: got {bad}, expected sheet indices from 0 to {largest - 1} of part(s) {parts}")
     settings = DftSettings()
     record = json.dumps(settings_record(settings), sort_keys=True)
     for name in args.part or list(PARTS):
@@ -55,7 +63,7 @@ def main(argv=None) -> int:
         sheets = part_sheets(part)
         done = done_indices(args.out, name)
         wanted = range(len(sheets)) if args.indices is None else args.indices
-        todo = [i for i in wanted if i not in done and 0 <= i < len(sheets)][: args.limit]
+        todo = [i for i in wanted if i not in done][: args.limit]
         print(f"{name}: {len(sheets)} sheets of {lattice.nx} x {lattice.ny} cells, {len(done)} done, {len(todo)} to do")
         for i in todo:
             atoms = graphene.occupancy_to_atoms(sheets[i], lattice)

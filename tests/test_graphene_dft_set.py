@@ -151,3 +151,30 @@ def test_the_benchmark_trains_scores_and_prints_its_table(shipped, monkeypatch, 
         assert np.isfinite(row[part][0]["mean"]) and row[part][0]["median"] <= row[part][0]["mean"] + 1e-12
         assert row[part][0]["mean"] < 2 * row[f"baseline_{part}"][0]["mean"]
     assert abs(results["pristine_energy_per_atom"]["small"] - results["pristine_energy_per_atom"]["large"]) < 1e-3
+
+
+@pytest.mark.slow  # a subprocess each, about 2-4 s
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("scripts/graphene_dft_set.py", ["--part", "large", "--indices", "11"], "--indices: got [11], expected sheet"),
+        ("scripts/graphene_dft_set.py", ["--limit", "0"], "--limit: got 0, expected a positive number"),
+        ("benchmarks/ednn_dft.py", ["--set", "no/such.extxyz"], "--set: no/such.extxyz is not a file"),
+        ("benchmarks/rugan_label_term.py", ["--count", "1"], "--count: got 1, expected at least 2"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(tmp_path, script, args, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "set.extxyz"
+    extra = ["-o", str(out)] if script.startswith("scripts") else []
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / script), *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not out.exists()

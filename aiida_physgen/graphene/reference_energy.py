@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -537,7 +536,9 @@ def compare_with_dft(
         ``mean_formation_error``) and per area (``mae_per_area``, meV/Å²), the slope of DFT against
         Tersoff excess energies and their Pearson correlation (with more than 2 defective sheets).
     """
-    from gpaw import GPAW, PW
+    from gpaw import PW
+
+    from .dft_set import gpaw_energy
 
     sheets = list(sheets)
     batch = _as_batch(sheets)
@@ -552,16 +553,11 @@ def compare_with_dft(
     e_dft = np.empty(len(batch))
     seconds = np.empty(len(batch))
     for i, atoms in enumerate(batch):
-        atoms = atoms.copy()
-        atoms.info.clear()
         if not atoms.pbc[2]:
+            atoms = atoms.copy()
             atoms.cell[2] = (0.0, 0.0, vacuum)
             atoms.center(axis=2)
-            atoms.pbc = True
-        start = time.perf_counter()
-        atoms.calc = GPAW(**gpaw_kwargs)
-        e_dft[i] = atoms.get_potential_energy()
-        seconds[i] = time.perf_counter() - start
+        e_dft[i], seconds[i] = gpaw_energy(atoms, gpaw_kwargs)
     n = batch.n_atoms.astype(float)
     areas = np.linalg.norm(np.cross(batch.cells[:, 0], batch.cells[:, 1]), axis=1)
     sites = np.rint(n[reference] * areas / areas[reference]).astype(int)

@@ -80,6 +80,8 @@ __all__ = [
     "SeededDropout",
     "LABEL_QUANTILES",
     "SAMPLE_CHUNK",
+    "fit_label_model",
+    "label_model_energies",
 ]
 
 ENCODINGS = ("pair", "zigzag")
@@ -341,12 +343,17 @@ def _neighbour_sum(p: torch.Tensor) -> torch.Tensor:
     return up + down + side + other
 
 
+def _atoms_and_bonds(occupancy: np.ndarray) -> np.ndarray:
+    """Per sheet: atoms, carbon-carbon bonds and 1, the columns of the label model."""
+    atoms = occupancy.reshape(len(occupancy), -1).sum(1).astype(float)
+    bonds = coordination(occupancy).reshape(len(occupancy), -1).sum(1) / 2.0
+    return np.stack([atoms, bonds, np.ones_like(atoms)], axis=1)
+
+
 def fit_label_model(occupancy: np.ndarray, energies: np.ndarray) -> dict[str, float]:
     """Least-squares ``E ≈ per_atom·atoms + per_bond·bonds + constant`` of sheets' total energies (eV), with its
     coefficient of determination ``r2`` (atoms and carbon-carbon bonds counted on the lattice)."""
-    atoms = occupancy.reshape(len(occupancy), -1).sum(1).astype(float)
-    bonds = coordination(occupancy).reshape(len(occupancy), -1).sum(1) / 2.0
-    design = np.stack([atoms, bonds, np.ones_like(atoms)], axis=1)
+    design = _atoms_and_bonds(occupancy)
     coefficients, *_ = np.linalg.lstsq(design, energies, rcond=None)
     residual = energies - design @ coefficients
     spread = float(((energies - energies.mean()) ** 2).sum())
@@ -357,6 +364,11 @@ def fit_label_model(occupancy: np.ndarray, energies: np.ndarray) -> dict[str, fl
         "constant": float(coefficients[2]),
         "r2": r2,
     }
+
+
+def label_model_energies(fit: dict[str, float], occupancy: np.ndarray) -> np.ndarray:
+    """Total energies (eV) the label model ``fit`` gives discrete sheets (zig-zag occupancies)."""
+    return _atoms_and_bonds(occupancy) @ np.array([fit["per_atom"], fit["per_bond"], fit["constant"]])
 
 
 class RuganProblem(MemberNetsProblem):

@@ -414,6 +414,7 @@ def test_the_label_term_counts_atoms_and_bonds_exactly_on_real_sheets(training, 
     fit = problem.label_model
     assert fit["r2"] > 0.95 and fit["per_atom"] < 0
     predicted = problem.predicted_labels(encoded[None])[0].numpy() * problem.label_std + problem.label_mean
+    assert np.allclose(rugan.label_model_energies(fit, occupancy) / LATTICE.area, predicted, atol=1e-6)
     r = np.corrcoef(predicted, labels)[0, 1]
     assert r**2 == pytest.approx(fit["r2"], abs=1e-6)
     # on real sheets the term is the fit's residual (small), and it is differentiable in the generator's output
